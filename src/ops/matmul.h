@@ -1,0 +1,47 @@
+// Linear layers on the CPU: y = x · Wᵀ with W stored row-major as [rows, cols]
+// (the PyTorch nn.Linear layout) in its stored dtype (F32, F16, BF16 or Q8_0).
+//
+// One token (decode) goes through a GEMV that streams W once in its stored dtype
+// (no float32 copy), split over threads by rows: it is memory-bound, so its speed
+// is bytes(W) / time against the machine's bandwidth. Several tokens (prefill)
+// go through a real GEMM: panels of W are widened to float32 and multiplied with
+// OpenBLAS sgemm, so the cost of widening is shared by all tokens of the chunk.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "util/dtype.h"
+
+namespace podkv {
+
+// A weight matrix in place (usually inside a memory map). For Q8_0, cols % 32 == 0
+// and each row is cols/32 blocks.
+struct WeightMatrix {
+  DType dtype = DType::F32;
+  int64_t rows = 0;  // output features
+  int64_t cols = 0;  // input features
+  const void* data = nullptr;
+
+  size_t row_bytes() const { return dtype_bytes(dtype, static_cast<size_t>(cols)); }
+  size_t bytes() const { return row_bytes() * static_cast<size_t>(rows); }
+};
+
+// y[tokens, rows] = x[tokens, cols] · Wᵀ (+ bias[rows] when bias != nullptr).
+// tokens == 1 uses the GEMV; more use the GEMM path. Uses the OpenMP threads
+// set by set_num_threads().
+void matmul(const WeightMatrix& w, const float* x, int64_t tokens, float* y,
+            const float* bias = nullptr);
+
+// The single-token path, exposed for tests and benchmarks: y[rows] = W · x[cols].
+void gemv(const WeightMatrix& w, const float* x, float* y);
+
+// Plain reference: widens every element with to_f32 and sums in double. Tests only.
+void matmul_reference(const WeightMatrix& w, const float* x, int64_t tokens, float* y,
+                      const float* bias = nullptr);
+
+// Threads used by matmul, attention and the other parallel ops (OpenMP and OpenBLAS).
+void set_num_threads(int threads);
+int num_threads();
+
+}  // namespace podkv

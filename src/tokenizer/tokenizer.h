@@ -1,0 +1,69 @@
+// Tokenizers: byte-level BPE from tokenizer.json, SentencePiece tokenizer.model,
+// and the vocabularies stored in GGUF metadata (ggml "llama" = SentencePiece-style
+// BPE with byte fallback, ggml "gpt2" = byte-level BPE with a pre-tokenizer).
+// encode() gives exactly the ids Hugging Face tokenizers / SentencePiece give.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace podkv {
+
+namespace gguf { class File; }
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+
+  // Token ids of `text`; `add_bos` prepends BOS when the tokenizer's
+  // configuration adds it (tokenizer.json post-processor, GGUF add_bos_token,
+  // SentencePiece's convention), never otherwise. Special tokens written in the
+  // text (e.g. "<|begin_of_text|>") are recognised as single tokens.
+  virtual std::vector<int32_t> encode(std::string_view text, bool add_bos) const = 0;
+
+  // The raw bytes a token stands for (may be an incomplete UTF-8 sequence).
+  // Special/control tokens give their text. Throws Error for an id out of range.
+  virtual std::string token_bytes(int32_t id) const = 0;
+
+  // Text of a whole sequence, as Hugging Face's decode(skip_special_tokens=False)
+  // gives it (e.g. SentencePiece drops the leading space of the first token).
+  virtual std::string decode(const std::vector<int32_t>& ids) const;
+
+  virtual int32_t vocab_size() const = 0;
+  int32_t bos_id() const { return bos_id_; }               // -1 when none
+  const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
+  bool is_eos(int32_t id) const;
+
+ protected:
+  int32_t bos_id_ = -1;
+  std::vector<int32_t> eos_ids_;
+};
+
+// Loads a tokenizer from PATH: a tokenizer.json, a tokenizer.model, a .gguf
+// file, or a model directory holding one of those (tokenizer.json first).
+// Throws Error naming the file and the field at fault.
+std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
+
+// The tokenizer stored in an open GGUF file's metadata (tokenizer.ggml.*).
+std::unique_ptr<Tokenizer> load_gguf_tokenizer(const gguf::File& file);
+
+// Turns a stream of token ids into text pieces that are always whole UTF-8:
+// bytes of a character split across tokens are held until it is complete.
+class StreamDecoder {
+ public:
+  explicit StreamDecoder(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+  // Text that became complete with this token (may be empty).
+  std::string push(int32_t id);
+  // Whatever is still held (invalid bytes become U+FFFD).
+  std::string flush();
+
+ private:
+  const Tokenizer& tokenizer_;
+  std::string pending_;
+  bool first_ = true;
+};
+
+}  // namespace podkv

@@ -1,0 +1,44 @@
+// Element types of stored tensors, and scalar conversions between them.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+namespace podkv {
+
+// Q8_0 is ggml's block format: blocks of 32 values, each an fp16 scale d
+// followed by 32 int8 q; value = d * q. 34 bytes per block.
+enum class DType { F32, F16, BF16, Q8_0, I32, I64 };
+
+constexpr int kQ8BlockSize = 32;
+constexpr int kQ8BlockBytes = 34;
+
+const char* dtype_name(DType t);
+
+// Bytes needed for `count` elements (count must be a multiple of 32 for Q8_0).
+size_t dtype_bytes(DType t, size_t count);
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Round to nearest even, as PyTorch does; NaN stays NaN.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+// Converts `count` elements of type `t` at `src` to float32 (Q8_0: count % 32 == 0).
+void to_f32(DType t, const void* src, float* dst, size_t count);
+
+}  // namespace podkv
