@@ -44,4 +44,7 @@ void matmul_reference(const WeightMatrix& w, const float* x, int64_t tokens, flo
 void set_num_threads(int threads);
 int num_threads();
 
+// The vector instruction set the GEMV was compiled for: "avx512", "avx2" or "scalar".
+const char* matmul_isa();
+
 }  // namespace podkv

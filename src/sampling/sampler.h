@@ -31,8 +31,9 @@ class Sampler {
  private:
   SamplingParams params_;
   std::mt19937_64 rng_;
-  std::vector<float> scratch_;
-  std::vector<int32_t> order_;
+  std::vector<float> scratch_;   // penalised, temperature-scaled logits
+  std::vector<int32_t> order_;   // candidate token ids
+  std::vector<double> weights_;  // unnormalised probabilities of the candidates
 };
 
 // Finds the earliest occurrence of any stop string in `text` that starts at or

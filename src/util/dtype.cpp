@@ -91,6 +91,8 @@ void to_f32(DType t, const void* src, float* dst, size_t count) {
       return;
     }
     case DType::Q8_0: {
+      check(count % kQ8BlockSize == 0,
+            "to_f32: Q8_0 count " + std::to_string(count) + " is not a multiple of 32");
       auto* s = static_cast<const uint8_t*>(src);
       for (size_t b = 0; b < count / kQ8BlockSize; ++b) {
         const uint8_t* block = s + b * kQ8BlockBytes;

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <utility>
 
@@ -49,6 +50,51 @@ MappedFile& MappedFile::operator=(MappedFile&& other) noexcept {
     size_ = std::exchange(other.size_, 0);
   }
   return *this;
+}
+
+OutputFile::OutputFile(const std::string& path) : path_(path), tmp_path_(path + ".tmp") {
+  file_ = std::fopen(tmp_path_.c_str(), "wb");
+  if (file_ == nullptr) throw Error(tmp_path_ + ": cannot create: " + std::strerror(errno));
+}
+
+OutputFile::~OutputFile() {
+  if (file_ != nullptr) {
+    std::fclose(file_);
+    std::remove(tmp_path_.c_str());
+  }
+}
+
+void OutputFile::write(const void* bytes, size_t count) {
+  check(file_ != nullptr, tmp_path_ + ": write after commit");
+  if (count > 0 && std::fwrite(bytes, 1, count, file_) != count)
+    throw Error(tmp_path_ + ": write failed: " + std::strerror(errno));
+  position_ += count;
+}
+
+void OutputFile::write_zeros(size_t count) {
+  static const uint8_t kZeros[256] = {};
+  while (count > 0) {
+    const size_t n = count < sizeof(kZeros) ? count : sizeof(kZeros);
+    write(kZeros, n);
+    count -= n;
+  }
+}
+
+void OutputFile::commit() {
+  check(file_ != nullptr, tmp_path_ + ": committed twice");
+  const bool flushed = std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0;
+  const int saved_errno = errno;
+  const bool closed = std::fclose(file_) == 0;
+  file_ = nullptr;
+  if (!flushed || !closed) {
+    std::remove(tmp_path_.c_str());
+    throw Error(tmp_path_ + ": cannot finish writing: " + std::strerror(flushed ? errno : saved_errno));
+  }
+  if (std::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+    const int rename_errno = errno;
+    std::remove(tmp_path_.c_str());
+    throw Error(path_ + ": cannot rename " + tmp_path_ + " to it: " + std::strerror(rename_errno));
+  }
 }
 
 }  // namespace podkv

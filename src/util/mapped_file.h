@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
 namespace podkv {
@@ -27,6 +28,29 @@ class MappedFile {
   std::string path_;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
+};
+
+// Writes a file all-or-nothing: bytes go to PATH.tmp, and commit() flushes it
+// and renames it to PATH. Destroyed without commit() (an exception on the
+// way), it removes PATH.tmp, so PATH is never left half-written.
+class OutputFile {
+ public:
+  // Throws Error naming PATH.tmp when it cannot be created.
+  explicit OutputFile(const std::string& path);
+  ~OutputFile();
+  OutputFile(const OutputFile&) = delete;
+  OutputFile& operator=(const OutputFile&) = delete;
+
+  void write(const void* bytes, size_t count);  // throws Error on a short write
+  void write_zeros(size_t count);               // padding
+  uint64_t position() const { return position_; }
+  void commit();
+
+ private:
+  std::string path_;
+  std::string tmp_path_;
+  std::FILE* file_ = nullptr;
+  uint64_t position_ = 0;
 };
 
 }  // namespace podkv

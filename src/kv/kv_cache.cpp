@@ -1,0 +1,204 @@
+#include "kv/kv_cache.h"
+
+#include <algorithm>
+#include <string>
+
+namespace podkv {
+
+namespace {
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+}  // namespace
+
+KvCache::KvCache(KvLayout layout, size_t budget_bytes, int page_tokens)
+    : layout_(std::move(layout)), page_tokens_(page_tokens) {
+  layout_.validate();
+  check(page_tokens_ >= 1, "kv cache: page size must be at least one token");
+  page_floats_ = static_cast<size_t>(page_tokens_) * layout_.head_dim;
+  page_bytes_ = page_floats_ * sizeof(float);
+  total_pages_ = budget_bytes / page_bytes_;
+  check(total_pages_ < (1ull << 31), "kv cache: budget of " + std::to_string(budget_bytes) + " bytes is too large");
+  // new[] without initialisation: the OS commits pages only when written.
+  pool_.reset(new float[std::max<size_t>(total_pages_ * page_floats_, 1)]);
+  free_pages_.resize(total_pages_);
+  // Pop from the back hands out low pages first.
+  for (size_t i = 0; i < total_pages_; ++i) free_pages_[i] = static_cast<int32_t>(total_pages_ - 1 - i);
+}
+
+int KvCache::add_sequence() {
+  Sequence s;
+  s.live = true;
+  const size_t streams = static_cast<size_t>(layout_.num_layers) * layout_.num_kv_heads;
+  s.key_pages.resize(streams);
+  s.value_pages.resize(streams);
+  for (size_t i = 0; i < sequences_.size(); ++i) {
+    if (!sequences_[i].live) {
+      sequences_[i] = std::move(s);
+      return static_cast<int>(i);
+    }
+  }
+  sequences_.push_back(std::move(s));
+  return static_cast<int>(sequences_.size() - 1);
+}
+
+KvCache::Sequence& KvCache::sequence(int seq) {
+  check(seq >= 0 && static_cast<size_t>(seq) < sequences_.size() && sequences_[seq].live,
+        "kv cache: no sequence " + std::to_string(seq));
+  return sequences_[seq];
+}
+
+const KvCache::Sequence& KvCache::sequence(int seq) const {
+  return const_cast<KvCache*>(this)->sequence(seq);
+}
+
+void KvCache::remove_sequence(int seq) {
+  Sequence& s = sequence(seq);
+  for (auto* tables : {&s.key_pages, &s.value_pages}) {
+    for (auto& table : *tables) {
+      for (int32_t page : table) if (page >= 0) free_pages_.push_back(page);
+    }
+  }
+  s = Sequence{};
+}
+
+int64_t KvCache::length(int seq) const { return sequence(seq).length; }
+
+int64_t KvCache::pages_needed(const Sequence& s, int64_t new_length) const {
+  int64_t needed = 0;
+  const int64_t last_page = ceil_div(new_length, page_tokens_);
+  auto count = [&](const std::vector<StreamRule>& rules, const std::vector<std::vector<int32_t>>& tables) {
+    for (size_t i = 0; i < rules.size(); ++i) {
+      if (rules[i].retention == Retention::None) continue;
+      const auto& table = tables[i];
+      const int64_t first_page = s.length / page_tokens_;
+      for (int64_t p = first_page; p < last_page; ++p) {
+        if (p >= static_cast<int64_t>(table.size()) || table[p] < 0) ++needed;
+      }
+    }
+  };
+  count(layout_.keys, s.key_pages);
+  count(layout_.values, s.value_pages);
+  return needed;
+}
+
+void KvCache::reserve(int seq, int64_t new_length) {
+  Sequence& s = sequence(seq);
+  if (new_length <= s.length) return;
+  const int64_t needed = pages_needed(s, new_length);
+  if (needed > static_cast<int64_t>(free_pages_.size())) {
+    throw KvCacheFull("kv cache full: sequence " + std::to_string(seq) + " needs " + std::to_string(needed) +
+                      " more pages (" + std::to_string(needed * page_bytes_) + " bytes) to reach " +
+                      std::to_string(new_length) + " tokens, " + std::to_string(free_pages_.size()) +
+                      " pages free of " + std::to_string(total_pages_) + " (budget " +
+                      std::to_string(budget_bytes()) + " bytes)");
+  }
+  const int64_t last_page = ceil_div(new_length, page_tokens_);
+  auto grow = [&](const std::vector<StreamRule>& rules, std::vector<std::vector<int32_t>>& tables) {
+    for (size_t i = 0; i < rules.size(); ++i) {
+      if (rules[i].retention == Retention::None) continue;
+      auto& table = tables[i];
+      if (static_cast<int64_t>(table.size()) < last_page) table.resize(last_page, -1);
+      for (int64_t p = s.length / page_tokens_; p < last_page; ++p) {
+        if (table[p] < 0) {
+          table[p] = free_pages_.back();
+          free_pages_.pop_back();
+        }
+      }
+    }
+  };
+  grow(layout_.keys, s.key_pages);
+  grow(layout_.values, s.value_pages);
+}
+
+void KvCache::release_window_pages(std::vector<int32_t>& table, int64_t last_query) {
+  // Positions j with sink <= j <= last_query - recent are distant; a page is
+  // given back once every position in it is distant.
+  const int64_t first_distant = layout_.sink_tokens;
+  const int64_t last_distant = last_query - layout_.recent_tokens;
+  if (last_distant < first_distant) return;
+  const int64_t first_page = ceil_div(first_distant, page_tokens_);
+  const int64_t end_page = (last_distant + 1) / page_tokens_;  // pages fully <= last_distant
+  for (int64_t p = first_page; p < end_page && p < static_cast<int64_t>(table.size()); ++p) {
+    if (table[p] >= 0) {
+      free_pages_.push_back(table[p]);
+      table[p] = -1;
+    }
+  }
+}
+
+void KvCache::commit(int seq, int64_t new_length) {
+  Sequence& s = sequence(seq);
+  check(new_length >= s.length, "kv cache: commit cannot shrink a sequence");
+  s.length = new_length;
+  if (new_length == 0) return;
+  for (size_t i = 0; i < layout_.keys.size(); ++i) {
+    if (layout_.keys[i].retention == Retention::Window) release_window_pages(s.key_pages[i], new_length - 1);
+    if (layout_.values[i].retention == Retention::Window) release_window_pages(s.value_pages[i], new_length - 1);
+  }
+}
+
+float* KvCache::slot(std::vector<int32_t>& table, int64_t pos, const char* kind, int layer, int head) {
+  const int64_t logical = pos / page_tokens_;
+  if (pos < 0 || logical >= static_cast<int64_t>(table.size()) || table[logical] < 0)
+    throw Error(std::string("kv cache: ") + kind + " of layer " + std::to_string(layer) + " head " +
+                std::to_string(head) + ": position " + std::to_string(pos) + " is not reserved");
+  return pool_.get() + static_cast<size_t>(table[logical]) * page_floats_ +
+         static_cast<size_t>(pos % page_tokens_) * layout_.head_dim;
+}
+
+float* KvCache::key_slot(int seq, int layer, int head, int64_t pos) {
+  return slot(sequence(seq).key_pages[layer * layout_.num_kv_heads + head], pos, "keys", layer, head);
+}
+
+float* KvCache::value_slot(int seq, int layer, int head, int64_t pos) {
+  return slot(sequence(seq).value_pages[layer * layout_.num_kv_heads + head], pos, "values", layer, head);
+}
+
+StreamView KvCache::view(const std::vector<int32_t>& table) const {
+  StreamView v;
+  v.page_table = table.data();
+  v.num_pages = static_cast<int64_t>(table.size());
+  v.pool = pool_.get();
+  v.page_tokens = page_tokens_;
+  v.head_dim = layout_.head_dim;
+  return v;
+}
+
+StreamView KvCache::keys(int seq, int layer, int head) const {
+  return view(sequence(seq).key_pages[layer * layout_.num_kv_heads + head]);
+}
+
+StreamView KvCache::values(int seq, int layer, int head) const {
+  return view(sequence(seq).value_pages[layer * layout_.num_kv_heads + head]);
+}
+
+size_t KvCache::bytes_in_use(int seq) const {
+  return static_cast<size_t>(layout_.retained_vectors(sequence(seq).length)) * layout_.head_dim * sizeof(float);
+}
+
+size_t KvCache::bytes_reserved(int seq) const {
+  const Sequence& s = sequence(seq);
+  size_t pages = 0;
+  for (auto* tables : {&s.key_pages, &s.value_pages}) {
+    for (const auto& table : *tables) pages += std::count_if(table.begin(), table.end(), [](int32_t p) { return p >= 0; });
+  }
+  return pages * page_bytes_;
+}
+
+int64_t KvCache::tokens_that_fit(int seq) const {
+  const Sequence& s = sequence(seq);
+  // pages_needed grows monotonically with the length: binary search.
+  int64_t lo = 0, hi = 1;
+  while (pages_needed(s, s.length + hi) <= static_cast<int64_t>(free_pages_.size())) {
+    lo = hi;
+    hi *= 2;
+    if (hi > (int64_t{1} << 40)) return lo;
+  }
+  while (hi - lo > 1) {
+    const int64_t mid = (lo + hi) / 2;
+    if (pages_needed(s, s.length + mid) <= static_cast<int64_t>(free_pages_.size())) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+}  // namespace podkv

@@ -1,0 +1,112 @@
+// A paged KV cache for many sequences under one byte budget, on the CPU.
+//
+// Storage is one flat pool of pages; a page holds `page_tokens` vectors of
+// head_dim floats for one stream (the keys or the values of one layer and KV
+// head of one sequence). Each sequence has, per stream, a host-side page table
+// indexed by logical page (position / page_tokens), -1 where nothing is held.
+// Streams follow the KvLayout: Full streams hold every page, Window streams give
+// pages back once all their positions have left the sink and the recent window,
+// None streams hold nothing. No per-token heap objects, so the same tables can
+// be copied to a GPU as they are.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "kv/kv_layout.h"
+#include "util/error.h"
+
+namespace podkv {
+
+// Thrown when a sequence or tokens do not fit the budget. Nothing is changed.
+class KvCacheFull : public Error {
+ public:
+  using Error::Error;
+};
+
+// Read access to one stream of one sequence: vector of position `pos`.
+struct StreamView {
+  const int32_t* page_table = nullptr;  // [logical pages], -1 = not held
+  int64_t num_pages = 0;
+  const float* pool = nullptr;
+  int64_t page_tokens = 0;
+  int64_t head_dim = 0;
+
+  const float* at(int64_t pos) const {
+    const int32_t page = page_table[pos / page_tokens];
+    return pool + (static_cast<int64_t>(page) * page_tokens + pos % page_tokens) * head_dim;
+  }
+  bool holds(int64_t pos) const {
+    const int64_t logical = pos / page_tokens;
+    return pos >= 0 && logical < num_pages && page_table[logical] >= 0;
+  }
+};
+
+class KvCache {
+ public:
+  // `budget_bytes` caps the pool; pages are touched (committed by the OS) only when used.
+  KvCache(KvLayout layout, size_t budget_bytes, int page_tokens = 16);
+
+  const KvLayout& layout() const { return layout_; }
+  int page_tokens() const { return page_tokens_; }
+  size_t page_bytes() const { return page_bytes_; }
+
+  // A new empty sequence; returns its id.
+  int add_sequence();
+  void remove_sequence(int seq);
+  int64_t length(int seq) const;
+
+  // Makes room for positions [length, new_length) in every stream that stores
+  // them, all or nothing: throws KvCacheFull (naming the pages needed and free)
+  // and changes nothing when the pool cannot hold them.
+  void reserve(int seq, int64_t new_length);
+  // Declares positions < new_length written and gives back the pages of Window
+  // streams whose tokens have all left the sink and the recent window of the
+  // last query (new_length - 1).
+  void commit(int seq, int64_t new_length);
+
+  // Write access to the slot of `pos` (reserved, not yet committed or still held).
+  float* key_slot(int seq, int layer, int head, int64_t pos);
+  float* value_slot(int seq, int layer, int head, int64_t pos);
+  StreamView keys(int seq, int layer, int head) const;
+  StreamView values(int seq, int layer, int head) const;
+
+  // Accounting. In use = vectors the layout retains for the committed length
+  // times vector bytes (the analytic formula); reserved = pages held times page
+  // bytes (in use plus partly filled pages).
+  size_t bytes_in_use(int seq) const;
+  size_t bytes_reserved(int seq) const;
+  size_t total_bytes_reserved() const { return (total_pages_ - free_pages_.size()) * page_bytes_; }
+  size_t budget_bytes() const { return total_pages_ * page_bytes_; }
+  size_t free_pages() const { return free_pages_.size(); }
+  // How many more tokens sequence `seq` can grow by before reserve() refuses.
+  int64_t tokens_that_fit(int seq) const;
+
+ private:
+  struct Sequence {
+    bool live = false;
+    int64_t length = 0;
+    std::vector<std::vector<int32_t>> key_pages;    // [layer * H + head][logical page]
+    std::vector<std::vector<int32_t>> value_pages;  // same
+  };
+
+  Sequence& sequence(int seq);
+  const Sequence& sequence(int seq) const;
+  int64_t pages_needed(const Sequence& s, int64_t new_length) const;
+  void release_window_pages(std::vector<int32_t>& table, int64_t last_query);
+  float* slot(std::vector<int32_t>& table, int64_t pos, const char* kind, int layer, int head);
+  StreamView view(const std::vector<int32_t>& table) const;
+
+  KvLayout layout_;
+  int page_tokens_;
+  size_t page_floats_;
+  size_t page_bytes_;
+  size_t total_pages_;
+  std::unique_ptr<float[]> pool_;
+  std::vector<int32_t> free_pages_;
+  std::vector<Sequence> sequences_;
+};
+
+}  // namespace podkv

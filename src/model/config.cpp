@@ -1,0 +1,259 @@
+#include "model/config.h"
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "util/error.h"
+
+namespace podkv {
+
+using nlohmann::json;
+
+namespace {
+
+const json* field(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+int64_t required_int(const json& j, const char* key, const std::string& source) {
+  const json* v = field(j, key);
+  if (v == nullptr) throw Error(source + ": missing field '" + key + "'");
+  if (!v->is_number_integer()) throw Error(source + ": field '" + key + "' must be an integer");
+  return v->get<int64_t>();
+}
+
+int64_t optional_int(const json& j, const char* key, int64_t fallback, const std::string& source) {
+  const json* v = field(j, key);
+  if (v == nullptr) return fallback;
+  if (!v->is_number_integer()) throw Error(source + ": field '" + key + "' must be an integer");
+  return v->get<int64_t>();
+}
+
+double optional_number(const json& j, const char* key, double fallback, const std::string& source) {
+  const json* v = field(j, key);
+  if (v == nullptr) return fallback;
+  if (!v->is_number()) throw Error(source + ": field '" + key + "' must be a number");
+  return v->get<double>();
+}
+
+bool optional_bool(const json& j, const char* key, bool fallback, const std::string& source) {
+  const json* v = field(j, key);
+  if (v == nullptr) return fallback;
+  if (!v->is_boolean()) throw Error(source + ": field '" + key + "' must be true or false");
+  return v->get<bool>();
+}
+
+// rope_scaling (transformers 4) or rope_parameters (transformers 5) object.
+RopeScaling parse_rope_scaling(const json& j, const std::string& where, const std::string& source) {
+  RopeScaling s;
+  std::string type = "default";
+  if (const json* t = field(j, "rope_type")) type = t->get<std::string>();
+  else if (const json* t2 = field(j, "type")) type = t2->get<std::string>();
+  const std::string at = where + ".";
+  if (type == "default") return s;
+  if (type == "linear") {
+    s.type = RopeScalingType::Linear;
+    s.factor = optional_number(j, "factor", 1.0, source + ": " + at);
+  } else if (type == "llama3") {
+    s.type = RopeScalingType::Llama3;
+    for (const char* key : {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}) {
+      if (field(j, key) == nullptr) throw Error(source + ": missing field '" + at + key + "' for llama3 rope scaling");
+    }
+    s.factor = j["factor"].get<double>();
+    s.low_freq_factor = j["low_freq_factor"].get<double>();
+    s.high_freq_factor = j["high_freq_factor"].get<double>();
+    s.original_max_position_embeddings = j["original_max_position_embeddings"].get<int64_t>();
+  } else {
+    throw Error(source + ": field '" + where + "': rope type '" + type +
+                "' is not supported (supported: default, linear, llama3)");
+  }
+  if (!(s.factor > 0)) throw Error(source + ": field '" + at + "factor' must be positive");
+  return s;
+}
+
+}  // namespace
+
+int64_t ModelConfig::parameter_count() const {
+  const int64_t h = hidden_size;
+  int64_t attention = h * q_dim() + 2 * h * kv_dim() + q_dim() * h;
+  if (attention_bias) attention += q_dim() + 2 * kv_dim();
+  const int64_t mlp = 3 * h * intermediate_size;
+  const int64_t per_layer = attention + mlp + 2 * h;
+  int64_t total = per_layer * num_layers + static_cast<int64_t>(vocab_size) * h + h;
+  if (!tie_word_embeddings) total += static_cast<int64_t>(vocab_size) * h;
+  return total;
+}
+
+int64_t ModelConfig::dense_kv_bytes_per_token(int bytes_per_element) const {
+  return 2LL * num_layers * num_kv_heads * head_dim * bytes_per_element;
+}
+
+ModelConfig parse_hf_config(const json& j, const std::string& source) {
+  if (!j.is_object()) throw Error(source + ": expected a JSON object");
+  ModelConfig c;
+  const json* arch = field(j, "architectures");
+  if (arch == nullptr || !arch->is_array() || arch->empty() || !(*arch)[0].is_string())
+    throw Error(source + ": missing field 'architectures'");
+  c.architecture = (*arch)[0].get<std::string>();
+  const bool qwen2 = c.architecture == "Qwen2ForCausalLM";
+  const bool mistral = c.architecture == "MistralForCausalLM";
+  if (c.architecture != "LlamaForCausalLM" && !qwen2 && !mistral)
+    throw Error(source + ": architectures: '" + c.architecture +
+                "' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+
+  c.vocab_size = static_cast<int>(required_int(j, "vocab_size", source));
+  c.hidden_size = static_cast<int>(required_int(j, "hidden_size", source));
+  c.intermediate_size = static_cast<int>(required_int(j, "intermediate_size", source));
+  c.num_layers = static_cast<int>(required_int(j, "num_hidden_layers", source));
+  c.num_heads = static_cast<int>(required_int(j, "num_attention_heads", source));
+  c.num_kv_heads = static_cast<int>(optional_int(j, "num_key_value_heads", c.num_heads, source));
+  c.head_dim = c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
+  c.head_dim = static_cast<int>(optional_int(j, "head_dim", c.head_dim, source));
+  c.rms_norm_eps = optional_number(j, "rms_norm_eps", 1e-6, source);
+  c.max_position_embeddings = optional_int(j, "max_position_embeddings", 2048, source);
+  c.tie_word_embeddings = optional_bool(j, "tie_word_embeddings", false, source);
+  c.attention_bias = qwen2 || optional_bool(j, "attention_bias", false, source);
+  if (optional_bool(j, "mlp_bias", false, source))
+    throw Error(source + ": field 'mlp_bias': MLP biases are not supported");
+  if (const json* act = field(j, "hidden_act"); act != nullptr && *act != "silu")
+    throw Error(source + ": field 'hidden_act': '" + act->dump() + "' is not supported (only silu)");
+
+  // Sliding-window attention changes which tokens a query sees; podkv runs
+  // these architectures with full attention only.
+  const bool window_on = qwen2 ? optional_bool(j, "use_sliding_window", false, source) : true;
+  if (const json* w = field(j, "sliding_window"); w != nullptr && window_on && (mistral || qwen2)) {
+    if (!w->is_number_integer() || w->get<int64_t>() < c.max_position_embeddings)
+      throw Error(source + ": field 'sliding_window' = " + w->dump() +
+                  ": sliding-window attention is not supported (set it to null)");
+  }
+
+  // transformers 5 keeps theta and scaling in rope_parameters; 4 at the top level.
+  if (const json* rp = field(j, "rope_parameters"); rp != nullptr && rp->is_object()) {
+    c.rope_theta = optional_number(*rp, "rope_theta", 10000.0, source + ": rope_parameters");
+    c.rope_scaling = parse_rope_scaling(*rp, "rope_parameters", source);
+  } else {
+    c.rope_theta = optional_number(j, "rope_theta", 10000.0, source);
+    if (const json* rs = field(j, "rope_scaling")) {
+      if (!rs->is_object()) throw Error(source + ": field 'rope_scaling' must be an object");
+      c.rope_scaling = parse_rope_scaling(*rs, "rope_scaling", source);
+    }
+  }
+
+  c.bos_token_id = static_cast<int>(optional_int(j, "bos_token_id", -1, source));
+  if (const json* eos = field(j, "eos_token_id")) {
+    if (eos->is_array()) {
+      for (const auto& e : *eos) c.eos_token_ids.push_back(e.get<int>());
+    } else if (eos->is_number_integer()) {
+      c.eos_token_ids.push_back(eos->get<int>());
+    }
+  }
+  if (const json* dt = field(j, "torch_dtype"); dt != nullptr && dt->is_string()) c.torch_dtype = dt->get<std::string>();
+  if (const json* dt = field(j, "dtype"); dt != nullptr && dt->is_string()) c.torch_dtype = dt->get<std::string>();
+  validate_config(c, source);
+  return c;
+}
+
+void validate_config(const ModelConfig& c, const std::string& source) {
+  auto positive = [&](int64_t v, const char* name) {
+    if (v <= 0) throw Error(source + ": field '" + name + "' must be positive, got " + std::to_string(v));
+  };
+  positive(c.vocab_size, "vocab_size");
+  positive(c.hidden_size, "hidden_size");
+  positive(c.intermediate_size, "intermediate_size");
+  positive(c.num_layers, "num_hidden_layers");
+  positive(c.num_heads, "num_attention_heads");
+  positive(c.num_kv_heads, "num_key_value_heads");
+  positive(c.head_dim, "head_dim");
+  positive(c.max_position_embeddings, "max_position_embeddings");
+  if (c.num_heads % c.num_kv_heads != 0)
+    throw Error(source + ": num_attention_heads (" + std::to_string(c.num_heads) +
+                ") is not a multiple of num_key_value_heads (" + std::to_string(c.num_kv_heads) + ")");
+  if (c.head_dim % 2 != 0) throw Error(source + ": head_dim must be even for RoPE, got " + std::to_string(c.head_dim));
+  if (!(c.rms_norm_eps > 0)) throw Error(source + ": field 'rms_norm_eps' must be positive");
+  if (!(c.rope_theta > 0)) throw Error(source + ": field 'rope_theta' must be positive");
+}
+
+ModelConfig load_hf_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error(path + ": cannot open");
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    throw Error(path + ": invalid JSON: " + e.what());
+  }
+  try {
+    return parse_hf_config(j, path);
+  } catch (const json::exception& e) {
+    throw Error(path + ": unexpected value type: " + e.what());
+  }
+}
+
+std::vector<float> rope_inverse_frequencies(const ModelConfig& c) {
+  const int half = c.head_dim / 2;
+  std::vector<float> inv(half);
+  for (int i = 0; i < half; ++i) {
+    // transformers computes base ** (2i / d) in float32 and inverts it.
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(c.head_dim);
+    inv[i] = 1.0f / std::pow(static_cast<float>(c.rope_theta), exponent);
+  }
+  const RopeScaling& s = c.rope_scaling;
+  if (s.type == RopeScalingType::Linear) {
+    for (float& f : inv) f = static_cast<float>(f / s.factor);
+  } else if (s.type == RopeScalingType::Llama3) {
+    // transformers' _compute_llama3_parameters: long wavelengths are divided by
+    // the factor, short ones kept, and the band between blended smoothly.
+    const double old_len = static_cast<double>(s.original_max_position_embeddings);
+    const double low_wavelen = old_len / s.low_freq_factor;
+    const double high_wavelen = old_len / s.high_freq_factor;
+    for (float& f : inv) {
+      const double wavelen = 2.0 * M_PI / f;
+      double scaled = wavelen > low_wavelen ? f / s.factor : f;
+      const bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
+      if (medium) {
+        const double smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        scaled = (1.0 - smooth) * scaled / s.factor + smooth * scaled;
+      }
+      f = static_cast<float>(scaled);
+    }
+  }
+  return inv;
+}
+
+json config_to_hf_json(const ModelConfig& c) {
+  json j;
+  j["architectures"] = {c.architecture};
+  j["model_type"] = c.architecture == "Qwen2ForCausalLM" ? "qwen2"
+                    : c.architecture == "MistralForCausalLM" ? "mistral" : "llama";
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_layers;
+  j["num_attention_heads"] = c.num_heads;
+  j["num_key_value_heads"] = c.num_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["rope_theta"] = c.rope_theta;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  j["hidden_act"] = "silu";
+  if (c.architecture != "Qwen2ForCausalLM") j["attention_bias"] = c.attention_bias;
+  if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
+  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
+  else if (!c.eos_token_ids.empty()) j["eos_token_id"] = c.eos_token_ids;
+  if (c.rope_scaling.type == RopeScalingType::Linear) {
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", c.rope_scaling.factor}};
+  } else if (c.rope_scaling.type == RopeScalingType::Llama3) {
+    j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", c.rope_scaling.factor},
+                         {"low_freq_factor", c.rope_scaling.low_freq_factor},
+                         {"high_freq_factor", c.rope_scaling.high_freq_factor},
+                         {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
+  }
+  j["torch_dtype"] = c.torch_dtype.empty() ? "float32" : c.torch_dtype;
+  return j;
+}
+
+}  // namespace podkv

@@ -1,0 +1,93 @@
+// Loading a model from a GGUF file of the llama architecture (llama.cpp's
+// tensor names and metadata keys).
+#include <algorithm>
+
+#include "io/gguf.h"
+#include "model/model.h"
+#include "util/error.h"
+
+namespace podkv {
+
+namespace {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+}  // namespace
+
+void Model::load_gguf(const std::string& path) {
+  gguf_ = std::make_unique<gguf::File>(gguf::File::open(path));
+  const gguf::File& f = *gguf_;
+  const std::string arch = f.get_string("general.architecture");
+  if (arch != "llama")
+    throw Error(path + ": general.architecture is '" + arch + "', only 'llama' is supported");
+  ModelConfig& c = config_;
+  c.architecture = "LlamaForCausalLM";
+  c.hidden_size = static_cast<int>(f.get_int("llama.embedding_length"));
+  c.num_layers = static_cast<int>(f.get_int("llama.block_count"));
+  c.intermediate_size = static_cast<int>(f.get_int("llama.feed_forward_length"));
+  c.num_heads = static_cast<int>(f.get_int("llama.attention.head_count"));
+  c.num_kv_heads = static_cast<int>(f.get_int_or("llama.attention.head_count_kv", c.num_heads));
+  c.head_dim = static_cast<int>(f.get_int_or("llama.attention.key_length", c.num_heads > 0 ? c.hidden_size / c.num_heads : 0));
+  c.max_position_embeddings = f.get_int_or("llama.context_length", 2048);
+  c.rms_norm_eps = f.get_float_or("llama.attention.layer_norm_rms_epsilon", 1e-5);
+  c.rope_theta = f.get_float_or("llama.rope.freq_base", 10000.0);
+  c.rope_interleaved = true;  // llama.cpp's converter permutes Q/K rows for pairwise RoPE
+  if (const gguf::MetaValue* type = f.find("llama.rope.scaling.type"); type != nullptr) {
+    if (type->string_value == "linear") {
+      c.rope_scaling.type = RopeScalingType::Linear;
+      c.rope_scaling.factor = f.get_float("llama.rope.scaling.factor");
+    } else if (type->string_value != "none") {
+      throw Error(path + ": llama.rope.scaling.type '" + type->string_value + "' is not supported");
+    }
+  }
+  const gguf::MetaValue* tokens = f.find("tokenizer.ggml.tokens");
+  c.vocab_size = static_cast<int>(f.get_int_or("llama.vocab_size", tokens != nullptr ? static_cast<int64_t>(tokens->strings.size()) : 0));
+  c.bos_token_id = static_cast<int>(f.get_int_or("tokenizer.ggml.bos_token_id", -1));
+  if (const int64_t eos = f.get_int_or("tokenizer.ggml.eos_token_id", -1); eos >= 0) c.eos_token_ids = {static_cast<int>(eos)};
+  c.tie_word_embeddings = f.tensor("output.weight") == nullptr;
+  validate_config(c, path);
+
+  auto get = [&](const std::string& name, std::vector<int64_t> expected) {
+    const gguf::TensorInfo* t = f.tensor(name);
+    if (t == nullptr) throw Error(path + ": tensor '" + name + "' is missing");
+    std::vector<int64_t> shape(t->shape.rbegin(), t->shape.rend());  // ggml order is fastest first
+    if (shape != expected)
+      throw Error(path + ": tensor '" + name + "' has shape " + shape_string(shape) + ", expected " +
+                  shape_string(expected) + " from the metadata");
+    return std::make_pair(gguf::to_dtype(t->type), static_cast<const void*>(t->data));
+  };
+  auto matrix = [&](const std::string& name, int64_t rows, int64_t cols) {
+    auto [dtype, data] = get(name, {rows, cols});
+    return WeightMatrix{dtype, rows, cols, data};
+  };
+  auto vector = [&](const std::string& name, int64_t n) {
+    auto [dtype, data] = get(name, {n});
+    std::vector<float> v(static_cast<size_t>(n));
+    to_f32(dtype, data, v.data(), v.size());
+    return v;
+  };
+  const int64_t h = c.hidden_size;
+  embedding_ = matrix("token_embd.weight", c.vocab_size, h);
+  lm_head_ = c.tie_word_embeddings ? embedding_ : matrix("output.weight", c.vocab_size, h);
+  final_norm_ = vector("output_norm.weight", h);
+  layers_.resize(c.num_layers);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    LayerWeights& w = layers_[l];
+    w.attn_norm = vector(p + "attn_norm.weight", h);
+    w.wq = matrix(p + "attn_q.weight", c.q_dim(), h);
+    w.wk = matrix(p + "attn_k.weight", c.kv_dim(), h);
+    w.wv = matrix(p + "attn_v.weight", c.kv_dim(), h);
+    w.wo = matrix(p + "attn_output.weight", h, c.q_dim());
+    w.mlp_norm = vector(p + "ffn_norm.weight", h);
+    w.w_gate = matrix(p + "ffn_gate.weight", c.intermediate_size, h);
+    w.w_up = matrix(p + "ffn_up.weight", c.intermediate_size, h);
+    w.w_down = matrix(p + "ffn_down.weight", h, c.intermediate_size);
+  }
+}
+
+}  // namespace podkv

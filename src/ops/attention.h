@@ -1,0 +1,44 @@
+// Attention of one layer over a paged KV cache, for a chunk of queries.
+//
+// For each query (position t, query head i, KV head h = i / (H / H_kv)) the keys
+// are split into a proximal part (sink and recent window) and a distant part,
+// each read from the stream the KvLayout names (own layer, PoD anchor, or
+// masked). Each part gives a partial result (max score m, sum of exp s,
+// unnormalised output a); the two are merged by their log-sum-exp, which is one
+// joint softmax over all keys. The proximal share of the probability mass is
+// the PoD gate g = s_P / (s_P + s_D); with tau set, a non-anchor layer skips
+// its distant part when the anchor layer's gate for the same token and query
+// head is at least tau. With no window (recent_tokens == 0) every key is one part.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "kv/kv_cache.h"
+
+namespace podkv {
+
+struct AttentionStats {
+  int64_t distant_parts = 0;          // (query, head) pairs of non-anchor layers with distant keys
+  int64_t skipped_distant_parts = 0;  // of those, skipped by tau
+};
+
+struct AttentionInput {
+  const KvCache* cache = nullptr;
+  int seq = 0;
+  int layer = 0;
+  int num_heads = 0;        // query heads H
+  float scale = 1.0f;       // 1 / sqrt(head_dim)
+  std::optional<float> tau; // PoD skipping threshold (absent = never skip)
+  // Gates of every layer for this chunk, [layer][token * H + head]; this layer's
+  // row is written, anchors' rows are read when tau is set.
+  std::vector<std::vector<float>>* gates = nullptr;
+};
+
+// q: [tokens, H * d] (RoPE applied), positions first_pos .. first_pos + tokens - 1,
+// whose keys and values are already in the cache. out: [tokens, H * d].
+void attention(const AttentionInput& in, const float* q, int64_t first_pos, int64_t tokens, float* out,
+               AttentionStats* stats = nullptr);
+
+}  // namespace podkv

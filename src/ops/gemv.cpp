@@ -1,0 +1,248 @@
+// GEMV for one token: y[rows] = W[rows, cols] · x[cols], W in its stored dtype.
+//
+// Decode is memory-bound: every weight byte is read once and used for 2 flops,
+// so the kernel's job is to keep the memory system busy. It therefore
+//  - reads W in its stored dtype and widens in registers (no float32 copy, which
+//    would double or triple the bytes streamed),
+//  - processes kRows = 4 rows at a time so each x vector load (from L1) feeds 4
+//    weight streams, with 2 accumulators per row (8 independent FMA chains, enough
+//    to cover FMA latency 4 × 2 ports),
+//  - splits the rows over OpenMP threads in contiguous static blocks, so each
+//    thread streams its own region of W sequentially (prefetcher friendly) and
+//    results do not depend on the thread count (each row is summed the same way).
+//
+// One generic kernel is written against a tiny "Isa" interface (vector type V of
+// W floats, load/widen, fma, reduce); exactly one Isa is compiled: AVX-512 (W = 16),
+// AVX2 + FMA + F16C (W = 8), or plain scalar (W = 1), so the file builds anywhere.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+
+#include "ops/matmul.h"
+#include "ops/matmul_simd.h"
+#include "ops/matmul_internal.h"
+#include "util/dtype.h"
+
+namespace podkv {
+namespace {
+
+// Distinct element types for the two 16-bit float formats so overloads can tell
+// them apart (both are stored as uint16_t).
+struct Bf16 { uint16_t bits; };
+struct Half { uint16_t bits; };
+
+inline float half_to_float(uint16_t h) {
+#if defined(__F16C__)
+  return _cvtsh_ss(h);  // one instruction instead of the branchy software path
+#else
+  return f16_to_f32(h);
+#endif
+}
+
+inline float scalar(float v) { return v; }
+inline float scalar(Bf16 v) { return bf16_to_f32(v.bits); }
+inline float scalar(Half v) { return half_to_float(v.bits); }
+
+#if defined(__AVX512F__)
+struct Isa {
+  using V = __m512;
+  static constexpr int W = 16;
+  static const char* name() { return "avx512"; }
+  static V zero() { return _mm512_setzero_ps(); }
+  static V set1(float v) { return _mm512_set1_ps(v); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static float reduce(V v) { return _mm512_reduce_add_ps(v); }
+  static V load(const float* p) { return _mm512_loadu_ps(p); }
+  // bf16 is the top half of a float32: zero-extend to 32 bits and shift left 16.
+  static V load(const Bf16* p) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  static V load(const Half* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
+  static V load_q8(const int8_t* p) {
+    const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q));
+  }
+};
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+struct Isa {
+  using V = __m256;
+  static constexpr int W = 8;
+  static const char* name() { return "avx2"; }
+  static V zero() { return _mm256_setzero_ps(); }
+  static V set1(float v) { return _mm256_set1_ps(v); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static float reduce(V v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+  }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static V load(const Bf16* p) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  }
+  static V load(const Half* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
+  static V load_q8(const int8_t* p) {
+    const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+  }
+};
+#else
+struct Isa {
+  using V = float;
+  static constexpr int W = 1;
+  static const char* name() { return "scalar"; }
+  static V zero() { return 0.0f; }
+  static V set1(float v) { return v; }
+  static V add(V a, V b) { return a + b; }
+  static V mul(V a, V b) { return a * b; }
+  static V fma(V a, V b, V c) { return a * b + c; }
+  static float reduce(V v) { return v; }
+  template <class E>
+  static V load(const E* p) { return scalar(*p); }
+  static V load_q8(const int8_t* p) { return static_cast<float>(*p); }
+};
+#endif
+
+using V = Isa::V;
+constexpr int W = Isa::W;
+constexpr int kRows = 4;  // rows per inner loop; they share the x loads
+
+// out[r] = dot(W row r, x) for R rows starting at w0 (row stride `cols` elements).
+// Main loop: 2·W columns per step, two accumulators per row; then one W step,
+// then a scalar tail for cols % W (odd sizes like 33 or 100).
+template <class E, int R>
+void dot_rows(const E* w0, int64_t cols, const float* x, float* out) {
+  V acc0[R], acc1[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) acc0[r] = acc1[r] = Isa::zero();
+  int64_t j = 0;
+  for (; j + 2 * W <= cols; j += 2 * W) {
+    const V x0 = Isa::load(x + j);
+    const V x1 = Isa::load(x + j + W);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const E* row = w0 + r * cols + j;
+#if defined(PODKV_PF)
+      __builtin_prefetch(row + PODKV_PF / sizeof(E), 0, 3);
+      if constexpr (sizeof(E) == 4) __builtin_prefetch(row + PODKV_PF / sizeof(E) + 16, 0, 3);
+#endif
+      acc0[r] = Isa::fma(Isa::load(row), x0, acc0[r]);
+      acc1[r] = Isa::fma(Isa::load(row + W), x1, acc1[r]);
+    }
+  }
+  for (; j + W <= cols; j += W) {
+    const V x0 = Isa::load(x + j);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc0[r] = Isa::fma(Isa::load(w0 + r * cols + j), x0, acc0[r]);
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) {
+    float s = Isa::reduce(Isa::add(acc0[r], acc1[r]));
+    for (int64_t k = j; k < cols; ++k) s += scalar(w0[r * cols + k]) * x[k];
+    out[r] = s;
+  }
+}
+
+// Q8_0 rows: each block is an f16 scale d and 32 int8 q. Per block and row the 32
+// products q·x are summed in float (t), then acc += d · t, so d is applied once per
+// block (exactly what llama.cpp's float path does). The x block (32 floats) is
+// loaded once and shared by the R rows.
+template <int R>
+void dot_rows_q8(const uint8_t* w0, size_t row_bytes, int64_t blocks, const float* x, float* out) {
+  constexpr int kSteps = kQ8BlockSize / W;
+  V acc[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) acc[r] = Isa::zero();
+  for (int64_t b = 0; b < blocks; ++b) {
+    V xs[kSteps];
+    for (int k = 0; k < kSteps; ++k) xs[k] = Isa::load(x + b * kQ8BlockSize + k * W);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w0 + r * row_bytes + b * kQ8BlockBytes;
+      uint16_t d16;
+      std::memcpy(&d16, blk, 2);
+      const int8_t* q = reinterpret_cast<const int8_t*>(blk + 2);
+      V t = Isa::mul(Isa::load_q8(q), xs[0]);
+      for (int k = 1; k < kSteps; ++k) t = Isa::fma(Isa::load_q8(q + k * W), xs[k], t);
+      acc[r] = Isa::fma(t, Isa::set1(half_to_float(d16)), acc[r]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) out[r] = Isa::reduce(acc[r]);
+}
+
+// Rows [row0, row0 + n) with n in 1..kRows; R is a template argument so the
+// accumulators stay in registers.
+template <class E>
+void rows_block(const WeightMatrix& w, int64_t row0, int n, const float* x, float* out) {
+  const E* w0 = static_cast<const E*>(w.data) + row0 * w.cols;
+  switch (n) {
+    case 4: dot_rows<E, 4>(w0, w.cols, x, out); break;
+    case 3: dot_rows<E, 3>(w0, w.cols, x, out); break;
+    case 2: dot_rows<E, 2>(w0, w.cols, x, out); break;
+    default: dot_rows<E, 1>(w0, w.cols, x, out); break;
+  }
+}
+
+void rows_block_q8(const WeightMatrix& w, int64_t row0, int n, const float* x, float* out) {
+  const size_t rb = w.row_bytes();
+  const uint8_t* w0 = static_cast<const uint8_t*>(w.data) + row0 * rb;
+  const int64_t blocks = w.cols / kQ8BlockSize;
+  switch (n) {
+    case 4: dot_rows_q8<4>(w0, rb, blocks, x, out); break;
+    case 3: dot_rows_q8<3>(w0, rb, blocks, x, out); break;
+    case 2: dot_rows_q8<2>(w0, rb, blocks, x, out); break;
+    default: dot_rows_q8<1>(w0, rb, blocks, x, out); break;
+  }
+}
+
+// Matrices below this size are done on the calling thread: waking the OpenMP team
+// costs a few microseconds, more than streaming 64 KiB.
+constexpr size_t kParallelMinBytes = 64 * 1024;
+
+template <class Block>
+void run_rows(const WeightMatrix& w, const float* x, float* y, const float* bias, Block block) {
+  const int64_t nblocks = (w.rows + kRows - 1) / kRows;
+  const int threads = w.bytes() >= kParallelMinBytes ? num_threads() : 1;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && nblocks > 1)
+  for (int64_t b = 0; b < nblocks; ++b) {
+    const int64_t r0 = b * kRows;
+    const int n = static_cast<int>(std::min<int64_t>(kRows, w.rows - r0));
+    float out[kRows];
+    block(w, r0, n, x, out);
+    for (int r = 0; r < n; ++r) y[r0 + r] = bias ? out[r] + bias[r0 + r] : out[r];
+  }
+}
+
+}  // namespace
+
+const char* matmul_isa() { return Isa::name(); }
+
+namespace detail {
+
+void gemv_bias(const WeightMatrix& w, const float* x, float* y, const float* bias) {
+  check_weight(w, "gemv");
+  switch (w.dtype) {
+    case DType::F32: run_rows(w, x, y, bias, rows_block<float>); break;
+    case DType::F16: run_rows(w, x, y, bias, rows_block<Half>); break;
+    case DType::BF16: run_rows(w, x, y, bias, rows_block<Bf16>); break;
+    case DType::Q8_0: run_rows(w, x, y, bias, rows_block_q8); break;
+    default: break;  // rejected by check_weight
+  }
+}
+
+}  // namespace detail
+}  // namespace podkv

@@ -1,0 +1,24 @@
+// Pieces shared by matmul.cpp, gemv.cpp and gemm.cpp; not part of the public API.
+#pragma once
+
+#include <cstdint>
+
+#include "ops/matmul.h"
+
+namespace podkv::detail {
+
+// Throws Error unless `w` is a weight matrix these kernels can read: a float or
+// Q8_0 dtype, data set, positive shape, and cols % 32 == 0 for Q8_0.
+void check_weight(const WeightMatrix& w, const char* who);
+
+// y[rows] = W · x[cols] (+ bias[rows]); the GEMV behind gemv() and matmul(tokens == 1).
+void gemv_bias(const WeightMatrix& w, const float* x, float* y, const float* bias);
+
+// y[tokens, rows] = x[tokens, cols] · Wᵀ (+ bias) through OpenBLAS sgemm.
+void gemm(const WeightMatrix& w, const float* x, int64_t tokens, float* y, const float* bias);
+
+// Widens rows [row0, row0 + count) of W to float32 into dst[count, cols]
+// (vectorised; exact, same values as to_f32). Runs on the calling thread.
+void widen_rows(const WeightMatrix& w, int64_t row0, int64_t count, float* dst);
+
+}  // namespace podkv::detail

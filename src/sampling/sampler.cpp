@@ -1,0 +1,193 @@
+#include "sampling/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <sstream>
+
+#include "util/error.h"
+
+namespace podkv {
+namespace {
+
+std::string num(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+
+// u in [0, 1) from the top 53 bits of one 64-bit draw. std::uniform_real_distribution
+// is not specified bit for bit, so it gives other sequences on other standard
+// libraries; this does not (mt19937_64 itself is fully specified).
+double uniform01(std::mt19937_64& rng) {
+  return static_cast<double>(rng() >> 11) * 0x1.0p-53;
+}
+
+// How many of the best tokens the top-p search sorts first; grown when they do not
+// hold enough mass. Real distributions put top_p of their mass in far fewer tokens,
+// so the whole vocabulary is rarely sorted.
+constexpr size_t kTopPFirstPrefix = 1024;
+
+}  // namespace
+
+Sampler::Sampler(const SamplingParams& p) : params_(p), rng_(p.seed) {
+  check(std::isfinite(p.temperature) && p.temperature >= 0.0f,
+        "temperature must be >= 0, got " + num(p.temperature));
+  check(p.top_k >= 0, "top_k must be >= 0, got " + num(p.top_k));
+  // Written so that NaN fails too.
+  check(p.top_p > 0.0f && p.top_p <= 1.0f, "top_p must be in (0, 1], got " + num(p.top_p));
+  check(p.min_p >= 0.0f && p.min_p <= 1.0f, "min_p must be in [0, 1], got " + num(p.min_p));
+  check(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0.0f,
+        "repetition_penalty must be > 0, got " + num(p.repetition_penalty));
+  check(p.repetition_window >= 0,
+        "repetition_window must be >= 0, got " + num(p.repetition_window));
+}
+
+int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<int32_t>& history) {
+  check(logits != nullptr, "sample: logits is null");
+  check(vocab > 0, "sample: vocab must be > 0, got " + num(vocab));
+  const size_t V = static_cast<size_t>(vocab);
+  scratch_.assign(logits, logits + V);
+  float* s = scratch_.data();
+
+  // -inf is a legitimate mask (the token is impossible); NaN or +inf means the forward
+  // pass went wrong, and sampling from it would hide that.
+  for (size_t i = 0; i < V; ++i) {
+    if (std::isnan(s[i]) || s[i] == std::numeric_limits<float>::infinity()) {
+      throw Error("sample: logit of token " + std::to_string(i) + " is " + num(s[i]));
+    }
+  }
+
+  // Repetition penalty as transformers' RepetitionPenaltyLogitsProcessor: each token seen
+  // in the window gets its *original* logit divided (if positive) or multiplied (if
+  // negative) by the penalty. Computing from the original logit makes repeats in the
+  // history idempotent, so every distinct token is penalised exactly once.
+  const float rp = params_.repetition_penalty;
+  if (rp != 1.0f) {
+    const size_t window = static_cast<size_t>(params_.repetition_window);
+    const size_t start = (window > 0 && history.size() > window) ? history.size() - window : 0;
+    for (size_t k = start; k < history.size(); ++k) {
+      const int32_t t = history[k];
+      check(t >= 0 && t < vocab, "sample: history token " + std::to_string(t) +
+                                     " is outside the vocabulary of " + std::to_string(vocab));
+      const float l = logits[t];
+      s[t] = l < 0.0f ? l * rp : l / rp;
+    }
+  }
+
+  // Greedy: the argmax survives every filter below, so top_k/top_p/min_p do not matter.
+  // Lowest id on ties, like torch.argmax.
+  size_t best = 0;
+  for (size_t i = 1; i < V; ++i) {
+    if (s[i] > s[best]) best = i;
+  }
+  check(s[best] != -std::numeric_limits<float>::infinity(), "sample: every logit is -inf");
+  if (params_.temperature == 0.0f) return static_cast<int32_t>(best);
+
+  const float temp = params_.temperature;
+  if (temp != 1.0f) {
+    for (size_t i = 0; i < V; ++i) s[i] /= temp;  // division, as transformers does
+  }
+  const float lmax = s[best];  // still the maximum: dividing by a positive keeps order
+
+  // Best first; equal logits by lowest id, so the kept set never depends on the sort.
+  auto before = [s](int32_t a, int32_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); };
+
+  order_.resize(V);
+  std::iota(order_.begin(), order_.end(), 0);
+  size_t n = V;  // candidates are order_[0, n)
+  bool sorted = false;
+
+  const int k = params_.top_k;
+  if (k > 0 && static_cast<size_t>(k) < V) {
+    // transformers keeps every token whose logit is >= the k-th largest, so tokens tied
+    // with the k-th one all stay (the set can exceed k).
+    std::nth_element(order_.begin(), order_.begin() + (k - 1), order_.end(), before);
+    const float kth = s[order_[k - 1]];
+    auto mid = std::partition(order_.begin() + k, order_.end(),
+                              [s, kth](int32_t t) { return s[t] >= kth; });
+    n = static_cast<size_t>(mid - order_.begin());
+    std::sort(order_.begin(), order_.begin() + n, before);
+    sorted = true;
+  }
+
+  if (params_.top_p < 1.0f) {
+    // Keep the smallest best-first prefix whose probability (renormalised over the
+    // current candidates, as transformers applies top-p after top-k) reaches top_p.
+    double z = 0.0;
+    for (size_t i = 0; i < n; ++i) z += std::exp(static_cast<double>(s[order_[i]]) - lmax);
+    const double target = static_cast<double>(params_.top_p) * z;
+    size_t m = sorted ? n : std::min(n, kTopPFirstPrefix);
+    size_t done = 0;   // order_[0, done) is sorted and its mass is in `cum`
+    double cum = 0.0;
+    for (;;) {
+      if (!sorted) {
+        if (m < n) {
+          std::nth_element(order_.begin() + done, order_.begin() + m, order_.begin() + n, before);
+        }
+        std::sort(order_.begin() + done, order_.begin() + m, before);
+      }
+      size_t cut = 0;
+      for (size_t i = done; i < m; ++i) {
+        cum += std::exp(static_cast<double>(s[order_[i]]) - lmax);
+        if (cum >= target) {
+          cut = i + 1;
+          break;
+        }
+      }
+      if (cut > 0) {
+        n = cut;
+        break;
+      }
+      if (m == n) break;  // rounding kept cum just under target: keep everything
+      done = m;
+      m = std::min(n, m * 8);
+    }
+    sorted = true;
+  }
+
+  if (params_.min_p > 0.0f) {
+    // p_i >= min_p * p_max  <=>  exp(l_i - l_max) >= min_p: the normaliser cancels. The
+    // argmax always passes, so at least one token stays. Order is preserved.
+    const double mp = params_.min_p;
+    size_t w = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const int32_t t = order_[i];
+      if (std::exp(static_cast<double>(s[t]) - lmax) >= mp) order_[w++] = t;
+    }
+    n = w;
+  }
+
+  // One draw from the softmax over the candidates.
+  weights_.resize(n);
+  double total = 0.0;
+  for (size_t i = 0; i < n; ++i) {
+    weights_[i] = std::exp(static_cast<double>(s[order_[i]]) - lmax);
+    total += weights_[i];
+  }
+  const double u = uniform01(rng_) * total;
+  double cum = 0.0;
+  size_t last_positive = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (weights_[i] <= 0.0) continue;
+    cum += weights_[i];
+    last_positive = i;
+    if (u < cum) return order_[i];
+  }
+  return order_[last_positive];  // u landed past the rounded sum
+}
+
+size_t find_stop_string(const std::string& text, const std::vector<std::string>& stops,
+                        size_t from) {
+  size_t found = std::string::npos;
+  if (from > text.size()) return found;
+  for (const std::string& stop : stops) {
+    if (stop.empty()) continue;  // an empty stop would match everywhere; treat it as unset
+    const size_t pos = text.find(stop, from);
+    if (pos < found) found = pos;
+  }
+  return found;
+}
+
+}  // namespace podkv

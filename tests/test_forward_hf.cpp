@@ -1,0 +1,126 @@
+// Logits and greedy generation against Hugging Face transformers, on the small
+// random models of tests/fixtures/models (made by
+// scripts/fixtures/make_model_fixtures.py; see its header for what each covers).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+
+#include "io/safetensors.h"
+#include "kv/kv_cache.h"
+#include "model/forward.h"
+#include "model/generate.h"
+#include "model/model.h"
+
+namespace podkv {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kFixtures = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
+
+std::vector<std::string> fixture_names() {
+  std::vector<std::string> names;
+  if (!fs::exists(kFixtures)) return names;
+  for (const auto& e : fs::directory_iterator(kFixtures))
+    if (fs::exists(e.path() / "reference.safetensors")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::vector<int64_t> int_tensor(const safetensors::File& f, const std::string& name) {
+  const auto* t = f.find(name);
+  EXPECT_NE(t, nullptr) << name;
+  if (t == nullptr) return {};
+  std::vector<int64_t> out(static_cast<size_t>(t->elements()));
+  std::memcpy(out.data(), t->data, out.size() * 8);
+  return out;
+}
+
+const float* float_tensor(const safetensors::File& f, const std::string& name) {
+  const auto* t = f.find(name);
+  return t == nullptr ? nullptr : reinterpret_cast<const float*>(t->data);
+}
+
+std::unique_ptr<KvCache> cache_for(const ModelConfig& c, int64_t tokens) {
+  return std::make_unique<KvCache>(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim),
+                                   static_cast<size_t>(tokens + 64) * c.dense_kv_bytes_per_token(4) * 2, 16);
+}
+
+double relative_error(const float* a, const float* ref, size_t n) {
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < n; ++i) {
+    max_diff = std::max(max_diff, static_cast<double>(std::fabs(a[i] - ref[i])));
+    max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
+  }
+  return max_diff / max_ref;
+}
+
+class HfFixture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(HfFixture, LogitsMatchTransformers) {
+  const fs::path dir = kFixtures / GetParam();
+  auto ref = safetensors::File::open((dir / "reference.safetensors").string());
+  auto model = Model::load(dir.string());
+  const ModelConfig& c = model->config();
+  const auto ids64 = int_tensor(ref, "input_ids");
+  std::vector<int32_t> ids(ids64.begin(), ids64.end());
+  // Float32 reference: from float32 weights, or from the low-precision weights widened.
+  const float* expected = float_tensor(ref, "logits_f32ref");
+  if (expected == nullptr) expected = float_tensor(ref, "logits");
+  ASSERT_NE(expected, nullptr);
+
+  for (int64_t chunk : {int64_t{1000}, int64_t{37}}) {
+    auto cache = cache_for(c, static_cast<int64_t>(ids.size()));
+    Runner runner(*model, *cache);
+    runner.set_chunk_size(chunk);
+    std::vector<float> logits;
+    runner.forward(cache->add_sequence(), ids, true, logits);
+    const double err = relative_error(logits.data(), expected, logits.size());
+    EXPECT_LT(err, 1e-4) << GetParam() << " chunk " << chunk;
+  }
+}
+
+TEST_P(HfFixture, DecodeStepByStepMatchesPrefill) {
+  const fs::path dir = kFixtures / GetParam();
+  auto ref = safetensors::File::open((dir / "reference.safetensors").string());
+  auto model = Model::load(dir.string());
+  const auto ids64 = int_tensor(ref, "input_ids");
+  std::vector<int32_t> ids(ids64.begin(), ids64.begin() + std::min<size_t>(ids64.size(), 48));
+  const float* expected = float_tensor(ref, "logits_f32ref");
+  if (expected == nullptr) expected = float_tensor(ref, "logits");
+  auto cache = cache_for(model->config(), static_cast<int64_t>(ids.size()));
+  Runner runner(*model, *cache);
+  const int seq = cache->add_sequence();
+  std::vector<float> logits;
+  const int vocab = model->config().vocab_size;
+  for (size_t t = 0; t < ids.size(); ++t) {
+    runner.forward(seq, {ids[t]}, false, logits);
+    EXPECT_LT(relative_error(logits.data(), expected + t * vocab, vocab), 1e-4) << GetParam() << " position " << t;
+  }
+}
+
+TEST_P(HfFixture, GreedyGenerationMatchesTransformers) {
+  const fs::path dir = kFixtures / GetParam();
+  auto ref = safetensors::File::open((dir / "reference.safetensors").string());
+  if (ref.find("greedy_ids") == nullptr) GTEST_SKIP() << "no greedy reference";
+  if (ref.find("logits_f32ref") != nullptr) GTEST_SKIP() << "greedy reference computed in low precision";
+  auto model = Model::load(dir.string());
+  const auto prompt64 = int_tensor(ref, "greedy_prompt");
+  const auto expected = int_tensor(ref, "greedy_ids");
+  auto cache = cache_for(model->config(), static_cast<int64_t>(prompt64.size() + expected.size()));
+  Runner runner(*model, *cache);
+  GenerateOptions options;
+  options.max_new_tokens = static_cast<int>(expected.size());
+  options.stop_at_eos = false;
+  GenerateResult r = generate(runner, cache->add_sequence(), nullptr, std::vector<int32_t>(prompt64.begin(), prompt64.end()), options);
+  EXPECT_EQ(std::vector<int64_t>(r.generated_ids.begin(), r.generated_ids.end()), expected) << GetParam();
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, HfFixture, ::testing::ValuesIn(fixture_names()),
+                         [](const auto& info) { return info.param; });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(HfFixture);
+
+}  // namespace
+}  // namespace podkv

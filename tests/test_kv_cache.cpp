@@ -1,0 +1,83 @@
+// The paged KV cache: reservation all-or-nothing, window pages given back,
+// accounting equal to the analytic formula, isolation between sequences.
+#include <gtest/gtest.h>
+
+#include "kv/kv_cache.h"
+
+namespace podkv {
+namespace {
+
+KvLayout window_layout(int layers, int heads, int dim, int sink, int recent) {
+  KvLayout l = KvLayout::dense(layers, heads, dim);
+  l.sink_tokens = sink;
+  l.recent_tokens = recent;
+  // Layer 1's keys keep only the window and read distant keys from layer 0.
+  for (int h = 0; h < heads; ++h) l.keys[1 * heads + h] = StreamRule{Retention::Window, 0, -1};
+  return l;
+}
+
+TEST(KvCache, DenseAccountingMatchesFormulaAndPages) {
+  KvCache cache(KvLayout::dense(2, 2, 8), 1 << 20, 4);
+  const int seq = cache.add_sequence();
+  for (int64_t n = 1; n <= 37; ++n) {
+    cache.reserve(seq, n);
+    cache.commit(seq, n);
+    EXPECT_EQ(cache.bytes_in_use(seq), static_cast<size_t>(n) * 2 * 2 * 2 * 8 * 4);
+    EXPECT_EQ(cache.bytes_reserved(seq), static_cast<size_t>((n + 3) / 4) * 4 * 2 * 2 * 2 * 8 * 4);
+  }
+}
+
+TEST(KvCache, WindowStreamsGiveBackPagesEveryStep) {
+  const int sink = 3, recent = 5;
+  KvLayout layout = window_layout(3, 2, 4, sink, recent);
+  KvCache cache(layout, 1 << 20, 1);  // one token per page: reserved == in use
+  const int seq = cache.add_sequence();
+  for (int64_t n = 1; n <= 60; ++n) {
+    cache.reserve(seq, n);
+    cache.commit(seq, n);
+    // Analytic: 5 full streams per head (k0, k2, v0, v1, v2) + 1 window stream per head.
+    const int64_t window = std::min<int64_t>(n, sink) + (n - std::max<int64_t>(std::min<int64_t>(n, sink), n - recent));
+    const int64_t vectors = 2 * (5 * n + window);
+    EXPECT_EQ(cache.bytes_in_use(seq), static_cast<size_t>(vectors) * 4 * 4) << n;
+    EXPECT_EQ(cache.bytes_reserved(seq), cache.bytes_in_use(seq)) << n;
+    // The window stream still holds exactly the sink and the recent tokens.
+    StreamView k1 = cache.keys(seq, 1, 0);
+    for (int64_t j = 0; j < n; ++j) {
+      const bool proximal = j < sink || j > n - 1 - recent;
+      EXPECT_EQ(k1.holds(j), proximal) << "n=" << n << " j=" << j;
+    }
+  }
+}
+
+TEST(KvCache, RefusalChangesNothingAndOtherSequencesSurvive) {
+  KvCache cache(KvLayout::dense(1, 1, 4), 4 * 4 * 2 * 10, 1);  // 10 pages of one vector
+  const int a = cache.add_sequence();
+  cache.reserve(a, 3);
+  for (int j = 0; j < 3; ++j) {
+    for (int x = 0; x < 4; ++x) cache.key_slot(a, 0, 0, j)[x] = static_cast<float>(j * 10 + x);
+  }
+  cache.commit(a, 3);
+  const int b = cache.add_sequence();
+  const size_t free_before = cache.free_pages();
+  EXPECT_THROW(cache.reserve(b, 3), KvCacheFull);  // needs 6 pages, 4 free
+  EXPECT_EQ(cache.free_pages(), free_before);
+  EXPECT_EQ(cache.bytes_reserved(b), 0u);
+  EXPECT_EQ(cache.tokens_that_fit(b), 2);
+  cache.reserve(b, 2);
+  cache.commit(b, 2);
+  for (int j = 0; j < 3; ++j) EXPECT_EQ(cache.keys(a, 0, 0).at(j)[1], static_cast<float>(j * 10 + 1));
+  cache.remove_sequence(a);
+  EXPECT_EQ(cache.free_pages(), 10u - 4u);
+  EXPECT_THROW(cache.key_slot(b, 0, 0, 5), Error);
+}
+
+TEST(KvLayout, RejectsSourcesThatDoNotKeepTokens) {
+  KvLayout l = KvLayout::dense(2, 1, 4);
+  l.recent_tokens = 2;
+  l.keys[0] = StreamRule{Retention::Window, -1, -1};
+  l.keys[1] = StreamRule{Retention::Window, 0, -1};  // layer 0 does not keep distant keys
+  EXPECT_THROW(l.validate(), Error);
+}
+
+}  // namespace
+}  // namespace podkv

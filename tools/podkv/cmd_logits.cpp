@@ -1,0 +1,55 @@
+// podkv logits: float32 logits [tokens, vocab] of every position to a safetensors file.
+#include "commands.h"
+#include "common.h"
+#include "io/safetensors.h"
+#include "model/forward.h"
+#include "ops/matmul.h"
+#include "util/error.h"
+
+namespace podkv::cli {
+
+namespace {
+
+struct LogitsCommand {
+  std::string model;
+  PromptOptions prompt;
+  std::string out;
+  int threads = 0;
+  int64_t chunk = 256;
+};
+
+void run(const LogitsCommand& o) {
+  if (o.threads > 0) set_num_threads(o.threads);
+  auto model = Model::load(o.model);
+  auto tokenizer = load_model_tokenizer(*model);
+  const ModelConfig& c = model->config();
+  std::vector<int32_t> ids = prompt_ids(o.prompt, tokenizer.get(), c);
+  if (static_cast<int64_t>(ids.size()) > c.max_position_embeddings)
+    throw Error("input of " + std::to_string(ids.size()) + " tokens is longer than the model's context (" +
+                std::to_string(c.max_position_embeddings) + ")");
+  if (o.chunk <= 0) throw Error("--chunk: must be positive");
+  auto cache = make_dense_cache(c, static_cast<int64_t>(ids.size()));
+  Runner runner(*model, *cache);
+  runner.set_chunk_size(o.chunk);
+  std::vector<float> logits;
+  runner.forward(cache->add_sequence(), ids, true, logits);
+  std::vector<int64_t> ids64(ids.begin(), ids.end());
+  safetensors::write_file(o.out, {
+      {"logits", DType::F32, {static_cast<int64_t>(ids.size()), c.vocab_size}, logits.data(), logits.size() * 4},
+      {"input_ids", DType::I64, {static_cast<int64_t>(ids.size())}, ids64.data(), ids64.size() * 8}});
+}
+
+}  // namespace
+
+void add_logits_command(CLI::App& app) {
+  auto o = std::make_shared<LogitsCommand>();
+  CLI::App* cmd = app.add_subcommand("logits", "write the logits of every position to a safetensors file");
+  cmd->add_option("-m,--model", o->model, "model directory or .gguf file")->required();
+  add_prompt_options(*cmd, o->prompt, "--text");
+  cmd->add_option("--out", o->out, "output .safetensors (tensors logits [tokens, vocab] F32, input_ids I64)")->required();
+  cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  cmd->add_option("--chunk", o->chunk, "prefill chunk length in tokens")->capture_default_str();
+  cmd->callback([o] { run(*o); });
+}
+
+}  // namespace podkv::cli

@@ -1,0 +1,106 @@
+// podkv tokenize / detokenize: text on stdin to ids on stdout, and back.
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "common.h"
+#include "util/error.h"
+
+namespace podkv::cli {
+
+namespace {
+
+struct TokenizeCommand {
+  std::string tokenizer;
+  bool no_bos = false;
+  bool jsonl = false;
+};
+
+std::string read_stdin() {
+  return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+}
+
+void print_ids(const std::vector<int32_t>& ids) {
+  std::string line;
+  for (size_t i = 0; i < ids.size(); ++i) line += (i ? " " : "") + std::to_string(ids[i]);
+  std::printf("%s\n", line.c_str());
+}
+
+void run_tokenize(const TokenizeCommand& o) {
+  auto tok = load_tokenizer(o.tokenizer);
+  if (!o.jsonl) {
+    print_ids(tok->encode(read_stdin(), !o.no_bos));
+    return;
+  }
+  std::string line;
+  for (int n = 1; std::getline(std::cin, line); ++n) {
+    if (line.empty()) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error("stdin line " + std::to_string(n) + ": invalid JSON");
+    }
+    if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
+      throw Error("stdin line " + std::to_string(n) + ": expected {\"text\": string}");
+    nlohmann::json out = {{"ids", tok->encode(j["text"].get<std::string>(), !o.no_bos)}};
+    std::printf("%s\n", out.dump().c_str());
+  }
+}
+
+void run_detokenize(const TokenizeCommand& o) {
+  auto tok = load_tokenizer(o.tokenizer);
+  auto decode = [&](const std::vector<int32_t>& ids) {
+    for (int32_t id : ids)
+      if (id >= tok->vocab_size()) throw Error("token id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(tok->vocab_size()) + ")");
+    return tok->decode(ids);
+  };
+  if (!o.jsonl) {
+    std::string text = read_stdin();
+    for (char& ch : text) if (ch == ' ' || ch == '\n' || ch == '\t') ch = ',';
+    const std::string s = decode(parse_id_list(text, "stdin"));
+    std::fwrite(s.data(), 1, s.size(), stdout);
+    std::printf("\n");
+    return;
+  }
+  std::string line;
+  for (int n = 1; std::getline(std::cin, line); ++n) {
+    if (line.empty()) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      throw Error("stdin line " + std::to_string(n) + ": invalid JSON");
+    }
+    if (!j.is_object() || !j.contains("ids") || !j["ids"].is_array())
+      throw Error("stdin line " + std::to_string(n) + ": expected {\"ids\": [...]}");
+    std::vector<int32_t> ids;
+    for (const auto& v : j["ids"]) {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0) throw Error("stdin line " + std::to_string(n) + ": ids must be non-negative integers");
+      ids.push_back(v.get<int32_t>());
+    }
+    nlohmann::json out = {{"text", decode(ids)}};
+    std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  }
+}
+
+}  // namespace
+
+void add_tokenize_commands(CLI::App& app) {
+  auto o = std::make_shared<TokenizeCommand>();
+  CLI::App* tok = app.add_subcommand("tokenize", "text on stdin to token ids on stdout");
+  tok->add_option("--tokenizer", o->tokenizer, "tokenizer.json, tokenizer.model, .gguf file or model directory")->required();
+  tok->add_flag("--no-bos", o->no_bos, "do not add BOS");
+  tok->add_flag("--jsonl", o->jsonl, "read lines {\"text\": ...}, write lines {\"ids\": [...]}");
+  tok->callback([o] { run_tokenize(*o); });
+
+  auto d = std::make_shared<TokenizeCommand>();
+  CLI::App* detok = app.add_subcommand("detokenize", "token ids on stdin (spaces, commas or newlines) to text");
+  detok->add_option("--tokenizer", d->tokenizer, "tokenizer.json, tokenizer.model, .gguf file or model directory")->required();
+  detok->add_flag("--jsonl", d->jsonl, "read lines {\"ids\": [...]}, write lines {\"text\": ...}");
+  detok->callback([d] { run_detokenize(*d); });
+}
+
+}  // namespace podkv::cli

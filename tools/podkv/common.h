@@ -1,0 +1,42 @@
+// Pieces shared by the podkv subcommands: loading, prompt ids, errors.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kv/kv_cache.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+namespace podkv::cli {
+
+// Options for giving a prompt as text or ids.
+struct PromptOptions {
+  std::string text;
+  bool text_given = false;
+  std::string ids;       // "1,2,3"
+  std::string ids_file;  // one id per line, or a safetensors file with an integer tensor input_ids
+  bool no_bos = false;
+};
+
+void add_prompt_options(CLI::App& cmd, PromptOptions& o, const char* text_flag);
+
+// The tokenizer that travels with a model (directory or GGUF), or null when it has none.
+std::unique_ptr<Tokenizer> load_model_tokenizer(const Model& model);
+
+// Prompt ids from the options; text needs a tokenizer. An empty text prompt is
+// BOS alone. Throws Error naming the option at fault.
+std::vector<int32_t> prompt_ids(const PromptOptions& o, const Tokenizer* tokenizer, const ModelConfig& config);
+
+std::vector<int32_t> parse_id_list(const std::string& text, const std::string& what);
+std::vector<int32_t> read_ids_file(const std::string& path);
+
+// A KV cache for one sequence of up to `context` tokens, dense layout.
+std::unique_ptr<KvCache> make_dense_cache(const ModelConfig& config, int64_t context);
+
+// Bytes from a size like "8G", "512M", "1024"; throws Error naming `option`.
+size_t parse_bytes(const std::string& text, const std::string& option);
+
+}  // namespace podkv::cli

@@ -1,0 +1,34 @@
+// podkv: the command-line program on top of the podkv library.
+#include <cstdio>
+#include <exception>
+
+#include "commands.h"
+#include "util/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"podkv: long-context Llama inference with PoD KV-cache compression"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "podkv 0.1.0");
+  podkv::cli::add_generate_command(app);
+  podkv::cli::add_logits_command(app);
+  podkv::cli::add_tokenize_commands(app);
+  podkv::cli::add_info_command(app);
+  podkv::cli::add_bench_command(app);
+  podkv::cli::add_create_model_command(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const podkv::Error& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
