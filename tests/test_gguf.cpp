@@ -45,17 +45,16 @@ void write_bytes(const std::string& path, const uint8_t* data, size_t size) {
 // Builds GGUF bytes by hand, so tests can write what the Writer refuses to.
 struct RawGguf {
   std::vector<uint8_t> bytes;
+  RawGguf& append(const void* p, size_t n) {
+    bytes.resize(bytes.size() + n);
+    if (n > 0) std::memcpy(bytes.data() + bytes.size() - n, p, n);
+    return *this;
+  }
   template <class T>
   RawGguf& put(T v) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&v);
-    bytes.insert(bytes.end(), p, p + sizeof(T));
-    return *this;
+    return append(&v, sizeof(T));
   }
-  RawGguf& str(const std::string& s) {
-    put<uint64_t>(s.size());
-    bytes.insert(bytes.end(), s.begin(), s.end());
-    return *this;
-  }
+  RawGguf& str(const std::string& s) { return put<uint64_t>(s.size()).append(s.data(), s.size()); }
   RawGguf& header(uint64_t tensors, uint64_t kvs, uint32_t version = 3) {
     return put<uint32_t>(0x46554747).put<uint32_t>(version).put<uint64_t>(tensors).put<uint64_t>(kvs);
   }
@@ -89,6 +88,8 @@ std::string open_error(const RawGguf& raw) {
   return "";
 }
 
+#define EXPECT_OPEN_ERROR(raw, part) EXPECT_NE(open_error(raw).find(part), std::string::npos) << open_error(raw)
+
 std::vector<uint16_t> to_halves(const std::vector<float>& x, uint16_t (*convert)(float)) {
   std::vector<uint16_t> out;
   for (float v : x) out.push_back(convert(v));
@@ -105,10 +106,8 @@ MetaValue scalar(ValueType t, uint64_t u, int64_t i = 0, double f = 0) {
 }
 
 MetaValue array(ValueType element, std::vector<int64_t> ints) {
-  MetaValue v;
-  v.type = ValueType::ARRAY;
+  MetaValue v = MetaValue::make_int32s(std::move(ints));
   v.element_type = element;
-  v.ints = std::move(ints);
   return v;
 }
 
@@ -192,15 +191,11 @@ TEST(Gguf, RoundTripsEveryMetadataType) {
   EXPECT_FALSE(f.get_bool_or("no", true));
   EXPECT_EQ(f.get_string("s"), std::string("h\xc3\xa9llo\0x", 8));
   EXPECT_EQ(f.get_string("empty"), "");
-  EXPECT_EQ(f.find("a.u8")->ints, (std::vector<int64_t>{0, 255}));
-  EXPECT_EQ(f.find("a.i8")->ints, (std::vector<int64_t>{-128, 127}));
-  EXPECT_EQ(f.find("a.u16")->ints, (std::vector<int64_t>{65535}));
-  EXPECT_EQ(f.find("a.i16")->ints, (std::vector<int64_t>{-32768, 1}));
-  EXPECT_EQ(f.find("a.u32")->ints, (std::vector<int64_t>{4000000000}));
-  EXPECT_EQ(f.find("a.i32")->ints, (std::vector<int64_t>{-1, 0, 2147483647}));
-  EXPECT_EQ(f.find("a.u64")->ints, (std::vector<int64_t>{1ll << 62}));
-  EXPECT_EQ(f.find("a.i64")->ints, (std::vector<int64_t>{std::numeric_limits<int64_t>::min()}));
-  EXPECT_EQ(f.find("a.bool")->ints, (std::vector<int64_t>{1, 0, 1}));
+  const std::pair<const char*, std::vector<int64_t>> int_arrays[] = {
+      {"a.u8", {0, 255}}, {"a.i8", {-128, 127}}, {"a.u16", {65535}}, {"a.i16", {-32768, 1}},
+      {"a.u32", {4000000000}}, {"a.i32", {-1, 0, 2147483647}}, {"a.u64", {1ll << 62}},
+      {"a.i64", {std::numeric_limits<int64_t>::min()}}, {"a.bool", {1, 0, 1}}};
+  for (const auto& [key, values] : int_arrays) EXPECT_EQ(f.find(key)->ints, values) << key;
   EXPECT_EQ(f.find("a.bool")->element_type, ValueType::BOOL);
   EXPECT_EQ(f.find("a.f32")->floats, (std::vector<double>{0.5, -3}));
   EXPECT_EQ(f.find("a.f64")->floats, (std::vector<double>{0.1, 1e300}));
@@ -325,67 +320,49 @@ TEST(Gguf, QuantizeQ8_0StaysWithinHalfAStep) {
 }
 
 TEST(Gguf, RejectsMalformedHeaders) {
-  EXPECT_NE(open_error(RawGguf{}).find("past the end of the file"), std::string::npos);
-  EXPECT_NE(open_error(RawGguf{}.put<uint32_t>(0x46554746).put<uint32_t>(3).zeros(16)).find("not a GGUF file"),
-            std::string::npos);
-  EXPECT_NE(open_error(RawGguf{}.header(0, 0, 1)).find("version 1"), std::string::npos);
-  EXPECT_NE(open_error(RawGguf{}.header(0, 0, 0x03000000)).find("big-endian"), std::string::npos);
-  EXPECT_EQ(open_error(RawGguf{}.header(0, 0, 2)), "");  // v2 has the same layout
-  EXPECT_EQ(open_error(RawGguf{}.header(0, 0)), "");
+  using R = RawGguf;
+  EXPECT_OPEN_ERROR(R{}, "magic needs 4 bytes at byte 0, past the end of the file (0 bytes)");
+  EXPECT_OPEN_ERROR(R{}.put<uint32_t>(0x46554746).put<uint32_t>(3).zeros(16), "not a GGUF file");
+  EXPECT_OPEN_ERROR(R{}.header(0, 0, 1), "version 1");
+  EXPECT_OPEN_ERROR(R{}.header(0, 0, 0x03000000), "big-endian");
+  EXPECT_EQ(open_error(R{}.header(0, 0, 2)), "");  // v2 has the same layout
+  EXPECT_EQ(open_error(R{}.header(0, 0)), "");
   // Counts the file cannot hold are refused before anything is allocated.
-  EXPECT_NE(open_error(RawGguf{}.header(0, 1ull << 60)).find("metadata count"), std::string::npos);
-  EXPECT_NE(open_error(RawGguf{}.header(1ull << 61, 0)).find("tensor count"), std::string::npos);
-  EXPECT_NE(open_error(RawGguf{}.header(0, 1).str("k").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(1ull << 59))
-                .find("array length"),
-            std::string::npos);
-  EXPECT_NE(open_error(RawGguf{}.header(0, 1).str("k").put<uint32_t>(8).put<uint64_t>(~0ull)).find("metadata 'k'"),
-            std::string::npos);
-  EXPECT_NE(open_error(RawGguf{}.header(0, 1).put<uint64_t>(1ull << 62).zeros(16)).find("metadata 0: key"), std::string::npos);
-  EXPECT_NE(open_error(RawGguf{}.header(0, 1).str("k").put<uint32_t>(13).put<uint8_t>(0)).find("value type 13"),
-            std::string::npos);
-  EXPECT_NE(open_error(RawGguf{}.header(0, 1).str("k").put<uint32_t>(7).put<uint8_t>(2)).find("bool"),
-            std::string::npos);
-  EXPECT_NE(open_error(RawGguf{}.header(0, 1).str("k").put<uint32_t>(9).put<uint32_t>(9).put<uint64_t>(0))
-                .find("arrays of arrays"),
-            std::string::npos);
-  EXPECT_NE(open_error(RawGguf{}.header(0, 2).str("k").put<uint32_t>(0).put<uint8_t>(1).str("k").put<uint32_t>(0)
-                           .put<uint8_t>(1))
-                .find("twice"),
-            std::string::npos);
-  EXPECT_NE(open_error(RawGguf{}.header(0, 1).str("general.alignment").put<uint32_t>(4).put<uint32_t>(48))
-                .find("power of two"),
-            std::string::npos);
+  EXPECT_OPEN_ERROR(R{}.header(0, 1ull << 60), "metadata count");
+  EXPECT_OPEN_ERROR(R{}.header(1ull << 61, 0), "tensor count");
+  EXPECT_OPEN_ERROR(R{}.header(0, 1).str("k").put<uint32_t>(9).put<uint32_t>(8).put<uint64_t>(1ull << 59),
+                    "metadata 'k': array length");
+  EXPECT_OPEN_ERROR(R{}.header(0, 1).str("k").put<uint32_t>(8).put<uint64_t>(~0ull), "metadata 'k': string");
+  EXPECT_OPEN_ERROR(R{}.header(0, 1).put<uint64_t>(1ull << 62).zeros(16), "metadata 0: key");
+  EXPECT_OPEN_ERROR(R{}.header(0, 1).str("k").put<uint32_t>(13).zeros(8), "value type 13");
+  EXPECT_OPEN_ERROR(R{}.header(0, 1).str("k").put<uint32_t>(7).put<uint8_t>(2), "bool");
+  EXPECT_OPEN_ERROR(R{}.header(0, 1).str("k").put<uint32_t>(9).put<uint32_t>(9).put<uint64_t>(0), "arrays of arrays");
+  EXPECT_OPEN_ERROR(R{}.header(0, 2).str("k").put<uint32_t>(0).put<uint8_t>(1).str("k").put<uint32_t>(0).put<uint8_t>(1),
+                    "metadata 'k': key appears twice");
+  EXPECT_OPEN_ERROR(R{}.header(0, 1).str("general.alignment").put<uint32_t>(4).put<uint32_t>(48), "power of two");
 }
 
 TEST(Gguf, RejectsBadTensors) {
   auto one_tensor = [](std::vector<uint64_t> shape, uint32_t type, uint64_t offset, size_t data_bytes) {
-    RawGguf raw;
-    raw.header(1, 0).tensor("blk.0.attn_q.weight", std::move(shape), type, offset).pad().zeros(data_bytes);
-    return open_error(raw);
+    return RawGguf{}.header(1, 0).tensor("blk.0.attn_q.weight", std::move(shape), type, offset).pad().zeros(data_bytes);
   };
-  EXPECT_EQ(one_tensor({4, 2}, 0, 0, 32), "");
-  EXPECT_EQ(one_tensor({}, 0, 0, 4), "");  // a scalar
-  EXPECT_NE(one_tensor({4, 2}, 2, 0, 32).find("tensor 'blk.0.attn_q.weight': ggml type 2 (Q4_0) is not supported"),
-            std::string::npos);
-  EXPECT_NE(one_tensor({4, 2}, 77, 0, 32).find("ggml type 77"), std::string::npos);
-  EXPECT_NE(one_tensor({4, 2}, 0, 16, 64).find("not a multiple of the alignment"), std::string::npos);
-  const std::string past = one_tensor({4, 2}, 0, 0, 31);
-  EXPECT_NE(past.find("tensor 'blk.0.attn_q.weight': data ends at byte 128 past the end of the file (127 bytes)"),
-            std::string::npos)
-      << past;
-  EXPECT_NE(one_tensor({4, 2}, 0, 1ull << 63, 32).find("past the end of the file"), std::string::npos);
-  EXPECT_NE(one_tensor({~0ull}, 0, 0, 32).find("dimension 0"), std::string::npos);
-  EXPECT_NE(one_tensor({1ull << 40, 1ull << 40}, 0, 0, 32).find("too many elements"), std::string::npos);
-  EXPECT_NE(one_tensor({1, 1, 1, 1, 1}, 0, 0, 32).find("5 dimensions"), std::string::npos);
-  EXPECT_NE(one_tensor({16}, 8, 0, 34).find("multiple of 32"), std::string::npos);
-  EXPECT_EQ(one_tensor({32}, 8, 0, 34), "");
-
-  RawGguf two;
-  two.header(2, 0).tensor("a", {16}, 0, 0).tensor("b", {8}, 0, 32).pad().zeros(64);
-  EXPECT_NE(open_error(two).find("tensor 'b': data overlaps tensor 'a'"), std::string::npos);
-  RawGguf same;
-  same.header(2, 0).tensor("a", {8}, 0, 0).tensor("a", {8}, 0, 32).pad().zeros(64);
-  EXPECT_NE(open_error(same).find("name appears twice"), std::string::npos);
+  EXPECT_EQ(open_error(one_tensor({4, 2}, 0, 0, 32)), "");
+  EXPECT_EQ(open_error(one_tensor({}, 0, 0, 4)), "");  // a scalar
+  EXPECT_OPEN_ERROR(one_tensor({4, 2}, 2, 0, 32), "tensor 'blk.0.attn_q.weight': ggml type 2 (Q4_0) is not supported");
+  EXPECT_OPEN_ERROR(one_tensor({4, 2}, 77, 0, 32), "ggml type 77");
+  EXPECT_OPEN_ERROR(one_tensor({4, 2}, 0, 16, 64), "offset 16 is not a multiple of the alignment 32");
+  EXPECT_OPEN_ERROR(one_tensor({4, 2}, 0, 0, 31),
+                    "tensor 'blk.0.attn_q.weight': data ends at byte 128 past the end of the file (127 bytes)");
+  EXPECT_OPEN_ERROR(one_tensor({4, 2}, 0, 1ull << 63, 32), "past the end of the file");
+  EXPECT_OPEN_ERROR(one_tensor({~0ull}, 0, 0, 32), "dimension 0");
+  EXPECT_OPEN_ERROR(one_tensor({1ull << 40, 1ull << 40}, 0, 0, 32), "too many elements");
+  EXPECT_OPEN_ERROR(one_tensor({1, 1, 1, 1, 1}, 0, 0, 32), "5 dimensions");
+  EXPECT_OPEN_ERROR(one_tensor({16}, 8, 0, 34), "multiple of 32");
+  EXPECT_EQ(open_error(one_tensor({32}, 8, 0, 34)), "");
+  EXPECT_OPEN_ERROR(RawGguf{}.header(2, 0).tensor("a", {16}, 0, 0).tensor("b", {8}, 0, 32).pad().zeros(64),
+                    "tensor 'b': data overlaps tensor 'a'");
+  EXPECT_OPEN_ERROR(RawGguf{}.header(2, 0).tensor("a", {8}, 0, 0).tensor("a", {8}, 0, 32).pad().zeros(64),
+                    "tensor 'a': name appears twice");
 }
 
 // Every truncation of a valid file fails cleanly, except those that keep all

@@ -107,11 +107,8 @@ TEST(GreedyAnchors, CapAndExtremeDeltas) {
   EXPECT_EQ(greedy_anchors(ones, 1.0, 4), (std::vector<int>{0, 4}));
 
   // The cap and the similarity interact: after a similarity break the count restarts.
-  const Matrix sim = symmetric(6, {{0.9, 0.1, 0.1, 0.1, 0.1},
-                                   {0.1, 0.1, 0.1, 0.1},
-                                   {0.9, 0.9, 0.9},
-                                   {0.9, 0.9},
-                                   {0.9}});
+  const Matrix sim = symmetric(
+      6, {{0.9, 0.1, 0.1, 0.1, 0.1}, {0.1, 0.1, 0.1, 0.1}, {0.9, 0.9, 0.9}, {0.9, 0.9}, {0.9}});
   EXPECT_EQ(greedy_anchors(sim, 0.5, 2), (std::vector<int>{0, 2, 4}));
   EXPECT_EQ(greedy_anchors(sim, 0.5, 3), (std::vector<int>{0, 2, 5}));
 }
@@ -119,8 +116,7 @@ TEST(GreedyAnchors, CapAndExtremeDeltas) {
 TEST(GreedyAnchors, PerHeadAndErrors) {
   const Matrix a = symmetric(3, {{0.9, 0.9}, {0.9}});
   const Matrix b = symmetric(3, {{0.1, 0.1}, {0.9}});
-  EXPECT_EQ(greedy_anchors_per_head({a, b}, 0.5, 0),
-            (std::vector<std::vector<int>>{{0}, {0, 1}}));
+  EXPECT_EQ(greedy_anchors_per_head({a, b}, 0.5, 0), (std::vector<std::vector<int>>{{0}, {0, 1}}));
 
   EXPECT_THROW(greedy_anchors(Matrix{}, 0.5, 0), Error);
   EXPECT_THROW(greedy_anchors(Matrix{{1.0, 0.5}, {0.5}}, 0.5, 0), Error);
@@ -247,7 +243,8 @@ TEST(SimilarityAccumulator, AveragesOverSequencesLikeBruteForce) {
     acc.begin_sequence(T, q);
     // probs[l][i][s][T], causal rows (zeros after t), fed one layer at a time.
     std::vector<std::vector<float>> probs(L, std::vector<float>(Hq * q * T, 0.0f));
-    std::vector<std::vector<std::vector<double>>> distant(L, std::vector<std::vector<double>>(Hq * q));
+    std::vector<std::vector<std::vector<double>>> distant(L,
+                                                          std::vector<std::vector<double>>(Hq * q));
     for (int l = 0; l < L; ++l) {
       for (int i = 0; i < Hq; ++i)
         for (int s = 0; s < q; ++s) {
@@ -300,21 +297,21 @@ TEST(SimilarityAccumulator, MisuseThrows) {
   EXPECT_THROW(acc.end_sequence(), Error);
   EXPECT_THROW(acc.begin_sequence(3, 4), Error);
   acc.begin_sequence(3, 1);
-  EXPECT_THROW(acc.feed(0, 0, 1, row, 3), Error);   // not one of the last q positions
-  EXPECT_THROW(acc.feed(2, 0, 2, row, 3), Error);   // layer out of range
-  EXPECT_THROW(acc.feed(0, 1, 2, row, 3), Error);   // query head out of range
-  EXPECT_THROW(acc.feed(0, 0, 2, row, 2), Error);   // too few keys
+  EXPECT_THROW(acc.feed(0, 0, 1, row, 3), Error);  // not one of the last q positions
+  EXPECT_THROW(acc.feed(2, 0, 2, row, 3), Error);  // layer out of range
+  EXPECT_THROW(acc.feed(0, 1, 2, row, 3), Error);  // query head out of range
+  EXPECT_THROW(acc.feed(0, 0, 2, row, 2), Error);  // too few keys
   EXPECT_THROW(acc.feed(0, 0, 2, negative, 3), Error);
   EXPECT_THROW(acc.feed(0, 0, 2, not_finite, 3), Error);
   acc.feed(0, 0, 2, row, 3);
-  EXPECT_THROW(acc.feed(0, 0, 2, row, 3), Error);   // fed twice
+  EXPECT_THROW(acc.feed(0, 0, 2, row, 3), Error);  // fed twice
   try {
     acc.end_sequence();
     FAIL() << "ended a sequence with layer 1 missing";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("layer 1"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(acc.feed_layer(1, row, 2), Error);   // row_stride < seq_len
+  EXPECT_THROW(acc.feed_layer(1, row, 2), Error);  // row_stride < seq_len
   acc.feed_layer(1, row, 3);
   acc.end_sequence();
   EXPECT_NEAR(acc.mean_similarity()[0][0][1], 1.0, 1e-12);

@@ -50,7 +50,7 @@ TEST(KvCache, WindowStreamsGiveBackPagesEveryStep) {
 }
 
 TEST(KvCache, RefusalChangesNothingAndOtherSequencesSurvive) {
-  KvCache cache(KvLayout::dense(1, 1, 4), 4 * 4 * 2 * 10, 1);  // 10 pages of one vector
+  KvCache cache(KvLayout::dense(1, 1, 4), 4 * 4 * 10, 1);  // 10 pages of one vector each
   const int a = cache.add_sequence();
   cache.reserve(a, 3);
   for (int j = 0; j < 3; ++j) {

@@ -153,7 +153,7 @@ INSTANTIATE_TEST_SUITE_P(AllDtypes, MatmulTest,
                          case_name);
 
 TEST(Matmul, LargeGemmCrossesPanels) {
-  // K = 4096 → panels of 256 rows; 600 rows leave a partial last panel.
+  // K = 4096 → panels of 64 rows; 600 rows (300 per thread on 2) leave partial panels.
   std::mt19937 rng(7);
   for (DType dtype : {DType::BF16, DType::Q8_0}) {
     const int64_t rows = 600, cols = 4096, tokens = 5;

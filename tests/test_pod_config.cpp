@@ -1,11 +1,11 @@
 // pod.json parsing, validation, round trip, the uniform generator and the
 // anchor lookup (PodLayout / anchor_of).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <string>
-#include <unistd.h>
 
 #include "pod/pod_config.h"
 #include "util/error.h"
@@ -26,8 +26,8 @@ json example_json() {
 // A fresh path in the temp directory, unique per process and test.
 fs::path temp_path(const std::string& name) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  fs::path dir = fs::temp_directory_path() /
-                 ("podkv_test_" + std::to_string(::getpid()) + "_" + info->name());
+  fs::path dir =
+      fs::temp_directory_path() / ("podkv_test_" + std::to_string(::getpid()) + "_" + info->name());
   fs::create_directories(dir);
   return dir / name;
 }
@@ -105,7 +105,8 @@ TEST(PodConfig, ErrorMessagesOfTheBrief) {
   EXPECT_EQ(parse_error(j, 32, 4),
             "pod.json: anchors[3]: layer 40 does not exist (model has 32 layers)");
   j["anchors"] = json::parse("[[0], [0, 3, 7, 5]]");
-  EXPECT_EQ(parse_error(j, 32, 2), "pod.json: anchors[1]: not increasing at position 3 (5 after 7)");
+  EXPECT_EQ(parse_error(j, 32, 2),
+            "pod.json: anchors[1]: not increasing at position 3 (5 after 7)");
   j["anchors"] = json::parse("[[0], [0], [0], [0]]");
   EXPECT_EQ(parse_error(j, 32, 8), "pod.json: anchors has 4 lists but the model has 8 KV heads");
 }
@@ -122,7 +123,8 @@ TEST(PodConfig, AnchorListErrors) {
       {"[[0], [-1, 3]]", "pod.json: anchors[1]: first anchor is -1, must be 0"},
       {"[[0], []]", "pod.json: anchors[1]: empty"},
       {"[[0, 10], [0]]", "pod.json: anchors[0]: layer 10 does not exist (model has 10 layers)"},
-      {"[[0, 4, 12, 3], [0]]", "pod.json: anchors[0]: layer 12 does not exist (model has 10 layers)"},
+      {"[[0, 4, 12, 3], [0]]",
+       "pod.json: anchors[0]: layer 12 does not exist (model has 10 layers)"},
       {"[[0], [0], [0]]", "pod.json: anchors has 3 lists but the model has 2 KV heads"},
       {"[]", "pod.json: anchors has 0 lists but the model has 2 KV heads"},
       {"[[0], 3]", "pod.json: anchors[1]: expected a list of layers, got number 3"},
@@ -227,7 +229,7 @@ TEST(PodConfig, UnknownFieldsRoundTrip) {
   save_pod_config(path.string(), cfg);
   EXPECT_FALSE(fs::exists(path.string() + ".tmp"));
   const std::string text = read_text(path);
-  EXPECT_NE(text.find("[0, 2, 5, 9]"), std::string::npos) << text;  // one list per line
+  EXPECT_NE(text.find("[0, 2, 5, 9]"), std::string::npos) << text;   // one list per line
   EXPECT_NE(text.find("\"tau\": 0.7,"), std::string::npos) << text;  // not 0.699999988
 
   PodConfig back = load_pod_config(path.string(), 10, 2);
@@ -353,7 +355,8 @@ TEST(PodLayout, ValidatesTheConfig) {
     PodLayout layout(cfg, 8, 2);
     FAIL() << "accepted a non-increasing list";
   } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()), "pod config: anchors[0]: not increasing at position 2 (3 after 5)");
+    EXPECT_EQ(std::string(e.what()),
+              "pod config: anchors[0]: not increasing at position 2 (3 after 5)");
   }
 }
 

@@ -38,7 +38,7 @@ struct MetaValue {
   double float_value = 0;      // FLOAT32, FLOAT64
   std::string string_value;    // STRING
   std::vector<std::string> strings;  // ARRAY of STRING
-  std::vector<int64_t> ints;         // ARRAY of any integer type or BOOL
+  std::vector<int64_t> ints;         // ARRAY of any integer type or BOOL (UINT64 above INT64_MAX wraps)
   std::vector<double> floats;        // ARRAY of FLOAT32 / FLOAT64
 
   static MetaValue make_string(std::string s);

@@ -155,7 +155,8 @@ void attention(const AttentionInput& in, const float* q, int64_t first_pos, int6
         int skipping = 0;
         if (has_distant && shared && krule.distant_source >= 0) {
           distant_parts += groups;
-          if (in.tau && in.gates != nullptr) {
+          // tau >= 1 never skips (a gate of exactly 1 means no distant mass anyway).
+          if (in.tau && *in.tau < 1.0f && in.gates != nullptr) {
             const auto& anchor_gates = (*in.gates)[krule.distant_source];
             for (int g = 0; g < groups && g < 64; ++g) {
               skip_head[g] = anchor_gates[t * heads + h * groups + g] >= *in.tau;

@@ -78,17 +78,16 @@ std::vector<int> greedy_anchors(const std::vector<std::vector<double>>& similari
 }
 
 std::vector<std::vector<int>> greedy_anchors_per_head(
-    const std::vector<std::vector<std::vector<double>>>& similarity, double delta,
-    int max_block) {
+    const std::vector<std::vector<std::vector<double>>>& similarity, double delta, int max_block) {
   std::vector<std::vector<int>> anchors;
   anchors.reserve(similarity.size());
   for (const auto& matrix : similarity) anchors.push_back(greedy_anchors(matrix, delta, max_block));
   return anchors;
 }
 
-SimilarityAccumulator::SimilarityAccumulator(int num_layers, int num_query_heads,
-                                             int num_kv_heads, SimilarityScope scope,
-                                             int sink_tokens, int recent_tokens)
+SimilarityAccumulator::SimilarityAccumulator(int num_layers, int num_query_heads, int num_kv_heads,
+                                             SimilarityScope scope, int sink_tokens,
+                                             int recent_tokens)
     : num_layers_(num_layers),
       num_query_heads_(num_query_heads),
       num_kv_heads_(num_kv_heads),
@@ -102,7 +101,8 @@ SimilarityAccumulator::SimilarityAccumulator(int num_layers, int num_query_heads
   check(num_query_heads >= num_kv_heads && num_query_heads % num_kv_heads == 0,
         who + "num_query_heads (" + std::to_string(num_query_heads) +
             ") must be a multiple of num_kv_heads (" + std::to_string(num_kv_heads) + ")");
-  check(sink_tokens >= 0, who + "sink_tokens must be >= 0 (got " + std::to_string(sink_tokens) + ")");
+  check(sink_tokens >= 0,
+        who + "sink_tokens must be >= 0 (got " + std::to_string(sink_tokens) + ")");
   check(recent_tokens >= 1,
         who + "recent_tokens must be >= 1 (got " + std::to_string(recent_tokens) + ")");
   const size_t cells = static_cast<size_t>(num_kv_heads) * num_layers * num_layers;
@@ -149,8 +149,8 @@ size_t SimilarityAccumulator::pair_index(int kv_head, int x, int y) const {
   return (static_cast<size_t>(kv_head) * num_layers_ + x) * num_layers_ + y;
 }
 
-void SimilarityAccumulator::feed(int layer, int query_head, int query_position,
-                                 const float* probs, size_t num_keys) {
+void SimilarityAccumulator::feed(int layer, int query_head, int query_position, const float* probs,
+                                 size_t num_keys) {
   const std::string where = "SimilarityAccumulator: layer " + std::to_string(layer) +
                             ", query head " + std::to_string(query_head) + ", query position " +
                             std::to_string(query_position);
@@ -164,9 +164,9 @@ void SimilarityAccumulator::feed(int layer, int query_head, int query_position,
         where + ": not one of the last " + std::to_string(num_queries_) +
             " positions of a sequence of " + std::to_string(seq_len_));
   check(probs != nullptr, where + ": probs is null");
-  check(num_keys > static_cast<size_t>(query_position),
-        where + ": " + std::to_string(num_keys) + " keys, need at least " +
-            std::to_string(query_position + 1));
+  check(num_keys > static_cast<size_t>(query_position), where + ": " + std::to_string(num_keys) +
+                                                            " keys, need at least " +
+                                                            std::to_string(query_position + 1));
   const size_t index = slot_index(layer, query_head, slot);
   check(states_[index] == Slot::Empty, where + ": fed twice");
 
@@ -217,7 +217,9 @@ void SimilarityAccumulator::end_sequence() {
   const int pairs_per_head = num_layers_ * (num_layers_ - 1) / 2;
   const int64_t total = static_cast<int64_t>(num_kv_heads_) * pairs_per_head;
   // Each iteration owns one (kv_head, x, y) cell, so no two threads write the same sum.
+#ifdef _OPENMP
 #pragma omp parallel for schedule(dynamic)
+#endif
   for (int64_t job = 0; job < total; ++job) {
     const int h = static_cast<int>(job / pairs_per_head);
     int rest = static_cast<int>(job % pairs_per_head);
@@ -252,15 +254,15 @@ void SimilarityAccumulator::end_sequence() {
 
 std::vector<std::vector<std::vector<double>>> SimilarityAccumulator::mean_similarity() const {
   std::vector<std::vector<std::vector<double>>> mean(
-      num_kv_heads_, std::vector<std::vector<double>>(num_layers_,
-                                                      std::vector<double>(num_layers_, 1.0)));
+      num_kv_heads_,
+      std::vector<std::vector<double>>(num_layers_, std::vector<double>(num_layers_, 1.0)));
   for (int h = 0; h < num_kv_heads_; ++h)
     for (int x = 0; x < num_layers_; ++x)
       for (int y = x + 1; y < num_layers_; ++y) {
         const int64_t count = sample_counts_[pair_index(h, x, y)];
         check(count > 0, "SimilarityAccumulator: no samples for KV head " + std::to_string(h) +
-                             ", layers " + std::to_string(x) + " and " + std::to_string(y) +
-                             " (" + std::to_string(sequences_) +
+                             ", layers " + std::to_string(x) + " and " + std::to_string(y) + " (" +
+                             std::to_string(sequences_) +
                              " sequences; queries need t >= sink + recent to have distant keys)");
         mean[h][x][y] = mean[h][y][x] = similarity_sums_[pair_index(h, x, y)] / count;
       }
@@ -273,7 +275,8 @@ int64_t SimilarityAccumulator::samples(int kv_head, int layer_x, int layer_y) co
         "SimilarityAccumulator: samples(" + std::to_string(kv_head) + ", " +
             std::to_string(layer_x) + ", " + std::to_string(layer_y) + ") out of range");
   if (layer_x == layer_y) return 0;
-  return sample_counts_[pair_index(kv_head, std::min(layer_x, layer_y), std::max(layer_x, layer_y))];
+  return sample_counts_[pair_index(kv_head, std::min(layer_x, layer_y),
+                                   std::max(layer_x, layer_y))];
 }
 
 }  // namespace podkv

@@ -107,13 +107,13 @@ class SimilarityAccumulator {
   int seq_len_ = 0;
   int num_queries_ = 0;
   bool in_sequence_ = false;
-  std::vector<int> scope_begin_;        // [slot] first key of the scope
-  std::vector<int> scope_len_;          // [slot] keys in the scope (0 = none)
-  std::vector<size_t> slot_offset_;     // [slot] offset within one (layer, head) section
-  size_t floats_per_head_ = 0;          // sum over slots of scope_len_
-  std::vector<float> distributions_;    // [layer][query_head][slot][scope_len] renormalised
-  std::vector<double> entropies_;       // [layer][query_head][slot] entropy in bits
-  std::vector<Slot> states_;            // [layer][query_head][slot]
+  std::vector<int> scope_begin_;      // [slot] first key of the scope
+  std::vector<int> scope_len_;        // [slot] keys in the scope (0 = none)
+  std::vector<size_t> slot_offset_;   // [slot] offset within one (layer, head) section
+  size_t floats_per_head_ = 0;        // sum over slots of scope_len_
+  std::vector<float> distributions_;  // [layer][query_head][slot][scope_len] renormalised
+  std::vector<double> entropies_;     // [layer][query_head][slot] entropy in bits
+  std::vector<Slot> states_;          // [layer][query_head][slot]
 
   // Over all sequences, for x < y only.
   std::vector<double> similarity_sums_;  // [kv_head][L][L]

@@ -33,7 +33,8 @@ std::string describe(const json& v) {
 int as_int(const json& v, const std::string& where) {
   if (v.is_number_unsigned()) {
     uint64_t u = v.get<uint64_t>();
-    check(u <= static_cast<uint64_t>(INT_MAX), where + ": " + std::to_string(u) + " is out of range");
+    check(u <= static_cast<uint64_t>(INT_MAX),
+          where + ": " + std::to_string(u) + " is out of range");
     return static_cast<int>(u);
   }
   if (v.is_number_integer()) {
@@ -87,8 +88,8 @@ void validate_pod_config(const PodConfig& cfg, const std::string& source_name, i
           src + ": tau: must be in [0, 1] or null (got " + std::to_string(tau) + ")");
   }
   check(static_cast<int64_t>(cfg.anchors.size()) == num_kv_heads,
-        src + ": anchors has " + std::to_string(cfg.anchors.size()) +
-            " lists but the model has " + std::to_string(num_kv_heads) + " KV heads");
+        src + ": anchors has " + std::to_string(cfg.anchors.size()) + " lists but the model has " +
+            std::to_string(num_kv_heads) + " KV heads");
   for (size_t h = 0; h < cfg.anchors.size(); ++h) {
     const std::vector<int>& list = cfg.anchors[h];
     const std::string field = src + ": anchors[" + std::to_string(h) + "]";
@@ -130,18 +131,18 @@ PodConfig parse_pod_config(const json& j, const std::string& source_name, int nu
   if (auto it = j.find("tau"); it != j.end() && !it->is_null()) {
     check(it->is_number(), src + ": tau: expected a number or null, got " + describe(*it));
     double tau = it->get<double>();
-    check(tau >= 0.0 && tau <= 1.0, src + ": tau: must be in [0, 1] or null (got " + it->dump() + ")");
+    check(tau >= 0.0 && tau <= 1.0,
+          src + ": tau: must be in [0, 1] or null (got " + it->dump() + ")");
     cfg.tau = static_cast<float>(tau);
   }
   if (auto it = j.find("share_values"); it != j.end()) {
-    check(it->is_boolean(),
-          src + ": share_values: expected true or false, got " + describe(*it));
+    check(it->is_boolean(), src + ": share_values: expected true or false, got " + describe(*it));
     cfg.share_values = it->get<bool>();
   }
   for (auto it = j.begin(); it != j.end(); ++it) {
-    bool known = std::find_if(std::begin(kKnownFields), std::end(kKnownFields),
-                              [&](const char* k) { return it.key() == k; }) !=
-                 std::end(kKnownFields);
+    bool known = std::find_if(std::begin(kKnownFields), std::end(kKnownFields), [&](const char* k) {
+                   return it.key() == k;
+                 }) != std::end(kKnownFields);
     if (!known) cfg.extra[it.key()] = it.value();
   }
   validate_pod_config(cfg, src, num_layers, num_kv_heads);
@@ -193,9 +194,9 @@ void save_pod_config(const std::string& path, const PodConfig& cfg) {
   text += "  \"tau\": " + j["tau"].dump() + ",\n";
   text += "  \"share_values\": " + j["share_values"].dump();
   for (auto it = j.begin(); it != j.end(); ++it) {
-    bool known = std::find_if(std::begin(kKnownFields), std::end(kKnownFields),
-                              [&](const char* k) { return it.key() == k; }) !=
-                 std::end(kKnownFields);
+    bool known = std::find_if(std::begin(kKnownFields), std::end(kKnownFields), [&](const char* k) {
+                   return it.key() == k;
+                 }) != std::end(kKnownFields);
     if (!known) text += ",\n  " + json(it.key()).dump() + ": " + it.value().dump();
   }
   text += "\n}\n";

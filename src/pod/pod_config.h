@@ -34,8 +34,8 @@ void validate_pod_config(const PodConfig& cfg, const std::string& source_name, i
 // Builds a PodConfig from parsed JSON and validates it (see validate_pod_config).
 // Required: sink_tokens, recent_tokens, anchors. Optional: tau (null/absent =
 // never skip), share_values (absent = false). Unknown fields go to `extra`.
-PodConfig parse_pod_config(const nlohmann::json& j, const std::string& source_name,
-                           int num_layers, int num_kv_heads);
+PodConfig parse_pod_config(const nlohmann::json& j, const std::string& source_name, int num_layers,
+                           int num_kv_heads);
 
 // Reads and validates the pod.json at `path`; errors name `path`.
 PodConfig load_pod_config(const std::string& path, int num_layers, int num_kv_heads);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <sstream>
@@ -85,52 +86,73 @@ int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<in
   check(s[best] != -std::numeric_limits<float>::infinity(), "sample: every logit is -inf");
   if (params_.temperature == 0.0f) return static_cast<int32_t>(best);
 
+  // Shift so the best logit is 0 before dividing: softmax and every filter below are
+  // shift-invariant, and a tiny temperature then cannot overflow to +inf (only to -inf,
+  // a zero weight).
   const float temp = params_.temperature;
-  if (temp != 1.0f) {
-    for (size_t i = 0; i < V; ++i) s[i] /= temp;  // division, as transformers does
-  }
-  const float lmax = s[best];  // still the maximum: dividing by a positive keeps order
+  const float top = s[best];
+  for (size_t i = 0; i < V; ++i) s[i] = (s[i] - top) / temp;
+  const float lmax = 0.0f;  // s[best]; dividing by a positive keeps the order
 
   // Best first; equal logits by lowest id, so the kept set never depends on the sort.
   auto before = [s](int32_t a, int32_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); };
 
-  order_.resize(V);
-  std::iota(order_.begin(), order_.end(), 0);
-  size_t n = V;  // candidates are order_[0, n)
-  bool sorted = false;
+  // The k-th largest scaled logit (1-based k <= V), found on a contiguous copy, which is
+  // much faster than nth_element through an index array.
+  auto kth_largest = [&](size_t kk) {
+    values_.assign(s, s + V);
+    std::nth_element(values_.begin(), values_.begin() + (kk - 1), values_.end(),
+                     std::greater<float>());
+    return values_[kk - 1];
+  };
+  // order_ = every token with logit >= thr, best first: a prefix of the fully sorted
+  // vocabulary, since everything below thr sorts after it.
+  auto gather_sorted = [&](float thr) {
+    order_.clear();
+    for (size_t i = 0; i < V; ++i) {
+      if (s[i] >= thr) order_.push_back(static_cast<int32_t>(i));
+    }
+    std::sort(order_.begin(), order_.end(), before);
+  };
 
+  bool sorted = false;  // order_ holds every candidate, best first
   const int k = params_.top_k;
   if (k > 0 && static_cast<size_t>(k) < V) {
     // transformers keeps every token whose logit is >= the k-th largest, so tokens tied
-    // with the k-th one all stay (the set can exceed k).
-    std::nth_element(order_.begin(), order_.begin() + (k - 1), order_.end(), before);
-    const float kth = s[order_[k - 1]];
-    auto mid = std::partition(order_.begin() + k, order_.end(),
-                              [s, kth](int32_t t) { return s[t] >= kth; });
-    n = static_cast<size_t>(mid - order_.begin());
-    std::sort(order_.begin(), order_.begin() + n, before);
+    // with the k-th one all stay (the set can exceed k). Only these are sorted, never
+    // the whole vocabulary.
+    gather_sorted(kth_largest(static_cast<size_t>(k)));
     sorted = true;
+  } else {
+    order_.resize(V);
+    std::iota(order_.begin(), order_.end(), 0);
   }
+  size_t n = order_.size();  // candidates are order_[0, n)
 
   if (params_.top_p < 1.0f) {
     // Keep the smallest best-first prefix whose probability (renormalised over the
     // current candidates, as transformers applies top-p after top-k) reaches top_p.
     double z = 0.0;
-    for (size_t i = 0; i < n; ++i) z += std::exp(static_cast<double>(s[order_[i]]) - lmax);
+    for (size_t i = 0; i < n; ++i) z += std::exp(s[order_[i]] - lmax);
     const double target = static_cast<double>(params_.top_p) * z;
-    size_t m = sorted ? n : std::min(n, kTopPFirstPrefix);
-    size_t done = 0;   // order_[0, done) is sorted and its mass is in `cum`
-    double cum = 0.0;
+    // Without top-k the candidates are the whole vocabulary: sort only the best m
+    // tokens, and more only if they do not hold top_p of the mass.
+    size_t m = kTopPFirstPrefix;
     for (;;) {
       if (!sorted) {
-        if (m < n) {
-          std::nth_element(order_.begin() + done, order_.begin() + m, order_.begin() + n, before);
+        if (m < V) {
+          gather_sorted(kth_largest(m));
+        } else {
+          order_.resize(V);
+          std::iota(order_.begin(), order_.end(), 0);
+          std::sort(order_.begin(), order_.end(), before);
+          sorted = true;
         }
-        std::sort(order_.begin() + done, order_.begin() + m, before);
       }
       size_t cut = 0;
-      for (size_t i = done; i < m; ++i) {
-        cum += std::exp(static_cast<double>(s[order_[i]]) - lmax);
+      double cum = 0.0;
+      for (size_t i = 0; i < order_.size(); ++i) {
+        cum += std::exp(s[order_[i]] - lmax);
         if (cum >= target) {
           cut = i + 1;
           break;
@@ -140,9 +162,11 @@ int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<in
         n = cut;
         break;
       }
-      if (m == n) break;  // rounding kept cum just under target: keep everything
-      done = m;
-      m = std::min(n, m * 8);
+      if (sorted) {  // all candidates seen; rounding kept cum just under target: keep all
+        n = order_.size();
+        break;
+      }
+      m *= 8;
     }
     sorted = true;
   }
@@ -154,7 +178,7 @@ int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<in
     size_t w = 0;
     for (size_t i = 0; i < n; ++i) {
       const int32_t t = order_[i];
-      if (std::exp(static_cast<double>(s[t]) - lmax) >= mp) order_[w++] = t;
+      if (std::exp(s[t] - lmax) >= mp) order_[w++] = t;
     }
     n = w;
   }
@@ -163,7 +187,7 @@ int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<in
   weights_.resize(n);
   double total = 0.0;
   for (size_t i = 0; i < n; ++i) {
-    weights_[i] = std::exp(static_cast<double>(s[order_[i]]) - lmax);
+    weights_[i] = std::exp(s[order_[i]] - lmax);
     total += weights_[i];
   }
   const double u = uniform01(rng_) * total;

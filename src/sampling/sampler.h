@@ -33,6 +33,7 @@ class Sampler {
   std::mt19937_64 rng_;
   std::vector<float> scratch_;   // penalised, temperature-scaled logits
   std::vector<int32_t> order_;   // candidate token ids
+  std::vector<float> values_;    // copy of scratch_ for nth_element
   std::vector<double> weights_;  // unnormalised probabilities of the candidates
 };
 

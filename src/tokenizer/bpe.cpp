@@ -189,6 +189,7 @@ BpeTokenizer::BpeTokenizer(BpeConfig config) : cfg_(std::move(config)) {
   for (const auto& a : cfg_.added) text[a.id] = a.content;
   bytes_.resize(n);
   for (int32_t i = 0; i < n; ++i) bytes_[i] = decode_token(cfg_.decoder, text[i]);
+  texts_ = std::move(text);
   if (cfg_.added_verbatim)
     for (const auto& a : cfg_.added) bytes_[a.id] = a.content;
   bos_id_ = cfg_.bos_id;
@@ -222,6 +223,18 @@ std::string BpeTokenizer::token_bytes(int32_t id) const {
 std::string BpeTokenizer::decode(const std::vector<int32_t>& ids) const {
   std::string s;
   for (int32_t id : ids) s += token_bytes(id);
+  const std::string& ms = cfg_.decoder.metaspace_first;
+  if (!ids.empty() && !ms.empty() && !(cfg_.added_verbatim && texts_[ids[0]] != bytes_[ids[0]])) {
+    std::string first = texts_[ids[0]], stripped;
+    for (size_t i = 0; i < first.size();) {
+      if (first.compare(i, ms.size(), ms) == 0) {
+        i += ms.size();
+      } else {
+        stripped += first[i++];
+      }
+    }
+    s = decode_token(cfg_.decoder, stripped) + s.substr(bytes_[ids[0]].size());
+  }
   size_t k = 0;
   while (k < static_cast<size_t>(cfg_.decoder.strip_leading) && k < s.size() && s[k] == ' ') ++k;
   return utf8_lossy(std::string_view(s).substr(k));

@@ -55,6 +55,9 @@ struct DecoderSpec {
   std::vector<std::pair<std::string, std::string>> replacements;
   bool byte_fallback = false;
   int strip_leading = 0;
+  // HF's Metaspace decoder drops every `metaspace_first` character of the
+  // first token (not just a leading one) when it prepends.
+  std::string metaspace_first;
 };
 
 struct BpeConfig {
@@ -85,6 +88,7 @@ class BpeTokenizer : public Tokenizer {
  private:
   BpeConfig cfg_;
   AddedTokenMatcher matcher_;
+  std::vector<std::string> texts_;  // token strings as in the vocabulary
   std::vector<std::string> bytes_;  // token_bytes of every id, computed once
 };
 

@@ -20,12 +20,11 @@ std::string StreamDecoder::push(int32_t id) {
   std::string bytes = tokenizer_.token_bytes(id);
   if (first_) {
     first_ = false;
-    // Tokenizers whose decode() drops the space prefix of the first token
-    // (SentencePiece) are recognised by what decode() makes of this token
-    // alone, so the stream gives the same text as decode() of the sequence.
-    if (!bytes.empty() && bytes[0] == ' ' &&
-        tokenizer_.decode({id}) == tok::utf8_lossy(std::string_view(bytes).substr(1)))
-      bytes.erase(0, 1);
+    // Some decoders treat the first token specially (SentencePiece drops its
+    // space prefix); taking decode() of it alone gives the same text as
+    // decode() of the whole sequence. A token that is not whole UTF-8 by
+    // itself has no such prefix and must stay raw so it can be completed.
+    if (tok::is_valid_utf8(bytes)) bytes = tokenizer_.decode({id});
   }
   pending_ += bytes;
   const size_t n = tok::utf8_complete_prefix(pending_);

@@ -1,0 +1,34 @@
+// KV-cache policies behind one interface: each names a KvLayout (what is kept
+// and where the rest is read from). One flag picks the policy.
+//   dense      every key and value of every token
+//   pod        PoD: distant keys only at each block's anchor (pod.json)
+//   streaming  StreamingLLM: sink + recent window, distant tokens dropped
+//   cla        cross-layer attention: odd layers use the K and V of the layer below
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "kv/kv_layout.h"
+#include "model/config.h"
+#include "pod/pod_config.h"
+
+namespace podkv {
+
+struct KvPolicyOptions {
+  std::string policy = "dense";
+  std::optional<PodConfig> pod;  // for pod: the grouping (sink/recent are taken from it)
+  int64_t sink_tokens = 16;      // for streaming
+  int64_t recent_tokens = 256;   // for streaming
+};
+
+// Known policy names, for messages.
+const char* known_kv_policies();
+
+// The layout of `options.policy` for the model; throws Error naming --kv for
+// an unknown policy or a missing pod config.
+KvLayout make_kv_layout(const ModelConfig& config, const KvPolicyOptions& options);
+
+KvLayout pod_kv_layout(const ModelConfig& config, const PodConfig& pod);
+
+}  // namespace podkv
