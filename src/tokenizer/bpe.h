@@ -11,13 +11,14 @@
 
 #include "tokenizer/added_tokens.h"
 #include "tokenizer/pretokenize.h"
+#include "tokenizer/utf8.h"
 #include "tokenizer/tokenizer.h"
 
 namespace podkv::tok {
 
 struct BpeModel {
   std::vector<std::string> id_to_token;
-  std::unordered_map<std::string, int32_t> token_to_id;
+  std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> token_to_id;
   // (left id << 32 | right id) -> (rank, merged id).
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;
   bool ignore_merges = false;  // a piece that is itself a token is taken whole (Llama 3)
@@ -26,7 +27,7 @@ struct BpeModel {
   int32_t unk_id = -1;
 
   int32_t find(std::string_view token) const {
-    auto it = token_to_id.find(std::string(token));
+    auto it = token_to_id.find(token);
     return it == token_to_id.end() ? -1 : it->second;
   }
   // Adds merge number `rank` of tokens `a` and `b`; returns false when a, b

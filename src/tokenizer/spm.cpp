@@ -72,7 +72,7 @@ void SpmTokenizer::encode_text(const std::string& text, std::vector<int32_t>& ou
   auto try_add = [&](int left, int right) {
     if (left < 0 || right < 0) return;
     const std::string_view s(text.data() + syms[left].start, syms[left].n + syms[right].n);
-    auto it = mergeable_.find(std::string(s));
+    auto it = mergeable_.find(s);
     if (it == mergeable_.end()) return;
     queue.push({left, right, cfg_.scores[it->second], s.size()});
   };
@@ -92,7 +92,7 @@ void SpmTokenizer::encode_text(const std::string& text, std::vector<int32_t>& ou
     try_add(bg.left, l.next);
   }
   for (int i = 0; i >= 0; i = syms[i].next) {
-    const std::string s = text.substr(syms[i].start, syms[i].n);
+    const std::string_view s = std::string_view(text).substr(syms[i].start, syms[i].n);
     auto it = mergeable_.find(s);
     if (it != mergeable_.end()) {
       out.push_back(it->second);

@@ -11,6 +11,7 @@
 
 #include "tokenizer/added_tokens.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/utf8.h"
 
 namespace podkv::tok {
 
@@ -43,7 +44,7 @@ class SpmTokenizer : public Tokenizer {
   void encode_text(const std::string& text, std::vector<int32_t>& out) const;
 
   SpmConfig cfg_;
-  std::unordered_map<std::string, int32_t> mergeable_;  // pieces that text may merge into
+  std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> mergeable_;  // pieces that text may merge into
   int32_t byte_ids_[256];
   AddedTokenMatcher matcher_;
   std::vector<std::string> bytes_;

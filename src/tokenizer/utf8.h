@@ -4,10 +4,18 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 
 namespace podkv::tok {
+
+// Hash for unordered maps keyed by std::string that can be searched with a
+// string_view without building a string (C++20 heterogeneous lookup).
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
 
 // Length of the sequence a lead byte announces, the way llama.cpp splits text
 // into symbols: continuation and invalid lead bytes count as 1.
