@@ -48,7 +48,7 @@ void run_fixture(const std::string& name, const char* tokenizer_file) {
       good = good && dec_bos == c.at("decoded_bos").get<std::string>();
     }
     // Streaming the ids gives the same text as decoding them at once.
-    podkv::StreamDecoder stream(*tok);
+    podkv::StreamDecoder stream(*tok, /*at_sequence_start=*/true);
     std::string streamed;
     for (int32_t id : ids) streamed += stream.push(id);
     streamed += stream.flush();

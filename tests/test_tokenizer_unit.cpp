@@ -131,12 +131,15 @@ TEST(TokenizerStream, DropsSentencePieceLeadingSpaceOnce) {
   if (!fs::exists(path)) GTEST_SKIP() << path << " not present";
   const auto tok = podkv::load_tokenizer(path);
   const auto ids = tok->encode("Hello world " + kRocket, false);
-  podkv::StreamDecoder s(*tok);
+  podkv::StreamDecoder s(*tok, /*at_sequence_start=*/true);
   std::string out;
   for (int32_t id : ids) out += s.push(id);
   out += s.flush();
   EXPECT_EQ(out, "Hello world " + kRocket);
   EXPECT_EQ(tok->decode(ids), out);
+  // A continuation (generated text after a prompt) keeps the space of its first token.
+  podkv::StreamDecoder continuation(*tok);
+  EXPECT_EQ(continuation.push(ids[1]), " world");
 }
 
 TEST(TokenizerJson, ErrorsNameFileAndField) {

@@ -54,7 +54,11 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const gguf::File& file);
 // bytes of a character split across tokens are held until it is complete.
 class StreamDecoder {
  public:
-  explicit StreamDecoder(const Tokenizer& tokenizer) : tokenizer_(tokenizer) {}
+  // at_sequence_start: the first token pushed begins the text (as in decode(),
+  // SentencePiece drops its leading space); false for a continuation, whose
+  // first token keeps its space.
+  explicit StreamDecoder(const Tokenizer& tokenizer, bool at_sequence_start = false)
+      : tokenizer_(tokenizer), first_(at_sequence_start) {}
   // Text that became complete with this token (may be empty).
   std::string push(int32_t id);
   // Whatever is still held (invalid bytes become U+FFFD).
@@ -63,7 +67,7 @@ class StreamDecoder {
  private:
   const Tokenizer& tokenizer_;
   std::string pending_;
-  bool first_ = true;
+  bool first_;
 };
 
 }  // namespace podkv
