@@ -1,0 +1,155 @@
+// Running the podkv CLI from the tests: fork + exec with stdin, stdout and
+// stderr redirected to files, so the three streams and the exit status come
+// back separately. Plus a temp-dir fixture and helpers to break model fixtures.
+#pragma once
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace podkv::clitest {
+
+namespace fs = std::filesystem;
+
+inline const fs::path kSourceDir = PODKV_SOURCE_DIR;
+inline const fs::path kFixtures = kSourceDir / "tests" / "fixtures" / "models";
+
+inline std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+inline void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  ASSERT_TRUE(out.good()) << "cannot write " << p;
+}
+
+struct CliResult {
+  int exit_code = -1;   // valid when !signaled
+  int signal = 0;       // the signal that ended it, 0 when it exited
+  std::string out, err;
+};
+
+inline std::ostream& operator<<(std::ostream& os, const CliResult& r) {
+  return os << "exit " << r.exit_code << " signal " << r.signal << "\nstderr: [" << r.err << "]\nstdout: ["
+            << r.out.substr(0, 2000) << "]";
+}
+
+// Runs PODKV_CLI_PATH with `args`, feeding `input` on stdin; `scratch` holds
+// the files the streams go through.
+inline CliResult run_cli(const std::vector<std::string>& args, const fs::path& scratch, const std::string& input = "") {
+  static std::atomic<int> counter{0};
+  const std::string tag = std::to_string(counter++);
+  const fs::path in_path = scratch / ("stdin" + tag), out_path = scratch / ("stdout" + tag),
+                 err_path = scratch / ("stderr" + tag);
+  write_text(in_path, input);
+  std::vector<std::string> argv_s = {PODKV_CLI_PATH};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  CliResult r;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const int in = open(in_path.c_str(), O_RDONLY);
+    const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (in < 0 || out < 0 || err < 0) _exit(200);
+    dup2(in, 0);
+    dup2(out, 1);
+    dup2(err, 2);
+    setenv("OMP_NUM_THREADS", "2", 1);
+    execv(argv[0], argv.data());
+    _exit(201);
+  }
+  EXPECT_GT(pid, 0) << "fork failed";
+  int status = 0;
+  if (pid > 0) waitpid(pid, &status, 0);
+  if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
+  r.out = read_text(out_path);
+  r.err = read_text(err_path);
+  return r;
+}
+
+// A fresh directory per test, removed afterwards.
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    tmp_ = fs::temp_directory_path() /
+           ("podkv_cli_" + std::to_string(getpid()) + "_" + info->test_suite_name() + "_" + info->name());
+    fs::remove_all(tmp_);
+    fs::create_directories(tmp_ / "io");
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(tmp_, ec);
+  }
+
+  CliResult run(const std::vector<std::string>& args, const std::string& input = "") {
+    return run_cli(args, tmp_ / "io", input);
+  }
+
+  // A copy of a fixture model's config.json and weights (and safetensors index
+  // and shards) under tmp_/name.
+  fs::path copy_model(const std::string& name, const std::string& fixture = "llama_gqa") {
+    const fs::path dst = tmp_ / name;
+    fs::create_directories(dst);
+    for (const auto& e : fs::directory_iterator(kFixtures / fixture)) {
+      const std::string f = e.path().filename().string();
+      if (f == "config.json" || f.starts_with("model")) fs::copy_file(e.path(), dst / f);
+    }
+    return dst;
+  }
+
+  fs::path tmp_;
+};
+
+// Config edits: read, change, write back.
+template <typename F>
+void edit_json(const fs::path& p, F&& change) {
+  nlohmann::json j = nlohmann::json::parse(read_text(p));
+  change(j);
+  write_text(p, j.dump(2));
+}
+
+// Header edits of a safetensors file; the data section is kept as it is
+// (offsets count from its start, so a header of another length is fine).
+template <typename F>
+void edit_safetensors_header(const fs::path& p, F&& change) {
+  const std::string bytes = read_text(p);
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  nlohmann::json header = nlohmann::json::parse(bytes.substr(8, n));
+  change(header);
+  const std::string text = header.dump();
+  const uint64_t m = text.size();
+  std::string out(reinterpret_cast<const char*>(&m), 8);
+  out += text;
+  out += bytes.substr(8 + n);
+  write_text(p, out);
+}
+
+inline uint64_t safetensors_header_bytes(const fs::path& p) {
+  const std::string bytes = read_text(p);
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  return n;
+}
+
+}  // namespace podkv::clitest

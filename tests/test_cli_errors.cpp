@@ -1,0 +1,238 @@
+// End-to-end: the podkv CLI on bad input exits 1 (never a crash) with exactly
+// one line on stderr, "error: ...", naming the file, tensor, field or option
+// at fault. The bad inputs are good fixtures with one thing broken.
+#include <gtest/gtest.h>
+
+#include "cli_run.h"
+#include "io/gguf.h"
+
+namespace podkv::clitest {
+namespace {
+
+// Exit code 1, one "error: " line on stderr that contains every needle.
+void expect_error(const CliResult& r, const std::vector<std::string>& needles) {
+  EXPECT_EQ(r.signal, 0) << r;
+  EXPECT_EQ(r.exit_code, 1) << r;
+  ASSERT_FALSE(r.err.empty()) << r;
+  EXPECT_TRUE(r.err.starts_with("error: ")) << r;
+  EXPECT_EQ(r.err.back(), '\n') << r;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr is not one line\n" << r;
+  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "stderr does not name '" << n << "'\n" << r;
+}
+
+using CliErrors = CliTest;
+
+std::vector<std::string> gen(const fs::path& model, std::vector<std::string> more = {"--ids", "1,2,3", "-n", "2"}) {
+  std::vector<std::string> a = {"generate", "-m", model.string()};
+  a.insert(a.end(), more.begin(), more.end());
+  return a;
+}
+
+// ---- model directory and config.json ----
+
+TEST_F(CliErrors, ModelPathDoesNotExist) {
+  expect_error(run(gen(tmp_ / "no_such_model")), {"no_such_model"});
+  expect_error(run({"info", "-m", (tmp_ / "no_such_model").string()}), {"no_such_model"});
+}
+
+TEST_F(CliErrors, DirectoryWithoutConfig) {
+  fs::create_directories(tmp_ / "empty");
+  expect_error(run(gen(tmp_ / "empty")), {"config.json"});
+  expect_error(run({"info", "-m", (tmp_ / "empty").string()}), {"config.json"});
+}
+
+TEST_F(CliErrors, ConfigIsNotJson) {
+  const fs::path m = copy_model("m");
+  write_text(m / "config.json", "{\"architectures\": [\"LlamaForCausalLM\"],\n oops\n");
+  expect_error(run(gen(m)), {"config.json"});
+  expect_error(run({"info", "-m", m.string()}), {"config.json"});
+}
+
+TEST_F(CliErrors, ConfigMissingHiddenSize) {
+  const fs::path m = copy_model("m");
+  edit_json(m / "config.json", [](auto& j) { j.erase("hidden_size"); });
+  expect_error(run(gen(m)), {"config.json", "hidden_size"});
+}
+
+TEST_F(CliErrors, UnknownArchitecture) {
+  const fs::path m = copy_model("m");
+  edit_json(m / "config.json", [](auto& j) { j["architectures"] = {"GPT2LMHeadModel"}; });
+  expect_error(run(gen(m)), {"config.json", "GPT2LMHeadModel"});
+}
+
+TEST_F(CliErrors, UnsupportedRopeType) {
+  const fs::path m = copy_model("m");
+  edit_json(m / "config.json", [](auto& j) { j["rope_parameters"]["rope_type"] = "yarn"; });
+  expect_error(run(gen(m)), {"config.json", "yarn"});
+}
+
+TEST_F(CliErrors, SlidingWindowOnMistral) {
+  const fs::path m = copy_model("m");
+  edit_json(m / "config.json", [](auto& j) {
+    j["architectures"] = {"MistralForCausalLM"};
+    j["sliding_window"] = 16;
+  });
+  expect_error(run(gen(m)), {"config.json", "sliding_window"});
+}
+
+// ---- weights ----
+
+TEST_F(CliErrors, SafetensorsMissing) {
+  const fs::path m = copy_model("m");
+  fs::remove(m / "model.safetensors");
+  expect_error(run(gen(m)), {"model.safetensors"});
+}
+
+TEST_F(CliErrors, SafetensorsTruncatedInData) {
+  const fs::path m = copy_model("m");
+  const auto size = fs::file_size(m / "model.safetensors");
+  fs::resize_file(m / "model.safetensors", size - 1000);
+  expect_error(run(gen(m)), {"model.safetensors"});
+}
+
+TEST_F(CliErrors, SafetensorsTruncatedInHeader) {
+  const fs::path m = copy_model("m");
+  fs::resize_file(m / "model.safetensors", 8 + safetensors_header_bytes(m / "model.safetensors") / 2);
+  expect_error(run(gen(m)), {"model.safetensors", "header"});
+  fs::resize_file(m / "model.safetensors", 5);  // not even the header length
+  expect_error(run(gen(m)), {"model.safetensors"});
+}
+
+TEST_F(CliErrors, DataOffsetsOutsideFile) {
+  const fs::path m = copy_model("m");
+  const std::string name = "model.layers.1.mlp.up_proj.weight";
+  edit_safetensors_header(m / "model.safetensors", [&](auto& h) {
+    const uint64_t n = h[name]["data_offsets"][1].template get<uint64_t>() - h[name]["data_offsets"][0].template get<uint64_t>();
+    h[name]["data_offsets"] = {uint64_t{1} << 40, (uint64_t{1} << 40) + n};
+  });
+  expect_error(run(gen(m)), {"model.safetensors", name});
+}
+
+TEST_F(CliErrors, UnknownDtypeNamesTensor) {
+  const fs::path m = copy_model("m");
+  const std::string name = "model.layers.0.self_attn.v_proj.weight";
+  edit_safetensors_header(m / "model.safetensors", [&](auto& h) { h[name]["dtype"] = "F8_E4M3"; });
+  expect_error(run(gen(m)), {"model.safetensors", name, "F8_E4M3"});
+}
+
+TEST_F(CliErrors, ShapeDisagreesWithConfig) {
+  const fs::path m = copy_model("m");
+  const std::string name = "model.layers.1.self_attn.o_proj.weight";  // [128, 128]
+  edit_safetensors_header(m / "model.safetensors", [&](auto& h) { h[name]["shape"] = {64, 256}; });
+  expect_error(run(gen(m)), {name, "shape"});
+}
+
+TEST_F(CliErrors, MissingTensor) {
+  const fs::path m = copy_model("m");
+  const std::string name = "model.layers.1.self_attn.k_proj.weight";
+  edit_safetensors_header(m / "model.safetensors", [&](auto& h) { h.erase(name); });
+  expect_error(run(gen(m)), {name});
+  edit_safetensors_header(m / "model.safetensors", [&](auto& h) { h.erase("lm_head.weight"); });
+  expect_error(run(gen(m)), {"lm_head.weight"});
+}
+
+TEST_F(CliErrors, ShardedCheckpointMissingShard) {
+  const fs::path m = copy_model("m", "llama_sharded");
+  const std::string shard = "model-00003-of-00007.safetensors";
+  ASSERT_TRUE(fs::exists(m / shard));
+  fs::remove(m / shard);
+  expect_error(run(gen(m)), {shard});
+}
+
+// ---- tokenizers ----
+
+TEST_F(CliErrors, MalformedTokenizerJsonInModelDir) {
+  const fs::path m = copy_model("m");
+  write_text(m / "tokenizer.json", "{\"model\": {\"type\": \"BPE\", \"vocab\": [1, 2");
+  expect_error(run(gen(m, {"-p", "hello", "-n", "2"})), {"tokenizer.json"});
+}
+
+TEST_F(CliErrors, TokenizeMalformedFile) {
+  write_text(tmp_ / "broken_tok.json", "{\"model\": 17, ");
+  expect_error(run({"tokenize", "--tokenizer", (tmp_ / "broken_tok.json").string()}, "hello"), {"broken_tok.json"});
+  write_text(tmp_ / "valid_json_tok.json", "{\"model\": {\"type\": \"Unigram\"}}");
+  expect_error(run({"tokenize", "--tokenizer", (tmp_ / "valid_json_tok.json").string()}, "hello"),
+               {"valid_json_tok.json"});
+  expect_error(run({"detokenize", "--tokenizer", (tmp_ / "broken_tok.json").string()}, "1 2"), {"broken_tok.json"});
+}
+
+TEST_F(CliErrors, TokenizeMissingFile) {
+  expect_error(run({"tokenize", "--tokenizer", (tmp_ / "absent_tokenizer.json").string()}, "hello"),
+               {"absent_tokenizer.json"});
+}
+
+TEST_F(CliErrors, TokenizeTruncatedGguf) {
+  gguf::Writer w;
+  w.set("general.architecture", gguf::MetaValue::make_string("llama"));
+  w.set("tokenizer.ggml.model", gguf::MetaValue::make_string("llama"));
+  w.set("tokenizer.ggml.tokens", gguf::MetaValue::make_strings({"<unk>", "<s>", "</s>", "a", "b", "ab"}));
+  w.set("tokenizer.ggml.scores", gguf::MetaValue::make_float32s({0, 0, 0, -1, -2, -0.5}));
+  w.set("tokenizer.ggml.token_type", gguf::MetaValue::make_int32s({2, 3, 3, 1, 1, 1}));
+  const fs::path p = tmp_ / "tok.gguf";
+  w.write(p.string());
+  const auto size = fs::file_size(p);
+  for (uintmax_t cut : {uintmax_t{3}, uintmax_t{20}, size / 2, size - 3}) {
+    fs::copy_file(p, tmp_ / "cut.gguf", fs::copy_options::overwrite_existing);
+    fs::resize_file(tmp_ / "cut.gguf", cut);
+    expect_error(run({"tokenize", "--tokenizer", (tmp_ / "cut.gguf").string()}, "ab"), {"cut.gguf"});
+  }
+}
+
+// ---- prompts and options ----
+
+TEST_F(CliErrors, PromptLongerThanContext) {
+  const fs::path model = kFixtures / "llama_gqa";
+  std::string ids;
+  for (int i = 0; i < 20; ++i) ids += (i ? "," : "") + std::to_string(i + 3);
+  expect_error(run(gen(model, {"-c", "8", "--ids", ids})), {"-c", "context"});
+}
+
+TEST_F(CliErrors, TokenIdOutsideVocab) {
+  const fs::path model = kFixtures / "llama_gqa";
+  expect_error(run(gen(model, {"--ids", "1,512,3"})), {"512", "vocab"});
+  expect_error(run({"logits", "-m", model.string(), "--ids", "99999", "--out", (tmp_ / "x.safetensors").string()}),
+               {"99999"});
+}
+
+TEST_F(CliErrors, IdsNotANumber) {
+  const fs::path model = kFixtures / "llama_gqa";
+  expect_error(run(gen(model, {"--ids", "1,x,3"})), {"--ids", "'x'"});
+  expect_error(run(gen(model, {"--ids", "1,-4"})), {"--ids", "-4"});
+  write_text(tmp_ / "ids.txt", "1\n2\nseven\n");
+  expect_error(run(gen(model, {"--ids-file", (tmp_ / "ids.txt").string()})), {"ids.txt", "seven"});
+  expect_error(run(gen(model, {"--ids-file", (tmp_ / "absent_ids.txt").string()})), {"absent_ids.txt"});
+}
+
+TEST_F(CliErrors, BothIdsAndPrompt) {
+  const fs::path model = kFixtures / "llama_gqa";
+  expect_error(run(gen(model, {"--ids", "1,2", "-p", "hello"})), {"--ids"});
+}
+
+TEST_F(CliErrors, LogitsWithoutOut) {
+  const CliResult r = run({"logits", "-m", (kFixtures / "llama_gqa").string(), "--ids", "1,2"});
+  EXPECT_EQ(r.signal, 0) << r;
+  EXPECT_NE(r.exit_code, 0) << r;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r;
+  EXPECT_NE(r.err.find("--out"), std::string::npos) << r;
+}
+
+TEST_F(CliErrors, BadSamplingParameters) {
+  const fs::path model = kFixtures / "llama_gqa";
+  expect_error(run(gen(model, {"--ids", "1,2", "--temperature", "-1"})), {"temperature"});
+  expect_error(run(gen(model, {"--ids", "1,2", "--top-p", "1.5"})), {"top-p"});
+  expect_error(run(gen(model, {"--ids", "1,2", "--min-p", "2"})), {"min-p"});
+  expect_error(run(gen(model, {"--ids", "1,2", "--top-k", "-3"})), {"top-k"});
+  expect_error(run(gen(model, {"--ids", "1,2", "-n", "0", "--temperature", "-1"})), {"temperature"});
+}
+
+TEST_F(CliErrors, CreateModelUnknownPreset) {
+  expect_error(run({"create-model", "--out", (tmp_ / "new").string(), "--preset", "nope"}), {"--preset", "nope"});
+  expect_error(run({"create-model", "--out", (tmp_ / "new").string(), "--dtype", "f64"}), {"--dtype", "f64"});
+}
+
+TEST_F(CliErrors, BenchZeroRepetitions) {
+  expect_error(run({"bench", "-m", (kFixtures / "llama_gqa").string(), "-r", "0"}), {"-r"});
+}
+
+}  // namespace
+}  // namespace podkv::clitest
