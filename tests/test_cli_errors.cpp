@@ -183,7 +183,7 @@ TEST_F(CliErrors, TokenizeTruncatedGguf) {
 TEST_F(CliErrors, PromptLongerThanContext) {
   const fs::path model = kFixtures / "llama_gqa";
   std::string ids;
-  for (int i = 0; i < 20; ++i) ids += (i ? "," : "") + std::to_string(i + 3);
+  for (int i = 0; i < 20; ++i) ids += std::to_string(i + 3) + ",";
   expect_error(run(gen(model, {"-c", "8", "--ids", ids})), {"-c", "context"});
 }
 

@@ -81,3 +81,29 @@ TEST(KvLayout, RejectsSourcesThatDoNotKeepTokens) {
 
 }  // namespace
 }  // namespace podkv
+
+namespace podkv {
+namespace {
+
+TEST(KvCache, PeakPagesPredictsChunkedGrowth) {
+  for (int page : {1, 4, 16}) {
+    for (int64_t chunk : {1, 5, 16, 37, 200}) {
+      KvCache cache(window_layout(3, 2, 4, 5, 11), 1 << 22, page);
+      const int seq = cache.add_sequence();
+      const int64_t target = 150;
+      int64_t max_pages = 0;
+      for (int64_t n = 0; n < target;) {
+        const int64_t end = std::min(target, n + chunk);
+        cache.reserve(seq, end);
+        max_pages = std::max<int64_t>(max_pages, cache.bytes_reserved(seq) / cache.page_bytes());
+        cache.commit(seq, end);
+        EXPECT_EQ(cache.held_pages(end), static_cast<int64_t>(cache.bytes_reserved(seq) / cache.page_bytes()));
+        n = end;
+      }
+      EXPECT_EQ(cache.peak_pages(0, target, chunk), max_pages) << "page " << page << " chunk " << chunk;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace podkv

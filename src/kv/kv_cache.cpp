@@ -109,6 +109,71 @@ void KvCache::reserve(int seq, int64_t new_length) {
   grow(layout_.values, s.value_pages);
 }
 
+namespace {
+
+// Logical pages [0, end_page) that a Window stream still holds once `length`
+// tokens are committed: pages with a sink token, and pages not wholly distant.
+int64_t window_pages_held(int64_t length, int64_t end_page, int64_t page, int64_t sink, int64_t recent) {
+  if (length == 0) return 0;
+  const int64_t last_distant = length - 1 - recent;
+  int64_t released = 0;
+  if (last_distant >= sink) {
+    const int64_t first = (sink + page - 1) / page;
+    const int64_t end = std::min((last_distant + 1) / page, end_page);
+    released = std::max<int64_t>(0, end - first);
+  }
+  return end_page - released;
+}
+
+}  // namespace
+
+int64_t KvCache::held_pages(int64_t length) const {
+  const int64_t pages = ceil_div(length, page_tokens_);
+  int64_t full = 0, window = 0;
+  for (auto* rules : {&layout_.keys, &layout_.values}) {
+    for (const StreamRule& r : *rules) {
+      full += r.retention == Retention::Full;
+      window += r.retention == Retention::Window;
+    }
+  }
+  return full * pages + window * window_pages_held(length, pages, page_tokens_, layout_.sink_tokens, layout_.recent_tokens);
+}
+
+int64_t KvCache::peak_pages(int64_t from, int64_t to, int64_t chunk) const {
+  check(chunk >= 1, "kv cache: chunk must be at least one token");
+  int64_t full = 0, window = 0;
+  for (auto* rules : {&layout_.keys, &layout_.values}) {
+    for (const StreamRule& r : *rules) {
+      full += r.retention == Retention::Full;
+      window += r.retention == Retention::Window;
+    }
+  }
+  int64_t peak = held_pages(from);
+  for (int64_t start = from; start < to;) {
+    const int64_t end = std::min(to, start + chunk);
+    // During the chunk: what was held at `start`, plus every page of [start, end) not yet held.
+    const int64_t held_window = window_pages_held(start, ceil_div(start, page_tokens_), page_tokens_,
+                                                  layout_.sink_tokens, layout_.recent_tokens);
+    const int64_t new_pages = ceil_div(end, page_tokens_) - start / page_tokens_;
+    const bool partial_held = start % page_tokens_ != 0;  // the page of `start` is already counted
+    const int64_t window_during = held_window + new_pages - (partial_held && held_window > 0 ? 1 : 0);
+    peak = std::max(peak, full * ceil_div(end, page_tokens_) + window * window_during);
+    start = end;
+  }
+  return peak;
+}
+
+void KvCache::check_fits(int seq, int64_t new_length, int64_t chunk) const {
+  const Sequence& s = sequence(seq);
+  const int64_t needed = peak_pages(s.length, new_length, chunk) - held_pages(s.length);
+  if (needed > static_cast<int64_t>(free_pages_.size()))
+    throw KvCacheFull("kv cache full: sequence " + std::to_string(seq) + " needs " + std::to_string(needed) +
+                      " more pages (" + std::to_string(needed * page_bytes_) + " bytes) to reach " +
+                      std::to_string(new_length) + " tokens, " + std::to_string(free_pages_.size()) +
+                      " pages free of " + std::to_string(total_pages_) + " (budget " +
+                      std::to_string(budget_bytes()) + " bytes)");
+}
+
 void KvCache::release_window_pages(std::vector<int32_t>& table, int64_t last_query) {
   // Positions j with sink <= j <= last_query - recent are distant; a page is
   // given back once every position in it is distant.

@@ -62,6 +62,17 @@ class KvCache {
   // them, all or nothing: throws KvCacheFull (naming the pages needed and free)
   // and changes nothing when the pool cannot hold them.
   void reserve(int seq, int64_t new_length);
+  // Pages one sequence holds at most while it grows from `from` to `to` tokens
+  // in chunks of at most `chunk` (reserve, write, commit per chunk). Window
+  // streams hold a chunk's pages until its commit, so a long prefill in one
+  // chunk peaks near dense size: chunked prefill keeps PoD's saving.
+  int64_t peak_pages(int64_t from, int64_t to, int64_t chunk) const;
+  // Pages a sequence of `length` committed tokens holds.
+  int64_t held_pages(int64_t length) const;
+  // Throws KvCacheFull unless growing `seq` to `new_length` in chunks of
+  // `chunk` fits the free pages (checked before the first chunk is written).
+  void check_fits(int seq, int64_t new_length, int64_t chunk) const;
+
   // Declares positions < new_length written and gives back the pages of Window
   // streams whose tokens have all left the sink and the recent window of the
   // last query (new_length - 1).

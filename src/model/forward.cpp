@@ -29,8 +29,9 @@ void Runner::forward(int seq, const std::vector<int32_t>& tokens, bool all_logit
   if (start + n > c.max_position_embeddings)
     throw Error("sequence of " + std::to_string(start + n) + " tokens is longer than the model's context (" +
                 std::to_string(c.max_position_embeddings) + " tokens, max_position_embeddings)");
-  // Reserve the whole request up front so a refusal changes nothing.
-  cache_.reserve(seq, start + n);
+  // Check the whole request's peak up front so a refusal changes nothing;
+  // chunks then reserve and give back pages as they go.
+  cache_.check_fits(seq, start + n, chunk_size_);
   logits.assign(static_cast<size_t>(all_logits ? n : 1) * c.vocab_size, 0.0f);
   for (int64_t done = 0; done < n;) {
     const int64_t chunk = std::min(chunk_size_, n - done);
@@ -45,6 +46,7 @@ void Runner::forward_chunk(int seq, const int32_t* tokens, int64_t n, bool all_l
   const ModelConfig& c = model_.config();
   const int64_t hidden = c.hidden_size, d = c.head_dim;
   const int64_t start = cache_.length(seq);
+  cache_.reserve(seq, start + n);
   x_.resize(n * hidden);
   xn_.resize(n * hidden);
   q_.resize(n * c.q_dim());

@@ -25,6 +25,7 @@ struct BenchCommand {
   int repetitions = 3;
   int threads = 0;
   bool json = false;
+  KvOptions kv;
 };
 
 struct Stat {
@@ -58,6 +59,8 @@ void run(const BenchCommand& o) {
     for (auto& id : ids) id = static_cast<int32_t>(rng() % c.vocab_size);
     return ids;
   };
+  std::optional<float> tau;
+  const KvLayout layout = kv_layout_from_options(o.kv, c, o.model, &tau);
   const double copy_gbs = measure_copy_bandwidth_gbs(size_t{256} << 20, 5);
   const double weight_bytes = static_cast<double>(model->bytes_per_decode_token());
   nlohmann::json rows = nlohmann::json::array();
@@ -75,8 +78,9 @@ void run(const BenchCommand& o) {
     if (p > c.max_position_embeddings) throw Error("-p: " + std::to_string(p) + " is longer than the model's context");
     std::vector<double> tps, gbs;
     for (int r = 0; r < o.repetitions + 1; ++r) {
-      auto cache = make_dense_cache(c, p);
+      auto cache = make_cache(layout, p);
       Runner runner(*model, *cache);
+      runner.set_tau(tau);
       const auto ids = random_ids(p);
       const double t0 = now();
       runner.forward(cache->add_sequence(), ids, false, logits);
@@ -93,8 +97,9 @@ void run(const BenchCommand& o) {
       if (d + n + 1 > c.max_position_embeddings) throw Error("-d/-n: depth + tokens exceed the model's context");
       std::vector<double> tps, gbs;
       for (int r = 0; r < o.repetitions + 1; ++r) {
-        auto cache = make_dense_cache(c, d + n + 1);
+        auto cache = make_cache(layout, d + n + 1);
         Runner runner(*model, *cache);
+        runner.set_tau(tau);
         const int seq = cache->add_sequence();
         runner.forward(seq, random_ids(d + 1), false, logits);
         const double t0 = now();
@@ -113,12 +118,13 @@ void run(const BenchCommand& o) {
   }
   nlohmann::json result = {{"model", o.model}, {"parameters", c.parameter_count()},
                            {"dtype", dtype_name(model->weight_dtype())}, {"threads", num_threads()},
-                           {"weight_bytes_per_token", weight_bytes}, {"copy_gb_per_s", copy_gbs}, {"results", rows}};
+                           {"weight_bytes_per_token", weight_bytes}, {"kv_policy", o.kv.policy}, {"copy_gb_per_s", copy_gbs}, {"results", rows}};
   if (o.json) {
     std::printf("%s\n", result.dump(2).c_str());
     return;
   }
   std::printf("streaming copy (read + write, same run): %.1f GB/s, %d threads\n\n", copy_gbs, num_threads());
+  std::printf("kv policy: %s\n\n", o.kv.policy.c_str());
   std::printf("| model | params | dtype | test | t/s | GB/s | of copy |\n");
   std::printf("| --- | ---: | --- | --- | ---: | ---: | ---: |\n");
   for (const auto& row : rows) {
@@ -140,6 +146,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-d,--depth", o->depths, "context depths decode starts at, comma-separated")->capture_default_str();
   cmd->add_option("-r,--repetitions", o->repetitions, "timed repetitions (after one warm-up)")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  add_kv_options(*cmd, o->kv);
   cmd->add_flag("--json", o->json, "print JSON instead of the table");
   cmd->callback([o] { run(*o); });
 }

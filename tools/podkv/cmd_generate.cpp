@@ -1,4 +1,5 @@
 // podkv generate: stream a completion, or print one JSON object with --json.
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -20,12 +21,29 @@ struct GenerateCommand {
   int64_t context = 4096;
   int threads = 0;
   GenerateOptions gen;
+  KvOptions kv;
   bool json = false;
   bool ignore_eos = false;
 };
 
+// The sampler checks these too, but by its parameter names and only after the
+// model is loaded; here the message names the option and comes first.
+void check_sampling_options(const SamplingParams& s) {
+  auto bad = [](const char* option, const std::string& rule, double v) {
+    throw Error(std::string(option) + ": must be " + rule + ", got " + std::to_string(v));
+  };
+  if (!(std::isfinite(s.temperature) && s.temperature >= 0)) bad("--temperature", ">= 0", s.temperature);
+  if (s.top_k < 0) bad("--top-k", ">= 0", s.top_k);
+  if (!(s.top_p > 0 && s.top_p <= 1)) bad("--top-p", "in (0, 1]", s.top_p);
+  if (!(s.min_p >= 0 && s.min_p <= 1)) bad("--min-p", "in [0, 1]", s.min_p);
+  if (!(std::isfinite(s.repetition_penalty) && s.repetition_penalty > 0)) bad("--repeat-penalty", "> 0", s.repetition_penalty);
+  if (s.repetition_window < 0) bad("--repeat-last-n", ">= 0", s.repetition_window);
+}
+
 void run(GenerateCommand& o) {
   if (o.threads > 0) set_num_threads(o.threads);
+  check_sampling_options(o.gen.sampling);
+  if (o.n < 0) throw Error("-n: must not be negative, got " + std::to_string(o.n));
   auto model = Model::load(o.model);
   auto tokenizer = load_model_tokenizer(*model);
   const ModelConfig& c = model->config();
@@ -39,8 +57,11 @@ void run(GenerateCommand& o) {
   o.gen.max_new_tokens = static_cast<int>(std::min<int64_t>(o.n, context - static_cast<int64_t>(ids.size())));
   o.gen.stop_at_eos = !o.ignore_eos;
   o.gen.eos_ids.assign(c.eos_token_ids.begin(), c.eos_token_ids.end());
-  auto cache = make_dense_cache(c, context);
+  std::optional<float> tau;
+  const KvLayout layout = kv_layout_from_options(o.kv, c, o.model, &tau);
+  auto cache = make_cache(layout, context);
   Runner runner(*model, *cache);
+  runner.set_tau(tau);
   const int seq = cache->add_sequence();
   std::function<void(const std::string&)> stream;
   if (!o.json) stream = [](const std::string& piece) { std::fwrite(piece.data(), 1, piece.size(), stdout); std::fflush(stdout); };
@@ -57,6 +78,10 @@ void run(GenerateCommand& o) {
                     {"decode_tokens_per_s", r.decode_seconds > 0 ? r.generated_ids.size() / r.decode_seconds : 0.0}};
     j["kv_bytes_in_use"] = r.kv_bytes_in_use;
     j["kv_bytes_reserved"] = r.kv_bytes_reserved;
+    j["kv_policy"] = o.kv.policy;
+    j["dense_kv_bytes"] = static_cast<int64_t>(r.prompt_ids.size() + r.generated_ids.size()) * c.dense_kv_bytes_per_token(4);
+    j["distant_parts"] = runner.stats().distant_parts;
+    j["skipped_distant_parts"] = runner.stats().skipped_distant_parts;
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
   } else {
     if (tokenizer == nullptr) {
@@ -88,6 +113,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--seed", o->gen.sampling.seed, "random seed")->capture_default_str();
   cmd->add_option("--stop", o->gen.stop_strings, "stop when this string is generated (repeatable)");
   cmd->add_flag("--ignore-eos", o->ignore_eos, "do not stop at EOS tokens");
+  add_kv_options(*cmd, o->kv);
   cmd->add_flag("--json", o->json, "print one JSON object with ids, text and timings");
   cmd->callback([o] { run(*o); });
 }

@@ -14,7 +14,38 @@ namespace {
 struct InfoCommand {
   std::string model;
   bool json = false;
+  KvOptions kv;
+  int64_t context = 0;
+  int batch = 1;
+  std::string memory;
+  std::string kv_dtype = "f32";
 };
+
+// KV bytes per sequence of `context` tokens under the policy, against dense,
+// and how many sequences fit in --memory (analytic: needs no weights).
+nlohmann::json kv_report(const InfoCommand& o, const ModelConfig& c) {
+  int element = 4;
+  if (o.kv_dtype == "f16" || o.kv_dtype == "bf16") element = 2;
+  else if (o.kv_dtype != "f32") throw Error("--kv-dtype: '" + o.kv_dtype + "' is not one of f32, f16, bf16");
+  if (o.context <= 0) throw Error("--context: must be positive");
+  if (o.batch < 1) throw Error("--batch: must be at least 1");
+  const KvLayout layout = kv_layout_from_options(o.kv, c, o.model);
+  const KvLayout dense = KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim);
+  const int64_t per_seq = layout.retained_vectors(o.context) * c.head_dim * element;
+  const int64_t dense_per_seq = dense.retained_vectors(o.context) * c.head_dim * element;
+  nlohmann::json j = {{"kv_policy", o.kv.policy}, {"context", o.context}, {"kv_dtype", o.kv_dtype},
+                      {"kv_bytes_per_sequence", per_seq}, {"dense_kv_bytes_per_sequence", dense_per_seq},
+                      {"kv_saving", 1.0 - static_cast<double>(per_seq) / static_cast<double>(dense_per_seq)},
+                      {"batch", o.batch}, {"kv_bytes_for_batch", per_seq * o.batch},
+                      {"dense_kv_bytes_for_batch", dense_per_seq * o.batch}};
+  if (!o.memory.empty()) {
+    const size_t memory = parse_bytes(o.memory, "--memory");
+    j["memory"] = memory;
+    j["max_batch"] = static_cast<int64_t>(memory / static_cast<size_t>(per_seq));
+    j["dense_max_batch"] = static_cast<int64_t>(memory / static_cast<size_t>(dense_per_seq));
+  }
+  return j;
+}
 
 bool has_weights(const std::string& path) {
   namespace fs = std::filesystem;
@@ -54,6 +85,7 @@ void run(const InfoCommand& o) {
       {"kv_dtype", "float32"},
   };
   if (model) j["weight_bytes_per_decode_token"] = model->bytes_per_decode_token();
+  if (o.context > 0) j.update(kv_report(o, c));
   if (o.json) {
     std::printf("%s\n", j.dump().c_str());
     return;
@@ -68,6 +100,16 @@ void run(const InfoCommand& o) {
   std::printf("vocab:              %d\n", c.vocab_size);
   std::printf("context:            %lld\n", static_cast<long long>(c.max_position_embeddings));
   std::printf("kv bytes per token: %lld (float32 keys and values, dense)\n", static_cast<long long>(kv_per_token));
+  if (o.context > 0) {
+    std::printf("kv policy:          %s at %lld tokens (%s entries)\n", o.kv.policy.c_str(),
+                static_cast<long long>(o.context), o.kv_dtype.c_str());
+    std::printf("kv per sequence:    %lld bytes (dense %lld, saving %.1f%%)\n",
+                j["kv_bytes_per_sequence"].get<long long>(), j["dense_kv_bytes_per_sequence"].get<long long>(),
+                100.0 * j["kv_saving"].get<double>());
+    if (j.contains("max_batch"))
+      std::printf("max batch:          %lld in %s (dense %lld)\n", j["max_batch"].get<long long>(), o.memory.c_str(),
+                  j["dense_max_batch"].get<long long>());
+  }
 }
 
 }  // namespace
@@ -77,6 +119,11 @@ void add_info_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("info", "describe a model (a directory with only config.json is enough)");
   cmd->add_option("-m,--model", o->model, "model directory or .gguf file")->required();
   cmd->add_flag("--json", o->json, "print one JSON object");
+  add_kv_options(*cmd, o->kv);
+  cmd->add_option("--context", o->context, "report KV bytes per sequence of this many tokens under --kv");
+  cmd->add_option("--batch", o->batch, "sequences for the KV total")->capture_default_str();
+  cmd->add_option("--memory", o->memory, "KV memory budget (e.g. 16G) for the largest batch that fits");
+  cmd->add_option("--kv-dtype", o->kv_dtype, "KV entry type for the analytic sizes: f32, f16, bf16")->capture_default_str();
   cmd->callback([o] { run(*o); });
 }
 

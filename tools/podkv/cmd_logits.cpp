@@ -16,6 +16,7 @@ struct LogitsCommand {
   std::string out;
   int threads = 0;
   int64_t chunk = 256;
+  KvOptions kv;
 };
 
 void run(const LogitsCommand& o) {
@@ -28,8 +29,11 @@ void run(const LogitsCommand& o) {
     throw Error("input of " + std::to_string(ids.size()) + " tokens is longer than the model's context (" +
                 std::to_string(c.max_position_embeddings) + ")");
   if (o.chunk <= 0) throw Error("--chunk: must be positive");
-  auto cache = make_dense_cache(c, static_cast<int64_t>(ids.size()));
+  std::optional<float> tau;
+  const KvLayout layout = kv_layout_from_options(o.kv, c, o.model, &tau);
+  auto cache = make_cache(layout, static_cast<int64_t>(ids.size()), 1, o.chunk);
   Runner runner(*model, *cache);
+  runner.set_tau(tau);
   runner.set_chunk_size(o.chunk);
   std::vector<float> logits;
   runner.forward(cache->add_sequence(), ids, true, logits);
@@ -48,6 +52,7 @@ void add_logits_command(CLI::App& app) {
   add_prompt_options(*cmd, o->prompt, "--text");
   cmd->add_option("--out", o->out, "output .safetensors (tensors logits [tokens, vocab] F32, input_ids I64)")->required();
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  add_kv_options(*cmd, o->kv);
   cmd->add_option("--chunk", o->chunk, "prefill chunk length in tokens")->capture_default_str();
   cmd->callback([o] { run(*o); });
 }

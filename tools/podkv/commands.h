@@ -11,5 +11,6 @@ void add_tokenize_commands(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_create_model_command(CLI::App& app);
+void add_convert_command(CLI::App& app);
 
 }  // namespace podkv::cli

@@ -6,6 +6,7 @@
 
 #include "io/gguf.h"
 #include "io/safetensors.h"
+#include "kv/policies.h"
 #include "util/error.h"
 
 namespace podkv::cli {
@@ -98,13 +99,58 @@ std::vector<int32_t> prompt_ids(const PromptOptions& o, const Tokenizer* tokeniz
   return ids;
 }
 
-std::unique_ptr<KvCache> make_dense_cache(const ModelConfig& c, int64_t context) {
-  KvLayout layout = KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim);
+void add_kv_options(CLI::App& cmd, KvOptions& o) {
+  cmd.add_option("--kv", o.policy, std::string("KV-cache policy: ") + known_kv_policies())->capture_default_str();
+  cmd.add_option("--pod-config", o.pod_config, "pod.json for --kv pod (default: MODEL/pod.json)");
+  cmd.add_option("--pod-group", o.pod_group, "--kv pod with uniform blocks of G layers instead of a pod.json");
+  cmd.add_option("--sink", o.sink, "sink tokens for --kv streaming and --pod-group")->capture_default_str();
+  cmd.add_option("--recent", o.recent, "recent-window tokens for --kv streaming and --pod-group")->capture_default_str();
+  cmd.add_option("--tau", o.tau, "PoD: skip a non-anchor layer's distant attention when the anchor's gate >= tau (overrides pod.json)");
+}
+
+KvLayout kv_layout_from_options(const KvOptions& o, const ModelConfig& c, const std::string& model_path,
+                                std::optional<float>* tau) {
+  KvPolicyOptions p;
+  p.policy = o.policy;
+  p.sink_tokens = o.sink;
+  p.recent_tokens = o.recent;
+  if (o.policy == "pod") {
+    if (o.pod_group > 0) {
+      if (o.recent < 1) throw Error("--recent: PoD needs at least one recent token");
+      if (o.sink < 0) throw Error("--sink: must not be negative");
+      p.pod = uniform_pod_config(c.num_layers, c.num_kv_heads, o.pod_group, static_cast<int>(o.sink), static_cast<int>(o.recent));
+    } else {
+      std::string path = o.pod_config;
+      if (path.empty()) {
+        const fs::path beside = fs::path(model_path).parent_path() / "pod.json";
+        const fs::path inside = fs::path(model_path) / "pod.json";
+        if (fs::is_directory(model_path) && fs::exists(inside)) path = inside.string();
+        else if (!fs::is_directory(model_path) && fs::exists(beside)) path = beside.string();
+        else throw Error("--kv pod: no pod.json beside the model; give --pod-config FILE or --pod-group G");
+      }
+      p.pod = load_pod_config(path, c.num_layers, c.num_kv_heads);
+    }
+    if (tau != nullptr) *tau = p.pod->tau;
+  } else if (!o.pod_config.empty() || o.pod_group > 0) {
+    throw Error("--pod-config/--pod-group need --kv pod");
+  }
+  if (o.tau >= 0) {
+    if (o.policy != "pod") throw Error("--tau needs --kv pod");
+    if (o.tau > 1) throw Error("--tau: must be in [0, 1], got " + std::to_string(o.tau));
+    if (tau != nullptr) *tau = o.tau;
+  }
+  return make_kv_layout(c, p);
+}
+
+std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch, int64_t chunk) {
   const int page = 16;
-  const int64_t pages_per_stream = (context + page - 1) / page;
-  const size_t budget = static_cast<size_t>(pages_per_stream) * page * c.head_dim * sizeof(float) * 2 *
-                        c.num_layers * c.num_kv_heads;
-  return std::make_unique<KvCache>(layout, budget, page);
+  KvCache probe(layout, 0, page);  // sizes only: no pages
+  const int64_t pages = probe.peak_pages(0, context, std::max<int64_t>(1, std::min(chunk, context)));
+  return std::make_unique<KvCache>(layout, static_cast<size_t>(pages) * batch * probe.page_bytes(), page);
+}
+
+std::unique_ptr<KvCache> make_dense_cache(const ModelConfig& c, int64_t context) {
+  return make_cache(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim), context);
 }
 
 size_t parse_bytes(const std::string& text, const std::string& option) {

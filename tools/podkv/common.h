@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,25 @@ std::vector<int32_t> prompt_ids(const PromptOptions& o, const Tokenizer* tokeniz
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& what);
 std::vector<int32_t> read_ids_file(const std::string& path);
 
-// A KV cache for one sequence of up to `context` tokens, dense layout.
+// The KV-cache policy options shared by generate, logits, bench and info.
+struct KvOptions {
+  std::string policy = "dense";
+  std::string pod_config;      // pod.json (default: MODEL/pod.json when present)
+  int pod_group = 0;           // uniform PoD blocks of G layers instead of a pod.json
+  int64_t sink = 16;           // streaming, and --pod-group
+  int64_t recent = 256;        // streaming, and --pod-group
+  float tau = -1;              // PoD skipping threshold; < 0 = the pod.json's (or never)
+};
+
+void add_kv_options(CLI::App& cmd, KvOptions& o);
+
+// The layout the options name for this model; errors name the option.
+KvLayout kv_layout_from_options(const KvOptions& o, const ModelConfig& config, const std::string& model_path,
+                                std::optional<float>* tau = nullptr);
+
+// A KV cache with room for `batch` sequences of up to `context` tokens each,
+// prefilled in chunks of `chunk` tokens.
+std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch = 1, int64_t chunk = 256);
 std::unique_ptr<KvCache> make_dense_cache(const ModelConfig& config, int64_t context);
 
 // Bytes from a size like "8G", "512M", "1024"; throws Error naming `option`.

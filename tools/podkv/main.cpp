@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   podkv::cli::add_info_command(app);
   podkv::cli::add_bench_command(app);
   podkv::cli::add_create_model_command(app);
+  podkv::cli::add_convert_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

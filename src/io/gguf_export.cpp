@@ -1,0 +1,338 @@
+// GGUF export of a Model (see gguf_export.h for what is written and why).
+#include "io/gguf_export.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+
+#include "io/gguf.h"
+#include "model/model.h"
+#include "tokenizer/pretokenize.h"
+#include "util/error.h"
+
+namespace podkv {
+
+namespace {
+
+namespace fs = std::filesystem;
+using gguf::MetaValue;
+using gguf::TensorType;
+using json = nlohmann::json;
+
+// ggml's token types (llama.cpp's LLAMA_TOKEN_TYPE_*).
+constexpr int64_t kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5;
+
+DType target_dtype(GgufExportType t, DType stored, int64_t cols) {
+  switch (t) {
+    case GgufExportType::Keep: return stored;
+    case GgufExportType::F32: return DType::F32;
+    case GgufExportType::F16: return DType::F16;
+    case GgufExportType::BF16: return DType::BF16;
+    case GgufExportType::Q8_0: return cols % kQ8BlockSize == 0 ? DType::Q8_0 : DType::F16;
+  }
+  return stored;
+}
+
+// Source row of output row r of a Q or K matrix [n_head * d, cols] under
+// llama.cpp's permute: w.reshape(n_head, 2, d/2, cols).swapaxes(1, 2), i.e.
+// output row h*d + 2i + j is input row h*d + j*(d/2) + i. Rotate-half RoPE on
+// (i, i + d/2) thereby becomes pairwise RoPE on (2i, 2i + 1).
+int64_t permuted_source_row(int64_t r, int64_t head_dim) {
+  const int64_t h = r / head_dim, rem = r % head_dim;
+  return h * head_dim + (rem % 2) * (head_dim / 2) + rem / 2;
+}
+
+// Converts one row of `cols` elements from `from` to `to` (row lengths are
+// whole Q8_0 blocks whenever either side is Q8_0).
+void convert_row(DType from, const uint8_t* src, DType to, uint8_t* dst, int64_t cols, std::vector<float>& tmp) {
+  const size_t n = static_cast<size_t>(cols);
+  if (from == to) {
+    std::memcpy(dst, src, dtype_bytes(from, n));
+    return;
+  }
+  tmp.resize(n);
+  to_f32(from, src, tmp.data(), n);
+  switch (to) {
+    case DType::F32: std::memcpy(dst, tmp.data(), n * 4); return;
+    case DType::F16:
+      for (size_t i = 0; i < n; ++i) { const uint16_t h = f32_to_f16(tmp[i]); std::memcpy(dst + 2 * i, &h, 2); }
+      return;
+    case DType::BF16:
+      for (size_t i = 0; i < n; ++i) { const uint16_t h = f32_to_bf16(tmp[i]); std::memcpy(dst + 2 * i, &h, 2); }
+      return;
+    case DType::Q8_0: gguf::quantize_q8_0(tmp.data(), dst, n); return;
+    default: throw Error(std::string("gguf export: cannot write dtype ") + dtype_name(to));
+  }
+}
+
+class Exporter {
+ public:
+  explicit Exporter(const GgufExportOptions& opts) : opts_(opts) {}
+
+  // A weight matrix [rows, cols] (PyTorch order; ggml shape {cols, rows}).
+  // permute_head_dim > 0 applies the Q/K row permutation with that head size.
+  void matrix(const std::string& name, const WeightMatrix& m, int64_t permute_head_dim = 0) {
+    const DType to = target_dtype(opts_.type, m.dtype, m.cols);
+    const size_t in_row = m.row_bytes(), out_row = dtype_bytes(to, static_cast<size_t>(m.cols));
+    std::vector<uint8_t> bytes(out_row * static_cast<size_t>(m.rows));
+    std::vector<float> tmp;
+    const auto* src = static_cast<const uint8_t*>(m.data);
+    for (int64_t r = 0; r < m.rows; ++r) {
+      const int64_t s = permute_head_dim > 0 ? permuted_source_row(r, permute_head_dim) : r;
+      convert_row(m.dtype, src + static_cast<size_t>(s) * in_row, to, bytes.data() + static_cast<size_t>(r) * out_row,
+                  m.cols, tmp);
+    }
+    writer_.add_tensor(name, gguf::from_dtype(to), {m.cols, m.rows}, bytes.data(), bytes.size());
+    ++tensors_;
+  }
+
+  void vector(const std::string& name, const std::vector<float>& v) {
+    writer_.add_tensor(name, TensorType::F32, {static_cast<int64_t>(v.size())}, v.data(), v.size() * 4);
+    ++tensors_;
+  }
+
+  gguf::Writer& writer() { return writer_; }
+  size_t tensors() const { return tensors_; }
+
+ private:
+  const GgufExportOptions& opts_;
+  gguf::Writer writer_;
+  size_t tensors_ = 0;
+};
+
+// llama.cpp's general.file_type (LLAMA_FTYPE_*) for the matrices' type.
+uint32_t file_type(DType t) {
+  switch (t) {
+    case DType::F32: return 0;
+    case DType::F16: return 1;
+    case DType::Q8_0: return 7;
+    case DType::BF16: return 32;
+    default: return 0;
+  }
+}
+
+// The exact regex of a tokenizer.json pre-tokenizer that llama.cpp can name,
+// or "" when it is something else. Accepted: ByteLevel(use_regex) alone, or
+// Sequence[Split(Regex, Isolated, !invert), ByteLevel(!use_regex)].
+std::string pre_tokenizer_name(const json& pre) {
+  if (!pre.is_object()) return "";
+  auto is_bytelevel = [](const json& p, bool use_regex) {
+    return p.value("type", "") == "ByteLevel" && p.value("use_regex", true) == use_regex;
+  };
+  std::string pattern;
+  if (is_bytelevel(pre, true)) {
+    pattern = tok::kGpt2Pattern;
+  } else if (pre.value("type", "") == "Sequence" && pre.contains("pretokenizers") && pre["pretokenizers"].size() == 2) {
+    const json& split = pre["pretokenizers"][0];
+    if (split.value("type", "") != "Split" || split.value("behavior", "") != "Isolated" || split.value("invert", false) ||
+        !split.contains("pattern") || !split["pattern"].contains("Regex") || !is_bytelevel(pre["pretokenizers"][1], false))
+      return "";
+    pattern = split["pattern"]["Regex"].get<std::string>();
+  } else {
+    return "";
+  }
+  if (pattern == tok::kGpt2Pattern) return "gpt-2";
+  if (pattern == tok::kLlama3Pattern) return "llama-bpe";
+  return "";
+}
+
+// Adds tokenizer.ggml.* from a byte-level BPE tokenizer.json; returns "" on
+// success or why the tokenizer cannot be expressed (then nothing is added).
+std::string add_tokenizer_json(gguf::Writer& w, const fs::path& path, const ModelConfig& c) {
+  std::ifstream in(path);
+  if (!in) return path.string() + ": cannot open";
+  json j;
+  try {
+    j = json::parse(in);
+  } catch (const json::exception& e) {
+    throw Error(path.string() + ": " + e.what());
+  }
+  const json& model = j.value("model", json::object());
+  if (model.value("type", "") != "BPE") return "model.type is not BPE";
+  if (j.contains("normalizer") && !j["normalizer"].is_null()) return "it has a normalizer";
+  const std::string pre = pre_tokenizer_name(j.value("pre_tokenizer", json()));
+  if (pre.empty()) return "its pre_tokenizer is not GPT-2's or Llama 3's byte-level split";
+  if (model.value("ignore_merges", false) != (pre == "llama-bpe")) return "its ignore_merges differs from llama.cpp's for " + pre;
+  if (model.value("byte_fallback", false)) return "it uses byte_fallback";
+  if (j.contains("decoder") && !j["decoder"].is_null() && j["decoder"].value("type", "") != "ByteLevel")
+    return "its decoder is not ByteLevel";
+
+  // Tokens by id: vocabulary, then added tokens; holes and the model's padded
+  // rows become unused "[PAD<id>]" entries, as convert_hf_to_gguf.py writes them.
+  std::map<int64_t, std::pair<std::string, int64_t>> by_id;
+  for (const auto& [text, id] : model.at("vocab").items()) by_id[id.get<int64_t>()] = {text, kNormal};
+  for (const json& a : j.value("added_tokens", json::array()))
+    by_id[a.at("id").get<int64_t>()] = {a.at("content").get<std::string>(), a.value("special", false) ? kControl : kUserDefined};
+  if (by_id.empty() || by_id.begin()->first < 0) return "its vocabulary is empty or has negative ids";
+  if (by_id.rbegin()->first >= c.vocab_size) return "it has more tokens than the model's vocab_size";
+  std::vector<std::string> tokens(static_cast<size_t>(c.vocab_size));
+  std::vector<int64_t> types(tokens.size(), kUnused);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = "[PAD" + std::to_string(i) + "]";
+  for (const auto& [id, t] : by_id) std::tie(tokens[id], types[id]) = t;
+
+  std::vector<std::string> merges;
+  for (const json& m : model.value("merges", json::array()))
+    merges.push_back(m.is_string() ? m.get<std::string>() : m.at(0).get<std::string>() + " " + m.at(1).get<std::string>());
+
+  // Post-processor: nothing, ByteLevel, or a template "[BOS] $A" / "$A"
+  // (possibly inside a Sequence, as Llama 3 has it). Anything else is skipped.
+  int64_t bos = c.bos_token_id;
+  bool add_bos = false;
+  std::vector<json> procs;
+  const json post = j.value("post_processor", json());
+  if (!post.is_null()) {
+    if (post.value("type", "") == "Sequence") procs.assign(post.at("processors").begin(), post.at("processors").end());
+    else procs.push_back(post);
+  }
+  for (const json& p : procs) {
+    const std::string type = p.value("type", "");
+    if (type == "ByteLevel") continue;
+    if (type != "TemplateProcessing") return "its post_processor " + type + " is not supported";
+    const json& single = p.at("single");
+    const bool bos_first = single.size() == 2 && single[0].contains("SpecialToken") && single[1].contains("Sequence");
+    if (!bos_first && !(single.size() == 1 && single[0].contains("Sequence")))
+      return "its post_processor template is not \"[BOS] $A\" or \"$A\"";
+    if (bos_first) {
+      // The template names the token; its special_tokens map (or else the vocabulary) gives the id.
+      const std::string text = single[0]["SpecialToken"].at("id").get<std::string>();
+      const json specials = p.value("special_tokens", json::object());
+      if (specials.contains(text) && specials[text].contains("ids") && specials[text]["ids"].size() == 1) {
+        bos = specials[text]["ids"][0].get<int64_t>();
+        if (bos < 0 || bos >= c.vocab_size) return "its template token " + text + " has an id outside the vocabulary";
+      } else {
+        auto it = std::find(tokens.begin(), tokens.end(), text);
+        if (it == tokens.end()) return "its template token " + text + " is not in the vocabulary";
+        bos = it - tokens.begin();
+      }
+      add_bos = true;
+    }
+  }
+
+  w.set("tokenizer.ggml.model", MetaValue::make_string("gpt2"));
+  w.set("tokenizer.ggml.pre", MetaValue::make_string(pre));
+  w.set("tokenizer.ggml.tokens", MetaValue::make_strings(std::move(tokens)));
+  w.set("tokenizer.ggml.token_type", MetaValue::make_int32s(std::move(types)));
+  w.set("tokenizer.ggml.merges", MetaValue::make_strings(std::move(merges)));
+  if (bos >= 0) w.set("tokenizer.ggml.bos_token_id", MetaValue::make_uint32(static_cast<uint32_t>(bos)));
+  if (!c.eos_token_ids.empty())
+    w.set("tokenizer.ggml.eos_token_id", MetaValue::make_uint32(static_cast<uint32_t>(c.eos_token_ids.front())));
+  w.set("tokenizer.ggml.add_bos_token", MetaValue::make_bool(add_bos));
+  return "";
+}
+
+}  // namespace
+
+GgufExportType parse_gguf_export_type(const std::string& text, const std::string& option) {
+  if (text == "keep") return GgufExportType::Keep;
+  if (text == "f32") return GgufExportType::F32;
+  if (text == "f16") return GgufExportType::F16;
+  if (text == "bf16") return GgufExportType::BF16;
+  if (text == "q8_0") return GgufExportType::Q8_0;
+  throw Error(option + ": '" + text + "' is not one of keep, f32, f16, bf16, q8_0");
+}
+
+GgufExportResult export_gguf(const Model& model, const std::string& out_path, const GgufExportOptions& opts) {
+  const ModelConfig& c = model.config();
+  const std::string& src = model.path();
+  // The llama architecture has no q/k/v bias tensors; dropping them would change the logits.
+  if (c.attention_bias || (!model.layers().empty() && !model.layers().front().bq.empty()))
+    throw Error(src + ": cannot export to GGUF llama: " + c.architecture +
+                " has q/k/v attention biases, which the GGUF llama architecture cannot express");
+
+  Exporter ex(opts);
+  gguf::Writer& w = ex.writer();
+  std::string name = opts.name;
+  if (name.empty()) {
+    const fs::path sp = fs::path(src).lexically_normal();
+    const fs::path base = sp.filename().empty() ? sp.parent_path().filename() : sp.filename();
+    name = fs::is_directory(src) ? base.string() : base.stem().string();
+  }
+  w.set("general.architecture", MetaValue::make_string("llama"));
+  w.set("general.name", MetaValue::make_string(name));
+  w.set("general.file_type",
+        MetaValue::make_uint32(file_type(target_dtype(opts.type, model.weight_dtype(), c.hidden_size))));
+  w.set("llama.vocab_size", MetaValue::make_uint32(static_cast<uint32_t>(c.vocab_size)));
+  w.set("llama.context_length", MetaValue::make_uint32(static_cast<uint32_t>(c.max_position_embeddings)));
+  w.set("llama.embedding_length", MetaValue::make_uint32(static_cast<uint32_t>(c.hidden_size)));
+  w.set("llama.block_count", MetaValue::make_uint32(static_cast<uint32_t>(c.num_layers)));
+  w.set("llama.feed_forward_length", MetaValue::make_uint32(static_cast<uint32_t>(c.intermediate_size)));
+  w.set("llama.attention.head_count", MetaValue::make_uint32(static_cast<uint32_t>(c.num_heads)));
+  w.set("llama.attention.head_count_kv", MetaValue::make_uint32(static_cast<uint32_t>(c.num_kv_heads)));
+  w.set("llama.attention.key_length", MetaValue::make_uint32(static_cast<uint32_t>(c.head_dim)));
+  w.set("llama.attention.value_length", MetaValue::make_uint32(static_cast<uint32_t>(c.head_dim)));
+  w.set("llama.rope.dimension_count", MetaValue::make_uint32(static_cast<uint32_t>(c.head_dim)));
+  w.set("llama.rope.freq_base", MetaValue::make_float32(static_cast<float>(c.rope_theta)));
+  w.set("llama.attention.layer_norm_rms_epsilon", MetaValue::make_float32(static_cast<float>(c.rms_norm_eps)));
+  if (c.rope_scaling.type == RopeScalingType::Linear) {
+    w.set("llama.rope.scaling.type", MetaValue::make_string("linear"));
+    w.set("llama.rope.scaling.factor", MetaValue::make_float32(static_cast<float>(c.rope_scaling.factor)));
+  }
+
+  GgufExportResult result;
+  if (!opts.embed_tokenizer) {
+    result.tokenizer_note = "tokenizer embedding was not asked for";
+  } else if (const gguf::File* g = model.gguf_file(); g != nullptr) {
+    // A GGUF source: its tokenizer metadata carries over as it is.
+    for (const auto& [key, value] : g->metadata())
+      if (key.starts_with("tokenizer.")) w.set(key, value);
+    result.tokenizer_embedded = g->find("tokenizer.ggml.model") != nullptr;
+    if (!result.tokenizer_embedded) result.tokenizer_note = src + " has no tokenizer";
+  } else if (const fs::path tj = fs::path(src) / "tokenizer.json"; fs::exists(tj)) {
+    const std::string why = add_tokenizer_json(w, tj, c);
+    result.tokenizer_embedded = why.empty();
+    if (!why.empty()) result.tokenizer_note = tj.string() + " was not embedded: " + why;
+  } else {
+    result.tokenizer_note = src + " has no tokenizer.json (tokenizer.model is not embedded)";
+  }
+  if (!result.tokenizer_embedded) {
+    // Still record the special ids: the GGUF reader takes BOS/EOS from these keys.
+    if (c.bos_token_id >= 0) w.set("tokenizer.ggml.bos_token_id", MetaValue::make_uint32(static_cast<uint32_t>(c.bos_token_id)));
+    if (!c.eos_token_ids.empty())
+      w.set("tokenizer.ggml.eos_token_id", MetaValue::make_uint32(static_cast<uint32_t>(c.eos_token_ids.front())));
+  }
+
+  // llama3-style (or any non-linear) scaling: the reader computes unscaled
+  // frequencies and divides them by rope_freqs, so write unscaled / actual.
+  if (c.rope_scaling.type != RopeScalingType::Linear) {
+    ModelConfig plain = c;
+    plain.rope_scaling = RopeScaling{};
+    const std::vector<float> base = rope_inverse_frequencies(plain);
+    const std::vector<float>& actual = model.rope_inv_freq();
+    if (base != actual) {
+      std::vector<float> factors(base.size());
+      for (size_t i = 0; i < base.size(); ++i)
+        factors[i] = static_cast<float>(static_cast<double>(base[i]) / static_cast<double>(actual[i]));
+      ex.vector("rope_freqs.weight", factors);
+    }
+  }
+
+  // HF checkpoints rotate halves and need the permutation; a GGUF source is already permuted.
+  const int64_t permute = c.rope_interleaved ? 0 : c.head_dim;
+  ex.matrix("token_embd.weight", model.embedding());
+  ex.vector("output_norm.weight", model.final_norm());
+  if (model.lm_head().data != model.embedding().data) ex.matrix("output.weight", model.lm_head());
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    const LayerWeights& lw = model.layers()[l];
+    ex.vector(p + "attn_norm.weight", lw.attn_norm);
+    ex.matrix(p + "attn_q.weight", lw.wq, permute);
+    ex.matrix(p + "attn_k.weight", lw.wk, permute);
+    ex.matrix(p + "attn_v.weight", lw.wv);
+    ex.matrix(p + "attn_output.weight", lw.wo);
+    ex.vector(p + "ffn_norm.weight", lw.mlp_norm);
+    ex.matrix(p + "ffn_gate.weight", lw.w_gate);
+    ex.matrix(p + "ffn_up.weight", lw.w_up);
+    ex.matrix(p + "ffn_down.weight", lw.w_down);
+  }
+  w.write(out_path);
+  result.tensor_count = ex.tensors();
+  return result;
+}
+
+}  // namespace podkv

@@ -1,0 +1,298 @@
+// GGUF export: a fixture model written by export_gguf and read back by
+// Model::load must give the logits of the safetensors model it came from.
+// Tolerances: keep / f32 round trips 1e-5 relative (max|Δ| / max|ref|): only the
+// order of additions in q·k changes with the Q/K row permutation. Q8_0 5e-2
+// relative (8-bit weights with one fp16 scale per 32; measured ~1e-2 on these
+// random models) and greedy argmax agreeing on ≥ 90% of positions.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "io/gguf.h"
+#include "io/gguf_export.h"
+#include "io/safetensors.h"
+#include "kv/kv_cache.h"
+#include "model/forward.h"
+#include "model/generate.h"
+#include "model/model.h"
+#include "tokenizer/pretokenize.h"
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+
+namespace podkv {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kFixtures = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
+const fs::path kTinyGguf = fs::path(PODKV_SOURCE_DIR) / ".." / "shared" / "data" / "models" / "llama-2-tiny-random.gguf";
+
+// A fresh directory under the system temp dir, removed with the object.
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    std::string name = std::string(info->test_suite_name()) + "_" + info->name();
+    for (char& ch : name) if (ch == '/') ch = '_';
+    path = fs::temp_directory_path() / ("podkv_gguf_export_" + std::to_string(::getpid()) + "_" + name);
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~TempDir() { fs::remove_all(path); }
+};
+
+std::vector<int32_t> fixture_ids(const fs::path& dir) {
+  auto ref = safetensors::File::open((dir / "reference.safetensors").string());
+  const auto* t = ref.find("input_ids");
+  if (t == nullptr) throw Error("no input_ids in " + dir.string());
+  std::vector<int64_t> ids64(static_cast<size_t>(t->elements()));
+  std::memcpy(ids64.data(), t->data, ids64.size() * 8);
+  return {ids64.begin(), ids64.end()};
+}
+
+// Logits [ids.size(), vocab] of a whole-prompt forward pass, dense KV cache.
+std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids) {
+  const ModelConfig& c = m.config();
+  KvCache cache(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim),
+                (ids.size() + 64) * static_cast<size_t>(c.dense_kv_bytes_per_token(4)) * 2, 16);
+  Runner runner(m, cache);
+  std::vector<float> logits;
+  runner.forward(cache.add_sequence(), ids, true, logits);
+  return logits;
+}
+
+double relative_error(const std::vector<float>& a, const std::vector<float>& ref) {
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    max_diff = std::max(max_diff, static_cast<double>(std::fabs(a[i] - ref[i])));
+    max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
+  }
+  return max_diff / max_ref;
+}
+
+// Fraction of positions whose argmax token agrees.
+double argmax_agreement(const std::vector<float>& a, const std::vector<float>& ref, int vocab) {
+  const size_t n = ref.size() / vocab;
+  size_t same = 0;
+  for (size_t t = 0; t < n; ++t) {
+    auto arg = [&](const std::vector<float>& v) { return std::max_element(v.begin() + t * vocab, v.begin() + (t + 1) * vocab) - v.begin(); };
+    same += arg(a) == arg(ref);
+  }
+  return static_cast<double>(same) / n;
+}
+
+int run_cli(const std::string& args) {
+  const int status = std::system((std::string(PODKV_CLI_PATH) + " " + args + " >/dev/null 2>&1").c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+class GgufExportFixture : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GgufExportFixture, KeepTypeLogitsMatchSafetensors) {
+  const fs::path dir = kFixtures / GetParam();
+  if (!fs::exists(dir)) GTEST_SKIP() << dir << " absent";
+  TempDir tmp;
+  const std::string out = (tmp.path / "model.gguf").string();
+  auto hf = Model::load(dir.string());
+  export_gguf(*hf, out, {});
+  auto gg = Model::load(out);
+  EXPECT_EQ(gg->weight_dtype(), hf->weight_dtype());
+  EXPECT_EQ(gg->config().tie_word_embeddings, hf->config().tie_word_embeddings);
+  const auto ids = fixture_ids(dir);
+  const auto ref = logits_of(*hf, ids);
+  const double err = relative_error(logits_of(*gg, ids), ref);
+  std::printf("[ gguf keep ] %-18s rel err %.3g\n", GetParam().c_str(), err);
+  EXPECT_LT(err, 1e-5) << GetParam();
+
+  // Read back and written again (already permuted, rope_freqs carried over): same logits.
+  const std::string again = (tmp.path / "again.gguf").string();
+  export_gguf(*gg, again, {});
+  EXPECT_LT(relative_error(logits_of(*Model::load(again), ids), ref), 1e-5) << GetParam() << " re-export";
+}
+
+TEST_P(GgufExportFixture, Q8_0LogitsCloseAndArgmaxAgrees) {
+  const fs::path dir = kFixtures / GetParam();
+  if (!fs::exists(dir)) GTEST_SKIP() << dir << " absent";
+  TempDir tmp;
+  const std::string out = (tmp.path / "model.gguf").string();
+  auto hf = Model::load(dir.string());
+  GgufExportOptions opts;
+  opts.type = GgufExportType::Q8_0;
+  export_gguf(*hf, out, opts);
+  auto gg = Model::load(out);
+  EXPECT_EQ(gg->weight_dtype(), DType::Q8_0);
+  EXPECT_EQ(gguf::File::open(out).tensor("output_norm.weight")->type, gguf::TensorType::F32);
+  const auto ids = fixture_ids(dir);
+  const auto ref = logits_of(*hf, ids);
+  const auto got = logits_of(*gg, ids);
+  const double err = relative_error(got, ref);
+  const double agree = argmax_agreement(got, ref, hf->config().vocab_size);
+  std::printf("[ gguf q8_0 ] %-18s rel err %.3g, argmax agreement %.3f\n", GetParam().c_str(), err, agree);
+  EXPECT_LT(err, 5e-2) << GetParam();
+  EXPECT_GE(agree, 0.9) << GetParam();
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, GgufExportFixture,
+                         ::testing::Values("llama_gqa", "llama_mqa_tied", "llama_head_dim", "llama3_rope",
+                                           "llama_linear_rope", "llama_bf16", "llama_f16", "llama_sharded", "mistral"),
+                         [](const auto& info) { return info.param; });
+
+TEST(GgufExport, FloatTypesConvert) {
+  const fs::path dir = kFixtures / "llama_bf16";
+  if (!fs::exists(dir)) GTEST_SKIP();
+  TempDir tmp;
+  auto hf = Model::load(dir.string());
+  const auto ids = fixture_ids(dir);
+  const auto ref = logits_of(*hf, ids);
+  // bf16 → f32 is exact; → f16 rounds bf16's 8 mantissa bits into f16's 10 (exact
+  // for these small weights unless they underflow f16); → bf16 is the identity.
+  for (auto [type, tol] : {std::pair{GgufExportType::F32, 1e-5}, std::pair{GgufExportType::F16, 1e-3},
+                           std::pair{GgufExportType::BF16, 1e-5}}) {
+    const std::string out = (tmp.path / "m.gguf").string();
+    GgufExportOptions opts;
+    opts.type = type;
+    export_gguf(*hf, out, opts);
+    auto gg = Model::load(out);
+    const double err = relative_error(logits_of(*gg, ids), ref);
+    std::printf("[ gguf bf16 -> %s ] rel err %.3g\n", dtype_name(gg->weight_dtype()), err);
+    EXPECT_LT(err, tol) << dtype_name(gg->weight_dtype());
+  }
+}
+
+TEST(GgufExport, RefusesAttentionBiases) {
+  const fs::path dir = kFixtures / "qwen2_bias";
+  if (!fs::exists(dir)) GTEST_SKIP();
+  TempDir tmp;
+  auto m = Model::load(dir.string());
+  const std::string out = (tmp.path / "q.gguf").string();
+  try {
+    export_gguf(*m, out, {});
+    FAIL() << "export of a model with attention biases succeeded";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("qwen2_bias"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("bias"), std::string::npos) << msg;
+  }
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_THROW(parse_gguf_export_type("q4_0", "--type"), Error);
+}
+
+// GPT-2's bytes_to_unicode: the printable character standing for byte b.
+std::string byte_char(int b) {
+  auto printable = [](int x) { return (x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255); };
+  int cp = b;
+  if (!printable(b)) {
+    cp = 256;
+    for (int x = 0; x < b; ++x) cp += !printable(x);
+  }
+  std::string s;
+  if (cp < 0x80) s += static_cast<char>(cp);
+  else { s += static_cast<char>(0xC0 | (cp >> 6)); s += static_cast<char>(0x80 | (cp & 0x3F)); }
+  return s;
+}
+
+// A small byte-level BPE tokenizer.json in the Llama 3 (llama3 = true) or GPT-2 layout.
+nlohmann::json tiny_tokenizer_json(bool llama3) {
+  using nlohmann::json;
+  json vocab = json::object();
+  for (int b = 0; b < 256; ++b) vocab[byte_char(b)] = b;
+  const std::vector<std::pair<std::string, std::string>> merges = {
+      {"h", "e"}, {"l", "l"}, {"Ġ", "t"}, {"Ġt", "he"}, {"he", "ll"}, {"hell", "o"}, {"Ġ", "w"}, {"o", "r"}, {"Ġw", "or"}};
+  json merge_list = json::array();
+  for (const auto& [a, b] : merges) {
+    vocab[a + b] = static_cast<int>(vocab.size());
+    merge_list.push_back(a + " " + b);
+  }
+  auto added = [](int id, const std::string& s) {
+    return json{{"id", id}, {"content", s}, {"single_word", false}, {"lstrip", false}, {"rstrip", false},
+                {"normalized", false}, {"special", true}};
+  };
+  json j;
+  j["version"] = "1.0";
+  j["added_tokens"] = json::array({added(300, "<|bos|>"), added(301, "<|eos|>")});
+  j["normalizer"] = nullptr;
+  json bytelevel = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", !llama3}};
+  if (llama3) {
+    j["pre_tokenizer"] = {{"type", "Sequence"},
+                          {"pretokenizers", json::array({json{{"type", "Split"}, {"pattern", {{"Regex", tok::kLlama3Pattern}}},
+                                                              {"behavior", "Isolated"}, {"invert", false}},
+                                                         bytelevel})}};
+    j["post_processor"] = {{"type", "TemplateProcessing"},
+                           {"single", json::array({json{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}},
+                                                   json{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
+                           {"pair", json::array()},
+                           {"special_tokens", {{"<|bos|>", {{"id", "<|bos|>"}, {"ids", {300}}, {"tokens", {"<|bos|>"}}}}}}};
+  } else {
+    j["pre_tokenizer"] = bytelevel;
+    j["post_processor"] = bytelevel;
+  }
+  j["decoder"] = bytelevel;
+  j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
+                {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
+                {"ignore_merges", llama3}, {"vocab", vocab}, {"merges", merge_list}};
+  return j;
+}
+
+TEST(GgufExport, EmbedsByteLevelBpeTokenizer) {
+  const fs::path src = kFixtures / "llama_gqa";
+  if (!fs::exists(src)) GTEST_SKIP();
+  for (bool llama3 : {true, false}) {
+    TempDir tmp;
+    const fs::path dir = tmp.path / "model";
+    fs::create_directories(dir);
+    for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(src / f, dir / f);
+    std::ofstream(dir / "tokenizer.json") << tiny_tokenizer_json(llama3).dump();
+    const std::string out = (tmp.path / "m.gguf").string();
+    const GgufExportResult r = export_gguf(*Model::load(dir.string()), out, {});
+    ASSERT_TRUE(r.tokenizer_embedded) << r.tokenizer_note;
+    auto hf_tok = load_tokenizer((dir / "tokenizer.json").string());
+    auto gg_tok = load_tokenizer(out);
+    EXPECT_EQ(gg_tok->vocab_size(), 512);
+    for (const std::string text : {"hello world", " the hello<|eos|> world 123", "héllo\n\n  tor", ""}) {
+      const auto ids = hf_tok->encode(text, true);
+      EXPECT_EQ(gg_tok->encode(text, true), ids) << (llama3 ? "llama3: " : "gpt2: ") << text;
+      EXPECT_EQ(gg_tok->decode(ids), hf_tok->decode(ids)) << text;
+    }
+  }
+}
+
+TEST(GgufExport, TinyLlamaGgufRunsAndGenerates) {
+  if (!fs::exists(kTinyGguf)) GTEST_SKIP() << kTinyGguf << " absent";
+  auto m = Model::load(kTinyGguf.string());
+  std::vector<int32_t> ids = {1, 15043, 29892, 590};
+  for (int32_t& id : ids) id %= m->config().vocab_size;
+  const auto logits = logits_of(*m, ids);
+  ASSERT_EQ(logits.size(), ids.size() * m->config().vocab_size);
+  for (float x : logits) ASSERT_TRUE(std::isfinite(x));
+
+  const ModelConfig& c = m->config();
+  KvCache cache(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim), 64 * static_cast<size_t>(c.dense_kv_bytes_per_token(4)) * 2, 16);
+  Runner runner(*m, cache);
+  GenerateOptions options;
+  options.max_new_tokens = 8;
+  options.stop_at_eos = false;
+  options.sampling.temperature = 0;
+  const GenerateResult r = generate(runner, cache.add_sequence(), nullptr, ids, options);
+  EXPECT_EQ(r.generated_ids.size(), 8u);
+
+  // Converted by the CLI (Q8_0) and run through it, with the embedded SPM vocabulary.
+  TempDir tmp;
+  const std::string out = (tmp.path / "tiny-q8.gguf").string();
+  EXPECT_EQ(run_cli("generate -m " + kTinyGguf.string() + " -p Hello -n 8"), 0);
+  EXPECT_EQ(run_cli("convert -m " + kTinyGguf.string() + " --out " + out + " --type q8_0"), 0);
+  EXPECT_EQ(run_cli("generate -m " + out + " -p Hello -n 8"), 0);
+  EXPECT_NE(run_cli("convert -m " + (kFixtures / "qwen2_bias").string() + " --out " + out + ".x"), 0);
+  auto q = Model::load(out);
+  EXPECT_LT(relative_error(logits_of(*q, ids), logits), 5e-2);
+}
+
+}  // namespace
+}  // namespace podkv
