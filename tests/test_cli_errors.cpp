@@ -5,6 +5,7 @@
 
 #include "cli_run.h"
 #include "io/gguf.h"
+#include "io/safetensors.h"
 
 namespace podkv::clitest {
 namespace {
@@ -18,6 +19,13 @@ void expect_error(const CliResult& r, const std::vector<std::string>& needles) {
   EXPECT_EQ(r.err.back(), '\n') << r;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr is not one line\n" << r;
   for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "stderr does not name '" << n << "'\n" << r;
+}
+
+// --help still goes to stdout with exit code 0.
+void expect_ok_help(const CliResult& r) {
+  EXPECT_EQ(r.exit_code, 0) << r;
+  EXPECT_TRUE(r.err.empty()) << r;
+  EXPECT_NE(r.out.find("--model"), std::string::npos) << r;
 }
 
 using CliErrors = CliTest;
@@ -168,6 +176,8 @@ TEST_F(CliErrors, TokenizeTruncatedGguf) {
   w.set("tokenizer.ggml.tokens", gguf::MetaValue::make_strings({"<unk>", "<s>", "</s>", "a", "b", "ab"}));
   w.set("tokenizer.ggml.scores", gguf::MetaValue::make_float32s({0, 0, 0, -1, -2, -0.5}));
   w.set("tokenizer.ggml.token_type", gguf::MetaValue::make_int32s({2, 3, 3, 1, 1, 1}));
+  const std::vector<float> weights(64, 0.5f);  // so the file ends in tensor data, not padding
+  w.add_tensor("token_embd.weight", gguf::TensorType::F32, {64}, weights.data(), weights.size() * 4);
   const fs::path p = tmp_ / "tok.gguf";
   w.write(p.string());
   const auto size = fs::file_size(p);
@@ -201,6 +211,15 @@ TEST_F(CliErrors, IdsNotANumber) {
   write_text(tmp_ / "ids.txt", "1\n2\nseven\n");
   expect_error(run(gen(model, {"--ids-file", (tmp_ / "ids.txt").string()})), {"ids.txt", "seven"});
   expect_error(run(gen(model, {"--ids-file", (tmp_ / "absent_ids.txt").string()})), {"absent_ids.txt"});
+  // A safetensors ids file with an id that does not fit int32 (would wrap to 3).
+  const int64_t big[2] = {1, (int64_t{1} << 32) + 3};
+  safetensors::write_file((tmp_ / "big_ids.safetensors").string(), {{"input_ids", DType::I64, {2}, big, 16}});
+  expect_error(run(gen(model, {"--ids-file", (tmp_ / "big_ids.safetensors").string()})), {"big_ids.safetensors", "4294967299"});
+  const int64_t negative[2] = {1, -5};
+  safetensors::write_file((tmp_ / "neg_ids.safetensors").string(), {{"input_ids", DType::I64, {2}, negative, 16}});
+  expect_error(run(gen(model, {"--ids-file", (tmp_ / "neg_ids.safetensors").string()})), {"-5"});
+  safetensors::write_file((tmp_ / "no_ids.safetensors").string(), {{"other", DType::I64, {2}, negative, 16}});
+  expect_error(run(gen(model, {"--ids-file", (tmp_ / "no_ids.safetensors").string()})), {"no_ids.safetensors", "input_ids"});
 }
 
 TEST_F(CliErrors, BothIdsAndPrompt) {
@@ -212,8 +231,17 @@ TEST_F(CliErrors, LogitsWithoutOut) {
   const CliResult r = run({"logits", "-m", (kFixtures / "llama_gqa").string(), "--ids", "1,2"});
   EXPECT_EQ(r.signal, 0) << r;
   EXPECT_NE(r.exit_code, 0) << r;
+  EXPECT_TRUE(r.err.starts_with("error: ")) << r;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r;
   EXPECT_NE(r.err.find("--out"), std::string::npos) << r;
+  for (const auto& args : std::vector<std::vector<std::string>>{{"generate", "--bogus"}, {}, {"info", "-m"}}) {
+    const CliResult u = run(args);
+    EXPECT_EQ(u.signal, 0) << u;
+    EXPECT_NE(u.exit_code, 0) << u;
+    EXPECT_TRUE(u.err.starts_with("error: ")) << u;
+    EXPECT_EQ(std::count(u.err.begin(), u.err.end(), '\n'), 1) << u;
+  }
+  expect_ok_help(run({"generate", "--help"}));
 }
 
 TEST_F(CliErrors, BadSamplingParameters) {

@@ -140,7 +140,7 @@ TEST_P(GgufExportFixture, Q8_0LogitsCloseAndArgmaxAgrees) {
   EXPECT_GE(agree, 0.9) << GetParam();
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, GgufExportFixture,
+INSTANTIATE_TEST_SUITE_P(GgufExport, GgufExportFixture,
                          ::testing::Values("llama_gqa", "llama_mqa_tied", "llama_head_dim", "llama3_rope",
                                            "llama_linear_rope", "llama_bf16", "llama_f16", "llama_sharded", "mistral"),
                          [](const auto& info) { return info.param; });

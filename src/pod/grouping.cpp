@@ -15,14 +15,14 @@ inline double kl_term(double p, double m) { return p > 0.0 ? p * std::log2(p / m
 
 template <typename T>
 double js_divergence_impl(const T* p, const T* q, size_t n) {
-  double kl_p = 0.0, kl_q = 0.0;
+  // Both KL sides summed per element, so swapping p and q gives bit-identical results.
+  double total = 0.0;
   for (size_t i = 0; i < n; ++i) {
-    double pi = p[i], qi = q[i];
-    double m = 0.5 * (pi + qi);
-    kl_p += kl_term(pi, m);
-    kl_q += kl_term(qi, m);
+    const double pi = p[i], qi = q[i];
+    const double m = 0.5 * (pi + qi);
+    total += kl_term(pi, m) + kl_term(qi, m);
   }
-  return std::clamp(0.5 * (kl_p + kl_q), 0.0, 1.0);
+  return std::clamp(0.5 * total, 0.0, 1.0);
 }
 
 // Shannon entropy in bits of n values (0 * log 0 = 0).

@@ -67,6 +67,8 @@ std::vector<int32_t> read_ids_file(const std::string& path) {
       if (t->dtype == DType::I64) std::memcpy(&v, t->data + 8 * i, 8);
       else if (t->dtype == DType::I32) { int32_t w; std::memcpy(&w, t->data + 4 * i, 4); v = w; }
       else throw Error(path + ": tensor 'input_ids' must be I32 or I64, not " + dtype_name(t->dtype));
+      if (v < 0 || v > INT32_MAX)
+        throw Error(path + ": tensor 'input_ids' holds " + std::to_string(v) + ", not a token id");
       ids[i] = static_cast<int32_t>(v);
     }
     return ids;

@@ -9,6 +9,10 @@ int main(int argc, char** argv) {
   CLI::App app{"podkv: long-context Llama inference with PoD KV-cache compression"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "podkv 0.1.0");
+  // Usage errors, like every other error: one line on stderr.
+  app.failure_message([](const CLI::App*, const CLI::Error& e) {
+    return "error: " + std::string(e.what()) + " (run with --help for usage)\n";
+  });
   podkv::cli::add_generate_command(app);
   podkv::cli::add_logits_command(app);
   podkv::cli::add_tokenize_commands(app);
