@@ -62,6 +62,7 @@ void run(const BenchCommand& o) {
   std::optional<float> tau;
   const KvLayout layout = kv_layout_from_options(o.kv, c, o.model, &tau);
   const double copy_gbs = measure_copy_bandwidth_gbs(size_t{256} << 20, 5);
+  const double read_gbs = measure_read_bandwidth_gbs(size_t{256} << 20, 5);
   const double weight_bytes = static_cast<double>(model->bytes_per_decode_token());
   nlohmann::json rows = nlohmann::json::array();
   std::vector<float> logits;
@@ -71,7 +72,8 @@ void run(const BenchCommand& o) {
     Stat t = stats(tps), g = stats(gbs);
     rows.push_back({{"test", test}, {"tokens", tokens}, {"depth", depth}, {"tokens_per_s", t.mean},
                     {"tokens_per_s_stddev", t.stddev}, {"gb_per_s", g.mean}, {"copy_gb_per_s", copy_gbs},
-                    {"bandwidth_fraction", g.mean / copy_gbs}});
+                    {"bandwidth_fraction", g.mean / copy_gbs}, {"read_gb_per_s", read_gbs},
+                    {"read_bandwidth_fraction", g.mean / read_gbs}});
   };
   for (int32_t p : prompts) {
     if (p <= 0) continue;
@@ -118,20 +120,21 @@ void run(const BenchCommand& o) {
   }
   nlohmann::json result = {{"model", o.model}, {"parameters", c.parameter_count()},
                            {"dtype", dtype_name(model->weight_dtype())}, {"threads", num_threads()},
-                           {"weight_bytes_per_token", weight_bytes}, {"kv_policy", o.kv.policy}, {"copy_gb_per_s", copy_gbs}, {"results", rows}};
+                           {"weight_bytes_per_token", weight_bytes}, {"kv_policy", o.kv.policy}, {"copy_gb_per_s", copy_gbs}, {"read_gb_per_s", read_gbs}, {"results", rows}};
   if (o.json) {
     std::printf("%s\n", result.dump(2).c_str());
     return;
   }
-  std::printf("streaming copy (read + write, same run): %.1f GB/s, %d threads\n\n", copy_gbs, num_threads());
+  std::printf("same run: streaming copy %.1f GB/s (read + write), streaming read %.1f GB/s; %d threads\n", copy_gbs,
+              read_gbs, num_threads());
   std::printf("kv policy: %s\n\n", o.kv.policy.c_str());
-  std::printf("| model | params | dtype | test | t/s | GB/s | of copy |\n");
-  std::printf("| --- | ---: | --- | --- | ---: | ---: | ---: |\n");
+  std::printf("| model | params | dtype | test | t/s | GB/s | of copy | of read |\n");
+  std::printf("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |\n");
   for (const auto& row : rows) {
-    std::printf("| %s | %.1fM | %s | %s | %.2f ± %.2f | %.1f | %.0f%% |\n", o.model.c_str(), c.parameter_count() / 1e6,
+    std::printf("| %s | %.1fM | %s | %s | %.2f ± %.2f | %.1f | %.0f%% | %.0f%% |\n", o.model.c_str(), c.parameter_count() / 1e6,
                 dtype_name(model->weight_dtype()), row["test"].get<std::string>().c_str(),
                 row["tokens_per_s"].get<double>(), row["tokens_per_s_stddev"].get<double>(), row["gb_per_s"].get<double>(),
-                100.0 * row["bandwidth_fraction"].get<double>());
+                100.0 * row["bandwidth_fraction"].get<double>(), 100.0 * row["read_bandwidth_fraction"].get<double>());
   }
 }
 
