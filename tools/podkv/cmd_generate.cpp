@@ -88,6 +88,7 @@ void run(GenerateCommand& o) {
       for (size_t i = 0; i < r.generated_ids.size(); ++i) std::printf("%s%d", i ? " " : "", r.generated_ids[i]);
     }
     std::printf("\n");
+    std::fflush(stdout);
     std::fprintf(stderr, "prefill %zu tokens: %.1f tok/s; decode %zu tokens: %.1f tok/s\n", r.prompt_ids.size(),
                  r.prefill_seconds > 0 ? r.prompt_ids.size() / r.prefill_seconds : 0.0, r.generated_ids.size(),
                  r.decode_seconds > 0 ? r.generated_ids.size() / r.decode_seconds : 0.0);
