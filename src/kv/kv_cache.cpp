@@ -85,11 +85,7 @@ void KvCache::reserve(int seq, int64_t new_length) {
   if (new_length <= s.length) return;
   const int64_t needed = pages_needed(s, new_length);
   if (needed > static_cast<int64_t>(free_pages_.size())) {
-    throw KvCacheFull("kv cache full: sequence " + std::to_string(seq) + " needs " + std::to_string(needed) +
-                      " more pages (" + std::to_string(needed * page_bytes_) + " bytes) to reach " +
-                      std::to_string(new_length) + " tokens, " + std::to_string(free_pages_.size()) +
-                      " pages free of " + std::to_string(total_pages_) + " (budget " +
-                      std::to_string(budget_bytes()) + " bytes)");
+    throw_full(seq, needed, new_length);
   }
   const int64_t last_page = ceil_div(new_length, page_tokens_);
   auto grow = [&](const std::vector<StreamRule>& rules, std::vector<std::vector<int32_t>>& tables) {
@@ -127,8 +123,7 @@ int64_t window_pages_held(int64_t length, int64_t end_page, int64_t page, int64_
 
 }  // namespace
 
-int64_t KvCache::held_pages(int64_t length) const {
-  const int64_t pages = ceil_div(length, page_tokens_);
+std::pair<int64_t, int64_t> KvCache::stream_counts() const {
   int64_t full = 0, window = 0;
   for (auto* rules : {&layout_.keys, &layout_.values}) {
     for (const StreamRule& r : *rules) {
@@ -136,18 +131,26 @@ int64_t KvCache::held_pages(int64_t length) const {
       window += r.retention == Retention::Window;
     }
   }
+  return {full, window};
+}
+
+void KvCache::throw_full(int seq, int64_t needed, int64_t new_length) const {
+  throw KvCacheFull("kv cache full: sequence " + std::to_string(seq) + " needs " + std::to_string(needed) +
+                    " more pages (" + std::to_string(needed * page_bytes_) + " bytes) to reach " +
+                    std::to_string(new_length) + " tokens, " + std::to_string(free_pages_.size()) +
+                    " pages free of " + std::to_string(total_pages_) + " (budget " +
+                    std::to_string(budget_bytes()) + " bytes)");
+}
+
+int64_t KvCache::held_pages(int64_t length) const {
+  const int64_t pages = ceil_div(length, page_tokens_);
+  const auto [full, window] = stream_counts();
   return full * pages + window * window_pages_held(length, pages, page_tokens_, layout_.sink_tokens, layout_.recent_tokens);
 }
 
 int64_t KvCache::peak_pages(int64_t from, int64_t to, int64_t chunk) const {
   check(chunk >= 1, "kv cache: chunk must be at least one token");
-  int64_t full = 0, window = 0;
-  for (auto* rules : {&layout_.keys, &layout_.values}) {
-    for (const StreamRule& r : *rules) {
-      full += r.retention == Retention::Full;
-      window += r.retention == Retention::Window;
-    }
-  }
+  const auto [full, window] = stream_counts();
   int64_t peak = held_pages(from);
   for (int64_t start = from; start < to;) {
     const int64_t end = std::min(to, start + chunk);
@@ -167,11 +170,7 @@ void KvCache::check_fits(int seq, int64_t new_length, int64_t chunk) const {
   const Sequence& s = sequence(seq);
   const int64_t needed = peak_pages(s.length, new_length, chunk) - held_pages(s.length);
   if (needed > static_cast<int64_t>(free_pages_.size()))
-    throw KvCacheFull("kv cache full: sequence " + std::to_string(seq) + " needs " + std::to_string(needed) +
-                      " more pages (" + std::to_string(needed * page_bytes_) + " bytes) to reach " +
-                      std::to_string(new_length) + " tokens, " + std::to_string(free_pages_.size()) +
-                      " pages free of " + std::to_string(total_pages_) + " (budget " +
-                      std::to_string(budget_bytes()) + " bytes)");
+    throw_full(seq, needed, new_length);
 }
 
 void KvCache::release_window_pages(std::vector<int32_t>& table, int64_t last_query) {

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "kv/kv_layout.h"
@@ -106,6 +107,8 @@ class KvCache {
   Sequence& sequence(int seq);
   const Sequence& sequence(int seq) const;
   int64_t pages_needed(const Sequence& s, int64_t new_length) const;
+  std::pair<int64_t, int64_t> stream_counts() const;  // (Full streams, Window streams) per sequence
+  [[noreturn]] void throw_full(int seq, int64_t needed, int64_t new_length) const;
   void release_window_pages(std::vector<int32_t>& table, int64_t last_query);
   float* slot(std::vector<int32_t>& table, int64_t pos, const char* kind, int layer, int head);
   StreamView view(const std::vector<int32_t>& table) const;

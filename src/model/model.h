@@ -69,6 +69,9 @@ class Model {
   std::vector<std::vector<float>> owned_;  // weights widened at load (e.g. f16 norms)
 };
 
+// "[2, 3]": a tensor shape for error messages.
+std::string shape_string(const std::vector<int64_t>& shape);
+
 // Hugging Face tensor names of a layer ("model.layers.3.self_attn.q_proj.weight").
 std::string hf_layer_tensor(int layer, const std::string& suffix);
 

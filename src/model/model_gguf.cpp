@@ -8,16 +8,6 @@
 
 namespace podkv {
 
-namespace {
-
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
-}  // namespace
-
 void Model::load_gguf(const std::string& path) {
   gguf_ = std::make_unique<gguf::File>(gguf::File::open(path));
   const gguf::File& f = *gguf_;

@@ -28,26 +28,36 @@ void print_ids(const std::vector<int32_t>& ids) {
   std::printf("%s\n", line.c_str());
 }
 
-void run_tokenize(const TokenizeCommand& o) {
-  auto tok = load_tokenizer(o.tokenizer);
-  if (!o.jsonl) {
-    print_ids(tok->encode(read_stdin(), !o.no_bos));
-    return;
-  }
+// Calls `handle(value, line_number)` for `field` of each non-empty stdin line,
+// parsed as a JSON object; errors name the line and the expected shape.
+template <typename Handle>
+void for_each_jsonl_line(const std::string& field, const std::string& expected, Handle handle) {
   std::string line;
   for (int n = 1; std::getline(std::cin, line); ++n) {
     if (line.empty()) continue;
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception& e) {
+    } catch (const nlohmann::json::exception&) {
       throw Error("stdin line " + std::to_string(n) + ": invalid JSON");
     }
-    if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
-      throw Error("stdin line " + std::to_string(n) + ": expected {\"text\": string}");
-    nlohmann::json out = {{"ids", tok->encode(j["text"].get<std::string>(), !o.no_bos)}};
-    std::printf("%s\n", out.dump().c_str());
+    if (!j.is_object() || !j.contains(field)) throw Error("stdin line " + std::to_string(n) + ": expected " + expected);
+    handle(j[field], n);
   }
+}
+
+void run_tokenize(const TokenizeCommand& o) {
+  auto tok = load_tokenizer(o.tokenizer);
+  if (!o.jsonl) {
+    print_ids(tok->encode(read_stdin(), !o.no_bos));
+    return;
+  }
+  const std::string expected = "{\"text\": string}";
+  for_each_jsonl_line("text", expected, [&](const nlohmann::json& text, int n) {
+    if (!text.is_string()) throw Error("stdin line " + std::to_string(n) + ": expected " + expected);
+    nlohmann::json out = {{"ids", tok->encode(text.get<std::string>(), !o.no_bos)}};
+    std::printf("%s\n", out.dump().c_str());
+  });
 }
 
 void run_detokenize(const TokenizeCommand& o) {
@@ -65,25 +75,17 @@ void run_detokenize(const TokenizeCommand& o) {
     std::printf("\n");
     return;
   }
-  std::string line;
-  for (int n = 1; std::getline(std::cin, line); ++n) {
-    if (line.empty()) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception&) {
-      throw Error("stdin line " + std::to_string(n) + ": invalid JSON");
-    }
-    if (!j.is_object() || !j.contains("ids") || !j["ids"].is_array())
-      throw Error("stdin line " + std::to_string(n) + ": expected {\"ids\": [...]}");
+  const std::string expected = "{\"ids\": [...]}";
+  for_each_jsonl_line("ids", expected, [&](const nlohmann::json& list, int n) {
+    if (!list.is_array()) throw Error("stdin line " + std::to_string(n) + ": expected " + expected);
     std::vector<int32_t> ids;
-    for (const auto& v : j["ids"]) {
+    for (const auto& v : list) {
       if (!v.is_number_integer() || v.get<int64_t>() < 0) throw Error("stdin line " + std::to_string(n) + ": ids must be non-negative integers");
       ids.push_back(v.get<int32_t>());
     }
     nlohmann::json out = {{"text", decode(ids)}};
     std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-  }
+  });
 }
 
 }  // namespace

@@ -54,9 +54,6 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& w
 std::vector<int32_t> read_ids_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path + ": cannot open");
-  char magic[9] = {};
-  in.read(magic, 8);
-  in.seekg(0);
   if (path.ends_with(".safetensors")) {
     auto file = safetensors::File::open(path);
     const safetensors::TensorView* t = file.find("input_ids");
