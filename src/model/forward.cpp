@@ -91,6 +91,7 @@ void Runner::forward_chunk(int seq, const int32_t* tokens, int64_t n, bool all_l
     }
     attention_input.layer = layer;
     attention(attention_input, q_.data(), start, n, attn_.data(), &stats_);
+    if (observer_) observer_(seq, layer, q_.data(), start, n);
     matmul(w.wo, attn_.data(), n, proj_.data());
     for (int64_t i = 0; i < n * hidden; ++i) x_[i] += proj_[i];
 

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -28,6 +29,13 @@ class Runner {
   // Longest chunk a prefill is cut into (memory of the activations is O(chunk)).
   void set_chunk_size(int64_t tokens) { chunk_size_ = tokens; }
 
+  // Called once per layer and chunk, right after that layer's attention, with
+  // the chunk's queries q [tokens, H * d] (RoPE applied) at positions
+  // first_pos .. first_pos + tokens - 1; the layer's keys and values of those
+  // positions are in the cache. For tools that inspect attention (analyze).
+  using LayerObserver = std::function<void(int seq, int layer, const float* q, int64_t first_pos, int64_t tokens)>;
+  void set_layer_observer(LayerObserver observer) { observer_ = std::move(observer); }
+
   // Appends `tokens` to sequence `seq` and runs them. logits gets [n, vocab]
   // when all_logits, else [vocab] for the last token. Throws KvCacheFull (and
   // changes nothing) when the cache cannot hold them, Error when the sequence
@@ -45,6 +53,7 @@ class Runner {
   KvCache& cache_;
   std::optional<float> tau_;
   int64_t chunk_size_ = 256;
+  LayerObserver observer_;
   AttentionStats stats_;
   // Scratch, reused across calls: [T, hidden], [T, H·d], [T, H_kv·d], [T, inter].
   std::vector<float> x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_;

@@ -42,6 +42,9 @@ struct KvOptions {
   int64_t sink = 16;           // streaming, and --pod-group
   int64_t recent = 256;        // streaming, and --pod-group
   float tau = -1;              // PoD skipping threshold; < 0 = the pod.json's (or never)
+  int64_t budget = 1024;       // h2o, snapkv, pod+snapkv: distant tokens kept per (block,) head
+  int64_t window = 32;         // snapkv, pod+snapkv: observation window (last prompt queries)
+  int64_t pool = 7;            // snapkv, pod+snapkv: max-pooling kernel over key positions
 };
 
 void add_kv_options(CLI::App& cmd, KvOptions& o);
