@@ -22,6 +22,13 @@ KvCache::KvCache(KvLayout layout, size_t budget_bytes, int page_tokens)
   free_pages_.resize(total_pages_);
   // Pop from the back hands out low pages first.
   for (size_t i = 0; i < total_pages_; ++i) free_pages_[i] = static_cast<int32_t>(total_pages_ - 1 - i);
+  group_members_.resize(layout_.num_selection_groups);
+  for (size_t i = 0; i < layout_.keys.size(); ++i) {
+    if (layout_.keys[i].retention == Retention::Selected)
+      group_members_[layout_.keys[i].selection_group].push_back(Member{true, static_cast<int>(i)});
+    if (layout_.values[i].retention == Retention::Selected)
+      group_members_[layout_.values[i].selection_group].push_back(Member{false, static_cast<int>(i)});
+  }
 }
 
 int KvCache::add_sequence() {
@@ -30,6 +37,10 @@ int KvCache::add_sequence() {
   const size_t streams = static_cast<size_t>(layout_.num_layers) * layout_.num_kv_heads;
   s.key_pages.resize(streams);
   s.value_pages.resize(streams);
+  s.key_store_pages.resize(streams);
+  s.value_store_pages.resize(streams);
+  s.groups.resize(group_members_.size());
+  s.window_base = window_base_at(0);
   for (size_t i = 0; i < sequences_.size(); ++i) {
     if (!sequences_[i].live) {
       sequences_[i] = std::move(s);
@@ -52,7 +63,7 @@ const KvCache::Sequence& KvCache::sequence(int seq) const {
 
 void KvCache::remove_sequence(int seq) {
   Sequence& s = sequence(seq);
-  for (auto* tables : {&s.key_pages, &s.value_pages}) {
+  for (auto* tables : {&s.key_pages, &s.value_pages, &s.key_store_pages, &s.value_store_pages}) {
     for (auto& table : *tables) {
       for (int32_t page : table) if (page >= 0) free_pages_.push_back(page);
     }
@@ -77,6 +88,15 @@ int64_t KvCache::pages_needed(const Sequence& s, int64_t new_length) const {
   };
   count(layout_.keys, s.key_pages);
   count(layout_.values, s.value_pages);
+  // Selection stores: room for every token that may leave the window.
+  const int64_t moves = std::max<int64_t>(0, window_base_at(new_length) - s.window_base);
+  for (size_t g = 0; g < group_members_.size(); ++g) {
+    const int64_t want = ceil_div(static_cast<int64_t>(s.groups[g].positions.size()) + moves, page_tokens_);
+    for (const Member& m : group_members_[g]) {
+      const auto& table = m.key ? s.key_store_pages[m.stream] : s.value_store_pages[m.stream];
+      needed += std::max<int64_t>(0, want - static_cast<int64_t>(table.size()));
+    }
+  }
   return needed;
 }
 
@@ -103,6 +123,20 @@ void KvCache::reserve(int seq, int64_t new_length) {
   };
   grow(layout_.keys, s.key_pages);
   grow(layout_.values, s.value_pages);
+  const int64_t moves = std::max<int64_t>(0, window_base_at(new_length) - s.window_base);
+  for (size_t g = 0; g < group_members_.size(); ++g) {
+    Group& group = s.groups[g];
+    const int64_t want = ceil_div(static_cast<int64_t>(group.positions.size()) + moves, page_tokens_);
+    for (const Member& m : group_members_[g]) {
+      auto& table = store_table(s, m);
+      while (static_cast<int64_t>(table.size()) < want) {
+        table.push_back(free_pages_.back());
+        free_pages_.pop_back();
+      }
+    }
+    const size_t window_span = static_cast<size_t>(std::max<int64_t>(0, new_length - s.window_base));
+    if (group.window_scores.size() < window_span) group.window_scores.resize(window_span, 0.0f);
+  }
 }
 
 namespace {
@@ -123,15 +157,27 @@ int64_t window_pages_held(int64_t length, int64_t end_page, int64_t page, int64_
 
 }  // namespace
 
-std::pair<int64_t, int64_t> KvCache::stream_counts() const {
-  int64_t full = 0, window = 0;
+KvCache::StreamCounts KvCache::stream_counts() const {
+  StreamCounts counts;
   for (auto* rules : {&layout_.keys, &layout_.values}) {
     for (const StreamRule& r : *rules) {
-      full += r.retention == Retention::Full;
-      window += r.retention == Retention::Window;
+      counts.full += r.retention == Retention::Full;
+      counts.window += r.retention == Retention::Window || r.retention == Retention::Selected;
+      counts.selected += r.retention == Retention::Selected;
     }
   }
-  return {full, window};
+  return counts;
+}
+
+int64_t KvCache::window_base_at(int64_t length) const {
+  return std::max(layout_.sink_tokens, length - layout_.recent_tokens);
+}
+
+int64_t KvCache::store_tokens(int64_t length, int64_t prefill_length) const {
+  if (prefill_length == -2) prefill_length = length;
+  if (layout_.selection == Selection::SnapKV && (prefill_length < 0 || length < prefill_length))
+    return layout_.distant_tokens(length);  // SnapKV keeps everything until its prefill ends
+  return layout_.selected_tokens(length, prefill_length);
 }
 
 void KvCache::throw_full(int seq, int64_t needed, int64_t new_length) const {
@@ -142,16 +188,18 @@ void KvCache::throw_full(int seq, int64_t needed, int64_t new_length) const {
                     std::to_string(budget_bytes()) + " bytes)");
 }
 
-int64_t KvCache::held_pages(int64_t length) const {
+int64_t KvCache::held_pages(int64_t length, int64_t prefill_length) const {
   const int64_t pages = ceil_div(length, page_tokens_);
-  const auto [full, window] = stream_counts();
-  return full * pages + window * window_pages_held(length, pages, page_tokens_, layout_.sink_tokens, layout_.recent_tokens);
+  const StreamCounts n = stream_counts();
+  return n.full * pages +
+         n.window * window_pages_held(length, pages, page_tokens_, layout_.sink_tokens, layout_.recent_tokens) +
+         n.selected * ceil_div(store_tokens(length, prefill_length), page_tokens_);
 }
 
-int64_t KvCache::peak_pages(int64_t from, int64_t to, int64_t chunk) const {
+int64_t KvCache::peak_pages(int64_t from, int64_t to, int64_t chunk, int64_t prefill_length) const {
   check(chunk >= 1, "kv cache: chunk must be at least one token");
-  const auto [full, window] = stream_counts();
-  int64_t peak = held_pages(from);
+  const StreamCounts n = stream_counts();
+  int64_t peak = held_pages(from, prefill_length < 0 ? -1 : prefill_length);
   for (int64_t start = from; start < to;) {
     const int64_t end = std::min(to, start + chunk);
     // During the chunk: what was held at `start`, plus every page of [start, end) not yet held.
@@ -160,15 +208,21 @@ int64_t KvCache::peak_pages(int64_t from, int64_t to, int64_t chunk) const {
     const int64_t new_pages = ceil_div(end, page_tokens_) - start / page_tokens_;
     const bool partial_held = start % page_tokens_ != 0;  // the page of `start` is already counted
     const int64_t window_during = held_window + new_pages - (partial_held && held_window > 0 ? 1 : 0);
-    peak = std::max(peak, full * ceil_div(end, page_tokens_) + window * window_during);
+    // Stores: what they hold at `start` plus room for every token leaving the window.
+    const int64_t moves = window_base_at(end) - window_base_at(start);
+    const int64_t store_during = ceil_div(store_tokens(start, prefill_length) + moves, page_tokens_);
+    peak = std::max(peak, n.full * ceil_div(end, page_tokens_) + n.window * window_during + n.selected * store_during);
     start = end;
   }
   return peak;
 }
 
-void KvCache::check_fits(int seq, int64_t new_length, int64_t chunk) const {
+void KvCache::check_fits(int seq, int64_t new_length, int64_t chunk, bool is_prefill) const {
   const Sequence& s = sequence(seq);
-  const int64_t needed = peak_pages(s.length, new_length, chunk) - held_pages(s.length);
+  int64_t prefill = s.prefill_length;
+  if (layout_.selection == Selection::SnapKV && prefill < 0 && is_prefill) prefill = new_length;
+  const int64_t held = static_cast<int64_t>(bytes_reserved(seq) / page_bytes_);
+  const int64_t needed = peak_pages(s.length, new_length, chunk, prefill) - held;
   if (needed > static_cast<int64_t>(free_pages_.size()))
     throw_full(seq, needed, new_length);
 }
@@ -194,10 +248,19 @@ void KvCache::commit(int seq, int64_t new_length) {
   check(new_length >= s.length, "kv cache: commit cannot shrink a sequence");
   s.length = new_length;
   if (new_length == 0) return;
-  for (size_t i = 0; i < layout_.keys.size(); ++i) {
-    if (layout_.keys[i].retention == Retention::Window) release_window_pages(s.key_pages[i], new_length - 1);
-    if (layout_.values[i].retention == Retention::Window) release_window_pages(s.value_pages[i], new_length - 1);
+  const int64_t new_base = window_base_at(new_length);
+  if (new_base > s.window_base) {
+    if (!group_members_.empty()) move_to_stores(s, new_base);  // before their window pages go
+    s.window_base = new_base;
   }
+  auto windowed = [](const StreamRule& r) {
+    return r.retention == Retention::Window || r.retention == Retention::Selected;
+  };
+  for (size_t i = 0; i < layout_.keys.size(); ++i) {
+    if (windowed(layout_.keys[i])) release_window_pages(s.key_pages[i], new_length - 1);
+    if (windowed(layout_.values[i])) release_window_pages(s.value_pages[i], new_length - 1);
+  }
+  trim_stores(s);
 }
 
 float* KvCache::slot(std::vector<int32_t>& table, int64_t pos, const char* kind, int layer, int head) {
@@ -227,6 +290,14 @@ StreamView KvCache::view(const std::vector<int32_t>& table) const {
   return v;
 }
 
+StreamView KvCache::key_store(int seq, int layer, int head) const {
+  return view(sequence(seq).key_store_pages[layer * layout_.num_kv_heads + head]);
+}
+
+StreamView KvCache::value_store(int seq, int layer, int head) const {
+  return view(sequence(seq).value_store_pages[layer * layout_.num_kv_heads + head]);
+}
+
 StreamView KvCache::keys(int seq, int layer, int head) const {
   return view(sequence(seq).key_pages[layer * layout_.num_kv_heads + head]);
 }
@@ -236,13 +307,15 @@ StreamView KvCache::values(int seq, int layer, int head) const {
 }
 
 size_t KvCache::bytes_in_use(int seq) const {
-  return static_cast<size_t>(layout_.retained_vectors(sequence(seq).length)) * layout_.head_dim * sizeof(float);
+  const Sequence& s = sequence(seq);
+  const int64_t prefill = layout_.selection == Selection::SnapKV ? s.prefill_length : -2;
+  return static_cast<size_t>(layout_.retained_vectors(s.length, prefill)) * layout_.head_dim * sizeof(float);
 }
 
 size_t KvCache::bytes_reserved(int seq) const {
   const Sequence& s = sequence(seq);
   size_t pages = 0;
-  for (auto* tables : {&s.key_pages, &s.value_pages}) {
+  for (auto* tables : {&s.key_pages, &s.value_pages, &s.key_store_pages, &s.value_store_pages}) {
     for (const auto& table : *tables) pages += std::count_if(table.begin(), table.end(), [](int32_t p) { return p >= 0; });
   }
   return pages * page_bytes_;

@@ -6,8 +6,11 @@
 // indexed by logical page (position / page_tokens), -1 where nothing is held.
 // Streams follow the KvLayout: Full streams hold every page, Window streams give
 // pages back once all their positions have left the sink and the recent window,
-// None streams hold nothing. No per-token heap objects, so the same tables can
-// be copied to a GPU as they are.
+// None streams hold nothing. Selected streams hold their window like Window
+// streams, plus a slot-indexed store (its own page table) of the distant tokens
+// their selection group keeps; the group's positions and accumulated attention
+// scores are per sequence. No per-token heap objects, so the same tables can be
+// copied to a GPU as they are.
 #pragma once
 
 #include <cstddef>
@@ -27,7 +30,8 @@ class KvCacheFull : public Error {
   using Error::Error;
 };
 
-// Read access to one stream of one sequence: vector of position `pos`.
+// Read access to one stream of one sequence: vector of position `pos` (or of
+// slot `pos` in a selection store).
 struct StreamView {
   const int32_t* page_table = nullptr;  // [logical pages], -1 = not held
   int64_t num_pages = 0;
@@ -67,23 +71,56 @@ class KvCache {
   // in chunks of at most `chunk` (reserve, write, commit per chunk). Window
   // streams hold a chunk's pages until its commit, so a long prefill in one
   // chunk peaks near dense size: chunked prefill keeps PoD's saving.
-  int64_t peak_pages(int64_t from, int64_t to, int64_t chunk) const;
-  // Pages a sequence of `length` committed tokens holds.
-  int64_t held_pages(int64_t length) const;
+  // `prefill_length` (SnapKV): the length at which the prefill's selection
+  // runs (end_prefill), or -1 when it does not happen in this range.
+  int64_t peak_pages(int64_t from, int64_t to, int64_t chunk, int64_t prefill_length = -1) const;
+  // Pages a sequence of `length` committed tokens holds (`prefill_length` as
+  // in KvLayout::retained_tokens).
+  int64_t held_pages(int64_t length, int64_t prefill_length = -2) const;
   // Throws KvCacheFull unless growing `seq` to `new_length` in chunks of
   // `chunk` fits the free pages (checked before the first chunk is written).
-  void check_fits(int seq, int64_t new_length, int64_t chunk) const;
+  // The tokens [length, new_length) are the sequence's prefill when
+  // `is_prefill` (SnapKV then selects at its end).
+  void check_fits(int seq, int64_t new_length, int64_t chunk, bool is_prefill = false) const;
 
-  // Declares positions < new_length written and gives back the pages of Window
-  // streams whose tokens have all left the sink and the recent window of the
-  // last query (new_length - 1).
+  // Declares positions < new_length written. Tokens that left the recent
+  // window of the last query (new_length - 1) move into the selection stores
+  // of Selected streams (H2O then drops the lowest-scored beyond the budget),
+  // and the pages of Window and Selected streams that hold only such tokens
+  // are given back.
   void commit(int seq, int64_t new_length);
+
+  // SnapKV: ends the prefill of `seq` (once): keeps per selection group the
+  // `budget` distant tokens with the highest pooled observation-window score,
+  // frees the rest. No-op for other layouts and after the first call.
+  void end_prefill(int seq);
+  // Whether `seq`'s prefill selection has run (always true without SnapKV).
+  bool prefill_done(int seq) const;
+
+  // Accumulated attention of a selection group, written by attention:
+  // store[slot] for kept distant tokens, window[pos - window_base] for
+  // positions >= window_base (positions below it, other than the sink, have
+  // left the window).
+  struct GroupScores {
+    float* store = nullptr;
+    float* window = nullptr;
+    int64_t window_base = 0;
+    int64_t store_size = 0;
+  };
+  GroupScores group_scores(int seq, int group);
+  // Positions of the distant tokens group `group` keeps, ascending.
+  std::vector<int64_t> kept_positions(int seq, int group) const;
+  // First position still in the windows (sink excluded): max(ns, length - nr).
+  int64_t window_base(int seq) const { return sequence(seq).window_base; }
 
   // Write access to the slot of `pos` (reserved, not yet committed or still held).
   float* key_slot(int seq, int layer, int head, int64_t pos);
   float* value_slot(int seq, int layer, int head, int64_t pos);
   StreamView keys(int seq, int layer, int head) const;
   StreamView values(int seq, int layer, int head) const;
+  // Slot-indexed selection stores of Selected streams (slots 0 .. group size).
+  StreamView key_store(int seq, int layer, int head) const;
+  StreamView value_store(int seq, int layer, int head) const;
 
   // Accounting. In use = vectors the layout retains for the committed length
   // times vector bytes (the analytic formula); reserved = pages held times page
@@ -97,17 +134,45 @@ class KvCache {
   int64_t tokens_that_fit(int seq) const;
 
  private:
+  // A selection group's kept distant tokens and scores, for one sequence.
+  struct Group {
+    std::vector<int32_t> positions;    // [slot]
+    std::vector<float> scores;         // [slot] accumulated attention
+    std::vector<float> window_scores;  // [pos - window_base]
+  };
   struct Sequence {
     bool live = false;
     int64_t length = 0;
+    int64_t window_base = 0;     // max(ns, length - nr): positions below (not sink) left the window
+    int64_t prefill_length = -1; // SnapKV: length at end_prefill, -1 before
     std::vector<std::vector<int32_t>> key_pages;    // [layer * H + head][logical page]
     std::vector<std::vector<int32_t>> value_pages;  // same
+    std::vector<std::vector<int32_t>> key_store_pages;    // [layer * H + head][slot page], Selected only
+    std::vector<std::vector<int32_t>> value_store_pages;  // same
+    std::vector<Group> groups;   // [selection group]
+  };
+  // A stream of a selection group: keys or values of stream index layer * H + head.
+  struct Member {
+    bool key = true;
+    int stream = 0;
   };
 
   Sequence& sequence(int seq);
   const Sequence& sequence(int seq) const;
   int64_t pages_needed(const Sequence& s, int64_t new_length) const;
-  std::pair<int64_t, int64_t> stream_counts() const;  // (Full streams, Window streams) per sequence
+  // Streams per sequence: Full, Window (counting Selected streams' windows), Selected.
+  struct StreamCounts {
+    int64_t full = 0, window = 0, selected = 0;
+  };
+  StreamCounts stream_counts() const;
+  // Distant tokens a group's store holds at `length` when SnapKV selects at `prefill_length`.
+  int64_t store_tokens(int64_t length, int64_t prefill_length) const;
+  int64_t window_base_at(int64_t length) const;
+  std::vector<int32_t>& store_table(Sequence& s, const Member& m);
+  float* store_slot(Sequence& s, const Member& m, int64_t slot);
+  void move_to_stores(Sequence& s, int64_t new_base);
+  void drop_slots(Sequence& s, int group, std::vector<int32_t> slots);
+  void trim_stores(Sequence& s);
   [[noreturn]] void throw_full(int seq, int64_t needed, int64_t new_length) const;
   void release_window_pages(std::vector<int32_t>& table, int64_t last_query);
   float* slot(std::vector<int32_t>& table, int64_t pos, const char* kind, int layer, int head);
@@ -121,6 +186,7 @@ class KvCache {
   std::unique_ptr<float[]> pool_;
   std::vector<int32_t> free_pages_;
   std::vector<Sequence> sequences_;
+  std::vector<std::vector<Member>> group_members_;  // [selection group]
 };
 
 }  // namespace podkv

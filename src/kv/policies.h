@@ -4,6 +4,14 @@
 //   pod        PoD: distant keys only at each block's anchor (pod.json)
 //   streaming  StreamingLLM: sink + recent window, distant tokens dropped
 //   cla        cross-layer attention: odd layers use the K and V of the layer below
+//   h2o        heavy hitters: sink + recent window + the `budget` distant tokens
+//              with the most accumulated attention, per layer and KV head
+//   snapkv     sink + recent window + the `budget` distant tokens most attended
+//              by the last `window` prompt queries (max-pooled), chosen at the
+//              end of prefill, per layer and KV head
+//   pod+snapkv PoD, with SnapKV's choice made per (block, KV head) from the
+//              attention of all the block's layers: the anchor's distant keys and
+//              every layer's distant values keep the same `budget` tokens
 #pragma once
 
 #include <optional>
@@ -19,7 +27,10 @@ struct KvPolicyOptions {
   std::string policy = "dense";
   std::optional<PodConfig> pod;  // for pod: the grouping (sink/recent are taken from it)
   int64_t sink_tokens = 16;      // for streaming
-  int64_t recent_tokens = 256;   // for streaming
+  int64_t recent_tokens = 256;   // for streaming, h2o, snapkv
+  int64_t budget = 1024;         // h2o, snapkv, pod+snapkv: distant tokens kept per group
+  int64_t observation_window = 32;  // snapkv, pod+snapkv
+  int64_t pool_kernel = 7;          // snapkv, pod+snapkv
 };
 
 // Known policy names, for messages.

@@ -31,7 +31,14 @@ void Runner::forward(int seq, const std::vector<int32_t>& tokens, bool all_logit
                 std::to_string(c.max_position_embeddings) + " tokens, max_position_embeddings)");
   // Check the whole request's peak up front so a refusal changes nothing;
   // chunks then reserve and give back pages as they go.
-  cache_.check_fits(seq, start + n, chunk_size_);
+  // SnapKV selects once, at the end of a sequence's first call (its prefill),
+  // from the attention of the prefill's last queries; H2O scores every query.
+  const KvLayout& layout = cache_.layout();
+  const bool prefill = !cache_.prefill_done(seq);
+  cache_.check_fits(seq, start + n, chunk_size_, prefill);
+  score_from_ = INT64_MAX;
+  if (layout.selection == Selection::HeavyHitters) score_from_ = 0;
+  if (layout.selection == Selection::SnapKV && prefill) score_from_ = start + n - layout.observation_window;
   logits.assign(static_cast<size_t>(all_logits ? n : 1) * c.vocab_size, 0.0f);
   for (int64_t done = 0; done < n;) {
     const int64_t chunk = std::min(chunk_size_, n - done);
@@ -40,6 +47,7 @@ void Runner::forward(int seq, const std::vector<int32_t>& tokens, bool all_logit
     forward_chunk(seq, tokens.data() + done, chunk, all_logits, out);
     done += chunk;
   }
+  if (prefill) cache_.end_prefill(seq);
 }
 
 void Runner::forward_chunk(int seq, const int32_t* tokens, int64_t n, bool all_logits, float* logits) {
@@ -70,6 +78,7 @@ void Runner::forward_chunk(int seq, const int32_t* tokens, int64_t n, bool all_l
   attention_input.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
   attention_input.tau = tau_;
   attention_input.gates = &gates_;
+  attention_input.score_from = score_from_;
 
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const LayerWeights& w = model_.layers()[layer];

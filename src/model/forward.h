@@ -53,6 +53,7 @@ class Runner {
   KvCache& cache_;
   std::optional<float> tau_;
   int64_t chunk_size_ = 256;
+  int64_t score_from_ = INT64_MAX;  // first query position scored for token selection
   LayerObserver observer_;
   AttentionStats stats_;
   // Scratch, reused across calls: [T, hidden], [T, H·d], [T, H_kv·d], [T, inter].

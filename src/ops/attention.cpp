@@ -26,8 +26,9 @@ struct Partials {
 };
 
 struct Span {
-  int64_t begin = 0, end = 0;  // positions [begin, end)
+  int64_t begin = 0, end = 0;  // indices into the views: positions, or selection-store slots
   StreamView keys, values;
+  float* scores = nullptr;     // accumulated attention, indexed like the views; null = not scored
 };
 
 inline float dot(const float* a, const float* b, int n) {
@@ -38,12 +39,13 @@ inline float dot(const float* a, const float* b, int n) {
 }
 
 // Adds the keys of `spans` to `part` (two passes: scores, then exp and values).
+// Leaves exp(score - max) in `weights` [G, n] for add_scores.
 void accumulate(const std::vector<Span>& spans, const float* q, int groups, int dim, float scale,
-                std::vector<float>& scores, Partials& part) {
+                std::vector<float>& weights, Partials& part) {
   int64_t n = 0;
   for (const Span& s : spans) n += s.end - s.begin;
   if (n == 0) return;
-  scores.resize(static_cast<size_t>(groups) * n);
+  weights.resize(static_cast<size_t>(groups) * n);
   // Pass 1: scores [G, n], walking each page's contiguous run of keys.
   int64_t col = 0;
   for (const Span& s : spans) {
@@ -51,13 +53,13 @@ void accumulate(const std::vector<Span>& spans, const float* q, int groups, int 
       const float* key = s.keys.at(j);
       const int64_t run = std::min(s.end - j, s.keys.page_tokens - j % s.keys.page_tokens);
       for (int64_t r = 0; r < run; ++r, key += dim, ++col) {
-        for (int g = 0; g < groups; ++g) scores[g * n + col] = dot(q + g * dim, key, dim) * scale;
+        for (int g = 0; g < groups; ++g) weights[g * n + col] = dot(q + g * dim, key, dim) * scale;
       }
       j += run;
     }
   }
   for (int g = 0; g < groups; ++g) {
-    float* row = scores.data() + g * n;
+    float* row = weights.data() + g * n;
     float m = kNegInf;
     for (int64_t c = 0; c < n; ++c) m = std::max(m, row[c]);
     float total = 0.0f;
@@ -76,7 +78,7 @@ void accumulate(const std::vector<Span>& spans, const float* q, int groups, int 
       const int64_t run = std::min(s.end - j, s.values.page_tokens - j % s.values.page_tokens);
       for (int64_t r = 0; r < run; ++r, value += dim, ++col) {
         for (int g = 0; g < groups; ++g) {
-          const float p = scores[g * n + col];
+          const float p = weights[g * n + col];
           float* a = part.acc.data() + static_cast<size_t>(g) * dim;
 #pragma omp simd
           for (int i = 0; i < dim; ++i) a[i] += p * value[i];
@@ -87,21 +89,34 @@ void accumulate(const std::vector<Span>& spans, const float* q, int groups, int 
   }
 }
 
-// The stream a class of tokens is read from, or nullopt when masked.
-std::optional<StreamView> source(const KvCache& cache, int seq, int layer, int head, const StreamRule& rule,
-                                 bool keys, bool distant) {
-  int from = layer;
-  if (distant && rule.retention != Retention::Full) from = rule.distant_source;
-  if (!distant && rule.retention == Retention::None) from = rule.proximal_source;
-  if (from < 0) return std::nullopt;
-  return keys ? cache.keys(seq, from, head) : cache.values(seq, from, head);
+// scores[j] += Σ_g weights[g, col(j)] · factor[g]: the final probabilities of
+// one part (factor = exp(part max - joint max) / joint sum, 0 when skipped).
+void add_scores(const std::vector<Span>& spans, const std::vector<float>& weights, int groups, const float* factor) {
+  int64_t n = 0;
+  for (const Span& s : spans) n += s.end - s.begin;
+  int64_t col = 0;
+  for (const Span& s : spans) {
+    for (int64_t j = s.begin; j < s.end; ++j, ++col) {
+      if (s.scores == nullptr) continue;
+      float p = 0.0f;
+      for (int g = 0; g < groups; ++g) p += weights[g * n + col] * factor[g];
+      s.scores[j] += p;
+    }
+  }
+}
+
+// The layer a class of tokens of a stream is read from, or -1 when masked.
+int source_layer(int layer, const StreamRule& rule, bool distant) {
+  if (distant && (rule.retention == Retention::Window || rule.retention == Retention::None)) return rule.distant_source;
+  if (!distant && rule.retention == Retention::None) return rule.proximal_source;
+  return layer;
 }
 
 }  // namespace
 
 void attention(const AttentionInput& in, const float* q, int64_t first_pos, int64_t tokens, float* out,
                AttentionStats* stats) {
-  const KvCache& cache = *in.cache;
+  KvCache& cache = *in.cache;
   const KvLayout& layout = cache.layout();
   const int kv_heads = layout.num_kv_heads;
   const int dim = layout.head_dim;
@@ -110,75 +125,111 @@ void attention(const AttentionInput& in, const float* q, int64_t first_pos, int6
   const bool split = layout.recent_tokens > 0;
   std::vector<float>* my_gates = in.gates != nullptr ? &(*in.gates)[in.layer] : nullptr;
   if (my_gates != nullptr) my_gates->assign(static_cast<size_t>(tokens) * heads, 1.0f);
+  // Scores are summed per KV head across queries: one thread per KV head then.
+  const bool scoring = layout.selection != Selection::None && first_pos + tokens > in.score_from;
+  // Per KV head: the selection group of its distant tokens (-1: position-indexed).
+  std::vector<int> distant_group(kv_heads, -1);
+  std::vector<KvCache::GroupScores> group_scores(kv_heads);
+  for (int h = 0; h < kv_heads; ++h) {
+    distant_group[h] = layout.distant_group(layout.key_rule(in.layer, h), layout.keys, h);
+    if (distant_group[h] >= 0) group_scores[h] = cache.group_scores(in.seq, distant_group[h]);
+  }
   int64_t distant_parts = 0, skipped = 0;
 
 #pragma omp parallel reduction(+ : distant_parts, skipped)
   {
     Partials prox, dist;
-    std::vector<float> scores;
-    std::vector<Span> spans;
-#pragma omp for collapse(2) schedule(dynamic, 1)
-    for (int64_t t = 0; t < tokens; ++t) {
-      for (int h = 0; h < kv_heads; ++h) {
-        const int64_t pos = first_pos + t;
-        const float* q_group = q + (t * heads + static_cast<int64_t>(h) * groups) * dim;
-        const StreamRule& krule = layout.key_rule(in.layer, h);
-        const StreamRule& vrule = layout.value_rule(in.layer, h);
-        prox.reset(groups, dim);
-        dist.reset(groups, dim);
-        // Token classes for query position pos (pod-method.md).
-        const int64_t sink_end = split ? std::min(layout.sink_tokens, pos + 1) : 0;
-        const int64_t recent_begin = split ? std::max(sink_end, pos - layout.recent_tokens + 1) : 0;
-        auto add = [&](int64_t b, int64_t e, bool distant, Partials& part) {
-          if (e <= b) return;
-          auto k = source(cache, in.seq, in.layer, h, krule, true, distant);
-          auto v = source(cache, in.seq, in.layer, h, vrule, false, distant);
-          if (!k || !v) return;
-          spans.assign(1, Span{b, e, *k, *v});
-          accumulate(spans, q_group, groups, dim, in.scale, scores, part);
-        };
-        // Proximal: sink and recent spans together in one partial.
-        {
-          spans.clear();
-          auto k = source(cache, in.seq, in.layer, h, krule, true, false);
-          auto v = source(cache, in.seq, in.layer, h, vrule, false, false);
-          if (sink_end > 0) spans.push_back(Span{0, sink_end, *k, *v});
-          spans.push_back(Span{recent_begin, pos + 1, *k, *v});
-          accumulate(spans, q_group, groups, dim, in.scale, scores, prox);
-        }
-        const bool has_distant = split && recent_begin > sink_end;
-        const bool shared = krule.retention != Retention::Full;  // PoD non-anchor (or masked)
-        // Per query head: skip its distant part when the anchor's gate for the
-        // same token and head is at least tau. Keys are shared by the group, so
-        // the distant keys are read unless every head of the group skips.
-        bool skip_head[64] = {};
-        int skipping = 0;
-        if (has_distant && shared && krule.distant_source >= 0) {
-          distant_parts += groups;
-          // tau >= 1 never skips (a gate of exactly 1 means no distant mass anyway).
-          if (in.tau && *in.tau < 1.0f && in.gates != nullptr) {
-            const auto& anchor_gates = (*in.gates)[krule.distant_source];
-            for (int g = 0; g < groups && g < 64; ++g) {
-              skip_head[g] = anchor_gates[t * heads + h * groups + g] >= *in.tau;
-              skipping += skip_head[g];
-            }
-            skipped += skipping;
+    std::vector<float> prox_weights, dist_weights;
+    std::vector<Span> prox_spans, dist_spans;
+    auto one_query = [&](int64_t t, int h) {
+      const int64_t pos = first_pos + t;
+      const float* q_group = q + (t * heads + static_cast<int64_t>(h) * groups) * dim;
+      const StreamRule& krule = layout.key_rule(in.layer, h);
+      const StreamRule& vrule = layout.value_rule(in.layer, h);
+      const int group = distant_group[h];
+      const KvCache::GroupScores& gs = group_scores[h];
+      const bool score_this = scoring && pos >= in.score_from && group >= 0;
+      float* window_scores = score_this ? gs.window - gs.window_base : nullptr;
+      prox.reset(groups, dim);
+      dist.reset(groups, dim);
+      // Token classes for query position pos (pod-method.md).
+      const int64_t sink_end = split ? std::min(layout.sink_tokens, pos + 1) : 0;
+      const int64_t recent_begin = split ? std::max(sink_end, pos - layout.recent_tokens + 1) : 0;
+      // Proximal: sink and recent spans together in one partial.
+      {
+        const StreamView k = cache.keys(in.seq, source_layer(in.layer, krule, false), h);
+        const StreamView v = cache.values(in.seq, source_layer(in.layer, vrule, false), h);
+        prox_spans.clear();
+        if (sink_end > 0) prox_spans.push_back(Span{0, sink_end, k, v, nullptr});
+        prox_spans.push_back(Span{recent_begin, pos + 1, k, v, window_scores});
+        accumulate(prox_spans, q_group, groups, dim, in.scale, prox_weights, prox);
+      }
+      const bool has_distant = split && recent_begin > sink_end;
+      const bool shared = krule.retention == Retention::Window || krule.retention == Retention::None;
+      // Per query head: skip its distant part when the anchor's gate for the
+      // same token and head is at least tau. Keys are shared by the group, so
+      // the distant keys are read unless every head of the group skips.
+      bool skip_head[64] = {};
+      int skipping = 0;
+      if (has_distant && shared && krule.distant_source >= 0) {
+        distant_parts += groups;
+        // tau >= 1 never skips (a gate of exactly 1 means no distant mass anyway).
+        if (in.tau && *in.tau < 1.0f && in.gates != nullptr) {
+          const auto& anchor_gates = (*in.gates)[krule.distant_source];
+          for (int g = 0; g < groups && g < 64; ++g) {
+            skip_head[g] = anchor_gates[t * heads + h * groups + g] >= *in.tau;
+            skipping += skip_head[g];
           }
-        }
-        if (has_distant && skipping < groups) add(sink_end, recent_begin, true, dist);
-        for (int g = 0; g < groups; ++g) {
-          const float m = skip_head[g] ? prox.max[g] : std::max(prox.max[g], dist.max[g]);
-          const float wp = prox.sum[g] > 0 ? std::exp(prox.max[g] - m) : 0.0f;
-          const float wd = dist.sum[g] > 0 && !skip_head[g] ? std::exp(dist.max[g] - m) : 0.0f;
-          const float sp = prox.sum[g] * wp, sd = dist.sum[g] * wd;
-          const float inv = 1.0f / (sp + sd);
-          float* o = out + (t * heads + static_cast<int64_t>(h) * groups + g) * dim;
-          const float* ap = prox.acc.data() + static_cast<size_t>(g) * dim;
-          const float* ad = dist.acc.data() + static_cast<size_t>(g) * dim;
-          for (int i = 0; i < dim; ++i) o[i] = (ap[i] * wp + ad[i] * wd) * inv;
-          if (my_gates != nullptr) (*my_gates)[t * heads + h * groups + g] = sp * inv;
+          skipped += skipping;
         }
       }
+      dist_spans.clear();
+      const int k_layer = source_layer(in.layer, krule, true);
+      const int v_layer = source_layer(in.layer, vrule, true);
+      if (has_distant && skipping < groups && k_layer >= 0 && v_layer >= 0) {
+        const StreamView k = cache.keys(in.seq, k_layer, h);
+        const StreamView v = cache.values(in.seq, v_layer, h);
+        if (group < 0) {
+          dist_spans.push_back(Span{sink_end, recent_begin, k, v, nullptr});
+        } else {
+          // Kept tokens that left the window, then the window's distant part.
+          dist_spans.push_back(Span{0, gs.store_size, cache.key_store(in.seq, k_layer, h),
+                                    cache.value_store(in.seq, v_layer, h), score_this ? gs.store : nullptr});
+          const int64_t begin = std::max(sink_end, gs.window_base);
+          if (recent_begin > begin) dist_spans.push_back(Span{begin, recent_begin, k, v, window_scores});
+        }
+        accumulate(dist_spans, q_group, groups, dim, in.scale, dist_weights, dist);
+      }
+      float prox_factor[64], dist_factor[64];
+      for (int g = 0; g < groups; ++g) {
+        const float m = skip_head[g] ? prox.max[g] : std::max(prox.max[g], dist.max[g]);
+        const float wp = prox.sum[g] > 0 ? std::exp(prox.max[g] - m) : 0.0f;
+        const float wd = dist.sum[g] > 0 && !skip_head[g] ? std::exp(dist.max[g] - m) : 0.0f;
+        const float sp = prox.sum[g] * wp, sd = dist.sum[g] * wd;
+        const float inv = 1.0f / (sp + sd);
+        float* o = out + (t * heads + static_cast<int64_t>(h) * groups + g) * dim;
+        const float* ap = prox.acc.data() + static_cast<size_t>(g) * dim;
+        const float* ad = dist.acc.data() + static_cast<size_t>(g) * dim;
+        for (int i = 0; i < dim; ++i) o[i] = (ap[i] * wp + ad[i] * wd) * inv;
+        if (my_gates != nullptr) (*my_gates)[t * heads + h * groups + g] = sp * inv;
+        if (g < 64) {
+          prox_factor[g] = wp * inv;
+          dist_factor[g] = wd * inv;
+        }
+      }
+      if (score_this && groups <= 64) {
+        add_scores(prox_spans, prox_weights, groups, prox_factor);
+        if (!dist_spans.empty()) add_scores(dist_spans, dist_weights, groups, dist_factor);
+      }
+    };
+    if (scoring) {
+#pragma omp for schedule(dynamic, 1)
+      for (int h = 0; h < kv_heads; ++h)
+        for (int64_t t = 0; t < tokens; ++t) one_query(t, h);
+    } else {
+#pragma omp for collapse(2) schedule(dynamic, 1)
+      for (int64_t t = 0; t < tokens; ++t)
+        for (int h = 0; h < kv_heads; ++h) one_query(t, h);
     }
   }
   if (stats != nullptr) {

@@ -9,6 +9,12 @@
 // the PoD gate g = s_P / (s_P + s_D); with tau set, a non-anchor layer skips
 // its distant part when the anchor layer's gate for the same token and query
 // head is at least tau. With no window (recent_tokens == 0) every key is one part.
+//
+// Token selection: distant tokens of a selection group are read from its
+// compact store (the kept tokens that left the window) plus the part of the
+// window that is distant for the query. Queries at positions >= score_from add
+// their attention probabilities, summed over the query heads of a KV head, to
+// the group's scores (H2O: every query; SnapKV: the observation window).
 #pragma once
 
 #include <cstdint>
@@ -25,7 +31,7 @@ struct AttentionStats {
 };
 
 struct AttentionInput {
-  const KvCache* cache = nullptr;
+  KvCache* cache = nullptr;  // mutable only for the selection scores
   int seq = 0;
   int layer = 0;
   int num_heads = 0;        // query heads H
@@ -34,6 +40,8 @@ struct AttentionInput {
   // Gates of every layer for this chunk, [layer][token * H + head]; this layer's
   // row is written, anchors' rows are read when tau is set.
   std::vector<std::vector<float>>* gates = nullptr;
+  // First query position whose attention is added to the selection scores.
+  int64_t score_from = INT64_MAX;
 };
 
 // q: [tokens, H * d] (RoPE applied), positions first_pos .. first_pos + tokens - 1,

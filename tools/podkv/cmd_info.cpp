@@ -41,6 +41,13 @@ nlohmann::json kv_report(const InfoCommand& o, const ModelConfig& c) {
   if (!o.memory.empty()) {
     const size_t memory = parse_bytes(o.memory, "--memory");
     j["memory"] = memory;
+    if (memory < static_cast<size_t>(per_seq)) {
+      const int64_t window_bytes = 2 * static_cast<int64_t>(c.num_layers) * c.num_kv_heads * c.head_dim * element *
+                                   layout.window_tokens(o.context);
+      throw Error("--memory: " + o.memory + " cannot hold one sequence of " + std::to_string(o.context) +
+                  " tokens under --kv " + o.kv.policy + " (needs " + std::to_string(per_seq) +
+                  " bytes; the sink and recent window alone take " + std::to_string(window_bytes) + ")");
+    }
     j["max_batch"] = static_cast<int64_t>(memory / static_cast<size_t>(per_seq));
     j["dense_max_batch"] = static_cast<int64_t>(memory / static_cast<size_t>(dense_per_seq));
   }

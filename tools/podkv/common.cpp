@@ -102,8 +102,11 @@ void add_kv_options(CLI::App& cmd, KvOptions& o) {
   cmd.add_option("--kv", o.policy, std::string("KV-cache policy: ") + known_kv_policies())->capture_default_str();
   cmd.add_option("--pod-config", o.pod_config, "pod.json for --kv pod (default: MODEL/pod.json)");
   cmd.add_option("--pod-group", o.pod_group, "--kv pod with uniform blocks of G layers instead of a pod.json");
-  cmd.add_option("--sink", o.sink, "sink tokens for --kv streaming and --pod-group")->capture_default_str();
-  cmd.add_option("--recent", o.recent, "recent-window tokens for --kv streaming and --pod-group")->capture_default_str();
+  cmd.add_option("--sink", o.sink, "sink tokens for --kv streaming, h2o, snapkv and --pod-group")->capture_default_str();
+  cmd.add_option("--recent", o.recent, "recent-window tokens for --kv streaming, h2o, snapkv and --pod-group")->capture_default_str();
+  cmd.add_option("--budget", o.budget, "h2o, snapkv, pod+snapkv: distant tokens kept per layer (per block) and KV head")->capture_default_str();
+  cmd.add_option("--window", o.window, "snapkv, pod+snapkv: observation window (last prompt queries scored)")->capture_default_str();
+  cmd.add_option("--pool", o.pool, "snapkv, pod+snapkv: max-pooling width over key positions (odd)")->capture_default_str();
   cmd.add_option("--tau", o.tau, "PoD: skip a non-anchor layer's distant attention when the anchor's gate >= tau (overrides pod.json)");
 }
 
@@ -113,7 +116,11 @@ KvLayout kv_layout_from_options(const KvOptions& o, const ModelConfig& c, const 
   p.policy = o.policy;
   p.sink_tokens = o.sink;
   p.recent_tokens = o.recent;
-  if (o.policy == "pod") {
+  p.budget = o.budget;
+  p.observation_window = o.window;
+  p.pool_kernel = o.pool;
+  const bool pod_policy = o.policy == "pod" || o.policy == "pod+snapkv";
+  if (pod_policy) {
     if (o.pod_group > 0) {
       if (o.recent < 1) throw Error("--recent: PoD needs at least one recent token");
       if (o.sink < 0) throw Error("--sink: must not be negative");
@@ -125,16 +132,16 @@ KvLayout kv_layout_from_options(const KvOptions& o, const ModelConfig& c, const 
         const fs::path inside = fs::path(model_path) / "pod.json";
         if (fs::is_directory(model_path) && fs::exists(inside)) path = inside.string();
         else if (!fs::is_directory(model_path) && fs::exists(beside)) path = beside.string();
-        else throw Error("--kv pod: no pod.json beside the model; give --pod-config FILE or --pod-group G");
+        else throw Error("--kv " + o.policy + ": no pod.json beside the model; give --pod-config FILE or --pod-group G");
       }
       p.pod = load_pod_config(path, c.num_layers, c.num_kv_heads);
     }
     if (tau != nullptr) *tau = p.pod->tau;
   } else if (!o.pod_config.empty() || o.pod_group > 0) {
-    throw Error("--pod-config/--pod-group need --kv pod");
+    throw Error("--pod-config/--pod-group need --kv pod or pod+snapkv");
   }
   if (o.tau >= 0) {
-    if (o.policy != "pod") throw Error("--tau needs --kv pod");
+    if (!pod_policy) throw Error("--tau needs --kv pod or pod+snapkv");
     if (o.tau > 1) throw Error("--tau: must be in [0, 1], got " + std::to_string(o.tau));
     if (tau != nullptr) *tau = o.tau;
   }
@@ -144,7 +151,8 @@ KvLayout kv_layout_from_options(const KvOptions& o, const ModelConfig& c, const 
 std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch, int64_t chunk) {
   const int page = 16;
   KvCache probe(layout, 0, page);  // sizes only: no pages
-  const int64_t pages = probe.peak_pages(0, context, std::max<int64_t>(1, std::min(chunk, context)));
+  // Worst case: the whole context is one prefill (SnapKV drops nothing before it ends).
+  const int64_t pages = probe.peak_pages(0, context, std::max<int64_t>(1, std::min(chunk, context)), context);
   return std::make_unique<KvCache>(layout, static_cast<size_t>(pages) * batch * probe.page_bytes(), page);
 }
 

@@ -1,0 +1,151 @@
+// Token selection in the KV cache (H2O, SnapKV, PoD + SnapKV): the compact
+// stores of Selected streams, which tokens move into them, and which are
+// dropped. See kv_layout.h for the rules and kv_cache.h for the storage.
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <numeric>
+
+#include "kv/kv_cache.h"
+
+namespace podkv {
+
+namespace {
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+}  // namespace
+
+std::vector<int32_t>& KvCache::store_table(Sequence& s, const Member& m) {
+  return m.key ? s.key_store_pages[m.stream] : s.value_store_pages[m.stream];
+}
+
+float* KvCache::store_slot(Sequence& s, const Member& m, int64_t slot) {
+  const std::vector<int32_t>& table = store_table(s, m);
+  // Reserved by reserve(): a missing page here is a bug in the accounting, not bad input.
+  check(slot / page_tokens_ < static_cast<int64_t>(table.size()), "kv cache: selection store slot not reserved");
+  return pool_.get() + static_cast<size_t>(table[slot / page_tokens_]) * page_floats_ +
+         static_cast<size_t>(slot % page_tokens_) * layout_.head_dim;
+}
+
+// Tokens [s.window_base, new_base) have left the recent window: copy them
+// from each Selected stream's window into its store, with the scores they
+// gathered; H2O then cuts each group back to its budget.
+void KvCache::move_to_stores(Sequence& s, int64_t new_base) {
+  const int64_t old_base = s.window_base;
+  const int heads = layout_.num_kv_heads;
+  const size_t vector_bytes = static_cast<size_t>(layout_.head_dim) * sizeof(float);
+  for (size_t g = 0; g < group_members_.size(); ++g) {
+    Group& group = s.groups[g];
+    for (int64_t pos = old_base; pos < new_base; ++pos) {
+      const int64_t slot_index = static_cast<int64_t>(group.positions.size());
+      group.positions.push_back(static_cast<int32_t>(pos));
+      const size_t offset = static_cast<size_t>(pos - old_base);
+      group.scores.push_back(offset < group.window_scores.size() ? group.window_scores[offset] : 0.0f);
+      for (const Member& m : group_members_[g]) {
+        auto& window = m.key ? s.key_pages[m.stream] : s.value_pages[m.stream];
+        const float* from = slot(window, pos, m.key ? "keys" : "values", m.stream / heads, m.stream % heads);
+        std::memcpy(store_slot(s, m, slot_index), from, vector_bytes);
+      }
+    }
+    const size_t moved = std::min(group.window_scores.size(), static_cast<size_t>(new_base - old_base));
+    group.window_scores.erase(group.window_scores.begin(), group.window_scores.begin() + static_cast<int64_t>(moved));
+    const int64_t over = static_cast<int64_t>(group.positions.size()) - layout_.budget;
+    if (layout_.selection == Selection::HeavyHitters && over > 0) {
+      // H2O: drop the `over` tokens with the least accumulated attention
+      // (ties: the older token goes first).
+      std::vector<int32_t> slots(group.positions.size());
+      std::iota(slots.begin(), slots.end(), 0);
+      auto lower = [&](int32_t a, int32_t b) {
+        if (group.scores[a] != group.scores[b]) return group.scores[a] < group.scores[b];
+        return group.positions[a] < group.positions[b];
+      };
+      std::nth_element(slots.begin(), slots.begin() + (over - 1), slots.end(), lower);
+      slots.resize(static_cast<size_t>(over));
+      drop_slots(s, static_cast<int>(g), std::move(slots));
+    }
+  }
+}
+
+// Removes `slots` from a group's stores by moving the last slot into each hole
+// (highest first, so a moved slot is never one still to be dropped).
+void KvCache::drop_slots(Sequence& s, int g, std::vector<int32_t> slots) {
+  Group& group = s.groups[g];
+  std::sort(slots.begin(), slots.end(), std::greater<>());
+  slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
+  const size_t vector_bytes = static_cast<size_t>(layout_.head_dim) * sizeof(float);
+  for (int32_t slot : slots) {
+    const int32_t last = static_cast<int32_t>(group.positions.size()) - 1;
+    if (slot != last) {
+      group.positions[slot] = group.positions[last];
+      group.scores[slot] = group.scores[last];
+      for (const Member& m : group_members_[g])
+        std::memcpy(store_slot(s, m, slot), store_slot(s, m, last), vector_bytes);
+    }
+    group.positions.pop_back();
+    group.scores.pop_back();
+  }
+}
+
+// Gives back store pages beyond what the kept tokens need.
+void KvCache::trim_stores(Sequence& s) {
+  for (size_t g = 0; g < group_members_.size(); ++g) {
+    const int64_t need = ceil_div(static_cast<int64_t>(s.groups[g].positions.size()), page_tokens_);
+    for (const Member& m : group_members_[g]) {
+      auto& table = store_table(s, m);
+      while (static_cast<int64_t>(table.size()) > need) {
+        free_pages_.push_back(table.back());
+        table.pop_back();
+      }
+    }
+  }
+}
+
+void KvCache::end_prefill(int seq) {
+  Sequence& s = sequence(seq);
+  if (layout_.selection != Selection::SnapKV || s.prefill_length >= 0) return;
+  s.prefill_length = s.length;
+  const int64_t half = layout_.pool_kernel / 2;
+  for (size_t g = 0; g < group_members_.size(); ++g) {
+    Group& group = s.groups[g];
+    const int64_t n = static_cast<int64_t>(group.positions.size());
+    if (n <= layout_.budget) continue;
+    // Nothing was dropped before the prefill ended, so slot order is position
+    // order and neighbouring slots are neighbouring positions: max-pool there.
+    std::vector<float> pooled(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) {
+      const auto first = group.scores.begin() + std::max<int64_t>(0, i - half);
+      const auto last = group.scores.begin() + std::min(n, i + half + 1);
+      pooled[i] = *std::max_element(first, last);
+    }
+    std::vector<int32_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    // Highest pooled score first; ties keep the later (more recent) token.
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+      if (pooled[a] != pooled[b]) return pooled[a] > pooled[b];
+      return a > b;
+    });
+    order.erase(order.begin(), order.begin() + layout_.budget);
+    drop_slots(s, static_cast<int>(g), std::move(order));
+  }
+  trim_stores(s);
+}
+
+bool KvCache::prefill_done(int seq) const {
+  return layout_.selection != Selection::SnapKV || sequence(seq).prefill_length >= 0;
+}
+
+KvCache::GroupScores KvCache::group_scores(int seq, int group) {
+  Sequence& s = sequence(seq);
+  check(group >= 0 && group < static_cast<int>(s.groups.size()), "kv cache: no selection group " + std::to_string(group));
+  Group& g = s.groups[group];
+  return GroupScores{g.scores.data(), g.window_scores.data(), s.window_base, static_cast<int64_t>(g.positions.size())};
+}
+
+std::vector<int64_t> KvCache::kept_positions(int seq, int group) const {
+  const Sequence& s = sequence(seq);
+  check(group >= 0 && group < static_cast<int>(s.groups.size()), "kv cache: no selection group " + std::to_string(group));
+  std::vector<int64_t> positions(s.groups[group].positions.begin(), s.groups[group].positions.end());
+  std::sort(positions.begin(), positions.end());
+  return positions;
+}
+
+}  // namespace podkv
