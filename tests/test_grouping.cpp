@@ -318,5 +318,33 @@ TEST(SimilarityAccumulator, MisuseThrows) {
   EXPECT_THROW(acc.samples(1, 0, 1), Error);
 }
 
+TEST(SimilarityAccumulator, TotalsRestoreToTheSameMeans) {
+  SimilarityAccumulator acc(3, 2, 1, SimilarityScope::All, 0, 1);
+  const float rows[3][2][3] = {{{0.2f, 0.3f, 0.5f}, {1, 0, 0}},
+                               {{0.5f, 0.5f, 0}, {0, 0, 1}},
+                               {{0.2f, 0.3f, 0.5f}, {0.25f, 0.25f, 0.5f}}};
+  acc.begin_sequence(3, 1);
+  for (int l = 0; l < 3; ++l) acc.feed_layer(l, &rows[l][0][0], 3);
+  acc.end_sequence();
+  const SimilarityAccumulator::Totals totals = acc.totals();
+  EXPECT_EQ(totals.sequences, 1);
+  ASSERT_EQ(totals.sums.size(), 9u);
+
+  SimilarityAccumulator restored(3, 2, 1, SimilarityScope::All, 0, 1);
+  restored.begin_sequence(3, 1);  // a sequence in progress is discarded
+  restored.restore_totals(totals);
+  EXPECT_EQ(restored.sequences(), 1);
+  EXPECT_EQ(restored.mean_similarity(), acc.mean_similarity());
+  EXPECT_EQ(restored.samples(0, 0, 2), 2);
+  EXPECT_THROW(restored.end_sequence(), Error);
+
+  SimilarityAccumulator::Totals wrong = totals;
+  wrong.sums.pop_back();
+  EXPECT_THROW(restored.restore_totals(wrong), Error);  // another shape
+  wrong = totals;
+  wrong.sums[1] = 5.0;  // more than its count of similarities <= 1
+  EXPECT_THROW(restored.restore_totals(wrong), Error);
+}
+
 }  // namespace
 }  // namespace podkv

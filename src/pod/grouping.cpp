@@ -269,6 +269,24 @@ std::vector<std::vector<std::vector<double>>> SimilarityAccumulator::mean_simila
   return mean;
 }
 
+void SimilarityAccumulator::restore_totals(const Totals& totals) {
+  const size_t cells = static_cast<size_t>(num_kv_heads_) * num_layers_ * num_layers_;
+  check(totals.sums.size() == cells && totals.counts.size() == cells,
+        "SimilarityAccumulator: restore_totals: " + std::to_string(totals.sums.size()) + " sums and " +
+            std::to_string(totals.counts.size()) + " counts, expected " + std::to_string(cells) +
+            " each (kv_heads x layers x layers)");
+  check(totals.sequences >= 0, "SimilarityAccumulator: restore_totals: negative sequence count");
+  for (size_t i = 0; i < cells; ++i)
+    check(totals.counts[i] >= 0 && std::isfinite(totals.sums[i]) && totals.sums[i] >= 0 &&
+              totals.sums[i] <= static_cast<double>(totals.counts[i]) * (1 + 1e-9) + 1e-9,
+          "SimilarityAccumulator: restore_totals: entry " + std::to_string(i) +
+              " is not a sum of similarities in [0, 1] over its count");
+  similarity_sums_ = totals.sums;
+  sample_counts_ = totals.counts;
+  sequences_ = totals.sequences;
+  in_sequence_ = false;
+}
+
 int64_t SimilarityAccumulator::samples(int kv_head, int layer_x, int layer_y) const {
   check(kv_head >= 0 && kv_head < num_kv_heads_ && layer_x >= 0 && layer_x < num_layers_ &&
             layer_y >= 0 && layer_y < num_layers_,

@@ -87,6 +87,19 @@ class SimilarityAccumulator {
   // How many (sequence, query head, query) samples pair (x, y) of kv_head has.
   int64_t samples(int kv_head, int layer_x, int layer_y) const;
   int sequences() const { return sequences_; }
+
+  // The running sums over ended sequences, to save a partial analysis and
+  // resume it later with the same result (sums and counts: [kv_head][L][L],
+  // only x < y used).
+  struct Totals {
+    int sequences = 0;
+    std::vector<double> sums;
+    std::vector<int64_t> counts;
+  };
+  Totals totals() const { return {sequences_, similarity_sums_, sample_counts_}; }
+  // Replaces the running sums with saved ones (throws Error when their sizes
+  // do not fit this accumulator); a sequence in progress is discarded.
+  void restore_totals(const Totals& totals);
   // Floats held for the current sequence's distributions (see Memory above).
   size_t stored_floats() const { return distributions_.size(); }
 

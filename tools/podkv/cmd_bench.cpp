@@ -1,8 +1,10 @@
 // podkv bench: prefill and decode speed with achieved bandwidth, against a
 // streaming copy measured in the same run; a llama-bench style table or JSON.
+// A policy other than dense is timed beside dense in the same run.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -45,6 +47,42 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
+// One timed test: a prefill of `prompt` tokens, or `gen` decode steps after a
+// prefill of depth + 1 tokens. Returns tokens/s and GB/s (weights once per
+// decode step plus the KV bytes each step reads; weights once per prefill).
+struct Sample {
+  double tokens_per_s = 0, gb_per_s = 0;
+};
+
+Sample time_test(const Model& model, const KvLayout& layout, std::optional<float> tau, int64_t prompt, int64_t depth,
+                 int64_t gen, const std::function<std::vector<int32_t>(int64_t)>& random_ids) {
+  const double weight_bytes = static_cast<double>(model.bytes_per_decode_token());
+  std::vector<float> logits;
+  if (prompt > 0) {
+    auto cache = make_cache(layout, prompt);
+    Runner runner(model, *cache);
+    runner.set_tau(tau);
+    const auto ids = random_ids(prompt);
+    const double t0 = now();
+    runner.forward(cache->add_sequence(), ids, false, logits);
+    const double dt = now() - t0;
+    return {prompt / dt, weight_bytes / dt / 1e9};
+  }
+  auto cache = make_cache(layout, depth + gen + 1);
+  Runner runner(model, *cache);
+  runner.set_tau(tau);
+  const int seq = cache->add_sequence();
+  runner.forward(seq, random_ids(depth + 1), false, logits);
+  double kv_bytes = 0;
+  const double t0 = now();
+  for (int64_t i = 0; i < gen; ++i) {
+    kv_bytes += static_cast<double>(cache->bytes_in_use(seq));  // keys and values read by this step
+    runner.forward(seq, random_ids(1), false, logits);
+  }
+  const double dt = now() - t0;
+  return {gen / dt, (weight_bytes * gen + kv_bytes) / dt / 1e9};
+}
+
 void run(const BenchCommand& o) {
   if (o.threads > 0) set_num_threads(o.threads);
   if (o.repetitions < 1) throw Error("-r: at least one repetition");
@@ -59,81 +97,75 @@ void run(const BenchCommand& o) {
     for (auto& id : ids) id = static_cast<int32_t>(rng() % c.vocab_size);
     return ids;
   };
-  std::optional<float> tau;
-  const KvLayout layout = kv_layout_from_options(o.kv, c, o.model, &tau);
+  // The policy under test, and dense measured in the same run as the reference
+  // (repetitions interleaved, so drift of the machine hits both alike).
+  struct Arm {
+    std::string name;
+    KvLayout layout;
+    std::optional<float> tau;
+  };
+  std::vector<Arm> arms;
+  {
+    Arm arm{o.kv.policy, {}, std::nullopt};
+    arm.layout = kv_layout_from_options(o.kv, c, o.model, &arm.tau);
+    if (o.kv.policy != "dense") arms.push_back({"dense", KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim), std::nullopt});
+    arms.push_back(std::move(arm));
+  }
   const double copy_gbs = measure_copy_bandwidth_gbs(size_t{256} << 20, 5);
   const double read_gbs = measure_read_bandwidth_gbs(size_t{256} << 20, 5);
   const double weight_bytes = static_cast<double>(model->bytes_per_decode_token());
   nlohmann::json rows = nlohmann::json::array();
-  std::vector<float> logits;
 
-  auto record = [&](const std::string& test, int64_t tokens, int64_t depth, const std::vector<double>& tps,
-                    const std::vector<double>& gbs) {
-    Stat t = stats(tps), g = stats(gbs);
-    rows.push_back({{"test", test}, {"tokens", tokens}, {"depth", depth}, {"tokens_per_s", t.mean},
-                    {"tokens_per_s_stddev", t.stddev}, {"gb_per_s", g.mean}, {"copy_gb_per_s", copy_gbs},
-                    {"bandwidth_fraction", g.mean / copy_gbs}, {"read_gb_per_s", read_gbs},
-                    {"read_bandwidth_fraction", g.mean / read_gbs}});
+  auto run_test = [&](const std::string& test, int64_t prompt, int64_t depth, int64_t gen) {
+    std::vector<std::vector<double>> tps(arms.size()), gbs(arms.size());
+    for (int r = 0; r < o.repetitions + 1; ++r) {
+      for (size_t a = 0; a < arms.size(); ++a) {
+        const Sample sample = time_test(*model, arms[a].layout, arms[a].tau, prompt, depth, gen, random_ids);
+        if (r == 0) continue;  // warm-up
+        tps[a].push_back(sample.tokens_per_s);
+        gbs[a].push_back(sample.gb_per_s);
+      }
+    }
+    const double dense_tps = stats(tps[0]).mean;
+    for (size_t a = 0; a < arms.size(); ++a) {
+      const Stat t = stats(tps[a]), g = stats(gbs[a]);
+      rows.push_back({{"test", test}, {"kv_policy", arms[a].name}, {"tokens", prompt > 0 ? prompt : gen},
+                      {"depth", depth}, {"tokens_per_s", t.mean}, {"tokens_per_s_stddev", t.stddev},
+                      {"time_vs_dense", dense_tps / t.mean}, {"gb_per_s", g.mean}, {"copy_gb_per_s", copy_gbs},
+                      {"bandwidth_fraction", g.mean / copy_gbs}, {"read_gb_per_s", read_gbs},
+                      {"read_bandwidth_fraction", g.mean / read_gbs}});
+    }
   };
   for (int32_t p : prompts) {
     if (p <= 0) continue;
     if (p > c.max_position_embeddings) throw Error("-p: " + std::to_string(p) + " is longer than the model's context");
-    std::vector<double> tps, gbs;
-    for (int r = 0; r < o.repetitions + 1; ++r) {
-      auto cache = make_cache(layout, p);
-      Runner runner(*model, *cache);
-      runner.set_tau(tau);
-      const auto ids = random_ids(p);
-      const double t0 = now();
-      runner.forward(cache->add_sequence(), ids, false, logits);
-      const double dt = now() - t0;
-      if (r == 0) continue;  // warm-up
-      tps.push_back(p / dt);
-      gbs.push_back(weight_bytes / dt / 1e9);  // weights are read once per chunk of the prefill
-    }
-    record("pp" + std::to_string(p), p, 0, tps, gbs);
+    run_test("pp" + std::to_string(p), p, 0, 0);
   }
   for (int32_t d : depths) {
     for (int32_t n : gens) {
       if (n <= 0) continue;
       if (d + n + 1 > c.max_position_embeddings) throw Error("-d/-n: depth + tokens exceed the model's context");
-      std::vector<double> tps, gbs;
-      for (int r = 0; r < o.repetitions + 1; ++r) {
-        auto cache = make_cache(layout, d + n + 1);
-        Runner runner(*model, *cache);
-        runner.set_tau(tau);
-        const int seq = cache->add_sequence();
-        runner.forward(seq, random_ids(d + 1), false, logits);
-        const double t0 = now();
-        double kv_bytes = 0;
-        for (int i = 0; i < n; ++i) {
-          kv_bytes += static_cast<double>(cache->bytes_in_use(seq));  // keys and values read by this step
-          runner.forward(seq, random_ids(1), false, logits);
-        }
-        const double dt = now() - t0;
-        if (r == 0) continue;
-        tps.push_back(n / dt);
-        gbs.push_back((weight_bytes * n + kv_bytes) / dt / 1e9);
-      }
-      record("tg" + std::to_string(n) + (d > 0 ? " @ d" + std::to_string(d) : ""), n, d, tps, gbs);
+      run_test("tg" + std::to_string(n) + (d > 0 ? " @ d" + std::to_string(d) : ""), 0, d, n);
     }
   }
   nlohmann::json result = {{"model", o.model}, {"parameters", c.parameter_count()},
                            {"dtype", dtype_name(model->weight_dtype())}, {"threads", num_threads()},
-                           {"weight_bytes_per_token", weight_bytes}, {"kv_policy", o.kv.policy}, {"copy_gb_per_s", copy_gbs}, {"read_gb_per_s", read_gbs}, {"results", rows}};
+                           {"weight_bytes_per_token", weight_bytes}, {"kv_policy", o.kv.policy},
+                           {"copy_gb_per_s", copy_gbs}, {"read_gb_per_s", read_gbs}, {"results", rows}};
   if (o.json) {
     std::printf("%s\n", result.dump(2).c_str());
     return;
   }
   std::printf("same run: streaming copy %.1f GB/s (read + write), streaming read %.1f GB/s; %d threads\n", copy_gbs,
               read_gbs, num_threads());
-  std::printf("kv policy: %s\n\n", o.kv.policy.c_str());
-  std::printf("| model | params | dtype | test | t/s | GB/s | of copy | of read |\n");
-  std::printf("| --- | ---: | --- | --- | ---: | ---: | ---: | ---: |\n");
+  std::printf("time vs dense: time per token relative to dense in the same run (1.00 = as fast)\n\n");
+  std::printf("| model | params | dtype | kv | test | t/s | time vs dense | GB/s | of copy | of read |\n");
+  std::printf("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
   for (const auto& row : rows) {
-    std::printf("| %s | %.1fM | %s | %s | %.2f ± %.2f | %.1f | %.0f%% | %.0f%% |\n", o.model.c_str(), c.parameter_count() / 1e6,
-                dtype_name(model->weight_dtype()), row["test"].get<std::string>().c_str(),
-                row["tokens_per_s"].get<double>(), row["tokens_per_s_stddev"].get<double>(), row["gb_per_s"].get<double>(),
+    std::printf("| %s | %.1fM | %s | %s | %s | %.2f ± %.2f | %.2f | %.1f | %.0f%% | %.0f%% |\n", o.model.c_str(),
+                c.parameter_count() / 1e6, dtype_name(model->weight_dtype()), row["kv_policy"].get<std::string>().c_str(),
+                row["test"].get<std::string>().c_str(), row["tokens_per_s"].get<double>(),
+                row["tokens_per_s_stddev"].get<double>(), row["time_vs_dense"].get<double>(), row["gb_per_s"].get<double>(),
                 100.0 * row["bandwidth_fraction"].get<double>(), 100.0 * row["read_bandwidth_fraction"].get<double>());
   }
 }

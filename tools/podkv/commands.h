@@ -12,5 +12,8 @@ void add_info_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_create_model_command(CLI::App& app);
 void add_convert_command(CLI::App& app);
+void add_train_commands(CLI::App& app);  // train, adapt, plot-loss
+void add_eval_command(CLI::App& app);
+void add_analyze_command(CLI::App& app);
 
 }  // namespace podkv::cli

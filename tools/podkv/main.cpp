@@ -20,6 +20,9 @@ int main(int argc, char** argv) {
   podkv::cli::add_bench_command(app);
   podkv::cli::add_create_model_command(app);
   podkv::cli::add_convert_command(app);
+  podkv::cli::add_train_commands(app);
+  podkv::cli::add_eval_command(app);
+  podkv::cli::add_analyze_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

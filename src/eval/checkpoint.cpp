@@ -1,0 +1,76 @@
+#include "eval/checkpoint.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "util/error.h"
+
+namespace podkv::eval {
+
+namespace fs = std::filesystem;
+
+Checkpoint::Checkpoint(const std::string& dir, const nlohmann::json& settings, bool resume) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (!fs::is_directory(dir)) throw Error("--out: cannot create the directory " + dir);
+  const fs::path settings_path = fs::path(dir) / "settings.json";
+  path_ = (fs::path(dir) / "progress.jsonl").string();
+  if (resume) {
+    std::ifstream in(settings_path);
+    if (!in) throw Error("--resume: " + settings_path.string() + " not found: there is no run in " + dir + " to resume");
+    nlohmann::json before;
+    try {
+      before = nlohmann::json::parse(in);
+    } catch (const std::exception&) {
+      throw Error("--resume: " + settings_path.string() + " is not valid JSON");
+    }
+    for (const auto& [key, value] : settings.items()) {
+      const nlohmann::json old = before.contains(key) ? before[key] : nlohmann::json();
+      if (old != value)
+        throw Error("--resume: the run in " + dir + " has " + key + " = " + old.dump() + ", this one " + value.dump() +
+                    " (give the same settings, or drop --resume to start over)");
+    }
+    std::ifstream progress(path_);
+    std::string line;
+    while (std::getline(progress, line)) {
+      if (line.empty()) continue;
+      try {
+        records_.push_back(record_from_json(nlohmann::json::parse(line)));
+      } catch (const std::exception&) {
+        // An interrupted write leaves a partial last line: that item runs again.
+      }
+    }
+    // Rewrite the good records so that the file ends on a whole line.
+    std::ofstream rewrite(path_, std::ios::trunc);
+    for (const ItemRecord& r : records_) rewrite << to_json(r).dump() << "\n";
+    if (!rewrite.good()) throw Error(path_ + ": cannot write");
+  } else {
+    std::ofstream out(settings_path, std::ios::trunc);
+    out << settings.dump(1) << "\n";
+    if (!out.good()) throw Error(settings_path.string() + ": cannot write");
+    std::ofstream truncate(path_, std::ios::trunc);
+    if (!truncate.good()) throw Error(path_ + ": cannot write");
+  }
+  file_ = std::fopen(path_.c_str(), "a");
+  if (file_ == nullptr) throw Error(path_ + ": cannot open for appending");
+}
+
+Checkpoint::~Checkpoint() {
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+DoneSet Checkpoint::done() const {
+  DoneSet done;
+  for (const ItemRecord& r : records_) done.insert({r.item, r.policy, r.options});
+  return done;
+}
+
+void Checkpoint::add(const ItemRecord& r) {
+  const std::string line = to_json(r).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0)
+    throw Error(path_ + ": cannot write");
+  records_.push_back(r);
+}
+
+}  // namespace podkv::eval

@@ -1,0 +1,224 @@
+#include "train/data.h"
+
+#include <algorithm>
+#include <fstream>
+
+#include "tokenizer/tokenizer.h"
+#include "util/error.h"
+
+namespace podkv::train {
+
+namespace {
+
+// splitmix64: independent generator seeds from (seed, stream, index).
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+uint64_t derive_seed(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b = 0) {
+  return mix(mix(mix(seed ^ mix(stream)) ^ a) ^ b);
+}
+
+std::string random_string(std::mt19937_64& rng, int length, const char* alphabet, int alphabet_size) {
+  std::string s;
+  for (int i = 0; i < length; ++i) s += alphabet[rng() % alphabet_size];
+  return s;
+}
+
+}  // namespace
+
+Corpus load_corpus(const std::vector<std::string>& files, const Tokenizer& tokenizer, double validation_fraction) {
+  check(validation_fraction >= 0 && validation_fraction < 1, "--val-fraction: must be in [0, 1)");
+  std::vector<int32_t> stream;
+  for (const std::string& path : files) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error(path + ": cannot read the data file");
+    const size_t before = stream.size();
+    std::string line;
+    while (std::getline(in, line)) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      line += '\n';
+      const std::vector<int32_t> ids = tokenizer.encode(line, false);
+      stream.insert(stream.end(), ids.begin(), ids.end());
+    }
+    if (stream.size() == before) throw Error(path + ": the data file holds no text");
+    if (!tokenizer.eos_ids().empty()) stream.push_back(tokenizer.eos_ids().front());
+  }
+  Corpus c;
+  const size_t held = static_cast<size_t>(static_cast<double>(stream.size()) * validation_fraction);
+  c.train.assign(stream.begin(), stream.end() - static_cast<std::ptrdiff_t>(held));
+  c.validation.assign(stream.end() - static_cast<std::ptrdiff_t>(held), stream.end());
+  return c;
+}
+
+Task parse_task(const std::string& name) {
+  if (name == "passkey") return Task::Passkey;
+  if (name == "kv") return Task::KvRetrieval;
+  throw Error("--synthetic: '" + name + "' is not one of passkey, kv");
+}
+
+const char* task_name(Task task) { return task == Task::Passkey ? "passkey" : "kv"; }
+
+SyntheticTasks::SyntheticTasks(const Tokenizer& tokenizer, SyntheticOptions options)
+    : tokenizer_(tokenizer), options_(std::move(options)) {
+  check(options_.passkey_digits >= 1 && options_.passkey_digits <= 20, "--passkey-digits: must be in 1..20");
+  check(options_.kv_pairs >= 0, "--kv-pairs: must be >= 0");
+  filler_ = encode("The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. ");
+}
+
+std::vector<int32_t> SyntheticTasks::encode(const std::string& text) const { return tokenizer_.encode(text, false); }
+
+void SyntheticTasks::fill(int64_t count, std::mt19937_64& rng, std::vector<int32_t>& out) const {
+  size_t at = rng() % filler_.size();
+  for (int64_t i = 0; i < count; ++i, at = (at + 1) % filler_.size()) out.push_back(filler_[at]);
+}
+
+int64_t SyntheticTasks::min_seq(Task task) const {
+  // An upper bound: the pieces without their random strings, plus one token
+  // per character of every random string (each digit and letter is a token
+  // of its own at worst), plus slack for merges across the boundaries, plus BOS.
+  constexpr int64_t kSlack = 4;
+  if (task == Task::Passkey)
+    return static_cast<int64_t>(encode("The pass key is . Remember it.  is the pass key. ").size() +
+                                encode("What is the pass key? The pass key is").size() + encode(" .").size()) +
+           3 * options_.passkey_digits + kSlack + 1;
+  return static_cast<int64_t>(encode("JSON data: {\"\": \"\"}. ").size() + encode("The value of key \"\" is \"").size() +
+                              encode("\".").size()) + 4 * 4 + kSlack + 1;
+}
+
+void SyntheticTasks::sample(Task task, int64_t seq, std::mt19937_64& rng, int32_t* tokens, int32_t* targets) const {
+  const int64_t total = seq + 1;
+  std::vector<int32_t> out;
+  out.reserve(total);
+  if (tokenizer_.bos_id() >= 0) out.push_back(tokenizer_.bos_id());
+  std::vector<int32_t> answer;
+  if (task == Task::Passkey) {
+    const std::string key = random_string(rng, options_.passkey_digits, "0123456789", 10);
+    const std::vector<int32_t> needle = encode("The pass key is " + key + ". Remember it. " + key + " is the pass key. ");
+    const std::vector<int32_t> question = encode("What is the pass key? The pass key is");
+    answer = encode(" " + key + ".");
+    const int64_t free = total - static_cast<int64_t>(out.size() + needle.size() + question.size() + answer.size());
+    if (free < 0)
+      throw Error("--seq-len: " + std::to_string(seq) + " is too short for the passkey task (needs " +
+                  std::to_string(total - free) + " tokens)");
+    const int64_t before = static_cast<int64_t>(rng() % static_cast<uint64_t>(free + 1));
+    fill(before, rng, out);
+    out.insert(out.end(), needle.begin(), needle.end());
+    fill(free - before, rng, out);
+    out.insert(out.end(), question.begin(), question.end());
+  } else {
+    static const char kHex[] = "0123456789abcdef";
+    std::vector<std::pair<std::string, std::vector<int32_t>>> pairs;  // key, its tokens in the JSON
+    const std::vector<int32_t> head = encode("JSON data: {"), tail = encode("}. ");
+    const int64_t reserve_question = static_cast<int64_t>(encode("The value of key \"ffff\" is \"").size() +
+                                                          encode("ffff\".").size()) + 2;
+    int64_t used = static_cast<int64_t>(out.size() + head.size() + tail.size()) + reserve_question;
+    std::vector<std::string> values;
+    for (;;) {
+      if (options_.kv_pairs > 0 && static_cast<int>(pairs.size()) == options_.kv_pairs) break;
+      const std::string key = random_string(rng, 4, kHex, 16), value = random_string(rng, 4, kHex, 16);
+      std::vector<int32_t> piece = encode((pairs.empty() ? "\"" : ", \"") + key + "\": \"" + value + "\"");
+      if (used + static_cast<int64_t>(piece.size()) > total) break;
+      used += static_cast<int64_t>(piece.size());
+      pairs.emplace_back(key, std::move(piece));
+      values.push_back(value);
+    }
+    if (pairs.empty() || (options_.kv_pairs > 0 && static_cast<int>(pairs.size()) < options_.kv_pairs))
+      throw Error("--seq-len: " + std::to_string(seq) + " is too short for the kv task with " +
+                  std::to_string(std::max(1, options_.kv_pairs)) + " pairs");
+    const size_t pick = rng() % pairs.size();
+    const std::vector<int32_t> question = encode("The value of key \"" + pairs[pick].first + "\" is \"");
+    answer = encode(values[pick] + "\".");
+    int64_t body = static_cast<int64_t>(head.size() + tail.size() + question.size() + answer.size());
+    for (const auto& p : pairs) body += static_cast<int64_t>(p.second.size());
+    const int64_t free = total - static_cast<int64_t>(out.size()) - body;
+    if (free < 0) throw Error("--seq-len: " + std::to_string(seq) + " is too short for the kv task");
+    fill(free, rng, out);
+    out.insert(out.end(), head.begin(), head.end());
+    for (const auto& p : pairs) out.insert(out.end(), p.second.begin(), p.second.end());
+    out.insert(out.end(), tail.begin(), tail.end());
+    out.insert(out.end(), question.begin(), question.end());
+  }
+  const int64_t answer_start = static_cast<int64_t>(out.size());
+  out.insert(out.end(), answer.begin(), answer.end());
+  check(static_cast<int64_t>(out.size()) == total, "synthetic sample: wrong length");
+  for (int64_t i = 0; i < seq; ++i) {
+    tokens[i] = out[i];
+    targets[i] = i + 1 >= answer_start ? out[i + 1] : -1;
+  }
+}
+
+BatchSource::BatchSource(const Corpus* corpus, const SyntheticTasks* tasks, double synthetic_fraction, uint64_t seed)
+    : corpus_(corpus), tasks_(tasks), synthetic_fraction_(synthetic_fraction), seed_(seed) {
+  check(synthetic_fraction >= 0 && synthetic_fraction <= 1, "--synthetic-fraction: must be in [0, 1]");
+  check(synthetic_fraction < 1 || (tasks != nullptr && !tasks->options().tasks.empty()),
+        "--synthetic-fraction 1 needs --synthetic TASK");
+  check(synthetic_fraction == 0 || (tasks != nullptr && !tasks->options().tasks.empty()),
+        "--synthetic-fraction: > 0 needs --synthetic TASK");
+  check(synthetic_fraction == 1 || corpus != nullptr, "--data: no training text given");
+}
+
+void BatchSource::text_window(const std::vector<int32_t>& stream, int64_t window, int64_t seq, int32_t* tokens,
+                              int32_t* targets) const {
+  const int64_t start = window * seq;
+  for (int64_t i = 0; i < seq; ++i) {
+    tokens[i] = stream[start + i];
+    targets[i] = stream[start + i + 1];
+  }
+}
+
+Batch BatchSource::train_batch(int64_t step, int micro, int64_t batch, int64_t seq) const {
+  Batch b{batch, seq, std::vector<int32_t>(batch * seq), std::vector<int32_t>(batch * seq)};
+  std::mt19937_64 rng(derive_seed(seed_, 1, static_cast<uint64_t>(step), static_cast<uint64_t>(micro)));
+  const int64_t windows = corpus_ != nullptr ? (static_cast<int64_t>(corpus_->train.size()) - 1) / seq : 0;
+  if (synthetic_fraction_ < 1 && windows < 1)
+    throw Error("--data: the training text has " + std::to_string(corpus_->train.size()) +
+                " tokens, fewer than one sequence (--seq-len " + std::to_string(seq) + " + 1)");
+  for (int64_t i = 0; i < batch; ++i) {
+    const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;
+    if (u < synthetic_fraction_) {
+      const auto& tasks = tasks_->options().tasks;
+      tasks_->sample(tasks[rng() % tasks.size()], seq, rng, &b.tokens[i * seq], &b.targets[i * seq]);
+    } else {
+      text_window(corpus_->train, static_cast<int64_t>(rng() % static_cast<uint64_t>(windows)), seq,
+                  &b.tokens[i * seq], &b.targets[i * seq]);
+    }
+  }
+  return b;
+}
+
+bool BatchSource::has_validation_text() const {
+  return corpus_ != nullptr && corpus_->validation.size() > 1;
+}
+
+Batch BatchSource::validation_batch(int64_t index, int64_t batch, int64_t seq) const {
+  Batch b{batch, seq, std::vector<int32_t>(batch * seq), std::vector<int32_t>(batch * seq)};
+  if (has_validation_text()) {
+    const int64_t windows = (static_cast<int64_t>(corpus_->validation.size()) - 1) / seq;
+    if (windows < 1)
+      throw Error("--val-fraction: the held-out text has " + std::to_string(corpus_->validation.size()) +
+                  " tokens, fewer than one sequence (--seq-len " + std::to_string(seq) + " + 1)");
+    for (int64_t i = 0; i < batch; ++i)
+      text_window(corpus_->validation, (index * batch + i) % windows, seq, &b.tokens[i * seq], &b.targets[i * seq]);
+    return b;
+  }
+  check(tasks_ != nullptr && !tasks_->options().tasks.empty(), "no validation data (--val-fraction 0 and no --synthetic)");
+  std::mt19937_64 rng(derive_seed(seed_, 2, static_cast<uint64_t>(index)));
+  const auto& tasks = tasks_->options().tasks;
+  for (int64_t i = 0; i < batch; ++i)
+    tasks_->sample(tasks[(index * batch + i) % static_cast<int64_t>(tasks.size())], seq, rng, &b.tokens[i * seq], &b.targets[i * seq]);
+  return b;
+}
+
+Batch BatchSource::task_batch(Task task, int64_t index, int64_t batch, int64_t seq) const {
+  check(tasks_ != nullptr, "no synthetic tasks");
+  Batch b{batch, seq, std::vector<int32_t>(batch * seq), std::vector<int32_t>(batch * seq)};
+  std::mt19937_64 rng(derive_seed(seed_, 3 + static_cast<uint64_t>(task), static_cast<uint64_t>(index)));
+  for (int64_t i = 0; i < batch; ++i) tasks_->sample(task, seq, rng, &b.tokens[i * seq], &b.targets[i * seq]);
+  return b;
+}
+
+}  // namespace podkv::train

@@ -1,0 +1,99 @@
+// Training data: text files tokenised into one stream and packed into
+// sequences of a chosen length, and generated long-context tasks (passkey
+// retrieval in filler text, key-value retrieval among many keys) whose loss
+// counts the answer tokens only. Batches are a pure function of (seed, step,
+// micro-batch), so a resumed run sees exactly the data it would have seen.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace podkv {
+class Tokenizer;
+}
+
+namespace podkv::train {
+
+// One batch: tokens and targets [batch, seq]; targets[i] is the next token,
+// or -1 where no loss is counted.
+struct Batch {
+  int64_t batch = 0, seq = 0;
+  std::vector<int32_t> tokens, targets;
+};
+
+// The token stream of text files: each file is tokenised line by line (no
+// BOS), files are joined with the tokenizer's EOS (when it has one). The last
+// `validation_fraction` of the stream is held out for evaluation.
+struct Corpus {
+  std::vector<int32_t> train, validation;
+};
+// Throws Error naming the file when it cannot be read or holds no tokens.
+Corpus load_corpus(const std::vector<std::string>& files, const Tokenizer& tokenizer, double validation_fraction);
+
+enum class Task { Passkey, KvRetrieval };
+// "passkey", "kv"; throws Error naming --synthetic otherwise.
+Task parse_task(const std::string& name);
+const char* task_name(Task task);
+
+struct SyntheticOptions {
+  std::vector<Task> tasks;  // mixed uniformly
+  int passkey_digits = 5;
+  int kv_pairs = 0;         // key-value pairs per sample; 0 = as many as fit
+};
+
+// Generates one sample of seq + 1 tokens (inputs are the first seq, targets
+// the last seq) with the loss on the answer only.
+//   passkey: [BOS] filler · "The pass key is 12345. Remember it. 12345 is the
+//            pass key. " · filler · "What is the pass key? The pass key is" → " 12345."
+//            (the needle at a random depth; filler is the classic repeated sentences)
+//   kv:      [BOS] filler · "JSON data: {"a3f9": "07bc", ...}. " ·
+//            "The value of key "a3f9" is "" → "07bc"."   (the key picked at random)
+class SyntheticTasks {
+ public:
+  SyntheticTasks(const Tokenizer& tokenizer, SyntheticOptions options);
+  // tokens, targets get seq values each. Throws Error naming --seq-len when
+  // seq is too short for the task.
+  void sample(Task task, int64_t seq, std::mt19937_64& rng, int32_t* tokens, int32_t* targets) const;
+  const SyntheticOptions& options() const { return options_; }
+  // Fewest tokens a sample of `task` needs.
+  int64_t min_seq(Task task) const;
+
+ private:
+  std::vector<int32_t> encode(const std::string& text) const;
+  void fill(int64_t count, std::mt19937_64& rng, std::vector<int32_t>& out) const;
+
+  const Tokenizer& tokenizer_;
+  SyntheticOptions options_;
+  std::vector<int32_t> filler_;  // one round of the filler sentences
+};
+
+// Where batches come from: packed windows of the corpus, each replaced by a
+// synthetic sample with probability `synthetic_fraction`.
+class BatchSource {
+ public:
+  // corpus may be null when synthetic_fraction is 1; tasks may be null when it is 0.
+  // Throws Error (naming --data / --seq-len) when the training stream is shorter than one sequence.
+  BatchSource(const Corpus* corpus, const SyntheticTasks* tasks, double synthetic_fraction, uint64_t seed);
+
+  // The micro-batch `micro` of optimiser step `step`.
+  Batch train_batch(int64_t step, int micro, int64_t batch, int64_t seq) const;
+  // Validation batch `index`: held-out text windows in order (wrapping), or,
+  // without text, synthetic samples from a fixed seed.
+  Batch validation_batch(int64_t index, int64_t batch, int64_t seq) const;
+  // Synthetic samples of one task from a seed of their own (for accuracy).
+  Batch task_batch(Task task, int64_t index, int64_t batch, int64_t seq) const;
+  bool has_validation_text() const;
+
+ private:
+  void text_window(const std::vector<int32_t>& stream, int64_t window, int64_t seq, int32_t* tokens,
+                   int32_t* targets) const;
+
+  const Corpus* corpus_;
+  const SyntheticTasks* tasks_;
+  double synthetic_fraction_;
+  uint64_t seed_;
+};
+
+}  // namespace podkv::train

@@ -1,0 +1,186 @@
+// podkv eval end to end on the tiny default model: agreement (dense and
+// one-layer PoD exact, KV bytes in the table equal to the cache's), a passkey
+// grid with its heatmap and --resume, niah with a custom needle, and bad input
+// (one line on stderr, exit 1).
+#include <set>
+
+#include "cli_run.h"
+#include "plot/plot.h"
+
+namespace podkv::clitest {
+namespace {
+
+using nlohmann::json;
+
+class EvalCli : public CliTest {
+ protected:
+  void SetUp() override {
+    CliTest::SetUp();
+    model_ = (tmp_ / "model").string();
+    const auto r = run({"create-model", "--preset", "tiny", "--tokenizer",
+                        (kSourceDir / "tests/fixtures/tokenizers/bpe_llama3/tokenizer.json").string(), "--out", model_});
+    ASSERT_EQ(r.exit_code, 0) << r;
+    text_ = (tmp_ / "text.txt").string();
+    std::string text;
+    const char* words[] = {"river", "apple", "window", "garden", "silver", "morning", "letter", "mountain"};
+    for (int i = 0; i < 150; ++i)
+      text += std::string("The ") + words[i % 8] + " near the " + words[(i * 3 + 1) % 8] + " was quiet on day " +
+              std::to_string(i) + ".\n";
+    write_text(text_, text);
+  }
+
+  json results(const std::string& out) { return json::parse(read_text(fs::path(out) / "results.json")); }
+
+  static const json& policy(const json& results, const std::string& label) {
+    for (const auto& p : results["policies"])
+      if (p["label"] == label) return p;
+    throw std::runtime_error("no policy " + label);
+  }
+
+  std::string model_, text_;
+};
+
+TEST_F(EvalCli, AgreementIsExactForDenseAndOneLayerPod) {
+  const std::string out = (tmp_ / "agreement").string();
+  const auto r = run({"eval", "-m", model_, "--task", "agreement", "--kv",
+                      "dense,pod:group=1,pod:group=2:sink=4:recent=16,streaming:sink=4:recent=16,cla", "--data", text_,
+                      "-c", "96", "--prefill", "48", "--decode-chunk", "4", "--samples", "2", "--out", out, "-t", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const json j = results(out);
+  EXPECT_EQ(j["task"], "agreement");
+  EXPECT_NE(j["scored"].get<std::string>().find("tokens 48..95"), std::string::npos) << j["scored"];
+  EXPECT_EQ(j["settings"]["context"], 96);
+  const int64_t dense_bytes = 2 * 4 * 2 * 16 * 4 * 96;  // 2 · layers · KV heads · head_dim · f32 · tokens
+  for (const char* label : {"dense", "pod:group=1"}) {
+    const json& p = policy(j, label);
+    SCOPED_TRACE(label);
+    EXPECT_EQ(p["top1_agreement"], 1.0);
+    EXPECT_LT(p["kl"].get<double>(), 1e-9);
+    EXPECT_EQ(p["scored_positions"], 2 * 48);
+    EXPECT_EQ(p["kv_bytes"], dense_bytes);
+    EXPECT_EQ(p["dense_kv_bytes"], dense_bytes);
+    EXPECT_EQ(p["kv_saving"], 0.0);
+  }
+  EXPECT_EQ(policy(j, "cla")["kv_bytes"], dense_bytes / 2);  // odd layers keep nothing
+  for (const char* label : {"pod:group=2:sink=4:recent=16", "streaming:sink=4:recent=16", "cla"}) {
+    const json& p = policy(j, label);
+    SCOPED_TRACE(label);
+    EXPECT_GT(p["kl"].get<double>(), 1e-9);
+    EXPECT_LT(p["kv_bytes"].get<int64_t>(), dense_bytes);
+    EXPECT_GT(p["kv_saving"].get<double>(), 0.0);
+    EXPECT_TRUE(p.contains("perplexity"));
+  }
+  EXPECT_EQ(policy(j, "streaming:sink=4:recent=16")["options"], json({{"policy", "streaming"}, {"sink", 4}, {"recent", 16}}));
+  EXPECT_EQ(j["records"].size(), 10u);
+  // The table's KV-bytes column is results.json's kv_bytes, and the same table went to stdout.
+  const std::string md = read_text(fs::path(out) / "table.md");
+  EXPECT_EQ(md, r.out);
+  EXPECT_NE(md.find("| dense | 98,304 (96.00 KiB) | 0.0% | 100.00% | 0 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| cla | 49,152 (48.00 KiB) | 50.0% |"), std::string::npos) << md;
+  const int64_t streaming = policy(j, "streaming:sink=4:recent=16")["kv_bytes"];
+  std::string commas = std::to_string(streaming);
+  for (int i = static_cast<int>(commas.size()) - 3; i > 0; i -= 3) commas.insert(i, ",");
+  EXPECT_NE(md.find("| streaming:sink=4:recent=16 | " + commas + " ("), std::string::npos) << md;
+}
+
+TEST_F(EvalCli, PasskeyGridHeatmapAndResume) {
+  const std::string out = (tmp_ / "passkey").string();
+  const std::vector<std::string> args = {"eval", "-m", model_, "--task", "passkey", "--kv", "dense,streaming:sink=4:recent=16",
+                                         "--lengths", "160,256", "--depths", "0,50,100", "--seed", "5", "--out", out};
+  const auto first = run(args);
+  ASSERT_EQ(first.exit_code, 0) << first;
+  EXPECT_NE(first.err.find("100%"), std::string::npos) << first.err;  // the progress bar finished
+  const json j = results(out);
+  const json& dense = policy(j, "dense");
+  EXPECT_EQ(dense["grid"]["depths"], json({0.0, 50.0, 100.0}));
+  EXPECT_EQ(dense["grid"]["lengths"], json({160, 256}));
+  ASSERT_EQ(dense["grid"]["accuracy"].size(), 3u);      // rows: depths
+  ASSERT_EQ(dense["grid"]["accuracy"][0].size(), 2u);   // columns: lengths
+  EXPECT_EQ(dense["kv_length"], 256);
+  EXPECT_EQ(dense["kv_bytes"], 2 * 4 * 2 * 16 * 4 * 256);
+  ASSERT_EQ(j["items"].size(), 6u);
+  for (const auto& item : j["items"]) {
+    EXPECT_EQ(item["prompt_tokens"], item["length"]);
+    EXPECT_EQ(item["answer"].get<std::string>().size(), 5u);
+  }
+  if (plot::png_available()) EXPECT_TRUE(fs::exists(fs::path(out) / "passkey_heatmap.png"));
+
+  // Interrupt: keep 8 of the 12 records and a line cut short; --resume runs the other 4.
+  const fs::path progress = fs::path(out) / "progress.jsonl";
+  std::stringstream lines(read_text(progress));
+  std::string kept, line;
+  for (int i = 0; i < 8 && std::getline(lines, line); ++i) kept += line + "\n";
+  write_text(progress, kept + "{\"item\": 5, \"poli");
+  std::vector<std::string> resume = args;
+  resume.push_back("--resume");
+  const auto second = run(resume);
+  ASSERT_EQ(second.exit_code, 0) << second;
+  EXPECT_NE(second.err.find("resuming: 8"), std::string::npos) << second.err;
+  const json k = results(out);
+  ASSERT_EQ(k["records"].size(), 12u);
+  std::set<std::string> a, b;
+  for (const auto& rec : j["records"]) a.insert(rec["policy"].get<std::string>() + std::to_string(rec["item"].get<int>()) + rec["generated"].get<std::string>());
+  for (const auto& rec : k["records"]) b.insert(rec["policy"].get<std::string>() + std::to_string(rec["item"].get<int>()) + rec["generated"].get<std::string>());
+  EXPECT_EQ(a, b);  // the same answers, each (item, method) once
+  EXPECT_EQ(policy(k, "dense")["grid"], dense["grid"]);
+
+  // Resuming with other settings is refused.
+  resume[8] = "160";
+  const auto third = run(resume);
+  EXPECT_EQ(third.exit_code, 1);
+  EXPECT_NE(third.err.find("--resume"), std::string::npos) << third.err;
+}
+
+TEST_F(EvalCli, NiahAndKvRetrievalRun) {
+  const std::string out = (tmp_ / "niah").string();
+  auto r = run({"eval", "-m", model_, "--task", "niah", "--kv", "dense,cla", "--data", text_, "--lengths", "200",
+                "--depths", "0,100", "--needle", "The password is {answer}.", "--question", "What is the password? It is",
+                "--out", out, "--no-progress"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  json j = results(out);
+  EXPECT_EQ(j["settings"]["needle"], "The password is {answer}.");
+  EXPECT_EQ(j["items"][0]["prompt_tokens"], 200);
+  EXPECT_EQ(j["records"].size(), 4u);
+  EXPECT_TRUE(r.err.empty() || r.err.find("[") == std::string::npos) << r.err;  // --no-progress
+  r = run({"eval", "-m", model_, "--task", "kv-retrieval", "--kv", "dense", "--lengths", "200", "--depths", "50",
+           "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  j = results(out);
+  EXPECT_EQ(j["items"][0]["answer"].get<std::string>().size(), 8u);
+  EXPECT_LE(j["items"][0]["prompt_tokens"].get<int>(), 200);
+}
+
+TEST_F(EvalCli, BadInputIsOneLineAndExit1) {
+  const std::string out = (tmp_ / "bad").string();
+  const std::vector<std::string> base = {"eval", "-m", model_, "--kv", "dense", "--out", out};
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::string short_text = (tmp_ / "short.txt").string();
+  write_text(short_text, "Only a few words of text.\n");
+  const std::vector<Case> cases = {
+      {{"--task", "passkey", "--lengths", "256", "--depths", "0,120"}, "--depths: 120 is outside 0..100"},
+      {{"--task", "passkey", "--lengths", "8192"}, "--lengths: 8192 tokens"},
+      {{"--task", "agreement", "--data", text_, "-c", "9000"}, "--context: 9000 tokens is longer than the model's context (4096 tokens)"},
+      {{"--task", "niah", "--data", short_text, "--lengths", "1000"}, "--data: the haystack holds"},
+      {{"--task", "perplexity", "--data", text_, "-c", "4000"}, "--data: the text holds"},
+      {{"--task", "summarize"}, "--task: unknown task 'summarize' (known: agreement, perplexity, passkey, niah, kv-retrieval)"},
+      {{"--task", "agreement", "--data", (tmp_ / "missing.txt").string()}, "--data: cannot open"},
+      {{"--task", "passkey", "--kv", "dense:group=2"}, "'group' does not apply to dense"},
+      {{"--task", "passkey", "--kv", "pod"}, "--kv pod: no pod.json"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    const auto r = run(args);
+    SCOPED_TRACE(c.message);
+    EXPECT_EQ(r.exit_code, 1) << r;
+    EXPECT_NE(r.err.find("error: "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
+}  // namespace
+}  // namespace podkv::clitest

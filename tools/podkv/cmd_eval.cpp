@@ -1,0 +1,254 @@
+// podkv eval: dense, PoD and the baselines on the same inputs in one run:
+// quality (agreement with dense, perplexity, passkey / needle / key-value
+// retrieval accuracy) and the KV bytes each cache held. Writes DIR/results.json,
+// DIR/table.md and heatmap PNGs; progress on stderr; --resume continues.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "commands.h"
+#include "common.h"
+#include "eval/checkpoint.h"
+#include "eval/policy_spec.h"
+#include "eval/report.h"
+#include "eval/runner.h"
+#include "eval/tasks.h"
+#include "ops/matmul.h"
+#include "util/error.h"
+
+namespace podkv::cli {
+
+namespace {
+
+struct EvalCommand {
+  std::string model;
+  eval::TaskSettings task;
+  std::vector<std::string> kv = {};
+  KvOptions shared;  // --sink, --recent, --pod-config, --pod-group, --tau, --budget, --window, --pool
+  std::string out;
+  int64_t chunk = 256;
+  int threads = 0;
+  bool resume = false;
+  bool no_progress = false;
+};
+
+bool is_pod_policy(const std::string& p) { return p == "pod" || p == "pod+snapkv"; }
+
+// Settings that apply to each policy (for checks and for results.json).
+std::vector<std::string> relevant_settings(const std::string& policy, bool pod_from_file) {
+  std::vector<std::string> keys;
+  if (is_pod_policy(policy)) {
+    if (pod_from_file) keys = {"config"};
+    else keys = {"group", "sink", "recent"};
+    keys.push_back("tau");
+  } else if (policy == "streaming" || policy == "h2o" || policy == "snapkv") {
+    keys = {"sink", "recent"};
+  } else if (policy != "dense" && policy != "cla") {
+    keys = {"sink", "recent", "group", "config", "tau", "budget", "window", "pool"};  // a policy this file does not know
+  }
+  if (policy == "h2o" || policy == "snapkv" || policy == "pod+snapkv") keys.push_back("budget");
+  if (policy == "snapkv" || policy == "pod+snapkv") keys.insert(keys.end(), {"window", "pool"});
+  return keys;
+}
+
+int64_t parse_int(const std::string& key, const std::string& value, const std::string& label) {
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(value, &used);
+    if (used == value.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error("--kv: " + key + "=" + value + " in '" + label + "' is not an integer");
+}
+
+eval::EvalPolicy make_policy(const eval::PolicySpec& spec, const EvalCommand& o, const ModelConfig& c) {
+  KvOptions kv = o.shared;
+  kv.policy = spec.policy;
+  bool group_given = false;
+  for (const auto& [key, value] : spec.settings) {
+    if (key == "sink") kv.sink = parse_int(key, value, spec.label);
+    else if (key == "recent") kv.recent = parse_int(key, value, spec.label);
+    else if (key == "group") kv.pod_group = static_cast<int>(parse_int(key, value, spec.label)), kv.pod_config.clear(), group_given = true;
+    else if (key == "config") kv.pod_config = value, kv.pod_group = 0;
+    else if (key == "budget") kv.budget = parse_int(key, value, spec.label);
+    else if (key == "window") kv.window = parse_int(key, value, spec.label);
+    else if (key == "pool") kv.pool = parse_int(key, value, spec.label);
+    else if (key == "tau") {
+      try {
+        kv.tau = std::stof(value);
+      } catch (const std::exception&) {
+        throw Error("--kv: tau=" + value + " in '" + spec.label + "' is not a number");
+      }
+    }
+  }
+  if (group_given && kv.pod_group < 1) throw Error("--kv: group in '" + spec.label + "' must be at least 1");
+  const bool pod_from_file = is_pod_policy(spec.policy) && kv.pod_group == 0;
+  const std::vector<std::string> relevant = relevant_settings(spec.policy, pod_from_file);
+  for (const auto& [key, value] : spec.settings)
+    if (std::find(relevant.begin(), relevant.end(), key) == relevant.end())
+      throw Error("--kv: '" + key + "' does not apply to " + spec.policy + " in '" + spec.label + "'");
+  if (!is_pod_policy(spec.policy)) kv.pod_config.clear(), kv.pod_group = 0, kv.tau = -1;  // shared PoD options
+
+  eval::EvalPolicy p;
+  p.label = spec.label;
+  std::optional<float> tau;
+  p.layout = kv_layout_from_options(kv, c, o.model, &tau);
+  p.tau = tau;
+  p.options = {{"policy", spec.policy}};
+  for (const std::string& key : relevant) {
+    if (key == "sink") p.options["sink"] = kv.sink;
+    else if (key == "recent") p.options["recent"] = kv.recent;
+    else if (key == "group") p.options["group"] = kv.pod_group;
+    else if (key == "config") p.options["config"] = kv.pod_config.empty() ? "pod.json of the model" : kv.pod_config;
+    else if (key == "tau") p.options["tau"] = tau ? nlohmann::json(*tau) : nlohmann::json();
+    else if (key == "budget") p.options["budget"] = kv.budget;
+    else if (key == "window") p.options["window"] = kv.window;
+    else if (key == "pool") p.options["pool"] = kv.pool;
+  }
+  if (pod_from_file) p.options["sink"] = p.layout.sink_tokens, p.options["recent"] = p.layout.recent_tokens;
+  p.make_cache = [](const KvLayout& layout, int64_t length, int64_t chunk) { return make_cache(layout, length, 1, chunk); };
+  return p;
+}
+
+// "[#######.............]  35%  elapsed 0:42  left 1:18" on stderr: redrawn in
+// place on a terminal, a line per 10% otherwise.
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool enabled) : enabled_(enabled), tty_(isatty(2) != 0), t0_(Clock::now()) {}
+  void update(int64_t done, int64_t total) {
+    if (!enabled_ || total <= 0) return;
+    const double fraction = std::min(1.0, static_cast<double>(done) / static_cast<double>(total));
+    const double elapsed = std::chrono::duration<double>(Clock::now() - t0_).count();
+    const int tenth = static_cast<int>(fraction * 10);
+    if (tty_ ? elapsed - last_draw_ < 0.2 && done < total : tenth == last_tenth_) return;
+    last_draw_ = elapsed;
+    last_tenth_ = tenth;
+    const int width = 30, filled = static_cast<int>(fraction * width);
+    std::string bar = std::string(filled, '#') + std::string(width - filled, '.');
+    const std::string left = fraction > 0 ? clock_string(elapsed * (1 - fraction) / fraction) : "?";
+    std::fprintf(stderr, "%s[%s] %3.0f%%  elapsed %s  left %s%s", tty_ ? "\r" : "", bar.c_str(), fraction * 100,
+                 clock_string(elapsed).c_str(), left.c_str(), tty_ ? "   " : "\n");
+    if (tty_ && done >= total) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  static std::string clock_string(double seconds) {
+    const long s = static_cast<long>(seconds + 0.5);
+    char buf[32];
+    if (s >= 3600) std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
+    else std::snprintf(buf, sizeof buf, "%ld:%02ld", s / 60, s % 60);
+    return buf;
+  }
+  bool enabled_, tty_;
+  Clock::time_point t0_;
+  double last_draw_ = -1;
+  int last_tenth_ = -1;
+};
+
+// Default grid lengths: 1/8, 1/4 and 1/2 of the model's context, and the
+// context less 64 tokens of room for the answer.
+std::vector<int64_t> default_lengths(int64_t context) {
+  std::vector<int64_t> lengths;
+  for (int64_t l : {context / 8, context / 4, context / 2, context - 64})
+    if (l > 0 && (lengths.empty() || l > lengths.back())) lengths.push_back(l);
+  return lengths;
+}
+
+void run(EvalCommand& o) {
+  if (o.threads > 0) set_num_threads(o.threads);
+  if (o.chunk < 1) throw Error("--chunk: must be at least 1");
+  const std::vector<eval::PolicySpec> specs = eval::parse_policy_specs(o.kv);
+  const ModelConfig config = Model::load_config(o.model);
+  const int64_t context = config.max_position_embeddings;
+  if (eval::is_grid_task(o.task.task) && o.task.lengths.empty()) o.task.lengths = default_lengths(context);
+  if (eval::is_window_task(o.task.task) && o.task.context == 0) o.task.context = std::min<int64_t>(1024, context);
+  eval::validate_settings(o.task, context);
+  std::vector<eval::EvalPolicy> policies;
+  for (const eval::PolicySpec& spec : specs) policies.push_back(make_policy(spec, o, config));
+
+  auto model = Model::load(o.model);
+  auto tokenizer = load_model_tokenizer(*model);
+  if (tokenizer == nullptr)
+    throw Error(o.model + ": the model has no tokenizer; podkv eval builds its inputs from text (add tokenizer.json)");
+  const int32_t bos = tokenizer->bos_id() >= 0 ? tokenizer->bos_id() : config.bos_token_id;
+  const std::vector<eval::TaskItem> items = eval::build_items(o.task, *tokenizer, bos);
+  if (eval::is_window_task(o.task.task) && static_cast<int>(items.size()) < o.task.effective_samples())
+    std::fprintf(stderr, "note: the --data text holds only %zu window(s) of %lld tokens (--samples %d)\n", items.size(),
+                 static_cast<long long>(o.task.context), o.task.effective_samples());
+
+  eval::RunSettings run_settings;
+  run_settings.chunk = o.chunk;
+  nlohmann::json settings = eval::to_json(o.task);
+  settings["model"] = o.model;
+  settings["chunk"] = o.chunk;
+  eval::Checkpoint checkpoint(o.out, settings, o.resume);
+  if (o.resume && !checkpoint.records().empty())
+    std::fprintf(stderr, "resuming: %zu (item, method) results already in %s\n", checkpoint.records().size(), o.out.c_str());
+
+  ProgressBar bar(!o.no_progress);
+  eval::run_eval(*model, *tokenizer, o.task, run_settings, policies, items, checkpoint.done(),
+                 [&](const eval::ItemRecord& r) { checkpoint.add(r); },
+                 [&](int64_t done, int64_t total) { bar.update(done, total); });
+
+  eval::ReportInput in;
+  in.model_path = o.model;
+  in.config = config;
+  in.settings = o.task;
+  in.run = run_settings;
+  in.policies = &policies;
+  in.items = &items;
+  in.records = &checkpoint.records();
+  const nlohmann::json results = eval::build_results(in);
+  const std::vector<std::string> written = eval::write_report(o.out, results);
+  const std::string table = eval::markdown_table(results);
+  std::fwrite(table.data(), 1, table.size(), stdout);
+  if (eval::is_grid_task(o.task.task) && written.size() < 3)
+    std::fprintf(stderr, "note: this podkv was built without Cairo: no heatmap PNG\n");
+  for (const std::string& path : written) std::fprintf(stderr, "wrote %s\n", path.c_str());
+}
+
+}  // namespace
+
+void add_eval_command(CLI::App& app) {
+  auto o = std::make_shared<EvalCommand>();
+  o->task.context = 0;
+  o->task.depths = {0, 25, 50, 75, 100};
+  CLI::App* cmd = app.add_subcommand("eval", "compare KV policies on quality and memory (tables, heatmaps)");
+  cmd->add_option("-m,--model", o->model, "model directory or .gguf file (with a tokenizer)")->required();
+  cmd->add_option("--task", o->task.task, std::string("task: ") + eval::known_tasks())->required();
+  cmd->add_option("--kv", o->kv, "policies, comma-separated, each NAME[:KEY=VALUE...] (keys: " +
+                                     std::string(eval::known_policy_settings()) + ")")->required();
+  cmd->add_option("--data", o->task.data_files, "text files (agreement, perplexity: the windows; niah: the haystack)");
+  cmd->add_option("--out", o->out, "output directory (results.json, table.md, PNGs, progress)")->required();
+  cmd->add_option("-c,--context", o->task.context, "agreement/perplexity: tokens per window (default: min(1024, model context))");
+  cmd->add_option("--prefill", o->task.prefill, "agreement/perplexity: tokens of the first forward call (default: context/2)");
+  cmd->add_option("--decode-chunk", o->task.decode_chunk, "agreement/perplexity: tokens per later forward call")->capture_default_str();
+  cmd->add_option("--lengths", o->task.lengths, "grid tasks: prompt lengths in tokens (default: 1/8, 1/4, 1/2 of the model's context and the context - 64)")
+      ->delimiter(',');
+  cmd->add_option("--depths", o->task.depths, "grid tasks: needle depths in percent of the haystack")->delimiter(',')->capture_default_str();
+  cmd->add_option("--samples", o->task.samples, "windows (agreement, perplexity; default 4) or prompts per grid cell (default 1)");
+  cmd->add_option("--seed", o->task.seed, "seed of the passkeys, answers, keys and haystack offsets")->capture_default_str();
+  cmd->add_option("--needle", o->task.needle, "niah: the needle sentence; {answer} is replaced by the answer")->capture_default_str();
+  cmd->add_option("--question", o->task.question, "niah: the question at the end of the prompt")->capture_default_str();
+  cmd->add_option("--answer", o->task.answer, "niah: a fixed answer (default: a random 7-digit number per prompt)");
+  cmd->add_option("-n,--max-new-tokens", o->task.max_new_tokens, "grid tasks: tokens to generate (default: the answer's + 4)");
+  cmd->add_option("--chunk", o->chunk, "longest chunk a forward call is cut into")->capture_default_str();
+  cmd->add_option("--sink", o->shared.sink, "sink tokens (streaming, h2o, snapkv, pod with a group)")->capture_default_str();
+  cmd->add_option("--recent", o->shared.recent, "recent-window tokens (streaming, h2o, snapkv, pod with a group)")->capture_default_str();
+  cmd->add_option("--pod-config", o->shared.pod_config, "pod.json for pod and pod+snapkv (default: MODEL/pod.json)");
+  cmd->add_option("--pod-group", o->shared.pod_group, "pod and pod+snapkv: uniform blocks of G layers instead of a pod.json");
+  cmd->add_option("--tau", o->shared.tau, "pod: skip distant attention when the anchor's gate >= tau");
+  cmd->add_option("--budget", o->shared.budget, "h2o, snapkv, pod+snapkv: distant tokens kept per (block,) head")->capture_default_str();
+  cmd->add_option("--window", o->shared.window, "snapkv, pod+snapkv: observation window")->capture_default_str();
+  cmd->add_option("--pool", o->shared.pool, "snapkv, pod+snapkv: max-pooling width")->capture_default_str();
+  cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  cmd->add_flag("--resume", o->resume, "continue the run in --out (same settings), skipping what is done");
+  cmd->add_flag("--no-progress", o->no_progress, "no progress bar");
+  cmd->callback([o] { run(*o); });
+}
+
+}  // namespace podkv::cli

@@ -1,0 +1,308 @@
+// podkv train (a model from scratch), podkv adapt (PoD post-training
+// adaptation of a trained model) and podkv plot-loss (a training log as a PNG).
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "commands.h"
+#include "common.h"
+#include "model/create.h"
+#include "ops/matmul.h"
+#include "plot/plot.h"
+#include "pod/pod_config.h"
+#include "train/trainer.h"
+#include "util/error.h"
+
+namespace podkv::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace podkv::train;
+
+// Options common to train and adapt.
+struct TrainingFlags {
+  TrainOptions options;
+  std::vector<std::string> data;
+  std::string synthetic;        // "passkey,kv"
+  double synthetic_fraction = 0;
+  int passkey_digits = 5;
+  int kv_pairs = 0;
+  double val_fraction = 0.05;
+  std::string resume;
+  int threads = 0;
+};
+
+void add_training_flags(CLI::App* cmd, TrainingFlags& f) {
+  TrainOptions& o = f.options;
+  cmd->add_option("--data", f.data, "text files to train on (tokenised and packed)");
+  cmd->add_option("--out", o.out_dir, "output checkpoint directory")->required();
+  cmd->add_option("--steps", o.steps, "optimiser steps")->capture_default_str();
+  cmd->add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str();
+  cmd->add_option("--grad-accum", o.grad_accum, "micro-batches per optimiser step")->capture_default_str();
+  cmd->add_option("--seq-len", o.seq_len, "tokens per sequence")->capture_default_str();
+  cmd->add_option("--lr", o.lr, "peak learning rate")->capture_default_str();
+  cmd->add_option("--min-lr", o.min_lr, "learning rate at the end of the cosine (default lr/10)");
+  cmd->add_option("--warmup", o.warmup, "linear warmup steps (default min(100, steps/10))");
+  cmd->add_option("--weight-decay", o.adamw.weight_decay, "AdamW decoupled weight decay (matrices only)")->capture_default_str();
+  cmd->add_option("--beta1", o.adamw.beta1, "AdamW beta1")->capture_default_str();
+  cmd->add_option("--beta2", o.adamw.beta2, "AdamW beta2")->capture_default_str();
+  cmd->add_option("--clip", o.clip, "clip gradients to this global norm (0 = off)")->capture_default_str();
+  cmd->add_option("--seed", o.seed, "seed of the data order (and of the initial weights for train)")->capture_default_str();
+  cmd->add_option("--train", o.train, "which parameters train: all, attention, qk")->capture_default_str();
+  cmd->add_option("--synthetic", f.synthetic, "synthetic tasks to mix in: passkey, kv or passkey,kv");
+  cmd->add_option("--synthetic-fraction", f.synthetic_fraction, "fraction of sequences that are synthetic")->capture_default_str();
+  cmd->add_option("--passkey-digits", f.passkey_digits, "digits of a passkey")->capture_default_str();
+  cmd->add_option("--kv-pairs", f.kv_pairs, "key-value pairs per kv sample (0 = as many as fit)")->capture_default_str();
+  cmd->add_option("--val-fraction", f.val_fraction, "tail of the text held out for evaluation")->capture_default_str();
+  cmd->add_option("--eval-every", o.eval_every, "evaluate every N steps (0 = at the start and the end)")->capture_default_str();
+  cmd->add_option("--eval-batches", o.eval_batches, "validation batches per evaluation")->capture_default_str();
+  cmd->add_option("--accuracy-samples", o.accuracy_samples, "synthetic samples per task for accuracy")->capture_default_str();
+  cmd->add_option("--save-every", o.save_every, "checkpoint every N steps (0 = at the end)")->capture_default_str();
+  cmd->add_option("--stop-at", o.stop_at, "save and stop after this step (continue later with --resume)");
+  cmd->add_option("--log", o.log_path, "JSONL log (default OUT/train_log.jsonl)");
+  cmd->add_option("--resume", f.resume, "continue from this checkpoint directory");
+  cmd->add_option("-t,--threads", f.threads, "threads (all cores)");
+}
+
+std::string duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) seconds = 0;
+  const long s = std::lround(seconds);
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", s / 3600, (s / 60) % 60);
+  else std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
+  return buf;
+}
+
+// Progress on one line (rewritten in place on a terminal, every 5% otherwise).
+void print_step(const StepReport& r) {
+  static const bool tty = isatty(2) != 0;
+  const int64_t every = std::max<int64_t>(1, r.steps / 20);
+  if (!tty && r.step % every != 0 && r.step != r.steps) return;
+  std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  elapsed %s  left %s%s", tty ? "\r" : "",
+               static_cast<long long>(r.step), static_cast<long long>(r.steps), r.loss, r.lr, r.tokens_per_s,
+               duration(r.elapsed_s).c_str(), duration(r.eta_s).c_str(), tty ? "   " : "\n");
+  if (tty && r.step == r.steps) std::fprintf(stderr, "\n");
+}
+
+void print_eval(const EvalReport& e) {
+  std::fprintf(stderr, "%seval step %lld: loss %.4f", isatty(2) ? "\r" : "", static_cast<long long>(e.step), e.loss);
+  for (const auto& [name, acc] : e.accuracy) std::fprintf(stderr, "  %s accuracy %.3f", name.c_str(), acc);
+  std::fprintf(stderr, "\n");
+}
+
+struct Data {
+  std::unique_ptr<Corpus> corpus;
+  std::unique_ptr<SyntheticTasks> tasks;
+  std::unique_ptr<BatchSource> source;
+  std::vector<Task> task_list;
+};
+
+Data load_data(const TrainingFlags& f, const Tokenizer& tokenizer) {
+  Data d;
+  if (!f.synthetic.empty()) {
+    SyntheticOptions so;
+    std::stringstream in(f.synthetic);
+    std::string name;
+    while (std::getline(in, name, ',')) so.tasks.push_back(parse_task(name));
+    so.passkey_digits = f.passkey_digits;
+    so.kv_pairs = f.kv_pairs;
+    d.task_list = so.tasks;
+    d.tasks = std::make_unique<SyntheticTasks>(tokenizer, so);
+  }
+  if (!f.data.empty()) d.corpus = std::make_unique<Corpus>(load_corpus(f.data, tokenizer, f.val_fraction));
+  else if (f.synthetic_fraction < 1) throw Error("--data: required unless --synthetic-fraction is 1");
+  if (d.corpus && f.synthetic_fraction < 1) {
+    const int64_t need = f.options.seq_len + 1;
+    if (static_cast<int64_t>(d.corpus->train.size()) < need)
+      throw Error("--data: " + std::to_string(d.corpus->train.size()) + " training tokens (after holding out --val-fraction), fewer than one sequence (--seq-len " +
+                  std::to_string(f.options.seq_len) + " + 1)");
+    if (f.val_fraction > 0 && static_cast<int64_t>(d.corpus->validation.size()) < need)
+      throw Error("--val-fraction: " + std::to_string(d.corpus->validation.size()) + " held-out tokens, fewer than one sequence (--seq-len " +
+                  std::to_string(f.options.seq_len) + " + 1); use more data, a larger --val-fraction or --val-fraction 0");
+  }
+  if (d.tasks)
+    for (Task t : d.task_list)
+      if (d.tasks->min_seq(t) > f.options.seq_len)
+        throw Error("--seq-len: " + std::to_string(f.options.seq_len) + " is too short for the " + task_name(t) +
+                    " task (needs " + std::to_string(d.tasks->min_seq(t)) + " tokens)");
+  d.source = std::make_unique<BatchSource>(d.corpus.get(), d.tasks.get(), f.synthetic_fraction, f.options.seed);
+  return d;
+}
+
+// ---- train ----
+
+struct TrainCommand {
+  TrainingFlags flags;
+  std::string config_path, preset, tokenizer;
+  int vocab = 0;
+  double init_std = 0.02;
+};
+
+void run_train(TrainCommand& o) {
+  if (o.flags.threads > 0) set_num_threads(o.flags.threads);
+  if (o.config_path.empty() == o.preset.empty()) throw Error("give one of --config and --preset");
+  auto tokenizer = load_tokenizer(o.tokenizer);
+  ModelConfig config;
+  if (!o.config_path.empty()) {
+    config = load_hf_config(o.config_path);
+    if (o.vocab > 0) config.vocab_size = o.vocab;
+  } else {
+    config = preset_config(o.preset, o.vocab > 0 ? o.vocab : tokenizer->vocab_size());
+  }
+  if (config.vocab_size < tokenizer->vocab_size())
+    throw Error("--vocab: the model's vocabulary (" + std::to_string(config.vocab_size) +
+                ") is smaller than the tokenizer's (" + std::to_string(tokenizer->vocab_size()) + ")");
+  config.bos_token_id = tokenizer->bos_id();
+  config.eos_token_ids.assign(tokenizer->eos_ids().begin(), tokenizer->eos_ids().end());
+  config.torch_dtype = "float32";
+  validate_config(config, o.config_path.empty() ? "--preset " + o.preset : o.config_path);
+  if (o.flags.options.seq_len > config.max_position_embeddings)
+    throw Error("--seq-len: " + std::to_string(o.flags.options.seq_len) + " is above the model's context (" +
+                std::to_string(config.max_position_embeddings) + " tokens, max_position_embeddings)");
+  Data data = load_data(o.flags, *tokenizer);
+  Transformer<float> model(config);
+  model.init_random(o.flags.options.seed, o.init_std);
+  TrainOptions options = o.flags.options;
+  options.tokenizer_path = o.tokenizer;
+  Trainer trainer(model, *data.source, data.task_list, options);
+  if (!o.flags.resume.empty()) trainer.resume(o.flags.resume);
+  std::fprintf(stderr, "train: %.2fM parameters, %lld steps of %lld x %lld tokens%s\n", config.parameter_count() / 1e6,
+               static_cast<long long>(options.steps), static_cast<long long>(options.batch * options.grad_accum),
+               static_cast<long long>(options.seq_len),
+               trainer.start_step() > 0 ? (", resuming at step " + std::to_string(trainer.start_step())).c_str() : "");
+  trainer.run(print_step, print_eval);
+  std::fprintf(stderr, "wrote %s (log %s)\n", options.out_dir.c_str(), trainer.log_path().c_str());
+}
+
+// ---- adapt ----
+
+struct AdaptCommand {
+  TrainingFlags flags;
+  std::string model_path, pod_config;
+  int pod_group = 0;
+  int sink = 16, recent = 256;
+};
+
+void run_adapt(AdaptCommand& o) {
+  if (o.flags.threads > 0) set_num_threads(o.flags.threads);
+  auto loaded = Model::load(o.model_path);
+  const ModelConfig& config = loaded->config();
+  if (config.rope_interleaved)
+    throw Error(o.model_path + ": adapt needs a Hugging Face model directory (convert GGUF models first)");
+  PodConfig pod;
+  if (!o.pod_config.empty()) pod = load_pod_config(o.pod_config, config.num_layers, config.num_kv_heads);
+  else if (o.pod_group > 0) pod = uniform_pod_config(config.num_layers, config.num_kv_heads, o.pod_group, o.sink, o.recent);
+  else throw Error("give --pod-config FILE or --pod-group G");
+  auto tokenizer = load_model_tokenizer(*loaded);
+  if (!tokenizer) throw Error(o.model_path + ": the model has no tokenizer (tokenizer.json or tokenizer.model)");
+  if (o.flags.options.seq_len > config.max_position_embeddings)
+    throw Error("--seq-len: " + std::to_string(o.flags.options.seq_len) + " is above the model's context (" +
+                std::to_string(config.max_position_embeddings) + " tokens, max_position_embeddings)");
+  Data data = load_data(o.flags, *tokenizer);
+  Transformer<float> model(config);
+  model.copy_from(*loaded);
+  loaded.reset();
+  TrainOptions options = o.flags.options;
+  options.tokenizer_path = fs::is_directory(o.model_path) ? o.model_path : "";
+  const int64_t val_batches = options.eval_batches;
+  const double dense_loss = validation_loss(model, *data.source, val_batches, options.batch, options.seq_len);
+  model.set_pod(&pod);
+  options.extra_state = {{"adapt", {{"model", o.model_path}, {"dense_loss", dense_loss}}}};
+  Trainer trainer(model, *data.source, data.task_list, options);
+  if (!o.flags.resume.empty()) trainer.resume(o.flags.resume);
+  std::fprintf(stderr, "adapt: %s with PoD (%d blocks over %d layers x %d KV heads, sink %d, recent %d)\n",
+               o.model_path.c_str(), PodLayout(pod, config.num_layers, config.num_kv_heads).total_blocks(),
+               config.num_layers, config.num_kv_heads, pod.sink_tokens, pod.recent_tokens);
+  double pod_before = NAN, pod_after = NAN;
+  int64_t evals = 0;
+  trainer.run(print_step, [&](const EvalReport& e) {
+    print_eval(e);
+    if (evals++ == 0) pod_before = e.loss;
+    pod_after = e.loss;
+  });
+  std::printf("{\"dense_loss\": %.6f, \"pod_loss_before\": %.6f, \"pod_loss_after\": %.6f}\n", dense_loss, pod_before,
+              pod_after);
+  std::fprintf(stderr, "held-out loss: dense %.4f, PoD before adapt %.4f, PoD after adapt %.4f\nwrote %s\n", dense_loss,
+               pod_before, pod_after, options.out_dir.c_str());
+}
+
+// ---- plot-loss ----
+
+struct PlotCommand {
+  std::string log, out, title = "training loss";
+  bool log_y = false;
+};
+
+void run_plot(const PlotCommand& o) {
+  std::ifstream in(o.log);
+  if (!in) throw Error(o.log + ": cannot read the training log");
+  plot::Series train{"train loss", {}, {}}, eval{"eval loss", {}, {}};
+  std::string line;
+  int64_t number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      throw Error(o.log + ": line " + std::to_string(number) + " is not JSON");
+    }
+    if (!j.is_object() || !j.contains("step")) throw Error(o.log + ": line " + std::to_string(number) + " has no step");
+    const double step = j["step"].get<double>();
+    if (j.contains("loss")) train.x.push_back(step), train.y.push_back(j["loss"].get<double>());
+    if (j.contains("eval_loss")) eval.x.push_back(step), eval.y.push_back(j["eval_loss"].get<double>());
+  }
+  if (train.x.empty() && eval.x.empty()) throw Error(o.log + ": no loss values");
+  plot::LineChart chart{o.title, "step", "loss", {}, o.log_y};
+  if (!train.x.empty()) chart.series.push_back(train);
+  if (!eval.x.empty()) chart.series.push_back(eval);
+  plot::write_line_chart_png(o.out, chart);
+  std::fprintf(stderr, "wrote %s (%zu steps, %zu evaluations)\n", o.out.c_str(), train.x.size(), eval.x.size());
+}
+
+}  // namespace
+
+void add_train_commands(CLI::App& app) {
+  {
+    auto o = std::make_shared<TrainCommand>();
+    CLI::App* cmd = app.add_subcommand("train", "train a model from scratch on the CPU (float32)");
+    cmd->add_option("--config", o->config_path, "config.json of the model to train");
+    cmd->add_option("--preset", o->preset, "model shape: tiny, small or 100m");
+    cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.json / tokenizer.model / directory")->required();
+    cmd->add_option("--vocab", o->vocab, "vocabulary size (default: the tokenizer's)");
+    cmd->add_option("--init-std", o->init_std, "standard deviation of the initial weights")->capture_default_str();
+    add_training_flags(cmd, o->flags);
+    cmd->callback([o] { run_train(*o); });
+  }
+  {
+    auto o = std::make_shared<AdaptCommand>();
+    o->flags.options.lr = 1e-4;
+    o->flags.options.steps = 200;
+    CLI::App* cmd = app.add_subcommand("adapt", "fine-tune a model with PoD attention (post-training adaptation)");
+    cmd->add_option("-m,--model", o->model_path, "model directory")->required();
+    cmd->add_option("--pod-config", o->pod_config, "pod.json with the layer blocks and the window");
+    cmd->add_option("--pod-group", o->pod_group, "uniform blocks of G layers instead of a pod.json");
+    cmd->add_option("--sink", o->sink, "sink tokens for --pod-group")->capture_default_str();
+    cmd->add_option("--recent", o->recent, "recent window for --pod-group")->capture_default_str();
+    add_training_flags(cmd, o->flags);
+    cmd->callback([o] { run_adapt(*o); });
+  }
+  {
+    auto o = std::make_shared<PlotCommand>();
+    CLI::App* cmd = app.add_subcommand("plot-loss", "draw a training log (JSONL) as a loss-curve PNG");
+    cmd->add_option("log", o->log, "the JSONL log of podkv train / adapt")->required();
+    cmd->add_option("--out", o->out, "PNG to write")->required();
+    cmd->add_option("--title", o->title, "chart title")->capture_default_str();
+    cmd->add_flag("--log-y", o->log_y, "logarithmic loss axis");
+    cmd->callback([o] { run_plot(*o); });
+  }
+}
+
+}  // namespace podkv::cli
