@@ -10,6 +10,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "kv_specs.h"
 #include "eval/checkpoint.h"
 #include "eval/policy_spec.h"
 #include "eval/report.h"
@@ -34,80 +35,13 @@ struct EvalCommand {
   bool no_progress = false;
 };
 
-bool is_pod_policy(const std::string& p) { return p == "pod" || p == "pod+snapkv"; }
-
-// Settings that apply to each policy (for checks and for results.json).
-std::vector<std::string> relevant_settings(const std::string& policy, bool pod_from_file) {
-  std::vector<std::string> keys;
-  if (is_pod_policy(policy)) {
-    if (pod_from_file) keys = {"config"};
-    else keys = {"group", "sink", "recent"};
-    keys.push_back("tau");
-  } else if (policy == "streaming" || policy == "h2o" || policy == "snapkv") {
-    keys = {"sink", "recent"};
-  } else if (policy != "dense" && policy != "cla") {
-    keys = {"sink", "recent", "group", "config", "tau", "budget", "window", "pool"};  // a policy this file does not know
-  }
-  if (policy == "h2o" || policy == "snapkv" || policy == "pod+snapkv") keys.push_back("budget");
-  if (policy == "snapkv" || policy == "pod+snapkv") keys.insert(keys.end(), {"window", "pool"});
-  return keys;
-}
-
-int64_t parse_int(const std::string& key, const std::string& value, const std::string& label) {
-  try {
-    size_t used = 0;
-    const long long v = std::stoll(value, &used);
-    if (used == value.size()) return v;
-  } catch (const std::exception&) {
-  }
-  throw Error("--kv: " + key + "=" + value + " in '" + label + "' is not an integer");
-}
-
 eval::EvalPolicy make_policy(const eval::PolicySpec& spec, const EvalCommand& o, const ModelConfig& c) {
-  KvOptions kv = o.shared;
-  kv.policy = spec.policy;
-  bool group_given = false;
-  for (const auto& [key, value] : spec.settings) {
-    if (key == "sink") kv.sink = parse_int(key, value, spec.label);
-    else if (key == "recent") kv.recent = parse_int(key, value, spec.label);
-    else if (key == "group") kv.pod_group = static_cast<int>(parse_int(key, value, spec.label)), kv.pod_config.clear(), group_given = true;
-    else if (key == "config") kv.pod_config = value, kv.pod_group = 0;
-    else if (key == "budget") kv.budget = parse_int(key, value, spec.label);
-    else if (key == "window") kv.window = parse_int(key, value, spec.label);
-    else if (key == "pool") kv.pool = parse_int(key, value, spec.label);
-    else if (key == "tau") {
-      try {
-        kv.tau = std::stof(value);
-      } catch (const std::exception&) {
-        throw Error("--kv: tau=" + value + " in '" + spec.label + "' is not a number");
-      }
-    }
-  }
-  if (group_given && kv.pod_group < 1) throw Error("--kv: group in '" + spec.label + "' must be at least 1");
-  const bool pod_from_file = is_pod_policy(spec.policy) && kv.pod_group == 0;
-  const std::vector<std::string> relevant = relevant_settings(spec.policy, pod_from_file);
-  for (const auto& [key, value] : spec.settings)
-    if (std::find(relevant.begin(), relevant.end(), key) == relevant.end())
-      throw Error("--kv: '" + key + "' does not apply to " + spec.policy + " in '" + spec.label + "'");
-  if (!is_pod_policy(spec.policy)) kv.pod_config.clear(), kv.pod_group = 0, kv.tau = -1;  // shared PoD options
-
+  NamedPolicy named = resolve_policy(spec, o.shared, c, o.model);
   eval::EvalPolicy p;
-  p.label = spec.label;
-  std::optional<float> tau;
-  p.layout = kv_layout_from_options(kv, c, o.model, &tau);
-  p.tau = tau;
-  p.options = {{"policy", spec.policy}};
-  for (const std::string& key : relevant) {
-    if (key == "sink") p.options["sink"] = kv.sink;
-    else if (key == "recent") p.options["recent"] = kv.recent;
-    else if (key == "group") p.options["group"] = kv.pod_group;
-    else if (key == "config") p.options["config"] = kv.pod_config.empty() ? "pod.json of the model" : kv.pod_config;
-    else if (key == "tau") p.options["tau"] = tau ? nlohmann::json(*tau) : nlohmann::json();
-    else if (key == "budget") p.options["budget"] = kv.budget;
-    else if (key == "window") p.options["window"] = kv.window;
-    else if (key == "pool") p.options["pool"] = kv.pool;
-  }
-  if (pod_from_file) p.options["sink"] = p.layout.sink_tokens, p.options["recent"] = p.layout.recent_tokens;
+  p.label = std::move(named.label);
+  p.layout = std::move(named.layout);
+  p.tau = named.tau;
+  p.options = std::move(named.options);
   p.make_cache = [](const KvLayout& layout, int64_t length, int64_t chunk) { return make_cache(layout, length, 1, chunk); };
   return p;
 }
@@ -237,14 +171,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--answer", o->task.answer, "niah: a fixed answer (default: a random 7-digit number per prompt)");
   cmd->add_option("-n,--max-new-tokens", o->task.max_new_tokens, "grid tasks: tokens to generate (default: the answer's + 4)");
   cmd->add_option("--chunk", o->chunk, "longest chunk a forward call is cut into")->capture_default_str();
-  cmd->add_option("--sink", o->shared.sink, "sink tokens (streaming, h2o, snapkv, pod with a group)")->capture_default_str();
-  cmd->add_option("--recent", o->shared.recent, "recent-window tokens (streaming, h2o, snapkv, pod with a group)")->capture_default_str();
-  cmd->add_option("--pod-config", o->shared.pod_config, "pod.json for pod and pod+snapkv (default: MODEL/pod.json)");
-  cmd->add_option("--pod-group", o->shared.pod_group, "pod and pod+snapkv: uniform blocks of G layers instead of a pod.json");
-  cmd->add_option("--tau", o->shared.tau, "pod: skip distant attention when the anchor's gate >= tau");
-  cmd->add_option("--budget", o->shared.budget, "h2o, snapkv, pod+snapkv: distant tokens kept per (block,) head")->capture_default_str();
-  cmd->add_option("--window", o->shared.window, "snapkv, pod+snapkv: observation window")->capture_default_str();
-  cmd->add_option("--pool", o->shared.pool, "snapkv, pod+snapkv: max-pooling width")->capture_default_str();
+  add_kv_settings(*cmd, o->shared);
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
   cmd->add_flag("--resume", o->resume, "continue the run in --out (same settings), skipping what is done");
   cmd->add_flag("--no-progress", o->no_progress, "no progress bar");

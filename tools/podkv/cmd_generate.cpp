@@ -79,7 +79,8 @@ void run(GenerateCommand& o) {
     j["kv_bytes_in_use"] = r.kv_bytes_in_use;
     j["kv_bytes_reserved"] = r.kv_bytes_reserved;
     j["kv_policy"] = o.kv.policy;
-    j["dense_kv_bytes"] = static_cast<int64_t>(r.prompt_ids.size() + r.generated_ids.size()) * c.dense_kv_bytes_per_token(4);
+    // The tokens in the cache: the last generated token is never fed back.
+    j["dense_kv_bytes"] = cache->length(seq) * c.dense_kv_bytes_per_token(4);
     j["distant_parts"] = runner.stats().distant_parts;
     j["skipped_distant_parts"] = runner.stats().skipped_distant_parts;
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());

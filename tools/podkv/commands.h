@@ -9,6 +9,7 @@ void add_generate_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_tokenize_commands(CLI::App& app);
 void add_info_command(CLI::App& app);
+void add_memory_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
 void add_create_model_command(CLI::App& app);
 void add_convert_command(CLI::App& app);

@@ -100,6 +100,10 @@ std::vector<int32_t> prompt_ids(const PromptOptions& o, const Tokenizer* tokeniz
 
 void add_kv_options(CLI::App& cmd, KvOptions& o) {
   cmd.add_option("--kv", o.policy, std::string("KV-cache policy: ") + known_kv_policies())->capture_default_str();
+  add_kv_settings(cmd, o);
+}
+
+void add_kv_settings(CLI::App& cmd, KvOptions& o) {
   cmd.add_option("--pod-config", o.pod_config, "pod.json for --kv pod (default: MODEL/pod.json)");
   cmd.add_option("--pod-group", o.pod_group, "--kv pod with uniform blocks of G layers instead of a pod.json");
   cmd.add_option("--sink", o.sink, "sink tokens for --kv streaming, h2o, snapkv and --pod-group")->capture_default_str();

@@ -48,6 +48,9 @@ struct KvOptions {
 };
 
 void add_kv_options(CLI::App& cmd, KvOptions& o);
+// The policy settings alone (--pod-config ... --tau), for commands that take a
+// list of policies in their own --kv.
+void add_kv_settings(CLI::App& cmd, KvOptions& o);
 
 // The layout the options name for this model; errors name the option.
 KvLayout kv_layout_from_options(const KvOptions& o, const ModelConfig& config, const std::string& model_path,

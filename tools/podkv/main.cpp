@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   podkv::cli::add_logits_command(app);
   podkv::cli::add_tokenize_commands(app);
   podkv::cli::add_info_command(app);
+  podkv::cli::add_memory_command(app);
   podkv::cli::add_bench_command(app);
   podkv::cli::add_create_model_command(app);
   podkv::cli::add_convert_command(app);

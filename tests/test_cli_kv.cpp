@@ -1,0 +1,120 @@
+// End-to-end: the KV policies through the CLI (generate, logits, info,
+// memory) on a real fixture model, and their bad input: one "error:" line
+// naming the option or file, exit code 1.
+#include <gtest/gtest.h>
+
+#include "cli_run.h"
+#include "io/safetensors.h"
+
+namespace podkv::clitest {
+namespace {
+
+using CliKv = CliTest;
+
+const fs::path kModel = kFixtures / "llama_gqa";  // 2 layers, 8 heads, 2 KV heads, context 1024
+
+std::string ids_list(int n) {
+  std::string ids;
+  for (int i = 0; i < n; ++i) ids += (i ? "," : "") + std::to_string(3 + (i * 37) % 500);
+  return ids;
+}
+
+void expect_error(const CliResult& r, const std::vector<std::string>& needles) {
+  EXPECT_EQ(r.signal, 0) << r;
+  EXPECT_EQ(r.exit_code, 1) << r;
+  EXPECT_TRUE(r.err.starts_with("error: ")) << r;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r;
+  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "stderr does not name '" << n << "'\n" << r;
+}
+
+TEST_F(CliKv, EveryPolicyGeneratesPastItsWindow) {
+  for (const std::string policy : {"dense", "pod", "streaming", "h2o", "snapkv", "cla", "pod+snapkv"}) {
+    std::vector<std::string> args = {"generate", "-m", kModel.string(), "--ids", ids_list(60), "-n", "12",
+                                     "--json", "--kv", policy, "--sink", "2", "--recent", "8", "--budget", "5"};
+    if (policy == "pod" || policy == "pod+snapkv") args.insert(args.end(), {"--pod-group", "2"});
+    const CliResult r = run(args);
+    ASSERT_EQ(r.exit_code, 0) << policy << "\n" << r;
+    const auto j = nlohmann::json::parse(r.out);
+    EXPECT_GE(j.at("generated_ids").size(), 1u) << policy << "\n" << r.out;
+    // Past the window every policy but dense holds less than dense would.
+    if (policy == "dense") EXPECT_EQ(j.at("kv_bytes_in_use"), j.at("dense_kv_bytes")) << r.out;
+    else EXPECT_LT(j.at("kv_bytes_in_use").get<int64_t>(), j.at("dense_kv_bytes").get<int64_t>()) << policy << "\n" << r.out;
+  }
+}
+
+TEST_F(CliKv, OneLayerBlocksGiveDenseLogits) {
+  const fs::path dense = tmp_ / "dense.safetensors", pod = tmp_ / "pod.safetensors";
+  const std::string ids = ids_list(50);
+  ASSERT_EQ(run({"logits", "-m", kModel.string(), "--ids", ids, "--out", dense.string()}).exit_code, 0);
+  ASSERT_EQ(run({"logits", "-m", kModel.string(), "--ids", ids, "--out", pod.string(), "--kv", "pod", "--pod-group",
+                 "1", "--sink", "2", "--recent", "4"})
+                .exit_code,
+            0);
+  auto a = safetensors::File::open(dense.string());
+  auto b = safetensors::File::open(pod.string());
+  const auto* la = a.find("logits");
+  const auto* lb = b.find("logits");
+  ASSERT_TRUE(la && lb);
+  const float* x = reinterpret_cast<const float*>(la->data);
+  const float* y = reinterpret_cast<const float*>(lb->data);
+  double diff = 0;
+  for (int64_t i = 0; i < la->elements(); ++i) diff = std::max(diff, static_cast<double>(std::fabs(x[i] - y[i])));
+  EXPECT_LT(diff, 1e-4);
+}
+
+TEST_F(CliKv, MemoryMeasuredBytesEqualTheFormula) {
+  const CliResult r = run({"memory", "-m", kModel.string(), "--measure", "--contexts", "64,160", "--kv-dtype", "f32",
+                           "--memory", "1M", "--pod-group", "2", "--sink", "16", "--recent", "32", "--budget", "16",
+                           "--json", "-t", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const auto j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j.at("rows").size(), 14u);  // 7 policies x 2 lengths
+  for (const auto& row : j.at("rows")) {
+    const std::string what = row.at("policy").get<std::string>() + " at " + row.at("context").dump();
+    EXPECT_EQ(row.at("measured_bytes_reserved"), row.at("formula_bytes_float32")) << what;
+    EXPECT_EQ(row.at("measured_bytes_reserved"), row.at("kv_bytes_per_sequence")) << what;
+    // A real cache of --memory bytes takes the analytic batch, less at most
+    // the transient room of one prefill.
+    EXPECT_LE(row.at("measured_max_batch_float32").get<int64_t>(), row.at("max_batch").get<int64_t>()) << what;
+    EXPECT_GE(row.at("measured_max_batch_float32").get<int64_t>(), row.at("max_batch").get<int64_t>() * 9 / 10 - 1) << what;
+    if (row.at("policy") == "dense") EXPECT_EQ(row.at("kv_saving").get<double>(), 0.0);
+    else if (row.at("context") == 160) EXPECT_GT(row.at("kv_saving").get<double>(), 0.1) << what;
+  }
+}
+
+TEST_F(CliKv, InfoReportsSelectionPolicies) {
+  const CliResult r = run({"info", "-m", kModel.string(), "--kv", "h2o", "--sink", "4", "--recent", "60", "--budget",
+                           "100", "--context", "1000", "--memory", "1M", "--json"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const auto j = nlohmann::json::parse(r.out);
+  // 2 layers x 2 KV heads x (K + V) x (4 + 60 + 100 tokens) x 16 dims x 4 bytes... head_dim from the config.
+  const int64_t dense = j.at("dense_kv_bytes_per_sequence");
+  EXPECT_EQ(j.at("kv_bytes_per_sequence").get<int64_t>() * 1000, dense * 164);
+  EXPECT_EQ(j.at("max_batch").get<int64_t>(), (1 << 20) / j.at("kv_bytes_per_sequence").get<int64_t>());
+}
+
+TEST_F(CliKv, BadInput) {
+  const std::string m = kModel.string();
+  expect_error(run({"generate", "-m", m, "--ids", "1,2", "--kv", "nope"}), {"--kv", "nope", "h2o"});
+  // A pod.json that does not fit the model: 3 KV heads for a 2-KV-head model; a layer it does not have.
+  write_text(tmp_ / "heads.json", R"({"sink_tokens": 4, "recent_tokens": 8, "anchors": [[0], [0], [0]]})");
+  expect_error(run({"generate", "-m", m, "--ids", "1,2", "--kv", "pod", "--pod-config", (tmp_ / "heads.json").string()}),
+               {"heads.json"});
+  write_text(tmp_ / "layer.json", R"({"sink_tokens": 4, "recent_tokens": 8, "anchors": [[0, 5], [0]]})");
+  expect_error(run({"logits", "-m", m, "--ids", "1,2", "--out", (tmp_ / "x.safetensors").string(), "--kv",
+                    "pod+snapkv", "--pod-config", (tmp_ / "layer.json").string()}),
+               {"layer.json"});
+  // A memory budget too small for one sequence's sink and window.
+  expect_error(run({"info", "-m", m, "--kv", "streaming", "--context", "4096", "--memory", "1K"}),
+               {"--memory", "sink and recent window"});
+  expect_error(run({"generate", "-m", m, "--ids", "1,2", "--kv", "h2o", "--budget", "-3"}), {"--budget"});
+  expect_error(run({"generate", "-m", m, "--ids", "1,2", "--kv", "snapkv", "--pool", "4"}), {"--pool"});
+  expect_error(run({"generate", "-m", m, "--ids", "1,2", "--kv", "streaming", "--recent", "0"}), {"--recent"});
+  expect_error(run({"memory", "-m", m, "--kv", "dense,pod:group=0"}), {"--kv", "group"});
+  expect_error(run({"memory", "-m", m, "--kv", "streaming:budget=3"}), {"--kv", "budget"});
+  expect_error(run({"memory", "-m", m, "--contexts", "0"}), {"--contexts"});
+  expect_error(run({"memory", "-m", m, "--measure", "--kv", "dense", "--contexts", "5000"}), {"--contexts", "context"});
+}
+
+}  // namespace
+}  // namespace podkv::clitest

@@ -1,0 +1,162 @@
+// podkv memory: the KV-cache memory benchmark. For every policy and context
+// length: KV bytes per sequence (the analytic formula of the method page, from
+// config.json alone), the saving against dense, and the largest batch that
+// fits a memory budget. With --measure, every policy also prefills a sequence
+// of each length on the model's weights and reports what the paged cache
+// really holds, beside the formula, and how many such sequences a cache of
+// --memory bytes really takes.
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "commands.h"
+#include "common.h"
+#include "kv_specs.h"
+#include "model/forward.h"
+#include "ops/matmul.h"
+#include "util/error.h"
+
+namespace podkv::cli {
+
+namespace {
+
+struct MemoryCommand {
+  std::string model;
+  std::vector<std::string> kv = {"dense,pod,streaming,h2o,snapkv,cla,pod+snapkv"};
+  KvOptions shared;
+  std::vector<int64_t> contexts = {4096, 16384, 32768};
+  std::string memory = "16G";
+  std::string kv_dtype = "f16";
+  bool measure = false;
+  int threads = 0;
+  bool json = false;
+};
+
+int element_bytes(const std::string& dtype) {
+  if (dtype == "f32") return 4;
+  if (dtype == "f16" || dtype == "bf16") return 2;
+  throw Error("--kv-dtype: '" + dtype + "' is not one of f32, f16, bf16");
+}
+
+// Prefills `length` random tokens under `policy` and returns the bytes the
+// cache holds for the sequence: {reserved (pages), in use (formula, float32)}.
+std::pair<size_t, size_t> measure(const Model& model, const NamedPolicy& policy, int64_t length) {
+  auto cache = make_cache(policy.layout, length);
+  Runner runner(model, *cache);
+  runner.set_tau(policy.tau);
+  std::mt19937 rng(11);
+  std::vector<int32_t> ids(static_cast<size_t>(length));
+  for (auto& id : ids) id = static_cast<int32_t>(rng() % model.config().vocab_size);
+  const int seq = cache->add_sequence();
+  std::vector<float> logits;
+  runner.forward(seq, ids, false, logits);
+  return {cache->bytes_reserved(seq), cache->bytes_in_use(seq)};
+}
+
+// Sequences of `length` tokens that a cache of `budget` bytes (float32
+// entries) really takes: each is reserved and committed chunk by chunk as a
+// prefill would be, until the cache refuses one.
+int64_t measured_batch(const KvLayout& layout, int64_t length, size_t budget) {
+  KvCache cache(layout, budget);
+  const int64_t chunk = 256;
+  for (int64_t batch = 0;; ++batch) {
+    const int seq = cache.add_sequence();
+    try {
+      cache.check_fits(seq, length, chunk, true);
+      for (int64_t end = std::min(length, chunk);; end = std::min(length, end + chunk)) {
+        cache.reserve(seq, end);
+        cache.commit(seq, end);
+        if (end == length) break;
+      }
+      cache.end_prefill(seq);
+    } catch (const KvCacheFull&) {
+      return batch;
+    }
+  }
+}
+
+std::string human(double bytes) {
+  char buf[32];
+  if (bytes >= 1e9) std::snprintf(buf, sizeof buf, "%.2f GB", bytes / 1e9);
+  else if (bytes >= 1e6) std::snprintf(buf, sizeof buf, "%.2f MB", bytes / 1e6);
+  else std::snprintf(buf, sizeof buf, "%.1f KB", bytes / 1e3);
+  return buf;
+}
+
+void run(const MemoryCommand& o) {
+  if (o.threads > 0) set_num_threads(o.threads);
+  const int element = element_bytes(o.kv_dtype);
+  const size_t budget = parse_bytes(o.memory, "--memory");
+  const ModelConfig c = Model::load_config(o.model);
+  for (int64_t n : o.contexts) {
+    if (n < 1) throw Error("--contexts: lengths must be positive, got " + std::to_string(n));
+    if (o.measure && n > c.max_position_embeddings)
+      throw Error("--contexts: " + std::to_string(n) + " tokens is longer than the model's context (" +
+                  std::to_string(c.max_position_embeddings) + ") and --measure runs the model");
+  }
+  const std::vector<NamedPolicy> policies = resolve_policies(o.kv, o.shared, c, o.model);
+  std::unique_ptr<Model> model = o.measure ? Model::load(o.model) : nullptr;
+  const KvLayout dense = KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim);
+
+  nlohmann::json rows = nlohmann::json::array();
+  for (int64_t n : o.contexts) {
+    const int64_t dense_bytes = dense.retained_vectors(n) * c.head_dim * element;
+    const int64_t dense_batch = static_cast<int64_t>(budget / static_cast<size_t>(dense_bytes));
+    for (const NamedPolicy& p : policies) {
+      const int64_t bytes = p.layout.retained_vectors(n) * c.head_dim * element;
+      const int64_t batch = static_cast<int64_t>(budget / static_cast<size_t>(bytes));
+      nlohmann::json row = {{"policy", p.label}, {"options", p.options}, {"context", n},
+                            {"kv_bytes_per_sequence", bytes}, {"dense_kv_bytes_per_sequence", dense_bytes},
+                            {"kv_saving", 1.0 - static_cast<double>(bytes) / static_cast<double>(dense_bytes)},
+                            {"max_batch", batch}, {"dense_max_batch", dense_batch},
+                            {"batch_gain", dense_batch > 0 ? static_cast<double>(batch) / dense_batch : 0.0}};
+      if (model) {
+        const auto [reserved, in_use] = measure(*model, p, n);
+        row["measured_bytes_reserved"] = reserved;
+        row["formula_bytes_float32"] = in_use;
+        row["measured_max_batch_float32"] = measured_batch(p.layout, n, budget);
+      }
+      rows.push_back(row);
+    }
+  }
+  nlohmann::json result = {{"model", o.model}, {"num_layers", c.num_layers}, {"num_kv_heads", c.num_kv_heads},
+                           {"head_dim", c.head_dim}, {"kv_dtype", o.kv_dtype}, {"memory", budget}, {"rows", rows}};
+  if (o.json) {
+    std::printf("%s\n", result.dump(2).c_str());
+    return;
+  }
+  std::printf("KV cache per sequence (%s entries; %d layers, %d KV heads, head_dim %d) and the largest batch in %s\n\n",
+              o.kv_dtype.c_str(), c.num_layers, c.num_kv_heads, c.head_dim, o.memory.c_str());
+  std::printf("| policy | context | KV / sequence | saved | max batch | dense batch | batch gain |%s\n",
+              model ? " measured bytes (f32 pages) | formula (f32) | measured batch (f32) |" : "");
+  std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: |%s\n", model ? " ---: | ---: | ---: |" : "");
+  for (const auto& r : rows) {
+    std::printf("| %s | %lld | %s | %.1f%% | %lld | %lld | %.2fx |", r["policy"].get<std::string>().c_str(),
+                r["context"].get<long long>(), human(r["kv_bytes_per_sequence"].get<double>()).c_str(),
+                100.0 * r["kv_saving"].get<double>(), r["max_batch"].get<long long>(),
+                r["dense_max_batch"].get<long long>(), r["batch_gain"].get<double>());
+    if (model)
+      std::printf(" %lld | %lld | %lld |", r["measured_bytes_reserved"].get<long long>(),
+                  r["formula_bytes_float32"].get<long long>(), r["measured_max_batch_float32"].get<long long>());
+    std::printf("\n");
+  }
+}
+
+}  // namespace
+
+void add_memory_command(CLI::App& app) {
+  auto o = std::make_shared<MemoryCommand>();
+  CLI::App* cmd = app.add_subcommand("memory", "KV bytes per sequence and the largest batch per policy and context");
+  cmd->add_option("-m,--model", o->model, "model directory (config.json alone is enough without --measure) or .gguf")->required();
+  cmd->add_option("--kv", o->kv, "policies, comma-separated, each NAME[:KEY=VALUE...] as in eval")->capture_default_str();
+  cmd->add_option("--contexts", o->contexts, "context lengths in tokens")->delimiter(',')->capture_default_str();
+  cmd->add_option("--memory", o->memory, "KV memory budget for the batch columns (e.g. 16G)")->capture_default_str();
+  cmd->add_option("--kv-dtype", o->kv_dtype, "entry type of the analytic sizes: f32, f16, bf16")->capture_default_str();
+  cmd->add_flag("--measure", o->measure, "also prefill each length on the model and report the bytes the cache holds");
+  cmd->add_option("-t,--threads", o->threads, "threads for --measure (default: all cores)");
+  cmd->add_flag("--json", o->json, "print JSON instead of the table");
+  add_kv_settings(*cmd, o->shared);
+  cmd->callback([o] { run(*o); });
+}
+
+}  // namespace podkv::cli
