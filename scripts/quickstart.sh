@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
-# Installs what podkv needs, builds it, creates the built-in default model (a
-# tiny random Llama with the project's own byte-level BPE tokenizer) and
-# generates text with it. Arguments go to `podkv generate`.
+# Installs what podkv needs, builds it and generates text with the built-in
+# default model: models/podkv-ref, a small Llama trained from scratch by
+# `podkv train` (scripts/train_reference_model.sh), with its pod.json from
+# `podkv analyze`. Arguments go to `podkv generate`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$(nproc)" --target podkv_cli
-model=build/default-model
-if [ ! -f "$model/config.json" ]; then
-  build/podkv create-model --preset tiny --tokenizer tests/fixtures/tokenizers/bpe_llama3/tokenizer.json --out "$model"
-fi
-if [ $# -eq 0 ]; then set -- -p "Once upon a time" -n 32; fi
-build/podkv generate -m "$model" "$@"
+if [ $# -eq 0 ]; then set -- -p "It was a dark and stormy night, and" -n 48 --kv pod; fi
+build/podkv generate -m models/podkv-ref "$@"
