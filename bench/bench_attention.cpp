@@ -4,6 +4,11 @@
 // as a rate (bytes_per_second) to compare with the machine's bandwidth, and
 // lets PoD's cost be read against dense in the same run:
 //   podkv_bench --benchmark_filter=DecodeAttention
+// Prefill attention (a chunk of 256 queries after `depth` cached tokens, every
+// layer, wall-clock time) reports GFLOP/s (4·d·H flops per causal query-key
+// pair: QK and PV), to read against OpenBLAS sgemm at 1024³ (BM_Sgemm in
+// bench_train.cpp, same binary, also wall-clock):
+//   podkv_bench --benchmark_filter='Attention|Sgemm'
 #include <benchmark/benchmark.h>
 
 #include <random>
@@ -33,30 +38,43 @@ KvLayout layout_for(const std::string& policy) {
   return make_kv_layout(geometry(), o);
 }
 
+// Writes random keys and values of positions [start, end) into every stream that keeps them.
+void fill_chunk(KvCache& cache, int seq, int64_t start, int64_t end, std::mt19937& rng) {
+  const KvLayout& layout = cache.layout();
+  std::normal_distribution<float> normal;
+  for (int l = 0; l < layout.num_layers; ++l)
+    for (int h = 0; h < layout.num_kv_heads; ++h)
+      for (int64_t t = start; t < end; ++t) {
+        if (layout.key_rule(l, h).retention != Retention::None)
+          for (int i = 0; i < layout.head_dim; ++i) cache.key_slot(seq, l, h, t)[i] = normal(rng);
+        if (layout.value_rule(l, h).retention != Retention::None)
+          for (int i = 0; i < layout.head_dim; ++i) cache.value_slot(seq, l, h, t)[i] = normal(rng);
+      }
+}
+
+// A sequence of `depth` committed tokens, filled in chunks like a prefill (the
+// attention of the fill itself is not run).
+int filled_sequence(KvCache& cache, int64_t depth, std::mt19937& rng) {
+  const int seq = cache.add_sequence();
+  for (int64_t start = 0; start < depth;) {
+    const int64_t end = std::min(depth, start + 256);
+    cache.reserve(seq, end);
+    fill_chunk(cache, seq, start, end, rng);
+    cache.commit(seq, end);
+    start = end;
+  }
+  cache.end_prefill(seq);
+  return seq;
+}
+
 void decode_attention(benchmark::State& state, const std::string& policy) {
   const ModelConfig c = geometry();
   const int64_t depth = state.range(0);
   const KvLayout layout = layout_for(policy);
   KvCache cache(layout, static_cast<size_t>(2) * c.num_layers * c.num_kv_heads * (depth + 64) * c.head_dim * 4 + (64 << 20));
-  const int seq = cache.add_sequence();
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
-  // Fill in chunks like a prefill; the attention of the fill itself is not run.
-  for (int64_t start = 0; start < depth;) {
-    const int64_t end = std::min(depth, start + 256);
-    cache.reserve(seq, end);
-    for (int l = 0; l < c.num_layers; ++l)
-      for (int h = 0; h < c.num_kv_heads; ++h)
-        for (int64_t t = start; t < end; ++t) {
-          if (layout.key_rule(l, h).retention != Retention::None)
-            for (int i = 0; i < c.head_dim; ++i) cache.key_slot(seq, l, h, t)[i] = normal(rng);
-          if (layout.value_rule(l, h).retention != Retention::None)
-            for (int i = 0; i < c.head_dim; ++i) cache.value_slot(seq, l, h, t)[i] = normal(rng);
-        }
-    cache.commit(seq, end);
-    start = end;
-  }
-  cache.end_prefill(seq);
+  const int seq = filled_sequence(cache, depth, rng);
   std::vector<float> q(static_cast<size_t>(c.num_heads) * c.head_dim), out(q.size());
   for (auto& x : q) x = normal(rng);
   std::vector<std::vector<float>> gates(c.num_layers);
@@ -91,6 +109,49 @@ BENCHMARK(BM_DecodeAttention_streaming)->Arg(4096)->Arg(16384)->Unit(benchmark::
 BENCHMARK(BM_DecodeAttention_h2o)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_DecodeAttention_snapkv)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_DecodeAttention_pod_snapkv)->Arg(4096)->Arg(16384)->Unit(benchmark::kMicrosecond);
+
+// One prefill chunk of `chunk` queries at positions depth .. depth + chunk - 1
+// through every layer; the chunk's keys and values are written once, outside
+// the timed loop (attention does not change the cache for these policies).
+void prefill_attention(benchmark::State& state, const std::string& policy) {
+  const ModelConfig c = geometry();
+  const int64_t depth = state.range(0);
+  const int64_t chunk = 256;
+  const KvLayout layout = layout_for(policy);
+  KvCache cache(layout, static_cast<size_t>(2) * c.num_layers * c.num_kv_heads * (depth + chunk + 64) * c.head_dim * 4 +
+                            (64 << 20));
+  std::mt19937 rng(1);
+  const int seq = filled_sequence(cache, depth, rng);
+  cache.reserve(seq, depth + chunk);
+  fill_chunk(cache, seq, depth, depth + chunk, rng);
+  std::normal_distribution<float> normal;
+  std::vector<float> q(static_cast<size_t>(chunk) * c.num_heads * c.head_dim), out(q.size());
+  for (auto& x : q) x = normal(rng);
+  std::vector<std::vector<float>> gates(c.num_layers);
+  for (auto _ : state) {
+    for (int l = 0; l < c.num_layers; ++l) {
+      AttentionInput in;
+      in.cache = &cache;
+      in.seq = seq;
+      in.layer = l;
+      in.num_heads = c.num_heads;
+      in.scale = 0.125f;
+      in.gates = &gates;
+      attention(in, q.data(), depth, chunk, out.data());
+    }
+    benchmark::DoNotOptimize(out.data());
+  }
+  // Causal query-key pairs: query t sees depth + t + 1 keys.
+  const double pairs = static_cast<double>(chunk) * depth + static_cast<double>(chunk) * (chunk + 1) / 2;
+  const double flops = 4.0 * pairs * c.head_dim * c.num_heads * c.num_layers;
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * static_cast<double>(state.iterations()),
+                                                 benchmark::Counter::kIsRate);
+}
+
+void BM_PrefillAttention_dense(benchmark::State& s) { prefill_attention(s, "dense"); }
+void BM_PrefillAttention_pod(benchmark::State& s) { prefill_attention(s, "pod"); }
+BENCHMARK(BM_PrefillAttention_dense)->Arg(0)->Arg(4096)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_PrefillAttention_pod)->Arg(0)->Arg(4096)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace podkv

@@ -1,10 +1,17 @@
+// attention(): the per-call plan and the choice of kernel; the per-query
+// kernel itself (decode steps, scored queries, and the definition the blocked
+// kernel of attention_prefill.cpp is tested against).
 #include "ops/attention.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 
+#include "ops/attention_internal.h"
+
 namespace podkv {
+
+namespace detail {
 
 namespace {
 
@@ -105,35 +112,20 @@ void add_scores(const std::vector<Span>& spans, const std::vector<float>& weight
   }
 }
 
-// The layer a class of tokens of a stream is read from, or -1 when masked.
-int source_layer(int layer, const StreamRule& rule, bool distant) {
-  if (distant && (rule.retention == Retention::Window || rule.retention == Retention::None)) return rule.distant_source;
-  if (!distant && rule.retention == Retention::None) return rule.proximal_source;
-  return layer;
-}
-
 }  // namespace
 
-void attention(const AttentionInput& in, const float* q, int64_t first_pos, int64_t tokens, float* out,
-               AttentionStats* stats) {
+// The definition: one query (and KV head) at a time, every part's scores in
+// full before its softmax. Decode and selection scoring run here.
+void attention_per_query(const AttentionInput& in, const AttentionPlan& plan, const float* q, int64_t first_pos,
+                         int64_t t_begin, int64_t t_end, float* out, int64_t& distant_parts_total,
+                         int64_t& skipped_total) {
   KvCache& cache = *in.cache;
   const KvLayout& layout = cache.layout();
-  const int kv_heads = layout.num_kv_heads;
-  const int dim = layout.head_dim;
-  const int heads = in.num_heads;
-  const int groups = heads / kv_heads;
-  const bool split = layout.recent_tokens > 0;
-  std::vector<float>* my_gates = in.gates != nullptr ? &(*in.gates)[in.layer] : nullptr;
-  if (my_gates != nullptr) my_gates->assign(static_cast<size_t>(tokens) * heads, 1.0f);
-  // Scores are summed per KV head across queries: one thread per KV head then.
-  const bool scoring = layout.selection != Selection::None && first_pos + tokens > in.score_from;
-  // Per KV head: the selection group of its distant tokens (-1: position-indexed).
-  std::vector<int> distant_group(kv_heads, -1);
-  std::vector<KvCache::GroupScores> group_scores(kv_heads);
-  for (int h = 0; h < kv_heads; ++h) {
-    distant_group[h] = layout.distant_group(layout.key_rule(in.layer, h), layout.keys, h);
-    if (distant_group[h] >= 0) group_scores[h] = cache.group_scores(in.seq, distant_group[h]);
-  }
+  const int kv_heads = plan.kv_heads, dim = plan.dim, heads = plan.heads, groups = plan.groups;
+  const bool split = plan.split, scoring = plan.scoring;
+  std::vector<float>* my_gates = plan.gates;
+  const std::vector<int>& distant_group = plan.distant_group;
+  const std::vector<KvCache::GroupScores>& group_scores = plan.group_scores;
   int64_t distant_parts = 0, skipped = 0;
 
 #pragma omp parallel reduction(+ : distant_parts, skipped)
@@ -225,13 +217,49 @@ void attention(const AttentionInput& in, const float* q, int64_t first_pos, int6
     if (scoring) {
 #pragma omp for schedule(dynamic, 1)
       for (int h = 0; h < kv_heads; ++h)
-        for (int64_t t = 0; t < tokens; ++t) one_query(t, h);
+        for (int64_t t = t_begin; t < t_end; ++t) one_query(t, h);
     } else {
 #pragma omp for collapse(2) schedule(dynamic, 1)
-      for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t t = t_begin; t < t_end; ++t)
         for (int h = 0; h < kv_heads; ++h) one_query(t, h);
     }
   }
+  distant_parts_total += distant_parts;
+  skipped_total += skipped;
+}
+
+}  // namespace detail
+
+void attention(const AttentionInput& in, const float* q, int64_t first_pos, int64_t tokens, float* out,
+               AttentionStats* stats) {
+  KvCache& cache = *in.cache;
+  const KvLayout& layout = cache.layout();
+  detail::AttentionPlan plan;
+  plan.kv_heads = layout.num_kv_heads;
+  plan.dim = layout.head_dim;
+  plan.heads = in.num_heads;
+  plan.groups = in.num_heads / layout.num_kv_heads;
+  plan.split = layout.recent_tokens > 0;
+  plan.gates = in.gates != nullptr ? &(*in.gates)[in.layer] : nullptr;
+  if (plan.gates != nullptr) plan.gates->assign(static_cast<size_t>(tokens) * in.num_heads, 1.0f);
+  // Scores are summed per KV head across queries: one thread per KV head then.
+  plan.scoring = layout.selection != Selection::None && first_pos + tokens > in.score_from;
+  // Per KV head: the selection group of its distant tokens (-1: position-indexed).
+  plan.distant_group.assign(plan.kv_heads, -1);
+  plan.group_scores.resize(plan.kv_heads);
+  for (int h = 0; h < plan.kv_heads; ++h) {
+    plan.distant_group[h] = layout.distant_group(layout.key_rule(in.layer, h), layout.keys, h);
+    if (plan.distant_group[h] >= 0) plan.group_scores[h] = cache.group_scores(in.seq, plan.distant_group[h]);
+  }
+  // Queries before `scored` add nothing to the selection scores: those go to
+  // the blocked kernel when there are enough of them; the rest (decode steps,
+  // scored queries) to the per-query kernel.
+  const int64_t scored = plan.scoring ? std::clamp<int64_t>(in.score_from - first_pos, 0, tokens) : tokens;
+  const int64_t blocked_end = scored >= in.blocked_min_queries ? scored : 0;
+  int64_t distant_parts = 0, skipped = 0;
+  if (blocked_end > 0) detail::attention_blocked(in, plan, q, first_pos, 0, blocked_end, out, distant_parts, skipped);
+  if (blocked_end < tokens)
+    detail::attention_per_query(in, plan, q, first_pos, blocked_end, tokens, out, distant_parts, skipped);
   if (stats != nullptr) {
     stats->distant_parts += distant_parts;
     stats->skipped_distant_parts += skipped;

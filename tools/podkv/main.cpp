@@ -1,17 +1,11 @@
 // podkv: the command-line program on top of the podkv library.
 #include <cstdio>
-#include <cstdlib>
 #include <exception>
 
 #include "commands.h"
 #include "util/error.h"
 
 int main(int argc, char** argv) {
-  // Idle OpenMP threads sleep instead of spinning unless the user says
-  // otherwise: spinning threads starve the working ones whenever the machine
-  // has other load (measured: decode of a 4M model fell from ~940 to ~10
-  // tokens/s on a busy 2-core VM). Set before the OpenMP runtime starts.
-  setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
   CLI::App app{"podkv: long-context Llama inference with PoD KV-cache compression"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "podkv 0.1.0");

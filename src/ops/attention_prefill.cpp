@@ -1,0 +1,343 @@
+// Blocked attention for a chunk of many queries (prefill), flash-attention style.
+//
+// Work unit: one KV head h and a block of Bq consecutive query positions. Its
+// rows are (query t, query head g of h), R = Bq·G rows, padded to Rp (a
+// multiple of the vector width W). The block's queries are transposed once
+// into QT [d, Rp]; then, for each part (proximal, distant) and each span of
+// keys the part reads, keys are taken Bk = 64 at a time straight from their
+// pages (row pointers, no copy):
+//   S^T [Bk, Rp] = K [Bk, d] · QT          (tile_4xN: 4 keys × up to 4W rows)
+//   mask: key j counts for row r iff lo[r] <= j < hi[r] (token classes, causality)
+//   online softmax per row: running max m, sum l, rescale of O by exp(m_old - m)
+//   O [Rp, d] += P [Rp, Bk] · V [Bk, d]    (tile_4xN: 4 rows × up to 4W of d)
+// Computing S transposed keeps query rows on the vector lanes, so the softmax
+// is vectorised across rows and P·V broadcasts P from it with stride Rp.
+// Finally the two parts are merged per row by their log-sum-exp, exactly as
+// the per-query kernel does (attention.cpp), which stays the definition.
+//
+// Row intervals (pod-method.md token classes) for a query at position pos,
+// with sink_end = min(ns, pos + 1) and recent_begin = max(sink_end, pos - nr + 1):
+//   proximal: [0, sink_end) and [recent_begin, pos + 1)  (one span [0, pos + 1) without a window)
+//   distant, position-indexed: [sink_end, recent_begin)
+//   distant, selection group: store slots [0, store_size) and [max(sink_end, window_base), recent_begin)
+// A row whose distant part is skipped (tau) or masked gets empty distant intervals.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "ops/attention_internal.h"
+#include "ops/attention_tile.h"
+
+namespace podkv::detail {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr int64_t kKeyTile = 64;    // Bk: keys per tile (S^T tile 64 × Rp floats stays in L1/L2)
+constexpr int64_t kBlockRows = 128; // target R = Bq·G rows per block
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Keys [begin, end) of one stream pair with a valid interval per row.
+struct Segment {
+  StreamView keys, values;
+  std::vector<int64_t> lo, hi;  // [Rp]; lo >= hi = empty
+};
+
+// Running softmax state of one part for every row of the block.
+struct RowPartial {
+  std::vector<float> max, sum, acc;  // [Rp], [Rp], [Rp, dp] (unnormalised output)
+  void reset(int64_t rows, int64_t dp) {
+    max.assign(rows, kNegInf);
+    sum.assign(rows, 0.0f);
+    acc.assign(static_cast<size_t>(rows) * dp, 0.0f);
+  }
+};
+
+// Per-thread buffers, reused across blocks.
+struct Scratch {
+  std::vector<float> qt;        // [d, Rp] queries of the block, transposed
+  std::vector<float> st;        // [Bk (+3), Rp] scores, then probabilities, of one tile
+  std::vector<float> corr;      // [Rp] exp(m_old - m_new) of the current tile
+  std::vector<int32_t> lo_rel, hi_rel;  // [Rp] row intervals relative to the tile
+  std::vector<float> zero_row;  // [d] stands in for the keys that pad a tile to a multiple of 4
+  std::vector<float> value_pad; // [Bk, dp] value rows copied when d is not a multiple of W
+  std::vector<const float*> key_rows, value_rows, qt_rows;
+  Segment seg[2];
+  RowPartial prox, dist;
+  std::vector<int64_t> row_t;   // [Rp] query index of a row, -1 for padding
+  std::vector<uint8_t> skip;    // [Rp] distant part skipped by tau
+};
+
+// Collects row pointers of positions/slots [begin, end) of `view`, page run by page run.
+void gather_rows(const StreamView& view, int64_t begin, int64_t end, const float** rows) {
+  for (int64_t j = begin; j < end;) {
+    const float* row = view.at(j);
+    const int64_t run = std::min(end - j, view.page_tokens - j % view.page_tokens);
+    for (int64_t r = 0; r < run; ++r, row += view.head_dim) *rows++ = row;
+    j += run;
+  }
+}
+
+// Adds the keys of `seg` to `part` for every row of the block.
+void accumulate_segment(const Segment& seg, int64_t rows_padded, int dim, int64_t dim_padded, float scale, Scratch& s,
+                        RowPartial& part) {
+  constexpr int64_t W = kVecWidth;
+  int64_t begin = std::numeric_limits<int64_t>::max(), end = std::numeric_limits<int64_t>::min();
+  for (int64_t r = 0; r < rows_padded; ++r) {
+    if (seg.lo[r] >= seg.hi[r]) continue;
+    begin = std::min(begin, seg.lo[r]);
+    end = std::max(end, seg.hi[r]);
+  }
+  for (int64_t j0 = begin; j0 < end; j0 += kKeyTile) {
+    const int64_t nk = std::min(kKeyTile, end - j0);
+    // Rows with a key in this tile, and their intervals relative to it.
+    int64_t r_first = rows_padded, r_last = -1;
+    for (int64_t r = 0; r < rows_padded; ++r) {
+      const int64_t lo = std::clamp<int64_t>(seg.lo[r] - j0, 0, nk), hi = std::clamp<int64_t>(seg.hi[r] - j0, 0, nk);
+      s.lo_rel[r] = static_cast<int32_t>(lo);
+      s.hi_rel[r] = static_cast<int32_t>(std::max(lo, hi));
+      if (lo < hi) {
+        r_first = std::min(r_first, r);
+        r_last = r;
+      }
+    }
+    if (r_last < 0) continue;
+    const int64_t col_begin = r_first / W * W, col_end = round_up(r_last + 1, W);  // rows on the lanes
+    const int64_t nk4 = round_up(nk, 4);
+    gather_rows(seg.keys, j0, j0 + nk, s.key_rows.data());
+    for (int64_t c = nk; c < nk4; ++c) s.key_rows[c] = s.zero_row.data();
+    gather_rows(seg.values, j0, j0 + nk, s.value_rows.data());
+    if (dim_padded != dim) {
+      for (int64_t c = 0; c < nk; ++c) {
+        float* dst = s.value_pad.data() + c * dim_padded;
+        std::copy_n(s.value_rows[c], dim, dst);
+        s.value_rows[c] = dst;
+      }
+    }
+    // S^T [nk4, Rp] = K · QT over the active row columns.
+    for (int64_t col = col_begin; col < col_end; col += 4 * W) {
+      const int vectors = static_cast<int>(std::min<int64_t>(4, (col_end - col) / W));
+      for (int64_t c = 0; c < nk4; c += 4) {
+        float* const out[4] = {&s.st[(c + 0) * rows_padded + col], &s.st[(c + 1) * rows_padded + col],
+                               &s.st[(c + 2) * rows_padded + col], &s.st[(c + 3) * rows_padded + col]};
+        tile_4xV(vectors, &s.key_rows[c], 1, s.qt_rows.data(), col, dim, out, false);
+      }
+    }
+    // Online softmax, W rows per step: mask, tile max, rescale, probabilities.
+    for (int64_t r0 = col_begin; r0 < col_end; r0 += W) {
+      const vint lo = load_int(&s.lo_rel[r0]), hi = load_int(&s.hi_rel[r0]);
+      const vfloat m_old = load(&part.max[r0]);
+      vfloat m_tile = splat(kNegInf);
+      for (int64_t c = 0; c < nk; ++c) {
+        const vint cv = vint{} + static_cast<int32_t>(c);
+        vfloat x = load(&s.st[c * rows_padded + r0]) * scale;
+        x = (cv >= lo && cv < hi) ? x : splat(kNegInf);
+        store(&s.st[c * rows_padded + r0], x);
+        m_tile = x > m_tile ? x : m_tile;
+      }
+      const vfloat m_new = m_tile > m_old ? m_tile : m_old;
+      const vfloat none = splat(kNegInf);
+      // Rows with no key so far keep m = -inf and corr = 1 (their sum and acc are 0).
+      const vfloat corr = m_new == none ? splat(1.0f) : exp_nonpositive(m_old - m_new);
+      vfloat total = vfloat{};
+      for (int64_t c = 0; c < nk; ++c) {
+        const vfloat x = load(&s.st[c * rows_padded + r0]);
+        const vfloat p = x == none ? vfloat{} : exp_nonpositive(x - m_new);
+        store(&s.st[c * rows_padded + r0], p);
+        total += p;
+      }
+      store(&part.max[r0], m_new);
+      store(&part.sum[r0], load(&part.sum[r0]) * corr + total);
+      store(&s.corr[r0], corr);
+    }
+    for (int64_t r = col_begin; r < col_end; ++r) {
+      const float corr = s.corr[r];
+      if (corr == 1.0f) continue;
+      float* acc = &part.acc[r * dim_padded];
+      for (int64_t i = 0; i < dim_padded; i += W) store(acc + i, load(acc + i) * corr);
+    }
+    // O [rows, dp] += P · V, P read from S^T with stride Rp.
+    for (int64_t col = 0; col < dim_padded; col += 4 * W) {
+      const int vectors = static_cast<int>(std::min<int64_t>(4, (dim_padded - col) / W));
+      for (int64_t r = col_begin; r < col_end; r += 4) {
+        const float* const p[4] = {&s.st[r], &s.st[r + 1], &s.st[r + 2], &s.st[r + 3]};
+        float* const out[4] = {&part.acc[r * dim_padded + col], &part.acc[(r + 1) * dim_padded + col],
+                               &part.acc[(r + 2) * dim_padded + col], &part.acc[(r + 3) * dim_padded + col]};
+        tile_4xV(vectors, p, rows_padded, s.value_rows.data(), col, nk, out, true);
+      }
+    }
+  }
+}
+
+struct BlockContext {
+  const AttentionInput* in;
+  const AttentionPlan* plan;
+  const float* q;
+  int64_t first_pos;
+  float* out;
+};
+
+// Queries [t0, t1) of KV head h.
+void run_block(const BlockContext& ctx, int h, int64_t t0, int64_t t1, Scratch& s, int64_t& distant_parts,
+               int64_t& skipped) {
+  constexpr int64_t W = kVecWidth;
+  const AttentionInput& in = *ctx.in;
+  const AttentionPlan& plan = *ctx.plan;
+  const KvCache& cache = *in.cache;
+  const KvLayout& layout = cache.layout();
+  const int groups = plan.groups, dim = plan.dim, heads = plan.heads;
+  const int64_t rows = (t1 - t0) * groups, rows_padded = round_up(rows, W), dim_padded = round_up(dim, W);
+
+  // Buffers for this block's shape.
+  s.qt.assign(static_cast<size_t>(dim) * rows_padded, 0.0f);
+  s.st.resize(static_cast<size_t>(kKeyTile + 3) * rows_padded);
+  s.corr.assign(rows_padded, 1.0f);
+  s.lo_rel.resize(rows_padded);
+  s.hi_rel.resize(rows_padded);
+  s.zero_row.assign(dim, 0.0f);
+  s.value_pad.assign(static_cast<size_t>(kKeyTile) * dim_padded, 0.0f);
+  s.key_rows.resize(kKeyTile + 3);
+  s.value_rows.resize(kKeyTile);
+  s.qt_rows.resize(dim);
+  for (int i = 0; i < dim; ++i) s.qt_rows[i] = s.qt.data() + static_cast<size_t>(i) * rows_padded;
+  s.row_t.assign(rows_padded, -1);
+  s.skip.assign(rows_padded, 0);
+  for (int64_t t = t0; t < t1; ++t) {
+    for (int g = 0; g < groups; ++g) {
+      const int64_t r = (t - t0) * groups + g;
+      const float* qrow = ctx.q + (t * heads + static_cast<int64_t>(h) * groups + g) * dim;
+      for (int i = 0; i < dim; ++i) s.qt[i * rows_padded + r] = qrow[i];
+      s.row_t[r] = t;
+    }
+  }
+
+  const StreamRule& krule = layout.key_rule(in.layer, h);
+  const StreamRule& vrule = layout.value_rule(in.layer, h);
+  const bool shared = krule.retention == Retention::Window || krule.retention == Retention::None;
+  const int group = plan.distant_group[h];
+  const KvCache::GroupScores& gs = plan.group_scores[h];
+  auto sink_end = [&](int64_t pos) { return plan.split ? std::min(layout.sink_tokens, pos + 1) : int64_t{0}; };
+  auto recent_begin = [&](int64_t pos) {
+    return plan.split ? std::max(sink_end(pos), pos - layout.recent_tokens + 1) : int64_t{0};
+  };
+  auto has_distant = [&](int64_t pos) { return plan.split && recent_begin(pos) > sink_end(pos); };
+
+  // tau: skip flags per row from the anchor's gates, and the stats, per query.
+  int64_t rows_with_distant = 0;
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t pos = ctx.first_pos + t;
+    if (!has_distant(pos) || !shared || krule.distant_source < 0) continue;
+    distant_parts += groups;
+    if (in.tau && *in.tau < 1.0f && in.gates != nullptr) {
+      const auto& anchor_gates = (*in.gates)[krule.distant_source];
+      for (int g = 0; g < groups; ++g) {
+        const bool skip = anchor_gates[t * heads + h * groups + g] >= *in.tau;
+        s.skip[(t - t0) * groups + g] = skip;
+        skipped += skip;
+      }
+    }
+  }
+
+  // Proximal part: sink and recent spans of the proximal streams.
+  s.prox.reset(rows_padded, dim_padded);
+  {
+    const StreamView k = cache.keys(in.seq, source_layer(in.layer, krule, false), h);
+    const StreamView v = cache.values(in.seq, source_layer(in.layer, vrule, false), h);
+    Segment& sink = s.seg[0];
+    Segment& recent = s.seg[1];
+    sink.keys = recent.keys = k;
+    sink.values = recent.values = v;
+    for (Segment* seg : {&sink, &recent}) {
+      seg->lo.assign(rows_padded, 0);
+      seg->hi.assign(rows_padded, 0);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t pos = ctx.first_pos + s.row_t[r];
+      sink.hi[r] = sink_end(pos);
+      recent.lo[r] = recent_begin(pos);
+      recent.hi[r] = pos + 1;
+    }
+    accumulate_segment(sink, rows_padded, dim, dim_padded, in.scale, s, s.prox);
+    accumulate_segment(recent, rows_padded, dim, dim_padded, in.scale, s, s.prox);
+  }
+
+  // Distant part: rows whose query has distant tokens that are neither masked nor skipped.
+  s.dist.reset(rows_padded, dim_padded);
+  const int k_layer = source_layer(in.layer, krule, true);
+  const int v_layer = source_layer(in.layer, vrule, true);
+  for (int64_t r = 0; r < rows; ++r) rows_with_distant += has_distant(ctx.first_pos + s.row_t[r]) && !s.skip[r];
+  if (rows_with_distant > 0 && k_layer >= 0 && v_layer >= 0) {
+    const StreamView k = cache.keys(in.seq, k_layer, h);
+    const StreamView v = cache.values(in.seq, v_layer, h);
+    Segment& store = s.seg[0];
+    Segment& window = s.seg[1];
+    window.keys = k;
+    window.values = v;
+    if (group >= 0) {
+      store.keys = cache.key_store(in.seq, k_layer, h);
+      store.values = cache.value_store(in.seq, v_layer, h);
+    }
+    for (Segment* seg : {&store, &window}) {
+      seg->lo.assign(rows_padded, 0);
+      seg->hi.assign(rows_padded, 0);
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t pos = ctx.first_pos + s.row_t[r];
+      if (!has_distant(pos) || s.skip[r]) continue;
+      if (group < 0) {
+        window.lo[r] = sink_end(pos);
+      } else {
+        store.hi[r] = gs.store_size;  // kept tokens that left the window: distant for every query
+        window.lo[r] = std::max(sink_end(pos), gs.window_base);
+      }
+      window.hi[r] = recent_begin(pos);
+    }
+    if (group >= 0) accumulate_segment(store, rows_padded, dim, dim_padded, in.scale, s, s.dist);
+    accumulate_segment(window, rows_padded, dim, dim_padded, in.scale, s, s.dist);
+  }
+
+  // Merge the parts per row (as in the per-query kernel) and write out and gates.
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t t = s.row_t[r];
+    const int g = static_cast<int>(r % groups);
+    const float pm = s.prox.max[r], psum = s.prox.sum[r], dm = s.dist.max[r], dsum = s.dist.sum[r];
+    const float m = s.skip[r] ? pm : std::max(pm, dm);
+    const float wp = psum > 0 ? std::exp(pm - m) : 0.0f;
+    const float wd = dsum > 0 && !s.skip[r] ? std::exp(dm - m) : 0.0f;
+    const float sp = psum * wp, sd = dsum * wd;
+    const float inv = 1.0f / (sp + sd);
+    float* o = ctx.out + (t * heads + static_cast<int64_t>(h) * groups + g) * dim;
+    const float* ap = &s.prox.acc[r * dim_padded];
+    const float* ad = &s.dist.acc[r * dim_padded];
+    for (int i = 0; i < dim; ++i) o[i] = (ap[i] * wp + ad[i] * wd) * inv;
+    if (plan.gates != nullptr) (*plan.gates)[t * heads + h * groups + g] = sp * inv;
+  }
+}
+
+}  // namespace
+
+void attention_blocked(const AttentionInput& in, const AttentionPlan& plan, const float* q, int64_t first_pos,
+                       int64_t t_begin, int64_t t_end, float* out, int64_t& distant_parts, int64_t& skipped) {
+  const int64_t block_queries = std::max<int64_t>(1, kBlockRows / plan.groups);
+  const int64_t blocks = (t_end - t_begin + block_queries - 1) / block_queries;
+  const int64_t tasks = blocks * plan.kv_heads;
+  const BlockContext ctx{&in, &plan, q, first_pos, out};
+  int64_t parts = 0, skips = 0;
+#pragma omp parallel reduction(+ : parts, skips)
+  {
+    Scratch scratch;
+    // Later blocks see more keys: hand them out first.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t b = blocks - 1 - task / plan.kv_heads;
+      const int h = static_cast<int>(task % plan.kv_heads);
+      const int64_t t0 = t_begin + b * block_queries;
+      run_block(ctx, h, t0, std::min(t_end, t0 + block_queries), scratch, parts, skips);
+    }
+  }
+  distant_parts += parts;
+  skipped += skips;
+}
+
+}  // namespace podkv::detail
