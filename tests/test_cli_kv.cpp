@@ -113,7 +113,42 @@ TEST_F(CliKv, BadInput) {
   expect_error(run({"memory", "-m", m, "--kv", "dense,pod:group=0"}), {"--kv", "group"});
   expect_error(run({"memory", "-m", m, "--kv", "streaming:budget=3"}), {"--kv", "budget"});
   expect_error(run({"memory", "-m", m, "--contexts", "0"}), {"--contexts"});
-  expect_error(run({"memory", "-m", m, "--measure", "--kv", "dense", "--contexts", "5000"}), {"--contexts", "context"});
+  expect_error(run({"memory", "-m", m, "--measure", "--kv", "dense", "--contexts", "5000", "--memory", "1M"}),
+               {"--contexts", "context"});
+  // Values that used to be ignored, cut off or accepted (found in review).
+  expect_error(run({"generate", "-m", m, "--ids", "1,2", "--kv", "pod", "--pod-group", "2", "--tau", "nan"}), {"--tau"});
+  expect_error(run({"generate", "-m", m, "--ids", "1,2", "--kv", "pod", "--pod-group", "-2"}), {"--pod-group"});
+  expect_error(run({"generate", "-m", m, "--ids", "1,2", "--kv", "pod", "--pod-group", "2", "--sink", "3000000000"}),
+               {"--sink"});
+  expect_error(run({"generate", "-m", m, "--ids", "x"}), {"--ids"});
+  expect_error(run({"generate", "-m", m, "-n", "abc"}), {"n-predict"});  // a usage error exits 1 too
+  expect_error(run({"memory", "-m", m, "--memory", "0"}), {"--memory"});
+  expect_error(run({"memory", "-m", m, "--memory", "1e30"}), {"--memory"});
+  expect_error(run({"memory", "-m", m, "--measure", "--contexts", "64"}), {"--memory", "--measure"});
+  expect_error(run({"memory", "-m", m, "--kv", "pod:tau=0.5x:group=1"}), {"--kv", "tau"});
+}
+
+TEST_F(CliKv, OtherCommandsBadInput) {
+  const std::string ref = (kSourceDir / "models" / "podkv-ref").string();
+  std::string text;
+  for (int i = 0; i < 400; ++i) text += "Line " + std::to_string(i) + " of a text that is long enough to read.\n";
+  write_text(tmp_ / "text.txt", text);
+  const std::string data = (tmp_ / "text.txt").string();
+  expect_error(run({"eval", "-m", ref, "--task", "agreement", "--kv", "dense", "--data", tmp_.string(), "-c", "64",
+                    "--out", (tmp_ / "ev").string()}),
+               {"--data", "directory"});
+  expect_error(run({"eval", "-m", ref, "--task", "agreement", "--kv", "dense", "--data", data, "-c", "64", "--prefill",
+                    "-5", "--out", (tmp_ / "ev").string()}),
+               {"--prefill"});
+  expect_error(run({"analyze", "-m", ref, "--calib", data, "--seq-len", "64", "--sink", "4", "--recent", "8",
+                    "--last-queries", "8", "--out", (tmp_ / "missing" / "pod.json").string()}),
+               {"--out", "folder"});
+  expect_error(run({"train", "--preset", "tiny", "--tokenizer", ref, "--data", data, "--seq-len", "32", "--steps", "1",
+                    "--out", (tmp_ / "tr").string(), "--beta1", "1"}),
+               {"--beta1"});
+  expect_error(run({"train", "--preset", "tiny", "--tokenizer", ref, "--data", data, "--seq-len", "32", "--steps", "1",
+                    "--out", (tmp_ / "tr").string(), "--init-std", "-1"}),
+               {"--init-std"});
 }
 
 }  // namespace

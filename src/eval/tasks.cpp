@@ -1,7 +1,9 @@
 #include "eval/tasks.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -105,6 +107,7 @@ void validate_settings(const TaskSettings& s, int64_t model_context) {
     if (s.context > model_context)
       throw Error("--context: " + std::to_string(s.context) + " tokens is longer than the model's context (" +
                   std::to_string(model_context) + " tokens)");
+    if (s.prefill < 0) throw Error("--prefill: must be at least 1, got " + std::to_string(s.prefill));
     const int64_t p = s.effective_prefill();
     if (p < 1 || p >= s.context)
       throw Error("--prefill: must be in 1.." + std::to_string(s.context - 1) + " (below --context), got " + std::to_string(p));
@@ -233,13 +236,14 @@ GridPrompt kv_retrieval_prompt(const Tokenizer& tok, int32_t bos, int64_t length
 }
 
 std::vector<int32_t> read_text_tokens(const std::string& path, const Tokenizer& tok, int64_t min_tokens) {
+  if (std::filesystem::is_directory(path)) throw Error("--data: " + path + " is a directory, not a text file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error("--data: cannot open " + path);
-  in.seekg(0, std::ios::end);
-  const int64_t file_bytes = in.tellg();
-  in.seekg(0);
-  std::string raw(static_cast<size_t>(file_bytes), '\0');
-  in.read(raw.data(), file_bytes);
+  // Read as a stream: a pipe or a special file has no size to ask for.
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  if (in.bad()) throw Error("--data: cannot read " + path + " (not a regular file?)");
+  std::string raw = buffer.str();
   if (raw.starts_with("\xEF\xBB\xBF")) raw.erase(0, 3);
   std::string text;
   text.reserve(raw.size());

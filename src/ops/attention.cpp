@@ -239,6 +239,10 @@ void attention(const AttentionInput& in, const float* q, int64_t first_pos, int6
   plan.dim = layout.head_dim;
   plan.heads = in.num_heads;
   plan.groups = in.num_heads / layout.num_kv_heads;
+  // The per-query kernel keeps per-head flags in arrays of 64.
+  check(plan.groups >= 1 && plan.groups <= 64 && in.num_heads % layout.num_kv_heads == 0,
+        "attention: " + std::to_string(in.num_heads) + " query heads over " + std::to_string(layout.num_kv_heads) +
+            " KV heads is not supported (at most 64 query heads per KV head)");
   plan.split = layout.recent_tokens > 0;
   plan.gates = in.gates != nullptr ? &(*in.gates)[in.layer] : nullptr;
   if (plan.gates != nullptr) plan.gates->assign(static_cast<size_t>(tokens) * in.num_heads, 1.0f);

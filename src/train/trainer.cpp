@@ -1,5 +1,7 @@
 #include "train/trainer.h"
 
+#include <cmath>
+
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -59,6 +61,13 @@ Trainer::Trainer(Transformer<float>& model, const BatchSource& data, std::vector
     throw Error("--seq-len: " + std::to_string(options_.seq_len) + " is above the model's context (" +
                 std::to_string(c.max_position_embeddings) + " tokens, max_position_embeddings)");
   check(options_.lr > 0, "--lr: must be > 0");
+  const AdamWOptions& a = options_.adamw;
+  check(a.beta1 >= 0 && a.beta1 < 1, "--beta1: must be in [0, 1), got " + std::to_string(a.beta1));
+  check(a.beta2 >= 0 && a.beta2 < 1, "--beta2: must be in [0, 1), got " + std::to_string(a.beta2));
+  check(a.weight_decay >= 0, "--weight-decay: must be >= 0, got " + std::to_string(a.weight_decay));
+  check(options_.clip >= 0, "--clip: must be >= 0 (0 = off), got " + std::to_string(options_.clip));
+  check(options_.eval_batches >= 1, "--eval-batches: must be >= 1");
+  check(options_.accuracy_samples >= 1, "--accuracy-samples: must be >= 1");
   check(!options_.out_dir.empty(), "--out: required");
   if (options_.min_lr < 0) options_.min_lr = options_.lr / 10;
   if (options_.warmup < 0) options_.warmup = std::min<int64_t>(100, options_.steps / 10);
@@ -138,6 +147,10 @@ void Trainer::run(const std::function<void(const StepReport&)>& on_step,
       stats += model_.forward_backward(b.tokens.data(), b.targets.data(), b.batch, b.seq,
                                        count > 0 ? 1.0 / static_cast<double>(count) : 0.0);
     const double norm = clip_by_global_norm(model_.grads().data(), ranges_, options_.clip);
+    // A diverged step would poison every later one and the checkpoint.
+    if (!std::isfinite(stats.mean()) || !std::isfinite(norm))
+      throw Error("training diverged at step " + std::to_string(step + 1) + " (loss " + std::to_string(stats.mean()) +
+                  ", gradient norm " + std::to_string(norm) + "); try a lower --lr or a --clip");
     const double lr = learning_rate(step, options_.steps, options_.warmup, options_.lr, options_.min_lr);
     optimizer_.step(model_.params().data(), model_.grads().data(), ranges_, lr);
     const double seconds = std::chrono::duration<double>(Clock::now() - s0).count();

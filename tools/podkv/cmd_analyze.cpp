@@ -156,6 +156,15 @@ void run(AnalyzeCommand& o) {
     throw Error("--png " + o.png_path + ": PNG output needs Cairo: this podkv was built without it (install libcairo2-dev)");
   if (png_missing) png_path.clear();
   const std::string state_path = o.state_path.empty() ? beside(o.out, ".partial.json") : o.state_path;
+  // Outputs are written after the model work: check their folders first.
+  for (const auto& [option, path] : {std::pair<const char*, std::string>{"--out", o.out}, {"--similarity", similarity_path},
+                                     {"--png", png_path}, {"--state", state_path}}) {
+    if (path.empty()) continue;
+    const std::filesystem::path folder = std::filesystem::path(path).parent_path();
+    if (!folder.empty() && !std::filesystem::is_directory(folder))
+      throw Error(std::string(option) + ": the folder of " + path + " does not exist");
+  }
+  if (o.stop_after < -1 || o.stop_after == 0) throw Error("--stop-after: must be at least 1");
 
   std::string source;
   const std::vector<std::vector<int32_t>> sequences = calibration(o, *model, source);

@@ -87,6 +87,9 @@ void run(const MemoryCommand& o) {
   if (o.threads > 0) set_num_threads(o.threads);
   const int element = element_bytes(o.kv_dtype);
   const size_t budget = parse_bytes(o.memory, "--memory");
+  // --measure fills a real cache of --memory bytes: keep that within reason.
+  if (o.measure && budget > (size_t{4} << 30))
+    throw Error("--memory: " + o.memory + " with --measure would allocate that much; give at most 4G");
   const ModelConfig c = Model::load_config(o.model);
   for (int64_t n : o.contexts) {
     if (n < 1) throw Error("--contexts: lengths must be positive, got " + std::to_string(n));

@@ -167,6 +167,7 @@ void run_train(TrainCommand& o) {
                 std::to_string(config.max_position_embeddings) + " tokens, max_position_embeddings)");
   Data data = load_data(o.flags, *tokenizer);
   Transformer<float> model(config);
+  if (!(o.init_std > 0)) throw Error("--init-std: must be > 0, got " + std::to_string(o.init_std));
   model.init_random(o.flags.options.seed, o.init_std);
   TrainOptions options = o.flags.options;
   options.tokenizer_path = o.tokenizer;

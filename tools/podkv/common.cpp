@@ -104,14 +104,19 @@ void add_kv_options(CLI::App& cmd, KvOptions& o) {
 }
 
 void add_kv_settings(CLI::App& cmd, KvOptions& o) {
+  // Range checks here make bad values one error line naming the option.
   cmd.add_option("--pod-config", o.pod_config, "pod.json for --kv pod (default: MODEL/pod.json)");
-  cmd.add_option("--pod-group", o.pod_group, "--kv pod with uniform blocks of G layers instead of a pod.json");
-  cmd.add_option("--sink", o.sink, "sink tokens for --kv streaming, h2o, snapkv and --pod-group")->capture_default_str();
-  cmd.add_option("--recent", o.recent, "recent-window tokens for --kv streaming, h2o, snapkv and --pod-group")->capture_default_str();
+  cmd.add_option("--pod-group", o.pod_group, "--kv pod with uniform blocks of G layers instead of a pod.json")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd.add_option("--sink", o.sink, "sink tokens for --kv streaming, h2o, snapkv and --pod-group")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))->capture_default_str();
+  cmd.add_option("--recent", o.recent, "recent-window tokens for --kv streaming, h2o, snapkv and --pod-group")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))->capture_default_str();
   cmd.add_option("--budget", o.budget, "h2o, snapkv, pod+snapkv: distant tokens kept per layer (per block) and KV head")->capture_default_str();
   cmd.add_option("--window", o.window, "snapkv, pod+snapkv: observation window (last prompt queries scored)")->capture_default_str();
   cmd.add_option("--pool", o.pool, "snapkv, pod+snapkv: max-pooling width over key positions (odd)")->capture_default_str();
-  cmd.add_option("--tau", o.tau, "PoD: skip a non-anchor layer's distant attention when the anchor's gate >= tau (overrides pod.json)");
+  cmd.add_option("--tau", o.tau, "PoD: skip a non-anchor layer's distant attention when the anchor's gate >= tau (overrides pod.json)")
+      ->check(CLI::Range(0.0f, 1.0f));
 }
 
 KvLayout kv_layout_from_options(const KvOptions& o, const ModelConfig& c, const std::string& model_path,
@@ -144,9 +149,9 @@ KvLayout kv_layout_from_options(const KvOptions& o, const ModelConfig& c, const 
   } else if (!o.pod_config.empty() || o.pod_group > 0) {
     throw Error("--pod-config/--pod-group need --kv pod or pod+snapkv");
   }
-  if (o.tau >= 0) {
+  if (o.tau != -1) {  // given (-1 is "not given")
     if (!pod_policy) throw Error("--tau needs --kv pod or pod+snapkv");
-    if (o.tau > 1) throw Error("--tau: must be in [0, 1], got " + std::to_string(o.tau));
+    if (!(o.tau >= 0 && o.tau <= 1)) throw Error("--tau: must be in [0, 1], got " + std::to_string(o.tau));
     if (tau != nullptr) *tau = o.tau;
   }
   return make_kv_layout(c, p);
@@ -178,8 +183,10 @@ size_t parse_bytes(const std::string& text, const std::string& option) {
   else if (unit == "M" || unit == "MB" || unit == "MiB") mult = 1024.0 * 1024;
   else if (unit == "G" || unit == "GB" || unit == "GiB") mult = 1024.0 * 1024 * 1024;
   else if (!unit.empty() && unit != "B") throw Error(option + ": unknown unit '" + unit + "' in '" + text + "'");
-  if (v < 0) throw Error(option + ": size must not be negative");
-  return static_cast<size_t>(v * mult);
+  const double bytes = v * mult;
+  if (!(bytes >= 1 && bytes <= 0x1p60))
+    throw Error(option + ": '" + text + "' is not a size between 1 byte and 1 EiB");
+  return static_cast<size_t>(bytes);
 }
 
 }  // namespace podkv::cli

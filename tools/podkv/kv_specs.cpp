@@ -53,14 +53,19 @@ NamedPolicy resolve_policy(const eval::PolicySpec& spec, const KvOptions& shared
     else if (key == "window") kv.window = parse_int(key, value, spec.label);
     else if (key == "pool") kv.pool = parse_int(key, value, spec.label);
     else if (key == "tau") {
+      size_t used = 0;
       try {
-        kv.tau = std::stof(value);
+        kv.tau = std::stof(value, &used);
       } catch (const std::exception&) {
-        throw Error("--kv: tau=" + value + " in '" + spec.label + "' is not a number");
+        used = 0;
       }
+      if (used != value.size() || !(kv.tau >= 0 && kv.tau <= 1))
+        throw Error("--kv: tau=" + value + " in '" + spec.label + "' is not a number in [0, 1]");
     }
   }
   if (group_given && kv.pod_group < 1) throw Error("--kv: group in '" + spec.label + "' must be at least 1");
+  if (kv.sink < 0 || kv.sink > (int64_t{1} << 30) || kv.recent < 0 || kv.recent > (int64_t{1} << 30))
+    throw Error("--kv: sink and recent in '" + spec.label + "' must be in 0..2^30");
   const bool pod_from_file = is_pod_policy(spec.policy) && kv.pod_group == 0;
   const std::vector<std::string> relevant = relevant_settings(spec.policy, pod_from_file);
   for (const auto& [key, value] : spec.settings)
