@@ -67,6 +67,22 @@ int filled_sequence(KvCache& cache, int64_t depth, std::mt19937& rng) {
   return seq;
 }
 
+// One attention call per layer for `tokens` queries at positions depth.. (the
+// same queries in every layer: the benchmark times the kernel, not a model).
+void all_layers_attention(KvCache& cache, int seq, const ModelConfig& c, const float* q, int64_t depth, int64_t tokens,
+                          std::vector<std::vector<float>>& gates, float* out) {
+  for (int l = 0; l < c.num_layers; ++l) {
+    AttentionInput in;
+    in.cache = &cache;
+    in.seq = seq;
+    in.layer = l;
+    in.num_heads = c.num_heads;
+    in.scale = 0.125f;
+    in.gates = &gates;
+    attention(in, q, depth, tokens, out);
+  }
+}
+
 void decode_attention(benchmark::State& state, const std::string& policy) {
   const ModelConfig c = geometry();
   const int64_t depth = state.range(0);
@@ -80,16 +96,7 @@ void decode_attention(benchmark::State& state, const std::string& policy) {
   std::vector<std::vector<float>> gates(c.num_layers);
   cache.reserve(seq, depth + 1);  // the query's own key and value (left as they are)
   for (auto _ : state) {
-    for (int l = 0; l < c.num_layers; ++l) {
-      AttentionInput in;
-      in.cache = &cache;
-      in.seq = seq;
-      in.layer = l;
-      in.num_heads = c.num_heads;
-      in.scale = 0.125f;
-      in.gates = &gates;
-      attention(in, q.data(), depth, 1, out.data());
-    }
+    all_layers_attention(cache, seq, c, q.data(), depth, 1, gates, out.data());
     benchmark::DoNotOptimize(out.data());
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
@@ -129,16 +136,7 @@ void prefill_attention(benchmark::State& state, const std::string& policy) {
   for (auto& x : q) x = normal(rng);
   std::vector<std::vector<float>> gates(c.num_layers);
   for (auto _ : state) {
-    for (int l = 0; l < c.num_layers; ++l) {
-      AttentionInput in;
-      in.cache = &cache;
-      in.seq = seq;
-      in.layer = l;
-      in.num_heads = c.num_heads;
-      in.scale = 0.125f;
-      in.gates = &gates;
-      attention(in, q.data(), depth, chunk, out.data());
-    }
+    all_layers_attention(cache, seq, c, q.data(), depth, chunk, gates, out.data());
     benchmark::DoNotOptimize(out.data());
   }
   // Causal query-key pairs: query t sees depth + t + 1 keys.

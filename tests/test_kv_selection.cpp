@@ -287,6 +287,19 @@ TEST(KvSelection, PodSnapKvSelectsPerBlockFromAllItsLayers) {
   EXPECT_EQ(layout.retained_tokens(layout.value_rule(2, 0), 60), window + 3);
 }
 
+// h2o, snapkv or pod+snapkv with sink 3, recent 10, observation window 6 and
+// uniform PoD blocks of `pod_group` layers.
+KvLayout selection_layout(const Geometry& g, const char* policy, int64_t budget, int pod_group) {
+  KvPolicyOptions o;
+  o.policy = policy;
+  o.sink_tokens = 3;
+  o.recent_tokens = 10;
+  o.budget = budget;
+  o.observation_window = 6;
+  o.pod = uniform_pod_config(g.layers, g.kv_heads, pod_group, 3, 10);
+  return make_kv_layout(model_config(g), o);
+}
+
 TEST(KvSelection, PagesHeldEqualTheFormulaAtEveryStep) {
   Geometry g;
   g.positions = 120;
@@ -294,14 +307,7 @@ TEST(KvSelection, PagesHeldEqualTheFormulaAtEveryStep) {
   FullKv kv = random_kv(g, rng);
   std::vector<float> q = random_q(g, rng);
   for (const char* policy : {"h2o", "snapkv", "pod+snapkv"}) {
-    KvPolicyOptions o;
-    o.policy = policy;
-    o.sink_tokens = 3;
-    o.recent_tokens = 10;
-    o.budget = 7;
-    o.observation_window = 6;
-    o.pod = uniform_pod_config(g.layers, g.kv_heads, 2, 3, 10);
-    const KvLayout layout = make_kv_layout(model_config(g), o);
+    const KvLayout layout = selection_layout(g, policy, /*budget=*/7, /*pod_group=*/2);
     int steps = 0;
     // A 37-token prefill, then one token at a time; checked after every commit.
     auto after = [&](const KvCache& cache, int seq, int64_t length) {
@@ -330,13 +336,7 @@ TEST(KvSelection, PeakPagesAreExactlyWhatARunNeeds) {
   FullKv kv = random_kv(g, rng);
   std::vector<float> q = random_q(g, rng);
   for (const char* policy : {"h2o", "snapkv", "pod+snapkv"}) {
-    KvPolicyOptions o;
-    o.policy = policy;
-    o.sink_tokens = 3;
-    o.recent_tokens = 10;
-    o.budget = 5;
-    o.pod = uniform_pod_config(g.layers, g.kv_heads, 3, 3, 10);
-    const KvLayout layout = make_kv_layout(model_config(g), o);
+    const KvLayout layout = selection_layout(g, policy, /*budget=*/5, /*pod_group=*/3);
     KvCache probe(layout, 0, g.page);
     const int64_t peak = std::max(probe.peak_pages(0, 50, 50, 50), probe.peak_pages(50, 90, 1, 50));
     const std::vector<int> decode(40, 1);

@@ -208,10 +208,10 @@ void run_eval(const Model& model, const Tokenizer& tok, const TaskSettings& s, c
   const bool window = is_window_task(s.task);
   const int64_t context = model.config().max_position_embeddings;
   auto pending = [&](const TaskItem& item) {
-    std::vector<const EvalPolicy*> todo;
+    std::vector<const EvalPolicy*> pending_policies;
     for (const EvalPolicy& p : policies)
-      if (!done.count({item.index, p.label, options_key(p)})) todo.push_back(&p);
-    return todo;
+      if (!done.count({item.index, p.label, options_key(p)})) pending_policies.push_back(&p);
+    return pending_policies;
   };
   auto grid_work = [&](const TaskItem& item) {
     return static_cast<int64_t>(item.tokens.size()) + (1 + kCallWork) * max_new_tokens(item, s, tok, context);
@@ -222,23 +222,23 @@ void run_eval(const Model& model, const Tokenizer& tok, const TaskSettings& s, c
   };
   int64_t total = 0, progress = 0;
   for (const TaskItem& item : items) {
-    const int64_t todo = static_cast<int64_t>(pending(item).size());
-    if (todo == 0) continue;
-    total += window ? window_work(item) * (todo + (s.task == "agreement" ? 1 : 0))
-                    : grid_work(item) * todo;
+    const int64_t pending_policies = static_cast<int64_t>(pending(item).size());
+    if (pending_policies == 0) continue;
+    total += window ? window_work(item) * (pending_policies + (s.task == "agreement" ? 1 : 0))
+                    : grid_work(item) * pending_policies;
   }
   if (on_progress) on_progress(0, total);
   for (const TaskItem& item : items) {
-    const std::vector<const EvalPolicy*> todo = pending(item);
-    if (todo.empty()) continue;
+    const std::vector<const EvalPolicy*> pending_policies = pending(item);
+    if (pending_policies.empty()) continue;
     if (window) {
-      auto records = run_window_item(model, todo, item, s, run, s.task == "agreement", [&](int64_t work) {
+      auto records = run_window_item(model, pending_policies, item, s, run, s.task == "agreement", [&](int64_t work) {
         progress += work;
         if (on_progress) on_progress(progress, total);
       });
       for (const ItemRecord& r : records) on_record(r);
     } else {
-      for (const EvalPolicy* p : todo) {
+      for (const EvalPolicy* p : pending_policies) {
         on_record(run_grid_item(model, tok, *p, item, s, run));
         progress += grid_work(item);
         if (on_progress) on_progress(progress, total);
