@@ -2,11 +2,14 @@
 // is the definition: the same random K/V/Q go through two caches chunk by
 // chunk, one forcing the blocked kernel for every chunk (blocked_min_queries
 // = 1), one forcing per-query (INT64_MAX). Outputs and gates must agree to
-// 1e-5 relative, the PoD stats and the selection state exactly. Sweeps page
+// 1e-5 relative, and so must the selection scores each chunk adds (scored
+// queries run blocked too); the PoD stats and the kept positions after every
+// commit must be equal. Sweeps page
 // sizes 1, 4, 16; chunks of 1, 17, 64, 100; MHA, GQA, MQA; head_dim 8, 20, 64
 // (20: not a multiple of the vector width); every policy, tau, share_values.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -38,10 +41,23 @@ struct Feed {
 };
 
 struct Comparison {
-  double max_out_err = 0, max_gate_err = 0;
+  double max_out_err = 0, max_gate_err = 0, max_score_err = 0;
   bool stats_equal = true, selection_equal = true;
-  int64_t blocked_queries = 0;  // queries the blocked kernel really ran (unscored, chunk >= 1)
+  int64_t blocked_queries = 0;  // unscored queries (all run blocked in the first feed)
+  int64_t scored_queries = 0;   // scored queries (likewise blocked in the first feed)
 };
+
+// The selection scores of every group after a chunk ending at `end`: the store's, then the window's.
+std::vector<std::vector<float>> all_scores(KvCache& cache, int seq, int groups, int64_t end) {
+  std::vector<std::vector<float>> scores;
+  for (int g = 0; g < groups; ++g) {
+    const KvCache::GroupScores gs = cache.group_scores(seq, g);
+    std::vector<float> v(gs.store, gs.store + gs.store_size);
+    if (end > gs.window_base) v.insert(v.end(), gs.window, gs.window + (end - gs.window_base));
+    scores.push_back(std::move(v));
+  }
+  return scores;
+}
 
 // K, V: [layer][position][kv_head][dim]; Q: [layer][position][heads][dim].
 Comparison compare(const Shape& s, const KvLayout& layout, const std::vector<int>& chunks, int prefill_chunks,
@@ -74,7 +90,9 @@ Comparison compare(const Shape& s, const KvLayout& layout, const std::vector<int
     if (layout.selection == Selection::HeavyHitters) score_from = 0;
     if (layout.selection == Selection::SnapKV && is_prefill) score_from = prefill - layout.observation_window;
     if (score_from > start) cmp.blocked_queries += std::min(n, score_from - start) * s.layers;
+    cmp.scored_queries += std::clamp<int64_t>(start + n - score_from, 0, n) * s.layers;
     std::vector<float> out[2];
+    std::vector<std::vector<float>> scores[2];
     for (int f = 0; f < 2; ++f) {
       KvCache& cache = *feeds[f].cache;
       const int seq = feeds[f].seq;
@@ -103,6 +121,7 @@ Comparison compare(const Shape& s, const KvLayout& layout, const std::vector<int
         attention(in, &q[(static_cast<size_t>(l) * positions + start) * s.heads * s.dim], start, n,
                   &out[f][static_cast<size_t>(l) * n * s.heads * s.dim], &feeds[f].stats);
       }
+      scores[f] = all_scores(cache, seq, layout.num_selection_groups, start + n);
       cache.commit(seq, start + n);
       if (is_prefill && static_cast<int>(call) == prefill_chunks - 1) cache.end_prefill(seq);
     }
@@ -116,6 +135,21 @@ Comparison compare(const Shape& s, const KvLayout& layout, const std::vector<int
       for (size_t i = 0; i < feeds[1].gates[l].size(); ++i)
         cmp.max_gate_err = std::max(cmp.max_gate_err,
                                     static_cast<double>(std::fabs(feeds[0].gates[l][i] - feeds[1].gates[l][i])));
+    for (int g = 0; g < layout.num_selection_groups; ++g) {
+      const std::vector<float>&a = scores[0][g], &b = scores[1][g];
+      if (a.size() != b.size()) {
+        cmp.max_score_err = 1;
+        continue;
+      }
+      double diff = 0, size = 1e-30;
+      for (size_t i = 0; i < a.size(); ++i) {
+        diff = std::max(diff, static_cast<double>(std::fabs(a[i] - b[i])));
+        size = std::max(size, static_cast<double>(std::fabs(b[i])));
+      }
+      cmp.max_score_err = std::max(cmp.max_score_err, diff / size);
+      cmp.selection_equal = cmp.selection_equal && feeds[0].cache->kept_positions(feeds[0].seq, g) ==
+                                                       feeds[1].cache->kept_positions(feeds[1].seq, g);
+    }
     start += n;
   }
   cmp.stats_equal = feeds[0].stats.distant_parts == feeds[1].stats.distant_parts &&
@@ -158,6 +192,7 @@ const std::vector<std::vector<int>> kChunkPatterns = {{1, 17, 64, 100}, {100, 1,
 void expect_same(const Comparison& c, const std::string& what) {
   EXPECT_LT(c.max_out_err, 1e-5) << what;
   EXPECT_LT(c.max_gate_err, 1e-5) << what;
+  EXPECT_LT(c.max_score_err, 1e-5) << what;
   EXPECT_TRUE(c.stats_equal) << what;
   EXPECT_TRUE(c.selection_equal) << what;
 }
@@ -221,6 +256,7 @@ TEST(AttentionPrefill, SelectionPoliciesChunkedPrefill) {
         if (std::string(policy) != "h2o") {
           EXPECT_GT(c.blocked_queries, 0) << what;
         }
+        EXPECT_GT(c.scored_queries, 0) << what;
       }
     }
   }

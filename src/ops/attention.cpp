@@ -1,5 +1,5 @@
 // attention(): the per-call plan and the choice of kernel; the per-query
-// kernel itself (decode steps, scored queries, and the definition the blocked
+// kernel itself (decode steps, short runs of queries, and the definition the blocked
 // kernel of attention_prefill.cpp is tested against).
 #include "ops/attention.h"
 
@@ -255,15 +255,21 @@ void attention(const AttentionInput& in, const float* q, int64_t first_pos, int6
     plan.distant_group[h] = layout.distant_group(layout.key_rule(in.layer, h), layout.keys, h);
     if (plan.distant_group[h] >= 0) plan.group_scores[h] = cache.group_scores(in.seq, plan.distant_group[h]);
   }
-  // Queries before `scored` add nothing to the selection scores: those go to
-  // the blocked kernel when there are enough of them; the rest (decode steps,
-  // scored queries) to the per-query kernel.
+  // Queries before `scored` add nothing to the selection scores, the rest do.
+  // Each of the two runs goes to the blocked kernel when it has enough
+  // queries, else (decode steps, short runs) to the per-query kernel. Split
+  // this way, the unscored run keeps the blocked kernel's full parallelism.
   const int64_t scored = plan.scoring ? std::clamp<int64_t>(in.score_from - first_pos, 0, tokens) : tokens;
-  const int64_t blocked_end = scored >= in.blocked_min_queries ? scored : 0;
   int64_t distant_parts = 0, skipped = 0;
-  if (blocked_end > 0) detail::attention_blocked(in, plan, q, first_pos, 0, blocked_end, out, distant_parts, skipped);
-  if (blocked_end < tokens)
-    detail::attention_per_query(in, plan, q, first_pos, blocked_end, tokens, out, distant_parts, skipped);
+  auto run = [&](int64_t t_begin, int64_t t_end) {
+    if (t_end <= t_begin) return;
+    if (t_end - t_begin >= in.blocked_min_queries)
+      detail::attention_blocked(in, plan, q, first_pos, t_begin, t_end, out, distant_parts, skipped);
+    else
+      detail::attention_per_query(in, plan, q, first_pos, t_begin, t_end, out, distant_parts, skipped);
+  };
+  run(0, scored);
+  run(scored, tokens);
   if (stats != nullptr) {
     stats->distant_parts += distant_parts;
     stats->skipped_distant_parts += skipped;

@@ -16,11 +16,12 @@
 // their attention probabilities, summed over the query heads of a KV head, to
 // the group's scores (H2O: every query; SnapKV: the observation window).
 //
-// Two kernels compute this: one query at a time (attention.cpp: decode, and
-// the queries whose attention is scored), and for chunks of many queries a
-// blocked flash-attention-style kernel (attention_prefill.cpp) that runs
-// blocks of queries against tiles of keys with an online softmax. Both give
-// the same results up to float rounding.
+// Two kernels compute this: one query at a time (attention.cpp: decode and
+// short chunks), and for chunks of many queries a blocked flash-attention-style
+// kernel (attention_prefill.cpp) that runs blocks of queries against tiles of
+// keys with an online softmax; for scored queries it makes a second pass over
+// the tiles to add the final probabilities to the scores. Both give the same
+// results up to float rounding.
 #pragma once
 
 #include <cstdint>
@@ -48,8 +49,9 @@ struct AttentionInput {
   std::vector<std::vector<float>>* gates = nullptr;
   // First query position whose attention is added to the selection scores.
   int64_t score_from = INT64_MAX;
-  // Chunks with at least this many unscored queries use the blocked kernel
-  // (INT64_MAX: always one query at a time; tests compare the two).
+  // A chunk is split into its unscored and its scored queries; each part with
+  // at least this many queries uses the blocked kernel (INT64_MAX: always one
+  // query at a time; tests compare the two).
   int64_t blocked_min_queries = 16;
 };
 

@@ -27,8 +27,9 @@ inline int source_layer(int layer, const StreamRule& rule, bool distant) {
 }
 
 // Queries [t_begin, t_end) of the chunk; stats are added to the counters.
-// The per-query kernel handles everything (decode, selection scoring); the
-// blocked kernel requires that no query of its range is scored.
+// Both kernels handle everything (decode, selection scoring). When some query
+// of the range is scored, the blocked kernel runs one thread per KV head (the
+// head's blocks in order), so that no two threads write one head's scores.
 void attention_per_query(const AttentionInput& in, const AttentionPlan& plan, const float* q, int64_t first_pos,
                          int64_t t_begin, int64_t t_end, float* out, int64_t& distant_parts, int64_t& skipped);
 void attention_blocked(const AttentionInput& in, const AttentionPlan& plan, const float* q, int64_t first_pos,

@@ -15,6 +15,14 @@
 // Finally the two parts are merged per row by their log-sum-exp, exactly as
 // the per-query kernel does (attention.cpp), which stays the definition.
 //
+// Selection scores: when rows of the block are scored (position >= score_from,
+// distant keys of a selection group), a second pass over the scored spans
+// (recent window, selection store, distant window; not the sink) recomputes
+// S^T tile by tile, takes the final probabilities p = exp(s - m) / (s_P + s_D)
+// with the row's joint max m (skipped and masked entries 0), and adds each
+// key's sum over the scored rows to the group's scores. One thread owns each
+// KV head while scoring, so the block sums land in block order.
+//
 // Row intervals (pod-method.md token classes) for a query at position pos,
 // with sink_end = min(ns, pos + 1) and recent_begin = max(sink_end, pos - nr + 1):
 //   proximal: [0, sink_end) and [recent_begin, pos + 1)  (one span [0, pos + 1) without a window)
@@ -42,6 +50,7 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 struct Segment {
   StreamView keys, values;
   std::vector<int64_t> lo, hi;  // [Rp]; lo >= hi = empty
+  float* scores = nullptr;      // selection scores indexed like the views; null = not scored
 };
 
 // Running softmax state of one part for every row of the block.
@@ -63,8 +72,9 @@ struct Scratch {
   std::vector<float> zero_row;  // [d] stands in for the keys that pad a tile to a multiple of 4
   std::vector<float> value_pad; // [Bk, dp] value rows copied when d is not a multiple of W
   std::vector<const float*> key_rows, value_rows, qt_rows;
-  Segment seg[2];
+  Segment seg[4];               // sink, recent, store, distant window
   RowPartial prox, dist;
+  std::vector<float> row_max, row_inv;  // [Rp] joint max and 1 / (s_P + s_D) per row, for scoring
   std::vector<int64_t> row_t;   // [Rp] query index of a row, -1 for padding
   std::vector<uint8_t> skip;    // [Rp] distant part skipped by tau
 };
@@ -79,49 +89,75 @@ void gather_rows(const StreamView& view, int64_t begin, int64_t end, const float
   }
 }
 
-// Adds the keys of `seg` to `part` for every row of the block.
-void accumulate_segment(const Segment& seg, int64_t rows_padded, int dim, int64_t dim_padded, float scale, Scratch& s,
-                        RowPartial& part) {
-  constexpr int64_t W = kVecWidth;
-  int64_t begin = std::numeric_limits<int64_t>::max(), end = std::numeric_limits<int64_t>::min();
+// Range [begin, end) of the keys some row of `seg` reads (begin >= end: none).
+void segment_range(const Segment& seg, int64_t rows_padded, int64_t& begin, int64_t& end) {
+  begin = std::numeric_limits<int64_t>::max();
+  end = std::numeric_limits<int64_t>::min();
   for (int64_t r = 0; r < rows_padded; ++r) {
     if (seg.lo[r] >= seg.hi[r]) continue;
     begin = std::min(begin, seg.lo[r]);
     end = std::max(end, seg.hi[r]);
   }
+}
+
+// For the tile of keys [j0, j0 + nk): the row intervals relative to it in
+// s.lo_rel / s.hi_rel, and the lanes [col_begin, col_end) of the rows with a
+// key in it. False when no row has one.
+bool tile_rows(const Segment& seg, int64_t rows_padded, int64_t j0, int64_t nk, Scratch& s, int64_t& col_begin,
+               int64_t& col_end) {
+  constexpr int64_t W = kVecWidth;
+  int64_t r_first = rows_padded, r_last = -1;
+  for (int64_t r = 0; r < rows_padded; ++r) {
+    const int64_t lo = std::clamp<int64_t>(seg.lo[r] - j0, 0, nk), hi = std::clamp<int64_t>(seg.hi[r] - j0, 0, nk);
+    s.lo_rel[r] = static_cast<int32_t>(lo);
+    s.hi_rel[r] = static_cast<int32_t>(std::max(lo, hi));
+    if (lo < hi) {
+      r_first = std::min(r_first, r);
+      r_last = r;
+    }
+  }
+  if (r_last < 0) return false;
+  col_begin = r_first / W * W;
+  col_end = round_up(r_last + 1, W);
+  return true;
+}
+
+// S^T [nk4, Rp] = K · QT over the lanes [col_begin, col_end), keys [j0, j0 + nk) of `keys`.
+void tile_scores(const StreamView& keys, int64_t rows_padded, int dim, int64_t j0, int64_t nk, int64_t col_begin,
+                 int64_t col_end, Scratch& s) {
+  constexpr int64_t W = kVecWidth;
+  const int64_t nk4 = round_up(nk, 4);
+  gather_rows(keys, j0, j0 + nk, s.key_rows.data());
+  for (int64_t c = nk; c < nk4; ++c) s.key_rows[c] = s.zero_row.data();
+  for (int64_t col = col_begin; col < col_end; col += 4 * W) {
+    const int vectors = static_cast<int>(std::min<int64_t>(4, (col_end - col) / W));
+    for (int64_t c = 0; c < nk4; c += 4) {
+      float* const out[4] = {&s.st[(c + 0) * rows_padded + col], &s.st[(c + 1) * rows_padded + col],
+                             &s.st[(c + 2) * rows_padded + col], &s.st[(c + 3) * rows_padded + col]};
+      tile_4xV(vectors, &s.key_rows[c], 1, s.qt_rows.data(), col, dim, out, false);
+    }
+  }
+}
+
+// Adds the keys of `seg` to `part` for every row of the block.
+void accumulate_segment(const Segment& seg, int64_t rows_padded, int dim, int64_t dim_padded, float scale, Scratch& s,
+                        RowPartial& part) {
+  constexpr int64_t W = kVecWidth;
+  int64_t begin, end;
+  segment_range(seg, rows_padded, begin, end);
   for (int64_t j0 = begin; j0 < end; j0 += kKeyTile) {
     const int64_t nk = std::min(kKeyTile, end - j0);
     // Rows with a key in this tile, and their intervals relative to it.
-    int64_t r_first = rows_padded, r_last = -1;
-    for (int64_t r = 0; r < rows_padded; ++r) {
-      const int64_t lo = std::clamp<int64_t>(seg.lo[r] - j0, 0, nk), hi = std::clamp<int64_t>(seg.hi[r] - j0, 0, nk);
-      s.lo_rel[r] = static_cast<int32_t>(lo);
-      s.hi_rel[r] = static_cast<int32_t>(std::max(lo, hi));
-      if (lo < hi) {
-        r_first = std::min(r_first, r);
-        r_last = r;
-      }
-    }
-    if (r_last < 0) continue;
-    const int64_t col_begin = r_first / W * W, col_end = round_up(r_last + 1, W);  // rows on the lanes
-    const int64_t nk4 = round_up(nk, 4);
-    gather_rows(seg.keys, j0, j0 + nk, s.key_rows.data());
-    for (int64_t c = nk; c < nk4; ++c) s.key_rows[c] = s.zero_row.data();
+    int64_t col_begin, col_end;  // rows on the lanes
+    if (!tile_rows(seg, rows_padded, j0, nk, s, col_begin, col_end)) continue;
+    // S^T [nk4, Rp] = K · QT over the active row columns.
+    tile_scores(seg.keys, rows_padded, dim, j0, nk, col_begin, col_end, s);
     gather_rows(seg.values, j0, j0 + nk, s.value_rows.data());
     if (dim_padded != dim) {
       for (int64_t c = 0; c < nk; ++c) {
         float* dst = s.value_pad.data() + c * dim_padded;
         std::copy_n(s.value_rows[c], dim, dst);
         s.value_rows[c] = dst;
-      }
-    }
-    // S^T [nk4, Rp] = K · QT over the active row columns.
-    for (int64_t col = col_begin; col < col_end; col += 4 * W) {
-      const int vectors = static_cast<int>(std::min<int64_t>(4, (col_end - col) / W));
-      for (int64_t c = 0; c < nk4; c += 4) {
-        float* const out[4] = {&s.st[(c + 0) * rows_padded + col], &s.st[(c + 1) * rows_padded + col],
-                               &s.st[(c + 2) * rows_padded + col], &s.st[(c + 3) * rows_padded + col]};
-        tile_4xV(vectors, &s.key_rows[c], 1, s.qt_rows.data(), col, dim, out, false);
       }
     }
     // Online softmax, W rows per step: mask, tile max, rescale, probabilities.
@@ -170,6 +206,33 @@ void accumulate_segment(const Segment& seg, int64_t rows_padded, int dim, int64_
   }
 }
 
+// Second pass for the selection scores: seg.scores[j] += Σ_r exp(s[r, j] - m[r]) · inv[r]
+// over the rows whose interval holds j (the caller empties those of unscored rows).
+void score_segment(const Segment& seg, int64_t rows_padded, int dim, float scale, Scratch& s) {
+  constexpr int64_t W = kVecWidth;
+  int64_t begin, end;
+  segment_range(seg, rows_padded, begin, end);
+  for (int64_t j0 = begin; j0 < end; j0 += kKeyTile) {
+    const int64_t nk = std::min(kKeyTile, end - j0);
+    int64_t col_begin, col_end;
+    if (!tile_rows(seg, rows_padded, j0, nk, s, col_begin, col_end)) continue;
+    tile_scores(seg.keys, rows_padded, dim, j0, nk, col_begin, col_end, s);
+    for (int64_t c = 0; c < nk; ++c) {
+      const vint cv = vint{} + static_cast<int32_t>(c);
+      vfloat total = vfloat{};
+      for (int64_t r0 = col_begin; r0 < col_end; r0 += W) {
+        const vint lo = load_int(&s.lo_rel[r0]), hi = load_int(&s.hi_rel[r0]);
+        const vfloat x = load(&s.st[c * rows_padded + r0]) * scale - load(&s.row_max[r0]);
+        const vfloat p = exp_nonpositive(x) * load(&s.row_inv[r0]);
+        total += (cv >= lo && cv < hi) ? p : vfloat{};
+      }
+      float sum = 0.0f;
+      for (int i = 0; i < W; ++i) sum += total[i];
+      seg.scores[j0 + c] += sum;
+    }
+  }
+}
+
 struct BlockContext {
   const AttentionInput* in;
   const AttentionPlan* plan;
@@ -188,6 +251,11 @@ void run_block(const BlockContext& ctx, int h, int64_t t0, int64_t t1, Scratch& 
   const KvLayout& layout = cache.layout();
   const int groups = plan.groups, dim = plan.dim, heads = plan.heads;
   const int64_t rows = (t1 - t0) * groups, rows_padded = round_up(rows, W), dim_padded = round_up(dim, W);
+  // Rows at positions >= score_from add to the selection scores of the head's group.
+  const int group = plan.distant_group[h];
+  const KvCache::GroupScores& gs = plan.group_scores[h];
+  const bool scoring = plan.scoring && group >= 0 && ctx.first_pos + t1 > in.score_from;
+  float* const window_scores = scoring ? gs.window - gs.window_base : nullptr;
 
   // Buffers for this block's shape.
   s.qt.assign(static_cast<size_t>(dim) * rows_padded, 0.0f);
@@ -215,8 +283,6 @@ void run_block(const BlockContext& ctx, int h, int64_t t0, int64_t t1, Scratch& 
   const StreamRule& krule = layout.key_rule(in.layer, h);
   const StreamRule& vrule = layout.value_rule(in.layer, h);
   const bool shared = krule.retention == Retention::Window || krule.retention == Retention::None;
-  const int group = plan.distant_group[h];
-  const KvCache::GroupScores& gs = plan.group_scores[h];
   auto sink_end = [&](int64_t pos) { return plan.split ? std::min(layout.sink_tokens, pos + 1) : int64_t{0}; };
   auto recent_begin = [&](int64_t pos) {
     return plan.split ? std::max(sink_end(pos), pos - layout.recent_tokens + 1) : int64_t{0};
@@ -248,6 +314,7 @@ void run_block(const BlockContext& ctx, int h, int64_t t0, int64_t t1, Scratch& 
     Segment& recent = s.seg[1];
     sink.keys = recent.keys = k;
     sink.values = recent.values = v;
+    recent.scores = window_scores;
     for (Segment* seg : {&sink, &recent}) {
       seg->lo.assign(rows_padded, 0);
       seg->hi.assign(rows_padded, 0);
@@ -267,13 +334,16 @@ void run_block(const BlockContext& ctx, int h, int64_t t0, int64_t t1, Scratch& 
   const int k_layer = source_layer(in.layer, krule, true);
   const int v_layer = source_layer(in.layer, vrule, true);
   for (int64_t r = 0; r < rows; ++r) rows_with_distant += has_distant(ctx.first_pos + s.row_t[r]) && !s.skip[r];
-  if (rows_with_distant > 0 && k_layer >= 0 && v_layer >= 0) {
+  const bool distant_read = rows_with_distant > 0 && k_layer >= 0 && v_layer >= 0;
+  if (distant_read) {
     const StreamView k = cache.keys(in.seq, k_layer, h);
     const StreamView v = cache.values(in.seq, v_layer, h);
-    Segment& store = s.seg[0];
-    Segment& window = s.seg[1];
+    Segment& store = s.seg[2];
+    Segment& window = s.seg[3];
     window.keys = k;
     window.values = v;
+    window.scores = window_scores;
+    store.scores = scoring ? gs.store : nullptr;
     if (group >= 0) {
       store.keys = cache.key_store(in.seq, k_layer, h);
       store.values = cache.value_store(in.seq, v_layer, h);
@@ -298,6 +368,10 @@ void run_block(const BlockContext& ctx, int h, int64_t t0, int64_t t1, Scratch& 
   }
 
   // Merge the parts per row (as in the per-query kernel) and write out and gates.
+  if (scoring) {
+    s.row_max.assign(rows_padded, 0.0f);
+    s.row_inv.assign(rows_padded, 0.0f);
+  }
   for (int64_t r = 0; r < rows; ++r) {
     const int64_t t = s.row_t[r];
     const int g = static_cast<int>(r % groups);
@@ -312,6 +386,23 @@ void run_block(const BlockContext& ctx, int h, int64_t t0, int64_t t1, Scratch& 
     const float* ad = &s.dist.acc[r * dim_padded];
     for (int i = 0; i < dim; ++i) o[i] = (ap[i] * wp + ad[i] * wd) * inv;
     if (plan.gates != nullptr) (*plan.gates)[t * heads + h * groups + g] = sp * inv;
+    if (scoring) {
+      // p = exp(s - m_part) · w_part · inv = exp(s - m) · inv for either part.
+      s.row_max[r] = m;
+      s.row_inv[r] = inv;
+    }
+  }
+
+  // Selection scores: the second pass over the scored spans, for the scored rows only.
+  if (!scoring) return;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (ctx.first_pos + s.row_t[r] >= in.score_from) continue;
+    for (int i = 1; i < (distant_read ? 4 : 2); ++i) s.seg[i].hi[r] = s.seg[i].lo[r];
+  }
+  score_segment(s.seg[1], rows_padded, dim, in.scale, s);
+  if (distant_read) {
+    if (group >= 0) score_segment(s.seg[2], rows_padded, dim, in.scale, s);
+    score_segment(s.seg[3], rows_padded, dim, in.scale, s);
   }
 }
 
@@ -323,17 +414,29 @@ void attention_blocked(const AttentionInput& in, const AttentionPlan& plan, cons
   const int64_t blocks = (t_end - t_begin + block_queries - 1) / block_queries;
   const int64_t tasks = blocks * plan.kv_heads;
   const BlockContext ctx{&in, &plan, q, first_pos, out};
+  // Scores are summed per KV head across blocks: one thread per KV head then.
+  const bool scoring = plan.scoring && first_pos + t_end > in.score_from;
   int64_t parts = 0, skips = 0;
 #pragma omp parallel reduction(+ : parts, skips)
   {
     Scratch scratch;
-    // Later blocks see more keys: hand them out first.
+    if (scoring) {
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < tasks; ++task) {
-      const int64_t b = blocks - 1 - task / plan.kv_heads;
-      const int h = static_cast<int>(task % plan.kv_heads);
-      const int64_t t0 = t_begin + b * block_queries;
-      run_block(ctx, h, t0, std::min(t_end, t0 + block_queries), scratch, parts, skips);
+      for (int h = 0; h < plan.kv_heads; ++h) {
+        for (int64_t b = 0; b < blocks; ++b) {
+          const int64_t t0 = t_begin + b * block_queries;
+          run_block(ctx, h, t0, std::min(t_end, t0 + block_queries), scratch, parts, skips);
+        }
+      }
+    } else {
+      // Later blocks see more keys: hand them out first.
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t task = 0; task < tasks; ++task) {
+        const int64_t b = blocks - 1 - task / plan.kv_heads;
+        const int h = static_cast<int>(task % plan.kv_heads);
+        const int64_t t0 = t_begin + b * block_queries;
+        run_block(ctx, h, t0, std::min(t_end, t0 + block_queries), scratch, parts, skips);
+      }
     }
   }
   distant_parts += parts;
