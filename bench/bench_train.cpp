@@ -61,6 +61,38 @@ void BM_TrainStep(benchmark::State& state, const char* preset) {
 BENCHMARK_CAPTURE(BM_TrainStep, small, "small")->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime()->MinTime(5.0);
 BENCHMARK_CAPTURE(BM_TrainStep, tiny, "tiny")->Arg(256)->Unit(benchmark::kMillisecond)->UseRealTime();
 
+// BM_TrainAttention/<seq>/<pod>: attention_forward + attention_backward of one
+// layer of podkv-ref's shape (8 heads, 4 KV heads, head_dim 32), batch 2; pod = 1
+// reads distant keys (sink 4, recent 256) from a second key array.
+void BM_TrainAttention(benchmark::State& state) {
+  const int64_t seq = state.range(0);
+  const bool pod = state.range(1) != 0;
+  AttentionShape s;
+  s.batch = 2, s.seq = seq, s.heads = 8, s.kv_heads = 4, s.dim = 32, s.sink = 4, s.recent = 256;
+  const size_t nq = static_cast<size_t>(s.batch * seq * s.heads * s.dim), nk = nq / 2;
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  auto random = [&](size_t n) {
+    std::vector<float> v(n);
+    for (auto& x : v) x = nd(rng);
+    return v;
+  };
+  const std::vector<float> q = random(nq), k = random(nk), anchor = random(nk), v = random(nk), dout = random(nq);
+  std::vector<float> probs(static_cast<size_t>(s.batch * s.heads * seq * seq)), out(nq), dq(nq), dk(nk), dka(nk),
+      dv(nk);
+  std::vector<const float*> distant(s.kv_heads, pod ? anchor.data() : nullptr);
+  std::vector<float*> distant_d(s.kv_heads, pod ? dka.data() : nullptr);
+  for (auto _ : state) {
+    attention_forward(s, q.data(), k.data(), distant.data(), v.data(), probs.data(), out.data());
+    attention_backward(s, dout.data(), q.data(), k.data(), distant.data(), v.data(), probs.data(), dq.data(),
+                       dk.data(), distant_d.data(), dv.data());
+    benchmark::DoNotOptimize(dq.data());
+  }
+  state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(state.iterations() * s.batch * seq),
+                                                      benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_TrainAttention)->Args({1024, 0})->Args({1024, 1})->Unit(benchmark::kMillisecond)->UseRealTime();
+
 void BM_Sgemm(benchmark::State& state) {
   const int64_t n = state.range(0);
   std::vector<float> a(n * n, 0.5f), b(n * n, 0.25f), c(n * n);

@@ -158,22 +158,28 @@ void rope_backward(T* dx, int64_t n, int64_t seq, int heads, int dim, const T* c
 
 namespace {
 
-// Key j of query t is distant (read from the anchor) when sink <= j <= t - recent.
-inline bool is_distant(int64_t j, int64_t t, const AttentionShape& s) { return j >= s.sink && j <= t - s.recent; }
+// Both directions work per (sequence, query head) on row blocks of kRowBlock
+// queries: the block's scores against keys 0..r1-1 are one GEMM (Q·Kᵀ), its
+// output one GEMM (P·V), and the backward products dP = dO·Vᵀ, dV += Pᵀ·dO,
+// dQ += dS·K and dK += dSᵀ·Q are GEMMs on the same block. Causality costs only
+// the triangle of each diagonal block (columns t < j < r1 are masked to 0).
+// PoD heads also score the block against the anchor's keys on the columns
+// that can be distant for some row of the block (sink <= j <= r1-1-recent) and
+// take, position by position, whichever key source the query's window says;
+// the backward splits dS the same way into the layer's and the anchor's part.
+// OpenMP threads own (sequence, head) tasks and call BLAS single-threaded.
+constexpr int64_t kRowBlock = 64;
 
-template <typename T>
-inline T dot(const T* a, const T* b, int dim) {
-  T sum = 0;
-#pragma omp simd reduction(+ : sum)
-  for (int i = 0; i < dim; ++i) sum += a[i] * b[i];
-  return sum;
-}
+// Distant columns of query t: [sink, distant_end(t)) (empty when end <= sink).
+inline int64_t distant_end(int64_t t, const AttentionShape& s) { return std::min(t, t - s.recent) + 1; }
 
-template <typename T>
-inline void axpy(T alpha, const T* x, T* y, int dim) {
-#pragma omp simd
-  for (int i = 0; i < dim; ++i) y[i] += alpha * x[i];
-}
+// Runs BLAS on one thread for its lifetime, so that GEMMs issued from inside
+// an OpenMP region do not start OpenBLAS's own pool on top of it.
+struct SingleThreadBlas {
+  int saved = openblas_get_num_threads();
+  SingleThreadBlas() { openblas_set_num_threads(1); }
+  ~SingleThreadBlas() { openblas_set_num_threads(saved); }
+};
 
 }  // namespace
 
@@ -181,37 +187,54 @@ template <typename T>
 void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* const* distant_keys, const T* v,
                        T* probs, T* out) {
   const int group = s.heads / s.kv_heads, d = s.dim;
+  const int64_t seq = s.seq;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
   const int64_t q_stride = static_cast<int64_t>(s.heads) * d, kv_stride = static_cast<int64_t>(s.kv_heads) * d;
-#pragma omp parallel for collapse(2) schedule(dynamic) if (s.batch * s.heads * s.seq * s.seq * d > kParallelWork)
+  const bool parallel = s.batch * s.heads * seq * seq * d > kParallelWork;
+  SingleThreadBlas blas_guard;
+#pragma omp parallel for collapse(2) schedule(dynamic) if (parallel)
   for (int64_t b = 0; b < s.batch; ++b) {
     for (int i = 0; i < s.heads; ++i) {
       const int h = i / group;
       const T* kd = distant_keys != nullptr && distant_keys[h] != nullptr ? distant_keys[h] : k;
       const bool pod = kd != k;
-      const int64_t base = b * s.seq;
-      for (int64_t t = 0; t < s.seq; ++t) {
-        const T* qt = q + (base + t) * q_stride + i * d;
-        T* p = probs + ((b * s.heads + i) * s.seq + t) * s.seq;
-        T max_score = -std::numeric_limits<T>::infinity();
-        for (int64_t j = 0; j <= t; ++j) {
-          const T* key = (pod && is_distant(j, t, s) ? kd : k) + (base + j) * kv_stride + h * d;
-          p[j] = dot(qt, key, d) * scale;
-          max_score = std::max(max_score, p[j]);
+      const int64_t base = b * seq;
+      const T* qh = q + base * q_stride + i * d;
+      const T* kh = k + base * kv_stride + h * d;
+      const T* kdh = kd + base * kv_stride + h * d;
+      const T* vh = v + base * kv_stride + h * d;
+      T* oh = out + base * q_stride + i * d;
+      T* ph = probs + (b * s.heads + i) * seq * seq;
+      std::vector<T> sd;  // anchor scores of a block (PoD only)
+      for (int64_t r0 = 0; r0 < seq; r0 += kRowBlock) {
+        const int64_t r1 = std::min(seq, r0 + kRowBlock), rows = r1 - r0;
+        T* pb = ph + r0 * seq;
+        gemm<T>(false, true, rows, r1, d, scale, qh + r0 * q_stride, q_stride, kh, kv_stride, T(0), pb, seq);
+        const int64_t dcols = pod ? distant_end(r1 - 1, s) - s.sink : 0;  // distant columns [sink, sink + dcols)
+        if (dcols > 0) {
+          sd.resize(static_cast<size_t>(rows * dcols));
+          gemm<T>(false, true, rows, dcols, d, scale, qh + r0 * q_stride, q_stride, kdh + s.sink * kv_stride,
+                  kv_stride, T(0), sd.data(), dcols);
         }
-        T sum = 0;
-        for (int64_t j = 0; j <= t; ++j) {
-          p[j] = std::exp(p[j] - max_score);
-          sum += p[j];
+        for (int64_t t = r0; t < r1; ++t) {
+          T* p = pb + (t - r0) * seq;
+          if (dcols > 0) {
+            const int64_t end = distant_end(t, s);
+            const T* src = sd.data() + (t - r0) * dcols;
+            for (int64_t j = s.sink; j < end; ++j) p[j] = src[j - s.sink];
+          }
+          T max_score = -std::numeric_limits<T>::infinity();
+          for (int64_t j = 0; j <= t; ++j) max_score = std::max(max_score, p[j]);
+          T sum = 0;
+          for (int64_t j = 0; j <= t; ++j) {
+            p[j] = std::exp(p[j] - max_score);
+            sum += p[j];
+          }
+          const T inv = T(1) / sum;
+          for (int64_t j = 0; j <= t; ++j) p[j] *= inv;
+          std::fill(p + t + 1, p + seq, T(0));
         }
-        const T inv = T(1) / sum;
-        T* o = out + (base + t) * q_stride + i * d;
-        std::fill_n(o, d, T(0));
-        for (int64_t j = 0; j <= t; ++j) {
-          p[j] *= inv;
-          axpy(p[j], v + (base + j) * kv_stride + h * d, o, d);
-        }
-        std::fill(p + t + 1, p + s.seq, T(0));
+        gemm<T>(false, false, rows, d, r1, T(1), pb, seq, vh, kv_stride, T(0), oh + r0 * q_stride, q_stride);
       }
     }
   }
@@ -222,36 +245,100 @@ void attention_backward(const AttentionShape& s, const T* dout, const T* q, cons
                         const T* const* distant_keys, const T* v, const T* probs, T* dq, T* dk,
                         T* const* distant_dkeys, T* dv) {
   const int group = s.heads / s.kv_heads, d = s.dim;
+  const int64_t seq = s.seq;
   const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
   const int64_t q_stride = static_cast<int64_t>(s.heads) * d, kv_stride = static_cast<int64_t>(s.kv_heads) * d;
-  // One task per (sequence, KV head): it alone writes that head's slice of dk,
-  // dv and the anchor's dk, and its query heads' dq, so no two tasks collide.
-#pragma omp parallel for collapse(2) schedule(dynamic) if (s.batch * s.heads * s.seq * s.seq * d > kParallelWork)
+  const bool parallel = s.batch * s.heads * seq * seq * d > kParallelWork;
+  bool any_pod = false;
+  for (int h = 0; h < s.kv_heads; ++h)
+    any_pod |= distant_keys != nullptr && distant_keys[h] != nullptr && distant_keys[h] != k;
+  // Per query head partial gradients of its KV head's keys, values and anchor
+  // keys [batch, heads, seq, dim]; summed over each group afterwards, so the
+  // tasks of one group never write the same rows.
+  const size_t part = static_cast<size_t>(s.batch * s.heads * seq * d);
+  std::vector<T> dk_part(part, T(0)), dv_part(part, T(0)), dkd_part(any_pod ? part : 0, T(0));
+  {
+    SingleThreadBlas blas_guard;
+#pragma omp parallel for collapse(2) schedule(dynamic) if (parallel)
+    for (int64_t b = 0; b < s.batch; ++b) {
+      for (int i = 0; i < s.heads; ++i) {
+        const int h = i / group;
+        const T* kd = distant_keys != nullptr && distant_keys[h] != nullptr ? distant_keys[h] : k;
+        const bool pod = kd != k;
+        const int64_t base = b * seq;
+        const T* qh = q + base * q_stride + i * d;
+        const T* goh = dout + base * q_stride + i * d;
+        T* gqh = dq + base * q_stride + i * d;
+        const T* kh = k + base * kv_stride + h * d;
+        const T* kdh = kd + base * kv_stride + h * d;
+        const T* vh = v + base * kv_stride + h * d;
+        const T* ph = probs + (b * s.heads + i) * seq * seq;
+        const size_t po = static_cast<size_t>((b * s.heads + i) * seq * d);
+        T* gk = dk_part.data() + po;
+        T* gv = dv_part.data() + po;
+        T* gkd = pod ? dkd_part.data() + po : nullptr;
+        std::vector<T> ds(static_cast<size_t>(kRowBlock * seq)), dsd;
+        for (int64_t r0 = 0; r0 < seq; r0 += kRowBlock) {
+          const int64_t r1 = std::min(seq, r0 + kRowBlock), rows = r1 - r0;
+          const T* pb = ph + r0 * seq;
+          const T* gob = goh + r0 * q_stride;
+          const T* qb = qh + r0 * q_stride;
+          // dP = dO · Vᵀ (into ds, ld r1);  dV += Pᵀ · dO
+          gemm<T>(false, true, rows, r1, d, T(1), gob, q_stride, vh, kv_stride, T(0), ds.data(), r1);
+          gemm<T>(true, false, r1, d, rows, T(1), pb, seq, gob, q_stride, T(1), gv, d);
+          const int64_t dcols = pod ? distant_end(r1 - 1, s) - s.sink : 0;
+          if (dcols > 0) dsd.assign(static_cast<size_t>(rows * dcols), T(0));
+          for (int64_t t = r0; t < r1; ++t) {
+            const T* p = pb + (t - r0) * seq;
+            T* g = ds.data() + (t - r0) * r1;
+            T weighted = 0;  // Σ_j p_j · dp_j
+            for (int64_t j = 0; j <= t; ++j) weighted += p[j] * g[j];
+            for (int64_t j = 0; j <= t; ++j) g[j] = p[j] * (g[j] - weighted) * scale;
+            std::fill(g + t + 1, g + r1, T(0));
+            if (dcols > 0) {
+              const int64_t end = distant_end(t, s);
+              T* dst = dsd.data() + (t - r0) * dcols;
+              for (int64_t j = s.sink; j < end; ++j) {
+                dst[j - s.sink] = g[j];
+                g[j] = T(0);
+              }
+            }
+          }
+          // dQ += dS · K;  dK += dSᵀ · Q  (and the anchor's part of each)
+          gemm<T>(false, false, rows, d, r1, T(1), ds.data(), r1, kh, kv_stride, T(1), gqh + r0 * q_stride,
+                  q_stride);
+          gemm<T>(true, false, r1, d, rows, T(1), ds.data(), r1, qb, q_stride, T(1), gk, d);
+          if (dcols > 0) {
+            gemm<T>(false, false, rows, d, dcols, T(1), dsd.data(), dcols, kdh + s.sink * kv_stride, kv_stride,
+                    T(1), gqh + r0 * q_stride, q_stride);
+            gemm<T>(true, false, dcols, d, rows, T(1), dsd.data(), dcols, qb, q_stride, T(1), gkd + s.sink * d,
+                    d);
+          }
+        }
+      }
+    }
+  }
+  // Sum the group's partials into dk, dv and the anchor's dk (which may be dk).
+  // Per (sequence, KV head) task: the anchor's rows of head h belong to it alone.
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int64_t b = 0; b < s.batch; ++b) {
     for (int h = 0; h < s.kv_heads; ++h) {
       const T* kd = distant_keys != nullptr && distant_keys[h] != nullptr ? distant_keys[h] : k;
       T* dkd = distant_dkeys != nullptr && distant_dkeys[h] != nullptr ? distant_dkeys[h] : dk;
       const bool pod = kd != k;
-      const int64_t base = b * s.seq;
-      std::vector<T> dp(s.seq);
       for (int i = h * group; i < (h + 1) * group; ++i) {
-        for (int64_t t = 0; t < s.seq; ++t) {
-          const T* p = probs + ((b * s.heads + i) * s.seq + t) * s.seq;
-          const T* go = dout + (base + t) * q_stride + i * d;
-          const T* qt = q + (base + t) * q_stride + i * d;
-          T* gq = dq + (base + t) * q_stride + i * d;
-          T weighted = 0;  // Σ_j p_j · dp_j
-          for (int64_t j = 0; j <= t; ++j) {
-            dp[j] = dot(go, v + (base + j) * kv_stride + h * d, d);
-            weighted += p[j] * dp[j];
-            axpy(p[j], go, dv + (base + j) * kv_stride + h * d, d);
-          }
-          for (int64_t j = 0; j <= t; ++j) {
-            const T ds = p[j] * (dp[j] - weighted) * scale;
-            const bool distant = pod && is_distant(j, t, s);
-            const int64_t row = (base + j) * kv_stride + h * d;
-            axpy(ds, (distant ? kd : k) + row, gq, d);
-            axpy(ds, qt, (distant ? dkd : dk) + row, d);
+        const size_t po = static_cast<size_t>((b * s.heads + i) * seq * d);
+        for (int64_t t = 0; t < seq; ++t) {
+          const int64_t row = (b * seq + t) * kv_stride + h * d;
+          const T* pk = dk_part.data() + po + t * d;
+          const T* pv = dv_part.data() + po + t * d;
+          if (dk != nullptr)
+            for (int c = 0; c < d; ++c) dk[row + c] += pk[c];
+          if (dv != nullptr)
+            for (int c = 0; c < d; ++c) dv[row + c] += pv[c];
+          if (pod && dkd != nullptr) {
+            const T* pd = dkd_part.data() + po + t * d;
+            for (int c = 0; c < d; ++c) dkd[row + c] += pd[c];
           }
         }
       }
