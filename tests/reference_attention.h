@@ -8,7 +8,20 @@
 #include <functional>
 #include <vector>
 
+#include "model/config.h"
+
 namespace podkv::testing {
+
+// The attention geometry of a model config (no weights): what the cache and
+// the policies need.
+inline ModelConfig attention_geometry(int layers, int kv_heads, int heads, int dim) {
+  ModelConfig m;
+  m.num_layers = layers;
+  m.num_kv_heads = kv_heads;
+  m.num_heads = heads;
+  m.head_dim = dim;
+  return m;
+}
 
 // K, V: [layer][kv_head][position][dim] flattened; q: [heads][dim] of one query.
 struct FullKv {

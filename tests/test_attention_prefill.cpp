@@ -15,6 +15,7 @@
 
 #include "kv/policies.h"
 #include "ops/attention.h"
+#include "reference_attention.h"
 
 namespace podkv {
 namespace {
@@ -23,14 +24,7 @@ struct Shape {
   int layers = 4, kv_heads = 2, heads = 6, dim = 8, page = 4;
 };
 
-ModelConfig model_config(const Shape& s) {
-  ModelConfig m;
-  m.num_layers = s.layers;
-  m.num_kv_heads = s.kv_heads;
-  m.num_heads = s.heads;
-  m.head_dim = s.dim;
-  return m;
-}
+ModelConfig model_config(const Shape& s) { return testing::attention_geometry(s.layers, s.kv_heads, s.heads, s.dim); }
 
 // One cache fed chunk by chunk as the Runner does; `blocked_min` picks the kernel.
 struct Feed {

@@ -26,14 +26,7 @@ struct Geometry {
   int layers = 3, kv_heads = 2, heads = 4, dim = 8, positions = 60, page = 4;
 };
 
-ModelConfig model_config(const Geometry& g) {
-  ModelConfig m;
-  m.num_layers = g.layers;
-  m.num_kv_heads = g.kv_heads;
-  m.num_heads = g.heads;
-  m.head_dim = g.dim;
-  return m;
-}
+ModelConfig model_config(const Geometry& g) { return testing::attention_geometry(g.layers, g.kv_heads, g.heads, g.dim); }
 
 // Feeds K/V/Q [layer][position][heads][dim] through a cache chunk by chunk the
 // way the Runner does (reserve, write, attention per layer, commit, end of the

@@ -100,14 +100,7 @@ Inputs random_inputs(const Case& c, uint64_t seed) {
   return in;
 }
 
-ModelConfig geometry(const Case& c) {
-  ModelConfig m;
-  m.num_layers = c.layers;
-  m.num_kv_heads = c.kv_heads;
-  m.num_heads = c.heads;
-  m.head_dim = c.dim;
-  return m;
-}
+ModelConfig geometry(const Case& c) { return testing::attention_geometry(c.layers, c.kv_heads, c.heads, c.dim); }
 
 bool proximal(int t, int j, int sink, int recent) { return j < sink || j > t - recent; }
 
