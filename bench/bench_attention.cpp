@@ -13,6 +13,8 @@
 
 #include <random>
 
+#include "kv/kv_pool.h"
+#include "kv/kv_view_builder.h"
 #include "kv/policies.h"
 #include "ops/attention.h"
 
@@ -39,27 +41,32 @@ KvLayout layout_for(const std::string& policy) {
 }
 
 // Writes random keys and values of positions [start, end) into every stream that keeps them.
-void fill_chunk(KvCache& cache, int seq, int64_t start, int64_t end, std::mt19937& rng) {
+void fill_chunk(KvCache& cache, HostKvPool& pool, int seq, int64_t start, int64_t end, std::mt19937& rng) {
   const KvLayout& layout = cache.layout();
   std::normal_distribution<float> normal;
+  std::vector<float> x(layout.head_dim);
+  auto write = [&](int kind, int l, int h, int64_t t) {
+    for (auto& e : x) e = normal(rng);
+    const auto [page, slot] = cache.entry_location(seq, kind, l, h, t);
+    kv_encode(cache.dtype(), x.data(), layout.head_dim,
+              pool.base() + static_cast<size_t>(page) * cache.page_bytes() + slot * cache.entry_bytes());
+  };
   for (int l = 0; l < layout.num_layers; ++l)
     for (int h = 0; h < layout.num_kv_heads; ++h)
       for (int64_t t = start; t < end; ++t) {
-        if (layout.key_rule(l, h).retention != Retention::None)
-          for (int i = 0; i < layout.head_dim; ++i) cache.key_slot(seq, l, h, t)[i] = normal(rng);
-        if (layout.value_rule(l, h).retention != Retention::None)
-          for (int i = 0; i < layout.head_dim; ++i) cache.value_slot(seq, l, h, t)[i] = normal(rng);
+        if (layout.key_rule(l, h).retention != Retention::None) write(kKeys, l, h, t);
+        if (layout.value_rule(l, h).retention != Retention::None) write(kValues, l, h, t);
       }
 }
 
 // A sequence of `depth` committed tokens, filled in chunks like a prefill (the
 // attention of the fill itself is not run).
-int filled_sequence(KvCache& cache, int64_t depth, std::mt19937& rng) {
+int filled_sequence(KvCache& cache, HostKvPool& pool, int64_t depth, std::mt19937& rng) {
   const int seq = cache.add_sequence();
   for (int64_t start = 0; start < depth;) {
     const int64_t end = std::min(depth, start + 256);
     cache.reserve(seq, end);
-    fill_chunk(cache, seq, start, end, rng);
+    fill_chunk(cache, pool, seq, start, end, rng);
     cache.commit(seq, end);
     start = end;
   }
@@ -69,17 +76,24 @@ int filled_sequence(KvCache& cache, int64_t depth, std::mt19937& rng) {
 
 // One attention call per layer for `tokens` queries at positions depth.. (the
 // same queries in every layer: the benchmark times the kernel, not a model).
-void all_layers_attention(KvCache& cache, int seq, const ModelConfig& c, const float* q, int64_t depth, int64_t tokens,
-                          std::vector<std::vector<float>>& gates, float* out) {
+void all_layers_attention(const KvView& view, const ModelConfig& c, const float* q, int64_t depth, int64_t tokens,
+                          std::vector<float>& gates, float* out) {
+  const int64_t row_begin[2] = {0, tokens};
+  const int64_t first_pos[1] = {depth};
+  AttentionBatch batch;
+  batch.num_seqs = 1;
+  batch.row_begin = row_begin;
+  batch.first_pos = first_pos;
+  gates.resize(static_cast<size_t>(c.num_layers) * tokens * c.num_heads);
+  AttentionOutputs outputs;
+  outputs.out = out;
+  outputs.gates = gates.data();
   for (int l = 0; l < c.num_layers; ++l) {
-    AttentionInput in;
-    in.cache = &cache;
-    in.seq = seq;
-    in.layer = l;
-    in.num_heads = c.num_heads;
-    in.scale = 0.125f;
-    in.gates = &gates;
-    attention(in, q, depth, tokens, out);
+    AttentionParams params;
+    params.layer = l;
+    params.num_heads = c.num_heads;
+    params.scale = 0.125f;
+    attention(view, batch, params, q, outputs);
   }
 }
 
@@ -88,15 +102,19 @@ void decode_attention(benchmark::State& state, const std::string& policy) {
   const int64_t depth = state.range(0);
   const KvLayout layout = layout_for(policy);
   KvCache cache(layout, static_cast<size_t>(2) * c.num_layers * c.num_kv_heads * (depth + 64) * c.head_dim * 4 + (64 << 20));
+  HostKvPool pool(cache.num_pages(), cache.page_bytes(), cache.entry_bytes());
+  cache.attach_pool(&pool);
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
-  const int seq = filled_sequence(cache, depth, rng);
+  const int seq = filled_sequence(cache, pool, depth, rng);
   std::vector<float> q(static_cast<size_t>(c.num_heads) * c.head_dim), out(q.size());
   for (auto& x : q) x = normal(rng);
-  std::vector<std::vector<float>> gates(c.num_layers);
+  std::vector<float> gates;
   cache.reserve(seq, depth + 1);  // the query's own key and value (left as they are)
+  KvViewBuilder builder;
+  const KvView& view = builder.build(cache, pool.base(), {seq}, {depth + 1});
   for (auto _ : state) {
-    all_layers_attention(cache, seq, c, q.data(), depth, 1, gates, out.data());
+    all_layers_attention(view, c, q.data(), depth, 1, gates, out.data());
     benchmark::DoNotOptimize(out.data());
   }
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
@@ -127,16 +145,20 @@ void prefill_attention(benchmark::State& state, const std::string& policy) {
   const KvLayout layout = layout_for(policy);
   KvCache cache(layout, static_cast<size_t>(2) * c.num_layers * c.num_kv_heads * (depth + chunk + 64) * c.head_dim * 4 +
                             (64 << 20));
+  HostKvPool pool(cache.num_pages(), cache.page_bytes(), cache.entry_bytes());
+  cache.attach_pool(&pool);
   std::mt19937 rng(1);
-  const int seq = filled_sequence(cache, depth, rng);
+  const int seq = filled_sequence(cache, pool, depth, rng);
   cache.reserve(seq, depth + chunk);
-  fill_chunk(cache, seq, depth, depth + chunk, rng);
+  fill_chunk(cache, pool, seq, depth, depth + chunk, rng);
   std::normal_distribution<float> normal;
   std::vector<float> q(static_cast<size_t>(chunk) * c.num_heads * c.head_dim), out(q.size());
   for (auto& x : q) x = normal(rng);
-  std::vector<std::vector<float>> gates(c.num_layers);
+  std::vector<float> gates;
+  KvViewBuilder builder;
+  const KvView& view = builder.build(cache, pool.base(), {seq}, {depth + chunk});
   for (auto _ : state) {
-    all_layers_attention(cache, seq, c, q.data(), depth, chunk, gates, out.data());
+    all_layers_attention(view, c, q.data(), depth, chunk, gates, out.data());
     benchmark::DoNotOptimize(out.data());
   }
   // Causal query-key pairs: query t sees depth + t + 1 keys.

@@ -21,7 +21,7 @@
 #include "kv/kv_cache.h"
 #include "kv/policies.h"
 #include "model/create.h"
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "model/model.h"
 #include "plot/plot.h"
 #include "pod/analyze.h"

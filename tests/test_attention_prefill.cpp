@@ -15,6 +15,7 @@
 
 #include "kv/policies.h"
 #include "ops/attention.h"
+#include "kv_test_util.h"
 #include "reference_attention.h"
 
 namespace podkv {
@@ -45,9 +46,10 @@ struct Comparison {
 std::vector<std::vector<float>> all_scores(KvCache& cache, int seq, int groups, int64_t end) {
   std::vector<std::vector<float>> scores;
   for (int g = 0; g < groups; ++g) {
-    const KvCache::GroupScores gs = cache.group_scores(seq, g);
-    std::vector<float> v(gs.store, gs.store + gs.store_size);
-    if (end > gs.window_base) v.insert(v.end(), gs.window, gs.window + (end - gs.window_base));
+    std::vector<float> v = cache.store_scores(seq, g);
+    const std::vector<float>& window = cache.window_scores(seq, g);
+    const int64_t base = cache.window_base(seq);
+    if (end > base) v.insert(v.end(), window.begin(), window.begin() + (end - base));
     scores.push_back(std::move(v));
   }
   return scores;
@@ -97,12 +99,12 @@ Comparison compare(const Shape& s, const KvLayout& layout, const std::vector<int
           for (int64_t t = start; t < start + n; ++t) {
             const size_t at = ((static_cast<size_t>(l) * positions + t) * s.kv_heads + h) * s.dim;
             if (layout.key_rule(l, h).retention != Retention::None)
-              std::copy_n(&k[at], s.dim, cache.key_slot(seq, l, h, t));
+              testing::write_key(cache, seq, l, h, t, &k[at]);
             if (layout.value_rule(l, h).retention != Retention::None)
-              std::copy_n(&v[at], s.dim, cache.value_slot(seq, l, h, t));
+              testing::write_value(cache, seq, l, h, t, &v[at]);
           }
         }
-        AttentionInput in;
+        testing::AttentionInput in;
         in.cache = &cache;
         in.seq = seq;
         in.layer = l;
@@ -112,7 +114,7 @@ Comparison compare(const Shape& s, const KvLayout& layout, const std::vector<int
         in.gates = &feeds[f].gates;
         in.score_from = score_from;
         in.blocked_min_queries = f == 0 ? 1 : INT64_MAX;
-        attention(in, &q[(static_cast<size_t>(l) * positions + start) * s.heads * s.dim], start, n,
+        testing::attention(in, &q[(static_cast<size_t>(l) * positions + start) * s.heads * s.dim], start, n,
                   &out[f][static_cast<size_t>(l) * n * s.heads * s.dim], &feeds[f].stats);
       }
       scores[f] = all_scores(cache, seq, layout.num_selection_groups, start + n);

@@ -20,7 +20,7 @@
 #include "eval/tasks.h"
 #include "kv/policies.h"
 #include "model/create.h"
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "plot/plot.h"
 #include "pod/pod_config.h"
 #include "util/error.h"

@@ -9,8 +9,8 @@
 
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
-#include "model/forward.h"
-#include "model/generate.h"
+#include "engine/runner.h"
+#include "engine/generate.h"
 #include "model/model.h"
 
 namespace podkv {

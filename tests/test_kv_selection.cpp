@@ -15,6 +15,7 @@
 
 #include "kv/policies.h"
 #include "ops/attention.h"
+#include "kv_test_util.h"
 #include "reference_attention.h"
 
 namespace podkv {
@@ -68,12 +69,12 @@ CacheRun run_cache(const Geometry& g, const KvLayout& layout, const FullKv& kv, 
       for (int h = 0; h < g.kv_heads; ++h) {
         for (int64_t t = start; t < start + n; ++t) {
           if (layout.key_rule(l, h).retention != Retention::None)
-            std::copy_n(kv.key(l, h, t), g.dim, cache.key_slot(r.seq, l, h, t));
+            testing::write_key(cache, r.seq, l, h, t, kv.key(l, h, t));
           if (layout.value_rule(l, h).retention != Retention::None)
-            std::copy_n(kv.value(l, h, t), g.dim, cache.value_slot(r.seq, l, h, t));
+            testing::write_value(cache, r.seq, l, h, t, kv.value(l, h, t));
         }
       }
-      AttentionInput in;
+      testing::AttentionInput in;
       in.cache = &cache;
       in.seq = r.seq;
       in.layer = l;
@@ -83,7 +84,7 @@ CacheRun run_cache(const Geometry& g, const KvLayout& layout, const FullKv& kv, 
       if (layout.selection == Selection::HeavyHitters) in.score_from = 0;
       if (layout.selection == Selection::SnapKV && is_prefill) in.score_from = start + n - layout.observation_window;
       std::vector<float> out(n * g.heads * g.dim);
-      attention(in, &q[(static_cast<size_t>(l) * g.positions + start) * g.heads * g.dim], start, n, out.data());
+      testing::attention(in, &q[(static_cast<size_t>(l) * g.positions + start) * g.heads * g.dim], start, n, out.data());
       if (check) check(l, start, n, out.data(), kept, window_base);
     }
     cache.commit(r.seq, start + n);

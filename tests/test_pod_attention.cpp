@@ -9,6 +9,7 @@
 
 #include "kv/policies.h"
 #include "ops/attention.h"
+#include "kv_test_util.h"
 #include "reference_attention.h"
 
 namespace podkv {
@@ -46,12 +47,12 @@ CaseResult run_case(const Case& c, const KvLayout& layout, const FullKv& kv, con
       for (int h = 0; h < c.kv_heads; ++h) {
         for (int64_t t = start; t < start + n; ++t) {
           if (layout.key_rule(l, h).retention != Retention::None)
-            std::copy_n(kv.key(l, h, t), c.dim, cache.key_slot(seq, l, h, t));
+            testing::write_key(cache, seq, l, h, t, kv.key(l, h, t));
           if (layout.value_rule(l, h).retention != Retention::None)
-            std::copy_n(kv.value(l, h, t), c.dim, cache.value_slot(seq, l, h, t));
+            testing::write_value(cache, seq, l, h, t, kv.value(l, h, t));
         }
       }
-      AttentionInput in;
+      testing::AttentionInput in;
       in.cache = &cache;
       in.seq = seq;
       in.layer = l;
@@ -61,7 +62,7 @@ CaseResult run_case(const Case& c, const KvLayout& layout, const FullKv& kv, con
       in.gates = &gates;
       std::vector<float> out(n * c.heads * c.dim);
       const float* q_chunk = &q[((static_cast<size_t>(l) * c.positions) + start) * c.heads * c.dim];
-      attention(in, q_chunk, start, n, out.data(), &run.stats);
+      testing::attention(in, q_chunk, start, n, out.data(), &run.stats);
       std::vector<float> ref(c.heads * c.dim);
       for (int64_t t = 0; t < n; ++t) {
         reference_attention(kv, l, static_cast<int>(start + t), q_chunk + t * c.heads * c.dim, c.heads, scale,

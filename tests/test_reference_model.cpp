@@ -9,7 +9,7 @@
 
 #include "kv/kv_cache.h"
 #include "kv/policies.h"
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "tokenizer/tokenizer.h"
 
 namespace podkv {

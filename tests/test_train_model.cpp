@@ -10,7 +10,7 @@
 
 #include "kv/kv_cache.h"
 #include "kv/policies.h"
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "model/model.h"
 #include "train/model_train.h"
 

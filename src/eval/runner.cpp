@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "tokenizer/utf8.h"
 #include "util/error.h"
 

@@ -3,22 +3,22 @@
 #include <algorithm>
 #include <string>
 
+#include "kv/token_classes.h"
+
 namespace podkv {
 
 namespace {
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 }  // namespace
 
-KvCache::KvCache(KvLayout layout, size_t budget_bytes, int page_tokens)
-    : layout_(std::move(layout)), page_tokens_(page_tokens) {
+KvCache::KvCache(KvLayout layout, size_t budget_bytes, int page_tokens, KvDType dtype)
+    : layout_(std::move(layout)), dtype_(dtype), page_tokens_(page_tokens) {
   layout_.validate();
   check(page_tokens_ >= 1, "kv cache: page size must be at least one token");
-  page_floats_ = static_cast<size_t>(page_tokens_) * layout_.head_dim;
-  page_bytes_ = page_floats_ * sizeof(float);
+  entry_bytes_ = kv_entry_bytes(dtype_, layout_.head_dim);
+  page_bytes_ = static_cast<size_t>(page_tokens_) * entry_bytes_;
   total_pages_ = budget_bytes / page_bytes_;
   check(total_pages_ < (1ull << 31), "kv cache: budget of " + std::to_string(budget_bytes) + " bytes is too large");
-  // new[] without initialisation: the OS commits pages only when written.
-  pool_.reset(new float[std::max<size_t>(total_pages_ * page_floats_, 1)]);
   free_pages_.resize(total_pages_);
   // Pop from the back hands out low pages first.
   for (size_t i = 0; i < total_pages_; ++i) free_pages_[i] = static_cast<int32_t>(total_pages_ - 1 - i);
@@ -100,6 +100,11 @@ int64_t KvCache::pages_needed(const Sequence& s, int64_t new_length) const {
   return needed;
 }
 
+int64_t KvCache::pages_to_reserve(int seq, int64_t new_length) const {
+  const Sequence& s = sequence(seq);
+  return new_length <= s.length ? 0 : pages_needed(s, new_length);
+}
+
 void KvCache::reserve(int seq, int64_t new_length) {
   Sequence& s = sequence(seq);
   if (new_length <= s.length) return;
@@ -170,7 +175,7 @@ KvCache::StreamCounts KvCache::stream_counts() const {
 }
 
 int64_t KvCache::window_base_at(int64_t length) const {
-  return std::max(layout_.sink_tokens, length - layout_.recent_tokens);
+  return podkv::window_base_at(length, layout_.sink_tokens, layout_.recent_tokens);
 }
 
 int64_t KvCache::store_tokens(int64_t length, int64_t prefill_length) const {
@@ -252,7 +257,10 @@ void KvCache::commit(int seq, int64_t new_length) {
   if (new_length == 0) return;
   const int64_t new_base = window_base_at(new_length);
   if (new_base > s.window_base) {
-    if (!group_members_.empty()) move_to_stores(s, new_base);  // before their window pages go
+    if (!group_members_.empty()) {
+      move_to_stores(s, new_base);  // before their window pages go
+      run_copies();
+    }
     s.window_base = new_base;
   }
   auto windowed = [](const StreamRule& r) {
@@ -265,53 +273,38 @@ void KvCache::commit(int seq, int64_t new_length) {
   trim_stores(s);
 }
 
-float* KvCache::slot(std::vector<int32_t>& table, int64_t pos, const char* kind, int layer, int head) {
+std::pair<int32_t, int32_t> KvCache::location(const std::vector<int32_t>& table, int64_t pos, const char* kind,
+                                              int layer, int head) const {
   const int64_t logical = pos / page_tokens_;
   if (pos < 0 || logical >= static_cast<int64_t>(table.size()) || table[logical] < 0)
     throw Error(std::string("kv cache: ") + kind + " of layer " + std::to_string(layer) + " head " +
                 std::to_string(head) + ": position " + std::to_string(pos) + " is not reserved");
-  return pool_.get() + static_cast<size_t>(table[logical]) * page_floats_ +
-         static_cast<size_t>(pos % page_tokens_) * layout_.head_dim;
+  return {table[logical], static_cast<int32_t>(pos % page_tokens_)};
 }
 
-float* KvCache::key_slot(int seq, int layer, int head, int64_t pos) {
-  return slot(sequence(seq).key_pages[layer * layout_.num_kv_heads + head], pos, "keys", layer, head);
+const std::vector<int32_t>& KvCache::page_table(int seq, int kind, int layer, int head) const {
+  check(layer >= 0 && layer < layout_.num_layers && head >= 0 && head < layout_.num_kv_heads,
+        "kv cache: no stream for layer " + std::to_string(layer) + " head " + std::to_string(head));
+  const Sequence& s = sequence(seq);
+  const size_t i = static_cast<size_t>(layer) * layout_.num_kv_heads + head;
+  switch (kind) {
+    case kKeys: return s.key_pages[i];
+    case kValues: return s.value_pages[i];
+    case kKeyStore: return s.key_store_pages[i];
+    case kValueStore: return s.value_store_pages[i];
+  }
+  throw Error("kv cache: unknown stream kind " + std::to_string(kind));
 }
 
-float* KvCache::value_slot(int seq, int layer, int head, int64_t pos) {
-  return slot(sequence(seq).value_pages[layer * layout_.num_kv_heads + head], pos, "values", layer, head);
-}
-
-StreamView KvCache::view(const std::vector<int32_t>& table) const {
-  StreamView v;
-  v.page_table = table.data();
-  v.num_pages = static_cast<int64_t>(table.size());
-  v.pool = pool_.get();
-  v.page_tokens = page_tokens_;
-  v.head_dim = layout_.head_dim;
-  return v;
-}
-
-StreamView KvCache::key_store(int seq, int layer, int head) const {
-  return view(sequence(seq).key_store_pages[layer * layout_.num_kv_heads + head]);
-}
-
-StreamView KvCache::value_store(int seq, int layer, int head) const {
-  return view(sequence(seq).value_store_pages[layer * layout_.num_kv_heads + head]);
-}
-
-StreamView KvCache::keys(int seq, int layer, int head) const {
-  return view(sequence(seq).key_pages[layer * layout_.num_kv_heads + head]);
-}
-
-StreamView KvCache::values(int seq, int layer, int head) const {
-  return view(sequence(seq).value_pages[layer * layout_.num_kv_heads + head]);
+std::pair<int32_t, int32_t> KvCache::entry_location(int seq, int kind, int layer, int head, int64_t pos) const {
+  check(kind == kKeys || kind == kValues, "kv cache: entry_location is for keys and values");
+  return location(page_table(seq, kind, layer, head), pos, kind == kKeys ? "keys" : "values", layer, head);
 }
 
 size_t KvCache::bytes_in_use(int seq) const {
   const Sequence& s = sequence(seq);
   const int64_t prefill = layout_.selection == Selection::SnapKV ? s.prefill_length : -2;
-  return static_cast<size_t>(layout_.retained_vectors(s.length, prefill)) * layout_.head_dim * sizeof(float);
+  return static_cast<size_t>(layout_.retained_vectors(s.length, prefill)) * entry_bytes_;
 }
 
 size_t KvCache::bytes_reserved(int seq) const {

@@ -1,8 +1,12 @@
-// A paged KV cache for many sequences under one byte budget, on the CPU.
+// The host-side bookkeeping of a paged KV cache for many sequences under one
+// byte budget: page allocator and free list, page tables, commit and window
+// release, selection stores and their scores, byte accounting, all-or-nothing
+// reservation. The bytes live in a KvPool owned by a backend (kv_pool.h); the
+// kernels read them through a plain per-step KvView (kv_view.h).
 //
-// Storage is one flat pool of pages; a page holds `page_tokens` vectors of
-// head_dim floats for one stream (the keys or the values of one layer and KV
-// head of one sequence). Each sequence has, per stream, a host-side page table
+// A page holds `page_tokens` entries (kv_entry.h: one head_dim-vector in the
+// cache's entry type) of one stream (the keys or the values of one layer and
+// KV head of one sequence). Each sequence has, per stream, a host-side page table
 // indexed by logical page (position / page_tokens), -1 where nothing is held.
 // Streams follow the KvLayout: Full streams hold every page, Window streams give
 // pages back once all their positions have left the sink and the recent window,
@@ -19,7 +23,10 @@
 #include <utility>
 #include <vector>
 
+#include "kv/kv_entry.h"
 #include "kv/kv_layout.h"
+#include "kv/kv_pool.h"
+#include "kv/kv_view.h"
 #include "util/error.h"
 
 namespace podkv {
@@ -30,33 +37,23 @@ class KvCacheFull : public Error {
   using Error::Error;
 };
 
-// Read access to one stream of one sequence: vector of position `pos` (or of
-// slot `pos` in a selection store).
-struct StreamView {
-  const int32_t* page_table = nullptr;  // [logical pages], -1 = not held
-  int64_t num_pages = 0;
-  const float* pool = nullptr;
-  int64_t page_tokens = 0;
-  int64_t head_dim = 0;
-
-  const float* at(int64_t pos) const {
-    const int32_t page = page_table[pos / page_tokens];
-    return pool + (static_cast<int64_t>(page) * page_tokens + pos % page_tokens) * head_dim;
-  }
-  bool holds(int64_t pos) const {
-    const int64_t logical = pos / page_tokens;
-    return pos >= 0 && logical < num_pages && page_table[logical] >= 0;
-  }
-};
-
 class KvCache {
  public:
-  // `budget_bytes` caps the pool; pages are touched (committed by the OS) only when used.
-  KvCache(KvLayout layout, size_t budget_bytes, int page_tokens = 16);
+  // `budget_bytes` caps the pool: budget / page_bytes pages.
+  KvCache(KvLayout layout, size_t budget_bytes, int page_tokens = 16, KvDType dtype = KvDType::F32);
 
   const KvLayout& layout() const { return layout_; }
+  KvDType dtype() const { return dtype_; }
   int page_tokens() const { return page_tokens_; }
+  size_t entry_bytes() const { return entry_bytes_; }
   size_t page_bytes() const { return page_bytes_; }
+  size_t num_pages() const { return total_pages_; }
+
+  // The memory whose entries commit() and end_prefill() move when token
+  // selection keeps or drops tokens. Without one, the cache keeps only the
+  // bookkeeping (memory planning, tests of the accounting).
+  void attach_pool(KvPool* pool) { pool_ = pool; }
+  KvPool* pool() const { return pool_; }
 
   // A new empty sequence; returns its id.
   int add_sequence();
@@ -67,6 +64,8 @@ class KvCache {
   // them, all or nothing: throws KvCacheFull (naming the pages needed and free)
   // and changes nothing when the pool cannot hold them.
   void reserve(int seq, int64_t new_length);
+  // Free pages reserve(seq, new_length) would take.
+  int64_t pages_to_reserve(int seq, int64_t new_length) const;
   // Pages one sequence holds at most while it grows from `from` to `to` tokens
   // in chunks of at most `chunk` (reserve, write, commit per chunk). Window
   // streams hold a chunk's pages until its commit, so a long prefill in one
@@ -97,30 +96,29 @@ class KvCache {
   // Whether `seq`'s prefill selection has run (always true without SnapKV).
   bool prefill_done(int seq) const;
 
-  // Accumulated attention of a selection group, written by attention:
-  // store[slot] for kept distant tokens, window[pos - window_base] for
-  // positions >= window_base (positions below it, other than the sink, have
-  // left the window).
-  struct GroupScores {
-    float* store = nullptr;
-    float* window = nullptr;
-    int64_t window_base = 0;
-    int64_t store_size = 0;
-  };
-  GroupScores group_scores(int seq, int group);
+  // Adds a step's attention to a selection group's accumulated scores.
+  // `region`: the group's part of the step's score output (kv_view.h): store
+  // slots [0, store_size) then positions [window_base, reserved length).
+  void add_scores(int seq, int group, const float* region);
+  // Kept distant tokens of a group (its store size) and their scores by slot.
+  int64_t store_size(int seq, int group) const;
+  const std::vector<float>& store_scores(int seq, int group) const;
+  // Scores of the positions [window_base, reserved length) still in the windows.
+  const std::vector<float>& window_scores(int seq, int group) const;
+  // Floats of a group's score region for the reserved length (store slots + window positions).
+  int64_t score_region_size(int seq, int group) const;
   // Positions of the distant tokens group `group` keeps, ascending.
   std::vector<int64_t> kept_positions(int seq, int group) const;
   // First position still in the windows (sink excluded): max(ns, length - nr).
   int64_t window_base(int seq) const { return sequence(seq).window_base; }
 
-  // Write access to the slot of `pos` (reserved, not yet committed or still held).
-  float* key_slot(int seq, int layer, int head, int64_t pos);
-  float* value_slot(int seq, int layer, int head, int64_t pos);
-  StreamView keys(int seq, int layer, int head) const;
-  StreamView values(int seq, int layer, int head) const;
-  // Slot-indexed selection stores of Selected streams (slots 0 .. group size).
-  StreamView key_store(int seq, int layer, int head) const;
-  StreamView value_store(int seq, int layer, int head) const;
+  // Page table of one stream (kind: kv_view.h's kKeys, kValues, or the
+  // slot-indexed selection stores kKeyStore, kValueStore): physical page per
+  // logical page, -1 where not held.
+  const std::vector<int32_t>& page_table(int seq, int kind, int layer, int head) const;
+  // Page and entry of position `pos` of a keys/values stream; throws Error
+  // when it is not reserved (written positions must be reserved and held).
+  std::pair<int32_t, int32_t> entry_location(int seq, int kind, int layer, int head, int64_t pos) const;
 
   // Accounting. In use = vectors the layout retains for the committed length
   // times vector bytes (the analytic formula); reserved = pages held times page
@@ -169,21 +167,24 @@ class KvCache {
   int64_t store_tokens(int64_t length, int64_t prefill_length) const;
   int64_t window_base_at(int64_t length) const;
   std::vector<int32_t>& store_table(Sequence& s, const Member& m);
-  float* store_slot(Sequence& s, const Member& m, int64_t slot);
+  std::pair<int32_t, int32_t> store_location(Sequence& s, const Member& m, int64_t slot);
+  void run_copies();
   void move_to_stores(Sequence& s, int64_t new_base);
   void drop_slots(Sequence& s, int group, std::vector<int32_t> slots);
   void trim_stores(Sequence& s);
   [[noreturn]] void throw_full(int seq, int64_t needed, int64_t new_length) const;
   void release_window_pages(std::vector<int32_t>& table, int64_t last_query);
-  float* slot(std::vector<int32_t>& table, int64_t pos, const char* kind, int layer, int head);
-  StreamView view(const std::vector<int32_t>& table) const;
+  std::pair<int32_t, int32_t> location(const std::vector<int32_t>& table, int64_t pos, const char* kind, int layer,
+                                       int head) const;
 
   KvLayout layout_;
+  KvDType dtype_;
   int page_tokens_;
-  size_t page_floats_;
+  size_t entry_bytes_;
   size_t page_bytes_;
   size_t total_pages_;
-  std::unique_ptr<float[]> pool_;
+  KvPool* pool_ = nullptr;
+  std::vector<EntryCopy> copies_;  // pending moves of one commit / end_prefill
   std::vector<int32_t> free_pages_;
   std::vector<Sequence> sequences_;
   std::vector<std::vector<Member>> group_members_;  // [selection group]

@@ -18,12 +18,18 @@ std::vector<int32_t>& KvCache::store_table(Sequence& s, const Member& m) {
   return m.key ? s.key_store_pages[m.stream] : s.value_store_pages[m.stream];
 }
 
-float* KvCache::store_slot(Sequence& s, const Member& m, int64_t slot) {
+std::pair<int32_t, int32_t> KvCache::store_location(Sequence& s, const Member& m, int64_t slot) {
   const std::vector<int32_t>& table = store_table(s, m);
   // Reserved by reserve(): a missing page here is a bug in the accounting, not bad input.
   check(slot / page_tokens_ < static_cast<int64_t>(table.size()), "kv cache: selection store slot not reserved");
-  return pool_.get() + static_cast<size_t>(table[slot / page_tokens_]) * page_floats_ +
-         static_cast<size_t>(slot % page_tokens_) * layout_.head_dim;
+  return {table[slot / page_tokens_], static_cast<int32_t>(slot % page_tokens_)};
+}
+
+// Hands the moves gathered by one commit or end_prefill to the pool, before
+// any page they read can be handed out again.
+void KvCache::run_copies() {
+  if (pool_ != nullptr && !copies_.empty()) pool_->copy_entries(copies_.data(), copies_.size());
+  copies_.clear();
 }
 
 // Tokens [s.window_base, new_base) have left the recent window: copy them
@@ -32,7 +38,6 @@ float* KvCache::store_slot(Sequence& s, const Member& m, int64_t slot) {
 void KvCache::move_to_stores(Sequence& s, int64_t new_base) {
   const int64_t old_base = s.window_base;
   const int heads = layout_.num_kv_heads;
-  const size_t vector_bytes = static_cast<size_t>(layout_.head_dim) * sizeof(float);
   for (size_t g = 0; g < group_members_.size(); ++g) {
     Group& group = s.groups[g];
     for (int64_t pos = old_base; pos < new_base; ++pos) {
@@ -42,8 +47,9 @@ void KvCache::move_to_stores(Sequence& s, int64_t new_base) {
       group.scores.push_back(offset < group.window_scores.size() ? group.window_scores[offset] : 0.0f);
       for (const Member& m : group_members_[g]) {
         auto& window = m.key ? s.key_pages[m.stream] : s.value_pages[m.stream];
-        const float* from = slot(window, pos, m.key ? "keys" : "values", m.stream / heads, m.stream % heads);
-        std::memcpy(store_slot(s, m, slot_index), from, vector_bytes);
+        const auto from = location(window, pos, m.key ? "keys" : "values", m.stream / heads, m.stream % heads);
+        const auto to = store_location(s, m, slot_index);
+        copies_.push_back(EntryCopy{from.first, from.second, to.first, to.second});
       }
     }
     const size_t moved = std::min(group.window_scores.size(), static_cast<size_t>(new_base - old_base));
@@ -71,14 +77,16 @@ void KvCache::drop_slots(Sequence& s, int g, std::vector<int32_t> slots) {
   Group& group = s.groups[g];
   std::sort(slots.begin(), slots.end(), std::greater<>());
   slots.erase(std::unique(slots.begin(), slots.end()), slots.end());
-  const size_t vector_bytes = static_cast<size_t>(layout_.head_dim) * sizeof(float);
   for (int32_t slot : slots) {
     const int32_t last = static_cast<int32_t>(group.positions.size()) - 1;
     if (slot != last) {
       group.positions[slot] = group.positions[last];
       group.scores[slot] = group.scores[last];
-      for (const Member& m : group_members_[g])
-        std::memcpy(store_slot(s, m, slot), store_slot(s, m, last), vector_bytes);
+      for (const Member& m : group_members_[g]) {
+        const auto from = store_location(s, m, last);
+        const auto to = store_location(s, m, slot);
+        copies_.push_back(EntryCopy{from.first, from.second, to.first, to.second});
+      }
     }
     group.positions.pop_back();
     group.scores.pop_back();
@@ -126,6 +134,7 @@ void KvCache::end_prefill(int seq) {
     order.erase(order.begin(), order.begin() + layout_.budget);
     drop_slots(s, static_cast<int>(g), std::move(order));
   }
+  run_copies();
   trim_stores(s);
 }
 
@@ -133,11 +142,37 @@ bool KvCache::prefill_done(int seq) const {
   return layout_.selection != Selection::SnapKV || sequence(seq).prefill_length >= 0;
 }
 
-KvCache::GroupScores KvCache::group_scores(int seq, int group) {
+void KvCache::add_scores(int seq, int group, const float* region) {
   Sequence& s = sequence(seq);
   check(group >= 0 && group < static_cast<int>(s.groups.size()), "kv cache: no selection group " + std::to_string(group));
   Group& g = s.groups[group];
-  return GroupScores{g.scores.data(), g.window_scores.data(), s.window_base, static_cast<int64_t>(g.positions.size())};
+  for (size_t i = 0; i < g.scores.size(); ++i) g.scores[i] += region[i];
+  region += g.scores.size();
+  for (size_t i = 0; i < g.window_scores.size(); ++i) g.window_scores[i] += region[i];
+}
+
+int64_t KvCache::store_size(int seq, int group) const {
+  const Sequence& s = sequence(seq);
+  check(group >= 0 && group < static_cast<int>(s.groups.size()), "kv cache: no selection group " + std::to_string(group));
+  return static_cast<int64_t>(s.groups[group].positions.size());
+}
+
+const std::vector<float>& KvCache::window_scores(int seq, int group) const {
+  const Sequence& s = sequence(seq);
+  check(group >= 0 && group < static_cast<int>(s.groups.size()), "kv cache: no selection group " + std::to_string(group));
+  return s.groups[group].window_scores;
+}
+
+int64_t KvCache::score_region_size(int seq, int group) const {
+  const Sequence& s = sequence(seq);
+  check(group >= 0 && group < static_cast<int>(s.groups.size()), "kv cache: no selection group " + std::to_string(group));
+  return static_cast<int64_t>(s.groups[group].scores.size() + s.groups[group].window_scores.size());
+}
+
+const std::vector<float>& KvCache::store_scores(int seq, int group) const {
+  const Sequence& s = sequence(seq);
+  check(group >= 0 && group < static_cast<int>(s.groups.size()), "kv cache: no selection group " + std::to_string(group));
+  return s.groups[group].scores;
 }
 
 std::vector<int64_t> KvCache::kept_positions(int seq, int group) const {

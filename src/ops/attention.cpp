@@ -6,6 +6,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
+
+#include "util/error.h"
 
 #include "ops/attention_internal.h"
 
@@ -35,7 +38,8 @@ struct Partials {
 struct Span {
   int64_t begin = 0, end = 0;  // indices into the views: positions, or selection-store slots
   StreamView keys, values;
-  float* scores = nullptr;     // accumulated attention, indexed like the views; null = not scored
+  float* scores = nullptr;     // scores[j - score_base] for index j; null = not scored
+  int64_t score_base = 0;
 };
 
 inline float dot(const float* a, const float* b, int n) {
@@ -47,8 +51,8 @@ inline float dot(const float* a, const float* b, int n) {
 
 // Adds the keys of `spans` to `part` (two passes: scores, then exp and values).
 // Leaves exp(score - max) in `weights` [G, n] for add_scores.
-void accumulate(const std::vector<Span>& spans, const float* q, int groups, int dim, float scale,
-                std::vector<float>& weights, Partials& part) {
+void accumulate(const std::vector<Span>& spans, KvDType type, const float* q, int groups, int dim, float scale,
+                std::vector<float>& weights, std::vector<float>& run_buf, Partials& part) {
   int64_t n = 0;
   for (const Span& s : spans) n += s.end - s.begin;
   if (n == 0) return;
@@ -57,8 +61,8 @@ void accumulate(const std::vector<Span>& spans, const float* q, int groups, int 
   int64_t col = 0;
   for (const Span& s : spans) {
     for (int64_t j = s.begin; j < s.end;) {
-      const float* key = s.keys.at(j);
       const int64_t run = std::min(s.end - j, s.keys.page_tokens - j % s.keys.page_tokens);
+      const float* key = load_run(s.keys, type, j, run, dim, run_buf);
       for (int64_t r = 0; r < run; ++r, key += dim, ++col) {
         for (int g = 0; g < groups; ++g) weights[g * n + col] = dot(q + g * dim, key, dim) * scale;
       }
@@ -81,8 +85,8 @@ void accumulate(const std::vector<Span>& spans, const float* q, int groups, int 
   col = 0;
   for (const Span& s : spans) {
     for (int64_t j = s.begin; j < s.end;) {
-      const float* value = s.values.at(j);
       const int64_t run = std::min(s.end - j, s.values.page_tokens - j % s.values.page_tokens);
+      const float* value = load_run(s.values, type, j, run, dim, run_buf);
       for (int64_t r = 0; r < run; ++r, value += dim, ++col) {
         for (int g = 0; g < groups; ++g) {
           const float p = weights[g * n + col];
@@ -107,7 +111,7 @@ void add_scores(const std::vector<Span>& spans, const std::vector<float>& weight
       if (s.scores == nullptr) continue;
       float p = 0.0f;
       for (int g = 0; g < groups; ++g) p += weights[g * n + col] * factor[g];
-      s.scores[j] += p;
+      s.scores[j - s.score_base] += p;
     }
   }
 }
@@ -116,81 +120,95 @@ void add_scores(const std::vector<Span>& spans, const std::vector<float>& weight
 
 // The definition: one query (and KV head) at a time, every part's scores in
 // full before its softmax. Decode and selection scoring run here.
-void attention_per_query(const AttentionInput& in, const AttentionPlan& plan, const float* q, int64_t first_pos,
-                         int64_t t_begin, int64_t t_end, float* out, int64_t& distant_parts_total,
-                         int64_t& skipped_total) {
-  KvCache& cache = *in.cache;
-  const KvLayout& layout = cache.layout();
+void attention_per_query(const AttentionPlan& plan, const float* q, const QueryRuns& runs, float* out,
+                         int64_t& distant_parts_total, int64_t& skipped_total) {
+  const KvView& view = *plan.view;
+  const AttentionBatch& batch = *plan.batch;
+  const AttentionParams& params = *plan.params;
   const int kv_heads = plan.kv_heads, dim = plan.dim, heads = plan.heads, groups = plan.groups;
-  const bool split = plan.split, scoring = plan.scoring;
-  std::vector<float>* my_gates = plan.gates;
-  const std::vector<int>& distant_group = plan.distant_group;
-  const std::vector<KvCache::GroupScores>& group_scores = plan.group_scores;
+  const bool split = plan.split;
+  const int layer = params.layer;
+  // Work items: (run, query, KV head), or (run, KV head) with the run's queries
+  // in order when the run is scored (one thread owns a head's scores).
+  const int num_runs = static_cast<int>(runs.entries.size());
+  bool scoring = false;
+  std::vector<int64_t> item_begin(num_runs + 1, 0);
+  for (int r = 0; r < num_runs; ++r) {
+    const int b = runs.entries[r];
+    const bool scored = plan.scores != nullptr && batch.score_from != nullptr &&
+                        batch.first_pos[b] + runs.t_end[r] > batch.score_from[b];
+    scoring = scoring || scored;
+    item_begin[r + 1] = item_begin[r] + (runs.t_end[r] - runs.t_begin[r]) * kv_heads;
+  }
   int64_t distant_parts = 0, skipped = 0;
 
 #pragma omp parallel reduction(+ : distant_parts, skipped)
   {
     Partials prox, dist;
-    std::vector<float> prox_weights, dist_weights;
+    std::vector<float> prox_weights, dist_weights, run_buf;
     std::vector<Span> prox_spans, dist_spans;
-    auto one_query = [&](int64_t t, int h) {
-      const int64_t pos = first_pos + t;
-      const float* q_group = q + (t * heads + static_cast<int64_t>(h) * groups) * dim;
-      const StreamRule& krule = layout.key_rule(in.layer, h);
-      const StreamRule& vrule = layout.value_rule(in.layer, h);
-      const int group = distant_group[h];
-      const KvCache::GroupScores& gs = group_scores[h];
-      const bool score_this = scoring && pos >= in.score_from && group >= 0;
-      float* window_scores = score_this ? gs.window - gs.window_base : nullptr;
+    auto one_query = [&](int b, int64_t t, int h) {
+      const int64_t pos = batch.first_pos[b] + t;
+      const int64_t row = batch.row_begin[b] + t;
+      const float* q_group = q + (row * heads + static_cast<int64_t>(h) * groups) * dim;
+      const KvRule& krule = plan.key_rule(h);
+      const KvRule& vrule = plan.value_rule(h);
+      const int group = plan.distant_group[h];
+      const bool score_this = plan.scores != nullptr && batch.score_from != nullptr && pos >= batch.score_from[b] &&
+                              group >= 0;
+      float* const region = score_this ? plan.score_region(b, group) : nullptr;
+      const int64_t store_size = group >= 0 ? view.store_size[b * view.num_groups + group] : 0;
+      const int64_t window_base = view.window_base[b];
       prox.reset(groups, dim);
       dist.reset(groups, dim);
       // Token classes for query position pos (pod-method.md).
-      const int64_t sink_end = split ? std::min(layout.sink_tokens, pos + 1) : 0;
-      const int64_t recent_begin = split ? std::max(sink_end, pos - layout.recent_tokens + 1) : 0;
+      const int64_t s_end = sink_end(pos, view.sink_tokens, split);
+      const int64_t r_begin = recent_begin(pos, view.sink_tokens, view.recent_tokens, split);
+      // Window scores sit after the store slots, indexed from window_base.
+      const int64_t window_score_base = window_base - store_size;
       // Proximal: sink and recent spans together in one partial.
       {
-        const StreamView k = cache.keys(in.seq, source_layer(in.layer, krule, false), h);
-        const StreamView v = cache.values(in.seq, source_layer(in.layer, vrule, false), h);
+        const StreamView k = stream_view(view, b, kKeys, source_layer(layer, krule, false), h);
+        const StreamView v = stream_view(view, b, kValues, source_layer(layer, vrule, false), h);
         prox_spans.clear();
-        if (sink_end > 0) prox_spans.push_back(Span{0, sink_end, k, v, nullptr});
-        prox_spans.push_back(Span{recent_begin, pos + 1, k, v, window_scores});
-        accumulate(prox_spans, q_group, groups, dim, in.scale, prox_weights, prox);
+        if (s_end > 0) prox_spans.push_back(Span{0, s_end, k, v, nullptr, 0});
+        prox_spans.push_back(Span{r_begin, pos + 1, k, v, region, window_score_base});
+        accumulate(prox_spans, view.dtype, q_group, groups, dim, params.scale, prox_weights, run_buf, prox);
       }
-      const bool has_distant = split && recent_begin > sink_end;
-      const bool shared = krule.retention == Retention::Window || krule.retention == Retention::None;
+      const bool distant = split && r_begin > s_end;
+      const bool shared = krule.retention == kRetainWindow || krule.retention == kRetainNone;
       // Per query head: skip its distant part when the anchor's gate for the
       // same token and head is at least tau. Keys are shared by the group, so
       // the distant keys are read unless every head of the group skips.
       bool skip_head[64] = {};
       int skipping = 0;
-      if (has_distant && shared && krule.distant_source >= 0) {
+      if (distant && shared && krule.distant_source >= 0) {
         distant_parts += groups;
         // tau >= 1 never skips (a gate of exactly 1 means no distant mass anyway).
-        if (in.tau && *in.tau < 1.0f && in.gates != nullptr) {
-          const auto& anchor_gates = (*in.gates)[krule.distant_source];
+        if (params.tau < 1.0f && plan.all_gates != nullptr) {
           for (int g = 0; g < groups && g < 64; ++g) {
-            skip_head[g] = anchor_gates[t * heads + h * groups + g] >= *in.tau;
+            skip_head[g] = plan.gate(krule.distant_source, row, h * groups + g) >= params.tau;
             skipping += skip_head[g];
           }
           skipped += skipping;
         }
       }
       dist_spans.clear();
-      const int k_layer = source_layer(in.layer, krule, true);
-      const int v_layer = source_layer(in.layer, vrule, true);
-      if (has_distant && skipping < groups && k_layer >= 0 && v_layer >= 0) {
-        const StreamView k = cache.keys(in.seq, k_layer, h);
-        const StreamView v = cache.values(in.seq, v_layer, h);
+      const int k_layer = source_layer(layer, krule, true);
+      const int v_layer = source_layer(layer, vrule, true);
+      if (distant && skipping < groups && k_layer >= 0 && v_layer >= 0) {
+        const StreamView k = stream_view(view, b, kKeys, k_layer, h);
+        const StreamView v = stream_view(view, b, kValues, v_layer, h);
         if (group < 0) {
-          dist_spans.push_back(Span{sink_end, recent_begin, k, v, nullptr});
+          dist_spans.push_back(Span{s_end, r_begin, k, v, nullptr, 0});
         } else {
           // Kept tokens that left the window, then the window's distant part.
-          dist_spans.push_back(Span{0, gs.store_size, cache.key_store(in.seq, k_layer, h),
-                                    cache.value_store(in.seq, v_layer, h), score_this ? gs.store : nullptr});
-          const int64_t begin = std::max(sink_end, gs.window_base);
-          if (recent_begin > begin) dist_spans.push_back(Span{begin, recent_begin, k, v, window_scores});
+          dist_spans.push_back(Span{0, store_size, stream_view(view, b, kKeyStore, k_layer, h),
+                                    stream_view(view, b, kValueStore, v_layer, h), region, 0});
+          const int64_t begin = std::max(s_end, window_base);
+          if (r_begin > begin) dist_spans.push_back(Span{begin, r_begin, k, v, region, window_score_base});
         }
-        accumulate(dist_spans, q_group, groups, dim, in.scale, dist_weights, dist);
+        accumulate(dist_spans, view.dtype, q_group, groups, dim, params.scale, dist_weights, run_buf, dist);
       }
       float prox_factor[64], dist_factor[64];
       for (int g = 0; g < groups; ++g) {
@@ -199,11 +217,11 @@ void attention_per_query(const AttentionInput& in, const AttentionPlan& plan, co
         const float wd = dist.sum[g] > 0 && !skip_head[g] ? std::exp(dist.max[g] - m) : 0.0f;
         const float sp = prox.sum[g] * wp, sd = dist.sum[g] * wd;
         const float inv = 1.0f / (sp + sd);
-        float* o = out + (t * heads + static_cast<int64_t>(h) * groups + g) * dim;
+        float* o = out + (row * heads + static_cast<int64_t>(h) * groups + g) * dim;
         const float* ap = prox.acc.data() + static_cast<size_t>(g) * dim;
         const float* ad = dist.acc.data() + static_cast<size_t>(g) * dim;
         for (int i = 0; i < dim; ++i) o[i] = (ap[i] * wp + ad[i] * wd) * inv;
-        if (my_gates != nullptr) (*my_gates)[t * heads + h * groups + g] = sp * inv;
+        if (plan.gates != nullptr) plan.gates[row * heads + h * groups + g] = sp * inv;
         if (g < 64) {
           prox_factor[g] = wp * inv;
           dist_factor[g] = wd * inv;
@@ -215,13 +233,17 @@ void attention_per_query(const AttentionInput& in, const AttentionPlan& plan, co
       }
     };
     if (scoring) {
-#pragma omp for schedule(dynamic, 1)
-      for (int h = 0; h < kv_heads; ++h)
-        for (int64_t t = t_begin; t < t_end; ++t) one_query(t, h);
-    } else {
 #pragma omp for collapse(2) schedule(dynamic, 1)
-      for (int64_t t = t_begin; t < t_end; ++t)
-        for (int h = 0; h < kv_heads; ++h) one_query(t, h);
+      for (int r = 0; r < num_runs; ++r)
+        for (int h = 0; h < kv_heads; ++h)
+          for (int64_t t = runs.t_begin[r]; t < runs.t_end[r]; ++t) one_query(runs.entries[r], t, h);
+    } else {
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t item = 0; item < item_begin[num_runs]; ++item) {
+        const int r = static_cast<int>(std::upper_bound(item_begin.begin(), item_begin.end(), item) - item_begin.begin()) - 1;
+        const int64_t local = item - item_begin[r];
+        one_query(runs.entries[r], runs.t_begin[r] + local / kv_heads, static_cast<int>(local % kv_heads));
+      }
     }
   }
   distant_parts_total += distant_parts;
@@ -230,49 +252,58 @@ void attention_per_query(const AttentionInput& in, const AttentionPlan& plan, co
 
 }  // namespace detail
 
-void attention(const AttentionInput& in, const float* q, int64_t first_pos, int64_t tokens, float* out,
-               AttentionStats* stats) {
-  KvCache& cache = *in.cache;
-  const KvLayout& layout = cache.layout();
+void attention(const KvView& view, const AttentionBatch& batch, const AttentionParams& params, const float* q,
+               const AttentionOutputs& outputs) {
   detail::AttentionPlan plan;
-  plan.kv_heads = layout.num_kv_heads;
-  plan.dim = layout.head_dim;
-  plan.heads = in.num_heads;
-  plan.groups = in.num_heads / layout.num_kv_heads;
+  plan.view = &view;
+  plan.batch = &batch;
+  plan.params = &params;
+  plan.kv_heads = view.num_kv_heads;
+  plan.dim = view.head_dim;
+  plan.heads = params.num_heads;
+  plan.groups = params.num_heads / view.num_kv_heads;
   // The per-query kernel keeps per-head flags in arrays of 64.
-  check(plan.groups >= 1 && plan.groups <= 64 && in.num_heads % layout.num_kv_heads == 0,
-        "attention: " + std::to_string(in.num_heads) + " query heads over " + std::to_string(layout.num_kv_heads) +
+  check(plan.groups >= 1 && plan.groups <= 64 && params.num_heads % view.num_kv_heads == 0,
+        "attention: " + std::to_string(params.num_heads) + " query heads over " + std::to_string(view.num_kv_heads) +
             " KV heads is not supported (at most 64 query heads per KV head)");
-  plan.split = layout.recent_tokens > 0;
-  plan.gates = in.gates != nullptr ? &(*in.gates)[in.layer] : nullptr;
-  if (plan.gates != nullptr) plan.gates->assign(static_cast<size_t>(tokens) * in.num_heads, 1.0f);
-  // Scores are summed per KV head across queries: one thread per KV head then.
-  plan.scoring = layout.selection != Selection::None && first_pos + tokens > in.score_from;
+  check(params.layer >= 0 && params.layer < view.num_layers, "attention: no layer " + std::to_string(params.layer));
+  plan.split = view.recent_tokens > 0;
+  plan.total_rows = batch.row_begin[batch.num_seqs];
+  plan.all_gates = outputs.gates;
+  plan.gates = outputs.gates != nullptr ? outputs.gates + params.layer * plan.total_rows * plan.heads : nullptr;
+  if (plan.gates != nullptr) std::fill_n(plan.gates, plan.total_rows * plan.heads, 1.0f);
+  plan.scores = view.num_groups > 0 ? outputs.scores : nullptr;
   // Per KV head: the selection group of its distant tokens (-1: position-indexed).
   plan.distant_group.assign(plan.kv_heads, -1);
-  plan.group_scores.resize(plan.kv_heads);
-  for (int h = 0; h < plan.kv_heads; ++h) {
-    plan.distant_group[h] = layout.distant_group(layout.key_rule(in.layer, h), layout.keys, h);
-    if (plan.distant_group[h] >= 0) plan.group_scores[h] = cache.group_scores(in.seq, plan.distant_group[h]);
-  }
-  // Queries before `scored` add nothing to the selection scores, the rest do.
-  // Each of the two runs goes to the blocked kernel when it has enough
-  // queries, else (decode steps, short runs) to the per-query kernel. Split
-  // this way, the unscored run keeps the blocked kernel's full parallelism.
-  const int64_t scored = plan.scoring ? std::clamp<int64_t>(in.score_from - first_pos, 0, tokens) : tokens;
+  for (int h = 0; h < plan.kv_heads; ++h) plan.distant_group[h] = plan.key_rule(h).distant_group;
+  // Per entry, queries before `scored` add nothing to the selection scores,
+  // the rest do. Each of the two runs goes to the blocked kernel when it has
+  // enough queries, else (decode steps, short runs) to the per-query kernel,
+  // which takes the short runs of every entry at once. Split this way, the
+  // unscored run keeps the blocked kernel's full parallelism.
   int64_t distant_parts = 0, skipped = 0;
-  auto run = [&](int64_t t_begin, int64_t t_end) {
-    if (t_end <= t_begin) return;
-    if (t_end - t_begin >= in.blocked_min_queries)
-      detail::attention_blocked(in, plan, q, first_pos, t_begin, t_end, out, distant_parts, skipped);
-    else
-      detail::attention_per_query(in, plan, q, first_pos, t_begin, t_end, out, distant_parts, skipped);
-  };
-  run(0, scored);
-  run(scored, tokens);
-  if (stats != nullptr) {
-    stats->distant_parts += distant_parts;
-    stats->skipped_distant_parts += skipped;
+  detail::QueryRuns short_runs;
+  for (int b = 0; b < batch.num_seqs; ++b) {
+    const int64_t tokens = batch.row_begin[b + 1] - batch.row_begin[b];
+    const bool scoring = plan.scores != nullptr && batch.score_from != nullptr &&
+                         batch.first_pos[b] + tokens > batch.score_from[b];
+    const int64_t scored = scoring ? std::clamp<int64_t>(batch.score_from[b] - batch.first_pos[b], 0, tokens) : tokens;
+    for (auto [t_begin, t_end] : {std::pair{int64_t{0}, scored}, std::pair{scored, tokens}}) {
+      if (t_end <= t_begin) continue;
+      if (t_end - t_begin >= params.blocked_min_queries) {
+        detail::attention_blocked(plan, q, b, t_begin, t_end, outputs.out, distant_parts, skipped);
+      } else {
+        short_runs.entries.push_back(b);
+        short_runs.t_begin.push_back(t_begin);
+        short_runs.t_end.push_back(t_end);
+      }
+    }
+  }
+  if (!short_runs.entries.empty())
+    detail::attention_per_query(plan, q, short_runs, outputs.out, distant_parts, skipped);
+  if (outputs.stats != nullptr) {
+    outputs.stats->distant_parts += distant_parts;
+    outputs.stats->skipped_distant_parts += skipped;
   }
 }
 

@@ -1,38 +1,65 @@
 // What the two attention kernels (per query: attention.cpp; blocked prefill:
-// attention_prefill.cpp) share: the per-call plan and the stream rules.
+// attention_prefill.cpp) share: the per-call plan and row loading.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
+#include "kv/token_classes.h"
 #include "ops/attention.h"
 
 namespace podkv::detail {
 
 // Per-call facts both kernels read; built once by attention().
 struct AttentionPlan {
+  const KvView* view = nullptr;
+  const AttentionBatch* batch = nullptr;
+  const AttentionParams* params = nullptr;
   int kv_heads = 0, heads = 0, groups = 0, dim = 0;
-  bool split = false;                  // recent_tokens > 0: proximal and distant parts
-  bool scoring = false;                // some query of the chunk adds selection scores
-  std::vector<float>* gates = nullptr; // this layer's gates [token * H + head], or null
-  std::vector<int> distant_group;      // [KV head] selection group of its distant keys, -1 = position-indexed
-  std::vector<KvCache::GroupScores> group_scores;  // [KV head]
+  bool split = false;            // recent_tokens > 0: proximal and distant parts
+  int64_t total_rows = 0;        // rows of the step (gate layer stride / H)
+  float* gates = nullptr;        // this layer's gates [row * H + head], or null
+  float* all_gates = nullptr;    // every layer's, for tau
+  float* scores = nullptr;       // the step's score output, or null
+  std::vector<int> distant_group;  // [KV head] selection group of its distant keys, -1 = position-indexed
+
+  const KvRule& key_rule(int h) const { return view->key_rules[params->layer * kv_heads + h]; }
+  const KvRule& value_rule(int h) const { return view->value_rules[params->layer * kv_heads + h]; }
+  // Anchor gates of `layer` for row `row`, query head `head`.
+  float gate(int layer, int64_t row, int head) const { return all_gates[(layer * total_rows + row) * heads + head]; }
+  // The score region of entry b's group g: store slots, then window positions.
+  float* score_region(int b, int g) const { return scores + view->score_indptr[b * view->num_groups + g]; }
 };
 
-// The layer a class of tokens of a stream is read from, or -1 when masked.
-inline int source_layer(int layer, const StreamRule& rule, bool distant) {
-  if (distant && (rule.retention == Retention::Window || rule.retention == Retention::None)) return rule.distant_source;
-  if (!distant && rule.retention == Retention::None) return rule.proximal_source;
-  return layer;
+inline int source_layer(int layer, const KvRule& rule, bool distant) {
+  return podkv::source_layer(layer, rule.retention, rule.distant_source, rule.proximal_source, distant);
 }
 
-// Queries [t_begin, t_end) of the chunk; stats are added to the counters.
-// Both kernels handle everything (decode, selection scoring). When some query
-// of the range is scored, the blocked kernel runs one thread per KV head (the
-// head's blocks in order), so that no two threads write one head's scores.
-void attention_per_query(const AttentionInput& in, const AttentionPlan& plan, const float* q, int64_t first_pos,
-                         int64_t t_begin, int64_t t_end, float* out, int64_t& distant_parts, int64_t& skipped);
-void attention_blocked(const AttentionInput& in, const AttentionPlan& plan, const float* q, int64_t first_pos,
-                       int64_t t_begin, int64_t t_end, float* out, int64_t& distant_parts, int64_t& skipped);
+// Rows [j, j + run) of a stream, within one page, as float32: a pointer into
+// the pool for f32 entries, else decoded into `buf` [run, dim].
+inline const float* load_run(const StreamView& v, KvDType type, int64_t j, int64_t run, int dim,
+                             std::vector<float>& buf) {
+  const uint8_t* p = v.at(j);
+  if (type == KvDType::F32) return reinterpret_cast<const float*>(p);
+  if (buf.size() < static_cast<size_t>(run * dim)) buf.resize(static_cast<size_t>(run * dim));
+  for (int64_t r = 0; r < run; ++r) kv_decode(type, p + r * v.entry_bytes, dim, buf.data() + r * dim);
+  return buf.data();
+}
+
+// Queries [t_begin, t_end) (entry-relative) of batch entry b; stats are added
+// to the counters. Both kernels handle everything (decode, selection
+// scoring). When some query of the range is scored, the blocked kernel runs
+// one thread per KV head (the head's blocks in order), so that no two threads
+// write one head's scores.
+void attention_blocked(const AttentionPlan& plan, const float* q, int b, int64_t t_begin, int64_t t_end, float* out,
+                       int64_t& distant_parts, int64_t& skipped);
+// Per-query kernel over runs of several entries at once: run i is entry
+// entries[i], queries [t_begin[i], t_end[i]).
+struct QueryRuns {
+  std::vector<int> entries;
+  std::vector<int64_t> t_begin, t_end;
+};
+void attention_per_query(const AttentionPlan& plan, const float* q, const QueryRuns& runs, float* out,
+                         int64_t& distant_parts, int64_t& skipped);
 
 }  // namespace podkv::detail

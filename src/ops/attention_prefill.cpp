@@ -50,7 +50,8 @@ int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 struct Segment {
   StreamView keys, values;
   std::vector<int64_t> lo, hi;  // [Rp]; lo >= hi = empty
-  float* scores = nullptr;      // selection scores indexed like the views; null = not scored
+  float* scores = nullptr;      // selection scores: scores[j - score_base] for index j; null = not scored
+  int64_t score_base = 0;
 };
 
 // Running softmax state of one part for every row of the block.
@@ -71,6 +72,7 @@ struct Scratch {
   std::vector<int32_t> lo_rel, hi_rel;  // [Rp] row intervals relative to the tile
   std::vector<float> zero_row;  // [d] stands in for the keys that pad a tile to a multiple of 4
   std::vector<float> value_pad; // [Bk, dp] value rows copied when d is not a multiple of W
+  std::vector<float> key_buf, value_buf;  // [Bk, d] decoded rows of f16/bf16/q8_0 entries
   std::vector<const float*> key_rows, value_rows, qt_rows;
   Segment seg[4];               // sink, recent, store, distant window
   RowPartial prox, dist;
@@ -79,12 +81,25 @@ struct Scratch {
   std::vector<uint8_t> skip;    // [Rp] distant part skipped by tau
 };
 
-// Collects row pointers of positions/slots [begin, end) of `view`, page run by page run.
-void gather_rows(const StreamView& view, int64_t begin, int64_t end, const float** rows) {
+// Collects row pointers of positions/slots [begin, end) of `view`, page run by
+// page run: into the pool for f32 entries, else into rows decoded into `buf`.
+void gather_rows(const StreamView& view, KvDType type, int dim, int64_t begin, int64_t end, const float** rows,
+                 std::vector<float>& buf) {
+  if (type != KvDType::F32 && buf.size() < static_cast<size_t>((end - begin) * dim))
+    buf.resize(static_cast<size_t>((end - begin) * dim));
+  float* decoded = buf.data();
   for (int64_t j = begin; j < end;) {
-    const float* row = view.at(j);
     const int64_t run = std::min(end - j, view.page_tokens - j % view.page_tokens);
-    for (int64_t r = 0; r < run; ++r, row += view.head_dim) *rows++ = row;
+    const uint8_t* entry = view.at(j);
+    for (int64_t r = 0; r < run; ++r, entry += view.entry_bytes) {
+      if (type == KvDType::F32) {
+        *rows++ = reinterpret_cast<const float*>(entry);
+      } else {
+        kv_decode(type, entry, dim, decoded);
+        *rows++ = decoded;
+        decoded += dim;
+      }
+    }
     j += run;
   }
 }
@@ -123,11 +138,11 @@ bool tile_rows(const Segment& seg, int64_t rows_padded, int64_t j0, int64_t nk, 
 }
 
 // S^T [nk4, Rp] = K · QT over the lanes [col_begin, col_end), keys [j0, j0 + nk) of `keys`.
-void tile_scores(const StreamView& keys, int64_t rows_padded, int dim, int64_t j0, int64_t nk, int64_t col_begin,
-                 int64_t col_end, Scratch& s) {
+void tile_scores(const StreamView& keys, KvDType type, int64_t rows_padded, int dim, int64_t j0, int64_t nk,
+                 int64_t col_begin, int64_t col_end, Scratch& s) {
   constexpr int64_t W = kVecWidth;
   const int64_t nk4 = round_up(nk, 4);
-  gather_rows(keys, j0, j0 + nk, s.key_rows.data());
+  gather_rows(keys, type, dim, j0, j0 + nk, s.key_rows.data(), s.key_buf);
   for (int64_t c = nk; c < nk4; ++c) s.key_rows[c] = s.zero_row.data();
   for (int64_t col = col_begin; col < col_end; col += 4 * W) {
     const int vectors = static_cast<int>(std::min<int64_t>(4, (col_end - col) / W));
@@ -140,8 +155,8 @@ void tile_scores(const StreamView& keys, int64_t rows_padded, int dim, int64_t j
 }
 
 // Adds the keys of `seg` to `part` for every row of the block.
-void accumulate_segment(const Segment& seg, int64_t rows_padded, int dim, int64_t dim_padded, float scale, Scratch& s,
-                        RowPartial& part) {
+void accumulate_segment(const Segment& seg, KvDType type, int64_t rows_padded, int dim, int64_t dim_padded,
+                        float scale, Scratch& s, RowPartial& part) {
   constexpr int64_t W = kVecWidth;
   int64_t begin, end;
   segment_range(seg, rows_padded, begin, end);
@@ -151,8 +166,8 @@ void accumulate_segment(const Segment& seg, int64_t rows_padded, int dim, int64_
     int64_t col_begin, col_end;  // rows on the lanes
     if (!tile_rows(seg, rows_padded, j0, nk, s, col_begin, col_end)) continue;
     // S^T [nk4, Rp] = K · QT over the active row columns.
-    tile_scores(seg.keys, rows_padded, dim, j0, nk, col_begin, col_end, s);
-    gather_rows(seg.values, j0, j0 + nk, s.value_rows.data());
+    tile_scores(seg.keys, type, rows_padded, dim, j0, nk, col_begin, col_end, s);
+    gather_rows(seg.values, type, dim, j0, j0 + nk, s.value_rows.data(), s.value_buf);
     if (dim_padded != dim) {
       for (int64_t c = 0; c < nk; ++c) {
         float* dst = s.value_pad.data() + c * dim_padded;
@@ -208,7 +223,7 @@ void accumulate_segment(const Segment& seg, int64_t rows_padded, int dim, int64_
 
 // Second pass for the selection scores: seg.scores[j] += Σ_r exp(s[r, j] - m[r]) · inv[r]
 // over the rows whose interval holds j (the caller empties those of unscored rows).
-void score_segment(const Segment& seg, int64_t rows_padded, int dim, float scale, Scratch& s) {
+void score_segment(const Segment& seg, KvDType type, int64_t rows_padded, int dim, float scale, Scratch& s) {
   constexpr int64_t W = kVecWidth;
   int64_t begin, end;
   segment_range(seg, rows_padded, begin, end);
@@ -216,7 +231,7 @@ void score_segment(const Segment& seg, int64_t rows_padded, int dim, float scale
     const int64_t nk = std::min(kKeyTile, end - j0);
     int64_t col_begin, col_end;
     if (!tile_rows(seg, rows_padded, j0, nk, s, col_begin, col_end)) continue;
-    tile_scores(seg.keys, rows_padded, dim, j0, nk, col_begin, col_end, s);
+    tile_scores(seg.keys, type, rows_padded, dim, j0, nk, col_begin, col_end, s);
     for (int64_t c = 0; c < nk; ++c) {
       const vint cv = vint{} + static_cast<int32_t>(c);
       vfloat total = vfloat{};
@@ -228,34 +243,38 @@ void score_segment(const Segment& seg, int64_t rows_padded, int dim, float scale
       }
       float sum = 0.0f;
       for (int i = 0; i < W; ++i) sum += total[i];
-      seg.scores[j0 + c] += sum;
+      seg.scores[j0 + c - seg.score_base] += sum;
     }
   }
 }
 
 struct BlockContext {
-  const AttentionInput* in;
   const AttentionPlan* plan;
   const float* q;
-  int64_t first_pos;
+  int b;  // batch entry
   float* out;
 };
 
-// Queries [t0, t1) of KV head h.
+// Queries [t0, t1) (entry-relative) of KV head h.
 void run_block(const BlockContext& ctx, int h, int64_t t0, int64_t t1, Scratch& s, int64_t& distant_parts,
                int64_t& skipped) {
   constexpr int64_t W = kVecWidth;
-  const AttentionInput& in = *ctx.in;
   const AttentionPlan& plan = *ctx.plan;
-  const KvCache& cache = *in.cache;
-  const KvLayout& layout = cache.layout();
+  const KvView& view = *plan.view;
+  const AttentionBatch& batch = *plan.batch;
+  const AttentionParams& params = *plan.params;
+  const int b = ctx.b, layer = params.layer;
+  const int64_t first_pos = batch.first_pos[b], row0 = batch.row_begin[b];
+  const int64_t score_from = batch.score_from != nullptr ? batch.score_from[b] : INT64_MAX;
   const int groups = plan.groups, dim = plan.dim, heads = plan.heads;
   const int64_t rows = (t1 - t0) * groups, rows_padded = round_up(rows, W), dim_padded = round_up(dim, W);
   // Rows at positions >= score_from add to the selection scores of the head's group.
   const int group = plan.distant_group[h];
-  const KvCache::GroupScores& gs = plan.group_scores[h];
-  const bool scoring = plan.scoring && group >= 0 && ctx.first_pos + t1 > in.score_from;
-  float* const window_scores = scoring ? gs.window - gs.window_base : nullptr;
+  const bool scoring = plan.scores != nullptr && group >= 0 && first_pos + t1 > score_from;
+  float* const region = scoring ? plan.score_region(b, group) : nullptr;
+  const int64_t store_size = group >= 0 ? view.store_size[b * view.num_groups + group] : 0;
+  const int64_t window_base = view.window_base[b];
+  const int64_t window_score_base = window_base - store_size;  // window scores follow the store slots
 
   // Buffers for this block's shape.
   s.qt.assign(static_cast<size_t>(dim) * rows_padded, 0.0f);
@@ -274,31 +293,30 @@ void run_block(const BlockContext& ctx, int h, int64_t t0, int64_t t1, Scratch& 
   for (int64_t t = t0; t < t1; ++t) {
     for (int g = 0; g < groups; ++g) {
       const int64_t r = (t - t0) * groups + g;
-      const float* qrow = ctx.q + (t * heads + static_cast<int64_t>(h) * groups + g) * dim;
+      const float* qrow = ctx.q + ((row0 + t) * heads + static_cast<int64_t>(h) * groups + g) * dim;
       for (int i = 0; i < dim; ++i) s.qt[i * rows_padded + r] = qrow[i];
       s.row_t[r] = t;
     }
   }
 
-  const StreamRule& krule = layout.key_rule(in.layer, h);
-  const StreamRule& vrule = layout.value_rule(in.layer, h);
-  const bool shared = krule.retention == Retention::Window || krule.retention == Retention::None;
-  auto sink_end = [&](int64_t pos) { return plan.split ? std::min(layout.sink_tokens, pos + 1) : int64_t{0}; };
-  auto recent_begin = [&](int64_t pos) {
-    return plan.split ? std::max(sink_end(pos), pos - layout.recent_tokens + 1) : int64_t{0};
-  };
-  auto has_distant = [&](int64_t pos) { return plan.split && recent_begin(pos) > sink_end(pos); };
+  const KvRule& krule = plan.key_rule(h);
+  const KvRule& vrule = plan.value_rule(h);
+  const bool shared = krule.retention == kRetainWindow || krule.retention == kRetainNone;
+  const int64_t ns = view.sink_tokens, nr = view.recent_tokens;
+  const bool split = plan.split;
+  auto sink_end = [&](int64_t pos) { return podkv::sink_end(pos, ns, split); };
+  auto recent_begin = [&](int64_t pos) { return podkv::recent_begin(pos, ns, nr, split); };
+  auto has_distant = [&](int64_t pos) { return podkv::has_distant(pos, ns, nr, split); };
 
   // tau: skip flags per row from the anchor's gates, and the stats, per query.
   int64_t rows_with_distant = 0;
   for (int64_t t = t0; t < t1; ++t) {
-    const int64_t pos = ctx.first_pos + t;
+    const int64_t pos = first_pos + t;
     if (!has_distant(pos) || !shared || krule.distant_source < 0) continue;
     distant_parts += groups;
-    if (in.tau && *in.tau < 1.0f && in.gates != nullptr) {
-      const auto& anchor_gates = (*in.gates)[krule.distant_source];
+    if (params.tau < 1.0f && plan.all_gates != nullptr) {
       for (int g = 0; g < groups; ++g) {
-        const bool skip = anchor_gates[t * heads + h * groups + g] >= *in.tau;
+        const bool skip = plan.gate(krule.distant_source, row0 + t, h * groups + g) >= params.tau;
         s.skip[(t - t0) * groups + g] = skip;
         skipped += skip;
       }
@@ -308,63 +326,66 @@ void run_block(const BlockContext& ctx, int h, int64_t t0, int64_t t1, Scratch& 
   // Proximal part: sink and recent spans of the proximal streams.
   s.prox.reset(rows_padded, dim_padded);
   {
-    const StreamView k = cache.keys(in.seq, source_layer(in.layer, krule, false), h);
-    const StreamView v = cache.values(in.seq, source_layer(in.layer, vrule, false), h);
+    const StreamView k = stream_view(view, b, kKeys, source_layer(layer, krule, false), h);
+    const StreamView v = stream_view(view, b, kValues, source_layer(layer, vrule, false), h);
     Segment& sink = s.seg[0];
     Segment& recent = s.seg[1];
     sink.keys = recent.keys = k;
     sink.values = recent.values = v;
-    recent.scores = window_scores;
+    recent.scores = region;
+    recent.score_base = window_score_base;
     for (Segment* seg : {&sink, &recent}) {
       seg->lo.assign(rows_padded, 0);
       seg->hi.assign(rows_padded, 0);
     }
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t pos = ctx.first_pos + s.row_t[r];
+      const int64_t pos = first_pos + s.row_t[r];
       sink.hi[r] = sink_end(pos);
       recent.lo[r] = recent_begin(pos);
       recent.hi[r] = pos + 1;
     }
-    accumulate_segment(sink, rows_padded, dim, dim_padded, in.scale, s, s.prox);
-    accumulate_segment(recent, rows_padded, dim, dim_padded, in.scale, s, s.prox);
+    accumulate_segment(sink, view.dtype, rows_padded, dim, dim_padded, params.scale, s, s.prox);
+    accumulate_segment(recent, view.dtype, rows_padded, dim, dim_padded, params.scale, s, s.prox);
   }
 
   // Distant part: rows whose query has distant tokens that are neither masked nor skipped.
   s.dist.reset(rows_padded, dim_padded);
-  const int k_layer = source_layer(in.layer, krule, true);
-  const int v_layer = source_layer(in.layer, vrule, true);
-  for (int64_t r = 0; r < rows; ++r) rows_with_distant += has_distant(ctx.first_pos + s.row_t[r]) && !s.skip[r];
+  const int k_layer = source_layer(layer, krule, true);
+  const int v_layer = source_layer(layer, vrule, true);
+  for (int64_t r = 0; r < rows; ++r) rows_with_distant += has_distant(first_pos + s.row_t[r]) && !s.skip[r];
   const bool distant_read = rows_with_distant > 0 && k_layer >= 0 && v_layer >= 0;
   if (distant_read) {
-    const StreamView k = cache.keys(in.seq, k_layer, h);
-    const StreamView v = cache.values(in.seq, v_layer, h);
+    const StreamView k = stream_view(view, b, kKeys, k_layer, h);
+    const StreamView v = stream_view(view, b, kValues, v_layer, h);
     Segment& store = s.seg[2];
     Segment& window = s.seg[3];
     window.keys = k;
     window.values = v;
-    window.scores = window_scores;
-    store.scores = scoring ? gs.store : nullptr;
+    window.scores = region;
+    window.score_base = window_score_base;
+    store.scores = region;
+    store.score_base = 0;
     if (group >= 0) {
-      store.keys = cache.key_store(in.seq, k_layer, h);
-      store.values = cache.value_store(in.seq, v_layer, h);
+      store.keys = stream_view(view, b, kKeyStore, k_layer, h);
+      store.values = stream_view(view, b, kValueStore, v_layer, h);
     }
     for (Segment* seg : {&store, &window}) {
       seg->lo.assign(rows_padded, 0);
       seg->hi.assign(rows_padded, 0);
     }
     for (int64_t r = 0; r < rows; ++r) {
-      const int64_t pos = ctx.first_pos + s.row_t[r];
+      const int64_t pos = first_pos + s.row_t[r];
       if (!has_distant(pos) || s.skip[r]) continue;
       if (group < 0) {
         window.lo[r] = sink_end(pos);
       } else {
-        store.hi[r] = gs.store_size;  // kept tokens that left the window: distant for every query
-        window.lo[r] = std::max(sink_end(pos), gs.window_base);
+        store.hi[r] = store_size;  // kept tokens that left the window: distant for every query
+        window.lo[r] = std::max(sink_end(pos), window_base);
       }
       window.hi[r] = recent_begin(pos);
     }
-    if (group >= 0) accumulate_segment(store, rows_padded, dim, dim_padded, in.scale, s, s.dist);
-    accumulate_segment(window, rows_padded, dim, dim_padded, in.scale, s, s.dist);
+    if (group >= 0) accumulate_segment(store, view.dtype, rows_padded, dim, dim_padded, params.scale, s, s.dist);
+    accumulate_segment(window, view.dtype, rows_padded, dim, dim_padded, params.scale, s, s.dist);
   }
 
   // Merge the parts per row (as in the per-query kernel) and write out and gates.
@@ -381,11 +402,11 @@ void run_block(const BlockContext& ctx, int h, int64_t t0, int64_t t1, Scratch& 
     const float wd = dsum > 0 && !s.skip[r] ? std::exp(dm - m) : 0.0f;
     const float sp = psum * wp, sd = dsum * wd;
     const float inv = 1.0f / (sp + sd);
-    float* o = ctx.out + (t * heads + static_cast<int64_t>(h) * groups + g) * dim;
+    float* o = ctx.out + ((row0 + t) * heads + static_cast<int64_t>(h) * groups + g) * dim;
     const float* ap = &s.prox.acc[r * dim_padded];
     const float* ad = &s.dist.acc[r * dim_padded];
     for (int i = 0; i < dim; ++i) o[i] = (ap[i] * wp + ad[i] * wd) * inv;
-    if (plan.gates != nullptr) (*plan.gates)[t * heads + h * groups + g] = sp * inv;
+    if (plan.gates != nullptr) plan.gates[(row0 + t) * heads + h * groups + g] = sp * inv;
     if (scoring) {
       // p = exp(s - m_part) · w_part · inv = exp(s - m) · inv for either part.
       s.row_max[r] = m;
@@ -396,26 +417,28 @@ void run_block(const BlockContext& ctx, int h, int64_t t0, int64_t t1, Scratch& 
   // Selection scores: the second pass over the scored spans, for the scored rows only.
   if (!scoring) return;
   for (int64_t r = 0; r < rows; ++r) {
-    if (ctx.first_pos + s.row_t[r] >= in.score_from) continue;
+    if (first_pos + s.row_t[r] >= score_from) continue;
     for (int i = 1; i < (distant_read ? 4 : 2); ++i) s.seg[i].hi[r] = s.seg[i].lo[r];
   }
-  score_segment(s.seg[1], rows_padded, dim, in.scale, s);
+  score_segment(s.seg[1], view.dtype, rows_padded, dim, params.scale, s);
   if (distant_read) {
-    if (group >= 0) score_segment(s.seg[2], rows_padded, dim, in.scale, s);
-    score_segment(s.seg[3], rows_padded, dim, in.scale, s);
+    if (group >= 0) score_segment(s.seg[2], view.dtype, rows_padded, dim, params.scale, s);
+    score_segment(s.seg[3], view.dtype, rows_padded, dim, params.scale, s);
   }
 }
 
 }  // namespace
 
-void attention_blocked(const AttentionInput& in, const AttentionPlan& plan, const float* q, int64_t first_pos,
-                       int64_t t_begin, int64_t t_end, float* out, int64_t& distant_parts, int64_t& skipped) {
+void attention_blocked(const AttentionPlan& plan, const float* q, int b, int64_t t_begin, int64_t t_end, float* out,
+                       int64_t& distant_parts, int64_t& skipped) {
   const int64_t block_queries = std::max<int64_t>(1, kBlockRows / plan.groups);
   const int64_t blocks = (t_end - t_begin + block_queries - 1) / block_queries;
   const int64_t tasks = blocks * plan.kv_heads;
-  const BlockContext ctx{&in, &plan, q, first_pos, out};
+  const BlockContext ctx{&plan, q, b, out};
   // Scores are summed per KV head across blocks: one thread per KV head then.
-  const bool scoring = plan.scoring && first_pos + t_end > in.score_from;
+  const AttentionBatch& batch = *plan.batch;
+  const bool scoring = plan.scores != nullptr && batch.score_from != nullptr &&
+                       batch.first_pos[b] + t_end > batch.score_from[b];
   int64_t parts = 0, skips = 0;
 #pragma omp parallel reduction(+ : parts, skips)
   {

@@ -12,7 +12,7 @@
 #include "kv/kv_cache.h"
 #include "kv/kv_layout.h"
 #include "kv/policies.h"
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "plot/plot.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -226,9 +226,7 @@ LayerSimilarityAnalysis::LayerSimilarityAnalysis(const Model& model, const Analy
   cache_ = std::make_unique<KvCache>(layout, static_cast<size_t>(pages) * probe.page_bytes(), 16);
   runner_ = std::make_unique<Runner>(model, *cache_);
   runner_->set_chunk_size(chunk);
-  runner_->set_layer_observer([this](int, int layer, const float* q, int64_t first_pos, int64_t tokens) {
-    observe(layer, q, first_pos, tokens);
-  });
+  runner_->set_layer_observer([this](const LayerObservation& o) { observe(o); });
   probs_.assign(static_cast<size_t>(c.num_heads) * options.last_queries * options.seq_len, 0.0f);
 }
 
@@ -261,7 +259,10 @@ void LayerSimilarityAnalysis::add_sequence(const std::vector<int32_t>& tokens) {
   seq_ = -1;
 }
 
-void LayerSimilarityAnalysis::observe(int layer, const float* q, int64_t first_pos, int64_t tokens) {
+void LayerSimilarityAnalysis::observe(const LayerObservation& o) {
+  const int layer = o.layer;
+  const float* q = o.q;
+  const int64_t first_pos = o.first_pos, tokens = o.tokens;
   const int T = options_.seq_len, Q = options_.last_queries;
   if (step_) {
     const int L = model_.config().num_layers;
@@ -272,17 +273,22 @@ void LayerSimilarityAnalysis::observe(int layer, const float* q, int64_t first_p
   const ModelConfig& c = model_.config();
   const int H = c.num_heads, d = c.head_dim, group = c.num_heads / c.num_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  std::vector<StreamView> keys;
-  for (int h = 0; h < c.num_kv_heads; ++h) keys.push_back(cache_->keys(seq_, layer, h));
+  // The layer's keys [KV head][position][d] as float32 (the cache may store f16/bf16/q8_0).
+  std::vector<float> keys(static_cast<size_t>(c.num_kv_heads) * T * d);
+  for (int h = 0; h < c.num_kv_heads; ++h) {
+    const StreamView view = stream_view(*o.view, o.entry, kKeys, layer, h);
+    for (int j = 0; j < T; ++j)
+      kv_decode(o.view->dtype, view.at(j), d, &keys[(static_cast<size_t>(h) * T + j) * d]);
+  }
 #pragma omp parallel for schedule(dynamic)
   for (int job = 0; job < H * Q; ++job) {  // job = query head * Q + slot: the row of [H][q][T]
     const int i = job / Q, s = job % Q, t = T - Q + s;
     const float* query = q + (static_cast<size_t>(s) * H + i) * d;
-    const StreamView& view = keys[i / group];
+    const float* head_keys = &keys[static_cast<size_t>(i / group) * T * d];
     float* row = probs_.data() + static_cast<size_t>(job) * T;
     float max_score = -std::numeric_limits<float>::infinity();
     for (int j = 0; j <= t; ++j) {
-      const float* key = view.at(j);
+      const float* key = head_keys + static_cast<size_t>(j) * d;
       float dot = 0.0f;
       for (int x = 0; x < d; ++x) dot += query[x] * key[x];
       row[j] = dot * scale;

@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backend/backend.h"
 #include "model/model.h"
 #include "pod/grouping.h"
 #include "pod/pod_config.h"
@@ -98,7 +99,7 @@ class LayerSimilarityAnalysis {
   const AnalyzeOptions& options() const { return options_; }
 
  private:
-  void observe(int layer, const float* q, int64_t first_pos, int64_t tokens);
+  void observe(const LayerObservation& observation);
 
   const Model& model_;
   AnalyzeOptions options_;

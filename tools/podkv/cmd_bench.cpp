@@ -10,7 +10,7 @@
 
 #include "commands.h"
 #include "common.h"
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "ops/bandwidth.h"
 #include "ops/matmul.h"
 #include "util/error.h"

@@ -5,8 +5,8 @@
 
 #include "commands.h"
 #include "common.h"
-#include "model/forward.h"
-#include "model/generate.h"
+#include "engine/runner.h"
+#include "engine/generate.h"
 #include "ops/matmul.h"
 #include "util/error.h"
 

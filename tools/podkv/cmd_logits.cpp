@@ -2,7 +2,7 @@
 #include "commands.h"
 #include "common.h"
 #include "io/safetensors.h"
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "ops/matmul.h"
 #include "util/error.h"
 

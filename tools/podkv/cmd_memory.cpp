@@ -12,7 +12,7 @@
 #include "commands.h"
 #include "common.h"
 #include "kv_specs.h"
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "ops/matmul.h"
 #include "util/error.h"
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "sampling/sampler.h"
 #include "tokenizer/tokenizer.h"
 

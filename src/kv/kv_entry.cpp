@@ -1,0 +1,108 @@
+#include "kv/kv_entry.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "util/dtype.h"
+#include "util/error.h"
+
+namespace podkv {
+
+namespace {
+constexpr int64_t kBlock = 32;
+}  // namespace
+
+const char* kv_dtype_name(KvDType t) {
+  switch (t) {
+    case KvDType::F32: return "f32";
+    case KvDType::F16: return "f16";
+    case KvDType::BF16: return "bf16";
+    case KvDType::Q8_0: return "q8_0";
+  }
+  return "?";
+}
+
+KvDType parse_kv_dtype(const std::string& name) {
+  if (name == "f32") return KvDType::F32;
+  if (name == "f16") return KvDType::F16;
+  if (name == "bf16") return KvDType::BF16;
+  if (name == "q8_0") return KvDType::Q8_0;
+  throw Error("--kv-dtype: unknown KV entry type '" + name + "' (known: f32, f16, bf16, q8_0)");
+}
+
+size_t kv_entry_bytes(KvDType t, int64_t head_dim) {
+  const size_t d = static_cast<size_t>(head_dim);
+  switch (t) {
+    case KvDType::F32: return 4 * d;
+    case KvDType::F16:
+    case KvDType::BF16: return 2 * d;
+    case KvDType::Q8_0: return d + 2 * ((d + kBlock - 1) / kBlock);
+  }
+  return 0;
+}
+
+void kv_encode(KvDType t, const float* x, int64_t d, uint8_t* entry) {
+  switch (t) {
+    case KvDType::F32: std::memcpy(entry, x, 4 * d); return;
+    case KvDType::F16:
+      for (int64_t i = 0; i < d; ++i) {
+        const uint16_t h = f32_to_f16(x[i]);
+        std::memcpy(entry + 2 * i, &h, 2);
+      }
+      return;
+    case KvDType::BF16:
+      for (int64_t i = 0; i < d; ++i) {
+        const uint16_t h = f32_to_bf16(x[i]);
+        std::memcpy(entry + 2 * i, &h, 2);
+      }
+      return;
+    case KvDType::Q8_0:
+      for (int64_t b = 0; b < d; b += kBlock) {
+        const int64_t n = std::min(kBlock, d - b);
+        float amax = 0.0f;
+        for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[b + i]));
+        const float scale = amax / 127.0f;
+        const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+        const uint16_t s = f32_to_f16(scale);
+        std::memcpy(entry, &s, 2);
+        auto* q = reinterpret_cast<int8_t*>(entry + 2);
+        for (int64_t i = 0; i < n; ++i) q[i] = static_cast<int8_t>(std::lround(x[b + i] * inv));
+        entry += 2 + n;
+      }
+      return;
+  }
+}
+
+void kv_decode(KvDType t, const uint8_t* entry, int64_t d, float* x) {
+  switch (t) {
+    case KvDType::F32: std::memcpy(x, entry, 4 * d); return;
+    case KvDType::F16:
+      for (int64_t i = 0; i < d; ++i) {
+        uint16_t h;
+        std::memcpy(&h, entry + 2 * i, 2);
+        x[i] = f16_to_f32(h);
+      }
+      return;
+    case KvDType::BF16:
+      for (int64_t i = 0; i < d; ++i) {
+        uint16_t h;
+        std::memcpy(&h, entry + 2 * i, 2);
+        x[i] = bf16_to_f32(h);
+      }
+      return;
+    case KvDType::Q8_0:
+      for (int64_t b = 0; b < d; b += kBlock) {
+        const int64_t n = std::min(kBlock, d - b);
+        uint16_t s;
+        std::memcpy(&s, entry, 2);
+        const float scale = f16_to_f32(s);
+        const auto* q = reinterpret_cast<const int8_t*>(entry + 2);
+        for (int64_t i = 0; i < n; ++i) x[b + i] = scale * static_cast<float>(q[i]);
+        entry += 2 + n;
+      }
+      return;
+  }
+}
+
+}  // namespace podkv
