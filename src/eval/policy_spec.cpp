@@ -25,10 +25,10 @@ std::vector<std::string> split(const std::string& s, char sep) {
 
 }  // namespace
 
-const char* known_policy_settings() { return "sink, recent, group, config, tau, budget, window, pool"; }
+const char* known_policy_settings() { return "sink, recent, group, config, tau, budget, window, pool, dtype"; }
 
 std::vector<PolicySpec> parse_policy_specs(const std::vector<std::string>& lists) {
-  static const std::set<std::string> known = {"sink", "recent", "group", "config", "tau", "budget", "window", "pool"};
+  static const std::set<std::string> known = {"sink", "recent", "group", "config", "tau", "budget", "window", "pool", "dtype"};
   std::vector<PolicySpec> specs;
   std::set<std::string> labels;
   for (const std::string& list : lists) {

@@ -17,7 +17,7 @@ struct PolicySpec {
   std::vector<std::pair<std::string, std::string>> settings;  // {"recent", "64"}, in order
 };
 
-// Settings a spec may carry: "sink, recent, group, config, tau, budget, window, pool".
+// Settings a spec may carry: "sink, recent, group, config, tau, budget, window, pool, dtype".
 const char* known_policy_settings();
 
 // Parses every entry of `lists` (each may hold several specs joined by

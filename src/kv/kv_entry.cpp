@@ -31,6 +31,18 @@ KvDType parse_kv_dtype(const std::string& name) {
   throw Error("--kv-dtype: unknown KV entry type '" + name + "' (known: f32, f16, bf16, q8_0)");
 }
 
+KvDType default_kv_dtype(DType weights) {
+  switch (weights) {
+    case DType::F32: return KvDType::F32;
+    case DType::BF16: return KvDType::BF16;
+    default: return KvDType::F16;
+  }
+}
+
+KvDType kv_dtype_or_default(const std::string& name, DType weights) {
+  return name.empty() ? default_kv_dtype(weights) : parse_kv_dtype(name);
+}
+
 size_t kv_entry_bytes(KvDType t, int64_t head_dim) {
   const size_t d = static_cast<size_t>(head_dim);
   switch (t) {

@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <string>
 
+#include "util/dtype.h"
+
 namespace podkv {
 
 enum class KvDType { F32, F16, BF16, Q8_0 };
@@ -22,6 +24,12 @@ enum class KvDType { F32, F16, BF16, Q8_0 };
 const char* kv_dtype_name(KvDType t);
 // "f32", "f16", "bf16" or "q8_0"; throws Error naming --kv-dtype otherwise.
 KvDType parse_kv_dtype(const std::string& name);
+// The entry type a cache gets by default: the model's own float type (f32
+// models keep an f32 cache; f16 and bf16 models a cache of their type), f16
+// for quantized weights (as llama.cpp).
+KvDType default_kv_dtype(DType weights);
+// `name` when given, else default_kv_dtype(weights).
+KvDType kv_dtype_or_default(const std::string& name, DType weights);
 // Bytes of one entry of `head_dim` values.
 size_t kv_entry_bytes(KvDType t, int64_t head_dim);
 

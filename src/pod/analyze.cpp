@@ -221,9 +221,9 @@ LayerSimilarityAnalysis::LayerSimilarityAnalysis(const Model& model, const Analy
   const ModelConfig& c = model.config();
   const KvLayout layout = KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim);
   const int64_t chunk = std::max<int64_t>(options.chunk, options.last_queries);
-  KvCache probe(layout, 0, 16);  // sizes only
+  KvCache probe(layout, 0, 16, options.kv_dtype);  // sizes only
   const int64_t pages = probe.peak_pages(0, options.seq_len, chunk);
-  cache_ = std::make_unique<KvCache>(layout, static_cast<size_t>(pages) * probe.page_bytes(), 16);
+  cache_ = std::make_unique<KvCache>(layout, static_cast<size_t>(pages) * probe.page_bytes(), 16, options.kv_dtype);
   runner_ = std::make_unique<Runner>(model, *cache_);
   runner_->set_chunk_size(chunk);
   runner_->set_layer_observer([this](const LayerObservation& o) { observe(o); });

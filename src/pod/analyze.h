@@ -42,6 +42,7 @@ struct AnalyzeOptions {
   double delta = 0.5;       // layer l joins its block while similarity(anchor, l) >= delta
   int max_block = 0;        // longest block in layers (0 = no cap)
   int64_t chunk = 256;      // prefill chunk (activation memory)
+  KvDType kv_dtype = KvDType::F32;  // entry type of the cache the keys are read back from
 };
 
 // "distant" / "all"; parse throws Error naming --scope for anything else.

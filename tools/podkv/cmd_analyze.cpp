@@ -38,6 +38,7 @@ struct AnalyzeCommand {
   bool no_png = false;
   std::string state_path;       // default: OUT's stem + .partial.json
   bool fresh = false;
+  std::string kv_dtype;         // empty = the model's float type
   int stop_after = -1;
   int64_t context = 0;          // for the saving; 0 = the model's context
   int threads = 0;
@@ -142,6 +143,7 @@ void run(AnalyzeCommand& o) {
   AnalyzeOptions& a = o.analysis;
   a.scope = parse_scope(o.scope);
   auto model = Model::load(o.model);
+  o.analysis.kv_dtype = kv_dtype_or_default(o.kv_dtype, model->weight_dtype());
   const ModelConfig& c = model->config();
   a.seq_len = o.seq_len > 0 ? o.seq_len : static_cast<int>(std::min<int64_t>(1024, c.max_position_embeddings));
   if (o.seq_len < 0) throw Error("--seq-len: must be positive (got " + std::to_string(o.seq_len) + ")");
@@ -264,6 +266,7 @@ void add_analyze_command(CLI::App& app) {
   cmd->add_flag("--fresh", o->fresh, "discard a partial run's state and start over");
   cmd->add_option("--stop-after", o->stop_after, "run at most this many new sequences now, keep the state, and stop");
   cmd->add_option("--chunk", o->analysis.chunk, "prefill chunk length")->capture_default_str();
+  cmd->add_option("--kv-dtype", o->kv_dtype, "KV entry type the keys are read back from: f32, f16, bf16, q8_0 (default: the model's float type)");
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
   cmd->add_flag("--json", o->json_summary, "print the summary as one JSON object");
   cmd->callback([o] { run(*o); });

@@ -24,6 +24,7 @@ struct BenchCommand {
   std::string prompts = "128";
   std::string gen = "32";
   std::string depths = "0";
+  std::string batches = "1";
   int repetitions = 3;
   int threads = 0;
   bool json = false;
@@ -47,40 +48,73 @@ double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
-// One timed test: a prefill of `prompt` tokens, or `gen` decode steps after a
-// prefill of depth + 1 tokens. Returns tokens/s and GB/s (weights once per
-// decode step plus the KV bytes each step reads; weights once per prefill).
+// Multiply-adds of the weight matrices per token (every layer's projections and the LM head).
+double matmul_flops_per_token(const ModelConfig& c) {
+  const double h = c.hidden_size, q = static_cast<double>(c.q_dim()), kv = static_cast<double>(c.kv_dim());
+  const double per_layer = h * (q + 2 * kv) + q * h + 3 * h * c.intermediate_size;
+  return 2.0 * (per_layer * c.num_layers + static_cast<double>(c.vocab_size) * h);
+}
+
+// The machine's float32 GEMM rate in this run: y[1024, 1024] = x · Wᵀ, W 1024 x 1024.
+double measure_gemm_gflops() {
+  const int64_t n = 1024;
+  std::vector<float> w(n * n, 0.01f), x(n * n, 1.0f), y(n * n);
+  WeightMatrix m{DType::F32, n, n, w.data()};
+  matmul(m, x.data(), n, y.data());  // warm-up
+  double best = 0;
+  for (int r = 0; r < 3; ++r) {
+    const double t0 = now();
+    matmul(m, x.data(), n, y.data());
+    best = std::max(best, 2.0 * n * n * n / (now() - t0) / 1e9);
+  }
+  return best;
+}
+
+// One timed test: a prefill of `prompt` tokens, or `gen` decode steps of
+// `batch` sequences decoding together after a prefill of depth + 1 tokens
+// each. Returns tokens/s (all sequences), GB/s (weights once per decode step
+// plus the KV bytes each step reads; weights once per prefill) and GFLOP/s of
+// the weight matmuls.
 struct Sample {
-  double tokens_per_s = 0, gb_per_s = 0;
+  double tokens_per_s = 0, gb_per_s = 0, gflop_per_s = 0;
 };
 
-Sample time_test(const Model& model, const KvLayout& layout, std::optional<float> tau, int64_t prompt, int64_t depth,
-                 int64_t gen, const std::function<std::vector<int32_t>(int64_t)>& random_ids) {
+Sample time_test(const Model& model, const KvLayout& layout, KvDType dtype, std::optional<float> tau, int64_t prompt,
+                 int64_t depth, int64_t gen, int batch, const std::function<std::vector<int32_t>(int64_t)>& random_ids) {
   const double weight_bytes = static_cast<double>(model.bytes_per_decode_token());
+  const double flops = matmul_flops_per_token(model.config());
   std::vector<float> logits;
   if (prompt > 0) {
-    auto cache = make_cache(layout, prompt);
+    auto cache = make_cache(layout, prompt, 1, 256, dtype);
     Runner runner(model, *cache);
     runner.set_tau(tau);
     const auto ids = random_ids(prompt);
     const double t0 = now();
     runner.forward(cache->add_sequence(), ids, false, logits);
     const double dt = now() - t0;
-    return {prompt / dt, weight_bytes / dt / 1e9};
+    return {prompt / dt, weight_bytes / dt / 1e9, flops * prompt / dt / 1e9};
   }
-  auto cache = make_cache(layout, depth + gen + 1);
+  auto cache = make_cache(layout, depth + gen + 1, batch, 256, dtype);
   Runner runner(model, *cache);
   runner.set_tau(tau);
-  const int seq = cache->add_sequence();
-  runner.forward(seq, random_ids(depth + 1), false, logits);
+  Batch step;
+  for (int b = 0; b < batch; ++b) {
+    const int seq = cache->add_sequence();
+    runner.forward(seq, random_ids(depth + 1), false, logits);
+    step.entries.push_back(BatchEntry{seq, {}, LogitRows::Last, 0, false});
+  }
+  BatchResult out;
   double kv_bytes = 0;
   const double t0 = now();
   for (int64_t i = 0; i < gen; ++i) {
-    kv_bytes += static_cast<double>(cache->bytes_in_use(seq));  // keys and values read by this step
-    runner.forward(seq, random_ids(1), false, logits);
+    for (BatchEntry& e : step.entries) {
+      kv_bytes += static_cast<double>(cache->bytes_in_use(e.seq));  // keys and values read by this step
+      e.tokens = random_ids(1);
+    }
+    runner.step(step, out);
   }
   const double dt = now() - t0;
-  return {gen / dt, (weight_bytes * gen + kv_bytes) / dt / 1e9};
+  return {batch * gen / dt, (weight_bytes * gen + kv_bytes) / dt / 1e9, flops * batch * gen / dt / 1e9};
 }
 
 void run(const BenchCommand& o) {
@@ -91,6 +125,10 @@ void run(const BenchCommand& o) {
   const auto prompts = parse_id_list(o.prompts, "-p");
   const auto gens = parse_id_list(o.gen, "-n");
   const auto depths = parse_id_list(o.depths, "-d");
+  const auto batches = parse_id_list(o.batches, "-b");
+  for (int32_t b : batches)
+    if (b < 1 || b > 4096) throw Error("-b: batch sizes must be in 1..4096, got " + std::to_string(b));
+  const KvDType kv_dtype = kv_dtype_from_options(o.kv, *model);
   std::mt19937 rng(7);
   auto random_ids = [&](int64_t n) {
     std::vector<int32_t> ids(n);
@@ -113,24 +151,28 @@ void run(const BenchCommand& o) {
   }
   const double copy_gbs = measure_copy_bandwidth_gbs(size_t{256} << 20, 5);
   const double read_gbs = measure_read_bandwidth_gbs(size_t{256} << 20, 5);
+  const double gemm_gflops = measure_gemm_gflops();
   const double weight_bytes = static_cast<double>(model->bytes_per_decode_token());
   nlohmann::json rows = nlohmann::json::array();
 
-  auto run_test = [&](const std::string& test, int64_t prompt, int64_t depth, int64_t gen) {
-    std::vector<std::vector<double>> tps(arms.size()), gbs(arms.size());
+  auto run_test = [&](const std::string& test, int64_t prompt, int64_t depth, int64_t gen, int batch) {
+    std::vector<std::vector<double>> tps(arms.size()), gbs(arms.size()), gfs(arms.size());
     for (int r = 0; r < o.repetitions + 1; ++r) {
       for (size_t a = 0; a < arms.size(); ++a) {
-        const Sample sample = time_test(*model, arms[a].layout, arms[a].tau, prompt, depth, gen, random_ids);
+        const Sample sample =
+            time_test(*model, arms[a].layout, kv_dtype, arms[a].tau, prompt, depth, gen, batch, random_ids);
         if (r == 0) continue;  // warm-up
         tps[a].push_back(sample.tokens_per_s);
         gbs[a].push_back(sample.gb_per_s);
+        gfs[a].push_back(sample.gflop_per_s);
       }
     }
     const double dense_tps = stats(tps[0]).mean;
     for (size_t a = 0; a < arms.size(); ++a) {
-      const Stat t = stats(tps[a]), g = stats(gbs[a]);
+      const Stat t = stats(tps[a]), g = stats(gbs[a]), f = stats(gfs[a]);
       rows.push_back({{"test", test}, {"kv_policy", arms[a].name}, {"tokens", prompt > 0 ? prompt : gen},
-                      {"depth", depth}, {"tokens_per_s", t.mean}, {"tokens_per_s_stddev", t.stddev},
+                      {"depth", depth}, {"batch", batch}, {"tokens_per_s", t.mean}, {"tokens_per_s_stddev", t.stddev},
+                      {"gflop_per_s", f.mean}, {"gemm_gflop_per_s", gemm_gflops},
                       {"time_vs_dense", dense_tps / t.mean}, {"gb_per_s", g.mean}, {"copy_gb_per_s", copy_gbs},
                       {"bandwidth_fraction", g.mean / copy_gbs}, {"read_gb_per_s", read_gbs},
                       {"read_bandwidth_fraction", g.mean / read_gbs}});
@@ -139,34 +181,40 @@ void run(const BenchCommand& o) {
   for (int32_t p : prompts) {
     if (p <= 0) continue;
     if (p > c.max_position_embeddings) throw Error("-p: " + std::to_string(p) + " is longer than the model's context");
-    run_test("pp" + std::to_string(p), p, 0, 0);
+    run_test("pp" + std::to_string(p), p, 0, 0, 1);
   }
   for (int32_t d : depths) {
     for (int32_t n : gens) {
       if (n <= 0) continue;
       if (d + n + 1 > c.max_position_embeddings) throw Error("-d/-n: depth + tokens exceed the model's context");
-      run_test("tg" + std::to_string(n) + (d > 0 ? " @ d" + std::to_string(d) : ""), 0, d, n);
+      for (int32_t b : batches)
+        run_test("tg" + std::to_string(n) + (d > 0 ? " @ d" + std::to_string(d) : "") +
+                     (b > 1 ? " x b" + std::to_string(b) : ""),
+                 0, d, n, b);
     }
   }
   nlohmann::json result = {{"model", o.model}, {"parameters", c.parameter_count()},
                            {"dtype", dtype_name(model->weight_dtype())}, {"threads", num_threads()},
                            {"weight_bytes_per_token", weight_bytes}, {"kv_policy", o.kv.policy},
+                           {"kv_dtype", kv_dtype_name(kv_dtype)}, {"gemm_gflop_per_s", gemm_gflops},
                            {"copy_gb_per_s", copy_gbs}, {"read_gb_per_s", read_gbs}, {"results", rows}};
   if (o.json) {
     std::printf("%s\n", result.dump(2).c_str());
     return;
   }
-  std::printf("same run: streaming copy %.1f GB/s (read + write), streaming read %.1f GB/s; %d threads\n", copy_gbs,
-              read_gbs, num_threads());
+  std::printf("same run: streaming copy %.1f GB/s (read + write), streaming read %.1f GB/s, f32 GEMM 1024^3 %.1f "
+              "GFLOP/s; %d threads; KV entries %s\n",
+              copy_gbs, read_gbs, gemm_gflops, num_threads(), kv_dtype_name(kv_dtype));
   std::printf("time vs dense: time per token relative to dense in the same run (1.00 = as fast)\n\n");
-  std::printf("| model | params | dtype | kv | test | t/s | time vs dense | GB/s | of copy | of read |\n");
-  std::printf("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: |\n");
+  std::printf("| model | params | dtype | kv | test | t/s | time vs dense | GB/s | of copy | of read | GFLOP/s | of GEMM |\n");
+  std::printf("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
   for (const auto& row : rows) {
-    std::printf("| %s | %.1fM | %s | %s | %s | %.2f ± %.2f | %.2f | %.1f | %.0f%% | %.0f%% |\n", o.model.c_str(),
+    std::printf("| %s | %.1fM | %s | %s | %s | %.2f ± %.2f | %.2f | %.1f | %.0f%% | %.0f%% | %.1f | %.0f%% |\n", o.model.c_str(),
                 c.parameter_count() / 1e6, dtype_name(model->weight_dtype()), row["kv_policy"].get<std::string>().c_str(),
                 row["test"].get<std::string>().c_str(), row["tokens_per_s"].get<double>(),
                 row["tokens_per_s_stddev"].get<double>(), row["time_vs_dense"].get<double>(), row["gb_per_s"].get<double>(),
-                100.0 * row["bandwidth_fraction"].get<double>(), 100.0 * row["read_bandwidth_fraction"].get<double>());
+                100.0 * row["bandwidth_fraction"].get<double>(), 100.0 * row["read_bandwidth_fraction"].get<double>(),
+                row["gflop_per_s"].get<double>(), 100.0 * row["gflop_per_s"].get<double>() / gemm_gflops);
   }
 }
 
@@ -179,6 +227,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-p,--n-prompt", o->prompts, "prefill lengths, comma-separated (0 = none)")->capture_default_str();
   cmd->add_option("-n,--n-gen", o->gen, "decode lengths, comma-separated (0 = none)")->capture_default_str();
   cmd->add_option("-d,--depth", o->depths, "context depths decode starts at, comma-separated")->capture_default_str();
+  cmd->add_option("-b,--batch", o->batches, "decode batch sizes (sequences decoding together), comma-separated")
+      ->capture_default_str();
   cmd->add_option("-r,--repetitions", o->repetitions, "timed repetitions (after one warm-up)")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
   add_kv_options(*cmd, o->kv);

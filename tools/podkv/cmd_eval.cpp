@@ -42,7 +42,11 @@ eval::EvalPolicy make_policy(const eval::PolicySpec& spec, const EvalCommand& o,
   p.layout = std::move(named.layout);
   p.tau = named.tau;
   p.options = std::move(named.options);
-  p.make_cache = [](const KvLayout& layout, int64_t length, int64_t chunk) { return make_cache(layout, length, 1, chunk); };
+  // float32 unless the policy names its entry type, so that the figures compare methods, not entry types.
+  const KvDType dtype = parse_kv_dtype(named.kv_dtype.empty() ? "f32" : named.kv_dtype);
+  p.make_cache = [dtype](const KvLayout& layout, int64_t length, int64_t chunk) {
+    return make_cache(layout, length, 1, chunk, dtype);
+  };
   return p;
 }
 

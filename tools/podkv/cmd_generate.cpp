@@ -1,12 +1,17 @@
 // podkv generate: stream a completion, or print one JSON object with --json.
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "common.h"
-#include "engine/runner.h"
+#include <fstream>
+
 #include "engine/generate.h"
+#include "engine/runner.h"
+#include "engine/scheduler.h"
+#include "prompts_file.h"
 #include "ops/matmul.h"
 #include "util/error.h"
 
@@ -24,7 +29,77 @@ struct GenerateCommand {
   KvOptions kv;
   bool json = false;
   bool ignore_eos = false;
+  std::string prompts_file;  // --prompts: one request per JSONL line
+  int parallel = 1;
+  std::string out_file;
+  std::string kv_memory;
 };
+
+// The object `generate --json` prints (and each --prompts output line).
+nlohmann::json result_json(const GenerateResult& r, const std::string& policy, KvDType dtype) {
+  nlohmann::json j;
+  j["prompt_ids"] = r.prompt_ids;
+  j["generated_ids"] = r.generated_ids;
+  j["text"] = r.text;
+  j["stop_reason"] = r.stop_reason;
+  j["timings"] = {{"prefill_seconds", r.prefill_seconds},
+                  {"decode_seconds", r.decode_seconds},
+                  {"prefill_tokens_per_s", r.prefill_seconds > 0 ? r.prompt_ids.size() / r.prefill_seconds : 0.0},
+                  {"decode_tokens_per_s", r.decode_seconds > 0 ? r.generated_ids.size() / r.decode_seconds : 0.0}};
+  j["kv_bytes_in_use"] = r.kv_bytes_in_use;
+  j["kv_bytes_reserved"] = r.kv_bytes_reserved;
+  j["kv_policy"] = policy;
+  j["kv_dtype"] = kv_dtype_name(dtype);
+  return j;
+}
+
+std::string dump(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
+
+// --prompts: every request through one continuously batched job; output lines in input order.
+void run_prompts(GenerateCommand& o, const Model& model, const Tokenizer* tokenizer, const KvLayout& layout,
+                 std::optional<float> tau, KvDType dtype, int64_t context) {
+  const ModelConfig& c = model.config();
+  if (o.parallel < 1) throw Error("--parallel: must be at least 1, got " + std::to_string(o.parallel));
+  std::vector<GenerateRequest> requests =
+      read_prompts_file(o.prompts_file, tokenizer, c, o.gen, context, o.prompt.no_bos);
+  auto cache = make_cache(layout, context, o.parallel, 256, dtype);
+  if (!o.kv_memory.empty()) cache = std::make_unique<KvCache>(layout, parse_bytes(o.kv_memory, "--kv-memory"), 16, dtype);
+  Runner runner(model, *cache);
+  runner.set_tau(tau);
+  Scheduler scheduler(runner, tokenizer, o.parallel);
+  std::FILE* out = stdout;
+  std::ofstream file;
+  if (!o.out_file.empty()) {
+    file.open(o.out_file, std::ios::binary | std::ios::trunc);
+    if (!file) throw Error("--out: cannot write " + o.out_file);
+  }
+  std::vector<std::string> lines(requests.size());
+  std::vector<bool> ready(requests.size(), false);
+  size_t written = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  int64_t generated = 0;
+  scheduler.run(requests, [&](size_t index, GenerateResult& r) {
+    nlohmann::json j = result_json(r, o.kv.policy, dtype);
+    j["index"] = index;
+    lines[index] = dump(j);
+    ready[index] = true;
+    generated += static_cast<int64_t>(r.generated_ids.size());
+    for (; written < lines.size() && ready[written]; ++written) {
+      if (file.is_open()) file << lines[written] << '\n';
+      else std::fprintf(out, "%s\n", lines[written].c_str());
+      lines[written].clear();
+    }
+  });
+  if (file.is_open()) {
+    file.flush();
+    if (!file) throw Error("--out: writing " + o.out_file + " failed");
+  }
+  std::fflush(stdout);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::fprintf(stderr, "%zu requests, %lld tokens generated in %.2f s (%.1f tok/s), %lld steps, up to %d at once\n",
+               requests.size(), static_cast<long long>(generated), seconds, seconds > 0 ? generated / seconds : 0.0,
+               static_cast<long long>(scheduler.steps()), scheduler.max_running());
+}
 
 // The sampler checks these too, but by its parameter names and only after the
 // model is loaded; here the message names the option and comes first.
@@ -44,22 +119,32 @@ void run(GenerateCommand& o) {
   if (o.threads > 0) set_num_threads(o.threads);
   check_sampling_options(o.gen.sampling);
   if (o.n < 0) throw Error("-n: must not be negative, got " + std::to_string(o.n));
+  if (o.context <= 0) throw Error("-c: context must be positive");
+  for (const auto& s : o.gen.stop_strings) if (s.empty()) throw Error("--stop: a stop string must not be empty");
+  if (!o.prompts_file.empty() && (o.prompt.text_given || !o.prompt.ids.empty() || !o.prompt.ids_file.empty()))
+    throw Error("--prompts: give the prompts in the file, not also with -p/--ids/--ids-file");
+  if (o.prompts_file.empty() && (o.parallel != 1 || !o.out_file.empty() || !o.kv_memory.empty()))
+    throw Error("--parallel/--out/--kv-memory need --prompts FILE");
   auto model = Model::load(o.model);
   auto tokenizer = load_model_tokenizer(*model);
   const ModelConfig& c = model->config();
-  std::vector<int32_t> ids = prompt_ids(o.prompt, tokenizer.get(), c);
-  if (o.context <= 0) throw Error("-c: context must be positive");
   const int64_t context = std::min<int64_t>(o.context, c.max_position_embeddings);
-  if (static_cast<int64_t>(ids.size()) > context)
-    throw Error("prompt of " + std::to_string(ids.size()) + " tokens is longer than the context (-c " +
-                std::to_string(context) + ")");
-  for (const auto& s : o.gen.stop_strings) if (s.empty()) throw Error("--stop: a stop string must not be empty");
-  o.gen.max_new_tokens = static_cast<int>(std::min<int64_t>(o.n, context - static_cast<int64_t>(ids.size())));
   o.gen.stop_at_eos = !o.ignore_eos;
   o.gen.eos_ids.assign(c.eos_token_ids.begin(), c.eos_token_ids.end());
   std::optional<float> tau;
   const KvLayout layout = kv_layout_from_options(o.kv, c, o.model, &tau);
-  auto cache = make_cache(layout, context);
+  const KvDType dtype = kv_dtype_from_options(o.kv, *model);
+  if (!o.prompts_file.empty()) {
+    o.gen.max_new_tokens = o.n;
+    run_prompts(o, *model, tokenizer.get(), layout, tau, dtype, context);
+    return;
+  }
+  std::vector<int32_t> ids = prompt_ids(o.prompt, tokenizer.get(), c);
+  if (static_cast<int64_t>(ids.size()) > context)
+    throw Error("prompt of " + std::to_string(ids.size()) + " tokens is longer than the context (-c " +
+                std::to_string(context) + ")");
+  o.gen.max_new_tokens = static_cast<int>(std::min<int64_t>(o.n, context - static_cast<int64_t>(ids.size())));
+  auto cache = make_cache(layout, context, 1, 256, dtype);
   Runner runner(*model, *cache);
   runner.set_tau(tau);
   const int seq = cache->add_sequence();
@@ -67,23 +152,13 @@ void run(GenerateCommand& o) {
   if (!o.json) stream = [](const std::string& piece) { std::fwrite(piece.data(), 1, piece.size(), stdout); std::fflush(stdout); };
   GenerateResult r = generate(runner, seq, tokenizer.get(), ids, o.gen, stream);
   if (o.json) {
-    nlohmann::json j;
-    j["prompt_ids"] = r.prompt_ids;
-    j["generated_ids"] = r.generated_ids;
-    j["text"] = r.text;
-    j["stop_reason"] = r.stop_reason;
-    j["timings"] = {{"prefill_seconds", r.prefill_seconds},
-                    {"decode_seconds", r.decode_seconds},
-                    {"prefill_tokens_per_s", r.prefill_seconds > 0 ? r.prompt_ids.size() / r.prefill_seconds : 0.0},
-                    {"decode_tokens_per_s", r.decode_seconds > 0 ? r.generated_ids.size() / r.decode_seconds : 0.0}};
-    j["kv_bytes_in_use"] = r.kv_bytes_in_use;
-    j["kv_bytes_reserved"] = r.kv_bytes_reserved;
-    j["kv_policy"] = o.kv.policy;
+    nlohmann::json j = result_json(r, o.kv.policy, dtype);
     // The tokens in the cache: the last generated token is never fed back.
-    j["dense_kv_bytes"] = cache->length(seq) * c.dense_kv_bytes_per_token(4);
+    j["dense_kv_bytes"] = cache->length(seq) * c.num_layers * 2 * c.num_kv_heads *
+                          static_cast<int64_t>(kv_entry_bytes(dtype, c.head_dim));
     j["distant_parts"] = runner.stats().distant_parts;
     j["skipped_distant_parts"] = runner.stats().skipped_distant_parts;
-    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    std::printf("%s\n", dump(j).c_str());
   } else {
     if (tokenizer == nullptr) {
       for (size_t i = 0; i < r.generated_ids.size(); ++i) std::printf("%s%d", i ? " " : "", r.generated_ids[i]);
@@ -117,6 +192,11 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--ignore-eos", o->ignore_eos, "do not stop at EOS tokens");
   add_kv_options(*cmd, o->kv);
   cmd->add_flag("--json", o->json, "print one JSON object with ids, text and timings");
+  cmd->add_option("--prompts", o->prompts_file,
+                  "JSONL file of requests ({\"prompt\": ...} or {\"ids\": [...]} per line), run as one batched job");
+  cmd->add_option("--parallel", o->parallel, "--prompts: sequences decoding at once")->capture_default_str();
+  cmd->add_option("--out", o->out_file, "--prompts: write the JSONL results here instead of stdout");
+  cmd->add_option("--kv-memory", o->kv_memory, "--prompts: KV cache budget (e.g. 512M; default: --parallel full contexts)");
   cmd->callback([o] { run(*o); });
 }
 

@@ -18,22 +18,20 @@ struct InfoCommand {
   int64_t context = 0;
   int batch = 1;
   std::string memory;
-  std::string kv_dtype = "f32";
 };
 
 // KV bytes per sequence of `context` tokens under the policy, against dense,
 // and how many sequences fit in --memory (analytic: needs no weights).
 nlohmann::json kv_report(const InfoCommand& o, const ModelConfig& c) {
-  int element = 4;
-  if (o.kv_dtype == "f16" || o.kv_dtype == "bf16") element = 2;
-  else if (o.kv_dtype != "f32") throw Error("--kv-dtype: '" + o.kv_dtype + "' is not one of f32, f16, bf16");
+  const KvDType dtype = parse_kv_dtype(o.kv.kv_dtype.empty() ? "f32" : o.kv.kv_dtype);
+  const int64_t entry = static_cast<int64_t>(kv_entry_bytes(dtype, c.head_dim));
   if (o.context <= 0) throw Error("--context: must be positive");
   if (o.batch < 1) throw Error("--batch: must be at least 1");
   const KvLayout layout = kv_layout_from_options(o.kv, c, o.model);
   const KvLayout dense = KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim);
-  const int64_t per_seq = layout.retained_vectors(o.context) * c.head_dim * element;
-  const int64_t dense_per_seq = dense.retained_vectors(o.context) * c.head_dim * element;
-  nlohmann::json j = {{"kv_policy", o.kv.policy}, {"context", o.context}, {"kv_dtype", o.kv_dtype},
+  const int64_t per_seq = layout.retained_vectors(o.context) * entry;
+  const int64_t dense_per_seq = dense.retained_vectors(o.context) * entry;
+  nlohmann::json j = {{"kv_policy", o.kv.policy}, {"context", o.context}, {"kv_dtype", kv_dtype_name(dtype)},
                       {"kv_bytes_per_sequence", per_seq}, {"dense_kv_bytes_per_sequence", dense_per_seq},
                       {"kv_saving", 1.0 - static_cast<double>(per_seq) / static_cast<double>(dense_per_seq)},
                       {"batch", o.batch}, {"kv_bytes_for_batch", per_seq * o.batch},
@@ -42,7 +40,7 @@ nlohmann::json kv_report(const InfoCommand& o, const ModelConfig& c) {
     const size_t memory = parse_bytes(o.memory, "--memory");
     j["memory"] = memory;
     if (memory < static_cast<size_t>(per_seq)) {
-      const int64_t window_bytes = 2 * static_cast<int64_t>(c.num_layers) * c.num_kv_heads * c.head_dim * element *
+      const int64_t window_bytes = 2 * static_cast<int64_t>(c.num_layers) * c.num_kv_heads * entry *
                                    layout.window_tokens(o.context);
       throw Error("--memory: " + o.memory + " cannot hold one sequence of " + std::to_string(o.context) +
                   " tokens under --kv " + o.kv.policy + " (needs " + std::to_string(per_seq) +
@@ -109,7 +107,7 @@ void run(const InfoCommand& o) {
   std::printf("kv bytes per token: %lld (float32 keys and values, dense)\n", static_cast<long long>(kv_per_token));
   if (o.context > 0) {
     std::printf("kv policy:          %s at %lld tokens (%s entries)\n", o.kv.policy.c_str(),
-                static_cast<long long>(o.context), o.kv_dtype.c_str());
+                static_cast<long long>(o.context), (o.kv.kv_dtype.empty() ? "f32" : o.kv.kv_dtype.c_str()));
     std::printf("kv per sequence:    %lld bytes (dense %lld, saving %.1f%%)\n",
                 j["kv_bytes_per_sequence"].get<long long>(), j["dense_kv_bytes_per_sequence"].get<long long>(),
                 100.0 * j["kv_saving"].get<double>());
@@ -130,7 +128,6 @@ void add_info_command(CLI::App& app) {
   cmd->add_option("--context", o->context, "report KV bytes per sequence of this many tokens under --kv");
   cmd->add_option("--batch", o->batch, "sequences for the KV total")->capture_default_str();
   cmd->add_option("--memory", o->memory, "KV memory budget (e.g. 16G) for the largest batch that fits");
-  cmd->add_option("--kv-dtype", o->kv_dtype, "KV entry type for the analytic sizes: f32, f16, bf16")->capture_default_str();
   cmd->callback([o] { run(*o); });
 }
 

@@ -31,7 +31,7 @@ void run(const LogitsCommand& o) {
   if (o.chunk <= 0) throw Error("--chunk: must be positive");
   std::optional<float> tau;
   const KvLayout layout = kv_layout_from_options(o.kv, c, o.model, &tau);
-  auto cache = make_cache(layout, static_cast<int64_t>(ids.size()), 1, o.chunk);
+  auto cache = make_cache(layout, static_cast<int64_t>(ids.size()), 1, o.chunk, kv_dtype_from_options(o.kv, *model));
   Runner runner(*model, *cache);
   runner.set_tau(tau);
   runner.set_chunk_size(o.chunk);

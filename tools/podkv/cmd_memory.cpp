@@ -26,22 +26,21 @@ struct MemoryCommand {
   KvOptions shared;
   std::vector<int64_t> contexts = {4096, 16384, 32768};
   std::string memory = "16G";
-  std::string kv_dtype = "f16";
   bool measure = false;
   int threads = 0;
   bool json = false;
 };
 
-int element_bytes(const std::string& dtype) {
-  if (dtype == "f32") return 4;
-  if (dtype == "f16" || dtype == "bf16") return 2;
-  throw Error("--kv-dtype: '" + dtype + "' is not one of f32, f16, bf16");
-}
+struct Measured {
+  size_t reserved = 0;  // pages held
+  size_t held = 0;      // entries the page tables hold, counted
+  size_t formula = 0;   // the analytic formula
+};
 
-// Prefills `length` random tokens under `policy` and returns the bytes the
-// cache holds for the sequence: {reserved (pages), in use (formula, float32)}.
-std::pair<size_t, size_t> measure(const Model& model, const NamedPolicy& policy, int64_t length) {
-  auto cache = make_cache(policy.layout, length);
+// Prefills `length` random tokens under `policy` in a cache of `dtype` entries
+// and returns the bytes the cache holds for the sequence.
+Measured measure(const Model& model, const NamedPolicy& policy, int64_t length, KvDType dtype) {
+  auto cache = make_cache(policy.layout, length, 1, 256, dtype);
   Runner runner(model, *cache);
   runner.set_tau(policy.tau);
   std::mt19937 rng(11);
@@ -50,14 +49,14 @@ std::pair<size_t, size_t> measure(const Model& model, const NamedPolicy& policy,
   const int seq = cache->add_sequence();
   std::vector<float> logits;
   runner.forward(seq, ids, false, logits);
-  return {cache->bytes_reserved(seq), cache->bytes_in_use(seq)};
+  return {cache->bytes_reserved(seq), cache->bytes_held(seq), cache->bytes_in_use(seq)};
 }
 
-// Sequences of `length` tokens that a cache of `budget` bytes (float32
+// Sequences of `length` tokens that a cache of `budget` bytes (`dtype`
 // entries) really takes: each is reserved and committed chunk by chunk as a
-// prefill would be, until the cache refuses one.
-int64_t measured_batch(const KvLayout& layout, int64_t length, size_t budget) {
-  KvCache cache(layout, budget);
+// prefill would be, until the cache refuses one (bookkeeping only).
+int64_t measured_batch(const KvLayout& layout, int64_t length, size_t budget, KvDType dtype) {
+  KvCache cache(layout, budget, 16, dtype);
   const int64_t chunk = 256;
   for (int64_t batch = 0;; ++batch) {
     const int seq = cache.add_sequence();
@@ -85,7 +84,9 @@ std::string human(double bytes) {
 
 void run(const MemoryCommand& o) {
   if (o.threads > 0) set_num_threads(o.threads);
-  const int element = element_bytes(o.kv_dtype);
+  // The default entry type of the table; a policy may name its own (dtype=...).
+  const KvDType dtype = parse_kv_dtype(o.shared.kv_dtype.empty() ? "f16" : o.shared.kv_dtype);
+  const std::string dtype_name = kv_dtype_name(dtype);
   const size_t budget = parse_bytes(o.memory, "--memory");
   // --measure fills a real cache of --memory bytes: keep that within reason.
   if (o.measure && budget > (size_t{4} << 30))
@@ -100,47 +101,54 @@ void run(const MemoryCommand& o) {
   const std::vector<NamedPolicy> policies = resolve_policies(o.kv, o.shared, c, o.model);
   std::unique_ptr<Model> model = o.measure ? Model::load(o.model) : nullptr;
   const KvLayout dense = KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim);
+  const int64_t entry = static_cast<int64_t>(kv_entry_bytes(dtype, c.head_dim));
 
   nlohmann::json rows = nlohmann::json::array();
   for (int64_t n : o.contexts) {
-    const int64_t dense_bytes = dense.retained_vectors(n) * c.head_dim * element;
+    const int64_t dense_bytes = dense.retained_vectors(n) * entry;
     const int64_t dense_batch = static_cast<int64_t>(budget / static_cast<size_t>(dense_bytes));
     for (const NamedPolicy& p : policies) {
-      const int64_t bytes = p.layout.retained_vectors(n) * c.head_dim * element;
+      const KvDType p_dtype = p.kv_dtype.empty() ? dtype : parse_kv_dtype(p.kv_dtype);
+      const int64_t bytes = p.layout.retained_vectors(n) * static_cast<int64_t>(kv_entry_bytes(p_dtype, c.head_dim));
       const int64_t batch = static_cast<int64_t>(budget / static_cast<size_t>(bytes));
       nlohmann::json row = {{"policy", p.label}, {"options", p.options}, {"context", n},
                             {"kv_bytes_per_sequence", bytes}, {"dense_kv_bytes_per_sequence", dense_bytes},
                             {"kv_saving", 1.0 - static_cast<double>(bytes) / static_cast<double>(dense_bytes)},
-                            {"max_batch", batch}, {"dense_max_batch", dense_batch},
+                            {"max_batch", batch}, {"dense_max_batch", dense_batch}, {"kv_dtype", kv_dtype_name(p_dtype)},
                             {"batch_gain", dense_batch > 0 ? static_cast<double>(batch) / dense_batch : 0.0}};
       if (model) {
-        const auto [reserved, in_use] = measure(*model, p, n);
-        row["measured_bytes_reserved"] = reserved;
-        row["formula_bytes_float32"] = in_use;
-        row["measured_max_batch_float32"] = measured_batch(p.layout, n, budget);
+        const Measured m = measure(*model, p, n, p_dtype);
+        row["measured_bytes_reserved"] = m.reserved;
+        row["measured_bytes_held"] = m.held;
+        row["formula_bytes"] = m.formula;
+        row["measured_max_batch"] = measured_batch(p.layout, n, budget, p_dtype);
+        // The float32 figures of earlier versions, kept for scripts that read them.
+        row["formula_bytes_float32"] = p.layout.retained_vectors(n) * c.head_dim * 4;
+        row["measured_max_batch_float32"] = measured_batch(p.layout, n, budget, KvDType::F32);
       }
       rows.push_back(row);
     }
   }
   nlohmann::json result = {{"model", o.model}, {"num_layers", c.num_layers}, {"num_kv_heads", c.num_kv_heads},
-                           {"head_dim", c.head_dim}, {"kv_dtype", o.kv_dtype}, {"memory", budget}, {"rows", rows}};
+                           {"head_dim", c.head_dim}, {"kv_dtype", dtype_name}, {"memory", budget}, {"rows", rows}};
   if (o.json) {
     std::printf("%s\n", result.dump(2).c_str());
     return;
   }
   std::printf("KV cache per sequence (%s entries; %d layers, %d KV heads, head_dim %d) and the largest batch in %s\n\n",
-              o.kv_dtype.c_str(), c.num_layers, c.num_kv_heads, c.head_dim, o.memory.c_str());
+              dtype_name.c_str(), c.num_layers, c.num_kv_heads, c.head_dim, o.memory.c_str());
   std::printf("| policy | context | KV / sequence | saved | max batch | dense batch | batch gain |%s\n",
-              model ? " measured bytes (f32 pages) | formula (f32) | measured batch (f32) |" : "");
-  std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: |%s\n", model ? " ---: | ---: | ---: |" : "");
+              model ? " measured bytes (pages) | measured bytes (entries held) | formula | measured batch |" : "");
+  std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: |%s\n", model ? " ---: | ---: | ---: | ---: |" : "");
   for (const auto& r : rows) {
     std::printf("| %s | %lld | %s | %.1f%% | %lld | %lld | %.2fx |", r["policy"].get<std::string>().c_str(),
                 r["context"].get<long long>(), human(r["kv_bytes_per_sequence"].get<double>()).c_str(),
                 100.0 * r["kv_saving"].get<double>(), r["max_batch"].get<long long>(),
                 r["dense_max_batch"].get<long long>(), r["batch_gain"].get<double>());
     if (model)
-      std::printf(" %lld | %lld | %lld |", r["measured_bytes_reserved"].get<long long>(),
-                  r["formula_bytes_float32"].get<long long>(), r["measured_max_batch_float32"].get<long long>());
+      std::printf(" %lld | %lld | %lld | %lld |", r["measured_bytes_reserved"].get<long long>(),
+                  r["measured_bytes_held"].get<long long>(), r["formula_bytes"].get<long long>(),
+                  r["measured_max_batch"].get<long long>());
     std::printf("\n");
   }
 }
@@ -154,7 +162,6 @@ void add_memory_command(CLI::App& app) {
   cmd->add_option("--kv", o->kv, "policies, comma-separated, each NAME[:KEY=VALUE...] as in eval")->capture_default_str();
   cmd->add_option("--contexts", o->contexts, "context lengths in tokens")->delimiter(',')->capture_default_str();
   cmd->add_option("--memory", o->memory, "KV memory budget for the batch columns (e.g. 16G)")->capture_default_str();
-  cmd->add_option("--kv-dtype", o->kv_dtype, "entry type of the analytic sizes: f32, f16, bf16")->capture_default_str();
   cmd->add_flag("--measure", o->measure, "also prefill each length on the model and report the bytes the cache holds");
   cmd->add_option("-t,--threads", o->threads, "threads for --measure (default: all cores)");
   cmd->add_flag("--json", o->json, "print JSON instead of the table");

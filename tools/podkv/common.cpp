@@ -115,6 +115,7 @@ void add_kv_settings(CLI::App& cmd, KvOptions& o) {
   cmd.add_option("--budget", o.budget, "h2o, snapkv, pod+snapkv: distant tokens kept per layer (per block) and KV head")->capture_default_str();
   cmd.add_option("--window", o.window, "snapkv, pod+snapkv: observation window (last prompt queries scored)")->capture_default_str();
   cmd.add_option("--pool", o.pool, "snapkv, pod+snapkv: max-pooling width over key positions (odd)")->capture_default_str();
+  cmd.add_option("--kv-dtype", o.kv_dtype, "KV entry type: f32, f16, bf16 or q8_0 (default: the model's float type)");
   cmd.add_option("--tau", o.tau, "PoD: skip a non-anchor layer's distant attention when the anchor's gate >= tau (overrides pod.json)")
       ->check(CLI::Range(0.0f, 1.0f));
 }
@@ -157,12 +158,16 @@ KvLayout kv_layout_from_options(const KvOptions& o, const ModelConfig& c, const 
   return make_kv_layout(c, p);
 }
 
-std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch, int64_t chunk) {
+std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch, int64_t chunk, KvDType dtype) {
   const int page = 16;
-  KvCache probe(layout, 0, page);  // sizes only: no pages
+  KvCache probe(layout, 0, page, dtype);  // sizes only: no pages
   // Worst case: the whole context is one prefill (SnapKV drops nothing before it ends).
   const int64_t pages = probe.peak_pages(0, context, std::max<int64_t>(1, std::min(chunk, context)), context);
-  return std::make_unique<KvCache>(layout, static_cast<size_t>(pages) * batch * probe.page_bytes(), page);
+  return std::make_unique<KvCache>(layout, static_cast<size_t>(pages) * batch * probe.page_bytes(), page, dtype);
+}
+
+KvDType kv_dtype_from_options(const KvOptions& o, const Model& model) {
+  return kv_dtype_or_default(o.kv_dtype, model.weight_dtype());
 }
 
 std::unique_ptr<KvCache> make_dense_cache(const ModelConfig& c, int64_t context) {

@@ -45,6 +45,7 @@ struct KvOptions {
   int64_t budget = 1024;       // h2o, snapkv, pod+snapkv: distant tokens kept per (block,) head
   int64_t window = 32;         // snapkv, pod+snapkv: observation window (last prompt queries)
   int64_t pool = 7;            // snapkv, pod+snapkv: max-pooling kernel over key positions
+  std::string kv_dtype;        // f32, f16, bf16, q8_0; empty = the model's own float type
 };
 
 void add_kv_options(CLI::App& cmd, KvOptions& o);
@@ -58,7 +59,10 @@ KvLayout kv_layout_from_options(const KvOptions& o, const ModelConfig& config, c
 
 // A KV cache with room for `batch` sequences of up to `context` tokens each,
 // prefilled in chunks of `chunk` tokens.
-std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch = 1, int64_t chunk = 256);
+std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch = 1, int64_t chunk = 256,
+                                    KvDType dtype = KvDType::F32);
+// The KV entry type of --kv-dtype for this model (default: its own float type).
+KvDType kv_dtype_from_options(const KvOptions& o, const Model& model);
 std::unique_ptr<KvCache> make_dense_cache(const ModelConfig& config, int64_t context);
 
 // Bytes from a size like "8G", "512M", "1024"; throws Error naming `option`.

@@ -24,6 +24,7 @@ std::vector<std::string> relevant_settings(const std::string& policy, bool pod_f
   }
   if (policy == "h2o" || policy == "snapkv" || policy == "pod+snapkv") keys.push_back("budget");
   if (policy == "snapkv" || policy == "pod+snapkv") keys.insert(keys.end(), {"window", "pool"});
+  keys.push_back("dtype");  // every policy
   return keys;
 }
 
@@ -52,6 +53,7 @@ NamedPolicy resolve_policy(const eval::PolicySpec& spec, const KvOptions& shared
     else if (key == "budget") kv.budget = parse_int(key, value, spec.label);
     else if (key == "window") kv.window = parse_int(key, value, spec.label);
     else if (key == "pool") kv.pool = parse_int(key, value, spec.label);
+    else if (key == "dtype") parse_kv_dtype(value), kv.kv_dtype = value;
     else if (key == "tau") {
       size_t used = 0;
       try {
@@ -88,7 +90,9 @@ NamedPolicy resolve_policy(const eval::PolicySpec& spec, const KvOptions& shared
     else if (key == "budget") p.options["budget"] = kv.budget;
     else if (key == "window") p.options["window"] = kv.window;
     else if (key == "pool") p.options["pool"] = kv.pool;
+    else if (key == "dtype" && !kv.kv_dtype.empty()) p.options["dtype"] = kv.kv_dtype;
   }
+  p.kv_dtype = kv.kv_dtype;
   if (pod_from_file) p.options["sink"] = p.layout.sink_tokens, p.options["recent"] = p.layout.recent_tokens;
   return p;
 }

@@ -19,6 +19,7 @@ struct NamedPolicy {
   KvLayout layout;
   std::optional<float> tau;  // PoD skipping threshold
   nlohmann::json options;   // every setting that applies to the policy
+  std::string kv_dtype;     // KV entry type (dtype=...; or --kv-dtype); empty = the command's default
 };
 
 // Settings of `spec` override `shared`; a setting that does not apply to the

@@ -1,0 +1,78 @@
+// A step-wise generator for one sequence: the sampler state, stop strings,
+// EOS, and UTF-8-safe streamed text. Whoever batches (generate, the --prompts
+// scheduler, eval, analyze, the server) asks it for the sequence's next batch
+// entry (a prompt chunk, or the last sampled token) and hands it the logits
+// that entry produced.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/batch.h"
+#include "sampling/sampler.h"
+#include "tokenizer/tokenizer.h"
+
+namespace podkv {
+
+struct GenerateOptions {
+  int max_new_tokens = 64;
+  SamplingParams sampling;
+  std::vector<std::string> stop_strings;
+  bool stop_at_eos = true;
+  std::vector<int32_t> eos_ids;  // besides the tokenizer's
+};
+
+struct GenerateResult {
+  std::vector<int32_t> prompt_ids;
+  std::vector<int32_t> generated_ids;
+  std::string text;             // decoded generated text, cut at a stop string
+  std::string stop_reason;      // "length", "eos" or "stop_string"
+  double prefill_seconds = 0;   // from the first prompt chunk to the first token's logits
+  double decode_seconds = 0;    // from there to the end
+  int64_t kv_bytes_in_use = 0;  // at the end, for this sequence
+  int64_t kv_bytes_reserved = 0;
+};
+
+class SequenceGenerator {
+ public:
+  // `tokenizer` may be null (ids in and out only; stop strings then unused).
+  SequenceGenerator(const Tokenizer* tokenizer, std::vector<int32_t> prompt_ids, const GenerateOptions& options,
+                    int32_t vocab_size);
+  ~SequenceGenerator();
+
+  bool done() const { return done_; }
+  bool prefilling() const { return fed_ < static_cast<int64_t>(result_.prompt_ids.size()); }
+  // The next entry of sequence `seq`: up to `chunk` prompt tokens (the last
+  // chunk wants logits and ends the prefill), or the last sampled token.
+  BatchEntry next_entry(int seq, int64_t chunk);
+  // The logits of the entry's last row, when it wanted logits: samples the
+  // next token and updates the text and the stop state.
+  void accept(const float* logits);
+  // Text that became safe to show since the last call (held back: a possible
+  // start of a stop string, an incomplete UTF-8 sequence).
+  std::string take_text();
+  GenerateResult& result() { return result_; }
+
+ private:
+  void finish(const std::string& reason);
+
+  const Tokenizer* tokenizer_;
+  GenerateOptions options_;
+  int32_t vocab_;
+  Sampler sampler_;
+  std::unique_ptr<StreamDecoder> decoder_;
+  std::vector<int32_t> history_;
+  std::vector<int32_t> eos_;
+  GenerateResult result_;
+  int64_t fed_ = 0;        // prompt tokens handed out
+  bool pending_ = false;   // a sampled token waits to be fed
+  bool done_ = false;
+  size_t safe_ = 0;        // bytes of text that may be shown
+  size_t emitted_ = 0;     // bytes of text already taken
+  std::chrono::steady_clock::time_point start_, first_token_;
+};
+
+}  // namespace podkv
