@@ -63,22 +63,27 @@ TEST_F(CliKv, OneLayerBlocksGiveDenseLogits) {
 }
 
 TEST_F(CliKv, MemoryMeasuredBytesEqualTheFormula) {
-  const CliResult r = run({"memory", "-m", kModel.string(), "--measure", "--contexts", "64,160", "--kv-dtype", "f32",
+  for (const std::string dtype : {"f32", "f16", "bf16", "q8_0"}) {
+  const CliResult r = run({"memory", "-m", kModel.string(), "--measure", "--contexts", "64,160", "--kv-dtype", dtype,
                            "--memory", "1M", "--pod-group", "2", "--sink", "16", "--recent", "32", "--budget", "16",
                            "--json", "-t", "1"});
   ASSERT_EQ(r.exit_code, 0) << r;
   const auto j = nlohmann::json::parse(r.out);
   ASSERT_EQ(j.at("rows").size(), 14u);  // 7 policies x 2 lengths
+  EXPECT_EQ(j.at("kv_dtype"), dtype);
   for (const auto& row : j.at("rows")) {
-    const std::string what = row.at("policy").get<std::string>() + " at " + row.at("context").dump();
-    EXPECT_EQ(row.at("measured_bytes_reserved"), row.at("formula_bytes_float32")) << what;
+    const std::string what = dtype + " " + row.at("policy").get<std::string>() + " at " + row.at("context").dump();
+    EXPECT_EQ(row.at("kv_dtype"), dtype) << what;
+    EXPECT_EQ(row.at("measured_bytes_reserved"), row.at("formula_bytes")) << what;
     EXPECT_EQ(row.at("measured_bytes_reserved"), row.at("kv_bytes_per_sequence")) << what;
+    if (dtype == "f32") EXPECT_EQ(row.at("formula_bytes"), row.at("formula_bytes_float32")) << what;
     // A real cache of --memory bytes takes the analytic batch, less at most
     // the transient room of one prefill.
-    EXPECT_LE(row.at("measured_max_batch_float32").get<int64_t>(), row.at("max_batch").get<int64_t>()) << what;
-    EXPECT_GE(row.at("measured_max_batch_float32").get<int64_t>(), row.at("max_batch").get<int64_t>() * 9 / 10 - 1) << what;
+    EXPECT_LE(row.at("measured_max_batch").get<int64_t>(), row.at("max_batch").get<int64_t>()) << what;
+    EXPECT_GE(row.at("measured_max_batch").get<int64_t>(), row.at("max_batch").get<int64_t>() * 9 / 10 - 1) << what;
     if (row.at("policy") == "dense") EXPECT_EQ(row.at("kv_saving").get<double>(), 0.0);
     else if (row.at("context") == 160) EXPECT_GT(row.at("kv_saving").get<double>(), 0.1) << what;
+  }
   }
 }
 

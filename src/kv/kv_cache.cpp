@@ -307,26 +307,6 @@ size_t KvCache::bytes_in_use(int seq) const {
   return static_cast<size_t>(layout_.retained_vectors(s.length, prefill)) * entry_bytes_;
 }
 
-size_t KvCache::bytes_held(int seq) const {
-  const Sequence& s = sequence(seq);
-  int64_t entries = 0;
-  auto held = [&](const std::vector<int32_t>& table, int64_t count) {
-    for (int64_t i = 0; i < count; ++i) {
-      const int64_t page = i / page_tokens_;
-      entries += page < static_cast<int64_t>(table.size()) && table[page] >= 0;
-    }
-  };
-  for (size_t i = 0; i < s.key_pages.size(); ++i) {
-    held(s.key_pages[i], s.length);
-    held(s.value_pages[i], s.length);
-  }
-  for (size_t g = 0; g < group_members_.size(); ++g)
-    for (const Member& m : group_members_[g])
-      held(m.key ? s.key_store_pages[m.stream] : s.value_store_pages[m.stream],
-           static_cast<int64_t>(s.groups[g].positions.size()));
-  return static_cast<size_t>(entries) * entry_bytes_;
-}
-
 size_t KvCache::bytes_reserved(int seq) const {
   const Sequence& s = sequence(seq);
   size_t pages = 0;

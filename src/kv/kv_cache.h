@@ -124,10 +124,6 @@ class KvCache {
   // times vector bytes (the analytic formula); reserved = pages held times page
   // bytes (in use plus partly filled pages).
   size_t bytes_in_use(int seq) const;
-  // Measured, not computed: entries the page tables hold for committed
-  // positions and kept slots (every stream) times the entry size. Tests and
-  // `podkv memory --measure` check it equals bytes_in_use().
-  size_t bytes_held(int seq) const;
   size_t bytes_reserved(int seq) const;
   size_t total_bytes_reserved() const { return (total_pages_ - free_pages_.size()) * page_bytes_; }
   size_t budget_bytes() const { return total_pages_ * page_bytes_; }

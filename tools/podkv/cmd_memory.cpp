@@ -32,8 +32,7 @@ struct MemoryCommand {
 };
 
 struct Measured {
-  size_t reserved = 0;  // pages held
-  size_t held = 0;      // entries the page tables hold, counted
+  size_t reserved = 0;  // pages held, counted in the page tables
   size_t formula = 0;   // the analytic formula
 };
 
@@ -49,7 +48,7 @@ Measured measure(const Model& model, const NamedPolicy& policy, int64_t length, 
   const int seq = cache->add_sequence();
   std::vector<float> logits;
   runner.forward(seq, ids, false, logits);
-  return {cache->bytes_reserved(seq), cache->bytes_held(seq), cache->bytes_in_use(seq)};
+  return {cache->bytes_reserved(seq), cache->bytes_in_use(seq)};
 }
 
 // Sequences of `length` tokens that a cache of `budget` bytes (`dtype`
@@ -119,7 +118,6 @@ void run(const MemoryCommand& o) {
       if (model) {
         const Measured m = measure(*model, p, n, p_dtype);
         row["measured_bytes_reserved"] = m.reserved;
-        row["measured_bytes_held"] = m.held;
         row["formula_bytes"] = m.formula;
         row["measured_max_batch"] = measured_batch(p.layout, n, budget, p_dtype);
         // The float32 figures of earlier versions, kept for scripts that read them.
@@ -138,16 +136,15 @@ void run(const MemoryCommand& o) {
   std::printf("KV cache per sequence (%s entries; %d layers, %d KV heads, head_dim %d) and the largest batch in %s\n\n",
               dtype_name.c_str(), c.num_layers, c.num_kv_heads, c.head_dim, o.memory.c_str());
   std::printf("| policy | context | KV / sequence | saved | max batch | dense batch | batch gain |%s\n",
-              model ? " measured bytes (pages) | measured bytes (entries held) | formula | measured batch |" : "");
-  std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: |%s\n", model ? " ---: | ---: | ---: | ---: |" : "");
+              model ? " measured bytes (pages) | formula | measured batch |" : "");
+  std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: |%s\n", model ? " ---: | ---: | ---: |" : "");
   for (const auto& r : rows) {
     std::printf("| %s | %lld | %s | %.1f%% | %lld | %lld | %.2fx |", r["policy"].get<std::string>().c_str(),
                 r["context"].get<long long>(), human(r["kv_bytes_per_sequence"].get<double>()).c_str(),
                 100.0 * r["kv_saving"].get<double>(), r["max_batch"].get<long long>(),
                 r["dense_max_batch"].get<long long>(), r["batch_gain"].get<double>());
     if (model)
-      std::printf(" %lld | %lld | %lld | %lld |", r["measured_bytes_reserved"].get<long long>(),
-                  r["measured_bytes_held"].get<long long>(), r["formula_bytes"].get<long long>(),
+      std::printf(" %lld | %lld | %lld |", r["measured_bytes_reserved"].get<long long>(), r["formula_bytes"].get<long long>(),
                   r["measured_max_batch"].get<long long>());
     std::printf("\n");
   }
