@@ -205,7 +205,8 @@ TEST(GgufExport, RefusesAttentionBiases) {
     EXPECT_NE(msg.find("bias"), std::string::npos) << msg;
   }
   EXPECT_FALSE(fs::exists(out));
-  EXPECT_THROW(parse_gguf_export_type("q4_0", "--type"), Error);
+  EXPECT_THROW(parse_gguf_export_type("q2_k", "--type"), Error);
+  EXPECT_EQ(parse_gguf_export_type("q4_0", "--type"), GgufExportType::Q4_0);
 }
 
 // GPT-2's bytes_to_unicode: the printable character standing for byte b.

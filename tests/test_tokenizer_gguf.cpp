@@ -79,6 +79,8 @@ TEST(TokenizerGguf, LlamaSpm) { run_vocab("llama-spm"); }
 TEST(TokenizerGguf, Phi3) { run_vocab("phi-3"); }
 TEST(TokenizerGguf, Gpt2) { run_vocab("gpt-2"); }
 TEST(TokenizerGguf, DeepseekLlm) { run_vocab("deepseek-llm"); }
+TEST(TokenizerGguf, Mpt) { run_vocab("mpt"); }
+TEST(TokenizerGguf, Refact) { run_vocab("refact"); }
 
 TEST(TokenizerGguf, SpmBosAndDecode) {
   const std::string path = kVocabDir + "/ggml-vocab-llama-spm.gguf";

@@ -59,9 +59,18 @@ std::string ggml_type_name(uint32_t t) {
   return "unknown";
 }
 
+// The ggml types podkv reads and the DType each maps to.
+constexpr std::pair<TensorType, DType> kTypes[] = {
+    {TensorType::F32, DType::F32},   {TensorType::F16, DType::F16},   {TensorType::BF16, DType::BF16},
+    {TensorType::Q4_0, DType::Q4_0}, {TensorType::Q4_1, DType::Q4_1}, {TensorType::Q5_0, DType::Q5_0},
+    {TensorType::Q5_1, DType::Q5_1}, {TensorType::Q8_0, DType::Q8_0}, {TensorType::Q2_K, DType::Q2_K},
+    {TensorType::Q3_K, DType::Q3_K}, {TensorType::Q4_K, DType::Q4_K}, {TensorType::Q5_K, DType::Q5_K},
+    {TensorType::Q6_K, DType::Q6_K}};
+
 bool is_supported(uint32_t t) {
-  return t == static_cast<uint32_t>(TensorType::F32) || t == static_cast<uint32_t>(TensorType::F16) ||
-         t == static_cast<uint32_t>(TensorType::Q8_0) || t == static_cast<uint32_t>(TensorType::BF16);
+  for (const auto& [type, dtype] : kTypes)
+    if (static_cast<uint32_t>(type) == t) return true;
+  return false;
 }
 
 // Bounds-checked reading of the header. `context` names what is being read
@@ -205,23 +214,14 @@ int64_t element_count(const std::vector<int64_t>& shape) {
 }  // namespace
 
 DType to_dtype(TensorType t) {
-  switch (t) {
-    case TensorType::F32: return DType::F32;
-    case TensorType::F16: return DType::F16;
-    case TensorType::Q8_0: return DType::Q8_0;
-    case TensorType::BF16: return DType::BF16;
-  }
+  for (const auto& [type, dtype] : kTypes)
+    if (type == t) return dtype;
   throw Error("gguf: ggml type " + std::to_string(static_cast<uint32_t>(t)) + " is not supported");
 }
 
 TensorType from_dtype(DType t) {
-  switch (t) {
-    case DType::F32: return TensorType::F32;
-    case DType::F16: return TensorType::F16;
-    case DType::Q8_0: return TensorType::Q8_0;
-    case DType::BF16: return TensorType::BF16;
-    case DType::I32: case DType::I64: break;
-  }
+  for (const auto& [type, dtype] : kTypes)
+    if (dtype == t) return type;
   throw Error(std::string("gguf: dtype ") + dtype_name(t) + " has no GGUF tensor type in podkv");
 }
 
@@ -280,7 +280,8 @@ File File::open(const std::string& path) {
     const auto type = in.read<uint32_t>(context, "type");
     if (!is_supported(type))
       in.fail(context, "ggml type " + std::to_string(type) + " (" + ggml_type_name(type) +
-                           ") is not supported; podkv reads F32, F16, BF16 and Q8_0");
+                           ") is not supported; podkv reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, "
+                           "Q2_K, Q3_K, Q4_K, Q5_K and Q6_K");
     t.type = static_cast<TensorType>(type);
     t.offset = in.read<uint64_t>(context, "offset");
     if (!f.tensor_index_.emplace(t.name, f.tensors_.size()).second) in.fail(context, "name appears twice");
@@ -294,8 +295,11 @@ File File::open(const std::string& path) {
     const int64_t elements = element_count(t.shape);
     // 2^56 elements is far beyond any file; the bound keeps nbytes from overflowing.
     if (elements < 0 || elements > (int64_t{1} << 56)) in.fail(context, "shape has too many elements");
-    if (t.type == TensorType::Q8_0 && (t.shape.empty() || t.shape[0] % kQ8BlockSize != 0))
-      in.fail(context, "Q8_0 needs a row length that is a multiple of 32, got " +
+    const DType dtype = to_dtype(t.type);
+    const int block = dtype_block_size(dtype);
+    if (block > 1 && (t.shape.empty() || t.shape[0] % block != 0))
+      in.fail(context, std::string(dtype_name(dtype)) + " needs a row length that is a multiple of " +
+                           std::to_string(block) + ", got " +
                            (t.shape.empty() ? std::string("a scalar") : std::to_string(t.shape[0])));
     t.nbytes = dtype_bytes(to_dtype(t.type), static_cast<size_t>(elements));
     if (t.offset % f.alignment_ != 0)

@@ -15,6 +15,7 @@
 #include "model/model.h"
 #include "tokenizer/pretokenize.h"
 #include "util/error.h"
+#include "util/quant.h"
 
 namespace podkv {
 
@@ -28,13 +29,24 @@ using json = nlohmann::json;
 // ggml's token types (llama.cpp's LLAMA_TOKEN_TYPE_*).
 constexpr int64_t kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5;
 
-DType target_dtype(GgufExportType t, DType stored, int64_t cols) {
+// `embedding_or_output`: token_embd / output, kept at Q8_0 by the 4- and 5-bit types.
+DType target_dtype(GgufExportType t, DType stored, int64_t cols, bool embedding_or_output = false) {
+  const bool blocks = cols % quant::kBlock == 0;
   switch (t) {
     case GgufExportType::Keep: return stored;
     case GgufExportType::F32: return DType::F32;
     case GgufExportType::F16: return DType::F16;
     case GgufExportType::BF16: return DType::BF16;
-    case GgufExportType::Q8_0: return cols % kQ8BlockSize == 0 ? DType::Q8_0 : DType::F16;
+    case GgufExportType::Q8_0: return blocks ? DType::Q8_0 : DType::F16;
+    case GgufExportType::Q4_0: case GgufExportType::Q4_1: case GgufExportType::Q5_0: case GgufExportType::Q5_1: {
+      if (!blocks) return DType::F16;
+      if (embedding_or_output) return DType::Q8_0;
+      return t == GgufExportType::Q4_0 ? DType::Q4_0 : t == GgufExportType::Q4_1 ? DType::Q4_1
+           : t == GgufExportType::Q5_0 ? DType::Q5_0 : DType::Q5_1;
+    }
+    case GgufExportType::Q4_K:
+      if (!blocks) return DType::F16;
+      return embedding_or_output || cols % quant::kSuperBlock != 0 ? DType::Q8_0 : DType::Q4_K;
   }
   return stored;
 }
@@ -67,6 +79,11 @@ void convert_row(DType from, const uint8_t* src, DType to, uint8_t* dst, int64_t
       for (size_t i = 0; i < n; ++i) { const uint16_t h = f32_to_bf16(tmp[i]); std::memcpy(dst + 2 * i, &h, 2); }
       return;
     case DType::Q8_0: gguf::quantize_q8_0(tmp.data(), dst, n); return;
+    case DType::Q4_0: quant::quantize_q4_0(tmp.data(), dst, n); return;
+    case DType::Q4_1: quant::quantize_q4_1(tmp.data(), dst, n); return;
+    case DType::Q5_0: quant::quantize_q5_0(tmp.data(), dst, n); return;
+    case DType::Q5_1: quant::quantize_q5_1(tmp.data(), dst, n); return;
+    case DType::Q4_K: quant::quantize_q4_k(tmp.data(), dst, n); return;
     default: throw Error(std::string("gguf export: cannot write dtype ") + dtype_name(to));
   }
 }
@@ -77,8 +94,9 @@ class Exporter {
 
   // A weight matrix [rows, cols] (PyTorch order; ggml shape {cols, rows}).
   // permute_head_dim > 0 applies the Q/K row permutation with that head size.
-  void matrix(const std::string& name, const WeightMatrix& m, int64_t permute_head_dim = 0) {
-    const DType to = target_dtype(opts_.type, m.dtype, m.cols);
+  void matrix(const std::string& name, const WeightMatrix& m, int64_t permute_head_dim = 0,
+              bool embedding_or_output = false) {
+    const DType to = target_dtype(opts_.type, m.dtype, m.cols, embedding_or_output);
     const size_t in_row = m.row_bytes(), out_row = dtype_bytes(to, static_cast<size_t>(m.cols));
     std::vector<uint8_t> bytes(out_row * static_cast<size_t>(m.rows));
     std::vector<float> tmp;
@@ -111,7 +129,12 @@ uint32_t file_type(DType t) {
   switch (t) {
     case DType::F32: return 0;
     case DType::F16: return 1;
+    case DType::Q4_0: return 2;
+    case DType::Q4_1: return 3;
     case DType::Q8_0: return 7;
+    case DType::Q5_0: return 8;
+    case DType::Q5_1: return 9;
+    case DType::Q4_K: return 14;  // LLAMA_FTYPE_MOSTLY_Q4_K_S
     case DType::BF16: return 32;
     default: return 0;
   }
@@ -234,7 +257,12 @@ GgufExportType parse_gguf_export_type(const std::string& text, const std::string
   if (text == "f16") return GgufExportType::F16;
   if (text == "bf16") return GgufExportType::BF16;
   if (text == "q8_0") return GgufExportType::Q8_0;
-  throw Error(option + ": '" + text + "' is not one of keep, f32, f16, bf16, q8_0");
+  if (text == "q4_0") return GgufExportType::Q4_0;
+  if (text == "q4_1") return GgufExportType::Q4_1;
+  if (text == "q5_0") return GgufExportType::Q5_0;
+  if (text == "q5_1") return GgufExportType::Q5_1;
+  if (text == "q4_k") return GgufExportType::Q4_K;
+  throw Error(option + ": '" + text + "' is not one of keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k");
 }
 
 GgufExportResult export_gguf(const Model& model, const std::string& out_path, const GgufExportOptions& opts) {
@@ -314,9 +342,9 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
 
   // HF checkpoints rotate halves and need the permutation; a GGUF source is already permuted.
   const int64_t permute = c.rope_interleaved ? 0 : c.head_dim;
-  ex.matrix("token_embd.weight", model.embedding());
+  ex.matrix("token_embd.weight", model.embedding(), 0, true);
   ex.vector("output_norm.weight", model.final_norm());
-  if (model.lm_head().data != model.embedding().data) ex.matrix("output.weight", model.lm_head());
+  if (model.lm_head().data != model.embedding().data) ex.matrix("output.weight", model.lm_head(), 0, true);
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     const LayerWeights& lw = model.layers()[l];

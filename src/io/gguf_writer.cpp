@@ -183,9 +183,9 @@ void Writer::add_tensor(const std::string& name, TensorType type, std::vector<in
     check(!__builtin_mul_overflow(elements, static_cast<size_t>(d), &elements), context + "shape overflows");
   }
   const DType dtype = to_dtype(type);
-  if (type == TensorType::Q8_0)
-    check(!shape.empty() && shape[0] % kQ8BlockSize == 0,
-          context + "Q8_0 needs a row length (shape[0]) that is a multiple of 32");
+  if (const int block = dtype_block_size(dtype); block > 1)
+    check(!shape.empty() && shape[0] % block == 0,
+          context + dtype_name(dtype) + " needs a row length (shape[0]) that is a multiple of " + std::to_string(block));
   check(nbytes == dtype_bytes(dtype, elements),
         context + std::to_string(nbytes) + " bytes given, " + dtype_name(dtype) + " of this shape needs " +
             std::to_string(dtype_bytes(dtype, elements)));

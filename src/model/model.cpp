@@ -18,7 +18,7 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 
 namespace {
 
-bool is_weight_dtype(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16 || t == DType::Q8_0; }
+bool is_weight_dtype(DType t) { return t != DType::I32 && t != DType::I64; }
 
 // A tensor found in a file, before shape checks: shape in PyTorch order (rows first).
 struct FoundTensor {
@@ -35,9 +35,10 @@ FoundTensor expect_shape(const FoundTensor& t, std::vector<int64_t> expected) {
                 shape_string(expected) + " from the config");
   if (!is_weight_dtype(t.dtype))
     throw Error(t.file + ": tensor '" + t.name + "' has dtype " + dtype_name(t.dtype) +
-                ", expected F32, F16, BF16 or Q8_0");
-  if (t.dtype == DType::Q8_0 && expected.back() % kQ8BlockSize != 0)
-    throw Error(t.file + ": tensor '" + t.name + "' is Q8_0 but its rows are not a multiple of 32");
+                ", expected a float or quantized weight type");
+  if (const int block = dtype_block_size(t.dtype); block > 1 && expected.back() % block != 0)
+    throw Error(t.file + ": tensor '" + t.name + "' is " + dtype_name(t.dtype) + " but its rows are not a multiple of " +
+                std::to_string(block));
   return t;
 }
 

@@ -320,7 +320,7 @@ void gemv_bias(const WeightMatrix& w, const float* x, float* y, const float* bia
       break;
     }
     case DType::Q8_0: run_rows(w, x, y, bias, rows_block_q8); break;
-    default: break;  // rejected by check_weight
+    default: gemv_quant(w, x, y, bias); break;  // llama.cpp's Q types (quant_gemv.cpp)
   }
 }
 

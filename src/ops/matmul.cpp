@@ -28,14 +28,13 @@ namespace detail {
 
 void check_weight(const WeightMatrix& w, const char* who) {
   const std::string at = std::string(who) + ": ";
-  check(w.dtype == DType::F32 || w.dtype == DType::F16 || w.dtype == DType::BF16 ||
-            w.dtype == DType::Q8_0,
-        at + "unsupported weight dtype " + dtype_name(w.dtype));
+  check(w.dtype != DType::I32 && w.dtype != DType::I64, at + "unsupported weight dtype " + dtype_name(w.dtype));
   check(w.rows > 0 && w.cols > 0,
         at + "bad weight shape [" + std::to_string(w.rows) + ", " + std::to_string(w.cols) + "]");
   check(w.data != nullptr, at + "weight data is null");
-  check(w.dtype != DType::Q8_0 || w.cols % kQ8BlockSize == 0,
-        at + "Q8_0 weight with " + std::to_string(w.cols) + " columns (must be a multiple of 32)");
+  const int block = dtype_block_size(w.dtype);
+  check(w.cols % block == 0, at + dtype_name(w.dtype) + " weight with " + std::to_string(w.cols) +
+                                 " columns (must be a multiple of " + std::to_string(block) + ")");
 }
 
 }  // namespace detail

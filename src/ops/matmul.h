@@ -1,5 +1,6 @@
 // Linear layers on the CPU: y = x · Wᵀ with W stored row-major as [rows, cols]
-// (the PyTorch nn.Linear layout) in its stored dtype (F32, F16, BF16 or Q8_0).
+// (the PyTorch nn.Linear layout) in its stored dtype (F32, F16, BF16, Q8_0 or
+// one of llama.cpp's Q types, see util/quant.h).
 //
 // One token (decode) goes through a GEMV that streams W once in its stored dtype
 // (no float32 copy), split over threads by rows: it is memory-bound, so its speed
@@ -15,8 +16,9 @@
 
 namespace podkv {
 
-// A weight matrix in place (usually inside a memory map). For Q8_0, cols % 32 == 0
-// and each row is cols/32 blocks.
+// A weight matrix in place (usually inside a memory map). For the block types,
+// cols is a multiple of the block size (32, or 256 for the K-quants) and each
+// row is cols / block blocks.
 struct WeightMatrix {
   DType dtype = DType::F32;
   int64_t rows = 0;  // output features

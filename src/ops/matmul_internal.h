@@ -14,6 +14,10 @@ void check_weight(const WeightMatrix& w, const char* who);
 // y[rows] = W · x[cols] (+ bias[rows]); the GEMV behind gemv() and matmul(tokens == 1).
 void gemv_bias(const WeightMatrix& w, const float* x, float* y, const float* bias);
 
+// The GEMV for llama.cpp's block types (Q4_0 ... Q6_K), reading the blocks in
+// place (ops/quant_gemv.cpp); called by gemv_bias.
+void gemv_quant(const WeightMatrix& w, const float* x, float* y, const float* bias);
+
 // y[tokens, rows] = x[tokens, cols] · Wᵀ (+ bias) through OpenBLAS sgemm.
 void gemm(const WeightMatrix& w, const float* x, int64_t tokens, float* y, const float* bias);
 

@@ -44,11 +44,31 @@ static const char* const kDeepseekLlmPatterns[] = {
     R"(\p{N}+)",
 };
 
+// The other lists of llama.cpp's BPE tokenizer (llama-vocab.cpp), applied in order.
+static const char* const kDeepseekCoderPatterns[] = {
+    R"([\r\n])", R"(\s?\p{L}+)", R"(\s?\p{P}+)", R"([\x{4E00}-\x{9FA5}\x{800}-\x{4E00}\x{AC00}-\x{D7FF}]+)", R"(\p{N})"};
+// StarCoder, Refact: every digit its own piece, then GPT-2's split.
+static const char* const kStarcoderPatterns[] = {R"(\p{N})", kGpt2Pattern};
+// Falcon: runs of punctuation (and $+<=>^~|`) first, then GPT-2's split, then
+// digits in threes.
+static const char* const kFalconPatterns[] = {R"([\p{P}\$\+<=>\^~\|`]+)", kGpt2Pattern, R"([0-9][0-9][0-9])"};
+// Qwen2: Llama 3's pattern with single digits.
+const char* const kQwen2Pattern =
+    R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N})"
+    R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
 std::vector<std::string> gguf_pre_patterns(const std::string& pre) {
-  if (pre == "default" || pre == "gpt-2" || pre == "gpt2") return {kGpt2Pattern};
+  if (pre == "default" || pre == "gpt-2" || pre == "gpt2" || pre == "mpt" || pre == "olmo") return {kGpt2Pattern};
   if (pre == "llama-bpe" || pre == "llama3" || pre == "dbrx" || pre == "smaug-bpe") return {kLlama3Pattern};
   if (pre == "deepseek-llm") return {std::begin(kDeepseekLlmPatterns), std::end(kDeepseekLlmPatterns)};
-  throw Error("tokenizer.ggml.pre: unsupported pre-tokenizer \"" + pre + "\"");
+  if (pre == "deepseek-coder") return {std::begin(kDeepseekCoderPatterns), std::end(kDeepseekCoderPatterns)};
+  if (pre == "starcoder" || pre == "refact" || pre == "smollm")
+    return {std::begin(kStarcoderPatterns), std::end(kStarcoderPatterns)};
+  if (pre == "falcon") return {std::begin(kFalconPatterns), std::end(kFalconPatterns)};
+  if (pre == "qwen2") return {kQwen2Pattern};
+  throw Error("tokenizer.ggml.pre: unsupported pre-tokenizer \"" + pre +
+              "\" (supported: default, gpt2, mpt, olmo, llama-bpe, llama3, dbrx, smaug-bpe, deepseek-llm, "
+              "deepseek-coder, starcoder, refact, smollm, falcon, qwen2)");
 }
 
 std::string regex_escape(std::string_view literal) {

@@ -1,6 +1,7 @@
 #include "util/dtype.h"
 
 #include "util/error.h"
+#include "util/quant.h"
 
 namespace podkv {
 
@@ -12,6 +13,15 @@ const char* dtype_name(DType t) {
     case DType::Q8_0: return "Q8_0";
     case DType::I32: return "I32";
     case DType::I64: return "I64";
+    case DType::Q4_0: return "Q4_0";
+    case DType::Q4_1: return "Q4_1";
+    case DType::Q5_0: return "Q5_0";
+    case DType::Q5_1: return "Q5_1";
+    case DType::Q2_K: return "Q2_K";
+    case DType::Q3_K: return "Q3_K";
+    case DType::Q4_K: return "Q4_K";
+    case DType::Q5_K: return "Q5_K";
+    case DType::Q6_K: return "Q6_K";
   }
   return "?";
 }
@@ -22,8 +32,28 @@ size_t dtype_bytes(DType t, size_t count) {
     case DType::F16: case DType::BF16: return count * 2;
     case DType::I64: return count * 8;
     case DType::Q8_0: return count / kQ8BlockSize * kQ8BlockBytes;
+    default: return count / static_cast<size_t>(dtype_block_size(t)) * dtype_block_bytes(t);
   }
-  return 0;
+}
+
+bool dtype_is_quantized(DType t) { return dtype_block_size(t) > 1; }
+
+int dtype_block_size(DType t) {
+  switch (t) {
+    case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: return 32;
+    case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: return quant::kSuperBlock;
+    default: return 1;
+  }
+}
+
+size_t dtype_block_bytes(DType t) {
+  switch (t) {
+    case DType::F32: case DType::I32: return 4;
+    case DType::F16: case DType::BF16: return 2;
+    case DType::I64: return 8;
+    case DType::Q8_0: return kQ8BlockBytes;
+    default: return quant::block_bytes(t);
+  }
 }
 
 float f16_to_f32(uint16_t h) {
@@ -106,6 +136,13 @@ void to_f32(DType t, const void* src, float* dst, size_t count) {
     }
     case DType::I32: case DType::I64:
       throw Error(std::string("to_f32: integer dtype ") + dtype_name(t) + " is not a weight type");
+    default: {
+      const auto block = static_cast<size_t>(dtype_block_size(t));
+      check(count % block == 0, std::string("to_f32: ") + dtype_name(t) + " count " + std::to_string(count) +
+                                    " is not a multiple of " + std::to_string(block));
+      quant::dequantize(t, src, dst, count / block);
+      return;
+    }
   }
 }
 

@@ -8,16 +8,25 @@
 namespace podkv {
 
 // Q8_0 is ggml's block format: blocks of 32 values, each an fp16 scale d
-// followed by 32 int8 q; value = d * q. 34 bytes per block.
-enum class DType { F32, F16, BF16, Q8_0, I32, I64 };
+// followed by 32 int8 q; value = d * q. 34 bytes per block. The other Q types
+// are llama.cpp's block formats (layouts in util/quant.h): Q4_0..Q5_1 in blocks
+// of 32 values, the K-quants Q2_K..Q6_K in super-blocks of 256.
+enum class DType { F32, F16, BF16, Q8_0, I32, I64, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K };
 
 constexpr int kQ8BlockSize = 32;
 constexpr int kQ8BlockBytes = 34;
 
 const char* dtype_name(DType t);
 
-// Bytes needed for `count` elements (count must be a multiple of 32 for Q8_0).
+// Bytes needed for `count` elements (count must be a multiple of the block size
+// for the block types).
 size_t dtype_bytes(DType t, size_t count);
+
+// Block types (Q8_0 and the llama.cpp Q types): elements per block (32 or 256)
+// and bytes per block; 1 and the element size for the others.
+bool dtype_is_quantized(DType t);
+int dtype_block_size(DType t);
+size_t dtype_block_bytes(DType t);
 
 inline float bf16_to_f32(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;
@@ -38,7 +47,8 @@ inline uint16_t f32_to_bf16(float f) {
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
-// Converts `count` elements of type `t` at `src` to float32 (Q8_0: count % 32 == 0).
+// Converts `count` elements of type `t` at `src` to float32 (block types: count
+// a multiple of the block size).
 void to_f32(DType t, const void* src, float* dst, size_t count);
 
 }  // namespace podkv

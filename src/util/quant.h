@@ -1,0 +1,72 @@
+// llama.cpp's quantized block formats (ggml-common.h), read in place from GGUF
+// files, with plain reference dequantizers and the simple quantizers podkv
+// writes. All scales d / dmin / m are IEEE fp16.
+//
+// Blocks of 32 values (QK = 32), element j of the block:
+//   Q4_0 {d; qs[16]}          18 B  v = d·(q − 8),   q = low nibble of qs[j] (j < 16) or high nibble of qs[j−16]
+//   Q4_1 {d; m; qs[16]}       20 B  v = d·q + m,     q as in Q4_0
+//   Q5_0 {d; qh[4]; qs[16]}   22 B  v = d·(q − 16),  q = nibble as in Q4_0 | bit j of the little-endian u32 qh << 4
+//   Q5_1 {d; m; qh[4]; qs[16]} 24 B v = d·q + m,     q as in Q5_0
+//   Q8_0 {d; qs[32] int8}     34 B  v = d·q (in util/dtype.h)
+// Super-blocks of 256 values (QK_K = 256), split into sub-blocks of 16 or 32
+// with 4-, 6- or 8-bit sub-block scales:
+//   Q2_K {scales[16]; qs[64]; d; dmin}               84 B
+//   Q3_K {hmask[32]; qs[64]; scales[12]; d}         110 B
+//   Q4_K {d; dmin; scales[12]; qs[128]}             144 B
+//   Q5_K {d; dmin; scales[12]; qh[32]; qs[128]}     176 B
+//   Q6_K {ql[128]; qh[64]; scales[16] int8; d}      210 B
+// The element order inside a super-block is spelled out in dequantize() (quant.cpp).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "util/dtype.h"
+
+namespace podkv::quant {
+
+constexpr int kBlock = 32;        // QK4_0 = QK4_1 = QK5_0 = QK5_1 = QK8_0
+constexpr int kSuperBlock = 256;  // QK_K
+
+struct BlockQ4_0 { uint16_t d; uint8_t qs[16]; };
+struct BlockQ4_1 { uint16_t d, m; uint8_t qs[16]; };
+struct BlockQ5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[16]; };
+struct BlockQ5_1 { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; };
+struct BlockQ2_K { uint8_t scales[16]; uint8_t qs[64]; uint16_t d, dmin; };
+struct BlockQ3_K { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16_t d; };
+struct BlockQ4_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };
+struct BlockQ5_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; };
+struct BlockQ6_K { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
+
+static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 &&
+              sizeof(BlockQ5_1) == 24);
+static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110 && sizeof(BlockQ4_K) == 144 &&
+              sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210);
+
+// Bytes of one block of a llama.cpp Q type (not Q8_0, which dtype.h knows); 0 otherwise.
+size_t block_bytes(DType t);
+
+// Reference dequantization of `blocks` consecutive blocks of type t into
+// dst[blocks · block size], exactly llama.cpp's dequantize_row_* in float.
+void dequantize(DType t, const void* src, float* dst, size_t blocks);
+
+// Q4_K / Q5_K: sub-block j (0..7) of the 12 packed bytes → 6-bit scale and min.
+void k4_scale_min(int j, const uint8_t* scales, uint8_t& scale, uint8_t& min);
+
+// Q3_K: the 12 packed bytes → 16 signed sub-block scales (6-bit value − 32).
+void q3_k_scales(const uint8_t* packed, int8_t out[16]);
+
+// Reference quantizers (llama.cpp's quantize_row_*_ref): `count` floats
+// (count % 32 == 0) into count / 32 blocks.
+void quantize_q4_0(const float* src, uint8_t* dst, size_t count);
+void quantize_q4_1(const float* src, uint8_t* dst, size_t count);
+void quantize_q5_0(const float* src, uint8_t* dst, size_t count);
+void quantize_q5_1(const float* src, uint8_t* dst, size_t count);
+
+// Q4_K (count % 256 == 0) by plain min/max per 32-value sub-block: each
+// sub-block's scale (max − min) / 15 and min, both quantized to 6 bits against
+// the super-block's largest. Simpler than llama.cpp's iterative search
+// (make_qkx2_quants), so a little less accurate, but the same format.
+void quantize_q4_k(const float* src, uint8_t* dst, size_t count);
+
+}  // namespace podkv::quant

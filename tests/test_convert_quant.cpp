@@ -1,0 +1,51 @@
+// podkv convert --type q4_0 / q4_1 / q5_0 / q5_1 / q8_0 / q4_k on the committed
+// reference model (models/podkv-ref): the written types, the size and
+// logits-error report, and the logits of the file read back against the source.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "cli_run.h"
+#include "io/gguf.h"
+#include "model/compare.h"
+#include "model/model.h"
+
+namespace podkv {
+namespace {
+
+using clitest::CliResult;
+using clitest::kSourceDir;
+
+class ConvertQuant : public clitest::CliTest {};
+
+TEST_F(ConvertQuant, WritesTypesAndReportsError) {
+  const std::string src = (kSourceDir / "models" / "podkv-ref").string();
+  auto source = Model::load(src);
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 48; ++i) ids.push_back((i * 37 + 11) % source->config().vocab_size);
+  // Bounds ~3x the errors seen on 64 tokens of English (4-bit ~0.03, 5-bit ~0.012, Q8_0 ~0.004).
+  const std::map<std::string, std::pair<DType, double>> cases = {
+      {"q4_0", {DType::Q4_0, 0.1}}, {"q4_1", {DType::Q4_1, 0.1}}, {"q5_0", {DType::Q5_0, 0.04}},
+      {"q5_1", {DType::Q5_1, 0.04}}, {"q8_0", {DType::Q8_0, 0.015}}, {"q4_k", {DType::Q4_K, 0.1}}};
+  for (const auto& [type, expect] : cases) {
+    const std::string out = (tmp_ / ("ref-" + type + ".gguf")).string();
+    const CliResult r = clitest::run_cli({"convert", "-m", src, "--out", out, "--type", type, "--check-tokens", "32"}, tmp_);
+    ASSERT_EQ(r.exit_code, 0) << r;
+    EXPECT_NE(r.out.find("size: matrices"), std::string::npos) << r;
+    EXPECT_NE(r.out.find("logits vs source over 32 tokens: max relative error"), std::string::npos) << r;
+    auto file = gguf::File::open(out);
+    EXPECT_EQ(gguf::to_dtype(file.tensor("blk.0.attn_q.weight")->type), expect.first) << type;
+    EXPECT_EQ(gguf::to_dtype(file.tensor("blk.5.ffn_down.weight")->type), expect.first) << type;
+    EXPECT_EQ(gguf::to_dtype(file.tensor("token_embd.weight")->type), DType::Q8_0) << type;
+    auto written = Model::load(out);
+    const LogitsComparison cmp = compare_logits(*source, *written, ids);
+    EXPECT_LT(cmp.max_relative_error, expect.second) << type;
+    EXPECT_GT(cmp.top1_agreement, 0.8) << type;
+  }
+  const CliResult bad = clitest::run_cli({"convert", "-m", src, "--out", (tmp_ / "x.gguf").string(), "--type", "q3_k"}, tmp_);
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("error: --type: 'q3_k' is not one of"), std::string::npos) << bad;
+}
+
+}  // namespace
+}  // namespace podkv

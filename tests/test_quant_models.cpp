@@ -1,0 +1,95 @@
+// The shipped reference model quantized by llama.cpp's llama-quantize (Q4_0,
+// Q4_K_M, Q6_K; ../shared/data/models/quantized/): podkv's logits against the
+// golden logits of an independent dequantize-then-forward reference in double
+// precision (see ../shared/data/README.md). Prefill (the GEMM on panels
+// dequantized tile by tile) and decode (the GEMV on blocks in place) both.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+
+#include "io/gguf.h"
+#include "io/safetensors.h"
+#include "kv/kv_cache.h"
+#include "model/forward.h"
+#include "model/model.h"
+
+namespace podkv {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kQuantized = fs::path(PODKV_SOURCE_DIR) / ".." / "shared" / "data" / "models" / "quantized";
+
+std::string sci(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g", v);
+  return buf;
+}
+
+double relative_error(const float* a, const float* ref, size_t n) {
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < n; ++i) {
+    max_diff = std::max(max_diff, std::fabs(static_cast<double>(a[i]) - ref[i]));
+    max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[i])));
+  }
+  return max_diff / max_ref;
+}
+
+class QuantizedModel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(QuantizedModel, LogitsMatchGolden) {
+  const fs::path gguf_path = kQuantized / ("podkv-ref-" + GetParam() + ".gguf");
+  const fs::path golden_path = kQuantized / ("podkv-ref-" + GetParam() + ".golden.safetensors");
+  if (!fs::exists(gguf_path) || !fs::exists(golden_path)) GTEST_SKIP() << gguf_path << " is absent";
+  auto golden = safetensors::File::open(golden_path.string());
+  const auto* ids_t = golden.find("input_ids");
+  const auto* logits_t = golden.find("logits");
+  ASSERT_NE(ids_t, nullptr);
+  ASSERT_NE(logits_t, nullptr);
+  ASSERT_EQ(ids_t->dtype, DType::I32);
+  std::vector<int32_t> ids(static_cast<size_t>(ids_t->elements()));
+  std::memcpy(ids.data(), ids_t->data, ids.size() * 4);
+  const auto* expected = reinterpret_cast<const float*>(logits_t->data);
+
+  auto model = Model::load(gguf_path.string());
+  const ModelConfig& c = model->config();
+  ASSERT_EQ(logits_t->shape, (std::vector<int64_t>{static_cast<int64_t>(ids.size()), c.vocab_size}));
+  // The file really holds the quantized types (not a float fallback).
+  std::map<std::string, int> types;
+  for (const auto& t : model->gguf_file()->tensors()) ++types[dtype_name(gguf::to_dtype(t.type))];
+  EXPECT_GT(types[GetParam() == "Q4_K_M" ? "Q4_K" : GetParam()], 0) << GetParam();
+
+  const size_t cache_bytes = (ids.size() + 64) * c.dense_kv_bytes_per_token(4) * 2;
+  {  // prefill in chunks: the GEMM path
+    KvCache cache(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim), cache_bytes, 16);
+    Runner runner(*model, cache);
+    runner.set_chunk_size(40);
+    std::vector<float> logits;
+    runner.forward(cache.add_sequence(), ids, true, logits);
+    const double err = relative_error(logits.data(), expected, logits.size());
+    RecordProperty("prefill_max_relative_error", sci(err));
+    EXPECT_LT(err, 3e-6) << GetParam() << " prefill";
+  }
+  {  // one token at a time: the GEMV path
+    KvCache cache(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim), cache_bytes, 16);
+    Runner runner(*model, cache);
+    const int seq = cache.add_sequence();
+    std::vector<float> logits;
+    double worst = 0;
+    for (size_t t = 0; t < ids.size(); ++t) {
+      runner.forward(seq, {ids[t]}, false, logits);
+      worst = std::max(worst, relative_error(logits.data(), expected + t * c.vocab_size, c.vocab_size));
+    }
+    RecordProperty("decode_max_relative_error", sci(worst));
+    EXPECT_LT(worst, 3e-6) << GetParam() << " decode";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Golden, QuantizedModel, ::testing::Values("Q4_0", "Q4_K_M", "Q6_K"));
+
+}  // namespace
+}  // namespace podkv
