@@ -17,6 +17,14 @@ void gemv_bias(const WeightMatrix& w, const float* x, float* y, const float* bia
 // y[tokens, rows] = x[tokens, cols] · Wᵀ (+ bias) through OpenBLAS sgemm.
 void gemm(const WeightMatrix& w, const float* x, int64_t tokens, float* y, const float* bias);
 
+#if defined(__AVX512BF16__) && defined(__AVX512F__)
+#define PODKV_GEMM_BF16 1
+// y[tokens, rows] = x · Wᵀ (+ bias) for BF16 weights with vdpbf16ps (gemm_bf16.cpp).
+void gemm_bf16(const WeightMatrix& w, const float* x, int64_t tokens, float* y, const float* bias);
+#else
+#define PODKV_GEMM_BF16 0
+#endif
+
 // Widens rows [row0, row0 + count) of W to float32 into dst[count, cols]
 // (vectorised; exact, same values as to_f32). Runs on the calling thread.
 void widen_rows(const WeightMatrix& w, int64_t row0, int64_t count, float* dst);
