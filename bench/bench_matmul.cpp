@@ -1,6 +1,7 @@
 // GEMV and GEMM throughput next to the machine's copy and read bandwidth, in one
 // binary so the ratios come from the same run:
 //   podkv_bench --benchmark_filter='Gemv|Gemm|Sgemm|Bandwidth'
+// (BM_Sgemm, the machine's float32 GEMM rate through OpenBLAS, is in bench_train.cpp.)
 // bytes_per_second of BM_GemvRotating/<dtype> ÷ that of BM_CopyBandwidth is the
 // fraction of streaming bandwidth the decode GEMV achieves.
 //
@@ -9,7 +10,6 @@
 // read ≥ 256 MiB between reuses, like the layers of a model during decode — the
 // honest memory-bound number. Real time is used since the work is multithreaded.
 #include <benchmark/benchmark.h>
-#include <cblas.h>
 
 #include <algorithm>
 #include <cstring>
@@ -169,20 +169,5 @@ BENCHMARK(BM_Gemm)
     ->ArgNames({"dtype", "rows", "cols", "tokens", "copies"})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
-
-// The machine's float32 GEMM rate through OpenBLAS: C[1024, 1024] = A · Bᵀ.
-void BM_Sgemm1024(benchmark::State& state) {
-  const int n = 1024;
-  const auto a = random_floats(size_t{1} << 20, 5), b = random_floats(size_t{1} << 20, 6);
-  std::vector<float> c(size_t{1} << 20);
-  for (auto _ : state) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.0f, a.data(), n, b.data(), n, 0.0f,
-                c.data(), n);
-    benchmark::DoNotOptimize(c.data());
-  }
-  state.counters["GFLOPS"] = benchmark::Counter(2.0 * n * n * n / 1e9, benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel("OpenBLAS threads=" + std::to_string(openblas_get_num_threads()));
-}
-BENCHMARK(BM_Sgemm1024)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 }  // namespace

@@ -17,12 +17,13 @@ void gemv_bias(const WeightMatrix& w, const float* x, float* y, const float* bia
 // y[tokens, rows] = x[tokens, cols] · Wᵀ (+ bias) through OpenBLAS sgemm.
 void gemm(const WeightMatrix& w, const float* x, int64_t tokens, float* y, const float* bias);
 
-#if defined(__AVX512BF16__) && defined(__AVX512F__)
-#define PODKV_GEMM_BF16 1
-// y[tokens, rows] = x · Wᵀ (+ bias) for BF16 weights with vdpbf16ps (gemm_bf16.cpp).
-void gemm_bf16(const WeightMatrix& w, const float* x, int64_t tokens, float* y, const float* bias);
+#if defined(__AVX512F__)
+#define PODKV_GEMM_AVX512 1
+// y[tokens, rows] = x · Wᵀ (+ bias) for BF16, F16 and F32 weights with AVX-512
+// (gemm_avx512.cpp); false (nothing done) for other dtypes.
+bool gemm_avx512(const WeightMatrix& w, const float* x, int64_t tokens, float* y, const float* bias);
 #else
-#define PODKV_GEMM_BF16 0
+#define PODKV_GEMM_AVX512 0
 #endif
 
 // Widens rows [row0, row0 + count) of W to float32 into dst[count, cols]
