@@ -1,6 +1,7 @@
 // GEMV and GEMM throughput next to the machine's copy and read bandwidth, in one
 // binary so the ratios come from the same run:
-//   podkv_bench --benchmark_filter='Gemv|Bandwidth'
+//   podkv_bench --benchmark_filter='Gemv|Gemm|Sgemm|Bandwidth'
+// (BM_Sgemm, the machine's float32 GEMM rate through OpenBLAS, is in bench_train.cpp.)
 // bytes_per_second of BM_GemvRotating/<dtype> ÷ that of BM_CopyBandwidth is the
 // fraction of streaming bandwidth the decode GEMV achieves.
 //
@@ -124,26 +125,48 @@ void BM_ReadBandwidth(benchmark::State& state) {
 }
 BENCHMARK(BM_ReadBandwidth)->Iterations(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 
-// Prefill: T = 128 tokens through a 4096×4096 matrix of each dtype.
+// Several tokens through one matrix: T = 2..64 is a batch of sequences decoding
+// together, larger T is prefill. Shapes: 4096×4096, and 2048×768 (the gate/up
+// projection of the 100M preset, whose bf16 GGUF is issue 11's comparison with
+// llama.cpp). Args: {dtype index, rows, cols, tokens, copies};
+// copies > 1 rotates through ≥ 256 MiB of matrices so W comes from memory, as in
+// a decode step. bytes_per_second counts weight bytes (each read once per call);
+// GFLOPS = 2·T·N·K per call.
 void BM_Gemm(benchmark::State& state) {
   const DType dtype = kDtypes[state.range(0)];
-  const int64_t rows = 4096, cols = 4096, tokens = state.range(1);
-  const auto wbytes = make_weights(dtype, rows, cols, 3);
+  const int64_t rows = state.range(1), cols = state.range(2), tokens = state.range(3);
+  const int copies = static_cast<int>(state.range(4));
+  std::vector<std::vector<uint8_t>> mats(copies);
+  mats[0] = make_weights(dtype, rows, cols, 3);
+  for (int c = 1; c < copies; ++c) mats[c] = mats[0];
   const auto x = random_floats(static_cast<size_t>(tokens * cols), 4);
   std::vector<float> y(static_cast<size_t>(tokens * rows));
-  const podkv::WeightMatrix w{dtype, rows, cols, wbytes.data()};
+  int next = 0;
   for (auto _ : state) {
+    const podkv::WeightMatrix w{dtype, rows, cols, mats[next].data()};
     podkv::matmul(w, x.data(), tokens, y.data());
     benchmark::DoNotOptimize(y.data());
     benchmark::ClobberMemory();
+    next = (next + 1) % copies;
   }
+  state.SetBytesProcessed(state.iterations() * static_cast<int64_t>(mats[0].size()));
   state.counters["GFLOPS"] = benchmark::Counter(2.0 * tokens * rows * cols / 1e9,
                                                 benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(std::string(podkv::dtype_name(dtype)) + " T=" + std::to_string(tokens));
+  state.SetLabel(std::string(podkv::dtype_name(dtype)) + " T=" + std::to_string(tokens) +
+                 " threads=" + std::to_string(podkv::num_threads()));
 }
 BENCHMARK(BM_Gemm)
-    ->ArgsProduct({{0, 1, 2, 3}, {128}})
-    ->ArgNames({"dtype", "tokens"})
+    ->Apply([](benchmark::internal::Benchmark* b) {
+      for (int d = 0; d < 4; ++d) {
+        for (auto [rows, cols] : {std::pair<int64_t, int64_t>{4096, 4096}, {2048, 768}}) {
+          const int64_t bytes = static_cast<int64_t>(podkv::dtype_bytes(kDtypes[d], rows * cols));
+          const int64_t copies = std::max<int64_t>(2, ((int64_t{256} << 20) + bytes - 1) / bytes);
+          for (int64_t t : {2, 4, 8, 16, 32, 64}) b->Args({d, rows, cols, t, copies});
+          b->Args({d, rows, cols, 512, 1});
+        }
+      }
+    })
+    ->ArgNames({"dtype", "rows", "cols", "tokens", "copies"})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 

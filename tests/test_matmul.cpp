@@ -168,6 +168,50 @@ TEST(Matmul, LargeGemmCrossesPanels) {
   }
 }
 
+// With AVX-512 float weights have two GEMM kernels: up to 8 tokens straight
+// from W, more through packed 64-row panels with 512-column blocks. Shapes cross
+// every edge (rows past a 16/64 boundary, K past a block, K % 16 != 0); the
+// tolerance would catch activations rounded to bf16 (errors ~1e-3).
+TEST(Matmul, FloatGemmKernelsMatchReference) {
+  std::mt19937 rng(11);
+  for (DType dtype : {DType::BF16, DType::F16, DType::F32})
+  for (int64_t rows : {1, 15, 64, 130}) {
+    for (int64_t cols : {1, 2, 31, 33, 1025, 2049}) {
+      const auto wbytes = make_weights(dtype, rows, cols, rng);
+      const WeightMatrix w{dtype, rows, cols, wbytes.data()};
+      const auto bias = random_vec(static_cast<size_t>(rows), rng);
+      for (int64_t tokens : {2, 3, 5, 8, 9, 13}) {
+        const auto x = random_vec(static_cast<size_t>(tokens * cols), rng);
+        std::vector<float> got(static_cast<size_t>(tokens * rows), NAN), ref(got.size());
+        matmul(w, x.data(), tokens, got.data(), bias.data());
+        matmul_reference(w, x.data(), tokens, ref.data(), bias.data());
+        EXPECT_LT(rel_error(got, ref), 2e-6)
+            << dtype_name(dtype) << " rows=" << rows << " cols=" << cols << " tokens=" << tokens;
+      }
+    }
+  }
+}
+
+TEST(Matmul, GemmIsThreadIndependent) {
+  std::mt19937 rng(12);
+  const int saved = num_threads();
+  for (DType dtype : {DType::BF16, DType::F16, DType::F32}) {
+    const int64_t rows = 300, cols = 1100;
+    const auto wbytes = make_weights(dtype, rows, cols, rng);
+    const WeightMatrix w{dtype, rows, cols, wbytes.data()};
+    for (int64_t tokens : {3, 9}) {
+      const auto x = random_vec(static_cast<size_t>(tokens * cols), rng);
+      std::vector<float> one(static_cast<size_t>(tokens * rows)), two(one.size());
+      set_num_threads(1);
+      matmul(w, x.data(), tokens, one.data());
+      set_num_threads(2);
+      matmul(w, x.data(), tokens, two.data());
+      EXPECT_EQ(one, two) << dtype_name(dtype) << " tokens=" << tokens;
+    }
+  }
+  set_num_threads(saved);
+}
+
 TEST(Matmul, RejectsBadInput) {
   std::vector<uint8_t> data(34 * 4);
   std::vector<float> x(100), y(100);

@@ -4,9 +4,11 @@
 //
 // One token (decode) goes through a GEMV that streams W once in its stored dtype
 // (no float32 copy), split over threads by rows: it is memory-bound, so its speed
-// is bytes(W) / time against the machine's bandwidth. Several tokens (prefill)
-// go through a real GEMM: panels of W are widened to float32 and multiplied with
-// OpenBLAS sgemm, so the cost of widening is shared by all tokens of the chunk.
+// is bytes(W) / time against the machine's bandwidth. Several tokens (a decode
+// batch or a prefill chunk) go through a GEMM that reads W once per call: with
+// AVX-512, float weights use gemm_avx512.cpp (≤ 8 tokens straight from W, more
+// through packed float32 panels); otherwise, and for Q8_0, panels of W are
+// widened to float32 and multiplied with OpenBLAS sgemm.
 #pragma once
 
 #include <cstddef>

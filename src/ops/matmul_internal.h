@@ -21,6 +21,15 @@ void gemv_quant(const WeightMatrix& w, const float* x, float* y, const float* bi
 // y[tokens, rows] = x[tokens, cols] · Wᵀ (+ bias) through OpenBLAS sgemm.
 void gemm(const WeightMatrix& w, const float* x, int64_t tokens, float* y, const float* bias);
 
+#if defined(__AVX512F__)
+#define PODKV_GEMM_AVX512 1
+// y[tokens, rows] = x · Wᵀ (+ bias) for BF16, F16 and F32 weights with AVX-512
+// (gemm_avx512.cpp); false (nothing done) for other dtypes.
+bool gemm_avx512(const WeightMatrix& w, const float* x, int64_t tokens, float* y, const float* bias);
+#else
+#define PODKV_GEMM_AVX512 0
+#endif
+
 // Widens rows [row0, row0 + count) of W to float32 into dst[count, cols]
 // (vectorised; exact, same values as to_f32). Runs on the calling thread.
 void widen_rows(const WeightMatrix& w, int64_t row0, int64_t count, float* dst);
