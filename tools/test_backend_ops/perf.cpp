@@ -121,11 +121,13 @@ void kv_ops(Perf& p, std::mt19937_64& rng) {
   if (!p.wants("attention")) return;
   struct Run {
     const char* name;
+    KvDType dtype;
     std::vector<EntrySpec> entries;
   };
-  for (const Run& run : {Run{"decode B=4 kv=4096", {4, EntrySpec{4095, 1, false}}},
-                         Run{"prefill 512 after 3584", {EntrySpec{3584, 512, true}}}}) {
-    KvScenario s(p.ops, KvCaseSpec{"dense", KvDType::F16, 16, geo, run.entries}, 8);
+  for (const Run& run : {Run{"decode B=4 kv=4096", KvDType::F32, {4, EntrySpec{4095, 1, false}}},
+                         Run{"decode B=4 kv=4096", KvDType::F16, {4, EntrySpec{4095, 1, false}}},
+                         Run{"prefill 512 after 3584", KvDType::F16, {EntrySpec{3584, 512, true}}}}) {
+    KvScenario s(p.ops, KvCaseSpec{"dense", run.dtype, 16, geo, run.entries}, 8);
     const int64_t rows = s.rows();
     DeviceBuffer k = to_device(p.ops, s.step_rows(true, 0)), v = to_device(p.ops, s.step_rows(false, 0));
     DeviceBuffer q = to_device(p.ops, normal_floats(rng, rows * geo.heads * geo.dim)), out(p.ops, q.bytes());
@@ -139,13 +141,12 @@ void kv_ops(Perf& p, std::mt19937_64& rng) {
     const double sec = p.time([&] { p.ops.attention(params, q.as<float>(), outputs); });
     // Keys and values are read once per KV head (the query heads of a group share them).
     double flops = 0, bytes = 0;
-    for (int b = 0; b < s.batch().num_seqs; ++b) {
-      const EntrySpec& e = run.entries[b];
+    for (const EntrySpec& e : run.entries) {
       for (int64_t t = 0; t < e.tokens; ++t) flops += 4.0 * (e.history + t + 1) * geo.dim * geo.heads;
-      bytes += 2.0 * (e.history + e.tokens) * geo.kv_heads * kv_entry_bytes(KvDType::F16, geo.dim);
+      bytes += 2.0 * (e.history + e.tokens) * geo.kv_heads * kv_entry_bytes(run.dtype, geo.dim);
     }
     bytes += 2.0 * 4 * rows * geo.heads * geo.dim;
-    p.line("attention", std::string(run.name) + " H=32/8 d=128 f16", sec, bytes, flops);
+    p.line("attention", std::string(run.name) + " H=32/8 d=128 " + kv_dtype_name(run.dtype), sec, bytes, flops);
   }
 }
 
