@@ -1,0 +1,288 @@
+// kv_write and attention through the step's KvView, for every KV policy's
+// layout, every entry type, page sizes 1/8/16, MHA/GQA/MQA and several head
+// sizes, over a batch that mixes decode steps and prefill chunks at KV lengths
+// 1, 54, 97 and 300. Attention's reference is one plain softmax in double per
+// query and head over the keys its token classes make visible
+// (kv/token_classes.h, pod-method.md), written from the layout's rules.
+#include <cmath>
+
+#include "harness.h"
+#include "kv_scenario.h"
+#include "reference.h"
+
+namespace podkv::backend_test {
+
+namespace {
+
+const KvDType kKvTypes[] = {KvDType::F32, KvDType::F16, KvDType::BF16, KvDType::Q8_0};
+const char* const kPolicies[] = {"dense", "pod", "streaming", "h2o", "snapkv", "cla", "pod+snapkv"};
+const int kPages[] = {1, 8, 16};
+// MHA, GQA (3 query heads per KV head), MQA; four layers for PoD's blocks.
+const KvGeometry kGeometries[] = {{4, 2, 2, 64}, {4, 2, 6, 64}, {4, 1, 4, 64}};
+const int kDims[] = {64, 80, 96, 128, 5};
+
+// Decode at 54 and 300, a prefill chunk of 40 (the blocked kernel) up to 97, and a first token.
+std::vector<EntrySpec> mixed_batch() { return {{0, 1, true}, {53, 1, false}, {57, 40, true}, {299, 1, false}}; }
+
+const uint8_t* entry_at(const KvView& v, const std::vector<uint8_t>& pool, int b, int kind, int layer, int head,
+                        int64_t i) {
+  const int64_t s = v.stream(b, kind, layer, head);
+  if (i / v.page_tokens >= v.page_indptr[s + 1] - v.page_indptr[s]) return nullptr;
+  const int32_t page = v.page_indices[v.page_indptr[s] + i / v.page_tokens];
+  if (page < 0) return nullptr;
+  return pool.data() + page * v.page_bytes + (i % v.page_tokens) * v.entry_bytes;
+}
+
+void kv_write_case(BackendOps& ops, Reporter& report, const KvCaseSpec& spec, uint64_t seed) {
+  KvScenario s(ops, spec, seed);
+  const KvGeometry& g = spec.geometry;
+  std::mt19937_64 rng(seed + 1);
+  // Any floats (not the exact ones): the error is the entry type's rounding.
+  std::vector<std::vector<float>> k(g.layers), v(g.layers);
+  DeviceBuffer d_k(ops, s.rows() * g.kv_heads * g.dim * sizeof(float)), d_v(ops, d_k.bytes());
+  ops.set_step(s.view(), s.batch());
+  for (int l = 0; l < g.layers; ++l) {
+    k[l] = normal_floats(rng, s.rows() * g.kv_heads * g.dim);
+    v[l] = normal_floats(rng, k[l].size());
+    d_k.upload(k[l].data(), d_k.bytes());
+    d_v.upload(v[l].data(), d_v.bytes());
+    ops.kv_write(l, d_k.as<float>(), d_v.as<float>());
+  }
+  const std::vector<uint8_t> pool = s.download_pool();
+  std::vector<double> got, ref;
+  std::string note;
+  const KvView& view = s.view();
+  for (int b = 0; b < view.num_seqs; ++b)
+    for (int64_t r = s.batch().row_begin[b]; r < s.batch().row_begin[b + 1]; ++r)
+      for (int l = 0; l < g.layers; ++l)
+        for (int h = 0; h < g.kv_heads; ++h)
+          for (int kind : {kKeys, kValues}) {
+            const StreamRule& rule = kind == kKeys ? s.layout().key_rule(l, h) : s.layout().value_rule(l, h);
+            if (rule.retention == Retention::None) continue;
+            const int64_t pos = s.batch().first_pos[b] + (r - s.batch().row_begin[b]);
+            const uint8_t* e = entry_at(view, pool, b, kind, l, h, pos);
+            if (e == nullptr) {
+              note = "no page for a written position";
+              continue;
+            }
+            const std::vector<double> x = kv_entry_values(spec.dtype, e, g.dim);
+            const float* want = (kind == kKeys ? k[l] : v[l]).data() + (r * g.kv_heads + h) * g.dim;
+            got.insert(got.end(), x.begin(), x.end());
+            ref.insert(ref.end(), want, want + g.dim);
+          }
+  // Rounding bounds relative to the largest value: half an ulp (f16 2^-11, bf16 2^-8), q8_0 half a step of max/127.
+  const double tol = spec.dtype == KvDType::F32 ? 0.0 : spec.dtype == KvDType::F16 ? 4.9e-4
+                     : spec.dtype == KvDType::BF16 ? 3.91e-3 : 4.0e-3;
+  report.result("kv_write", spec.describe(), ops.name(), max_rel_err(got.data(), ref.data(), got.size()), tol, note);
+}
+
+// The reference's view of the layout's rules for layer l, KV head h.
+struct HeadRules {
+  StreamRule key, value;
+  int distant_group = -1;  // selection group whose kept tokens serve the distant keys, -1 = all of them
+  bool shares_distant = false;  // distant keys from another layer (PoD non-anchor): tau may skip them
+};
+
+HeadRules head_rules(const KvLayout& layout, int l, int h) {
+  HeadRules r{layout.key_rule(l, h), layout.value_rule(l, h)};
+  const bool window_or_none = r.key.retention == Retention::Window || r.key.retention == Retention::None;
+  if (r.key.retention == Retention::Selected) r.distant_group = r.key.selection_group;
+  if (window_or_none && r.key.distant_source >= 0) {
+    r.shares_distant = true;
+    const StreamRule& src = layout.key_rule(r.key.distant_source, h);
+    if (src.retention == Retention::Selected) r.distant_group = src.selection_group;
+  }
+  return r;
+}
+
+// The layer a key or value of a class is read from (-1: masked).
+int source(int layer, const StreamRule& rule, bool proximal) {
+  const bool window_or_none = rule.retention == Retention::Window || rule.retention == Retention::None;
+  if (!proximal && window_or_none) return rule.distant_source;
+  if (proximal && rule.retention == Retention::None) return rule.proximal_source;
+  return layer;
+}
+
+// Store slot of each kept position of entry b's group `grp`, found by matching
+// the store's keys with the keys written (exact values, so equality is safe).
+std::map<int64_t, int64_t> store_slots(const KvScenario& s, const std::vector<uint8_t>& pool, int b, int grp) {
+  std::map<int64_t, int64_t> slots;
+  const KvLayout& layout = s.layout();
+  const KvView& v = s.view();
+  for (int l = 0; l < layout.num_layers; ++l)
+    for (int h = 0; h < layout.num_kv_heads; ++h) {
+      const StreamRule& rule = layout.key_rule(l, h);
+      if (rule.retention != Retention::Selected || rule.selection_group != grp) continue;
+      for (int64_t slot = 0; slot < v.store_size[b * v.num_groups + grp]; ++slot) {
+        const uint8_t* e = entry_at(v, pool, b, kKeyStore, l, h, slot);
+        if (e == nullptr) continue;
+        const std::vector<double> x = kv_entry_values(v.dtype, e, v.head_dim);
+        for (int64_t pos : s.kept(b, grp))
+          if (std::equal(x.begin(), x.end(), s.key(b, l, h, pos))) slots[pos] = slot;
+      }
+      return slots;
+    }
+  return slots;
+}
+
+void attention_case(BackendOps& ops, Reporter& report, const KvCaseSpec& spec, uint64_t seed) {
+  KvScenario s(ops, spec, seed);
+  const KvGeometry& g = spec.geometry;
+  const KvLayout& layout = s.layout();
+  const KvView& view = s.view();
+  const AttentionBatch& batch = s.batch();
+  const int L = g.layers, H = g.heads, groups = g.heads / g.kv_heads, d = g.dim;
+  const int64_t R = s.rows(), ns = layout.sink_tokens, nr = layout.recent_tokens;
+  const bool split = nr > 0;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  std::mt19937_64 rng(seed + 2);
+
+  // The backend: every layer in order, one gates buffer (anchors' gates are read for tau).
+  std::vector<std::vector<float>> q(L), out(L);
+  DeviceBuffer d_q(ops, R * H * d * sizeof(float)), d_out(ops, d_q.bytes());
+  DeviceBuffer d_k(ops, R * g.kv_heads * d * sizeof(float)), d_v(ops, d_k.bytes());
+  DeviceBuffer d_gates(ops, L * R * H * sizeof(float));
+  DeviceBuffer d_scores = to_device(ops, std::vector<float>(std::max<int64_t>(s.score_count(), 1), 0.0f));
+  AttentionStats stats;
+  ops.set_step(view, batch);
+  for (int l = 0; l < L; ++l) {
+    q[l] = normal_floats(rng, R * H * d);
+    d_k.upload(s.step_rows(true, l).data(), d_k.bytes());
+    d_v.upload(s.step_rows(false, l).data(), d_v.bytes());
+    ops.kv_write(l, d_k.as<float>(), d_v.as<float>());
+    d_q.upload(q[l].data(), d_q.bytes());
+    AttentionParams params;
+    params.layer = l;
+    params.num_heads = H;
+    params.scale = static_cast<float>(scale);
+    params.tau = spec.tau;
+    AttentionOutputs outputs;
+    outputs.out = d_out.as<float>();
+    outputs.gates = d_gates.as<float>();
+    outputs.scores = s.score_count() > 0 ? d_scores.as<float>() : nullptr;
+    outputs.stats = &stats;
+    ops.attention(params, d_q.as<float>(), outputs);
+    out[l] = to_host<float>(d_out, R * H * d);
+  }
+  const std::vector<float> gates = to_host<float>(d_gates, L * R * H);
+  const std::vector<float> scores = to_host<float>(d_scores, s.score_count());
+
+  // The reference.
+  const std::vector<uint8_t> pool = s.download_pool();
+  const int G = layout.num_selection_groups;
+  std::vector<std::vector<std::map<int64_t, int64_t>>> slots(batch.num_seqs, std::vector<std::map<int64_t, int64_t>>(G));
+  std::string note;
+  for (int b = 0; b < batch.num_seqs; ++b)
+    for (int grp = 0; grp < G; ++grp) {
+      slots[b][grp] = store_slots(s, pool, b, grp);
+      if (slots[b][grp].size() != s.kept(b, grp).size()) note = "a kept key is missing from its store";
+    }
+  std::vector<double> ref_gates(L * R * H, 1.0), ref_scores(s.score_count(), 0.0);
+  AttentionStats ref_stats;
+  double out_err = 0;
+  std::vector<double> logits, ref_out(R * H * d);
+  std::vector<int64_t> used;
+  for (int l = 0; l < L; ++l) {
+    for (int b = 0; b < batch.num_seqs; ++b) {
+      const int64_t window_base = view.window_base[b];
+      for (int64_t r = batch.row_begin[b]; r < batch.row_begin[b + 1]; ++r) {
+        const int64_t pos = batch.first_pos[b] + (r - batch.row_begin[b]);
+        for (int i = 0; i < H; ++i) {
+          const int h = i / groups;
+          const HeadRules rules = head_rules(layout, l, h);
+          const bool has_distant = split && pos - nr + 1 > ns;
+          bool skip = false;
+          if (has_distant && rules.shares_distant) {
+            ++ref_stats.distant_parts;
+            skip = spec.tau < 1.0f && ref_gates[(rules.key.distant_source * R + r) * H + i] >= spec.tau;
+            ref_stats.skipped_distant_parts += skip;
+          }
+          logits.clear();
+          used.clear();
+          for (int64_t j = 0; j <= pos; ++j) {
+            const bool proximal = !split || j < ns || j > pos - nr;
+            const int kl = source(l, rules.key, proximal), vl = source(l, rules.value, proximal);
+            if ((!proximal && skip) || kl < 0 || vl < 0) continue;
+            if (!proximal && rules.distant_group >= 0 && j < window_base && !s.kept(b, rules.distant_group).count(j))
+              continue;
+            double dot = 0;
+            const float* key = s.key(b, kl, h, j);
+            for (int x = 0; x < d; ++x) dot += static_cast<double>(q[l][(r * H + i) * d + x]) * key[x];
+            logits.push_back(dot * scale);
+            used.push_back(j);
+          }
+          const double m = *std::max_element(logits.begin(), logits.end());
+          double total = 0, proximal_mass = 0;
+          for (double& p : logits) total += (p = std::exp(p - m));
+          double* o = &ref_out[(r * H + i) * d];
+          std::fill_n(o, d, 0.0);
+          const bool scored = G > 0 && rules.distant_group >= 0 && pos >= batch.score_from[b];
+          for (size_t c = 0; c < used.size(); ++c) {
+            const int64_t j = used[c];
+            const double p = logits[c] / total;
+            const bool proximal = !split || j < ns || j > pos - nr;
+            if (proximal) proximal_mass += p;
+            const float* value = s.value(b, source(l, rules.value, proximal), h, j);
+            for (int x = 0; x < d; ++x) o[x] += p * value[x];
+            if (scored && j >= ns) {
+              // Region of (b, group): store slots, then positions from window_base on.
+              const int grp = rules.distant_group;
+              const int64_t store = view.store_size[b * G + grp];
+              const int64_t at = j >= window_base ? store + j - window_base : slots[b][grp].count(j) ? slots[b][grp][j] : -1;
+              if (at >= 0) ref_scores[view.score_indptr[b * G + grp] + at] += p;
+            }
+          }
+          ref_gates[(l * R + r) * H + i] = proximal_mass;
+        }
+      }
+    }
+    out_err = std::max(out_err, max_rel_err(out[l].data(), ref_out.data(), ref_out.size()));
+  }
+  const double gate_err = max_rel_err(gates.data(), ref_gates.data(), gates.size());
+  const double score_err = max_rel_err(scores.data(), ref_scores.data(), scores.size());
+  if (stats.distant_parts != ref_stats.distant_parts || stats.skipped_distant_parts != ref_stats.skipped_distant_parts)
+    note = "stats " + std::to_string(stats.skipped_distant_parts) + "/" + std::to_string(stats.distant_parts) +
+           " skipped, want " + std::to_string(ref_stats.skipped_distant_parts) + "/" +
+           std::to_string(ref_stats.distant_parts);
+  report.result("attention", spec.describe(), ops.name(), std::max({out_err, gate_err, score_err}), 2e-5, note);
+}
+
+// Every policy with every entry type; every head size with MHA, GQA and MQA;
+// PoD's tau skipping.
+std::vector<KvCaseSpec> kv_case_specs() {
+  std::vector<KvCaseSpec> specs;
+  int i = 0;
+  for (const char* policy : kPolicies)
+    for (KvDType dtype : kKvTypes) {
+      KvCaseSpec c{policy, dtype, kPages[i % 3], kGeometries[(i / 3) % 3], mixed_batch()};
+      c.geometry.dim = kDims[i % 5];
+      specs.push_back(c);
+      ++i;
+    }
+  for (int dim : kDims)
+    for (const KvGeometry& geo : kGeometries) {
+      KvCaseSpec c{kPolicies[i % 7], kKvTypes[i % 4], kPages[(i + 1) % 3], geo, mixed_batch()};
+      c.geometry.dim = dim;
+      specs.push_back(c);
+      ++i;
+    }
+  for (auto [policy, dtype] : {std::pair{"pod", KvDType::F32}, {"pod", KvDType::Q8_0}, {"pod+snapkv", KvDType::BF16}}) {
+    KvCaseSpec c{policy, dtype, 8, kGeometries[1], mixed_batch()};
+    c.tau = 0.5f;
+    specs.push_back(c);
+  }
+  return specs;
+}
+
+}  // namespace
+
+void run_kv_cases(BackendOps& ops, Reporter& report) {
+  const std::vector<KvCaseSpec> specs = kv_case_specs();
+  uint64_t seed = 1000;
+  if (report.wants("kv_write"))
+    for (size_t i = 0; i < specs.size() && i < 28; ++i) kv_write_case(ops, report, specs[i], seed++);
+  if (report.wants("attention"))
+    for (const KvCaseSpec& spec : specs) attention_case(ops, report, spec, seed++);
+}
+
+}  // namespace podkv::backend_test
