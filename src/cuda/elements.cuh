@@ -23,6 +23,30 @@ __device__ __forceinline__ uint16_t f32_to_bf16_bits(float f) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
+// util/dtype.cpp's f32_to_f16 in integers (round to nearest even). Used for the
+// q8_0 scale: with the scale from cvt.rn.f16.f32 stored byte by byte, sm_90
+// builds of CUDA 13.0 were seen storing 0 for the low byte.
+__device__ __forceinline__ uint32_t f32_to_f16_bits(float f) {
+  const uint32_t bits = __float_as_uint(f);
+  const uint32_t sign = (bits >> 16) & 0x8000u;
+  const uint32_t abs = bits & 0x7fffffffu;
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
+  if (abs >= 0x477ff000u) return sign | 0x7c00u;  // overflow to inf (rounded)
+  if (abs < 0x38800000u) {                        // subnormal or zero in f16
+    if (abs < 0x33000000u) return sign;
+    const uint32_t exponent = abs >> 23;
+    const uint32_t mantissa = (abs & 0x7fffffu) | 0x800000u;
+    const uint32_t shift = 126 - exponent;
+    uint32_t half = mantissa >> shift;
+    const uint32_t rest = mantissa & ((1u << shift) - 1);
+    const uint32_t halfway = 1u << (shift - 1);
+    if (rest > halfway || (rest == halfway && (half & 1u))) ++half;
+    return sign | half;
+  }
+  const uint32_t rounded = abs + 0xfffu + ((abs >> 13) & 1u);
+  return sign | ((rounded - 0x38000000u) >> 13);
+}
+
 __device__ __forceinline__ float f16_bytes_to_f32(const uint8_t* p) {
   const uint16_t bits = static_cast<uint16_t>(p[0] | (p[1] << 8));
   return __half2float(__ushort_as_half(bits));
@@ -92,8 +116,8 @@ __device__ __forceinline__ void encode_entry(const float (&x)[kLaneElems], int l
       const float inv = scale > 0.0f ? 1.0f / scale : 0.0f;
       uint8_t* block = e + c * 34;
       if (lane == 0) {
-        const uint16_t s = __half_as_ushort(__float2half_rn(scale));
-        block[0] = static_cast<uint8_t>(s & 0xff);
+        const uint32_t s = f32_to_f16_bits(scale);
+        block[0] = static_cast<uint8_t>(s & 0xffu);
         block[1] = static_cast<uint8_t>(s >> 8);
       }
       if (i < d) block[2 + lane] = static_cast<uint8_t>(static_cast<int8_t>(lroundf(x[c] * inv)));
