@@ -32,6 +32,19 @@ std::vector<std::string> fixture_names() {
   return names;
 }
 
+class CudaFixture : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+#if !defined(PODKV_HAVE_CUDA)
+    GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)";
+#else
+    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+#endif
+  }
+};
+
+#if defined(PODKV_HAVE_CUDA)
+
 std::vector<int32_t> ids_of(const safetensors::File& f, const std::string& name) {
   const auto* t = f.find(name);
   if (t == nullptr) return {};
@@ -59,19 +72,6 @@ double relative_error(const float* a, const float* ref, size_t n) {
   }
   return max_diff / max_ref;
 }
-
-class CudaFixture : public ::testing::TestWithParam<std::string> {
- protected:
-  void SetUp() override {
-#if !defined(PODKV_HAVE_CUDA)
-    GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)";
-#else
-    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-#endif
-  }
-};
-
-#if defined(PODKV_HAVE_CUDA)
 
 // Float32 weights and cache on the GPU: the CPU's arithmetic up to the order of sums.
 TEST_P(CudaFixture, LogitsMatchTransformersAndCpu) {
