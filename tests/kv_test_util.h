@@ -12,9 +12,27 @@
 #include "kv/kv_cache.h"
 #include "kv/kv_pool.h"
 #include "kv/kv_view_builder.h"
+#include "kv/policies.h"
 #include "ops/attention.h"
 
 namespace podkv::testing {
+
+// A policy's layout with small windows for tests: `sink` + `recent` window,
+// `budget` kept distant tokens, SnapKV's observation `window` (pooling 3),
+// PoD blocks of `group` layers.
+inline KvLayout small_policy_layout(const ModelConfig& c, const std::string& policy, int64_t sink, int64_t recent,
+                                    int64_t budget, int64_t window, int group) {
+  KvPolicyOptions o;
+  o.policy = policy;
+  o.sink_tokens = sink;
+  o.recent_tokens = recent;
+  o.budget = budget;
+  o.observation_window = window;
+  o.pool_kernel = 3;
+  if (policy == "pod" || policy == "pod+snapkv")
+    o.pod = uniform_pod_config(c.num_layers, c.num_kv_heads, group, static_cast<int>(sink), static_cast<int>(recent));
+  return make_kv_layout(c, o);
+}
 
 // The host pool of `cache`, created and attached on first use.
 inline HostKvPool& host_pool(KvCache& cache) {

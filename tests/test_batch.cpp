@@ -11,7 +11,7 @@
 #include "engine/generate.h"
 #include "engine/runner.h"
 #include "engine/scheduler.h"
-#include "kv/policies.h"
+#include "kv_test_util.h"
 #include "model/model.h"
 
 namespace podkv {
@@ -24,15 +24,7 @@ const std::vector<std::string> kPolicies = {"dense", "pod", "streaming", "h2o", 
 
 // Small windows and budgets so that every policy drops or shares tokens within 80 positions.
 KvLayout small_layout(const ModelConfig& c, const std::string& policy) {
-  KvPolicyOptions o;
-  o.policy = policy;
-  o.sink_tokens = 2;
-  o.recent_tokens = 8;
-  o.budget = 6;
-  o.observation_window = 4;
-  o.pool_kernel = 3;
-  if (policy == "pod" || policy == "pod+snapkv") o.pod = uniform_pod_config(c.num_layers, c.num_kv_heads, 2, 2, 8);
-  return make_kv_layout(c, o);
+  return testing::small_policy_layout(c, policy, 2, 8, 6, 4, 2);
 }
 
 // One sequence's script: its prompt in chunks, then decode tokens (teacher
@@ -193,14 +185,7 @@ TEST(Batch, SchedulerGreedyEqualsSingleRuns) {
   }
   for (const std::string& policy : {"dense", "pod", "snapkv"}) {
     SCOPED_TRACE(policy);
-    KvPolicyOptions o;
-    o.policy = policy;
-    o.sink_tokens = 4;
-    o.recent_tokens = 16;
-    o.budget = 8;
-    o.observation_window = 8;
-    if (policy == "pod") o.pod = uniform_pod_config(c.num_layers, c.num_kv_heads, 3, 4, 16);
-    const KvLayout layout = make_kv_layout(c, o);
+    const KvLayout layout = testing::small_policy_layout(c, policy, 4, 16, 8, 8, 3);
     std::vector<std::vector<int32_t>> single;
     for (const auto& r : requests) {
       KvCache cache(layout, size_t{8} << 20, 16, KvDType::F32);

@@ -10,7 +10,7 @@
 
 #include "engine/runner.h"
 #include "kv/kv_entry.h"
-#include "kv/policies.h"
+#include "kv_test_util.h"
 #include "model/model.h"
 
 namespace podkv {
@@ -87,14 +87,7 @@ TEST(KvEntry, HeldBytesEqualTheFormulaForEveryPolicyAndType) {
   auto model = Model::load(kFixture);
   const ModelConfig& c = model->config();
   for (const std::string& policy : {"dense", "pod", "streaming", "h2o", "snapkv", "cla", "pod+snapkv"}) {
-    KvPolicyOptions o;
-    o.policy = policy;
-    o.sink_tokens = 2;
-    o.recent_tokens = 8;
-    o.budget = 5;
-    o.observation_window = 4;
-    if (policy == "pod" || policy == "pod+snapkv") o.pod = uniform_pod_config(c.num_layers, c.num_kv_heads, 2, 2, 8);
-    const KvLayout layout = make_kv_layout(c, o);
+    const KvLayout layout = testing::small_policy_layout(c, policy, 2, 8, 5, 4, 2);
     for (KvDType t : kTypes) {
       SCOPED_TRACE(policy + " " + kv_dtype_name(t));
       KvCache cache(layout, size_t{1} << 20, 1, t);
