@@ -11,7 +11,7 @@
 #include "engine/generate.h"
 #include "engine/runner.h"
 #include "engine/scheduler.h"
-#include "kv/policies.h"
+#include "policy/policies.h"
 #include "model/model.h"
 
 namespace podkv {

@@ -7,7 +7,7 @@
 
 #include "cli_run.h"
 #include "io/gguf.h"
-#include "model/compare.h"
+#include "convert/compare.h"
 #include "model/model.h"
 
 namespace podkv {

@@ -23,7 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/gguf.h"
-#include "io/gguf_export.h"
+#include "convert/gguf_export.h"
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
 #include "engine/runner.h"

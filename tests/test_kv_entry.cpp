@@ -10,7 +10,7 @@
 
 #include "engine/runner.h"
 #include "kv/kv_entry.h"
-#include "kv/policies.h"
+#include "policy/policies.h"
 #include "model/model.h"
 
 namespace podkv {

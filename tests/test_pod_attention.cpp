@@ -7,7 +7,7 @@
 
 #include <random>
 
-#include "kv/policies.h"
+#include "policy/policies.h"
 #include "ops/attention.h"
 #include "kv_test_util.h"
 #include "reference_attention.h"

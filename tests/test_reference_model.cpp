@@ -8,7 +8,7 @@
 #include <filesystem>
 
 #include "kv/kv_cache.h"
-#include "kv/policies.h"
+#include "policy/policies.h"
 #include "engine/runner.h"
 #include "tokenizer/tokenizer.h"
 

@@ -8,7 +8,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "plot/plot.h"
-#include "pod/pod_config.h"
+#include "kv/pod_config.h"
 #include "tokenizer/tokenizer.h"
 #include "train/trainer.h"
 

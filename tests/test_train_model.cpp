@@ -9,7 +9,7 @@
 #include <random>
 
 #include "kv/kv_cache.h"
-#include "kv/policies.h"
+#include "policy/policies.h"
 #include "engine/runner.h"
 #include "model/model.h"
 #include "train/model_train.h"

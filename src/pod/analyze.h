@@ -24,7 +24,7 @@
 #include "backend/backend.h"
 #include "model/model.h"
 #include "pod/grouping.h"
-#include "pod/pod_config.h"
+#include "kv/pod_config.h"
 
 namespace podkv {
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "model/config.h"
-#include "pod/pod_config.h"
+#include "kv/pod_config.h"
 
 namespace podkv {
 class Model;

@@ -11,7 +11,7 @@
 #include "commands.h"
 #include "common.h"
 #include "engine/runner.h"
-#include "ops/bandwidth.h"
+#include "bench_probe/bandwidth.h"
 #include "ops/matmul.h"
 #include "util/error.h"
 

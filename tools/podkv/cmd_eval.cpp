@@ -12,7 +12,7 @@
 #include "common.h"
 #include "kv_specs.h"
 #include "eval/checkpoint.h"
-#include "eval/policy_spec.h"
+#include "policy/policy_spec.h"
 #include "eval/report.h"
 #include "eval/runner.h"
 #include "eval/tasks.h"

@@ -14,7 +14,7 @@
 #include "model/create.h"
 #include "ops/matmul.h"
 #include "plot/plot.h"
-#include "pod/pod_config.h"
+#include "kv/pod_config.h"
 #include "train/trainer.h"
 #include "util/error.h"
 

@@ -6,7 +6,7 @@
 
 #include "io/gguf.h"
 #include "io/safetensors.h"
-#include "kv/policies.h"
+#include "policy/policies.h"
 #include "util/error.h"
 
 namespace podkv::cli {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "common.h"
-#include "eval/policy_spec.h"
+#include "policy/policy_spec.h"
 
 namespace podkv::cli {
 

@@ -16,7 +16,7 @@
 
 #include "harness.h"
 #include "kv/kv_view_builder.h"
-#include "kv/policies.h"
+#include "policy/policies.h"
 
 namespace podkv::backend_test {
 

@@ -1,4 +1,4 @@
-#include "eval/policy_spec.h"
+#include "policy/policy_spec.h"
 
 #include <set>
 #include <sstream>

@@ -1,10 +1,10 @@
-#include "model/compare.h"
+#include "convert/compare.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "kv/kv_cache.h"
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "util/error.h"
 
 namespace podkv {

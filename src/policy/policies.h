@@ -19,7 +19,7 @@
 
 #include "kv/kv_layout.h"
 #include "model/config.h"
-#include "pod/pod_config.h"
+#include "kv/pod_config.h"
 
 namespace podkv {
 
