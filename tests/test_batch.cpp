@@ -11,8 +11,8 @@
 #include "engine/generate.h"
 #include "engine/runner.h"
 #include "engine/scheduler.h"
-#include "policy/policies.h"
 #include "model/model.h"
+#include "policy/policies.h"
 
 namespace podkv {
 namespace {

@@ -10,8 +10,8 @@
 
 #include "engine/runner.h"
 #include "kv/kv_entry.h"
-#include "policy/policies.h"
 #include "model/model.h"
+#include "policy/policies.h"
 
 namespace podkv {
 namespace {

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kv/kv_cache.h"
 #include "engine/runner.h"
+#include "kv/kv_cache.h"
 #include "util/error.h"
 
 namespace podkv {

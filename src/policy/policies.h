@@ -18,8 +18,8 @@
 #include <string>
 
 #include "kv/kv_layout.h"
-#include "model/config.h"
 #include "kv/pod_config.h"
+#include "model/config.h"
 
 namespace podkv {
 

@@ -1,11 +1,12 @@
 #include "policy/policy_spec.h"
 
+#include <algorithm>
 #include <set>
 #include <sstream>
 
 #include "util/error.h"
 
-namespace podkv::eval {
+namespace podkv {
 
 namespace {
 
@@ -21,6 +22,16 @@ std::vector<std::string> split(const std::string& s, char sep) {
   while (std::getline(in, part, sep)) parts.push_back(trim(part));
   if (!s.empty() && s.back() == sep) parts.push_back("");
   return parts;
+}
+
+int64_t parse_int(const std::string& key, const std::string& value, const std::string& label) {
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(value, &used);
+    if (used == value.size()) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error("--kv: " + key + "=" + value + " in '" + label + "' is not an integer");
 }
 
 }  // namespace
@@ -58,4 +69,69 @@ std::vector<PolicySpec> parse_policy_specs(const std::vector<std::string>& lists
   return specs;
 }
 
-}  // namespace podkv::eval
+NamedPolicy resolve_policy(const PolicySpec& spec, const KvOptions& shared, const ModelConfig& c,
+                           const std::string& model_path) {
+  KvOptions kv = shared;
+  kv.policy = spec.policy;
+  bool group_given = false;
+  for (const auto& [key, value] : spec.settings) {
+    if (key == "sink") kv.sink = parse_int(key, value, spec.label);
+    else if (key == "recent") kv.recent = parse_int(key, value, spec.label);
+    else if (key == "group") kv.pod_group = static_cast<int>(parse_int(key, value, spec.label)), kv.pod_config.clear(), group_given = true;
+    else if (key == "config") kv.pod_config = value, kv.pod_group = 0;
+    else if (key == "budget") kv.budget = parse_int(key, value, spec.label);
+    else if (key == "window") kv.window = parse_int(key, value, spec.label);
+    else if (key == "pool") kv.pool = parse_int(key, value, spec.label);
+    else if (key == "dtype") parse_kv_dtype(value), kv.kv_dtype = value;
+    else if (key == "tau") {
+      size_t used = 0;
+      try {
+        kv.tau = std::stof(value, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != value.size() || !(kv.tau >= 0 && kv.tau <= 1))
+        throw Error("--kv: tau=" + value + " in '" + spec.label + "' is not a number in [0, 1]");
+    }
+  }
+  if (group_given && kv.pod_group < 1) throw Error("--kv: group in '" + spec.label + "' must be at least 1");
+  if (kv.sink < 0 || kv.sink > (int64_t{1} << 30) || kv.recent < 0 || kv.recent > (int64_t{1} << 30))
+    throw Error("--kv: sink and recent in '" + spec.label + "' must be in 0..2^30");
+  const bool pod_from_file = is_pod_policy(spec.policy) && kv.pod_group == 0;
+  const std::vector<std::string> relevant = policy_settings(spec.policy, pod_from_file);
+  for (const auto& [key, value] : spec.settings)
+    if (std::find(relevant.begin(), relevant.end(), key) == relevant.end())
+      throw Error("--kv: '" + key + "' does not apply to " + spec.policy + " in '" + spec.label + "'");
+  if (!is_pod_policy(spec.policy)) kv.pod_config.clear(), kv.pod_group = 0, kv.tau = -1;  // shared PoD options
+
+  NamedPolicy p;
+  p.label = spec.label;
+  std::optional<float> tau;
+  p.layout = kv_layout_from_options(kv, c, model_path, &tau);
+  p.tau = tau;
+  p.options = {{"policy", spec.policy}};
+  for (const std::string& key : relevant) {
+    if (key == "sink") p.options["sink"] = kv.sink;
+    else if (key == "recent") p.options["recent"] = kv.recent;
+    else if (key == "group") p.options["group"] = kv.pod_group;
+    else if (key == "config") p.options["config"] = kv.pod_config.empty() ? "pod.json of the model" : kv.pod_config;
+    else if (key == "tau") p.options["tau"] = tau ? nlohmann::json(*tau) : nlohmann::json();
+    else if (key == "budget") p.options["budget"] = kv.budget;
+    else if (key == "window") p.options["window"] = kv.window;
+    else if (key == "pool") p.options["pool"] = kv.pool;
+    else if (key == "dtype" && !kv.kv_dtype.empty()) p.options["dtype"] = kv.kv_dtype;
+  }
+  p.kv_dtype = kv.kv_dtype;
+  if (pod_from_file) p.options["sink"] = p.layout.sink_tokens, p.options["recent"] = p.layout.recent_tokens;
+  return p;
+}
+
+std::vector<NamedPolicy> resolve_policies(const std::vector<std::string>& lists, const KvOptions& shared,
+                                          const ModelConfig& config, const std::string& model_path) {
+  std::vector<NamedPolicy> policies;
+  for (const PolicySpec& spec : parse_policy_specs(lists))
+    policies.push_back(resolve_policy(spec, shared, config, model_path));
+  return policies;
+}
+
+}  // namespace podkv

@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
-#include "model/config.h"
 #include "kv/pod_config.h"
+#include "model/config.h"
 
 namespace podkv {
 class Model;
