@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 
+#include "engine/generator.h"
 #include "engine/runner.h"
 #include "tokenizer/utf8.h"
 #include "util/error.h"
@@ -111,21 +112,33 @@ ItemRecord run_grid_item(const Model& model, const Tokenizer& tok, const EvalPol
   r.options = options_key(policy);
   r.prompt_tokens = prompt;
 
-  std::vector<int32_t> eos(c.eos_token_ids.begin(), c.eos_token_ids.end());
-  eos.insert(eos.end(), tok.eos_ids().begin(), tok.eos_ids().end());
-  std::vector<float> logits;
-  std::vector<int32_t> generated;
+  // Greedy answer through the step-wise generator (the tokenizer's EOS ids
+  // are added by hand: the text is decoded below, leniently, in one piece).
+  GenerateOptions options;
+  options.max_new_tokens = n_new;
+  options.sampling.temperature = 0;
+  options.eos_ids.assign(c.eos_token_ids.begin(), c.eos_token_ids.end());
+  options.eos_ids.insert(options.eos_ids.end(), tok.eos_ids().begin(), tok.eos_ids().end());
+  SequenceGenerator gen(nullptr, item.tokens, options, c.vocab_size);
+  Batch batch;
+  batch.entries.resize(1);
+  BatchResult out;
   const auto t0 = Clock::now();
-  runner.forward(seq, item.tokens, false, logits);  // the prefill: one call
-  r.kv_length = cache->length(seq);
-  r.kv_bytes = static_cast<int64_t>(cache->bytes_reserved(seq));
-  r.kv_bytes_in_use = static_cast<int64_t>(cache->bytes_in_use(seq));
-  for (int i = 0; i < n_new; ++i) {
-    const int32_t next = static_cast<int32_t>(argmax(logits.data(), c.vocab_size));
-    if (std::find(eos.begin(), eos.end(), next) != eos.end()) break;
-    generated.push_back(next);
-    if (i + 1 < n_new) runner.forward(seq, {next}, false, logits);
+  cache->check_fits(seq, prompt, run.chunk, true);
+  bool prefilled = false;
+  while (!gen.done()) {
+    batch.entries[0] = gen.next_entry(seq, run.chunk);
+    runner.step(batch, out);
+    if (batch.entries[0].logits == LogitRows::None) continue;
+    if (!prefilled) {  // the cache right after the prefill
+      prefilled = true;
+      r.kv_length = cache->length(seq);
+      r.kv_bytes = static_cast<int64_t>(cache->bytes_reserved(seq));
+      r.kv_bytes_in_use = static_cast<int64_t>(cache->bytes_in_use(seq));
+    }
+    gen.accept(out.last_logits(0));
   }
+  const std::vector<int32_t>& generated = gen.result().generated_ids;
   r.seconds = seconds_since(t0);
   r.generated = podkv::tok::utf8_lossy(tok.decode(generated));  // random models emit stray bytes
   r.correct = exact_match(r.generated, item.answer);

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "engine/generate.h"
+#include "backend/make_backend.h"
 #include "engine/runner.h"
 #include "engine/scheduler.h"
 #include "prompts_file.h"
@@ -33,6 +34,8 @@ struct GenerateCommand {
   int parallel = 1;
   std::string out_file;
   std::string kv_memory;
+  std::string device = "cpu";       // --device
+  std::string cuda_weights = "bf16";
 };
 
 // The object `generate --json` prints (and each --prompts output line).
@@ -64,7 +67,8 @@ void run_prompts(GenerateCommand& o, const Model& model, const Tokenizer* tokeni
       read_prompts_file(o.prompts_file, tokenizer, c, o.gen, context, o.prompt.no_bos);
   auto cache = make_cache(layout, context, o.parallel, 256, dtype);
   if (!o.kv_memory.empty()) cache = std::make_unique<KvCache>(layout, parse_bytes(o.kv_memory, "--kv-memory"), 16, dtype);
-  Runner runner(model, *cache);
+  auto backend = make_backend(o.device, model, o.cuda_weights);
+  Runner runner(*backend, *cache);
   runner.set_tau(tau);
   Scheduler scheduler(runner, tokenizer, o.parallel);
   std::FILE* out = stdout;
@@ -145,7 +149,8 @@ void run(GenerateCommand& o) {
                 std::to_string(context) + ")");
   o.gen.max_new_tokens = static_cast<int>(std::min<int64_t>(o.n, context - static_cast<int64_t>(ids.size())));
   auto cache = make_cache(layout, context, 1, 256, dtype);
-  Runner runner(*model, *cache);
+  auto backend = make_backend(o.device, *model, o.cuda_weights);
+  Runner runner(*backend, *cache);
   runner.set_tau(tau);
   const int seq = cache->add_sequence();
   std::function<void(const std::string&)> stream;
@@ -181,6 +186,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("-n,--n-predict", o->n, "tokens to generate")->capture_default_str();
   cmd->add_option("-c,--ctx-size", o->context, "context length (prompt + generated)")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
+  cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
   cmd->add_option("--temperature,--temp", o->gen.sampling.temperature, "sampling temperature, 0 = greedy")->capture_default_str();
   cmd->add_option("--top-k", o->gen.sampling.top_k, "keep the k most likely tokens, 0 = off")->capture_default_str();
   cmd->add_option("--top-p", o->gen.sampling.top_p, "nucleus sampling threshold, 1 = off")->capture_default_str();

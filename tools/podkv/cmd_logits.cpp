@@ -2,6 +2,7 @@
 #include "commands.h"
 #include "common.h"
 #include "io/safetensors.h"
+#include "backend/make_backend.h"
 #include "engine/runner.h"
 #include "ops/matmul.h"
 #include "util/error.h"
@@ -17,6 +18,8 @@ struct LogitsCommand {
   int threads = 0;
   int64_t chunk = 256;
   KvOptions kv;
+  std::string device = "cpu";       // --device
+  std::string cuda_weights = "bf16";
 };
 
 void run(const LogitsCommand& o) {
@@ -32,7 +35,8 @@ void run(const LogitsCommand& o) {
   std::optional<float> tau;
   const KvLayout layout = kv_layout_from_options(o.kv, c, o.model, &tau);
   auto cache = make_cache(layout, static_cast<int64_t>(ids.size()), 1, o.chunk, kv_dtype_from_options(o.kv, *model));
-  Runner runner(*model, *cache);
+  auto backend = make_backend(o.device, *model, o.cuda_weights);
+  Runner runner(*backend, *cache);
   runner.set_tau(tau);
   runner.set_chunk_size(o.chunk);
   std::vector<float> logits;
@@ -52,6 +56,8 @@ void add_logits_command(CLI::App& app) {
   add_prompt_options(*cmd, o->prompt, "--text");
   cmd->add_option("--out", o->out, "output .safetensors (tensors logits [tokens, vocab] F32, input_ids I64)")->required();
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
+  cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
   add_kv_options(*cmd, o->kv);
   cmd->add_option("--chunk", o->chunk, "prefill chunk length in tokens")->capture_default_str();
   cmd->callback([o] { run(*o); });

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The CUDA backend on a GPU machine: builds podkv with PODKV_CUDA=ON, then
+#  1. podkv_test_backend_ops: every op of every backend (cpu, cuda) against its plain references;
+#  2. the CUDA fixture tests (podkv_tests, Models/CudaFixture.*; they skip without a GPU);
+#  3. the CLI end to end on every HF fixture of tests/fixtures/models:
+#     podkv logits --device cuda (f32 weights + f32 cache: within 1e-4 of the CPU and 1e-3 of
+#     transformers' goldens; bf16 weights + bf16 cache: within 5e-2, top-1 >= 0.9, reported)
+#     and greedy generate --device cuda (f32 weights) equal to the CPU's ids.
+# Logs go to LOG_DIR (default BUILD_DIR/gpu-logs). Exits non-zero on any failure.
+#   scripts/test_gpu.sh [BUILD_DIR] [LOG_DIR]        (JOBS=N for the build, default all cores)
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build-cuda}
+logs=${2:-$build/gpu-logs}
+mkdir -p "$logs"
+python=${PYTHON:-python3}
+
+cmake -S "$root" -B "$build" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF >"$logs/configure.log" 2>&1 ||
+  { tail -30 "$logs/configure.log"; exit 1; }
+if ! cmake --build "$build" -j "${JOBS:-$(nproc)}" >"$logs/build.log" 2>&1; then
+  grep -E "error|Error" "$logs/build.log" | head -40
+  exit 1
+fi
+echo "build: ok"
+status=0
+
+echo "== podkv_test_backend_ops"
+OMP_WAIT_POLICY=PASSIVE "$build/podkv_test_backend_ops" >"$logs/backend_ops.log" 2>&1 || status=1
+grep FAIL "$logs/backend_ops.log" | head -20
+for b in cpu cuda; do
+  for op in embedding rms_norm rope silu_mul add matmul gather_rows kv_write attention; do
+    awk -v op="$op" -v b="$b" '$1 == op && $(NF-1) != "" { for (i = 2; i <= NF; ++i) if ($i == b) { e = $(i+1); if (e + 0 > m) m = e + 0; n++ } }
+      END { if (n) printf "  %-5s %-12s %3d cases, max rel err %.2e\n", b, op, n, m }' "$logs/backend_ops.log"
+  done
+done
+tail -1 "$logs/backend_ops.log"
+
+echo "== CUDA fixture tests"
+(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*') >"$logs/cuda_fixtures.log" 2>&1 || status=1
+grep -E "^\[ bf16|FAILED|PASSED|SKIPPED" "$logs/cuda_fixtures.log" | head -40
+
+echo "== CLI end to end"
+podkv="$build/podkv"
+out="$logs/e2e"
+mkdir -p "$out"
+for dir in "$root"/tests/fixtures/models/*/; do
+  name=$(basename "$dir")
+  ref="$dir/reference.safetensors"
+  [ -f "$ref" ] || continue
+  echo "$name"
+  "$podkv" logits -m "$dir" --ids-file "$ref" --out "$out/$name.cpu.safetensors" --kv-dtype f32 --device cpu 2>>"$out/errors.log" || status=1
+  "$podkv" logits -m "$dir" --ids-file "$ref" --out "$out/$name.cuda_f32.safetensors" --kv-dtype f32 --device cuda \
+    --cuda-weights f32 2>>"$out/errors.log" || status=1
+  "$podkv" logits -m "$dir" --ids-file "$ref" --out "$out/$name.cuda_bf16.safetensors" --kv-dtype bf16 --device cuda \
+    2>>"$out/errors.log" || status=1
+  echo " cuda f32 weights, f32 cache:"
+  $python "$root/scripts/compare_logits.py" "$out/$name.cuda_f32.safetensors" "$out/$name.cpu.safetensors" --tol 1e-4 || status=1
+  $python "$root/scripts/compare_logits.py" "$out/$name.cuda_f32.safetensors" "$ref" --tol 1e-3 || status=1
+  echo " cuda bf16 weights, bf16 cache:"
+  $python "$root/scripts/compare_logits.py" "$out/$name.cuda_bf16.safetensors" "$ref" --tol 5e-2 --top1 0.9 || status=1
+  for dev in cpu cuda; do
+    "$podkv" generate -m "$dir" --ids-file "$ref" -n 24 --ignore-eos --json --kv-dtype f32 --device $dev --cuda-weights f32 \
+      2>>"$out/errors.log" | $python -c 'import json, sys; print(json.load(sys.stdin)["generated_ids"])' >"$out/$name.gen.$dev.txt"
+  done
+  if cmp -s "$out/$name.gen.cpu.txt" "$out/$name.gen.cuda.txt" && [ -s "$out/$name.gen.cpu.txt" ]; then
+    echo " greedy generate: cuda == cpu ($(cat "$out/$name.gen.cuda.txt" | cut -c1-60)...)"
+  else
+    echo " greedy generate: cuda != cpu  FAIL"; cat "$out/$name.gen.cpu.txt" "$out/$name.gen.cuda.txt"; status=1
+  fi
+done
+[ -s "$out/errors.log" ] && { echo "errors:"; head -20 "$out/errors.log"; }
+echo "test_gpu: $([ $status -eq 0 ] && echo ALL OK || echo FAILURES)"
+exit $status

@@ -1,0 +1,184 @@
+#include "backend/cuda_backend.h"
+
+#if defined(PODKV_HAVE_CUDA)
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "util/error.h"
+
+namespace podkv {
+
+CudaBackend::CudaBackend(const Model& model, CudaBackendOptions options) : model_(model), options_(options) {
+  check(options_.weights == DType::BF16 || options_.weights == DType::F32,
+        std::string("cuda backend: weights can be uploaded as bf16 or f32, not ") + dtype_name(options_.weights));
+  const ModelConfig& c = model.config();
+  check(c.head_dim <= 128, "cuda backend: head_dim " + std::to_string(c.head_dim) + " is above 128");
+  // A model that does not fit fails at the first allocation that does not (the error says what is free).
+  for (const LayerWeights& w : model.layers()) {
+    Layer l;
+    l.wq = upload_matrix(w.wq);
+    l.wk = upload_matrix(w.wk);
+    l.wv = upload_matrix(w.wv);
+    l.wo = upload_matrix(w.wo);
+    l.w_gate = upload_matrix(w.w_gate);
+    l.w_up = upload_matrix(w.w_up);
+    l.w_down = upload_matrix(w.w_down);
+    l.attn_norm = upload_floats(w.attn_norm);
+    l.mlp_norm = upload_floats(w.mlp_norm);
+    if (!w.bq.empty()) l.bq = upload_floats(w.bq);
+    if (!w.bk.empty()) l.bk = upload_floats(w.bk);
+    if (!w.bv.empty()) l.bv = upload_floats(w.bv);
+    layers_.push_back(l);
+  }
+  embedding_ = upload_matrix(model.embedding());
+  // A tied LM head is the embedding: one copy on the device.
+  lm_head_ = model.lm_head().data == model.embedding().data ? embedding_ : upload_matrix(model.lm_head());
+  final_norm_ = upload_floats(model.final_norm());
+  inv_freq_ = upload_floats(model.rope_inv_freq());
+  ops_.synchronize();
+}
+
+CudaBackend::~CudaBackend() = default;
+
+WeightMatrix CudaBackend::upload_matrix(const WeightMatrix& host) {
+  const DType to = options_.weights;
+  const size_t out_row = dtype_bytes(to, static_cast<size_t>(host.cols));
+  DeviceBuffer buf(ops_, out_row * static_cast<size_t>(host.rows));
+  // Converted on the host in panels of rows (to_f32 reads every type podkv loads), then uploaded.
+  const int64_t panel = std::max<int64_t>(1, (int64_t{32} << 20) / static_cast<int64_t>(out_row));
+  std::vector<uint8_t> staged(static_cast<size_t>(std::min(panel, host.rows)) * out_row);
+  const auto* src = static_cast<const uint8_t*>(host.data);
+  for (int64_t r0 = 0; r0 < host.rows; r0 += panel) {
+    const int64_t n = std::min(panel, host.rows - r0);
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n; ++r) {
+      std::vector<float> row(static_cast<size_t>(host.cols));
+      to_f32(host.dtype, src + (r0 + r) * host.row_bytes(), row.data(), row.size());
+      uint8_t* dst = staged.data() + r * out_row;
+      if (to == DType::F32) {
+        std::memcpy(dst, row.data(), out_row);
+      } else {
+        auto* h = reinterpret_cast<uint16_t*>(dst);
+        for (int64_t i = 0; i < host.cols; ++i) h[i] = f32_to_bf16(row[i]);
+      }
+    }
+    ops_.upload(static_cast<uint8_t*>(buf.data()) + r0 * out_row, staged.data(), static_cast<size_t>(n) * out_row);
+    ops_.synchronize();  // the staging buffer is reused
+  }
+  weight_bytes_ += buf.bytes();
+  WeightMatrix w{to, host.rows, host.cols, buf.data()};
+  owned_.push_back(std::move(buf));
+  return w;
+}
+
+const float* CudaBackend::upload_floats(const std::vector<float>& host) {
+  DeviceBuffer buf(ops_, host.size() * sizeof(float));
+  buf.upload(host.data(), host.size() * sizeof(float));
+  weight_bytes_ += buf.bytes();
+  const float* p = buf.as<float>();
+  owned_.push_back(std::move(buf));
+  return p;
+}
+
+std::unique_ptr<KvPool> CudaBackend::create_pool(KvCache& cache) { return ops_.create_kv_pool(cache); }
+
+void CudaBackend::reserve(int64_t rows, int64_t logit_rows, size_t score_count) {
+  const ModelConfig& c = model_.config();
+  if (rows > rows_capacity_) {
+    const int64_t R = std::max(rows, 2 * rows_capacity_);
+    ops_.synchronize();
+    auto floats = [&](int64_t n) { return DeviceBuffer(ops_, static_cast<size_t>(n) * sizeof(float)); };
+    x_ = floats(R * c.hidden_size);
+    xn_ = floats(R * c.hidden_size);
+    q_ = floats(R * c.q_dim());
+    k_ = floats(R * c.kv_dim());
+    v_ = floats(R * c.kv_dim());
+    attn_ = floats(R * c.q_dim());
+    proj_ = floats(R * c.hidden_size);
+    gate_ = floats(R * c.intermediate_size);
+    up_ = floats(R * c.intermediate_size);
+    gates_ = floats(static_cast<int64_t>(c.num_layers) * R * c.num_heads);
+    tokens_ = DeviceBuffer(ops_, static_cast<size_t>(R) * sizeof(int32_t));
+    positions_ = DeviceBuffer(ops_, static_cast<size_t>(R) * sizeof(int64_t));
+    rows_capacity_ = R;
+  }
+  if (logit_rows > logit_capacity_) {
+    const int64_t n = std::max(logit_rows, 2 * logit_capacity_);
+    ops_.synchronize();
+    logit_rows_ = DeviceBuffer(ops_, static_cast<size_t>(n) * sizeof(int64_t));
+    logits_ = DeviceBuffer(ops_, static_cast<size_t>(n) * c.vocab_size * sizeof(float));
+    logit_capacity_ = n;
+  }
+  if (score_count > score_capacity_) {
+    ops_.synchronize();
+    score_capacity_ = std::max(score_count, 2 * score_capacity_);
+    scores_ = DeviceBuffer(ops_, score_capacity_ * sizeof(float));
+  }
+}
+
+void CudaBackend::forward(const ForwardStep& step, const KvView& view, ForwardOutput& out) {
+  check(!observer_, "cuda backend: layer observers (podkv analyze) need --device cpu");
+  const ModelConfig& c = model_.config();
+  const int64_t n = step.rows, hidden = c.hidden_size;
+  const AttentionBatch& batch = step.attention;
+  const size_t score_count = view.num_groups > 0 ? view.score_indptr[view.num_seqs * view.num_groups] : 0;
+  reserve(n, step.num_logit_rows, score_count);
+  out.scores.assign(score_count, 0.0f);
+  ops_.fill_zero(scores_.data(), score_count * sizeof(float));
+  tokens_.upload(step.tokens, n * sizeof(int32_t));
+  positions_.upload(step.positions, n * sizeof(int64_t));
+  ops_.embedding(embedding_, tokens_.as<int32_t>(), n, x_.as<float>());
+  ops_.set_step(view, batch);
+
+  AttentionParams params;
+  params.num_heads = c.num_heads;
+  params.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  params.tau = step.tau;
+  AttentionOutputs outputs;
+  outputs.out = attn_.as<float>();
+  outputs.gates = step.tau < 1.0f ? gates_.as<float>() : nullptr;  // gates are read only for tau
+  outputs.scores = score_count > 0 ? scores_.as<float>() : nullptr;
+  outputs.stats = &out.stats;
+  float *x = x_.as<float>(), *xn = xn_.as<float>(), *q = q_.as<float>(), *k = k_.as<float>(), *v = v_.as<float>();
+  float *proj = proj_.as<float>(), *gate = gate_.as<float>(), *up = up_.as<float>();
+  const int64_t* positions = positions_.as<int64_t>();
+
+  for (int layer = 0; layer < c.num_layers; ++layer) {
+    const Layer& w = layers_[layer];
+    ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
+    ops_.matmul(w.wq, xn, n, q, w.bq);
+    ops_.matmul(w.wk, xn, n, k, w.bk);
+    ops_.matmul(w.wv, xn, n, v, w.bv);
+    ops_.rope(q, n, c.num_heads, c.head_dim, positions, inv_freq_, c.rope_interleaved);
+    ops_.rope(k, n, c.num_kv_heads, c.head_dim, positions, inv_freq_, c.rope_interleaved);
+    ops_.kv_write(layer, k, v);
+    params.layer = layer;
+    ops_.attention(params, q, outputs);
+    ops_.matmul(w.wo, attn_.as<float>(), n, proj, nullptr);
+    ops_.add(x, proj, n * hidden);
+
+    ops_.rms_norm(x, w.mlp_norm, n, hidden, c.rms_norm_eps, xn);
+    ops_.matmul(w.w_gate, xn, n, gate, nullptr);
+    ops_.matmul(w.w_up, xn, n, up, nullptr);
+    ops_.silu_mul(gate, up, n * c.intermediate_size);
+    ops_.matmul(w.w_down, gate, n, proj, nullptr);
+    ops_.add(x, proj, n * hidden);
+  }
+  const int64_t rows = step.num_logit_rows;
+  out.logits.resize(static_cast<size_t>(rows) * c.vocab_size);
+  if (rows > 0) {
+    logit_rows_.upload(step.logit_rows, rows * sizeof(int64_t));
+    ops_.gather_rows(x, hidden, logit_rows_.as<int64_t>(), rows, proj);
+    ops_.rms_norm(proj, final_norm_, rows, hidden, c.rms_norm_eps, xn);
+    ops_.matmul(lm_head_, xn, rows, logits_.as<float>(), nullptr);
+    logits_.download(out.logits.data(), out.logits.size() * sizeof(float));
+  }
+  if (score_count > 0) scores_.download(out.scores.data(), score_count * sizeof(float));
+  ops_.synchronize();
+}
+
+}  // namespace podkv
+
+#endif

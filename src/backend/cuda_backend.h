@@ -1,0 +1,65 @@
+// The CUDA backend: the forward pass of cpu_backend.h with CudaBackendOps,
+// weights uploaded once (matrices converted on the host, in row panels, to
+// bf16 by default, or kept float32), norms, biases and RoPE frequencies as
+// float32, the KV pool in device memory (entry copies run on the device),
+// float32 activations. Per step it uploads the tokens, positions and page
+// tables, and downloads the requested logits and selection scores.
+#pragma once
+
+#include "backend/backend.h"
+#include "backend/cuda_backend_ops.h"
+
+namespace podkv {
+
+#if defined(PODKV_HAVE_CUDA)
+
+struct CudaBackendOptions {
+  // Device type of the weight matrices (embedding and LM head included): BF16
+  // (any stored type converted, round to nearest even) or F32 (widened exactly).
+  DType weights = DType::BF16;
+};
+
+class CudaBackend : public Backend {
+ public:
+  // Uploads the weights; throws Error when there is no device or they do not fit.
+  explicit CudaBackend(const Model& model, CudaBackendOptions options = {});
+  ~CudaBackend() override;
+  std::string name() const override { return "cuda"; }
+  const Model& model() const override { return model_; }
+  std::unique_ptr<KvPool> create_pool(KvCache& cache) override;
+  void forward(const ForwardStep& step, const KvView& view, ForwardOutput& out) override;
+  // Layer observers read host memory: refused (forward throws while one is set).
+  void set_layer_observer(LayerObserver observer) override { observer_ = std::move(observer); }
+
+  size_t weight_bytes() const { return weight_bytes_; }
+  CudaBackendOps& ops() { return ops_; }
+
+ private:
+  struct Layer {
+    WeightMatrix wq, wk, wv, wo, w_gate, w_up, w_down;                   // device memory
+    const float *attn_norm, *mlp_norm, *bq = nullptr, *bk = nullptr, *bv = nullptr;
+  };
+  WeightMatrix upload_matrix(const WeightMatrix& host);
+  const float* upload_floats(const std::vector<float>& host);
+  void reserve(int64_t rows, int64_t logit_rows, size_t score_count);
+
+  const Model& model_;
+  CudaBackendOptions options_;
+  CudaBackendOps ops_;
+  LayerObserver observer_;
+  std::vector<DeviceBuffer> owned_;  // every weight's device memory
+  size_t weight_bytes_ = 0;
+  std::vector<Layer> layers_;
+  WeightMatrix embedding_, lm_head_;
+  const float* final_norm_ = nullptr;
+  const float* inv_freq_ = nullptr;
+  // Activations for up to rows_capacity_ rows: [R, hidden], [R, H·d], [R, H_kv·d], [R, inter], [L, R·H].
+  int64_t rows_capacity_ = 0, logit_capacity_ = 0;
+  size_t score_capacity_ = 0;
+  DeviceBuffer x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, gates_, tokens_, positions_, logit_rows_, logits_,
+      scores_;
+};
+
+#endif
+
+}  // namespace podkv

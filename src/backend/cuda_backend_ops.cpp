@@ -1,0 +1,354 @@
+#include "backend/cuda_backend_ops.h"
+
+#if defined(PODKV_HAVE_CUDA)
+
+#include <algorithm>
+#include <cstring>
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels.h"
+#include "kv/token_classes.h"
+
+namespace podkv {
+
+bool cuda_device_available() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+namespace {
+
+std::string bytes_string(size_t bytes) { return std::to_string(bytes) + " bytes"; }
+
+void* device_alloc(size_t bytes, const char* what) {
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, std::max<size_t>(bytes, 1));
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky-free error state of a failed allocation
+    size_t free_bytes = 0, total = 0;
+    cudaMemGetInfo(&free_bytes, &total);
+    throw Error(std::string("cuda: cannot allocate ") + bytes_string(bytes) + " for " + what + " (" +
+                bytes_string(free_bytes) + " free of " + bytes_string(total) + "): " + cudaGetErrorString(e));
+  }
+  return p;
+}
+
+// The pages of a KV cache in device memory.
+class DeviceKvPool : public KvPool {
+ public:
+  DeviceKvPool(cudaStream_t stream, size_t pages, size_t page_bytes, size_t entry_bytes)
+      : stream_(stream), page_bytes_(page_bytes), entry_bytes_(entry_bytes) {
+    data_ = static_cast<uint8_t*>(device_alloc(pages * page_bytes, "the KV pool"));
+  }
+  ~DeviceKvPool() override {
+    cudaFree(data_);
+    cudaFree(copies_);
+  }
+  void copy_entries(const EntryCopy* copies, size_t count) override {
+    if (count == 0) return;
+    if (count > capacity_) {
+      PODKV_CUDA_CHECK(cudaStreamSynchronize(stream_));
+      cudaFree(copies_);
+      copies_ = nullptr;
+      capacity_ = std::max(count, 2 * capacity_);
+      copies_ = static_cast<EntryCopy*>(device_alloc(capacity_ * sizeof(EntryCopy), "KV entry copies"));
+    }
+    PODKV_CUDA_CHECK(cudaMemcpyAsync(copies_, copies, count * sizeof(EntryCopy), cudaMemcpyHostToDevice, stream_));
+    cuda::copy_entries(data_, static_cast<int64_t>(page_bytes_), static_cast<int64_t>(entry_bytes_), copies_,
+                       static_cast<int64_t>(count), stream_);
+  }
+  uint8_t* base() override { return data_; }
+
+ private:
+  cudaStream_t stream_;
+  size_t page_bytes_, entry_bytes_;
+  uint8_t* data_ = nullptr;
+  EntryCopy* copies_ = nullptr;
+  size_t capacity_ = 0;
+};
+
+// Appends arrays at 16-byte aligned offsets; device pointers are fixed up after the upload.
+class Packer {
+ public:
+  template <typename T>
+  size_t put(const T* src, size_t count) {
+    const size_t at = (bytes_.size() + 15) / 16 * 16;
+    bytes_.resize(at + count * sizeof(T));
+    if (count > 0) std::memcpy(bytes_.data() + at, src, count * sizeof(T));
+    return at;
+  }
+  std::vector<uint8_t>& bytes() { return bytes_; }
+
+ private:
+  std::vector<uint8_t> bytes_;
+};
+
+}  // namespace
+
+struct CudaBackendOps::State {
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  std::string device_name;
+  // The step's descriptors on the device.
+  uint8_t* step_buffer = nullptr;
+  size_t step_capacity = 0;
+  Packer packer;
+  std::vector<int32_t> row_entry;
+  cuda::DeviceStep step;
+  // Scratch: x split into bf16 halves for cuBLAS; the skipped-parts counter.
+  uint16_t* split = nullptr;
+  size_t split_capacity = 0;  // elements of each half
+  unsigned long long* counter = nullptr;
+};
+
+CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
+  int count = 0;
+  const cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || count == 0)
+    throw Error(std::string("cuda backend: no CUDA device (") +
+                (e != cudaSuccess ? cudaGetErrorString(e) : "the runtime sees none") + ")");
+  PODKV_CUDA_CHECK(cudaSetDevice(0));
+  cudaDeviceProp props{};
+  PODKV_CUDA_CHECK(cudaGetDeviceProperties(&props, 0));
+  state_->device_name = props.name;
+  PODKV_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
+  PODKV_CUBLAS_CHECK(cublasCreate(&state_->cublas));
+  PODKV_CUBLAS_CHECK(cublasSetStream(state_->cublas, state_->stream));
+  // Plain float32 SGEMM (no TF32): the f32 path is the exact one.
+  PODKV_CUBLAS_CHECK(cublasSetMathMode(state_->cublas, CUBLAS_PEDANTIC_MATH));
+  state_->counter = static_cast<unsigned long long*>(device_alloc(sizeof(unsigned long long), "a counter"));
+}
+
+CudaBackendOps::~CudaBackendOps() {
+  if (state_->stream != nullptr) cudaStreamSynchronize(state_->stream);
+  cudaFree(state_->step_buffer);
+  cudaFree(state_->split);
+  cudaFree(state_->counter);
+  if (state_->cublas != nullptr) cublasDestroy(state_->cublas);
+  if (state_->stream != nullptr) cudaStreamDestroy(state_->stream);
+}
+
+void* CudaBackendOps::alloc(size_t bytes) { return device_alloc(bytes, "a device buffer"); }
+
+void CudaBackendOps::free(void* ptr) {
+  if (ptr != nullptr) PODKV_CUDA_CHECK(cudaFree(ptr));
+}
+
+void CudaBackendOps::upload(void* device_dst, const void* host_src, size_t bytes) {
+  // From pageable memory this returns once the bytes are staged: the host buffer may be reused.
+  if (bytes > 0)
+    PODKV_CUDA_CHECK(cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, state_->stream));
+}
+
+void CudaBackendOps::download(void* host_dst, const void* device_src, size_t bytes) {
+  if (bytes == 0) return;
+  PODKV_CUDA_CHECK(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, state_->stream));
+  PODKV_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
+}
+
+void CudaBackendOps::synchronize() { PODKV_CUDA_CHECK(cudaStreamSynchronize(state_->stream)); }
+
+void CudaBackendOps::fill_zero(void* device_ptr, size_t bytes) {
+  if (bytes > 0) PODKV_CUDA_CHECK(cudaMemsetAsync(device_ptr, 0, bytes, state_->stream));
+}
+
+void CudaBackendOps::memory_info(size_t& free_bytes, size_t& total_bytes) const {
+  PODKV_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+}
+
+std::string CudaBackendOps::device_name() const { return state_->device_name; }
+
+std::unique_ptr<KvPool> CudaBackendOps::create_kv_pool(KvCache& cache) {
+  auto pool = std::make_unique<DeviceKvPool>(state_->stream, cache.num_pages(), cache.page_bytes(), cache.entry_bytes());
+  cache.attach_pool(pool.get());
+  return pool;
+}
+
+void CudaBackendOps::embedding(const WeightMatrix& table, const int32_t* tokens, int64_t rows, float* out) {
+  check(table.dtype == DType::F32 || table.dtype == DType::F16 || table.dtype == DType::BF16 ||
+            table.dtype == DType::Q8_0,
+        std::string("cuda embedding: tables of type ") + dtype_name(table.dtype) + " are not supported on the device");
+  cuda::embedding(table.dtype, table.data, table.rows, table.cols, tokens, rows, out, state_->stream);
+}
+
+void CudaBackendOps::rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, double eps, float* out) {
+  cuda::rms_norm(x, weight, rows, n, eps, out, state_->stream);
+}
+
+void CudaBackendOps::rope(float* x, int64_t rows, int heads, int dim, const int64_t* positions, const float* inv_freq,
+                          bool interleaved) {
+  check(dim % 2 == 0, "rope: head_dim " + std::to_string(dim) + " must be even");
+  cuda::rope(x, rows, heads, dim, positions, inv_freq, interleaved, state_->stream);
+}
+
+void CudaBackendOps::silu_mul(float* gate, const float* up, int64_t n) { cuda::silu_mul(gate, up, n, state_->stream); }
+
+void CudaBackendOps::add(float* x, const float* y, int64_t n) { cuda::add(x, y, n, state_->stream); }
+
+void CudaBackendOps::gather_rows(const float* x, int64_t width, const int64_t* rows, int64_t count, float* out) {
+  cuda::gather_rows(x, width, rows, count, out, state_->stream);
+}
+
+void CudaBackendOps::matmul(const WeightMatrix& w, const float* x, int64_t rows, float* y, const float* bias) {
+  if (rows == 0) return;
+  cudaStream_t stream = state_->stream;
+  const int m = static_cast<int>(w.rows), k = static_cast<int>(w.cols), n = static_cast<int>(rows);
+  // Row-major y[rows, out] = x[rows, in] · Wᵀ is column-major yᵀ[out, rows] = W[in, out]ᵀ · xᵀ[in, rows].
+  if (rows > cuda::kGemvMaxRows && w.dtype == DType::F32) {
+    const float one = 1.0f, zero = 0.0f;
+    PODKV_CUBLAS_CHECK(cublasSgemm(state_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one,
+                                   static_cast<const float*>(w.data), k, x, k, &zero, y, m));
+  } else if (rows > cuda::kGemvMaxRows && w.dtype == DType::BF16) {
+    const size_t elems = static_cast<size_t>(rows) * static_cast<size_t>(k);
+    if (elems > state_->split_capacity) {
+      synchronize();
+      cudaFree(state_->split);
+      state_->split = nullptr;
+      state_->split_capacity = std::max(elems, 2 * state_->split_capacity);
+      state_->split = static_cast<uint16_t*>(device_alloc(2 * state_->split_capacity * sizeof(uint16_t), "matmul scratch"));
+    }
+    uint16_t* hi = state_->split;
+    uint16_t* lo = state_->split + state_->split_capacity;
+    cuda::split_bf16(x, static_cast<int64_t>(elems), hi, lo, stream);
+    const float one = 1.0f, zero = 0.0f;
+    PODKV_CUBLAS_CHECK(cublasGemmEx(state_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w.data, CUDA_R_16BF, k,
+                                    hi, CUDA_R_16BF, k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+    PODKV_CUBLAS_CHECK(cublasGemmEx(state_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w.data, CUDA_R_16BF, k,
+                                    lo, CUDA_R_16BF, k, &one, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+  } else {
+    // Decode rows, and the stored types cuBLAS does not take (F16 and Q8_0 here: CudaBackend uploads bf16 or f32).
+    for (int64_t r = 0; r < rows; r += cuda::kGemvMaxRows) {
+      const int64_t chunk = std::min<int64_t>(cuda::kGemvMaxRows, rows - r);
+      cuda::gemv(w.dtype, w.data, w.rows, w.cols, x + r * w.cols, chunk, y + r * w.rows, bias, stream);
+    }
+    return;
+  }
+  if (bias != nullptr) cuda::add_bias(y, bias, rows, w.rows, stream);
+}
+
+void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
+  check(view.num_seqs == batch.num_seqs, "set_step: the view has " + std::to_string(view.num_seqs) +
+                                             " batch entries, the batch " + std::to_string(batch.num_seqs));
+  view_ = view;
+  batch_ = batch;
+  State& s = *state_;
+  const int B = view.num_seqs, L = view.num_layers, H = view.num_kv_heads, G = view.num_groups;
+  const size_t streams = static_cast<size_t>(B) * 4 * L * H;
+  const int64_t rows = batch.row_begin[B];
+  s.row_entry.resize(static_cast<size_t>(rows));
+  for (int b = 0; b < B; ++b)
+    for (int64_t r = batch.row_begin[b]; r < batch.row_begin[b + 1]; ++r) s.row_entry[r] = b;
+
+  Packer& p = s.packer;
+  p.bytes().clear();
+  const size_t indptr = p.put(view.page_indptr, streams + 1);
+  const size_t indices = p.put(view.page_indices, static_cast<size_t>(view.page_indptr[streams]));
+  const size_t key_rules = p.put(view.key_rules, static_cast<size_t>(L) * H);
+  const size_t value_rules = p.put(view.value_rules, static_cast<size_t>(L) * H);
+  const size_t new_length = p.put(view.new_length, B);
+  const size_t window_base = p.put(view.window_base, B);
+  const size_t store_size = G > 0 ? p.put(view.store_size, static_cast<size_t>(B) * G) : 0;
+  const size_t score_indptr = G > 0 ? p.put(view.score_indptr, static_cast<size_t>(B) * G + 1) : 0;
+  const size_t row_begin = p.put(batch.row_begin, B + 1);
+  const size_t first_pos = p.put(batch.first_pos, B);
+  const size_t score_from = batch.score_from != nullptr ? p.put(batch.score_from, B) : 0;
+  const size_t row_entry = p.put(s.row_entry.data(), s.row_entry.size());
+  const size_t bytes = p.bytes().size();
+  if (bytes > s.step_capacity) {
+    synchronize();  // kernels of the last step may still read the old buffer
+    cudaFree(s.step_buffer);
+    s.step_buffer = nullptr;
+    s.step_capacity = std::max(bytes, 2 * s.step_capacity);
+    s.step_buffer = static_cast<uint8_t*>(device_alloc(s.step_capacity, "the step's page tables"));
+  }
+  upload(s.step_buffer, p.bytes().data(), bytes);
+
+  uint8_t* base = s.step_buffer;
+  cuda::DeviceStep& d = s.step;
+  d.dtype = static_cast<int32_t>(view.dtype);
+  d.pool = view.pool;
+  d.page_tokens = view.page_tokens;
+  d.entry_bytes = view.entry_bytes;
+  d.page_bytes = view.page_bytes;
+  d.num_layers = L;
+  d.num_kv_heads = H;
+  d.head_dim = view.head_dim;
+  d.sink_tokens = view.sink_tokens;
+  d.recent_tokens = view.recent_tokens;
+  d.key_rules = reinterpret_cast<const KvRule*>(base + key_rules);
+  d.value_rules = reinterpret_cast<const KvRule*>(base + value_rules);
+  d.num_groups = G;
+  d.num_seqs = B;
+  d.rows = rows;
+  d.new_length = reinterpret_cast<const int64_t*>(base + new_length);
+  d.window_base = reinterpret_cast<const int64_t*>(base + window_base);
+  d.page_indptr = reinterpret_cast<const int64_t*>(base + indptr);
+  d.page_indices = reinterpret_cast<const int32_t*>(base + indices);
+  d.store_size = G > 0 ? reinterpret_cast<const int64_t*>(base + store_size) : nullptr;
+  d.score_indptr = G > 0 ? reinterpret_cast<const int64_t*>(base + score_indptr) : nullptr;
+  d.row_begin = reinterpret_cast<const int64_t*>(base + row_begin);
+  d.first_pos = reinterpret_cast<const int64_t*>(base + first_pos);
+  d.score_from = batch.score_from != nullptr ? reinterpret_cast<const int64_t*>(base + score_from) : nullptr;
+  d.row_entry = reinterpret_cast<const int32_t*>(base + row_entry);
+  has_step_ = true;
+}
+
+void CudaBackendOps::kv_write(int layer, const float* k, const float* v) {
+  check(has_step_, "kv_write: no step (call set_step first)");
+  check(layer >= 0 && layer < view_.num_layers, "kv_write: no layer " + std::to_string(layer));
+  cuda::kv_write(state_->step, layer, k, v, state_->stream);
+}
+
+void CudaBackendOps::attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs) {
+  check(has_step_, "attention: no step (call set_step first)");
+  const int kv_heads = view_.num_kv_heads;
+  check(params.num_heads >= 1 && params.num_heads % kv_heads == 0,
+        "attention: " + std::to_string(params.num_heads) + " query heads over " + std::to_string(kv_heads) +
+            " KV heads is not supported");
+  check(params.layer >= 0 && params.layer < view_.num_layers, "attention: no layer " + std::to_string(params.layer));
+  const int groups = params.num_heads / kv_heads;
+  const bool counts_skips = params.tau < 1.0f && outputs.gates != nullptr;
+  if (counts_skips) fill_zero(state_->counter, sizeof(unsigned long long));
+  cuda::AttentionLaunch launch;
+  launch.layer = params.layer;
+  launch.num_heads = params.num_heads;
+  launch.scale = params.scale;
+  launch.tau = params.tau;
+  launch.out = outputs.out;
+  launch.all_gates = outputs.gates;
+  launch.scores = view_.num_groups > 0 ? outputs.scores : nullptr;
+  launch.skipped = state_->counter;
+  cuda::attention(state_->step, launch, q, state_->stream);
+  if (outputs.stats == nullptr) return;
+  // Distant parts follow from the positions and rules alone (as attention.cpp counts them).
+  const bool split = view_.recent_tokens > 0;
+  int64_t distant_parts = 0;
+  for (int h = 0; h < kv_heads; ++h) {
+    const KvRule& rule = view_.key_rules[params.layer * kv_heads + h];
+    const bool shared = rule.retention == kRetainWindow || rule.retention == kRetainNone;
+    if (!shared || rule.distant_source < 0) continue;
+    for (int b = 0; b < batch_.num_seqs; ++b)
+      for (int64_t t = 0; t < batch_.row_begin[b + 1] - batch_.row_begin[b]; ++t)
+        if (has_distant(batch_.first_pos[b] + t, view_.sink_tokens, view_.recent_tokens, split)) distant_parts += groups;
+  }
+  outputs.stats->distant_parts += distant_parts;
+  if (counts_skips) {
+    unsigned long long skipped = 0;
+    download(&skipped, state_->counter, sizeof(skipped));
+    outputs.stats->skipped_distant_parts += static_cast<int64_t>(skipped);
+  }
+}
+
+}  // namespace podkv
+
+#else
+
+namespace podkv {
+
+bool cuda_device_available() { return false; }
+
+}  // namespace podkv
+
+#endif

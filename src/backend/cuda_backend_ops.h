@@ -1,0 +1,65 @@
+// BackendOps on an NVIDIA GPU (built with PODKV_CUDA=ON): device memory from
+// cudaMalloc, every op a kernel of src/cuda on one stream, matmul through a
+// GEMV kernel for up to 8 rows and cuBLAS above. Arithmetic is float32 like
+// the CPU's (activations, attention, accumulation); what differs is the order
+// of the sums, and for BF16 weights with more than 8 rows the activations,
+// which cuBLAS takes as two bf16 halves (x = hi + lo, about 2^-17 relative).
+// The per-step descriptors (view page tables, rules, batch rows) are copied
+// to the device by set_step in one upload.
+//
+// Not in this header: any CUDA type, so that it compiles without the toolkit.
+#pragma once
+
+#include "backend/backend_ops.h"
+
+namespace podkv {
+
+// True when the CUDA runtime sees at least one device (false when built without CUDA).
+bool cuda_device_available();
+
+#if defined(PODKV_HAVE_CUDA)
+
+class CudaBackendOps : public BackendOps {
+ public:
+  // On device 0; throws Error when there is none.
+  CudaBackendOps();
+  ~CudaBackendOps() override;
+  std::string name() const override { return "cuda"; }
+
+  void* alloc(size_t bytes) override;
+  void free(void* ptr) override;
+  void upload(void* device_dst, const void* host_src, size_t bytes) override;
+  void download(void* host_dst, const void* device_src, size_t bytes) override;
+  void synchronize() override;
+  std::unique_ptr<KvPool> create_kv_pool(KvCache& cache) override;
+
+  void embedding(const WeightMatrix& table, const int32_t* tokens, int64_t rows, float* out) override;
+  void rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, double eps, float* out) override;
+  void rope(float* x, int64_t rows, int heads, int dim, const int64_t* positions, const float* inv_freq,
+            bool interleaved) override;
+  void silu_mul(float* gate, const float* up, int64_t n) override;
+  void matmul(const WeightMatrix& w, const float* x, int64_t rows, float* y, const float* bias) override;
+  void add(float* x, const float* y, int64_t n) override;
+  void gather_rows(const float* x, int64_t width, const int64_t* rows, int64_t count, float* out) override;
+
+  void set_step(const KvView& view, const AttentionBatch& batch) override;
+  void kv_write(int layer, const float* k, const float* v) override;
+  void attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs) override;
+
+  // Beyond the interface, for CudaBackend: zeroes device memory (queued).
+  void fill_zero(void* device_ptr, size_t bytes);
+  // Free and total device memory in bytes.
+  void memory_info(size_t& free_bytes, size_t& total_bytes) const;
+  std::string device_name() const;
+
+ private:
+  struct State;  // the stream, cuBLAS, scratch and the step's device arrays
+  std::unique_ptr<State> state_;
+  KvView view_;  // host copies of the step's descriptors (stats are counted on the host)
+  AttentionBatch batch_;
+  bool has_step_ = false;
+};
+
+#endif
+
+}  // namespace podkv

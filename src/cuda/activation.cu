@@ -1,0 +1,66 @@
+// Elementwise ops: SwiGLU's silu(gate) * up, the residual add, bias rows, and
+// the split of float32 activations into two bf16 parts for the bf16 GEMM.
+#include "cuda/cuda_check.h"
+#include "cuda/elements.cuh"
+#include "cuda/kernels.h"
+
+namespace podkv::cuda {
+
+namespace {
+
+unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + 255) / 256); }
+
+__global__ void silu_mul_kernel(float* gate, const float* up, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + expf(-g)) * up[i];
+  }
+}
+
+__global__ void add_kernel(float* x, const float* y, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += y[i];
+}
+
+__global__ void add_bias_kernel(float* y, const float* bias, int64_t rows, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < rows * n) y[i] += bias[i % n];
+}
+
+__global__ void split_bf16_kernel(const float* x, int64_t n, uint16_t* hi, uint16_t* lo) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) {
+    const uint16_t h = f32_to_bf16_bits(x[i]);
+    hi[i] = h;
+    lo[i] = f32_to_bf16_bits(x[i] - bf16_bits_to_f32(h));
+  }
+}
+
+}  // namespace
+
+void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  silu_mul_kernel<<<blocks_for(n), 256, 0, stream>>>(gate, up, n);
+  check_launch("silu_mul_kernel");
+}
+
+void add(float* x, const float* y, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  add_kernel<<<blocks_for(n), 256, 0, stream>>>(x, y, n);
+  check_launch("add_kernel");
+}
+
+void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream) {
+  if (rows * n == 0) return;
+  add_bias_kernel<<<blocks_for(rows * n), 256, 0, stream>>>(y, bias, rows, n);
+  check_launch("add_bias_kernel");
+}
+
+void split_bf16(const float* x, int64_t n, uint16_t* hi, uint16_t* lo, cudaStream_t stream) {
+  if (n == 0) return;
+  split_bf16_kernel<<<blocks_for(n), 256, 0, stream>>>(x, n, hi, lo);
+  check_launch("split_bf16_kernel");
+}
+
+}  // namespace podkv::cuda

@@ -1,0 +1,52 @@
+// Launchers of the CUDA kernels (one family per .cu file beside this), called
+// by CudaBackendOps. Pointers are device memory; every launcher runs on
+// `stream` and throws Error when the launch fails.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "cuda/device_step.h"
+#include "kv/kv_pool.h"
+#include "util/dtype.h"
+
+namespace podkv::cuda {
+
+// embedding.cu: table [vocab, hidden] in F32/F16/BF16/Q8_0; tokens outside the table give rows of zeros
+// (the runner checks ids before a step).
+void embedding(DType dtype, const void* table, int64_t vocab, int64_t hidden, const int32_t* tokens, int64_t rows,
+               float* out, cudaStream_t stream);
+void gather_rows(const float* x, int64_t width, const int64_t* rows, int64_t count, float* out, cudaStream_t stream);
+
+// norm.cu: RMSNorm of each row, sums of squares in double.
+void rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, double eps, float* out,
+              cudaStream_t stream);
+
+// rope.cu: angle float32(pos) * inv_freq[i] in float32, its cos and sin in double.
+void rope(float* x, int64_t rows, int heads, int dim, const int64_t* positions, const float* inv_freq, bool interleaved,
+          cudaStream_t stream);
+
+// activation.cu: SwiGLU's product, the residual add, a bias on every row, f32 -> bf16 (hi, lo) split.
+void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream);
+void add(float* x, const float* y, int64_t n, cudaStream_t stream);
+void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream);
+// x = hi + lo to about 2^-17 relative: hi = bf16(x), lo = bf16(x - hi).
+void split_bf16(const float* x, int64_t n, uint16_t* hi, uint16_t* lo, cudaStream_t stream);
+
+// gemv.cu: y[rows, out] = x[rows, in] · Wᵀ (+ bias) for rows <= kGemvMaxRows, W in F32/F16/BF16/Q8_0,
+// float32 accumulation; one warp per output feature, W read once.
+constexpr int64_t kGemvMaxRows = 8;
+void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, int64_t rows, float* y,
+          const float* bias, cudaStream_t stream);
+
+// kv_write.cu: the step's new keys and values into the pool (encoded), and the pool's entry copies.
+void kv_write(const DeviceStep& step, int layer, const float* k, const float* v, cudaStream_t stream);
+void copy_entries(uint8_t* pool, int64_t page_bytes, int64_t entry_bytes, const EntryCopy* copies, int64_t count,
+                  cudaStream_t stream);
+
+// attention.cu: one layer's attention over the paged view (decode and prefill).
+constexpr int kMaxHeadDim = 128;
+void attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, cudaStream_t stream);
+
+}  // namespace podkv::cuda

@@ -1,0 +1,164 @@
+// The CUDA backend end to end on the HF fixtures (tests/fixtures/models):
+// logits against transformers' goldens and the CPU backend, prefill in chunks
+// and decode step by step, greedy generation equal to transformers'. Skips
+// when built without CUDA or when no GPU is visible (CI). The op-level
+// comparison is podkv_test_backend_ops.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include "backend/cuda_backend.h"
+#include "engine/generate.h"
+#include "engine/runner.h"
+#include "io/safetensors.h"
+#include "kv/kv_cache.h"
+#include "model/model.h"
+
+namespace podkv {
+namespace {
+
+namespace fs = std::filesystem;
+
+const fs::path kFixtures = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
+
+std::vector<std::string> fixture_names() {
+  std::vector<std::string> names;
+  if (!fs::exists(kFixtures)) return names;
+  for (const auto& e : fs::directory_iterator(kFixtures))
+    if (fs::exists(e.path() / "reference.safetensors")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+class CudaFixture : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+#if !defined(PODKV_HAVE_CUDA)
+    GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)";
+#else
+    if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+#endif
+  }
+};
+
+#if defined(PODKV_HAVE_CUDA)
+
+std::vector<int32_t> ids_of(const safetensors::File& f, const std::string& name) {
+  const auto* t = f.find(name);
+  if (t == nullptr) return {};
+  std::vector<int64_t> v(static_cast<size_t>(t->elements()));
+  std::memcpy(v.data(), t->data, v.size() * 8);
+  return std::vector<int32_t>(v.begin(), v.end());
+}
+
+const float* expected_logits(const safetensors::File& f) {
+  const auto* t = f.find("logits_f32ref");
+  if (t == nullptr) t = f.find("logits");
+  return t == nullptr ? nullptr : reinterpret_cast<const float*>(t->data);
+}
+
+std::unique_ptr<KvCache> cache_for(const ModelConfig& c, int64_t tokens, KvDType dtype = KvDType::F32) {
+  return std::make_unique<KvCache>(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim),
+                                   static_cast<size_t>(tokens + 64) * c.dense_kv_bytes_per_token(4) * 2, 16, dtype);
+}
+
+double relative_error(const float* a, const float* ref, size_t n) {
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < n; ++i) {
+    max_diff = std::max(max_diff, static_cast<double>(std::fabs(a[i] - ref[i])));
+    max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
+  }
+  return max_diff / max_ref;
+}
+
+// Float32 weights and cache on the GPU: the CPU's arithmetic up to the order of sums.
+TEST_P(CudaFixture, LogitsMatchTransformersAndCpu) {
+  const fs::path dir = kFixtures / GetParam();
+  auto ref = safetensors::File::open((dir / "reference.safetensors").string());
+  auto model = Model::load(dir.string());
+  const ModelConfig& c = model->config();
+  const std::vector<int32_t> ids = ids_of(ref, "input_ids");
+  const float* expected = expected_logits(ref);
+  ASSERT_NE(expected, nullptr);
+  CudaBackendOptions options;
+  options.weights = DType::F32;
+  CudaBackend gpu(*model, options);
+  for (int64_t chunk : {int64_t{1000}, int64_t{37}, int64_t{1}}) {
+    std::vector<float> cpu_logits, gpu_logits;
+    {
+      auto cache = cache_for(c, static_cast<int64_t>(ids.size()));
+      Runner runner(*model, *cache);
+      runner.set_chunk_size(chunk);
+      runner.forward(cache->add_sequence(), ids, true, cpu_logits);
+    }
+    auto cache = cache_for(c, static_cast<int64_t>(ids.size()));
+    Runner runner(gpu, *cache);
+    runner.set_chunk_size(chunk);
+    runner.forward(cache->add_sequence(), ids, true, gpu_logits);
+    ASSERT_EQ(gpu_logits.size(), cpu_logits.size());
+    EXPECT_LT(relative_error(gpu_logits.data(), expected, gpu_logits.size()), 1e-4) << GetParam() << " chunk " << chunk;
+    EXPECT_LT(relative_error(gpu_logits.data(), cpu_logits.data(), gpu_logits.size()), 1e-5)
+        << GetParam() << " chunk " << chunk;
+  }
+}
+
+// BF16 weights (the default upload): within a few percent of the float32 logits, argmax mostly equal.
+TEST_P(CudaFixture, Bf16WeightsStayClose) {
+  const fs::path dir = kFixtures / GetParam();
+  auto ref = safetensors::File::open((dir / "reference.safetensors").string());
+  auto model = Model::load(dir.string());
+  const ModelConfig& c = model->config();
+  const std::vector<int32_t> ids = ids_of(ref, "input_ids");
+  const float* expected = expected_logits(ref);
+  CudaBackend gpu(*model);
+  auto cache = cache_for(c, static_cast<int64_t>(ids.size()), KvDType::BF16);
+  Runner runner(gpu, *cache);
+  std::vector<float> logits;
+  runner.forward(cache->add_sequence(), ids, true, logits);
+  const int64_t vocab = c.vocab_size, tokens = static_cast<int64_t>(ids.size());
+  int64_t agree = 0;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const float* a = logits.data() + t * vocab;
+    const float* b = expected + t * vocab;
+    agree += std::max_element(a, a + vocab) - a == std::max_element(b, b + vocab) - b;
+  }
+  const double err = relative_error(logits.data(), expected, logits.size());
+  std::printf("[ bf16     ] %s: max relative error %.3g, top-1 agreement %lld/%lld\n", GetParam().c_str(), err,
+              static_cast<long long>(agree), static_cast<long long>(tokens));
+  EXPECT_LT(err, 5e-2) << GetParam();
+  EXPECT_GE(agree, tokens * 9 / 10) << GetParam();
+}
+
+TEST_P(CudaFixture, GreedyGenerationMatchesTransformers) {
+  const fs::path dir = kFixtures / GetParam();
+  auto ref = safetensors::File::open((dir / "reference.safetensors").string());
+  if (ref.find("greedy_ids") == nullptr) GTEST_SKIP() << "no greedy reference";
+  auto model = Model::load(dir.string());
+  const std::vector<int32_t> prompt = ids_of(ref, "greedy_prompt");
+  const std::vector<int32_t> expected = ids_of(ref, "greedy_ids");
+  CudaBackendOptions options;
+  options.weights = DType::F32;
+  CudaBackend gpu(*model, options);
+  auto cache = cache_for(model->config(), static_cast<int64_t>(prompt.size() + expected.size()));
+  Runner runner(gpu, *cache);
+  GenerateOptions gen;
+  gen.max_new_tokens = static_cast<int>(expected.size());
+  gen.stop_at_eos = false;
+  GenerateResult r = generate(runner, cache->add_sequence(), nullptr, prompt, gen);
+  EXPECT_EQ(r.generated_ids, expected) << GetParam();
+}
+
+#else
+
+TEST_P(CudaFixture, Skipped) {}
+
+#endif
+
+INSTANTIATE_TEST_SUITE_P(Models, CudaFixture, ::testing::ValuesIn(fixture_names()),
+                         [](const auto& info) { return info.param; });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CudaFixture);
+
+}  // namespace
+}  // namespace podkv
