@@ -15,8 +15,8 @@
 
 #include "kv/kv_pool.h"
 #include "kv/kv_view_builder.h"
-#include "kv/policies.h"
 #include "ops/attention.h"
+#include "policy/policies.h"
 
 namespace podkv {
 namespace {

@@ -16,7 +16,7 @@
 #include <random>
 #include <vector>
 
-#include "ops/bandwidth.h"
+#include "bench_probe/bandwidth.h"
 #include "ops/matmul.h"
 #include "util/dtype.h"
 

@@ -12,7 +12,7 @@
 #include "kv/kv_cache.h"
 #include "kv/kv_pool.h"
 #include "kv/kv_view_builder.h"
-#include "kv/policies.h"
+#include "policy/policies.h"
 #include "ops/attention.h"
 
 namespace podkv::testing {

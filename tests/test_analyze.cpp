@@ -17,15 +17,15 @@
 #include <numeric>
 
 #include "cli_run.h"
+#include "engine/runner.h"
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
-#include "kv/policies.h"
+#include "kv/pod_config.h"
 #include "model/create.h"
-#include "engine/runner.h"
 #include "model/model.h"
 #include "plot/plot.h"
 #include "pod/analyze.h"
-#include "pod/pod_config.h"
+#include "policy/policies.h"
 #include "tokenizer/tokenizer.h"
 
 namespace podkv {

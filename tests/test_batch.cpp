@@ -11,8 +11,12 @@
 #include "engine/generate.h"
 #include "engine/runner.h"
 #include "engine/scheduler.h"
+<<<<<<< HEAD
 #include "kv_test_util.h"
+=======
+>>>>>>> layers
 #include "model/model.h"
+#include "policy/policies.h"
 
 namespace podkv {
 namespace {

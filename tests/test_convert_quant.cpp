@@ -6,8 +6,8 @@
 #include <map>
 
 #include "cli_run.h"
+#include "convert/compare.h"
 #include "io/gguf.h"
-#include "model/compare.h"
 #include "model/model.h"
 
 namespace podkv {

@@ -12,17 +12,17 @@
 #include <random>
 #include <set>
 
+#include "engine/runner.h"
 #include "eval/checkpoint.h"
-#include "eval/policy_spec.h"
 #include "eval/report.h"
 #include "eval/runner.h"
 #include "eval/scoring.h"
 #include "eval/tasks.h"
-#include "kv/policies.h"
+#include "kv/pod_config.h"
 #include "model/create.h"
-#include "engine/runner.h"
 #include "plot/plot.h"
-#include "pod/pod_config.h"
+#include "policy/policies.h"
+#include "policy/policy_spec.h"
 #include "util/error.h"
 
 namespace podkv::eval {

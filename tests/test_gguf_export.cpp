@@ -22,12 +22,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include "convert/gguf_export.h"
+#include "engine/generate.h"
+#include "engine/runner.h"
 #include "io/gguf.h"
-#include "io/gguf_export.h"
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
-#include "engine/runner.h"
-#include "engine/generate.h"
 #include "model/model.h"
 #include "tokenizer/pretokenize.h"
 #include "tokenizer/tokenizer.h"

@@ -12,6 +12,7 @@
 #include "kv/kv_entry.h"
 #include "kv_test_util.h"
 #include "model/model.h"
+#include "policy/policies.h"
 
 namespace podkv {
 namespace {

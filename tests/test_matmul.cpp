@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "ops/bandwidth.h"
+#include "bench_probe/bandwidth.h"
 #include "ops/matmul.h"
 #include "util/dtype.h"
 #include "util/error.h"

@@ -7,8 +7,8 @@
 
 #include <random>
 
-#include "kv/policies.h"
 #include "ops/attention.h"
+#include "policy/policies.h"
 #include "kv_test_util.h"
 #include "reference_attention.h"
 

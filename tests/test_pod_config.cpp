@@ -7,7 +7,7 @@
 #include <fstream>
 #include <string>
 
-#include "pod/pod_config.h"
+#include "kv/pod_config.h"
 #include "util/error.h"
 
 namespace podkv {

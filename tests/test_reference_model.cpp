@@ -7,9 +7,9 @@
 #include <cmath>
 #include <filesystem>
 
-#include "kv/kv_cache.h"
-#include "kv/policies.h"
 #include "engine/runner.h"
+#include "kv/kv_cache.h"
+#include "policy/policies.h"
 #include "tokenizer/tokenizer.h"
 
 namespace podkv {

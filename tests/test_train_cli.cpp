@@ -6,9 +6,9 @@
 
 #include "cli_run.h"
 #include "io/safetensors.h"
+#include "kv/pod_config.h"
 #include "model/model.h"
 #include "plot/plot.h"
-#include "pod/pod_config.h"
 #include "tokenizer/tokenizer.h"
 #include "train/trainer.h"
 

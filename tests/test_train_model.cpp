@@ -8,10 +8,10 @@
 #include <fstream>
 #include <random>
 
-#include "kv/kv_cache.h"
-#include "kv/policies.h"
 #include "engine/runner.h"
+#include "kv/kv_cache.h"
 #include "model/model.h"
+#include "policy/policies.h"
 #include "train/model_train.h"
 
 namespace podkv::train {

@@ -11,7 +11,7 @@
 
 #include "kv/kv_cache.h"
 #include "kv/kv_layout.h"
-#include "kv/policies.h"
+#include "policy/policies.h"
 #include "engine/runner.h"
 #include "plot/plot.h"
 #include "tokenizer/tokenizer.h"

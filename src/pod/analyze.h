@@ -22,9 +22,9 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
+#include "kv/pod_config.h"
 #include "model/model.h"
 #include "pod/grouping.h"
-#include "pod/pod_config.h"
 
 namespace podkv {
 

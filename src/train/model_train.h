@@ -16,8 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "kv/pod_config.h"
 #include "model/config.h"
-#include "pod/pod_config.h"
 
 namespace podkv {
 class Model;

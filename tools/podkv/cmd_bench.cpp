@@ -10,8 +10,8 @@
 
 #include "commands.h"
 #include "common.h"
+#include "bench_probe/bandwidth.h"
 #include "engine/runner.h"
-#include "ops/bandwidth.h"
 #include "ops/matmul.h"
 #include "util/error.h"
 

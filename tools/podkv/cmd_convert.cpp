@@ -5,8 +5,8 @@
 
 #include "commands.h"
 #include "common.h"
-#include "io/gguf_export.h"
-#include "model/compare.h"
+#include "convert/compare.h"
+#include "convert/gguf_export.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"

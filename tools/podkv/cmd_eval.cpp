@@ -10,13 +10,12 @@
 
 #include "commands.h"
 #include "common.h"
-#include "kv_specs.h"
 #include "eval/checkpoint.h"
-#include "eval/policy_spec.h"
 #include "eval/report.h"
 #include "eval/runner.h"
 #include "eval/tasks.h"
 #include "ops/matmul.h"
+#include "policy/policy_spec.h"
 #include "util/error.h"
 
 namespace podkv::cli {
@@ -35,7 +34,7 @@ struct EvalCommand {
   bool no_progress = false;
 };
 
-eval::EvalPolicy make_policy(const eval::PolicySpec& spec, const EvalCommand& o, const ModelConfig& c) {
+eval::EvalPolicy make_policy(const PolicySpec& spec, const EvalCommand& o, const ModelConfig& c) {
   NamedPolicy named = resolve_policy(spec, o.shared, c, o.model);
   eval::EvalPolicy p;
   p.label = std::move(named.label);
@@ -99,14 +98,14 @@ std::vector<int64_t> default_lengths(int64_t context) {
 void run(EvalCommand& o) {
   if (o.threads > 0) set_num_threads(o.threads);
   if (o.chunk < 1) throw Error("--chunk: must be at least 1");
-  const std::vector<eval::PolicySpec> specs = eval::parse_policy_specs(o.kv);
+  const std::vector<PolicySpec> specs = parse_policy_specs(o.kv);
   const ModelConfig config = Model::load_config(o.model);
   const int64_t context = config.max_position_embeddings;
   if (eval::is_grid_task(o.task.task) && o.task.lengths.empty()) o.task.lengths = default_lengths(context);
   if (eval::is_window_task(o.task.task) && o.task.context == 0) o.task.context = std::min<int64_t>(1024, context);
   eval::validate_settings(o.task, context);
   std::vector<eval::EvalPolicy> policies;
-  for (const eval::PolicySpec& spec : specs) policies.push_back(make_policy(spec, o, config));
+  for (const PolicySpec& spec : specs) policies.push_back(make_policy(spec, o, config));
 
   auto model = Model::load(o.model);
   auto tokenizer = load_model_tokenizer(*model);
@@ -159,7 +158,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("-m,--model", o->model, "model directory or .gguf file (with a tokenizer)")->required();
   cmd->add_option("--task", o->task.task, std::string("task: ") + eval::known_tasks())->required();
   cmd->add_option("--kv", o->kv, "policies, comma-separated, each NAME[:KEY=VALUE...] (keys: " +
-                                     std::string(eval::known_policy_settings()) + ")")->required();
+                                     std::string(known_policy_settings()) + ")")->required();
   cmd->add_option("--data", o->task.data_files, "text files (agreement, perplexity: the windows; niah: the haystack)");
   cmd->add_option("--out", o->out, "output directory (results.json, table.md, PNGs, progress)")->required();
   cmd->add_option("-c,--context", o->task.context, "agreement/perplexity: tokens per window (default: min(1024, model context))");

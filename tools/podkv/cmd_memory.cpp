@@ -11,9 +11,9 @@
 
 #include "commands.h"
 #include "common.h"
-#include "kv_specs.h"
 #include "engine/runner.h"
 #include "ops/matmul.h"
+#include "policy/policy_spec.h"
 #include "util/error.h"
 
 namespace podkv::cli {

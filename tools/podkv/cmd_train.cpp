@@ -11,10 +11,10 @@
 
 #include "commands.h"
 #include "common.h"
+#include "kv/pod_config.h"
 #include "model/create.h"
 #include "ops/matmul.h"
 #include "plot/plot.h"
-#include "pod/pod_config.h"
 #include "train/trainer.h"
 #include "util/error.h"
 

@@ -6,7 +6,7 @@
 
 #include "io/gguf.h"
 #include "io/safetensors.h"
-#include "kv/policies.h"
+#include "policy/policies.h"
 #include "util/error.h"
 
 namespace podkv::cli {
@@ -120,54 +120,12 @@ void add_kv_settings(CLI::App& cmd, KvOptions& o) {
       ->check(CLI::Range(0.0f, 1.0f));
 }
 
-KvLayout kv_layout_from_options(const KvOptions& o, const ModelConfig& c, const std::string& model_path,
-                                std::optional<float>* tau) {
-  KvPolicyOptions p;
-  p.policy = o.policy;
-  p.sink_tokens = o.sink;
-  p.recent_tokens = o.recent;
-  p.budget = o.budget;
-  p.observation_window = o.window;
-  p.pool_kernel = o.pool;
-  const bool pod_policy = o.policy == "pod" || o.policy == "pod+snapkv";
-  if (pod_policy) {
-    if (o.pod_group > 0) {
-      if (o.recent < 1) throw Error("--recent: PoD needs at least one recent token");
-      if (o.sink < 0) throw Error("--sink: must not be negative");
-      p.pod = uniform_pod_config(c.num_layers, c.num_kv_heads, o.pod_group, static_cast<int>(o.sink), static_cast<int>(o.recent));
-    } else {
-      std::string path = o.pod_config;
-      if (path.empty()) {
-        const fs::path beside = fs::path(model_path).parent_path() / "pod.json";
-        const fs::path inside = fs::path(model_path) / "pod.json";
-        if (fs::is_directory(model_path) && fs::exists(inside)) path = inside.string();
-        else if (!fs::is_directory(model_path) && fs::exists(beside)) path = beside.string();
-        else throw Error("--kv " + o.policy + ": no pod.json beside the model; give --pod-config FILE or --pod-group G");
-      }
-      p.pod = load_pod_config(path, c.num_layers, c.num_kv_heads);
-    }
-    if (tau != nullptr) *tau = p.pod->tau;
-  } else if (!o.pod_config.empty() || o.pod_group > 0) {
-    throw Error("--pod-config/--pod-group need --kv pod or pod+snapkv");
-  }
-  if (o.tau != -1) {  // given (-1 is "not given")
-    if (!pod_policy) throw Error("--tau needs --kv pod or pod+snapkv");
-    if (!(o.tau >= 0 && o.tau <= 1)) throw Error("--tau: must be in [0, 1], got " + std::to_string(o.tau));
-    if (tau != nullptr) *tau = o.tau;
-  }
-  return make_kv_layout(c, p);
-}
-
 std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch, int64_t chunk, KvDType dtype) {
   const int page = 16;
   KvCache probe(layout, 0, page, dtype);  // sizes only: no pages
   // Worst case: the whole context is one prefill (SnapKV drops nothing before it ends).
   const int64_t pages = probe.peak_pages(0, context, std::max<int64_t>(1, std::min(chunk, context)), context);
   return std::make_unique<KvCache>(layout, static_cast<size_t>(pages) * batch * probe.page_bytes(), page, dtype);
-}
-
-KvDType kv_dtype_from_options(const KvOptions& o, const Model& model) {
-  return kv_dtype_or_default(o.kv_dtype, model.weight_dtype());
 }
 
 std::unique_ptr<KvCache> make_dense_cache(const ModelConfig& c, int64_t context) {

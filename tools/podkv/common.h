@@ -9,6 +9,7 @@
 
 #include "kv/kv_cache.h"
 #include "model/model.h"
+#include "policy/kv_options.h"
 #include "tokenizer/tokenizer.h"
 
 namespace podkv::cli {
@@ -34,35 +35,17 @@ std::vector<int32_t> prompt_ids(const PromptOptions& o, const Tokenizer* tokeniz
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& what);
 std::vector<int32_t> read_ids_file(const std::string& path);
 
-// The KV-cache policy options shared by generate, logits, bench and info.
-struct KvOptions {
-  std::string policy = "dense";
-  std::string pod_config;      // pod.json (default: MODEL/pod.json when present)
-  int pod_group = 0;           // uniform PoD blocks of G layers instead of a pod.json
-  int64_t sink = 16;           // streaming, and --pod-group
-  int64_t recent = 256;        // streaming, and --pod-group
-  float tau = -1;              // PoD skipping threshold; < 0 = the pod.json's (or never)
-  int64_t budget = 1024;       // h2o, snapkv, pod+snapkv: distant tokens kept per (block,) head
-  int64_t window = 32;         // snapkv, pod+snapkv: observation window (last prompt queries)
-  int64_t pool = 7;            // snapkv, pod+snapkv: max-pooling kernel over key positions
-  std::string kv_dtype;        // f32, f16, bf16, q8_0; empty = the model's own float type
-};
-
+// The KV-cache options (struct KvOptions, policy/kv_options.h) as flags, shared
+// by generate, logits, bench and info.
 void add_kv_options(CLI::App& cmd, KvOptions& o);
 // The policy settings alone (--pod-config ... --tau), for commands that take a
 // list of policies in their own --kv.
 void add_kv_settings(CLI::App& cmd, KvOptions& o);
 
-// The layout the options name for this model; errors name the option.
-KvLayout kv_layout_from_options(const KvOptions& o, const ModelConfig& config, const std::string& model_path,
-                                std::optional<float>* tau = nullptr);
-
 // A KV cache with room for `batch` sequences of up to `context` tokens each,
 // prefilled in chunks of `chunk` tokens.
 std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch = 1, int64_t chunk = 256,
                                     KvDType dtype = KvDType::F32);
-// The KV entry type of --kv-dtype for this model (default: its own float type).
-KvDType kv_dtype_from_options(const KvOptions& o, const Model& model);
 std::unique_ptr<KvCache> make_dense_cache(const ModelConfig& config, int64_t context);
 
 // Bytes from a size like "8G", "512M", "1024"; throws Error naming `option`.

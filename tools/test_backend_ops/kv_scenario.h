@@ -1,5 +1,5 @@
 // A KV cache in a given state on a backend, for the kv_write and attention
-// cases: the layout of one KV policy (kv/policies.h) over a small geometry,
+// cases: the layout of one KV policy (policy/policies.h) over a small geometry,
 // the backend's pool, and one sequence per batch entry grown to its history
 // through the backend's kv_write (exact values, random selection scores,
 // SnapKV's end of prefill for the entries that decode); then the step's
@@ -16,7 +16,7 @@
 
 #include "harness.h"
 #include "kv/kv_view_builder.h"
-#include "kv/policies.h"
+#include "policy/policies.h"
 
 namespace podkv::backend_test {
 

@@ -12,14 +12,17 @@
 //   pod+snapkv PoD, with SnapKV's choice made per (block, KV head) from the
 //              attention of all the block's layers: the anchor's distant keys and
 //              every layer's distant values keep the same `budget` tokens
+// The options as the user gives them (policy/kv_options.h: pod.json found and
+// loaded, settings checked per policy) resolve to KvPolicyOptions and then to
+// a layout here.
 #pragma once
 
 #include <optional>
 #include <string>
 
 #include "kv/kv_layout.h"
+#include "kv/pod_config.h"
 #include "model/config.h"
-#include "pod/pod_config.h"
 
 namespace podkv {
 

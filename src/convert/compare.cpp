@@ -1,10 +1,10 @@
-#include "model/compare.h"
+#include "convert/compare.h"
 
 #include <algorithm>
 #include <cmath>
 
-#include "kv/kv_cache.h"
 #include "engine/runner.h"
+#include "kv/kv_cache.h"
 #include "util/error.h"
 
 namespace podkv {

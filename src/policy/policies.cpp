@@ -1,4 +1,4 @@
-#include "kv/policies.h"
+#include "policy/policies.h"
 
 #include "util/error.h"
 

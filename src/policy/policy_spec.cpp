@@ -1,31 +1,27 @@
-#include "kv_specs.h"
+#include "policy/policy_spec.h"
 
 #include <algorithm>
+#include <set>
+#include <sstream>
 
 #include "util/error.h"
 
-namespace podkv::cli {
+namespace podkv {
 
 namespace {
 
-bool is_pod_policy(const std::string& p) { return p == "pod" || p == "pod+snapkv"; }
+std::string trim(const std::string& s) {
+  const size_t a = s.find_first_not_of(" \t"), b = s.find_last_not_of(" \t");
+  return a == std::string::npos ? "" : s.substr(a, b - a + 1);
+}
 
-// Settings that apply to each policy (for checks and for results.json).
-std::vector<std::string> relevant_settings(const std::string& policy, bool pod_from_file) {
-  std::vector<std::string> keys;
-  if (is_pod_policy(policy)) {
-    if (pod_from_file) keys = {"config"};
-    else keys = {"group", "sink", "recent"};
-    keys.push_back("tau");
-  } else if (policy == "streaming" || policy == "h2o" || policy == "snapkv") {
-    keys = {"sink", "recent"};
-  } else if (policy != "dense" && policy != "cla") {
-    keys = {"sink", "recent", "group", "config", "tau", "budget", "window", "pool"};  // a policy this file does not know
-  }
-  if (policy == "h2o" || policy == "snapkv" || policy == "pod+snapkv") keys.push_back("budget");
-  if (policy == "snapkv" || policy == "pod+snapkv") keys.insert(keys.end(), {"window", "pool"});
-  keys.push_back("dtype");  // every policy
-  return keys;
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> parts;
+  std::string part;
+  std::stringstream in(s);
+  while (std::getline(in, part, sep)) parts.push_back(trim(part));
+  if (!s.empty() && s.back() == sep) parts.push_back("");
+  return parts;
 }
 
 int64_t parse_int(const std::string& key, const std::string& value, const std::string& label) {
@@ -40,7 +36,40 @@ int64_t parse_int(const std::string& key, const std::string& value, const std::s
 
 }  // namespace
 
-NamedPolicy resolve_policy(const eval::PolicySpec& spec, const KvOptions& shared, const ModelConfig& c,
+const char* known_policy_settings() { return "sink, recent, group, config, tau, budget, window, pool, dtype"; }
+
+std::vector<PolicySpec> parse_policy_specs(const std::vector<std::string>& lists) {
+  static const std::set<std::string> known = {"sink", "recent", "group", "config", "tau", "budget", "window", "pool", "dtype"};
+  std::vector<PolicySpec> specs;
+  std::set<std::string> labels;
+  for (const std::string& list : lists) {
+    for (const std::string& text : split(list, ',')) {
+      if (text.empty()) throw Error("--kv: empty policy in '" + list + "'");
+      const std::vector<std::string> parts = split(text, ':');
+      PolicySpec spec;
+      spec.label = text;
+      spec.policy = parts[0];
+      if (spec.policy.empty()) throw Error("--kv: '" + text + "' has no policy name before ':'");
+      std::set<std::string> seen;
+      for (size_t i = 1; i < parts.size(); ++i) {
+        const size_t eq = parts[i].find('=');
+        if (eq == std::string::npos || eq == 0 || eq + 1 == parts[i].size())
+          throw Error("--kv: '" + parts[i] + "' in '" + text + "' is not KEY=VALUE");
+        const std::string key = trim(parts[i].substr(0, eq)), value = trim(parts[i].substr(eq + 1));
+        if (!known.count(key))
+          throw Error("--kv: unknown setting '" + key + "' in '" + text + "' (known: " + known_policy_settings() + ")");
+        if (!seen.insert(key).second) throw Error("--kv: '" + key + "' is given twice in '" + text + "'");
+        spec.settings.emplace_back(key, value);
+      }
+      if (!labels.insert(spec.label).second) throw Error("--kv: '" + spec.label + "' is given twice");
+      specs.push_back(std::move(spec));
+    }
+  }
+  if (specs.empty()) throw Error("--kv: give at least one policy");
+  return specs;
+}
+
+NamedPolicy resolve_policy(const PolicySpec& spec, const KvOptions& shared, const ModelConfig& c,
                            const std::string& model_path) {
   KvOptions kv = shared;
   kv.policy = spec.policy;
@@ -69,7 +98,7 @@ NamedPolicy resolve_policy(const eval::PolicySpec& spec, const KvOptions& shared
   if (kv.sink < 0 || kv.sink > (int64_t{1} << 30) || kv.recent < 0 || kv.recent > (int64_t{1} << 30))
     throw Error("--kv: sink and recent in '" + spec.label + "' must be in 0..2^30");
   const bool pod_from_file = is_pod_policy(spec.policy) && kv.pod_group == 0;
-  const std::vector<std::string> relevant = relevant_settings(spec.policy, pod_from_file);
+  const std::vector<std::string> relevant = policy_settings(spec.policy, pod_from_file);
   for (const auto& [key, value] : spec.settings)
     if (std::find(relevant.begin(), relevant.end(), key) == relevant.end())
       throw Error("--kv: '" + key + "' does not apply to " + spec.policy + " in '" + spec.label + "'");
@@ -97,13 +126,12 @@ NamedPolicy resolve_policy(const eval::PolicySpec& spec, const KvOptions& shared
   return p;
 }
 
-
 std::vector<NamedPolicy> resolve_policies(const std::vector<std::string>& lists, const KvOptions& shared,
                                           const ModelConfig& config, const std::string& model_path) {
   std::vector<NamedPolicy> policies;
-  for (const eval::PolicySpec& spec : eval::parse_policy_specs(lists))
+  for (const PolicySpec& spec : parse_policy_specs(lists))
     policies.push_back(resolve_policy(spec, shared, config, model_path));
   return policies;
 }
 
-}  // namespace podkv::cli
+}  // namespace podkv

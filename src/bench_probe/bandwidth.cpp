@@ -1,7 +1,7 @@
 // Copy and read bandwidth of main memory with the threads the kernels use.
 // Each thread works on its own contiguous slice, which it also first-touches, so
 // on NUMA machines its pages are local (as the GEMV's row blocks are, once warm).
-#include "ops/bandwidth.h"
+#include "bench_probe/bandwidth.h"
 
 #include <omp.h>
 

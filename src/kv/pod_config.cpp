@@ -1,4 +1,4 @@
-#include "pod/pod_config.h"
+#include "kv/pod_config.h"
 
 #include <algorithm>
 #include <cerrno>

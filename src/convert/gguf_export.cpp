@@ -1,5 +1,5 @@
 // GGUF export of a Model (see gguf_export.h for what is written and why).
-#include "io/gguf_export.h"
+#include "convert/gguf_export.h"
 
 #include <algorithm>
 #include <cmath>
