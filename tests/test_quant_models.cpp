@@ -14,7 +14,7 @@
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "model/model.h"
 
 namespace podkv {

@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "kv/kv_cache.h"
-#include "model/forward.h"
+#include "engine/runner.h"
 #include "util/error.h"
 
 namespace podkv {
