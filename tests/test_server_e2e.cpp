@@ -46,7 +46,9 @@ std::string streamed_text(const std::string& body, bool chat, json* finish = nul
     const json& c = e.at("choices")[0];
     if (!c.at("finish_reason").is_null() && finish) *finish = c.at("finish_reason");
     if (chat) {
-      if (i == 0) EXPECT_EQ(c.at("delta").at("role"), "assistant") << e;
+      if (i == 0) {
+        EXPECT_EQ(c.at("delta").at("role"), "assistant") << e;
+      }
       if (c.at("delta").contains("content")) text += c.at("delta").at("content").get<std::string>();
     } else {
       text += c.at("text").get<std::string>();
@@ -229,8 +231,8 @@ TEST_F(ServeE2E, BadInputAndAuthGetErrorObjectsAndTheServerKeepsServing) {
 TEST_F(ServeE2E, OverloadGets503AndADisconnectGivesThePagesBack) {
   // Room for about two requests' KV pages at a time, and two waiting.
   // f32 entries of the reference model: 6 layers x 4 KV heads x 2 streams x 16 tokens x 128 bytes = 96 KiB per
-  // 16 tokens; a request of ~8 + 200 tokens peaks at 13 pages per stream (1.2 MiB).
-  auto server = serve({"--parallel", "4", "--queue", "2", "--kv-memory", "2600K", "--kv-dtype", "f32"});
+  // 16 tokens; a request of ~13 + 200 tokens peaks at 14 pages per stream (1.3 MiB): two fit.
+  auto server = serve({"--parallel", "4", "--queue", "2", "--kv-memory", "2800K", "--kv-dtype", "f32"});
   std::vector<std::future<HttpReply>> replies;
   for (int i = 0; i < 12; ++i)
     replies.push_back(std::async(std::launch::async, [&server, i] {

@@ -108,7 +108,7 @@ TEST(ServerEngine, CancelFreesPagesAndQueueIsBounded) {
     EXPECT_NE(std::string(e.what()).find("--queue 2"), std::string::npos) << e.what();
   }
   try {
-    engine.submit(f.request("Too long", 1 << 20));
+    engine.submit(f.request("Too long", 5000));
     FAIL();
   } catch (const SubmitError& e) {
     EXPECT_EQ(e.status(), 400);

@@ -8,6 +8,7 @@
 #include "cli_run.h"
 #include "model/model.h"
 #include "server/chat_template.h"
+#include "util/error.h"
 
 namespace podkv {
 namespace {

@@ -90,7 +90,7 @@ void fill_log(const PreparedRequest& r, const RequestOutcome& o) {
   current_log.queue_seconds = o.queue_seconds;
   current_log.time_to_first_token = o.time_to_first_token;
   current_log.total_seconds = o.total_seconds;
-  current_log.finish_reason = o.cancelled ? "cancelled" : o.finish_reason;
+  current_log.finish_reason = o.cancelled ? "cancelled" : !o.error.empty() ? "error" : o.finish_reason;
   if (!o.error.empty()) current_log.error = o.error;
 }
 
@@ -235,29 +235,25 @@ void HttpServer::Impl::stream(const httplib::Request& req, httplib::Response& re
   res.set_chunked_content_provider(
       "text/event-stream",
       [this, prepared, channel, state](size_t, httplib::DataSink& sink) {
-        auto send = [&](const std::string& event) {
-          if (sink.write(event.data(), event.size())) return true;
+        // The client is gone: stop the sequence and wait for the engine to
+        // drop it, so that the log line is final.
+        auto abandon = [&] {
           channel->cancel();
+          std::string ignored;
+          while (!channel->wait(kPoll, ignored)) ignored.clear();
+          fill_log(*prepared, channel->outcome());
           return false;
         };
+        auto send = [&](const std::string& event) { return sink.write(event.data(), event.size()); };
         if (!state->started) {
           state->started = true;
-          if (prepared->api.chat && !send(sse_event(api.role_chunk(*prepared)))) return false;
+          if (prepared->api.chat && !send(sse_event(api.role_chunk(*prepared)))) return abandon();
         }
         std::string text;
         std::vector<int32_t> ids;
         const bool finished = channel->wait(kPoll, text, &ids);
-        if ((!text.empty() || !ids.empty()) && !send(sse_event(api.text_chunk(*prepared, text, ids)))) return false;
-        if (!finished) {
-          if (client_gone(state->fd)) {
-            channel->cancel();
-            // Wait for the engine to drop the sequence so the log line is final.
-            while (!channel->wait(kPoll, text)) text.clear();
-            fill_log(*prepared, channel->outcome());
-            return false;
-          }
-          return true;
-        }
+        if ((!text.empty() || !ids.empty()) && !send(sse_event(api.text_chunk(*prepared, text, ids)))) return abandon();
+        if (!finished) return client_gone(state->fd) ? abandon() : true;
         const RequestOutcome& o = channel->outcome();
         fill_log(*prepared, o);
         if (o.cancelled) return false;

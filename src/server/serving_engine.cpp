@@ -121,6 +121,8 @@ void ServingEngine::loop() {
     }
     if (!running_.empty()) run_step();
     publish_gauges();
+    for (auto& [channel, outcome] : ended_) channel->finish(std::move(outcome));
+    ended_.clear();
   }
 }
 
@@ -231,9 +233,8 @@ void ServingEngine::retire(size_t index, const std::string& error) {
   metrics_.add_tokens(out.prompt_tokens, static_cast<int64_t>(out.generated_ids.size()));
   runner_.remove_sequence(r.seq);
   promised_ -= r.peak;
-  std::shared_ptr<RequestChannel> channel = std::move(r.channel);
+  ended_.emplace_back(std::move(r.channel), std::move(out));
   running_.erase(running_.begin() + static_cast<int64_t>(index));
-  channel->finish(std::move(out));
 }
 
 void ServingEngine::publish_gauges() {

@@ -140,6 +140,9 @@ class ServingEngine {
 
   // Engine thread only.
   std::vector<Running> running_;
+  // Ended this iteration; told after the gauges are published, so a client
+  // that scrapes /metrics after its answer sees its pages back.
+  std::vector<std::pair<std::shared_ptr<RequestChannel>, RequestOutcome>> ended_;
   int64_t promised_ = 0;  // peak pages of the running requests
   int64_t steps_ = 0;
   Batch batch_;

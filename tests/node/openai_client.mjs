@@ -26,7 +26,7 @@ const port = await new Promise((resolve, reject) => {
     if (m) resolve(Number(m[1]));
   });
   server.on("exit", (code) => reject(new Error(`podkv serve exited with ${code}: ${log}`)));
-  setTimeout(() => reject(new Error(`podkv serve did not start: ${log}`)), 30000);
+  setTimeout(() => reject(new Error(`podkv serve did not start: ${log}`)), 30000).unref();
 });
 
 try {

@@ -1,9 +1,10 @@
 // podkv serve: the OpenAI-compatible HTTP server (src/server) on one model and
 // one KV cache. This layer parses the options, prints the start line and one
 // line per request on stderr, and turns SIGINT/SIGTERM into a clean stop.
-#include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <thread>
@@ -47,16 +48,27 @@ std::string model_id_of(const std::string& path) {
 
 void log_request(const RequestLog& l) {
   std::string line = l.method + " " + l.path + " " + std::to_string(l.status);
-  if (!l.id.empty()) {
+  if (!l.id.empty()) line += " " + l.id;
+  if (!l.finish_reason.empty()) {
     char buf[256];
-    std::snprintf(buf, sizeof buf, " %s prompt=%lld completion=%lld queue=%.3fs ttft=%.3fs total=%.3fs", l.id.c_str(),
+    std::snprintf(buf, sizeof buf, " prompt=%lld completion=%lld queue=%.3fs ttft=%.3fs total=%.3fs",
                   static_cast<long long>(l.prompt_tokens), static_cast<long long>(l.completion_tokens),
                   l.queue_seconds, l.time_to_first_token, l.total_seconds);
     line += buf;
-    if (!l.finish_reason.empty()) line += " finish=" + l.finish_reason;
+    line += " finish=" + l.finish_reason;
   }
   if (!l.error.empty()) line += " error=\"" + l.error + "\"";
   std::fprintf(stderr, "%s %s\n", l.remote.c_str(), line.c_str());
+}
+
+// SIGINT/SIGTERM write a byte to this pipe (write() is safe in a signal
+// handler; threads that existed before main, such as OpenBLAS's, may take the
+// signal, so masking it is not enough); a thread reads it and stops the server.
+int stop_pipe[2] = {-1, -1};
+
+void on_stop_signal(int) {
+  const char byte = 1;
+  [[maybe_unused]] const ssize_t n = write(stop_pipe[1], &byte, 1);
 }
 
 void run(ServeCommand& o) {
@@ -66,14 +78,7 @@ void run(ServeCommand& o) {
   if (o.prefill_chunk < 1) throw Error("--prefill-chunk: must be at least 1, got " + std::to_string(o.prefill_chunk));
   if (o.port < 0 || o.port > 65535) throw Error("--port: must be in [0, 65535], got " + std::to_string(o.port));
   const size_t max_body = parse_bytes(o.max_body, "--max-body");
-  // Signals are taken by one thread (below), so every thread started from
-  // here on (HTTP workers, the engine, OpenMP) has them blocked; a client gone
-  // mid-write must not kill the server with SIGPIPE.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGINT);
-  sigaddset(&stop_signals, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  // A client gone mid-write must not kill the server with SIGPIPE.
   signal(SIGPIPE, SIG_IGN);
   if (o.threads > 0) set_num_threads(o.threads);
 
@@ -113,9 +118,16 @@ void run(ServeCommand& o) {
   const int port = server.bind();
   engine.start();
 
+  if (pipe(stop_pipe) != 0) throw Error("cannot create a pipe for the stop signals");
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
   std::thread signals([&] {
-    int sig = 0;
-    sigwait(&stop_signals, &sig);
+    char byte = 0;
+    while (read(stop_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+    }
     server.stop();
   });
   std::fprintf(stderr,
@@ -126,7 +138,7 @@ void run(ServeCommand& o) {
                chat.chat ? chat_format_name(chat.chat->format) : "none");
   std::fflush(stderr);
   server.listen();  // returns after stop(), once the requests in flight are answered
-  pthread_kill(signals.native_handle(), SIGTERM);  // no-op when the signal thread is done already
+  on_stop_signal(0);  // wakes the signal thread when the server stopped by itself
   signals.join();
   engine.stop();
   std::fprintf(stderr, "podkv serve: stopped\n");
