@@ -16,5 +16,6 @@ void add_convert_command(CLI::App& app);
 void add_train_commands(CLI::App& app);  // train, adapt, plot-loss
 void add_eval_command(CLI::App& app);
 void add_analyze_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 }  // namespace podkv::cli

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   podkv::cli::add_train_commands(app);
   podkv::cli::add_eval_command(app);
   podkv::cli::add_analyze_command(app);
+  podkv::cli::add_serve_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
