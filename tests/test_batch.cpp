@@ -11,10 +11,7 @@
 #include "engine/generate.h"
 #include "engine/runner.h"
 #include "engine/scheduler.h"
-<<<<<<< HEAD
 #include "kv_test_util.h"
-=======
->>>>>>> layers
 #include "model/model.h"
 #include "policy/policies.h"
 
