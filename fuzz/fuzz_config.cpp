@@ -1,4 +1,6 @@
 // config.json: every field's type and range, and the products derived from them.
+#include <nlohmann/json.hpp>
+
 #include "fuzz_util.h"
 #include "model/config.h"
 #include "util/error.h"

@@ -123,7 +123,7 @@ TEST_F(Reliability, D1_TokenizeStdinFromDevZero) {
   CliLimits limits = kBounded;
   limits.stdin_path = "/dev/zero";
   expect_error(run({"tokenize", "--tokenizer", kRef.string()}, "", limits), {"stdin", "256 MiB"});
-  expect_error(run({"tokenize", "--tokenizer", kRef.string(), "--jsonl"}, "", limits), {"stdin: line 1", "256 MiB"});
+  expect_error(run({"tokenize", "--tokenizer", kRef.string(), "--jsonl"}, "", limits), {"stdin: line 1", "16 MiB"});
   expect_error(run({"detokenize", "--tokenizer", kRef.string()}, "", limits), {"stdin", "256 MiB"});
 }
 
@@ -317,6 +317,8 @@ TEST_F(Reliability, D10_ThreadsAndContextOutOfRange) {
   for (const char* context : {"-5", "0"})
     expect_error(run({"info", "-m", kRef.string(), "--context", context}), {"--context", context});
   expect_error(run({"info", "-m", kRef.string(), "--context", "1024", "--batch", "0"}), {"--batch"});
+  expect_error(run({"info", "-m", kRef.string(), "--context", "99999999999"}), {"--context"});
+  expect_error(run({"memory", "-m", kRef.string(), "--contexts", "4096,99999999999"}), {"--contexts", "99999999999"});
 }
 
 }  // namespace

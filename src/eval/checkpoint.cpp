@@ -36,7 +36,7 @@ Checkpoint::Checkpoint(const std::string& dir, const nlohmann::json& settings, b
     std::ifstream progress(path_);
     std::string line;
     int64_t line_number = 0;
-    while (read_line_bounded(progress, line, kMaxTextBytes, path_, line_number)) {
+    while (read_line_bounded(progress, line, kMaxJsonLineBytes, path_, line_number)) {
       if (line.empty()) continue;
       try {
         records_.push_back(record_from_json(nlohmann::json::parse(line)));

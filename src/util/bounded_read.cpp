@@ -19,14 +19,11 @@ std::string too_large(const std::string& name, size_t limit) {
 // Appends `in` to `out` in chunks until the end of the stream; false when more
 // than `limit` bytes would be held (the stream is left partly read).
 bool append_bounded(std::istream& in, std::string& out, size_t limit) {
-  constexpr size_t kChunk = size_t{1} << 20;
+  char chunk[1 << 16];
   while (in) {
-    const size_t before = out.size();
-    const size_t room = limit - std::min(limit, before) + 1;  // one byte over says "too large"
-    const size_t want = std::min(kChunk, room);
-    out.resize(before + want);
-    in.read(out.data() + before, static_cast<std::streamsize>(want));
-    out.resize(before + static_cast<size_t>(in.gcount()));
+    const size_t room = limit - std::min(limit, out.size()) + 1;  // one byte over says "too large"
+    in.read(chunk, static_cast<std::streamsize>(std::min(sizeof(chunk), room)));
+    out.append(chunk, static_cast<size_t>(in.gcount()));
     if (out.size() > limit) return false;
   }
   return true;
@@ -54,6 +51,8 @@ std::string read_file_bounded(const std::string& path, size_t limit, const std::
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(name + ": cannot open: " + std::strerror(errno));
   std::string text;
+  std::error_code size_error;
+  if (const uintmax_t size = fs::file_size(path, size_error); !size_error && size <= limit) text.reserve(size);
   if (!append_bounded(in, text, limit)) throw Error(too_large(name, limit));
   if (in.bad()) throw Error(name + ": read error");
   return text;

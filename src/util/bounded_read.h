@@ -10,9 +10,11 @@
 
 namespace podkv {
 
-// Text read whole: eval --data, analyze --calib, --ids-file, stdin, one JSONL
-// line, tokenizer.json.
+// Text read whole: eval --data, analyze --calib, --ids-file, stdin,
+// tokenizer.json, tokenizer.model; one line of a training data file.
 inline constexpr size_t kMaxTextBytes = size_t{256} << 20;
+// One line of a JSONL input (tokenize --jsonl, eval's progress.jsonl, train logs).
+inline constexpr size_t kMaxJsonLineBytes = size_t{16} << 20;
 // One training data file (read line by line; its tokens are kept).
 inline constexpr size_t kMaxCorpusFileBytes = size_t{1} << 30;
 // Small JSON files: config.json, settings and state files, tokenizer_config.json.

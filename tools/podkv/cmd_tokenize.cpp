@@ -35,7 +35,7 @@ template <typename Handle>
 void for_each_jsonl_line(const std::string& field, const std::string& expected, Handle handle) {
   std::string line;
   int64_t number = 0;
-  while (read_line_bounded(std::cin, line, kMaxTextBytes, "stdin", number)) {
+  while (read_line_bounded(std::cin, line, kMaxJsonLineBytes, "stdin", number)) {
     const int n = static_cast<int>(number);
     if (line.empty()) continue;
     nlohmann::json j;

@@ -248,7 +248,7 @@ void run_plot(const PlotCommand& o) {
   plot::Series train{"train loss", {}, {}}, eval{"eval loss", {}, {}};
   std::string line;
   int64_t number = 0;
-  while (read_line_bounded(in, line, kMaxTextBytes, o.log, number)) {
+  while (read_line_bounded(in, line, kMaxJsonLineBytes, o.log, number)) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     nlohmann::json j;
     try {
