@@ -302,6 +302,14 @@ TEST_F(Reliability, D9_HugePodJsonIsRejectedBeforeParsing) {
   expect_error(r, {pod.string(), "larger than"});
 }
 
+// Found by fuzz_pod_config: a number too large for a double escaped as nlohmann's out_of_range.
+TEST_F(Reliability, PodJsonNumberOverflowNamesTheFile) {
+  const fs::path pod = tmp_ / "pod.json";
+  write_text(pod, "{\"sink_tokens\": 8e888, \"recent_tokens\": 16, \"anchors\": [[0], [0], [0], [0]]}");
+  expect_error(run({"info", "-m", kRef.string(), "--kv", "pod", "--pod-config", pod.string(), "--context", "1024"}),
+               {pod.string() + ": invalid JSON"});
+}
+
 // ---- D10: numeric options are range-checked ----
 
 TEST_F(Reliability, D10_ThreadsAndContextOutOfRange) {

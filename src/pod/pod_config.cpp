@@ -160,7 +160,7 @@ PodConfig load_pod_config(const std::string& path, int num_layers, int num_kv_he
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e400
     std::string what = e.what();
     std::replace(what.begin(), what.end(), '\n', ' ');
     throw Error(path + ": invalid JSON: " + what);
