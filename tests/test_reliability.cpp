@@ -310,6 +310,13 @@ TEST_F(Reliability, PodJsonNumberOverflowNamesTheFile) {
                {pod.string() + ": invalid JSON"});
 }
 
+// Found by fuzz_sentencepiece: libsentencepiece's trie builder throws its own exception.
+TEST_F(Reliability, MalformedSentencePieceModelNamesTheFile) {
+  const fs::path model = tmp_ / "tokenizer.model";
+  fs::copy_file(kSourceDir / "fuzz" / "corpus" / "fuzz_sentencepiece" / "regression_trie_insert", model);
+  expect_error(run({"tokenize", "--tokenizer", model.string()}, "x"), {model.string(), "SentencePiece"});
+}
+
 // ---- D10: numeric options are range-checked ----
 
 TEST_F(Reliability, D10_ThreadsAndContextOutOfRange) {

@@ -21,7 +21,14 @@ class SentencePieceTokenizer : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::string& path) : path_(path) {
     // Read here, under a limit, rather than by SentencePiece (which reads any file whole).
-    const auto status = sp_.LoadFromSerializedProto(read_file_bounded(path, kMaxTextBytes));
+    const std::string bytes = read_file_bounded(path, kMaxTextBytes);
+    sentencepiece::util::Status status;
+    try {
+      status = sp_.LoadFromSerializedProto(bytes);
+    } catch (const std::exception& e) {
+      // Its trie builder throws on some malformed pieces (found by fuzz_sentencepiece).
+      throw Error(path + ": cannot load SentencePiece model: " + e.what());
+    }
     if (!status.ok()) throw Error(path + ": cannot load SentencePiece model: " + status.ToString());
     const int n = sp_.GetPieceSize();
     bytes_.resize(n);
