@@ -1,6 +1,6 @@
 // Shared by the libFuzzer harnesses. The parsers read files (map or open a
 // path), so each input is written to a file in a per-process scratch folder
-// (on /dev/shm when it exists: no disk traffic). podkv::Error is the expected
+// (on /dev/shm when it exists: no disk traffic), removed at exit. podkv::Error is the expected
 // answer to bad input; any other exception escapes and libFuzzer reports it.
 #pragma once
 
@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -15,12 +16,18 @@
 namespace podkv::fuzz {
 
 inline const std::string& scratch_dir() {
-  static const std::string dir = [] {
+  // Never destroyed (a static reference to a heap string), so the exit handler
+  // that removes the folder can still read it after static destructors ran.
+  static const std::string& dir = *[] {
     namespace fs = std::filesystem;
     const fs::path base = fs::is_directory("/dev/shm") ? fs::path("/dev/shm") : fs::temp_directory_path();
     const fs::path d = base / ("podkv_fuzz_" + std::to_string(getpid()));
     fs::create_directories(d);
-    return d.string();
+    std::atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(scratch_dir(), ec);
+    });
+    return new std::string(d.string());
   }();
   return dir;
 }
