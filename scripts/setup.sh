@@ -4,7 +4,8 @@ set -euo pipefail
 packages=(build-essential cmake pkg-config git xz-utils
   nlohmann-json3-dev libcli11-dev libpcre2-dev libsentencepiece-dev
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev libcairo2-dev
-  libcpp-httplib-dev)
+  libcpp-httplib-dev
+  clang libclang-rt-14-dev libomp-dev)  # the sanitizer and fuzz build (scripts/sanitize.sh, scripts/fuzz.sh)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -5,8 +5,12 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <csignal>
 
 #include <atomic>
 #include <cstdint>
@@ -42,16 +46,38 @@ struct CliResult {
   int exit_code = -1;   // valid when !signaled
   int signal = 0;       // the signal that ended it, 0 when it exited
   std::string out, err;
+  long peak_rss_mb = 0;   // the program's peak resident memory
+  double seconds = 0;     // wall time
+  std::string killed;     // why a watchdog of run_cli ended it ("" when it did not)
 };
 
 inline std::ostream& operator<<(std::ostream& os, const CliResult& r) {
-  return os << "exit " << r.exit_code << " signal " << r.signal << "\nstderr: [" << r.err << "]\nstdout: ["
-            << r.out.substr(0, 2000) << "]";
+  return os << "exit " << r.exit_code << " signal " << r.signal << (r.killed.empty() ? "" : " killed: " + r.killed)
+            << " peak " << r.peak_rss_mb << " MB in " << r.seconds << " s\nstderr: [" << r.err.substr(0, 2000)
+            << "]\nstdout: [" << r.out.substr(0, 2000) << "]";
+}
+
+// A watchdog for programs that might read or allocate without bound: past
+// `seconds` or `max_rss_mb` resident, the program is killed (and `killed`
+// says which), so such a test fails quickly instead of eating the machine.
+// `stdin_path` replaces the input text (e.g. /dev/zero).
+struct CliLimits {
+  double seconds = 0;     // 0 = none
+  long max_rss_mb = 0;    // 0 = none
+  std::string stdin_path;
+};
+
+inline long resident_mb(pid_t pid) {
+  std::ifstream statm("/proc/" + std::to_string(pid) + "/statm");
+  long pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * (sysconf(_SC_PAGESIZE) / 1024) / 1024;
 }
 
 // Runs PODKV_CLI_PATH with `args`, feeding `input` on stdin; `scratch` holds
 // the files the streams go through.
-inline CliResult run_cli(const std::vector<std::string>& args, const fs::path& scratch, const std::string& input = "") {
+inline CliResult run_cli(const std::vector<std::string>& args, const fs::path& scratch, const std::string& input = "",
+                         const CliLimits& limits = {}) {
   static std::atomic<int> counter{0};
   const std::string tag = std::to_string(counter++);
   const fs::path in_path = scratch / ("stdin" + tag), out_path = scratch / ("stdout" + tag),
@@ -63,9 +89,10 @@ inline CliResult run_cli(const std::vector<std::string>& args, const fs::path& s
   for (auto& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
   CliResult r;
+  const auto start = std::chrono::steady_clock::now();
   const pid_t pid = fork();
   if (pid == 0) {
-    const int in = open(in_path.c_str(), O_RDONLY);
+    const int in = open(limits.stdin_path.empty() ? in_path.c_str() : limits.stdin_path.c_str(), O_RDONLY);
     const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (in < 0 || out < 0 || err < 0) _exit(200);
@@ -78,7 +105,26 @@ inline CliResult run_cli(const std::vector<std::string>& args, const fs::path& s
   }
   EXPECT_GT(pid, 0) << "fork failed";
   int status = 0;
-  if (pid > 0) waitpid(pid, &status, 0);
+  struct rusage usage {};
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+  if (pid > 0 && limits.seconds <= 0 && limits.max_rss_mb <= 0) {
+    wait4(pid, &status, 0, &usage);
+  } else if (pid > 0) {
+    while (wait4(pid, &status, WNOHANG, &usage) == 0) {
+      if (limits.seconds > 0 && elapsed() > limits.seconds)
+        r.killed = "ran past " + std::to_string(limits.seconds) + " s";
+      else if (limits.max_rss_mb > 0 && resident_mb(pid) > limits.max_rss_mb)
+        r.killed = "resident memory past " + std::to_string(limits.max_rss_mb) + " MB";
+      if (!r.killed.empty()) {
+        kill(pid, SIGKILL);
+        wait4(pid, &status, 0, &usage);
+        break;
+      }
+      usleep(5000);
+    }
+  }
+  r.seconds = elapsed();
+  r.peak_rss_mb = usage.ru_maxrss / 1024;
   if (WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);
   if (WIFSIGNALED(status)) r.signal = WTERMSIG(status);
   r.out = read_text(out_path);
@@ -101,8 +147,8 @@ class CliTest : public ::testing::Test {
     fs::remove_all(tmp_, ec);
   }
 
-  CliResult run(const std::vector<std::string>& args, const std::string& input = "") {
-    return run_cli(args, tmp_ / "io", input);
+  CliResult run(const std::vector<std::string>& args, const std::string& input = "", const CliLimits& limits = {}) {
+    return run_cli(args, tmp_ / "io", input, limits);
   }
 
   // A copy of a fixture model's config.json and weights (and safetensors index

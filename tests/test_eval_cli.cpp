@@ -166,7 +166,7 @@ TEST_F(EvalCli, BadInputIsOneLineAndExit1) {
       {{"--task", "niah", "--data", short_text, "--lengths", "1000"}, "--data: the haystack holds"},
       {{"--task", "perplexity", "--data", text_, "-c", "4000"}, "--data: the text holds"},
       {{"--task", "summarize"}, "--task: unknown task 'summarize' (known: agreement, perplexity, passkey, niah, kv-retrieval)"},
-      {{"--task", "agreement", "--data", (tmp_ / "missing.txt").string()}, "--data: cannot open"},
+      {{"--task", "agreement", "--data", (tmp_ / "missing.txt").string()}, "--data " + (tmp_ / "missing.txt").string() + ": cannot open"},
       {{"--task", "passkey", "--kv", "dense:group=2"}, "'group' does not apply to dense"},
       {{"--task", "passkey", "--kv", "pod"}, "--kv pod: no pod.json"},
   };

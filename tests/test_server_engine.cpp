@@ -8,7 +8,7 @@
 
 #include "cli_run.h"
 #include "engine/generate.h"
-#include "kv/policies.h"
+#include "policy/policies.h"
 #include "server/serving_engine.h"
 #include "tokenizer/tokenizer.h"
 

@@ -14,6 +14,7 @@
 #include "io/gguf.h"
 #include "model/model.h"
 #include "tokenizer/pretokenize.h"
+#include "util/bounded_read.h"
 #include "util/error.h"
 #include "util/quant.h"
 
@@ -168,11 +169,11 @@ std::string pre_tokenizer_name(const json& pre) {
 // Adds tokenizer.ggml.* from a byte-level BPE tokenizer.json; returns "" on
 // success or why the tokenizer cannot be expressed (then nothing is added).
 std::string add_tokenizer_json(gguf::Writer& w, const fs::path& path, const ModelConfig& c) {
-  std::ifstream in(path);
-  if (!in) return path.string() + ": cannot open";
+  if (!fs::exists(path)) return path.string() + ": cannot open";
+  const std::string text = read_file_bounded(path.string(), kMaxTextBytes);
   json j;
   try {
-    j = json::parse(in);
+    j = json::parse(text);
   } catch (const json::exception& e) {
     throw Error(path.string() + ": " + e.what());
   }

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 namespace podkv::eval {
@@ -17,11 +18,12 @@ Checkpoint::Checkpoint(const std::string& dir, const nlohmann::json& settings, b
   const fs::path settings_path = fs::path(dir) / "settings.json";
   path_ = (fs::path(dir) / "progress.jsonl").string();
   if (resume) {
-    std::ifstream in(settings_path);
-    if (!in) throw Error("--resume: " + settings_path.string() + " not found: there is no run in " + dir + " to resume");
+    if (!fs::exists(settings_path))
+      throw Error("--resume: " + settings_path.string() + " not found: there is no run in " + dir + " to resume");
+    const std::string text = read_file_bounded(settings_path.string(), kMaxSmallJsonBytes, "--resume");
     nlohmann::json before;
     try {
-      before = nlohmann::json::parse(in);
+      before = nlohmann::json::parse(text);
     } catch (const std::exception&) {
       throw Error("--resume: " + settings_path.string() + " is not valid JSON");
     }
@@ -33,7 +35,8 @@ Checkpoint::Checkpoint(const std::string& dir, const nlohmann::json& settings, b
     }
     std::ifstream progress(path_);
     std::string line;
-    while (std::getline(progress, line)) {
+    int64_t line_number = 0;
+    while (read_line_bounded(progress, line, kMaxJsonLineBytes, path_, line_number)) {
       if (line.empty()) continue;
       try {
         records_.push_back(record_from_json(nlohmann::json::parse(line)));

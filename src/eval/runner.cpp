@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 
 #include "engine/generator.h"
 #include "engine/runner.h"
@@ -65,21 +66,30 @@ nlohmann::json to_json(const ItemRecord& r) {
 }
 
 ItemRecord record_from_json(const nlohmann::json& j) {
+  // Integers must be JSON integers: nlohmann converts 1e300 to int64 with a
+  // cast that is undefined behaviour out of range.
+  auto integer = [&](const char* key) {
+    const nlohmann::json& v = j.at(key);
+    if (!v.is_number_integer()) throw Error(std::string("progress record: '") + key + "' is not an integer");
+    return v.get<int64_t>();
+  };
   ItemRecord r;
-  r.item = j.at("item").get<int>();
+  const int64_t item = integer("item");
+  if (item < 0 || item > INT32_MAX) throw Error("progress record: 'item' is out of range");
+  r.item = static_cast<int>(item);
   r.policy = j.at("policy").get<std::string>();
   r.options = j.at("options").get<std::string>();
-  r.prompt_tokens = j.at("prompt_tokens").get<int64_t>();
-  r.kv_length = j.at("kv_length").get<int64_t>();
-  r.kv_bytes = j.at("kv_bytes").get<int64_t>();
-  r.kv_bytes_in_use = j.at("kv_bytes_in_use").get<int64_t>();
+  r.prompt_tokens = integer("prompt_tokens");
+  r.kv_length = integer("kv_length");
+  r.kv_bytes = integer("kv_bytes");
+  r.kv_bytes_in_use = integer("kv_bytes_in_use");
   r.seconds = j.at("seconds").get<double>();
   if (j.contains("scored")) {
-    r.score.scored = j.at("scored").get<int64_t>();
+    r.score.scored = integer("scored");
     r.score.nll_sum = j.at("nll_sum").get<double>();
     r.has_reference = j.contains("top1_agree");
     if (r.has_reference) {
-      r.score.top1_agree = j.at("top1_agree").get<int64_t>();
+      r.score.top1_agree = integer("top1_agree");
       r.score.kl_sum = j.at("kl_sum").get<double>();
     }
   } else {

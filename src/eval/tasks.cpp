@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 namespace podkv::eval {
@@ -237,18 +238,10 @@ GridPrompt kv_retrieval_prompt(const Tokenizer& tok, int32_t bos, int64_t length
 
 std::vector<int32_t> read_text_tokens(const std::string& path, const Tokenizer& tok, int64_t min_tokens) {
   if (std::filesystem::is_directory(path)) throw Error("--data: " + path + " is a directory, not a text file");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("--data: cannot open " + path);
-  // Read as a stream: a pipe or a special file has no size to ask for.
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  if (in.bad()) throw Error("--data: cannot read " + path + " (not a regular file?)");
-  std::string raw = buffer.str();
-  if (raw.starts_with("\xEF\xBB\xBF")) raw.erase(0, 3);
-  std::string text;
-  text.reserve(raw.size());
-  for (char c : raw)
-    if (c != '\r') text += c;
+  // Bounded: a pipe or a special file (/dev/zero) has no size to ask for.
+  std::string text = read_file_bounded(path, kMaxTextBytes, "--data");
+  if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);
+  std::erase(text, '\r');
   // Tokenize a prefix cut at a line end; grow it until it gives enough tokens.
   for (size_t take = static_cast<size_t>(std::max<int64_t>(min_tokens, 1) * 8);; take *= 2) {
     if (take >= text.size()) return tok.encode(text, false);

@@ -311,6 +311,12 @@ File File::open(const std::string& path) {
     if (end > file_size)
       in.fail(context, "data ends at byte " + std::to_string(end) + " past the end of the file (" +
                            std::to_string(file_size) + " bytes)");
+    // The kernels read weights in place: an element must not straddle its alignment.
+    const uint64_t element_bytes = t.type == TensorType::Q8_0 ? 1 : dtype_bytes(to_dtype(t.type), 1);
+    if (begin % element_bytes != 0)
+      in.fail(context, "data at byte " + std::to_string(begin) + " is not aligned to its " +
+                           std::to_string(element_bytes) + "-byte elements (general.alignment " +
+                           std::to_string(f.alignment_) + ")");
     t.data = f.map_.data() + begin;
   }
 

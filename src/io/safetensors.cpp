@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 static_assert(std::endian::native == std::endian::little,
@@ -126,6 +127,12 @@ File File::open(const std::string& path) {
     }
     uint64_t begin = 0;
     TensorView t = parse_tensor(path, name, entry, data_section, data_bytes, begin);
+    if (reinterpret_cast<uintptr_t>(t.data) % dtype_bytes(t.dtype, 1) != 0) {
+      // new[] of uint8_t aligns to __STDCPP_DEFAULT_NEW_ALIGNMENT__ (16), enough for every dtype here.
+      f.aligned_copies_.push_back(std::make_unique<uint8_t[]>(t.nbytes));
+      std::memcpy(f.aligned_copies_.back().get(), t.data, t.nbytes);
+      t.data = f.aligned_copies_.back().get();
+    }
     auto [it, inserted] = f.tensors_.emplace(name, std::move(t));
     check(inserted, path + ": tensor '" + name + "' appears twice");
     by_offset.emplace_back(begin, &it->second);
@@ -160,6 +167,8 @@ Checkpoint Checkpoint::open_directory(const std::string& dir) {
   if (fs::is_regular_file(index_path, ec)) {
     // {"metadata": {...}, "weight_map": {"model.embed_tokens.weight": "model-00001-of-00002.safetensors", ...}}
     MappedFile index_file(index_path.string());
+    check(index_file.size() <= kMaxIndexJsonBytes, index_path.string() + ": larger than " +
+                                                       limit_string(kMaxIndexJsonBytes) + ", the limit for this input");
     const auto* text = reinterpret_cast<const char*>(index_file.data());
     json index;
     try {

@@ -20,7 +20,7 @@ struct TensorView {
   std::string name;
   DType dtype = DType::F32;          // F32, F16, BF16, I32, I64 (others are rejected)
   std::vector<int64_t> shape;        // row-major, as PyTorch
-  const uint8_t* data = nullptr;     // into the map
+  const uint8_t* data = nullptr;     // into the map, or an aligned copy; aligned to the element size
   size_t nbytes = 0;
   std::string file;                  // the file it lives in, for error messages
 
@@ -38,6 +38,9 @@ class File {
 
  private:
   MappedFile map_;
+  // Tensors whose bytes the file does not align to their element size (the
+  // header length is not a multiple of 8), copied: the kernels read weights in place.
+  std::vector<std::unique_ptr<uint8_t[]>> aligned_copies_;
   std::map<std::string, TensorView> tensors_;
   std::map<std::string, std::string> metadata_;
 };

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 namespace podkv {
@@ -150,15 +151,16 @@ PodConfig parse_pod_config(const json& j, const std::string& source_name, int nu
 }
 
 PodConfig load_pod_config(const std::string& path, int num_layers, int num_kv_heads) {
-  std::ifstream in(path, std::ios::binary);
-  check(in.good(), path + ": cannot open: " + std::strerror(errno));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  check(!in.bad(), path + ": read error");
+  // A pod.json holds one anchor list per KV head: a few bytes per (layer, head)
+  // and the analysis settings. The size is checked before parsing, so a huge
+  // file is one error instead of gigabytes of JSON values.
+  const size_t limit = (size_t{1} << 20) + size_t{64} * static_cast<size_t>(std::max(num_layers, 1)) *
+                                                static_cast<size_t>(std::max(num_kv_heads, 1));
+  const std::string text = read_file_bounded(path, limit);
   json j;
   try {
-    j = json::parse(buffer.str());
-  } catch (const json::parse_error& e) {
+    j = json::parse(text);
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for a number like 1e400
     std::string what = e.what();
     std::replace(what.begin(), what.end(), '\n', ' ');
     throw Error(path + ": invalid JSON: " + what);

@@ -1,9 +1,11 @@
 #include "model/config.h"
 
+#include <climits>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 namespace podkv {
@@ -45,6 +47,30 @@ bool optional_bool(const json& j, const char* key, bool fallback, const std::str
   if (!v->is_boolean()) throw Error(source + ": field '" + key + "' must be true or false");
   return v->get<bool>();
 }
+
+// An integer field that the config keeps as `int`: a value outside int's range
+// would be truncated silently (4294967302 layers would load as 6).
+int narrow_int(int64_t v, const char* key, const std::string& source) {
+  if (v < INT32_MIN || v > INT32_MAX)
+    throw Error(source + ": field '" + key + "' = " + std::to_string(v) + " is out of range");
+  return static_cast<int>(v);
+}
+
+// Upper bounds of the sizes, far above any released model (the largest have
+// ~128 layers, hidden 16384, head_dim 256, a 256k vocabulary), and small enough
+// that every product the engine derives from them (q_dim and kv_dim as int,
+// weight elements, parameters, KV bytes per token and per sequence) fits its
+// type with room to spare. Checked before anything is sized from the config.
+constexpr int64_t kMaxVocab = int64_t{1} << 24;
+constexpr int64_t kMaxHidden = int64_t{1} << 17;
+constexpr int64_t kMaxIntermediate = int64_t{1} << 19;
+constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kMaxHeads = 4096;
+constexpr int64_t kMaxHeadDim = 65536;
+constexpr int64_t kMaxContext = INT32_MAX;
+constexpr int64_t kMaxAttentionWidth = int64_t{1} << 20;  // num_heads · head_dim (q_dim)
+constexpr int64_t kMaxKvStreams = int64_t{1} << 20;       // layers · KV heads
+constexpr int64_t kMaxKvEntriesPerToken = int64_t{1} << 28;  // layers · KV heads · head_dim
 
 // rope_scaling (transformers 4) or rope_parameters (transformers 5) object.
 RopeScaling parse_rope_scaling(const json& j, const std::string& where, const std::string& source) {
@@ -104,14 +130,18 @@ ModelConfig parse_hf_config(const json& j, const std::string& source) {
     throw Error(source + ": architectures: '" + c.architecture +
                 "' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
 
-  c.vocab_size = static_cast<int>(required_int(j, "vocab_size", source));
-  c.hidden_size = static_cast<int>(required_int(j, "hidden_size", source));
-  c.intermediate_size = static_cast<int>(required_int(j, "intermediate_size", source));
-  c.num_layers = static_cast<int>(required_int(j, "num_hidden_layers", source));
-  c.num_heads = static_cast<int>(required_int(j, "num_attention_heads", source));
-  c.num_kv_heads = static_cast<int>(optional_int(j, "num_key_value_heads", c.num_heads, source));
+  auto required = [&](const char* key) { return narrow_int(required_int(j, key, source), key, source); };
+  auto optional = [&](const char* key, int fallback) {
+    return narrow_int(optional_int(j, key, fallback, source), key, source);
+  };
+  c.vocab_size = required("vocab_size");
+  c.hidden_size = required("hidden_size");
+  c.intermediate_size = required("intermediate_size");
+  c.num_layers = required("num_hidden_layers");
+  c.num_heads = required("num_attention_heads");
+  c.num_kv_heads = optional("num_key_value_heads", c.num_heads);
   c.head_dim = c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
-  c.head_dim = static_cast<int>(optional_int(j, "head_dim", c.head_dim, source));
+  c.head_dim = optional("head_dim", c.head_dim);
   c.rms_norm_eps = optional_number(j, "rms_norm_eps", 1e-6, source);
   c.max_position_embeddings = optional_int(j, "max_position_embeddings", 2048, source);
   c.tie_word_embeddings = optional_bool(j, "tie_word_embeddings", false, source);
@@ -142,12 +172,16 @@ ModelConfig parse_hf_config(const json& j, const std::string& source) {
     }
   }
 
-  c.bos_token_id = static_cast<int>(optional_int(j, "bos_token_id", -1, source));
+  c.bos_token_id = optional("bos_token_id", -1);
   if (const json* eos = field(j, "eos_token_id")) {
+    auto add = [&](const json& e) {
+      if (!e.is_number_integer()) throw Error(source + ": field 'eos_token_id' must be an integer or a list of them");
+      c.eos_token_ids.push_back(narrow_int(e.get<int64_t>(), "eos_token_id", source));
+    };
     if (eos->is_array()) {
-      for (const auto& e : *eos) c.eos_token_ids.push_back(e.get<int>());
+      for (const auto& e : *eos) add(e);
     } else if (eos->is_number_integer()) {
-      c.eos_token_ids.push_back(eos->get<int>());
+      add(*eos);
     }
   }
   if (const json* dt = field(j, "torch_dtype"); dt != nullptr && dt->is_string()) c.torch_dtype = dt->get<std::string>();
@@ -168,6 +202,29 @@ void validate_config(const ModelConfig& c, const std::string& source) {
   positive(c.num_kv_heads, "num_key_value_heads");
   positive(c.head_dim, "head_dim");
   positive(c.max_position_embeddings, "max_position_embeddings");
+  auto at_most = [&](int64_t v, int64_t max, const char* name) {
+    if (v > max)
+      throw Error(source + ": field '" + name + "' = " + std::to_string(v) + " is above the supported maximum " +
+                  std::to_string(max));
+  };
+  at_most(c.vocab_size, kMaxVocab, "vocab_size");
+  at_most(c.hidden_size, kMaxHidden, "hidden_size");
+  at_most(c.intermediate_size, kMaxIntermediate, "intermediate_size");
+  at_most(c.num_layers, kMaxLayers, "num_hidden_layers");
+  at_most(c.num_heads, kMaxHeads, "num_attention_heads");
+  at_most(c.num_kv_heads, kMaxHeads, "num_key_value_heads");
+  at_most(c.head_dim, kMaxHeadDim, "head_dim");
+  at_most(c.max_position_embeddings, kMaxContext, "max_position_embeddings");
+  // The fields are bounded above, so these int64 products cannot overflow.
+  auto product_at_most = [&](int64_t v, int64_t max, const std::string& what) {
+    if (v > max)
+      throw Error(source + ": " + what + " = " + std::to_string(v) + " is above the supported maximum " +
+                  std::to_string(max));
+  };
+  product_at_most(int64_t{c.num_heads} * c.head_dim, kMaxAttentionWidth, "num_attention_heads × head_dim");
+  product_at_most(int64_t{c.num_layers} * c.num_kv_heads, kMaxKvStreams, "num_hidden_layers × num_key_value_heads");
+  product_at_most(int64_t{c.num_layers} * c.num_kv_heads * c.head_dim, kMaxKvEntriesPerToken,
+                  "num_hidden_layers × num_key_value_heads × head_dim");
   if (c.num_heads % c.num_kv_heads != 0)
     throw Error(source + ": num_attention_heads (" + std::to_string(c.num_heads) +
                 ") is not a multiple of num_key_value_heads (" + std::to_string(c.num_kv_heads) + ")");
@@ -177,11 +234,10 @@ void validate_config(const ModelConfig& c, const std::string& source) {
 }
 
 ModelConfig load_hf_config(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw Error(path + ": cannot open");
+  const std::string text = read_file_bounded(path, kMaxSmallJsonBytes);
   json j;
   try {
-    j = json::parse(in);
+    j = json::parse(text);
   } catch (const json::exception& e) {
     throw Error(path + ": invalid JSON: " + e.what());
   }

@@ -114,9 +114,15 @@ void Model::load_hf_directory(const std::string& dir) {
   } else {
     lm_head_ = as_matrix(get("lm_head.weight", {c.vocab_size, h}));
   }
-  layers_.resize(c.num_layers);
+  // Layers are added as their tensors are found, so a num_hidden_layers larger
+  // than the checkpoint fails at the first missing tensor before anything is
+  // sized from it.
+  const std::string last_layer = hf_layer_tensor(c.num_layers - 1, "input_layernorm.weight");
+  if (checkpoint_->find(last_layer) == nullptr)
+    throw Error(dir + ": tensor '" + last_layer + "' is missing from the checkpoint (num_hidden_layers is " +
+                std::to_string(c.num_layers) + ")");
   for (int l = 0; l < c.num_layers; ++l) {
-    LayerWeights& w = layers_[l];
+    LayerWeights& w = layers_.emplace_back();
     auto t = [&](const std::string& suffix, std::vector<int64_t> shape) { return get(hf_layer_tensor(l, suffix), shape); };
     w.attn_norm = as_vector(t("input_layernorm.weight", {h}));
     w.wq = as_matrix(t("self_attn.q_proj.weight", {c.q_dim(), h}));

@@ -1,6 +1,7 @@
 // Loading a model from a GGUF file of the llama architecture (llama.cpp's
 // tensor names and metadata keys).
 #include <algorithm>
+#include <climits>
 
 #include "io/gguf.h"
 #include "model/model.h"
@@ -15,13 +16,21 @@ void Model::load_gguf(const std::string& path) {
   if (arch != "llama")
     throw Error(path + ": general.architecture is '" + arch + "', only 'llama' is supported");
   ModelConfig& c = config_;
+  // The config keeps these as int: a larger value is an error, never truncated.
+  auto narrow = [&](int64_t v, const char* key) {
+    if (v < INT32_MIN || v > INT32_MAX)
+      throw Error(path + ": metadata '" + key + "' = " + std::to_string(v) + " is out of range");
+    return static_cast<int>(v);
+  };
+  auto get_int = [&](const char* key) { return narrow(f.get_int(key), key); };
+  auto get_int_or = [&](const char* key, int64_t fallback) { return narrow(f.get_int_or(key, fallback), key); };
   c.architecture = "LlamaForCausalLM";
-  c.hidden_size = static_cast<int>(f.get_int("llama.embedding_length"));
-  c.num_layers = static_cast<int>(f.get_int("llama.block_count"));
-  c.intermediate_size = static_cast<int>(f.get_int("llama.feed_forward_length"));
-  c.num_heads = static_cast<int>(f.get_int("llama.attention.head_count"));
-  c.num_kv_heads = static_cast<int>(f.get_int_or("llama.attention.head_count_kv", c.num_heads));
-  c.head_dim = static_cast<int>(f.get_int_or("llama.attention.key_length", c.num_heads > 0 ? c.hidden_size / c.num_heads : 0));
+  c.hidden_size = get_int("llama.embedding_length");
+  c.num_layers = get_int("llama.block_count");
+  c.intermediate_size = get_int("llama.feed_forward_length");
+  c.num_heads = get_int("llama.attention.head_count");
+  c.num_kv_heads = get_int_or("llama.attention.head_count_kv", c.num_heads);
+  c.head_dim = get_int_or("llama.attention.key_length", c.num_heads > 0 ? c.hidden_size / c.num_heads : 0);
   c.max_position_embeddings = f.get_int_or("llama.context_length", 2048);
   c.rms_norm_eps = f.get_float_or("llama.attention.layer_norm_rms_epsilon", 1e-5);
   c.rope_theta = f.get_float_or("llama.rope.freq_base", 10000.0);
@@ -35,9 +44,9 @@ void Model::load_gguf(const std::string& path) {
     }
   }
   const gguf::MetaValue* tokens = f.find("tokenizer.ggml.tokens");
-  c.vocab_size = static_cast<int>(f.get_int_or("llama.vocab_size", tokens != nullptr ? static_cast<int64_t>(tokens->strings.size()) : 0));
-  c.bos_token_id = static_cast<int>(f.get_int_or("tokenizer.ggml.bos_token_id", -1));
-  if (const int64_t eos = f.get_int_or("tokenizer.ggml.eos_token_id", -1); eos >= 0) c.eos_token_ids = {static_cast<int>(eos)};
+  c.vocab_size = get_int_or("llama.vocab_size", tokens != nullptr ? static_cast<int64_t>(tokens->strings.size()) : 0);
+  c.bos_token_id = get_int_or("tokenizer.ggml.bos_token_id", -1);
+  if (const int eos = get_int_or("tokenizer.ggml.eos_token_id", -1); eos >= 0) c.eos_token_ids = {eos};
   c.tie_word_embeddings = f.tensor("output.weight") == nullptr;
   validate_config(c, path);
 
@@ -64,10 +73,14 @@ void Model::load_gguf(const std::string& path) {
   embedding_ = matrix("token_embd.weight", c.vocab_size, h);
   lm_head_ = c.tie_word_embeddings ? embedding_ : matrix("output.weight", c.vocab_size, h);
   final_norm_ = vector("output_norm.weight", h);
-  layers_.resize(c.num_layers);
+  // Layers are added as their tensors are found, so a block_count larger than
+  // the file fails at the first missing tensor before anything is sized from it.
+  if (f.tensor("blk." + std::to_string(c.num_layers - 1) + ".attn_norm.weight") == nullptr)
+    throw Error(path + ": tensor 'blk." + std::to_string(c.num_layers - 1) + ".attn_norm.weight' is missing (llama.block_count is " +
+                std::to_string(c.num_layers) + ")");
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
-    LayerWeights& w = layers_[l];
+    LayerWeights& w = layers_.emplace_back();
     w.attn_norm = vector(p + "attn_norm.weight", h);
     w.wq = matrix(p + "attn_q.weight", c.q_dim(), h);
     w.wk = matrix(p + "attn_k.weight", c.kv_dim(), h);

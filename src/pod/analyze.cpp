@@ -15,6 +15,7 @@
 #include "engine/runner.h"
 #include "plot/plot.h"
 #include "tokenizer/tokenizer.h"
+#include "util/bounded_read.h"
 #include "util/error.h"
 #include "util/mapped_file.h"
 
@@ -345,11 +346,11 @@ void write_state(const std::string& path, const json& settings, const Similarity
 
 // Restores the sums of a partial run; returns its sequence count.
 int read_state(const std::string& path, const json& settings, SimilarityAccumulator& accumulator) {
-  std::ifstream in(path, std::ios::binary);
-  check(in.good(), path + ": cannot open the analysis state");
+  // The state holds L × L similarity sums per KV head.
+  const std::string text = read_file_bounded(path, kMaxTextBytes);
   json state;
   try {
-    state = json::parse(in);
+    state = json::parse(text);
   } catch (const json::exception& e) {
     throw Error(path + ": not a readable analysis state (" + e.what() + "): delete it or pass --fresh");
   }

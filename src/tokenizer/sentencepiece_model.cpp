@@ -1,5 +1,6 @@
 #include "tokenizer/sentencepiece_model.h"
 
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 #ifdef PODKV_HAVE_SENTENCEPIECE
@@ -19,7 +20,15 @@ namespace {
 class SentencePieceTokenizer : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::string& path) : path_(path) {
-    const auto status = sp_.Load(path);
+    // Read here, under a limit, rather than by SentencePiece (which reads any file whole).
+    const std::string bytes = read_file_bounded(path, kMaxTextBytes);
+    sentencepiece::util::Status status;
+    try {
+      status = sp_.LoadFromSerializedProto(bytes);
+    } catch (const std::exception& e) {
+      // Its trie builder throws on some malformed pieces (found by fuzz_sentencepiece).
+      throw Error(path + ": cannot load SentencePiece model: " + e.what());
+    }
     if (!status.ok()) throw Error(path + ": cannot load SentencePiece model: " + status.ToString());
     const int n = sp_.GetPieceSize();
     bytes_.resize(n);

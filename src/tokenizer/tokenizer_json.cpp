@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "tokenizer/bpe.h"
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 namespace podkv::tok {
@@ -305,10 +306,9 @@ void parse_decoder(const Ctx& c, const json& d, const std::string& w, DecoderSpe
 }
 
 json read_json(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error(path + ": cannot open");
+  const std::string text = read_file_bounded(path, kMaxTextBytes);
   try {
-    return json::parse(f);
+    return json::parse(text);
   } catch (const json::exception& e) {
     throw Error(path + ": invalid JSON: " + e.what());
   }

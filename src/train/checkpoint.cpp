@@ -6,6 +6,7 @@
 
 #include "io/safetensors.h"
 #include "model/config.h"
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 namespace podkv::train {
@@ -21,10 +22,10 @@ void write_json(const fs::path& path, const nlohmann::json& j) {
 }
 
 nlohmann::json read_json(const fs::path& path, const std::string& what) {
-  std::ifstream f(path);
-  if (!f) throw Error(what + ": " + path.filename().string() + " is missing");
+  if (!fs::exists(path)) throw Error(what + ": " + path.filename().string() + " is missing");
+  const std::string text = read_file_bounded(path.string(), kMaxSmallJsonBytes, what + ":");
   try {
-    return nlohmann::json::parse(f);
+    return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {
     throw Error(what + ": " + path.filename().string() + ": " + e.what());
   }

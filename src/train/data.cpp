@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "tokenizer/tokenizer.h"
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 namespace podkv::train {
@@ -38,7 +39,12 @@ Corpus load_corpus(const std::vector<std::string>& files, const Tokenizer& token
     if (!in) throw Error(path + ": cannot read the data file");
     const size_t before = stream.size();
     std::string line;
-    while (std::getline(in, line)) {
+    int64_t line_number = 0;
+    size_t bytes = 0;
+    while (read_line_bounded(in, line, kMaxTextBytes, path, line_number)) {
+      bytes += line.size() + 1;
+      if (bytes > kMaxCorpusFileBytes)
+        throw Error(path + ": larger than " + limit_string(kMaxCorpusFileBytes) + ", the limit for one data file");
       if (!line.empty() && line.back() == '\r') line.pop_back();
       line += '\n';
       const std::vector<int32_t> ids = tokenizer.encode(line, false);

@@ -110,14 +110,23 @@ void to_f32(DType t, const void* src, float* dst, size_t count) {
     case DType::F32:
       std::memcpy(dst, src, count * 4);
       return;
+    // Loads through memcpy: `src` may sit at any byte of a mapped file.
     case DType::F16: {
-      auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < count; ++i) dst[i] = f16_to_f32(s[i]);
+      auto* s = static_cast<const uint8_t*>(src);
+      for (size_t i = 0; i < count; ++i) {
+        uint16_t h;
+        std::memcpy(&h, s + 2 * i, 2);
+        dst[i] = f16_to_f32(h);
+      }
       return;
     }
     case DType::BF16: {
-      auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < count; ++i) dst[i] = bf16_to_f32(s[i]);
+      auto* s = static_cast<const uint8_t*>(src);
+      for (size_t i = 0; i < count; ++i) {
+        uint16_t h;
+        std::memcpy(&h, s + 2 * i, 2);
+        dst[i] = bf16_to_f32(h);
+      }
       return;
     }
     case DType::Q8_0: {

@@ -15,6 +15,7 @@
 #include "ops/matmul.h"
 #include "plot/plot.h"
 #include "pod/analyze.h"
+#include "util/bounded_read.h"
 #include "util/error.h"
 #include "util/mapped_file.h"
 
@@ -54,11 +55,7 @@ std::string beside(const std::string& out, const std::string& suffix) {
 
 std::string read_calibration_file(const std::string& path) {
   check(fs::is_regular_file(path), "--calib: " + path + ": no such file");
-  std::ifstream in(path, std::ios::binary);
-  check(in.good(), "--calib: " + path + ": cannot open");
-  std::stringstream s;
-  s << in.rdbuf();
-  std::string text = s.str();
+  std::string text = read_file_bounded(path, kMaxTextBytes, "--calib");
   if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);  // UTF-8 byte order mark
   std::string lf;
   lf.reserve(text.size());

@@ -1,4 +1,5 @@
 // podkv info: architecture, parameters, dtype and KV-cache bytes per token.
+#include <climits>
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -31,11 +32,16 @@ nlohmann::json kv_report(const InfoCommand& o, const ModelConfig& c) {
   const KvLayout dense = KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim);
   const int64_t per_seq = layout.retained_vectors(o.context) * entry;
   const int64_t dense_per_seq = dense.retained_vectors(o.context) * entry;
+  // The config's bounds keep a sequence's bytes below 2^62; a batch of them can overflow.
+  int64_t dense_for_batch = 0;
+  if (__builtin_mul_overflow(dense_per_seq, static_cast<int64_t>(o.batch), &dense_for_batch))
+    throw Error("--batch: " + std::to_string(o.batch) + " sequences of " + std::to_string(o.context) +
+                " tokens need more KV bytes than a 64-bit count holds");
   nlohmann::json j = {{"kv_policy", o.kv.policy}, {"context", o.context}, {"kv_dtype", kv_dtype_name(dtype)},
                       {"kv_bytes_per_sequence", per_seq}, {"dense_kv_bytes_per_sequence", dense_per_seq},
                       {"kv_saving", 1.0 - static_cast<double>(per_seq) / static_cast<double>(dense_per_seq)},
                       {"batch", o.batch}, {"kv_bytes_for_batch", per_seq * o.batch},
-                      {"dense_kv_bytes_for_batch", dense_per_seq * o.batch}};
+                      {"dense_kv_bytes_for_batch", dense_for_batch}};
   if (!o.memory.empty()) {
     const size_t memory = parse_bytes(o.memory, "--memory");
     j["memory"] = memory;
@@ -125,8 +131,9 @@ void add_info_command(CLI::App& app) {
   cmd->add_option("-m,--model", o->model, "model directory or .gguf file")->required();
   cmd->add_flag("--json", o->json, "print one JSON object");
   add_kv_options(*cmd, o->kv);
-  cmd->add_option("--context", o->context, "report KV bytes per sequence of this many tokens under --kv");
-  cmd->add_option("--batch", o->batch, "sequences for the KV total")->capture_default_str();
+  cmd->add_option("--context", o->context, "report KV bytes per sequence of this many tokens under --kv")
+      ->check(CLI::Range(int64_t{1}, int64_t{INT32_MAX}));
+  cmd->add_option("--batch", o->batch, "sequences for the KV total")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   cmd->add_option("--memory", o->memory, "KV memory budget (e.g. 16G) for the largest batch that fits");
   cmd->callback([o] { run(*o); });
 }

@@ -5,6 +5,7 @@
 // of each length on the model's weights and reports what the paged cache
 // really holds, beside the formula, and how many such sequences a cache of
 // --memory bytes really takes.
+#include <climits>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -93,6 +94,8 @@ void run(const MemoryCommand& o) {
   const ModelConfig c = Model::load_config(o.model);
   for (int64_t n : o.contexts) {
     if (n < 1) throw Error("--contexts: lengths must be positive, got " + std::to_string(n));
+    // With the config's bounds (at most 2^31 KV bytes per token), 2^31 tokens keep every size below 2^62.
+    if (n > INT32_MAX) throw Error("--contexts: " + std::to_string(n) + " tokens is above the supported 2147483647");
     if (o.measure && n > c.max_position_embeddings)
       throw Error("--contexts: " + std::to_string(n) + " tokens is longer than the model's context (" +
                   std::to_string(c.max_position_embeddings) + ") and --measure runs the model");

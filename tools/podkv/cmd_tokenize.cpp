@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 namespace podkv::cli {
@@ -19,7 +20,7 @@ struct TokenizeCommand {
 };
 
 std::string read_stdin() {
-  return std::string(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  return read_stream_bounded(std::cin, kMaxTextBytes, "stdin");
 }
 
 void print_ids(const std::vector<int32_t>& ids) {
@@ -33,7 +34,9 @@ void print_ids(const std::vector<int32_t>& ids) {
 template <typename Handle>
 void for_each_jsonl_line(const std::string& field, const std::string& expected, Handle handle) {
   std::string line;
-  for (int n = 1; std::getline(std::cin, line); ++n) {
+  int64_t number = 0;
+  while (read_line_bounded(std::cin, line, kMaxJsonLineBytes, "stdin", number)) {
+    const int n = static_cast<int>(number);
     if (line.empty()) continue;
     nlohmann::json j;
     try {

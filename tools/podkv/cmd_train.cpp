@@ -16,6 +16,7 @@
 #include "ops/matmul.h"
 #include "plot/plot.h"
 #include "train/trainer.h"
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 namespace podkv::cli {
@@ -193,7 +194,8 @@ struct AdaptCommand {
 void run_adapt(AdaptCommand& o) {
   if (o.flags.threads > 0) set_num_threads(o.flags.threads);
   auto loaded = Model::load(o.model_path);
-  const ModelConfig& config = loaded->config();
+  // A copy: `loaded` is freed below, before the training run reads the config.
+  const ModelConfig config = loaded->config();
   if (config.rope_interleaved)
     throw Error(o.model_path + ": adapt needs a Hugging Face model directory (convert GGUF models first)");
   PodConfig pod;
@@ -246,8 +248,7 @@ void run_plot(const PlotCommand& o) {
   plot::Series train{"train loss", {}, {}}, eval{"eval loss", {}, {}};
   std::string line;
   int64_t number = 0;
-  while (std::getline(in, line)) {
-    ++number;
+  while (read_line_bounded(in, line, kMaxJsonLineBytes, o.log, number)) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     nlohmann::json j;
     try {

@@ -7,6 +7,7 @@
 #include "io/gguf.h"
 #include "io/safetensors.h"
 #include "policy/policies.h"
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 namespace podkv::cli {
@@ -70,9 +71,7 @@ std::vector<int32_t> read_ids_file(const std::string& path) {
     }
     return ids;
   }
-  std::stringstream all;
-  all << in.rdbuf();
-  std::string text = all.str();
+  std::string text = read_file_bounded(path, kMaxTextBytes, "--ids-file");
   for (char& ch : text) if (ch == '\n' || ch == ' ' || ch == '\t') ch = ',';
   return parse_id_list(text, path);
 }
@@ -130,6 +129,13 @@ std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int
 
 std::unique_ptr<KvCache> make_dense_cache(const ModelConfig& c, int64_t context) {
   return make_cache(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim), context);
+}
+
+void add_shared_option_checks(CLI::App& app) {
+  for (CLI::App* cmd : app.get_subcommands([](CLI::App*) { return true; })) {
+    if (CLI::Option* threads = cmd->get_option_no_throw("--threads")) threads->check(CLI::Range(1, 4096));
+    add_shared_option_checks(*cmd);
+  }
 }
 
 size_t parse_bytes(const std::string& text, const std::string& option) {

@@ -48,6 +48,11 @@ std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int
                                     KvDType dtype = KvDType::F32);
 std::unique_ptr<KvCache> make_dense_cache(const ModelConfig& config, int64_t context);
 
+// Range checks of the options that mean the same in every command (-t): one
+// error line naming the option instead of a silently ignored value. Called
+// once after every command is added.
+void add_shared_option_checks(CLI::App& app);
+
 // Bytes from a size like "8G", "512M", "1024"; throws Error naming `option`.
 size_t parse_bytes(const std::string& text, const std::string& option);
 

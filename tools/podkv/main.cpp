@@ -3,6 +3,7 @@
 #include <exception>
 
 #include "commands.h"
+#include "common.h"
 #include "util/error.h"
 
 int main(int argc, char** argv) {
@@ -25,6 +26,7 @@ int main(int argc, char** argv) {
   podkv::cli::add_eval_command(app);
   podkv::cli::add_analyze_command(app);
   podkv::cli::add_serve_command(app);
+  podkv::cli::add_shared_option_checks(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

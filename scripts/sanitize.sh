@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The test suite under AddressSanitizer + UndefinedBehaviorSanitizer (clang),
+# in build-asan/. The same build holds the libFuzzer harnesses (scripts/fuzz.sh).
+# Extra arguments go to ctest (e.g. -R Tokenizer).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/configure_asan.sh
+cmake --build build-asan -j "$(nproc)"
+# fontconfig (reached through Cairo when a plot draws text) keeps its caches in
+# allocations it never frees: the one leak suppressed (scripts/lsan.supp).
+export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:print_suppressions=0"
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
+export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+export OMP_WAIT_POLICY=PASSIVE
+# D4 of issue 16: attention offsets a null pointer when a selection policy's
+# prompt is shorter than its window (UBSan aborts this test). The attention
+# rewrite fixes it; then drop the exclusion (PODKV_SANITIZE_EXCLUDE= runs all).
+exclude="${PODKV_SANITIZE_EXCLUDE-^AttentionPrefill.SelectionPoliciesChunkedPrefill$}"
+ctest --test-dir build-asan --output-on-failure -j "$(nproc)" --timeout 900 ${exclude:+-E "$exclude"} "$@"
