@@ -312,7 +312,8 @@ File File::open(const std::string& path) {
       in.fail(context, "data ends at byte " + std::to_string(end) + " past the end of the file (" +
                            std::to_string(file_size) + " bytes)");
     // The kernels read weights in place: an element must not straddle its alignment.
-    const uint64_t element_bytes = t.type == TensorType::Q8_0 ? 1 : dtype_bytes(to_dtype(t.type), 1);
+    // Block types (Q8_0, Q4_K, ...) are read bytewise: any alignment will do.
+    const uint64_t element_bytes = block > 1 ? 1 : dtype_bytes(dtype, 1);
     if (begin % element_bytes != 0)
       in.fail(context, "data at byte " + std::to_string(begin) + " is not aligned to its " +
                            std::to_string(element_bytes) + "-byte elements (general.alignment " +
