@@ -1,5 +1,7 @@
 #include "server/http_server.h"
 
+#if PODKV_HAVE_HTTPLIB
+
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <httplib.h>
@@ -299,3 +301,23 @@ void HttpServer::listen() { impl_->server.listen_after_bind(); }
 void HttpServer::stop() { impl_->server.stop(); }
 
 }  // namespace podkv
+
+#else  // built without cpp-httplib: the server says so instead of the build failing
+
+#include "util/error.h"
+
+namespace podkv {
+
+struct HttpServer::Impl {};
+
+HttpServer::HttpServer(OpenAiApi&, ServingEngine&, Metrics&, HttpOptions, std::function<void(const RequestLog&)>) {
+  throw Error("podkv serve: this build has no HTTP library (install Debian's libcpp-httplib-dev, then rebuild)");
+}
+HttpServer::~HttpServer() = default;
+int HttpServer::bind() { return 0; }
+void HttpServer::listen() {}
+void HttpServer::stop() {}
+
+}  // namespace podkv
+
+#endif  // PODKV_HAVE_HTTPLIB
