@@ -99,6 +99,10 @@ struct CudaBackendOps::State {
   uint16_t* split = nullptr;
   size_t split_capacity = 0;  // elements of each half
   unsigned long long* counter = nullptr;
+  // Split-KV attention's partial results.
+  float* partials = nullptr;
+  size_t partial_capacity = 0;  // floats
+  int num_sms = 1;
 };
 
 CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
@@ -111,6 +115,7 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
   cudaDeviceProp props{};
   PODKV_CUDA_CHECK(cudaGetDeviceProperties(&props, 0));
   state_->device_name = props.name;
+  state_->num_sms = props.multiProcessorCount;
   PODKV_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
   PODKV_CUBLAS_CHECK(cublasCreate(&state_->cublas));
   PODKV_CUBLAS_CHECK(cublasSetStream(state_->cublas, state_->stream));
@@ -124,6 +129,7 @@ CudaBackendOps::~CudaBackendOps() {
   cudaFree(state_->step_buffer);
   cudaFree(state_->split);
   cudaFree(state_->counter);
+  cudaFree(state_->partials);
   if (state_->cublas != nullptr) cublasDestroy(state_->cublas);
   if (state_->stream != nullptr) cudaStreamDestroy(state_->stream);
 }
@@ -320,7 +326,33 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
   launch.all_gates = outputs.gates;
   launch.scores = view_.num_groups > 0 ? outputs.scores : nullptr;
   launch.skipped = state_->counter;
-  cuda::attention(state_->step, launch, q, state_->stream);
+  // Rows that add selection scores need the one-block-per-query kernel (its second pass over the keys).
+  bool scored = false;
+  int64_t max_keys = 1;
+  for (int b = 0; b < batch_.num_seqs; ++b) {
+    const int64_t last = batch_.first_pos[b] + batch_.row_begin[b + 1] - batch_.row_begin[b] - 1;
+    max_keys = std::max(max_keys, last + 1);
+    if (launch.scores != nullptr && batch_.score_from != nullptr && last >= batch_.score_from[b]) scored = true;
+  }
+  if (!scored && cuda::decode_attention_fits(view_.head_dim)) {
+    // Enough chunks per row for about two blocks per SM, each chunk at least 128 keys.
+    const int64_t rows = batch_.row_begin[batch_.num_seqs];
+    const int64_t tiles = (groups + 7) / 8;
+    const int64_t blocks = std::max<int64_t>(1, rows * kv_heads * tiles);
+    const int splits = static_cast<int>(std::clamp<int64_t>((2 * state_->num_sms + blocks - 1) / blocks, 1,
+                                                            std::max<int64_t>(1, max_keys / 128)));
+    const size_t floats = cuda::decode_attention_partial_floats(rows, params.num_heads, splits, view_.head_dim);
+    if (floats > state_->partial_capacity) {
+      synchronize();
+      cudaFree(state_->partials);
+      state_->partials = nullptr;
+      state_->partial_capacity = std::max(floats, 2 * state_->partial_capacity);
+      state_->partials = static_cast<float*>(device_alloc(state_->partial_capacity * sizeof(float), "attention partials"));
+    }
+    cuda::decode_attention(state_->step, launch, q, splits, state_->partials, state_->stream);
+  } else {
+    cuda::attention(state_->step, launch, q, state_->stream);
+  }
   if (outputs.stats == nullptr) return;
   // Distant parts follow from the positions and rules alone (as attention.cpp counts them).
   const bool split = view_.recent_tokens > 0;

@@ -5,6 +5,7 @@
 // query and head over the keys its token classes make visible
 // (kv/token_classes.h, pod-method.md), written from the layout's rules.
 #include <cmath>
+#include <string>
 
 #include "harness.h"
 #include "kv_scenario.h"
@@ -271,6 +272,20 @@ std::vector<KvCaseSpec> kv_case_specs() {
     c.tau = 0.5f;
     specs.push_back(c);
   }
+  // Decode at the lengths where split-KV kernels cut the keys into chunks: kv lengths 1, 17, 100,
+  // 1000 and 4097 in one batch; pages 1/16/64; GQA ratios 1, 4, 8 and MQA with 16 query heads.
+  const std::vector<EntrySpec> long_batch = {{0, 1, false}, {16, 1, false}, {99, 1, false}, {999, 1, false},
+                                             {4096, 1, false}};
+  const KvGeometry long_geometries[] = {{4, 2, 2, 128}, {4, 2, 8, 128}, {4, 2, 16, 64}, {4, 1, 16, 128}};
+  const int long_pages[] = {1, 16, 64};
+  int j = 0;
+  for (const char* policy : {"dense", "pod", "streaming", "cla", "h2o", "pod+snapkv"})
+    for (const KvGeometry& geo : long_geometries) {
+      KvCaseSpec c{policy, kKvTypes[j % 4], long_pages[j % 3], geo, long_batch};
+      if (j % 5 == 4 && std::string(policy) == "pod") c.tau = 0.5f;
+      specs.push_back(c);
+      ++j;
+    }
   return specs;
 }
 

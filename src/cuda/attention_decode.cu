@@ -1,0 +1,295 @@
+// Split-KV ("flash-decoding") attention of one layer over the paged view, for
+// launches that need no selection scores and head_dim a multiple of 8.
+//
+// The keys a query row reads (pod-method.md's classes, as attention.cu lists
+// them: proximal spans from the layer's own streams, distant spans from the
+// anchor's keys or the selection store) are numbered in one virtual range and
+// cut into `splits` chunks. One block per (row, KV head, group tile of up to
+// 8 query heads, chunk): the query heads of a KV head share every key and
+// value load (GQA/MQA). Its 4 warps take 32-key tiles in turn:
+//   scores: lane j reads key j of the tile whole (16-byte loads where the
+//           entry type allows) and dots it with each head's query (shared memory);
+//   softmax: per head a running max, and the proximal and distant sums apart
+//            (the gate is the proximal share of the mass);
+//   values:  lane l holds output elements l, l + 32, ... of every head.
+// The block's warps are merged in shared memory into one partial per (row,
+// query head, chunk) = (max, proximal sum, distant sum, acc[d]); merge_kernel
+// combines the chunks by their log-sum-exp, writes the output and the gate.
+// A head whose anchor gate is >= tau masks its distant keys (counted once).
+#include <cmath>
+
+#include "cuda/cuda_check.h"
+#include "cuda/elements.cuh"
+#include "cuda/kernels.h"
+#include "cuda/paged.cuh"
+#include "kv/token_classes.h"
+
+namespace podkv::cuda {
+
+namespace {
+
+constexpr int kWarps = 4;
+constexpr int kGroupTile = 8;  // query heads per block
+constexpr int kMaxSpans = 4;
+
+struct Span {
+  int64_t begin = 0, end = 0;  // positions or store slots
+  DeviceStream keys, values;
+  bool distant = false;
+};
+
+// Elements [8c, 8c + 8) of entry e.
+template <KvDType T>
+__device__ __forceinline__ void load8(const uint8_t* e, int c, float (&x)[8]) {
+  if constexpr (T == KvDType::F32) {
+    const float4* p = reinterpret_cast<const float4*>(e) + 2 * c;
+    const float4 a = p[0], b = p[1];
+    x[0] = a.x, x[1] = a.y, x[2] = a.z, x[3] = a.w, x[4] = b.x, x[5] = b.y, x[6] = b.z, x[7] = b.w;
+  } else if constexpr (T == KvDType::F16) {
+    const uint4 p = reinterpret_cast<const uint4*>(e)[c];
+    const uint32_t w[4] = {p.x, p.y, p.z, p.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
+      x[2 * i] = f.x, x[2 * i + 1] = f.y;
+    }
+  } else if constexpr (T == KvDType::BF16) {
+    const uint4 p = reinterpret_cast<const uint4*>(e)[c];
+    const uint32_t w[4] = {p.x, p.y, p.z, p.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) x[2 * i] = __uint_as_float(w[i] << 16), x[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  } else {
+    // Blocks of 32 values at 34-byte strides (the last one may be shorter): an f16 scale, then int8s.
+    const int first = 8 * c;
+    const uint8_t* block = e + (first / 32) * 34;
+    const float scale = f16_bytes_to_f32(block);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) x[i] = scale * static_cast<float>(static_cast<int8_t>(block[2 + first % 32 + i]));
+  }
+}
+
+__device__ __forceinline__ float* partial_at(float* partials, int64_t row, int H, int i, int splits, int split, int d) {
+  return partials + ((row * H + i) * splits + split) * static_cast<int64_t>(d + 3);
+}
+
+template <KvDType T>
+__global__ void __launch_bounds__(kWarps * 32)
+    decode_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
+  const int64_t row = blockIdx.x;
+  const int H = a.num_heads, Hkv = s.num_kv_heads, groups = H / Hkv, d = s.head_dim, layer = a.layer;
+  const int tiles_per_head = (groups + kGroupTile - 1) / kGroupTile;
+  const int h = blockIdx.y / tiles_per_head;
+  const int head0 = h * groups + (blockIdx.y % tiles_per_head) * kGroupTile;
+  const int G = min(kGroupTile, h * groups + groups - head0);
+  const int split = blockIdx.z;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int b = s.row_entry[row];
+  const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
+
+  // The row's spans (attention.cu's, without scores).
+  const KvRule kr = s.key_rules[layer * Hkv + h];
+  const KvRule vr = s.value_rules[layer * Hkv + h];
+  const bool split_classes = s.recent_tokens > 0;
+  const int group = kr.distant_group;
+  const int64_t store_size = group >= 0 ? s.store_size[b * s.num_groups + group] : 0;
+  const int64_t s_end = sink_end(pos, s.sink_tokens, split_classes);
+  const int64_t r_begin = recent_begin(pos, s.sink_tokens, s.recent_tokens, split_classes);
+  Span spans[kMaxSpans];
+  int count = 0;
+  {
+    const DeviceStream k = stream_of(
+        s, b, kKeys, source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, false), h);
+    const DeviceStream v = stream_of(
+        s, b, kValues, source_layer(layer, vr.retention, vr.distant_source, vr.proximal_source, false), h);
+    if (s_end > 0) spans[count++] = Span{0, s_end, k, v, false};
+    spans[count++] = Span{r_begin, pos + 1, k, v, false};
+  }
+  const bool distant = split_classes && r_begin > s_end;
+  const bool shared = kr.retention == kRetainWindow || kr.retention == kRetainNone;
+  const int k_layer = source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, true);
+  const int v_layer = source_layer(layer, vr.retention, vr.distant_source, vr.proximal_source, true);
+  if (distant && k_layer >= 0 && v_layer >= 0) {
+    const DeviceStream k = stream_of(s, b, kKeys, k_layer, h);
+    const DeviceStream v = stream_of(s, b, kValues, v_layer, h);
+    if (group < 0) {
+      spans[count++] = Span{s_end, r_begin, k, v, true};
+    } else {
+      spans[count++] =
+          Span{0, store_size, stream_of(s, b, kKeyStore, k_layer, h), stream_of(s, b, kValueStore, v_layer, h), true};
+      const int64_t window_base = s.window_base[b];
+      const int64_t begin = s_end > window_base ? s_end : window_base;
+      if (r_begin > begin) spans[count++] = Span{begin, r_begin, k, v, true};
+    }
+  }
+  // Heads whose anchor's gate reached tau skip their distant keys.
+  __shared__ bool skip_s[kGroupTile];
+  __shared__ float q_s[kGroupTile][kMaxHeadDim];
+  __shared__ float p_s[kWarps][kGroupTile][32];
+  if (threadIdx.x < G) {
+    const int i = head0 + threadIdx.x;
+    const bool skip = distant && shared && kr.distant_source >= 0 && a.tau < 1.0f && a.all_gates != nullptr &&
+                      a.all_gates[(kr.distant_source * s.rows + row) * H + i] >= a.tau;
+    skip_s[threadIdx.x] = skip;
+    if (skip && split == 0) atomicAdd(a.skipped, 1ULL);
+  }
+  for (int t = threadIdx.x; t < G * d; t += blockDim.x) q_s[t / d][t % d] = q[(row * H + head0 + t / d) * d + t % d];
+  __syncthreads();
+
+  // This chunk of the virtual key range, in 32-key tiles.
+  int64_t total = 0;
+  for (int n = 0; n < count; ++n) total += spans[n].end > spans[n].begin ? spans[n].end - spans[n].begin : 0;
+  const int64_t chunk = ((total + splits - 1) / splits + 31) / 32 * 32;
+  const int64_t v0 = split * chunk, v1 = min(total, v0 + chunk);
+
+  float run_max[kGroupTile], sum_p[kGroupTile], sum_d[kGroupTile], acc[kGroupTile][kLaneElems];
+#pragma unroll
+  for (int g = 0; g < kGroupTile; ++g) {
+    run_max[g] = -INFINITY, sum_p[g] = 0.0f, sum_d[g] = 0.0f;
+#pragma unroll
+    for (int c = 0; c < kLaneElems; ++c) acc[g][c] = 0.0f;
+  }
+  int64_t span_start = 0;  // virtual index of spans[n].begin
+  for (int n = 0; n < count; ++n) {
+    const Span& sp = spans[n];
+    const int64_t len = sp.end > sp.begin ? sp.end - sp.begin : 0;
+    const int64_t lo = max(v0, span_start), hi = min(v1, span_start + len);
+    span_start += len;
+    if (lo >= hi) continue;
+    for (int64_t t0 = lo + 32 * warp; t0 < hi; t0 += 32 * kWarps) {
+      const int64_t j = sp.begin + (t0 - (span_start - len)) + lane;  // this lane's key
+      const bool valid = t0 + lane < hi;
+      float score[kGroupTile];
+#pragma unroll
+      for (int g = 0; g < kGroupTile; ++g) score[g] = 0.0f;
+      const uint8_t* ke = valid ? entry_at(s, sp.keys, j) : nullptr;
+      if (ke != nullptr) {
+        for (int c = 0; c < d / 8; ++c) {
+          float k8[8];
+          load8<T>(ke, c, k8);
+#pragma unroll
+          for (int g = 0; g < kGroupTile; ++g) {
+            if (g >= G) break;
+            const float* qg = &q_s[g][8 * c];
+#pragma unroll
+            for (int e = 0; e < 8; ++e) score[g] += qg[e] * k8[e];
+          }
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < kGroupTile; ++g) {
+        if (g >= G) break;
+        const bool masked = !valid || (sp.distant && skip_s[g]);
+        const float x = masked ? -INFINITY : score[g] * a.scale;
+        const float tile_max = warp_max(x);
+        const float m = fmaxf(run_max[g], tile_max);
+        const float p = m == -INFINITY ? 0.0f : expf(x - m);
+        const float correction = run_max[g] == -INFINITY ? 0.0f : expf(run_max[g] - m);
+        const float tile_sum = warp_sum(p);
+        sum_p[g] *= correction, sum_d[g] *= correction;
+        if (sp.distant) sum_d[g] += tile_sum;
+        else sum_p[g] += tile_sum;
+#pragma unroll
+        for (int c = 0; c < kLaneElems; ++c) acc[g][c] *= correction;
+        run_max[g] = m;
+        p_s[warp][g][lane] = p;
+      }
+      __syncwarp();
+      const int64_t tile_end = hi - t0 < 32 ? hi - t0 : 32;
+      for (int jj = 0; jj < tile_end; ++jj) {
+        float v[kLaneElems];
+        decode_entry<T>(entry_at(s, sp.values, sp.begin + (t0 - (span_start - len)) + jj), lane, d, v);
+#pragma unroll
+        for (int g = 0; g < kGroupTile; ++g) {
+          if (g >= G) break;
+          const float p = p_s[warp][g][jj];
+#pragma unroll
+          for (int c = 0; c < kLaneElems; ++c) acc[g][c] += p * v[c];
+        }
+      }
+      __syncwarp();
+    }
+  }
+
+  // Merge the warps: per head, max and sums in shared memory, then acc.
+  __shared__ float w_max[kWarps][kGroupTile], w_sp[kWarps][kGroupTile], w_sd[kWarps][kGroupTile];
+  __shared__ float w_acc[kWarps][kMaxHeadDim];
+  if (lane == 0) {
+    for (int g = 0; g < G; ++g) w_max[warp][g] = run_max[g], w_sp[warp][g] = sum_p[g], w_sd[warp][g] = sum_d[g];
+  }
+  for (int g = 0; g < G; ++g) {
+    __syncthreads();
+#pragma unroll
+    for (int c = 0; c < kLaneElems; ++c)
+      if (lane + 32 * c < d) w_acc[warp][lane + 32 * c] = acc[g][c];
+    __syncthreads();
+    float m = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) m = fmaxf(m, w_max[w][g]);
+    float* out = partial_at(partials, row, H, head0 + g, splits, split, d);
+    for (int t = threadIdx.x; t < d + 3; t += blockDim.x) {
+      float x = 0.0f;
+      for (int w = 0; w < kWarps; ++w) {
+        const float weight = w_max[w][g] == -INFINITY ? 0.0f : expf(w_max[w][g] - m);
+        if (weight == 0.0f) continue;
+        x += weight * (t == 1 ? w_sp[w][g] : t == 2 ? w_sd[w][g] : t >= 3 ? w_acc[w][t - 3] : 0.0f);
+      }
+      out[t] = t == 0 ? m : x;
+    }
+  }
+}
+
+// One block per (row, query head): the chunks' partials combined.
+__global__ void merge_kernel(int num_heads, int d, int layer, int64_t rows, int splits, const float* partials,
+                             float* out, float* all_gates) {
+  const int64_t row = blockIdx.x;
+  const int i = blockIdx.y;
+  float m = -INFINITY;
+  for (int c = 0; c < splits; ++c) m = fmaxf(m, partial_at(const_cast<float*>(partials), row, num_heads, i, splits, c, d)[0]);
+  float sp = 0.0f, sd = 0.0f;
+  for (int c = 0; c < splits; ++c) {
+    const float* p = partial_at(const_cast<float*>(partials), row, num_heads, i, splits, c, d);
+    const float w = p[0] == -INFINITY ? 0.0f : expf(p[0] - m);
+    sp += w * p[1], sd += w * p[2];
+  }
+  const float inv = 1.0f / (sp + sd);
+  for (int t = threadIdx.x; t < d; t += blockDim.x) {
+    float x = 0.0f;
+    for (int c = 0; c < splits; ++c) {
+      const float* p = partial_at(const_cast<float*>(partials), row, num_heads, i, splits, c, d);
+      if (p[0] != -INFINITY) x += expf(p[0] - m) * p[3 + t];
+    }
+    out[(row * num_heads + i) * d + t] = x * inv;
+  }
+  if (threadIdx.x == 0 && all_gates != nullptr) all_gates[(static_cast<int64_t>(layer) * rows + row) * num_heads + i] = sp * inv;
+}
+
+}  // namespace
+
+bool decode_attention_fits(int head_dim) { return head_dim % 8 == 0 && head_dim <= kMaxHeadDim; }
+
+size_t decode_attention_partial_floats(int64_t rows, int num_heads, int splits, int head_dim) {
+  return static_cast<size_t>(rows) * num_heads * splits * (head_dim + 3);
+}
+
+void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits,
+                      float* partials, cudaStream_t stream) {
+  if (step.rows == 0) return;
+  check(decode_attention_fits(step.head_dim),
+        "cuda decode attention: head_dim " + std::to_string(step.head_dim) + " is not a multiple of 8 up to 128");
+  check(splits >= 1, "cuda decode attention: at least one split");
+  const int groups = launch.num_heads / step.num_kv_heads;
+  const int tiles = (groups + kGroupTile - 1) / kGroupTile;
+  const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(step.num_kv_heads * tiles),
+                  static_cast<unsigned>(splits));
+  switch (static_cast<KvDType>(step.dtype)) {
+    case KvDType::F32: decode_kernel<KvDType::F32><<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); break;
+    case KvDType::F16: decode_kernel<KvDType::F16><<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); break;
+    case KvDType::BF16: decode_kernel<KvDType::BF16><<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); break;
+    case KvDType::Q8_0: decode_kernel<KvDType::Q8_0><<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); break;
+  }
+  check_launch("decode_kernel");
+  merge_kernel<<<dim3(static_cast<unsigned>(step.rows), static_cast<unsigned>(launch.num_heads)), 128, 0, stream>>>(
+      launch.num_heads, step.head_dim, launch.layer, step.rows, splits, partials, launch.out, launch.all_gates);
+  check_launch("merge_kernel");
+}
+
+}  // namespace podkv::cuda
