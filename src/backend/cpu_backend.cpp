@@ -10,6 +10,10 @@
 
 namespace podkv {
 
+CpuBackend::CpuBackend(const Model& model) : model_(model) {
+  check(model.has_weights(), model.path() + ": the cpu backend needs the model's weights (random weights are a cuda option)");
+}
+
 std::unique_ptr<KvPool> CpuBackend::create_pool(KvCache& cache) {
   auto pool = std::make_unique<HostKvPool>(cache.num_pages(), cache.page_bytes(), cache.entry_bytes());
   cache.attach_pool(pool.get());

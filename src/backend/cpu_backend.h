@@ -18,7 +18,8 @@ namespace podkv {
 
 class CpuBackend : public Backend {
  public:
-  explicit CpuBackend(const Model& model) : model_(model) {}
+  // Throws Error for a model without weights (Model::shapes_only).
+  explicit CpuBackend(const Model& model);
   std::string name() const override { return "cpu"; }
   const Model& model() const override { return model_; }
   std::unique_ptr<KvPool> create_pool(KvCache& cache) override;

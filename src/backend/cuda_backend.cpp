@@ -34,7 +34,8 @@ CudaBackend::CudaBackend(const Model& model, CudaBackendOptions options) : model
   }
   embedding_ = upload_matrix(model.embedding());
   // A tied LM head is the embedding: one copy on the device.
-  lm_head_ = model.lm_head().data == model.embedding().data ? embedding_ : upload_matrix(model.lm_head());
+  const bool tied = model.has_weights() ? model.lm_head().data == model.embedding().data : c.tie_word_embeddings;
+  lm_head_ = tied ? embedding_ : upload_matrix(model.lm_head());
   final_norm_ = upload_floats(model.final_norm());
   inv_freq_ = upload_floats(model.rope_inv_freq());
   ops_.synchronize();
@@ -43,6 +44,15 @@ CudaBackend::CudaBackend(const Model& model, CudaBackendOptions options) : model
 CudaBackend::~CudaBackend() = default;
 
 WeightMatrix CudaBackend::upload_matrix(const WeightMatrix& host) {
+  if (host.data == nullptr) {  // a shapes-only model: random bf16 weights made on the device
+    DeviceBuffer buf(ops_, dtype_bytes(DType::BF16, static_cast<size_t>(host.cols)) * static_cast<size_t>(host.rows));
+    ops_.fill_random_bf16(buf.data(), host.rows * host.cols, options_.random_seed * 1000003 + owned_.size(),
+                          static_cast<float>(std::sqrt(3.0 / static_cast<double>(host.cols))));
+    weight_bytes_ += buf.bytes();
+    WeightMatrix w{DType::BF16, host.rows, host.cols, buf.data()};
+    owned_.push_back(std::move(buf));
+    return w;
+  }
   const DType to = options_.weights;
   const size_t out_row = dtype_bytes(to, static_cast<size_t>(host.cols));
   DeviceBuffer buf(ops_, out_row * static_cast<size_t>(host.rows));

@@ -17,11 +17,15 @@ struct CudaBackendOptions {
   // Device type of the weight matrices (embedding and LM head included): BF16
   // (any stored type converted, round to nearest even) or F32 (widened exactly).
   DType weights = DType::BF16;
+  // Seed of the random bf16 weights a model without weight data (Model::shapes_only) gets:
+  // uniform in ±sqrt(3 / fan_in), so activations keep their scale through the layers.
+  uint64_t random_seed = 1;
 };
 
 class CudaBackend : public Backend {
  public:
-  // Uploads the weights; throws Error when there is no device or they do not fit.
+  // Uploads the weights (or fills random ones for a shapes-only model); throws Error when there is no
+  // device or they do not fit.
   explicit CudaBackend(const Model& model, CudaBackendOptions options = {});
   ~CudaBackend() override;
   std::string name() const override { return "cuda"; }

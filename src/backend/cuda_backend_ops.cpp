@@ -119,8 +119,9 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
   PODKV_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
   PODKV_CUBLAS_CHECK(cublasCreate(&state_->cublas));
   PODKV_CUBLAS_CHECK(cublasSetStream(state_->cublas, state_->stream));
-  // Plain float32 SGEMM (no TF32): the f32 path is the exact one.
-  PODKV_CUBLAS_CHECK(cublasSetMathMode(state_->cublas, CUBLAS_PEDANTIC_MATH));
+  // Default math: SGEMM stays plain float32 (TF32 only with CUBLAS_TF32_TENSOR_OP_MATH), bf16 GEMMs
+  // run on the tensor cores with float32 accumulation.
+  PODKV_CUBLAS_CHECK(cublasSetMathMode(state_->cublas, CUBLAS_DEFAULT_MATH));
   state_->counter = static_cast<unsigned long long*>(device_alloc(sizeof(unsigned long long), "a counter"));
 }
 
@@ -158,11 +159,63 @@ void CudaBackendOps::fill_zero(void* device_ptr, size_t bytes) {
   if (bytes > 0) PODKV_CUDA_CHECK(cudaMemsetAsync(device_ptr, 0, bytes, state_->stream));
 }
 
+void CudaBackendOps::fill_random_bf16(void* device_ptr, int64_t n, uint64_t seed, float bound) {
+  cuda::fill_random_bf16(static_cast<uint16_t*>(device_ptr), n, seed, bound, state_->stream);
+}
+
 void CudaBackendOps::memory_info(size_t& free_bytes, size_t& total_bytes) const {
   PODKV_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
 }
 
 std::string CudaBackendOps::device_name() const { return state_->device_name; }
+
+namespace {
+
+// Best time in seconds of `run` over `repetitions` (after one warm-up), timed by events on `stream`.
+template <typename F>
+double best_seconds(cudaStream_t stream, int repetitions, F run) {
+  cudaEvent_t start, stop;
+  PODKV_CUDA_CHECK(cudaEventCreate(&start));
+  PODKV_CUDA_CHECK(cudaEventCreate(&stop));
+  double best = 1e30;
+  for (int r = 0; r <= repetitions; ++r) {
+    PODKV_CUDA_CHECK(cudaEventRecord(start, stream));
+    run();
+    PODKV_CUDA_CHECK(cudaEventRecord(stop, stream));
+    PODKV_CUDA_CHECK(cudaEventSynchronize(stop));
+    float ms = 0;
+    PODKV_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+    if (r > 0) best = std::min(best, ms / 1e3);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return best;
+}
+
+}  // namespace
+
+double CudaBackendOps::measure_copy_gbs(size_t bytes, int repetitions) {
+  DeviceBuffer a(*this, bytes), b(*this, bytes);
+  fill_zero(a.data(), bytes);
+  const double s = best_seconds(state_->stream, repetitions, [&] {
+    PODKV_CUDA_CHECK(cudaMemcpyAsync(b.data(), a.data(), bytes, cudaMemcpyDeviceToDevice, state_->stream));
+  });
+  return 2.0 * static_cast<double>(bytes) / s / 1e9;
+}
+
+double CudaBackendOps::measure_bf16_gemm_tflops(int n, int repetitions) {
+  const size_t elems = static_cast<size_t>(n) * static_cast<size_t>(n);
+  DeviceBuffer a(*this, elems * 2), b(*this, elems * 2), c(*this, elems * 4);
+  fill_random_bf16(a.data(), static_cast<int64_t>(elems), 1, 1.0f);
+  fill_random_bf16(b.data(), static_cast<int64_t>(elems), 2, 1.0f);
+  const float one = 1.0f, zero = 0.0f;
+  const double s = best_seconds(state_->stream, repetitions, [&] {
+    PODKV_CUBLAS_CHECK(cublasGemmEx(state_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a.data(), CUDA_R_16BF, n,
+                                    b.data(), CUDA_R_16BF, n, &zero, c.data(), CUDA_R_32F, n, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+  });
+  return 2.0 * n * static_cast<double>(n) * n / s / 1e12;
+}
 
 std::unique_ptr<KvPool> CudaBackendOps::create_kv_pool(KvCache& cache) {
   auto pool = std::make_unique<DeviceKvPool>(state_->stream, cache.num_pages(), cache.page_bytes(), cache.entry_bytes());

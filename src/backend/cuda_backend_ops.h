@@ -48,9 +48,16 @@ class CudaBackendOps : public BackendOps {
 
   // Beyond the interface, for CudaBackend: zeroes device memory (queued).
   void fill_zero(void* device_ptr, size_t bytes);
+  // Fills n bf16 values with uniform random ones in [-bound, bound) (queued; a hash of seed and index).
+  void fill_random_bf16(void* device_ptr, int64_t n, uint64_t seed, float bound);
   // Free and total device memory in bytes.
   void memory_info(size_t& free_bytes, size_t& total_bytes) const;
   std::string device_name() const;
+  // Same-run references for benchmarks: device-to-device copy of `bytes` (GB/s counting
+  // the bytes read and written, the best of `repetitions`), and a bf16 GEMM n x n x n
+  // through cuBLAS with float32 accumulation (TFLOP/s, best of `repetitions`).
+  double measure_copy_gbs(size_t bytes, int repetitions);
+  double measure_bf16_gemm_tflops(int n, int repetitions);
 
  private:
   struct State;  // the stream, cuBLAS, scratch and the step's device arrays

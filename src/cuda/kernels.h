@@ -34,6 +34,9 @@ void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t
 // x = hi + lo to about 2^-17 relative: hi = bf16(x), lo = bf16(x - hi).
 void split_bf16(const float* x, int64_t n, uint16_t* hi, uint16_t* lo, cudaStream_t stream);
 
+// random.cu: dst[i] = bf16 of a uniform value in [-bound, bound), a hash of (seed, i): weights for benchmarks.
+void fill_random_bf16(uint16_t* dst, int64_t n, uint64_t seed, float bound, cudaStream_t stream);
+
 // gemv.cu: y[rows, out] = x[rows, in] · Wᵀ (+ bias) for rows <= kGemvMaxRows, W in F32/F16/BF16/Q8_0,
 // float32 accumulation; one warp per output feature, W read once.
 constexpr int64_t kGemvMaxRows = 8;

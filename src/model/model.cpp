@@ -69,6 +69,37 @@ ModelConfig Model::load_config(const std::string& path) {
   return load(path)->config();
 }
 
+std::unique_ptr<Model> Model::shapes_only(const std::string& path) {
+  std::unique_ptr<Model> model(new Model());
+  model->path_ = path;
+  model->config_ = load_config(path);
+  const ModelConfig& c = model->config_;
+  const int64_t h = c.hidden_size;
+  auto shape = [](int64_t rows, int64_t cols) { return WeightMatrix{DType::BF16, rows, cols, nullptr}; };
+  model->embedding_ = shape(c.vocab_size, h);
+  model->lm_head_ = shape(c.vocab_size, h);
+  model->final_norm_.assign(static_cast<size_t>(h), 1.0f);
+  for (int l = 0; l < c.num_layers; ++l) {
+    LayerWeights& w = model->layers_.emplace_back();
+    w.attn_norm.assign(static_cast<size_t>(h), 1.0f);
+    w.mlp_norm.assign(static_cast<size_t>(h), 1.0f);
+    w.wq = shape(c.q_dim(), h);
+    w.wk = shape(c.kv_dim(), h);
+    w.wv = shape(c.kv_dim(), h);
+    if (c.attention_bias) {
+      w.bq.assign(static_cast<size_t>(c.q_dim()), 0.0f);
+      w.bk.assign(static_cast<size_t>(c.kv_dim()), 0.0f);
+      w.bv.assign(static_cast<size_t>(c.kv_dim()), 0.0f);
+    }
+    w.wo = shape(h, c.q_dim());
+    w.w_gate = shape(c.intermediate_size, h);
+    w.w_up = shape(c.intermediate_size, h);
+    w.w_down = shape(h, c.intermediate_size);
+  }
+  model->rope_inv_freq_ = rope_inverse_frequencies(c);
+  return model;
+}
+
 std::unique_ptr<Model> Model::load(const std::string& path) {
   std::unique_ptr<Model> model(new Model());
   model->path_ = path;

@@ -37,6 +37,13 @@ class Model {
   static std::unique_ptr<Model> load(const std::string& path);
   // Only the configuration (a directory with config.json alone is enough).
   static ModelConfig load_config(const std::string& path);
+  // The configuration of PATH and every weight's shape in bf16, with no weight
+  // data (every WeightMatrix::data null; norms of ones, biases of zeros): for a
+  // backend that fills the weights itself (CudaBackend's random weights, to
+  // benchmark an 8B shape from a config.json alone).
+  static std::unique_ptr<Model> shapes_only(const std::string& path);
+  // False for shapes_only models.
+  bool has_weights() const { return embedding_.data != nullptr; }
 
   ~Model();
   const ModelConfig& config() const { return config_; }

@@ -11,6 +11,8 @@
 #include "commands.h"
 #include "common.h"
 #include "bench_probe/bandwidth.h"
+#include "backend/cuda_backend.h"
+#include "backend/make_backend.h"
 #include "engine/runner.h"
 #include "ops/matmul.h"
 #include "util/error.h"
@@ -29,6 +31,10 @@ struct BenchCommand {
   int threads = 0;
   bool json = false;
   KvOptions kv;
+  std::string device = "cpu";
+  std::string cuda_weights = "bf16";
+  bool random_weights = false;
+  std::string kv_memory;  // --kv-memory: one budget; each decode test admits as many sequences as it holds
 };
 
 struct Stat {
@@ -71,38 +77,77 @@ double measure_gemm_gflops() {
 }
 
 // One timed test: a prefill of `prompt` tokens, or `gen` decode steps of
-// `batch` sequences decoding together after a prefill of depth + 1 tokens
+// `batch` sequences decoding together after a context of depth + 1 tokens
 // each. Returns tokens/s (all sequences), GB/s (weights once per decode step
 // plus the KV bytes each step reads; weights once per prefill) and GFLOP/s of
-// the weight matmuls.
+// the weight matmuls. With `synthetic_depth` the depth's KV entries are
+// reserved and committed without a prefill (their values are whatever the pool
+// holds): decode at 32K contexts and batch 128 is timed without minutes of prefill.
+// `budget` > 0: one cache of that many bytes, filled with as many sequences as
+// it admits (batch = 0) or refusing a batch it cannot hold (KvCacheFull).
 struct Sample {
   double tokens_per_s = 0, gb_per_s = 0, gflop_per_s = 0;
+  int batch = 0;
 };
 
-Sample time_test(const Model& model, const KvLayout& layout, KvDType dtype, std::optional<float> tau, int64_t prompt,
-                 int64_t depth, int64_t gen, int batch, const std::function<std::vector<int32_t>(int64_t)>& random_ids) {
+struct TestSetup {
+  Backend* backend = nullptr;
+  KvDType dtype = KvDType::F32;
+  bool synthetic_depth = false;
+  size_t budget = 0;
+};
+
+void fill_synthetic(KvCache& cache, int seq, int64_t length) {
+  for (int64_t at = 0; at < length;) {
+    const int64_t to = std::min(length, at + 256);
+    cache.reserve(seq, to);
+    cache.commit(seq, to);
+    at = to;
+  }
+}
+
+Sample time_test(const TestSetup& t, const KvLayout& layout, std::optional<float> tau, int64_t prompt, int64_t depth,
+                 int64_t gen, int batch, const std::function<std::vector<int32_t>(int64_t)>& random_ids) {
+  const Model& model = t.backend->model();
   const double weight_bytes = static_cast<double>(model.bytes_per_decode_token());
   const double flops = matmul_flops_per_token(model.config());
   std::vector<float> logits;
   if (prompt > 0) {
-    auto cache = make_cache(layout, prompt, 1, 256, dtype);
-    Runner runner(model, *cache);
+    auto cache = make_cache(layout, prompt, 1, 256, t.dtype);
+    Runner runner(*t.backend, *cache);
     runner.set_tau(tau);
     const auto ids = random_ids(prompt);
     const double t0 = now();
     runner.forward(cache->add_sequence(), ids, false, logits);
     const double dt = now() - t0;
-    return {prompt / dt, weight_bytes / dt / 1e9, flops * prompt / dt / 1e9};
+    return {prompt / dt, weight_bytes / dt / 1e9, flops * prompt / dt / 1e9, 1};
   }
-  auto cache = make_cache(layout, depth + gen + 1, batch, 256, dtype);
-  Runner runner(model, *cache);
+  const int64_t length = depth + gen + 1;
+  std::unique_ptr<KvCache> cache;
+  if (t.budget > 0) {
+    cache = std::make_unique<KvCache>(layout, t.budget, 16, t.dtype);
+  } else {
+    cache = make_cache(layout, length, batch, 256, t.dtype);
+  }
+  Runner runner(*t.backend, *cache);
   runner.set_tau(tau);
   Batch step;
-  for (int b = 0; b < batch; ++b) {
+  for (int b = 0; b < batch || batch == 0; ++b) {
     const int seq = cache->add_sequence();
-    runner.forward(seq, random_ids(depth + 1), false, logits);
+    if (t.budget > 0) {  // admit while the whole sequence (context and decode steps) fits
+      try {
+        cache->check_fits(seq, length, 256);
+      } catch (const KvCacheFull&) {
+        cache->remove_sequence(seq);
+        break;
+      }
+    }
+    if (t.synthetic_depth) fill_synthetic(*cache, seq, depth + 1);
+    else runner.forward(seq, random_ids(depth + 1), false, logits);
     step.entries.push_back(BatchEntry{seq, {}, LogitRows::Last, 0, false});
   }
+  if (step.entries.empty() || (batch > 0 && static_cast<int>(step.entries.size()) < batch))
+    return {0, 0, 0, static_cast<int>(step.entries.size())};  // does not fit in the budget
   BatchResult out;
   double kv_bytes = 0;
   const double t0 = now();
@@ -114,21 +159,32 @@ Sample time_test(const Model& model, const KvLayout& layout, KvDType dtype, std:
     runner.step(step, out);
   }
   const double dt = now() - t0;
-  return {batch * gen / dt, (weight_bytes * gen + kv_bytes) / dt / 1e9, flops * batch * gen / dt / 1e9};
+  const double n = static_cast<double>(step.entries.size());
+  return {n * gen / dt, (weight_bytes * gen + kv_bytes) / dt / 1e9, flops * n * gen / dt / 1e9,
+          static_cast<int>(step.entries.size())};
 }
 
 void run(const BenchCommand& o) {
   if (o.threads > 0) set_num_threads(o.threads);
   if (o.repetitions < 1) throw Error("-r: at least one repetition");
-  auto model = Model::load(o.model);
+  if (o.random_weights && o.device != "cuda") throw Error("--random-weights: needs --device cuda");
+  auto model = o.random_weights ? Model::shapes_only(o.model) : Model::load(o.model);
   const ModelConfig& c = model->config();
+  auto backend = make_backend(o.device, *model, o.cuda_weights);
+  TestSetup setup;
+  setup.backend = backend.get();
+  setup.synthetic_depth = o.device != "cpu";
+  if (!o.kv_memory.empty()) setup.budget = parse_bytes(o.kv_memory, "--kv-memory");
   const auto prompts = parse_id_list(o.prompts, "-p");
   const auto gens = parse_id_list(o.gen, "-n");
   const auto depths = parse_id_list(o.depths, "-d");
   const auto batches = parse_id_list(o.batches, "-b");
-  for (int32_t b : batches)
-    if (b < 1 || b > 4096) throw Error("-b: batch sizes must be in 1..4096, got " + std::to_string(b));
+  for (int32_t b : batches) {
+    if (b < 0 || b > 4096) throw Error("-b: batch sizes must be in 1..4096 (0 = as many as --kv-memory holds), got " + std::to_string(b));
+    if (b == 0 && o.kv_memory.empty()) throw Error("-b 0: the largest batch needs --kv-memory");
+  }
   const KvDType kv_dtype = kv_dtype_from_options(o.kv, *model);
+  setup.dtype = kv_dtype;
   std::mt19937 rng(7);
   auto random_ids = [&](int64_t n) {
     std::vector<int32_t> ids(n);
@@ -149,31 +205,53 @@ void run(const BenchCommand& o) {
     if (o.kv.policy != "dense") arms.push_back({"dense", KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim), std::nullopt});
     arms.push_back(std::move(arm));
   }
-  const double copy_gbs = measure_copy_bandwidth_gbs(size_t{256} << 20, 5);
-  const double read_gbs = measure_read_bandwidth_gbs(size_t{256} << 20, 5);
-  const double gemm_gflops = measure_gemm_gflops();
+  // Same-run references: the host's streaming copy/read and f32 GEMM, or the GPU's copy and bf16 GEMM.
+  double copy_gbs = 0, read_gbs = 0, gemm_gflops = 0;
+  std::string reference_note;
+#if defined(PODKV_HAVE_CUDA)
+  if (auto* cuda = dynamic_cast<CudaBackend*>(backend.get())) {
+    copy_gbs = cuda->ops().measure_copy_gbs(size_t{2} << 30, 5);
+    read_gbs = copy_gbs;
+    gemm_gflops = cuda->ops().measure_bf16_gemm_tflops(8192, 5) * 1e3;
+    reference_note = cuda->ops().device_name() + ": device copy " + std::to_string(static_cast<int>(copy_gbs)) +
+                     " GB/s (read + write), bf16 GEMM 8192^3 " + std::to_string(static_cast<int>(gemm_gflops / 1e3)) +
+                     " TFLOP/s; KV depth filled without a prefill";
+  }
+#endif
+  if (reference_note.empty()) {
+    copy_gbs = measure_copy_bandwidth_gbs(size_t{256} << 20, 5);
+    read_gbs = measure_read_bandwidth_gbs(size_t{256} << 20, 5);
+    gemm_gflops = measure_gemm_gflops();
+  }
   const double weight_bytes = static_cast<double>(model->bytes_per_decode_token());
   nlohmann::json rows = nlohmann::json::array();
 
   auto run_test = [&](const std::string& test, int64_t prompt, int64_t depth, int64_t gen, int batch) {
     std::vector<std::vector<double>> tps(arms.size()), gbs(arms.size()), gfs(arms.size());
+    std::vector<int> batches(arms.size(), batch);
     for (int r = 0; r < o.repetitions + 1; ++r) {
       for (size_t a = 0; a < arms.size(); ++a) {
-        const Sample sample =
-            time_test(*model, arms[a].layout, kv_dtype, arms[a].tau, prompt, depth, gen, batch, random_ids);
-        if (r == 0) continue;  // warm-up
+        if (r > 0 && tps[a].empty() && batches[a] != batch && batch > 0) continue;  // did not fit
+        const Sample sample = time_test(setup, arms[a].layout, arms[a].tau, prompt, depth, gen, batch, random_ids);
+        batches[a] = sample.batch;
+        if (r == 0 || sample.tokens_per_s == 0) continue;  // warm-up, or the batch does not fit
         tps[a].push_back(sample.tokens_per_s);
         gbs[a].push_back(sample.gb_per_s);
         gfs[a].push_back(sample.gflop_per_s);
       }
     }
-    const double dense_tps = stats(tps[0]).mean;
+    const double dense_tps = tps[0].empty() ? 0.0 : stats(tps[0]).mean;
     for (size_t a = 0; a < arms.size(); ++a) {
+      if (tps[a].empty()) {  // the batch does not fit in --kv-memory
+        rows.push_back({{"test", test}, {"kv_policy", arms[a].name}, {"tokens", gen}, {"depth", depth},
+                        {"batch", batch}, {"fits", false}, {"batch_admitted", batches[a]}});
+        continue;
+      }
       const Stat t = stats(tps[a]), g = stats(gbs[a]), f = stats(gfs[a]);
       rows.push_back({{"test", test}, {"kv_policy", arms[a].name}, {"tokens", prompt > 0 ? prompt : gen},
-                      {"depth", depth}, {"batch", batch}, {"tokens_per_s", t.mean}, {"tokens_per_s_stddev", t.stddev},
+                      {"depth", depth}, {"batch", batches[a]}, {"tokens_per_s", t.mean}, {"tokens_per_s_stddev", t.stddev},
                       {"gflop_per_s", f.mean}, {"gemm_gflop_per_s", gemm_gflops},
-                      {"time_vs_dense", dense_tps / t.mean}, {"gb_per_s", g.mean}, {"copy_gb_per_s", copy_gbs},
+                      {"time_vs_dense", dense_tps > 0 ? dense_tps / t.mean : 0.0}, {"fits", true}, {"gb_per_s", g.mean}, {"copy_gb_per_s", copy_gbs},
                       {"bandwidth_fraction", g.mean / copy_gbs}, {"read_gb_per_s", read_gbs},
                       {"read_bandwidth_fraction", g.mean / read_gbs}});
     }
@@ -189,12 +267,13 @@ void run(const BenchCommand& o) {
       if (d + n + 1 > c.max_position_embeddings) throw Error("-d/-n: depth + tokens exceed the model's context");
       for (int32_t b : batches)
         run_test("tg" + std::to_string(n) + (d > 0 ? " @ d" + std::to_string(d) : "") +
-                     (b > 1 ? " x b" + std::to_string(b) : ""),
+                     (b > 1 ? " x b" + std::to_string(b) : b == 0 ? " x max batch" : ""),
                  0, d, n, b);
     }
   }
   nlohmann::json result = {{"model", o.model}, {"parameters", c.parameter_count()},
                            {"dtype", dtype_name(model->weight_dtype())}, {"threads", num_threads()},
+                           {"device", o.device}, {"random_weights", o.random_weights}, {"reference", reference_note},
                            {"weight_bytes_per_token", weight_bytes}, {"kv_policy", o.kv.policy},
                            {"kv_dtype", kv_dtype_name(kv_dtype)}, {"gemm_gflop_per_s", gemm_gflops},
                            {"copy_gb_per_s", copy_gbs}, {"read_gb_per_s", read_gbs}, {"results", rows}};
@@ -202,16 +281,26 @@ void run(const BenchCommand& o) {
     std::printf("%s\n", result.dump(2).c_str());
     return;
   }
-  std::printf("same run: streaming copy %.1f GB/s (read + write), streaming read %.1f GB/s, f32 GEMM 1024^3 %.1f "
-              "GFLOP/s; %d threads; KV entries %s\n",
-              copy_gbs, read_gbs, gemm_gflops, num_threads(), kv_dtype_name(kv_dtype));
+  if (!reference_note.empty())
+    std::printf("same run: %s; KV entries %s\n", reference_note.c_str(), kv_dtype_name(kv_dtype));
+  else
+    std::printf("same run: streaming copy %.1f GB/s (read + write), streaming read %.1f GB/s, f32 GEMM 1024^3 %.1f "
+                "GFLOP/s; %d threads; KV entries %s\n",
+                copy_gbs, read_gbs, gemm_gflops, num_threads(), kv_dtype_name(kv_dtype));
   std::printf("time vs dense: time per token relative to dense in the same run (1.00 = as fast)\n\n");
-  std::printf("| model | params | dtype | kv | test | t/s | time vs dense | GB/s | of copy | of read | GFLOP/s | of GEMM |\n");
-  std::printf("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+  std::printf("| model | params | dtype | kv | test | batch | t/s | time vs dense | GB/s | of copy | of read | GFLOP/s | of GEMM |\n");
+  std::printf("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
   for (const auto& row : rows) {
-    std::printf("| %s | %.1fM | %s | %s | %s | %.2f ± %.2f | %.2f | %.1f | %.0f%% | %.0f%% | %.1f | %.0f%% |\n", o.model.c_str(),
+    if (!row["fits"].get<bool>()) {
+      std::printf("| %s | %.1fM | %s | %s | %s | %d | does not fit in --kv-memory (%d admitted) | | | | | | |\n",
+                  o.model.c_str(), c.parameter_count() / 1e6, dtype_name(model->weight_dtype()),
+                  row["kv_policy"].get<std::string>().c_str(), row["test"].get<std::string>().c_str(),
+                  row["batch"].get<int>(), row["batch_admitted"].get<int>());
+      continue;
+    }
+    std::printf("| %s | %.1fM | %s | %s | %s | %d | %.2f ± %.2f | %.2f | %.1f | %.0f%% | %.0f%% | %.1f | %.0f%% |\n", o.model.c_str(),
                 c.parameter_count() / 1e6, dtype_name(model->weight_dtype()), row["kv_policy"].get<std::string>().c_str(),
-                row["test"].get<std::string>().c_str(), row["tokens_per_s"].get<double>(),
+                row["test"].get<std::string>().c_str(), row["batch"].get<int>(), row["tokens_per_s"].get<double>(),
                 row["tokens_per_s_stddev"].get<double>(), row["time_vs_dense"].get<double>(), row["gb_per_s"].get<double>(),
                 100.0 * row["bandwidth_fraction"].get<double>(), 100.0 * row["read_bandwidth_fraction"].get<double>(),
                 row["gflop_per_s"].get<double>(), 100.0 * row["gflop_per_s"].get<double>() / gemm_gflops);
@@ -232,6 +321,12 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-r,--repetitions", o->repetitions, "timed repetitions (after one warm-up)")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
   add_kv_options(*cmd, o->kv);
+  cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
+  cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
+  cmd->add_flag("--random-weights", o->random_weights,
+                "random bf16 weights made on the GPU (-m may be a directory with only config.json; needs --device cuda)");
+  cmd->add_option("--kv-memory", o->kv_memory,
+                  "one KV budget (e.g. 96G) for each decode test; -b 0 admits as many sequences as it holds");
   cmd->add_flag("--json", o->json, "print JSON instead of the table");
   cmd->callback([o] { run(*o); });
 }

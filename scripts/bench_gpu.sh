@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The GPU benchmark (issue 12) on one NVIDIA GPU, everything in the same run:
+# the Llama-3-8B shape (configs/llama-3-8b-32k, 8.03B parameters) with random
+# bf16 weights made on the device, bf16 KV entries; the same run's device copy
+# bandwidth and bf16 GEMM rate are the references (podkv bench prints them).
+#  1. prefill at 4K, decode at batch 1 at 4K and 32K;
+#  2. decode at batch 8, 32, 64, 128 at 8K and 32K, dense and PoD (uniform
+#     blocks of 3, sink 16, recent 4080) side by side under one --kv-memory
+#     (a batch the budget cannot hold is reported as such);
+#  3. the largest batch at 32K that --kv-memory really holds (sequences admitted
+#     until the cache refuses), dense and PoD, and the throughput at that batch;
+#  4. Hugging Face transformers (SDPA and eager) on the same shapes (scripts/bench_gpu_peer.py).
+# Decode contexts are filled without a prefill (podkv bench's synthetic depth on
+# the GPU); transformers runs its real prefill first.
+#   scripts/bench_gpu.sh [BUILD_DIR] [OUT_DIR]    (KV_MEMORY=96G, STEPS=32)
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build-cuda}
+out=${2:-$build/gpu-bench}
+mkdir -p "$out"
+podkv="$build/podkv"
+config="$root/configs/llama-3-8b-32k"
+mem=${KV_MEMORY:-96G}
+steps=${STEPS:-32}
+pod=(--kv pod --pod-group 3 --sink 16 --recent 4080)
+common=(-m "$config" --device cuda --random-weights --kv-dtype bf16)
+status=0
+
+echo "== 1. prefill 4K, decode batch 1 at 4K and 32K"
+"$podkv" bench "${common[@]}" -p 4096 -n "$steps" -d 4096,32768 -r 3 | tee "$out/batch1.md" || status=1
+echo "== 2. decode batches at 8K and 32K, dense vs PoD, --kv-memory $mem"
+"$podkv" bench "${common[@]}" "${pod[@]}" -p 0 -n 16 -d 8192,32768 -b 8,32,64,128 -r 2 --kv-memory "$mem" |
+  tee "$out/batches.md" || status=1
+echo "== 3. largest batch at 32K in --kv-memory $mem"
+"$podkv" bench "${common[@]}" "${pod[@]}" -p 0 -n 16 -d 32768 -b 0 -r 2 --kv-memory "$mem" | tee "$out/max_batch.md" ||
+  status=1
+echo "== 4. transformers on the same shapes"
+PYTHONUNBUFFERED=1 python3 "$root/scripts/bench_gpu_peer.py" -m "$config" --out "$out/transformers.json" \
+  --prefill 4096,32768 --decode 4096:1,32768:1,8192:8 --steps "$steps" || status=1
+echo "bench_gpu: $([ $status -eq 0 ] && echo done || echo FAILURES)"
+exit $status

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""The peer of `podkv bench --device cuda --random-weights` on the GPU machine:
+Hugging Face transformers (eager and SDPA attention) on the same config with
+random bf16 weights, timing prefill and greedy-free decode steps the same way
+(tokens/s of the forward alone, the GPU synchronised before each clock read).
+
+  python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out peer.json \
+      [--prefill 4096,32768] [--decode 4096:1,32768:1,8192:8] [--steps 32]
+
+A test that runs out of GPU memory is reported as "oom", not skipped silently.
+"""
+import argparse
+import json
+import time
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+def sync_time():
+    torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def make_model(config_dir, attn):
+    config = LlamaConfig.from_pretrained(config_dir)
+    config._attn_implementation = attn
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = LlamaForCausalLM(config)
+    torch.set_default_dtype(torch.float32)
+    model.eval()
+    return model, config
+
+
+@torch.inference_mode()
+def prefill(model, vocab, n, reps):
+    ids = torch.randint(0, vocab, (1, n), device="cuda")
+    model(ids, use_cache=False, logits_to_keep=1)  # warm-up
+    best = 1e30
+    for _ in range(reps):
+        t0 = sync_time()
+        model(ids, use_cache=False, logits_to_keep=1)
+        best = min(best, sync_time() - t0)
+    return n / best
+
+
+@torch.inference_mode()
+def decode(model, vocab, depth, batch, steps):
+    ids = torch.randint(0, vocab, (batch, depth + 1), device="cuda")
+    out = model(ids, use_cache=True, logits_to_keep=1)
+    cache = out.past_key_values
+    step = torch.randint(0, vocab, (batch, 1), device="cuda")
+    out = model(step, past_key_values=cache, use_cache=True)  # warm-up step
+    cache = out.past_key_values
+    t0 = sync_time()
+    for _ in range(steps):
+        out = model(step, past_key_values=cache, use_cache=True)
+        cache = out.past_key_values
+    return batch * steps / (sync_time() - t0)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-m", "--model", required=True, help="directory with config.json")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--prefill", default="4096,32768")
+    ap.add_argument("--decode", default="4096:1,32768:1", help="depth:batch pairs")
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--attn", default="sdpa,eager")
+    args = ap.parse_args()
+    results = []
+    for attn in args.attn.split(","):
+        model, config = make_model(args.model, attn)
+        for n in [int(x) for x in args.prefill.split(",") if x]:
+            row = {"impl": "transformers-" + attn, "test": f"pp{n}", "batch": 1}
+            try:
+                row["tokens_per_s"] = prefill(model, config.vocab_size, n, 2)
+            except torch.OutOfMemoryError:
+                row["tokens_per_s"] = "oom"
+            torch.cuda.empty_cache()
+            print(row, flush=True)
+            results.append(row)
+        for pair in [p for p in args.decode.split(",") if p]:
+            depth, batch = (int(x) for x in pair.split(":"))
+            row = {"impl": "transformers-" + attn, "test": f"tg{args.steps} @ d{depth}", "batch": batch}
+            try:
+                row["tokens_per_s"] = decode(model, config.vocab_size, depth, batch, args.steps)
+            except torch.OutOfMemoryError:
+                row["tokens_per_s"] = "oom"
+            torch.cuda.empty_cache()
+            print(row, flush=True)
+            results.append(row)
+        del model
+        torch.cuda.empty_cache()
+    import transformers
+    with open(args.out, "w") as f:
+        json.dump({"transformers": transformers.__version__, "torch": torch.__version__,
+                   "device": torch.cuda.get_device_name(0), "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
