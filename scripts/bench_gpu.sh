@@ -12,7 +12,7 @@
 #  4. Hugging Face transformers (SDPA and eager) on the same shapes (scripts/bench_gpu_peer.py).
 # Decode contexts are filled without a prefill (podkv bench's synthetic depth on
 # the GPU); transformers runs its real prefill first.
-#   scripts/bench_gpu.sh [BUILD_DIR] [OUT_DIR]    (KV_MEMORY=96G, STEPS=32)
+#   scripts/bench_gpu.sh [BUILD_DIR] [OUT_DIR]    (KV_MEMORY=96G, STEPS=32, PARTS="1 2 3 4")
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build-cuda}
@@ -24,18 +24,22 @@ mem=${KV_MEMORY:-96G}
 steps=${STEPS:-32}
 pod=(--kv pod --pod-group 3 --sink 16 --recent 4080)
 common=(-m "$config" --device cuda --random-weights --kv-dtype bf16)
+parts=${PARTS:-1 2 3 4}
 status=0
+want() { [[ " $parts " == *" $1 "* ]]; }
 
-echo "== 1. prefill 4K, decode batch 1 at 4K and 32K"
-"$podkv" bench "${common[@]}" -p 4096 -n "$steps" -d 4096,32768 -r 3 | tee "$out/batch1.md" || status=1
-echo "== 2. decode batches at 8K and 32K, dense vs PoD, --kv-memory $mem"
-"$podkv" bench "${common[@]}" "${pod[@]}" -p 0 -n 16 -d 8192,32768 -b 8,32,64,128 -r 2 --kv-memory "$mem" |
-  tee "$out/batches.md" || status=1
-echo "== 3. largest batch at 32K in --kv-memory $mem"
-"$podkv" bench "${common[@]}" "${pod[@]}" -p 0 -n 16 -d 32768 -b 0 -r 2 --kv-memory "$mem" | tee "$out/max_batch.md" ||
-  status=1
-echo "== 4. transformers on the same shapes"
+# The config's context is 32768: decode at 32K starts at depth 32768 - steps - 1.
+d32k=$((32768 - steps - 1))
+want 1 && { echo "== 1. prefill 4K, decode batch 1 at 4K and 32K (--profile: GPU time by region)"
+"$podkv" bench "${common[@]}" -p 4096 -n "$steps" -d 4096,$d32k -r 3 --profile | tee "$out/batch1.md" || status=1; }
+want 2 && { echo "== 2. decode batches at 8K and 32K, dense vs PoD, --kv-memory $mem"
+"$podkv" bench "${common[@]}" "${pod[@]}" -p 0 -n 16 -d 8192,$((32768 - 17)) -b 8,32,64,128 -r 2 --kv-memory "$mem" --profile |
+  tee "$out/batches.md" || status=1; }
+want 3 && { echo "== 3. largest batch at 32K in --kv-memory $mem"
+"$podkv" bench "${common[@]}" "${pod[@]}" -p 0 -n 16 -d $((32768 - 17)) -b 0 -r 2 --kv-memory "$mem" | tee "$out/max_batch.md" ||
+  status=1; }
+want 4 && { echo "== 4. transformers on the same shapes"
 PYTHONUNBUFFERED=1 python3 "$root/scripts/bench_gpu_peer.py" -m "$config" --out "$out/transformers.json" \
-  --prefill 4096,32768 --decode 4096:1,32768:1,8192:8 --steps "$steps" || status=1
+  --prefill 4096,32768 --decode 4096:1,$d32k:1,8192:8 --steps "$steps" || status=1; }
 echo "bench_gpu: $([ $status -eq 0 ] && echo done || echo FAILURES)"
 exit $status

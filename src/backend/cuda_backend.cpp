@@ -136,11 +136,14 @@ void CudaBackend::forward(const ForwardStep& step, const KvView& view, ForwardOu
   const size_t score_count = view.num_groups > 0 ? view.score_indptr[view.num_seqs * view.num_groups] : 0;
   reserve(n, step.num_logit_rows, score_count);
   out.scores.assign(score_count, 0.0f);
-  ops_.fill_zero(scores_.data(), score_count * sizeof(float));
-  tokens_.upload(step.tokens, n * sizeof(int32_t));
-  positions_.upload(step.positions, n * sizeof(int64_t));
-  ops_.embedding(embedding_, tokens_.as<int32_t>(), n, x_.as<float>());
-  ops_.set_step(view, batch);
+  {
+    ProfileScope p(ops_, "step setup (uploads, embedding)");
+    ops_.fill_zero(scores_.data(), score_count * sizeof(float));
+    tokens_.upload(step.tokens, n * sizeof(int32_t));
+    positions_.upload(step.positions, n * sizeof(int64_t));
+    ops_.embedding(embedding_, tokens_.as<int32_t>(), n, x_.as<float>());
+    ops_.set_step(view, batch);
+  }
 
   AttentionParams params;
   params.num_heads = c.num_heads;
@@ -157,28 +160,61 @@ void CudaBackend::forward(const ForwardStep& step, const KvView& view, ForwardOu
 
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const Layer& w = layers_[layer];
-    ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
-    ops_.matmul(w.wq, xn, n, q, w.bq);
-    ops_.matmul(w.wk, xn, n, k, w.bk);
-    ops_.matmul(w.wv, xn, n, v, w.bv);
-    ops_.rope(q, n, c.num_heads, c.head_dim, positions, inv_freq_, c.rope_interleaved);
-    ops_.rope(k, n, c.num_kv_heads, c.head_dim, positions, inv_freq_, c.rope_interleaved);
-    ops_.kv_write(layer, k, v);
-    params.layer = layer;
-    ops_.attention(params, q, outputs);
-    ops_.matmul(w.wo, attn_.as<float>(), n, proj, nullptr);
-    ops_.add(x, proj, n * hidden);
-
-    ops_.rms_norm(x, w.mlp_norm, n, hidden, c.rms_norm_eps, xn);
-    ops_.matmul(w.w_gate, xn, n, gate, nullptr);
-    ops_.matmul(w.w_up, xn, n, up, nullptr);
-    ops_.silu_mul(gate, up, n * c.intermediate_size);
-    ops_.matmul(w.w_down, gate, n, proj, nullptr);
-    ops_.add(x, proj, n * hidden);
+    {
+      ProfileScope p(ops_, "norms, rope, residual adds");
+      ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
+    }
+    {
+      ProfileScope p(ops_, "matmul q, k, v");
+      ops_.matmul(w.wq, xn, n, q, w.bq);
+      ops_.matmul(w.wk, xn, n, k, w.bk);
+      ops_.matmul(w.wv, xn, n, v, w.bv);
+    }
+    {
+      ProfileScope p(ops_, "norms, rope, residual adds");
+      ops_.rope(q, n, c.num_heads, c.head_dim, positions, inv_freq_, c.rope_interleaved);
+      ops_.rope(k, n, c.num_kv_heads, c.head_dim, positions, inv_freq_, c.rope_interleaved);
+    }
+    {
+      ProfileScope p(ops_, "kv write");
+      ops_.kv_write(layer, k, v);
+    }
+    {
+      ProfileScope p(ops_, "attention");
+      params.layer = layer;
+      ops_.attention(params, q, outputs);
+    }
+    {
+      ProfileScope p(ops_, "matmul o");
+      ops_.matmul(w.wo, attn_.as<float>(), n, proj, nullptr);
+    }
+    {
+      ProfileScope p(ops_, "norms, rope, residual adds");
+      ops_.add(x, proj, n * hidden);
+      ops_.rms_norm(x, w.mlp_norm, n, hidden, c.rms_norm_eps, xn);
+    }
+    {
+      ProfileScope p(ops_, "matmul gate, up, down");
+      ops_.matmul(w.w_gate, xn, n, gate, nullptr);
+      ops_.matmul(w.w_up, xn, n, up, nullptr);
+    }
+    {
+      ProfileScope p(ops_, "silu_mul");
+      ops_.silu_mul(gate, up, n * c.intermediate_size);
+    }
+    {
+      ProfileScope p(ops_, "matmul gate, up, down");
+      ops_.matmul(w.w_down, gate, n, proj, nullptr);
+    }
+    {
+      ProfileScope p(ops_, "norms, rope, residual adds");
+      ops_.add(x, proj, n * hidden);
+    }
   }
   const int64_t rows = step.num_logit_rows;
   out.logits.resize(static_cast<size_t>(rows) * c.vocab_size);
   if (rows > 0) {
+    ProfileScope p(ops_, "final norm, LM head, logits download");
     logit_rows_.upload(step.logit_rows, rows * sizeof(int64_t));
     ops_.gather_rows(x, hidden, logit_rows_.as<int64_t>(), rows, proj);
     ops_.rms_norm(proj, final_norm_, rows, hidden, c.rms_norm_eps, xn);

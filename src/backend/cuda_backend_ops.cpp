@@ -95,7 +95,7 @@ struct CudaBackendOps::State {
   Packer packer;
   std::vector<int32_t> row_entry;
   cuda::DeviceStep step;
-  // Scratch: x split into bf16 halves for cuBLAS; the skipped-parts counter.
+  // Scratch: x in bf16 for cuBLAS; the skipped-parts counter.
   uint16_t* split = nullptr;
   size_t split_capacity = 0;  // elements of each half
   unsigned long long* counter = nullptr;
@@ -103,6 +103,14 @@ struct CudaBackendOps::State {
   float* partials = nullptr;
   size_t partial_capacity = 0;  // floats
   int num_sms = 1;
+  // Profiling: events of the open and finished regions, and the sums per name.
+  bool profiling = false;
+  struct Region {
+    std::string name;
+    cudaEvent_t start = nullptr, stop = nullptr;
+  };
+  std::vector<Region> regions;
+  std::vector<std::pair<std::string, double>> totals;
 };
 
 CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
@@ -127,6 +135,10 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
 
 CudaBackendOps::~CudaBackendOps() {
   if (state_->stream != nullptr) cudaStreamSynchronize(state_->stream);
+  for (State::Region& r : state_->regions) {
+    cudaEventDestroy(r.start);
+    if (r.stop != nullptr) cudaEventDestroy(r.stop);
+  }
   cudaFree(state_->step_buffer);
   cudaFree(state_->split);
   cudaFree(state_->counter);
@@ -168,6 +180,48 @@ void CudaBackendOps::memory_info(size_t& free_bytes, size_t& total_bytes) const 
 }
 
 std::string CudaBackendOps::device_name() const { return state_->device_name; }
+
+void CudaBackendOps::set_profiling(bool on) {
+  profile();  // drops what was recorded
+  state_->totals.clear();
+  state_->profiling = on;
+}
+
+void CudaBackendOps::profile_begin(const char* name) {
+  if (!state_->profiling) return;
+  State::Region r;
+  r.name = name;
+  PODKV_CUDA_CHECK(cudaEventCreate(&r.start));
+  PODKV_CUDA_CHECK(cudaEventRecord(r.start, state_->stream));
+  state_->regions.push_back(r);
+}
+
+void CudaBackendOps::profile_end() {
+  if (!state_->profiling) return;
+  for (auto it = state_->regions.rbegin(); it != state_->regions.rend(); ++it) {
+    if (it->stop != nullptr) continue;  // the innermost open region
+    PODKV_CUDA_CHECK(cudaEventCreate(&it->stop));
+    PODKV_CUDA_CHECK(cudaEventRecord(it->stop, state_->stream));
+    return;
+  }
+}
+
+std::vector<std::pair<std::string, double>> CudaBackendOps::profile() {
+  synchronize();
+  for (State::Region& r : state_->regions) {
+    float ms = 0;
+    if (r.stop != nullptr) {
+      PODKV_CUDA_CHECK(cudaEventElapsedTime(&ms, r.start, r.stop));
+      cudaEventDestroy(r.stop);
+    }
+    cudaEventDestroy(r.start);
+    auto it = std::find_if(state_->totals.begin(), state_->totals.end(), [&](const auto& t) { return t.first == r.name; });
+    if (it == state_->totals.end()) state_->totals.emplace_back(r.name, ms);
+    else it->second += ms;
+  }
+  state_->regions.clear();
+  return state_->totals;
+}
 
 namespace {
 
@@ -258,23 +312,20 @@ void CudaBackendOps::matmul(const WeightMatrix& w, const float* x, int64_t rows,
     PODKV_CUBLAS_CHECK(cublasSgemm(state_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one,
                                    static_cast<const float*>(w.data), k, x, k, &zero, y, m));
   } else if (rows > cuda::kGemvMaxRows && w.dtype == DType::BF16) {
+    // One tensor-core GEMM with the activations rounded to bf16 (as bf16 inference engines do:
+    // about 2^-9 relative per element, float32 accumulation).
     const size_t elems = static_cast<size_t>(rows) * static_cast<size_t>(k);
     if (elems > state_->split_capacity) {
       synchronize();
       cudaFree(state_->split);
       state_->split = nullptr;
       state_->split_capacity = std::max(elems, 2 * state_->split_capacity);
-      state_->split = static_cast<uint16_t*>(device_alloc(2 * state_->split_capacity * sizeof(uint16_t), "matmul scratch"));
+      state_->split = static_cast<uint16_t*>(device_alloc(state_->split_capacity * sizeof(uint16_t), "matmul scratch"));
     }
-    uint16_t* hi = state_->split;
-    uint16_t* lo = state_->split + state_->split_capacity;
-    cuda::split_bf16(x, static_cast<int64_t>(elems), hi, lo, stream);
+    cuda::split_bf16(x, static_cast<int64_t>(elems), state_->split, nullptr, stream);
     const float one = 1.0f, zero = 0.0f;
     PODKV_CUBLAS_CHECK(cublasGemmEx(state_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w.data, CUDA_R_16BF, k,
-                                    hi, CUDA_R_16BF, k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
-                                    CUBLAS_GEMM_DEFAULT));
-    PODKV_CUBLAS_CHECK(cublasGemmEx(state_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w.data, CUDA_R_16BF, k,
-                                    lo, CUDA_R_16BF, k, &one, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
+                                    state_->split, CUDA_R_16BF, k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
                                     CUBLAS_GEMM_DEFAULT));
   } else {
     // Decode rows, and the stored types cuBLAS does not take (F16 and Q8_0 here: CudaBackend uploads bf16 or f32).
@@ -388,12 +439,12 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
     if (launch.scores != nullptr && batch_.score_from != nullptr && last >= batch_.score_from[b]) scored = true;
   }
   if (!scored && cuda::decode_attention_fits(view_.head_dim)) {
-    // Enough chunks per row for about two blocks per SM, each chunk at least 128 keys.
+    // Enough chunks per row for about four blocks per SM, each chunk at least 64 keys.
     const int64_t rows = batch_.row_begin[batch_.num_seqs];
     const int64_t tiles = (groups + 7) / 8;
     const int64_t blocks = std::max<int64_t>(1, rows * kv_heads * tiles);
-    const int splits = static_cast<int>(std::clamp<int64_t>((2 * state_->num_sms + blocks - 1) / blocks, 1,
-                                                            std::max<int64_t>(1, max_keys / 128)));
+    const int splits = static_cast<int>(std::clamp<int64_t>((4 * state_->num_sms + blocks - 1) / blocks, 1,
+                                                            std::max<int64_t>(1, max_keys / 64)));
     const size_t floats = cuda::decode_attention_partial_floats(rows, params.num_heads, splits, view_.head_dim);
     if (floats > state_->partial_capacity) {
       synchronize();

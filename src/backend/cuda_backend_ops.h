@@ -3,12 +3,15 @@
 // GEMV kernel for up to 8 rows and cuBLAS above. Arithmetic is float32 like
 // the CPU's (activations, attention, accumulation); what differs is the order
 // of the sums, and for BF16 weights with more than 8 rows the activations,
-// which cuBLAS takes as two bf16 halves (x = hi + lo, about 2^-17 relative).
+// which the tensor-core GEMM takes rounded to bf16 (about 2^-9 relative).
 // The per-step descriptors (view page tables, rules, batch rows) are copied
 // to the device by set_step in one upload.
 //
 // Not in this header: any CUDA type, so that it compiles without the toolkit.
 #pragma once
+
+#include <utility>
+#include <vector>
 
 #include "backend/backend_ops.h"
 
@@ -53,6 +56,13 @@ class CudaBackendOps : public BackendOps {
   // Free and total device memory in bytes.
   void memory_info(size_t& free_bytes, size_t& total_bytes) const;
   std::string device_name() const;
+  // Per-op timing (podkv bench --profile): while enabled, ProfileScope records CUDA events
+  // around a region of queued work; profile() synchronises and returns milliseconds per region
+  // name, summed since the last reset. Disabled, a scope costs nothing.
+  void set_profiling(bool on);
+  void profile_begin(const char* name);
+  void profile_end();
+  std::vector<std::pair<std::string, double>> profile();
   // Same-run references for benchmarks: device-to-device copy of `bytes` (GB/s counting
   // the bytes read and written, the best of `repetitions`), and a bf16 GEMM n x n x n
   // through cuBLAS with float32 accumulation (TFLOP/s, best of `repetitions`).
@@ -65,6 +75,18 @@ class CudaBackendOps : public BackendOps {
   KvView view_;  // host copies of the step's descriptors (stats are counted on the host)
   AttentionBatch batch_;
   bool has_step_ = false;
+};
+
+// Times the work queued during its lifetime under `name` (when profiling is on).
+class ProfileScope {
+ public:
+  ProfileScope(CudaBackendOps& ops, const char* name) : ops_(ops) { ops_.profile_begin(name); }
+  ~ProfileScope() { ops_.profile_end(); }
+  ProfileScope(const ProfileScope&) = delete;
+  ProfileScope& operator=(const ProfileScope&) = delete;
+
+ private:
+  CudaBackendOps& ops_;
 };
 
 #endif

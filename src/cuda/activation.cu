@@ -1,5 +1,5 @@
 // Elementwise ops: SwiGLU's silu(gate) * up, the residual add, bias rows, and
-// the split of float32 activations into two bf16 parts for the bf16 GEMM.
+// float32 activations to bf16 for the tensor-core GEMM (optionally with the remainder as a second part).
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
@@ -33,7 +33,7 @@ __global__ void split_bf16_kernel(const float* x, int64_t n, uint16_t* hi, uint1
   if (i < n) {
     const uint16_t h = f32_to_bf16_bits(x[i]);
     hi[i] = h;
-    lo[i] = f32_to_bf16_bits(x[i] - bf16_bits_to_f32(h));
+    if (lo != nullptr) lo[i] = f32_to_bf16_bits(x[i] - bf16_bits_to_f32(h));
   }
 }
 

@@ -68,6 +68,52 @@ __device__ __forceinline__ void load8(const uint8_t* e, int c, float (&x)[8]) {
   }
 }
 
+// Output elements of a lane: with d % 32 == 0 the contiguous run [lane * E, lane * E + E), E = d / 32
+// (bf16 and f16 rows of 128 read 8 bytes per lane in one load); otherwise lane, lane + 32, ...
+__device__ __forceinline__ int lane_element(int lane, int c, int d) {
+  return d % 32 == 0 ? lane * (d / 32) + c : lane + 32 * c;
+}
+
+template <KvDType T>
+__device__ __forceinline__ void load_lane(const uint8_t* e, int lane, int d, float (&x)[kLaneElems]) {
+  if (e == nullptr) {
+#pragma unroll
+    for (int c = 0; c < kLaneElems; ++c) x[c] = 0.0f;
+    return;
+  }
+  if (d == 128 && (T == KvDType::BF16 || T == KvDType::F16)) {
+    const uint2 p = reinterpret_cast<const uint2*>(e)[lane];
+    if constexpr (T == KvDType::BF16) {
+      x[0] = __uint_as_float(p.x << 16), x[1] = __uint_as_float(p.x & 0xffff0000u);
+      x[2] = __uint_as_float(p.y << 16), x[3] = __uint_as_float(p.y & 0xffff0000u);
+    } else {
+      const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&p.x));
+      const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&p.y));
+      x[0] = a.x, x[1] = a.y, x[2] = b.x, x[3] = b.y;
+    }
+    return;
+  }
+  if (d == 128 && T == KvDType::F32) {
+    const float4 p = reinterpret_cast<const float4*>(e)[lane];
+    x[0] = p.x, x[1] = p.y, x[2] = p.z, x[3] = p.w;
+    return;
+  }
+  if (d % 32 != 0) {
+    decode_entry<T>(e, lane, d, x);
+    return;
+  }
+#pragma unroll
+  for (int c = 0; c < kLaneElems; ++c) {
+    x[c] = 0.0f;
+    if (c >= d / 32) continue;
+    const int i = lane_element(lane, c, d);
+    if constexpr (T == KvDType::F32) x[c] = reinterpret_cast<const float*>(e)[i];
+    else if constexpr (T == KvDType::F16) x[c] = __half2float(reinterpret_cast<const __half*>(e)[i]);
+    else if constexpr (T == KvDType::BF16) x[c] = bf16_bits_to_f32(reinterpret_cast<const uint16_t*>(e)[i]);
+    else x[c] = f16_bytes_to_f32(e + (i / 32) * 34) * static_cast<float>(static_cast<int8_t>(e[(i / 32) * 34 + 2 + i % 32]));
+  }
+}
+
 __device__ __forceinline__ float* partial_at(float* partials, int64_t row, int H, int i, int splits, int split, int d) {
   return partials + ((row * H + i) * splits + split) * static_cast<int64_t>(d + 3);
 }
@@ -197,7 +243,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int64_t tile_end = hi - t0 < 32 ? hi - t0 : 32;
       for (int jj = 0; jj < tile_end; ++jj) {
         float v[kLaneElems];
-        decode_entry<T>(entry_at(s, sp.values, sp.begin + (t0 - (span_start - len)) + jj), lane, d, v);
+        load_lane<T>(entry_at(s, sp.values, sp.begin + (t0 - (span_start - len)) + jj), lane, d, v);
 #pragma unroll
         for (int g = 0; g < kGroupTile; ++g) {
           if (g >= G) break;
@@ -219,8 +265,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int g = 0; g < G; ++g) {
     __syncthreads();
 #pragma unroll
-    for (int c = 0; c < kLaneElems; ++c)
-      if (lane + 32 * c < d) w_acc[warp][lane + 32 * c] = acc[g][c];
+    for (int c = 0; c < kLaneElems; ++c) {
+      const int i = lane_element(lane, c, d);
+      if (i < d && (d % 32 != 0 || c < d / 32)) w_acc[warp][i] = acc[g][c];
+    }
     __syncthreads();
     float m = -INFINITY;
     for (int w = 0; w < kWarps; ++w) m = fmaxf(m, w_max[w][g]);

@@ -31,7 +31,7 @@ void rope(float* x, int64_t rows, int heads, int dim, const int64_t* positions, 
 void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream);
 void add(float* x, const float* y, int64_t n, cudaStream_t stream);
 void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream);
-// x = hi + lo to about 2^-17 relative: hi = bf16(x), lo = bf16(x - hi).
+// x = hi + lo to about 2^-17 relative: hi = bf16(x), lo = bf16(x - hi) (lo may be null: hi alone).
 void split_bf16(const float* x, int64_t n, uint16_t* hi, uint16_t* lo, cudaStream_t stream);
 
 // random.cu: dst[i] = bf16 of a uniform value in [-bound, bound), a hash of (seed, i): weights for benchmarks.

@@ -34,6 +34,7 @@ struct BenchCommand {
   std::string device = "cpu";
   std::string cuda_weights = "bf16";
   bool random_weights = false;
+  bool profile = false;
   std::string kv_memory;  // --kv-memory: one budget; each decode test admits as many sequences as it holds
 };
 
@@ -88,10 +89,34 @@ double measure_gemm_gflops() {
 struct Sample {
   double tokens_per_s = 0, gb_per_s = 0, gflop_per_s = 0;
   int batch = 0;
+  std::vector<std::pair<std::string, double>> profile;  // --profile: GPU ms per step by region
+  double wall_ms = 0;                                     // wall time per step (prefill: the whole forward)
 };
+
+// --profile on the CUDA backend: per-region GPU time of the work between start and stop.
+void profile_start(Backend& backend, bool on) {
+#if defined(PODKV_HAVE_CUDA)
+  if (auto* cuda = dynamic_cast<CudaBackend*>(&backend)) cuda->ops().set_profiling(on);
+#else
+  (void)backend, (void)on;
+#endif
+}
+
+std::vector<std::pair<std::string, double>> profile_stop(Backend& backend, double steps) {
+  std::vector<std::pair<std::string, double>> regions;
+#if defined(PODKV_HAVE_CUDA)
+  if (auto* cuda = dynamic_cast<CudaBackend*>(&backend)) {
+    regions = cuda->ops().profile();
+    cuda->ops().set_profiling(false);
+  }
+#endif
+  for (auto& r : regions) r.second /= steps;
+  return regions;
+}
 
 struct TestSetup {
   Backend* backend = nullptr;
+  bool profile = false;
   KvDType dtype = KvDType::F32;
   bool synthetic_depth = false;
   size_t budget = 0;
@@ -117,10 +142,11 @@ Sample time_test(const TestSetup& t, const KvLayout& layout, std::optional<float
     Runner runner(*t.backend, *cache);
     runner.set_tau(tau);
     const auto ids = random_ids(prompt);
+    profile_start(*t.backend, t.profile);
     const double t0 = now();
     runner.forward(cache->add_sequence(), ids, false, logits);
     const double dt = now() - t0;
-    return {prompt / dt, weight_bytes / dt / 1e9, flops * prompt / dt / 1e9, 1};
+    return {prompt / dt, weight_bytes / dt / 1e9, flops * prompt / dt / 1e9, 1, profile_stop(*t.backend, 1), dt * 1e3};
   }
   const int64_t length = depth + gen + 1;
   std::unique_ptr<KvCache> cache;
@@ -147,9 +173,10 @@ Sample time_test(const TestSetup& t, const KvLayout& layout, std::optional<float
     step.entries.push_back(BatchEntry{seq, {}, LogitRows::Last, 0, false});
   }
   if (step.entries.empty() || (batch > 0 && static_cast<int>(step.entries.size()) < batch))
-    return {0, 0, 0, static_cast<int>(step.entries.size())};  // does not fit in the budget
+    return {0, 0, 0, static_cast<int>(step.entries.size()), {}, 0};  // does not fit in the budget
   BatchResult out;
   double kv_bytes = 0;
+  profile_start(*t.backend, t.profile);
   const double t0 = now();
   for (int64_t i = 0; i < gen; ++i) {
     for (BatchEntry& e : step.entries) {
@@ -161,7 +188,7 @@ Sample time_test(const TestSetup& t, const KvLayout& layout, std::optional<float
   const double dt = now() - t0;
   const double n = static_cast<double>(step.entries.size());
   return {n * gen / dt, (weight_bytes * gen + kv_bytes) / dt / 1e9, flops * n * gen / dt / 1e9,
-          static_cast<int>(step.entries.size())};
+          static_cast<int>(step.entries.size()), profile_stop(*t.backend, static_cast<double>(gen)), dt * 1e3 / gen};
 }
 
 void run(const BenchCommand& o) {
@@ -173,6 +200,8 @@ void run(const BenchCommand& o) {
   auto backend = make_backend(o.device, *model, o.cuda_weights);
   TestSetup setup;
   setup.backend = backend.get();
+  setup.profile = o.profile;
+  std::vector<std::string> profiles;  // --profile lines, printed after the table
   setup.synthetic_depth = o.device != "cpu";
   if (!o.kv_memory.empty()) setup.budget = parse_bytes(o.kv_memory, "--kv-memory");
   const auto prompts = parse_id_list(o.prompts, "-p");
@@ -235,6 +264,14 @@ void run(const BenchCommand& o) {
         const Sample sample = time_test(setup, arms[a].layout, arms[a].tau, prompt, depth, gen, batch, random_ids);
         batches[a] = sample.batch;
         if (r == 0 || sample.tokens_per_s == 0) continue;  // warm-up, or the batch does not fit
+        if (o.profile && r == o.repetitions && !sample.profile.empty()) {
+          double gpu = 0;
+          std::string line = test + " " + arms[a].name + ": wall " + std::to_string(sample.wall_ms) + " ms";
+          for (const auto& [name, ms] : sample.profile) gpu += ms;
+          line += ", GPU regions " + std::to_string(gpu) + " ms:";
+          for (const auto& [name, ms] : sample.profile) line += " " + name + " " + std::to_string(ms) + ";";
+          profiles.push_back(line);
+        }
         tps[a].push_back(sample.tokens_per_s);
         gbs[a].push_back(sample.gb_per_s);
         gfs[a].push_back(sample.gflop_per_s);
@@ -277,6 +314,7 @@ void run(const BenchCommand& o) {
                            {"weight_bytes_per_token", weight_bytes}, {"kv_policy", o.kv.policy},
                            {"kv_dtype", kv_dtype_name(kv_dtype)}, {"gemm_gflop_per_s", gemm_gflops},
                            {"copy_gb_per_s", copy_gbs}, {"read_gb_per_s", read_gbs}, {"results", rows}};
+  result["profile"] = profiles;
   if (o.json) {
     std::printf("%s\n", result.dump(2).c_str());
     return;
@@ -305,6 +343,8 @@ void run(const BenchCommand& o) {
                 100.0 * row["bandwidth_fraction"].get<double>(), 100.0 * row["read_bandwidth_fraction"].get<double>(),
                 row["gflop_per_s"].get<double>(), 100.0 * row["gflop_per_s"].get<double>() / gemm_gflops);
   }
+  if (!profiles.empty()) std::printf("\nGPU time per step by region (--profile; regions are timed one by one):\n");
+  for (const std::string& line : profiles) std::printf("  %s\n", line.c_str());
 }
 
 }  // namespace
@@ -327,6 +367,7 @@ void add_bench_command(CLI::App& app) {
                 "random bf16 weights made on the GPU (-m may be a directory with only config.json; needs --device cuda)");
   cmd->add_option("--kv-memory", o->kv_memory,
                   "one KV budget (e.g. 96G) for each decode test; -b 0 admits as many sequences as it holds");
+  cmd->add_flag("--profile", o->profile, "cuda: GPU time per step by region (norms, matmuls, attention, ...)");
   cmd->add_flag("--json", o->json, "print JSON instead of the table");
   cmd->callback([o] { run(*o); });
 }

@@ -121,6 +121,12 @@ void elementwise_cases(BackendOps& ops, Reporter& report, std::mt19937_64& rng) 
   }
 }
 
+// The CUDA backend's tensor-core GEMM (BF16 weights, more than 8 rows) rounds the activations to
+// bf16: 2^-9 relative per product, a few times that over 100 terms of random sign.
+double matmul_tolerance(const BackendOps& ops, DType dtype, int64_t rows) {
+  return ops.name() == "cuda" && dtype == DType::BF16 && rows > 8 ? 1e-2 : 1e-4;
+}
+
 void matmul_cases(BackendOps& ops, Reporter& report, std::mt19937_64& rng) {
   for (DType dtype : kWeightTypes) {
     // (output features, input features); Q8_0 rows are whole blocks of 32.
@@ -148,7 +154,7 @@ void matmul_cases(BackendOps& ops, Reporter& report, std::mt19937_64& rng) {
         }
         report.result("matmul", "rows=" + str(rows) + " out=" + str(out_features) + " in=" + str(in_features) + " " +
                                     dtype_name(dtype) + (with_bias ? " +bias" : ""),
-                      ops.name(), max_rel_err(got.data(), ref.data(), ref.size()), 1e-4);
+                      ops.name(), max_rel_err(got.data(), ref.data(), ref.size()), matmul_tolerance(ops, dtype, rows));
       }
     }
   }
