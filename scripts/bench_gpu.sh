@@ -23,7 +23,7 @@ config="$root/configs/llama-3-8b-32k"
 mem=${KV_MEMORY:-96G}
 steps=${STEPS:-32}
 pod=(--kv pod --pod-group 3 --sink 16 --recent 4080)
-common=(-m "$config" --device cuda --random-weights --kv-dtype bf16)
+common=(-m "$config" --device cuda --random-weights --kv-dtype bf16 --page-tokens 64)
 parts=${PARTS:-1 2 3 4}
 status=0
 want() { [[ " $parts " == *" $1 "* ]]; }

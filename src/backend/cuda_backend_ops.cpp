@@ -94,6 +94,8 @@ struct CudaBackendOps::State {
   size_t step_capacity = 0;
   Packer packer;
   std::vector<int32_t> row_entry;
+  std::vector<uint8_t> entry_tiled;
+  std::vector<int32_t> prefill_tiles;
   cuda::DeviceStep step;
   // Scratch: x in bf16 for cuBLAS; the skipped-parts counter.
   uint16_t* split = nullptr;
@@ -351,6 +353,23 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
   for (int b = 0; b < B; ++b)
     for (int64_t r = batch.row_begin[b]; r < batch.row_begin[b + 1]; ++r) s.row_entry[r] = b;
 
+  // Entries with a prompt chunk of at least 16 rows go to the tiled prefill kernel when it applies.
+  s.entry_tiled.assign(static_cast<size_t>(B), 0);
+  s.prefill_tiles.clear();
+  if (cuda::prefill_attention_fits(view.head_dim, static_cast<int32_t>(view.dtype), G)) {
+    const int tile = cuda::prefill_tile_rows();
+    for (int b = 0; b < B; ++b) {
+      const int64_t n = batch.row_begin[b + 1] - batch.row_begin[b];
+      if (n < 16) continue;
+      s.entry_tiled[b] = 1;
+      for (int64_t r = 0; r < n; r += tile) {
+        s.prefill_tiles.push_back(b);
+        s.prefill_tiles.push_back(static_cast<int32_t>(r));
+      }
+    }
+  }
+  const int64_t num_tiles = static_cast<int64_t>(s.prefill_tiles.size() / 2);
+
   Packer& p = s.packer;
   p.bytes().clear();
   const size_t indptr = p.put(view.page_indptr, streams + 1);
@@ -365,6 +384,8 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
   const size_t first_pos = p.put(batch.first_pos, B);
   const size_t score_from = batch.score_from != nullptr ? p.put(batch.score_from, B) : 0;
   const size_t row_entry = p.put(s.row_entry.data(), s.row_entry.size());
+  const size_t entry_tiled = p.put(s.entry_tiled.data(), s.entry_tiled.size());
+  const size_t prefill_tiles = p.put(s.prefill_tiles.data(), s.prefill_tiles.size());
   const size_t bytes = p.bytes().size();
   if (bytes > s.step_capacity) {
     synchronize();  // kernels of the last step may still read the old buffer
@@ -402,6 +423,12 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
   d.first_pos = reinterpret_cast<const int64_t*>(base + first_pos);
   d.score_from = batch.score_from != nullptr ? reinterpret_cast<const int64_t*>(base + score_from) : nullptr;
   d.row_entry = reinterpret_cast<const int32_t*>(base + row_entry);
+  d.entry_tiled = num_tiles > 0 ? reinterpret_cast<const uint8_t*>(base + entry_tiled) : nullptr;
+  d.prefill_tiles = num_tiles > 0 ? reinterpret_cast<const int32_t*>(base + prefill_tiles) : nullptr;
+  d.num_prefill_tiles = num_tiles;
+  untiled_rows_ = 0;
+  for (int b = 0; b < B; ++b)
+    if (!s.entry_tiled[b]) untiled_rows_ += batch.row_begin[b + 1] - batch.row_begin[b];
   has_step_ = true;
 }
 
@@ -440,7 +467,7 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
   }
   if (!scored && cuda::decode_attention_fits(view_.head_dim)) {
     // Enough chunks per row for about four blocks per SM, each chunk at least 64 keys.
-    const int64_t rows = batch_.row_begin[batch_.num_seqs];
+    const int64_t rows = std::max<int64_t>(1, untiled_rows_);
     const int64_t tiles = (groups + 7) / 8;
     const int64_t blocks = std::max<int64_t>(1, rows * kv_heads * tiles);
     const int splits = static_cast<int>(std::clamp<int64_t>((4 * state_->num_sms + blocks - 1) / blocks, 1,
@@ -453,7 +480,10 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
       state_->partial_capacity = std::max(floats, 2 * state_->partial_capacity);
       state_->partials = static_cast<float*>(device_alloc(state_->partial_capacity * sizeof(float), "attention partials"));
     }
-    cuda::decode_attention(state_->step, launch, q, splits, state_->partials, state_->stream);
+    const cuda::DeviceStep& step = state_->step;
+    if (step.num_prefill_tiles > 0)
+      cuda::prefill_attention(step, launch, q, step.prefill_tiles, step.num_prefill_tiles, state_->stream);
+    if (untiled_rows_ > 0) cuda::decode_attention(step, launch, q, splits, state_->partials, state_->stream);
   } else {
     cuda::attention(state_->step, launch, q, state_->stream);
   }

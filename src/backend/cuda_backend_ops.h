@@ -75,6 +75,7 @@ class CudaBackendOps : public BackendOps {
   KvView view_;  // host copies of the step's descriptors (stats are counted on the host)
   AttentionBatch batch_;
   bool has_step_ = false;
+  int64_t untiled_rows_ = 0;  // rows of the step the decode kernels take (the rest: tiled prefill)
 };
 
 // Times the work queued during its lifetime under `name` (when profiling is on).

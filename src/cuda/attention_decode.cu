@@ -114,6 +114,23 @@ __device__ __forceinline__ void load_lane(const uint8_t* e, int lane, int d, flo
   }
 }
 
+// Shared rows of a value tile: the entry rounded up to 16 bytes plus 16, so that lanes copying
+// their rows 16 bytes at a time hit different banks.
+__host__ __device__ inline int64_t value_row_stride(int64_t entry_bytes) { return (entry_bytes + 15) / 16 * 16 + 16; }
+
+// Copies one entry (bytes) in the widest units its size and address allow.
+__device__ __forceinline__ void copy_row(uint8_t* dst, const uint8_t* src, int bytes) {
+  if (bytes % 16 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
+#pragma unroll 4
+    for (int i = 0; i < bytes / 16; ++i) reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
+  } else if (bytes % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 8 == 0) {
+#pragma unroll 4
+    for (int i = 0; i < bytes / 8; ++i) reinterpret_cast<uint2*>(dst)[i] = reinterpret_cast<const uint2*>(src)[i];
+  } else {
+    for (int i = 0; i < bytes; ++i) dst[i] = src[i];
+  }
+}
+
 __device__ __forceinline__ float* partial_at(float* partials, int64_t row, int H, int i, int splits, int split, int d) {
   return partials + ((row * H + i) * splits + split) * static_cast<int64_t>(d + 3);
 }
@@ -130,6 +147,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int split = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int b = s.row_entry[row];
+  if (s.entry_tiled != nullptr && s.entry_tiled[b]) return;  // the prefill kernel's row
   const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
 
   // The row's spans (attention.cu's, without scores).
@@ -167,6 +185,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (r_begin > begin) spans[count++] = Span{begin, r_begin, k, v, true};
     }
   }
+  extern __shared__ __align__(16) uint8_t v_tile[];  // [kWarps * 32][v_stride]
+  const int64_t v_stride = value_row_stride(s.entry_bytes);
   // Heads whose anchor's gate reached tau skip their distant keys.
   __shared__ bool skip_s[kGroupTile];
   __shared__ float q_s[kGroupTile][kMaxHeadDim];
@@ -208,6 +228,13 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
       for (int g = 0; g < kGroupTile; ++g) score[g] = 0.0f;
       const uint8_t* ke = valid ? entry_at(s, sp.keys, j) : nullptr;
+      // The tile's value rows into this warp's shared rows (lane j copies row j; the loads are
+      // independent, where reading them key by key below would wait on each in turn).
+      {
+        const uint8_t* ve = valid ? entry_at(s, sp.values, j) : nullptr;
+        uint8_t* dst = v_tile + (static_cast<size_t>(warp) * 32 + lane) * v_stride;
+        if (ve != nullptr) copy_row(dst, ve, static_cast<int>(s.entry_bytes));
+      }
       if (ke != nullptr) {
         for (int c = 0; c < d / 8; ++c) {
           float k8[8];
@@ -243,7 +270,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int64_t tile_end = hi - t0 < 32 ? hi - t0 : 32;
       for (int jj = 0; jj < tile_end; ++jj) {
         float v[kLaneElems];
-        load_lane<T>(entry_at(s, sp.values, sp.begin + (t0 - (span_start - len)) + jj), lane, d, v);
+        load_lane<T>(v_tile + (static_cast<size_t>(warp) * 32 + jj) * v_stride, lane, d, v);
 #pragma unroll
         for (int g = 0; g < kGroupTile; ++g) {
           if (g >= G) break;
@@ -287,9 +314,10 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // One block per (row, query head): the chunks' partials combined.
 __global__ void merge_kernel(int num_heads, int d, int layer, int64_t rows, int splits, const float* partials,
-                             float* out, float* all_gates) {
+                             float* out, float* all_gates, const int32_t* row_entry, const uint8_t* entry_tiled) {
   const int64_t row = blockIdx.x;
   const int i = blockIdx.y;
+  if (entry_tiled != nullptr && entry_tiled[row_entry[row]]) return;
   float m = -INFINITY;
   for (int c = 0; c < splits; ++c) m = fmaxf(m, partial_at(const_cast<float*>(partials), row, num_heads, i, splits, c, d)[0]);
   float sp = 0.0f, sd = 0.0f;
@@ -328,15 +356,22 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
   const int tiles = (groups + kGroupTile - 1) / kGroupTile;
   const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(step.num_kv_heads * tiles),
                   static_cast<unsigned>(splits));
+  const size_t smem = static_cast<size_t>(kWarps) * 32 * value_row_stride(step.entry_bytes);
+  auto launch_kernel = [&](auto kernel) {
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+               "cudaFuncSetAttribute(decode_kernel)");
+    kernel<<<grid, kWarps * 32, smem, stream>>>(step, launch, q, splits, partials);
+  };
   switch (static_cast<KvDType>(step.dtype)) {
-    case KvDType::F32: decode_kernel<KvDType::F32><<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); break;
-    case KvDType::F16: decode_kernel<KvDType::F16><<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); break;
-    case KvDType::BF16: decode_kernel<KvDType::BF16><<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); break;
-    case KvDType::Q8_0: decode_kernel<KvDType::Q8_0><<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); break;
+    case KvDType::F32: launch_kernel(decode_kernel<KvDType::F32>); break;
+    case KvDType::F16: launch_kernel(decode_kernel<KvDType::F16>); break;
+    case KvDType::BF16: launch_kernel(decode_kernel<KvDType::BF16>); break;
+    case KvDType::Q8_0: launch_kernel(decode_kernel<KvDType::Q8_0>); break;
   }
   check_launch("decode_kernel");
   merge_kernel<<<dim3(static_cast<unsigned>(step.rows), static_cast<unsigned>(launch.num_heads)), 128, 0, stream>>>(
-      launch.num_heads, step.head_dim, launch.layer, step.rows, splits, partials, launch.out, launch.all_gates);
+      launch.num_heads, step.head_dim, launch.layer, step.rows, splits, partials, launch.out, launch.all_gates,
+      step.row_entry, step.entry_tiled);
   check_launch("merge_kernel");
 }
 

@@ -30,6 +30,11 @@ struct DeviceStep {
   const int64_t* first_pos = nullptr;     // [B]
   const int64_t* score_from = nullptr;    // [B], or null
   const int32_t* row_entry = nullptr;     // [rows]
+  // Entries whose rows the tiled prefill kernel takes (1), the others' rows go to the
+  // decode kernels; null when none is tiled.
+  const uint8_t* entry_tiled = nullptr;   // [B]
+  const int32_t* prefill_tiles = nullptr; // [num_prefill_tiles][2]: entry, first row within it
+  int64_t num_prefill_tiles = 0;
 };
 
 // One attention launch (one layer): AttentionParams and AttentionOutputs in device memory.

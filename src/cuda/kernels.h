@@ -59,4 +59,11 @@ size_t decode_attention_partial_floats(int64_t rows, int num_heads, int splits, 
 void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits,
                       float* partials, cudaStream_t stream);
 
+// attention_prefill.cu: the rows of step.prefill_tiles on the tensor cores (bf16 entries, head_dim a
+// multiple of 16, no selection stores); prefill_tile_rows() query rows per tile.
+bool prefill_attention_fits(int head_dim, int32_t kv_dtype, int num_groups);
+int prefill_tile_rows();
+void prefill_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,
+                       int64_t num_tiles, cudaStream_t stream);
+
 }  // namespace podkv::cuda

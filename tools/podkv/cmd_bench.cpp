@@ -35,6 +35,7 @@ struct BenchCommand {
   std::string cuda_weights = "bf16";
   bool random_weights = false;
   bool profile = false;
+  int page_tokens = 16;
   std::string kv_memory;  // --kv-memory: one budget; each decode test admits as many sequences as it holds
 };
 
@@ -117,6 +118,7 @@ std::vector<std::pair<std::string, double>> profile_stop(Backend& backend, doubl
 struct TestSetup {
   Backend* backend = nullptr;
   bool profile = false;
+  int page_tokens = 16;
   KvDType dtype = KvDType::F32;
   bool synthetic_depth = false;
   size_t budget = 0;
@@ -151,9 +153,12 @@ Sample time_test(const TestSetup& t, const KvLayout& layout, std::optional<float
   const int64_t length = depth + gen + 1;
   std::unique_ptr<KvCache> cache;
   if (t.budget > 0) {
-    cache = std::make_unique<KvCache>(layout, t.budget, 16, t.dtype);
+    cache = std::make_unique<KvCache>(layout, t.budget, t.page_tokens, t.dtype);
   } else {
-    cache = make_cache(layout, length, batch, 256, t.dtype);
+    KvCache probe(layout, 0, t.page_tokens, t.dtype);  // sizes only
+    const int64_t pages = probe.peak_pages(0, length, std::min<int64_t>(256, length), length);
+    cache = std::make_unique<KvCache>(layout, static_cast<size_t>(pages) * batch * probe.page_bytes(), t.page_tokens,
+                                      t.dtype);
   }
   Runner runner(*t.backend, *cache);
   runner.set_tau(tau);
@@ -201,6 +206,8 @@ void run(const BenchCommand& o) {
   TestSetup setup;
   setup.backend = backend.get();
   setup.profile = o.profile;
+  if (o.page_tokens < 1 || o.page_tokens > 4096) throw Error("--page-tokens: must be in 1..4096");
+  setup.page_tokens = o.page_tokens;
   std::vector<std::string> profiles;  // --profile lines, printed after the table
   setup.synthetic_depth = o.device != "cpu";
   if (!o.kv_memory.empty()) setup.budget = parse_bytes(o.kv_memory, "--kv-memory");
@@ -367,6 +374,9 @@ void add_bench_command(CLI::App& app) {
                 "random bf16 weights made on the GPU (-m may be a directory with only config.json; needs --device cuda)");
   cmd->add_option("--kv-memory", o->kv_memory,
                   "one KV budget (e.g. 96G) for each decode test; -b 0 admits as many sequences as it holds");
+  cmd->add_option("--page-tokens", o->page_tokens,
+                  "tokens per KV page (the page tables sent each step shrink with larger pages)")
+      ->capture_default_str();
   cmd->add_flag("--profile", o->profile, "cuda: GPU time per step by region (norms, matmuls, attention, ...)");
   cmd->add_flag("--json", o->json, "print JSON instead of the table");
   cmd->callback([o] { run(*o); });

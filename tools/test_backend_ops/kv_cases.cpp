@@ -245,7 +245,11 @@ void attention_case(BackendOps& ops, Reporter& report, const KvCaseSpec& spec, u
     note = "stats " + std::to_string(stats.skipped_distant_parts) + "/" + std::to_string(stats.distant_parts) +
            " skipped, want " + std::to_string(ref_stats.skipped_distant_parts) + "/" +
            std::to_string(ref_stats.distant_parts);
-  report.result("attention", spec.describe(), ops.name(), std::max({out_err, gate_err, score_err}), 2e-5, note);
+  // The CUDA backend's tiled prefill kernel (bf16 entries, chunks of 16+ rows, no selection) runs on
+  // the tensor cores with the queries and probabilities rounded to bf16 (2^-9 relative each).
+  const bool tensor_cores = ops.name() == "cuda" && spec.dtype == KvDType::BF16;
+  report.result("attention", spec.describe(), ops.name(), std::max({out_err, gate_err, score_err}),
+                tensor_cores ? 1e-2 : 2e-5, note);
 }
 
 // Every policy with every entry type; every head size with MHA, GQA and MQA;

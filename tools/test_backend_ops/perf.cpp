@@ -126,7 +126,9 @@ void kv_ops(Perf& p, std::mt19937_64& rng) {
   };
   for (const Run& run : {Run{"decode B=4 kv=4096", KvDType::F32, {4, EntrySpec{4095, 1, false}}},
                          Run{"decode B=4 kv=4096", KvDType::F16, {4, EntrySpec{4095, 1, false}}},
-                         Run{"prefill 512 after 3584", KvDType::F16, {EntrySpec{3584, 512, true}}}}) {
+                         Run{"decode B=4 kv=4096", KvDType::BF16, {4, EntrySpec{4095, 1, false}}},
+                         Run{"prefill 512 after 3584", KvDType::F16, {EntrySpec{3584, 512, true}}},
+                         Run{"prefill 512 after 3584", KvDType::BF16, {EntrySpec{3584, 512, true}}}}) {
     KvScenario s(p.ops, KvCaseSpec{"dense", run.dtype, 16, geo, run.entries}, 8);
     const int64_t rows = s.rows();
     DeviceBuffer k = to_device(p.ops, s.step_rows(true, 0)), v = to_device(p.ops, s.step_rows(false, 0));
