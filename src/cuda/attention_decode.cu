@@ -114,14 +114,14 @@ __device__ __forceinline__ void load_lane(const uint8_t* e, int lane, int d, flo
   }
 }
 
-// Shared rows of a value tile: the entry rounded up to 16 bytes plus 16, so that lanes copying
+// Shared rows of a key or value tile: the entry rounded up to 16 bytes plus 16, so that lanes copying
 // their rows 16 bytes at a time hit different banks.
 __host__ __device__ inline int64_t value_row_stride(int64_t entry_bytes) { return (entry_bytes + 15) / 16 * 16 + 16; }
 
 // Copies one entry (bytes) in the widest units its size and address allow.
 __device__ __forceinline__ void copy_row(uint8_t* dst, const uint8_t* src, int bytes) {
   if (bytes % 16 == 0 && reinterpret_cast<uintptr_t>(src) % 16 == 0) {
-#pragma unroll 4
+#pragma unroll 16
     for (int i = 0; i < bytes / 16; ++i) reinterpret_cast<uint4*>(dst)[i] = reinterpret_cast<const uint4*>(src)[i];
   } else if (bytes % 8 == 0 && reinterpret_cast<uintptr_t>(src) % 8 == 0) {
 #pragma unroll 4
@@ -185,8 +185,10 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (r_begin > begin) spans[count++] = Span{begin, r_begin, k, v, true};
     }
   }
-  extern __shared__ __align__(16) uint8_t v_tile[];  // [kWarps * 32][v_stride]
+  extern __shared__ __align__(16) uint8_t tiles_smem[];  // keys, then values: [kWarps * 32][v_stride] each
   const int64_t v_stride = value_row_stride(s.entry_bytes);
+  uint8_t* k_tile = tiles_smem;
+  uint8_t* v_tile = tiles_smem + static_cast<size_t>(kWarps) * 32 * v_stride;
   // Heads whose anchor's gate reached tau skip their distant keys.
   __shared__ bool skip_s[kGroupTile];
   __shared__ float q_s[kGroupTile][kMaxHeadDim];
@@ -224,21 +226,21 @@ __global__ void __launch_bounds__(kWarps * 32)
     for (int64_t t0 = lo + 32 * warp; t0 < hi; t0 += 32 * kWarps) {
       const int64_t j = sp.begin + (t0 - (span_start - len)) + lane;  // this lane's key
       const bool valid = t0 + lane < hi;
+      // The tile's key and value rows into this warp's shared rows: lane j copies row j (16-byte
+      // loads issued together, where reading them key by key would wait on each in turn).
+      const uint8_t* ke = valid ? entry_at(s, sp.keys, j) : nullptr;
+      const uint8_t* ve = valid ? entry_at(s, sp.values, j) : nullptr;
+      uint8_t* k_row = k_tile + (static_cast<size_t>(warp) * 32 + lane) * v_stride;
+      if (ke != nullptr) copy_row(k_row, ke, static_cast<int>(s.entry_bytes));
+      if (ve != nullptr) copy_row(v_tile + (static_cast<size_t>(warp) * 32 + lane) * v_stride, ve, static_cast<int>(s.entry_bytes));
       float score[kGroupTile];
 #pragma unroll
       for (int g = 0; g < kGroupTile; ++g) score[g] = 0.0f;
-      const uint8_t* ke = valid ? entry_at(s, sp.keys, j) : nullptr;
-      // The tile's value rows into this warp's shared rows (lane j copies row j; the loads are
-      // independent, where reading them key by key below would wait on each in turn).
-      {
-        const uint8_t* ve = valid ? entry_at(s, sp.values, j) : nullptr;
-        uint8_t* dst = v_tile + (static_cast<size_t>(warp) * 32 + lane) * v_stride;
-        if (ve != nullptr) copy_row(dst, ve, static_cast<int>(s.entry_bytes));
-      }
       if (ke != nullptr) {
+#pragma unroll 4
         for (int c = 0; c < d / 8; ++c) {
           float k8[8];
-          load8<T>(ke, c, k8);
+          load8<T>(k_row, c, k8);
 #pragma unroll
           for (int g = 0; g < kGroupTile; ++g) {
             if (g >= G) break;
@@ -356,7 +358,7 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
   const int tiles = (groups + kGroupTile - 1) / kGroupTile;
   const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(step.num_kv_heads * tiles),
                   static_cast<unsigned>(splits));
-  const size_t smem = static_cast<size_t>(kWarps) * 32 * value_row_stride(step.entry_bytes);
+  const size_t smem = 2 * static_cast<size_t>(kWarps) * 32 * value_row_stride(step.entry_bytes);
   auto launch_kernel = [&](auto kernel) {
     check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
                "cudaFuncSetAttribute(decode_kernel)");
