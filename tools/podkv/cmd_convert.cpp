@@ -66,8 +66,9 @@ void run(const ConvertCommand& o) {
   opts.embed_tokenizer = !o.no_tokenizer;
   auto model = Model::load(o.model);
   const GgufExportResult r = export_gguf(*model, o.out, opts);
-  std::fprintf(stderr, "wrote %s: %zu tensors, type %s, %s\n", o.out.c_str(), r.tensor_count, o.type.c_str(),
-               r.tokenizer_embedded ? "tokenizer embedded" : ("no tokenizer (" + r.tokenizer_note + ")").c_str());
+  std::fprintf(stderr, "wrote %s: %zu tensors, type %s, %s%s\n", o.out.c_str(), r.tensor_count, o.type.c_str(),
+               r.tokenizer_embedded ? "tokenizer embedded" : ("no tokenizer (" + r.tokenizer_note + ")").c_str(),
+               r.chat_template ? ", chat template" : "");
   if (o.check_tokens <= 0) return;
   // Size and logits error of the written file against the source.
   auto written = Model::load(o.out);
