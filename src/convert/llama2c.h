@@ -48,10 +48,10 @@ struct Llama2cConvertResult {
 
 // Converts the checkpoint at `model_path` (and the tokenizer at
 // `tokenizer_path` when not empty) to `out`: a directory (config.json,
-// generation_config.json, model.safetensors F32, tokenizer.model) or, when
-// `out` ends in ".gguf", a GGUF file (via such a directory beside it, removed
-// afterwards; the tokenizer embedded as a "llama" vocabulary; matrices stored
-// as `gguf_type`). Throws Error naming the file at fault.
+// model.safetensors F32, tokenizer.model) or, when `out` ends in ".gguf", a
+// GGUF file (via such a directory beside it, removed afterwards; the tokenizer
+// embedded as a "llama" vocabulary; matrices stored as `gguf_type`). Throws
+// Error naming the file at fault.
 Llama2cConvertResult convert_llama2c(const std::string& model_path, const std::string& tokenizer_path,
                                      const std::string& out, GgufExportType gguf_type = GgufExportType::Keep);
 

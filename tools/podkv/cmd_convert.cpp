@@ -101,7 +101,7 @@ void run(const ConvertCommand& o) {
 
 void add_convert_command(CLI::App& app) {
   auto o = std::make_shared<ConvertCommand>();
-  CLI::App* cmd = app.add_subcommand("convert", "write a model as a GGUF file (llama architecture)");
+  CLI::App* cmd = app.add_subcommand("convert", "write a model as a GGUF file (llama architecture); read llama2.c checkpoints");
   cmd->add_option("-m,--model", o->model, "model directory or .gguf file (--from llama2c: a llama2.c .bin)")->required();
   cmd->add_option("--out", o->out, "output .gguf file (--from llama2c: a directory or a .gguf file)")->required();
   cmd->add_option("--from", o->from, "source format: auto (model directory or GGUF) or llama2c")->capture_default_str();
