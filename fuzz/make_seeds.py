@@ -205,6 +205,27 @@ def eval_progress_seeds():
     put("fuzz_eval_progress", "cut_short.jsonl", json.dumps(grid) + "\n" + json.dumps(window)[:40])
 
 
+def llama2c_seeds():
+    # Tiny checkpoints: dim 4, hidden 6, 1 layer, 2 heads (head_dim 2), 1 KV head, vocab 4, seq_len 3.
+    dim, hidden, layers, heads, kv, vocab, seq = 4, 6, 1, 2, 1, 4, 3
+    hd = dim // heads
+    sizes = [vocab * dim, layers * dim, layers * dim * dim, layers * dim * kv * hd, layers * dim * kv * hd,
+             layers * dim * dim, layers * dim, layers * dim * hidden, layers * hidden * dim, layers * dim * hidden,
+             dim, seq * hd]
+    floats = lambda n, k: struct.pack("<%df" % n, *[((i * 7 + k) % 11 - 5) / 8 for i in range(n)])
+    legacy = [floats(n, k) for k, n in enumerate(sizes)]
+    header = struct.pack("<7i", dim, hidden, layers, heads, kv, vocab, seq)
+    put("fuzz_llama2c", "legacy_shared.bin", header + b"".join(legacy))
+    put("fuzz_llama2c", "legacy_separate.bin",
+        struct.pack("<7i", dim, hidden, layers, heads, kv, -vocab, seq) + b"".join(legacy) + legacy[0])
+    v1 = (struct.pack("<Ii", 0x616B3432, 1) + header + b"\x00").ljust(256, b"\x00")
+    put("fuzz_llama2c", "v1_separate.bin", v1 + b"".join(legacy[i] for i in (1, 6, 10, 0, 2, 3, 4, 5, 7, 8, 9)) + legacy[0])
+    tok = struct.pack("<i", 7)
+    for score, text in ((0.0, b"<unk>"), (0.0, b"\n<s>\n"), (0.0, b"<0x41>"), (-1.0, b" a")):
+        tok += struct.pack("<fi", score, len(text)) + text
+    put("fuzz_llama2c", "tokenizer.bin", tok)
+
+
 if __name__ == "__main__":
     # Seeds are rewritten; inputs that once crashed a harness (regression_*) stay.
     for h in os.listdir(OUT) if os.path.isdir(OUT) else []:
@@ -214,6 +235,7 @@ if __name__ == "__main__":
     safetensors_seeds()
     gguf_seeds()
     tokenizer_seeds()
+    llama2c_seeds()
     config_seeds()
     pod_config_seeds()
     eval_progress_seeds()

@@ -14,6 +14,7 @@
 #include "io/gguf.h"
 #include "model/model.h"
 #include "tokenizer/pretokenize.h"
+#include "tokenizer/sentencepiece_proto.h"
 #include "util/bounded_read.h"
 #include "util/error.h"
 #include "util/quant.h"
@@ -250,6 +251,68 @@ std::string add_tokenizer_json(gguf::Writer& w, const fs::path& path, const Mode
   return "";
 }
 
+// Adds tokenizer.ggml.* for a SentencePiece BPE tokenizer.model as llama.cpp's
+// "llama" vocabulary (convert_hf_to_gguf.py's _create_vocab_sentencepiece):
+// pieces, scores, piece types (SentencePiece numbers them as GGUF does), the
+// special ids, and add_bos/add_eos from tokenizer_config.json (default: BOS
+// only). Rows of the model beyond the pieces become unused "[PAD<id>]".
+// Returns "" or why it cannot be embedded.
+std::string add_sentencepiece(gguf::Writer& w, const fs::path& path, const json& tokenizer_config, const ModelConfig& c) {
+  tok::SpmConfig v;
+  try {
+    v = tok::read_sentencepiece_vocab(path.string());
+  } catch (const Error& e) {
+    return e.what();  // e.g. a unigram model: the weights still convert
+  }
+  if (static_cast<int64_t>(v.tokens.size()) > c.vocab_size) return "it has more pieces than the model's vocab_size";
+  std::vector<double> scores(v.scores.begin(), v.scores.end());
+  std::vector<int64_t> types(v.types.begin(), v.types.end());
+  for (auto i = static_cast<int64_t>(v.tokens.size()); i < c.vocab_size; ++i) {
+    v.tokens.push_back("[PAD" + std::to_string(i) + "]");
+    scores.push_back(-1000.0);
+    types.push_back(kUnused);
+  }
+  w.set("tokenizer.ggml.model", MetaValue::make_string("llama"));
+  w.set("tokenizer.ggml.pre", MetaValue::make_string("default"));
+  w.set("tokenizer.ggml.tokens", MetaValue::make_strings(std::move(v.tokens)));
+  w.set("tokenizer.ggml.scores", MetaValue::make_float32s(std::move(scores)));
+  w.set("tokenizer.ggml.token_type", MetaValue::make_int32s(std::move(types)));
+  if (v.bos_id >= 0) w.set("tokenizer.ggml.bos_token_id", MetaValue::make_uint32(static_cast<uint32_t>(v.bos_id)));
+  if (v.eos_id >= 0) w.set("tokenizer.ggml.eos_token_id", MetaValue::make_uint32(static_cast<uint32_t>(v.eos_id)));
+  if (v.unk_id >= 0) w.set("tokenizer.ggml.unknown_token_id", MetaValue::make_uint32(static_cast<uint32_t>(v.unk_id)));
+  w.set("tokenizer.ggml.add_bos_token", MetaValue::make_bool(tokenizer_config.value("add_bos_token", true)));
+  w.set("tokenizer.ggml.add_eos_token", MetaValue::make_bool(tokenizer_config.value("add_eos_token", false)));
+  w.set("tokenizer.ggml.add_space_prefix", MetaValue::make_bool(v.add_space_prefix));
+  return "";
+}
+
+// tokenizer_config.json of a model directory ({} when absent).
+json read_tokenizer_config(const fs::path& dir) {
+  const fs::path path = dir / "tokenizer_config.json";
+  if (!fs::exists(path)) return json::object();
+  try {
+    json j = json::parse(read_file_bounded(path.string(), kMaxSmallJsonBytes));
+    return j.is_object() ? j : json::object();
+  } catch (const json::exception& e) {
+    throw Error(path.string() + ": " + e.what());
+  }
+}
+
+// The chat template of a model directory: chat_template.jinja, else
+// tokenizer_config.json's chat_template (a string, or a list of {name,
+// template} whose "default" is taken, as llama.cpp does); "" when none.
+std::string chat_template(const fs::path& dir, const json& tokenizer_config) {
+  if (const fs::path jinja = dir / "chat_template.jinja"; fs::exists(jinja))
+    return read_file_bounded(jinja.string(), kMaxSmallJsonBytes);
+  const json t = tokenizer_config.value("chat_template", json());
+  if (t.is_string()) return t.get<std::string>();
+  if (t.is_array())
+    for (const json& e : t)
+      if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+        return e["template"].get<std::string>();
+  return "";
+}
+
 }  // namespace
 
 GgufExportType parse_gguf_export_type(const std::string& text, const std::string& option) {
@@ -312,12 +375,25 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
       if (key.starts_with("tokenizer.")) w.set(key, value);
     result.tokenizer_embedded = g->find("tokenizer.ggml.model") != nullptr;
     if (!result.tokenizer_embedded) result.tokenizer_note = src + " has no tokenizer";
-  } else if (const fs::path tj = fs::path(src) / "tokenizer.json"; fs::exists(tj)) {
-    const std::string why = add_tokenizer_json(w, tj, c);
-    result.tokenizer_embedded = why.empty();
-    if (!why.empty()) result.tokenizer_note = tj.string() + " was not embedded: " + why;
   } else {
-    result.tokenizer_note = src + " has no tokenizer.json (tokenizer.model is not embedded)";
+    // A directory: tokenizer.json first (as the tokenizer loader picks it), then tokenizer.model.
+    const fs::path tj = fs::path(src) / "tokenizer.json", tm = fs::path(src) / "tokenizer.model";
+    const json tokenizer_config = read_tokenizer_config(src);
+    std::string why;
+    if (fs::exists(tj)) {
+      why = add_tokenizer_json(w, tj, c);
+      if (!why.empty()) result.tokenizer_note = tj.string() + " was not embedded: " + why;
+    } else if (fs::exists(tm)) {
+      why = add_sentencepiece(w, tm, tokenizer_config, c);
+      if (!why.empty()) result.tokenizer_note = tm.string() + " was not embedded: " + why;
+    } else {
+      why = result.tokenizer_note = src + " has no tokenizer.json or tokenizer.model";
+    }
+    result.tokenizer_embedded = why.empty();
+    if (const std::string t = chat_template(src, tokenizer_config); !t.empty()) {
+      w.set("tokenizer.chat_template", MetaValue::make_string(t));
+      result.chat_template = true;
+    }
   }
   if (!result.tokenizer_embedded) {
     // Still record the special ids: the GGUF reader takes BOS/EOS from these keys.

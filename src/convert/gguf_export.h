@@ -20,9 +20,14 @@
 // directory's tokenizer.json is embedded (tokenizer.ggml.model "gpt2") only
 // when it is a plain byte-level BPE whose pre-tokenizer is exactly GPT-2's or
 // Llama 3's (pre "gpt-2" / "llama-bpe"), with no normalizer and a
-// post-processor that at most prepends BOS. Anything else (SentencePiece
-// tokenizer.model, other pre-tokenizers or templates) is skipped: the file then
-// carries only the BOS/EOS ids, and the result says why.
+// post-processor that at most prepends BOS. Without a tokenizer.json, a
+// SentencePiece BPE tokenizer.model is embedded as llama.cpp's "llama"
+// vocabulary (tokens, scores, token types, unk/bos/eos ids, add_bos/add_eos
+// from tokenizer_config.json, add_space_prefix). Anything else (other
+// pre-tokenizers or templates, unigram SentencePiece models) is skipped: the
+// file then carries only the BOS/EOS ids, and the result says why. The chat
+// template (chat_template.jinja, or tokenizer_config.json's chat_template)
+// goes to tokenizer.chat_template.
 //
 // Refused with podkv::Error naming the model: attention biases (Qwen2), which
 // the llama architecture has no tensors for.
@@ -57,6 +62,7 @@ struct GgufExportOptions {
 
 struct GgufExportResult {
   bool tokenizer_embedded = false;
+  bool chat_template = false;  // tokenizer.chat_template was written from the model directory
   std::string tokenizer_note;  // why no tokenizer was embedded (empty when one was)
   size_t tensor_count = 0;
 };

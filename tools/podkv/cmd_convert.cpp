@@ -7,6 +7,7 @@
 #include "common.h"
 #include "convert/compare.h"
 #include "convert/gguf_export.h"
+#include "convert/llama2c.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -16,6 +17,8 @@ namespace podkv::cli {
 namespace {
 
 struct ConvertCommand {
+  std::string from = "auto";
+  std::string tokenizer;
   std::string model;
   std::string out;
   std::string type = "keep";
@@ -59,15 +62,28 @@ std::vector<int32_t> check_ids(const Model& model, int n) {
 
 double mib(double bytes) { return bytes / (1024.0 * 1024.0); }
 
+// llama2.c checkpoint -> model directory or GGUF file.
+void run_llama2c(const ConvertCommand& o) {
+  const GgufExportType type = parse_gguf_export_type(o.type, "--type");
+  const Llama2cConvertResult r = convert_llama2c(o.model, o.tokenizer, o.out, type);
+  std::fprintf(stderr, "wrote %s: llama2.c %s checkpoint, %.2fM parameters, %s classifier, %s\n", o.out.c_str(),
+               r.version == 0 ? "legacy" : "version 1", static_cast<double>(r.parameters) / 1e6,
+               r.shared_classifier ? "shared" : "separate", r.tokenizer ? "tokenizer converted" : "no tokenizer");
+}
+
 void run(const ConvertCommand& o) {
+  if (o.from == "llama2c") return run_llama2c(o);
+  if (o.from != "auto") throw Error("--from: '" + o.from + "' is not one of auto, llama2c");
+  if (!o.tokenizer.empty()) throw Error("--tokenizer: only with --from llama2c (a model's own tokenizer is embedded)");
   GgufExportOptions opts;
   opts.type = parse_gguf_export_type(o.type, "--type");
   opts.name = o.name;
   opts.embed_tokenizer = !o.no_tokenizer;
   auto model = Model::load(o.model);
   const GgufExportResult r = export_gguf(*model, o.out, opts);
-  std::fprintf(stderr, "wrote %s: %zu tensors, type %s, %s\n", o.out.c_str(), r.tensor_count, o.type.c_str(),
-               r.tokenizer_embedded ? "tokenizer embedded" : ("no tokenizer (" + r.tokenizer_note + ")").c_str());
+  std::fprintf(stderr, "wrote %s: %zu tensors, type %s, %s%s\n", o.out.c_str(), r.tensor_count, o.type.c_str(),
+               r.tokenizer_embedded ? "tokenizer embedded" : ("no tokenizer (" + r.tokenizer_note + ")").c_str(),
+               r.chat_template ? ", chat template" : "");
   if (o.check_tokens <= 0) return;
   // Size and logits error of the written file against the source.
   auto written = Model::load(o.out);
@@ -85,9 +101,11 @@ void run(const ConvertCommand& o) {
 
 void add_convert_command(CLI::App& app) {
   auto o = std::make_shared<ConvertCommand>();
-  CLI::App* cmd = app.add_subcommand("convert", "write a model as a GGUF file (llama architecture)");
-  cmd->add_option("-m,--model", o->model, "model directory or .gguf file")->required();
-  cmd->add_option("--out", o->out, "output .gguf file")->required();
+  CLI::App* cmd = app.add_subcommand("convert", "write a model as a GGUF file (llama architecture); read llama2.c checkpoints");
+  cmd->add_option("-m,--model", o->model, "model directory or .gguf file (--from llama2c: a llama2.c .bin)")->required();
+  cmd->add_option("--out", o->out, "output .gguf file (--from llama2c: a directory or a .gguf file)")->required();
+  cmd->add_option("--from", o->from, "source format: auto (model directory or GGUF) or llama2c")->capture_default_str();
+  cmd->add_option("--tokenizer", o->tokenizer, "--from llama2c: its tokenizer.bin");
   cmd->add_option("--type", o->type, "weight type: keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1 or q4_k")
       ->capture_default_str();
   cmd->add_option("--check-tokens", o->check_tokens,

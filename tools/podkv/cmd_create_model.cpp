@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "model/create.h"
+#include "tokenizer/canonical_name.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 
@@ -44,9 +45,10 @@ void run(const CreateModelCommand& o) {
   else throw Error("--dtype: '" + o.dtype + "' is not one of f32, f16, bf16");
   create_random_model(c, dtype, o.seed, o.std, o.out);
   if (!o.tokenizer.empty()) {
+    // Under its canonical name (tokenizer.json / tokenizer.model), where the model directory looks for it.
     fs::path src = o.tokenizer;
     if (fs::is_directory(src)) src = fs::exists(src / "tokenizer.json") ? src / "tokenizer.json" : src / "tokenizer.model";
-    fs::copy_file(src, fs::path(o.out) / src.filename(), fs::copy_options::overwrite_existing);
+    fs::copy_file(src, fs::path(o.out) / canonical_tokenizer_name(src.string()), fs::copy_options::overwrite_existing);
   }
   std::fprintf(stderr, "wrote %s: preset %s, %.2fM parameters, %s\n", o.out.c_str(), o.preset.c_str(),
                c.parameter_count() / 1e6, o.dtype.c_str());

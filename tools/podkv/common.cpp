@@ -28,7 +28,8 @@ std::unique_ptr<Tokenizer> load_model_tokenizer(const Model& model) {
     return load_gguf_tokenizer(*model.gguf_file());
   }
   const fs::path dir = model.path();
-  if (fs::exists(dir / "tokenizer.json") || fs::exists(dir / "tokenizer.model")) return load_tokenizer(dir.string());
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "tokenizer.gguf"})
+    if (fs::exists(dir / name)) return load_tokenizer(dir.string());
   return nullptr;
 }
 
