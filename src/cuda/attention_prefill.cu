@@ -60,17 +60,24 @@ __host__ __device__ inline Layout layout_for(int d) {
   return l;
 }
 
-// Copies keys [k0, k0 + 64) of a stream (bf16 rows of d) into rows of ld_h, zeros where there is no entry.
-__device__ void load_tile(const DeviceStep& s, const DeviceStream& st, int64_t k0, int64_t limit, uint16_t* dst,
-                          int ld_h) {
-  const int d = s.head_dim, chunks = d / 8;
-  for (int t = threadIdx.x; t < kTileKeys * chunks; t += blockDim.x) {
-    const int r = t / chunks, c = t % chunks;
-    const int64_t j = k0 + r;
-    const uint8_t* e = j < limit ? entry_at(s, st, j) : nullptr;
+// Copies keys and values [k0, k0 + 64) of two streams (bf16 rows of d) into rows of ld_h, zeros where
+// there is no entry. The 64 rows' addresses are looked up once (page table, division) into `rows`.
+__device__ void load_tiles(const DeviceStep& s, const DeviceStream& ks, const DeviceStream& vs, int64_t k0,
+                           int64_t limit, uint16_t* K, uint16_t* V, int ld_h, const uint8_t** rows) {
+  const int t = threadIdx.x;
+  if (t < 2 * kTileKeys) {
+    const int64_t j = k0 + t % kTileKeys;
+    rows[t] = j < limit ? entry_at(s, t < kTileKeys ? ks : vs, j) : nullptr;
+  }
+  __syncthreads();
+  const int chunks = s.head_dim / 8;
+  for (int x = t; x < 2 * kTileKeys * chunks; x += blockDim.x) {
+    const int r = x / chunks, c = x % chunks;
+    const uint8_t* e = rows[r];
     uint4 v = make_uint4(0, 0, 0, 0);
     if (e != nullptr) v = reinterpret_cast<const uint4*>(e)[c];
-    *reinterpret_cast<uint4*>(dst + r * ld_h + 8 * c) = v;
+    uint16_t* dst = r < kTileKeys ? K + r * ld_h : V + (r - kTileKeys) * ld_h;
+    *reinterpret_cast<uint4*>(dst + 8 * c) = v;
   }
 }
 
@@ -87,6 +94,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   float* O = reinterpret_cast<float*>(smem + L.o_acc);
   float* OT = reinterpret_cast<float*>(smem + L.o_tile);
   float* stats = reinterpret_cast<float*>(smem + L.row_stats);  // [kRows][4]
+  __shared__ const uint8_t* tile_rows[2 * kTileKeys];
 
   const int b = tiles[2 * blockIdx.x], i = blockIdx.y, h = i / (H / Hkv);
   const int64_t row0 = s.row_begin[b] + tiles[2 * blockIdx.x + 1];
@@ -146,8 +154,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       else needed = k0 < sink_max || k1 > recent_min;
       if (!needed) continue;
       __syncthreads();  // the previous tile is used up
-      load_tile(s, ks, k0, last + 1, K, L.ld_h);
-      load_tile(s, vs, k0, last + 1, V, L.ld_h);
+      load_tiles(s, ks, vs, k0, last + 1, K, V, L.ld_h, tile_rows);
       __syncthreads();
       // S (16 x 64 per warp) = Q Kᵀ.
       {
