@@ -18,18 +18,19 @@ CudaBackend::CudaBackend(const Model& model, CudaBackendOptions options) : model
   // A model that does not fit fails at the first allocation that does not (the error says what is free).
   for (const LayerWeights& w : model.layers()) {
     Layer l;
-    l.wq = upload_matrix(w.wq);
-    l.wk = upload_matrix(w.wk);
-    l.wv = upload_matrix(w.wv);
+    // q, k and v stacked into one matrix, gate and up into another: one matmul each.
+    l.wqkv = upload_stacked({&w.wq, &w.wk, &w.wv});
     l.wo = upload_matrix(w.wo);
-    l.w_gate = upload_matrix(w.w_gate);
-    l.w_up = upload_matrix(w.w_up);
+    l.w_gate_up = upload_stacked({&w.w_gate, &w.w_up});
     l.w_down = upload_matrix(w.w_down);
     l.attn_norm = upload_floats(w.attn_norm);
     l.mlp_norm = upload_floats(w.mlp_norm);
-    if (!w.bq.empty()) l.bq = upload_floats(w.bq);
-    if (!w.bk.empty()) l.bk = upload_floats(w.bk);
-    if (!w.bv.empty()) l.bv = upload_floats(w.bv);
+    if (!w.bq.empty()) {
+      std::vector<float> bqkv(w.bq);
+      bqkv.insert(bqkv.end(), w.bk.begin(), w.bk.end());
+      bqkv.insert(bqkv.end(), w.bv.begin(), w.bv.end());
+      l.bqkv = upload_floats(bqkv);
+    }
     layers_.push_back(l);
   }
   embedding_ = upload_matrix(model.embedding());
@@ -43,42 +44,53 @@ CudaBackend::CudaBackend(const Model& model, CudaBackendOptions options) : model
 
 CudaBackend::~CudaBackend() = default;
 
-WeightMatrix CudaBackend::upload_matrix(const WeightMatrix& host) {
-  if (host.data == nullptr) {  // a shapes-only model: random bf16 weights made on the device
-    DeviceBuffer buf(ops_, dtype_bytes(DType::BF16, static_cast<size_t>(host.cols)) * static_cast<size_t>(host.rows));
-    ops_.fill_random_bf16(buf.data(), host.rows * host.cols, options_.random_seed * 1000003 + owned_.size(),
-                          static_cast<float>(std::sqrt(3.0 / static_cast<double>(host.cols))));
-    weight_bytes_ += buf.bytes();
-    WeightMatrix w{DType::BF16, host.rows, host.cols, buf.data()};
-    owned_.push_back(std::move(buf));
-    return w;
+WeightMatrix CudaBackend::upload_matrix(const WeightMatrix& host) { return upload_stacked({&host}); }
+
+WeightMatrix CudaBackend::upload_stacked(std::initializer_list<const WeightMatrix*> parts) {
+  const int64_t cols = (*parts.begin())->cols;
+  int64_t rows = 0;
+  for (const WeightMatrix* m : parts) {
+    check(m->cols == cols, "cuda backend: stacked matrices differ in width");
+    rows += m->rows;
   }
-  const DType to = options_.weights;
-  const size_t out_row = dtype_bytes(to, static_cast<size_t>(host.cols));
-  DeviceBuffer buf(ops_, out_row * static_cast<size_t>(host.rows));
-  // Converted on the host in panels of rows (to_f32 reads every type podkv loads), then uploaded.
-  const int64_t panel = std::max<int64_t>(1, (int64_t{32} << 20) / static_cast<int64_t>(out_row));
-  std::vector<uint8_t> staged(static_cast<size_t>(std::min(panel, host.rows)) * out_row);
-  const auto* src = static_cast<const uint8_t*>(host.data);
-  for (int64_t r0 = 0; r0 < host.rows; r0 += panel) {
-    const int64_t n = std::min(panel, host.rows - r0);
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < n; ++r) {
-      std::vector<float> row(static_cast<size_t>(host.cols));
-      to_f32(host.dtype, src + (r0 + r) * host.row_bytes(), row.data(), row.size());
-      uint8_t* dst = staged.data() + r * out_row;
-      if (to == DType::F32) {
-        std::memcpy(dst, row.data(), out_row);
-      } else {
-        auto* h = reinterpret_cast<uint16_t*>(dst);
-        for (int64_t i = 0; i < host.cols; ++i) h[i] = f32_to_bf16(row[i]);
-      }
+  // A shapes-only model gets random bf16 weights made on the device.
+  const DType to = (*parts.begin())->data == nullptr ? DType::BF16 : options_.weights;
+  const size_t out_row = dtype_bytes(to, static_cast<size_t>(cols));
+  DeviceBuffer buf(ops_, out_row * static_cast<size_t>(rows));
+  int64_t at = 0;  // first row of the part
+  for (const WeightMatrix* part : parts) {
+    const WeightMatrix& host = *part;
+    uint8_t* dst_base = static_cast<uint8_t*>(buf.data()) + at * out_row;
+    at += host.rows;
+    if (host.data == nullptr) {
+      ops_.fill_random_bf16(dst_base, host.rows * host.cols, options_.random_seed * 1000003 + owned_.size() * 7 + at,
+                            static_cast<float>(std::sqrt(3.0 / static_cast<double>(host.cols))));
+      continue;
     }
-    ops_.upload(static_cast<uint8_t*>(buf.data()) + r0 * out_row, staged.data(), static_cast<size_t>(n) * out_row);
-    ops_.synchronize();  // the staging buffer is reused
+    // Converted on the host in panels of rows (to_f32 reads every type podkv loads), then uploaded.
+    const int64_t panel = std::max<int64_t>(1, (int64_t{32} << 20) / static_cast<int64_t>(out_row));
+    std::vector<uint8_t> staged(static_cast<size_t>(std::min(panel, host.rows)) * out_row);
+    const auto* src = static_cast<const uint8_t*>(host.data);
+    for (int64_t r0 = 0; r0 < host.rows; r0 += panel) {
+      const int64_t n = std::min(panel, host.rows - r0);
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < n; ++r) {
+        std::vector<float> row(static_cast<size_t>(host.cols));
+        to_f32(host.dtype, src + (r0 + r) * host.row_bytes(), row.data(), row.size());
+        uint8_t* dst = staged.data() + r * out_row;
+        if (to == DType::F32) {
+          std::memcpy(dst, row.data(), out_row);
+        } else {
+          auto* h = reinterpret_cast<uint16_t*>(dst);
+          for (int64_t i = 0; i < host.cols; ++i) h[i] = f32_to_bf16(row[i]);
+        }
+      }
+      ops_.upload(dst_base + r0 * out_row, staged.data(), static_cast<size_t>(n) * out_row);
+      ops_.synchronize();  // the staging buffer is reused
+    }
   }
   weight_bytes_ += buf.bytes();
-  WeightMatrix w{to, host.rows, host.cols, buf.data()};
+  WeightMatrix w{to, rows, cols, buf.data()};
   owned_.push_back(std::move(buf));
   return w;
 }
@@ -107,7 +119,7 @@ void CudaBackend::reserve(int64_t rows, int64_t logit_rows, size_t score_count) 
     v_ = floats(R * c.kv_dim());
     attn_ = floats(R * c.q_dim());
     proj_ = floats(R * c.hidden_size);
-    gate_ = floats(R * c.intermediate_size);
+    gate_ = floats(R * std::max<int64_t>(2 * static_cast<int64_t>(c.intermediate_size), c.q_dim() + 2 * c.kv_dim()));
     up_ = floats(R * c.intermediate_size);
     gates_ = floats(static_cast<int64_t>(c.num_layers) * R * c.num_heads);
     tokens_ = DeviceBuffer(ops_, static_cast<size_t>(R) * sizeof(int32_t));
@@ -161,14 +173,15 @@ void CudaBackend::forward(const ForwardStep& step, const KvView& view, ForwardOu
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const Layer& w = layers_[layer];
     {
+      // The previous layer's MLP output joins the residual stream in the same launch as this norm.
       ProfileScope p(ops_, "norms, rope, residual adds");
-      ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
+      if (layer == 0) ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
+      else ops_.add_rms_norm(x, proj, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
     }
     {
       ProfileScope p(ops_, "matmul q, k, v");
-      ops_.matmul(w.wq, xn, n, q, w.bq);
-      ops_.matmul(w.wk, xn, n, k, w.bk);
-      ops_.matmul(w.wv, xn, n, v, w.bv);
+      ops_.matmul(w.wqkv, xn, n, gate, w.bqkv);  // [n, q + 2 kv] in the MLP's scratch
+      ops_.split_qkv(gate, n, c.q_dim(), c.kv_dim(), q, k, v);
     }
     {
       ProfileScope p(ops_, "norms, rope, residual adds");
@@ -190,26 +203,24 @@ void CudaBackend::forward(const ForwardStep& step, const KvView& view, ForwardOu
     }
     {
       ProfileScope p(ops_, "norms, rope, residual adds");
-      ops_.add(x, proj, n * hidden);
-      ops_.rms_norm(x, w.mlp_norm, n, hidden, c.rms_norm_eps, xn);
+      ops_.add_rms_norm(x, proj, w.mlp_norm, n, hidden, c.rms_norm_eps, xn);
     }
     {
       ProfileScope p(ops_, "matmul gate, up, down");
-      ops_.matmul(w.w_gate, xn, n, gate, nullptr);
-      ops_.matmul(w.w_up, xn, n, up, nullptr);
+      ops_.matmul(w.w_gate_up, xn, n, gate, nullptr);  // [n, 2 inter]: gate | up
     }
     {
       ProfileScope p(ops_, "silu_mul");
-      ops_.silu_mul(gate, up, n * c.intermediate_size);
+      ops_.silu_mul_rows(gate, n, c.intermediate_size, up);
     }
     {
       ProfileScope p(ops_, "matmul gate, up, down");
-      ops_.matmul(w.w_down, gate, n, proj, nullptr);
+      ops_.matmul(w.w_down, up, n, proj, nullptr);
     }
-    {
-      ProfileScope p(ops_, "norms, rope, residual adds");
-      ops_.add(x, proj, n * hidden);
-    }
+  }
+  {
+    ProfileScope p(ops_, "norms, rope, residual adds");
+    ops_.add(x, proj, n * hidden);  // the last layer's MLP output
   }
   const int64_t rows = step.num_logit_rows;
   out.logits.resize(static_cast<size_t>(rows) * c.vocab_size);

@@ -6,6 +6,8 @@
 // tables, and downloads the requested logits and selection scores.
 #pragma once
 
+#include <initializer_list>
+
 #include "backend/backend.h"
 #include "backend/cuda_backend_ops.h"
 
@@ -40,10 +42,15 @@ class CudaBackend : public Backend {
 
  private:
   struct Layer {
-    WeightMatrix wq, wk, wv, wo, w_gate, w_up, w_down;                   // device memory
-    const float *attn_norm, *mlp_norm, *bq = nullptr, *bk = nullptr, *bv = nullptr;
+    WeightMatrix wqkv;       // [q + 2 kv, hidden]: wq, wk, wv stacked (device memory)
+    WeightMatrix wo;
+    WeightMatrix w_gate_up;  // [2 inter, hidden]: w_gate, w_up stacked
+    WeightMatrix w_down;
+    const float *attn_norm, *mlp_norm, *bqkv = nullptr;
   };
   WeightMatrix upload_matrix(const WeightMatrix& host);
+  // Matrices of one width stacked by rows into one device matrix.
+  WeightMatrix upload_stacked(std::initializer_list<const WeightMatrix*> parts);
   const float* upload_floats(const std::vector<float>& host);
   void reserve(int64_t rows, int64_t logit_rows, size_t score_count);
 
@@ -57,7 +64,8 @@ class CudaBackend : public Backend {
   WeightMatrix embedding_, lm_head_;
   const float* final_norm_ = nullptr;
   const float* inv_freq_ = nullptr;
-  // Activations for up to rows_capacity_ rows: [R, hidden], [R, H·d], [R, H_kv·d], [R, inter], [L, R·H].
+  // Activations for up to rows_capacity_ rows: [R, hidden], [R, H·d], [R, H_kv·d], gate_ [R, max(2 inter,
+  // H·d + 2 H_kv·d)] (the stacked matmuls' outputs), up_ [R, inter], [L, R·H].
   int64_t rows_capacity_ = 0, logit_capacity_ = 0;
   size_t score_capacity_ = 0;
   DeviceBuffer x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, gates_, tokens_, positions_, logit_rows_, logits_,

@@ -298,6 +298,19 @@ void CudaBackendOps::rope(float* x, int64_t rows, int heads, int dim, const int6
 
 void CudaBackendOps::silu_mul(float* gate, const float* up, int64_t n) { cuda::silu_mul(gate, up, n, state_->stream); }
 
+void CudaBackendOps::add_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n,
+                                  double eps, float* out) {
+  cuda::add_rms_norm(x, residual, weight, rows, n, eps, out, state_->stream);
+}
+
+void CudaBackendOps::silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out) {
+  cuda::silu_mul_rows(gu, rows, inter, out, state_->stream);
+}
+
+void CudaBackendOps::split_qkv(const float* qkv, int64_t rows, int64_t nq, int64_t nkv, float* q, float* k, float* v) {
+  cuda::split_qkv(qkv, rows, nq, nkv, q, k, v, state_->stream);
+}
+
 void CudaBackendOps::add(float* x, const float* y, int64_t n) { cuda::add(x, y, n, state_->stream); }
 
 void CudaBackendOps::gather_rows(const float* x, int64_t width, const int64_t* rows, int64_t count, float* out) {

@@ -49,7 +49,12 @@ class CudaBackendOps : public BackendOps {
   void kv_write(int layer, const float* k, const float* v) override;
   void attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs) override;
 
-  // Beyond the interface, for CudaBackend: zeroes device memory (queued).
+  // Beyond the interface, for CudaBackend's fused steps (cuda/kernels.h says what each does).
+  void add_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n, double eps,
+                    float* out);
+  void silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out);
+  void split_qkv(const float* qkv, int64_t rows, int64_t nq, int64_t nkv, float* q, float* k, float* v);
+  // Zeroes device memory (queued).
   void fill_zero(void* device_ptr, size_t bytes);
   // Fills n bf16 values with uniform random ones in [-bound, bound) (queued; a hash of seed and index).
   void fill_random_bf16(void* device_ptr, int64_t n, uint64_t seed, float bound);

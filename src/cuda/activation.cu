@@ -18,6 +18,30 @@ __global__ void silu_mul_kernel(float* gate, const float* up, int64_t n) {
   }
 }
 
+// gu [rows, 2 * inter] = [gate | up] per row; out [rows, inter] = silu(gate) * up.
+__global__ void silu_mul_rows_kernel(const float* gu, int64_t rows, int64_t inter, float* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < rows * inter) {
+    const int64_t r = i / inter, c = i % inter;
+    const float g = gu[r * 2 * inter + c];
+    out[i] = g / (1.0f + expf(-g)) * gu[r * 2 * inter + inter + c];
+  }
+}
+
+// qkv [rows, q + 2 kv] = [q | k | v] per row, into q [rows, q], k and v [rows, kv].
+__global__ void split_qkv_kernel(const float* qkv, int64_t rows, int64_t nq, int64_t nkv, float* q, float* k,
+                                 float* v) {
+  const int64_t width = nq + 2 * nkv;
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < rows * width) {
+    const int64_t r = i / width, c = i % width;
+    const float x = qkv[i];
+    if (c < nq) q[r * nq + c] = x;
+    else if (c < nq + nkv) k[r * nkv + c - nq] = x;
+    else v[r * nkv + c - nq - nkv] = x;
+  }
+}
+
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] += y[i];
@@ -43,6 +67,19 @@ void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
   silu_mul_kernel<<<blocks_for(n), 256, 0, stream>>>(gate, up, n);
   check_launch("silu_mul_kernel");
+}
+
+void silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out, cudaStream_t stream) {
+  if (rows * inter == 0) return;
+  silu_mul_rows_kernel<<<blocks_for(rows * inter), 256, 0, stream>>>(gu, rows, inter, out);
+  check_launch("silu_mul_rows_kernel");
+}
+
+void split_qkv(const float* qkv, int64_t rows, int64_t nq, int64_t nkv, float* q, float* k, float* v,
+               cudaStream_t stream) {
+  if (rows == 0) return;
+  split_qkv_kernel<<<blocks_for(rows * (nq + 2 * nkv)), 256, 0, stream>>>(qkv, rows, nq, nkv, q, k, v);
+  check_launch("split_qkv_kernel");
 }
 
 void add(float* x, const float* y, int64_t n, cudaStream_t stream) {

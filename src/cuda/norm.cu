@@ -10,9 +10,13 @@ namespace {
 
 constexpr int kThreads = 256;
 
-__global__ void rms_norm_kernel(const float* x, const float* weight, int64_t n, double eps, float* out) {
+// With `residual`: x += residual first (the row is written back), then the norm of the sum.
+__global__ void rms_norm_kernel(float* x, const float* residual, const float* weight, int64_t n, double eps,
+                                float* out) {
   const int64_t r = blockIdx.x;
-  const float* xr = x + r * n;
+  float* xr = x + r * n;
+  if (residual != nullptr)
+    for (int64_t i = threadIdx.x; i < n; i += kThreads) xr[i] += residual[r * n + i];
   double ss = 0.0;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) ss += static_cast<double>(xr[i]) * xr[i];
   __shared__ double partial[kThreads];
@@ -31,7 +35,15 @@ __global__ void rms_norm_kernel(const float* x, const float* weight, int64_t n, 
 void rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, double eps, float* out,
               cudaStream_t stream) {
   if (rows == 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, weight, n, eps, out);
+  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(const_cast<float*>(x), nullptr, weight, n, eps,
+                                                                          out);
+  check_launch("rms_norm_kernel");
+}
+
+void add_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n, double eps, float* out,
+                  cudaStream_t stream) {
+  if (rows == 0) return;
+  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, residual, weight, n, eps, out);
   check_launch("rms_norm_kernel");
 }
 

@@ -112,7 +112,7 @@ ItemRecord run_grid_item(const Model& model, const Tokenizer& tok, const EvalPol
   const int n_new = max_new_tokens(item, s, tok, c.max_position_embeddings);
   const int64_t prompt = static_cast<int64_t>(item.tokens.size());
   auto cache = make_policy_cache(policy, prompt + n_new, run.chunk);
-  Runner runner(model, *cache);
+  Runner runner = run.backend != nullptr ? Runner(*run.backend, *cache) : Runner(model, *cache);
   runner.set_tau(policy.tau);
   runner.set_chunk_size(run.chunk);
   const int seq = cache->add_sequence();
@@ -171,7 +171,8 @@ std::vector<ItemRecord> run_window_item(const Model& model, const std::vector<co
     const bool reference = with_reference && i == 0;
     lane.policy = reference ? nullptr : policies[i - (with_reference ? 1 : 0)];
     lane.cache = reference ? default_cache(dense, n, chunk) : make_policy_cache(*lane.policy, n, chunk);
-    lane.runner = std::make_unique<Runner>(model, *lane.cache);
+    lane.runner = run.backend != nullptr ? std::make_unique<Runner>(*run.backend, *lane.cache)
+                                         : std::make_unique<Runner>(model, *lane.cache);
     lane.runner->set_chunk_size(run.chunk);
     if (!reference) lane.runner->set_tau(lane.policy->tau);
     lane.seq = lane.cache->add_sequence();

@@ -13,6 +13,8 @@
 //                stored). KV bytes are read once all `context` tokens are in.
 #pragma once
 
+#include "backend/backend.h"
+
 #include <functional>
 #include <memory>
 #include <optional>
@@ -70,6 +72,7 @@ ItemRecord record_from_json(const nlohmann::json& j);
 
 struct RunSettings {
   int64_t chunk = 256;  // longest chunk a forward call is cut into (the prefill's)
+  Backend* backend = nullptr;  // where every forward runs (eval --device); null: a CPU backend per runner
 };
 
 // Work of the whole run in token-forward units, for progress.

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 
+#include "backend/make_backend.h"
 #include "commands.h"
 #include "common.h"
 #include "eval/checkpoint.h"
@@ -29,6 +30,8 @@ struct EvalCommand {
   KvOptions shared;  // --sink, --recent, --pod-config, --pod-group, --tau, --budget, --window, --pool
   std::string out;
   int64_t chunk = 256;
+  std::string device = "cpu";  // --device
+  std::string cuda_weights = "bf16";
   int threads = 0;
   bool resume = false;
   bool no_progress = false;
@@ -117,8 +120,10 @@ void run(EvalCommand& o) {
     std::fprintf(stderr, "note: the --data text holds only %zu window(s) of %lld tokens (--samples %d)\n", items.size(),
                  static_cast<long long>(o.task.context), o.task.effective_samples());
 
+  auto backend = make_backend(o.device, *model, o.cuda_weights);
   eval::RunSettings run_settings;
   run_settings.chunk = o.chunk;
+  run_settings.backend = backend.get();
   nlohmann::json settings = eval::to_json(o.task);
   settings["model"] = o.model;
   settings["chunk"] = o.chunk;
@@ -176,6 +181,8 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--chunk", o->chunk, "longest chunk a forward call is cut into")->capture_default_str();
   add_kv_settings(*cmd, o->shared);
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
+  cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
   cmd->add_flag("--resume", o->resume, "continue the run in --out (same settings), skipping what is done");
   cmd->add_flag("--no-progress", o->no_progress, "no progress bar");
   cmd->callback([o] { run(*o); });

@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "backend/cuda_backend.h"
+#include "backend/make_backend.h"
 #include "commands.h"
 #include "common.h"
 #include "util/error.h"
@@ -19,7 +21,28 @@ struct InfoCommand {
   int64_t context = 0;
   int batch = 1;
   std::string memory;
+  std::string device = "cpu";
+  std::string cuda_weights = "bf16";
 };
+
+// --device cuda: the weights uploaded (random bf16 ones for a config-only directory), then the
+// device's name, the bytes the weights take there and the memory left for KV caches.
+nlohmann::json device_report(const InfoCommand& o, const Model* model) {
+  nlohmann::json j;
+  std::unique_ptr<Model> shapes;
+  if (model == nullptr) model = (shapes = Model::shapes_only(o.model)).get();
+  auto backend = make_backend(o.device, *model, o.cuda_weights);
+#if defined(PODKV_HAVE_CUDA)
+  if (auto* cuda = dynamic_cast<CudaBackend*>(backend.get())) {
+    size_t free_bytes = 0, total = 0;
+    cuda->ops().memory_info(free_bytes, total);
+    j = {{"device", cuda->ops().device_name()}, {"device_weight_bytes", cuda->weight_bytes()},
+         {"device_weights_random", shapes != nullptr}, {"device_free_bytes", free_bytes},
+         {"device_total_bytes", total}};
+  }
+#endif
+  return j;
+}
 
 // KV bytes per sequence of `context` tokens under the policy, against dense,
 // and how many sequences fit in --memory (analytic: needs no weights).
@@ -96,6 +119,7 @@ void run(const InfoCommand& o) {
       {"kv_dtype", "float32"},
   };
   if (model) j["weight_bytes_per_decode_token"] = model->bytes_per_decode_token();
+  if (o.device != "cpu") j.update(device_report(o, model.get()));
   if (o.context > 0) j.update(kv_report(o, c));
   if (o.json) {
     std::printf("%s\n", j.dump().c_str());
@@ -111,6 +135,12 @@ void run(const InfoCommand& o) {
   std::printf("vocab:              %d\n", c.vocab_size);
   std::printf("context:            %lld\n", static_cast<long long>(c.max_position_embeddings));
   std::printf("kv bytes per token: %lld (float32 keys and values, dense)\n", static_cast<long long>(kv_per_token));
+  if (j.contains("device")) {
+    std::printf("device:             %s, weights %.2f GB%s, %.2f GB free of %.2f GB for KV caches\n",
+                j["device"].get<std::string>().c_str(), j["device_weight_bytes"].get<double>() / 1e9,
+                j["device_weights_random"].get<bool>() ? " (random, no weight files)" : "",
+                j["device_free_bytes"].get<double>() / 1e9, j["device_total_bytes"].get<double>() / 1e9);
+  }
   if (o.context > 0) {
     std::printf("kv policy:          %s at %lld tokens (%s entries)\n", o.kv.policy.c_str(),
                 static_cast<long long>(o.context), (o.kv.kv_dtype.empty() ? "f32" : o.kv.kv_dtype.c_str()));
@@ -135,6 +165,9 @@ void add_info_command(CLI::App& app) {
       ->check(CLI::Range(int64_t{1}, int64_t{INT32_MAX}));
   cmd->add_option("--batch", o->batch, "sequences for the KV total")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   cmd->add_option("--memory", o->memory, "KV memory budget (e.g. 16G) for the largest batch that fits");
+  cmd->add_option("--device", o->device, "cuda: upload the weights and report the GPU memory they take")
+      ->capture_default_str();
+  cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
   cmd->callback([o] { run(*o); });
 }
 
