@@ -8,7 +8,9 @@
 #     bf16-rounded weights (reference_bf16w.safetensors, scripts/fixtures/make_bf16_goldens.py,
 #     made here when missing): within 5e-2 relative and top-1 >= 0.99; against the float32
 #     goldens the agreement is reported)
-#     and greedy generate --device cuda (f32 weights) equal to the CPU's ids.
+#     and greedy generate --device cuda (f32 weights) equal to the CPU's ids;
+#  4. podkv eval (passkey grid, all seven policies) on cuda and cpu: the same greedy answers and KV bytes;
+#  5. podkv info --device cuda.
 # Logs go to LOG_DIR (default BUILD_DIR/gpu-logs). Exits non-zero on any failure.
 #   scripts/test_gpu.sh [BUILD_DIR] [LOG_DIR]        (JOBS=N for the build, default all cores)
 set -uo pipefail
@@ -79,5 +81,16 @@ for dir in "$root"/tests/fixtures/models/*/; do
   fi
 done
 [ -s "$out/errors.log" ] && { echo "errors:"; head -20 "$out/errors.log"; }
+
+echo "== every policy through podkv eval: cuda (f32 weights and cache) against cpu"
+for dev in cpu cuda; do
+  "$podkv" eval -m "$root/models/podkv-ref" --task passkey --kv dense,pod,streaming,h2o,snapkv,cla,pod+snapkv \
+    --sink 16 --recent 128 --budget 128 --lengths 512,1024 --depths 0,50 --samples 2 --device $dev \
+    --cuda-weights f32 --out "$logs/eval_$dev" >"$logs/eval_$dev.log" 2>&1 || { status=1; tail -3 "$logs/eval_$dev.log"; }
+done
+$python "$root/scripts/compare_eval_runs.py" "$logs/eval_cpu/results.json" "$logs/eval_cuda/results.json" || status=1
+
+echo "== podkv info --device cuda (the 8B shape, random weights)"
+"$podkv" info -m "$root/configs/llama-3-8b-32k" --device cuda | grep -E "device|parameters" || status=1
 echo "test_gpu: $([ $status -eq 0 ] && echo ALL OK || echo FAILURES)"
 exit $status

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "backend/make_backend.h"
 #include "commands.h"
 #include "common.h"
 #include "engine/runner.h"
@@ -37,6 +38,8 @@ struct ServeCommand {
   std::string api_key;
   std::string chat_template;
   std::string model_id;
+  std::string device = "cpu";  // --device
+  std::string cuda_weights = "bf16";
   std::string max_body = "8M";
 };
 
@@ -92,7 +95,8 @@ void run(ServeCommand& o) {
   auto cache = o.kv_memory.empty()
                    ? make_cache(layout, context, o.parallel, o.prefill_chunk, dtype)
                    : std::make_unique<KvCache>(layout, parse_bytes(o.kv_memory, "--kv-memory"), 16, dtype);
-  Runner runner(*model, *cache);
+  auto backend = make_backend(o.device, *model, o.cuda_weights);
+  Runner runner(*backend, *cache);
   runner.set_tau(tau);
 
   ApiConfig api_config;
@@ -156,6 +160,8 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("-c,--ctx-size", o->context, "context of one request: prompt + generated tokens (capped at the model's)")
       ->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
+  cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
   cmd->add_option("--parallel", o->parallel, "sequences running at once")->capture_default_str();
   cmd->add_option("--kv-memory", o->kv_memory, "KV cache budget (e.g. 512M; default: --parallel full contexts)");
   cmd->add_option("--queue", o->queue, "requests waiting beyond the running ones; more get 503")->capture_default_str();
