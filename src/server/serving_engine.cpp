@@ -151,6 +151,20 @@ void ServingEngine::admit() {
   // In arrival order, the preempted ones (admitted before any waiting one)
   // first: a request that does not fit waits, and so do the ones behind it.
   int64_t taken = 0;
+  if (options_.admission == Admission::Current) {
+    // Pages the running ones still need for the prompts (and recomputed
+    // tokens) they were admitted with: without them, requests admitted but
+    // still waiting for their prefill turn would look free and too many start.
+    const KvCache& cache = runner_.cache();
+    for (const Running& r : running_) {
+      if (!r.gen->prefilling()) continue;
+      const GenerateResult& g = r.gen->result();
+      const int64_t prompt = static_cast<int64_t>(g.prompt_ids.size());
+      const int64_t tokens = prompt + std::max<int64_t>(0, static_cast<int64_t>(g.generated_ids.size()) - 1);
+      const int64_t held = static_cast<int64_t>(cache.bytes_reserved(r.seq) / cache.page_bytes());
+      taken += std::max<int64_t>(0, cache.peak_pages(0, tokens, runner_.chunk_size(), prompt) - held);
+    }
+  }
   while (!preempted_.empty() && static_cast<int>(running_.size()) < options_.parallel) {
     Running& r = preempted_.front();
     const GenerateResult& g = r.gen->result();
@@ -194,9 +208,9 @@ bool ServingEngine::fits(int64_t tokens, int64_t prompt, int64_t peak, int64_t& 
     taken += peak;
     return true;
   }
-  // Current: the pages to feed what it has so far, beside a page per stream
-  // for the next token of every running sequence (so that an admission does
-  // not preempt at once).
+  // Current: the pages to feed what it has so far, beside those the running
+  // ones are owed (`taken`) and a page per stream for the next token of each
+  // (so that an admission does not preempt at once).
   const int64_t need = cache.peak_pages(0, tokens, runner_.chunk_size(), prompt);
   const int64_t margin = static_cast<int64_t>(running_.size()) * cache.peak_pages(0, 1, 1);
   if (taken + need + margin > static_cast<int64_t>(cache.free_pages()) && !running_.empty()) return false;
