@@ -111,15 +111,18 @@ TEST(ServerEngine, PreemptedRequestsEqualSingleRuns) {
   options.prefill_chunk = 4;
   options.admission = Admission::Current;
   ServingEngine engine(runner, f.tokenizer.get(), options, metrics);
+  // All queued before the start: the schedule, and so the preemptions, are
+  // the same on every run.
+  std::vector<std::shared_ptr<RequestChannel>> channels;
+  for (const auto& r : requests) channels.push_back(engine.submit(r));
   engine.start();
   std::vector<std::string> streamed(requests.size());
   std::vector<RequestOutcome> outcomes(requests.size());
   std::vector<std::thread> clients;
   for (size_t i = 0; i < requests.size(); ++i)
     clients.emplace_back([&, i] {
-      auto channel = engine.submit(requests[i]);
-      streamed[i] = drain(*channel);
-      outcomes[i] = channel->outcome();
+      streamed[i] = drain(*channels[i]);
+      outcomes[i] = channels[i]->outcome();
     });
   for (auto& t : clients) t.join();
   for (size_t i = 0; i < requests.size(); ++i) {
