@@ -93,6 +93,7 @@ class ServeProcess {
 
 struct HttpReply {
   int status = 0;  // 0: no reply (connection failed)
+  std::string error;  // then cpp-httplib's reason (Connection, Read, ...)
   std::string body;
   httplib::Headers headers;
   nlohmann::json json() const { return nlohmann::json::parse(body); }
@@ -104,6 +105,9 @@ inline HttpReply post(httplib::Client& c, const std::string& path, const std::st
     r.status = res->status;
     r.body = res->body;
     r.headers = res->headers;
+  } else {
+    r.error = httplib::to_string(res.error());
+    r.body = "no reply: " + r.error;
   }
   return r;
 }
@@ -114,6 +118,9 @@ inline HttpReply get(httplib::Client& c, const std::string& path) {
     r.status = res->status;
     r.body = res->body;
     r.headers = res->headers;
+  } else {
+    r.error = httplib::to_string(res.error());
+    r.body = "no reply: " + r.error;
   }
   return r;
 }

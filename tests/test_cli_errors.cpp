@@ -251,6 +251,9 @@ TEST_F(CliErrors, BadSamplingParameters) {
   expect_error(run(gen(model, {"--ids", "1,2", "--min-p", "2"})), {"min-p"});
   expect_error(run(gen(model, {"--ids", "1,2", "--top-k", "-3"})), {"top-k"});
   expect_error(run(gen(model, {"--ids", "1,2", "-n", "0", "--temperature", "-1"})), {"temperature"});
+  expect_error(run(gen(model, {"--ids", "1,2", "--presence-penalty", "2.5"})), {"--presence-penalty", "[-2, 2]"});
+  expect_error(run(gen(model, {"--ids", "1,2", "--frequency-penalty", "-3"})), {"--frequency-penalty", "[-2, 2]"});
+  expect_error(run({"serve", "-m", model.string(), "--admit", "eager"}), {"--admit", "peak or current"});
 }
 
 TEST_F(CliErrors, CreateModelUnknownPreset) {

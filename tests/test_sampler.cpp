@@ -264,6 +264,51 @@ TEST(Sampler, RepetitionWindow) {
   EXPECT_EQ(Sampler(g).sample(l.data(), 3, {0, 2, 2, 2, 2}), 1);
 }
 
+// OpenAI's semantics: logit[t] -= presence * (count[t] > 0) + frequency * count[t],
+// counting only the generated tokens (history from generated_from on).
+TEST(Sampler, PresenceAndFrequencyPenalties) {
+  SamplingParams p = sampling();
+  p.presence_penalty = 0.5f;
+  p.frequency_penalty = 0.25f;
+  // Token 0 generated twice: 0 - 0.5 - 2 * 0.25 = -1, so weights e^-1 : 1 : 1.
+  const double w = std::exp(-1.0);
+  expect_freqs(frequencies(p, {0.0f, 0.0f, 0.0f}, 30000, {0, 0}), {w / (w + 2), 1 / (w + 2), 1 / (w + 2)});
+  // Prompt tokens (before generated_from) are not counted.
+  {
+    SamplingParams g;
+    g.frequency_penalty = 1.0f;
+    Sampler s(g);
+    const std::vector<float> l = {2.0f, 1.5f};
+    EXPECT_EQ(s.sample(l.data(), 2, {0, 0, 0}, 3), 0);  // all prompt
+    EXPECT_EQ(s.sample(l.data(), 2, {0, 0, 0}, 2), 1);  // one generated 0: 2 - 1 < 1.5
+    g.frequency_penalty = 0.2f;  // linear in the count: 2 - 0.2 * 2 = 1.6 > 1.5, 2 - 0.2 * 3 < 1.5
+    EXPECT_EQ(Sampler(g).sample(l.data(), 2, {0, 0}, 0), 0);
+    EXPECT_EQ(Sampler(g).sample(l.data(), 2, {0, 0, 0}, 0), 1);
+  }
+  {
+    SamplingParams g;
+    g.presence_penalty = 0.2f;  // once per distinct token, however often it appears: 1.8 > 1.7
+    const std::vector<float> l = {2.0f, 1.7f};
+    EXPECT_EQ(Sampler(g).sample(l.data(), 2, {0, 0, 0, 0}, 0), 0);
+    g.presence_penalty = 0.5f;
+    EXPECT_EQ(Sampler(g).sample(l.data(), 2, {0}, 0), 1);
+    g.presence_penalty = -1.0f;  // negative: encourages repeats
+    EXPECT_EQ(Sampler(g).sample(std::vector<float>{1.0f, 1.5f}.data(), 2, {0}, 0), 0);
+  }
+  {
+    SamplingParams g;  // the sampler keeps no count between calls
+    g.presence_penalty = 1.0f;
+    Sampler s(g);
+    const std::vector<float> l = {2.0f, 1.5f};
+    EXPECT_EQ(s.sample(l.data(), 2, {0}, 0), 1);
+    EXPECT_EQ(s.sample(l.data(), 2, {1}, 0), 0);
+    EXPECT_THROW(s.sample(l.data(), 2, {7}, 0), Error);
+  }
+  SamplingParams bad;
+  bad.frequency_penalty = std::nanf("");
+  EXPECT_THROW(Sampler{bad}, Error);
+}
+
 TEST(Sampler, HistoryOutsideVocabThrows) {
   SamplingParams g;
   g.repetition_penalty = 1.1f;

@@ -1,7 +1,9 @@
 // podkv serve end to end, over HTTP on a loopback port with the shipped
 // reference model: greedy completions equal `podkv generate --json`, streamed
-// chunks concatenate to the same text and end with [DONE], concurrent
-// requests each equal their solo answer (dense and pod), chat through a
+// chunks concatenate to the same text and end with [DONE], 64 concurrent
+// requests each equal their solo answer (dense and pod, admitted by peak, and
+// by current need with preemption in a tiny cache), presence and frequency
+// penalties equal generate's, chat through a
 // template, bad input and auth refused with OpenAI error objects while the
 // server keeps serving, overload answered with 503, a disconnect mid-stream
 // gives the KV bytes back, /metrics agrees with what was served, and SIGTERM
@@ -99,43 +101,135 @@ TEST_F(ServeE2E, GreedyCompletionsEqualGenerateAndStreamTheSameText) {
   }
 }
 
-TEST_F(ServeE2E, ConcurrentRequestsEqualTheirSoloAnswers) {
+// 64 requests of different prompt and output lengths (mostly greedy, some
+// seeded samples, a third streamed), all sent at once.
+std::vector<json> mixed_requests(int count) {
   const char* prompts[] = {"It was a dark and stormy night", "The old man", "Once upon a time there was a king",
                            "She said", "In the beginning", "A", "The ship sailed", "When the morning came"};
   std::vector<json> requests;
-  for (int i = 0; i < 16; ++i) {
-    json r = {{"prompt", prompts[i % 8]}, {"max_tokens", 4 + (i * 7) % 29}, {"return_token_ids", true}};
-    if (i % 4 == 3) r.update({{"temperature", 0.9}, {"seed", 1000 + i}, {"top_k", 50}});
+  for (int i = 0; i < count; ++i) {
+    json r = {{"prompt", std::string(prompts[i % 8]) + (i >= 8 ? " " + std::to_string(i) : "")},
+              {"max_tokens", 4 + (i * 7) % 45}};
+    if (i % 8 == 3) r.update({{"temperature", 0.9}, {"seed", 1000 + i}, {"top_k", 50}});
     else r["temperature"] = 0;
     if (i % 3 == 1) r["stream"] = true;
     requests.push_back(r);
   }
-  auto text_of = [](const json& request, const HttpReply& r) -> std::string {
-    EXPECT_EQ(r.status, 200) << r.body;
-    if (request.value("stream", false)) return streamed_text(r.body, false);
-    return r.json().at("choices")[0].at("text").get<std::string>();
-  };
-  for (const std::string policy : {"dense", "pod"}) {
-    auto server = serve({"--kv", policy, "--parallel", "4", "--prefill-chunk", "8"});
-    std::vector<std::string> solo;
-    {
-      auto c = server->client();
-      for (const json& r : requests) solo.push_back(text_of(r, post(*c, "/v1/completions", r.dump())));
+  return requests;
+}
+
+std::string text_of(const json& request, const HttpReply& r) {
+  EXPECT_EQ(r.status, 200) << r.body;
+  if (r.status != 200) return "";
+  if (request.value("stream", false)) return streamed_text(r.body, false);
+  return r.json().at("choices")[0].at("text").get<std::string>();
+}
+
+// Each request alone, one after the other, then all of them at once, each
+// from its own connection; every answer must be its solo one. A `first`
+// request, when given, is running before the others are sent.
+void expect_solo_answers(ServeProcess& server, const std::vector<json>& requests, const std::string& what,
+                         const json& first = nullptr) {
+  std::vector<json> all = requests;
+  if (!first.is_null()) all.insert(all.begin(), first);
+  std::vector<std::string> solo;
+  {
+    auto c = server.client();
+    for (const json& r : all) solo.push_back(text_of(r, post(*c, "/v1/completions", r.dump())));
+  }
+  std::vector<std::future<std::string>> answers;
+  for (size_t i = 0; i < all.size(); ++i) {
+    answers.push_back(std::async(std::launch::async, [&server, r = all[i]] {
+      auto c = server.client();
+      return text_of(r, post(*c, "/v1/completions", r.dump()));
+    }));
+    if (i == 0 && !first.is_null()) {
+      auto c = server.client();
+      for (int k = 0; k < 500 && metric(get(*c, "/metrics").body, "podkv_sequences_running") < 1; ++k)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    std::vector<std::future<std::string>> answers;
-    for (const json& r : requests)
-      answers.push_back(std::async(std::launch::async, [&server, &text_of, r] {
-        auto c = server->client();
-        return text_of(r, post(*c, "/v1/completions", r.dump()));
-      }));
-    for (size_t i = 0; i < requests.size(); ++i) EXPECT_EQ(answers[i].get(), solo[i]) << policy << " request " << i;
-    auto c = server->client();
-    const std::string metrics = get(*c, "/metrics").body;
-    EXPECT_EQ(metric(metrics, "podkv_requests_total{endpoint=\"/v1/completions\",status=\"200\"}"), 32) << metrics;
+  }
+  for (size_t i = 0; i < all.size(); ++i) EXPECT_EQ(answers[i].get(), solo[i]) << what << " request " << i;
+}
+
+// /metrics once the request counter reached `answered` 200s (or after 5 s):
+// the server counts a request after its response is written, so a scrape from
+// another connection right after the last answer can precede that count.
+std::string metrics_after(ServeProcess& server, double answered) {
+  auto c = server.client();
+  std::string text;
+  for (int i = 0; i < 250; ++i) {
+    text = get(*c, "/metrics").body;
+    if (metric(text, "podkv_requests_total{endpoint=\"/v1/completions\",status=\"200\"}") >= answered) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return text;
+}
+
+TEST_F(ServeE2E, ConcurrentRequestsEqualTheirSoloAnswers) {
+  const std::vector<json> requests = mixed_requests(64);
+  for (const std::string policy : {"dense", "pod"}) {
+    auto server = serve({"--kv", policy, "--parallel", "16", "--prefill-chunk", "8"});
+    expect_solo_answers(*server, requests, policy);
+    const std::string metrics = metrics_after(*server, 128);
+    EXPECT_EQ(metric(metrics, "podkv_requests_total{endpoint=\"/v1/completions\",status=\"200\"}"), 128) << metrics;
     EXPECT_EQ(metric(metrics, "podkv_sequences_running"), 0);
+    EXPECT_GE(metric(metrics, "podkv_sequences_running_max"), 2);
+    EXPECT_LE(metric(metrics, "podkv_sequences_running_max"), 16);
     EXPECT_EQ(metric(metrics, "podkv_kv_bytes_reserved"), 0);
+    EXPECT_EQ(metric(metrics, "podkv_preemptions_total"), 0);  // --admit peak never preempts
     EXPECT_EQ(server->stop(), 0) << server->log();
   }
+}
+
+// --admit current starts requests on what their prompts need, so with a tiny
+// cache the running ones outgrow it: the newest are preempted and recomputed,
+// and every answer is still its solo one.
+TEST_F(ServeE2E, CurrentAdmissionPreemptsAndAnswersStayTheSolo) {
+  const std::vector<json> requests = mixed_requests(32);
+  for (const std::string policy : {"dense", "pod"}) {
+    // f32 entries: 96 KiB per 16 tokens of a sequence; 1M holds about 10
+    // such pages per stream. A first request grows to 9 of them while the
+    // others (2-4 each) run beside it: they must be preempted, whatever the
+    // timing of their arrivals.
+    auto server = serve({"--kv", policy, "--kv-dtype", "f32", "--kv-memory", "1M", "--admit", "current", "--parallel",
+                         "16", "--prefill-chunk", "8"});
+    const json first = {{"prompt", "A long tale"}, {"max_tokens", 130}, {"temperature", 0}, {"stream", true}};
+    expect_solo_answers(*server, requests, policy, first);
+    const std::string metrics = metrics_after(*server, 66);
+    EXPECT_GT(metric(metrics, "podkv_preemptions_total"), 0) << metrics;
+    EXPECT_GT(metric(metrics, "podkv_sequences_running_max"), 2) << metrics;
+    EXPECT_EQ(metric(metrics, "podkv_sequences_running"), 0);
+    EXPECT_EQ(metric(metrics, "podkv_sequences_waiting"), 0);
+    EXPECT_EQ(metric(metrics, "podkv_kv_bytes_reserved"), 0);
+    EXPECT_EQ(metric(metrics, "podkv_requests_total{endpoint=\"/v1/completions\",status=\"200\"}"), 66) << metrics;
+    EXPECT_EQ(server->stop(), 0) << server->log();
+  }
+}
+
+// OpenAI's presence and frequency penalties, as `podkv generate` applies them.
+TEST_F(ServeE2E, PresenceAndFrequencyPenaltiesEqualGenerate) {
+  auto server = serve({});
+  auto c = server->client();
+  const std::string prompt = "The old man and the old man and the";
+  std::string plain;
+  for (const auto& [presence, frequency] : std::vector<std::pair<double, double>>{{0, 0}, {0.8, 0}, {0, 1.5}, {0.5, 1}}) {
+    const CliResult g = run({"generate", "-m", kRefModel.string(), "-p", prompt, "-n", "40", "--temp", "0",
+                             "--presence-penalty", std::to_string(presence), "--frequency-penalty",
+                             std::to_string(frequency), "--json", "-t", "1"});
+    ASSERT_EQ(g.exit_code, 0) << g;
+    const json want = json::parse(g.out);
+    const json request = {{"prompt", prompt},          {"max_tokens", 40},
+                          {"temperature", 0},          {"presence_penalty", presence},
+                          {"frequency_penalty", frequency}};
+    const HttpReply r = post(*c, "/v1/completions", request.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    const std::string text = r.json().at("choices")[0].at("text");
+    EXPECT_EQ(text, want.at("text")) << presence << " " << frequency;
+    if (presence == 0 && frequency == 0) plain = text;
+    else EXPECT_NE(text, plain) << "the penalty changed nothing: " << presence << " " << frequency;
+  }
+  EXPECT_EQ(server->stop(), 0);
 }
 
 TEST_F(ServeE2E, ChatThroughTheTemplateOrA400) {
@@ -197,7 +291,7 @@ TEST_F(ServeE2E, BadInputAndAuthGetErrorObjectsAndTheServerKeepsServing) {
       {"/v1/completions", R"({"prompt": "a", "max_tokens": "8"})", 400, "'max_tokens' must be an integer"},
       {"/v1/completions", R"({"prompt": "a", "temperature": NaN})", 400, "not valid JSON"},
       {"/v1/completions", R"({"prompt": "a", "n": 3})", 400, "'n' must be 1"},
-      {"/v1/completions", R"({"prompt": "a", "presence_penalty": 1})", 400, "presence_penalty"},
+      {"/v1/completions", R"({"prompt": "a", "presence_penalty": 3})", 400, "presence_penalty"},
       {"/v1/completions", json{{"prompt", long_prompt}}.dump(), 400, "context"},
       {"/v1/completions", R"({"prompt": "a", "max_tokens": 100})", 400, "over the context"},
       {"/v1/completions", R"({"prompt": [1, 5000]})", 400, "outside the vocabulary"},

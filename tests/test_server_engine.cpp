@@ -88,6 +88,55 @@ TEST(ServerEngine, ConcurrentRequestsEqualSingleRuns) {
   EXPECT_GT(g.steps, 0);
 }
 
+// Admission::Current in a cache too small for what it admits: sequences are
+// preempted (pages freed, recomputed later) and each still gets what a single
+// run gives, sampled ones included; every page is back at the end.
+TEST(ServerEngine, PreemptedRequestsEqualSingleRuns) {
+  Fixture f;
+  std::vector<GenerateRequest> requests;
+  const char* prompts[] = {"It was a dark and stormy night", "The old man", "Once upon a time there was a king",
+                           "She said", "In the beginning", "A"};
+  for (int i = 0; i < 12; ++i)
+    requests.push_back(f.request(prompts[i % 6], 20 + 9 * (i % 5), i % 3 == 2 ? 0.8f : 0.0f, 100 + i));
+  std::vector<GenerateResult> want;
+  for (const auto& r : requests) want.push_back(f.solo(r));
+
+  // f32, 6 layers x 4 KV heads x 2 streams: 96 KiB per page of 16 tokens per
+  // stream; 8 such pages (under 8 sequences of 2 pages each).
+  KvCache cache(f.layout, 8 * 96 * 1024, 16, KvDType::F32);
+  Runner runner(*f.model, cache);
+  Metrics metrics;
+  EngineOptions options;
+  options.parallel = 8;
+  options.prefill_chunk = 4;
+  options.admission = Admission::Current;
+  ServingEngine engine(runner, f.tokenizer.get(), options, metrics);
+  // All queued before the start: the schedule, and so the preemptions, are
+  // the same on every run.
+  std::vector<std::shared_ptr<RequestChannel>> channels;
+  for (const auto& r : requests) channels.push_back(engine.submit(r));
+  engine.start();
+  std::vector<std::string> streamed(requests.size());
+  std::vector<RequestOutcome> outcomes(requests.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < requests.size(); ++i)
+    clients.emplace_back([&, i] {
+      streamed[i] = drain(*channels[i]);
+      outcomes[i] = channels[i]->outcome();
+    });
+  for (auto& t : clients) t.join();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    EXPECT_EQ(outcomes[i].generated_ids, want[i].generated_ids) << i;
+    EXPECT_EQ(streamed[i], want[i].text) << i;
+    EXPECT_TRUE(outcomes[i].error.empty()) << outcomes[i].error;
+  }
+  engine.stop();
+  const EngineGauges g = engine.gauges();
+  EXPECT_GT(g.preemptions, 0);
+  EXPECT_GT(g.max_running, 1);
+  EXPECT_EQ(cache.total_bytes_reserved(), 0u);
+}
+
 TEST(ServerEngine, CancelFreesPagesAndQueueIsBounded) {
   Fixture f;
   KvCache cache(f.layout, 16u << 20, 16, KvDType::F32);

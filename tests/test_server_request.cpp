@@ -28,8 +28,8 @@ TEST(ServerRequest, CompletionFields) {
                                      {"stream", true},
                                      {"stream_options", {{"include_usage", true}}},
                                      {"n", 1},
-                                     {"presence_penalty", 0},
-                                     {"frequency_penalty", 0.0},
+                                     {"presence_penalty", 0.5},
+                                     {"frequency_penalty", -1.25},
                                      {"logprobs", nullptr},
                                      {"user", "someone"}});
   EXPECT_EQ(r.model, "m");
@@ -40,6 +40,8 @@ TEST(ServerRequest, CompletionFields) {
   EXPECT_FLOAT_EQ(r.sampling.top_p, 0.9f);
   EXPECT_EQ(r.sampling.top_k, 40);
   EXPECT_FLOAT_EQ(r.sampling.min_p, 0.05f);
+  EXPECT_FLOAT_EQ(r.sampling.presence_penalty, 0.5f);
+  EXPECT_FLOAT_EQ(r.sampling.frequency_penalty, -1.25f);
   EXPECT_TRUE(r.seed_given);
   EXPECT_EQ(r.sampling.seed, 123u);
   EXPECT_EQ(r.stop, (std::vector<std::string>{"\n", "END"}));
@@ -109,8 +111,9 @@ TEST(ServerRequest, BadBodiesNameTheField) {
       {R"({"prompt": "a", "stream_options": {"include_usage": 1}})", false, "stream_options.include_usage", "boolean"},
       {R"({"prompt": "a", "n": 2})", false, "n", "must be 1"},
       {R"({"prompt": "a", "best_of": 3})", false, "best_of", "must be 1"},
-      {R"({"prompt": "a", "presence_penalty": 0.5})", false, "presence_penalty", "not supported"},
-      {R"({"prompt": "a", "frequency_penalty": 1})", false, "frequency_penalty", "not supported"},
+      {R"({"prompt": "a", "presence_penalty": 2.5})", false, "presence_penalty", "[-2, 2]"},
+      {R"({"prompt": "a", "frequency_penalty": -3})", false, "frequency_penalty", "[-2, 2]"},
+      {R"({"prompt": "a", "frequency_penalty": "1"})", false, "frequency_penalty", "a number"},
       {R"({"prompt": "a", "logprobs": 5})", false, "logprobs", "not supported"},
       {R"({"prompt": "a", "echo": true})", false, "echo", "not supported"},
       {R"({"prompt": "a", "logit_bias": {"1": 5}})", false, "logit_bias", "not supported"},

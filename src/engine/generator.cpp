@@ -35,14 +35,24 @@ BatchEntry SequenceGenerator::next_entry(int seq, int64_t chunk) {
   BatchEntry e;
   e.seq = seq;
   const int64_t prompt = static_cast<int64_t>(result_.prompt_ids.size());
-  if (fed_ == 0) start_ = std::chrono::steady_clock::now();
-  if (prefilling()) {
+  if (!started_) start_ = std::chrono::steady_clock::now();
+  started_ = true;
+  if (fed_ < prompt) {
     const int64_t n = std::min(chunk, prompt - fed_);
     e.tokens.assign(result_.prompt_ids.begin() + fed_, result_.prompt_ids.begin() + fed_ + n);
     fed_ += n;
     e.prompt_length = prompt;
     e.end_prefill = fed_ == prompt;
-    e.logits = e.end_prefill ? LogitRows::Last : LogitRows::None;
+    // After a restart the first token is known already: no logits wanted.
+    e.logits = e.end_prefill && result_.generated_ids.empty() ? LogitRows::Last : LogitRows::None;
+    return e;
+  }
+  if (replayed_ < replay_end_) {
+    const int64_t n = std::min(replay_chunk_, replay_end_ - replayed_);
+    const auto from = result_.generated_ids.begin() + replayed_;
+    e.tokens.assign(from, from + n);
+    replayed_ += n;
+    e.logits = LogitRows::None;
     return e;
   }
   check(pending_, "generate: no sampled token to feed");
@@ -51,9 +61,21 @@ BatchEntry SequenceGenerator::next_entry(int seq, int64_t chunk) {
   return e;
 }
 
+void SequenceGenerator::restart(int64_t replay_chunk) {
+  check(!done_, "generate: the sequence is finished");
+  check(replay_chunk >= 1, "generate: replay chunk must be at least 1");
+  // The cache held the prompt (or part of it) and every generated token but
+  // the last (fed or not, its step has not run).
+  fed_ = 0;
+  replayed_ = 0;
+  replay_end_ = result_.generated_ids.empty() ? 0 : static_cast<int64_t>(result_.generated_ids.size()) - 1;
+  replay_chunk_ = replay_chunk;
+  pending_ = !result_.generated_ids.empty();
+}
+
 void SequenceGenerator::accept(const float* logits) {
   if (result_.generated_ids.empty() && !pending_) first_token_ = std::chrono::steady_clock::now();
-  const int32_t next = sampler_.sample(logits, vocab_, history_);
+  const int32_t next = sampler_.sample(logits, vocab_, history_, result_.prompt_ids.size());
   if (options_.stop_at_eos && std::find(eos_.begin(), eos_.end(), next) != eos_.end()) {
     finish("eos");
     return;

@@ -44,10 +44,20 @@ class SequenceGenerator {
   ~SequenceGenerator();
 
   bool done() const { return done_; }
-  bool prefilling() const { return fed_ < static_cast<int64_t>(result_.prompt_ids.size()); }
+  // Prompt tokens, or generated ones being recomputed after restart(), are to be fed.
+  bool prefilling() const {
+    return fed_ < static_cast<int64_t>(result_.prompt_ids.size()) || replayed_ < replay_end_;
+  }
   // The next entry of sequence `seq`: up to `chunk` prompt tokens (the last
   // chunk wants logits and ends the prefill), or the last sampled token.
   BatchEntry next_entry(int seq, int64_t chunk);
+  // The sequence's KV entries are gone (the server preempted it between
+  // steps, or after next_entry when that step did not run): the next
+  // entries feed the prompt again in chunks, then the generated tokens but the
+  // last in entries of up to `replay_chunk` tokens, all without logits, then
+  // the last one as a decode step; the sampler, the text and what was streamed
+  // carry on unchanged, so the result is the one of an uninterrupted run.
+  void restart(int64_t replay_chunk);
   // The logits of the entry's last row, when it wanted logits: samples the
   // next token and updates the text and the stop state.
   void accept(const float* logits);
@@ -68,6 +78,10 @@ class SequenceGenerator {
   std::vector<int32_t> eos_;
   GenerateResult result_;
   int64_t fed_ = 0;        // prompt tokens handed out
+  int64_t replayed_ = 0;   // after restart(): generated tokens handed out again ...
+  int64_t replay_end_ = 0; // ... of these (all but the pending one)
+  int64_t replay_chunk_ = 1;
+  bool started_ = false;
   bool pending_ = false;   // a sampled token waits to be fed
   bool done_ = false;
   size_t safe_ = 0;        // bytes of text that may be shown

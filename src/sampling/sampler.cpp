@@ -41,11 +41,14 @@ Sampler::Sampler(const SamplingParams& p) : params_(p), rng_(p.seed) {
   check(p.min_p >= 0.0f && p.min_p <= 1.0f, "min_p must be in [0, 1], got " + num(p.min_p));
   check(std::isfinite(p.repetition_penalty) && p.repetition_penalty > 0.0f,
         "repetition_penalty must be > 0, got " + num(p.repetition_penalty));
+  check(std::isfinite(p.presence_penalty), "presence_penalty must be finite, got " + num(p.presence_penalty));
+  check(std::isfinite(p.frequency_penalty), "frequency_penalty must be finite, got " + num(p.frequency_penalty));
   check(p.repetition_window >= 0,
         "repetition_window must be >= 0, got " + num(p.repetition_window));
 }
 
-int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<int32_t>& history) {
+int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<int32_t>& history,
+                        size_t generated_from) {
   check(logits != nullptr, "sample: logits is null");
   check(vocab > 0, "sample: vocab must be > 0, got " + num(vocab));
   const size_t V = static_cast<size_t>(vocab);
@@ -75,6 +78,23 @@ int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<in
       const float l = logits[t];
       s[t] = l < 0.0f ? l * rp : l / rp;
     }
+  }
+
+  // Presence and frequency penalties (OpenAI's, as vLLM applies them after the
+  // repetition penalty): every occurrence of a generated token costs
+  // `frequency`, its first one also `presence`.
+  const float presence = params_.presence_penalty, frequency = params_.frequency_penalty;
+  if ((presence != 0.0f || frequency != 0.0f) && generated_from < history.size()) {
+    seen_.resize(V, 0);
+    for (size_t k = generated_from; k < history.size(); ++k) {
+      const int32_t t = history[k];
+      check(t >= 0 && t < vocab, "sample: history token " + std::to_string(t) +
+                                     " is outside the vocabulary of " + std::to_string(vocab));
+      s[t] -= frequency;
+      if (!seen_[t]) s[t] -= presence;
+      seen_[t] = 1;
+    }
+    for (size_t k = generated_from; k < history.size(); ++k) seen_[history[k]] = 0;
   }
 
   // Greedy: the argmax survives every filter below, so top_k/top_p/min_p do not matter.

@@ -105,6 +105,7 @@ struct HttpServer::Impl {
   HttpOptions options;
   std::function<void(const RequestLog&)> on_request;
   httplib::Server server;
+  int listen_fd = -1;
 
   Impl(OpenAiApi& a, ServingEngine& e, Metrics& m, HttpOptions o, std::function<void(const RequestLog&)> log)
       : api(a), engine(e), metrics(m), options(std::move(o)), on_request(std::move(log)) {}
@@ -121,6 +122,11 @@ void HttpServer::Impl::routes() {
   server.new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   server.set_payload_max_length(options.max_body_bytes);
   server.set_tcp_nodelay(true);  // stream each token as it comes
+  // The listening socket, so that bind() can widen its backlog.
+  server.set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;
+  });
 
   server.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     current_log = RequestLog{};
@@ -285,15 +291,22 @@ HttpServer::~HttpServer() = default;
 
 int HttpServer::bind() {
   const HttpOptions& o = impl_->options;
+  int port = o.port;
   if (o.port == 0) {
-    const int port = impl_->server.bind_to_any_port(o.host);
+    port = impl_->server.bind_to_any_port(o.host);
     if (port <= 0) throw Error("--host " + o.host + ": cannot listen on any port");
-    return port;
-  }
-  if (!impl_->server.bind_to_port(o.host, o.port))
+  } else if (!impl_->server.bind_to_port(o.host, o.port)) {
     throw Error("--host " + o.host + " --port " + std::to_string(o.port) +
                 ": cannot listen there (in use, or not an address of this machine)");
-  return o.port;
+  }
+  // Debian's compiled cpp-httplib listens with a backlog of 5: a burst of
+  // more new connections than that, while the accepting thread waits for a
+  // core, overflows it, and the kernel drops their handshakes (the clients
+  // retry after 1, 2, 4 ... s, or time out). listen() again on the listening
+  // socket only changes the backlog (to the system's cap, somaxconn).
+  if (impl_->listen_fd >= 0 && ::listen(impl_->listen_fd, SOMAXCONN) != 0)
+    throw Error("--port " + std::to_string(port) + ": cannot widen the listen backlog");
+  return port;
 }
 
 void HttpServer::listen() { impl_->server.listen_after_bind(); }

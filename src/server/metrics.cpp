@@ -97,6 +97,10 @@ std::string Metrics::render(const EngineGauges& g) const {
         "Bytes a dense cache of the same entry type would hold for the running sequences.", g.dense_kv_bytes);
   header(out, "podkv_engine_steps_total", "counter", "Batch steps the engine ran.");
   out += "podkv_engine_steps_total " + std::to_string(g.steps) + "\n";
+  header(out, "podkv_preemptions_total", "counter",
+         "Running requests preempted for want of KV pages (pages freed, recomputed when admitted again).");
+  out += "podkv_preemptions_total " + std::to_string(g.preemptions) + "\n";
+  gauge(out, "podkv_sequences_running_max", "Most sequences that ran at once since the start.", g.max_running);
   return out;
 }
 

@@ -38,6 +38,8 @@ struct EngineGauges {
   int64_t kv_bytes_budget = 0;
   int64_t dense_kv_bytes = 0;     // a dense cache of the same entry type for the same sequences
   int64_t steps = 0;
+  int64_t preemptions = 0;        // running requests whose pages were taken back (recomputed later)
+  int64_t max_running = 0;        // most sequences that ran at once
 };
 
 class Metrics {

@@ -162,10 +162,6 @@ void refuse_unsupported(const json& body) {
     bad("n", "must be 1: podkv returns one choice per request");
   if (const json* b = field(body, "best_of"); b != nullptr && !(b->is_number() && b->get<double>() == 1))
     bad("best_of", "must be 1: podkv returns one choice per request");
-  for (const char* name : {"presence_penalty", "frequency_penalty"}) {
-    const double v = number(body, name, 0);
-    if (v != 0) bad(name, "is not supported (only 0); podkv offers 'repetition_penalty' (as in transformers) instead");
-  }
   if (boolean(body, "echo", false)) bad("echo", "is not supported");
   if (const json* l = field(body, "logprobs"); l != nullptr && !(l->is_boolean() && !l->get<bool>()) &&
                                                 !(l->is_number() && l->get<double>() == 0))
@@ -225,6 +221,10 @@ CompletionRequest parse_completion_request(const std::string& text, bool chat) {
   if (!(s.min_p >= 0 && s.min_p <= 1)) bad("min_p", "must be in [0, 1]");
   s.repetition_penalty = static_cast<float>(number(body, "repetition_penalty", 1.0));
   if (!(s.repetition_penalty > 0 && s.repetition_penalty <= 100)) bad("repetition_penalty", "must be in (0, 100] (1 = off)");
+  s.presence_penalty = static_cast<float>(number(body, "presence_penalty", 0.0));
+  if (!(s.presence_penalty >= -2 && s.presence_penalty <= 2)) bad("presence_penalty", "must be in [-2, 2] (0 = off)");
+  s.frequency_penalty = static_cast<float>(number(body, "frequency_penalty", 0.0));
+  if (!(s.frequency_penalty >= -2 && s.frequency_penalty <= 2)) bad("frequency_penalty", "must be in [-2, 2] (0 = off)");
   if (field(body, "seed") != nullptr) {
     s.seed = static_cast<uint64_t>(integer(body, "seed", 0));
     r.seed_given = true;

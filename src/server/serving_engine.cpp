@@ -94,7 +94,7 @@ std::shared_ptr<RequestChannel> ServingEngine::submit(GenerateRequest request) {
       throw SubmitError(503, "the server is busy: " + std::to_string(waiting_.size()) +
                                  " requests are waiting already (--queue " + std::to_string(options_.queue) +
                                  "); retry later");
-    waiting_.push_back(Waiting{std::move(request), channel, peak, Clock::now()});
+    waiting_.push_back(Waiting{std::move(request), channel, peak, arrivals_++, Clock::now()});
     gauges_.waiting = static_cast<int64_t>(waiting_.size());
   }
   wake_.notify_all();
@@ -110,8 +110,8 @@ void ServingEngine::loop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return !running_.empty() || !waiting_.empty() || stopping_; });
-      if (running_.empty() && waiting_.empty() && stopping_) break;
+      wake_.wait(lock, [&] { return !running_.empty() || !preempted_.empty() || !waiting_.empty() || stopping_; });
+      if (running_.empty() && preempted_.empty() && waiting_.empty() && stopping_) break;
     }
     admit();
     // Cancelled sequences give their pages back before the step.
@@ -127,7 +127,14 @@ void ServingEngine::loop() {
 }
 
 void ServingEngine::admit() {
-  const int64_t pages = static_cast<int64_t>(runner_.cache().num_pages());
+  for (size_t i = 0; i < preempted_.size();) {
+    if (!preempted_[i].channel->cancelled()) {
+      ++i;
+      continue;
+    }
+    ended_.emplace_back(std::move(preempted_[i].channel), outcome_of(preempted_[i], ""));
+    preempted_.erase(preempted_.begin() + static_cast<int64_t>(i));
+  }
   std::lock_guard<std::mutex> lock(mutex_);
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if (it->channel->cancelled()) {
@@ -141,22 +148,96 @@ void ServingEngine::admit() {
       ++it;
     }
   }
-  // In arrival order: a request that does not fit waits, and so do the ones behind it.
-  while (!waiting_.empty() && static_cast<int>(running_.size()) < options_.parallel &&
-         promised_ + waiting_.front().peak <= pages) {
-    Waiting w = std::move(waiting_.front());
-    waiting_.pop_front();
+  // In arrival order, the preempted ones (admitted before any waiting one)
+  // first: a request that does not fit waits, and so do the ones behind it.
+  int64_t taken = 0;
+  if (options_.admission == Admission::Current) {
+    // Pages the running ones still need for the prompts (and recomputed
+    // tokens) they were admitted with: without them, requests admitted but
+    // still waiting for their prefill turn would look free and too many start.
+    const KvCache& cache = runner_.cache();
+    for (const Running& r : running_) {
+      if (!r.gen->prefilling()) continue;
+      const GenerateResult& g = r.gen->result();
+      const int64_t prompt = static_cast<int64_t>(g.prompt_ids.size());
+      const int64_t tokens = prompt + std::max<int64_t>(0, static_cast<int64_t>(g.generated_ids.size()) - 1);
+      const int64_t held = static_cast<int64_t>(cache.bytes_reserved(r.seq) / cache.page_bytes());
+      taken += std::max<int64_t>(0, cache.peak_pages(0, tokens, runner_.chunk_size(), prompt) - held);
+    }
+  }
+  while (!preempted_.empty() && static_cast<int>(running_.size()) < options_.parallel) {
+    Running& r = preempted_.front();
+    const GenerateResult& g = r.gen->result();
+    const int64_t prompt = static_cast<int64_t>(g.prompt_ids.size());
+    if (!fits(prompt + static_cast<int64_t>(g.generated_ids.size()), prompt, r.peak, taken)) break;
+    start(r);
+    running_.push_back(std::move(r));
+    preempted_.erase(preempted_.begin());
+  }
+  while (preempted_.empty() && !waiting_.empty() && static_cast<int>(running_.size()) < options_.parallel) {
+    Waiting& w = waiting_.front();
+    const int64_t prompt = static_cast<int64_t>(w.request.prompt_ids.size());
+    if (!fits(prompt, prompt, w.peak, taken)) break;
     Running r;
     r.channel = std::move(w.channel);
-    r.gen = std::make_unique<SequenceGenerator>(tokenizer_, std::move(w.request.prompt_ids), w.request.options, vocab_);
-    r.seq = runner_.add_sequence();
     r.peak = w.peak;
+    r.number = w.number;
     r.arrival = w.arrival;
     r.admitted = Clock::now();
-    promised_ += r.peak;
+    // Recomputing the generated tokens in prompt-sized chunks gives the same
+    // entries when no token selection depends on the order of the steps
+    // (H2O, SnapKV), and when the chunks' pages fit the cache beside nothing.
+    const int64_t total = prompt + w.request.options.max_new_tokens;
+    if (runner_.cache().layout().selection == Selection::None &&
+        runner_.cache().peak_pages(prompt, total, runner_.chunk_size(), prompt) <=
+            static_cast<int64_t>(runner_.cache().num_pages()))
+      r.replay_chunk = runner_.chunk_size();
+    r.gen = std::make_unique<SequenceGenerator>(tokenizer_, std::move(w.request.prompt_ids), w.request.options, vocab_);
+    start(r);
     running_.push_back(std::move(r));
+    waiting_.pop_front();
   }
-  gauges_.waiting = static_cast<int64_t>(waiting_.size());
+  max_running_ = std::max(max_running_, static_cast<int64_t>(running_.size()));
+  gauges_.waiting = static_cast<int64_t>(waiting_.size() + preempted_.size());
+}
+
+bool ServingEngine::fits(int64_t tokens, int64_t prompt, int64_t peak, int64_t& taken) const {
+  const KvCache& cache = runner_.cache();
+  if (options_.admission == Admission::Peak) {
+    if (promised_ + peak > static_cast<int64_t>(cache.num_pages())) return false;
+    taken += peak;
+    return true;
+  }
+  // Current: the pages to feed what it has so far, beside those the running
+  // ones are owed (`taken`) and a page per stream for the next token of each
+  // (so that an admission does not preempt at once).
+  const int64_t need = cache.peak_pages(0, tokens, runner_.chunk_size(), prompt);
+  const int64_t margin = static_cast<int64_t>(running_.size()) * cache.peak_pages(0, 1, 1);
+  if (taken + need + margin > static_cast<int64_t>(cache.free_pages()) && !running_.empty()) return false;
+  taken += need;
+  return true;
+}
+
+void ServingEngine::start(Running& r) {
+  r.seq = runner_.add_sequence();
+  promised_ += r.peak;
+}
+
+size_t ServingEngine::preempt_newest() {
+  size_t newest = 0;
+  for (size_t i = 1; i < running_.size(); ++i)
+    if (running_[i].number > running_[newest].number) newest = i;
+  Running& r = running_[newest];
+  runner_.remove_sequence(r.seq);
+  r.seq = -1;
+  promised_ -= r.peak;
+  r.gen->restart(r.replay_chunk);
+  ++preemptions_;
+  auto at = std::upper_bound(preempted_.begin(), preempted_.end(), r.number,
+                             [](uint64_t n, const Running& p) { return n < p.number; });
+  preempted_.insert(at, std::move(r));
+  running_.erase(running_.begin() + static_cast<int64_t>(newest));
+  return newest;
 }
 
 void ServingEngine::run_step() {
@@ -178,11 +259,29 @@ void ServingEngine::run_step() {
     }
     members.push_back(i);
   }
+  // Preempt the newest while the step's pages are not there (never the last
+  // one: alone, a request fits the cache, as submit() checked).
+  const KvCache& cache = runner_.cache();
+  for (;;) {
+    int64_t need = 0;
+    for (const BatchEntry& e : batch_.entries)
+      need += cache.pages_to_reserve(e.seq, cache.length(e.seq) + static_cast<int64_t>(e.tokens.size()));
+    if (need <= static_cast<int64_t>(cache.free_pages()) || running_.size() < 2) break;
+    const size_t gone = preempt_newest();
+    for (size_t e = members.size(); e-- > 0;) {
+      if (members[e] == gone) {
+        members.erase(members.begin() + static_cast<int64_t>(e));
+        batch_.entries.erase(batch_.entries.begin() + static_cast<int64_t>(e));
+      } else if (members[e] > gone) {
+        --members[e];
+      }
+    }
+  }
   if (!batch_.entries.empty()) {
     try {
       runner_.step(batch_, result_);
     } catch (const std::exception& e) {
-      // Never expected (admission keeps every running sequence within the
+      // Never expected (admission and preemption keep the step within the
       // cache); the sequences of the failed step cannot go on.
       const std::string message = std::string("the engine failed: ") + e.what();
       for (size_t k = members.size(); k-- > 0;) retire(members[k], message);
@@ -199,7 +298,8 @@ void ServingEngine::run_step() {
         if (r.tokens_sent == 0) {
           r.first_token = now;
           metrics_.observe_time_to_first_token(seconds(r.arrival, now));
-        } else { metrics_.observe_inter_token_latency(seconds(r.last_token, now));
+        } else {
+          metrics_.observe_inter_token_latency(seconds(r.last_token, now));
         }
         r.last_token = now;
       }
@@ -212,16 +312,14 @@ void ServingEngine::run_step() {
     if (running_[i].gen->done()) retire(i, "");
 }
 
-void ServingEngine::retire(size_t index, const std::string& error) {
-  Running& r = running_[index];
+RequestOutcome ServingEngine::outcome_of(Running& r, const std::string& error) const {
   GenerateResult& g = r.gen->result();
-  const auto now = Clock::now();
   RequestOutcome out;
   out.prompt_tokens = static_cast<int64_t>(g.prompt_ids.size());
   out.generated_ids = g.generated_ids;
   out.text = g.text;
   out.queue_seconds = seconds(r.arrival, r.admitted);
-  out.total_seconds = seconds(r.arrival, now);
+  out.total_seconds = seconds(r.arrival, Clock::now());
   if (r.tokens_sent > 0) out.time_to_first_token = seconds(r.arrival, r.first_token);
   if (!error.empty()) {
     out.error = error;
@@ -231,6 +329,12 @@ void ServingEngine::retire(size_t index, const std::string& error) {
     out.finish_reason = g.stop_reason == "length" ? "length" : "stop";
   }
   metrics_.add_tokens(out.prompt_tokens, static_cast<int64_t>(out.generated_ids.size()));
+  return out;
+}
+
+void ServingEngine::retire(size_t index, const std::string& error) {
+  Running& r = running_[index];
+  RequestOutcome out = outcome_of(r, error);
   runner_.remove_sequence(r.seq);
   promised_ -= r.peak;
   ended_.emplace_back(std::move(r.channel), std::move(out));
@@ -249,8 +353,10 @@ void ServingEngine::publish_gauges() {
   g.kv_bytes_free = static_cast<int64_t>(cache.free_pages() * cache.page_bytes());
   g.kv_bytes_budget = static_cast<int64_t>(cache.budget_bytes());
   g.steps = steps_;
+  g.preemptions = preemptions_;
+  g.max_running = max_running_;
   std::lock_guard<std::mutex> lock(mutex_);
-  g.waiting = static_cast<int64_t>(waiting_.size());
+  g.waiting = static_cast<int64_t>(waiting_.size() + preempted_.size());
   gauges_ = g;
 }
 

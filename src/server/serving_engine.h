@@ -2,10 +2,15 @@
 // requests at any time; one engine thread runs Runner::step after step over
 // every running sequence (a decode token each, plus prompt chunks of the ones
 // still prefilling), streams each request's text to its channel, and admits
-// waiting requests in arrival order when their peak KV pages (prompt in
-// chunks + max_tokens, the cache's formula) fit beside what the running ones
-// were promised, so a running sequence never meets a full cache. A request
-// whose client went away is cancelled: its pages are back before the next step.
+// waiting requests in arrival order. Admission::Peak admits a request when its
+// peak KV pages (prompt in chunks + max_tokens, the cache's formula) fit
+// beside what the running ones were promised, so a running sequence never
+// meets a full cache. Admission::Current admits it when its prompt fits the
+// free pages, so more run at once; when a step's pages are not there, the
+// newest running request is preempted (its pages freed, its prompt and tokens
+// recomputed when it is admitted again, ahead of the waiting ones), and its
+// answer is the one it would have had. A request whose client went away is
+// cancelled: its pages are back before the next step.
 #pragma once
 
 #include <atomic>
@@ -65,8 +70,11 @@ class RequestChannel {
   std::atomic<bool> cancelled_{false};
 };
 
+enum class Admission { Peak, Current };
+
 struct EngineOptions {
   int parallel = 4;            // sequences running at once
+  Admission admission = Admission::Peak;
   int queue = 64;              // requests waiting beyond those; more get 503
   int64_t prefill_chunk = 256; // longest prompt chunk, and the prompt tokens one step takes (at least one chunk)
 };
@@ -107,21 +115,33 @@ class ServingEngine {
     GenerateRequest request;
     std::shared_ptr<RequestChannel> channel;
     int64_t peak = 0;
+    uint64_t number = 0;  // arrival order
     Clock::time_point arrival;
   };
   struct Running {
     std::shared_ptr<RequestChannel> channel;
     std::unique_ptr<SequenceGenerator> gen;
-    int seq = 0;
+    int seq = -1;  // -1 while preempted
     int64_t peak = 0;
+    uint64_t number = 0;
+    int64_t replay_chunk = 1;  // generated tokens recomputed per step after a preemption
     Clock::time_point arrival, admitted, first_token, last_token;
     size_t tokens_sent = 0;
   };
 
   void loop();
   void admit();
+  // Whether a request of `tokens` so far (`prompt` of them its prompt) and
+  // `peak` pages may start now; `taken` counts the pages of the ones started
+  // in this admission round.
+  bool fits(int64_t tokens, int64_t prompt, int64_t peak, int64_t& taken) const;
+  void start(Running& r);
   void run_step();
+  // Frees the pages of the newest running request and moves it to preempted_;
+  // returns its running_ index.
+  size_t preempt_newest();
   void retire(size_t index, const std::string& error);
+  RequestOutcome outcome_of(Running& r, const std::string& error) const;
   void publish_gauges();
 
   Runner& runner_;
@@ -134,12 +154,16 @@ class ServingEngine {
   mutable std::mutex mutex_;  // guards waiting_, stopping_, gauges_
   std::condition_variable wake_;
   std::deque<Waiting> waiting_;
+  uint64_t arrivals_ = 0;
   bool stopping_ = false;
   EngineGauges gauges_;
   std::thread thread_;
 
   // Engine thread only.
   std::vector<Running> running_;
+  std::vector<Running> preempted_;  // oldest first; admitted before any waiting request
+  int64_t preemptions_ = 0;
+  int64_t max_running_ = 0;
   // Ended this iteration; told after the gauges are published, so a client
   // that scrapes /metrics after its answer sees its pages back.
   std::vector<std::pair<std::shared_ptr<RequestChannel>, RequestOutcome>> ended_;

@@ -117,6 +117,8 @@ void check_sampling_options(const SamplingParams& s) {
   if (!(s.min_p >= 0 && s.min_p <= 1)) bad("--min-p", "in [0, 1]", s.min_p);
   if (!(std::isfinite(s.repetition_penalty) && s.repetition_penalty > 0)) bad("--repeat-penalty", "> 0", s.repetition_penalty);
   if (s.repetition_window < 0) bad("--repeat-last-n", ">= 0", s.repetition_window);
+  if (!(s.presence_penalty >= -2 && s.presence_penalty <= 2)) bad("--presence-penalty", "in [-2, 2]", s.presence_penalty);
+  if (!(s.frequency_penalty >= -2 && s.frequency_penalty <= 2)) bad("--frequency-penalty", "in [-2, 2]", s.frequency_penalty);
 }
 
 void run(GenerateCommand& o) {
@@ -194,6 +196,10 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--min-p", o->gen.sampling.min_p, "drop tokens below min-p times the top probability, 0 = off")->capture_default_str();
   cmd->add_option("--repeat-penalty", o->gen.sampling.repetition_penalty, "repetition penalty, 1 = off")->capture_default_str();
   cmd->add_option("--repeat-last-n", o->gen.sampling.repetition_window, "tokens the penalty looks back over, 0 = all")->capture_default_str();
+  cmd->add_option("--presence-penalty", o->gen.sampling.presence_penalty,
+                  "OpenAI's: subtract this from the logit of every token generated already, 0 = off")->capture_default_str();
+  cmd->add_option("--frequency-penalty", o->gen.sampling.frequency_penalty,
+                  "OpenAI's: subtract this times the token's count among the generated ones, 0 = off")->capture_default_str();
   cmd->add_option("--seed", o->gen.sampling.seed, "random seed")->capture_default_str();
   cmd->add_option("--stop", o->gen.stop_strings, "stop when this string is generated (repeatable)");
   cmd->add_flag("--ignore-eos", o->ignore_eos, "do not stop at EOS tokens");

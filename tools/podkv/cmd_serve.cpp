@@ -32,6 +32,7 @@ struct ServeCommand {
   int64_t context = 4096;
   int threads = 0;
   int parallel = 4;
+  std::string admit = "peak";
   std::string kv_memory;
   int queue = 64;
   int64_t prefill_chunk = 256;
@@ -79,6 +80,7 @@ void run(ServeCommand& o) {
   if (o.parallel < 1) throw Error("--parallel: must be at least 1, got " + std::to_string(o.parallel));
   if (o.queue < 0) throw Error("--queue: must not be negative, got " + std::to_string(o.queue));
   if (o.prefill_chunk < 1) throw Error("--prefill-chunk: must be at least 1, got " + std::to_string(o.prefill_chunk));
+  if (o.admit != "peak" && o.admit != "current") throw Error("--admit: must be peak or current, got '" + o.admit + "'");
   if (o.port < 0 || o.port > 65535) throw Error("--port: must be in [0, 65535], got " + std::to_string(o.port));
   const size_t max_body = parse_bytes(o.max_body, "--max-body");
   // A client gone mid-write must not kill the server with SIGPIPE.
@@ -110,6 +112,7 @@ void run(ServeCommand& o) {
   Metrics metrics;
   EngineOptions engine_options;
   engine_options.parallel = o.parallel;
+  engine_options.admission = o.admit == "current" ? Admission::Current : Admission::Peak;
   engine_options.queue = o.queue;
   engine_options.prefill_chunk = o.prefill_chunk;
   ServingEngine engine(runner, tokenizer.get(), engine_options, metrics);
@@ -136,9 +139,9 @@ void run(ServeCommand& o) {
   });
   std::fprintf(stderr,
                "podkv serve: listening on http://%s:%d (model %s, context %lld, kv %s %s, KV budget %.1f MiB = %zu "
-               "pages, parallel %d, queue %d, chat template %s)\n",
+               "pages, parallel %d, admit %s, queue %d, chat template %s)\n",
                o.host.c_str(), port, api_config.model_id.c_str(), static_cast<long long>(context), o.kv.policy.c_str(),
-               kv_dtype_name(dtype), cache->budget_bytes() / 1048576.0, cache->num_pages(), o.parallel, o.queue,
+               kv_dtype_name(dtype), cache->budget_bytes() / 1048576.0, cache->num_pages(), o.parallel, o.admit.c_str(), o.queue,
                chat.chat ? chat_format_name(chat.chat->format) : "none");
   std::fflush(stderr);
   server.listen();  // returns after stop(), once the requests in flight are answered
@@ -163,6 +166,10 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
   cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
   cmd->add_option("--parallel", o->parallel, "sequences running at once")->capture_default_str();
+  cmd->add_option("--admit", o->admit,
+                  "peak: start a request when its peak KV pages fit (never preempted); current: when its prompt fits "
+                  "(more at once; the newest is preempted and recomputed when pages run out)")
+      ->capture_default_str();
   cmd->add_option("--kv-memory", o->kv_memory, "KV cache budget (e.g. 512M; default: --parallel full contexts)");
   cmd->add_option("--queue", o->queue, "requests waiting beyond the running ones; more get 503")->capture_default_str();
   cmd->add_option("--prefill-chunk", o->prefill_chunk, "longest prompt chunk, and the prompt tokens one step takes")
