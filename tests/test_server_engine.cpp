@@ -38,6 +38,16 @@ struct Fixture {
   }
 };
 
+// 12 requests over 6 prompts: max_tokens = base + step * (i % cycle), every third one sampled (seeded).
+std::vector<GenerateRequest> mixed_requests(Fixture& f, int base, int step, int cycle) {
+  const char* prompts[] = {"It was a dark and stormy night", "The old man", "Once upon a time there was a king",
+                           "She said", "In the beginning", "A"};
+  std::vector<GenerateRequest> requests;
+  for (int i = 0; i < 12; ++i)
+    requests.push_back(f.request(prompts[i % 6], base + step * (i % cycle), i % 3 == 2 ? 0.8f : 0.0f, 100 + i));
+  return requests;
+}
+
 std::string drain(RequestChannel& channel) {
   std::string text;
   while (!channel.wait(std::chrono::milliseconds(50), text)) {
@@ -47,11 +57,7 @@ std::string drain(RequestChannel& channel) {
 
 TEST(ServerEngine, ConcurrentRequestsEqualSingleRuns) {
   Fixture f;
-  std::vector<GenerateRequest> requests;
-  const char* prompts[] = {"It was a dark and stormy night", "The old man", "Once upon a time there was a king",
-                           "She said", "In the beginning", "A"};
-  for (int i = 0; i < 12; ++i)
-    requests.push_back(f.request(prompts[i % 6], 3 + 5 * (i % 4), i % 3 == 2 ? 0.8f : 0.0f, 100 + i));
+  const std::vector<GenerateRequest> requests = mixed_requests(f, 3, 5, 4);
   std::vector<GenerateResult> want;
   for (const auto& r : requests) want.push_back(f.solo(r));
 
@@ -93,11 +99,7 @@ TEST(ServerEngine, ConcurrentRequestsEqualSingleRuns) {
 // run gives, sampled ones included; every page is back at the end.
 TEST(ServerEngine, PreemptedRequestsEqualSingleRuns) {
   Fixture f;
-  std::vector<GenerateRequest> requests;
-  const char* prompts[] = {"It was a dark and stormy night", "The old man", "Once upon a time there was a king",
-                           "She said", "In the beginning", "A"};
-  for (int i = 0; i < 12; ++i)
-    requests.push_back(f.request(prompts[i % 6], 20 + 9 * (i % 5), i % 3 == 2 ? 0.8f : 0.0f, 100 + i));
+  const std::vector<GenerateRequest> requests = mixed_requests(f, 20, 9, 5);
   std::vector<GenerateResult> want;
   for (const auto& r : requests) want.push_back(f.solo(r));
 
