@@ -43,7 +43,8 @@ class Tokenizer {
 };
 
 // Loads a tokenizer from PATH: a tokenizer.json, a tokenizer.model, a .gguf
-// file, or a model directory holding one of those (tokenizer.json first).
+// file, or a model directory holding one of those (tokenizer.json, then tokenizer.model,
+// then tokenizer.gguf: the canonical names create-model --tokenizer copies to).
 // Throws Error naming the file and the field at fault.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
 
