@@ -86,11 +86,18 @@ std::string case_name(const testing::TestParamInfo<Case>& info) {
 
 class MatmulTest : public testing::TestWithParam<Case> {
  protected:
+  // The Q8_0 cases check the exact GEMV (the Int8 one is tested in test_quant.cpp).
   void SetUp() override {
     saved_threads_ = num_threads();
     set_num_threads(GetParam().threads);
+    saved_dot_ = quant_dot();
+    set_quant_dot(QuantDot::Exact);
   }
-  void TearDown() override { set_num_threads(saved_threads_); }
+  void TearDown() override {
+    set_num_threads(saved_threads_);
+    set_quant_dot(saved_dot_);
+  }
+  QuantDot saved_dot_ = QuantDot::Int8;
 
   std::vector<int64_t> col_sizes() const {
     if (GetParam().dtype == DType::Q8_0) return {32, 96, 160, 1024};

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <random>
@@ -230,7 +231,7 @@ std::vector<uint8_t> random_weights(DType t, int64_t rows, int64_t cols, std::mt
   for (size_t off = 0; off < w.size(); off += bb) {
     uint8_t* p = w.data() + off;
     switch (t) {
-      case DType::Q4_0: case DType::Q5_0: put_half(p, scale(rng)); break;
+      case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: put_half(p, scale(rng)); break;
       case DType::Q4_1: case DType::Q5_1: put_half(p, scale(rng)); put_half(p + 2, -8 * scale(rng)); break;
       case DType::Q2_K: put_half(p + 80, scale(rng)); put_half(p + 82, scale(rng)); break;
       case DType::Q3_K: put_half(p + 108, scale(rng)); break;
@@ -251,7 +252,15 @@ double max_rel(const std::vector<float>& a, const std::vector<float>& ref) {
   return diff / scale;
 }
 
+// Sets the GEMV's QuantDot mode for one scope.
+struct QuantDotScope {
+  explicit QuantDotScope(QuantDot mode) : saved(quant_dot()) { set_quant_dot(mode); }
+  ~QuantDotScope() { set_quant_dot(saved); }
+  QuantDot saved;
+};
+
 TEST(QuantKernels, GemvAndGemmMatchReference) {
+  const QuantDotScope exact(QuantDot::Exact);  // the float32-x GEMV
   std::mt19937 rng(17);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   for (DType t : kQuantTypes) {
@@ -277,6 +286,65 @@ TEST(QuantKernels, GemvAndGemmMatchReference) {
     }
   }
   set_num_threads(1);
+}
+
+// The Int8 GEMV (x quantized to int8 per block of 32, integer dot products)
+// against the exact one on odd shapes (odd block counts, rows not a multiple of
+// anything). x̂ = d·round(x / d) with d = max|x| / 127 over x's block, so
+// |x̂_j − x_j| ≤ max|x|_block(j) / 254 and per row
+//   |y_int8 − y_exact| ≤ Σ_j |w_j| · max|x|_block(j) / 254
+// (w the dequantized weights), plus float rounding of the two sums, allowed
+// for as 1e-5 · Σ|w_j·x_j|. x here has outliers (a fifth of the values ×10),
+// which widen the blocks' rounding steps: max|Δy| / max|y| measured up to 1.6e-2
+// on these shapes (printed; not a check, the per-row bound is).
+TEST(QuantKernels, Int8GemvWithinXRoundingOfExact) {
+  std::mt19937 rng(23);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  double worst_rel = 0;
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K}) {
+    const int block = dtype_block_size(t);
+    for (int64_t rows : {1, 3, 17, 130, 1031}) {
+      for (int64_t cols : {int64_t{block}, int64_t{3 * block}, int64_t{5 * block}, int64_t{2048}}) {
+        const auto w_bytes = random_weights(t, rows, cols, rng);
+        const WeightMatrix w{t, rows, cols, w_bytes.data()};
+        std::vector<float> wf(static_cast<size_t>(rows * cols));
+        to_f32(t, w_bytes.data(), wf.data(), wf.size());
+        std::vector<float> x(static_cast<size_t>(cols));
+        for (auto& v : x) v = u(rng) * (u(rng) > 0.8f ? 10.0f : 1.0f);  // some outliers per block
+        std::vector<double> block_max(static_cast<size_t>(cols / 32), 0.0);
+        for (int64_t j = 0; j < cols; ++j)
+          block_max[j / 32] = std::max(block_max[j / 32], std::fabs(static_cast<double>(x[j])));
+        std::vector<float> exact(static_cast<size_t>(rows)), int8(exact.size());
+        {
+          const QuantDotScope mode(QuantDot::Exact);
+          gemv(w, x.data(), exact.data());
+        }
+        for (int threads : {1, 2}) {
+          set_num_threads(threads);
+          const QuantDotScope mode(QuantDot::Int8);
+          gemv(w, x.data(), int8.data());
+          double max_diff = 0, max_y = 0;
+          for (int64_t r = 0; r < rows; ++r) {
+            double bound = 0, mag = 0;
+            for (int64_t j = 0; j < cols; ++j) {
+              const double wj = std::fabs(static_cast<double>(wf[static_cast<size_t>(r * cols + j)]));
+              bound += wj * block_max[j / 32] / 254.0;
+              mag += wj * std::fabs(static_cast<double>(x[j]));
+            }
+            const double diff = std::fabs(static_cast<double>(int8[r]) - exact[r]);
+            EXPECT_LE(diff, bound + 1e-5 * mag)
+                << dtype_name(t) << " rows " << rows << " cols " << cols << " row " << r << " threads " << threads;
+            max_diff = std::max(max_diff, diff);
+            max_y = std::max(max_y, std::fabs(static_cast<double>(exact[r])));
+          }
+          if (rows >= 17) worst_rel = std::max(worst_rel, max_diff / max_y);
+        }
+      }
+    }
+  }
+  set_num_threads(1);
+  RecordProperty("int8_max_relative_error", std::to_string(worst_rel));
+  std::printf("Int8 GEMV: worst max|Δy| / max|y| over the shapes with >= 17 rows: %.3g\n", worst_rel);
 }
 
 TEST(QuantKernels, RejectsColumnsOutsideBlocks) {

@@ -319,7 +319,9 @@ void gemv_bias(const WeightMatrix& w, const float* x, float* y, const float* bia
       run_rows(w, &bx, y, bias, rows_block_bf16);
       break;
     }
-    case DType::Q8_0: run_rows(w, x, y, bias, rows_block_q8); break;
+    case DType::Q8_0:
+      if (!gemv_quant_int8(w, x, y, bias)) run_rows(w, x, y, bias, rows_block_q8);
+      break;
     default: gemv_quant(w, x, y, bias); break;  // llama.cpp's Q types (quant_gemv.cpp)
   }
 }

@@ -29,6 +29,7 @@ struct BenchCommand {
   std::string batches = "1";
   int repetitions = 3;
   int threads = 0;
+  bool exact_quant = false;
   bool json = false;
   KvOptions kv;
   std::string device = "cpu";
@@ -198,6 +199,7 @@ Sample time_test(const TestSetup& t, const KvLayout& layout, std::optional<float
 
 void run(const BenchCommand& o) {
   if (o.threads > 0) set_num_threads(o.threads);
+  apply_exact_quant(o.exact_quant);
   if (o.repetitions < 1) throw Error("-r: at least one repetition");
   if (o.random_weights && o.device != "cuda") throw Error("--random-weights: needs --device cuda");
   auto model = o.random_weights ? Model::shapes_only(o.model) : Model::load(o.model);
@@ -317,6 +319,7 @@ void run(const BenchCommand& o) {
   }
   nlohmann::json result = {{"model", o.model}, {"parameters", c.parameter_count()},
                            {"dtype", dtype_name(model->weight_dtype())}, {"threads", num_threads()},
+                           {"quant_dot", quant_dot() == QuantDot::Exact ? "exact" : "int8"},
                            {"device", o.device}, {"random_weights", o.random_weights}, {"reference", reference_note},
                            {"weight_bytes_per_token", weight_bytes}, {"kv_policy", o.kv.policy},
                            {"kv_dtype", kv_dtype_name(kv_dtype)}, {"gemm_gflop_per_s", gemm_gflops},
@@ -367,6 +370,7 @@ void add_bench_command(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("-r,--repetitions", o->repetitions, "timed repetitions (after one warm-up)")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  add_exact_quant_option(*cmd, o->exact_quant);
   add_kv_options(*cmd, o->kv);
   cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
   cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();

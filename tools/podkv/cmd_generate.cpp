@@ -26,6 +26,7 @@ struct GenerateCommand {
   int n = 64;
   int64_t context = 4096;
   int threads = 0;
+  bool exact_quant = false;
   GenerateOptions gen;
   KvOptions kv;
   bool json = false;
@@ -123,6 +124,7 @@ void check_sampling_options(const SamplingParams& s) {
 
 void run(GenerateCommand& o) {
   if (o.threads > 0) set_num_threads(o.threads);
+  apply_exact_quant(o.exact_quant);
   check_sampling_options(o.gen.sampling);
   if (o.n < 0) throw Error("-n: must not be negative, got " + std::to_string(o.n));
   if (o.context <= 0) throw Error("-c: context must be positive");
@@ -188,6 +190,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("-n,--n-predict", o->n, "tokens to generate")->capture_default_str();
   cmd->add_option("-c,--ctx-size", o->context, "context length (prompt + generated)")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  add_exact_quant_option(*cmd, o->exact_quant);
   cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
   cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
   cmd->add_option("--temperature,--temp", o->gen.sampling.temperature, "sampling temperature, 0 = greedy")->capture_default_str();

@@ -16,6 +16,7 @@ struct LogitsCommand {
   PromptOptions prompt;
   std::string out;
   int threads = 0;
+  bool exact_quant = false;
   int64_t chunk = 256;
   KvOptions kv;
   std::string device = "cpu";       // --device
@@ -24,6 +25,7 @@ struct LogitsCommand {
 
 void run(const LogitsCommand& o) {
   if (o.threads > 0) set_num_threads(o.threads);
+  apply_exact_quant(o.exact_quant);
   auto model = Model::load(o.model);
   auto tokenizer = load_model_tokenizer(*model);
   const ModelConfig& c = model->config();
@@ -56,6 +58,7 @@ void add_logits_command(CLI::App& app) {
   add_prompt_options(*cmd, o->prompt, "--text");
   cmd->add_option("--out", o->out, "output .safetensors (tensors logits [tokens, vocab] F32, input_ids I64)")->required();
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  add_exact_quant_option(*cmd, o->exact_quant);
   cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
   cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
   add_kv_options(*cmd, o->kv);

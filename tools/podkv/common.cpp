@@ -6,6 +6,7 @@
 
 #include "io/gguf.h"
 #include "io/safetensors.h"
+#include "ops/matmul.h"
 #include "policy/policies.h"
 #include "util/bounded_read.h"
 #include "util/error.h"
@@ -158,5 +159,13 @@ size_t parse_bytes(const std::string& text, const std::string& option) {
     throw Error(option + ": '" + text + "' is not a size between 1 byte and 1 EiB");
   return static_cast<size_t>(bytes);
 }
+
+void add_exact_quant_option(CLI::App& cmd, bool& exact_quant) {
+  cmd.add_flag("--exact-quant", exact_quant,
+               "Q4_0 / Q8_0 / Q4_K decode: keep x in float32 (exact to ~1e-6) instead of llama.cpp's "
+               "int8 x with integer dot products (the default, faster)");
+}
+
+void apply_exact_quant(bool exact_quant) { set_quant_dot(exact_quant ? QuantDot::Exact : QuantDot::Int8); }
 
 }  // namespace podkv::cli

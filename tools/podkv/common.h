@@ -53,6 +53,12 @@ std::unique_ptr<KvCache> make_dense_cache(const ModelConfig& config, int64_t con
 // once after every command is added.
 void add_shared_option_checks(CLI::App& app);
 
+// --exact-quant (generate, logits, bench): the exact quantized GEMV (x kept in
+// float32) instead of the default Int8 one (QuantDot, ops/matmul.h).
+void add_exact_quant_option(CLI::App& cmd, bool& exact_quant);
+// Sets the GEMV's QuantDot mode from that flag.
+void apply_exact_quant(bool exact_quant);
+
 // Bytes from a size like "8G", "512M", "1024"; throws Error naming `option`.
 size_t parse_bytes(const std::string& text, const std::string& option);
 
