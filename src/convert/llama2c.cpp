@@ -87,7 +87,7 @@ std::map<std::string, Segment> layout(const Header& h, unsigned __int128& total_
       {"wk", {kv, d, true}},          {"wv", {kv, d, true}},     {"wo", {d, q, true}},
       {"rms_ffn", {1, d, true}},      {"w1", {f, d, true}},      {"w2", {d, f, true}},
       {"w3", {f, d, true}},           {"rms_final", {1, d, false}},
-      {"freq_cis", {2 * h.seq_len, hd / 2, false}},  // real and imaginary halves
+      {"freq_cis", {2 * int64_t{h.seq_len}, hd / 2, false}},  // real and imaginary halves (int32 x 2 overflows)
       {"wcls", {h.vocab, d, false}}};
   std::vector<std::string> order =
       h.version == 1
