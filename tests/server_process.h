@@ -99,9 +99,10 @@ struct HttpReply {
   nlohmann::json json() const { return nlohmann::json::parse(body); }
 };
 
-inline HttpReply post(httplib::Client& c, const std::string& path, const std::string& body) {
+// A reply, or why none came (httplib's error as the body).
+inline HttpReply to_reply(const httplib::Result& res) {
   HttpReply r;
-  if (auto res = c.Post(path.c_str(), body, "application/json")) {
+  if (res) {
     r.status = res->status;
     r.body = res->body;
     r.headers = res->headers;
@@ -112,18 +113,11 @@ inline HttpReply post(httplib::Client& c, const std::string& path, const std::st
   return r;
 }
 
-inline HttpReply get(httplib::Client& c, const std::string& path) {
-  HttpReply r;
-  if (auto res = c.Get(path.c_str())) {
-    r.status = res->status;
-    r.body = res->body;
-    r.headers = res->headers;
-  } else {
-    r.error = httplib::to_string(res.error());
-    r.body = "no reply: " + r.error;
-  }
-  return r;
+inline HttpReply post(httplib::Client& c, const std::string& path, const std::string& body) {
+  return to_reply(c.Post(path.c_str(), body, "application/json"));
 }
+
+inline HttpReply get(httplib::Client& c, const std::string& path) { return to_reply(c.Get(path.c_str())); }
 
 // The JSON objects of the `data: {...}` events of a server-sent-event body;
 // `done` says whether the last event was `data: [DONE]`.

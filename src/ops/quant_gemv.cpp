@@ -447,6 +447,20 @@ QuantDot quant_dot() { return g_quant_dot; }
 
 namespace detail {
 
+// y[r] = row_dot(row r, its block count) (+ bias[r]) over W's rows, in contiguous static ranges per thread.
+template <typename RowDotFn>
+void for_each_row(const WeightMatrix& w, float* y, const float* bias, const RowDotFn& row_dot) {
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  const size_t row_bytes = w.row_bytes();
+  const int64_t blocks = w.cols / dtype_block_size(w.dtype);
+  const int threads = w.bytes() >= kParallelMinBytes ? num_threads() : 1;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+  for (int64_t r = 0; r < w.rows; ++r) {
+    const float v = row_dot(base + static_cast<size_t>(r) * row_bytes, blocks);
+    y[r] = bias ? v + bias[r] : v;
+  }
+}
+
 bool gemv_quant_int8(const WeightMatrix& w, const float* x, float* y, const float* bias) {
 #if defined(PODKV_QUANT_INT8)
   if (g_quant_dot != QuantDot::Int8) return false;
@@ -464,15 +478,7 @@ bool gemv_quant_int8(const WeightMatrix& w, const float* x, float* y, const floa
   thread_local std::vector<float> d, dsum;
   quantize_x(x, w.cols, q, lanesum, d, dsum);
   const QX qx{q.data(), lanesum.data(), d.data(), dsum.data()};
-  const auto* base = static_cast<const uint8_t*>(w.data);
-  const size_t row_bytes = w.row_bytes();
-  const int64_t blocks = w.cols / dtype_block_size(w.dtype);
-  const int threads = w.bytes() >= kParallelMinBytes ? num_threads() : 1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t r = 0; r < w.rows; ++r) {
-    const float v = dot(base + static_cast<size_t>(r) * row_bytes, blocks, qx);
-    y[r] = bias ? v + bias[r] : v;
-  }
+  for_each_row(w, y, bias, [&](const uint8_t* row, int64_t blocks) { return dot(row, blocks, qx); });
   return true;
 #else
   (void)w, (void)x, (void)y, (void)bias;
@@ -493,15 +499,7 @@ void gemv_quant(const WeightMatrix& w, const float* x, float* y, const float* bi
     xsum16[g] = s;
   }
   const XView xv{x, xsum16.data()};
-  const auto* base = static_cast<const uint8_t*>(w.data);
-  const size_t row_bytes = w.row_bytes();
-  const int64_t blocks = w.cols / dtype_block_size(w.dtype);
-  const int threads = w.bytes() >= kParallelMinBytes ? num_threads() : 1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
-  for (int64_t r = 0; r < w.rows; ++r) {
-    const float v = dot(base + static_cast<size_t>(r) * row_bytes, blocks, xv);
-    y[r] = bias ? v + bias[r] : v;
-  }
+  for_each_row(w, y, bias, [&](const uint8_t* row, int64_t blocks) { return dot(row, blocks, xv); });
 }
 
 }  // namespace detail
