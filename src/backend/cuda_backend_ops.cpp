@@ -101,10 +101,13 @@ struct CudaBackendOps::State {
   uint16_t* split = nullptr;
   size_t split_capacity = 0;  // elements of each half
   unsigned long long* counter = nullptr;
-  // Split-KV attention's partial results.
+  // Split-KV attention's partial results; the small-batch GEMV's split sums.
   float* partials = nullptr;
   size_t partial_capacity = 0;  // floats
+  float* gemv_scratch = nullptr;
+  size_t gemv_capacity = 0;
   int num_sms = 1;
+  int mma_warps_per_sm[5] = {};  // of the tensor-core decode kernel, by head_dim / 32 (0: not asked yet)
   // Profiling: events of the open and finished regions, and the sums per name.
   bool profiling = false;
   struct Region {
@@ -145,11 +148,23 @@ CudaBackendOps::~CudaBackendOps() {
   cudaFree(state_->split);
   cudaFree(state_->counter);
   cudaFree(state_->partials);
+  cudaFree(state_->gemv_scratch);
   if (state_->cublas != nullptr) cublasDestroy(state_->cublas);
   if (state_->stream != nullptr) cudaStreamDestroy(state_->stream);
 }
 
 void* CudaBackendOps::alloc(size_t bytes) { return device_alloc(bytes, "a device buffer"); }
+
+float* CudaBackendOps::grow(float*& buffer, size_t& capacity, size_t floats, const char* what) {
+  if (floats > capacity) {
+    synchronize();  // kernels may still read the old buffer
+    cudaFree(buffer);
+    buffer = nullptr;
+    capacity = std::max(floats, 2 * capacity);
+    buffer = static_cast<float*>(device_alloc(capacity * sizeof(float), what));
+  }
+  return buffer;
+}
 
 void CudaBackendOps::free(void* ptr) {
   if (ptr != nullptr) PODKV_CUDA_CHECK(cudaFree(ptr));
@@ -344,9 +359,13 @@ void CudaBackendOps::matmul(const WeightMatrix& w, const float* x, int64_t rows,
                                     CUBLAS_GEMM_DEFAULT));
   } else {
     // Decode rows, and the stored types cuBLAS does not take (F16 and Q8_0 here: CudaBackend uploads bf16 or f32).
+    const size_t floats = cuda::gemv_scratch_floats(w.dtype, w.rows, w.cols, std::min(rows, cuda::kGemvMaxRows),
+                                                    state_->num_sms);
+    float* scratch = grow(state_->gemv_scratch, state_->gemv_capacity, floats, "matmul split sums");
     for (int64_t r = 0; r < rows; r += cuda::kGemvMaxRows) {
       const int64_t chunk = std::min<int64_t>(cuda::kGemvMaxRows, rows - r);
-      cuda::gemv(w.dtype, w.data, w.rows, w.cols, x + r * w.cols, chunk, y + r * w.rows, bias, stream);
+      cuda::gemv(w.dtype, w.data, w.rows, w.cols, x + r * w.cols, chunk, y + r * w.rows, bias, scratch,
+                 state_->num_sms, stream);
     }
     return;
   }
@@ -479,20 +498,24 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
     if (launch.scores != nullptr && batch_.score_from != nullptr && last >= batch_.score_from[b]) scored = true;
   }
   if (!scored && cuda::decode_attention_fits(view_.head_dim)) {
-    // Enough chunks per row for about four blocks per SM, each chunk at least 64 keys.
     const int64_t rows = std::max<int64_t>(1, untiled_rows_);
-    const int64_t tiles = (groups + 7) / 8;
-    const int64_t blocks = std::max<int64_t>(1, rows * kv_heads * tiles);
-    const int splits = static_cast<int>(std::clamp<int64_t>((4 * state_->num_sms + blocks - 1) / blocks, 1,
-                                                            std::max<int64_t>(1, max_keys / 64)));
-    const size_t floats = cuda::decode_attention_partial_floats(rows, params.num_heads, splits, view_.head_dim);
-    if (floats > state_->partial_capacity) {
-      synchronize();
-      cudaFree(state_->partials);
-      state_->partials = nullptr;
-      state_->partial_capacity = std::max(floats, 2 * state_->partial_capacity);
-      state_->partials = static_cast<float*>(device_alloc(state_->partial_capacity * sizeof(float), "attention partials"));
+    int splits = 1;
+    if (cuda::decode_attention_mma_fits(view_.head_dim, static_cast<int32_t>(view_.dtype), view_.num_groups)) {
+      // Splits are warps: one wave of the resident warps (a second, partial wave would leave the
+      // GPU half idle), each warp at least 32 keys.
+      int& per_sm = state_->mma_warps_per_sm[view_.head_dim / 32];
+      if (per_sm == 0) per_sm = cuda::decode_attention_mma_warps_per_sm(view_.head_dim);
+      const int64_t units = std::max<int64_t>(1, rows * kv_heads * ((groups + 15) / 16));
+      const int64_t resident = static_cast<int64_t>(per_sm) * state_->num_sms;
+      splits = static_cast<int>(std::clamp<int64_t>(resident / units, 1, std::max<int64_t>(1, (max_keys + 31) / 32)));
+    } else {
+      // Splits are blocks: about four per SM, each chunk at least 64 keys.
+      const int64_t blocks = std::max<int64_t>(1, rows * kv_heads * ((groups + 7) / 8));
+      splits = static_cast<int>(std::clamp<int64_t>((4 * state_->num_sms + blocks - 1) / blocks, 1,
+                                                    std::max<int64_t>(1, max_keys / 64)));
     }
+    const size_t floats = cuda::decode_attention_partial_floats(rows, params.num_heads, splits, view_.head_dim);
+    grow(state_->partials, state_->partial_capacity, floats, "attention partials");
     const cuda::DeviceStep& step = state_->step;
     if (step.num_prefill_tiles > 0)
       cuda::prefill_attention(step, launch, q, step.prefill_tiles, step.num_prefill_tiles, state_->stream);

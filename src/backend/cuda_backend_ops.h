@@ -75,6 +75,9 @@ class CudaBackendOps : public BackendOps {
   double measure_bf16_gemm_tflops(int n, int repetitions);
 
  private:
+  // buffer with room for `floats` (grown, after the queued work, when it has less).
+  float* grow(float*& buffer, size_t& capacity, size_t floats, const char* what);
+
   struct State;  // the stream, cuBLAS, scratch and the step's device arrays
   std::unique_ptr<State> state_;
   KvView view_;  // host copies of the step's descriptors (stats are counted on the host)

@@ -16,12 +16,14 @@
 // query head, chunk) = (max, proximal sum, distant sum, acc[d]); merge_kernel
 // combines the chunks by their log-sum-exp, writes the output and the gate.
 // A head whose anchor gate is >= tau masks its distant keys (counted once).
+#include <algorithm>
 #include <cmath>
 
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
 #include "cuda/paged.cuh"
+#include "cuda/warp_attention.cuh"
 #include "kv/token_classes.h"
 
 namespace podkv::cuda {
@@ -135,22 +137,12 @@ __device__ __forceinline__ float* partial_at(float* partials, int64_t row, int H
   return partials + ((row * H + i) * splits + split) * static_cast<int64_t>(d + 3);
 }
 
-template <KvDType T>
-__global__ void __launch_bounds__(kWarps * 32)
-    decode_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
-  const int64_t row = blockIdx.x;
-  const int H = a.num_heads, Hkv = s.num_kv_heads, groups = H / Hkv, d = s.head_dim, layer = a.layer;
-  const int tiles_per_head = (groups + kGroupTile - 1) / kGroupTile;
-  const int h = blockIdx.y / tiles_per_head;
-  const int head0 = h * groups + (blockIdx.y % tiles_per_head) * kGroupTile;
-  const int G = min(kGroupTile, h * groups + groups - head0);
-  const int split = blockIdx.z;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int b = s.row_entry[row];
-  if (s.entry_tiled != nullptr && s.entry_tiled[b]) return;  // the prefill kernel's row
-  const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
-
-  // The row's spans (attention.cu's, without scores).
+// The keys a decode row reads, as spans of positions or store slots (attention.cu's, without
+// scores): the sink and the recent window from the layer's own streams, then the distant part from
+// the anchor's (or the selection store, then the window's distant part). Returns the count.
+__device__ int row_spans(const DeviceStep& s, int layer, int b, int h, int64_t pos, Span (&spans)[kMaxSpans],
+                         bool& distant) {
+  const int Hkv = s.num_kv_heads;
   const KvRule kr = s.key_rules[layer * Hkv + h];
   const KvRule vr = s.value_rules[layer * Hkv + h];
   const bool split_classes = s.recent_tokens > 0;
@@ -158,7 +150,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t store_size = group >= 0 ? s.store_size[b * s.num_groups + group] : 0;
   const int64_t s_end = sink_end(pos, s.sink_tokens, split_classes);
   const int64_t r_begin = recent_begin(pos, s.sink_tokens, s.recent_tokens, split_classes);
-  Span spans[kMaxSpans];
   int count = 0;
   {
     const DeviceStream k = stream_of(
@@ -168,8 +159,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (s_end > 0) spans[count++] = Span{0, s_end, k, v, false};
     spans[count++] = Span{r_begin, pos + 1, k, v, false};
   }
-  const bool distant = split_classes && r_begin > s_end;
-  const bool shared = kr.retention == kRetainWindow || kr.retention == kRetainNone;
+  distant = split_classes && r_begin > s_end;
   const int k_layer = source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, true);
   const int v_layer = source_layer(layer, vr.retention, vr.distant_source, vr.proximal_source, true);
   if (distant && k_layer >= 0 && v_layer >= 0) {
@@ -185,6 +175,29 @@ __global__ void __launch_bounds__(kWarps * 32)
       if (r_begin > begin) spans[count++] = Span{begin, r_begin, k, v, true};
     }
   }
+  return count;
+}
+
+template <KvDType T>
+__global__ void __launch_bounds__(kWarps * 32)
+    decode_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
+  const int64_t row = blockIdx.x;
+  const int H = a.num_heads, Hkv = s.num_kv_heads, groups = H / Hkv, d = s.head_dim, layer = a.layer;
+  const int tiles_per_head = (groups + kGroupTile - 1) / kGroupTile;
+  const int h = blockIdx.y / tiles_per_head;
+  const int head0 = h * groups + (blockIdx.y % tiles_per_head) * kGroupTile;
+  const int G = min(kGroupTile, h * groups + groups - head0);
+  const int split = blockIdx.z;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int b = s.row_entry[row];
+  if (s.entry_tiled != nullptr && s.entry_tiled[b]) return;  // the prefill kernel's row
+  const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
+
+  const KvRule kr = s.key_rules[layer * Hkv + h];
+  Span spans[kMaxSpans];
+  bool distant = false;
+  const int count = row_spans(s, layer, b, h, pos, spans, distant);
+  const bool shared = kr.retention == kRetainWindow || kr.retention == kRetainNone;
   extern __shared__ __align__(16) uint8_t tiles_smem[];  // keys, then values: [kWarps * 32][v_stride] each
   const int64_t v_stride = value_row_stride(s.entry_bytes);
   uint8_t* k_tile = tiles_smem;
@@ -314,6 +327,111 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
+// The tensor-core decode kernel (bf16 entries, no selection stores, head_dim a multiple of 32): each
+// warp is one chunk of the virtual key range ("split") of (row, KV head, tile of up to 16 query
+// heads), the heads the mma's 16 rows; blocks are kWarps consecutive splits. Keys and values go
+// from the pool straight into registers (warp_attention.cuh), 16 keys per tile, with Q and P split
+// into bf16 hi + lo (the float32 kernel's accuracy). The partial results are merge_kernel's.
+constexpr int kMmaHeads = 16;
+
+template <int D>
+__global__ void __launch_bounds__(kWarps * 32)
+    decode_mma_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
+  const int64_t row = blockIdx.x;
+  const int H = a.num_heads, Hkv = s.num_kv_heads, groups = H / Hkv, layer = a.layer;
+  const int tiles_per_head = (groups + kMmaHeads - 1) / kMmaHeads;
+  const int h = blockIdx.y / tiles_per_head;
+  const int head0 = h * groups + (blockIdx.y % tiles_per_head) * kMmaHeads;
+  const int G = min(kMmaHeads, h * groups + groups - head0);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int split = blockIdx.z * kWarps + warp;
+  if (split >= splits) return;
+  const int b = s.row_entry[row];
+  if (s.entry_tiled != nullptr && s.entry_tiled[b]) return;  // the prefill kernel's row
+  const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
+
+  const KvRule kr = s.key_rules[layer * Hkv + h];
+  Span spans[kMaxSpans];
+  bool distant = false;
+  const int count = row_spans(s, layer, b, h, pos, spans, distant);
+  const bool shared = kr.retention == kRetainWindow || kr.retention == kRetainNone;
+
+  WarpAttention<D, true> w;
+  w.init(lane);
+  // Rows g and g + 8: their heads, whether they exist, and whether their anchor's gate reached tau.
+  bool skip[2];
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int t = w.g + 8 * r, i = head0 + t;
+    skip[r] = t < G && distant && shared && kr.distant_source >= 0 && a.tau < 1.0f && a.all_gates != nullptr &&
+              a.all_gates[(kr.distant_source * s.rows + row) * H + i] >= a.tau;
+    if (skip[r] && split == 0 && w.c == 0) atomicAdd(a.skipped, 1ULL);
+  }
+  const float* qrow = q + (row * H + head0) * D;
+  w.load_q(w.g < G ? qrow + w.g * D : nullptr, w.g + 8 < G ? qrow + (w.g + 8) * D : nullptr,
+           a.scale * 1.4426950408889634f);
+
+  int64_t total = 0;
+  for (int n = 0; n < count; ++n) total += spans[n].end > spans[n].begin ? spans[n].end - spans[n].begin : 0;
+  const int64_t chunk = ((total + splits - 1) / splits + 15) / 16 * 16;
+  const int64_t v0 = split * chunk, v1 = min(total, v0 + chunk);
+
+  int64_t span_start = 0;  // virtual index of spans[n].begin
+  for (int n = 0; n < count; ++n) {
+    const Span& sp = spans[n];
+    const int64_t len = sp.end > sp.begin ? sp.end - sp.begin : 0;
+    const int64_t lo = max(v0, span_start), hi = min(v1, span_start + len);
+    const int64_t offset = sp.begin - span_start;  // position = virtual index + offset
+    span_start += len;
+    for (int64_t t0 = lo; t0 < hi; t0 += 16) {
+      // Keys g and g + 8 of the tile for Q Kᵀ; values 2c, 2c + 1, 2c + 8, 2c + 9 for P V.
+      uint4 k[2][WarpAttention<D, true>::kKeyChunks];
+      uint4 v[4][WarpAttention<D, true>::kValueHalves];
+#pragma unroll
+      for (int nb = 0; nb < 2; ++nb) {
+        const int64_t t = t0 + w.g + 8 * nb;
+        w.load_key(t < hi ? entry_at(s, sp.keys, t + offset) : nullptr, k[nb]);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int64_t t = t0 + 2 * w.c + i % 2 + 8 * (i / 2);
+        w.load_value(t < hi ? entry_at(s, sp.values, t + offset) : nullptr, v[i]);
+      }
+      float x[2][4];
+#pragma unroll
+      for (int nb = 0; nb < 2; ++nb) {
+        w.scores(k[nb], x[nb]);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const bool valid = t0 + 8 * nb + 2 * w.c + e % 2 < hi && !(sp.distant && skip[e / 2]);
+          if (!valid) x[nb][e] = -INFINITY;
+        }
+      }
+      w.softmax(x, sp.distant ? 0xffu : 0u);
+      w.accumulate(x, v);
+    }
+  }
+  w.reduce_sums();
+  // This split's partial of each head: (max, proximal sum, distant sum, unnormalised output).
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int t = w.g + 8 * r;
+    if (t >= G) continue;
+    float* out = partial_at(partials, row, H, head0 + t, splits, split, D);
+    if (w.c == 0) {
+      out[0] = w.m[r] == -INFINITY ? -INFINITY : w.m[r] * 0.6931471805599453f;  // natural-log units
+      out[1] = w.sum_p[r], out[2] = w.sum_d[r];
+    }
+#pragma unroll
+    for (int nb = 0; nb < WarpAttention<D, true>::kOutBlocks; ++nb)
+#pragma unroll
+      for (int e = 2 * r; e < 2 * r + 2; ++e) {
+        const int d = w.out_element(nb, e);
+        if (d < D) out[3 + d] = w.o[nb][e];
+      }
+  }
+}
+
 // One block per (row, query head): the chunks' partials combined.
 __global__ void merge_kernel(int num_heads, int d, int layer, int64_t rows, int splits, const float* partials,
                              float* out, float* all_gates, const int32_t* row_entry, const uint8_t* entry_tiled) {
@@ -342,6 +460,11 @@ __global__ void merge_kernel(int num_heads, int d, int layer, int64_t rows, int 
 
 }  // namespace
 
+namespace {
+void launch_simt(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits, float* partials,
+                 cudaStream_t stream);
+}  // namespace
+
 bool decode_attention_fits(int head_dim) { return head_dim % 8 == 0 && head_dim <= kMaxHeadDim; }
 
 size_t decode_attention_partial_floats(int64_t rows, int num_heads, int splits, int head_dim) {
@@ -354,6 +477,48 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
   check(decode_attention_fits(step.head_dim),
         "cuda decode attention: head_dim " + std::to_string(step.head_dim) + " is not a multiple of 8 up to 128");
   check(splits >= 1, "cuda decode attention: at least one split");
+  const int groups = launch.num_heads / step.num_kv_heads;
+  if (decode_attention_mma_fits(step.head_dim, step.dtype, step.num_groups)) {
+    const int tiles = (groups + kMmaHeads - 1) / kMmaHeads;
+    const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(step.num_kv_heads * tiles),
+                    static_cast<unsigned>((splits + kWarps - 1) / kWarps));
+    auto launch_kernel = [&](auto kernel) { kernel<<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); };
+    switch (step.head_dim) {
+      case 32: launch_kernel(decode_mma_kernel<32>); break;
+      case 64: launch_kernel(decode_mma_kernel<64>); break;
+      case 96: launch_kernel(decode_mma_kernel<96>); break;
+      default: launch_kernel(decode_mma_kernel<128>); break;
+    }
+    check_launch("decode_mma_kernel");
+  } else {
+    launch_simt(step, launch, q, splits, partials, stream);
+  }
+  merge_kernel<<<dim3(static_cast<unsigned>(step.rows), static_cast<unsigned>(launch.num_heads)), 128, 0, stream>>>(
+      launch.num_heads, step.head_dim, launch.layer, step.rows, splits, partials, launch.out, launch.all_gates,
+      step.row_entry, step.entry_tiled);
+  check_launch("merge_kernel");
+}
+
+int decode_attention_mma_warps_per_sm(int head_dim) {
+  int blocks = 0;
+  const auto kernel = head_dim <= 32 ? decode_mma_kernel<32>
+                      : head_dim <= 64 ? decode_mma_kernel<64>
+                      : head_dim <= 96 ? decode_mma_kernel<96>
+                                       : decode_mma_kernel<128>;
+  check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kWarps * 32, 0),
+             "cudaOccupancyMaxActiveBlocksPerMultiprocessor(decode_mma_kernel)");
+  return std::max(1, blocks) * kWarps;
+}
+
+bool decode_attention_mma_fits(int head_dim, int32_t kv_dtype, int num_groups) {
+  return static_cast<KvDType>(kv_dtype) == KvDType::BF16 && head_dim % 32 == 0 && head_dim <= kMaxHeadDim &&
+         num_groups == 0;
+}
+
+namespace {
+
+void launch_simt(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits, float* partials,
+                 cudaStream_t stream) {
   const int groups = launch.num_heads / step.num_kv_heads;
   const int tiles = (groups + kGroupTile - 1) / kGroupTile;
   const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(step.num_kv_heads * tiles),
@@ -371,10 +536,8 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
     case KvDType::Q8_0: launch_kernel(decode_kernel<KvDType::Q8_0>); break;
   }
   check_launch("decode_kernel");
-  merge_kernel<<<dim3(static_cast<unsigned>(step.rows), static_cast<unsigned>(launch.num_heads)), 128, 0, stream>>>(
-      launch.num_heads, step.head_dim, launch.layer, step.rows, splits, partials, launch.out, launch.all_gates,
-      step.row_entry, step.entry_tiled);
-  check_launch("merge_kernel");
 }
+
+}  // namespace
 
 }  // namespace podkv::cuda

@@ -1,11 +1,21 @@
-// y[rows, out] = x[rows, in] · Wᵀ (+ bias) for a few rows (decode): one warp
-// per output feature reads its row of W once, in the stored type, and keeps
-// one float32 sum per row of x. BF16 rows whose length is a multiple of 8 are
-// read 16 bytes per lane (the weights CudaBackend uploads); other types and
-// shapes element by element. Memory-bound: its speed is bytes(W) / time.
+// y[rows, out] = x[rows, in] · Wᵀ (+ bias) for a few rows (decode), reading W
+// once. Memory-bound: its speed is bytes(W) / time.
+//  - One row: one warp per output feature reads its row of W in the stored
+//    type and keeps a float32 sum. BF16 rows whose length is a multiple of 8
+//    are read 16 bytes per lane (the weights CudaBackend uploads); other types
+//    and shapes element by element.
+//  - 2..8 rows of BF16 weights (in % 32 == 0): the tensor cores (mma.sync
+//    m16n8k16), W as A (16 output features), x as B (its rows are the mma's 8
+//    columns) split into bf16 hi + lo, so x keeps about 2^-17 relative and
+//    the result matches the float32 kernels'. Each warp takes 32 features and
+//    one slice of the inputs (split-K); the slices' sums are added in a fixed
+//    order by a second kernel (deterministic).
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
+#include "cuda/warp_attention.cuh"
+
+#include <algorithm>
 
 namespace podkv::cuda {
 
@@ -72,16 +82,117 @@ __global__ void gemv_any_kernel(DType dtype, const uint8_t* w, size_t row_bytes,
   finish(acc, lane, rows, o, out, y, bias);
 }
 
+// Partial sums of split blockIdx.y: partial[split][rows][out]. Lane (g, c) reads 16 bytes of W
+// rows o0 + g, o0 + g + 8 (and the next 16 features) and of x row g, elements k + 8c .. k + 8c + 7
+// of each 32-wide chunk: the mma's k order is permuted the same way for A and B
+// (warp_attention.cuh), which a dot product allows.
+constexpr int kMmaWarps = 4;
+constexpr int kMmaTiles = 2;  // m16 tiles per warp
+
+__global__ void __launch_bounds__(kMmaWarps * 32)
+    gemv_bf16_mma_kernel(const uint16_t* w, int64_t out, int64_t in, const float* x, int rows, int64_t k_per_split,
+                         float* partial) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+  const int64_t o0 = (static_cast<int64_t>(blockIdx.x) * kMmaWarps + warp) * 16 * kMmaTiles;
+  if (o0 >= out) return;
+  const int64_t k_begin = blockIdx.y * k_per_split, k_end = min(in, k_begin + k_per_split);
+  const uint4* wrow[kMmaTiles][2];
+#pragma unroll
+  for (int t = 0; t < kMmaTiles; ++t)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t o = o0 + 16 * t + g + 8 * r;
+      wrow[t][r] = o < out ? reinterpret_cast<const uint4*>(w + o * in) : nullptr;
+    }
+  const float* xrow = g < rows ? x + g * in : nullptr;
+  float acc[kMmaTiles][4] = {};
+#pragma unroll 2
+  for (int64_t k = k_begin; k < k_end; k += 32) {
+    const int64_t chunk = (k + 8 * c) / 8;
+    uint4 wv[kMmaTiles][2];
+#pragma unroll
+    for (int t = 0; t < kMmaTiles; ++t)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) wv[t][r] = wrow[t][r] != nullptr ? __ldg(wrow[t][r] + chunk) : make_uint4(0, 0, 0, 0);
+    float4 xa = make_float4(0, 0, 0, 0), xb = xa;
+    if (xrow != nullptr) {
+      xa = __ldg(reinterpret_cast<const float4*>(xrow + 8 * chunk));
+      xb = __ldg(reinterpret_cast<const float4*>(xrow + 8 * chunk + 4));
+    }
+    // B fragments of the chunk's two k-steps, hi and lo.
+    uint32_t b[2][2][2];
+    b[0][0][0] = pack_bf16x2(xa.x, xa.y), b[0][0][1] = pack_bf16x2(xa.z, xa.w);
+    b[1][0][0] = pack_bf16x2(xb.x, xb.y), b[1][0][1] = pack_bf16x2(xb.z, xb.w);
+    b[0][1][0] = pack_bf16x2_rest(xa.x, xa.y, b[0][0][0]), b[0][1][1] = pack_bf16x2_rest(xa.z, xa.w, b[0][0][1]);
+    b[1][1][0] = pack_bf16x2_rest(xb.x, xb.y, b[1][0][0]), b[1][1][1] = pack_bf16x2_rest(xb.z, xb.w, b[1][0][1]);
+#pragma unroll
+    for (int t = 0; t < kMmaTiles; ++t) {
+      const uint4 lo = wv[t][0], hi = wv[t][1];  // rows g, g + 8
+      const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y}, a1[4] = {lo.z, hi.z, lo.w, hi.w};
+#pragma unroll
+      for (int part = 0; part < 2; ++part) {
+        mma_bf16_16816(acc[t], a0, b[0][part][0], b[0][part][1]);
+        mma_bf16_16816(acc[t], a1, b[1][part][0], b[1][part][1]);
+      }
+    }
+  }
+  // acc[t]: (feature o0 + 16t + g | + 8, rows 2c, 2c + 1).
+  float* p = partial + static_cast<int64_t>(blockIdx.y) * rows * out;
+#pragma unroll
+  for (int t = 0; t < kMmaTiles; ++t)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t o = o0 + 16 * t + g + 8 * (e / 2);
+      const int r = 2 * c + e % 2;
+      if (o < out && r < rows) p[r * out + o] = acc[t][e];
+    }
+}
+
+__global__ void sum_splits_kernel(const float* partial, int splits, int64_t n, int64_t out, float* y, const float* bias) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float s = bias != nullptr ? bias[i % out] : 0.0f;
+  for (int k = 0; k < splits; ++k) s += partial[k * n + i];
+  y[i] = s;
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
+bool gemv_uses_mma(DType dtype, int64_t in, int64_t rows) { return dtype == DType::BF16 && in % 32 == 0 && rows >= 2; }
+
+size_t gemv_scratch_floats(DType dtype, int64_t out, int64_t in, int64_t rows, int num_sms) {
+  if (!gemv_uses_mma(dtype, in, rows)) return 0;
+  return static_cast<size_t>(gemv_splits(out, in, num_sms)) * static_cast<size_t>(rows) * static_cast<size_t>(out);
+}
+
+int gemv_splits(int64_t out, int64_t in, int num_sms) {
+  // About 16 warps per SM, each slice at least 256 inputs.
+  const int64_t warps = (out + 16 * kMmaTiles - 1) / (16 * kMmaTiles);
+  const int64_t want = (16 * static_cast<int64_t>(num_sms) + warps - 1) / warps;
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, in / 256)));
+}
+
 void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, int64_t rows, float* y,
-          const float* bias, cudaStream_t stream) {
+          const float* bias, float* scratch, int num_sms, cudaStream_t stream) {
   check(rows <= kGemvMaxRows, "cuda gemv: " + std::to_string(rows) + " rows (at most 8)");
   check(dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16 || dtype == DType::Q8_0,
         std::string("cuda matmul: weights of type ") + dtype_name(dtype) + " are not supported on the device");
   if (rows == 0 || out == 0) return;
+  if (gemv_uses_mma(dtype, in, rows) && aligned16(w) && aligned16(x)) {
+    const int splits = gemv_splits(out, in, num_sms);
+    const int64_t k_per_split = (in / 32 + splits - 1) / splits * 32;
+    const int64_t per_block = 16 * kMmaTiles * kMmaWarps;
+    const dim3 grid(static_cast<unsigned>((out + per_block - 1) / per_block), static_cast<unsigned>(splits));
+    gemv_bf16_mma_kernel<<<grid, kMmaWarps * 32, 0, stream>>>(static_cast<const uint16_t*>(w), out, in, x,
+                                                              static_cast<int>(rows), k_per_split, scratch);
+    check_launch("gemv_bf16_mma_kernel");
+    const int64_t n = rows * out;
+    sum_splits_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(scratch, splits, n, out, y, bias);
+    check_launch("sum_splits_kernel");
+    return;
+  }
   const unsigned blocks = static_cast<unsigned>((out + kWarps - 1) / kWarps);
   if (dtype == DType::BF16 && in % 8 == 0 && aligned16(w) && aligned16(x)) {
     gemv_bf16x8_kernel<<<blocks, kWarps * 32, 0, stream>>>(static_cast<const uint16_t*>(w), out, in, x,

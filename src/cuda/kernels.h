@@ -46,10 +46,13 @@ void split_bf16(const float* x, int64_t n, uint16_t* hi, uint16_t* lo, cudaStrea
 void fill_random_bf16(uint16_t* dst, int64_t n, uint64_t seed, float bound, cudaStream_t stream);
 
 // gemv.cu: y[rows, out] = x[rows, in] · Wᵀ (+ bias) for rows <= kGemvMaxRows, W in F32/F16/BF16/Q8_0,
-// float32 accumulation; one warp per output feature, W read once.
+// float32 accumulation, W read once. BF16 weights with 2..8 rows run on the tensor cores, split over
+// the inputs into `scratch` (gemv_scratch_floats of them; num_sms sizes the split).
 constexpr int64_t kGemvMaxRows = 8;
+int gemv_splits(int64_t out, int64_t in, int num_sms);
+size_t gemv_scratch_floats(DType dtype, int64_t out, int64_t in, int64_t rows, int num_sms);
 void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, int64_t rows, float* y,
-          const float* bias, cudaStream_t stream);
+          const float* bias, float* scratch, int num_sms, cudaStream_t stream);
 
 // kv_write.cu: the step's new keys and values into the pool (encoded), and the pool's entry copies.
 void kv_write(const DeviceStep& step, int layer, const float* k, const float* v, cudaStream_t stream);
@@ -66,9 +69,13 @@ bool decode_attention_fits(int head_dim);
 size_t decode_attention_partial_floats(int64_t rows, int num_heads, int splits, int head_dim);
 void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits,
                       float* partials, cudaStream_t stream);
+// Whether decode_attention runs on the tensor cores (bf16 entries, head_dim a multiple of 32, no
+// selection stores): then `splits` counts warps, each taking one chunk of a row's keys.
+bool decode_attention_mma_fits(int head_dim, int32_t kv_dtype, int num_groups);
+int decode_attention_mma_warps_per_sm(int head_dim);  // resident warps of the kernel per SM
 
 // attention_prefill.cu: the rows of step.prefill_tiles on the tensor cores (bf16 entries, head_dim a
-// multiple of 16, no selection stores); prefill_tile_rows() query rows per tile.
+// multiple of 32, no selection stores); prefill_tile_rows() query rows per tile.
 bool prefill_attention_fits(int head_dim, int32_t kv_dtype, int num_groups);
 int prefill_tile_rows();
 void prefill_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,

@@ -17,11 +17,15 @@ __device__ __forceinline__ DeviceStream stream_of(const DeviceStep& s, int b, in
 }
 
 // Entry i (position or slot), or null where the stream holds no page for it.
+// Positions and page sizes fit in 32 bits: the division is a 32-bit one (a 64-bit division is a
+// long software sequence on the GPU, and kernels look up several entries per key tile).
 __device__ __forceinline__ uint8_t* entry_at(const DeviceStep& s, const DeviceStream& st, int64_t i) {
-  const int64_t logical = i / s.page_tokens;
-  const int32_t page = i >= 0 && logical < st.num_pages ? st.pages[logical] : -1;
+  if (i < 0) return nullptr;
+  const uint32_t n = static_cast<uint32_t>(i), per_page = static_cast<uint32_t>(s.page_tokens);
+  const uint32_t logical = n / per_page;
+  const int32_t page = logical < st.num_pages ? st.pages[logical] : -1;
   if (page < 0) return nullptr;
-  return s.pool + page * s.page_bytes + (i % s.page_tokens) * s.entry_bytes;
+  return s.pool + page * s.page_bytes + static_cast<int64_t>(n - logical * per_page) * s.entry_bytes;
 }
 
 }  // namespace podkv::cuda

@@ -37,6 +37,7 @@ struct BenchCommand {
   bool random_weights = false;
   bool profile = false;
   int page_tokens = 16;
+  int64_t prefill_chunk = 0;  // 0: 256 on the CPU, 4096 on the GPU
   std::string kv_memory;  // --kv-memory: one budget; each decode test admits as many sequences as it holds
 };
 
@@ -120,6 +121,7 @@ struct TestSetup {
   Backend* backend = nullptr;
   bool profile = false;
   int page_tokens = 16;
+  int64_t prefill_chunk = 256;
   KvDType dtype = KvDType::F32;
   bool synthetic_depth = false;
   size_t budget = 0;
@@ -141,8 +143,9 @@ Sample time_test(const TestSetup& t, const KvLayout& layout, std::optional<float
   const double flops = matmul_flops_per_token(model.config());
   std::vector<float> logits;
   if (prompt > 0) {
-    auto cache = make_cache(layout, prompt, 1, 256, t.dtype);
+    auto cache = make_cache(layout, prompt, 1, t.prefill_chunk, t.dtype);
     Runner runner(*t.backend, *cache);
+    runner.set_chunk_size(t.prefill_chunk);
     runner.set_tau(tau);
     const auto ids = random_ids(prompt);
     profile_start(*t.backend, t.profile);
@@ -210,6 +213,8 @@ void run(const BenchCommand& o) {
   setup.profile = o.profile;
   if (o.page_tokens < 1 || o.page_tokens > 4096) throw Error("--page-tokens: must be in 1..4096");
   setup.page_tokens = o.page_tokens;
+  if (o.prefill_chunk < 0) throw Error("--prefill-chunk: must be at least 1 (0: the device's default)");
+  setup.prefill_chunk = o.prefill_chunk > 0 ? o.prefill_chunk : o.device == "cpu" ? 256 : 4096;
   std::vector<std::string> profiles;  // --profile lines, printed after the table
   setup.synthetic_depth = o.device != "cpu";
   if (!o.kv_memory.empty()) setup.budget = parse_bytes(o.kv_memory, "--kv-memory");
@@ -381,6 +386,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--page-tokens", o->page_tokens,
                   "tokens per KV page (the page tables sent each step shrink with larger pages)")
       ->capture_default_str();
+  cmd->add_option("--prefill-chunk", o->prefill_chunk,
+                  "prompt tokens per forward step in prefill tests (default 256 on cpu, 4096 on cuda)");
   cmd->add_flag("--profile", o->profile, "cuda: GPU time per step by region (norms, matmuls, attention, ...)");
   cmd->add_flag("--json", o->json, "print JSON instead of the table");
   cmd->callback([o] { run(*o); });

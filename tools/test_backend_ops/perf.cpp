@@ -97,7 +97,8 @@ void matmul(Perf& p, std::mt19937_64& rng) {
   for (DType dtype : {DType::F32, DType::F16, DType::BF16, DType::Q8_0}) {
     DeviceBuffer w = to_device(p.ops, random_weight_bytes(dtype, n, n, rng));
     const WeightMatrix m{dtype, n, n, w.data()};
-    for (int64_t rows : {1, 128}) {
+    for (int64_t rows : {1, 2, 8, 128}) {
+      if (rows == 2 && dtype != DType::BF16) continue;
       DeviceBuffer x = to_device(p.ops, normal_floats(rng, rows * n)), y(p.ops, rows * n * 4);
       const double s = p.time([&] { p.ops.matmul(m, x.as<float>(), rows, y.as<float>(), nullptr); });
       p.line("matmul", "rows=" + std::to_string(rows) + " 4096x4096 " + dtype_name(dtype), s,
