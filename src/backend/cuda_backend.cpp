@@ -143,20 +143,69 @@ void CudaBackend::reserve(int64_t rows, int64_t logit_rows, size_t score_count) 
 void CudaBackend::forward(const ForwardStep& step, const KvView& view, ForwardOutput& out) {
   check(!observer_, "cuda backend: layer observers (podkv analyze) need --device cpu");
   const ModelConfig& c = model_.config();
-  const int64_t n = step.rows, hidden = c.hidden_size;
-  const AttentionBatch& batch = step.attention;
+  const int64_t n = step.rows;
   const size_t score_count = view.num_groups > 0 ? view.score_indptr[view.num_seqs * view.num_groups] : 0;
   reserve(n, step.num_logit_rows, score_count);
   out.scores.assign(score_count, 0.0f);
+  const int64_t rows = step.num_logit_rows;
   {
     ProfileScope p(ops_, "step setup (uploads, embedding)");
     ops_.fill_zero(scores_.data(), score_count * sizeof(float));
     tokens_.upload(step.tokens, n * sizeof(int32_t));
     positions_.upload(step.positions, n * sizeof(int64_t));
-    ops_.embedding(embedding_, tokens_.as<int32_t>(), n, x_.as<float>());
-    ops_.set_step(view, batch);
+    if (rows > 0) logit_rows_.upload(step.logit_rows, rows * sizeof(int64_t));
+    ops_.set_step(view, step.attention);
   }
+  // Graphs need steps without host reads in between (tau's skip counts, selection scores).
+  if (graphs_ && options_.graphs && !ops_.profiling() && step.tau >= 1.0f && score_count == 0) {
+    std::string key = ops_.step_key(c.num_heads);
+    const int64_t shape[] = {n, rows, rows_capacity_, logit_capacity_, reinterpret_cast<int64_t>(x_.data()),
+                             reinterpret_cast<int64_t>(logits_.data())};
+    key.append(reinterpret_cast<const char*>(shape), sizeof(shape));
+    if (key == graph_key_) {
+      ops_.run_graph();
+      AttentionParams params;
+      params.num_heads = c.num_heads;
+      for (int layer = 0; layer < c.num_layers; ++layer) {
+        params.layer = layer;
+        ops_.count_attention_stats(params, out.stats);
+      }
+    } else if (key == last_key_) {
+      const AttentionStats before = out.stats;
+      ops_.begin_capture();
+      try {
+        run_layers(step, out);
+        ops_.end_capture();
+        graph_key_ = key;
+        ops_.run_graph();
+      } catch (const Error&) {
+        // Something in the step cannot be captured: this backend runs launch by launch from now on.
+        ops_.abort_capture();
+        graphs_ = false;
+        out.stats = before;
+        run_layers(step, out);
+      }
+    } else {
+      run_layers(step, out);
+      last_key_ = key;
+    }
+  } else {
+    run_layers(step, out);
+  }
+  out.logits.resize(static_cast<size_t>(rows) * c.vocab_size);
+  if (rows > 0) logits_.download(out.logits.data(), out.logits.size() * sizeof(float));
+  if (score_count > 0) scores_.download(out.scores.data(), score_count * sizeof(float));
+  ops_.synchronize();
+}
 
+void CudaBackend::run_layers(const ForwardStep& step, ForwardOutput& out) {
+  const ModelConfig& c = model_.config();
+  const int64_t n = step.rows, hidden = c.hidden_size;
+  const size_t score_count = out.scores.size();  // forward() sized it: the view's score output
+  {
+    ProfileScope p(ops_, "step setup (uploads, embedding)");
+    ops_.embedding(embedding_, tokens_.as<int32_t>(), n, x_.as<float>());
+  }
   AttentionParams params;
   params.num_heads = c.num_heads;
   params.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
@@ -223,17 +272,12 @@ void CudaBackend::forward(const ForwardStep& step, const KvView& view, ForwardOu
     ops_.add(x, proj, n * hidden);  // the last layer's MLP output
   }
   const int64_t rows = step.num_logit_rows;
-  out.logits.resize(static_cast<size_t>(rows) * c.vocab_size);
   if (rows > 0) {
     ProfileScope p(ops_, "final norm, LM head, logits download");
-    logit_rows_.upload(step.logit_rows, rows * sizeof(int64_t));
     ops_.gather_rows(x, hidden, logit_rows_.as<int64_t>(), rows, proj);
     ops_.rms_norm(proj, final_norm_, rows, hidden, c.rms_norm_eps, xn);
     ops_.matmul(lm_head_, xn, rows, logits_.as<float>(), nullptr);
-    logits_.download(out.logits.data(), out.logits.size() * sizeof(float));
   }
-  if (score_count > 0) scores_.download(out.scores.data(), score_count * sizeof(float));
-  ops_.synchronize();
 }
 
 }  // namespace podkv

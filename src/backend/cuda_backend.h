@@ -22,6 +22,9 @@ struct CudaBackendOptions {
   // Seed of the random bf16 weights a model without weight data (Model::shapes_only) gets:
   // uniform in ±sqrt(3 / fan_in), so activations keep their scale through the layers.
   uint64_t random_seed = 1;
+  // Steps of one shape (decode) replay a CUDA graph of the layers: hundreds of kernel launches
+  // become one. A step whose shape differs from the last one's runs launch by launch.
+  bool graphs = true;
 };
 
 class CudaBackend : public Backend {
@@ -53,6 +56,8 @@ class CudaBackend : public Backend {
   WeightMatrix upload_stacked(std::initializer_list<const WeightMatrix*> parts);
   const float* upload_floats(const std::vector<float>& host);
   void reserve(int64_t rows, int64_t logit_rows, size_t score_count);
+  // Everything after the uploads: the layers, the final norm and the LM head into logits_.
+  void run_layers(const ForwardStep& step, ForwardOutput& out);
 
   const Model& model_;
   CudaBackendOptions options_;
@@ -70,6 +75,10 @@ class CudaBackend : public Backend {
   size_t score_capacity_ = 0;
   DeviceBuffer x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, gates_, tokens_, positions_, logit_rows_, logits_,
       scores_;
+  // The step graph: the key of the graph held, and of the last step run launch by launch (a shape
+  // seen twice in a row is captured: its buffers have their size by then).
+  std::string graph_key_, last_key_;
+  bool graphs_ = true;
 };
 
 #endif

@@ -107,6 +107,9 @@ struct CudaBackendOps::State {
   float* gemv_scratch = nullptr;
   size_t gemv_capacity = 0;
   int num_sms = 1;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t graph_exec = nullptr;
+  void* cublas_workspace = nullptr;
   int mma_warps_per_sm[5] = {};  // of the tensor-core decode kernel, by head_dim / 32 (0: not asked yet)
   // Profiling: events of the open and finished regions, and the sums per name.
   bool profiling = false;
@@ -135,6 +138,10 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
   // Default math: SGEMM stays plain float32 (TF32 only with CUBLAS_TF32_TENSOR_OP_MATH), bf16 GEMMs
   // run on the tensor cores with float32 accumulation.
   PODKV_CUBLAS_CHECK(cublasSetMathMode(state_->cublas, CUBLAS_DEFAULT_MATH));
+  // A workspace of its own, so that cuBLAS allocates nothing while a step graph is captured.
+  const size_t workspace = size_t{32} << 20;
+  state_->cublas_workspace = device_alloc(workspace, "the cuBLAS workspace");
+  PODKV_CUBLAS_CHECK(cublasSetWorkspace(state_->cublas, state_->cublas_workspace, workspace));
   state_->counter = static_cast<unsigned long long*>(device_alloc(sizeof(unsigned long long), "a counter"));
 }
 
@@ -149,7 +156,10 @@ CudaBackendOps::~CudaBackendOps() {
   cudaFree(state_->counter);
   cudaFree(state_->partials);
   cudaFree(state_->gemv_scratch);
+  if (state_->graph_exec != nullptr) cudaGraphExecDestroy(state_->graph_exec);
+  if (state_->graph != nullptr) cudaGraphDestroy(state_->graph);
   if (state_->cublas != nullptr) cublasDestroy(state_->cublas);
+  cudaFree(state_->cublas_workspace);
   if (state_->stream != nullptr) cudaStreamDestroy(state_->stream);
 }
 
@@ -405,7 +415,6 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
   Packer& p = s.packer;
   p.bytes().clear();
   const size_t indptr = p.put(view.page_indptr, streams + 1);
-  const size_t indices = p.put(view.page_indices, static_cast<size_t>(view.page_indptr[streams]));
   const size_t key_rules = p.put(view.key_rules, static_cast<size_t>(L) * H);
   const size_t value_rules = p.put(view.value_rules, static_cast<size_t>(L) * H);
   const size_t new_length = p.put(view.new_length, B);
@@ -418,6 +427,9 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
   const size_t row_entry = p.put(s.row_entry.data(), s.row_entry.size());
   const size_t entry_tiled = p.put(s.entry_tiled.data(), s.entry_tiled.size());
   const size_t prefill_tiles = p.put(s.prefill_tiles.data(), s.prefill_tiles.size());
+  // The page indices last: while decode steps add pages, every other array keeps its place (and a
+  // step graph's arguments stay valid).
+  const size_t indices = p.put(view.page_indices, static_cast<size_t>(view.page_indptr[streams]));
   const size_t bytes = p.bytes().size();
   if (bytes > s.step_capacity) {
     synchronize();  // kernels of the last step may still read the old buffer
@@ -459,8 +471,11 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
   d.prefill_tiles = num_tiles > 0 ? reinterpret_cast<const int32_t*>(base + prefill_tiles) : nullptr;
   d.num_prefill_tiles = num_tiles;
   untiled_rows_ = 0;
-  for (int b = 0; b < B; ++b)
+  max_keys_ = 1;
+  for (int b = 0; b < B; ++b) {
     if (!s.entry_tiled[b]) untiled_rows_ += batch.row_begin[b + 1] - batch.row_begin[b];
+    max_keys_ = std::max(max_keys_, batch.first_pos[b] + batch.row_begin[b + 1] - batch.row_begin[b]);
+  }
   has_step_ = true;
 }
 
@@ -470,6 +485,33 @@ void CudaBackendOps::kv_write(int layer, const float* k, const float* v) {
   cuda::kv_write(state_->step, layer, k, v, state_->stream);
 }
 
+bool CudaBackendOps::scored_rows() const {
+  if (view_.num_groups == 0 || batch_.score_from == nullptr) return false;
+  for (int b = 0; b < batch_.num_seqs; ++b)
+    if (batch_.first_pos[b] + batch_.row_begin[b + 1] - batch_.row_begin[b] - 1 >= batch_.score_from[b]) return true;
+  return false;
+}
+
+int CudaBackendOps::decode_splits(int num_heads, bool scored) const {
+  // Rows that add selection scores need the one-block-per-query kernel (its second pass over the keys).
+  if (scored || !cuda::decode_attention_fits(view_.head_dim)) return 0;
+  const int kv_heads = view_.num_kv_heads, groups = num_heads / kv_heads;
+  const int64_t rows = std::max<int64_t>(1, untiled_rows_);
+  if (cuda::decode_attention_mma_fits(view_.head_dim, static_cast<int32_t>(view_.dtype), view_.num_groups)) {
+    // Splits are warps: one wave of the resident warps (a second, partial wave would leave the
+    // GPU half idle), each warp at least 32 keys.
+    int& per_sm = state_->mma_warps_per_sm[view_.head_dim / 32];
+    if (per_sm == 0) per_sm = cuda::decode_attention_mma_warps_per_sm(view_.head_dim);
+    const int64_t units = std::max<int64_t>(1, rows * kv_heads * ((groups + 15) / 16));
+    const int64_t resident = static_cast<int64_t>(per_sm) * state_->num_sms;
+    return static_cast<int>(std::clamp<int64_t>(resident / units, 1, std::max<int64_t>(1, (max_keys_ + 31) / 32)));
+  }
+  // Splits are blocks: about four per SM, each chunk at least 64 keys.
+  const int64_t blocks = std::max<int64_t>(1, rows * kv_heads * ((groups + 7) / 8));
+  return static_cast<int>(
+      std::clamp<int64_t>((4 * state_->num_sms + blocks - 1) / blocks, 1, std::max<int64_t>(1, max_keys_ / 64)));
+}
+
 void CudaBackendOps::attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs) {
   check(has_step_, "attention: no step (call set_step first)");
   const int kv_heads = view_.num_kv_heads;
@@ -477,7 +519,6 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
         "attention: " + std::to_string(params.num_heads) + " query heads over " + std::to_string(kv_heads) +
             " KV heads is not supported");
   check(params.layer >= 0 && params.layer < view_.num_layers, "attention: no layer " + std::to_string(params.layer));
-  const int groups = params.num_heads / kv_heads;
   const bool counts_skips = params.tau < 1.0f && outputs.gates != nullptr;
   if (counts_skips) fill_zero(state_->counter, sizeof(unsigned long long));
   cuda::AttentionLaunch launch;
@@ -489,31 +530,9 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
   launch.all_gates = outputs.gates;
   launch.scores = view_.num_groups > 0 ? outputs.scores : nullptr;
   launch.skipped = state_->counter;
-  // Rows that add selection scores need the one-block-per-query kernel (its second pass over the keys).
-  bool scored = false;
-  int64_t max_keys = 1;
-  for (int b = 0; b < batch_.num_seqs; ++b) {
-    const int64_t last = batch_.first_pos[b] + batch_.row_begin[b + 1] - batch_.row_begin[b] - 1;
-    max_keys = std::max(max_keys, last + 1);
-    if (launch.scores != nullptr && batch_.score_from != nullptr && last >= batch_.score_from[b]) scored = true;
-  }
-  if (!scored && cuda::decode_attention_fits(view_.head_dim)) {
+  const int splits = decode_splits(params.num_heads, launch.scores != nullptr && scored_rows());
+  if (splits > 0) {
     const int64_t rows = std::max<int64_t>(1, untiled_rows_);
-    int splits = 1;
-    if (cuda::decode_attention_mma_fits(view_.head_dim, static_cast<int32_t>(view_.dtype), view_.num_groups)) {
-      // Splits are warps: one wave of the resident warps (a second, partial wave would leave the
-      // GPU half idle), each warp at least 32 keys.
-      int& per_sm = state_->mma_warps_per_sm[view_.head_dim / 32];
-      if (per_sm == 0) per_sm = cuda::decode_attention_mma_warps_per_sm(view_.head_dim);
-      const int64_t units = std::max<int64_t>(1, rows * kv_heads * ((groups + 15) / 16));
-      const int64_t resident = static_cast<int64_t>(per_sm) * state_->num_sms;
-      splits = static_cast<int>(std::clamp<int64_t>(resident / units, 1, std::max<int64_t>(1, (max_keys + 31) / 32)));
-    } else {
-      // Splits are blocks: about four per SM, each chunk at least 64 keys.
-      const int64_t blocks = std::max<int64_t>(1, rows * kv_heads * ((groups + 7) / 8));
-      splits = static_cast<int>(std::clamp<int64_t>((4 * state_->num_sms + blocks - 1) / blocks, 1,
-                                                    std::max<int64_t>(1, max_keys / 64)));
-    }
     const size_t floats = cuda::decode_attention_partial_floats(rows, params.num_heads, splits, view_.head_dim);
     grow(state_->partials, state_->partial_capacity, floats, "attention partials");
     const cuda::DeviceStep& step = state_->step;
@@ -524,7 +543,17 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
     cuda::attention(state_->step, launch, q, state_->stream);
   }
   if (outputs.stats == nullptr) return;
+  count_attention_stats(params, *outputs.stats);
+  if (counts_skips) {
+    unsigned long long skipped = 0;
+    download(&skipped, state_->counter, sizeof(skipped));
+    outputs.stats->skipped_distant_parts += static_cast<int64_t>(skipped);
+  }
+}
+
+void CudaBackendOps::count_attention_stats(const AttentionParams& params, AttentionStats& stats) const {
   // Distant parts follow from the positions and rules alone (as attention.cpp counts them).
+  const int kv_heads = view_.num_kv_heads, groups = params.num_heads / kv_heads;
   const bool split = view_.recent_tokens > 0;
   int64_t distant_parts = 0;
   for (int h = 0; h < kv_heads; ++h) {
@@ -535,12 +564,50 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
       for (int64_t t = 0; t < batch_.row_begin[b + 1] - batch_.row_begin[b]; ++t)
         if (has_distant(batch_.first_pos[b] + t, view_.sink_tokens, view_.recent_tokens, split)) distant_parts += groups;
   }
-  outputs.stats->distant_parts += distant_parts;
-  if (counts_skips) {
-    unsigned long long skipped = 0;
-    download(&skipped, state_->counter, sizeof(skipped));
-    outputs.stats->skipped_distant_parts += static_cast<int64_t>(skipped);
+  stats.distant_parts += distant_parts;
+}
+
+std::string CudaBackendOps::step_key(int num_heads) const {
+  std::string key(reinterpret_cast<const char*>(&state_->step), sizeof(cuda::DeviceStep));
+  const int64_t extra[] = {decode_splits(num_heads, scored_rows()), untiled_rows_,
+                           reinterpret_cast<int64_t>(state_->partials), reinterpret_cast<int64_t>(state_->gemv_scratch),
+                           reinterpret_cast<int64_t>(state_->split)};
+  key.append(reinterpret_cast<const char*>(extra), sizeof(extra));
+  return key;
+}
+
+bool CudaBackendOps::profiling() const { return state_->profiling; }
+
+void CudaBackendOps::begin_capture() {
+  PODKV_CUDA_CHECK(cudaStreamBeginCapture(state_->stream, cudaStreamCaptureModeThreadLocal));
+}
+
+void CudaBackendOps::end_capture() {
+  cudaGraph_t graph = nullptr;
+  PODKV_CUDA_CHECK(cudaStreamEndCapture(state_->stream, &graph));
+  if (state_->graph_exec != nullptr) {
+    cudaGraphExecUpdateResultInfo info{};
+    if (cudaGraphExecUpdate(state_->graph_exec, graph, &info) != cudaSuccess) {
+      cudaGetLastError();
+      cudaGraphExecDestroy(state_->graph_exec);
+      state_->graph_exec = nullptr;
+    }
   }
+  if (state_->graph_exec == nullptr) PODKV_CUDA_CHECK(cudaGraphInstantiate(&state_->graph_exec, graph, 0));
+  if (state_->graph != nullptr) cudaGraphDestroy(state_->graph);
+  state_->graph = graph;
+}
+
+void CudaBackendOps::abort_capture() {
+  cudaGraph_t graph = nullptr;
+  cudaStreamEndCapture(state_->stream, &graph);
+  if (graph != nullptr) cudaGraphDestroy(graph);
+  cudaGetLastError();
+}
+
+void CudaBackendOps::run_graph() {
+  check(state_->graph_exec != nullptr, "run_graph: no step graph was captured");
+  PODKV_CUDA_CHECK(cudaGraphLaunch(state_->graph_exec, state_->stream));
 }
 
 }  // namespace podkv

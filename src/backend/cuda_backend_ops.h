@@ -74,6 +74,23 @@ class CudaBackendOps : public BackendOps {
   double measure_copy_gbs(size_t bytes, int repetitions);
   double measure_bf16_gemm_tflops(int n, int repetitions);
 
+  // CUDA graphs of whole steps. Between begin_capture() and end_capture() the queued work is
+  // recorded, not run (no call may synchronize: buffers must already have their size);
+  // end_capture() makes it the step graph (updating the last one in place where the topology
+  // allows), run_graph() queues it. abort_capture() ends a failed capture and drops it.
+  bool profiling() const;
+  void begin_capture();
+  void end_capture();
+  void abort_capture();
+  void run_graph();
+  // What the arguments of the step's kernels depend on beyond the device arrays' contents: the
+  // step descriptor (sizes, device pointers) and the attention launch choices for num_heads.
+  // Two steps with equal keys can replay one graph.
+  std::string step_key(int num_heads) const;
+  // The attention statistics of one launch (counted on the host from the positions and rules;
+  // attention() adds them itself, a replayed graph does not).
+  void count_attention_stats(const AttentionParams& params, AttentionStats& stats) const;
+
  private:
   // buffer with room for `floats` (grown, after the queued work, when it has less).
   float* grow(float*& buffer, size_t& capacity, size_t floats, const char* what);
@@ -84,6 +101,10 @@ class CudaBackendOps : public BackendOps {
   AttentionBatch batch_;
   bool has_step_ = false;
   int64_t untiled_rows_ = 0;  // rows of the step the decode kernels take (the rest: tiled prefill)
+  int64_t max_keys_ = 1;      // the longest row's key count
+  // Decode attention's chunks per row (0: the one-block-per-query kernel, for scored rows).
+  int decode_splits(int num_heads, bool scored) const;
+  bool scored_rows() const;  // whether some row adds selection scores
 };
 
 // Times the work queued during its lifetime under `name` (when profiling is on).
