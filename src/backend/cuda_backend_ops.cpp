@@ -504,7 +504,8 @@ int CudaBackendOps::decode_splits(int num_heads, bool scored) const {
     if (per_sm == 0) per_sm = cuda::decode_attention_mma_warps_per_sm(view_.head_dim);
     const int64_t units = std::max<int64_t>(1, rows * kv_heads * ((groups + 15) / 16));
     const int64_t resident = static_cast<int64_t>(per_sm) * state_->num_sms;
-    return static_cast<int>(std::clamp<int64_t>(resident / units, 1, std::max<int64_t>(1, (max_keys_ + 31) / 32)));
+    return static_cast<int>(std::clamp<int64_t>(std::min<int64_t>(resident / units, 1024), 1,
+                                                std::max<int64_t>(1, (max_keys_ + 31) / 32)));
   }
   // Splits are blocks: about four per SM, each chunk at least 64 keys.
   const int64_t blocks = std::max<int64_t>(1, rows * kv_heads * ((groups + 7) / 8));

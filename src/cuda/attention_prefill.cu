@@ -35,8 +35,11 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int i = blockIdx.y * kWarps + warp;  // query head
   if (i >= H) return;
   const int h = i / (H / Hkv);
-  const int b = tiles[2 * blockIdx.x];
-  const int64_t row0 = s.row_begin[b] + tiles[2 * blockIdx.x + 1];
+  // Tiles in reverse: the last rows of a prompt have the most keys, and starting them first keeps
+  // them out of the grid's last wave.
+  const int tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
+  const int b = tiles[2 * tile];
+  const int64_t row0 = s.row_begin[b] + tiles[2 * tile + 1];
   const int64_t rows = s.row_begin[b + 1] - row0 < kRows ? s.row_begin[b + 1] - row0 : kRows;
   const int64_t pos0 = s.first_pos[b] + (row0 - s.row_begin[b]);
 
@@ -78,50 +81,84 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t recent_max = recent_begin(last, s.sink_tokens, s.recent_tokens, split);
   const int64_t sink_min = sink_end(pos0, s.sink_tokens, split);
 
-  for (int pass = 0; pass < (one_pass || !has_distant_source ? 1 : 2); ++pass) {
-    // Pass 0: own streams (all keys when one_pass, else sink + recent); pass 1: the distant source.
-    const bool dist_pass = pass == 1;
-    const DeviceStream ks = stream_of(s, b, podkv::kKeys, dist_pass ? kd : kp, h);
-    const DeviceStream vs = stream_of(s, b, podkv::kValues, dist_pass ? vd : vp, h);
-    for (int64_t k0 = 0; k0 <= last; k0 += 16) {
-      const int64_t k1 = k0 + 16;
-      bool needed;
-      if (one_pass) needed = true;
-      else if (dist_pass) needed = k0 < recent_max && k1 > sink_min;
-      else needed = k0 < sink_max || k1 > recent_min;
-      if (!needed) continue;
-      uint4 k[2][WarpAttention<D, false>::kKeyChunks];
-      uint4 v[4][WarpAttention<D, false>::kValueHalves];
+  // The key tiles in order: pass 0 over the own streams (all keys when one_pass, else sink +
+  // recent), pass 1 over the distant source; tiles no row of the warp needs are skipped.
+  const int passes = one_pass || !has_distant_source ? 1 : 2;
+  auto needed = [&](int pass, int64_t k0) {
+    const int64_t k1 = k0 + 16;
+    if (one_pass) return true;
+    if (pass == 1) return k0 < recent_max && k1 > sink_min;
+    return k0 < sink_max || k1 > recent_min;
+  };
+  struct Cursor {
+    int pass;
+    int64_t k0;
+  };
+  auto advance = [&](Cursor c) {  // the next needed tile after c (pass == passes: none)
+    for (;;) {
+      c.k0 += 16;
+      if (c.k0 > last) c.pass += 1, c.k0 = 0;
+      if (c.pass >= passes || needed(c.pass, c.k0)) return c;
+    }
+  };
+  auto streams = [&](int pass, DeviceStream& ks, DeviceStream& vs) {
+    ks = stream_of(s, b, podkv::kKeys, pass == 1 ? kd : kp, h);
+    vs = stream_of(s, b, podkv::kValues, pass == 1 ? vd : vp, h);
+  };
+  using W = WarpAttention<D, false>;
+  uint4 k[2][W::kKeyChunks];
+  uint4 v[4][W::kValueHalves];
+  auto load_keys = [&](const Cursor& c, const DeviceStream& ks) {
 #pragma unroll
-      for (int nb = 0; nb < 2; ++nb) {
-        const int64_t j = k0 + w.g + 8 * nb;
-        w.load_key(j <= last ? entry_at(s, ks, j) : nullptr, k[nb]);
-      }
+    for (int nb = 0; nb < 2; ++nb) {
+      const int64_t j = c.k0 + w.g + 8 * nb;
+      w.load_key(j <= last ? entry_at(s, ks, j) : nullptr, k[nb]);
+    }
+  };
+  auto load_values = [&](const Cursor& c, const DeviceStream& vs) {
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      const int64_t j = c.k0 + 2 * w.c + e % 2 + 8 * (e / 2);
+      w.load_value(j <= last ? entry_at(s, vs, j) : nullptr, v[e]);
+    }
+  };
+  Cursor cur{0, -16};
+  cur = advance(cur);
+  DeviceStream ks, vs;
+  if (cur.pass < passes) {
+    streams(cur.pass, ks, vs);
+    load_keys(cur, ks);
+    load_values(cur, vs);
+  }
+  // Software-pipelined: the next tile's keys load during this tile's softmax and P V, its values
+  // during the next Q Kᵀ.
+  while (cur.pass < passes) {
+    const Cursor next = advance(cur);
+    DeviceStream next_ks = ks, next_vs = vs;
+    if (next.pass < passes && next.pass != cur.pass) streams(next.pass, next_ks, next_vs);
+    const bool dist_pass = cur.pass == 1;
+    float x[2][4];
+    uint32_t distant_bits = 0;
+#pragma unroll
+    for (int nb = 0; nb < 2; ++nb) {
+      w.scores(k[nb], x[nb]);
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
-        const int64_t j = k0 + 2 * w.c + e % 2 + 8 * (e / 2);
-        w.load_value(j <= last ? entry_at(s, vs, j) : nullptr, v[e]);
+        const int r = e / 2;
+        const int64_t j = cur.k0 + 8 * nb + 2 * w.c + e % 2;
+        const bool in_distant = distant[r] && j >= s_end[r] && j < r_begin[r];
+        bool allowed = valid[r] && j <= pos[r];
+        if (!one_pass) allowed = allowed && (dist_pass ? in_distant : !in_distant);
+        if (in_distant && skip[r]) allowed = false;
+        if (!allowed) x[nb][e] = -INFINITY;
+        if (in_distant) distant_bits |= 1u << (4 * nb + e);
       }
-      float x[2][4];
-      uint32_t distant_bits = 0;
-#pragma unroll
-      for (int nb = 0; nb < 2; ++nb) {
-        w.scores(k[nb], x[nb]);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int r = e / 2;
-          const int64_t j = k0 + 8 * nb + 2 * w.c + e % 2;
-          const bool in_distant = distant[r] && j >= s_end[r] && j < r_begin[r];
-          bool allowed = valid[r] && j <= pos[r];
-          if (!one_pass) allowed = allowed && (dist_pass ? in_distant : !in_distant);
-          if (in_distant && skip[r]) allowed = false;
-          if (!allowed) x[nb][e] = -INFINITY;
-          if (in_distant) distant_bits |= 1u << (4 * nb + e);
-        }
-      }
-      w.softmax(x, distant_bits);
-      w.accumulate(x, v);
     }
+    if (next.pass < passes) load_keys(next, next_ks);
+    w.softmax(x, distant_bits);
+    w.accumulate(x, v);
+    if (next.pass < passes) load_values(next, next_vs);
+    cur = next, ks = next_ks, vs = next_vs;
   }
   w.reduce_sums();
 #pragma unroll
