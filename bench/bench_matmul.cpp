@@ -19,12 +19,15 @@
 #include "bench_probe/bandwidth.h"
 #include "ops/matmul.h"
 #include "util/dtype.h"
+#include "util/quant.h"
 
 namespace {
 
 using podkv::DType;
 
-constexpr DType kDtypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0};
+// The GEMVs take all seven, the GEMM the first four.
+constexpr DType kDtypes[] = {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_0, DType::Q4_K, DType::Q6_K};
+constexpr int kGemvDtypes = 7, kGemmDtypes = 4;
 
 // Random weights of one [rows, cols] matrix in `dtype` (values in [-1, 1]).
 std::vector<uint8_t> make_weights(DType dtype, int64_t rows, int64_t cols, uint32_t seed) {
@@ -32,6 +35,21 @@ std::vector<uint8_t> make_weights(DType dtype, int64_t rows, int64_t cols, uint3
   std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
   std::vector<uint8_t> bytes(podkv::dtype_bytes(dtype, static_cast<size_t>(rows * cols)));
   const int64_t n = rows * cols;
+  if (dtype == DType::Q4_0 || dtype == DType::Q4_K) {
+    std::vector<float> values(static_cast<size_t>(n));
+    for (auto& v : values) v = dist(rng);
+    (dtype == DType::Q4_0 ? podkv::quant::quantize_q4_0 : podkv::quant::quantize_q4_k)(values.data(), bytes.data(),
+                                                                                     values.size());
+    return bytes;
+  }
+  if (dtype == DType::Q6_K) {  // random quants and sub-block scales, a small d
+    for (auto& b : bytes) b = static_cast<uint8_t>(rng());
+    for (int64_t b = 0; b < n / podkv::quant::kSuperBlock; ++b) {
+      const uint16_t d = podkv::f32_to_f16(dist(rng) / 4096.0f);
+      std::memcpy(bytes.data() + b * sizeof(podkv::quant::BlockQ6_K) + 208, &d, 2);
+    }
+    return bytes;
+  }
   if (dtype == DType::Q8_0) {
     for (int64_t b = 0; b < n / podkv::kQ8BlockSize; ++b) {
       uint8_t* blk = bytes.data() + b * podkv::kQ8BlockBytes;
@@ -87,7 +105,7 @@ void run_gemv(benchmark::State& state) {
 }
 
 void gemv_args(benchmark::internal::Benchmark* b, bool rotating) {
-  for (int d = 0; d < 4; ++d) {
+  for (int d = 0; d < kGemvDtypes; ++d) {
     for (auto [rows, cols] : {std::pair<int64_t, int64_t>{4096, 4096}, {2048, 8192}}) {
       const int64_t bytes = static_cast<int64_t>(podkv::dtype_bytes(kDtypes[d], rows * cols));
       const int64_t copies = rotating ? std::max<int64_t>(2, ((int64_t{256} << 20) + bytes - 1) / bytes) : 1;
@@ -157,7 +175,7 @@ void BM_Gemm(benchmark::State& state) {
 }
 BENCHMARK(BM_Gemm)
     ->Apply([](benchmark::internal::Benchmark* b) {
-      for (int d = 0; d < 4; ++d) {
+      for (int d = 0; d < kGemmDtypes; ++d) {
         for (auto [rows, cols] : {std::pair<int64_t, int64_t>{4096, 4096}, {2048, 768}}) {
           const int64_t bytes = static_cast<int64_t>(podkv::dtype_bytes(kDtypes[d], rows * cols));
           const int64_t copies = std::max<int64_t>(2, ((int64_t{256} << 20) + bytes - 1) / bytes);

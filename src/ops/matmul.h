@@ -48,14 +48,14 @@ void matmul_reference(const WeightMatrix& w, const float* x, int64_t tokens, flo
 void set_num_threads(int threads);
 int num_threads();
 
-// How the single-token GEMV takes dot products with Q4_0, Q8_0 and Q4_K weights.
+// How the single-token GEMV takes dot products with Q4_0, Q8_0, Q4_K and Q6_K weights.
 // Int8 (the default, what llama.cpp does): x is quantized once per call to
 // blocks of 32 int8 with a float scale (round(x / d), d = max|x| / 127 over the
 // block, so each x is off by at most 1/254 of its block's max|x|) and the block
 // dot products are integer (AVX-512 VNNI); y then differs from the exact
 // dequantized-W · x by at most Σ|w_j|·max|x|_block(j)/254 per row. Exact: x
 // stays float32, y matches dequantized-W · x to float rounding (~1e-6).
-// Without AVX-512 VNNI, and for the other types and the GEMM, Int8 acts as Exact.
+// Without AVX-512 VNNI and VBMI, and for the other types and the GEMM, Int8 acts as Exact.
 enum class QuantDot { Exact, Int8 };
 void set_quant_dot(QuantDot mode);
 QuantDot quant_dot();

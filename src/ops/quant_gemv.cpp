@@ -1,10 +1,10 @@
 // GEMV for llama.cpp's block types: y[rows] = W · x with W's blocks read in
 // place (layouts in util/quant.h); no float32 copy of W is ever made.
 //
-// Two modes (set_quant_dot, ops/matmul.h). Int8, the default, for Q4_0, Q8_0
-// and Q4_K with AVX-512 VNNI: llama.cpp's way, x quantized to 8 bits once per
-// call and integer block dot products (described above the Int8 kernels below).
-// Exact, and every other type: x stays float32 and the products are then
+// Two modes (set_quant_dot, ops/matmul.h). Int8, the default, for Q4_0, Q8_0,
+// Q4_K and Q6_K with AVX-512 VNNI: llama.cpp's way, x quantized to 8 bits once
+// per call and integer block dot products (ops/quant_gemv_int8.cpp). Exact,
+// and every other type: x stays float32 and the products are then
 // exactly dequantized-weight × x, so logits
 // match a dequantize-then-forward reference to float rounding (~1e-6), at the
 // price of more arithmetic per weight byte. Per block the kernel unpacks the
@@ -241,147 +241,6 @@ float row_q6_k(const uint8_t* row, int64_t blocks, const XView& xv) {
   return _mm512_reduce_add_ps(acc);
 }
 
-
-// ---- Int8 mode (QuantDot::Int8): llama.cpp's fast path for decode ----------
-//
-// x is quantized once per call to blocks of 32 int8 (q = round(x / d), d = max|x|
-// / 127 over the block) and each weight block's dot product with it is integer:
-// _mm512_dpbusd_epi32 sums unsigned-byte × signed-byte products, four per int32
-// lane, so a 512-bit vector covers two blocks of 32 (lanes 0-7 and 8-15), whose
-// int32 sums are converted to float and scaled by d_w · d_x per lane. The
-// weights go in as the unsigned operand: Q4_0 and Q4_K nibbles as they are
-// (0..15), Q8_0 bytes with 128 added (q ^ 0x80); the offset this leaves (8 or 128
-// times the sum of x's int8 values) is taken off through the accumulator's
-// starting value, the per-lane sums of x's int8 values computed once per call.
-// Q4_K's mins use the block sums of x's int8 values (d_x · Σq), as llama.cpp does,
-// so the only difference from the exact path is x's rounding: per row it is
-// Σ_j w_j·(x̂_j − x_j), at most Σ_j |w_j| · max|x|_block(j) / 254.
-#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
-#define PODKV_QUANT_INT8 1
-
-struct QX {
-  const int8_t* q;          // [cols]
-  const int32_t* lanesum;   // [cols / 4]: q[4l] + … + q[4l + 3]
-  const float* d;           // [cols / 32]: the block scales
-  const float* dsum;        // [cols / 32]: d[b] · (sum of block b's q)
-};
-
-void quantize_x(const float* x, int64_t cols, std::vector<int8_t>& q, std::vector<int32_t>& lanesum,
-                std::vector<float>& d, std::vector<float>& dsum) {
-  const int64_t blocks = cols / 32;
-  q.resize(static_cast<size_t>(cols));
-  lanesum.resize(static_cast<size_t>(cols / 4));
-  d.resize(static_cast<size_t>(blocks));
-  dsum.resize(static_cast<size_t>(blocks));
-  for (int64_t b = 0; b < blocks; ++b) {
-    const __m512 a = _mm512_loadu_ps(x + 32 * b), c = _mm512_loadu_ps(x + 32 * b + 16);
-    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
-    const float db = amax / 127.0f;
-    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-    // round to nearest (even on ties): |x − d·q| ≤ d / 2 = max|x| / 254
-    const __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, _mm512_set1_ps(id)));
-    const __m512i qc = _mm512_cvtps_epi32(_mm512_mul_ps(c, _mm512_set1_ps(id)));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q.data() + 32 * b), _mm512_cvtsepi32_epi8(qa));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(q.data() + 32 * b + 16), _mm512_cvtsepi32_epi8(qc));
-    int32_t sum = 0;
-    for (int l = 0; l < 8; ++l) {
-      const int8_t* p = q.data() + 32 * b + 4 * l;
-      const int32_t s = p[0] + p[1] + p[2] + p[3];
-      lanesum[static_cast<size_t>(8 * b + l)] = s;
-      sum += s;
-    }
-    d[static_cast<size_t>(b)] = db;
-    dsum[static_cast<size_t>(b)] = db * static_cast<float>(sum);
-  }
-}
-
-// Lanes 0-7 a, lanes 8-15 b.
-inline __m512 halves(float a, float b) {
-  return _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a), _mm512_set1_ps(b));
-}
-inline __m512i join(__m256i lo, __m256i hi) {
-  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-}
-inline __m256i ld256(const void* p) { return _mm256_loadu_si256(static_cast<const __m256i*>(p)); }
-constexpr __mmask64 kLow32Bytes = 0xFFFFFFFFull;
-
-float row_q4_0_i8(const uint8_t* row, int64_t blocks, const QX& qx) {
-  const auto* b = reinterpret_cast<const BlockQ4_0*>(row);
-  const __m512i m4 = _mm512_set1_epi8(0x0F);
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < blocks; i += 2) {
-    const bool pair = i + 1 < blocks;
-    const __m128i q0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i].qs));
-    const __m128i q1 = pair ? _mm_loadu_si128(reinterpret_cast<const __m128i*>(b[i + 1].qs)) : q0;
-    // bytes 0-15 low nibbles (values 0-15 of block i), 16-31 high nibbles; then block i + 1
-    __m512i v = join(_mm256_set_m128i(q0, q0), _mm256_set_m128i(q1, q1));
-    v = _mm512_and_si512(_mm512_mask_blend_epi64(0xCC, v, _mm512_srli_epi16(v, 4)), m4);
-    const __m512i xs = pair ? _mm512_loadu_si512(qx.q + 32 * i) : _mm512_maskz_loadu_epi8(kLow32Bytes, qx.q + 32 * i);
-    const __m512i ls = pair ? _mm512_loadu_si512(qx.lanesum + 8 * i) : _mm512_maskz_loadu_epi32(0x00FF, qx.lanesum + 8 * i);
-    // Σ (q_w − 8)·q_x = Σ q_w·q_x − 8·Σ q_x
-    const __m512i dot = _mm512_dpbusd_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(ls, 3)), v, xs);
-    const __m512 sc = halves(h2f(b[i].d) * qx.d[i], pair ? h2f(b[i + 1].d) * qx.d[i + 1] : 0.0f);
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, acc);
-  }
-  return _mm512_reduce_add_ps(acc);
-}
-
-float row_q8_0_i8(const uint8_t* row, int64_t blocks, const QX& qx) {
-  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
-  __m512 acc = _mm512_setzero_ps();
-  for (int64_t i = 0; i < blocks; i += 2) {
-    const bool pair = i + 1 < blocks;
-    const uint8_t* b0 = row + kQ8BlockBytes * i;
-    const uint8_t* b1 = pair ? b0 + kQ8BlockBytes : b0;
-    const __m512i v = _mm512_xor_si512(join(ld256(b0 + 2), ld256(b1 + 2)), flip);  // q + 128, unsigned
-    const __m512i xs = pair ? _mm512_loadu_si512(qx.q + 32 * i) : _mm512_maskz_loadu_epi8(kLow32Bytes, qx.q + 32 * i);
-    const __m512i ls = pair ? _mm512_loadu_si512(qx.lanesum + 8 * i) : _mm512_maskz_loadu_epi32(0x00FF, qx.lanesum + 8 * i);
-    // Σ q_w·q_x = Σ (q_w + 128)·q_x − 128·Σ q_x
-    const __m512i dot = _mm512_dpbusd_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(ls, 7)), v, xs);
-    uint16_t d0, d1;
-    std::memcpy(&d0, b0, 2);
-    std::memcpy(&d1, b1, 2);
-    const __m512 sc = halves(h2f(d0) * qx.d[i], pair ? h2f(d1) * qx.d[i + 1] : 0.0f);
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), sc, acc);
-  }
-  return _mm512_reduce_add_ps(acc);
-}
-
-// Q4_K: 64 bytes of qs = chunks 2h and 2h + 1 (32 bytes each); the low nibbles
-// are sub-blocks 4h and 4h + 2, the high ones 4h + 1 and 4h + 3.
-float row_q4_k_i8(const uint8_t* row, int64_t blocks, const QX& qx) {
-  const auto* b = reinterpret_cast<const BlockQ4_K*>(row);
-  const __m512i m4 = _mm512_set1_epi8(0x0F);
-  __m512 acc = _mm512_setzero_ps();
-  float offsets = 0.0f;
-  for (int64_t i = 0; i < blocks; ++i) {
-    uint8_t sc[8], mn[8];
-    for (int j = 0; j < 8; ++j) k4_scale_min(j, b[i].scales, sc[j], mn[j]);
-    const int8_t* xq = qx.q + kSuperBlock * i;
-    const float* dx = qx.d + 8 * i;
-    const float* ds = qx.dsum + 8 * i;
-    __m512 sacc = _mm512_setzero_ps();
-    for (int h = 0; h < 2; ++h) {
-      const __m512i q = _mm512_loadu_si512(b[i].qs + 64 * h);
-      const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-      const int8_t* x = xq + 128 * h;
-      const __m512i xlo = join(ld256(x), ld256(x + 64)), xhi = join(ld256(x + 32), ld256(x + 96));
-      const __m512i dlo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xlo);
-      const __m512i dhi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, xhi);
-      const int s = 4 * h;
-      sacc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dlo), halves(sc[s] * dx[s], sc[s + 2] * dx[s + 2]), sacc);
-      sacc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dhi), halves(sc[s + 1] * dx[s + 1], sc[s + 3] * dx[s + 3]), sacc);
-    }
-    acc = _mm512_fmadd_ps(sacc, _mm512_set1_ps(h2f(b[i].d)), acc);
-    float block_offsets = 0.0f;
-    for (int j = 0; j < 8; ++j) block_offsets += static_cast<float>(mn[j]) * ds[j];
-    offsets += h2f(b[i].dmin) * block_offsets;
-  }
-  return _mm512_reduce_add_ps(acc) - offsets;
-}
-
-#endif  // Int8 kernels
-
 #else  // portable: dequantize one block into a stack buffer, then the dot product
 
 template <DType kType>
@@ -459,31 +318,6 @@ void for_each_row(const WeightMatrix& w, float* y, const float* bias, const RowD
     const float v = row_dot(base + static_cast<size_t>(r) * row_bytes, blocks);
     y[r] = bias ? v + bias[r] : v;
   }
-}
-
-bool gemv_quant_int8(const WeightMatrix& w, const float* x, float* y, const float* bias) {
-#if defined(PODKV_QUANT_INT8)
-  if (g_quant_dot != QuantDot::Int8) return false;
-  using RowDotI8 = float (*)(const uint8_t*, int64_t, const QX&);
-  RowDotI8 dot = nullptr;
-  switch (w.dtype) {
-    case DType::Q4_0: dot = row_q4_0_i8; break;
-    case DType::Q8_0: dot = row_q8_0_i8; break;
-    case DType::Q4_K: dot = row_q4_k_i8; break;
-    default: return false;
-  }
-  check_weight(w, "gemv");
-  thread_local std::vector<int8_t> q;
-  thread_local std::vector<int32_t> lanesum;
-  thread_local std::vector<float> d, dsum;
-  quantize_x(x, w.cols, q, lanesum, d, dsum);
-  const QX qx{q.data(), lanesum.data(), d.data(), dsum.data()};
-  for_each_row(w, y, bias, [&](const uint8_t* row, int64_t blocks) { return dot(row, blocks, qx); });
-  return true;
-#else
-  (void)w, (void)x, (void)y, (void)bias;
-  return false;
-#endif
 }
 
 void gemv_quant(const WeightMatrix& w, const float* x, float* y, const float* bias) {

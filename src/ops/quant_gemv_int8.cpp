@@ -1,0 +1,418 @@
+// The Int8 decode GEMV (QuantDot::Int8, ops/matmul.h): llama.cpp's fast path
+// for Q4_0, Q8_0, Q4_K and Q6_K weights with AVX-512 VNNI and VBMI.
+//
+// x is quantized once per call to blocks of 32 int8 (q̂ = round(x / d), d =
+// max|x| / 127 over the block, so |x − d·q̂| ≤ max|x| / 254) and each weight
+// block's dot product with it is integer: _mm512_dpbusd_epi32 sums
+// unsigned-byte × signed-byte products, four per int32 lane. The weights go in
+// as the unsigned operand (Q4_0 and Q4_K nibbles as they are, Q6_K's 6-bit
+// values 0..63, Q8_0 bytes with 128 added); the bias this leaves (8, 32 or 128
+// times the sum of x̂ over the lane) is taken off through the accumulator's
+// starting value. Q4_K's mins use the sub-block sums of x̂ (d·Σq̂), as llama.cpp
+// does. So the only difference from the exact path is x's rounding: per row
+// Σ_j w_j·(x̂_j − x_j), at most Σ_j |w_j| · max|x|_block(j) / 254.
+//
+// What makes it run near the memory bandwidth (decode reads each weight byte
+// once, so bytes / time is the figure of merit):
+// - x is laid out once per call in the order each type's bytes unpack to
+//   (Q4_0: four blocks' low nibbles, then their high nibbles; Q4_K: sub-blocks
+//   0 2 1 3 4 6 5 7), with x's per-lane bias and block scales expanded to the
+//   lanes they meet, so the weight bytes are never shuffled to match x;
+// - the int32 block sums become float once per 64-byte vector (four Q4_0 or
+//   two Q8_0 blocks, two Q4_K / four Q6_K sub-blocks) and are scaled by a
+//   per-lane vector d_w·d_x built with vpermw / vpermps from the block headers,
+//   not by scalar fp16 conversions; Q4_K's twelve scale bytes are unpacked in
+//   one 128-bit register;
+// - Q4_0 / Q8_0 blocks (18 / 34 bytes) are gathered from unaligned 64-byte
+//   loads with one vpermi2b, and the last, partial group uses masked loads, so
+//   no byte past the row is read;
+// - two accumulators per row, and the sums of four rows reduced together;
+// - each thread reads a contiguous range of rows, one row after another.
+//
+// Tried and dropped: taking four rows side by side so they share x's loads.
+// Cache-resident it was faster, but from memory it ran at half the speed (the
+// prefetchers follow one sequential stream per thread, not four interleaved
+// ones), and software prefetching did not recover it. The first Int8 version
+// (one row at a time, two blocks per vector, scalar fp16 scale conversions and
+// eight scalar Q4_K scale unpacks per super-block, one accumulator) was
+// compute-bound: k4_scale_min alone was 12% of a Q4_K decode profile.
+#include "ops/matmul.h"
+#include "ops/matmul_internal.h"
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__) && \
+    defined(__AVX512VBMI__)
+#define PODKV_QUANT_INT8 1
+#endif
+
+#if defined(PODKV_QUANT_INT8)
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "ops/matmul_simd.h"
+#include "util/quant.h"
+#endif
+
+namespace podkv::detail {
+
+#if defined(PODKV_QUANT_INT8)
+namespace {
+
+using namespace quant;
+
+// x for four Q4_0 blocks (128 values), in the order one 64-byte load of their
+// nibbles unpacks to.
+struct alignas(64) Q4_0Group {
+  int8_t lo[64];       // lo[16k + j] = x̂ value j of block k (j < 16): the low nibbles
+  int8_t hi[64];       // hi[16k + j] = x̂ value 16 + j of block k: the high nibbles
+  int32_t offset[16];  // lane 4k: −8 · Σ x̂ over block k (the nibbles' bias of 8); other lanes 0
+  float d[16];         // lanes 4k .. 4k + 3: block k's scale
+};
+
+// x for one Q4_K super-block (256 values = 8 sub-blocks of 32 = 8 blocks of x).
+struct alignas(64) Q4_KSuper {
+  int8_t q[256];    // x̂ of sub-blocks 0 2 | 1 3 | 4 6 | 5 7 (32 each): low nibbles of qs[0..63],
+                    // high ones, low of qs[64..127], high
+  float d_sum[16];  // lane 2j: sub-block j's scale d; lane 2j + 1: −d·Σq̂ over it (the min term)
+};
+
+// x quantized for one call; built by the calling thread, read by all.
+struct XInt8 {
+  std::vector<int8_t> q;         // [padded cols]: x̂ in natural order, zero past cols
+  std::vector<float> d;          // [padded blocks]: the block scales (0 past cols)
+  std::vector<int32_t> lanesum;  // [padded cols / 4]: q̂[4l] + … + q̂[4l + 3]
+  std::vector<int32_t> offset;   // [padded cols / 4]: −bias · lanesum (Q8_0: 128, Q6_K: 32)
+  std::vector<float> dlane;      // [padded cols / 4]: the scale of lane l's block
+  std::vector<Q4_0Group> q4_0;   // [padded blocks / 4]
+  std::vector<Q4_KSuper> q4_k;   // [padded cols / 256]
+};
+
+// Natural order: x̂, d and the lane sums; cols padded to whole super-blocks.
+void quantize_x(const float* x, int64_t cols, XInt8& qx) {
+  const int64_t padded = (cols + kSuperBlock - 1) / kSuperBlock * kSuperBlock;
+  const int64_t blocks = cols / kBlock;
+  qx.q.assign(static_cast<size_t>(padded), 0);
+  qx.d.assign(static_cast<size_t>(padded / kBlock), 0.0f);
+  qx.lanesum.resize(static_cast<size_t>(padded / 4));
+  for (int64_t b = 0; b < blocks; ++b) {
+    const __m512 a = _mm512_loadu_ps(x + 32 * b), c = _mm512_loadu_ps(x + 32 * b + 16);
+    const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    // round to nearest (even on ties): |x − d·q̂| ≤ d / 2 = max|x| / 254
+    const __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, _mm512_set1_ps(id)));
+    const __m512i qc = _mm512_cvtps_epi32(_mm512_mul_ps(c, _mm512_set1_ps(id)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qx.q.data() + 32 * b), _mm512_cvtsepi32_epi8(qa));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(qx.q.data() + 32 * b + 16), _mm512_cvtsepi32_epi8(qc));
+    qx.d[static_cast<size_t>(b)] = amax / 127.0f;
+  }
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int64_t i = 0; i < padded; i += 64) {  // four int8 per lane summed by one dpbusd
+    const __m512i q = _mm512_loadu_si512(qx.q.data() + i);
+    _mm512_storeu_si512(qx.lanesum.data() + i / 4, _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, q));
+  }
+}
+
+int32_t block_sum(const XInt8& qx, int64_t b) {
+  int32_t s = 0;
+  for (int l = 0; l < 8; ++l) s += qx.lanesum[static_cast<size_t>(8 * b + l)];
+  return s;
+}
+
+// Q8_0 and Q6_K: natural order, −bias · lanesum and the lane scales.
+void prepare_natural(XInt8& qx, int32_t bias) {
+  const size_t lanes = qx.lanesum.size();
+  qx.offset.resize(lanes);
+  qx.dlane.resize(lanes);
+  for (size_t l = 0; l < lanes; ++l) {
+    qx.offset[l] = -bias * qx.lanesum[l];
+    qx.dlane[l] = qx.d[l / 8];
+  }
+}
+
+void prepare_q4_0(XInt8& qx) {
+  const size_t groups = qx.d.size() / 4;
+  qx.q4_0.assign(groups, Q4_0Group{});
+  for (size_t g = 0; g < groups; ++g) {
+    Q4_0Group& x = qx.q4_0[g];
+    for (int k = 0; k < 4; ++k) {
+      const int64_t b = static_cast<int64_t>(4 * g) + k;
+      const int8_t* src = qx.q.data() + 32 * b;
+      std::copy(src, src + 16, x.lo + 16 * k);
+      std::copy(src + 16, src + 32, x.hi + 16 * k);
+      x.offset[4 * k] = -8 * block_sum(qx, b);
+      std::fill(x.d + 4 * k, x.d + 4 * k + 4, qx.d[static_cast<size_t>(b)]);
+    }
+  }
+}
+
+void prepare_q4_k(XInt8& qx) {
+  const size_t supers = qx.q.size() / kSuperBlock;
+  qx.q4_k.assign(supers, Q4_KSuper{});
+  constexpr int kOrder[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+  for (size_t s = 0; s < supers; ++s) {
+    Q4_KSuper& x = qx.q4_k[s];
+    for (int k = 0; k < 8; ++k) {
+      const int8_t* src = qx.q.data() + kSuperBlock * s + 32 * kOrder[k];
+      std::copy(src, src + 32, x.q + 32 * k);
+      const int64_t b = static_cast<int64_t>(8 * s) + k;
+      const float d = qx.d[static_cast<size_t>(b)];
+      x.d_sum[2 * k] = d;
+      x.d_sum[2 * k + 1] = -d * static_cast<float>(block_sum(qx, b));
+    }
+  }
+}
+
+
+// Byte index tables for vpermi2b / vpermb (index bit 6 picks the second source).
+struct Tables {
+  uint8_t q4_0_qs[64];  // 16k + j → byte 18k + 2 + j: the nibbles of four Q4_0 blocks
+  uint8_t q8_0_qs[64];  // j → byte 2 + j, 32 + j → byte 36 + j of (row, row + 4): two Q8_0 blocks
+  Tables() {
+    for (int k = 0; k < 4; ++k)
+      for (int j = 0; j < 16; ++j) q4_0_qs[16 * k + j] = static_cast<uint8_t>(18 * k + 2 + j);
+    for (int j = 0; j < 32; ++j) {
+      q8_0_qs[j] = static_cast<uint8_t>(2 + j);
+      q8_0_qs[32 + j] = static_cast<uint8_t>(64 + 32 + j);  // byte 36 + j = byte 32 + j of row + 4
+    }
+  }
+};
+const Tables kTables;
+
+// Each row_* function returns a vector whose lanes sum to one row · x̂. They
+// keep two accumulators (even and odd steps): a single one makes every step
+// wait for the previous step's fused multiply-add (4 cycles each), which on
+// short rows (768 columns: 3 Q4_K super-blocks) left the kernel latency-bound.
+
+// Q4_0, four blocks (72 bytes) per step: vpermi2b gathers their 64 nibble bytes,
+// vpermw their four fp16 scales to lanes 4k .. 4k + 3.
+struct Q4_0Kernel {
+  const __m512i qs_index = _mm512_loadu_si512(kTables.q4_0_qs);
+  const __m512i d_index = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  //
+                                           27, 27, 27, 27, 18, 18, 18, 18, 9, 9, 9, 9, 0, 0, 0, 0);
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+
+  __m512 step(__m512i a, __m512i b, const Q4_0Group& x, __m512 acc) const {
+    const __m512i q = _mm512_permutex2var_epi8(a, qs_index, b);
+    const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    // Σ (q_w − 8)·q̂ = Σ q_w·q̂ − 8·Σ q̂: the offset lanes start the sum
+    __m512i dot = _mm512_dpbusd_epi32(_mm512_load_si512(x.offset), lo, _mm512_load_si512(x.lo));
+    dot = _mm512_dpbusd_epi32(dot, hi, _mm512_load_si512(x.hi));
+    const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(d_index, a)));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_load_ps(x.d)), acc);
+  }
+  __m512 row(const uint8_t* p, int64_t blocks, const XInt8& qx) const {
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    const int64_t full = blocks / 4;
+    for (int64_t g = 0; g < full; ++g, p += 72) {
+      const __m512i tail = _mm512_zextsi128_si512(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 64)));
+      acc[g & 1] = step(_mm512_loadu_si512(p), tail, qx.q4_0[static_cast<size_t>(g)], acc[g & 1]);
+    }
+    if (const int64_t rest = blocks - 4 * full; rest > 0) {  // 1-3 blocks, ≤ 54 bytes; x is zero past them
+      const __mmask64 mask = (__mmask64{1} << (18 * rest)) - 1;
+      acc[1] = step(_mm512_maskz_loadu_epi8(mask, p), _mm512_setzero_si512(), qx.q4_0[static_cast<size_t>(full)], acc[1]);
+    }
+    return _mm512_add_ps(acc[0], acc[1]);
+  }
+};
+
+// Q8_0, two blocks (68 bytes) per step: bytes 0-63 and 4-67 give both blocks'
+// 32 quants to one vpermi2b, their scales (words 0 and 17) to one vpermw.
+struct Q8_0Kernel {
+  const __m512i qs_index = _mm512_loadu_si512(kTables.q8_0_qs);
+  const __m512i d_index = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  //
+                                           17, 17, 17, 17, 17, 17, 17, 17, 0, 0, 0, 0, 0, 0, 0, 0);
+  const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+
+  __m512 step(__m512i a, __m512i b, const XInt8& qx, int64_t i, __m512 acc) const {
+    const __m512i v = _mm512_xor_si512(_mm512_permutex2var_epi8(a, qs_index, b), flip);  // q + 128
+    // Σ q_w·q̂ = Σ (q_w + 128)·q̂ − 128·Σ q̂
+    const __m512i dot =
+        _mm512_dpbusd_epi32(_mm512_loadu_si512(qx.offset.data() + 8 * i), v, _mm512_loadu_si512(qx.q.data() + 32 * i));
+    const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(d_index, a)));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_loadu_ps(qx.dlane.data() + 8 * i)), acc);
+  }
+  __m512 row(const uint8_t* p, int64_t blocks, const XInt8& qx) const {
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 2 <= blocks; i += 2, p += 2 * kQ8BlockBytes)
+      acc[(i / 2) & 1] = step(_mm512_loadu_si512(p), _mm512_loadu_si512(p + 4), qx, i, acc[(i / 2) & 1]);
+    if (i < blocks) {  // the last block alone (34 bytes); x is zero past it
+      const __mmask64 mask = (__mmask64{1} << kQ8BlockBytes) - 1;
+      acc[1] = step(_mm512_maskz_loadu_epi8(mask, p), _mm512_maskz_loadu_epi8(mask >> 4, p + 4), qx, i, acc[1]);
+    }
+    return _mm512_add_ps(acc[0], acc[1]);
+  }
+};
+
+// Q4_K's 12 scale bytes (at p) as 16: the eight 6-bit scales, then the eight
+// mins (k4_scale_min, done on four 32-bit lanes at once as llama.cpp does).
+inline __m128i q4_k_scales_mins(const uint8_t* p) {
+  const __m128i u = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));  // u0 u1 u2 (+ 4 bytes of qs)
+  constexpr int k1 = 0x3f3f3f3f, k2 = 0x0f0f0f0f, k3 = 0x03030303;
+  // scales 0-3 = u0 & k1; 4-7 = (u2 & k2) | ((u0 >> 6) & k3) << 4;
+  // mins 0-3 = u1 & k1; 4-7 = ((u2 >> 4) & k2) | ((u1 >> 6) & k3) << 4
+  const __m128i a = _mm_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0));  // u0 u2 u1 u2
+  const __m128i b = _mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0));  // u0 u0 u1 u1
+  const __m128i low = _mm_and_si128(_mm_srlv_epi32(a, _mm_set_epi32(4, 0, 0, 0)), _mm_set_epi32(k2, k1, k2, k1));
+  const __m128i high = _mm_slli_epi32(_mm_and_si128(_mm_srli_epi32(b, 6), _mm_set_epi32(k3, 0, k3, 0)), 4);
+  return _mm_or_si128(low, high);
+}
+
+// Q4_K, one super-block (144 bytes) per step: four dpbusd cover its eight
+// sub-blocks two at a time; the per-lane scale is (sub-block scale · d) · d_x,
+// the min term (min · dmin) · (−d_x·Σq̂) summed in the odd lanes.
+struct Q4_KKernel {
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  // s below has sub-block j's scale·d·d_x at lane 2j; dot k's sub-blocks are 0 2, 1 3, 4 6, 5 7
+  const __m512i sel[4] = {_mm512_set_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0),
+                          _mm512_set_epi32(6, 6, 6, 6, 6, 6, 6, 6, 2, 2, 2, 2, 2, 2, 2, 2),
+                          _mm512_set_epi32(12, 12, 12, 12, 12, 12, 12, 12, 8, 8, 8, 8, 8, 8, 8, 8),
+                          _mm512_set_epi32(14, 14, 14, 14, 14, 14, 14, 14, 10, 10, 10, 10, 10, 10, 10, 10)};
+
+  __m512 row(const uint8_t* p, int64_t blocks, const XInt8& qx) const {
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < blocks; ++i, p += sizeof(BlockQ4_K)) {
+      const Q4_KSuper& x = qx.q4_k[static_cast<size_t>(i)];
+      const __m128i sm = q4_k_scales_mins(p + 4);
+      // lanes 2j, 2j + 1: scale j, min j (as float) × d, dmin × d_x, −d_x·Σq̂
+      const __m512 scale_min = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(sm, _mm_srli_si128(sm, 8))));
+      uint32_t d_dmin;
+      std::memcpy(&d_dmin, p, 4);
+      const __m512 dd = _mm512_cvtph_ps(_mm256_set1_epi32(static_cast<int>(d_dmin)));
+      const __m512 s = _mm512_mul_ps(_mm512_mul_ps(scale_min, dd), _mm512_load_ps(x.d_sum));
+      acc[0] = _mm512_mask_add_ps(acc[0], 0xAAAA, acc[0], s);  // the mins' term
+      for (int h = 0; h < 2; ++h) {
+        const __m512i q = _mm512_loadu_si512(p + 16 + 64 * h);
+        const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+        const __m512i dlo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_load_si512(x.q + 128 * h));
+        const __m512i dhi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, _mm512_load_si512(x.q + 128 * h + 64));
+        acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dlo), _mm512_permutexvar_ps(sel[2 * h], s), acc[0]);
+        acc[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dhi), _mm512_permutexvar_ps(sel[2 * h + 1], s), acc[1]);
+      }
+    }
+    return _mm512_add_ps(acc[0], acc[1]);
+  }
+};
+
+// Q6_K, one super-block (210 bytes) per step: per half, 64 bytes of ql and 32
+// of qh unpack to values 0-63 and 64-127 of the half in natural order (so x̂ is
+// read as it is); four int8 scales of 16 values per 64-value vector.
+struct Q6_KKernel {
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+  // qh bits 0-1 (first 32 bytes) and 2-3 (second 32) to bits 4-5; bits 4-5 and 6-7 likewise
+  const __m512i shl = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                       0x0004000400040004, 0x0004000400040004, 0x0004000400040004, 0x0004000400040004);
+  const __m512i shr = _mm512_set_epi64(0x0002000200020002, 0x0002000200020002, 0x0002000200020002, 0x0002000200020002,
+                                       0, 0, 0, 0);
+  // lane l of vector v uses scale 4v + l / 4
+  const __m512i sel[4] = {_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+                          _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4),
+                          _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8),
+                          _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
+
+  __m512 row(const uint8_t* p, int64_t blocks, const XInt8& qx) const {
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < blocks; ++i, p += sizeof(BlockQ6_K)) {
+      const int8_t* xq = qx.q.data() + kSuperBlock * i;
+      const int32_t* off = qx.offset.data() + 64 * i;
+      const float* dl = qx.dlane.data() + 64 * i;
+      uint16_t d16;
+      std::memcpy(&d16, p + 208, 2);
+      const __m512 sc = _mm512_mul_ps(
+          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 192)))),
+          _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(d16))));
+      for (int h = 0; h < 2; ++h) {
+        const __m512i ql = _mm512_loadu_si512(p + 64 * h);
+        const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 128 + 32 * h)));
+        const __m512i va = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m30));
+        const __m512i vb = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                           _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30));
+        // Σ (q − 32)·q̂ = Σ q·q̂ − 32·Σ q̂
+        const int v = 2 * h;
+        const __m512i da = _mm512_dpbusd_epi32(_mm512_loadu_si512(off + 16 * v), va, _mm512_loadu_si512(xq + 64 * v));
+        const __m512i db =
+            _mm512_dpbusd_epi32(_mm512_loadu_si512(off + 16 * v + 16), vb, _mm512_loadu_si512(xq + 64 * v + 64));
+        acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(da),
+                                 _mm512_mul_ps(_mm512_permutexvar_ps(sel[v], sc), _mm512_loadu_ps(dl + 16 * v)), acc[0]);
+        acc[1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(db),
+                                 _mm512_mul_ps(_mm512_permutexvar_ps(sel[v + 1], sc), _mm512_loadu_ps(dl + 16 * v + 16)),
+                                 acc[1]);
+      }
+    }
+    return _mm512_add_ps(acc[0], acc[1]);
+  }
+};
+
+// The sums of four rows' vectors at once: pairwise within 128-bit lanes, then
+// the four 128-bit lanes (13 shuffles and adds instead of 4 × 8).
+inline __m128 reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+  const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
+  const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
+  // each 128-bit lane: [row 0, row 1, row 2, row 3] partial sums
+  const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xEE));
+  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// Below this many weight bytes the calling thread does it alone (as the exact path).
+constexpr size_t kParallelMinBytes = 64 * 1024;
+
+// y = W · x̂ (+ bias). Each thread takes a contiguous range of rows and reads
+// them one after another, so its part of W is one sequential stream (taking
+// four rows side by side, to share x's loads, ran at half the speed from
+// memory: the prefetchers follow one stream, not four interleaved ones); the
+// sums of four consecutive rows are reduced together.
+template <typename Kernel>
+void run_rows(const WeightMatrix& w, float* y, const float* bias, const XInt8& qx) {
+  const auto* base = static_cast<const uint8_t*>(w.data);
+  const size_t row_bytes = w.row_bytes();
+  const int64_t blocks = w.cols / dtype_block_size(w.dtype);
+  const int threads = w.bytes() >= kParallelMinBytes ? static_cast<int>(std::min<int64_t>(num_threads(), w.rows)) : 1;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+  {
+    const Kernel k;
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t r0 = w.rows * t / nt, r1 = w.rows * (t + 1) / nt;
+    int64_t r = r0;
+    for (; r + 4 <= r1; r += 4) {
+      const uint8_t* p = base + static_cast<size_t>(r) * row_bytes;
+      const __m512 a0 = k.row(p, blocks, qx), a1 = k.row(p + row_bytes, blocks, qx);
+      const __m512 a2 = k.row(p + 2 * row_bytes, blocks, qx), a3 = k.row(p + 3 * row_bytes, blocks, qx);
+      __m128 v = reduce4(a0, a1, a2, a3);
+      if (bias) v = _mm_add_ps(v, _mm_loadu_ps(bias + r));
+      _mm_storeu_ps(y + r, v);
+    }
+    for (; r < r1; ++r) {
+      const float v = _mm512_reduce_add_ps(k.row(base + static_cast<size_t>(r) * row_bytes, blocks, qx));
+      y[r] = bias ? v + bias[r] : v;
+    }
+  }
+}
+
+}  // namespace
+#endif  // PODKV_QUANT_INT8
+
+bool gemv_quant_int8(const WeightMatrix& w, const float* x, float* y, const float* bias) {
+#if defined(PODKV_QUANT_INT8)
+  if (quant_dot() != QuantDot::Int8) return false;
+  if (w.dtype != DType::Q4_0 && w.dtype != DType::Q8_0 && w.dtype != DType::Q4_K && w.dtype != DType::Q6_K)
+    return false;
+  check_weight(w, "gemv");
+  thread_local XInt8 qx;
+  quantize_x(x, w.cols, qx);
+  switch (w.dtype) {
+    case DType::Q4_0: prepare_q4_0(qx), run_rows<Q4_0Kernel>(w, y, bias, qx); break;
+    case DType::Q8_0: prepare_natural(qx, 128), run_rows<Q8_0Kernel>(w, y, bias, qx); break;
+    case DType::Q4_K: prepare_q4_k(qx), run_rows<Q4_KKernel>(w, y, bias, qx); break;
+    default: prepare_natural(qx, 32), run_rows<Q6_KKernel>(w, y, bias, qx); break;  // Q6_K
+  }
+  return true;
+#else
+  (void)w, (void)x, (void)y, (void)bias;
+  return false;
+#endif
+}
+
+}  // namespace podkv::detail
