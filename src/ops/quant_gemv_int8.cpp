@@ -49,6 +49,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 #include <vector>
 
 #include "ops/matmul_simd.h"
@@ -78,13 +79,28 @@ struct alignas(64) Q4_KSuper {
   float d_sum[16];  // lane 2j: sub-block j's scale d; lane 2j + 1: −d·Σq̂ over it (the min term)
 };
 
+// 64-byte aligned storage, so that no 64-byte load of x crosses a cache line
+// (a split load costs two).
+template <typename T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <typename U>
+  Aligned64(const Aligned64<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{64})); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{64}); }
+  bool operator==(const Aligned64&) const { return true; }
+};
+template <typename T>
+using AlignedVector = std::vector<T, Aligned64<T>>;
+
 // x quantized for one call; built by the calling thread, read by all.
 struct XInt8 {
-  std::vector<int8_t> q;         // [padded cols]: x̂ in natural order, zero past cols
-  std::vector<float> d;          // [padded blocks]: the block scales (0 past cols)
-  std::vector<int32_t> lanesum;  // [padded cols / 4]: q̂[4l] + … + q̂[4l + 3]
-  std::vector<int32_t> offset;   // [padded cols / 4]: −bias · lanesum (Q8_0: 128, Q6_K: 32)
-  std::vector<float> dlane;      // [padded cols / 4]: the scale of lane l's block
+  AlignedVector<int8_t> q;         // [padded cols]: x̂ in natural order, zero past cols
+  std::vector<float> d;            // [padded blocks]: the block scales (0 past cols)
+  AlignedVector<int32_t> lanesum;  // [padded cols / 4]: q̂[4l] + … + q̂[4l + 3]
+  AlignedVector<int32_t> offset;   // [padded cols / 4]: −bias · lanesum (Q8_0: 128, Q6_K: 32)
+  AlignedVector<float> dlane;      // [padded cols / 4]: the scale of lane l's block
   std::vector<Q4_0Group> q4_0;   // [padded blocks / 4]
   std::vector<Q4_KSuper> q4_k;   // [padded cols / 256]
 };
@@ -233,11 +249,21 @@ struct Q8_0Kernel {
     const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(d_index, a)));
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_loadu_ps(qx.dlane.data() + 8 * i)), acc);
   }
+  // Two whole blocks: their quants by two 256-bit loads, the scales by vpermw.
+  __m512 step2(const uint8_t* p, const XInt8& qx, int64_t i, __m512 acc) const {
+    const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 2))),
+                                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kQ8BlockBytes + 2)), 1);
+    const __m512i v = _mm512_xor_si512(q, flip);  // q + 128
+    const __m512i dot =
+        _mm512_dpbusd_epi32(_mm512_load_si512(qx.offset.data() + 8 * i), v, _mm512_load_si512(qx.q.data() + 32 * i));
+    const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(d_index, _mm512_loadu_si512(p))));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw, _mm512_load_ps(qx.dlane.data() + 8 * i)), acc);
+  }
   __m512 row(const uint8_t* p, int64_t blocks, const XInt8& qx) const {
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     int64_t i = 0;
     for (; i + 2 <= blocks; i += 2, p += 2 * kQ8BlockBytes)
-      acc[(i / 2) & 1] = step(_mm512_loadu_si512(p), _mm512_loadu_si512(p + 4), qx, i, acc[(i / 2) & 1]);
+      acc[(i / 2) & 1] = step2(p, qx, i, acc[(i / 2) & 1]);
     if (i < blocks) {  // the last block alone (34 bytes); x is zero past it
       const __mmask64 mask = (__mmask64{1} << kQ8BlockBytes) - 1;
       acc[1] = step(_mm512_maskz_loadu_epi8(mask, p), _mm512_maskz_loadu_epi8(mask >> 4, p + 4), qx, i, acc[1]);
