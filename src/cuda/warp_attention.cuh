@@ -130,20 +130,24 @@ struct WarpAttention {
     }
   }
 
-  // The online softmax over a tile: x[n][e] is S (log2 units, -inf where masked) of n-block n,
-  // element e (row g + 8 (e / 2), key 8 n + 2 c + e % 2); `distant` bit 4 n + e marks keys of
-  // the distant class. Returns the probabilities in x and rescales O and the sums.
-  __device__ __forceinline__ void softmax(float (&x)[2][4], uint32_t distant) {
+  // The online softmax over NB n-blocks of 8 keys: x[n][e] is S (log2 units, -inf where masked)
+  // of n-block n, element e (row g + 8 (e / 2), key 8 n + 2 c + e % 2); `distant` bit 4 n + e marks
+  // keys of the distant class. Returns the probabilities in x and rescales O and the sums.
+  template <int NB>
+  __device__ __forceinline__ void softmax(float (&x)[NB][4], uint32_t distant) {
+    static_assert(NB <= 8, "at most 64 keys per update (32 distant bits)");
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float mx = fmaxf(fmaxf(x[0][2 * r], x[0][2 * r + 1]), fmaxf(x[1][2 * r], x[1][2 * r + 1]));
+      float mx = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < NB; ++n) mx = fmaxf(mx, fmaxf(x[n][2 * r], x[n][2 * r + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float m_new = fmaxf(m[r], mx);
       const float correction = m_new == -INFINITY ? 1.0f : exp2f(m[r] - m_new);
       float add_p = 0.0f, add_d = 0.0f;
 #pragma unroll
-      for (int n = 0; n < 2; ++n)
+      for (int n = 0; n < NB; ++n)
 #pragma unroll
         for (int e = 2 * r; e < 2 * r + 2; ++e) {
           const float p = m_new == -INFINITY ? 0.0f : exp2f(x[n][e] - m_new);
