@@ -1,4 +1,4 @@
-// podkv convert --type q4_0 / q4_1 / q5_0 / q5_1 / q8_0 / q4_k on the committed
+// podkv convert --type q4_0 / q4_1 / q5_0 / q5_1 / q8_0 / q4_k / q6_k on the committed
 // reference model (models/podkv-ref): the written types, the size and
 // logits-error report, and the logits of the file read back against the source.
 #include <gtest/gtest.h>
@@ -23,10 +23,11 @@ TEST_F(ConvertQuant, WritesTypesAndReportsError) {
   auto source = Model::load(src);
   std::vector<int32_t> ids;
   for (int i = 0; i < 48; ++i) ids.push_back((i * 37 + 11) % source->config().vocab_size);
-  // Bounds ~3x the errors seen on 64 tokens of English (4-bit ~0.03, 5-bit ~0.012, Q8_0 ~0.004).
+  // Bounds ~3x the errors seen on 64 tokens of English (4-bit ~0.03, 5-bit ~0.012, Q6_K ~0.007, Q8_0 ~0.004).
   const std::map<std::string, std::pair<DType, double>> cases = {
       {"q4_0", {DType::Q4_0, 0.1}}, {"q4_1", {DType::Q4_1, 0.1}}, {"q5_0", {DType::Q5_0, 0.04}},
-      {"q5_1", {DType::Q5_1, 0.04}}, {"q8_0", {DType::Q8_0, 0.015}}, {"q4_k", {DType::Q4_K, 0.1}}};
+      {"q5_1", {DType::Q5_1, 0.04}}, {"q8_0", {DType::Q8_0, 0.015}}, {"q4_k", {DType::Q4_K, 0.1}},
+      {"q6_k", {DType::Q6_K, 0.02}}};
   for (const auto& [type, expect] : cases) {
     const std::string out = (tmp_ / ("ref-" + type + ".gguf")).string();
     const CliResult r = clitest::run_cli({"convert", "-m", src, "--out", out, "--type", type, "--check-tokens", "32"}, tmp_);

@@ -401,6 +401,46 @@ TEST(Quantize, Q4_KRoundTrip) {
   }
 }
 
+// Q6_K: each 16-value sub-block's nominal step is s = max|x| / 32 (its value of
+// largest magnitude maps to −32). The step stored is d·sc with sc an int8 and d
+// the super-block's largest s / 128, so it is off from s by up to d / 2; a value
+// rounds to within half a stored step, or, where it clamps at 31 or −32, within
+// s + 16·d. The rms error, about s / √12 for a Gaussian, is checked too.
+TEST(Quantize, Q6_KRoundTrip) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> g(0.1f, 1.0f);
+  std::vector<float> x(256 * 8);
+  for (auto& v : x) v = g(rng);
+  for (int j = 0; j < 16; ++j) x[256 * 3 + 16 * 5 + j] *= 1e-3f;  // a tiny sub-block beside ordinary ones
+  std::vector<uint8_t> bytes(dtype_bytes(DType::Q6_K, x.size()));
+  quant::quantize_q6_k(x.data(), bytes.data(), x.size());
+  std::vector<float> back(x.size());
+  to_f32(DType::Q6_K, bytes.data(), back.data(), back.size());
+  double err2 = 0, x2 = 0;
+  for (size_t sb = 0; sb < x.size() / 256; ++sb) {
+    float super_max = 0;
+    for (int j = 0; j < 256; ++j) super_max = std::max(super_max, std::fabs(x[256 * sb + j]));
+    const float d = super_max / 32 / 128;
+    for (size_t s = 16 * sb; s < 16 * sb + 16; ++s) {
+      float amax = 0;
+      for (int j = 0; j < 16; ++j) amax = std::max(amax, std::fabs(x[16 * s + j]));
+      const float step = amax / 32;
+      for (int j = 0; j < 16; ++j) {
+        const float e = std::fabs(back[16 * s + j] - x[16 * s + j]);
+        ASSERT_LE(e, (step + 16 * d) * 1.01f) << "sub-block " << s << " value " << j;
+        err2 += static_cast<double>(e) * e;
+        x2 += static_cast<double>(x[16 * s + j]) * x[16 * s + j];
+      }
+    }
+  }
+  // Gaussian sub-blocks of 16: max|x| ≈ 1.8σ, s / √12 ≈ 0.016σ
+  EXPECT_LT(std::sqrt(err2 / x2), 0.025);
+  std::vector<float> zeros(256, 0.0f), zeros_back(256, 1.0f);
+  quant::quantize_q6_k(zeros.data(), bytes.data(), 256);
+  to_f32(DType::Q6_K, bytes.data(), zeros_back.data(), 256);
+  for (float v : zeros_back) EXPECT_EQ(v, 0.0f);
+}
+
 // A block whose values are exactly representable comes back exactly: d = −max / 8.
 TEST(Quantize, Q4_0ExactBlock) {
   float x[32];

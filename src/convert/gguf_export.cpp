@@ -46,9 +46,10 @@ DType target_dtype(GgufExportType t, DType stored, int64_t cols, bool embedding_
       return t == GgufExportType::Q4_0 ? DType::Q4_0 : t == GgufExportType::Q4_1 ? DType::Q4_1
            : t == GgufExportType::Q5_0 ? DType::Q5_0 : DType::Q5_1;
     }
-    case GgufExportType::Q4_K:
+    case GgufExportType::Q4_K: case GgufExportType::Q6_K:
       if (!blocks) return DType::F16;
-      return embedding_or_output || cols % quant::kSuperBlock != 0 ? DType::Q8_0 : DType::Q4_K;
+      if (embedding_or_output || cols % quant::kSuperBlock != 0) return DType::Q8_0;
+      return t == GgufExportType::Q4_K ? DType::Q4_K : DType::Q6_K;
   }
   return stored;
 }
@@ -86,6 +87,7 @@ void convert_row(DType from, const uint8_t* src, DType to, uint8_t* dst, int64_t
     case DType::Q5_0: quant::quantize_q5_0(tmp.data(), dst, n); return;
     case DType::Q5_1: quant::quantize_q5_1(tmp.data(), dst, n); return;
     case DType::Q4_K: quant::quantize_q4_k(tmp.data(), dst, n); return;
+    case DType::Q6_K: quant::quantize_q6_k(tmp.data(), dst, n); return;
     default: throw Error(std::string("gguf export: cannot write dtype ") + dtype_name(to));
   }
 }
@@ -137,6 +139,7 @@ uint32_t file_type(DType t) {
     case DType::Q5_0: return 8;
     case DType::Q5_1: return 9;
     case DType::Q4_K: return 14;  // LLAMA_FTYPE_MOSTLY_Q4_K_S
+    case DType::Q6_K: return 18;  // LLAMA_FTYPE_MOSTLY_Q6_K
     case DType::BF16: return 32;
     default: return 0;
   }
@@ -326,7 +329,8 @@ GgufExportType parse_gguf_export_type(const std::string& text, const std::string
   if (text == "q5_0") return GgufExportType::Q5_0;
   if (text == "q5_1") return GgufExportType::Q5_1;
   if (text == "q4_k") return GgufExportType::Q4_K;
-  throw Error(option + ": '" + text + "' is not one of keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k");
+  if (text == "q6_k") return GgufExportType::Q6_K;
+  throw Error(option + ": '" + text + "' is not one of keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k");
 }
 
 GgufExportResult export_gguf(const Model& model, const std::string& out_path, const GgufExportOptions& opts) {

@@ -46,11 +46,12 @@ class Model;
 //  Q4_0, Q4_1, Q5_0, Q5_1 (llama.cpp's reference quantizers): the same, except
 //  the token embedding and the output matrix, which are written Q8_0 (the
 //  logits are most sensitive to them; llama-quantize likewise keeps them at
-//  a higher precision, Q6_K). Q4_K (podkv's plain min/max quantizer, see
-//  util/quant.h): matrices whose rows are a multiple of 256; other matrices as Q8_0.
-enum class GgufExportType { Keep, F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K };
+//  a higher precision, Q6_K). Q4_K and Q6_K (podkv's plain reference
+//  quantizers, see util/quant.h): matrices whose rows are a multiple of 256;
+//  other matrices, the embedding and the output as Q8_0.
+enum class GgufExportType { Keep, F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q6_K };
 
-// "keep", "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k"; throws
+// "keep", "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q6_k"; throws
 // Error naming `option` otherwise.
 GgufExportType parse_gguf_export_type(const std::string& text, const std::string& option);
 

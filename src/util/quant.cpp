@@ -358,4 +358,51 @@ void quantize_q4_k(const float* src, uint8_t* dst, size_t count) {
   }
 }
 
+void quantize_q6_k(const float* src, uint8_t* dst, size_t count) {
+  check(count % kSuperBlock == 0, "quantize_q6_k: " + std::to_string(count) + " values is not a multiple of 256");
+  auto* out = reinterpret_cast<BlockQ6_K*>(dst);
+  for (size_t b = 0; b < count / kSuperBlock; ++b) {
+    const float* x = src + b * kSuperBlock;
+    float scale[16], max_scale = 0.0f;  // max_scale: the scale of largest magnitude, signed
+    for (int j = 0; j < 16; ++j) {
+      float extreme = 0.0f;  // the value of largest magnitude
+      for (int l = 0; l < 16; ++l)
+        if (std::fabs(x[16 * j + l]) > std::fabs(extreme)) extreme = x[16 * j + l];
+      scale[j] = extreme / -32.0f;
+      if (std::fabs(scale[j]) > std::fabs(max_scale)) max_scale = scale[j];
+    }
+    BlockQ6_K& y = out[b];
+    uint8_t q[kSuperBlock];  // q + 32, 0..63
+    if (max_scale == 0.0f) {
+      y.d = f32_to_f16(0.0f);
+      std::fill(y.scales, y.scales + 16, int8_t{0});
+      std::fill(q, q + kSuperBlock, uint8_t{32});
+    } else {
+      const float iscale = -128.0f / max_scale;
+      y.d = f32_to_f16(1.0f / iscale);
+      const float d = f16_to_f32(y.d);
+      for (int j = 0; j < 16; ++j) {
+        y.scales[j] = static_cast<int8_t>(std::clamp(static_cast<int>(std::lround(iscale * scale[j])), -128, 127));
+        const float step = d * static_cast<float>(y.scales[j]);
+        for (int l = 0; l < 16; ++l) {
+          const int v = step != 0.0f ? static_cast<int>(std::lround(x[16 * j + l] / step)) : 0;
+          q[16 * j + l] = static_cast<uint8_t>(std::clamp(v, -32, 31) + 32);
+        }
+      }
+    }
+    // per half of 128: ql[l] = values l | l + 64 (low, high nibble), ql[l + 32] = l + 32 | l + 96,
+    // qh[l] = the top two bits of l, l + 32, l + 64, l + 96
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* v = q + 128 * h;
+      uint8_t* ql = y.ql + 64 * h;
+      uint8_t* qh = y.qh + 32 * h;
+      for (int l = 0; l < 32; ++l) {
+        ql[l] = static_cast<uint8_t>((v[l] & 0xF) | ((v[l + 64] & 0xF) << 4));
+        ql[l + 32] = static_cast<uint8_t>((v[l + 32] & 0xF) | ((v[l + 96] & 0xF) << 4));
+        qh[l] = static_cast<uint8_t>((v[l] >> 4) | ((v[l + 32] >> 4) << 2) | ((v[l + 64] >> 4) << 4) | ((v[l + 96] >> 4) << 6));
+      }
+    }
+  }
+}
+
 }  // namespace podkv::quant

@@ -69,4 +69,11 @@ void quantize_q5_1(const float* src, uint8_t* dst, size_t count);
 // (make_qkx2_quants), so a little less accurate, but the same format.
 void quantize_q4_k(const float* src, uint8_t* dst, size_t count);
 
+// Q6_K (count % 256 == 0) by plain absmax per 16-value sub-block: the value of
+// largest magnitude maps to −32 (q in [−32, 31]), and the sixteen sub-block
+// scales to int8 against the super-block's largest (which becomes −128), as
+// llama.cpp's quantize_row_q6_K_ref lays them out; without its search over
+// candidate scales (make_qx_quants), so a little less accurate, but the same format.
+void quantize_q6_k(const float* src, uint8_t* dst, size_t count);
+
 }  // namespace podkv::quant
