@@ -1,8 +1,11 @@
 #include "tokenizer/bpe.h"
 
+#include <algorithm>
+#include <array>
 #include <cstdio>
 #include <queue>
 
+#include "tokenizer/fingerprint.h"
 #include "tokenizer/utf8.h"
 #include "util/error.h"
 
@@ -218,6 +221,27 @@ std::string BpeTokenizer::token_bytes(int32_t id) const {
     throw Error("token id " + std::to_string(id) + " out of range (vocabulary size " +
                 std::to_string(vocab_size()) + ")");
   return bytes_[id];
+}
+
+void BpeTokenizer::hash_rules(Fnv1a64& hash) const {
+  const BpeModel& m = cfg_.model;
+  hash.string("bpe");
+  hash.u64(m.ignore_merges);
+  hash.u64(m.byte_fallback);
+  // Ranks are positions in the file's merge list, which may hold entries that
+  // can never apply (skipped when loading): the order is hashed, not the ranks.
+  std::vector<std::pair<int32_t, uint64_t>> by_rank;  // rank, index into triples
+  std::vector<std::array<int32_t, 3>> triples;        // left, right, merged
+  by_rank.reserve(m.merges.size());
+  triples.reserve(m.merges.size());
+  for (const auto& [pair, merge] : m.merges) {
+    by_rank.emplace_back(merge.first, triples.size());
+    triples.push_back({static_cast<int32_t>(pair >> 32), static_cast<int32_t>(pair & 0xffffffffu), merge.second});
+  }
+  std::sort(by_rank.begin(), by_rank.end());
+  hash.u64(by_rank.size());
+  for (const auto& [rank, index] : by_rank)
+    for (const int32_t id : triples[index]) hash.u64(static_cast<uint32_t>(id));
 }
 
 std::string BpeTokenizer::decode(const std::vector<int32_t>& ids) const {

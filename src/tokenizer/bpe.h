@@ -85,6 +85,7 @@ class BpeTokenizer : public Tokenizer {
   std::string token_bytes(int32_t id) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
   int32_t vocab_size() const override { return static_cast<int32_t>(bytes_.size()); }
+  void hash_rules(Fnv1a64& hash) const override;
 
  private:
   BpeConfig cfg_;

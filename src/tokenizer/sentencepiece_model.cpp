@@ -6,8 +6,11 @@
 #ifdef PODKV_HAVE_SENTENCEPIECE
 #include <sentencepiece_processor.h>
 
+#include <bit>
+
 #include "tokenizer/added_tokens.h"
 #include "tokenizer/bpe.h"
+#include "tokenizer/fingerprint.h"
 #include "tokenizer/utf8.h"
 #endif
 
@@ -94,6 +97,12 @@ class SentencePieceTokenizer : public Tokenizer {
   }
 
   int32_t vocab_size() const override { return static_cast<int32_t>(bytes_.size()); }
+
+  // As SpmTokenizer's (a GGUF "llama" vocabulary carries the same scores).
+  void hash_rules(Fnv1a64& hash) const override {
+    hash.string("scores");
+    for (int32_t id = 0; id < vocab_size(); ++id) hash.u64(std::bit_cast<uint32_t>(sp_.GetScore(id)));
+  }
 
  private:
   std::string path_;

@@ -1,9 +1,11 @@
 #include "tokenizer/spm.h"
 
+#include <bit>
 #include <cstdio>
 #include <queue>
 
 #include "tokenizer/bpe.h"
+#include "tokenizer/fingerprint.h"
 #include "tokenizer/utf8.h"
 #include "util/error.h"
 
@@ -139,6 +141,12 @@ std::string SpmTokenizer::token_bytes(int32_t id) const {
     throw Error("token id " + std::to_string(id) + " out of range (vocabulary size " +
                 std::to_string(vocab_size()) + ")");
   return bytes_[id];
+}
+
+void SpmTokenizer::hash_rules(Fnv1a64& hash) const {
+  hash.string("scores");
+  for (size_t id = 0; id < cfg_.tokens.size(); ++id)
+    hash.u64(std::bit_cast<uint32_t>(id < cfg_.scores.size() ? cfg_.scores[id] : 0.0f));
 }
 
 std::string SpmTokenizer::decode(const std::vector<int32_t>& ids) const {

@@ -39,6 +39,7 @@ class SpmTokenizer : public Tokenizer {
   std::string token_bytes(int32_t id) const override;
   std::string decode(const std::vector<int32_t>& ids) const override;
   int32_t vocab_size() const override { return static_cast<int32_t>(cfg_.tokens.size()); }
+  void hash_rules(Fnv1a64& hash) const override;
 
  private:
   void encode_text(const std::string& text, std::vector<int32_t>& out) const;

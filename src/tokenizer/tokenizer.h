@@ -13,6 +13,7 @@
 namespace podkv {
 
 namespace gguf { class File; }
+class Fnv1a64;
 
 class Tokenizer {
  public:
@@ -33,6 +34,12 @@ class Tokenizer {
   virtual std::string decode(const std::vector<int32_t>& ids) const;
 
   virtual int32_t vocab_size() const = 0;
+
+  // Feeds what decides the segmentation beyond the vocabulary to `hash`, in a
+  // form that does not depend on the file the tokenizer came from: BPE merges
+  // in rank order as (left, right, merged) ids and the model's flags;
+  // SentencePiece-style piece scores. For tokenizer_fingerprint.
+  virtual void hash_rules(Fnv1a64& hash) const = 0;
   int32_t bos_id() const { return bos_id_; }               // -1 when none
   const std::vector<int32_t>& eos_ids() const { return eos_ids_; }
   bool is_eos(int32_t id) const;

@@ -2,8 +2,11 @@
 
 #include <algorithm>
 #include <fstream>
+#include <optional>
 
+#include "tokenizer/fingerprint.h"
 #include "tokenizer/tokenizer.h"
+#include "train/token_file.h"
 #include "util/bounded_read.h"
 #include "util/error.h"
 
@@ -29,30 +32,46 @@ std::string random_string(std::mt19937_64& rng, int length, const char* alphabet
   return s;
 }
 
+// Appends the tokens of one text file, then EOS.
+void append_text_file(const std::string& path, const Tokenizer& tokenizer, std::vector<int32_t>& stream) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot read the data file");
+  const size_t before = stream.size();
+  std::string line;
+  int64_t line_number = 0;
+  size_t bytes = 0;
+  while (read_line_bounded(in, line, kMaxTextBytes, path, line_number)) {
+    bytes += line.size() + 1;
+    if (bytes > kMaxCorpusFileBytes)
+      throw Error(path + ": larger than " + limit_string(kMaxCorpusFileBytes) + ", the limit for one data file");
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    line += '\n';
+    const std::vector<int32_t> ids = tokenizer.encode(line, false);
+    stream.insert(stream.end(), ids.begin(), ids.end());
+  }
+  if (stream.size() == before) throw Error(path + ": the data file holds no text");
+  if (!tokenizer.eos_ids().empty()) stream.push_back(tokenizer.eos_ids().front());
+}
+
 }  // namespace
+
+std::vector<int32_t> corpus_stream(const std::vector<std::string>& files, const Tokenizer& tokenizer) {
+  std::vector<int32_t> stream;
+  std::optional<TokenizerIdentity> identity;  // computed for the first token file
+  for (const std::string& path : files) {
+    if (!is_token_file(path)) {
+      append_text_file(path, tokenizer, stream);
+      continue;
+    }
+    if (!identity) identity = TokenizerIdentity{tokenizer.vocab_size(), tokenizer_fingerprint(tokenizer)};
+    read_token_file(path, stream, &*identity);
+  }
+  return stream;
+}
 
 Corpus load_corpus(const std::vector<std::string>& files, const Tokenizer& tokenizer, double validation_fraction) {
   check(validation_fraction >= 0 && validation_fraction < 1, "--val-fraction: must be in [0, 1)");
-  std::vector<int32_t> stream;
-  for (const std::string& path : files) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path + ": cannot read the data file");
-    const size_t before = stream.size();
-    std::string line;
-    int64_t line_number = 0;
-    size_t bytes = 0;
-    while (read_line_bounded(in, line, kMaxTextBytes, path, line_number)) {
-      bytes += line.size() + 1;
-      if (bytes > kMaxCorpusFileBytes)
-        throw Error(path + ": larger than " + limit_string(kMaxCorpusFileBytes) + ", the limit for one data file");
-      if (!line.empty() && line.back() == '\r') line.pop_back();
-      line += '\n';
-      const std::vector<int32_t> ids = tokenizer.encode(line, false);
-      stream.insert(stream.end(), ids.begin(), ids.end());
-    }
-    if (stream.size() == before) throw Error(path + ": the data file holds no text");
-    if (!tokenizer.eos_ids().empty()) stream.push_back(tokenizer.eos_ids().front());
-  }
+  const std::vector<int32_t> stream = corpus_stream(files, tokenizer);
   Corpus c;
   const size_t held = static_cast<size_t>(static_cast<double>(stream.size()) * validation_fraction);
   c.train.assign(stream.begin(), stream.end() - static_cast<std::ptrdiff_t>(held));

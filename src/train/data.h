@@ -1,4 +1,5 @@
-// Training data: text files tokenised into one stream and packed into
+// Training data: text files (or token files made from them) as one token
+// stream packed into
 // sequences of a chosen length, and generated long-context tasks (passkey
 // retrieval in filler text, key-value retrieval among many keys) whose loss
 // counts the answer tokens only. Batches are a pure function of (seed, step,
@@ -23,13 +24,19 @@ struct Batch {
   std::vector<int32_t> tokens, targets;
 };
 
-// The token stream of text files: each file is tokenised line by line (no
-// BOS), files are joined with the tokenizer's EOS (when it has one). The last
-// `validation_fraction` of the stream is held out for evaluation.
+// The token stream of data files, in order: a text file is tokenised line by
+// line (no BOS) and followed by the tokenizer's EOS (when it has one); a token
+// file (train/token_file.h, recognised by its magic) contributes its ids as
+// they are (the same stream, tokenised earlier). Throws Error naming the file
+// when it cannot be read, holds no tokens, or is a token file that is
+// truncated, corrupt or made by another tokenizer.
+std::vector<int32_t> corpus_stream(const std::vector<std::string>& files, const Tokenizer& tokenizer);
+
+// The stream of corpus_stream, with its last `validation_fraction` held out
+// for evaluation.
 struct Corpus {
   std::vector<int32_t> train, validation;
 };
-// Throws Error naming the file when it cannot be read or holds no tokens.
 Corpus load_corpus(const std::vector<std::string>& files, const Tokenizer& tokenizer, double validation_fraction);
 
 enum class Task { Passkey, KvRetrieval };

@@ -1,4 +1,6 @@
-// podkv tokenize / detokenize: text on stdin to ids on stdout, and back.
+// podkv tokenize / detokenize: text on stdin to ids on stdout, and back;
+// podkv tokenize-data: training text to a binary token file.
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <iterator>
@@ -6,6 +8,9 @@
 
 #include "commands.h"
 #include "common.h"
+#include "tokenizer/fingerprint.h"
+#include "train/data.h"
+#include "train/token_file.h"
 #include "util/bounded_read.h"
 #include "util/error.h"
 
@@ -91,6 +96,33 @@ void run_detokenize(const TokenizeCommand& o) {
   });
 }
 
+struct TokenizeDataCommand {
+  std::string tokenizer, model;
+  std::vector<std::string> data;
+  std::string out;
+};
+
+// The stream podkv train --data builds from the same files, written once.
+void run_tokenize_data(const TokenizeDataCommand& o) {
+  if (o.tokenizer.empty() == o.model.empty()) throw Error("give one of --tokenizer and -m");
+  std::unique_ptr<Tokenizer> tok;
+  if (!o.tokenizer.empty()) {
+    tok = load_tokenizer(o.tokenizer);
+  } else {
+    tok = load_model_tokenizer(*Model::load(o.model));
+    if (!tok) throw Error(o.model + ": the model has no tokenizer (tokenizer.json or tokenizer.model)");
+  }
+  const auto start = std::chrono::steady_clock::now();
+  const std::vector<int32_t> stream = train::corpus_stream(o.data, *tok);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const train::TokenFileHeader h = train::write_token_file(o.out, stream, tok->vocab_size(), tokenizer_fingerprint(*tok));
+  const uint64_t bytes = train::kTokenFileHeaderBytes + h.tokens * h.id_bytes;
+  std::fprintf(stderr, "wrote %s: %llu tokens (uint%u ids, vocabulary %u, tokenizer %016llx), %llu bytes, from %zu file%s in %.2f s (%.0f tokens/s)\n",
+               o.out.c_str(), static_cast<unsigned long long>(h.tokens), h.id_bytes * 8, h.vocab_size,
+               static_cast<unsigned long long>(h.fingerprint), static_cast<unsigned long long>(bytes), o.data.size(),
+               o.data.size() == 1 ? "" : "s", seconds, seconds > 0 ? static_cast<double>(h.tokens) / seconds : 0.0);
+}
+
 }  // namespace
 
 void add_tokenize_commands(CLI::App& app) {
@@ -106,6 +138,14 @@ void add_tokenize_commands(CLI::App& app) {
   detok->add_option("--tokenizer", d->tokenizer, "tokenizer.json, tokenizer.model, .gguf file or model directory")->required();
   detok->add_flag("--jsonl", d->jsonl, "read lines {\"ids\": [...]}, write lines {\"text\": ...}");
   detok->callback([d] { run_detokenize(*d); });
+
+  auto t = std::make_shared<TokenizeDataCommand>();
+  CLI::App* data = app.add_subcommand("tokenize-data", "training text to a binary token file for train/adapt --data");
+  data->add_option("--tokenizer", t->tokenizer, "tokenizer.json, tokenizer.model, .gguf file or directory");
+  data->add_option("-m,--model", t->model, "take the tokenizer of this model (as adapt does)");
+  data->add_option("--data", t->data, "text files (or token files), in order, as for train --data")->required();
+  data->add_option("--out", t->out, "token file to write")->required();
+  data->callback([t] { run_tokenize_data(*t); });
 }
 
 }  // namespace podkv::cli

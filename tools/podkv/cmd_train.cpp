@@ -41,7 +41,7 @@ struct TrainingFlags {
 
 void add_training_flags(CLI::App* cmd, TrainingFlags& f) {
   TrainOptions& o = f.options;
-  cmd->add_option("--data", f.data, "text files to train on (tokenised and packed)");
+  cmd->add_option("--data", f.data, "text files to train on (tokenised and packed), or token files of podkv tokenize-data");
   cmd->add_option("--out", o.out_dir, "output checkpoint directory")->required();
   cmd->add_option("--steps", o.steps, "optimiser steps")->capture_default_str();
   cmd->add_option("--batch", o.batch, "sequences per micro-batch")->capture_default_str();
