@@ -44,6 +44,11 @@ void append_text_file(const std::string& path, const Tokenizer& tokenizer, std::
     bytes += line.size() + 1;
     if (bytes > kMaxCorpusFileBytes)
       throw Error(path + ": larger than " + limit_string(kMaxCorpusFileBytes) + ", the limit for one data file");
+    // Text never holds NUL; a binary file (a token file with a damaged magic,
+    // UTF-16) would otherwise train on garbage.
+    if (line.find('\0') != std::string::npos)
+      throw Error(path + ": line " + std::to_string(line_number) +
+                  " holds a NUL byte: neither text nor a podkv token file (no PODKVTOK magic)");
     if (!line.empty() && line.back() == '\r') line.pop_back();
     line += '\n';
     const std::vector<int32_t> ids = tokenizer.encode(line, false);

@@ -28,8 +28,9 @@ struct Batch {
 // line (no BOS) and followed by the tokenizer's EOS (when it has one); a token
 // file (train/token_file.h, recognised by its magic) contributes its ids as
 // they are (the same stream, tokenised earlier). Throws Error naming the file
-// when it cannot be read, holds no tokens, or is a token file that is
-// truncated, corrupt or made by another tokenizer.
+// when it cannot be read, holds no tokens, is binary without the token file
+// magic (a NUL byte), or is a token file that is truncated, corrupt or made by
+// another tokenizer.
 std::vector<int32_t> corpus_stream(const std::vector<std::string>& files, const Tokenizer& tokenizer);
 
 // The stream of corpus_stream, with its last `validation_fraction` held out
