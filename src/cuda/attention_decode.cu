@@ -4,18 +4,24 @@
 // The keys a query row reads (pod-method.md's classes, as attention.cu lists
 // them: proximal spans from the layer's own streams, distant spans from the
 // anchor's keys or the selection store) are numbered in one virtual range and
-// cut into `splits` chunks. One block per (row, KV head, group tile of up to
-// 8 query heads, chunk): the query heads of a KV head share every key and
-// value load (GQA/MQA). Its 4 warps take 32-key tiles in turn:
-//   scores: lane j reads key j of the tile whole (16-byte loads where the
-//           entry type allows) and dots it with each head's query (shared memory);
-//   softmax: per head a running max, and the proximal and distant sums apart
-//            (the gate is the proximal share of the mass);
-//   values:  lane l holds output elements l, l + 32, ... of every head.
-// The block's warps are merged in shared memory into one partial per (row,
-// query head, chunk) = (max, proximal sum, distant sum, acc[d]); merge_kernel
-// combines the chunks by their log-sum-exp, writes the output and the gate.
+// cut into `splits` chunks; each chunk gives a partial (max, proximal sum,
+// distant sum, unnormalised output) per (row, query head), and a merge kernel
+// combines the chunks by their log-sum-exp and writes the output and the gate.
+// The query heads of a KV head share every key and value load (GQA/MQA).
 // A head whose anchor gate is >= tau masks its distant keys (counted once).
+// Two kernels take the chunks:
+//  - decode_mma_kernel (bf16 entries, no selection stores, head_dim a multiple
+//    of 32): one warp per chunk, on the tensor cores (warp_attention.cuh), the
+//    KV head's query heads as the mma's 16 rows, keys and values from the pool
+//    straight into registers, Q and P split into bf16 hi + lo;
+//  - decode_kernel (every other entry type and shape, on the CUDA cores): one
+//    block of 4 warps per (row, KV head, group tile of up to 8 query heads,
+//    chunk), taking 32-key tiles in turn:
+//      scores: lane j reads key j of the tile whole (16-byte loads where the
+//              entry type allows) and dots it with each head's query (shared memory);
+//      softmax: per head a running max, and the proximal and distant sums apart;
+//      values:  lane l holds output elements l, l + 32, ... of every head;
+//    the block's warps merged in shared memory into the chunk's partial.
 #include <algorithm>
 #include <cmath>
 
