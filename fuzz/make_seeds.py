@@ -226,6 +226,19 @@ def llama2c_seeds():
     put("fuzz_llama2c", "tokenizer.bin", tok)
 
 
+def token_file_seeds():
+    # The layout of src/train/token_file.h: magic, version, id bytes, vocabulary, reserved, fingerprint, count, ids.
+    def token_file(ids, vocab, width=None, fingerprint=0x0123456789ABCDEF):
+        width = width or (2 if vocab <= 65536 else 4)
+        head = b"PODKVTOK" + struct.pack("<IIIIQQ", 1, width, vocab, 0, fingerprint, len(ids))
+        return head + struct.pack("<%d%s" % (len(ids), "H" if width == 2 else "I"), *ids)
+    ids = [220, 1004, 5, 0, 1006, 1001, 17, 999]
+    put("fuzz_token_file", "uint16.tokens", token_file(ids, 1007))
+    put("fuzz_token_file", "uint32.tokens", token_file([0, 65535, 65536, 99999], 100000))
+    put("fuzz_token_file", "truncated.tokens", token_file(ids, 1007)[:-3])
+    put("fuzz_token_file", "header_only.tokens", token_file([], 1007))
+
+
 if __name__ == "__main__":
     # Seeds are rewritten; inputs that once crashed a harness (regression_*) stay.
     for h in os.listdir(OUT) if os.path.isdir(OUT) else []:
@@ -239,6 +252,7 @@ if __name__ == "__main__":
     config_seeds()
     pod_config_seeds()
     eval_progress_seeds()
+    token_file_seeds()
     for h in sorted(os.listdir(OUT)):
         files = os.listdir(os.path.join(OUT, h))
         print("%-24s %2d seeds, %6d bytes" % (h, len(files), sum(os.path.getsize(os.path.join(OUT, h, f)) for f in files)))
