@@ -115,9 +115,12 @@ void run_tokenize_data(const TokenizeDataCommand& o) {
   const auto start = std::chrono::steady_clock::now();
   const std::vector<int32_t> stream = train::corpus_stream(o.data, *tok);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  const train::TokenFileHeader h = train::write_token_file(o.out, stream, tok->vocab_size(), tokenizer_fingerprint(*tok));
+  const train::TokenFileHeader h =
+      train::write_token_file(o.out, stream, tok->vocab_size(), tokenizer_fingerprint(*tok));
   const uint64_t bytes = train::kTokenFileHeaderBytes + h.tokens * h.id_bytes;
-  std::fprintf(stderr, "wrote %s: %llu tokens (uint%u ids, vocabulary %u, tokenizer %016llx), %llu bytes, from %zu file%s in %.2f s (%.0f tokens/s)\n",
+  std::fprintf(stderr,
+               "wrote %s: %llu tokens (uint%u ids, vocabulary %u, tokenizer %016llx), %llu bytes, "
+               "from %zu file%s in %.2f s (%.0f tokens/s)\n",
                o.out.c_str(), static_cast<unsigned long long>(h.tokens), h.id_bytes * 8, h.vocab_size,
                static_cast<unsigned long long>(h.fingerprint), static_cast<unsigned long long>(bytes), o.data.size(),
                o.data.size() == 1 ? "" : "s", seconds, seconds > 0 ? static_cast<double>(h.tokens) / seconds : 0.0);
