@@ -22,8 +22,9 @@ std::string ids_str(const std::vector<int32_t>& v) {
 
 void run_fixture(const std::string& name, const char* tokenizer_file) {
   const fs::path dir = kFixtures / name;
-  if (!fs::exists(dir / tokenizer_file) || !fs::exists(dir / "cases.jsonl"))
-    GTEST_SKIP() << (dir / tokenizer_file) << " or cases.jsonl not present (run scripts/fixtures/make_tokenizer_fixtures.py)";
+  // Committed fixtures: missing ones are a failure, not a skip.
+  ASSERT_TRUE(fs::exists(dir / tokenizer_file) && fs::exists(dir / "cases.jsonl"))
+      << (dir / tokenizer_file) << " or cases.jsonl is missing (scripts/fixtures/make_tokenizer_fixtures.py makes them)";
   const auto tok = podkv::load_tokenizer(dir.string());
   std::ifstream in(dir / "cases.jsonl");
   int n = 0, ok = 0;
@@ -63,5 +64,5 @@ void run_fixture(const std::string& name, const char* tokenizer_file) {
 
 TEST(TokenizerFixtures, BpeLlama3) { run_fixture("bpe_llama3", "tokenizer.json"); }
 TEST(TokenizerFixtures, SentencePieceBpe) { run_fixture("spm_bpe", "tokenizer.model"); }
-TEST(TokenizerFixtures, SentencePieceHfLegacy) { run_fixture("spm_hf_legacy", "tokenizer.json"); }
-TEST(TokenizerFixtures, SentencePieceHfMetaspace) { run_fixture("spm_hf_metaspace", "tokenizer.json"); }
+// The SentencePiece model converted to tokenizer.json by transformers (legacy and Metaspace
+// flavours) has no fixture: transformers 5.17's convert_slow_tokenizer fails on it (see the script).

@@ -441,35 +441,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// One block per (row, query head): the chunks' partials combined, for a few chunks (batches): each
-// thread walks them itself, no barriers.
-__global__ void merge_few_kernel(int num_heads, int d, int layer, int64_t rows, int splits, const float* partials,
-                                 float* out, float* all_gates, const int32_t* row_entry, const uint8_t* entry_tiled) {
-  const int64_t row = blockIdx.x;
-  const int i = blockIdx.y;
-  if (entry_tiled != nullptr && entry_tiled[row_entry[row]]) return;
-  const float* base = partial_at(const_cast<float*>(partials), row, num_heads, i, splits, 0, d);
-  const int64_t stride = d + 3;
-  float m = -INFINITY;
-  for (int c = 0; c < splits; ++c) m = fmaxf(m, base[c * stride]);
-  float sp = 0.0f, sd = 0.0f;
-  for (int c = 0; c < splits; ++c) {
-    const float* p = base + c * stride;
-    const float w = p[0] == -INFINITY ? 0.0f : expf(p[0] - m);
-    sp += w * p[1], sd += w * p[2];
-  }
-  const float inv = 1.0f / (sp + sd);
-  for (int t = threadIdx.x; t < d; t += blockDim.x) {
-    float x = 0.0f;
-    for (int c = 0; c < splits; ++c) {
-      const float* p = base + c * stride;
-      if (p[0] != -INFINITY) x += expf(p[0] - m) * p[3 + t];
-    }
-    out[(row * num_heads + i) * d + t] = x * inv;
-  }
-  if (threadIdx.x == 0 && all_gates != nullptr) all_gates[(static_cast<int64_t>(layer) * rows + row) * num_heads + i] = sp * inv;
-}
-
 // One block per (row, query head): the chunks' partials combined. Each chunk's weight
 // exp(max_c - max) goes to shared memory first, so that the sums over the chunks are loads
 // independent of each other (hundreds of chunks at batch 1).
@@ -550,8 +521,7 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
     launch_simt(step, launch, q, splits, partials, stream);
   }
   const dim3 merge_grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(launch.num_heads));
-  auto merge = splits <= 16 ? merge_few_kernel : merge_kernel;
-  merge<<<merge_grid, 128, 0, stream>>>(launch.num_heads, step.head_dim, launch.layer, step.rows, splits, partials,
+  merge_kernel<<<merge_grid, 128, 0, stream>>>(launch.num_heads, step.head_dim, launch.layer, step.rows, splits, partials,
                                         launch.out, launch.all_gates, step.row_entry, step.entry_tiled);
   check_launch("merge_kernel");
 }
