@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <memory>
 
 #include "io/gguf.h"
 #include "io/safetensors.h"
@@ -47,27 +48,41 @@ class QuantizedModel : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override { saved_ = quant_dot(); }
   void TearDown() override { set_quant_dot(saved_); }
+
+  // The parameter's GGUF file and golden ids and logits (skips when ../shared lacks them).
+  void load_golden() {
+    gguf_path_ = kQuantized / ("podkv-ref-" + GetParam() + ".gguf");
+    const fs::path golden_path = kQuantized / ("podkv-ref-" + GetParam() + ".golden.safetensors");
+    if (!fs::exists(gguf_path_) || !fs::exists(golden_path)) GTEST_SKIP() << gguf_path_ << " is absent";
+    golden_ = std::make_unique<safetensors::File>(safetensors::File::open(golden_path.string()));
+    const auto* ids_t = golden_->find("input_ids");
+    logits_t_ = golden_->find("logits");
+    ASSERT_NE(ids_t, nullptr);
+    ASSERT_NE(logits_t_, nullptr);
+    ASSERT_EQ(ids_t->dtype, DType::I32);
+    ids_.resize(static_cast<size_t>(ids_t->elements()));
+    std::memcpy(ids_.data(), ids_t->data, ids_.size() * 4);
+    expected_ = reinterpret_cast<const float*>(logits_t_->data);
+  }
+
   QuantDot saved_ = QuantDot::Int8;
+  fs::path gguf_path_;
+  std::unique_ptr<safetensors::File> golden_;
+  const safetensors::TensorView* logits_t_ = nullptr;
+  std::vector<int32_t> ids_;
+  const float* expected_ = nullptr;
 };
 
 TEST_P(QuantizedModel, LogitsMatchGolden) {
   set_quant_dot(QuantDot::Exact);
-  const fs::path gguf_path = kQuantized / ("podkv-ref-" + GetParam() + ".gguf");
-  const fs::path golden_path = kQuantized / ("podkv-ref-" + GetParam() + ".golden.safetensors");
-  if (!fs::exists(gguf_path) || !fs::exists(golden_path)) GTEST_SKIP() << gguf_path << " is absent";
-  auto golden = safetensors::File::open(golden_path.string());
-  const auto* ids_t = golden.find("input_ids");
-  const auto* logits_t = golden.find("logits");
-  ASSERT_NE(ids_t, nullptr);
-  ASSERT_NE(logits_t, nullptr);
-  ASSERT_EQ(ids_t->dtype, DType::I32);
-  std::vector<int32_t> ids(static_cast<size_t>(ids_t->elements()));
-  std::memcpy(ids.data(), ids_t->data, ids.size() * 4);
-  const auto* expected = reinterpret_cast<const float*>(logits_t->data);
+  load_golden();
+  if (IsSkipped() || HasFatalFailure()) return;
+  const std::vector<int32_t>& ids = ids_;
+  const float* expected = expected_;
 
-  auto model = Model::load(gguf_path.string());
+  auto model = Model::load(gguf_path_.string());
   const ModelConfig& c = model->config();
-  ASSERT_EQ(logits_t->shape, (std::vector<int64_t>{static_cast<int64_t>(ids.size()), c.vocab_size}));
+  ASSERT_EQ(logits_t_->shape, (std::vector<int64_t>{static_cast<int64_t>(ids.size()), c.vocab_size}));
   // The file really holds the quantized types (not a float fallback).
   std::map<std::string, int> types;
   for (const auto& t : model->gguf_file()->tensors()) ++types[dtype_name(gguf::to_dtype(t.type))];
@@ -110,18 +125,11 @@ size_t argmax(const float* v, size_t n) { return static_cast<size_t>(std::max_el
 // where the golden top two are more than 1e-2 · max|golden| apart.
 TEST_P(QuantizedModel, Int8LogitsNearGolden) {
   set_quant_dot(QuantDot::Int8);
-  const fs::path gguf_path = kQuantized / ("podkv-ref-" + GetParam() + ".gguf");
-  const fs::path golden_path = kQuantized / ("podkv-ref-" + GetParam() + ".golden.safetensors");
-  if (!fs::exists(gguf_path) || !fs::exists(golden_path)) GTEST_SKIP() << gguf_path << " is absent";
-  auto golden = safetensors::File::open(golden_path.string());
-  const auto* ids_t = golden.find("input_ids");
-  const auto* logits_t = golden.find("logits");
-  ASSERT_NE(ids_t, nullptr);
-  ASSERT_NE(logits_t, nullptr);
-  std::vector<int32_t> ids(static_cast<size_t>(ids_t->elements()));
-  std::memcpy(ids.data(), ids_t->data, ids.size() * 4);
-  const auto* expected = reinterpret_cast<const float*>(logits_t->data);
-  auto model = Model::load(gguf_path.string());
+  load_golden();
+  if (IsSkipped() || HasFatalFailure()) return;
+  const std::vector<int32_t>& ids = ids_;
+  const float* expected = expected_;
+  auto model = Model::load(gguf_path_.string());
   const ModelConfig& c = model->config();
   const size_t vocab = static_cast<size_t>(c.vocab_size);
   const size_t cache_bytes = (ids.size() + 64) * c.dense_kv_bytes_per_token(4) * 2;
