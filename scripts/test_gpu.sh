@@ -11,7 +11,9 @@
 #     and greedy generate --device cuda (f32 weights) equal to the CPU's ids;
 #  4. podkv eval (passkey grid, all seven policies) on cuda and cpu: the same greedy answers and KV bytes
 #     (needs a build with PCRE2 for the reference model's tokenizer; says NOT RUN otherwise);
-#  5. podkv info --device cuda.
+#  5. podkv info --device cuda;
+#  6. the GPU trainer against the CPU trainer (podkv_tests *TrainCuda*: every training kernel, whole
+#     steps' loss and gradients on dense/GQA/MQA/PoD models in f32 and bf16, ten steps of a run).
 # Logs go to LOG_DIR (default BUILD_DIR/gpu-logs). Exits non-zero on any failure.
 #   scripts/test_gpu.sh [BUILD_DIR] [LOG_DIR]        (JOBS=N for the build, default all cores)
 set -uo pipefail
@@ -53,6 +55,10 @@ for b in cpu cuda; do
   done
 done
 tail -1 "$logs/backend_ops.log"
+
+echo "== GPU trainer against the CPU trainer"
+(cd "$root" && "$build/podkv_tests" --gtest_filter='*TrainCuda*') >"$logs/train_cuda.log" 2>&1 || status=1
+grep -E "FAILED|PASSED|SKIPPED|Failure" "$logs/train_cuda.log" | head -20
 
 echo "== CUDA fixture tests"
 (cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*') >"$logs/cuda_fixtures.log" 2>&1 || status=1

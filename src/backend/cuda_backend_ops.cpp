@@ -18,20 +18,7 @@ bool cuda_device_available() {
 
 namespace {
 
-std::string bytes_string(size_t bytes) { return std::to_string(bytes) + " bytes"; }
-
-void* device_alloc(size_t bytes, const char* what) {
-  void* p = nullptr;
-  const cudaError_t e = cudaMalloc(&p, std::max<size_t>(bytes, 1));
-  if (e != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky-free error state of a failed allocation
-    size_t free_bytes = 0, total = 0;
-    cudaMemGetInfo(&free_bytes, &total);
-    throw Error(std::string("cuda: cannot allocate ") + bytes_string(bytes) + " for " + what + " (" +
-                bytes_string(free_bytes) + " free of " + bytes_string(total) + "): " + cudaGetErrorString(e));
-  }
-  return p;
-}
+using cuda::device_alloc;
 
 // The pages of a KV cache in device memory.
 class DeviceKvPool : public KvPool {

@@ -25,6 +25,20 @@ inline void check_cublas(cublasStatus_t s, const char* call) {
 // After a kernel launch: a bad configuration shows here, a fault at the next synchronising call.
 inline void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
 
+// cudaMalloc that throws Error naming `what`, the size and the free memory.
+inline void* device_alloc(size_t bytes, const char* what) {
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, bytes > 0 ? bytes : 1);
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // clear the error state of the failed allocation
+    size_t free_bytes = 0, total = 0;
+    cudaMemGetInfo(&free_bytes, &total);
+    throw Error(std::string("cuda: cannot allocate ") + std::to_string(bytes) + " bytes for " + what + " (" +
+                std::to_string(free_bytes) + " bytes free of " + std::to_string(total) + "): " + cudaGetErrorString(e));
+  }
+  return p;
+}
+
 }  // namespace podkv::cuda
 
 #define PODKV_CUDA_CHECK(call) ::podkv::cuda::check_cuda((call), #call)

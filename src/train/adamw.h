@@ -41,6 +41,7 @@ class AdamW {
   void step(float* params, const float* grads, const std::vector<ParamRange>& ranges, double lr);
 
   int64_t steps() const { return steps_; }
+  const AdamWOptions& options() const { return options_; }
   std::vector<float>& first_moment() { return m_; }   // [num_params]
   std::vector<float>& second_moment() { return v_; }  // [num_params]
   const std::vector<float>& first_moment() const { return m_; }

@@ -115,16 +115,20 @@ const TensorInfo* Transformer<T>::find(const std::string& name) const {
 }
 
 template <typename T>
-const T* Transformer<T>::tensor(TensorKind kind, int layer) const {
+int Transformer<T>::tensor_index(TensorKind kind, int layer) const {
   if (kind == TensorKind::LmHead && config_.tie_word_embeddings) kind = TensorKind::Embedding;
-  const int i = index_[static_cast<size_t>(kind) * (config_.num_layers + 1) + layer + 1];
+  return index_[static_cast<size_t>(kind) * (config_.num_layers + 1) + layer + 1];
+}
+
+template <typename T>
+const T* Transformer<T>::tensor(TensorKind kind, int layer) const {
+  const int i = tensor_index(kind, layer);
   return i < 0 ? nullptr : params_.data() + tensors_[i].offset;
 }
 
 template <typename T>
 T* Transformer<T>::tensor_grad(TensorKind kind, int layer) {
-  if (kind == TensorKind::LmHead && config_.tie_word_embeddings) kind = TensorKind::Embedding;
-  const int i = index_[static_cast<size_t>(kind) * (config_.num_layers + 1) + layer + 1];
+  const int i = tensor_index(kind, layer);
   return i < 0 || !trainable_[i] ? nullptr : grads_.data() + tensors_[i].offset;
 }
 

@@ -64,6 +64,10 @@ class Transformer {
   const ModelConfig& config() const { return config_; }
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* find(const std::string& name) const;  // nullptr when absent
+  // Index into tensors() of (kind, layer), -1 when absent; a tied LM head is the embedding.
+  int tensor_index(TensorKind kind, int layer = -1) const;
+  // The layer whose keys KV head h of `layer` reads for distant tokens (the layer itself when dense).
+  int anchor(int layer, int kv_head) const { return anchor_[static_cast<size_t>(layer) * config_.num_kv_heads + kv_head]; }
   std::vector<T>& params() { return params_; }
   const std::vector<T>& params() const { return params_; }
   std::vector<T>& grads() { return grads_; }

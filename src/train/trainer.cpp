@@ -14,7 +14,7 @@ namespace podkv::train {
 
 namespace fs = std::filesystem;
 
-double validation_loss(Transformer<float>& model, const BatchSource& data, int64_t batches, int64_t batch, int64_t seq) {
+double validation_loss(TrainDevice& model, const BatchSource& data, int64_t batches, int64_t batch, int64_t seq) {
   LossStats total;
   for (int64_t i = 0; i < batches; ++i) {
     const Batch b = data.validation_batch(i, batch, seq);
@@ -23,9 +23,14 @@ double validation_loss(Transformer<float>& model, const BatchSource& data, int64
   return total.mean();
 }
 
-double task_accuracy(Transformer<float>& model, const BatchSource& data, Task task, int64_t samples, int64_t batch,
+double validation_loss(Transformer<float>& model, const BatchSource& data, int64_t batches, int64_t batch, int64_t seq) {
+  CpuTrainDevice cpu(model, nullptr);
+  return validation_loss(cpu, data, batches, batch, seq);
+}
+
+double task_accuracy(TrainDevice& model, const BatchSource& data, Task task, int64_t samples, int64_t batch,
                      int64_t seq) {
-  const int64_t vocab = model.config().vocab_size;
+  const int64_t vocab = model.model().config().vocab_size;
   std::vector<float> logits(static_cast<size_t>(batch * seq * vocab));
   int64_t right = 0, seen = 0;
   for (int64_t index = 0; seen < samples; ++index) {
@@ -43,6 +48,21 @@ double task_accuracy(Transformer<float>& model, const BatchSource& data, Task ta
     }
   }
   return static_cast<double>(right) / static_cast<double>(samples);
+}
+
+double task_accuracy(Transformer<float>& model, const BatchSource& data, Task task, int64_t samples, int64_t batch,
+                     int64_t seq) {
+  CpuTrainDevice cpu(model, nullptr);
+  return task_accuracy(cpu, data, task, samples, batch, seq);
+}
+
+double model_flops_per_token(const Transformer<float>& model, int64_t seq) {
+  const ModelConfig& c = model.config();
+  double matrices = 0;
+  for (const TensorInfo& t : model.tensors())
+    if (t.shape.size() == 2 && (t.kind != TensorKind::Embedding || c.tie_word_embeddings))
+      matrices += static_cast<double>(t.size);
+  return 6.0 * matrices + 6.0 * c.num_layers * c.num_heads * c.head_dim * static_cast<double>(seq);
 }
 
 Trainer::Trainer(Transformer<float>& model, const BatchSource& data, std::vector<Task> accuracy_tasks,
@@ -77,10 +97,12 @@ Trainer::Trainer(Transformer<float>& model, const BatchSource& data, std::vector
     if (model_.trainable()[i]) ranges_.push_back({model_.tensors()[i].offset, model_.tensors()[i].size, model_.tensors()[i].decay});
   // Fail on bad data now rather than after the first evaluation.
   data_.train_batch(0, 0, 1, options_.seq_len);
+  device_ = make_train_device(options_.device, model_, &optimizer_, options_.precision);
 }
 
 void Trainer::resume(const std::string& dir) {
   const nlohmann::json state = load_checkpoint(dir, model_, optimizer_);
+  device_->from_host();
   start_step_ = state.value("step", int64_t{0});
   if (start_step_ > options_.steps)
     throw Error("--resume " + dir + ": the checkpoint is at step " + std::to_string(start_step_) + ", past --steps " +
@@ -100,6 +122,7 @@ void Trainer::log(const nlohmann::json& line) {
 }
 
 void Trainer::save(int64_t step) {
+  device_->to_host();
   CheckpointContents contents;
   contents.model = &model_;
   contents.tokenizer_path = options_.tokenizer_path;
@@ -112,12 +135,16 @@ void Trainer::save(int64_t step) {
   save_checkpoint(options_.out_dir, contents);
 }
 
+double Trainer::validation_loss() {
+  return train::validation_loss(*device_, data_, options_.eval_batches, options_.batch, options_.seq_len);
+}
+
 EvalReport Trainer::evaluate(int64_t step) {
   EvalReport r;
   r.step = step;
-  r.loss = validation_loss(model_, data_, options_.eval_batches, options_.batch, options_.seq_len);
+  r.loss = validation_loss();
   for (Task t : accuracy_tasks_)
-    r.accuracy[task_name(t)] = task_accuracy(model_, data_, t, options_.accuracy_samples, options_.batch, options_.seq_len);
+    r.accuracy[task_name(t)] = task_accuracy(*device_, data_, t, options_.accuracy_samples, options_.batch, options_.seq_len);
   nlohmann::json line = {{"step", step}, {"eval_loss", r.loss}};
   for (const auto& [name, acc] : r.accuracy) line["accuracy_" + name] = acc;
   log(line);
@@ -140,29 +167,30 @@ void Trainer::run(const std::function<void(const StepReport&)>& on_step,
       micro.push_back(data_.train_batch(step, m, options_.batch, options_.seq_len));
       for (int32_t t : micro.back().targets) count += t >= 0;
     }
-    model_.zero_grads();
+    device_->zero_grads();
     LossStats stats;
     // grads of the mean loss over every counted target of the whole step.
     for (const Batch& b : micro)
-      stats += model_.forward_backward(b.tokens.data(), b.targets.data(), b.batch, b.seq,
+      stats += device_->forward_backward(b.tokens.data(), b.targets.data(), b.batch, b.seq,
                                        count > 0 ? 1.0 / static_cast<double>(count) : 0.0);
-    const double norm = clip_by_global_norm(model_.grads().data(), ranges_, options_.clip);
+    const double norm = device_->clip_grads(ranges_, options_.clip);
     // A diverged step would poison every later one and the checkpoint.
     if (!std::isfinite(stats.mean()) || !std::isfinite(norm))
       throw Error("training diverged at step " + std::to_string(step + 1) + " (loss " + std::to_string(stats.mean()) +
                   ", gradient norm " + std::to_string(norm) + "); try a lower --lr or a --clip");
     const double lr = learning_rate(step, options_.steps, options_.warmup, options_.lr, options_.min_lr);
-    optimizer_.step(model_.params().data(), model_.grads().data(), ranges_, lr);
+    device_->adamw_step(ranges_, lr);
     const double seconds = std::chrono::duration<double>(Clock::now() - s0).count();
     train_seconds += seconds;
     StepReport r;
     r.step = step + 1, r.steps = options_.steps;
     r.loss = stats.mean(), r.lr = lr, r.grad_norm = norm;
     r.tokens_per_s = static_cast<double>(options_.batch * options_.seq_len * options_.grad_accum) / seconds;
+    r.model_flops_per_s = r.tokens_per_s * model_flops_per_token(model_, options_.seq_len);
     r.elapsed_s = std::chrono::duration<double>(Clock::now() - t0).count();
     r.eta_s = train_seconds / static_cast<double>(step + 1 - start_step_) * static_cast<double>(options_.steps - step - 1);
     log({{"step", r.step}, {"loss", r.loss}, {"lr", r.lr}, {"grad_norm", r.grad_norm},
-         {"tokens_per_s", r.tokens_per_s}, {"elapsed_s", r.elapsed_s}});
+         {"tokens_per_s", r.tokens_per_s}, {"model_tflops", r.model_flops_per_s / 1e12}, {"elapsed_s", r.elapsed_s}});
     if (on_step) on_step(r);
     const bool last = step + 1 == options_.steps;
     const bool stop = options_.stop_at > 0 && step + 1 == options_.stop_at;

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "train/adamw.h"
 #include "train/data.h"
 #include "train/model_train.h"
+#include "train/train_device.h"
 
 namespace podkv::train {
 
@@ -39,6 +41,8 @@ struct TrainOptions {
   std::string out_dir;         // checkpoint directory
   std::string log_path;        // JSONL; empty = OUT/train_log.jsonl
   std::string tokenizer_path;  // copied into checkpoints
+  std::string device = "cpu";  // cpu | cuda
+  MatmulPrecision precision = MatmulPrecision::BF16;  // of the GPU's matrix products
   nlohmann::json extra_state = nlohmann::json::object();  // recorded in trainer_state.json
 };
 
@@ -46,7 +50,13 @@ struct StepReport {
   int64_t step = 0, steps = 0;  // step is 1-based once done
   double loss = 0, lr = 0, grad_norm = 0;
   double tokens_per_s = 0, elapsed_s = 0, eta_s = 0;
+  double model_flops_per_s = 0;  // tokens_per_s · model_flops_per_token
 };
+
+// Training FLOPs of one token (forward + backward): 6 · the parameters of
+// every matrix product (the LM head included, the embedding lookup not) plus
+// causal attention's 6 · layers · heads · head_dim · seq.
+double model_flops_per_token(const Transformer<float>& model, int64_t seq);
 
 struct EvalReport {
   int64_t step = 0;
@@ -55,15 +65,18 @@ struct EvalReport {
 };
 
 // Mean loss over `batches` validation batches.
+double validation_loss(TrainDevice& model, const BatchSource& data, int64_t batches, int64_t batch, int64_t seq);
 double validation_loss(Transformer<float>& model, const BatchSource& data, int64_t batches, int64_t batch, int64_t seq);
 // Fraction of `samples` synthetic samples of `task` whose answer tokens are all the argmax.
+double task_accuracy(TrainDevice& model, const BatchSource& data, Task task, int64_t samples, int64_t batch,
+                     int64_t seq);
 double task_accuracy(Transformer<float>& model, const BatchSource& data, Task task, int64_t samples, int64_t batch,
                      int64_t seq);
 
 class Trainer {
  public:
   // Checks the options against the model (seq_len within the context, ...);
-  // throws Error naming the option.
+  // throws Error naming the option. Steps run on options.device.
   Trainer(Transformer<float>& model, const BatchSource& data, std::vector<Task> accuracy_tasks, TrainOptions options);
 
   // Continues from a checkpoint of the same model (parameters, AdamW state, step).
@@ -71,6 +84,10 @@ class Trainer {
   int64_t start_step() const { return start_step_; }
 
   EvalReport evaluate(int64_t step);
+  // Mean validation loss of the model as it is now (on the training device).
+  double validation_loss();
+  void set_extra_state(nlohmann::json state) { options_.extra_state = std::move(state); }
+  TrainDevice& device() { return *device_; }
   // Runs the remaining steps; evaluates at the start, every eval_every steps
   // and at the end; saves every save_every steps and at the end.
   void run(const std::function<void(const StepReport&)>& on_step, const std::function<void(const EvalReport&)>& on_eval);
@@ -87,6 +104,7 @@ class Trainer {
   TrainOptions options_;
   AdamW optimizer_;
   std::vector<ParamRange> ranges_;  // trainable tensors
+  std::unique_ptr<TrainDevice> device_;
   int64_t start_step_ = 0;
 };
 

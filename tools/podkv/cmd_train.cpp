@@ -37,6 +37,7 @@ struct TrainingFlags {
   double val_fraction = 0.05;
   std::string resume;
   int threads = 0;
+  std::string precision = "bf16";
 };
 
 void add_training_flags(CLI::App* cmd, TrainingFlags& f) {
@@ -69,6 +70,10 @@ void add_training_flags(CLI::App* cmd, TrainingFlags& f) {
   cmd->add_option("--log", o.log_path, "JSONL log (default OUT/train_log.jsonl)");
   cmd->add_option("--resume", f.resume, "continue from this checkpoint directory");
   cmd->add_option("-t,--threads", f.threads, "threads (all cores)");
+  cmd->add_option("--device", o.device, "where the steps run: cpu or cuda")->capture_default_str();
+  cmd->add_option("--precision", f.precision,
+                  "matrix products on cuda: bf16 or tf32 tensor cores, or f32 (weights and AdamW stay float32)")
+      ->capture_default_str();
 }
 
 std::string duration(double seconds) {
@@ -85,9 +90,10 @@ void print_step(const StepReport& r) {
   static const bool tty = isatty(2) != 0;
   const int64_t every = std::max<int64_t>(1, r.steps / 20);
   if (!tty && r.step % every != 0 && r.step != r.steps) return;
-  std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  elapsed %s  left %s%s", tty ? "\r" : "",
-               static_cast<long long>(r.step), static_cast<long long>(r.steps), r.loss, r.lr, r.tokens_per_s,
-               duration(r.elapsed_s).c_str(), duration(r.eta_s).c_str(), tty ? "   " : "\n");
+  std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  %.2f TFLOP/s  elapsed %s  left %s%s",
+               tty ? "\r" : "", static_cast<long long>(r.step), static_cast<long long>(r.steps), r.loss, r.lr,
+               r.tokens_per_s, r.model_flops_per_s / 1e12, duration(r.elapsed_s).c_str(), duration(r.eta_s).c_str(),
+               tty ? "   " : "\n");
   if (tty && r.step == r.steps) std::fprintf(stderr, "\n");
 }
 
@@ -172,11 +178,13 @@ void run_train(TrainCommand& o) {
   model.init_random(o.flags.options.seed, o.init_std);
   TrainOptions options = o.flags.options;
   options.tokenizer_path = o.tokenizer;
+  options.precision = parse_matmul_precision(o.flags.precision);
   Trainer trainer(model, *data.source, data.task_list, options);
   if (!o.flags.resume.empty()) trainer.resume(o.flags.resume);
-  std::fprintf(stderr, "train: %.2fM parameters, %lld steps of %lld x %lld tokens%s\n", config.parameter_count() / 1e6,
-               static_cast<long long>(options.steps), static_cast<long long>(options.batch * options.grad_accum),
-               static_cast<long long>(options.seq_len),
+  std::fprintf(stderr, "train: %.2fM parameters, %lld steps of %lld x %lld tokens on %s%s\n",
+               config.parameter_count() / 1e6, static_cast<long long>(options.steps),
+               static_cast<long long>(options.batch * options.grad_accum), static_cast<long long>(options.seq_len),
+               options.device.c_str(),
                trainer.start_step() > 0 ? (", resuming at step " + std::to_string(trainer.start_step())).c_str() : "");
   trainer.run(print_step, print_eval);
   std::fprintf(stderr, "wrote %s (log %s)\n", options.out_dir.c_str(), trainer.log_path().c_str());
@@ -213,11 +221,11 @@ void run_adapt(AdaptCommand& o) {
   loaded.reset();
   TrainOptions options = o.flags.options;
   options.tokenizer_path = fs::is_directory(o.model_path) ? o.model_path : "";
-  const int64_t val_batches = options.eval_batches;
-  const double dense_loss = validation_loss(model, *data.source, val_batches, options.batch, options.seq_len);
-  model.set_pod(&pod);
-  options.extra_state = {{"adapt", {{"model", o.model_path}, {"dense_loss", dense_loss}}}};
+  options.precision = parse_matmul_precision(o.flags.precision);
   Trainer trainer(model, *data.source, data.task_list, options);
+  const double dense_loss = trainer.validation_loss();  // before PoD, on the training device
+  model.set_pod(&pod);
+  trainer.set_extra_state({{"adapt", {{"model", o.model_path}, {"dense_loss", dense_loss}}}});
   if (!o.flags.resume.empty()) trainer.resume(o.flags.resume);
   std::fprintf(stderr, "adapt: %s with PoD (%d blocks over %d layers x %d KV heads, sink %d, recent %d)\n",
                o.model_path.c_str(), PodLayout(pod, config.num_layers, config.num_kv_heads).total_blocks(),
@@ -274,7 +282,7 @@ void run_plot(const PlotCommand& o) {
 void add_train_commands(CLI::App& app) {
   {
     auto o = std::make_shared<TrainCommand>();
-    CLI::App* cmd = app.add_subcommand("train", "train a model from scratch on the CPU (float32)");
+    CLI::App* cmd = app.add_subcommand("train", "train a model from scratch (float32 weights, on the CPU or a CUDA GPU)");
     cmd->add_option("--config", o->config_path, "config.json of the model to train");
     cmd->add_option("--preset", o->preset, "model shape: tiny, small or 100m");
     cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.json / tokenizer.model / directory")->required();

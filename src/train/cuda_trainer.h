@@ -1,0 +1,52 @@
+// Training on one CUDA GPU: the Transformer<float> forward and exact backward
+// of model_train.cpp on device buffers (float32 weights, gradients, AdamW
+// moments and activations), its matrix products through cuBLAS in the chosen
+// MatmulPrecision, and the per-token ops as kernels of src/cuda/train_*.cu.
+//
+// Attention materialises the scores of a chunk of whole sequences at a time
+// ([sequences, heads, seq, seq] float32, two buffers: the layer's keys and,
+// for PoD, the anchor's), saves only each row's log-sum-exp and recomputes the
+// probabilities in the backward. The chunk is as many sequences as fit in
+// kScoreBudgetBytes (at least one).
+//
+// Only built with CUDA (PODKV_HAVE_CUDA); make_train_device says so otherwise.
+#pragma once
+
+#include <memory>
+
+#include "train/train_device.h"
+
+namespace podkv::train {
+
+class CudaTrainer : public TrainDevice {
+ public:
+  static constexpr size_t kScoreBudgetBytes = size_t{8} << 30;
+
+  // Uploads the model's parameters (and the optimiser's moments when given).
+  // Throws Error when there is no GPU or the weights do not fit.
+  CudaTrainer(Transformer<float>& model, AdamW* optimizer, MatmulPrecision precision);
+  ~CudaTrainer() override;
+
+  std::string name() const override { return "cuda"; }
+  LossStats forward(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t seq,
+                    float* logits_out) override;
+  void zero_grads() override;
+  LossStats forward_backward(const int32_t* tokens, const int32_t* targets, int64_t batch, int64_t seq,
+                             double grad_scale) override;
+  double clip_grads(const std::vector<ParamRange>& ranges, double max_norm) override;
+  void adamw_step(const std::vector<ParamRange>& ranges, double lr) override;
+  std::vector<float> gradients() override;
+  void to_host() override;
+  void from_host() override;
+
+ private:
+  struct State;
+  void run_forward(const int32_t* tokens, int64_t batch, int64_t seq);
+  void attention(int layer, bool backward);
+  LossStats head_and_loss(const int32_t* targets, double grad_scale, bool backward, float* logits_out);
+  void backward_layers();
+
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace podkv::train
