@@ -223,16 +223,19 @@ struct ModelCase {
   const char* name;
   int heads, kv_heads;
   bool bias, tied;
-  int pod_group;  // 0 = dense
+  int pod_group;            // 0 = dense
+  int head_dim = 12;        // 64 and 128 take the fused (flash) attention with bf16 products
+  int64_t seq = 37;
+  int sink = 3, recent = 7;
 };
 
 ModelConfig case_config(const ModelCase& m) {
   ModelConfig c;
   c.architecture = "LlamaForCausalLM";
   c.vocab_size = 101, c.hidden_size = 48, c.intermediate_size = 72, c.num_layers = 4;
-  c.num_heads = m.heads, c.num_kv_heads = m.kv_heads, c.head_dim = 12;
+  c.num_heads = m.heads, c.num_kv_heads = m.kv_heads, c.head_dim = m.head_dim;
   c.attention_bias = m.bias, c.tie_word_embeddings = m.tied;
-  c.rms_norm_eps = 1e-5, c.max_position_embeddings = 128;
+  c.rms_norm_eps = 1e-5, c.max_position_embeddings = 256;
   return c;
 }
 
@@ -257,22 +260,23 @@ TEST_P(TrainCudaStep, LossAndGradientsMatchTheCpu) {
   if (mc.pod_group > 0) {
     // Head-wise blocks: KV head 0 in blocks of pod_group layers, the others
     // with anchors 0 and 1 (one block of layers 1..3), when there are others.
-    pod = uniform_pod_config(c.num_layers, c.num_kv_heads, mc.pod_group, 3, 7);
+    pod = uniform_pod_config(c.num_layers, c.num_kv_heads, mc.pod_group, mc.sink, mc.recent);
     for (int h = 1; h < c.num_kv_heads; ++h) pod.anchors[h] = {0, 1};
     model.set_pod(&pod);
   }
-  const int64_t batch = 3, seq = 37;
+  const int64_t batch = 3, seq = mc.seq;
   std::vector<int32_t> tokens, targets;
   random_tokens(batch * seq, c.vocab_size, 21, tokens, targets);
   model.zero_grads();
-  const LossStats cpu = model.forward_backward(tokens.data(), targets.data(), batch, seq, 1.0 / 90);
+  const double grad_scale = 1.0 / static_cast<double>(batch * seq);
+  const LossStats cpu = model.forward_backward(tokens.data(), targets.data(), batch, seq, grad_scale);
   const std::vector<float> cpu_grads = model.grads();
   for (MatmulPrecision precision : {MatmulPrecision::F32, MatmulPrecision::BF16}) {
     const bool f32 = precision == MatmulPrecision::F32;
     const double loss_tol = f32 ? 1e-5 : 1e-2, grad_tol = f32 ? 1e-4 : 5e-2;
     auto gpu = make_train_device("cuda", model, nullptr, precision);
     gpu->zero_grads();
-    const LossStats g = gpu->forward_backward(tokens.data(), targets.data(), batch, seq, 1.0 / 90);
+    const LossStats g = gpu->forward_backward(tokens.data(), targets.data(), batch, seq, grad_scale);
     EXPECT_EQ(g.count, cpu.count);
     EXPECT_NEAR(g.loss_sum, cpu.loss_sum, loss_tol * cpu.loss_sum) << (f32 ? "f32" : "bf16");
     const std::vector<float> grads = gpu->gradients();
@@ -296,7 +300,12 @@ INSTANTIATE_TEST_SUITE_P(Models, TrainCudaStep,
                                            ModelCase{"mqa", 4, 1, false, true, 0},
                                            ModelCase{"pod_gqa", 4, 2, false, false, 2},
                                            ModelCase{"pod_mha_bias", 2, 2, true, false, 3},
-                                           ModelCase{"pod_mqa", 3, 1, false, true, 4}),
+                                           ModelCase{"pod_mqa", 3, 1, false, true, 4},
+                                           // Fused attention: several 64-row tiles, windows across tile edges.
+                                           ModelCase{"flash64_gqa", 4, 2, false, true, 0, 64, 150},
+                                           ModelCase{"flash64_pod_gqa", 4, 2, true, false, 2, 64, 150, 5, 70},
+                                           ModelCase{"flash64_pod_mha", 2, 2, false, true, 3, 64, 131, 1, 20},
+                                           ModelCase{"flash128_pod_mqa", 4, 1, false, false, 2, 128, 100, 4, 33}),
                          [](const ::testing::TestParamInfo<ModelCase>& i) { return std::string(i.param.name); });
 
 // The same short training run (AdamW, clipping, accumulation, warmup) on the
@@ -304,7 +313,7 @@ INSTANTIATE_TEST_SUITE_P(Models, TrainCudaStep,
 // and the final weights agree.
 TEST(TrainCudaRun, TenStepsMatchTheCpu) {
   SKIP_WITHOUT_GPU();
-  const ModelConfig c = case_config({"run", 4, 2, false, false, 0});
+  const ModelConfig c = case_config({"run", 4, 2, false, false, 0, 12});
   std::vector<int32_t> stream, unused;
   random_tokens(4000, c.vocab_size, 23, stream, unused);
   for (size_t i = 1; i < stream.size(); ++i)  // some structure to learn: every third token repeats
@@ -333,6 +342,38 @@ TEST(TrainCudaRun, TenStepsMatchTheCpu) {
   for (size_t i = 0; i < losses[0].size(); ++i) EXPECT_NEAR(losses[1][i], losses[0][i], 1e-4 * losses[0][i]) << "step " << i + 1;
   EXPECT_LT(losses[0].back(), losses[0].front());
   EXPECT_LT(relative_error(weights[1], weights[0]), 1e-3);
+}
+
+// The same with bf16 products and the fused attention (head_dim 64): the
+// losses follow the CPU's within bf16 rounding.
+TEST(TrainCudaRun, TenStepsBf16FollowTheCpu) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig c = case_config({"run", 4, 2, false, false, 0, 64});
+  std::vector<int32_t> stream, unused;
+  random_tokens(6000, c.vocab_size, 29, stream, unused);
+  for (size_t i = 1; i < stream.size(); ++i)
+    if (i % 3 == 0) stream[i] = stream[i - 1];
+  Corpus corpus{std::vector<int32_t>(stream.begin(), stream.begin() + 5000),
+                std::vector<int32_t>(stream.begin() + 5000, stream.end())};
+  BatchSource source(&corpus, nullptr, 0.0, 5);
+  PodConfig pod = uniform_pod_config(c.num_layers, c.num_kv_heads, 2, 4, 40);
+  std::vector<std::vector<double>> losses(2);
+  const std::string dir = ::testing::TempDir() + "/train_cuda_bf16";
+  for (int d = 0; d < 2; ++d) {
+    Transformer<float> model(c);
+    model.init_random(4, 0.05);
+    model.set_pod(&pod);
+    TrainOptions o;
+    o.steps = 10, o.batch = 2, o.seq_len = 130, o.lr = 3e-3, o.warmup = 2;
+    o.eval_batches = 1;
+    o.out_dir = dir + (d == 0 ? "_cpu" : "_gpu");
+    o.device = d == 0 ? "cpu" : "cuda";
+    o.precision = MatmulPrecision::BF16;
+    Trainer trainer(model, source, {}, o);
+    trainer.run([&](const StepReport& r) { losses[d].push_back(r.loss); }, nullptr);
+  }
+  ASSERT_EQ(losses[1].size(), 10u);
+  for (size_t i = 0; i < losses[0].size(); ++i) EXPECT_NEAR(losses[1][i], losses[0][i], 2e-2 * losses[0][i]) << "step " << i + 1;
 }
 
 TEST(TrainCudaRun, UnknownDeviceAndPrecisionAreErrors) {

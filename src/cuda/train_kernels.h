@@ -92,6 +92,38 @@ void attention_softmax(const AttentionChunk& c, float* s1, const float* s2, floa
 void attention_dscores(const AttentionChunk& c, float* s1, float* s2, const float* dout, const float* o, float scale,
                        cudaStream_t stream);
 
+// ---- train_flash.cu ----
+// Fused attention on the tensor cores (bf16 operands, float32 accumulation),
+// head_dim 64 or 128: forward, and the backward as a dQ pass and a dK/dV pass.
+// The operands are bf16 in the head-major layout [batch][heads][seq][dim]
+// (to_head_major); PoD reads the anchors' keys through anchor_k.
+enum class FlashPass { Forward, Dq, Dkv };
+struct FlashArgs {
+  int64_t batch = 0, seq = 0;
+  int heads = 0, kv_heads = 0, dim = 0;
+  int64_t sink = 0, recent = 0;                 // PoD window (with anchor_k)
+  float scale = 1;                              // of the scores, 1/sqrt(dim)
+  const uint16_t* q = nullptr;                  // bf16 [batch][heads][seq][dim]
+  const uint16_t* k = nullptr;                  // bf16 [batch][kv_heads][seq][dim]
+  const uint16_t* v = nullptr;
+  const uint16_t* const* anchor_k = nullptr;    // device [kv_heads]: each head's anchor keys (null = dense)
+  const uint16_t* dout = nullptr;               // bf16 like q (backward)
+  float* out = nullptr;                         // forward: [batch · seq, heads, dim]
+  float* lse = nullptr;                         // [batch][heads][seq], log2 units: forward writes, backward reads
+  const float* dot = nullptr;                   // [batch][heads][seq]: Σ dO · O (row_dot)
+  float* dq = nullptr;                          // [batch · seq, heads, dim], overwritten
+  float* dk = nullptr;                          // [batch · seq, kv_heads, dim], accumulated
+  float* dv = nullptr;                          // [batch · seq, kv_heads, dim], overwritten
+  float* const* anchor_dk = nullptr;            // device [kv_heads]: the anchors' dk, accumulated
+};
+bool flash_supported(int head_dim);
+void flash_attention(FlashPass pass, const FlashArgs& args, cudaStream_t stream);
+// x f32 [batch · seq, heads, dim] -> bf16 [batch][heads][seq][dim] at out.
+void to_head_major(const float* x, int64_t batch, int64_t seq, int heads, int dim, void* out, cudaStream_t stream);
+// dot[(b · heads + h) · seq + t] = Σ dout · out over the row of (token b · seq + t, head h).
+void row_dot(const float* dout, const float* out, int64_t batch, int64_t seq, int heads, int dim, float* dot,
+             cudaStream_t stream);
+
 // ---- train_loss.cu ----
 
 // Cross-entropy of logits [rows, vocab] against targets (-1 = no loss):

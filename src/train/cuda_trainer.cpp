@@ -54,6 +54,7 @@ struct CudaTrainer::State {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  bool flash = false;  // fused bf16 attention (train_flash.cu) instead of materialised scores
   float *params = nullptr, *grads = nullptr, *m = nullptr, *v = nullptr;
   double* stats = nullptr;  // [4]: loss sum, count, correct; gradient sum of squares
 
@@ -68,6 +69,12 @@ struct CudaTrainer::State {
   float *d_h = nullptr, *d_gate = nullptr, *d_up = nullptr, *columns = nullptr;
   float *s1 = nullptr, *s2 = nullptr;
   float **anchor_k = nullptr, **anchor_dk = nullptr;  // [L · kv_heads]: the anchor layer's k and d_k
+  // Flash path: each layer's keys in bf16 head-major (the anchors' are read by higher layers),
+  // scratch q, v, dO in the same layout, the rows' Σ dO·O, the anchors' bf16 keys.
+  std::vector<uint16_t*> k_bf16;
+  uint16_t *q_bf16 = nullptr, *v_bf16 = nullptr, *dout_bf16 = nullptr;
+  float* row_dot = nullptr;
+  const uint16_t** anchor_k_bf16 = nullptr;
   cuda::train::AttentionPointers ptrs;
   std::vector<int> anchors;  // of the uploaded tables
 
@@ -129,6 +136,8 @@ CudaTrainer::CudaTrainer(Transformer<float>& model, AdamW* optimizer, MatmulPrec
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) throw Error("--device cuda: no CUDA device is visible");
   State& s = *s_;
   s.compute = compute_type(precision);
+  // float32 products keep the exact (materialised) attention: they are the oracle's arithmetic.
+  s.flash = precision != MatmulPrecision::F32 && kern::flash_supported(model.config().head_dim);
   PODKV_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   PODKV_CUBLAS_CHECK(cublasCreate(&s.blas));
   PODKV_CUBLAS_CHECK(cublasSetStream(s.blas, s.stream));
@@ -202,7 +211,7 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
     const size_t per_seq_scores = static_cast<size_t>(2 * H) * seq * seq * sizeof(float);
     s.nb = std::clamp<int64_t>(static_cast<int64_t>(kScoreBudgetBytes / per_seq_scores), 1, batch);
     s.head_rows = std::clamp<int64_t>(static_cast<int64_t>(kLogitsBudgetFloats / c.vocab_size), 1, n);
-    const int64_t entries = s.nb * H;
+    const int64_t entries = s.flash ? 0 : s.nb * H;
     const size_t columns = kern::column_scratch_floats(n, std::max({hid, qd, kvd}));
     // Two passes: the first sizes the arena, the second hands out the buffers.
     for (int pass = 0; pass < 2; ++pass) {
@@ -227,6 +236,13 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
       s.s1 = a.take<float>(static_cast<size_t>(entries) * seq * seq);
       s.s2 = a.take<float>(static_cast<size_t>(entries) * seq * seq);
       s.anchor_k = a.take<float*>(static_cast<size_t>(L) * Hkv), s.anchor_dk = a.take<float*>(static_cast<size_t>(L) * Hkv);
+      if (s.flash) {
+        s.k_bf16.resize(L);
+        for (uint16_t*& p : s.k_bf16) p = a.take<uint16_t>(n * kvd);
+        s.q_bf16 = a.take<uint16_t>(n * qd), s.v_bf16 = a.take<uint16_t>(n * kvd), s.dout_bf16 = a.take<uint16_t>(n * qd);
+        s.row_dot = a.take<float>(n * H);
+        s.anchor_k_bf16 = a.take<const uint16_t*>(static_cast<size_t>(L) * Hkv);
+      }
       kern::AttentionPointers& p = s.ptrs;
       p.q = a.take<const float*>(entries), p.k = a.take<const float*>(entries), p.ka = a.take<const float*>(entries);
       p.v = a.take<const float*>(entries), p.o = a.take<float*>(entries), p.s1 = a.take<float*>(entries);
@@ -250,9 +266,16 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
     for (int g = 0; g < Hkv; ++g) anchors[l * Hkv + g] = model_.anchor(l, g);
   if (anchors != s.anchors) {
     std::vector<float*> k(anchors.size()), dk(anchors.size());
-    for (size_t i = 0; i < anchors.size(); ++i) k[i] = s.k[anchors[i]], dk[i] = s.d_k[anchors[i]];
+    std::vector<const uint16_t*> k16(anchors.size());
+    for (size_t i = 0; i < anchors.size(); ++i) {
+      k[i] = s.k[anchors[i]], dk[i] = s.d_k[anchors[i]];
+      k16[i] = s.flash ? s.k_bf16[anchors[i]] : nullptr;
+    }
     PODKV_CUDA_CHECK(cudaMemcpyAsync(s.anchor_k, k.data(), k.size() * sizeof(float*), cudaMemcpyHostToDevice, s.stream));
     PODKV_CUDA_CHECK(cudaMemcpyAsync(s.anchor_dk, dk.data(), dk.size() * sizeof(float*), cudaMemcpyHostToDevice, s.stream));
+    if (s.flash)
+      PODKV_CUDA_CHECK(cudaMemcpyAsync(s.anchor_k_bf16, k16.data(), k16.size() * sizeof(uint16_t*),
+                                       cudaMemcpyHostToDevice, s.stream));
     PODKV_CUDA_CHECK(cudaStreamSynchronize(s.stream));  // the host vectors die here
     s.anchors = anchors;
   }
@@ -288,6 +311,10 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
 // the row log-sum-exps. Backward: d_attn (= dO) -> d_q (overwritten), d_v
 // (overwritten), d_k[layer] and the anchors' d_k (accumulated).
 void CudaTrainer::attention(int layer, bool backward) {
+  if (s_->flash) {
+    flash_attention(layer, backward);
+    return;
+  }
   State& s = *s_;
   const ModelConfig& c = model_.config();
   const int H = c.num_heads, Hkv = c.num_kv_heads, d = c.head_dim, group = H / Hkv;
@@ -331,6 +358,38 @@ void CudaTrainer::attention(int layer, bool backward) {
                        p.dka + r * per_r, kvd, per_r);
     }
   }
+}
+
+// The same on the tensor cores (train_flash.cu): q, v (and dO) converted to
+// bf16 head-major per call, the layer's keys once in the forward (kept for
+// the backward and for the layers that use them as anchors).
+void CudaTrainer::flash_attention(int layer, bool backward) {
+  State& s = *s_;
+  const ModelConfig& c = model_.config();
+  const int H = c.num_heads, Hkv = c.num_kv_heads, d = c.head_dim;
+  const std::optional<PodConfig>& pod = model_.pod();
+  kern::FlashArgs f;
+  f.batch = s.batch, f.seq = s.seq, f.heads = H, f.kv_heads = Hkv, f.dim = d;
+  f.scale = 1.0f / std::sqrt(static_cast<float>(d));
+  if (pod) {
+    f.sink = pod->sink_tokens, f.recent = pod->recent_tokens;
+    f.anchor_k = s.anchor_k_bf16 + static_cast<size_t>(layer) * Hkv;
+    f.anchor_dk = s.anchor_dk + static_cast<size_t>(layer) * Hkv;
+  }
+  f.q = s.q_bf16, f.k = s.k_bf16[layer], f.v = s.v_bf16, f.lse = s.lse[layer];
+  kern::to_head_major(s.q[layer], s.batch, s.seq, H, d, s.q_bf16, s.stream);
+  kern::to_head_major(s.v_act[layer], s.batch, s.seq, Hkv, d, s.v_bf16, s.stream);
+  if (!backward) {
+    kern::to_head_major(s.k[layer], s.batch, s.seq, Hkv, d, s.k_bf16[layer], s.stream);
+    f.out = s.attn[layer];
+    kern::flash_attention(kern::FlashPass::Forward, f, s.stream);
+    return;
+  }
+  kern::to_head_major(s.d_attn, s.batch, s.seq, H, d, s.dout_bf16, s.stream);
+  kern::row_dot(s.d_attn, s.attn[layer], s.batch, s.seq, H, d, s.row_dot, s.stream);
+  f.dout = s.dout_bf16, f.dot = s.row_dot, f.dq = s.d_q, f.dk = s.d_k[layer], f.dv = s.d_v;
+  kern::flash_attention(kern::FlashPass::Dq, f, s.stream);
+  kern::flash_attention(kern::FlashPass::Dkv, f, s.stream);
 }
 
 // Final norm output -> logits in chunks of rows -> loss statistics; with

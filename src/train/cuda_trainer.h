@@ -3,11 +3,14 @@
 // moments and activations), its matrix products through cuBLAS in the chosen
 // MatmulPrecision, and the per-token ops as kernels of src/cuda/train_*.cu.
 //
-// Attention materialises the scores of a chunk of whole sequences at a time
-// ([sequences, heads, seq, seq] float32, two buffers: the layer's keys and,
-// for PoD, the anchor's), saves only each row's log-sum-exp and recomputes the
-// probabilities in the backward. The chunk is as many sequences as fit in
-// kScoreBudgetBytes (at least one).
+// Attention, with bf16 or tf32 products and head_dim 64 or 128, is fused on
+// the tensor cores (src/cuda/train_flash.cu: bf16 operands, nothing of size
+// seq² stored). Otherwise (float32 products: the CPU's arithmetic, for the
+// tests; other head sizes) it materialises the scores of a chunk of whole
+// sequences at a time ([sequences, heads, seq, seq] float32, two buffers: the
+// layer's keys and, for PoD, the anchor's), saves only each row's
+// log-sum-exp and recomputes the probabilities in the backward. The chunk is
+// as many sequences as fit in kScoreBudgetBytes (at least one).
 //
 // Only built with CUDA (PODKV_HAVE_CUDA); make_train_device says so otherwise.
 #pragma once
@@ -43,6 +46,7 @@ class CudaTrainer : public TrainDevice {
   struct State;
   void run_forward(const int32_t* tokens, int64_t batch, int64_t seq);
   void attention(int layer, bool backward);
+  void flash_attention(int layer, bool backward);
   LossStats head_and_loss(const int32_t* targets, double grad_scale, bool backward, float* logits_out);
   void backward_layers();
 

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Training throughput on one GPU, podkv against PyTorch in the same run, on the
+# shape of configs/podkv-long-23m (23.7M parameters: hidden 512, 8 layers,
+# 8 heads, 4 KV heads, FFN 1376, 1007-token vocabulary, tied embeddings) at
+# SEQ tokens x BATCH sequences per step (default 4096 x 16):
+#   podkv train --device cuda --precision bf16 (dense, and PoD blocks of 2),
+#   PyTorch eager with SDPA, and torch.compile (scripts/train_torch_ref.py).
+# Tokens/s are the median step of the timed steps (the first steps are warm-up);
+# model TFLOP/s count 6 x matrix parameters + 6 x layers x heads x head_dim x seq per token.
+#   scripts/bench_train_gpu.sh BUILD_DIR [SEQ] [BATCH] [STEPS]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:?build directory with podkv}
+seq=${2:-4096}
+batch=${3:-16}
+steps=${4:-12}
+python=${PYTHON:-python3}
+config="$root/configs/podkv-long-23m/config.json"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+median_json() {  # LOG: median tokens_per_s and model_tflops of the steps after the first 3
+  $python - "$1" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"tokens_per_s"' in l][3:]
+print(json.dumps({"tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows),
+                  "model_tflops": statistics.median(r["model_tflops"] for r in rows)}))
+PY
+}
+
+echo "| implementation | seq | batch | tokens/s | model TFLOP/s | vs torch SDPA |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+declare -A tps
+for variant in dense pod; do
+  extra=()
+  [ "$variant" = pod ] && extra=(--pod-group 2)
+  if [ "$variant" = pod ]; then
+    # adapt needs a model directory: the dense run's checkpoint.
+    "$build/podkv" adapt -m "$work/dense" --pod-group 2 --sink 16 --recent 1024 --synthetic passkey \
+      --synthetic-fraction 1 --steps "$steps" --batch "$batch" --seq-len "$seq" --device cuda --eval-batches 1 \
+      --accuracy-samples 1 --out "$work/pod" >/dev/null 2>"$work/pod.err" || { cat "$work/pod.err"; exit 1; }
+  else
+    "$build/podkv" train --config "$config" --tokenizer "$root/models/podkv-ref" --synthetic passkey \
+      --synthetic-fraction 1 --steps "$steps" --batch "$batch" --seq-len "$seq" --device cuda --eval-batches 1 \
+      --accuracy-samples 1 --out "$work/dense" 2>"$work/dense.err" || { cat "$work/dense.err"; exit 1; }
+  fi
+  tps[$variant]=$(median_json "$work/$variant/train_log.jsonl")
+done
+torch_sdpa=$($python "$root/scripts/train_torch_ref.py" "$root/configs/podkv-long-23m" --batch "$batch" --seq "$seq" --steps 8 | tail -1)
+torch_compile=$($python "$root/scripts/train_torch_ref.py" "$root/configs/podkv-long-23m" --batch "$batch" --seq "$seq" --steps 8 --compile 2>/dev/null | tail -1 || echo '{}')
+$python - "$seq" "$batch" "${tps[dense]}" "${tps[pod]}" "$torch_sdpa" "$torch_compile" <<'PY'
+import json, sys
+seq, batch = sys.argv[1], sys.argv[2]
+rows = [("podkv cuda bf16, dense", json.loads(sys.argv[3])), ("podkv cuda bf16, PoD blocks of 2", json.loads(sys.argv[4])),
+        ("PyTorch eager + SDPA (bf16 autocast)", json.loads(sys.argv[5]))]
+c = json.loads(sys.argv[6] or "{}")
+rows.append(("torch.compile", c) if c else ("torch.compile", {}))
+ref = rows[2][1]["tokens_per_s"]
+for name, r in rows:
+    if not r:
+        print(f"| {name} | {seq} | {batch} | did not run | | |")
+        continue
+    print(f"| {name} | {seq} | {batch} | {r['tokens_per_s']:,.0f} | {r['model_tflops']:.1f} | {r['tokens_per_s'] / ref:.2f} |")
+PY

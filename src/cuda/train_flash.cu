@@ -1,0 +1,457 @@
+// Training attention fused on the tensor cores (flash-attention-2 style,
+// mma.sync m16n8k16, bf16 operands, float32 accumulation), with PoD's two key
+// sources: query t reads the anchor layer's keys for key j when
+// sink <= j <= t - recent, the layer's own keys otherwise, and always the
+// layer's own values. Nothing of size seq² is stored: the forward keeps each
+// row's log-sum-exp, the backward recomputes the probabilities.
+//
+// Blocks are 4 warps over tiles of 64 rows; a warp owns 16 rows of the
+// block's tile (the mma's M). Operands are staged in shared memory as bf16
+// rows of D + 8 elements (the padding makes ldmatrix conflict-free) and read
+// as fragments with ldmatrix (.trans where the tile is [k][n]):
+//   forward   (query tile, head, sequence): S = Q Kᵀ, online softmax, O += P V
+//   dq        (query tile, head, sequence): S, P, dP = dO Vᵀ, dS, dQ += dS K
+//   dkv       (key tile, KV head, sequence) over the query heads of the KV
+//             head and the query tiles at or below the diagonal:
+//             Sᵀ = K Qᵀ, Pᵀ, dV += Pᵀ dO, dPᵀ = V dOᵀ, dSᵀ, dK += dSᵀ Q
+// Splitting dQ from dK/dV costs two recomputed products but needs no atomics.
+// Scores are kept in log2 units (x = s · scale · log2 e), so lse2 = max + log2(sum).
+// Fragment layouts (PTX ISA, mma.m16n8k16): lane = 4 g + c;
+//   A: (row g | g+8, cols 2c, 2c+1 | 2c+8, 2c+9);  B: (rows 2c, 2c+1 | 2c+8, 2c+9, col g);
+//   C: (row g | g+8, cols 2c, 2c+1) — a C tile of 16 x 16 is the A fragment of the next product.
+#include <cuda_bf16.h>
+
+#include <cfloat>
+
+#include "cuda/cuda_check.h"
+#include "cuda/train_kernels.h"
+#include "cuda/warp_attention.cuh"
+
+namespace podkv::cuda::train {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr int kTile = 64;
+constexpr int kThreads = 128;
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int D>
+struct Shape {
+  static constexpr int kStride = D + 8;          // smem row, elements
+  static constexpr int kTileElems = kTile * kStride;
+  static constexpr int kSteps = D / 16;          // k-steps over the head
+};
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(smem_address(p)));
+}
+
+// A fragment of rows r0..r0+15, columns k0..k0+15 of a row-major tile.
+template <int D>
+__device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* tile, int r0, int k0, int lane) {
+  ldsm_x4(a, tile + (r0 + lane % 16) * Shape<D>::kStride + k0 + (lane / 16) * 8);
+}
+
+// B fragments of n-blocks n0 and n0+8 (b[0..1], b[2..3]) at k-step k0 from a tile X[n][k].
+template <int D>
+__device__ __forceinline__ void load_b_nk(uint32_t (&b)[4], const bf16* tile, int n0, int k0, int lane) {
+  ldsm_x4(b, tile + (n0 + lane % 8 + (lane / 16) * 8) * Shape<D>::kStride + k0 + ((lane / 8) % 2) * 8);
+}
+
+// The same from a tile X[k][n].
+template <int D>
+__device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const bf16* tile, int k0, int n0, int lane) {
+  ldsm_x4_trans(b, tile + (k0 + lane % 8 + ((lane / 8) % 2) * 8) * Shape<D>::kStride + n0 + (lane / 16) * 8);
+}
+
+// rows [0, valid) of src [rows][D] (bf16 bits) into the tile; the rest zero.
+template <int D>
+__device__ __forceinline__ void load_tile(bf16* tile, const uint16_t* src, int64_t valid) {
+  constexpr int kChunks = D / 8;
+  for (int i = threadIdx.x; i < kTile * kChunks; i += kThreads) {
+    const int r = i / kChunks, ch = i % kChunks;
+    const uint4 v = r < valid ? reinterpret_cast<const uint4*>(src + static_cast<int64_t>(r) * D)[ch]
+                              : make_uint4(0, 0, 0, 0);
+    *reinterpret_cast<uint4*>(tile + r * Shape<D>::kStride + ch * 8) = v;
+  }
+}
+
+// acc[16 x 64] = A[16 x D] · X[64 x D]ᵀ with A in fragments and X a tile X[n][k].
+template <int D>
+__device__ __forceinline__ void product_nt(float (&acc)[8][4], const uint32_t (&a)[D / 16][4], const bf16* x,
+                                           int lane) {
+#pragma unroll
+  for (int nb = 0; nb < 8; ++nb) acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0.0f;
+#pragma unroll
+  for (int p = 0; p < 4; ++p)
+#pragma unroll
+    for (int s = 0; s < D / 16; ++s) {
+      uint32_t b[4];
+      load_b_nk<D>(b, x, 16 * p, 16 * s, lane);
+      mma_bf16_16816(acc[2 * p], a[s], b[0], b[1]);
+      mma_bf16_16816(acc[2 * p + 1], a[s], b[2], b[3]);
+    }
+}
+
+// out[16 x D] += P[16 x 64] · X[64 x D] with P in C fragments and X a tile X[k][n].
+template <int D>
+__device__ __forceinline__ void product_pn(float (&out)[D / 8][4], const float (&p)[8][4], const bf16* x, int lane) {
+#pragma unroll
+  for (int s = 0; s < 4; ++s) {
+    const uint32_t a[4] = {pack_bf16x2(p[2 * s][0], p[2 * s][1]), pack_bf16x2(p[2 * s][2], p[2 * s][3]),
+                           pack_bf16x2(p[2 * s + 1][0], p[2 * s + 1][1]),
+                           pack_bf16x2(p[2 * s + 1][2], p[2 * s + 1][3])};
+#pragma unroll
+    for (int d = 0; d < D / 16; ++d) {
+      uint32_t b[4];
+      load_b_kn<D>(b, x, 16 * s, 16 * d, lane);
+      mma_bf16_16816(out[2 * d], a, b[0], b[1]);
+      mma_bf16_16816(out[2 * d + 1], a, b[2], b[3]);
+    }
+  }
+}
+
+template <int D>
+__device__ __forceinline__ void load_fragments(uint32_t (&a)[D / 16][4], const bf16* tile, int r0, int lane) {
+#pragma unroll
+  for (int s = 0; s < D / 16; ++s) load_a<D>(a[s], tile, r0, 16 * s, lane);
+}
+
+__device__ __forceinline__ bool is_distant(const FlashArgs& a, int64_t t, int64_t j) {
+  return j >= a.sink && j <= t - a.recent;
+}
+
+// Rows of a head in the head-major bf16 layout [batch][heads][seq][D].
+__device__ __forceinline__ int64_t head_rows(const FlashArgs& a, int64_t b, int heads, int h, int d) {
+  return ((b * heads + h) * a.seq) * d;
+}
+
+template <int D, bool kPod>
+__global__ void __launch_bounds__(kThreads) forward_kernel(FlashArgs a) {
+  extern __shared__ uint4 smem_words[];
+  bf16* sq = reinterpret_cast<bf16*>(smem_words);
+  bf16* sk = sq + Shape<D>::kTileElems;
+  bf16* sv = sk + Shape<D>::kTileElems;
+  bf16* ska = sv + Shape<D>::kTileElems;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+  const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, gk = h / (a.heads / a.kv_heads);
+  const int64_t b = blockIdx.z, q0 = static_cast<int64_t>(qt) * kTile;
+  load_tile<D>(sq, a.q + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
+  __syncthreads();
+  uint32_t qa[D / 16][4];
+  load_fragments<D>(qa, sq, 16 * warp, lane);
+  const uint16_t* kbase = a.k + head_rows(a, b, a.kv_heads, gk, D);
+  const uint16_t* vbase = a.v + head_rows(a, b, a.kv_heads, gk, D);
+  const uint16_t* kabase = kPod ? a.anchor_k[gk] + head_rows(a, b, a.kv_heads, gk, D) : nullptr;
+  const int64_t rows[2] = {q0 + 16 * warp + g, q0 + 16 * warp + g + 8};
+  const float scale2 = a.scale * kLog2e;
+  float o[D / 8][4] = {};
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  for (int kt = 0; kt <= qt; ++kt) {
+    const int64_t k0 = static_cast<int64_t>(kt) * kTile;
+    __syncthreads();
+    load_tile<D>(sk, kbase + k0 * D, a.seq - k0);
+    load_tile<D>(sv, vbase + k0 * D, a.seq - k0);
+    if (kPod) load_tile<D>(ska, kabase + k0 * D, a.seq - k0);
+    __syncthreads();
+    float s[8][4];
+    product_nt<D>(s, qa, sk, lane);
+    if (kPod) {
+      float sa[8][4];
+      product_nt<D>(sa, qa, ska, lane);
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+          if (is_distant(a, rows[i / 2], k0 + nb * 8 + 2 * c + (i & 1))) s[nb][i] = sa[nb][i];
+    }
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+        for (int i = 2 * r; i < 2 * r + 2; ++i) {
+          const int64_t j = k0 + nb * 8 + 2 * c + (i & 1);
+          s[nb][i] = j <= rows[r] ? s[nb][i] * scale2 : -INFINITY;
+          mx = fmaxf(mx, s[nb][i]);
+        }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float m_new = fmaxf(m[r], mx);
+      const float correction = exp2f(m[r] - m_new);
+      float sum = 0.0f;
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+        for (int i = 2 * r; i < 2 * r + 2; ++i) {
+          s[nb][i] = exp2f(s[nb][i] - m_new);
+          sum += s[nb][i];
+        }
+      l[r] = l[r] * correction + sum;
+      m[r] = m_new;
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d) o[d][2 * r] *= correction, o[d][2 * r + 1] *= correction;
+    }
+    product_pn<D>(o, s, sv, lane);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    if (rows[r] >= a.seq) continue;
+    const float inv = 1.0f / l[r];
+    float* out = a.out + ((b * a.seq + rows[r]) * a.heads + h) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d)
+      *reinterpret_cast<float2*>(out + d * 8 + 2 * c) = make_float2(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+    if (c == 0) a.lse[(b * a.heads + h) * a.seq + rows[r]] = m[r] + log2f(l[r]);
+  }
+}
+
+// P and dS of a 16 x 64 tile, in place: s holds the layer's scores, sa the
+// anchor's (PoD), dp = dO Vᵀ. On exit s = dS at the layer's keys, sa = dS at
+// the anchor's (PoD), p (if wanted) = P. row0/col0 give the positions; lse2
+// and dot are per query: [2] (rows g, g + 8) untransposed, [64] (the tile's
+// columns, shared memory) transposed.
+template <bool kPod, bool kTransposed>
+__device__ __forceinline__ void score_gradients(const FlashArgs& a, float (&s)[8][4], float (&sa)[8][4],
+                                                const float (&dp)[8][4], const float* lse2, const float* dot,
+                                                int64_t row0, int64_t col0, int g, int c, float (*p)[4]) {
+  const float scale2 = a.scale * kLog2e;
+#pragma unroll
+  for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      // Not transposed: rows are queries (local row g | g+8), columns keys. Transposed: rows are keys.
+      const int64_t r = row0 + g + 8 * (i / 2), cc = col0 + nb * 8 + 2 * c + (i & 1);
+      const int64_t t = kTransposed ? cc : r, j = kTransposed ? r : cc;
+      const int local_t = kTransposed ? nb * 8 + 2 * c + (i & 1) : i / 2;
+      const bool far = kPod && is_distant(a, t, j);
+      const float x = (far ? sa[nb][i] : s[nb][i]) * scale2;
+      const float prob = j <= t && t < a.seq ? exp2f(x - lse2[local_t]) : 0.0f;
+      const float ds = prob * (dp[nb][i] - dot[local_t]);
+      if (p != nullptr) p[nb][i] = prob;
+      s[nb][i] = far ? 0.0f : ds;
+      if (kPod) sa[nb][i] = far ? ds : 0.0f;
+    }
+}
+
+template <int D, bool kPod>
+__global__ void __launch_bounds__(kThreads) dq_kernel(FlashArgs a) {
+  extern __shared__ uint4 smem_words[];
+  bf16* sq = reinterpret_cast<bf16*>(smem_words);
+  bf16* sk = sq + Shape<D>::kTileElems;
+  bf16* sv = sk + Shape<D>::kTileElems;
+  bf16* ska = sv + Shape<D>::kTileElems;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+  const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, gk = h / (a.heads / a.kv_heads);
+  const int64_t b = blockIdx.z, q0 = static_cast<int64_t>(qt) * kTile;
+  uint32_t qa[D / 16][4], da[D / 16][4];
+  load_tile<D>(sq, a.q + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
+  load_tile<D>(sk, a.dout + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
+  __syncthreads();
+  load_fragments<D>(qa, sq, 16 * warp, lane);
+  load_fragments<D>(da, sk, 16 * warp, lane);
+  const int64_t row0 = q0 + 16 * warp;
+  float lse2[2], dot[2];  // of rows g and g + 8
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int64_t t = row0 + g + 8 * i;
+    const int64_t at = (b * a.heads + h) * a.seq + t;
+    lse2[i] = t < a.seq ? a.lse[at] : 0.0f;
+    dot[i] = t < a.seq ? a.dot[at] : 0.0f;
+  }
+  const uint16_t* kbase = a.k + head_rows(a, b, a.kv_heads, gk, D);
+  const uint16_t* vbase = a.v + head_rows(a, b, a.kv_heads, gk, D);
+  const uint16_t* kabase = kPod ? a.anchor_k[gk] + head_rows(a, b, a.kv_heads, gk, D) : nullptr;
+  float dq[D / 8][4] = {};
+  for (int kt = 0; kt <= qt; ++kt) {
+    const int64_t k0 = static_cast<int64_t>(kt) * kTile;
+    __syncthreads();
+    load_tile<D>(sk, kbase + k0 * D, a.seq - k0);
+    load_tile<D>(sv, vbase + k0 * D, a.seq - k0);
+    if (kPod) load_tile<D>(ska, kabase + k0 * D, a.seq - k0);
+    __syncthreads();
+    float s[8][4], sa[8][4], dp[8][4];
+    product_nt<D>(s, qa, sk, lane);
+    if (kPod) product_nt<D>(sa, qa, ska, lane);
+    product_nt<D>(dp, da, sv, lane);
+    score_gradients<kPod, false>(a, s, sa, dp, lse2, dot, row0, k0, g, c, nullptr);
+    product_pn<D>(dq, s, sk, lane);
+    if (kPod) product_pn<D>(dq, sa, ska, lane);
+  }
+  for (int r = 0; r < 2; ++r) {
+    const int64_t t = row0 + g + 8 * r;
+    if (t >= a.seq) continue;
+    float* out = a.dq + ((b * a.seq + t) * a.heads + h) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d)
+      *reinterpret_cast<float2*>(out + d * 8 + 2 * c) = make_float2(dq[d][2 * r] * a.scale, dq[d][2 * r + 1] * a.scale);
+  }
+}
+
+// out rows [key][D] of a warp's 16 keys: `add` accumulates, else overwrites.
+template <int D>
+__device__ __forceinline__ void store_key_rows(float* base, const FlashArgs& a, int64_t b, int gk, int64_t key0, int g,
+                                               int c, const float (&acc)[D / 8][4], float factor, bool add) {
+  for (int r = 0; r < 2; ++r) {
+    const int64_t j = key0 + g + 8 * r;
+    if (j >= a.seq) continue;
+    float* out = base + ((b * a.seq + j) * a.kv_heads + gk) * D;
+#pragma unroll
+    for (int d = 0; d < D / 8; ++d) {
+      float2* p = reinterpret_cast<float2*>(out + d * 8 + 2 * c);
+      const float2 v = make_float2(acc[d][2 * r] * factor, acc[d][2 * r + 1] * factor);
+      *p = add ? make_float2(p->x + v.x, p->y + v.y) : v;
+    }
+  }
+}
+
+template <int D, bool kPod>
+__global__ void __launch_bounds__(kThreads) dkv_kernel(FlashArgs a) {
+  extern __shared__ uint4 smem_words[];
+  bf16* sk = reinterpret_cast<bf16*>(smem_words);
+  bf16* sv = sk + Shape<D>::kTileElems;
+  bf16* ska = sv + Shape<D>::kTileElems;
+  bf16* sq = ska + Shape<D>::kTileElems;
+  bf16* sd = sq + Shape<D>::kTileElems;
+  float* slse = reinterpret_cast<float*>(sd + Shape<D>::kTileElems);
+  float* sdot = slse + kTile;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+  const int kt = blockIdx.x, gk = blockIdx.y, group = a.heads / a.kv_heads;
+  const int64_t b = blockIdx.z, k0 = static_cast<int64_t>(kt) * kTile, key0 = k0 + 16 * warp;
+  load_tile<D>(sk, a.k + head_rows(a, b, a.kv_heads, gk, D) + k0 * D, a.seq - k0);
+  load_tile<D>(sv, a.v + head_rows(a, b, a.kv_heads, gk, D) + k0 * D, a.seq - k0);
+  if (kPod) load_tile<D>(ska, a.anchor_k[gk] + head_rows(a, b, a.kv_heads, gk, D) + k0 * D, a.seq - k0);
+  float dk[D / 8][4] = {}, dka[D / 8][4] = {}, dv[D / 8][4] = {};
+  const int tiles = static_cast<int>((a.seq + kTile - 1) / kTile);
+  for (int r = 0; r < group; ++r) {
+    const int h = gk * group + r;
+    for (int qt = kt; qt < tiles; ++qt) {
+      const int64_t q0 = static_cast<int64_t>(qt) * kTile;
+      __syncthreads();
+      load_tile<D>(sq, a.q + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
+      load_tile<D>(sd, a.dout + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
+      for (int i = threadIdx.x; i < kTile; i += kThreads) {
+        const int64_t t = q0 + i, at = (b * a.heads + h) * a.seq + t;
+        slse[i] = t < a.seq ? a.lse[at] : 0.0f;
+        sdot[i] = t < a.seq ? a.dot[at] : 0.0f;
+      }
+      __syncthreads();
+      uint32_t frag[D / 16][4];
+      float s[8][4], sa[8][4], dp[8][4], p[8][4];
+      load_fragments<D>(frag, sk, 16 * warp, lane);
+      product_nt<D>(s, frag, sq, lane);  // Sᵀ: rows keys, columns queries
+      if (kPod) {
+        load_fragments<D>(frag, ska, 16 * warp, lane);
+        product_nt<D>(sa, frag, sq, lane);
+      }
+      load_fragments<D>(frag, sv, 16 * warp, lane);
+      product_nt<D>(dp, frag, sd, lane);  // dPᵀ = V dOᵀ
+      score_gradients<kPod, true>(a, s, sa, dp, slse, sdot, key0, q0, g, c, p);
+      product_pn<D>(dv, p, sd, lane);
+      product_pn<D>(dk, s, sq, lane);
+      if (kPod) product_pn<D>(dka, sa, sq, lane);
+    }
+  }
+  store_key_rows<D>(a.dv, a, b, gk, key0, g, c, dv, 1.0f, false);
+  store_key_rows<D>(a.dk, a, b, gk, key0, g, c, dk, a.scale, true);
+  // The anchor's gradient rows: when the head is its own anchor they are dk's (same buffer, same block).
+  if (kPod) store_key_rows<D>(a.anchor_dk[gk], a, b, gk, key0, g, c, dka, a.scale, true);
+}
+
+// x f32 [batch · seq, heads, D] (rows token-major) -> bf16 [batch][heads][seq][D].
+__global__ void to_head_major_kernel(const float* x, int64_t batch, int64_t seq, int heads, int d, bf16* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= batch * seq * heads * d) return;
+  const int e = static_cast<int>(i % d);
+  const int64_t row = i / d;  // (token, head)
+  const int h = static_cast<int>(row % heads);
+  const int64_t token = row / heads, b = token / seq, t = token % seq;
+  out[((b * heads + h) * seq + t) * d + e] = __float2bfloat16_rn(x[i]);
+}
+
+// dot[(b · heads + h) · seq + t] = Σ_e dout · out over the head's row (warp per row).
+__global__ void row_dot_kernel(const float* dout, const float* out, int64_t batch, int64_t seq, int heads, int d,
+                               float* dot) {
+  const int lane = threadIdx.x % 32;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  if (row >= batch * seq * heads) return;
+  float s = 0.0f;
+  for (int e = lane; e < d; e += 32) s += dout[row * d + e] * out[row * d + e];
+  for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+  const int h = static_cast<int>(row % heads);
+  const int64_t token = row / heads, b = token / seq, t = token % seq;
+  if (lane == 0) dot[(b * heads + h) * seq + t] = s;
+}
+
+template <typename Kernel>
+void launch(Kernel kernel, dim3 grid, size_t smem, const FlashArgs& a, cudaStream_t stream, const char* name) {
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)), name);
+  kernel<<<grid, kThreads, smem, stream>>>(a);
+  check_launch(name);
+}
+
+template <int D>
+void run(FlashPass pass, const FlashArgs& a, cudaStream_t stream) {
+  const unsigned tiles = static_cast<unsigned>((a.seq + kTile - 1) / kTile);
+  const size_t tile_bytes = Shape<D>::kTileElems * sizeof(bf16);
+  const bool pod = a.anchor_k != nullptr;
+  switch (pass) {
+    case FlashPass::Forward:
+      launch(pod ? forward_kernel<D, true> : forward_kernel<D, false>, dim3(tiles, a.heads, a.batch), 4 * tile_bytes, a,
+             stream, "flash forward_kernel");
+      break;
+    case FlashPass::Dq:
+      launch(pod ? dq_kernel<D, true> : dq_kernel<D, false>, dim3(tiles, a.heads, a.batch), 4 * tile_bytes, a, stream,
+             "flash dq_kernel");
+      break;
+    case FlashPass::Dkv:
+      launch(pod ? dkv_kernel<D, true> : dkv_kernel<D, false>, dim3(tiles, a.kv_heads, a.batch),
+             5 * tile_bytes + 2 * kTile * sizeof(float), a, stream, "flash dkv_kernel");
+      break;
+  }
+}
+
+}  // namespace
+
+bool flash_supported(int head_dim) { return head_dim == 64 || head_dim == 128; }
+
+void flash_attention(FlashPass pass, const FlashArgs& a, cudaStream_t stream) {
+  if (a.batch * a.seq == 0) return;
+  if (a.dim == 64) run<64>(pass, a, stream);
+  else if (a.dim == 128) run<128>(pass, a, stream);
+  else throw Error("flash attention: head_dim " + std::to_string(a.dim) + " is not 64 or 128");
+}
+
+void to_head_major(const float* x, int64_t batch, int64_t seq, int heads, int dim, void* out, cudaStream_t stream) {
+  const int64_t n = batch * seq * heads * dim;
+  if (n == 0) return;
+  to_head_major_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(x, batch, seq, heads, dim,
+                                                                                  static_cast<bf16*>(out));
+  check_launch("to_head_major_kernel");
+}
+
+void row_dot(const float* dout, const float* out, int64_t batch, int64_t seq, int heads, int dim, float* dot,
+             cudaStream_t stream) {
+  const int64_t rows = batch * seq * heads;
+  if (rows == 0) return;
+  row_dot_kernel<<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(dout, out, batch, seq, heads, dim, dot);
+  check_launch("row_dot_kernel");
+}
+
+}  // namespace podkv::cuda::train
