@@ -90,6 +90,15 @@ TEST_F(TrainCli, LearnsPasskeyFromScratch) {
     const CliResult p = run({"plot-loss", (out / "train_log.jsonl").string(), "--out", (tmp_ / "loss.png").string()});
     ASSERT_EQ(p.exit_code, 0) << p;
     EXPECT_EQ(read_text(tmp_ / "loss.png").substr(1, 3), "PNG");
+    // Two logs overlaid, with labels; a label count that does not match is refused.
+    const std::string log = (out / "train_log.jsonl").string();
+    const CliResult two = run({"plot-loss", log, log, "--label", "cpu", "--label", "gpu", "--out", (tmp_ / "two.png").string()});
+    ASSERT_EQ(two.exit_code, 0) << two;
+    EXPECT_NE(two.err.find("2 logs"), std::string::npos) << two;
+    EXPECT_EQ(read_text(tmp_ / "two.png").substr(1, 3), "PNG");
+    const CliResult bad = run({"plot-loss", log, log, "--label", "cpu", "--out", (tmp_ / "bad.png").string()});
+    EXPECT_NE(bad.exit_code, 0);
+    EXPECT_NE(bad.err.find("--label"), std::string::npos) << bad;
   }
 }
 

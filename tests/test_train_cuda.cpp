@@ -229,6 +229,8 @@ struct ModelCase {
   int sink = 3, recent = 7;
 };
 
+void PrintTo(const ModelCase& m, std::ostream* os) { *os << m.name; }
+
 ModelConfig case_config(const ModelCase& m) {
   ModelConfig c;
   c.architecture = "LlamaForCausalLM";
@@ -342,6 +344,54 @@ TEST(TrainCudaRun, TenStepsMatchTheCpu) {
   for (size_t i = 0; i < losses[0].size(); ++i) EXPECT_NEAR(losses[1][i], losses[0][i], 1e-4 * losses[0][i]) << "step " << i + 1;
   EXPECT_LT(losses[0].back(), losses[0].front());
   EXPECT_LT(relative_error(weights[1], weights[0]), 1e-3);
+}
+
+// A GPU run stopped after step 3 and resumed from its checkpoint ends with the
+// weights of the uninterrupted run (the device state goes through the host
+// model and optimiser at the save and back at the resume).
+TEST(TrainCudaRun, ResumeEqualsUninterruptedRun) {
+  SKIP_WITHOUT_GPU();
+  const ModelConfig c = case_config({"resume", 4, 2, false, false, 2, 12});
+  std::vector<int32_t> stream, unused;
+  random_tokens(3000, c.vocab_size, 31, stream, unused);
+  Corpus corpus{std::vector<int32_t>(stream.begin(), stream.begin() + 2500),
+                std::vector<int32_t>(stream.begin() + 2500, stream.end())};
+  BatchSource source(&corpus, nullptr, 0.0, 9);
+  const PodConfig pod = uniform_pod_config(c.num_layers, c.num_kv_heads, 2, 2, 9);
+  const std::string dir = ::testing::TempDir() + "/train_cuda_resume";
+  auto options = [&](const std::string& out, int64_t stop_at) {
+    TrainOptions o;
+    o.steps = 6, o.batch = 2, o.seq_len = 33, o.lr = 3e-3, o.warmup = 1, o.eval_batches = 1;
+    o.out_dir = out, o.stop_at = stop_at, o.device = "cuda", o.precision = MatmulPrecision::F32;
+    return o;
+  };
+  std::vector<float> straight, resumed;
+  {
+    Transformer<float> model(c);
+    model.init_random(8, 0.05);
+    model.set_pod(&pod);
+    Trainer trainer(model, source, {}, options(dir + "_straight", 0));
+    trainer.run(nullptr, nullptr);
+    straight = model.params();
+  }
+  {
+    Transformer<float> model(c);
+    model.init_random(8, 0.05);
+    model.set_pod(&pod);
+    Trainer first(model, source, {}, options(dir + "_resumed", 3));
+    first.run(nullptr, nullptr);
+  }
+  {
+    Transformer<float> model(c);
+    model.init_random(99, 0.05);  // overwritten by the checkpoint
+    model.set_pod(&pod);
+    Trainer second(model, source, {}, options(dir + "_resumed", 0));
+    second.resume(dir + "_resumed");
+    EXPECT_EQ(second.start_step(), 3);
+    second.run(nullptr, nullptr);
+    resumed = model.params();
+  }
+  EXPECT_LT(relative_error(resumed, straight), 1e-5);
 }
 
 // The same with bf16 products and the fused attention (head_dim 64): the

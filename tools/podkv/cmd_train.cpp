@@ -246,35 +246,52 @@ void run_adapt(AdaptCommand& o) {
 // ---- plot-loss ----
 
 struct PlotCommand {
-  std::string log, out, title = "training loss";
+  std::vector<std::string> logs, labels;
+  std::string out, title = "training loss";
   bool log_y = false;
 };
 
-void run_plot(const PlotCommand& o) {
-  std::ifstream in(o.log);
-  if (!in) throw Error(o.log + ": cannot read the training log");
-  plot::Series train{"train loss", {}, {}}, eval{"eval loss", {}, {}};
+// The train and eval losses of one JSONL log.
+std::pair<plot::Series, plot::Series> read_losses(const std::string& log, const std::string& label) {
+  std::ifstream in(log);
+  if (!in) throw Error(log + ": cannot read the training log");
+  plot::Series train{label + "train loss", {}, {}}, eval{label + "eval loss", {}, {}};
   std::string line;
   int64_t number = 0;
-  while (read_line_bounded(in, line, kMaxJsonLineBytes, o.log, number)) {
+  while (read_line_bounded(in, line, kMaxJsonLineBytes, log, number)) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception&) {
-      throw Error(o.log + ": line " + std::to_string(number) + " is not JSON");
+      throw Error(log + ": line " + std::to_string(number) + " is not JSON");
     }
-    if (!j.is_object() || !j.contains("step")) throw Error(o.log + ": line " + std::to_string(number) + " has no step");
+    if (!j.is_object() || !j.contains("step")) throw Error(log + ": line " + std::to_string(number) + " has no step");
     const double step = j["step"].get<double>();
     if (j.contains("loss")) train.x.push_back(step), train.y.push_back(j["loss"].get<double>());
     if (j.contains("eval_loss")) eval.x.push_back(step), eval.y.push_back(j["eval_loss"].get<double>());
   }
-  if (train.x.empty() && eval.x.empty()) throw Error(o.log + ": no loss values");
+  if (train.x.empty() && eval.x.empty()) throw Error(log + ": no loss values");
+  return {train, eval};
+}
+
+void run_plot(const PlotCommand& o) {
+  if (!o.labels.empty() && o.labels.size() != o.logs.size())
+    throw Error("--label: " + std::to_string(o.labels.size()) + " labels for " + std::to_string(o.logs.size()) +
+                " logs (give one per log, or none)");
   plot::LineChart chart{o.title, "step", "loss", {}, o.log_y};
-  if (!train.x.empty()) chart.series.push_back(train);
-  if (!eval.x.empty()) chart.series.push_back(eval);
+  size_t steps = 0, evals = 0;
+  for (size_t i = 0; i < o.logs.size(); ++i) {
+    // One log: "train loss", "eval loss"; several: each series named by its label (default: the file name).
+    std::string label;
+    if (o.logs.size() > 1) label = (o.labels.empty() ? fs::path(o.logs[i]).filename().string() : o.labels[i]) + ": ";
+    auto [train, eval] = read_losses(o.logs[i], label);
+    steps += train.x.size(), evals += eval.x.size();
+    if (!train.x.empty()) chart.series.push_back(train);
+    if (!eval.x.empty()) chart.series.push_back(eval);
+  }
   plot::write_line_chart_png(o.out, chart);
-  std::fprintf(stderr, "wrote %s (%zu steps, %zu evaluations)\n", o.out.c_str(), train.x.size(), eval.x.size());
+  std::fprintf(stderr, "wrote %s (%zu logs, %zu steps, %zu evaluations)\n", o.out.c_str(), o.logs.size(), steps, evals);
 }
 
 }  // namespace
@@ -306,8 +323,9 @@ void add_train_commands(CLI::App& app) {
   }
   {
     auto o = std::make_shared<PlotCommand>();
-    CLI::App* cmd = app.add_subcommand("plot-loss", "draw a training log (JSONL) as a loss-curve PNG");
-    cmd->add_option("log", o->log, "the JSONL log of podkv train / adapt")->required();
+    CLI::App* cmd = app.add_subcommand("plot-loss", "draw training logs (JSONL) as loss curves in one PNG");
+    cmd->add_option("logs", o->logs, "JSONL logs of podkv train / adapt (several: overlaid)")->required();
+    cmd->add_option("--label", o->labels, "name of each log's curves (repeat, one per log; default the file name)");
     cmd->add_option("--out", o->out, "PNG to write")->required();
     cmd->add_option("--title", o->title, "chart title")->capture_default_str();
     cmd->add_flag("--log-y", o->log_y, "logarithmic loss axis");
