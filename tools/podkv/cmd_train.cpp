@@ -38,6 +38,7 @@ struct TrainingFlags {
   std::string resume;
   int threads = 0;
   std::string precision = "bf16";
+  double peak_tflops = 0;  // > 0: the progress line shows model FLOP utilisation against it
 };
 
 void add_training_flags(CLI::App* cmd, TrainingFlags& f) {
@@ -71,6 +72,8 @@ void add_training_flags(CLI::App* cmd, TrainingFlags& f) {
   cmd->add_option("--resume", f.resume, "continue from this checkpoint directory");
   cmd->add_option("-t,--threads", f.threads, "threads (all cores)");
   cmd->add_option("--device", o.device, "where the steps run: cpu or cuda")->capture_default_str();
+  cmd->add_option("--peak-tflops", f.peak_tflops,
+                  "the device's peak TFLOP/s (e.g. 790 for an H200's bf16 tensor cores): show model FLOP utilisation");
   cmd->add_option("--precision", f.precision,
                   "matrix products on cuda: bf16 or tf32 tensor cores, or f32 (weights and AdamW stay float32)")
       ->capture_default_str();
@@ -86,14 +89,16 @@ std::string duration(double seconds) {
 }
 
 // Progress on one line (rewritten in place on a terminal, every 5% otherwise).
-void print_step(const StepReport& r) {
+void print_step(const StepReport& r, double peak_tflops) {
   static const bool tty = isatty(2) != 0;
   const int64_t every = std::max<int64_t>(1, r.steps / 20);
   if (!tty && r.step % every != 0 && r.step != r.steps) return;
-  std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  %.2f TFLOP/s  elapsed %s  left %s%s",
+  char mfu[32] = "";
+  if (peak_tflops > 0) std::snprintf(mfu, sizeof mfu, " (MFU %.1f%%)", 100.0 * r.model_flops_per_s / 1e12 / peak_tflops);
+  std::fprintf(stderr, "%sstep %lld/%lld  loss %.4f  lr %.2e  %.0f tok/s  %.2f TFLOP/s%s  elapsed %s  left %s%s",
                tty ? "\r" : "", static_cast<long long>(r.step), static_cast<long long>(r.steps), r.loss, r.lr,
-               r.tokens_per_s, r.model_flops_per_s / 1e12, duration(r.elapsed_s).c_str(), duration(r.eta_s).c_str(),
-               tty ? "   " : "\n");
+               r.tokens_per_s, r.model_flops_per_s / 1e12, mfu, duration(r.elapsed_s).c_str(),
+               duration(r.eta_s).c_str(), tty ? "   " : "\n");
   if (tty && r.step == r.steps) std::fprintf(stderr, "\n");
 }
 
@@ -153,6 +158,7 @@ struct TrainCommand {
 
 void run_train(TrainCommand& o) {
   if (o.flags.threads > 0) set_num_threads(o.flags.threads);
+  if (o.flags.peak_tflops < 0) throw Error("--peak-tflops: must be >= 0");
   if (o.config_path.empty() == o.preset.empty()) throw Error("give one of --config and --preset");
   auto tokenizer = load_tokenizer(o.tokenizer);
   ModelConfig config;
@@ -186,7 +192,8 @@ void run_train(TrainCommand& o) {
                static_cast<long long>(options.batch * options.grad_accum), static_cast<long long>(options.seq_len),
                options.device.c_str(),
                trainer.start_step() > 0 ? (", resuming at step " + std::to_string(trainer.start_step())).c_str() : "");
-  trainer.run(print_step, print_eval);
+  const double peak = o.flags.peak_tflops;
+  trainer.run([peak](const StepReport& r) { print_step(r, peak); }, print_eval);
   std::fprintf(stderr, "wrote %s (log %s)\n", options.out_dir.c_str(), trainer.log_path().c_str());
 }
 
@@ -201,6 +208,7 @@ struct AdaptCommand {
 
 void run_adapt(AdaptCommand& o) {
   if (o.flags.threads > 0) set_num_threads(o.flags.threads);
+  if (o.flags.peak_tflops < 0) throw Error("--peak-tflops: must be >= 0");
   auto loaded = Model::load(o.model_path);
   // A copy: `loaded` is freed below, before the training run reads the config.
   const ModelConfig config = loaded->config();
@@ -232,7 +240,8 @@ void run_adapt(AdaptCommand& o) {
                config.num_layers, config.num_kv_heads, pod.sink_tokens, pod.recent_tokens);
   double pod_before = NAN, pod_after = NAN;
   int64_t evals = 0;
-  trainer.run(print_step, [&](const EvalReport& e) {
+  const double peak = o.flags.peak_tflops;
+  trainer.run([peak](const StepReport& r) { print_step(r, peak); }, [&](const EvalReport& e) {
     print_eval(e);
     if (evals++ == 0) pod_before = e.loss;
     pod_after = e.loss;
