@@ -7,7 +7,7 @@
 #   PyTorch eager with SDPA, and torch.compile (scripts/train_torch_ref.py).
 # Tokens/s are the median step of the timed steps (the first steps are warm-up);
 # model TFLOP/s count 6 x matrix parameters + 6 x layers x heads x head_dim x seq per token.
-#   scripts/bench_train_gpu.sh BUILD_DIR [SEQ] [BATCH] [STEPS]
+#   scripts/bench_train_gpu.sh BUILD_DIR [SEQ] [BATCH] [STEPS]      (TORCH_COMPILE=0: without torch.compile)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:?build directory with podkv}
@@ -47,13 +47,16 @@ for variant in dense pod; do
   tps[$variant]=$(median_json "$work/$variant/train_log.jsonl")
 done
 torch_sdpa=$($python "$root/scripts/train_torch_ref.py" "$root/configs/podkv-long-23m" --batch "$batch" --seq "$seq" --steps 8 | tail -1)
-torch_compile=$($python "$root/scripts/train_torch_ref.py" "$root/configs/podkv-long-23m" --batch "$batch" --seq "$seq" --steps 8 --compile 2>/dev/null | tail -1 || echo '{}')
+torch_compile='{}'
+if [ "${TORCH_COMPILE:-1}" = 1 ]; then  # TORCH_COMPILE=0 skips it (its compilation takes about a minute)
+  torch_compile=$($python "$root/scripts/train_torch_ref.py" "$root/configs/podkv-long-23m" --batch "$batch" --seq "$seq" --steps 8 --compile 2>/dev/null | tail -1 || echo '{}')
+fi
 $python - "$seq" "$batch" "${tps[dense]}" "${tps[pod]}" "$torch_sdpa" "$torch_compile" <<'PY'
 import json, sys
 seq, batch = sys.argv[1], sys.argv[2]
 rows = [("podkv cuda bf16, dense", json.loads(sys.argv[3])), ("podkv cuda bf16, PoD blocks of 2", json.loads(sys.argv[4])),
         ("PyTorch eager + SDPA (bf16 autocast)", json.loads(sys.argv[5]))]
-c = json.loads(sys.argv[6] or "{}")
+c = json.loads(sys.argv[6] or "{}")  # {} when skipped or failed
 rows.append(("torch.compile", c) if c else ("torch.compile", {}))
 ref = rows[2][1]["tokens_per_s"]
 for name, r in rows:

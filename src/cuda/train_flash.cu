@@ -89,6 +89,27 @@ __device__ __forceinline__ void load_tile(bf16* tile, const uint16_t* src, int64
   }
 }
 
+// The same with cp.async (16 bytes per copy, zero-filled past `valid`): the
+// copies land while the warps compute on the other buffer.
+template <int D>
+__device__ __forceinline__ void load_tile_async(bf16* tile, const uint16_t* src, int64_t valid) {
+  constexpr int kChunks = D / 8;
+  for (int i = threadIdx.x; i < kTile * kChunks; i += kThreads) {
+    const int r = i / kChunks, ch = i % kChunks;
+    const bool ok = r < valid;
+    const uint16_t* from = src + (ok ? static_cast<int64_t>(r) * D + ch * 8 : 0);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_address(tile + r * Shape<D>::kStride + ch * 8)),
+                 "l"(from), "r"(ok ? 16 : 0));
+  }
+}
+
+__device__ __forceinline__ void async_commit() { asm volatile("cp.async.commit_group;\n"); }
+// Waits until at most `pending` committed groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
 // acc[16 x 64] = A[16 x D] · X[64 x D]ᵀ with A in fragments and X a tile X[n][k].
 template <int D>
 __device__ __forceinline__ void product_nt(float (&acc)[8][4], const uint32_t (&a)[D / 16][4], const bf16* x,
@@ -139,39 +160,67 @@ __device__ __forceinline__ int64_t head_rows(const FlashArgs& a, int64_t b, int 
   return ((b * heads + h) * a.seq) * d;
 }
 
+// Key and value tiles of one step: [2] buffers (double-buffered), each K, V
+// and the anchor's K, copied from the head's rows k, v, ka [seq][D].
+template <int D, bool kPod>
+struct KeyTiles {
+  bf16* base;
+  const uint16_t *k_rows, *v_rows, *ka_rows;
+  int64_t seq;
+  __device__ bf16* k(int buf) const { return base + (3 * buf) * Shape<D>::kTileElems; }
+  __device__ bf16* v(int buf) const { return base + (3 * buf + 1) * Shape<D>::kTileElems; }
+  __device__ bf16* ka(int buf) const { return base + (3 * buf + 2) * Shape<D>::kTileElems; }
+  __device__ void load(int buf, int64_t k0) const {
+    load_tile_async<D>(k(buf), k_rows + k0 * D, seq - k0);
+    load_tile_async<D>(v(buf), v_rows + k0 * D, seq - k0);
+    if (kPod) load_tile_async<D>(ka(buf), ka_rows + k0 * D, seq - k0);
+    async_commit();
+  }
+  // Before step kt of kt = 0..last (step 0's copies started by load(0, 0)):
+  // starts step kt + 1's copies into the other buffer, waits for step kt's.
+  __device__ void advance(int kt, int last) const {
+    if (kt < last) {
+      load((kt & 1) ^ 1, static_cast<int64_t>(kt + 1) * kTile);
+      async_wait<1>();
+    } else {
+      async_wait<0>();
+    }
+    __syncthreads();
+  }
+};
+
+template <int D, bool kPod>
+__device__ __forceinline__ KeyTiles<D, kPod> key_tiles(const FlashArgs& a, bf16* base, int64_t b, int gk) {
+  const int64_t rows = head_rows(a, b, a.kv_heads, gk, D);
+  return {base, a.k + rows, a.v + rows, kPod ? a.anchor_k[gk] + rows : nullptr, a.seq};
+}
+
 template <int D, bool kPod>
 __global__ void __launch_bounds__(kThreads) forward_kernel(FlashArgs a) {
   extern __shared__ uint4 smem_words[];
   bf16* sq = reinterpret_cast<bf16*>(smem_words);
-  bf16* sk = sq + Shape<D>::kTileElems;
-  bf16* sv = sk + Shape<D>::kTileElems;
-  bf16* ska = sv + Shape<D>::kTileElems;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
   const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, gk = h / (a.heads / a.kv_heads);
   const int64_t b = blockIdx.z, q0 = static_cast<int64_t>(qt) * kTile;
+  const KeyTiles<D, kPod> tiles = key_tiles<D, kPod>(a, sq + Shape<D>::kTileElems, b, gk);
+  tiles.load(0, 0);
   load_tile<D>(sq, a.q + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
   __syncthreads();
   uint32_t qa[D / 16][4];
   load_fragments<D>(qa, sq, 16 * warp, lane);
-  const uint16_t* kbase = a.k + head_rows(a, b, a.kv_heads, gk, D);
-  const uint16_t* vbase = a.v + head_rows(a, b, a.kv_heads, gk, D);
-  const uint16_t* kabase = kPod ? a.anchor_k[gk] + head_rows(a, b, a.kv_heads, gk, D) : nullptr;
   const int64_t rows[2] = {q0 + 16 * warp + g, q0 + 16 * warp + g + 8};
   const float scale2 = a.scale * kLog2e;
   float o[D / 8][4] = {};
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   for (int kt = 0; kt <= qt; ++kt) {
     const int64_t k0 = static_cast<int64_t>(kt) * kTile;
-    __syncthreads();
-    load_tile<D>(sk, kbase + k0 * D, a.seq - k0);
-    load_tile<D>(sv, vbase + k0 * D, a.seq - k0);
-    if (kPod) load_tile<D>(ska, kabase + k0 * D, a.seq - k0);
-    __syncthreads();
+    const int buf = kt & 1;
+    tiles.advance(kt, qt);
     float s[8][4];
-    product_nt<D>(s, qa, sk, lane);
+    product_nt<D>(s, qa, tiles.k(buf), lane);
     if (kPod) {
       float sa[8][4];
-      product_nt<D>(sa, qa, ska, lane);
+      product_nt<D>(sa, qa, tiles.ka(buf), lane);
 #pragma unroll
       for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
@@ -206,7 +255,8 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(FlashArgs a) {
 #pragma unroll
       for (int d = 0; d < D / 8; ++d) o[d][2 * r] *= correction, o[d][2 * r + 1] *= correction;
     }
-    product_pn<D>(o, s, sv, lane);
+    product_pn<D>(o, s, tiles.v(buf), lane);
+    __syncthreads();  // the next step's copies go into this buffer
   }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -254,18 +304,18 @@ template <int D, bool kPod>
 __global__ void __launch_bounds__(kThreads) dq_kernel(FlashArgs a) {
   extern __shared__ uint4 smem_words[];
   bf16* sq = reinterpret_cast<bf16*>(smem_words);
-  bf16* sk = sq + Shape<D>::kTileElems;
-  bf16* sv = sk + Shape<D>::kTileElems;
-  bf16* ska = sv + Shape<D>::kTileElems;
+  bf16* sd = sq + Shape<D>::kTileElems;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
   const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, gk = h / (a.heads / a.kv_heads);
   const int64_t b = blockIdx.z, q0 = static_cast<int64_t>(qt) * kTile;
+  const KeyTiles<D, kPod> tiles = key_tiles<D, kPod>(a, sd + Shape<D>::kTileElems, b, gk);
+  tiles.load(0, 0);
   uint32_t qa[D / 16][4], da[D / 16][4];
   load_tile<D>(sq, a.q + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
-  load_tile<D>(sk, a.dout + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
+  load_tile<D>(sd, a.dout + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
   __syncthreads();
   load_fragments<D>(qa, sq, 16 * warp, lane);
-  load_fragments<D>(da, sk, 16 * warp, lane);
+  load_fragments<D>(da, sd, 16 * warp, lane);
   const int64_t row0 = q0 + 16 * warp;
   float lse2[2], dot[2];  // of rows g and g + 8
 #pragma unroll
@@ -275,24 +325,19 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(FlashArgs a) {
     lse2[i] = t < a.seq ? a.lse[at] : 0.0f;
     dot[i] = t < a.seq ? a.dot[at] : 0.0f;
   }
-  const uint16_t* kbase = a.k + head_rows(a, b, a.kv_heads, gk, D);
-  const uint16_t* vbase = a.v + head_rows(a, b, a.kv_heads, gk, D);
-  const uint16_t* kabase = kPod ? a.anchor_k[gk] + head_rows(a, b, a.kv_heads, gk, D) : nullptr;
   float dq[D / 8][4] = {};
   for (int kt = 0; kt <= qt; ++kt) {
     const int64_t k0 = static_cast<int64_t>(kt) * kTile;
-    __syncthreads();
-    load_tile<D>(sk, kbase + k0 * D, a.seq - k0);
-    load_tile<D>(sv, vbase + k0 * D, a.seq - k0);
-    if (kPod) load_tile<D>(ska, kabase + k0 * D, a.seq - k0);
-    __syncthreads();
+    const int buf = kt & 1;
+    tiles.advance(kt, qt);
     float s[8][4], sa[8][4], dp[8][4];
-    product_nt<D>(s, qa, sk, lane);
-    if (kPod) product_nt<D>(sa, qa, ska, lane);
-    product_nt<D>(dp, da, sv, lane);
+    product_nt<D>(s, qa, tiles.k(buf), lane);
+    if (kPod) product_nt<D>(sa, qa, tiles.ka(buf), lane);
+    product_nt<D>(dp, da, tiles.v(buf), lane);
     score_gradients<kPod, false>(a, s, sa, dp, lse2, dot, row0, k0, g, c, nullptr);
-    product_pn<D>(dq, s, sk, lane);
-    if (kPod) product_pn<D>(dq, sa, ska, lane);
+    product_pn<D>(dq, s, tiles.k(buf), lane);
+    if (kPod) product_pn<D>(dq, sa, tiles.ka(buf), lane);
+    __syncthreads();
   }
   for (int r = 0; r < 2; ++r) {
     const int64_t t = row0 + g + 8 * r;
@@ -327,46 +372,59 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(FlashArgs a) {
   bf16* sk = reinterpret_cast<bf16*>(smem_words);
   bf16* sv = sk + Shape<D>::kTileElems;
   bf16* ska = sv + Shape<D>::kTileElems;
-  bf16* sq = ska + Shape<D>::kTileElems;
-  bf16* sd = sq + Shape<D>::kTileElems;
-  float* slse = reinterpret_cast<float*>(sd + Shape<D>::kTileElems);
-  float* sdot = slse + kTile;
+  bf16* queries = ska + Shape<D>::kTileElems;  // [2] x (Q, dO), double-buffered
+  float* rows = reinterpret_cast<float*>(queries + 4 * Shape<D>::kTileElems);  // [2] x (lse2, dot) [kTile]
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
   const int kt = blockIdx.x, gk = blockIdx.y, group = a.heads / a.kv_heads;
   const int64_t b = blockIdx.z, k0 = static_cast<int64_t>(kt) * kTile, key0 = k0 + 16 * warp;
+  const int tiles = static_cast<int>((a.seq + kTile - 1) / kTile), per_head = tiles - kt, steps = group * per_head;
+  // Step i: query head gk · group + i / per_head, query tile kt + i % per_head, into buffer i % 2.
+  auto load_step = [&](int i) {
+    const int h = gk * group + i / per_head;
+    const int64_t q0 = static_cast<int64_t>(kt + i % per_head) * kTile;
+    bf16* q = queries + 2 * (i & 1) * Shape<D>::kTileElems;
+    load_tile_async<D>(q, a.q + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
+    load_tile_async<D>(q + Shape<D>::kTileElems, a.dout + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
+    async_commit();
+    float* r = rows + 2 * (i & 1) * kTile;
+    for (int j = threadIdx.x; j < kTile; j += kThreads) {
+      const int64_t t = q0 + j, at = (b * a.heads + h) * a.seq + t;
+      r[j] = t < a.seq ? a.lse[at] : 0.0f;
+      r[kTile + j] = t < a.seq ? a.dot[at] : 0.0f;
+    }
+  };
+  load_step(0);
   load_tile<D>(sk, a.k + head_rows(a, b, a.kv_heads, gk, D) + k0 * D, a.seq - k0);
   load_tile<D>(sv, a.v + head_rows(a, b, a.kv_heads, gk, D) + k0 * D, a.seq - k0);
   if (kPod) load_tile<D>(ska, a.anchor_k[gk] + head_rows(a, b, a.kv_heads, gk, D) + k0 * D, a.seq - k0);
   float dk[D / 8][4] = {}, dka[D / 8][4] = {}, dv[D / 8][4] = {};
-  const int tiles = static_cast<int>((a.seq + kTile - 1) / kTile);
-  for (int r = 0; r < group; ++r) {
-    const int h = gk * group + r;
-    for (int qt = kt; qt < tiles; ++qt) {
-      const int64_t q0 = static_cast<int64_t>(qt) * kTile;
-      __syncthreads();
-      load_tile<D>(sq, a.q + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
-      load_tile<D>(sd, a.dout + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
-      for (int i = threadIdx.x; i < kTile; i += kThreads) {
-        const int64_t t = q0 + i, at = (b * a.heads + h) * a.seq + t;
-        slse[i] = t < a.seq ? a.lse[at] : 0.0f;
-        sdot[i] = t < a.seq ? a.dot[at] : 0.0f;
-      }
-      __syncthreads();
-      uint32_t frag[D / 16][4];
-      float s[8][4], sa[8][4], dp[8][4], p[8][4];
-      load_fragments<D>(frag, sk, 16 * warp, lane);
-      product_nt<D>(s, frag, sq, lane);  // Sᵀ: rows keys, columns queries
-      if (kPod) {
-        load_fragments<D>(frag, ska, 16 * warp, lane);
-        product_nt<D>(sa, frag, sq, lane);
-      }
-      load_fragments<D>(frag, sv, 16 * warp, lane);
-      product_nt<D>(dp, frag, sd, lane);  // dPᵀ = V dOᵀ
-      score_gradients<kPod, true>(a, s, sa, dp, slse, sdot, key0, q0, g, c, p);
-      product_pn<D>(dv, p, sd, lane);
-      product_pn<D>(dk, s, sq, lane);
-      if (kPod) product_pn<D>(dka, sa, sq, lane);
+  for (int i = 0; i < steps; ++i) {
+    const int64_t q0 = static_cast<int64_t>(kt + i % per_head) * kTile;
+    if (i + 1 < steps) {
+      load_step(i + 1);
+      async_wait<1>();
+    } else {
+      async_wait<0>();
     }
+    __syncthreads();
+    const bf16* sq = queries + 2 * (i & 1) * Shape<D>::kTileElems;
+    const bf16* sd = sq + Shape<D>::kTileElems;
+    const float* slse = rows + 2 * (i & 1) * kTile;
+    uint32_t frag[D / 16][4];
+    float s[8][4], sa[8][4], dp[8][4], p[8][4];
+    load_fragments<D>(frag, sk, 16 * warp, lane);
+    product_nt<D>(s, frag, sq, lane);  // Sᵀ: rows keys, columns queries
+    if (kPod) {
+      load_fragments<D>(frag, ska, 16 * warp, lane);
+      product_nt<D>(sa, frag, sq, lane);
+    }
+    load_fragments<D>(frag, sv, 16 * warp, lane);
+    product_nt<D>(dp, frag, sd, lane);  // dPᵀ = V dOᵀ
+    score_gradients<kPod, true>(a, s, sa, dp, slse, slse + kTile, key0, q0, g, c, p);
+    product_pn<D>(dv, p, sd, lane);
+    product_pn<D>(dk, s, sq, lane);
+    if (kPod) product_pn<D>(dka, sa, sq, lane);
+    __syncthreads();
   }
   store_key_rows<D>(a.dv, a, b, gk, key0, g, c, dv, 1.0f, false);
   store_key_rows<D>(a.dk, a, b, gk, key0, g, c, dk, a.scale, true);
@@ -374,15 +432,20 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(FlashArgs a) {
   if (kPod) store_key_rows<D>(a.anchor_dk[gk], a, b, gk, key0, g, c, dka, a.scale, true);
 }
 
-// x f32 [batch · seq, heads, D] (rows token-major) -> bf16 [batch][heads][seq][D].
+// x f32 [batch · seq, heads, d] (rows token-major) -> bf16 [batch][heads][seq][d],
+// 8 elements per thread (d is a multiple of 8: 64 or 128).
 __global__ void to_head_major_kernel(const float* x, int64_t batch, int64_t seq, int heads, int d, bf16* out) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= batch * seq * heads * d) return;
-  const int e = static_cast<int>(i % d);
-  const int64_t row = i / d;  // (token, head)
+  if (i >= batch * seq * heads * d / 8) return;
+  const int e = static_cast<int>(i % (d / 8)) * 8;
+  const int64_t row = i / (d / 8);  // (token, head)
   const int h = static_cast<int>(row % heads);
   const int64_t token = row / heads, b = token / seq, t = token % seq;
-  out[((b * heads + h) * seq + t) * d + e] = __float2bfloat16_rn(x[i]);
+  const float4 lo = reinterpret_cast<const float4*>(x + row * d + e)[0];
+  const float4 hi = reinterpret_cast<const float4*>(x + row * d + e)[1];
+  const uint4 packed = make_uint4(pack_bf16x2(lo.x, lo.y), pack_bf16x2(lo.z, lo.w), pack_bf16x2(hi.x, hi.y),
+                                  pack_bf16x2(hi.z, hi.w));
+  *reinterpret_cast<uint4*>(out + ((b * heads + h) * seq + t) * d + e) = packed;
 }
 
 // dot[(b · heads + h) · seq + t] = Σ_e dout · out over the head's row (warp per row).
@@ -413,16 +476,16 @@ void run(FlashPass pass, const FlashArgs& a, cudaStream_t stream) {
   const bool pod = a.anchor_k != nullptr;
   switch (pass) {
     case FlashPass::Forward:
-      launch(pod ? forward_kernel<D, true> : forward_kernel<D, false>, dim3(tiles, a.heads, a.batch), 4 * tile_bytes, a,
+      launch(pod ? forward_kernel<D, true> : forward_kernel<D, false>, dim3(tiles, a.heads, a.batch), 7 * tile_bytes, a,
              stream, "flash forward_kernel");
       break;
     case FlashPass::Dq:
-      launch(pod ? dq_kernel<D, true> : dq_kernel<D, false>, dim3(tiles, a.heads, a.batch), 4 * tile_bytes, a, stream,
+      launch(pod ? dq_kernel<D, true> : dq_kernel<D, false>, dim3(tiles, a.heads, a.batch), 8 * tile_bytes, a, stream,
              "flash dq_kernel");
       break;
     case FlashPass::Dkv:
       launch(pod ? dkv_kernel<D, true> : dkv_kernel<D, false>, dim3(tiles, a.kv_heads, a.batch),
-             5 * tile_bytes + 2 * kTile * sizeof(float), a, stream, "flash dkv_kernel");
+             7 * tile_bytes + 4 * kTile * sizeof(float), a, stream, "flash dkv_kernel");
       break;
   }
 }
@@ -439,8 +502,9 @@ void flash_attention(FlashPass pass, const FlashArgs& a, cudaStream_t stream) {
 }
 
 void to_head_major(const float* x, int64_t batch, int64_t seq, int heads, int dim, void* out, cudaStream_t stream) {
-  const int64_t n = batch * seq * heads * dim;
+  const int64_t n = batch * seq * heads * dim / 8;
   if (n == 0) return;
+  check(dim % 8 == 0, "to_head_major: head_dim " + std::to_string(dim) + " is not a multiple of 8");
   to_head_major_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(x, batch, seq, heads, dim,
                                                                                   static_cast<bf16*>(out));
   check_launch("to_head_major_kernel");
