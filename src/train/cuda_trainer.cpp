@@ -2,8 +2,8 @@
 
 #if defined(PODKV_HAVE_CUDA)
 
+#include <algorithm>
 #include <cmath>
-#include <cstring>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
