@@ -40,7 +40,6 @@ template <int D>
 struct Shape {
   static constexpr int kStride = D + 8;          // smem row, elements
   static constexpr int kTileElems = kTile * kStride;
-  static constexpr int kSteps = D / 16;          // k-steps over the head
 };
 
 __device__ __forceinline__ uint32_t smem_address(const void* p) {
@@ -77,11 +76,11 @@ __device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const bf16* tile, in
   ldsm_x4_trans(b, tile + (k0 + lane % 8 + ((lane / 8) % 2) * 8) * Shape<D>::kStride + n0 + (lane / 16) * 8);
 }
 
-// rows [0, valid) of src [rows][D] (bf16 bits) into the tile; the rest zero.
-template <int D>
+// rows [0, valid) of src [kRows][D] (bf16 bits) into the tile; the rest zero.
+template <int D, int kRows = kTile>
 __device__ __forceinline__ void load_tile(bf16* tile, const uint16_t* src, int64_t valid) {
   constexpr int kChunks = D / 8;
-  for (int i = threadIdx.x; i < kTile * kChunks; i += kThreads) {
+  for (int i = threadIdx.x; i < kRows * kChunks; i += kThreads) {
     const int r = i / kChunks, ch = i % kChunks;
     const uint4 v = r < valid ? reinterpret_cast<const uint4*>(src + static_cast<int64_t>(r) * D)[ch]
                               : make_uint4(0, 0, 0, 0);
@@ -110,39 +109,68 @@ __device__ __forceinline__ void async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
-// acc[16 x 64] = A[16 x D] · X[64 x D]ᵀ with A in fragments and X a tile X[n][k].
-template <int D>
-__device__ __forceinline__ void product_nt(float (&acc)[8][4], const uint32_t (&a)[D / 16][4], const bf16* x,
+// acc[m][16 x 64] = A[m][16 x D] · X[64 x D]ᵀ for kM row blocks, with A in
+// fragments and X a tile X[n][k]: each B fragment read from shared memory
+// feeds kM products.
+template <int D, int kM>
+__device__ __forceinline__ void product_nt(float (&acc)[kM][8][4], const uint32_t (&a)[kM][D / 16][4], const bf16* x,
                                            int lane) {
 #pragma unroll
-  for (int nb = 0; nb < 8; ++nb) acc[nb][0] = acc[nb][1] = acc[nb][2] = acc[nb][3] = 0.0f;
+  for (int m = 0; m < kM; ++m)
+#pragma unroll
+    for (int nb = 0; nb < 8; ++nb) acc[m][nb][0] = acc[m][nb][1] = acc[m][nb][2] = acc[m][nb][3] = 0.0f;
 #pragma unroll
   for (int p = 0; p < 4; ++p)
 #pragma unroll
     for (int s = 0; s < D / 16; ++s) {
       uint32_t b[4];
       load_b_nk<D>(b, x, 16 * p, 16 * s, lane);
-      mma_bf16_16816(acc[2 * p], a[s], b[0], b[1]);
-      mma_bf16_16816(acc[2 * p + 1], a[s], b[2], b[3]);
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        mma_bf16_16816(acc[m][2 * p], a[m][s], b[0], b[1]);
+        mma_bf16_16816(acc[m][2 * p + 1], a[m][s], b[2], b[3]);
+      }
     }
 }
 
-// out[16 x D] += P[16 x 64] · X[64 x D] with P in C fragments and X a tile X[k][n].
 template <int D>
-__device__ __forceinline__ void product_pn(float (&out)[D / 8][4], const float (&p)[8][4], const bf16* x, int lane) {
+__device__ __forceinline__ void product_nt(float (&acc)[8][4], const uint32_t (&a)[D / 16][4], const bf16* x,
+                                           int lane) {
+  product_nt<D, 1>(reinterpret_cast<float(&)[1][8][4]>(acc), reinterpret_cast<const uint32_t(&)[1][D / 16][4]>(a), x,
+                   lane);
+}
+
+// out[m][16 x D] += P[m][16 x 64] · X[64 x D] with P in C fragments and X a tile X[k][n].
+template <int D, int kM>
+__device__ __forceinline__ void product_pn(float (&out)[kM][D / 8][4], const float (&p)[kM][8][4], const bf16* x,
+                                           int lane) {
 #pragma unroll
   for (int s = 0; s < 4; ++s) {
-    const uint32_t a[4] = {pack_bf16x2(p[2 * s][0], p[2 * s][1]), pack_bf16x2(p[2 * s][2], p[2 * s][3]),
-                           pack_bf16x2(p[2 * s + 1][0], p[2 * s + 1][1]),
-                           pack_bf16x2(p[2 * s + 1][2], p[2 * s + 1][3])};
+    uint32_t a[kM][4];
+#pragma unroll
+    for (int m = 0; m < kM; ++m) {
+      a[m][0] = pack_bf16x2(p[m][2 * s][0], p[m][2 * s][1]);
+      a[m][1] = pack_bf16x2(p[m][2 * s][2], p[m][2 * s][3]);
+      a[m][2] = pack_bf16x2(p[m][2 * s + 1][0], p[m][2 * s + 1][1]);
+      a[m][3] = pack_bf16x2(p[m][2 * s + 1][2], p[m][2 * s + 1][3]);
+    }
 #pragma unroll
     for (int d = 0; d < D / 16; ++d) {
       uint32_t b[4];
       load_b_kn<D>(b, x, 16 * s, 16 * d, lane);
-      mma_bf16_16816(out[2 * d], a, b[0], b[1]);
-      mma_bf16_16816(out[2 * d + 1], a, b[2], b[3]);
+#pragma unroll
+      for (int m = 0; m < kM; ++m) {
+        mma_bf16_16816(out[m][2 * d], a[m], b[0], b[1]);
+        mma_bf16_16816(out[m][2 * d + 1], a[m], b[2], b[3]);
+      }
     }
   }
+}
+
+template <int D>
+__device__ __forceinline__ void product_pn(float (&out)[D / 8][4], const float (&p)[8][4], const bf16* x, int lane) {
+  product_pn<D, 1>(reinterpret_cast<float(&)[1][D / 8][4]>(out), reinterpret_cast<const float(&)[1][8][4]>(p), x,
+                   lane);
 }
 
 template <int D>
@@ -151,8 +179,46 @@ __device__ __forceinline__ void load_fragments(uint32_t (&a)[D / 16][4], const b
   for (int s = 0; s < D / 16; ++s) load_a<D>(a[s], tile, r0, 16 * s, lane);
 }
 
-__device__ __forceinline__ bool is_distant(const FlashArgs& a, int64_t t, int64_t j) {
-  return j >= a.sink && j <= t - a.recent;
+// 2^x on the special function unit (2^-inf = 0); the scores are bounded, so
+// the approximation's ~2 ulp is far inside bf16's rounding.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ bool is_distant(const FlashArgs& a, int t, int j) { return j >= a.sink && j <= t - a.recent; }
+
+__device__ __forceinline__ void zero(float (&x)[8][4]) {
+#pragma unroll
+  for (int nb = 0; nb < 8; ++nb) x[nb][0] = x[nb][1] = x[nb][2] = x[nb][3] = 0.0f;
+}
+
+// What a warp's tile of queries [t_lo, t_hi] x keys [j_lo, j_hi] needs
+// (warp-uniform, so the branches on it do not diverge):
+//   masked: some (query, key) is past the diagonal or outside the sequence,
+//           so the tile takes the per-element path;
+//   empty:  every key is past every query (nothing to do);
+//   near / far: some score reads the layer's own keys / the anchor's (PoD).
+// A tile that is not masked and reads one source only takes the fast path:
+// one FFMA and one exp per score, no positions.
+struct TileKind {
+  bool masked, empty, near, far;
+};
+
+template <bool kPod>
+__device__ __forceinline__ TileKind classify(const FlashArgs& a, int t_lo, int t_hi, int j_lo, int j_hi) {
+  TileKind k;
+  k.masked = j_hi > t_lo || t_hi >= a.seq;
+  k.empty = j_lo > t_hi;
+  if (!kPod) {
+    k.near = true, k.far = false;
+  } else {
+    const bool all_far = j_lo >= a.sink && j_hi <= t_lo - a.recent;
+    const bool none_far = j_hi < a.sink || j_lo > t_hi - a.recent;
+    k.near = !all_far, k.far = !none_far;
+  }
+  return k;
 }
 
 // Rows of a head in the head-major bf16 layout [batch][heads][seq][D].
@@ -195,153 +261,211 @@ __device__ __forceinline__ KeyTiles<D, kPod> key_tiles(const FlashArgs& a, bf16*
   return {base, a.k + rows, a.v + rows, kPod ? a.anchor_k[gk] + rows : nullptr, a.seq};
 }
 
+// Query rows per warp in the forward: 32 (two mma row blocks sharing every
+// key fragment) where the registers allow, 16 otherwise.
+template <int D, bool kPod>
+constexpr int forward_row_blocks() {
+  return D == 64 && !kPod ? 2 : 1;
+}
+
 template <int D, bool kPod>
 __global__ void __launch_bounds__(kThreads) forward_kernel(FlashArgs a) {
+  constexpr int kM = forward_row_blocks<D, kPod>(), kRows = kTile * kM;  // query rows: per warp 16 kM, per block
   extern __shared__ uint4 smem_words[];
   bf16* sq = reinterpret_cast<bf16*>(smem_words);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
   const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, gk = h / (a.heads / a.kv_heads);
-  const int64_t b = blockIdx.z, q0 = static_cast<int64_t>(qt) * kTile;
-  const KeyTiles<D, kPod> tiles = key_tiles<D, kPod>(a, sq + Shape<D>::kTileElems, b, gk);
+  const int64_t b = blockIdx.z;
+  const int q0 = qt * kRows, seq = static_cast<int>(a.seq);
+  const int last = (min(q0 + kRows, seq) - 1) / kTile;  // the last key tile any query of the block sees
+  const KeyTiles<D, kPod> tiles = key_tiles<D, kPod>(a, sq + kM * Shape<D>::kTileElems, b, gk);
   tiles.load(0, 0);
-  load_tile<D>(sq, a.q + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
+  load_tile<D, kRows>(sq, a.q + head_rows(a, b, a.heads, h, D) + static_cast<int64_t>(q0) * D, seq - q0);
   __syncthreads();
-  uint32_t qa[D / 16][4];
-  load_fragments<D>(qa, sq, 16 * warp, lane);
-  const int64_t rows[2] = {q0 + 16 * warp + g, q0 + 16 * warp + g + 8};
+  const int r0 = q0 + 16 * kM * warp;  // the warp's rows r0 .. r0 + 16 kM - 1
+  uint32_t qa[kM][D / 16][4];
+#pragma unroll
+  for (int m = 0; m < kM; ++m) load_fragments<D>(qa[m], sq, 16 * kM * warp + 16 * m, lane);
   const float scale2 = a.scale * kLog2e;
-  float o[D / 8][4] = {};
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  for (int kt = 0; kt <= qt; ++kt) {
-    const int64_t k0 = static_cast<int64_t>(kt) * kTile;
-    const int buf = kt & 1;
-    tiles.advance(kt, qt);
-    float s[8][4];
-    product_nt<D>(s, qa, tiles.k(buf), lane);
-    if (kPod) {
-      float sa[8][4];
-      product_nt<D>(sa, qa, tiles.ka(buf), lane);
+  float o[kM][D / 8][4] = {};
+  float m_run[kM][2], l[kM][2] = {};
 #pragma unroll
-      for (int nb = 0; nb < 8; ++nb)
+  for (int m = 0; m < kM; ++m) m_run[m][0] = m_run[m][1] = -INFINITY;
+  for (int kt = 0; kt <= last; ++kt) {
+    const int k0 = kt * kTile, buf = kt & 1;
+    tiles.advance(kt, last);
+    const TileKind kind = classify<kPod>(a, r0, r0 + 16 * kM - 1, k0, k0 + kTile - 1);
+    if (!kind.empty) {
+      float s[kM][8][4];
+      if (kind.near) product_nt<D, kM>(s, qa, tiles.k(buf), lane);
+      if (kPod && kind.far) {
+        if (!kind.near) {
+          product_nt<D, kM>(s, qa, tiles.ka(buf), lane);
+        } else {
+          float sa[kM][8][4];
+          product_nt<D, kM>(sa, qa, tiles.ka(buf), lane);
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-          if (is_distant(a, rows[i / 2], k0 + nb * 8 + 2 * c + (i & 1))) s[nb][i] = sa[nb][i];
-    }
+          for (int m = 0; m < kM; ++m)
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float mx = -INFINITY;
+            for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
-      for (int nb = 0; nb < 8; ++nb)
-#pragma unroll
-        for (int i = 2 * r; i < 2 * r + 2; ++i) {
-          const int64_t j = k0 + nb * 8 + 2 * c + (i & 1);
-          s[nb][i] = j <= rows[r] ? s[nb][i] * scale2 : -INFINITY;
-          mx = fmaxf(mx, s[nb][i]);
+              for (int i = 0; i < 4; ++i)
+                if (is_distant(a, r0 + 16 * m + g + 8 * (i / 2), k0 + nb * 8 + 2 * c + (i & 1))) s[m][nb][i] = sa[m][nb][i];
         }
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[r], mx);
-      const float correction = exp2f(m[r] - m_new);
-      float sum = 0.0f;
+      }
 #pragma unroll
-      for (int nb = 0; nb < 8; ++nb)
+      for (int m = 0; m < kM; ++m)
 #pragma unroll
-        for (int i = 2 * r; i < 2 * r + 2; ++i) {
-          s[nb][i] = exp2f(s[nb][i] - m_new);
-          sum += s[nb][i];
+        for (int r = 0; r < 2; ++r) {
+          const int t = r0 + 16 * m + g + 8 * r;
+          float mx = -INFINITY;
+#pragma unroll
+          for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+            for (int i = 2 * r; i < 2 * r + 2; ++i) {
+              if (kind.masked && k0 + nb * 8 + 2 * c + (i & 1) > t) s[m][nb][i] = -INFINITY;
+              mx = fmaxf(mx, s[m][nb][i]);
+            }
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          // Every row sees key k0 (tiles start on the block's diagonal or below), so m_new is finite.
+          const float m_new = fmaxf(m_run[m][r], mx * scale2);
+          const float correction = fast_exp2(m_run[m][r] - m_new);
+          float sum = 0.0f;
+#pragma unroll
+          for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+            for (int i = 2 * r; i < 2 * r + 2; ++i) {
+              s[m][nb][i] = fast_exp2(fmaf(s[m][nb][i], scale2, -m_new));
+              sum += s[m][nb][i];
+            }
+          l[m][r] = l[m][r] * correction + sum;
+          m_run[m][r] = m_new;
+#pragma unroll
+          for (int d = 0; d < D / 8; ++d) o[m][d][2 * r] *= correction, o[m][d][2 * r + 1] *= correction;
         }
-      l[r] = l[r] * correction + sum;
-      m[r] = m_new;
-#pragma unroll
-      for (int d = 0; d < D / 8; ++d) o[d][2 * r] *= correction, o[d][2 * r + 1] *= correction;
+      product_pn<D, kM>(o, s, tiles.v(buf), lane);
     }
-    product_pn<D>(o, s, tiles.v(buf), lane);
     __syncthreads();  // the next step's copies go into this buffer
   }
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    if (rows[r] >= a.seq) continue;
-    const float inv = 1.0f / l[r];
-    float* out = a.out + ((b * a.seq + rows[r]) * a.heads + h) * D;
+  for (int m = 0; m < kM; ++m)
 #pragma unroll
-    for (int d = 0; d < D / 8; ++d)
-      *reinterpret_cast<float2*>(out + d * 8 + 2 * c) = make_float2(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
-    if (c == 0) a.lse[(b * a.heads + h) * a.seq + rows[r]] = m[r] + log2f(l[r]);
-  }
+    for (int r = 0; r < 2; ++r) {
+      l[m][r] += __shfl_xor_sync(0xffffffffu, l[m][r], 1);
+      l[m][r] += __shfl_xor_sync(0xffffffffu, l[m][r], 2);
+      const int t = r0 + 16 * m + g + 8 * r;
+      if (t >= seq) continue;
+      const float inv = 1.0f / l[m][r];
+      float* out = a.out + ((b * a.seq + t) * a.heads + h) * D;
+#pragma unroll
+      for (int d = 0; d < D / 8; ++d)
+        *reinterpret_cast<float2*>(out + d * 8 + 2 * c) =
+            make_float2(o[m][d][2 * r] * inv, o[m][d][2 * r + 1] * inv);
+      if (c == 0) a.lse[(b * a.heads + h) * a.seq + t] = m_run[m][r] + log2f(l[m][r]);
+    }
 }
 
-// P and dS of a 16 x 64 tile, in place: s holds the layer's scores, sa the
-// anchor's (PoD), dp = dO Vᵀ. On exit s = dS at the layer's keys, sa = dS at
-// the anchor's (PoD), p (if wanted) = P. row0/col0 give the positions; lse2
-// and dot are per query: [2] (rows g, g + 8) untransposed, [64] (the tile's
-// columns, shared memory) transposed.
+// P and dS of a 16 x 64 tile, in place: s holds the layer's scores (where
+// kind.near), sa the anchor's (where kind.far), dp = dO Vᵀ. On exit s = dS at
+// the layer's keys, sa = dS at the anchor's, p (if wanted) = P. row0/col0 give
+// the positions; lse2 and dot are per query: [2] (rows g, g + 8) untransposed,
+// [64] (the tile's columns, shared memory) transposed.
 template <bool kPod, bool kTransposed>
-__device__ __forceinline__ void score_gradients(const FlashArgs& a, float (&s)[8][4], float (&sa)[8][4],
-                                                const float (&dp)[8][4], const float* lse2, const float* dot,
-                                                int64_t row0, int64_t col0, int g, int c, float (*p)[4]) {
+__device__ __forceinline__ void score_gradients(const FlashArgs& a, const TileKind& kind, float (&s)[8][4],
+                                                float (&sa)[8][4], const float (&dp)[8][4], const float* lse2,
+                                                const float* dot, int row0, int col0, int g, int c, float (*p)[4]) {
   const float scale2 = a.scale * kLog2e;
+  // Where the query of element (nb, i) sits in lse2 / dot.
+  auto local_t = [&](int nb, int i) { return kTransposed ? nb * 8 + 2 * c + (i & 1) : i / 2; };
+  if (!kind.masked && !(kind.near && kind.far)) {
+    // One source, nothing masked: the fast path.
+    auto fast = [&](float(&x)[8][4]) {
+#pragma unroll
+      for (int nb = 0; nb < 8; ++nb)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int lt = local_t(nb, i);
+          const float prob = fast_exp2(fmaf(x[nb][i], scale2, -lse2[lt]));
+          if (p != nullptr) p[nb][i] = prob;
+          x[nb][i] = prob * (dp[nb][i] - dot[lt]);
+        }
+    };
+    if (kind.near) fast(s);
+    else fast(sa);
+    return;
+  }
+  if (!kind.near) zero(s);
+  if (kPod && !kind.far) zero(sa);
+  const int seq = static_cast<int>(a.seq);
 #pragma unroll
   for (int nb = 0; nb < 8; ++nb)
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       // Not transposed: rows are queries (local row g | g+8), columns keys. Transposed: rows are keys.
-      const int64_t r = row0 + g + 8 * (i / 2), cc = col0 + nb * 8 + 2 * c + (i & 1);
-      const int64_t t = kTransposed ? cc : r, j = kTransposed ? r : cc;
-      const int local_t = kTransposed ? nb * 8 + 2 * c + (i & 1) : i / 2;
+      const int r = row0 + g + 8 * (i / 2), cc = col0 + nb * 8 + 2 * c + (i & 1);
+      const int t = kTransposed ? cc : r, j = kTransposed ? r : cc;
+      const int lt = local_t(nb, i);
       const bool far = kPod && is_distant(a, t, j);
       const float x = (far ? sa[nb][i] : s[nb][i]) * scale2;
-      const float prob = j <= t && t < a.seq ? exp2f(x - lse2[local_t]) : 0.0f;
-      const float ds = prob * (dp[nb][i] - dot[local_t]);
+      const float prob = j <= t && t < seq ? fast_exp2(x - lse2[lt]) : 0.0f;
+      const float ds = prob * (dp[nb][i] - dot[lt]);
       if (p != nullptr) p[nb][i] = prob;
       s[nb][i] = far ? 0.0f : ds;
       if (kPod) sa[nb][i] = far ? ds : 0.0f;
     }
 }
 
+// Blocks per SM the backward kernels are compiled for: 3 where 168 registers
+// hold everything (dense, head_dim 64), else whatever the registers allow.
 template <int D, bool kPod>
-__global__ void __launch_bounds__(kThreads) dq_kernel(FlashArgs a) {
+constexpr int backward_min_blocks() {
+  return D == 64 && !kPod ? 3 : 1;
+}
+
+template <int D, bool kPod>
+__global__ void __launch_bounds__(kThreads, backward_min_blocks<D, kPod>()) dq_kernel(FlashArgs a) {
   extern __shared__ uint4 smem_words[];
   bf16* sq = reinterpret_cast<bf16*>(smem_words);
   bf16* sd = sq + Shape<D>::kTileElems;
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
   const int qt = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, gk = h / (a.heads / a.kv_heads);
-  const int64_t b = blockIdx.z, q0 = static_cast<int64_t>(qt) * kTile;
+  const int64_t b = blockIdx.z;
+  const int q0 = qt * kTile, seq = static_cast<int>(a.seq);
   const KeyTiles<D, kPod> tiles = key_tiles<D, kPod>(a, sd + Shape<D>::kTileElems, b, gk);
   tiles.load(0, 0);
   uint32_t qa[D / 16][4], da[D / 16][4];
-  load_tile<D>(sq, a.q + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
-  load_tile<D>(sd, a.dout + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
+  load_tile<D>(sq, a.q + head_rows(a, b, a.heads, h, D) + static_cast<int64_t>(q0) * D, seq - q0);
+  load_tile<D>(sd, a.dout + head_rows(a, b, a.heads, h, D) + static_cast<int64_t>(q0) * D, seq - q0);
   __syncthreads();
   load_fragments<D>(qa, sq, 16 * warp, lane);
   load_fragments<D>(da, sd, 16 * warp, lane);
-  const int64_t row0 = q0 + 16 * warp;
+  const int row0 = q0 + 16 * warp;
   float lse2[2], dot[2];  // of rows g and g + 8
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
-    const int64_t t = row0 + g + 8 * i;
+    const int t = row0 + g + 8 * i;
     const int64_t at = (b * a.heads + h) * a.seq + t;
-    lse2[i] = t < a.seq ? a.lse[at] : 0.0f;
-    dot[i] = t < a.seq ? a.dot[at] : 0.0f;
+    lse2[i] = t < seq ? a.lse[at] : 0.0f;
+    dot[i] = t < seq ? a.dot[at] : 0.0f;
   }
   float dq[D / 8][4] = {};
   for (int kt = 0; kt <= qt; ++kt) {
-    const int64_t k0 = static_cast<int64_t>(kt) * kTile;
-    const int buf = kt & 1;
+    const int k0 = kt * kTile, buf = kt & 1;
     tiles.advance(kt, qt);
+    const TileKind kind = classify<kPod>(a, row0, row0 + 15, k0, k0 + kTile - 1);
     float s[8][4], sa[8][4], dp[8][4];
-    product_nt<D>(s, qa, tiles.k(buf), lane);
-    if (kPod) product_nt<D>(sa, qa, tiles.ka(buf), lane);
+    if (kind.near) product_nt<D>(s, qa, tiles.k(buf), lane);
+    if (kPod && kind.far) product_nt<D>(sa, qa, tiles.ka(buf), lane);
     product_nt<D>(dp, da, tiles.v(buf), lane);
-    score_gradients<kPod, false>(a, s, sa, dp, lse2, dot, row0, k0, g, c, nullptr);
-    product_pn<D>(dq, s, tiles.k(buf), lane);
-    if (kPod) product_pn<D>(dq, sa, tiles.ka(buf), lane);
+    score_gradients<kPod, false>(a, kind, s, sa, dp, lse2, dot, row0, k0, g, c, nullptr);
+    if (kind.near) product_pn<D>(dq, s, tiles.k(buf), lane);
+    if (kPod && kind.far) product_pn<D>(dq, sa, tiles.ka(buf), lane);
     __syncthreads();
   }
   for (int r = 0; r < 2; ++r) {
-    const int64_t t = row0 + g + 8 * r;
-    if (t >= a.seq) continue;
+    const int t = row0 + g + 8 * r;
+    if (t >= seq) continue;
     float* out = a.dq + ((b * a.seq + t) * a.heads + h) * D;
 #pragma unroll
     for (int d = 0; d < D / 8; ++d)
@@ -351,10 +475,10 @@ __global__ void __launch_bounds__(kThreads) dq_kernel(FlashArgs a) {
 
 // out rows [key][D] of a warp's 16 keys: `add` accumulates, else overwrites.
 template <int D>
-__device__ __forceinline__ void store_key_rows(float* base, const FlashArgs& a, int64_t b, int gk, int64_t key0, int g,
+__device__ __forceinline__ void store_key_rows(float* base, const FlashArgs& a, int64_t b, int gk, int key0, int g,
                                                int c, const float (&acc)[D / 8][4], float factor, bool add) {
   for (int r = 0; r < 2; ++r) {
-    const int64_t j = key0 + g + 8 * r;
+    const int j = key0 + g + 8 * r;
     if (j >= a.seq) continue;
     float* out = base + ((b * a.seq + j) * a.kv_heads + gk) * D;
 #pragma unroll
@@ -367,7 +491,7 @@ __device__ __forceinline__ void store_key_rows(float* base, const FlashArgs& a, 
 }
 
 template <int D, bool kPod>
-__global__ void __launch_bounds__(kThreads) dkv_kernel(FlashArgs a) {
+__global__ void __launch_bounds__(kThreads, backward_min_blocks<D, kPod>()) dkv_kernel(FlashArgs a) {
   extern __shared__ uint4 smem_words[];
   bf16* sk = reinterpret_cast<bf16*>(smem_words);
   bf16* sv = sk + Shape<D>::kTileElems;
@@ -376,30 +500,33 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(FlashArgs a) {
   float* rows = reinterpret_cast<float*>(queries + 4 * Shape<D>::kTileElems);  // [2] x (lse2, dot) [kTile]
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
   const int kt = blockIdx.x, gk = blockIdx.y, group = a.heads / a.kv_heads;
-  const int64_t b = blockIdx.z, k0 = static_cast<int64_t>(kt) * kTile, key0 = k0 + 16 * warp;
-  const int tiles = static_cast<int>((a.seq + kTile - 1) / kTile), per_head = tiles - kt, steps = group * per_head;
+  const int64_t b = blockIdx.z;
+  const int seq = static_cast<int>(a.seq), k0 = kt * kTile, key0 = k0 + 16 * warp;
+  const int tiles = (seq + kTile - 1) / kTile, per_head = tiles - kt, steps = group * per_head;
   // Step i: query head gk · group + i / per_head, query tile kt + i % per_head, into buffer i % 2.
   auto load_step = [&](int i) {
     const int h = gk * group + i / per_head;
-    const int64_t q0 = static_cast<int64_t>(kt + i % per_head) * kTile;
+    const int q0 = (kt + i % per_head) * kTile;
     bf16* q = queries + 2 * (i & 1) * Shape<D>::kTileElems;
-    load_tile_async<D>(q, a.q + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
-    load_tile_async<D>(q + Shape<D>::kTileElems, a.dout + head_rows(a, b, a.heads, h, D) + q0 * D, a.seq - q0);
+    load_tile_async<D>(q, a.q + head_rows(a, b, a.heads, h, D) + static_cast<int64_t>(q0) * D, seq - q0);
+    load_tile_async<D>(q + Shape<D>::kTileElems, a.dout + head_rows(a, b, a.heads, h, D) + static_cast<int64_t>(q0) * D,
+                       seq - q0);
     async_commit();
     float* r = rows + 2 * (i & 1) * kTile;
     for (int j = threadIdx.x; j < kTile; j += kThreads) {
-      const int64_t t = q0 + j, at = (b * a.heads + h) * a.seq + t;
-      r[j] = t < a.seq ? a.lse[at] : 0.0f;
-      r[kTile + j] = t < a.seq ? a.dot[at] : 0.0f;
+      const int t = q0 + j;
+      const int64_t at = (b * a.heads + h) * a.seq + t;
+      r[j] = t < seq ? a.lse[at] : 0.0f;
+      r[kTile + j] = t < seq ? a.dot[at] : 0.0f;
     }
   };
   load_step(0);
-  load_tile<D>(sk, a.k + head_rows(a, b, a.kv_heads, gk, D) + k0 * D, a.seq - k0);
-  load_tile<D>(sv, a.v + head_rows(a, b, a.kv_heads, gk, D) + k0 * D, a.seq - k0);
-  if (kPod) load_tile<D>(ska, a.anchor_k[gk] + head_rows(a, b, a.kv_heads, gk, D) + k0 * D, a.seq - k0);
+  load_tile<D>(sk, a.k + head_rows(a, b, a.kv_heads, gk, D) + static_cast<int64_t>(k0) * D, seq - k0);
+  load_tile<D>(sv, a.v + head_rows(a, b, a.kv_heads, gk, D) + static_cast<int64_t>(k0) * D, seq - k0);
+  if (kPod) load_tile<D>(ska, a.anchor_k[gk] + head_rows(a, b, a.kv_heads, gk, D) + static_cast<int64_t>(k0) * D, seq - k0);
   float dk[D / 8][4] = {}, dka[D / 8][4] = {}, dv[D / 8][4] = {};
   for (int i = 0; i < steps; ++i) {
-    const int64_t q0 = static_cast<int64_t>(kt + i % per_head) * kTile;
+    const int q0 = (kt + i % per_head) * kTile;
     if (i + 1 < steps) {
       load_step(i + 1);
       async_wait<1>();
@@ -410,20 +537,24 @@ __global__ void __launch_bounds__(kThreads) dkv_kernel(FlashArgs a) {
     const bf16* sq = queries + 2 * (i & 1) * Shape<D>::kTileElems;
     const bf16* sd = sq + Shape<D>::kTileElems;
     const float* slse = rows + 2 * (i & 1) * kTile;
+    // Transposed: rows are the warp's keys, columns the tile's queries.
+    const TileKind kind = classify<kPod>(a, q0, q0 + kTile - 1, key0, key0 + 15);
     uint32_t frag[D / 16][4];
     float s[8][4], sa[8][4], dp[8][4], p[8][4];
-    load_fragments<D>(frag, sk, 16 * warp, lane);
-    product_nt<D>(s, frag, sq, lane);  // Sᵀ: rows keys, columns queries
-    if (kPod) {
+    if (kind.near) {
+      load_fragments<D>(frag, sk, 16 * warp, lane);
+      product_nt<D>(s, frag, sq, lane);  // Sᵀ
+    }
+    if (kPod && kind.far) {
       load_fragments<D>(frag, ska, 16 * warp, lane);
       product_nt<D>(sa, frag, sq, lane);
     }
     load_fragments<D>(frag, sv, 16 * warp, lane);
     product_nt<D>(dp, frag, sd, lane);  // dPᵀ = V dOᵀ
-    score_gradients<kPod, true>(a, s, sa, dp, slse, slse + kTile, key0, q0, g, c, p);
+    score_gradients<kPod, true>(a, kind, s, sa, dp, slse, slse + kTile, key0, q0, g, c, p);
     product_pn<D>(dv, p, sd, lane);
-    product_pn<D>(dk, s, sq, lane);
-    if (kPod) product_pn<D>(dka, sa, sq, lane);
+    if (kind.near) product_pn<D>(dk, s, sq, lane);
+    if (kPod && kind.far) product_pn<D>(dka, sa, sq, lane);
     __syncthreads();
   }
   store_key_rows<D>(a.dv, a, b, gk, key0, g, c, dv, 1.0f, false);
@@ -475,10 +606,13 @@ void run(FlashPass pass, const FlashArgs& a, cudaStream_t stream) {
   const size_t tile_bytes = Shape<D>::kTileElems * sizeof(bf16);
   const bool pod = a.anchor_k != nullptr;
   switch (pass) {
-    case FlashPass::Forward:
-      launch(pod ? forward_kernel<D, true> : forward_kernel<D, false>, dim3(tiles, a.heads, a.batch), 7 * tile_bytes, a,
-             stream, "flash forward_kernel");
+    case FlashPass::Forward: {
+      const int m = pod ? forward_row_blocks<D, true>() : forward_row_blocks<D, false>();
+      const unsigned row_tiles = static_cast<unsigned>((a.seq + m * kTile - 1) / (m * kTile));
+      launch(pod ? forward_kernel<D, true> : forward_kernel<D, false>, dim3(row_tiles, a.heads, a.batch),
+             (6 + m) * tile_bytes, a, stream, "flash forward_kernel");
       break;
+    }
     case FlashPass::Dq:
       launch(pod ? dq_kernel<D, true> : dq_kernel<D, false>, dim3(tiles, a.heads, a.batch), 8 * tile_bytes, a, stream,
              "flash dq_kernel");
