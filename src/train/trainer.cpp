@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "train/batch_dump.h"
 #include "train/checkpoint.h"
 #include "util/error.h"
 
@@ -98,6 +99,24 @@ Trainer::Trainer(Transformer<float>& model, const BatchSource& data, std::vector
   // Fail on bad data now rather than after the first evaluation.
   data_.train_batch(0, 0, 1, options_.seq_len);
   device_ = make_train_device(options_.device, model_, &optimizer_, options_.precision);
+  open_dump();
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::open_dump() {
+  if (options_.dump_batches.empty()) return;
+  // The steps run() will run: to --stop-at when it falls among them, else to the end.
+  const bool stops = options_.stop_at > start_step_ && options_.stop_at <= options_.steps;
+  const int64_t end_step = stops ? options_.stop_at : options_.steps;
+  dump_.reset();  // removes the file of an earlier header
+  try {
+    dump_ = std::make_unique<BatchDumpWriter>(
+        options_.dump_batches, BatchDumpHeader{static_cast<uint32_t>(options_.grad_accum), options_.batch,
+                                               options_.seq_len, start_step_, end_step - start_step_});
+  } catch (const Error& e) {
+    throw Error(std::string("--dump-batches: ") + e.what());
+  }
 }
 
 void Trainer::resume(const std::string& dir) {
@@ -107,6 +126,7 @@ void Trainer::resume(const std::string& dir) {
   if (start_step_ > options_.steps)
     throw Error("--resume " + dir + ": the checkpoint is at step " + std::to_string(start_step_) + ", past --steps " +
                 std::to_string(options_.steps));
+  open_dump();  // its header names the first step
   // The log of the resumed run continues the checkpoint's.
   const fs::path saved_log = fs::path(dir) / fs::path(options_.log_path).filename();
   if (fs::exists(saved_log) && fs::absolute(saved_log) != fs::absolute(options_.log_path)) {
@@ -166,6 +186,7 @@ void Trainer::run(const std::function<void(const StepReport&)>& on_step,
     for (int m = 0; m < options_.grad_accum; ++m) {
       micro.push_back(data_.train_batch(step, m, options_.batch, options_.seq_len));
       for (int32_t t : micro.back().targets) count += t >= 0;
+      if (dump_) dump_->append(micro.back());
     }
     device_->zero_grads();
     LossStats stats;
@@ -201,6 +222,7 @@ void Trainer::run(const std::function<void(const StepReport&)>& on_step,
     if (last || stop || (options_.save_every > 0 && (step + 1) % options_.save_every == 0)) save(step + 1);
     if (stop) break;
   }
+  if (dump_) dump_->commit();
 }
 
 }  // namespace podkv::train

@@ -21,6 +21,8 @@
 
 namespace podkv::train {
 
+class BatchDumpWriter;
+
 struct TrainOptions {
   int64_t steps = 1000;        // optimiser steps
   int64_t batch = 8;           // sequences per micro-batch
@@ -41,6 +43,7 @@ struct TrainOptions {
   std::string out_dir;         // checkpoint directory
   std::string log_path;        // JSONL; empty = OUT/train_log.jsonl
   std::string tokenizer_path;  // copied into checkpoints
+  std::string dump_batches;    // every training micro-batch, in order (train/batch_dump.h); empty = none
   std::string device = "cpu";  // cpu | cuda
   MatmulPrecision precision = MatmulPrecision::BF16;  // of the GPU's matrix products
   nlohmann::json extra_state = nlohmann::json::object();  // recorded in trainer_state.json
@@ -77,7 +80,10 @@ class Trainer {
  public:
   // Checks the options against the model (seq_len within the context, ...);
   // throws Error naming the option. Steps run on options.device.
+  // With options.dump_batches, the dump file is created here (and again by
+  // resume); run() fills it and renames it into place at its end.
   Trainer(Transformer<float>& model, const BatchSource& data, std::vector<Task> accuracy_tasks, TrainOptions options);
+  ~Trainer();
 
   // Continues from a checkpoint of the same model (parameters, AdamW state, step).
   void resume(const std::string& dir);
@@ -97,6 +103,7 @@ class Trainer {
  private:
   void log(const nlohmann::json& line);
   void save(int64_t step);
+  void open_dump();
 
   Transformer<float>& model_;
   const BatchSource& data_;
@@ -105,6 +112,7 @@ class Trainer {
   AdamW optimizer_;
   std::vector<ParamRange> ranges_;  // trainable tensors
   std::unique_ptr<TrainDevice> device_;
+  std::unique_ptr<BatchDumpWriter> dump_;  // --dump-batches
   int64_t start_step_ = 0;
 };
 

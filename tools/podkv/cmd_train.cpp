@@ -69,6 +69,9 @@ void add_training_flags(CLI::App* cmd, TrainingFlags& f) {
   cmd->add_option("--save-every", o.save_every, "checkpoint every N steps (0 = at the end)")->capture_default_str();
   cmd->add_option("--stop-at", o.stop_at, "save and stop after this step (continue later with --resume)");
   cmd->add_option("--log", o.log_path, "JSONL log (default OUT/train_log.jsonl)");
+  cmd->add_option("--dump-batches", o.dump_batches,
+                  "write every training micro-batch, in order, to this file (format: src/train/batch_dump.h; "
+                  "validation batches are not in it)");
   cmd->add_option("--resume", f.resume, "continue from this checkpoint directory");
   cmd->add_option("-t,--threads", f.threads, "threads (all cores)");
   cmd->add_option("--device", o.device, "where the steps run: cpu or cuda")->capture_default_str();
@@ -147,41 +150,72 @@ Data load_data(const TrainingFlags& f, const Tokenizer& tokenizer) {
   return d;
 }
 
+// A model whose weights training starts from (adapt -m, train --init): a
+// Hugging Face directory, since a GGUF model's interleaved RoPE layout is not
+// the trainer's.
+std::unique_ptr<Model> load_model_to_train(const std::string& path, const std::string& command) {
+  auto loaded = Model::load(path);
+  if (loaded->config().rope_interleaved)
+    throw Error(path + ": " + command + " needs a Hugging Face model directory (convert GGUF models first)");
+  return loaded;
+}
+
 // ---- train ----
 
 struct TrainCommand {
   TrainingFlags flags;
-  std::string config_path, preset, tokenizer;
+  std::string config_path, preset, tokenizer, init;
   int vocab = 0;
   double init_std = 0.02;
+  const CLI::Option* init_std_option = nullptr;  // to tell a given --init-std from the default
 };
 
 void run_train(TrainCommand& o) {
   if (o.flags.threads > 0) set_num_threads(o.flags.threads);
   if (o.flags.peak_tflops < 0) throw Error("--peak-tflops: must be >= 0");
-  if (o.config_path.empty() == o.preset.empty()) throw Error("give one of --config and --preset");
+  std::unique_ptr<Model> loaded;  // --init: the weights to start from
+  if (!o.init.empty()) {
+    if (!o.config_path.empty() || !o.preset.empty() || o.vocab > 0 || o.init_std_option->count() > 0)
+      throw Error("--init: the model (config and weights) comes from " + o.init +
+                  "; give no --config, --preset, --vocab or --init-std with it");
+  } else if (o.config_path.empty() == o.preset.empty()) {
+    throw Error("give one of --config, --preset and --init");
+  }
   auto tokenizer = load_tokenizer(o.tokenizer);
   ModelConfig config;
-  if (!o.config_path.empty()) {
+  std::string source;  // what the config came from, for errors
+  if (!o.init.empty()) {
+    loaded = load_model_to_train(o.init, "train --init");
+    config = loaded->config();
+    source = "--init " + o.init;
+  } else if (!o.config_path.empty()) {
     config = load_hf_config(o.config_path);
     if (o.vocab > 0) config.vocab_size = o.vocab;
+    source = o.config_path;
   } else {
     config = preset_config(o.preset, o.vocab > 0 ? o.vocab : tokenizer->vocab_size());
+    source = "--preset " + o.preset;
   }
   if (config.vocab_size < tokenizer->vocab_size())
-    throw Error("--vocab: the model's vocabulary (" + std::to_string(config.vocab_size) +
-                ") is smaller than the tokenizer's (" + std::to_string(tokenizer->vocab_size()) + ")");
+    throw Error((o.init.empty() ? "--vocab" : source) + ": the model's vocabulary (" +
+                std::to_string(config.vocab_size) + ") is smaller than the tokenizer's (" +
+                std::to_string(tokenizer->vocab_size()) + ")");
   config.bos_token_id = tokenizer->bos_id();
   config.eos_token_ids.assign(tokenizer->eos_ids().begin(), tokenizer->eos_ids().end());
   config.torch_dtype = "float32";
-  validate_config(config, o.config_path.empty() ? "--preset " + o.preset : o.config_path);
+  validate_config(config, source);
   if (o.flags.options.seq_len > config.max_position_embeddings)
     throw Error("--seq-len: " + std::to_string(o.flags.options.seq_len) + " is above the model's context (" +
                 std::to_string(config.max_position_embeddings) + " tokens, max_position_embeddings)");
   Data data = load_data(o.flags, *tokenizer);
   Transformer<float> model(config);
-  if (!(o.init_std > 0)) throw Error("--init-std: must be > 0, got " + std::to_string(o.init_std));
-  model.init_random(o.flags.options.seed, o.init_std);
+  if (loaded) {
+    model.copy_from(*loaded);
+    loaded.reset();
+  } else {
+    if (!(o.init_std > 0)) throw Error("--init-std: must be > 0, got " + std::to_string(o.init_std));
+    model.init_random(o.flags.options.seed, o.init_std);
+  }
   TrainOptions options = o.flags.options;
   options.tokenizer_path = o.tokenizer;
   options.precision = parse_matmul_precision(o.flags.precision);
@@ -209,11 +243,9 @@ struct AdaptCommand {
 void run_adapt(AdaptCommand& o) {
   if (o.flags.threads > 0) set_num_threads(o.flags.threads);
   if (o.flags.peak_tflops < 0) throw Error("--peak-tflops: must be >= 0");
-  auto loaded = Model::load(o.model_path);
+  auto loaded = load_model_to_train(o.model_path, "adapt");
   // A copy: `loaded` is freed below, before the training run reads the config.
   const ModelConfig config = loaded->config();
-  if (config.rope_interleaved)
-    throw Error(o.model_path + ": adapt needs a Hugging Face model directory (convert GGUF models first)");
   PodConfig pod;
   if (!o.pod_config.empty()) pod = load_pod_config(o.pod_config, config.num_layers, config.num_kv_heads);
   else if (o.pod_group > 0) pod = uniform_pod_config(config.num_layers, config.num_kv_heads, o.pod_group, o.sink, o.recent);
@@ -308,12 +340,17 @@ void run_plot(const PlotCommand& o) {
 void add_train_commands(CLI::App& app) {
   {
     auto o = std::make_shared<TrainCommand>();
-    CLI::App* cmd = app.add_subcommand("train", "train a model from scratch (float32 weights, on the CPU or a CUDA GPU)");
+    CLI::App* cmd = app.add_subcommand(
+        "train", "train a model from scratch or from given weights (float32 weights, on the CPU or a CUDA GPU)");
     cmd->add_option("--config", o->config_path, "config.json of the model to train");
     cmd->add_option("--preset", o->preset, "model shape: tiny, small or 100m");
+    cmd->add_option("--init", o->init,
+                    "start from the weights of this Hugging Face model directory (its config.json is the model; "
+                    "instead of --config / --preset)");
     cmd->add_option("--tokenizer", o->tokenizer, "tokenizer.json / tokenizer.model / directory")->required();
     cmd->add_option("--vocab", o->vocab, "vocabulary size (default: the tokenizer's)");
-    cmd->add_option("--init-std", o->init_std, "standard deviation of the initial weights")->capture_default_str();
+    o->init_std_option =
+        cmd->add_option("--init-std", o->init_std, "standard deviation of the initial weights")->capture_default_str();
     add_training_flags(cmd, o->flags);
     cmd->callback([o] { run_train(*o); });
   }
