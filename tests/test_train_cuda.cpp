@@ -12,8 +12,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "cli_run.h"
 #include "kv/pod_config.h"
 #include "train/ops.h"
 #include "train/train_device.h"
@@ -147,6 +154,12 @@ TEST(TrainCudaOps, SwiGluAndEmbedding) {
   EXPECT_LT(relative_error(gh.get(), h), 1e-6);
   EXPECT_LT(relative_error(gdg.get(), dgate), 1e-6);
   EXPECT_LT(relative_error(gdu.get(), dup), 1e-6);
+  // accumulate = false overwrites: the CPU's gradients from zero.
+  std::vector<float> dgate0(n), dup0(n);
+  swiglu_backward(dh.data(), gate.data(), up.data(), n, dgate0.data(), dup0.data());
+  cuda::train::swiglu_backward(gdh.ptr, gg.ptr, gu.ptr, n, gdg.ptr, gdu.ptr, nullptr, /*accumulate=*/false);
+  EXPECT_LT(relative_error(gdg.get(), dgate0), 1e-6);
+  EXPECT_LT(relative_error(gdu.get(), dup0), 1e-6);
 
   const int64_t vocab = 17, dim = 9, rows = 50;  // repeated tokens: the backward adds into shared rows
   const auto table = random_floats(vocab * dim, 15), dout = random_floats(rows * dim, 16);
@@ -161,6 +174,26 @@ TEST(TrainCudaOps, SwiGluAndEmbedding) {
   cuda::train::embedding_backward(gd.ptr, gtok.ptr, rows, dim, gdt.ptr, nullptr);
   EXPECT_EQ(go.get(), out);
   EXPECT_LT(relative_error(gdt.get(), dtable), 1e-6);
+}
+
+// bf16 rounding to nearest even, as the host's bf16 conversion (util/dtype.h), on
+// lengths with and without the 8-wide path, including ties, infinities and tiny values.
+TEST(TrainCudaOps, ToBf16RoundsToNearestEven) {
+  SKIP_WITHOUT_GPU();
+  for (int64_t n : {1, 7, 8, 1000, 1003}) {
+    auto x = random_floats(n, 30 + static_cast<uint32_t>(n), 100.0f);
+    if (n > 4) x[0] = INFINITY, x[1] = -1e-30f, x[2] = 1.00390625f /* a tie: 1 + 2^-8 */, x[3] = 65504.5f;
+    DeviceBuffer<float> gx(x);
+    DeviceBuffer<uint16_t> gout{std::vector<uint16_t>(n)};
+    cuda::train::to_bf16(gx.ptr, n, gout.ptr, nullptr);
+    const std::vector<uint16_t> got = gout.get();
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, &x[i], 4);
+      const uint16_t expected = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+      ASSERT_EQ(got[i], expected) << "n " << n << " value " << x[i];
+    }
+  }
 }
 
 TEST(TrainCudaOps, CrossEntropy) {
@@ -434,6 +467,38 @@ TEST(TrainCudaRun, UnknownDeviceAndPrecisionAreErrors) {
   if (!have_gpu()) {
     EXPECT_THROW(make_train_device("cuda", model, nullptr), Error);
   }
+}
+
+// GPU out of memory through the CLI: a batch whose activations cannot fit
+// (512 x 4096 tokens of the 23.7M model need about 500 GB) ends with one
+// "error: " line naming what did not fit, and the checkpoint an earlier run
+// wrote into the same --out directory is untouched.
+TEST(TrainCudaRun, OutOfMemoryIsOneLineAndKeepsTheCheckpoint) {
+  SKIP_WITHOUT_GPU();
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("podkv_train_oom_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "io");
+  auto train = [&](const std::string& batch, const std::string& seq) {
+    return clitest::run_cli({"train", "--config", (clitest::kSourceDir / "configs/podkv-long-23m/config.json").string(),
+                             "--tokenizer", (clitest::kSourceDir / "models/podkv-ref").string(), "--synthetic",
+                             "passkey", "--synthetic-fraction", "1", "--steps", "1", "--batch", batch, "--seq-len", seq,
+                             "--eval-batches", "1", "--accuracy-samples", "1", "--device", "cuda", "--out",
+                             (dir / "out").string()},
+                            dir / "io");
+  };
+  const clitest::CliResult small = train("1", "128");
+  ASSERT_EQ(small.exit_code, 0) << small;
+  const std::string weights = clitest::read_text(dir / "out" / "model.safetensors");
+  ASSERT_FALSE(weights.empty());
+  const clitest::CliResult big = train("512", "4096");
+  EXPECT_EQ(big.exit_code, 1) << big;
+  EXPECT_TRUE(big.err.starts_with("error: ")) << big;
+  EXPECT_NE(big.err.find("cannot allocate"), std::string::npos) << big;
+  EXPECT_NE(big.err.find("lower --batch or --seq-len"), std::string::npos) << big;
+  EXPECT_EQ(std::count(big.err.begin(), big.err.end(), '\n'), 1) << big;
+  EXPECT_EQ(clitest::read_text(dir / "out" / "model.safetensors"), weights);
+  fs::remove_all(dir);
 }
 
 }  // namespace

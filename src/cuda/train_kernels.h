@@ -36,10 +36,13 @@ void column_sums(const float* a, int64_t n, int64_t dim, float* out, float* scra
 void rope(float* x, int64_t n, int64_t seq, int heads, int dim, const float* cos_table, const float* sin_table,
           bool interleaved, float sign, cudaStream_t stream);
 
-// h = silu(gate) · up;  dgate += dh · up · silu'(gate), dup += dh · silu(gate).
+// h = silu(gate) · up;  dgate += dh · up · silu'(gate), dup += dh · silu(gate)
+// (with accumulate = false: = instead of +=, which saves clearing them first).
 void swiglu_forward(const float* gate, const float* up, int64_t n, float* h, cudaStream_t stream);
 void swiglu_backward(const float* dh, const float* gate, const float* up, int64_t n, float* dgate, float* dup,
-                     cudaStream_t stream);
+                     cudaStream_t stream, bool accumulate = true);
+// out[i] = bf16(x[i]) (round to nearest even) over n values: the bf16 operands of the matrix products.
+void to_bf16(const float* x, int64_t n, uint16_t* out, cudaStream_t stream);
 // out = a + b over n values (the residual stream).
 void add(const float* a, const float* b, int64_t n, float* out, cudaStream_t stream);
 

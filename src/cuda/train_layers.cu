@@ -1,5 +1,7 @@
 // The per-token training ops on the GPU: embedding, RMSNorm, RoPE, SwiGLU and
 // the residual add, forward and backward (src/train/ops.cpp is the oracle).
+#include <cuda_bf16.h>
+
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/train_kernels.h"
@@ -13,24 +15,6 @@ constexpr int kThreads = 256;
 constexpr int64_t kColumnRows = 256;
 
 unsigned blocks(int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
-
-// Sum over the block (kThreads threads); every thread gets the total.
-__device__ float block_sum(float v) {
-  __shared__ float partial[kThreads / 32];
-  __shared__ float total;
-  v = warp_sum(v);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
-  __syncthreads();
-  if (threadIdx.x < 32) {
-    float s = threadIdx.x < kThreads / 32 ? partial[threadIdx.x] : 0.0f;
-    s = warp_sum(s);
-    if (threadIdx.x == 0) total = s;
-  }
-  __syncthreads();
-  const float result = total;
-  __syncthreads();  // `partial` and `total` are reused by the next call
-  return result;
-}
 
 __global__ void embedding_forward_kernel(const float* table, const int32_t* tokens, int64_t n, int64_t dim,
                                          float* out) {
@@ -49,26 +33,32 @@ __global__ void embedding_backward_kernel(const float* dout, const int32_t* toke
 }
 
 // One block per row.
-__global__ void rmsnorm_forward_kernel(const float* x, const float* w, int64_t dim, float eps, float* y, float* r) {
-  const int64_t row = blockIdx.x;
+// RMSNorm: one warp per row (kThreads / 32 rows per block), lanes stride the row.
+__global__ void rmsnorm_forward_kernel(const float* x, const float* w, int64_t n, int64_t dim, float eps, float* y,
+                                       float* r) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= n) return;
   const float* xr = x + row * dim;
   float s = 0;
-  for (int64_t j = threadIdx.x; j < dim; j += kThreads) s += xr[j] * xr[j];
-  const float ri = rsqrtf(block_sum(s) / static_cast<float>(dim) + eps);
-  if (threadIdx.x == 0) r[row] = ri;
-  for (int64_t j = threadIdx.x; j < dim; j += kThreads) y[row * dim + j] = xr[j] * ri * w[j];
+  for (int64_t j = lane; j < dim; j += 32) s += xr[j] * xr[j];
+  const float ri = rsqrtf(warp_sum(s) / static_cast<float>(dim) + eps);
+  if (lane == 0) r[row] = ri;
+  for (int64_t j = lane; j < dim; j += 32) y[row * dim + j] = xr[j] * ri * w[j];
 }
 
-__global__ void rmsnorm_backward_kernel(const float* dy, const float* x, const float* w, const float* r, int64_t dim,
-                                       float* dx) {
-  const int64_t row = blockIdx.x;
+__global__ void rmsnorm_backward_kernel(const float* dy, const float* x, const float* w, const float* r, int64_t n,
+                                       int64_t dim, float* dx) {
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= n) return;
   const float* xr = x + row * dim;
   const float* gr = dy + row * dim;
   float dot = 0;
-  for (int64_t j = threadIdx.x; j < dim; j += kThreads) dot += gr[j] * w[j] * xr[j];
+  for (int64_t j = lane; j < dim; j += 32) dot += gr[j] * w[j] * xr[j];
   const float ri = r[row];
-  const float c = block_sum(dot) / static_cast<float>(dim) * ri * ri * ri;
-  for (int64_t j = threadIdx.x; j < dim; j += kThreads) dx[row * dim + j] += ri * gr[j] * w[j] - c * xr[j];
+  const float c = warp_sum(dot) / static_cast<float>(dim) * ri * ri * ri;
+  for (int64_t j = lane; j < dim; j += 32) dx[row * dim + j] += ri * gr[j] * w[j] - c * xr[j];
 }
 
 // First pass of the column sums: block (column tile of kThreads, row chunk)
@@ -129,13 +119,38 @@ __global__ void swiglu_forward_kernel(const float* gate, const float* up, int64_
 }
 
 __global__ void swiglu_backward_kernel(const float* dh, const float* gate, const float* up, int64_t n, float* dgate,
-                                       float* dup) {
+                                       float* dup, bool accumulate) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const float g = gate[i], sg = sigmoid(g);
   // silu'(g) = σ(g) · (1 + g · (1 − σ(g)))
-  if (dgate != nullptr) dgate[i] += dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
-  if (dup != nullptr) dup[i] += dh[i] * g * sg;
+  if (dgate != nullptr) {
+    const float d = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
+    dgate[i] = accumulate ? dgate[i] + d : d;
+  }
+  if (dup != nullptr) {
+    const float d = dh[i] * g * sg;
+    dup[i] = accumulate ? dup[i] + d : d;
+  }
+}
+
+// 8 values per thread where n is a multiple of 8 (16-byte stores), else one.
+__global__ void to_bf16_kernel(const float* x, int64_t n, uint16_t* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (n % 8 != 0) {
+    if (i < n) {
+      const __nv_bfloat16 v = __float2bfloat16_rn(x[i]);
+      out[i] = *reinterpret_cast<const uint16_t*>(&v);
+    }
+    return;
+  }
+  if (i >= n / 8) return;
+  const float4 lo = reinterpret_cast<const float4*>(x)[2 * i], hi = reinterpret_cast<const float4*>(x)[2 * i + 1];
+  auto pack = [](float a, float b) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  };
+  reinterpret_cast<uint4*>(out)[i] = make_uint4(pack(lo.x, lo.y), pack(lo.z, lo.w), pack(hi.x, hi.y), pack(hi.z, hi.w));
 }
 
 __global__ void add_kernel(const float* a, const float* b, int64_t n, float* out) {
@@ -162,7 +177,7 @@ void embedding_backward(const float* dout, const int32_t* tokens, int64_t n, int
 void rmsnorm_forward(const float* x, const float* w, int64_t n, int64_t dim, double eps, float* y, float* r,
                      cudaStream_t stream) {
   if (n == 0) return;
-  rmsnorm_forward_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(x, w, dim, static_cast<float>(eps), y, r);
+  rmsnorm_forward_kernel<<<blocks(n * 32), kThreads, 0, stream>>>(x, w, n, dim, static_cast<float>(eps), y, r);
   check_launch("rmsnorm_forward_kernel");
 }
 
@@ -170,7 +185,7 @@ void rmsnorm_backward(const float* dy, const float* x, const float* w, const flo
                       float* dx, float* dweight, float* scratch, cudaStream_t stream) {
   if (n == 0) return;
   if (dx != nullptr) {
-    rmsnorm_backward_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(dy, x, w, r, dim, dx);
+    rmsnorm_backward_kernel<<<blocks(n * 32), kThreads, 0, stream>>>(dy, x, w, r, n, dim, dx);
     check_launch("rmsnorm_backward_kernel");
   }
   if (dweight != nullptr) column_pass(dy, x, r, n, dim, dweight, scratch, stream);
@@ -199,10 +214,16 @@ void swiglu_forward(const float* gate, const float* up, int64_t n, float* h, cud
 }
 
 void swiglu_backward(const float* dh, const float* gate, const float* up, int64_t n, float* dgate, float* dup,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, bool accumulate) {
   if (n == 0) return;
-  swiglu_backward_kernel<<<blocks(n), kThreads, 0, stream>>>(dh, gate, up, n, dgate, dup);
+  swiglu_backward_kernel<<<blocks(n), kThreads, 0, stream>>>(dh, gate, up, n, dgate, dup, accumulate);
   check_launch("swiglu_backward_kernel");
+}
+
+void to_bf16(const float* x, int64_t n, uint16_t* out, cudaStream_t stream) {
+  if (n == 0) return;
+  to_bf16_kernel<<<blocks(n % 8 == 0 ? n / 8 : n), kThreads, 0, stream>>>(x, n, out);
+  check_launch("to_bf16_kernel");
 }
 
 void add(const float* a, const float* b, int64_t n, float* out, cudaStream_t stream) {

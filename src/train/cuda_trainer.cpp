@@ -75,17 +75,43 @@ struct CudaTrainer::State {
   uint16_t *q_bf16 = nullptr, *v_bf16 = nullptr, *dout_bf16 = nullptr;
   float* row_dot = nullptr;
   const uint16_t** anchor_k_bf16 = nullptr;
+  // bf16 products (precision bf16): the weights' bf16 copy (refreshed after every optimiser
+  // step), each layer's product inputs in bf16 (xn1, xn2, attn, h: also the weight
+  // gradients' inputs), and a scratch for an output gradient in bf16.
+  bool half = false;
+  uint16_t* params16 = nullptr;
+  std::vector<uint16_t*> xn1_16, xn2_16, attn16, h16;
+  uint16_t* dy16 = nullptr;
   cuda::train::AttentionPointers ptrs;
   std::vector<int> anchors;  // of the uploaded tables
 
+  // A product operand: float32, or its bf16 copy (then both operands are bf16 and
+  // cuBLAS accumulates in float32).
+  struct Operand {
+    const void* data;
+    cudaDataType type;
+  };
+  Operand operand(const float* f32, const uint16_t* bf16) const {
+    return half ? Operand{bf16, CUDA_R_16BF} : Operand{f32, CUDA_R_32F};
+  }
+  // bf16 copy of n values when the products are bf16.
+  void convert(const float* x, int64_t n, uint16_t* out) const {
+    if (half) kern::to_bf16(x, n, out, stream);
+  }
+
   // y[rows, out] = x[rows, in] · W[out, in]ᵀ style row-major GEMM:
   // C[m, n] = alpha · op(A) · op(B) + beta · C (column-major cuBLAS on the transposes).
+  void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, Operand a, int64_t lda, Operand b,
+            int64_t ldb, float beta, float* c, int64_t ldc) const {
+    const cublasComputeType_t type = a.type == CUDA_R_16BF ? CUBLAS_COMPUTE_32F : compute;
+    PODKV_CUBLAS_CHECK(cublasGemmEx(blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                    static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b.data,
+                                    b.type, static_cast<int>(ldb), a.data, a.type, static_cast<int>(lda), &beta, c,
+                                    CUDA_R_32F, static_cast<int>(ldc), type, CUBLAS_GEMM_DEFAULT));
+  }
   void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
             const float* b, int64_t ldb, float beta, float* c, int64_t ldc) const {
-    PODKV_CUBLAS_CHECK(cublasGemmEx(blas, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                                    static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b,
-                                    CUDA_R_32F, static_cast<int>(ldb), a, CUDA_R_32F, static_cast<int>(lda), &beta, c,
-                                    CUDA_R_32F, static_cast<int>(ldc), compute, CUBLAS_GEMM_DEFAULT));
+    gemm(ta, tb, m, n, k, alpha, Operand{a, CUDA_R_32F}, lda, Operand{b, CUDA_R_32F}, ldb, beta, c, ldc);
   }
   template <typename A, typename B, typename C>
   void gemm_batched(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, A** a, int64_t lda, B** b,
@@ -98,17 +124,29 @@ struct CudaTrainer::State {
         CUBLAS_GEMM_DEFAULT));
   }
   // y = x · Wᵀ (+ bias).
-  void linear(const float* x, const float* w, const float* bias, int64_t n, int64_t in, int64_t out, float* y) const {
+  void linear(Operand x, Operand w, const float* bias, int64_t n, int64_t in, int64_t out, float* y) const {
     gemm(false, true, n, out, in, 1.0f, x, in, w, in, 0.0f, y, out);
     if (bias != nullptr) cuda::add_bias(y, bias, n, out, stream);
   }
   // dx (+)= dy · W (beta 0 overwrites dx);  dw += dyᵀ · x;  dbias += Σ rows dy.
-  void linear_backward(const float* dy, const float* x, const float* w, int64_t n, int64_t in, int64_t out, float* dx,
+  // x and w as in the forward; dy float32 (converted to bf16 here for bf16 products).
+  void linear_backward(const float* dy, Operand x, Operand w, int64_t n, int64_t in, int64_t out, float* dx,
                        float dx_beta, float* dw, float* dbias) const {
-    if (dx != nullptr) gemm(false, false, n, in, out, 1.0f, dy, out, w, in, dx_beta, dx, in);
-    if (dw != nullptr) gemm(true, false, out, in, n, 1.0f, dy, out, x, in, 1.0f, dw, in);
+    convert(dy, n * out, dy16);
+    const Operand g = operand(dy, dy16);
+    if (dx != nullptr) gemm(false, false, n, in, out, 1.0f, g, out, w, in, dx_beta, dx, in);
+    if (dw != nullptr) gemm(true, false, out, in, n, 1.0f, g, out, x, in, 1.0f, dw, in);
     if (dbias != nullptr) kern::column_sums(dy, n, out, dbias, columns, stream);
   }
+  // A weight of the model as a product operand (its bf16 copy for bf16 products).
+  Operand weight(const Transformer<float>& model, TensorKind kind, int layer) const {
+    const int i = model.tensor_index(kind, layer);
+    check(i >= 0, "cuda trainer: the model has no such weight");
+    const size_t offset = model.tensors()[i].offset;
+    return operand(params + offset, params16 == nullptr ? nullptr : params16 + offset);
+  }
+  // The bf16 weights from the float32 ones.
+  void refresh_weights16(size_t count) const { convert(params, static_cast<int64_t>(count), params16); }
 
   void free_activations() {
     cudaFree(arena);
@@ -138,12 +176,14 @@ CudaTrainer::CudaTrainer(Transformer<float>& model, AdamW* optimizer, MatmulPrec
   s.compute = compute_type(precision);
   // float32 products keep the exact (materialised) attention: they are the oracle's arithmetic.
   s.flash = precision != MatmulPrecision::F32 && kern::flash_supported(model.config().head_dim);
+  s.half = precision == MatmulPrecision::BF16;
   PODKV_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   PODKV_CUBLAS_CHECK(cublasCreate(&s.blas));
   PODKV_CUBLAS_CHECK(cublasSetStream(s.blas, s.stream));
   const size_t p = model.params().size();
   s.params = static_cast<float*>(cuda::device_alloc(p * sizeof(float), "the training parameters"));
   s.grads = static_cast<float*>(cuda::device_alloc(p * sizeof(float), "the training gradients"));
+  if (s.half) s.params16 = static_cast<uint16_t*>(cuda::device_alloc(p * sizeof(uint16_t), "the bf16 weights"));
   if (optimizer_ != nullptr) {
     s.m = static_cast<float*>(cuda::device_alloc(p * sizeof(float), "the AdamW moments"));
     s.v = static_cast<float*>(cuda::device_alloc(p * sizeof(float), "the AdamW moments"));
@@ -158,7 +198,7 @@ CudaTrainer::~CudaTrainer() {
   if (s.stream != nullptr) cudaStreamSynchronize(s.stream);
   s.free_activations();
   for (void* ptr : {static_cast<void*>(s.params), static_cast<void*>(s.grads), static_cast<void*>(s.m),
-                    static_cast<void*>(s.v), static_cast<void*>(s.stats)})
+                    static_cast<void*>(s.v), static_cast<void*>(s.stats), static_cast<void*>(s.params16)})
     cudaFree(ptr);
   if (s.blas != nullptr) cublasDestroy(s.blas);
   if (s.stream != nullptr) cudaStreamDestroy(s.stream);
@@ -172,6 +212,7 @@ void CudaTrainer::from_host() {
     upload(s.m, optimizer_->first_moment(), s.stream);
     upload(s.v, optimizer_->second_moment(), s.stream);
   }
+  s.refresh_weights16(model_.params().size());
   PODKV_CUDA_CHECK(cudaStreamSynchronize(s.stream));
 }
 
@@ -233,6 +274,13 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
       s.d_q = a.take<float>(n * qd), s.d_v = a.take<float>(n * kvd);
       s.d_h = a.take<float>(n * inter), s.d_gate = a.take<float>(n * inter), s.d_up = a.take<float>(n * inter);
       s.columns = a.take<float>(columns);
+      const int64_t half_rows = s.half ? n : 0;
+      auto layers16 = [&](std::vector<uint16_t*>& v, int64_t size) {
+        v.resize(L);
+        for (uint16_t*& p : v) p = a.take<uint16_t>(static_cast<size_t>(half_rows * size));
+      };
+      layers16(s.xn1_16, hid), layers16(s.xn2_16, hid), layers16(s.attn16, qd), layers16(s.h16, inter);
+      s.dy16 = a.take<uint16_t>(static_cast<size_t>(half_rows * std::max({hid, qd, kvd, inter})));
       s.s1 = a.take<float>(static_cast<size_t>(entries) * seq * seq);
       s.s2 = a.take<float>(static_cast<size_t>(entries) * seq * seq);
       s.anchor_k = a.take<float*>(static_cast<size_t>(L) * Hkv), s.anchor_dk = a.take<float*>(static_cast<size_t>(L) * Hkv);
@@ -285,23 +333,30 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
     const int i = model_.tensor_index(kind, layer);
     return i < 0 ? nullptr : s.params + model_.tensors()[i].offset;
   };
+  auto W = [&](TensorKind kind, int layer) { return s.weight(model_, kind, layer); };
   const cudaStream_t st = s.stream;
   kern::embedding_forward(w(TensorKind::Embedding), s.tokens, n, hid, s.x_in[0], st);
   for (int l = 0; l < L; ++l) {
     kern::rmsnorm_forward(s.x_in[l], w(TensorKind::AttnNorm, l), n, hid, c.rms_norm_eps, s.xn1[l], s.r1[l], st);
-    s.linear(s.xn1[l], w(TensorKind::Wq, l), w(TensorKind::Bq, l), n, hid, qd, s.q[l]);
-    s.linear(s.xn1[l], w(TensorKind::Wk, l), w(TensorKind::Bk, l), n, hid, kvd, s.k[l]);
-    s.linear(s.xn1[l], w(TensorKind::Wv, l), w(TensorKind::Bv, l), n, hid, kvd, s.v_act[l]);
+    s.convert(s.xn1[l], n * hid, s.xn1_16[l]);
+    const State::Operand xn1 = s.operand(s.xn1[l], s.xn1_16[l]);
+    s.linear(xn1, W(TensorKind::Wq, l), w(TensorKind::Bq, l), n, hid, qd, s.q[l]);
+    s.linear(xn1, W(TensorKind::Wk, l), w(TensorKind::Bk, l), n, hid, kvd, s.k[l]);
+    s.linear(xn1, W(TensorKind::Wv, l), w(TensorKind::Bv, l), n, hid, kvd, s.v_act[l]);
     kern::rope(s.q[l], n, seq, H, c.head_dim, s.cos_table, s.sin_table, c.rope_interleaved, 1.0f, st);
     kern::rope(s.k[l], n, seq, Hkv, c.head_dim, s.cos_table, s.sin_table, c.rope_interleaved, 1.0f, st);
     attention(l, false);
-    s.linear(s.attn[l], w(TensorKind::Wo, l), nullptr, n, qd, hid, s.proj);
+    s.convert(s.attn[l], n * qd, s.attn16[l]);
+    s.linear(s.operand(s.attn[l], s.attn16[l]), W(TensorKind::Wo, l), nullptr, n, qd, hid, s.proj);
     kern::add(s.x_in[l], s.proj, n * hid, s.x_mid[l], st);
     kern::rmsnorm_forward(s.x_mid[l], w(TensorKind::MlpNorm, l), n, hid, c.rms_norm_eps, s.xn2[l], s.r2[l], st);
-    s.linear(s.xn2[l], w(TensorKind::Gate, l), nullptr, n, hid, inter, s.gate[l]);
-    s.linear(s.xn2[l], w(TensorKind::Up, l), nullptr, n, hid, inter, s.up[l]);
+    s.convert(s.xn2[l], n * hid, s.xn2_16[l]);
+    const State::Operand xn2 = s.operand(s.xn2[l], s.xn2_16[l]);
+    s.linear(xn2, W(TensorKind::Gate, l), nullptr, n, hid, inter, s.gate[l]);
+    s.linear(xn2, W(TensorKind::Up, l), nullptr, n, hid, inter, s.up[l]);
     kern::swiglu_forward(s.gate[l], s.up[l], n * inter, s.h[l], st);
-    s.linear(s.h[l], w(TensorKind::Down, l), nullptr, n, inter, hid, s.proj);
+    s.convert(s.h[l], n * inter, s.h16[l]);
+    s.linear(s.operand(s.h[l], s.h16[l]), W(TensorKind::Down, l), nullptr, n, inter, hid, s.proj);
     kern::add(s.x_mid[l], s.proj, n * hid, l + 1 < L ? s.x_in[l + 1] : s.x_final, st);
   }
   kern::rmsnorm_forward(s.x_final, w(TensorKind::FinalNorm), n, hid, c.rms_norm_eps, s.xn_final, s.r_final, st);
@@ -414,7 +469,11 @@ LossStats CudaTrainer::head_and_loss(const int32_t* targets, double grad_scale, 
     if (targets != nullptr)
       kern::cross_entropy(s.logits, s.targets + r0, rows, vocab, static_cast<float>(grad_scale), backward, s.stats,
                           s.stream);
-    if (backward) s.linear_backward(s.logits, x, w, rows, hid, vocab, s.d_xn + r0 * hid, 0.0f, dw, nullptr);
+    // The LM head keeps float32 operands (a vocabulary such as 1007 gives rows no bf16 kernel aligns).
+    if (backward) {
+      s.gemm(false, false, rows, hid, vocab, 1.0f, s.logits, vocab, w, hid, 0.0f, s.d_xn + r0 * hid, hid);
+      if (dw != nullptr) s.gemm(true, false, vocab, hid, rows, 1.0f, s.logits, vocab, x, hid, 1.0f, dw, hid);
+    }
   }
   double stats[3] = {0, 0, 0};
   PODKV_CUDA_CHECK(cudaMemcpyAsync(stats, s.stats, sizeof stats, cudaMemcpyDeviceToHost, s.stream));
@@ -451,6 +510,7 @@ void CudaTrainer::backward_layers() {
     const int i = model_.tensor_index(kind, layer);
     return i < 0 ? nullptr : s.params + model_.tensors()[i].offset;
   };
+  auto W = [&](TensorKind kind, int layer) { return s.weight(model_, kind, layer); };
   auto g = [&](TensorKind kind, int layer = -1) -> float* {
     const int i = model_.tensor_index(kind, layer);
     return i < 0 || !model_.trainable()[i] ? nullptr : s.grads + model_.tensors()[i].offset;
@@ -461,28 +521,27 @@ void CudaTrainer::backward_layers() {
                          g(TensorKind::FinalNorm), s.columns, st);
   for (int l = L - 1; l >= 0; --l) {
     // MLP: d_res holds ∂/∂x_out.
-    s.linear_backward(s.d_res, s.h[l], w(TensorKind::Down, l), n, inter, hid, s.d_h, 0.0f, g(TensorKind::Down, l),
+    s.linear_backward(s.d_res, s.operand(s.h[l], s.h16[l]), W(TensorKind::Down, l), n, inter, hid, s.d_h, 0.0f,
+                      g(TensorKind::Down, l), nullptr);
+    kern::swiglu_backward(s.d_h, s.gate[l], s.up[l], n * inter, s.d_gate, s.d_up, st, /*accumulate=*/false);
+    const State::Operand xn2 = s.operand(s.xn2[l], s.xn2_16[l]);
+    s.linear_backward(s.d_gate, xn2, W(TensorKind::Gate, l), n, hid, inter, s.d_xn, 0.0f, g(TensorKind::Gate, l),
                       nullptr);
-    PODKV_CUDA_CHECK(cudaMemsetAsync(s.d_gate, 0, n * inter * sizeof(float), st));
-    PODKV_CUDA_CHECK(cudaMemsetAsync(s.d_up, 0, n * inter * sizeof(float), st));
-    kern::swiglu_backward(s.d_h, s.gate[l], s.up[l], n * inter, s.d_gate, s.d_up, st);
-    s.linear_backward(s.d_gate, s.xn2[l], w(TensorKind::Gate, l), n, hid, inter, s.d_xn, 0.0f, g(TensorKind::Gate, l),
-                      nullptr);
-    s.linear_backward(s.d_up, s.xn2[l], w(TensorKind::Up, l), n, hid, inter, s.d_xn, 1.0f, g(TensorKind::Up, l),
-                      nullptr);
+    s.linear_backward(s.d_up, xn2, W(TensorKind::Up, l), n, hid, inter, s.d_xn, 1.0f, g(TensorKind::Up, l), nullptr);
     kern::rmsnorm_backward(s.d_xn, s.x_mid[l], w(TensorKind::MlpNorm, l), s.r2[l], n, hid, s.d_res,
                            g(TensorKind::MlpNorm, l), s.columns, st);
     // Attention: d_k[l] already holds what the higher layers of l's blocks sent to its keys.
-    s.linear_backward(s.d_res, s.attn[l], w(TensorKind::Wo, l), n, qd, hid, s.d_attn, 0.0f, g(TensorKind::Wo, l),
-                      nullptr);
+    s.linear_backward(s.d_res, s.operand(s.attn[l], s.attn16[l]), W(TensorKind::Wo, l), n, qd, hid, s.d_attn, 0.0f,
+                      g(TensorKind::Wo, l), nullptr);
     attention(l, true);
     kern::rope(s.d_q, n, s.seq, c.num_heads, c.head_dim, s.cos_table, s.sin_table, c.rope_interleaved, -1.0f, st);
     kern::rope(s.d_k[l], n, s.seq, c.num_kv_heads, c.head_dim, s.cos_table, s.sin_table, c.rope_interleaved, -1.0f, st);
-    s.linear_backward(s.d_q, s.xn1[l], w(TensorKind::Wq, l), n, hid, qd, s.d_xn, 0.0f, g(TensorKind::Wq, l),
+    const State::Operand xn1 = s.operand(s.xn1[l], s.xn1_16[l]);
+    s.linear_backward(s.d_q, xn1, W(TensorKind::Wq, l), n, hid, qd, s.d_xn, 0.0f, g(TensorKind::Wq, l),
                       g(TensorKind::Bq, l));
-    s.linear_backward(s.d_k[l], s.xn1[l], w(TensorKind::Wk, l), n, hid, kvd, s.d_xn, 1.0f, g(TensorKind::Wk, l),
+    s.linear_backward(s.d_k[l], xn1, W(TensorKind::Wk, l), n, hid, kvd, s.d_xn, 1.0f, g(TensorKind::Wk, l),
                       g(TensorKind::Bk, l));
-    s.linear_backward(s.d_v, s.xn1[l], w(TensorKind::Wv, l), n, hid, kvd, s.d_xn, 1.0f, g(TensorKind::Wv, l),
+    s.linear_backward(s.d_v, xn1, W(TensorKind::Wv, l), n, hid, kvd, s.d_xn, 1.0f, g(TensorKind::Wv, l),
                       g(TensorKind::Bv, l));
     kern::rmsnorm_backward(s.d_xn, s.x_in[l], w(TensorKind::AttnNorm, l), s.r1[l], n, hid, s.d_res,
                            g(TensorKind::AttnNorm, l), s.columns, st);
@@ -521,6 +580,7 @@ void CudaTrainer::adamw_step(const std::vector<ParamRange>& ranges, double lr) {
     kern::adamw(s.params + r.offset, s.grads + r.offset, s.m + r.offset, s.v + r.offset, static_cast<int64_t>(r.size),
                 step, s.stream);
   }
+  s.refresh_weights16(model_.params().size());
 }
 
 }  // namespace podkv::train
