@@ -4,7 +4,8 @@
 # same batches and the same optimiser settings for STEPS steps:
 #   1. scripts/train_torch_compare.py init: random LlamaForCausalLM weights (seed SEED), float32;
 #   2. podkv train --init those weights --device cuda --precision bf16, writing every
-#      micro-batch it draws (--dump-batches);
+#      micro-batch it draws (--dump-batches); then the same with --precision f32 (the scale
+#      of precision noise: the summary compares the two podkv runs too);
 #   3. scripts/train_torch_compare.py train: replays the batches through transformers'
 #      Llama (SDPA, bf16 autocast, float32 master weights, AdamW with podkv's schedule,
 #      clipping and decay);
@@ -43,19 +44,25 @@ echo "podkv: $steps steps of $batch x $seq tokens" >&2
   --dump-batches "$out/batches.bin" --log "$out/podkv.jsonl" --out "$out/podkv" 2>"$out/podkv.err" ||
   { cat "$out/podkv.err" >&2; exit 1; }
 tail -2 "$out/podkv.err" >&2
+# The noise scale: the same run with float32 products (podkv's exact attention), same weights and batches.
+echo "podkv f32: the same steps with float32 products (the scale of precision noise)" >&2
+"$build/podkv" train --init "$out/init" --tokenizer "$tokenizer" --data "$data" --steps "$steps" --batch "$batch" \
+  --seq-len "$seq" "${hyper[@]}" --seed "$seed" --device "$device" --precision f32 --eval-batches 1 \
+  --log "$out/podkv_f32.jsonl" --out "$out/podkv_f32" 2>"$out/podkv_f32.err" ||
+  { cat "$out/podkv_f32.err" >&2; exit 1; }
 echo "PyTorch: replaying $out/batches.bin" >&2
 "$python" "$root/scripts/train_torch_compare.py" train "$out/init" "$out/batches.bin" --steps "$steps" "${hyper[@]}" \
   --log "$out/torch.jsonl" | tail -1 >"$out/torch_final.json"
 "$build/podkv" plot-loss "$out/podkv.jsonl" "$out/torch.jsonl" --label podkv --label PyTorch \
   --title "podkv and PyTorch: the same weights and batches, $batch x $seq tokens per step" \
-  --out "$out/torch_compare.png"
+  --out "$out/torch_compare.png" || echo "(no picture: this podkv was built without Cairo; plot the logs elsewhere)" >&2
 
 "$python" - "$out" "$((batch * seq))" <<'PY' | tee "$out/summary.txt"
 import json, sys
 out, tokens_per_step = sys.argv[1], int(sys.argv[2])
 def steps(path):
     return {r["step"]: r for r in map(json.loads, open(path)) if "loss" in r}
-podkv, torch = steps(f"{out}/podkv.jsonl"), steps(f"{out}/torch.jsonl")
+podkv, torch, f32 = steps(f"{out}/podkv.jsonl"), steps(f"{out}/torch.jsonl"), steps(f"{out}/podkv_f32.jsonl")
 n = min(max(podkv), max(torch))
 def tokens_per_s(log):  # over the steps after the first, from the logged elapsed time
     return tokens_per_step * (n - 1) / (log[n]["elapsed_s"] - log[1]["elapsed_s"]) if n > 1 else float("nan")
@@ -70,6 +77,9 @@ last = range(max(1, n - 99), n + 1)
 rel = [(podkv[s]["loss"] - torch[s]["loss"]) / torch[s]["loss"] for s in last]
 print(f"steps {last[0]}-{last[-1]}: mean |relative difference| {sum(map(abs, rel)) / len(rel):.2%}, "
       f"max {max(map(abs, rel)):.2%}, mean signed (podkv - PyTorch) {sum(rel) / len(rel):+.2%}")
+noise = [(podkv[s]["loss"] - f32[s]["loss"]) / f32[s]["loss"] for s in last]
+print(f"noise scale, podkv bf16 against podkv f32 products over the same steps: mean |relative difference| "
+      f"{sum(map(abs, noise)) / len(noise):.2%}, max {max(map(abs, noise)):.2%}")
 tp, tt = tokens_per_s(podkv), tokens_per_s(torch)
 print(f"tokens/s (steps 2-{n}): podkv {tp:,.0f}, PyTorch {tt:,.0f}, podkv / PyTorch {tp / tt:.2f}")
 PY
