@@ -493,10 +493,15 @@ TEST(TrainCudaRun, OutOfMemoryIsOneLineAndKeepsTheCheckpoint) {
   ASSERT_FALSE(weights.empty());
   const clitest::CliResult big = train("512", "4096");
   EXPECT_EQ(big.exit_code, 1) << big;
-  EXPECT_TRUE(big.err.starts_with("error: ")) << big;
-  EXPECT_NE(big.err.find("cannot allocate"), std::string::npos) << big;
-  EXPECT_NE(big.err.find("lower --batch or --seq-len"), std::string::npos) << big;
-  EXPECT_EQ(std::count(big.err.begin(), big.err.end(), '\n'), 1) << big;
+  // The banner line ("train: 23.72M parameters, ...") and then exactly one error line.
+  const size_t error_at = big.err.find("error: ");
+  ASSERT_NE(error_at, std::string::npos) << big;
+  const std::string error_line = big.err.substr(error_at);
+  EXPECT_EQ(std::count(error_line.begin(), error_line.end(), '\n'), 1) << big;
+  EXPECT_TRUE(error_line.ends_with("\n")) << big;
+  EXPECT_NE(error_line.find("cannot allocate"), std::string::npos) << big;
+  EXPECT_NE(error_line.find("GiB"), std::string::npos) << big;
+  EXPECT_NE(error_line.find("lower --batch or --seq-len"), std::string::npos) << big;
   EXPECT_EQ(clitest::read_text(dir / "out" / "model.safetensors"), weights);
   fs::remove_all(dir);
 }

@@ -6,6 +6,7 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <cstdio>
 #include <string>
 
 #include "util/error.h"
@@ -33,8 +34,13 @@ inline void* device_alloc(size_t bytes, const char* what) {
     cudaGetLastError();  // clear the error state of the failed allocation
     size_t free_bytes = 0, total = 0;
     cudaMemGetInfo(&free_bytes, &total);
-    throw Error(std::string("cuda: cannot allocate ") + std::to_string(bytes) + " bytes for " + what + " (" +
-                std::to_string(free_bytes) + " bytes free of " + std::to_string(total) + "): " + cudaGetErrorString(e));
+    auto gib = [](size_t b) {
+      char s[32];
+      std::snprintf(s, sizeof s, "%.2f GiB", static_cast<double>(b) / (1u << 30));
+      return std::string(s);
+    };
+    throw Error("cuda: cannot allocate " + gib(bytes) + " for " + what + " (" + gib(free_bytes) + " free of " +
+                gib(total) + "): " + cudaGetErrorString(e));
   }
   return p;
 }
