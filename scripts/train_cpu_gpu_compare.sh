@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The same tiny training run on the CPU and the GPU: configs/podkv-ref's shape
 # (3.8M parameters), the same seed (initial weights and batch order) and data
-# (README.md tokenised by models/podkv-ref's tokenizer), 100 steps of 8 x 128
-# tokens. Each VARIANT writes OUT_DIR/VARIANT.jsonl; with all three logs present
+# (DATA: default .data/gutenberg.tokens, the token file scripts/make_compare_tokens.sh
+# makes, the same bytes every time, from ../shared), 100 steps of 8 x 128 tokens. Each VARIANT writes OUT_DIR/VARIANT.jsonl; with all three logs present
 # the curves are overlaid in OUT_DIR/cpu_gpu_loss.png.
 #   scripts/train_cpu_gpu_compare.sh BUILD_DIR OUT_DIR [VARIANT ...]   (cpu, cuda-f32, cuda-bf16; default all)
 set -euo pipefail
@@ -12,6 +12,8 @@ out=${2:?output directory}
 shift 2
 variants=("$@")
 [ ${#variants[@]} -eq 0 ] && variants=(cpu cuda-f32 cuda-bf16)
+data=${DATA:-$root/.data/gutenberg.tokens}
+[ -f "$data" ] || { echo "no training data at $data: make it with scripts/make_compare_tokens.sh" >&2; exit 2; }
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -23,7 +25,7 @@ for v in "${variants[@]}"; do
     *) echo "unknown variant $v" >&2; exit 2 ;;
   esac
   "$build/podkv" train --config "$root/configs/podkv-ref/config.json" --tokenizer "$root/models/podkv-ref" \
-    --data "$root/README.md" --steps 100 --batch 8 --seq-len 128 --lr 2e-3 --seed 7 --eval-every 25 \
+    --data "$data" --steps 100 --batch 8 --seq-len 128 --lr 2e-3 --seed 7 --eval-every 25 \
     --eval-batches 2 "${device[@]}" --out "$work/$v" --log "$out/$v.jsonl" 2>"$work/$v.err" ||
     { cat "$work/$v.err"; exit 1; }
   tail -2 "$work/$v.err"

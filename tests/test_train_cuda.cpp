@@ -326,6 +326,12 @@ TEST_P(TrainCudaStep, LossAndGradientsMatchTheCpu) {
     model.forward(tokens.data(), targets.data(), batch, seq, cpu_logits.data());
     EXPECT_NEAR(fg.loss_sum, cpu.loss_sum, loss_tol * cpu.loss_sum);
     EXPECT_LT(relative_error(logits, cpu_logits), f32 ? 1e-5 : 2e-2);
+    // Recomputation: the same step from each layer's input alone gives the same loss and gradients.
+    auto again = make_train_device("cuda", model, nullptr, precision, /*recompute=*/true);
+    again->zero_grads();
+    const LossStats r = again->forward_backward(tokens.data(), targets.data(), batch, seq, grad_scale);
+    EXPECT_NEAR(r.loss_sum, g.loss_sum, 1e-9 * std::fabs(g.loss_sum)) << (f32 ? "f32" : "bf16");
+    EXPECT_LT(relative_error(again->gradients(), grads), 1e-6) << "recompute " << (f32 ? "f32" : "bf16");
   }
 }
 
@@ -464,6 +470,7 @@ TEST(TrainCudaRun, UnknownDeviceAndPrecisionAreErrors) {
   Transformer<float> model(c);
   EXPECT_THROW(make_train_device("tpu", model, nullptr), Error);
   EXPECT_THROW(parse_matmul_precision("fp8"), Error);
+  EXPECT_THROW(make_train_device("cpu", model, nullptr, MatmulPrecision::BF16, /*recompute=*/true), Error);
   if (!have_gpu()) {
     EXPECT_THROW(make_train_device("cuda", model, nullptr), Error);
   }

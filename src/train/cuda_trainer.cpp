@@ -80,6 +80,9 @@ struct CudaTrainer::State {
   // gradients' inputs), and a scratch for an output gradient in bf16.
   bool half = false;
   uint16_t* params16 = nullptr;
+  // Recomputation: the per-layer activations other than x_in, k, lse, d_k and
+  // the bf16 keys are one buffer shared by all layers, refilled per layer.
+  bool recompute = false;
   std::vector<uint16_t*> xn1_16, xn2_16, attn16, h16;
   uint16_t* dy16 = nullptr;
   cuda::train::AttentionPointers ptrs;
@@ -168,7 +171,7 @@ void download(std::vector<float>& dst, const float* src, cudaStream_t stream) {
 
 }  // namespace
 
-CudaTrainer::CudaTrainer(Transformer<float>& model, AdamW* optimizer, MatmulPrecision precision)
+CudaTrainer::CudaTrainer(Transformer<float>& model, AdamW* optimizer, MatmulPrecision precision, bool recompute)
     : TrainDevice(model, optimizer), s_(std::make_unique<State>()) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) throw Error("--device cuda: no CUDA device is visible");
@@ -177,6 +180,7 @@ CudaTrainer::CudaTrainer(Transformer<float>& model, AdamW* optimizer, MatmulPrec
   // float32 products keep the exact (materialised) attention: they are the oracle's arithmetic.
   s.flash = precision != MatmulPrecision::F32 && kern::flash_supported(model.config().head_dim);
   s.half = precision == MatmulPrecision::BF16;
+  s.recompute = recompute;
   PODKV_CUDA_CHECK(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking));
   PODKV_CUBLAS_CHECK(cublasCreate(&s.blas));
   PODKV_CUBLAS_CHECK(cublasSetStream(s.blas, s.stream));
@@ -258,16 +262,21 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
     for (int pass = 0; pass < 2; ++pass) {
       Arena a;
       a.reset(s.arena);
-      auto layers = [&](std::vector<float*>& v, int64_t size) {
+      // Per layer; with recomputation one buffer for all layers unless `kept`.
+      auto layers = [&](std::vector<float*>& v, int64_t size, bool kept = false) {
         v.resize(L);
-        for (float*& p : v) p = a.take<float>(static_cast<size_t>(size));
+        float* shared = nullptr;
+        for (float*& p : v) {
+          if (kept || !s.recompute) p = a.take<float>(static_cast<size_t>(size));
+          else p = shared != nullptr ? shared : (shared = a.take<float>(static_cast<size_t>(size)));
+        }
       };
       s.tokens = a.take<int32_t>(n), s.targets = a.take<int32_t>(n);
       s.cos_table = a.take<float>(seq * (c.head_dim / 2)), s.sin_table = a.take<float>(seq * (c.head_dim / 2));
-      layers(s.x_in, n * hid), layers(s.xn1, n * hid), layers(s.r1, n);
-      layers(s.q, n * qd), layers(s.k, n * kvd), layers(s.v_act, n * kvd), layers(s.attn, n * qd);
-      layers(s.lse, batch * H * seq), layers(s.x_mid, n * hid), layers(s.xn2, n * hid), layers(s.r2, n);
-      layers(s.gate, n * inter), layers(s.up, n * inter), layers(s.h, n * inter), layers(s.d_k, n * kvd);
+      layers(s.x_in, n * hid, true), layers(s.xn1, n * hid), layers(s.r1, n);
+      layers(s.q, n * qd), layers(s.k, n * kvd, true), layers(s.v_act, n * kvd), layers(s.attn, n * qd);
+      layers(s.lse, batch * H * seq, true), layers(s.x_mid, n * hid), layers(s.xn2, n * hid), layers(s.r2, n);
+      layers(s.gate, n * inter), layers(s.up, n * inter), layers(s.h, n * inter), layers(s.d_k, n * kvd, true);
       s.x_final = a.take<float>(n * hid), s.xn_final = a.take<float>(n * hid), s.r_final = a.take<float>(n);
       s.logits = a.take<float>(s.head_rows * c.vocab_size), s.proj = a.take<float>(n * hid);
       s.d_res = a.take<float>(n * hid), s.d_xn = a.take<float>(n * hid), s.d_attn = a.take<float>(n * qd);
@@ -277,7 +286,11 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
       const int64_t half_rows = s.half ? n : 0;
       auto layers16 = [&](std::vector<uint16_t*>& v, int64_t size) {
         v.resize(L);
-        for (uint16_t*& p : v) p = a.take<uint16_t>(static_cast<size_t>(half_rows * size));
+        uint16_t* shared = nullptr;
+        for (uint16_t*& p : v) {
+          if (!s.recompute) p = a.take<uint16_t>(static_cast<size_t>(half_rows * size));
+          else p = shared != nullptr ? shared : (shared = a.take<uint16_t>(static_cast<size_t>(half_rows * size)));
+        }
       };
       layers16(s.xn1_16, hid), layers16(s.xn2_16, hid), layers16(s.attn16, qd), layers16(s.h16, inter);
       s.dy16 = a.take<uint16_t>(static_cast<size_t>(half_rows * std::max({hid, qd, kvd, inter})));
@@ -333,33 +346,45 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
     const int i = model_.tensor_index(kind, layer);
     return i < 0 ? nullptr : s.params + model_.tensors()[i].offset;
   };
-  auto W = [&](TensorKind kind, int layer) { return s.weight(model_, kind, layer); };
   const cudaStream_t st = s.stream;
   kern::embedding_forward(w(TensorKind::Embedding), s.tokens, n, hid, s.x_in[0], st);
-  for (int l = 0; l < L; ++l) {
-    kern::rmsnorm_forward(s.x_in[l], w(TensorKind::AttnNorm, l), n, hid, c.rms_norm_eps, s.xn1[l], s.r1[l], st);
-    s.convert(s.xn1[l], n * hid, s.xn1_16[l]);
-    const State::Operand xn1 = s.operand(s.xn1[l], s.xn1_16[l]);
-    s.linear(xn1, W(TensorKind::Wq, l), w(TensorKind::Bq, l), n, hid, qd, s.q[l]);
-    s.linear(xn1, W(TensorKind::Wk, l), w(TensorKind::Bk, l), n, hid, kvd, s.k[l]);
-    s.linear(xn1, W(TensorKind::Wv, l), w(TensorKind::Bv, l), n, hid, kvd, s.v_act[l]);
-    kern::rope(s.q[l], n, seq, H, c.head_dim, s.cos_table, s.sin_table, c.rope_interleaved, 1.0f, st);
-    kern::rope(s.k[l], n, seq, Hkv, c.head_dim, s.cos_table, s.sin_table, c.rope_interleaved, 1.0f, st);
-    attention(l, false);
-    s.convert(s.attn[l], n * qd, s.attn16[l]);
-    s.linear(s.operand(s.attn[l], s.attn16[l]), W(TensorKind::Wo, l), nullptr, n, qd, hid, s.proj);
-    kern::add(s.x_in[l], s.proj, n * hid, s.x_mid[l], st);
-    kern::rmsnorm_forward(s.x_mid[l], w(TensorKind::MlpNorm, l), n, hid, c.rms_norm_eps, s.xn2[l], s.r2[l], st);
-    s.convert(s.xn2[l], n * hid, s.xn2_16[l]);
-    const State::Operand xn2 = s.operand(s.xn2[l], s.xn2_16[l]);
-    s.linear(xn2, W(TensorKind::Gate, l), nullptr, n, hid, inter, s.gate[l]);
-    s.linear(xn2, W(TensorKind::Up, l), nullptr, n, hid, inter, s.up[l]);
-    kern::swiglu_forward(s.gate[l], s.up[l], n * inter, s.h[l], st);
-    s.convert(s.h[l], n * inter, s.h16[l]);
-    s.linear(s.operand(s.h[l], s.h16[l]), W(TensorKind::Down, l), nullptr, n, inter, hid, s.proj);
-    kern::add(s.x_mid[l], s.proj, n * hid, l + 1 < L ? s.x_in[l + 1] : s.x_final, st);
-  }
+  for (int l = 0; l < L; ++l) forward_layer(l, false);
   kern::rmsnorm_forward(s.x_final, w(TensorKind::FinalNorm), n, hid, c.rms_norm_eps, s.xn_final, s.r_final, st);
+}
+
+void CudaTrainer::forward_layer(int l, bool recomputing) {
+  State& s = *s_;
+  const ModelConfig& c = model_.config();
+  const int64_t n = s.batch * s.seq, seq = s.seq, hid = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(),
+                inter = c.intermediate_size;
+  const int L = c.num_layers, H = c.num_heads, Hkv = c.num_kv_heads;
+  auto w = [&](TensorKind kind, int layer = -1) -> const float* {
+    const int i = model_.tensor_index(kind, layer);
+    return i < 0 ? nullptr : s.params + model_.tensors()[i].offset;
+  };
+  auto W = [&](TensorKind kind, int layer) { return s.weight(model_, kind, layer); };
+  const cudaStream_t st = s.stream;
+  kern::rmsnorm_forward(s.x_in[l], w(TensorKind::AttnNorm, l), n, hid, c.rms_norm_eps, s.xn1[l], s.r1[l], st);
+  s.convert(s.xn1[l], n * hid, s.xn1_16[l]);
+  const State::Operand xn1 = s.operand(s.xn1[l], s.xn1_16[l]);
+  s.linear(xn1, W(TensorKind::Wq, l), w(TensorKind::Bq, l), n, hid, qd, s.q[l]);
+  s.linear(xn1, W(TensorKind::Wk, l), w(TensorKind::Bk, l), n, hid, kvd, s.k[l]);
+  s.linear(xn1, W(TensorKind::Wv, l), w(TensorKind::Bv, l), n, hid, kvd, s.v_act[l]);
+  kern::rope(s.q[l], n, seq, H, c.head_dim, s.cos_table, s.sin_table, c.rope_interleaved, 1.0f, st);
+  kern::rope(s.k[l], n, seq, Hkv, c.head_dim, s.cos_table, s.sin_table, c.rope_interleaved, 1.0f, st);
+  attention(l, false);
+  s.convert(s.attn[l], n * qd, s.attn16[l]);
+  s.linear(s.operand(s.attn[l], s.attn16[l]), W(TensorKind::Wo, l), nullptr, n, qd, hid, s.proj);
+  kern::add(s.x_in[l], s.proj, n * hid, s.x_mid[l], st);
+  kern::rmsnorm_forward(s.x_mid[l], w(TensorKind::MlpNorm, l), n, hid, c.rms_norm_eps, s.xn2[l], s.r2[l], st);
+  s.convert(s.xn2[l], n * hid, s.xn2_16[l]);
+  const State::Operand xn2 = s.operand(s.xn2[l], s.xn2_16[l]);
+  s.linear(xn2, W(TensorKind::Gate, l), nullptr, n, hid, inter, s.gate[l]);
+  s.linear(xn2, W(TensorKind::Up, l), nullptr, n, hid, inter, s.up[l]);
+  kern::swiglu_forward(s.gate[l], s.up[l], n * inter, s.h[l], st);
+  s.convert(s.h[l], n * inter, s.h16[l]);
+  s.linear(s.operand(s.h[l], s.h16[l]), W(TensorKind::Down, l), nullptr, n, inter, hid, s.proj);
+  if (!recomputing) kern::add(s.x_mid[l], s.proj, n * hid, l + 1 < L ? s.x_in[l + 1] : s.x_final, st);
 }
 
 // Attention of `layer` over chunks of nb sequences. Forward: attn[layer] and
@@ -520,6 +545,7 @@ void CudaTrainer::backward_layers() {
   kern::rmsnorm_backward(s.d_xn, s.x_final, w(TensorKind::FinalNorm), s.r_final, n, hid, s.d_res,
                          g(TensorKind::FinalNorm), s.columns, st);
   for (int l = L - 1; l >= 0; --l) {
+    if (s.recompute) forward_layer(l, true);
     // MLP: d_res holds ∂/∂x_out.
     s.linear_backward(s.d_res, s.operand(s.h[l], s.h16[l]), W(TensorKind::Down, l), n, inter, hid, s.d_h, 0.0f,
                       g(TensorKind::Down, l), nullptr);

@@ -27,7 +27,9 @@ class CudaTrainer : public TrainDevice {
 
   // Uploads the model's parameters (and the optimiser's moments when given).
   // Throws Error when there is no GPU or the weights do not fit.
-  CudaTrainer(Transformer<float>& model, AdamW* optimizer, MatmulPrecision precision);
+  // recompute: keep only each layer's input (and its keys, read by the layers
+  // they anchor) and recompute the layer's other activations in the backward.
+  CudaTrainer(Transformer<float>& model, AdamW* optimizer, MatmulPrecision precision, bool recompute = false);
   ~CudaTrainer() override;
 
   std::string name() const override { return "cuda"; }
@@ -45,6 +47,8 @@ class CudaTrainer : public TrainDevice {
  private:
   struct State;
   void run_forward(const int32_t* tokens, int64_t batch, int64_t seq);
+  // Layer l from x_in[l]; the residual output x_in[l + 1] (or x_final) unless recomputing.
+  void forward_layer(int l, bool recomputing);
   void attention(int layer, bool backward);
   void flash_attention(int layer, bool backward);
   LossStats head_and_loss(const int32_t* targets, double grad_scale, bool backward, float* logits_out);

@@ -22,13 +22,16 @@ void CpuTrainDevice::adamw_step(const std::vector<ParamRange>& ranges, double lr
 }
 
 std::unique_ptr<TrainDevice> make_train_device(const std::string& device, Transformer<float>& model,
-                                               AdamW* optimizer, MatmulPrecision precision) {
-  if (device == "cpu") return std::make_unique<CpuTrainDevice>(model, optimizer);
+                                               AdamW* optimizer, MatmulPrecision precision, bool recompute) {
+  if (device == "cpu") {
+    if (recompute) throw Error("--recompute: only with --device cuda (the CPU trainer keeps every activation)");
+    return std::make_unique<CpuTrainDevice>(model, optimizer);
+  }
   if (device != "cuda") throw Error("--device: unknown device '" + device + "' (known: cpu, cuda)");
 #if defined(PODKV_HAVE_CUDA)
-  return std::make_unique<CudaTrainer>(model, optimizer, precision);
+  return std::make_unique<CudaTrainer>(model, optimizer, precision, recompute);
 #else
-  (void)precision;
+  (void)precision, (void)recompute;
   throw Error("--device cuda: this podkv was built without CUDA (configure with -DPODKV_CUDA=ON)");
 #endif
 }

@@ -52,9 +52,13 @@ enum class MatmulPrecision { F32, TF32, BF16 };
 MatmulPrecision parse_matmul_precision(const std::string& name);  // throws Error naming --precision
 
 // device "cpu" or "cuda"; `optimizer` may be null for evaluation only.
-// Throws Error for an unknown device, a build without CUDA, or no GPU.
+// recompute (cuda only): keep each layer's input and recompute the rest of its
+// activations in the backward (about a sixth of the activation memory, one more
+// forward pass of time). Throws Error for an unknown device, a build without
+// CUDA, no GPU, or recompute on the CPU.
 std::unique_ptr<TrainDevice> make_train_device(const std::string& device, Transformer<float>& model,
-                                               AdamW* optimizer, MatmulPrecision precision = MatmulPrecision::BF16);
+                                               AdamW* optimizer, MatmulPrecision precision = MatmulPrecision::BF16,
+                                               bool recompute = false);
 
 // The CPU trainer behind the interface.
 class CpuTrainDevice : public TrainDevice {

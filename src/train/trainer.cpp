@@ -98,7 +98,7 @@ Trainer::Trainer(Transformer<float>& model, const BatchSource& data, std::vector
     if (model_.trainable()[i]) ranges_.push_back({model_.tensors()[i].offset, model_.tensors()[i].size, model_.tensors()[i].decay});
   // Fail on bad data now rather than after the first evaluation.
   data_.train_batch(0, 0, 1, options_.seq_len);
-  device_ = make_train_device(options_.device, model_, &optimizer_, options_.precision);
+  device_ = make_train_device(options_.device, model_, &optimizer_, options_.precision, options_.recompute);
   open_dump();
 }
 

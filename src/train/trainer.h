@@ -46,6 +46,7 @@ struct TrainOptions {
   std::string dump_batches;    // every training micro-batch, in order (train/batch_dump.h); empty = none
   std::string device = "cpu";  // cpu | cuda
   MatmulPrecision precision = MatmulPrecision::BF16;  // of the GPU's matrix products
+  bool recompute = false;  // GPU: recompute each layer's activations in the backward
   nlohmann::json extra_state = nlohmann::json::object();  // recorded in trainer_state.json
 };
 

@@ -80,6 +80,9 @@ void add_training_flags(CLI::App* cmd, TrainingFlags& f) {
   cmd->add_option("--precision", f.precision,
                   "matrix products on cuda: bf16 or tf32 tensor cores, or f32 (weights and AdamW stay float32)")
       ->capture_default_str();
+  cmd->add_flag("--recompute", o.recompute,
+                "cuda: keep only each layer's input and recompute its activations in the backward (less memory, "
+                "one more forward pass)");
 }
 
 std::string duration(double seconds) {
