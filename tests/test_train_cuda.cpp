@@ -70,6 +70,19 @@ double relative_error(const std::vector<float>& a, const std::vector<float>& b) 
 
 #if defined(PODKV_HAVE_CUDA)
 
+// bf16 bits of x, rounded to nearest even (finite values and infinities).
+uint16_t bf16_bits(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  return static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
+}
+
+std::vector<uint16_t> bf16_bits(const std::vector<float>& x) {
+  std::vector<uint16_t> out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) out[i] = bf16_bits(x[i]);
+  return out;
+}
+
 // A device copy of a host vector, freed at scope exit.
 template <typename T>
 struct DeviceBuffer {
@@ -104,6 +117,10 @@ TEST(TrainCudaOps, RmsNormForwardBackward) {
     EXPECT_LT(relative_error(gr.get(), r), 1e-5) << "dim " << dim;
     EXPECT_LT(relative_error(gdx.get(), dx), 1e-5) << "dim " << dim;
     EXPECT_LT(relative_error(gdw.get(), dw), 1e-5) << "dim " << dim;
+    // The bf16 output alone (the input of bf16 products): the float32 output, rounded.
+    DeviceBuffer<uint16_t> gy16{std::vector<uint16_t>(n * dim)};
+    cuda::train::rmsnorm_forward(gx.ptr, gw.ptr, n, dim, 1e-5, nullptr, gr.ptr, nullptr, gy16.ptr);
+    EXPECT_EQ(gy16.get(), bf16_bits(gy.get())) << "dim " << dim;
   }
 }
 
@@ -160,6 +177,13 @@ TEST(TrainCudaOps, SwiGluAndEmbedding) {
   cuda::train::swiglu_backward(gdh.ptr, gg.ptr, gu.ptr, n, gdg.ptr, gdu.ptr, nullptr, /*accumulate=*/false);
   EXPECT_LT(relative_error(gdg.get(), dgate0), 1e-6);
   EXPECT_LT(relative_error(gdu.get(), dup0), 1e-6);
+  // The bf16 outputs alone: the float32 ones, rounded.
+  DeviceBuffer<uint16_t> gh16{std::vector<uint16_t>(n)}, gdg16{std::vector<uint16_t>(n)}, gdu16{std::vector<uint16_t>(n)};
+  cuda::train::swiglu_forward(gg.ptr, gu.ptr, n, nullptr, nullptr, gh16.ptr);
+  cuda::train::swiglu_backward(gdh.ptr, gg.ptr, gu.ptr, n, nullptr, nullptr, nullptr, false, gdg16.ptr, gdu16.ptr);
+  EXPECT_EQ(gh16.get(), bf16_bits(gh.get()));
+  EXPECT_EQ(gdg16.get(), bf16_bits(gdg.get()));
+  EXPECT_EQ(gdu16.get(), bf16_bits(gdu.get()));
 
   const int64_t vocab = 17, dim = 9, rows = 50;  // repeated tokens: the backward adds into shared rows
   const auto table = random_floats(vocab * dim, 15), dout = random_floats(rows * dim, 16);
@@ -187,12 +211,7 @@ TEST(TrainCudaOps, ToBf16RoundsToNearestEven) {
     DeviceBuffer<uint16_t> gout{std::vector<uint16_t>(n)};
     cuda::train::to_bf16(gx.ptr, n, gout.ptr, nullptr);
     const std::vector<uint16_t> got = gout.get();
-    for (int64_t i = 0; i < n; ++i) {
-      uint32_t bits;
-      std::memcpy(&bits, &x[i], 4);
-      const uint16_t expected = static_cast<uint16_t>((bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16);
-      ASSERT_EQ(got[i], expected) << "n " << n << " value " << x[i];
-    }
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(got[i], bf16_bits(x[i])) << "n " << n << " value " << x[i];
   }
 }
 

@@ -21,8 +21,9 @@ void embedding_backward(const float* dout, const int32_t* tokens, int64_t n, int
                         cudaStream_t stream);
 
 // RMSNorm: y = x · r · w, r [n] = 1 / sqrt(mean(x²) + eps) saved for the backward.
+// y16 (optional): y in bf16 as well (y may then be null): the input of bf16 products.
 void rmsnorm_forward(const float* x, const float* w, int64_t n, int64_t dim, double eps, float* y, float* r,
-                     cudaStream_t stream);
+                     cudaStream_t stream, uint16_t* y16 = nullptr);
 // dx += r·dy·w − r³·x·(Σ dy·w·x)/dim. dweight (optional) += Σ_rows dy·x·r through
 // `scratch` (column_scratch_floats(n, dim) floats), summed in a fixed order.
 void rmsnorm_backward(const float* dy, const float* x, const float* w, const float* r, int64_t n, int64_t dim,
@@ -38,9 +39,14 @@ void rope(float* x, int64_t n, int64_t seq, int heads, int dim, const float* cos
 
 // h = silu(gate) · up;  dgate += dh · up · silu'(gate), dup += dh · silu(gate)
 // (with accumulate = false: = instead of +=, which saves clearing them first).
-void swiglu_forward(const float* gate, const float* up, int64_t n, float* h, cudaStream_t stream);
+// The bf16 outputs (optional; the float32 ones may then be null) are the inputs
+// of bf16 products: h16 = bf16(h); dgate16, dup16 = bf16 of this call's terms
+// (with accumulate = false, of dgate and dup).
+void swiglu_forward(const float* gate, const float* up, int64_t n, float* h, cudaStream_t stream,
+                    uint16_t* h16 = nullptr);
 void swiglu_backward(const float* dh, const float* gate, const float* up, int64_t n, float* dgate, float* dup,
-                     cudaStream_t stream, bool accumulate = true);
+                     cudaStream_t stream, bool accumulate = true, uint16_t* dgate16 = nullptr,
+                     uint16_t* dup16 = nullptr);
 // out[i] = bf16(x[i]) (round to nearest even) over n values: the bf16 operands of the matrix products.
 void to_bf16(const float* x, int64_t n, uint16_t* out, cudaStream_t stream);
 // out = a + b over n values (the residual stream).

@@ -34,8 +34,13 @@ __global__ void embedding_backward_kernel(const float* dout, const int32_t* toke
 
 // One block per row.
 // RMSNorm: one warp per row (kThreads / 32 rows per block), lanes stride the row.
+__device__ __forceinline__ uint16_t bf16_bits(float v) {
+  const __nv_bfloat16 b = __float2bfloat16_rn(v);
+  return *reinterpret_cast<const uint16_t*>(&b);
+}
+
 __global__ void rmsnorm_forward_kernel(const float* x, const float* w, int64_t n, int64_t dim, float eps, float* y,
-                                       float* r) {
+                                       uint16_t* y16, float* r) {
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (kThreads / 32) + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (row >= n) return;
@@ -44,7 +49,11 @@ __global__ void rmsnorm_forward_kernel(const float* x, const float* w, int64_t n
   for (int64_t j = lane; j < dim; j += 32) s += xr[j] * xr[j];
   const float ri = rsqrtf(warp_sum(s) / static_cast<float>(dim) + eps);
   if (lane == 0) r[row] = ri;
-  for (int64_t j = lane; j < dim; j += 32) y[row * dim + j] = xr[j] * ri * w[j];
+  for (int64_t j = lane; j < dim; j += 32) {
+    const float v = xr[j] * ri * w[j];
+    if (y != nullptr) y[row * dim + j] = v;
+    if (y16 != nullptr) y16[row * dim + j] = bf16_bits(v);
+  }
 }
 
 __global__ void rmsnorm_backward_kernel(const float* dy, const float* x, const float* w, const float* r, int64_t n,
@@ -113,35 +122,32 @@ __global__ void rope_kernel(float* x, int64_t n, int64_t seq, int heads, int dim
 
 __device__ __forceinline__ float sigmoid(float g) { return 1.0f / (1.0f + expf(-g)); }
 
-__global__ void swiglu_forward_kernel(const float* gate, const float* up, int64_t n, float* h) {
+__global__ void swiglu_forward_kernel(const float* gate, const float* up, int64_t n, float* h, uint16_t* h16) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < n) h[i] = gate[i] * sigmoid(gate[i]) * up[i];
+  if (i >= n) return;
+  const float v = gate[i] * sigmoid(gate[i]) * up[i];
+  if (h != nullptr) h[i] = v;
+  if (h16 != nullptr) h16[i] = bf16_bits(v);
 }
 
 __global__ void swiglu_backward_kernel(const float* dh, const float* gate, const float* up, int64_t n, float* dgate,
-                                       float* dup, bool accumulate) {
+                                       float* dup, bool accumulate, uint16_t* dgate16, uint16_t* dup16) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const float g = gate[i], sg = sigmoid(g);
   // silu'(g) = σ(g) · (1 + g · (1 − σ(g)))
-  if (dgate != nullptr) {
-    const float d = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg));
-    dgate[i] = accumulate ? dgate[i] + d : d;
-  }
-  if (dup != nullptr) {
-    const float d = dh[i] * g * sg;
-    dup[i] = accumulate ? dup[i] + d : d;
-  }
+  const float d_gate = dh[i] * up[i] * sg * (1.0f + g * (1.0f - sg)), d_up = dh[i] * g * sg;
+  if (dgate != nullptr) dgate[i] = accumulate ? dgate[i] + d_gate : d_gate;
+  if (dup != nullptr) dup[i] = accumulate ? dup[i] + d_up : d_up;
+  if (dgate16 != nullptr) dgate16[i] = bf16_bits(d_gate);
+  if (dup16 != nullptr) dup16[i] = bf16_bits(d_up);
 }
 
 // 8 values per thread where n is a multiple of 8 (16-byte stores), else one.
 __global__ void to_bf16_kernel(const float* x, int64_t n, uint16_t* out) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (n % 8 != 0) {
-    if (i < n) {
-      const __nv_bfloat16 v = __float2bfloat16_rn(x[i]);
-      out[i] = *reinterpret_cast<const uint16_t*>(&v);
-    }
+    if (i < n) out[i] = bf16_bits(x[i]);
     return;
   }
   if (i >= n / 8) return;
@@ -175,9 +181,9 @@ void embedding_backward(const float* dout, const int32_t* tokens, int64_t n, int
 }
 
 void rmsnorm_forward(const float* x, const float* w, int64_t n, int64_t dim, double eps, float* y, float* r,
-                     cudaStream_t stream) {
+                     cudaStream_t stream, uint16_t* y16) {
   if (n == 0) return;
-  rmsnorm_forward_kernel<<<blocks(n * 32), kThreads, 0, stream>>>(x, w, n, dim, static_cast<float>(eps), y, r);
+  rmsnorm_forward_kernel<<<blocks(n * 32), kThreads, 0, stream>>>(x, w, n, dim, static_cast<float>(eps), y, y16, r);
   check_launch("rmsnorm_forward_kernel");
 }
 
@@ -207,16 +213,16 @@ void rope(float* x, int64_t n, int64_t seq, int heads, int dim, const float* cos
   check_launch("rope_kernel");
 }
 
-void swiglu_forward(const float* gate, const float* up, int64_t n, float* h, cudaStream_t stream) {
+void swiglu_forward(const float* gate, const float* up, int64_t n, float* h, cudaStream_t stream, uint16_t* h16) {
   if (n == 0) return;
-  swiglu_forward_kernel<<<blocks(n), kThreads, 0, stream>>>(gate, up, n, h);
+  swiglu_forward_kernel<<<blocks(n), kThreads, 0, stream>>>(gate, up, n, h, h16);
   check_launch("swiglu_forward_kernel");
 }
 
 void swiglu_backward(const float* dh, const float* gate, const float* up, int64_t n, float* dgate, float* dup,
-                     cudaStream_t stream, bool accumulate) {
+                     cudaStream_t stream, bool accumulate, uint16_t* dgate16, uint16_t* dup16) {
   if (n == 0) return;
-  swiglu_backward_kernel<<<blocks(n), kThreads, 0, stream>>>(dh, gate, up, n, dgate, dup, accumulate);
+  swiglu_backward_kernel<<<blocks(n), kThreads, 0, stream>>>(dh, gate, up, n, dgate, dup, accumulate, dgate16, dup16);
   check_launch("swiglu_backward_kernel");
 }
 

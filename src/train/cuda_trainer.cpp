@@ -83,8 +83,10 @@ struct CudaTrainer::State {
   // Recomputation: the per-layer activations other than x_in, k, lse, d_k and
   // the bf16 keys are one buffer shared by all layers, refilled per layer.
   bool recompute = false;
+  // With bf16 products the kernels that make xn1, xn2, h, d_gate and d_up write
+  // only their bf16 copies (their float32 buffers are empty).
   std::vector<uint16_t*> xn1_16, xn2_16, attn16, h16;
-  uint16_t* dy16 = nullptr;
+  uint16_t *dy16 = nullptr, *d_gate16 = nullptr, *d_up16 = nullptr;
   cuda::train::AttentionPointers ptrs;
   std::vector<int> anchors;  // of the uploaded tables
 
@@ -97,6 +99,9 @@ struct CudaTrainer::State {
   Operand operand(const float* f32, const uint16_t* bf16) const {
     return half ? Operand{bf16, CUDA_R_16BF} : Operand{f32, CUDA_R_32F};
   }
+  // The buffer a kernel writes: the float32 one for float32 products, the bf16 one for bf16 products.
+  float* f32(float* p) const { return half ? nullptr : p; }
+  uint16_t* bf16(uint16_t* p) const { return half ? p : nullptr; }
   // bf16 copy of n values when the products are bf16.
   void convert(const float* x, int64_t n, uint16_t* out) const {
     if (half) kern::to_bf16(x, n, out, stream);
@@ -132,11 +137,12 @@ struct CudaTrainer::State {
     if (bias != nullptr) cuda::add_bias(y, bias, n, out, stream);
   }
   // dx (+)= dy · W (beta 0 overwrites dx);  dw += dyᵀ · x;  dbias += Σ rows dy.
-  // x and w as in the forward; dy float32 (converted to bf16 here for bf16 products).
+  // x and w as in the forward; dy float32, converted to bf16 here for bf16 products
+  // unless its bf16 copy comes along (dy_bf16; dy may then be null when there is no bias).
   void linear_backward(const float* dy, Operand x, Operand w, int64_t n, int64_t in, int64_t out, float* dx,
-                       float dx_beta, float* dw, float* dbias) const {
-    convert(dy, n * out, dy16);
-    const Operand g = operand(dy, dy16);
+                       float dx_beta, float* dw, float* dbias, const uint16_t* dy_bf16 = nullptr) const {
+    if (dy_bf16 == nullptr) convert(dy, n * out, dy16);
+    const Operand g = operand(dy, dy_bf16 != nullptr ? dy_bf16 : dy16);
     if (dx != nullptr) gemm(false, false, n, in, out, 1.0f, g, out, w, in, dx_beta, dx, in);
     if (dw != nullptr) gemm(true, false, out, in, n, 1.0f, g, out, x, in, 1.0f, dw, in);
     if (dbias != nullptr) kern::column_sums(dy, n, out, dbias, columns, stream);
@@ -273,15 +279,16 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
       };
       s.tokens = a.take<int32_t>(n), s.targets = a.take<int32_t>(n);
       s.cos_table = a.take<float>(seq * (c.head_dim / 2)), s.sin_table = a.take<float>(seq * (c.head_dim / 2));
-      layers(s.x_in, n * hid, true), layers(s.xn1, n * hid), layers(s.r1, n);
+      const int64_t f32_rows = s.half ? 0 : n;  // of the activations that only feed products
+      layers(s.x_in, n * hid, true), layers(s.xn1, f32_rows * hid), layers(s.r1, n);
       layers(s.q, n * qd), layers(s.k, n * kvd, true), layers(s.v_act, n * kvd), layers(s.attn, n * qd);
-      layers(s.lse, batch * H * seq, true), layers(s.x_mid, n * hid), layers(s.xn2, n * hid), layers(s.r2, n);
-      layers(s.gate, n * inter), layers(s.up, n * inter), layers(s.h, n * inter), layers(s.d_k, n * kvd, true);
+      layers(s.lse, batch * H * seq, true), layers(s.x_mid, n * hid), layers(s.xn2, f32_rows * hid), layers(s.r2, n);
+      layers(s.gate, n * inter), layers(s.up, n * inter), layers(s.h, f32_rows * inter), layers(s.d_k, n * kvd, true);
       s.x_final = a.take<float>(n * hid), s.xn_final = a.take<float>(n * hid), s.r_final = a.take<float>(n);
       s.logits = a.take<float>(s.head_rows * c.vocab_size), s.proj = a.take<float>(n * hid);
       s.d_res = a.take<float>(n * hid), s.d_xn = a.take<float>(n * hid), s.d_attn = a.take<float>(n * qd);
       s.d_q = a.take<float>(n * qd), s.d_v = a.take<float>(n * kvd);
-      s.d_h = a.take<float>(n * inter), s.d_gate = a.take<float>(n * inter), s.d_up = a.take<float>(n * inter);
+      s.d_h = a.take<float>(n * inter), s.d_gate = a.take<float>(f32_rows * inter), s.d_up = a.take<float>(f32_rows * inter);
       s.columns = a.take<float>(columns);
       const int64_t half_rows = s.half ? n : 0;
       auto layers16 = [&](std::vector<uint16_t*>& v, int64_t size) {
@@ -294,6 +301,8 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
       };
       layers16(s.xn1_16, hid), layers16(s.xn2_16, hid), layers16(s.attn16, qd), layers16(s.h16, inter);
       s.dy16 = a.take<uint16_t>(static_cast<size_t>(half_rows * std::max({hid, qd, kvd, inter})));
+      s.d_gate16 = a.take<uint16_t>(static_cast<size_t>(half_rows * inter));
+      s.d_up16 = a.take<uint16_t>(static_cast<size_t>(half_rows * inter));
       s.s1 = a.take<float>(static_cast<size_t>(entries) * seq * seq);
       s.s2 = a.take<float>(static_cast<size_t>(entries) * seq * seq);
       s.anchor_k = a.take<float*>(static_cast<size_t>(L) * Hkv), s.anchor_dk = a.take<float*>(static_cast<size_t>(L) * Hkv);
@@ -364,8 +373,9 @@ void CudaTrainer::forward_layer(int l, bool recomputing) {
   };
   auto W = [&](TensorKind kind, int layer) { return s.weight(model_, kind, layer); };
   const cudaStream_t st = s.stream;
-  kern::rmsnorm_forward(s.x_in[l], w(TensorKind::AttnNorm, l), n, hid, c.rms_norm_eps, s.xn1[l], s.r1[l], st);
-  s.convert(s.xn1[l], n * hid, s.xn1_16[l]);
+  // With bf16 products xn1, xn2 and h exist only in bf16 (s.f32 / s.bf16 pick the buffer each kernel writes).
+  kern::rmsnorm_forward(s.x_in[l], w(TensorKind::AttnNorm, l), n, hid, c.rms_norm_eps, s.f32(s.xn1[l]), s.r1[l], st,
+                        s.bf16(s.xn1_16[l]));
   const State::Operand xn1 = s.operand(s.xn1[l], s.xn1_16[l]);
   s.linear(xn1, W(TensorKind::Wq, l), w(TensorKind::Bq, l), n, hid, qd, s.q[l]);
   s.linear(xn1, W(TensorKind::Wk, l), w(TensorKind::Bk, l), n, hid, kvd, s.k[l]);
@@ -376,13 +386,12 @@ void CudaTrainer::forward_layer(int l, bool recomputing) {
   s.convert(s.attn[l], n * qd, s.attn16[l]);
   s.linear(s.operand(s.attn[l], s.attn16[l]), W(TensorKind::Wo, l), nullptr, n, qd, hid, s.proj);
   kern::add(s.x_in[l], s.proj, n * hid, s.x_mid[l], st);
-  kern::rmsnorm_forward(s.x_mid[l], w(TensorKind::MlpNorm, l), n, hid, c.rms_norm_eps, s.xn2[l], s.r2[l], st);
-  s.convert(s.xn2[l], n * hid, s.xn2_16[l]);
+  kern::rmsnorm_forward(s.x_mid[l], w(TensorKind::MlpNorm, l), n, hid, c.rms_norm_eps, s.f32(s.xn2[l]), s.r2[l], st,
+                        s.bf16(s.xn2_16[l]));
   const State::Operand xn2 = s.operand(s.xn2[l], s.xn2_16[l]);
   s.linear(xn2, W(TensorKind::Gate, l), nullptr, n, hid, inter, s.gate[l]);
   s.linear(xn2, W(TensorKind::Up, l), nullptr, n, hid, inter, s.up[l]);
-  kern::swiglu_forward(s.gate[l], s.up[l], n * inter, s.h[l], st);
-  s.convert(s.h[l], n * inter, s.h16[l]);
+  kern::swiglu_forward(s.gate[l], s.up[l], n * inter, s.f32(s.h[l]), st, s.bf16(s.h16[l]));
   s.linear(s.operand(s.h[l], s.h16[l]), W(TensorKind::Down, l), nullptr, n, inter, hid, s.proj);
   if (!recomputing) kern::add(s.x_mid[l], s.proj, n * hid, l + 1 < L ? s.x_in[l + 1] : s.x_final, st);
 }
@@ -549,11 +558,13 @@ void CudaTrainer::backward_layers() {
     // MLP: d_res holds ∂/∂x_out.
     s.linear_backward(s.d_res, s.operand(s.h[l], s.h16[l]), W(TensorKind::Down, l), n, inter, hid, s.d_h, 0.0f,
                       g(TensorKind::Down, l), nullptr);
-    kern::swiglu_backward(s.d_h, s.gate[l], s.up[l], n * inter, s.d_gate, s.d_up, st, /*accumulate=*/false);
+    kern::swiglu_backward(s.d_h, s.gate[l], s.up[l], n * inter, s.f32(s.d_gate), s.f32(s.d_up), st,
+                          /*accumulate=*/false, s.bf16(s.d_gate16), s.bf16(s.d_up16));
     const State::Operand xn2 = s.operand(s.xn2[l], s.xn2_16[l]);
     s.linear_backward(s.d_gate, xn2, W(TensorKind::Gate, l), n, hid, inter, s.d_xn, 0.0f, g(TensorKind::Gate, l),
-                      nullptr);
-    s.linear_backward(s.d_up, xn2, W(TensorKind::Up, l), n, hid, inter, s.d_xn, 1.0f, g(TensorKind::Up, l), nullptr);
+                      nullptr, s.bf16(s.d_gate16));
+    s.linear_backward(s.d_up, xn2, W(TensorKind::Up, l), n, hid, inter, s.d_xn, 1.0f, g(TensorKind::Up, l), nullptr,
+                      s.bf16(s.d_up16));
     kern::rmsnorm_backward(s.d_xn, s.x_mid[l], w(TensorKind::MlpNorm, l), s.r2[l], n, hid, s.d_res,
                            g(TensorKind::MlpNorm, l), s.columns, st);
     // Attention: d_k[l] already holds what the higher layers of l's blocks sent to its keys.
