@@ -13,7 +13,8 @@
 #     (needs a build with PCRE2 for the reference model's tokenizer; says NOT RUN otherwise);
 #  5. podkv info --device cuda;
 #  6. the GPU trainer against the CPU trainer (podkv_tests *TrainCuda*: every training kernel, whole
-#     steps' loss and gradients on dense/GQA/MQA/PoD models in f32 and bf16, ten steps of a run).
+#     steps' loss and gradients on dense/GQA/MQA/PoD models in f32 and bf16 and with --recompute, ten
+#     steps of a run, and through the CLI: GPU out of memory and bad input end in one line, no checkpoint).
 # Logs go to LOG_DIR (default BUILD_DIR/gpu-logs). Exits non-zero on any failure.
 #   scripts/test_gpu.sh [BUILD_DIR] [LOG_DIR]        (JOBS=N for the build, default all cores)
 set -uo pipefail

@@ -495,41 +495,69 @@ TEST(TrainCudaRun, UnknownDeviceAndPrecisionAreErrors) {
   }
 }
 
-// GPU out of memory through the CLI: a batch whose activations cannot fit
-// (512 x 4096 tokens of the 23.7M model need about 500 GB) ends with one
-// "error: " line naming what did not fit, and the checkpoint an earlier run
-// wrote into the same --out directory is untouched.
-TEST(TrainCudaRun, OutOfMemoryIsOneLineAndKeepsTheCheckpoint) {
-  SKIP_WITHOUT_GPU();
-  namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("podkv_train_oom_" + std::to_string(getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir / "io");
-  auto train = [&](const std::string& batch, const std::string& seq) {
-    return clitest::run_cli({"train", "--config", (clitest::kSourceDir / "configs/podkv-long-23m/config.json").string(),
-                             "--tokenizer", (clitest::kSourceDir / "models/podkv-ref").string(), "--synthetic",
-                             "passkey", "--synthetic-fraction", "1", "--steps", "1", "--batch", batch, "--seq-len", seq,
-                             "--eval-batches", "1", "--accuracy-samples", "1", "--device", "cuda", "--out",
-                             (dir / "out").string()},
-                            dir / "io");
-  };
+// podkv train on the GPU through the CLI, in a fresh directory removed at the end.
+class TrainCudaCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!have_gpu()) GTEST_SKIP() << "no CUDA device (or built without PODKV_CUDA)";
+    dir_ = std::filesystem::temp_directory_path() /
+           ("podkv_train_cuda_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_ / "io");
+  }
+  void TearDown() override {
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  // The 23.7M model on synthetic passkeys, one step unless `extra` says otherwise.
+  clitest::CliResult train(const std::string& batch, const std::string& seq, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {
+        "train", "--config", (clitest::kSourceDir / "configs/podkv-long-23m/config.json").string(), "--tokenizer",
+        (clitest::kSourceDir / "models/podkv-ref").string(), "--synthetic", "passkey", "--synthetic-fraction", "1",
+        "--steps", "1", "--batch", batch, "--seq-len", seq, "--eval-batches", "1", "--accuracy-samples", "1",
+        "--device", "cuda", "--out", out().string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return clitest::run_cli(args, dir_ / "io");
+  }
+  std::filesystem::path out() const { return dir_ / "out"; }
+  // Exit 1 and, after the banner line if any, exactly one "error: " line naming `what`.
+  static void expect_one_error_line(const clitest::CliResult& r, const std::string& what) {
+    EXPECT_EQ(r.exit_code, 1) << r;
+    const size_t at = r.err.find("error: ");
+    ASSERT_NE(at, std::string::npos) << r;
+    const std::string line = r.err.substr(at);
+    EXPECT_EQ(std::count(line.begin(), line.end(), '\n'), 1) << r;
+    EXPECT_TRUE(line.ends_with("\n")) << r;
+    EXPECT_NE(line.find(what), std::string::npos) << r;
+  }
+  std::filesystem::path dir_;
+};
+
+// GPU out of memory: a batch whose activations cannot fit (512 x 4096 tokens of
+// the 23.7M model need about 670 GiB) ends with one line naming what did not
+// fit, and the checkpoint an earlier run wrote into the same --out is untouched.
+TEST_F(TrainCudaCli, OutOfMemoryIsOneLineAndKeepsTheCheckpoint) {
   const clitest::CliResult small = train("1", "128");
   ASSERT_EQ(small.exit_code, 0) << small;
-  const std::string weights = clitest::read_text(dir / "out" / "model.safetensors");
+  const std::string weights = clitest::read_text(out() / "model.safetensors");
   ASSERT_FALSE(weights.empty());
   const clitest::CliResult big = train("512", "4096");
-  EXPECT_EQ(big.exit_code, 1) << big;
-  // The banner line ("train: 23.72M parameters, ...") and then exactly one error line.
-  const size_t error_at = big.err.find("error: ");
-  ASSERT_NE(error_at, std::string::npos) << big;
-  const std::string error_line = big.err.substr(error_at);
-  EXPECT_EQ(std::count(error_line.begin(), error_line.end(), '\n'), 1) << big;
-  EXPECT_TRUE(error_line.ends_with("\n")) << big;
-  EXPECT_NE(error_line.find("cannot allocate"), std::string::npos) << big;
-  EXPECT_NE(error_line.find("GiB"), std::string::npos) << big;
-  EXPECT_NE(error_line.find("lower --batch or --seq-len"), std::string::npos) << big;
-  EXPECT_EQ(clitest::read_text(dir / "out" / "model.safetensors"), weights);
-  fs::remove_all(dir);
+  expect_one_error_line(big, "cannot allocate");
+  EXPECT_NE(big.err.find("GiB"), std::string::npos) << big;
+  EXPECT_NE(big.err.find("lower --batch or --seq-len"), std::string::npos) << big;
+  EXPECT_EQ(clitest::read_text(out() / "model.safetensors"), weights);
+}
+
+// Bad input as on the CPU: a bad optimiser setting, a sequence longer than the
+// model's context, a step that diverges (a learning rate of 1e30): one line,
+// no checkpoint.
+TEST_F(TrainCudaCli, BadInputFailsCleanly) {
+  expect_one_error_line(train("2", "128", {"--beta1", "1.5"}), "--beta1");
+  expect_one_error_line(train("2", "9000"), "--seq-len");
+  expect_one_error_line(train("2", "128", {"--steps", "5", "--lr", "1e30", "--warmup", "0"}), "diverged");
+  EXPECT_FALSE(std::filesystem::exists(out() / "model.safetensors"));
+  EXPECT_FALSE(std::filesystem::exists(out().string() + ".tmp"));
 }
 
 }  // namespace
