@@ -26,6 +26,14 @@ uint64_t derive_seed(uint64_t seed, uint64_t stream, uint64_t a, uint64_t b = 0)
   return mix(mix(mix(seed ^ mix(stream)) ^ a) ^ b);
 }
 
+// The niah task's texts: those of `podkv eval --task niah` (src/eval/tasks.cpp)
+// with its default needle and question, so that what is trained is what is asked.
+constexpr const char* kNiahIntro =
+    "Some important information is hidden within the following text. Make sure to memorize it. "
+    "I will quiz you about it afterwards.\n";
+constexpr const char* kNiahQuestion = "\nWhat is the special magic number? The special magic number is";
+constexpr int kNiahDigits = 7;
+
 std::string random_string(std::mt19937_64& rng, int length, const char* alphabet, int alphabet_size) {
   std::string s;
   for (int i = 0; i < length; ++i) s += alphabet[rng() % alphabet_size];
@@ -87,10 +95,18 @@ Corpus load_corpus(const std::vector<std::string>& files, const Tokenizer& token
 Task parse_task(const std::string& name) {
   if (name == "passkey") return Task::Passkey;
   if (name == "kv") return Task::KvRetrieval;
-  throw Error("--synthetic: '" + name + "' is not one of passkey, kv");
+  if (name == "niah") return Task::Niah;
+  throw Error("--synthetic: '" + name + "' is not one of passkey, kv, niah");
 }
 
-const char* task_name(Task task) { return task == Task::Passkey ? "passkey" : "kv"; }
+const char* task_name(Task task) {
+  switch (task) {
+    case Task::Passkey: return "passkey";
+    case Task::KvRetrieval: return "kv";
+    case Task::Niah: return "niah";
+  }
+  return "?";
+}
 
 SyntheticTasks::SyntheticTasks(const Tokenizer& tokenizer, SyntheticOptions options)
     : tokenizer_(tokenizer), options_(std::move(options)) {
@@ -111,6 +127,10 @@ int64_t SyntheticTasks::min_seq(Task task) const {
   // per character of every random string (each digit and letter is a token
   // of its own at worst), plus slack for merges across the boundaries, plus BOS.
   constexpr int64_t kSlack = 4;
+  if (task == Task::Niah)
+    return static_cast<int64_t>(encode(kNiahIntro).size() + encode(" The special magic number is . ").size() +
+                                encode(kNiahQuestion).size() + encode(" .").size()) +
+           2 * kNiahDigits + kSlack + 1;
   if (task == Task::Passkey)
     return static_cast<int64_t>(encode("The pass key is . Remember it.  is the pass key. ").size() +
                                 encode("What is the pass key? The pass key is").size() + encode(" .").size()) +
@@ -119,13 +139,36 @@ int64_t SyntheticTasks::min_seq(Task task) const {
                               encode("\".").size()) + 4 * 4 + kSlack + 1;
 }
 
-void SyntheticTasks::sample(Task task, int64_t seq, std::mt19937_64& rng, int32_t* tokens, int32_t* targets) const {
+void SyntheticTasks::sample(Task task, int64_t seq, std::mt19937_64& rng, int32_t* tokens, int32_t* targets,
+                            const std::vector<int32_t>* text) const {
   const int64_t total = seq + 1;
   std::vector<int32_t> out;
   out.reserve(total);
   if (tokenizer_.bos_id() >= 0) out.push_back(tokenizer_.bos_id());
   std::vector<int32_t> answer;
-  if (task == Task::Passkey) {
+  if (task == Task::Niah) {
+    // As eval's niah_prompt: a first digit of 1-9, then any.
+    const std::string key = random_string(rng, 1, "123456789", 9) + random_string(rng, kNiahDigits - 1, "0123456789", 10);
+    const std::vector<int32_t> intro = encode(kNiahIntro), needle = encode(" The special magic number is " + key + ". ");
+    const std::vector<int32_t> question = encode(kNiahQuestion);
+    answer = encode(" " + key + ".");
+    const int64_t free =
+        total - static_cast<int64_t>(out.size() + intro.size() + needle.size() + question.size() + answer.size());
+    if (free < 0)
+      throw Error("--seq-len: " + std::to_string(seq) + " is too short for the niah task (needs " +
+                  std::to_string(total - free) + " tokens)");
+    if (text == nullptr || static_cast<int64_t>(text->size()) < free)
+      throw Error("--data: the niah task needs training text for its haystack (" + std::to_string(free) +
+                  " tokens per sample, " + std::to_string(text == nullptr ? 0 : text->size()) + " given)");
+    const int64_t offset = static_cast<int64_t>(rng() % static_cast<uint64_t>(text->size() - free + 1));
+    const int64_t before = static_cast<int64_t>(rng() % static_cast<uint64_t>(free + 1));
+    const auto haystack = text->begin() + offset;
+    out.insert(out.end(), intro.begin(), intro.end());
+    out.insert(out.end(), haystack, haystack + before);
+    out.insert(out.end(), needle.begin(), needle.end());
+    out.insert(out.end(), haystack + before, haystack + free);
+    out.insert(out.end(), question.begin(), question.end());
+  } else if (task == Task::Passkey) {
     const std::string key = random_string(rng, options_.passkey_digits, "0123456789", 10);
     const std::vector<int32_t> needle = encode("The pass key is " + key + ". Remember it. " + key + " is the pass key. ");
     const std::vector<int32_t> question = encode("What is the pass key? The pass key is");
@@ -189,6 +232,16 @@ BatchSource::BatchSource(const Corpus* corpus, const SyntheticTasks* tasks, doub
   check(synthetic_fraction == 0 || (tasks != nullptr && !tasks->options().tasks.empty()),
         "--synthetic-fraction: > 0 needs --synthetic TASK");
   check(synthetic_fraction == 1 || corpus != nullptr, "--data: no training text given");
+  if (tasks != nullptr)
+    for (Task t : tasks->options().tasks)
+      check(t != Task::Niah || (corpus != nullptr && !corpus->train.empty()),
+            "--synthetic niah: needs --data (its haystack is the training text)");
+}
+
+// The haystack of niah samples: the held-out text where there is one (evaluation), else the training text.
+const std::vector<int32_t>* BatchSource::haystack(bool evaluation) const {
+  if (corpus_ == nullptr) return nullptr;
+  return evaluation && has_validation_text() ? &corpus_->validation : &corpus_->train;
 }
 
 void BatchSource::text_window(const std::vector<int32_t>& stream, int64_t window, int64_t seq, int32_t* tokens,
@@ -211,7 +264,7 @@ Batch BatchSource::train_batch(int64_t step, int micro, int64_t batch, int64_t s
     const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;
     if (u < synthetic_fraction_) {
       const auto& tasks = tasks_->options().tasks;
-      tasks_->sample(tasks[rng() % tasks.size()], seq, rng, &b.tokens[i * seq], &b.targets[i * seq]);
+      tasks_->sample(tasks[rng() % tasks.size()], seq, rng, &b.tokens[i * seq], &b.targets[i * seq], haystack(false));
     } else {
       text_window(corpus_->train, static_cast<int64_t>(rng() % static_cast<uint64_t>(windows)), seq,
                   &b.tokens[i * seq], &b.targets[i * seq]);
@@ -239,7 +292,8 @@ Batch BatchSource::validation_batch(int64_t index, int64_t batch, int64_t seq) c
   std::mt19937_64 rng(derive_seed(seed_, 2, static_cast<uint64_t>(index)));
   const auto& tasks = tasks_->options().tasks;
   for (int64_t i = 0; i < batch; ++i)
-    tasks_->sample(tasks[(index * batch + i) % static_cast<int64_t>(tasks.size())], seq, rng, &b.tokens[i * seq], &b.targets[i * seq]);
+    tasks_->sample(tasks[(index * batch + i) % static_cast<int64_t>(tasks.size())], seq, rng, &b.tokens[i * seq],
+                   &b.targets[i * seq], haystack(true));
   return b;
 }
 
@@ -247,7 +301,8 @@ Batch BatchSource::task_batch(Task task, int64_t index, int64_t batch, int64_t s
   check(tasks_ != nullptr, "no synthetic tasks");
   Batch b{batch, seq, std::vector<int32_t>(batch * seq), std::vector<int32_t>(batch * seq)};
   std::mt19937_64 rng(derive_seed(seed_, 3 + static_cast<uint64_t>(task), static_cast<uint64_t>(index)));
-  for (int64_t i = 0; i < batch; ++i) tasks_->sample(task, seq, rng, &b.tokens[i * seq], &b.targets[i * seq]);
+  for (int64_t i = 0; i < batch; ++i)
+    tasks_->sample(task, seq, rng, &b.tokens[i * seq], &b.targets[i * seq], haystack(true));
   return b;
 }
 

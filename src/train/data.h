@@ -1,8 +1,8 @@
 // Training data: text files (or token files made from them) as one token
 // stream packed into
 // sequences of a chosen length, and generated long-context tasks (passkey
-// retrieval in filler text, key-value retrieval among many keys) whose loss
-// counts the answer tokens only. Batches are a pure function of (seed, step,
+// retrieval in filler text, key-value retrieval among many keys, a needle in
+// a haystack of the training text) whose loss counts the answer tokens only. Batches are a pure function of (seed, step,
 // micro-batch), so a resumed run sees exactly the data it would have seen.
 #pragma once
 
@@ -40,8 +40,8 @@ struct Corpus {
 };
 Corpus load_corpus(const std::vector<std::string>& files, const Tokenizer& tokenizer, double validation_fraction);
 
-enum class Task { Passkey, KvRetrieval };
-// "passkey", "kv"; throws Error naming --synthetic otherwise.
+enum class Task { Passkey, KvRetrieval, Niah };
+// "passkey", "kv", "niah"; throws Error naming --synthetic otherwise.
 Task parse_task(const std::string& name);
 const char* task_name(Task task);
 
@@ -58,12 +58,20 @@ struct SyntheticOptions {
 //            (the needle at a random depth; filler is the classic repeated sentences)
 //   kv:      [BOS] filler · "JSON data: {"a3f9": "07bc", ...}. " ·
 //            "The value of key "a3f9" is "" → "07bc"."   (the key picked at random)
+//   niah:    the prompt of `podkv eval --task niah` with its default needle and
+//            question: [BOS] "Some important information is hidden ...\n" ·
+//            text · " The special magic number is 4721905. " · text ·
+//            "\nWhat is the special magic number? The special magic number is" →
+//            " 4721905." (7 digits; the haystack is a random window of `text`,
+//            the training or held-out stream, the needle at a random depth)
 class SyntheticTasks {
  public:
   SyntheticTasks(const Tokenizer& tokenizer, SyntheticOptions options);
   // tokens, targets get seq values each. Throws Error naming --seq-len when
-  // seq is too short for the task.
-  void sample(Task task, int64_t seq, std::mt19937_64& rng, int32_t* tokens, int32_t* targets) const;
+  // seq is too short for the task, or --data when niah has no text (`text`
+  // null or shorter than its haystack).
+  void sample(Task task, int64_t seq, std::mt19937_64& rng, int32_t* tokens, int32_t* targets,
+              const std::vector<int32_t>* text = nullptr) const;
   const SyntheticOptions& options() const { return options_; }
   // Fewest tokens a sample of `task` needs.
   int64_t min_seq(Task task) const;
@@ -97,6 +105,7 @@ class BatchSource {
  private:
   void text_window(const std::vector<int32_t>& stream, int64_t window, int64_t seq, int32_t* tokens,
                    int32_t* targets) const;
+  const std::vector<int32_t>* haystack(bool evaluation) const;
 
   const Corpus* corpus_;
   const SyntheticTasks* tasks_;

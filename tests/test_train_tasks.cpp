@@ -1,0 +1,131 @@
+// The niah training task (train/data.h): a needle in a window of the
+// training text, token for token the prompt `podkv eval --task niah` builds
+// (eval/tasks.h's niah_prompt with the same haystack, key and depth), with
+// the loss on the answer only.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "eval/tasks.h"
+#include "tokenizer/tokenizer.h"
+#include "train/data.h"
+#include "util/error.h"
+
+namespace podkv::train {
+namespace {
+
+const std::string kModel = std::string(PODKV_SOURCE_DIR) + "/models/podkv-ref";
+const char* kIntro =
+    "Some important information is hidden within the following text. Make sure to memorize it. "
+    "I will quiz you about it afterwards.\n";
+const char* kQuestion = "\nWhat is the special magic number? The special magic number is";
+
+// Varied prose, so that any window of it is findable in the stream.
+std::vector<int32_t> prose(const Tokenizer& tok) {
+  static const char* kWords[] = {"river", "hill", "lantern", "orchard", "stone", "winter", "harbour", "letter"};
+  std::string text;
+  for (int i = 0; i < 400; ++i)
+    text += "Sentence " + std::to_string(i) + " tells of the " + kWords[i % 8] + " and the " + kWords[(i * 3 + 1) % 8] +
+            ". ";
+  return tok.encode(text, false);
+}
+
+template <typename It>
+int64_t find(It begin, It end, const std::vector<int32_t>& what) {
+  const It at = std::search(begin, end, what.begin(), what.end());
+  return at == end ? -1 : static_cast<int64_t>(at - begin);
+}
+
+TEST(TrainTasks, NiahSampleIsEvalsPromptOverATextWindow) {
+  auto tok = load_tokenizer(kModel);
+  Corpus corpus;
+  corpus.train = prose(*tok);
+  SyntheticOptions so;
+  so.tasks = {Task::Niah};
+  const SyntheticTasks tasks(*tok, so);
+  const BatchSource source(&corpus, &tasks, 1.0, 7);
+  const int64_t batch = 32, seq = 300;
+  const Batch b = source.train_batch(0, 0, batch, seq);
+  const std::vector<int32_t> intro = tok->encode(kIntro, false), question = tok->encode(kQuestion, false);
+  std::vector<double> depths;
+  for (int64_t r = 0; r < batch; ++r) {
+    // The sample's seq + 1 tokens: the inputs, then the last target.
+    std::vector<int32_t> all(b.tokens.begin() + r * seq, b.tokens.begin() + (r + 1) * seq);
+    all.push_back(b.targets[(r + 1) * seq - 1]);
+    ASSERT_EQ(all[0], tok->bos_id());
+    ASSERT_TRUE(std::equal(intro.begin(), intro.end(), all.begin() + 1)) << "row " << r;
+    // The needle's 7 digits, asked for at the end.
+    std::smatch m;
+    const std::string text = tok->decode(all);
+    ASSERT_TRUE(std::regex_search(text, m, std::regex("The special magic number is ([1-9][0-9]{6})\\. "))) << text;
+    const std::string key = m[1];
+    const std::vector<int32_t> needle = tok->encode(" The special magic number is " + key + ". ", false);
+    const std::vector<int32_t> answer = tok->encode(" " + key + ".", false);
+    const int64_t at = find(all.begin(), all.end(), needle);
+    const int64_t asked = static_cast<int64_t>(all.size() - answer.size() - question.size());
+    ASSERT_GE(at, 0) << text;
+    ASSERT_TRUE(std::equal(question.begin(), question.end(), all.begin() + asked)) << text;
+    ASSERT_TRUE(std::equal(answer.begin(), answer.end(), all.end() - static_cast<int64_t>(answer.size()))) << text;
+    // The haystack around the needle is one window of the training text.
+    std::vector<int32_t> haystack(all.begin() + 1 + static_cast<int64_t>(intro.size()), all.begin() + at);
+    haystack.insert(haystack.end(), all.begin() + at + static_cast<int64_t>(needle.size()), all.begin() + asked);
+    EXPECT_GE(find(corpus.train.begin(), corpus.train.end(), haystack), 0) << "row " << r;
+    const int64_t before = at - 1 - static_cast<int64_t>(intro.size());
+    depths.push_back(static_cast<double>(before) / static_cast<double>(haystack.size()));
+    // Eval's prompt over this haystack (one window: offset 0), with this key, at this depth.
+    eval::TaskSettings settings;
+    settings.task = "niah";
+    settings.answer = key;
+    const eval::GridPrompt p =
+        eval::niah_prompt(*tok, tok->bos_id(), haystack, asked + static_cast<int64_t>(question.size()),
+                          100.0 * static_cast<double>(before) / static_cast<double>(haystack.size()), settings, 1);
+    EXPECT_EQ(p.tokens, std::vector<int32_t>(all.begin(), all.begin() + asked + static_cast<int64_t>(question.size())))
+        << "row " << r;
+    EXPECT_EQ(p.answer, key);
+    // The loss counts the answer only: the targets from the question's last token on.
+    for (int64_t i = 0; i < seq; ++i) {
+      const int32_t target = b.targets[r * seq + i];
+      if (i + 1 >= static_cast<int64_t>(all.size() - answer.size())) EXPECT_EQ(target, all[i + 1]);
+      else EXPECT_EQ(target, -1) << "row " << r << " position " << i;
+    }
+  }
+  // The needle moves through the haystack.
+  EXPECT_LT(*std::min_element(depths.begin(), depths.end()), 0.25);
+  EXPECT_GT(*std::max_element(depths.begin(), depths.end()), 0.75);
+}
+
+TEST(TrainTasks, NiahNeedsTextAndRoom) {
+  auto tok = load_tokenizer(kModel);
+  SyntheticOptions so;
+  so.tasks = {Task::Niah};
+  const SyntheticTasks tasks(*tok, so);
+  EXPECT_EQ(parse_task("niah"), Task::Niah);
+  EXPECT_STREQ(task_name(Task::Niah), "niah");
+  try {
+    BatchSource source(nullptr, &tasks, 1.0, 1);
+    FAIL() << "no error without text";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--synthetic niah"), std::string::npos) << e.what();
+  }
+  Corpus corpus;
+  corpus.train = prose(*tok);
+  const BatchSource source(&corpus, &tasks, 1.0, 1);
+  try {
+    source.train_batch(0, 0, 1, tasks.min_seq(Task::Niah) - 20);
+    FAIL() << "no error for a short --seq-len";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--seq-len"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(source.train_batch(0, 0, 2, tasks.min_seq(Task::Niah)));
+  // Held-out text is the haystack of evaluation samples.
+  corpus.validation = std::vector<int32_t>(corpus.train.end() - 2000, corpus.train.end());
+  corpus.train.resize(corpus.train.size() - 2000);
+  const BatchSource held(&corpus, &tasks, 1.0, 1);
+  EXPECT_NO_THROW(held.task_batch(Task::Niah, 0, 4, 200));
+}
+
+}  // namespace
+}  // namespace podkv::train
