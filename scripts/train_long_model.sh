@@ -3,8 +3,9 @@
 # 23.7M-parameter shape of configs/podkv-long-23m (8 layers, hidden 512, 8 heads,
 # 4 KV heads, head_dim 64), models/podkv-ref's 1007-token tokenizer, on
 # Gutenberg books and WikiText-2 (scripts/make_long_data.sh) with half of the
-# sequences synthetic passkey, key-value retrieval and needle (niah, in the
-# books' text, eval's prompt format) samples, through a length
+# sequences synthetic passkey, key-value retrieval and needle samples (passkey
+# and niah in the prompt formats of podkv eval, niah's haystack the books' text),
+# through a length
 # curriculum; then checks retrieval at the full context.
 #
 #   1. stages at SEQS="256 1024 4096": stage 1 from random weights (--config),
@@ -155,7 +156,7 @@ for ((k = 0; k < stages; ++k)); do
     --seq-len "$seq" --batch "$batch" --grad-accum 1 --steps "$steps"
     --lr "$lr" --min-lr "$min_lr" --warmup "${warmups[k]}" --weight-decay "${WEIGHT_DECAY:-0.1}"
     --beta1 "${BETA1:-0.9}" --beta2 "${BETA2:-0.95}" --clip "${CLIP:-1.0}" --seed "$((${SEED:-1} + k))"
-    --synthetic "${SYNTHETIC:-passkey,kv,niah}" --synthetic-fraction "${SYNTHETIC_FRACTION:-0.5}"
+    --synthetic "${SYNTHETIC:-passkey-eval,kv,niah}" --synthetic-fraction "${SYNTHETIC_FRACTION:-0.5}"
     --passkey-digits "${PASSKEY_DIGITS:-5}" --kv-pairs "${KV_PAIRS:-0}"
     --eval-every "${EVAL_EVERY:-200}" --eval-batches "${EVAL_BATCHES:-4}" --accuracy-samples "${ACCURACY_SAMPLES:-64}"
     --save-every 0 --device "$device" --precision "${PRECISION:-bf16}" --peak-tflops "${PEAK_TFLOPS:-790}"

@@ -1,7 +1,9 @@
-// The niah training task (train/data.h): a needle in a window of the
-// training text, token for token the prompt `podkv eval --task niah` builds
-// (eval/tasks.h's niah_prompt with the same haystack, key and depth), with
-// the loss on the answer only.
+// The training tasks in eval's prompt formats (train/data.h): niah, a needle
+// in a window of the training text, token for token the prompt `podkv eval
+// --task niah` builds (eval/tasks.h's niah_prompt with the same haystack, key
+// and depth); passkey-eval, the prompt of `podkv eval --task passkey` (the
+// same tokens as passkey_prompt's at the same length and depth, but for the
+// key). The loss counts the answer only.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -125,6 +127,52 @@ TEST(TrainTasks, NiahNeedsTextAndRoom) {
   corpus.train.resize(corpus.train.size() - 2000);
   const BatchSource held(&corpus, &tasks, 1.0, 1);
   EXPECT_NO_THROW(held.task_batch(Task::Niah, 0, 4, 200));
+}
+
+TEST(TrainTasks, PasskeyEvalSampleIsEvalsPrompt) {
+  auto tok = load_tokenizer(kModel);
+  SyntheticOptions so;
+  so.tasks = {Task::PasskeyEval};
+  const SyntheticTasks tasks(*tok, so);
+  EXPECT_EQ(parse_task("passkey-eval"), Task::PasskeyEval);
+  const BatchSource source(nullptr, &tasks, 1.0, 3);  // needs no text
+  const int64_t batch = 16, seq = 400;
+  const Batch b = source.train_batch(0, 0, batch, seq);
+  for (int64_t r = 0; r < batch; ++r) {
+    std::vector<int32_t> all(b.tokens.begin() + r * seq, b.tokens.begin() + (r + 1) * seq);
+    all.push_back(b.targets[(r + 1) * seq - 1]);
+    std::smatch m;
+    const std::string text = tok->decode(all);
+    ASSERT_TRUE(std::regex_search(text, m, std::regex("The pass key is ([1-9][0-9]{4})\\. Remember it\\. \\1 is the pass key\\.")))
+        << text;
+    const std::string key = m[1];
+    const std::vector<int32_t> needle =
+        tok->encode(" The pass key is " + key + ". Remember it. " + key + " is the pass key.", false);
+    const std::vector<int32_t> answer = tok->encode(" " + key + ".", false);
+    const int64_t at = find(all.begin(), all.end(), needle), prompt = static_cast<int64_t>(all.size() - answer.size());
+    ASSERT_GE(at, 0) << text;
+    ASSERT_TRUE(std::equal(answer.begin(), answer.end(), all.begin() + prompt)) << text;
+    for (int64_t i = 0; i < seq; ++i)
+      EXPECT_EQ(b.targets[r * seq + i], i + 1 >= prompt ? all[i + 1] : -1) << "row " << r << " position " << i;
+    // Eval's prompt of the same length with the needle at the same place: the same tokens but for the key.
+    const std::vector<int32_t> intro = tok->encode(
+        "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
+        "I will quiz you about the important information there.\n",
+        false);
+    const std::vector<int32_t> question = tok->encode("\nWhat is the pass key? The pass key is", false);
+    const int64_t haystack = prompt - 1 - static_cast<int64_t>(intro.size() + needle.size() + question.size());
+    const int64_t before = at - 1 - static_cast<int64_t>(intro.size());
+    // (Eval draws its own key: take a seed whose key has as many tokens as this one.)
+    eval::GridPrompt p;
+    for (uint64_t seed = 1; seed < 200 && p.needle_tokens != static_cast<int64_t>(needle.size()); ++seed)
+      p = eval::passkey_prompt(*tok, tok->bos_id(), prompt,
+                               100.0 * static_cast<double>(before) / static_cast<double>(haystack), seed);
+    ASSERT_EQ(p.tokens.size(), static_cast<size_t>(prompt));
+    ASSERT_EQ(p.needle_position, at);
+    ASSERT_EQ(p.needle_tokens, static_cast<int64_t>(needle.size()));
+    for (int64_t i = 0; i < prompt; ++i)
+      if (i < at || i >= at + static_cast<int64_t>(needle.size())) ASSERT_EQ(p.tokens[i], all[i]) << "row " << r << " at " << i;
+  }
 }
 
 }  // namespace

@@ -33,6 +33,14 @@ constexpr const char* kNiahIntro =
     "I will quiz you about it afterwards.\n";
 constexpr const char* kNiahQuestion = "\nWhat is the special magic number? The special magic number is";
 constexpr int kNiahDigits = 7;
+// The passkey-eval task's texts: those of `podkv eval --task passkey`.
+constexpr const char* kPasskeyIntro =
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize it. "
+    "I will quiz you about the important information there.\n";
+constexpr const char* kPasskeyFiller =
+    " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again.";
+constexpr const char* kPasskeyQuestion = "\nWhat is the pass key? The pass key is";
+constexpr int kPasskeyEvalDigits = 5;
 
 std::string random_string(std::mt19937_64& rng, int length, const char* alphabet, int alphabet_size) {
   std::string s;
@@ -96,7 +104,8 @@ Task parse_task(const std::string& name) {
   if (name == "passkey") return Task::Passkey;
   if (name == "kv") return Task::KvRetrieval;
   if (name == "niah") return Task::Niah;
-  throw Error("--synthetic: '" + name + "' is not one of passkey, kv, niah");
+  if (name == "passkey-eval") return Task::PasskeyEval;
+  throw Error("--synthetic: '" + name + "' is not one of passkey, kv, niah, passkey-eval");
 }
 
 const char* task_name(Task task) {
@@ -104,6 +113,7 @@ const char* task_name(Task task) {
     case Task::Passkey: return "passkey";
     case Task::KvRetrieval: return "kv";
     case Task::Niah: return "niah";
+    case Task::PasskeyEval: return "passkey-eval";
   }
   return "?";
 }
@@ -131,6 +141,11 @@ int64_t SyntheticTasks::min_seq(Task task) const {
     return static_cast<int64_t>(encode(kNiahIntro).size() + encode(" The special magic number is . ").size() +
                                 encode(kNiahQuestion).size() + encode(" .").size()) +
            2 * kNiahDigits + kSlack + 1;
+  if (task == Task::PasskeyEval)
+    return static_cast<int64_t>(encode(kPasskeyIntro).size() +
+                                encode(" The pass key is . Remember it.  is the pass key.").size() +
+                                encode(kPasskeyQuestion).size() + encode(" .").size()) +
+           3 * kPasskeyEvalDigits + kSlack + 1;
   if (task == Task::Passkey)
     return static_cast<int64_t>(encode("The pass key is . Remember it.  is the pass key. ").size() +
                                 encode("What is the pass key? The pass key is").size() + encode(" .").size()) +
@@ -167,6 +182,28 @@ void SyntheticTasks::sample(Task task, int64_t seq, std::mt19937_64& rng, int32_
     out.insert(out.end(), haystack, haystack + before);
     out.insert(out.end(), needle.begin(), needle.end());
     out.insert(out.end(), haystack + before, haystack + free);
+    out.insert(out.end(), question.begin(), question.end());
+  } else if (task == Task::PasskeyEval) {
+    // As eval's passkey_prompt: a first digit of 1-9; the filler repeated from its start, cut to fit.
+    const std::string key =
+        random_string(rng, 1, "123456789", 9) + random_string(rng, kPasskeyEvalDigits - 1, "0123456789", 10);
+    const std::vector<int32_t> intro = encode(kPasskeyIntro), unit = encode(kPasskeyFiller);
+    const std::vector<int32_t> needle = encode(" The pass key is " + key + ". Remember it. " + key + " is the pass key.");
+    const std::vector<int32_t> question = encode(kPasskeyQuestion);
+    answer = encode(" " + key + ".");
+    const int64_t free =
+        total - static_cast<int64_t>(out.size() + intro.size() + needle.size() + question.size() + answer.size());
+    if (free < 0)
+      throw Error("--seq-len: " + std::to_string(seq) + " is too short for the passkey-eval task (needs " +
+                  std::to_string(total - free) + " tokens)");
+    std::vector<int32_t> haystack;
+    while (static_cast<int64_t>(haystack.size()) < free) haystack.insert(haystack.end(), unit.begin(), unit.end());
+    haystack.resize(free);
+    const int64_t before = static_cast<int64_t>(rng() % static_cast<uint64_t>(free + 1));
+    out.insert(out.end(), intro.begin(), intro.end());
+    out.insert(out.end(), haystack.begin(), haystack.begin() + before);
+    out.insert(out.end(), needle.begin(), needle.end());
+    out.insert(out.end(), haystack.begin() + before, haystack.end());
     out.insert(out.end(), question.begin(), question.end());
   } else if (task == Task::Passkey) {
     const std::string key = random_string(rng, options_.passkey_digits, "0123456789", 10);

@@ -40,8 +40,8 @@ struct Corpus {
 };
 Corpus load_corpus(const std::vector<std::string>& files, const Tokenizer& tokenizer, double validation_fraction);
 
-enum class Task { Passkey, KvRetrieval, Niah };
-// "passkey", "kv", "niah"; throws Error naming --synthetic otherwise.
+enum class Task { Passkey, KvRetrieval, Niah, PasskeyEval };
+// "passkey", "kv", "niah", "passkey-eval"; throws Error naming --synthetic otherwise.
 Task parse_task(const std::string& name);
 const char* task_name(Task task);
 
@@ -64,6 +64,11 @@ struct SyntheticOptions {
 //            "\nWhat is the special magic number? The special magic number is" →
 //            " 4721905." (7 digits; the haystack is a random window of `text`,
 //            the training or held-out stream, the needle at a random depth)
+//   passkey-eval: the prompt of `podkv eval --task passkey`: [BOS] "There is an
+//            important info hidden ...\n" · filler · " The pass key is 12345.
+//            Remember it. 12345 is the pass key." · filler · "\nWhat is the pass
+//            key? The pass key is" → " 12345." (5 digits; eval's filler, which
+//            starts at its first sentence, the needle at a random depth)
 class SyntheticTasks {
  public:
   SyntheticTasks(const Tokenizer& tokenizer, SyntheticOptions options);

@@ -58,7 +58,7 @@ void add_training_flags(CLI::App* cmd, TrainingFlags& f) {
   cmd->add_option("--clip", o.clip, "clip gradients to this global norm (0 = off)")->capture_default_str();
   cmd->add_option("--seed", o.seed, "seed of the data order (and of the initial weights for train)")->capture_default_str();
   cmd->add_option("--train", o.train, "which parameters train: all, attention, qk")->capture_default_str();
-  cmd->add_option("--synthetic", f.synthetic, "synthetic tasks to mix in, comma-separated: passkey, kv, niah (needs --data)");
+  cmd->add_option("--synthetic", f.synthetic, "synthetic tasks to mix in, comma-separated: passkey, kv, niah (needs --data), passkey-eval");
   cmd->add_option("--synthetic-fraction", f.synthetic_fraction, "fraction of sequences that are synthetic")->capture_default_str();
   cmd->add_option("--passkey-digits", f.passkey_digits, "digits of a passkey")->capture_default_str();
   cmd->add_option("--kv-pairs", f.kv_pairs, "key-value pairs per kv sample (0 = as many as fit)")->capture_default_str();
