@@ -41,6 +41,17 @@ int64_t find(It begin, It end, const std::vector<int32_t>& what) {
   return at == end ? -1 : static_cast<int64_t>(at - begin);
 }
 
+// f() throws an Error whose message names `what`.
+template <typename F>
+void expect_error(F f, const std::string& what) {
+  try {
+    f();
+    ADD_FAILURE() << "no error naming " << what;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+  }
+}
+
 TEST(TrainTasks, NiahSampleIsEvalsPromptOverATextWindow) {
   auto tok = load_tokenizer(kModel);
   Corpus corpus;
@@ -106,21 +117,11 @@ TEST(TrainTasks, NiahNeedsTextAndRoom) {
   const SyntheticTasks tasks(*tok, so);
   EXPECT_EQ(parse_task("niah"), Task::Niah);
   EXPECT_STREQ(task_name(Task::Niah), "niah");
-  try {
-    BatchSource source(nullptr, &tasks, 1.0, 1);
-    FAIL() << "no error without text";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--synthetic niah"), std::string::npos) << e.what();
-  }
+  expect_error([&] { BatchSource source(nullptr, &tasks, 1.0, 1); }, "--synthetic niah");
   Corpus corpus;
   corpus.train = prose(*tok);
   const BatchSource source(&corpus, &tasks, 1.0, 1);
-  try {
-    source.train_batch(0, 0, 1, tasks.min_seq(Task::Niah) - 20);
-    FAIL() << "no error for a short --seq-len";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("--seq-len"), std::string::npos) << e.what();
-  }
+  expect_error([&] { source.train_batch(0, 0, 1, tasks.min_seq(Task::Niah) - 20); }, "--seq-len");
   EXPECT_NO_THROW(source.train_batch(0, 0, 2, tasks.min_seq(Task::Niah)));
   // Held-out text is the haystack of evaluation samples.
   corpus.validation = std::vector<int32_t>(corpus.train.end() - 2000, corpus.train.end());
@@ -170,8 +171,11 @@ TEST(TrainTasks, PasskeyEvalSampleIsEvalsPrompt) {
     ASSERT_EQ(p.tokens.size(), static_cast<size_t>(prompt));
     ASSERT_EQ(p.needle_position, at);
     ASSERT_EQ(p.needle_tokens, static_cast<int64_t>(needle.size()));
-    for (int64_t i = 0; i < prompt; ++i)
-      if (i < at || i >= at + static_cast<int64_t>(needle.size())) ASSERT_EQ(p.tokens[i], all[i]) << "row " << r << " at " << i;
+    for (int64_t i = 0; i < prompt; ++i) {
+      if (i < at || i >= at + static_cast<int64_t>(needle.size())) {
+        ASSERT_EQ(p.tokens[i], all[i]) << "row " << r << " at " << i;
+      }
+    }
   }
 }
 

@@ -269,12 +269,12 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
       Arena a;
       a.reset(s.arena);
       // Per layer; with recomputation one buffer for all layers unless `kept`.
-      auto layers = [&](std::vector<float*>& v, int64_t size, bool kept = false) {
+      auto layers = [&]<typename T>(std::vector<T*>& v, int64_t size, bool kept = false) {
         v.resize(L);
-        float* shared = nullptr;
-        for (float*& p : v) {
-          if (kept || !s.recompute) p = a.take<float>(static_cast<size_t>(size));
-          else p = shared != nullptr ? shared : (shared = a.take<float>(static_cast<size_t>(size)));
+        T* shared = nullptr;
+        for (T*& p : v) {
+          if (kept || !s.recompute) p = a.take<T>(static_cast<size_t>(size));
+          else p = shared != nullptr ? shared : (shared = a.take<T>(static_cast<size_t>(size)));
         }
       };
       s.tokens = a.take<int32_t>(n), s.targets = a.take<int32_t>(n);
@@ -291,15 +291,8 @@ void CudaTrainer::run_forward(const int32_t* tokens, int64_t batch, int64_t seq)
       s.d_h = a.take<float>(n * inter), s.d_gate = a.take<float>(f32_rows * inter), s.d_up = a.take<float>(f32_rows * inter);
       s.columns = a.take<float>(columns);
       const int64_t half_rows = s.half ? n : 0;
-      auto layers16 = [&](std::vector<uint16_t*>& v, int64_t size) {
-        v.resize(L);
-        uint16_t* shared = nullptr;
-        for (uint16_t*& p : v) {
-          if (!s.recompute) p = a.take<uint16_t>(static_cast<size_t>(half_rows * size));
-          else p = shared != nullptr ? shared : (shared = a.take<uint16_t>(static_cast<size_t>(half_rows * size)));
-        }
-      };
-      layers16(s.xn1_16, hid), layers16(s.xn2_16, hid), layers16(s.attn16, qd), layers16(s.h16, inter);
+      layers(s.xn1_16, half_rows * hid), layers(s.xn2_16, half_rows * hid), layers(s.attn16, half_rows * qd);
+      layers(s.h16, half_rows * inter);
       s.dy16 = a.take<uint16_t>(static_cast<size_t>(half_rows * std::max({hid, qd, kvd, inter})));
       s.d_gate16 = a.take<uint16_t>(static_cast<size_t>(half_rows * inter));
       s.d_up16 = a.take<uint16_t>(static_cast<size_t>(half_rows * inter));

@@ -48,6 +48,11 @@ std::string random_string(std::mt19937_64& rng, int length, const char* alphabet
   return s;
 }
 
+// A key as eval's random_digits draws it: the first digit 1-9, then any.
+std::string eval_key(std::mt19937_64& rng, int digits) {
+  return random_string(rng, 1, "123456789", 9) + random_string(rng, digits - 1, "0123456789", 10);
+}
+
 // Appends the tokens of one text file, then EOS.
 void append_text_file(const std::string& path, const Tokenizer& tokenizer, std::vector<int32_t>& stream) {
   std::ifstream in(path, std::ios::binary);
@@ -161,44 +166,34 @@ void SyntheticTasks::sample(Task task, int64_t seq, std::mt19937_64& rng, int32_
   out.reserve(total);
   if (tokenizer_.bos_id() >= 0) out.push_back(tokenizer_.bos_id());
   std::vector<int32_t> answer;
-  if (task == Task::Niah) {
-    // As eval's niah_prompt: a first digit of 1-9, then any.
-    const std::string key = random_string(rng, 1, "123456789", 9) + random_string(rng, kNiahDigits - 1, "0123456789", 10);
-    const std::vector<int32_t> intro = encode(kNiahIntro), needle = encode(" The special magic number is " + key + ". ");
-    const std::vector<int32_t> question = encode(kNiahQuestion);
+  if (task == Task::Niah || task == Task::PasskeyEval) {
+    // Eval's prompts (niah_prompt, passkey_prompt): intro · haystack · needle · haystack · question.
+    const bool niah = task == Task::Niah;
+    const std::string key = eval_key(rng, niah ? kNiahDigits : kPasskeyEvalDigits);
+    const std::vector<int32_t> intro = encode(niah ? kNiahIntro : kPasskeyIntro);
+    const std::vector<int32_t> needle =
+        encode(niah ? " The special magic number is " + key + ". "
+                    : " The pass key is " + key + ". Remember it. " + key + " is the pass key.");
+    const std::vector<int32_t> question = encode(niah ? kNiahQuestion : kPasskeyQuestion);
     answer = encode(" " + key + ".");
     const int64_t free =
         total - static_cast<int64_t>(out.size() + intro.size() + needle.size() + question.size() + answer.size());
     if (free < 0)
-      throw Error("--seq-len: " + std::to_string(seq) + " is too short for the niah task (needs " +
+      throw Error("--seq-len: " + std::to_string(seq) + " is too short for the " + task_name(task) + " task (needs " +
                   std::to_string(total - free) + " tokens)");
-    if (text == nullptr || static_cast<int64_t>(text->size()) < free)
-      throw Error("--data: the niah task needs training text for its haystack (" + std::to_string(free) +
-                  " tokens per sample, " + std::to_string(text == nullptr ? 0 : text->size()) + " given)");
-    const int64_t offset = static_cast<int64_t>(rng() % static_cast<uint64_t>(text->size() - free + 1));
-    const int64_t before = static_cast<int64_t>(rng() % static_cast<uint64_t>(free + 1));
-    const auto haystack = text->begin() + offset;
-    out.insert(out.end(), intro.begin(), intro.end());
-    out.insert(out.end(), haystack, haystack + before);
-    out.insert(out.end(), needle.begin(), needle.end());
-    out.insert(out.end(), haystack + before, haystack + free);
-    out.insert(out.end(), question.begin(), question.end());
-  } else if (task == Task::PasskeyEval) {
-    // As eval's passkey_prompt: a first digit of 1-9; the filler repeated from its start, cut to fit.
-    const std::string key =
-        random_string(rng, 1, "123456789", 9) + random_string(rng, kPasskeyEvalDigits - 1, "0123456789", 10);
-    const std::vector<int32_t> intro = encode(kPasskeyIntro), unit = encode(kPasskeyFiller);
-    const std::vector<int32_t> needle = encode(" The pass key is " + key + ". Remember it. " + key + " is the pass key.");
-    const std::vector<int32_t> question = encode(kPasskeyQuestion);
-    answer = encode(" " + key + ".");
-    const int64_t free =
-        total - static_cast<int64_t>(out.size() + intro.size() + needle.size() + question.size() + answer.size());
-    if (free < 0)
-      throw Error("--seq-len: " + std::to_string(seq) + " is too short for the passkey-eval task (needs " +
-                  std::to_string(total - free) + " tokens)");
+    // niah: a random window of the text; passkey-eval: eval's filler from its start, cut to fit.
     std::vector<int32_t> haystack;
-    while (static_cast<int64_t>(haystack.size()) < free) haystack.insert(haystack.end(), unit.begin(), unit.end());
-    haystack.resize(free);
+    if (niah) {
+      if (text == nullptr || static_cast<int64_t>(text->size()) < free)
+        throw Error("--data: the niah task needs training text for its haystack (" + std::to_string(free) +
+                    " tokens per sample, " + std::to_string(text == nullptr ? 0 : text->size()) + " given)");
+      const int64_t offset = static_cast<int64_t>(rng() % static_cast<uint64_t>(text->size() - free + 1));
+      haystack.assign(text->begin() + offset, text->begin() + offset + free);
+    } else {
+      const std::vector<int32_t> unit = encode(kPasskeyFiller);
+      while (static_cast<int64_t>(haystack.size()) < free) haystack.insert(haystack.end(), unit.begin(), unit.end());
+      haystack.resize(free);
+    }
     const int64_t before = static_cast<int64_t>(rng() % static_cast<uint64_t>(free + 1));
     out.insert(out.end(), intro.begin(), intro.end());
     out.insert(out.end(), haystack.begin(), haystack.begin() + before);

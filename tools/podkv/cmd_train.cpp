@@ -153,6 +153,12 @@ Data load_data(const TrainingFlags& f, const Tokenizer& tokenizer) {
   return d;
 }
 
+// The flags train and adapt check and apply the same way, before anything is loaded.
+void apply_common_flags(const TrainingFlags& f) {
+  if (f.threads > 0) set_num_threads(f.threads);
+  if (f.peak_tflops < 0) throw Error("--peak-tflops: must be >= 0");
+}
+
 // A model whose weights training starts from (adapt -m, train --init): a
 // Hugging Face directory, since a GGUF model's interleaved RoPE layout is not
 // the trainer's.
@@ -174,8 +180,7 @@ struct TrainCommand {
 };
 
 void run_train(TrainCommand& o) {
-  if (o.flags.threads > 0) set_num_threads(o.flags.threads);
-  if (o.flags.peak_tflops < 0) throw Error("--peak-tflops: must be >= 0");
+  apply_common_flags(o.flags);
   std::unique_ptr<Model> loaded;  // --init: the weights to start from
   if (!o.init.empty()) {
     if (!o.config_path.empty() || !o.preset.empty() || o.vocab > 0 || o.init_std_option->count() > 0)
@@ -244,8 +249,7 @@ struct AdaptCommand {
 };
 
 void run_adapt(AdaptCommand& o) {
-  if (o.flags.threads > 0) set_num_threads(o.flags.threads);
-  if (o.flags.peak_tflops < 0) throw Error("--peak-tflops: must be >= 0");
+  apply_common_flags(o.flags);
   auto loaded = load_model_to_train(o.model_path, "adapt");
   // A copy: `loaded` is freed below, before the training run reads the config.
   const ModelConfig config = loaded->config();
