@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains the long-context reference model on one GPU with podkv train: the
-# 23.7M-parameter shape of configs/podkv-long-23m (8 layers, hidden 512, 8 heads,
+# 23.7M-parameter shape of configs/podkv-long (configs/podkv-long-23m with a 4160-token context; 8 layers, hidden 512, 8 heads,
 # 4 KV heads, head_dim 64), models/podkv-ref's 1007-token tokenizer, on
 # Gutenberg books and WikiText-2 (scripts/make_long_data.sh) with half of the
 # sequences synthetic passkey, key-value retrieval and needle samples (passkey
@@ -8,10 +8,12 @@
 # through a length
 # curriculum; then checks retrieval at the full context.
 #
-#   1. stages at SEQS="256 1024 4096": stage 1 from random weights (--config),
+#   1. stages at SEQS="256 1024 4160": stage 1 from random weights (--config),
 #      each later one from the previous stage's checkpoint (--init PREV_DIR, a
 #      fresh AdamW state and a fresh warmup + cosine schedule). Each step is
-#      about BATCH_TOKENS tokens (65536: 256 x 256, 64 x 1024, 16 x 4096); a
+#      about BATCH_TOKENS tokens (65536: 256 x 256, 64 x 1024, 15 x 4160; the last
+#      stage is 64 tokens longer than the longest eval prompt, 4096, so that the
+#      answer generated after it stays within trained positions); a
 #      stage's steps come from its time budget in seconds (BUDGETS="90 90 120")
 #      times the expected tokens/s of that length (TOKENS_PER_S="1000000 900000
 #      750000", podkv on an H200) over the tokens per step, unless STEPS gives
@@ -46,7 +48,7 @@
 # folder is absent. STOP_AFTER=build|train|plot stops after that step.
 # Settings (env, defaults in brackets; per-stage lists are space-separated, one
 # value per stage): DEVICE [cuda] (cpu checks the plumbing), THREADS [all cores],
-# CONFIG [configs/podkv-long-23m/config.json], TOKENIZER [models/podkv-ref],
+# CONFIG [configs/podkv-long/config.json], TOKENIZER [models/podkv-ref],
 # SEQS, BUDGETS, TOKENS_PER_S, STEPS [from the budgets], BATCH_TOKENS,
 # LRS ["1e-3 1e-3 6e-4"], MIN_LR_RATIO [0.1], WARMUPS ["100 50 50"],
 # WEIGHT_DECAY [0.1], BETA1 [0.9], BETA2 [0.95], CLIP [1.0], INIT_STD [0.02],
@@ -63,11 +65,11 @@ podkv=$build/podkv
 device=${DEVICE:-cuda}
 threads=${THREADS:-$(nproc)}
 data=${DATA_DIR:-$root/.data/long}
-config=${CONFIG:-$root/configs/podkv-long-23m/config.json}
+config=${CONFIG:-$root/configs/podkv-long/config.json}
 tokenizer=${TOKENIZER:-$root/models/podkv-ref}
 python=${PYTHON:-python3}
 stop_after=${STOP_AFTER:-}
-read -r -a seqs <<<"${SEQS:-256 1024 4096}"
+read -r -a seqs <<<"${SEQS:-256 1024 4160}"
 read -r -a budgets <<<"${BUDGETS:-90 90 120}"
 read -r -a rates <<<"${TOKENS_PER_S:-1000000 900000 750000}"
 read -r -a lrs <<<"${LRS:-1e-3 1e-3 6e-4}"

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The PoD form of the long-context model trained by scripts/train_long_model.sh,
+# and the two directories shipped in models/:
+#   1. podkv analyze on the trained model (the last stage in OUT_DIR), calibration
+#      text CALIB [.data/calib.txt: the first 300 KB of a training book, The
+#      Secret Adversary], SAMPLES [16] sequences of ANALYZE_SEQ [2048] tokens, the
+#      last 32 queries of each, sink 16 and recent RECENT [256] tokens, for each
+#      delta in DELTAS ["0.5 0.4 0.3 0.2 0.1"]. The similarity is measured once
+#      (the runs share --state); OUT_DIR/pod/delta-D.json each. The chosen delta
+#      is the largest whose expected KV saving at the full context is at least
+#      MIN_SAVING [0.30] (the smallest delta when none reaches it):
+#      OUT_DIR/pod/choice.txt says which and why, OUT_DIR/pod.json is it.
+#   2. podkv adapt --device ADAPT_DEVICE [cuda] with that pod.json, from the trained model:
+#      ADAPT_STEPS [400] steps of 15 x 4160 tokens, lr ADAPT_LR [2e-4] to a tenth
+#      in a cosine after 40 warmup steps, the training data and synthetic mix of
+#      train_long_model.sh (half passkey-eval, kv and niah sequences).
+#   3. OUT_DIR/podkv-long and OUT_DIR/podkv-long-pod: bf16 copies of the trained
+#      and the adapted model (scripts/to_bf16.py), pod.json beside the adapted one.
+# Every command goes to OUT_DIR/pod_commands.sh.
+#
+#   scripts/pod_long_model.sh BUILD_DIR OUT_DIR
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:?usage: pod_long_model.sh BUILD_DIR OUT_DIR}
+out=${2:?usage: pod_long_model.sh BUILD_DIR OUT_DIR}
+podkv=$build/podkv
+data=${DATA_DIR:-$root/.data/long}
+calib=${CALIB:-$root/.data/calib.txt}
+python=${PYTHON:-python3}
+threads=${THREADS:-$(nproc)}
+read -r -a deltas <<<"${DELTAS:-0.5 0.4 0.3 0.2 0.1}"
+trained=$(ls -d "$out"/stage*-seq* | grep -v '\.' | sort -V | tail -1)
+[ -f "$trained/model.safetensors" ] || { echo "no trained model in $out (run scripts/train_long_model.sh first)" >&2; exit 2; }
+[ -f "$calib" ] || { echo "no calibration text $calib" >&2; exit 2; }
+seq=${trained##*seq}
+batch=$((${BATCH_TOKENS:-65536} / seq))
+commands=$out/pod_commands.sh
+echo "# scripts/pod_long_model.sh $build $out ($(date -u +%FT%TZ)); trained model $trained" >"$commands"
+run() { printf '%q ' "$@" >>"$commands"; echo >>"$commands"; "$@"; }
+
+# ---- 1. analyze, one similarity measurement, several deltas
+mkdir -p "$out/pod"
+for d in "${deltas[@]}"; do
+  run "$podkv" analyze -m "$trained" --calib "$calib" --samples "${SAMPLES:-16}" --seq-len "${ANALYZE_SEQ:-2048}" \
+    --last-queries 32 --sink 16 --recent "${RECENT:-256}" --delta "$d" --out "$out/pod/delta-$d.json" \
+    --state "$out/pod/state.json" --similarity "$out/pod/similarity.json" --no-png -t "$threads" --json \
+    >"$out/pod/delta-$d.summary.json"
+done
+"$python" - "$out" "${MIN_SAVING:-0.30}" "${deltas[@]}" <<'PY'
+import json, shutil, sys
+out, floor, deltas = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+rows = [(d, json.load(open(f"{out}/pod/delta-{d}.summary.json"))) for d in deltas]
+lines = [f"delta {d}: expected KV saving {s['kv_saving']:.3f} at {s['context']} tokens, "
+         f"average block {s['average_block_length']:.2f} layers, anchors {s['anchors']}" for d, s in rows]
+ok = [(float(d), d) for d, s in rows if s["kv_saving"] >= floor]
+chosen = max(ok)[1] if ok else min((float(d), d) for d, _ in rows)[1]
+why = (f"the largest delta whose expected saving is at least {floor}" if ok else
+       f"no delta reaches a saving of {floor}: the smallest one tried")
+text = "\n".join(lines) + f"\nchosen: delta {chosen} ({why})\n"
+open(f"{out}/pod/choice.txt", "w").write(text)
+shutil.copyfile(f"{out}/pod/delta-{chosen}.json", f"{out}/pod.json")
+print(text, end="", file=sys.stderr)
+PY
+
+# ---- 2. adapt on the GPU with that grouping
+header_tokens() { od -An -t u8 -j 32 -N 8 "$1" | tr -d ' '; }
+val_fraction=$(awk -v h="$(header_tokens "$data/heldout.tokens")" -v t="$(header_tokens "$data/train.tokens")" \
+  'BEGIN { printf "%.12g", (h + 0.5) / (h + t) }')
+lr=${ADAPT_LR:-2e-4}
+rm -rf "$out/adapt"
+run "$podkv" adapt -m "$trained" --pod-config "$out/pod.json" \
+  --data "$data/train.tokens" "$data/heldout.tokens" --val-fraction "$val_fraction" \
+  --seq-len "$seq" --batch "$batch" --steps "${ADAPT_STEPS:-400}" --lr "$lr" \
+  --min-lr "$(awk -v l="$lr" 'BEGIN { printf "%g", l / 10 }')" --warmup 40 \
+  --synthetic passkey-eval,kv,niah --synthetic-fraction 0.5 --eval-every 100 \
+  --device "${ADAPT_DEVICE:-cuda}" --precision bf16 --peak-tflops 790 -t "$threads" --out "$out/adapt" 2>&1 | tee "$out/adapt.txt"
+
+# ---- 3. the shipped directories, in bf16
+rm -rf "$out/podkv-long" "$out/podkv-long-pod"
+run "$python" "$root/scripts/to_bf16.py" "$trained" "$out/podkv-long"
+run "$python" "$root/scripts/to_bf16.py" "$out/adapt" "$out/podkv-long-pod"
+cp "$out/pod.json" "$out/podkv-long-pod/pod.json"
