@@ -150,6 +150,51 @@ TEST_F(EvalCli, NiahAndKvRetrievalRun) {
   EXPECT_LE(j["items"][0]["prompt_tokens"].get<int>(), 200);
 }
 
+// model=DIR runs a policy with another model's weights, name= labels it: the
+// lane scores what a run of that model itself scores, and differs from -m's.
+TEST_F(EvalCli, PolicyWithItsOwnModelRunsThoseWeights) {
+  const std::string other = (tmp_ / "other").string();
+  auto r = run({"create-model", "--preset", "tiny", "--seed", "2", "--tokenizer",
+                (kSourceDir / "tests/fixtures/tokenizers/bpe_llama3/tokenizer.json").string(), "--out", other});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const std::vector<std::string> window = {"--task", "agreement", "--data", text_, "-c", "96", "--prefill", "48",
+                                           "--decode-chunk", "4", "--samples", "2", "-t", "2", "--no-progress"};
+  auto eval = [&](const std::string& model, const std::string& kv, const std::string& out) {
+    std::vector<std::string> args = {"eval", "-m", model, "--kv", kv, "--out", out};
+    args.insert(args.end(), window.begin(), window.end());
+    return run(args);
+  };
+  const std::string both = (tmp_ / "both").string(), alone = (tmp_ / "alone").string();
+  r = eval(model_, "dense,dense:model=" + other + ":name=other", both);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const json j = results(both);
+  const json& mine = policy(j, "other");
+  EXPECT_EQ(mine["options"], json({{"policy", "dense"}, {"model", other}}));
+  EXPECT_LT(mine["top1_agreement"].get<double>(), 1.0);  // other weights than -m's dense reference
+  EXPECT_EQ(policy(j, "dense")["top1_agreement"], 1.0);
+  r = eval(other, "dense", alone);
+  ASSERT_EQ(r.exit_code, 0) << r;
+  EXPECT_NEAR(mine["perplexity"].get<double>(), policy(results(alone), "dense")["perplexity"].get<double>(), 1e-9);
+
+  // A model of another shape, a missing folder, a label given twice: one line each.
+  const std::string small = (tmp_ / "small").string();
+  r = run({"create-model", "--preset", "small", "--tokenizer",
+           (kSourceDir / "tests/fixtures/tokenizers/bpe_llama3/tokenizer.json").string(), "--out", small});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"dense,pod:group=2:model=" + small, "a policy's model must have the same shape"},
+      {"dense:model=" + (tmp_ / "nothere").string(), "no such model directory or file"},
+      {"dense,streaming:name=dense", "'dense' is given twice"},
+  };
+  for (const auto& [kv, message] : bad) {
+    r = eval(model_, kv, (tmp_ / "bad").string());
+    SCOPED_TRACE(kv);
+    EXPECT_EQ(r.exit_code, 1) << r;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  }
+}
+
 TEST_F(EvalCli, BadInputIsOneLineAndExit1) {
   const std::string out = (tmp_ / "bad").string();
   const std::vector<std::string> base = {"eval", "-m", model_, "--kv", "dense", "--out", out};

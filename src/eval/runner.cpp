@@ -28,6 +28,15 @@ std::unique_ptr<KvCache> make_policy_cache(const EvalPolicy& p, int64_t length, 
 
 std::string options_key(const EvalPolicy& p) { return p.options.dump(); }
 
+// A runner over `cache` with the policy's weights (the run's when it has none;
+// `policy` null is the dense reference of a window item).
+std::unique_ptr<Runner> make_runner(const Model& model, const EvalPolicy* policy, const RunSettings& run, KvCache& cache) {
+  if (policy != nullptr && policy->model != nullptr)
+    return policy->backend != nullptr ? std::make_unique<Runner>(*policy->backend, cache)
+                                      : std::make_unique<Runner>(*policy->model, cache);
+  return run.backend != nullptr ? std::make_unique<Runner>(*run.backend, cache) : std::make_unique<Runner>(model, cache);
+}
+
 // One policy's cache, runner and sequence for a window item.
 struct Lane {
   const EvalPolicy* policy = nullptr;  // null for the dense reference
@@ -112,7 +121,8 @@ ItemRecord run_grid_item(const Model& model, const Tokenizer& tok, const EvalPol
   const int n_new = max_new_tokens(item, s, tok, c.max_position_embeddings);
   const int64_t prompt = static_cast<int64_t>(item.tokens.size());
   auto cache = make_policy_cache(policy, prompt + n_new, run.chunk);
-  Runner runner = run.backend != nullptr ? Runner(*run.backend, *cache) : Runner(model, *cache);
+  std::unique_ptr<Runner> owned = make_runner(model, &policy, run, *cache);
+  Runner& runner = *owned;
   runner.set_tau(policy.tau);
   runner.set_chunk_size(run.chunk);
   const int seq = cache->add_sequence();
@@ -171,8 +181,7 @@ std::vector<ItemRecord> run_window_item(const Model& model, const std::vector<co
     const bool reference = with_reference && i == 0;
     lane.policy = reference ? nullptr : policies[i - (with_reference ? 1 : 0)];
     lane.cache = reference ? default_cache(dense, n, chunk) : make_policy_cache(*lane.policy, n, chunk);
-    lane.runner = run.backend != nullptr ? std::make_unique<Runner>(*run.backend, *lane.cache)
-                                         : std::make_unique<Runner>(model, *lane.cache);
+    lane.runner = make_runner(model, lane.policy, run, *lane.cache);
     lane.runner->set_chunk_size(run.chunk);
     if (!reference) lane.runner->set_tau(lane.policy->tau);
     lane.seq = lane.cache->add_sequence();

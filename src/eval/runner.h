@@ -47,6 +47,10 @@ struct EvalPolicy {
   std::optional<float> tau;       // PoD skipping threshold
   nlohmann::json options;         // every setting of the policy (results.json; --resume matches on it)
   CacheFactory make_cache;        // empty = default_cache
+  // The policy's own weights (--kv ...:model=DIR), of the run's shape, and the
+  // backend holding them; null = the run's model and RunSettings::backend.
+  const Model* model = nullptr;
+  Backend* backend = nullptr;
 };
 
 // What one policy did on one item.

@@ -1,6 +1,7 @@
 #include "policy/policy_spec.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 #include <sstream>
 
@@ -36,10 +37,13 @@ int64_t parse_int(const std::string& key, const std::string& value, const std::s
 
 }  // namespace
 
-const char* known_policy_settings() { return "sink, recent, group, config, tau, budget, window, pool, dtype"; }
+const char* known_policy_settings() {
+  return "sink, recent, group, config, tau, budget, window, pool, dtype, model, name";
+}
 
 std::vector<PolicySpec> parse_policy_specs(const std::vector<std::string>& lists) {
-  static const std::set<std::string> known = {"sink", "recent", "group", "config", "tau", "budget", "window", "pool", "dtype"};
+  static const std::set<std::string> known = {"sink",   "recent", "group", "config", "tau", "budget",
+                                              "window", "pool",   "dtype", "model",  "name"};
   std::vector<PolicySpec> specs;
   std::set<std::string> labels;
   for (const std::string& list : lists) {
@@ -59,7 +63,8 @@ std::vector<PolicySpec> parse_policy_specs(const std::vector<std::string>& lists
         if (!known.count(key))
           throw Error("--kv: unknown setting '" + key + "' in '" + text + "' (known: " + known_policy_settings() + ")");
         if (!seen.insert(key).second) throw Error("--kv: '" + key + "' is given twice in '" + text + "'");
-        spec.settings.emplace_back(key, value);
+        if (key == "name") spec.label = value;  // the label in reports, instead of the spec as written
+        else spec.settings.emplace_back(key, value);
       }
       if (!labels.insert(spec.label).second) throw Error("--kv: '" + spec.label + "' is given twice");
       specs.push_back(std::move(spec));
@@ -74,8 +79,14 @@ NamedPolicy resolve_policy(const PolicySpec& spec, const KvOptions& shared, cons
   KvOptions kv = shared;
   kv.policy = spec.policy;
   bool group_given = false;
+  std::string weights;  // model=DIR: this policy's own weights
   for (const auto& [key, value] : spec.settings) {
-    if (key == "sink") kv.sink = parse_int(key, value, spec.label);
+    if (key == "model") {
+      if (!std::filesystem::exists(value))
+        throw Error("--kv: model=" + value + " in '" + spec.label + "': no such model directory or file");
+      weights = value;
+    }
+    else if (key == "sink") kv.sink = parse_int(key, value, spec.label);
     else if (key == "recent") kv.recent = parse_int(key, value, spec.label);
     else if (key == "group") kv.pod_group = static_cast<int>(parse_int(key, value, spec.label)), kv.pod_config.clear(), group_given = true;
     else if (key == "config") kv.pod_config = value, kv.pod_group = 0;
@@ -100,14 +111,15 @@ NamedPolicy resolve_policy(const PolicySpec& spec, const KvOptions& shared, cons
   const bool pod_from_file = is_pod_policy(spec.policy) && kv.pod_group == 0;
   const std::vector<std::string> relevant = policy_settings(spec.policy, pod_from_file);
   for (const auto& [key, value] : spec.settings)
-    if (std::find(relevant.begin(), relevant.end(), key) == relevant.end())
+    if (key != "model" && std::find(relevant.begin(), relevant.end(), key) == relevant.end())
       throw Error("--kv: '" + key + "' does not apply to " + spec.policy + " in '" + spec.label + "'");
   if (!is_pod_policy(spec.policy)) kv.pod_config.clear(), kv.pod_group = 0, kv.tau = -1;  // shared PoD options
 
   NamedPolicy p;
   p.label = spec.label;
   std::optional<float> tau;
-  p.layout = kv_layout_from_options(kv, c, model_path, &tau);
+  // The default pod.json is the one beside the weights the policy runs.
+  p.layout = kv_layout_from_options(kv, c, weights.empty() ? model_path : weights, &tau);
   p.tau = tau;
   p.options = {{"policy", spec.policy}};
   for (const std::string& key : relevant) {
@@ -122,6 +134,8 @@ NamedPolicy resolve_policy(const PolicySpec& spec, const KvOptions& shared, cons
     else if (key == "dtype" && !kv.kv_dtype.empty()) p.options["dtype"] = kv.kv_dtype;
   }
   p.kv_dtype = kv.kv_dtype;
+  p.model_path = weights;
+  if (!weights.empty()) p.options["model"] = weights;
   if (pod_from_file) p.options["sink"] = p.layout.sink_tokens, p.options["recent"] = p.layout.recent_tokens;
   return p;
 }

@@ -2,7 +2,9 @@
 // policy name with optional settings after colons, e.g.
 //   dense,pod:group=2,streaming:sink=4:recent=64,snapkv:budget=256
 // Settings not given come from the shared options (--sink, --recent, ...).
-// The spec as written is the method's label in the report.
+// The spec as written is the method's label in the report, unless it has
+// name=LABEL. model=DIR (podkv eval) runs the policy with another model's
+// weights of the same shape, e.g. pod:model=models/podkv-long-pod:name=pod-adapted.
 #pragma once
 
 #include <optional>
@@ -19,12 +21,12 @@
 namespace podkv {
 
 struct PolicySpec {
-  std::string label;   // as written: "streaming:recent=64"
+  std::string label;   // as written ("streaming:recent=64"), or its name=
   std::string policy;  // "streaming"
   std::vector<std::pair<std::string, std::string>> settings;  // {"recent", "64"}, in order
 };
 
-// Settings a spec may carry: "sink, recent, group, config, tau, budget, window, pool, dtype".
+// Settings a spec may carry: "sink, recent, group, config, tau, budget, window, pool, dtype, model, name".
 const char* known_policy_settings();
 
 // Parses every entry of `lists` (each may hold several specs joined by
@@ -39,11 +41,12 @@ struct NamedPolicy {
   std::optional<float> tau;  // PoD skipping threshold
   nlohmann::json options;   // every setting that applies to the policy
   std::string kv_dtype;     // KV entry type (dtype=...; or --kv-dtype); empty = the command's default
+  std::string model_path;   // model=DIR: the weights this policy runs; empty = the command's model
 };
 
 // Settings of `spec` override `shared`; a setting that does not apply to the
-// policy (policy_settings) is an error naming --kv. `model_path` is where the
-// default pod.json is looked for.
+// policy (policy_settings) is an error naming --kv. The default pod.json is
+// looked for beside model=DIR when the spec has it, else beside `model_path`.
 NamedPolicy resolve_policy(const PolicySpec& spec, const KvOptions& shared, const ModelConfig& config,
                            const std::string& model_path);
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 
 #include "backend/make_backend.h"
 #include "commands.h"
@@ -37,8 +38,7 @@ struct EvalCommand {
   bool no_progress = false;
 };
 
-eval::EvalPolicy make_policy(const PolicySpec& spec, const EvalCommand& o, const ModelConfig& c) {
-  NamedPolicy named = resolve_policy(spec, o.shared, c, o.model);
+eval::EvalPolicy make_policy(NamedPolicy named) {
   eval::EvalPolicy p;
   p.label = std::move(named.label);
   p.layout = std::move(named.layout);
@@ -89,6 +89,22 @@ class ProgressBar {
   int last_tenth_ = -1;
 };
 
+// A policy's own weights must be of -m's shape: the same inputs, caches and logits.
+void check_same_shape(const ModelConfig& a, const ModelConfig& b, const std::string& what) {
+  auto same = [&](const char* field, int64_t x, int64_t y) {
+    if (x != y)
+      throw Error(what + " has " + field + " " + std::to_string(x) + ", the model of -m " + std::to_string(y) +
+                  ": a policy's model must have the same shape");
+  };
+  same("vocab_size", a.vocab_size, b.vocab_size);
+  same("hidden_size", a.hidden_size, b.hidden_size);
+  same("num_hidden_layers", a.num_layers, b.num_layers);
+  same("num_attention_heads", a.num_heads, b.num_heads);
+  same("num_key_value_heads", a.num_kv_heads, b.num_kv_heads);
+  same("head_dim", a.head_dim, b.head_dim);
+  same("max_position_embeddings", a.max_position_embeddings, b.max_position_embeddings);
+}
+
 // Default grid lengths: 1/8, 1/4 and 1/2 of the model's context, and the
 // context less 64 tokens of room for the answer.
 std::vector<int64_t> default_lengths(int64_t context) {
@@ -108,7 +124,12 @@ void run(EvalCommand& o) {
   if (eval::is_window_task(o.task.task) && o.task.context == 0) o.task.context = std::min<int64_t>(1024, context);
   eval::validate_settings(o.task, context);
   std::vector<eval::EvalPolicy> policies;
-  for (const PolicySpec& spec : specs) policies.push_back(make_policy(spec, o, config));
+  std::vector<std::string> weights;  // model=DIR of each policy; empty = -m
+  for (const PolicySpec& spec : specs) {
+    NamedPolicy named = resolve_policy(spec, o.shared, config, o.model);
+    weights.push_back(named.model_path);
+    policies.push_back(make_policy(std::move(named)));
+  }
 
   auto model = Model::load(o.model);
   auto tokenizer = load_model_tokenizer(*model);
@@ -121,6 +142,19 @@ void run(EvalCommand& o) {
                  static_cast<long long>(o.task.context), o.task.effective_samples());
 
   auto backend = make_backend(o.device, *model, o.cuda_weights);
+  // Policies with their own weights (model=DIR), loaded once per folder.
+  std::map<std::string, std::pair<std::unique_ptr<Model>, std::unique_ptr<Backend>>> others;
+  for (size_t i = 0; i < policies.size(); ++i) {
+    if (weights[i].empty()) continue;
+    auto& [other, other_backend] = others[weights[i]];
+    if (other == nullptr) {
+      other = Model::load(weights[i]);
+      check_same_shape(other->config(), config, "--kv '" + policies[i].label + "': model=" + weights[i]);
+      other_backend = make_backend(o.device, *other, o.cuda_weights);
+    }
+    policies[i].model = other.get();
+    policies[i].backend = other_backend.get();
+  }
   eval::RunSettings run_settings;
   run_settings.chunk = o.chunk;
   run_settings.backend = backend.get();
