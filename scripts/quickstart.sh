@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Installs what podkv needs, builds it and generates text with the built-in
-# default model: models/podkv-ref, a small Llama trained from scratch by
-# `podkv train` (scripts/train_reference_model.sh), with its pod.json from
-# `podkv analyze`. Arguments go to `podkv generate`.
+# Installs what podkv needs, builds it and shows what PoD is for, on the
+# built-in long-context model (models/podkv-long, 23.7M parameters, 4160-token
+# context, trained by podkv on a GPU: docs/long-model) and its PoD-adapted twin
+# (models/podkv-long-pod, with the pod.json of podkv analyze): a passkey hidden
+# 10% into a 4096-token prompt, answered with the dense cache, the PoD cache
+# and StreamingLLM (16 sink + 1008 recent tokens), each with the KV bytes it
+# held (podkv eval --show-answers; about 10 s on 2 cores once built).
+# With arguments, they go to `podkv generate -m models/podkv-long-pod`
+# (e.g. scripts/quickstart.sh -p "It was a dark and stormy night" -n 48 --kv pod).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$(nproc)" --target podkv_cli
-if [ $# -eq 0 ]; then set -- -p "It was a dark and stormy night, and" -n 48 --kv pod; fi
-build/podkv generate -m models/podkv-ref "$@"
+if [ $# -gt 0 ]; then
+  exec build/podkv generate -m models/podkv-long-pod "$@"
+fi
+build/podkv eval -m models/podkv-long --task passkey --lengths 4096 --depths 10 --seed 0 \
+  --kv dense,pod:model=models/podkv-long-pod:name=pod,streaming:recent=1008:name=streaming \
+  --sink 16 --recent 256 --no-progress --show-answers --out "${TMPDIR:-/tmp}/podkv-quickstart"

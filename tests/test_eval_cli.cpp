@@ -135,10 +135,21 @@ TEST_F(EvalCli, NiahAndKvRetrievalRun) {
   const std::string out = (tmp_ / "niah").string();
   auto r = run({"eval", "-m", model_, "--task", "niah", "--kv", "dense,cla", "--data", text_, "--lengths", "200",
                 "--depths", "0,100", "--needle", "The password is {answer}.", "--question", "What is the password? It is",
-                "--out", out, "--no-progress"});
+                "--out", out, "--no-progress", "--show-answers"});
   ASSERT_EQ(r.exit_code, 0) << r;
   json j = results(out);
   EXPECT_EQ(j["settings"]["needle"], "The password is {answer}.");
+  // --show-answers: a line per prompt and method after the table, with the expected answer and what was generated.
+  for (const auto& rec : j["records"]) {
+    const json& item = j["items"][rec["item"].get<int>()];
+    const std::string line = rec["policy"].get<std::string>();
+    EXPECT_NE(r.out.find(": answer " + item["answer"].get<std::string>() + ", generated \""), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("\n" + line), std::string::npos) << r.out;
+  }
+  const std::string table = read_text(fs::path(out) / "table.md");
+  EXPECT_EQ(r.out.substr(0, table.size()), table);
+  EXPECT_EQ(std::count(r.out.begin() + static_cast<std::ptrdiff_t>(table.size()), r.out.end(), '\n'),
+            1 + 4);  // a blank line, then 2 prompts x 2 methods
   EXPECT_EQ(j["items"][0]["prompt_tokens"], 200);
   EXPECT_EQ(j["records"].size(), 4u);
   EXPECT_TRUE(r.err.empty() || r.err.find("[") == std::string::npos) << r.err;  // --no-progress

@@ -36,7 +36,28 @@ struct EvalCommand {
   int threads = 0;
   bool resume = false;
   bool no_progress = false;
+  bool show_answers = false;
 };
+
+std::string escape_newlines(const std::string& text) {
+  std::string out;
+  for (char c : text) out += c == '\n' ? std::string("\\n") : std::string(1, c);
+  return out;
+}
+
+// --show-answers: one line per grid prompt and method, in item order.
+void print_answers(const std::vector<eval::TaskItem>& items, const std::vector<eval::EvalPolicy>& policies,
+                   const std::vector<eval::ItemRecord>& records) {
+  for (const eval::TaskItem& item : items)
+    for (const eval::EvalPolicy& p : policies)
+      for (const eval::ItemRecord& r : records) {
+        if (r.item != item.index || r.policy != p.label) continue;
+        std::printf("%-14s %6lld tokens, depth %3g%%: answer %s, generated \"%s\" (%s), KV %.2f MiB\n", p.label.c_str(),
+                    static_cast<long long>(item.length), item.depth, item.answer.c_str(),
+                    escape_newlines(r.generated).c_str(), r.correct ? "right" : "wrong",
+                    static_cast<double>(r.kv_bytes) / (1 << 20));
+      }
+}
 
 eval::EvalPolicy make_policy(NamedPolicy named) {
   eval::EvalPolicy p;
@@ -182,6 +203,10 @@ void run(EvalCommand& o) {
   const std::vector<std::string> written = eval::write_report(o.out, results);
   const std::string table = eval::markdown_table(results);
   std::fwrite(table.data(), 1, table.size(), stdout);
+  if (o.show_answers && eval::is_grid_task(o.task.task)) {
+    std::printf("\n");
+    print_answers(items, policies, checkpoint.records());
+  }
   if (eval::is_grid_task(o.task.task) && written.size() < 3)
     std::fprintf(stderr, "note: this podkv was built without Cairo: no heatmap PNG\n");
   for (const std::string& path : written) std::fprintf(stderr, "wrote %s\n", path.c_str());
@@ -219,6 +244,8 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
   cmd->add_flag("--resume", o->resume, "continue the run in --out (same settings), skipping what is done");
   cmd->add_flag("--no-progress", o->no_progress, "no progress bar");
+  cmd->add_flag("--show-answers", o->show_answers,
+                "grid tasks: after the table, each prompt's expected answer and what each method generated");
   cmd->callback([o] { run(*o); });
 }
 
