@@ -5,7 +5,7 @@
 # (models/podkv-long-pod, with the pod.json of podkv analyze): a passkey hidden
 # 10% into a 4096-token prompt, answered with the dense cache, the PoD cache
 # and StreamingLLM (16 sink + 1008 recent tokens), each with the KV bytes it
-# held (podkv eval --show-answers; about 10 s on 2 cores once built).
+# held (podkv eval --show-answers; about 4 s on 2 cores once built).
 # With arguments, they go to `podkv generate -m models/podkv-long-pod`
 # (e.g. scripts/quickstart.sh -p "It was a dark and stormy night" -n 48 --kv pod).
 set -euo pipefail
