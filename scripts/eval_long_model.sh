@@ -50,6 +50,12 @@ for d in 0.4 0.2; do
   blocks+=",pod:config=$analysis/delta-$d.json:name=pod-analysed-delta-$d"
   blocks+=",pod:config=$analysis/delta-$d.json:model=$adapted:name=pod-adapted-delta-$d"
 done
+for task in "${tasks[@]}"; do
+  case $task in
+    passkey | niah | kv-retrieval | perplexity | agreement | blocks-passkey | blocks-agreement | twin-agreement | twin-perplexity) ;;
+    *) echo "unknown task $task (passkey, niah, kv-retrieval, perplexity, agreement, blocks-passkey, blocks-agreement, twin-agreement, twin-perplexity)" >&2; exit 2 ;;
+  esac
+done
 mkdir -p "$out"
 for task in "${tasks[@]}"; do
   name=${task#blocks-}
@@ -64,7 +70,6 @@ for task in "${tasks[@]}"; do
     passkey | kv-retrieval) args=(--lengths 520,1040,2080,4096 --depths 0,20,40,60,80,100 --samples "${SAMPLES:-5}") ;;
     niah) args=(--data "$haystack" --lengths 520,1040,2080,4096 --depths 0,20,40,60,80,100 --samples "${SAMPLES:-5}") ;;
     perplexity | agreement) args=(--data "$haystack" -c 4096 --prefill 2048 --decode-chunk 256 --samples "${WINDOWS:-4}") ;;
-    *) echo "unknown task $task" >&2; exit 2 ;;
   esac
   resume=()
   [ -f "$out/$task/settings.json" ] && resume=(--resume)

@@ -31,11 +31,20 @@ def load(root, task):
 
 
 def main():
+    if len(sys.argv) != 2:
+        sys.exit("usage: long_model_table.py EVAL_DIR (the OUT_DIR of scripts/eval_long_model.sh)")
     root = sys.argv[1]
     grids = {task: load(root, task) for task, _ in GRIDS}
     windows = {task: load(root, task) for task in ("perplexity", "agreement")}
-    first = next(r for r in list(grids.values()) + list(windows.values()) if r)
-    labels = list(first)
+    runs = [r for r in list(grids.values()) + list(windows.values()) if r]
+    if not runs:
+        sys.exit(f"error: {root}: no TASK/results.json of scripts/eval_long_model.sh")
+    labels = list(runs[0])
+    for task, r in list(grids.items()) + list(windows.items()):
+        if r and set(r) != set(labels):
+            sys.exit(f"error: {root}/{task}: its methods {sorted(r)} are not those of the other tasks {sorted(labels)}")
+    if "dense" not in labels:
+        sys.exit(f"error: {root}: no 'dense' method to compare with")
     solved = [t for t, _ in GRIDS if grids[t] and grids[t]["dense"]["accuracy"] > 0]
     mean = {}
     for label in labels:
@@ -52,7 +61,7 @@ def main():
     print("| " + " | ".join(head) + " |")
     print("|---|" + "---:|" * (len(head) - 1))
     for label in labels:
-        saving = next(r[label]["kv_saving"] for r in list(grids.values()) + list(windows.values()) if r)
+        saving = runs[0][label]["kv_saving"]
         row = [label, f"{saving * 100:.1f}%"]
         row += [f"{grids[t][label]['accuracy'] * 100:.1f}%" for t, _ in GRIDS if grids[t]]
         row += [f"{mean[label] * 100:.1f}%", f"{(1 - mean[label] / dense) * 100:.1f}%"]

@@ -15,7 +15,7 @@
 #      in a cosine after 40 warmup steps, the training data and synthetic mix of
 #      train_long_model.sh (half passkey-eval, kv and niah sequences).
 #   3. OUT_DIR/podkv-long and OUT_DIR/podkv-long-pod: bf16 copies of the trained
-#      and the adapted model (scripts/to_bf16.py), pod.json beside the adapted one.
+#      and the adapted model (scripts/to_bf16.py), the chosen pod.json beside each.
 # Every command goes to OUT_DIR/pod_commands.sh.
 #
 #   scripts/pod_long_model.sh BUILD_DIR OUT_DIR
@@ -29,8 +29,15 @@ calib=${CALIB:-$root/.data/calib.txt}
 python=${PYTHON:-python3}
 threads=${THREADS:-$(nproc)}
 read -r -a deltas <<<"${DELTAS:-0.5 0.4 0.3 0.2 0.1}"
-trained=$(ls -d "$out"/stage*-seq* | grep -v '\.' | sort -V | tail -1)
-[ -f "$trained/model.safetensors" ] || { echo "no trained model in $out (run scripts/train_long_model.sh first)" >&2; exit 2; }
+trained=""  # the stage directory with the highest stage number
+for dir in "$out"/stage*-seq*; do
+  [ -f "$dir/model.safetensors" ] || continue
+  name=${dir##*/}
+  k=${name%%-*}
+  [ -z "$trained" ] || [ "${k#stage}" -gt "$best" ] || continue
+  trained=$dir best=${k#stage}
+done
+[ -n "$trained" ] || { echo "no trained model in $out (run scripts/train_long_model.sh first)" >&2; exit 2; }
 [ -f "$calib" ] || { echo "no calibration text $calib" >&2; exit 2; }
 seq=${trained##*seq}
 batch=$((${BATCH_TOKENS:-65536} / seq))
@@ -75,8 +82,14 @@ run "$podkv" adapt -m "$trained" --pod-config "$out/pod.json" \
   --synthetic passkey-eval,kv,niah --synthetic-fraction 0.5 --eval-every 100 \
   --device "${ADAPT_DEVICE:-cuda}" --precision bf16 --peak-tflops 790 -t "$threads" --out "$out/adapt" 2>&1 | tee "$out/adapt.txt"
 
-# ---- 3. the shipped directories, in bf16
-rm -rf "$out/podkv-long" "$out/podkv-long-pod"
-run "$python" "$root/scripts/to_bf16.py" "$trained" "$out/podkv-long"
-run "$python" "$root/scripts/to_bf16.py" "$out/adapt" "$out/podkv-long-pod"
-cp "$out/pod.json" "$out/podkv-long-pod/pod.json"
+# ---- 3. the shipped directories, in bf16: config.json (torch_dtype bfloat16),
+# tokenizer.json, pod.json and the weights rounded to nearest even (scripts/to_bf16.py)
+bf16_copy() {
+  rm -rf "$2"
+  mkdir -p "$2"
+  sed 's/"torch_dtype": *"float32"/"torch_dtype": "bfloat16"/' "$1/config.json" >"$2/config.json"
+  cp "$1/tokenizer.json" "$out/pod.json" "$2/"
+  run "$python" "$root/scripts/to_bf16.py" "$1/model.safetensors" "$2/model.safetensors"
+}
+bf16_copy "$trained" "$out/podkv-long"
+bf16_copy "$out/adapt" "$out/podkv-long-pod"

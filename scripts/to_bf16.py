@@ -1,46 +1,39 @@
 #!/usr/bin/env python3
-"""Copies a Hugging Face model directory with its weights rounded to bfloat16.
-
-    python3 scripts/to_bf16.py SRC_DIR DST_DIR
-
-Writes DST_DIR/model.safetensors (every floating tensor as BF16, rounded to
-nearest even by torch; the names and shapes kept), config.json with
-torch_dtype "bfloat16", and copies tokenizer.json and pod.json when SRC_DIR
-has them. Nothing else (a trainer's optimizer state) is copied. Needs torch
-and safetensors (the GPU machine's python3 has both).
-"""
+"""Rewrites a float32 safetensors file as bfloat16 (round to nearest even), with
+the standard library only. Usage: to_bf16.py IN.safetensors OUT.safetensors"""
 import json
-import os
-import shutil
+import struct
 import sys
-
-import torch
-from safetensors.torch import load_file, save_file
+from array import array
 
 
-def main():
-    if len(sys.argv) != 3:
-        sys.exit("usage: to_bf16.py SRC_DIR DST_DIR")
-    src, dst = sys.argv[1], sys.argv[2]
-    weights = os.path.join(src, "model.safetensors")
-    if not os.path.isfile(weights):
-        sys.exit(f"error: {weights}: no such file")
-    os.makedirs(dst, exist_ok=True)
-    tensors = load_file(weights)
-    out = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
-    save_file(out, os.path.join(dst, "model.safetensors"), metadata={"format": "pt"})
-    with open(os.path.join(src, "config.json")) as f:
-        config = json.load(f)
-    config["torch_dtype"] = "bfloat16"
-    with open(os.path.join(dst, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
-        f.write("\n")
-    for name in ("tokenizer.json", "pod.json"):
-        if os.path.isfile(os.path.join(src, name)):
-            shutil.copyfile(os.path.join(src, name), os.path.join(dst, name))
-    params = sum(v.numel() for v in out.values())
-    print(f"{dst}: {len(out)} tensors, {params / 1e6:.2f}M parameters in bf16", file=sys.stderr)
+def main(src, dst):
+    with open(src, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out_header, chunks, offset = {}, [], 0
+    for name, info in sorted((k, v) for k, v in header.items() if k != "__metadata__"):
+        begin, end = info["data_offsets"]
+        raw = data[begin:end]
+        if info["dtype"] == "F32":
+            words = array("I")
+            words.frombytes(raw)
+            halves = array("H", ((w + 0x7FFF + ((w >> 16) & 1)) >> 16 for w in words))
+            raw = halves.tobytes()
+            info = dict(info, dtype="BF16")
+        out_header[name] = dict(info, data_offsets=[offset, offset + len(raw)])
+        chunks.append(raw)
+        offset += len(raw)
+    if "__metadata__" in header:
+        out_header["__metadata__"] = header["__metadata__"]
+    blob = json.dumps(out_header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(dst, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for c in chunks:
+            f.write(c)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1], sys.argv[2])

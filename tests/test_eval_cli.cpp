@@ -192,8 +192,14 @@ TEST_F(EvalCli, PolicyWithItsOwnModelRunsThoseWeights) {
   r = run({"create-model", "--preset", "small", "--tokenizer",
            (kSourceDir / "tests/fixtures/tokenizers/bpe_llama3/tokenizer.json").string(), "--out", small});
   ASSERT_EQ(r.exit_code, 0) << r;
+  const std::string retokenized = (tmp_ / "retokenized").string();
+  fs::copy(other, retokenized);
+  write_text(fs::path(retokenized) / "tokenizer.json", read_text(fs::path(other) / "tokenizer.json") + "\n");
   const std::vector<std::pair<std::string, std::string>> bad = {
       {"dense,pod:group=2:model=" + small, "a policy's model must have the same shape"},
+      {"dense,pod:model=" + small, "model=" + small + " in 'pod:model=" + small + "' has hidden_size"},
+      {"dense:model=" + retokenized, "its tokenizer.json differs from the one of -m"},
+      {"dense:name=a|b", "may not hold '|'"},
       {"dense:model=" + (tmp_ / "nothere").string(), "no such model directory or file"},
       {"dense,streaming:name=dense", "'dense' is given twice"},
   };

@@ -60,10 +60,13 @@ TEST(LongModel, RetrievesAPasskeyAtTheFullContextWithDenseAndPod) {
   eval::RunSettings run;
   run.chunk = 512;
   const eval::EvalPolicy dense = policy("dense", *base, base_dir, 256);
-  const eval::EvalPolicy pod = policy("pod", *adapted, pod_dir, 256);
+  const eval::EvalPolicy pod = policy("pod", *adapted, pod_dir, 128);  // the window of its pod.json wins
   const eval::EvalPolicy streaming = policy("streaming", *base, base_dir, 1008);
   ASSERT_EQ(pod.layout.policy, "pod");
   ASSERT_EQ(pod.layout.recent_tokens, 256) << "models/podkv-long-pod/pod.json was not read";
+  // pod.json's anchors: layer 1 shares head 0's distant keys of layer 0, and keeps its own for head 1.
+  EXPECT_EQ(pod.layout.key_rule(1, 0).distant_source, 0);
+  EXPECT_EQ(pod.layout.key_rule(1, 1).retention, Retention::Full);
 
   const eval::ItemRecord d = eval::run_grid_item(*base, *tok, dense, item, s, run);
   EXPECT_TRUE(d.correct) << "dense answered '" << d.generated << "', the passkey is " << item.answer;

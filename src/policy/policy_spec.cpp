@@ -1,10 +1,12 @@
 #include "policy/policy_spec.h"
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <set>
 #include <sstream>
 
+#include "model/model.h"
 #include "util/error.h"
 
 namespace podkv {
@@ -35,6 +37,29 @@ int64_t parse_int(const std::string& key, const std::string& value, const std::s
   throw Error("--kv: " + key + "=" + value + " in '" + label + "' is not an integer");
 }
 
+// model=DIR must be a model of the command's shape: the same inputs, caches and logits.
+void check_policy_model(const std::string& path, const ModelConfig& c, const std::string& what) {
+  if (!std::filesystem::exists(path)) throw Error(what + ": no such model directory or file");
+  ModelConfig other;
+  try {
+    other = Model::load_config(path);
+  } catch (const std::exception& e) {
+    throw Error(what + ": " + e.what());
+  }
+  auto same = [&](const char* field, int64_t x, int64_t y) {
+    if (x != y)
+      throw Error(what + " has " + field + " " + std::to_string(x) + ", the model of -m " + std::to_string(y) +
+                  ": a policy's model must have the same shape");
+  };
+  same("vocab_size", other.vocab_size, c.vocab_size);
+  same("hidden_size", other.hidden_size, c.hidden_size);
+  same("num_hidden_layers", other.num_layers, c.num_layers);
+  same("num_attention_heads", other.num_heads, c.num_heads);
+  same("num_key_value_heads", other.num_kv_heads, c.num_kv_heads);
+  same("head_dim", other.head_dim, c.head_dim);
+  same("max_position_embeddings", other.max_position_embeddings, c.max_position_embeddings);
+}
+
 }  // namespace
 
 const char* known_policy_settings() {
@@ -63,7 +88,11 @@ std::vector<PolicySpec> parse_policy_specs(const std::vector<std::string>& lists
         if (!known.count(key))
           throw Error("--kv: unknown setting '" + key + "' in '" + text + "' (known: " + known_policy_settings() + ")");
         if (!seen.insert(key).second) throw Error("--kv: '" + key + "' is given twice in '" + text + "'");
-        if (key == "name") spec.label = value;  // the label in reports, instead of the spec as written
+        if (key == "name") {  // the label in reports, instead of the spec as written (a table cell)
+          if (std::any_of(value.begin(), value.end(), [](char ch) { return ch == '|' || std::iscntrl(static_cast<unsigned char>(ch)); }))
+            throw Error("--kv: name=" + value + " in '" + text + "' may not hold '|' or control characters");
+          spec.label = value;
+        }
         else spec.settings.emplace_back(key, value);
       }
       if (!labels.insert(spec.label).second) throw Error("--kv: '" + spec.label + "' is given twice");
@@ -82,8 +111,7 @@ NamedPolicy resolve_policy(const PolicySpec& spec, const KvOptions& shared, cons
   std::string weights;  // model=DIR: this policy's own weights
   for (const auto& [key, value] : spec.settings) {
     if (key == "model") {
-      if (!std::filesystem::exists(value))
-        throw Error("--kv: model=" + value + " in '" + spec.label + "': no such model directory or file");
+      check_policy_model(value, c, "--kv: model=" + value + " in '" + spec.label + "'");
       weights = value;
     }
     else if (key == "sink") kv.sink = parse_int(key, value, spec.label);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 
 #include "backend/make_backend.h"
@@ -18,11 +19,14 @@
 #include "eval/tasks.h"
 #include "ops/matmul.h"
 #include "policy/policy_spec.h"
+#include "util/bounded_read.h"
 #include "util/error.h"
 
 namespace podkv::cli {
 
 namespace {
+
+namespace fs = std::filesystem;
 
 struct EvalCommand {
   std::string model;
@@ -51,7 +55,7 @@ void print_answers(const std::vector<eval::TaskItem>& items, const std::vector<e
   for (const eval::TaskItem& item : items)
     for (const eval::EvalPolicy& p : policies)
       for (const eval::ItemRecord& r : records) {
-        if (r.item != item.index || r.policy != p.label) continue;
+        if (r.item != item.index || r.policy != p.label || r.options != p.options.dump()) continue;
         std::printf("%-14s %6lld tokens, depth %3g%%: answer %s, generated \"%s\" (%s), KV %.2f MiB\n", p.label.c_str(),
                     static_cast<long long>(item.length), item.depth, item.answer.c_str(),
                     escape_newlines(r.generated).c_str(), r.correct ? "right" : "wrong",
@@ -110,20 +114,16 @@ class ProgressBar {
   int last_tenth_ = -1;
 };
 
-// A policy's own weights must be of -m's shape: the same inputs, caches and logits.
-void check_same_shape(const ModelConfig& a, const ModelConfig& b, const std::string& what) {
-  auto same = [&](const char* field, int64_t x, int64_t y) {
-    if (x != y)
-      throw Error(what + " has " + field + " " + std::to_string(x) + ", the model of -m " + std::to_string(y) +
-                  ": a policy's model must have the same shape");
-  };
-  same("vocab_size", a.vocab_size, b.vocab_size);
-  same("hidden_size", a.hidden_size, b.hidden_size);
-  same("num_hidden_layers", a.num_layers, b.num_layers);
-  same("num_attention_heads", a.num_heads, b.num_heads);
-  same("num_key_value_heads", a.num_kv_heads, b.num_kv_heads);
-  same("head_dim", a.head_dim, b.head_dim);
-  same("max_position_embeddings", a.max_position_embeddings, b.max_position_embeddings);
+// A policy's own weights (model=DIR) must read the same tokens as -m: the
+// prompts are built with -m's tokenizer (the shape is checked with --kv).
+void check_same_tokenizer(const std::string& model, const std::string& other, const std::string& what) {
+  if (!fs::is_directory(model) || !fs::is_directory(other)) return;  // GGUF: the vocabulary is checked by its size
+  for (const char* name : {"tokenizer.json", "tokenizer.model"}) {
+    const fs::path a = fs::path(model) / name, b = fs::path(other) / name;
+    if (!fs::exists(a) && !fs::exists(b)) continue;
+    if (!fs::exists(a) || !fs::exists(b) || read_file_bounded(a.string(), size_t{1} << 30) != read_file_bounded(b.string(), size_t{1} << 30))
+      throw Error(what + ": its " + name + " differs from the one of -m, whose tokens the prompts are");
+  }
 }
 
 // Default grid lengths: 1/8, 1/4 and 1/2 of the model's context, and the
@@ -167,10 +167,10 @@ void run(EvalCommand& o) {
   std::map<std::string, std::pair<std::unique_ptr<Model>, std::unique_ptr<Backend>>> others;
   for (size_t i = 0; i < policies.size(); ++i) {
     if (weights[i].empty()) continue;
-    auto& [other, other_backend] = others[weights[i]];
+    auto& [other, other_backend] = others[fs::weakly_canonical(weights[i]).string()];
     if (other == nullptr) {
+      check_same_tokenizer(o.model, weights[i], "--kv '" + policies[i].label + "': model=" + weights[i]);
       other = Model::load(weights[i]);
-      check_same_shape(other->config(), config, "--kv '" + policies[i].label + "': model=" + weights[i]);
       other_backend = make_backend(o.device, *other, o.cuda_weights);
     }
     policies[i].model = other.get();
