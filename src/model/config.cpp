@@ -113,6 +113,23 @@ int64_t ModelConfig::parameter_count() const {
   return total;
 }
 
+ShapeDifference shape_difference(const ModelConfig& a, const ModelConfig& b) {
+  const std::pair<const char*, std::pair<int64_t, int64_t>> fields[] = {
+      {"vocab_size", {a.vocab_size, b.vocab_size}},
+      {"hidden_size", {a.hidden_size, b.hidden_size}},
+      {"intermediate_size", {a.intermediate_size, b.intermediate_size}},
+      {"num_hidden_layers", {a.num_layers, b.num_layers}},
+      {"num_attention_heads", {a.num_heads, b.num_heads}},
+      {"num_key_value_heads", {a.num_kv_heads, b.num_kv_heads}},
+      {"head_dim", {a.head_dim, b.head_dim}},
+      {"tie_word_embeddings", {a.tie_word_embeddings, b.tie_word_embeddings}},
+      {"attention_bias", {a.attention_bias, b.attention_bias}},
+  };
+  for (const auto& [field, values] : fields)
+    if (values.first != values.second) return {field, values.first, values.second};
+  return {};
+}
+
 int64_t ModelConfig::dense_kv_bytes_per_token(int bytes_per_element) const {
   return 2LL * num_layers * num_kv_heads * head_dim * bytes_per_element;
 }

@@ -64,4 +64,13 @@ std::vector<float> rope_inverse_frequencies(const ModelConfig& config);
 
 nlohmann::json config_to_hf_json(const ModelConfig& config);
 
+// The first field (by its config.json name) in which the weights' shapes of
+// `a` and `b` differ: vocabulary, widths, layers, heads, tied embeddings,
+// biases. Empty `field` when the same tensors fit both.
+struct ShapeDifference {
+  const char* field = nullptr;
+  int64_t a = 0, b = 0;
+};
+ShapeDifference shape_difference(const ModelConfig& a, const ModelConfig& b);
+
 }  // namespace podkv

@@ -46,18 +46,12 @@ void check_policy_model(const std::string& path, const ModelConfig& c, const std
   } catch (const std::exception& e) {
     throw Error(what + ": " + e.what());
   }
-  auto same = [&](const char* field, int64_t x, int64_t y) {
-    if (x != y)
-      throw Error(what + " has " + field + " " + std::to_string(x) + ", the model of -m " + std::to_string(y) +
-                  ": a policy's model must have the same shape");
-  };
-  same("vocab_size", other.vocab_size, c.vocab_size);
-  same("hidden_size", other.hidden_size, c.hidden_size);
-  same("num_hidden_layers", other.num_layers, c.num_layers);
-  same("num_attention_heads", other.num_heads, c.num_heads);
-  same("num_key_value_heads", other.num_kv_heads, c.num_kv_heads);
-  same("head_dim", other.head_dim, c.head_dim);
-  same("max_position_embeddings", other.max_position_embeddings, c.max_position_embeddings);
+  ShapeDifference d = shape_difference(other, c);
+  if (d.field == nullptr && other.max_position_embeddings != c.max_position_embeddings)
+    d = {"max_position_embeddings", other.max_position_embeddings, c.max_position_embeddings};
+  if (d.field != nullptr)
+    throw Error(what + " has " + d.field + " " + std::to_string(d.a) + ", the model of -m " + std::to_string(d.b) +
+                ": a policy's model must have the same shape");
 }
 
 }  // namespace
@@ -162,7 +156,6 @@ NamedPolicy resolve_policy(const PolicySpec& spec, const KvOptions& shared, cons
     else if (key == "dtype" && !kv.kv_dtype.empty()) p.options["dtype"] = kv.kv_dtype;
   }
   p.kv_dtype = kv.kv_dtype;
-  p.model_path = weights;
   if (!weights.empty()) p.options["model"] = weights;
   if (pod_from_file) p.options["sink"] = p.layout.sink_tokens, p.options["recent"] = p.layout.recent_tokens;
   return p;

@@ -39,9 +39,8 @@ struct NamedPolicy {
   std::string label;        // as written: "pod:group=2"
   KvLayout layout;
   std::optional<float> tau;  // PoD skipping threshold
-  nlohmann::json options;   // every setting that applies to the policy
+  nlohmann::json options;   // every setting that applies to the policy ("model": model=DIR, the weights it runs)
   std::string kv_dtype;     // KV entry type (dtype=...; or --kv-dtype); empty = the command's default
-  std::string model_path;   // model=DIR: the weights this policy runs; empty = the command's model
 };
 
 // Settings of `spec` override `shared`; a setting that does not apply to the

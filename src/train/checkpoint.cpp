@@ -100,20 +100,9 @@ nlohmann::json load_checkpoint(const std::string& dir, Transformer<float>& model
   nlohmann::json state = read_json(fs::path(dir) / "trainer_state.json", what);
   const ModelConfig saved = parse_hf_config(read_json(fs::path(dir) / "config.json", what), dir + "/config.json");
   const ModelConfig& c = model.config();
-  auto same = [&](const char* field, int64_t a, int64_t b) {
-    if (a != b)
-      throw Error(what + ": the checkpoint is of another model (" + field + " " + std::to_string(a) + ", this run has " +
-                  std::to_string(b) + ")");
-  };
-  same("vocab_size", saved.vocab_size, c.vocab_size);
-  same("hidden_size", saved.hidden_size, c.hidden_size);
-  same("intermediate_size", saved.intermediate_size, c.intermediate_size);
-  same("num_hidden_layers", saved.num_layers, c.num_layers);
-  same("num_attention_heads", saved.num_heads, c.num_heads);
-  same("num_key_value_heads", saved.num_kv_heads, c.num_kv_heads);
-  same("head_dim", saved.head_dim, c.head_dim);
-  same("tie_word_embeddings", saved.tie_word_embeddings, c.tie_word_embeddings);
-  same("attention_bias", saved.attention_bias, c.attention_bias);
+  if (const ShapeDifference d = shape_difference(saved, c); d.field != nullptr)
+    throw Error(what + ": the checkpoint is of another model (" + d.field + " " + std::to_string(d.a) +
+                ", this run has " + std::to_string(d.b) + ")");
   auto weights = safetensors::File::open((fs::path(dir) / "model.safetensors").string());
   for (const TensorInfo& t : model.tensors()) {
     const safetensors::TensorView* v = weights.find(t.name);

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <tuple>
 
 #include "backend/make_backend.h"
 #include "commands.h"
@@ -52,15 +53,18 @@ std::string escape_newlines(const std::string& text) {
 // --show-answers: one line per grid prompt and method, in item order.
 void print_answers(const std::vector<eval::TaskItem>& items, const std::vector<eval::EvalPolicy>& policies,
                    const std::vector<eval::ItemRecord>& records) {
+  std::map<std::tuple<int, std::string, std::string>, const eval::ItemRecord*> by_key;  // (item, label, options)
+  for (const eval::ItemRecord& r : records) by_key[{r.item, r.policy, r.options}] = &r;
   for (const eval::TaskItem& item : items)
-    for (const eval::EvalPolicy& p : policies)
-      for (const eval::ItemRecord& r : records) {
-        if (r.item != item.index || r.policy != p.label || r.options != p.options.dump()) continue;
-        std::printf("%-14s %6lld tokens, depth %3g%%: answer %s, generated \"%s\" (%s), KV %.2f MiB\n", p.label.c_str(),
-                    static_cast<long long>(item.length), item.depth, item.answer.c_str(),
-                    escape_newlines(r.generated).c_str(), r.correct ? "right" : "wrong",
-                    static_cast<double>(r.kv_bytes) / (1 << 20));
-      }
+    for (const eval::EvalPolicy& p : policies) {
+      const auto found = by_key.find({item.index, p.label, p.options.dump()});
+      if (found == by_key.end()) continue;
+      const eval::ItemRecord& r = *found->second;
+      std::printf("%-14s %6lld tokens, depth %3g%%: answer %s, generated \"%s\" (%s), KV %.2f MiB\n", p.label.c_str(),
+                  static_cast<long long>(item.length), item.depth, item.answer.c_str(),
+                  escape_newlines(r.generated).c_str(), r.correct ? "right" : "wrong",
+                  static_cast<double>(r.kv_bytes) / (1 << 20));
+    }
 }
 
 eval::EvalPolicy make_policy(NamedPolicy named) {
@@ -145,12 +149,7 @@ void run(EvalCommand& o) {
   if (eval::is_window_task(o.task.task) && o.task.context == 0) o.task.context = std::min<int64_t>(1024, context);
   eval::validate_settings(o.task, context);
   std::vector<eval::EvalPolicy> policies;
-  std::vector<std::string> weights;  // model=DIR of each policy; empty = -m
-  for (const PolicySpec& spec : specs) {
-    NamedPolicy named = resolve_policy(spec, o.shared, config, o.model);
-    weights.push_back(named.model_path);
-    policies.push_back(make_policy(std::move(named)));
-  }
+  for (const PolicySpec& spec : specs) policies.push_back(make_policy(resolve_policy(spec, o.shared, config, o.model)));
 
   auto model = Model::load(o.model);
   auto tokenizer = load_model_tokenizer(*model);
@@ -165,16 +164,17 @@ void run(EvalCommand& o) {
   auto backend = make_backend(o.device, *model, o.cuda_weights);
   // Policies with their own weights (model=DIR), loaded once per folder.
   std::map<std::string, std::pair<std::unique_ptr<Model>, std::unique_ptr<Backend>>> others;
-  for (size_t i = 0; i < policies.size(); ++i) {
-    if (weights[i].empty()) continue;
-    auto& [other, other_backend] = others[fs::weakly_canonical(weights[i]).string()];
+  for (eval::EvalPolicy& p : policies) {
+    if (!p.options.contains("model")) continue;
+    const std::string path = p.options["model"].get<std::string>();
+    auto& [other, other_backend] = others[fs::weakly_canonical(path).string()];
     if (other == nullptr) {
-      check_same_tokenizer(o.model, weights[i], "--kv '" + policies[i].label + "': model=" + weights[i]);
-      other = Model::load(weights[i]);
+      check_same_tokenizer(o.model, path, "--kv '" + p.label + "': model=" + path);
+      other = Model::load(path);
       other_backend = make_backend(o.device, *other, o.cuda_weights);
     }
-    policies[i].model = other.get();
-    policies[i].backend = other_backend.get();
+    p.model = other.get();
+    p.backend = other_backend.get();
   }
   eval::RunSettings run_settings;
   run_settings.chunk = o.chunk;
