@@ -2,7 +2,8 @@
 # The training data of scripts/train_long_model.sh, made once: the Project
 # Gutenberg books of ../shared/data/text/gutenberg.tar.xz and WikiText-2
 # (../shared/data/text/wikitext-2-raw-test.txt), tokenised by models/podkv-ref's
-# tokenizer into podkv token files (podkv tokenize-data).
+# tokenizer (or TOKENIZER, a directory with a tokenizer.json, e.g.
+# configs/podkv-ref-digits) into podkv token files (podkv tokenize-data).
 #
 # Which text: every English book (a book counts as English when " the " occurs
 # more often than " de " in its first 200 KB: this drops the 9 French books and
@@ -25,7 +26,7 @@
 # quarter of the size), which is what travels to the GPU machine; train_long_model.sh
 # unpacks it when OUT_DIR is absent.
 #   scripts/make_long_data.sh OUT_DIR
-#   (env: PODKV (default build/podkv), ARCHIVE, WIKITEXT, BOOKS_MB (0), HELDOUT_MB (1),
+#   (env: PODKV (default build/podkv), TOKENIZER (default models/podkv-ref), ARCHIVE, WIKITEXT, BOOKS_MB (0), HELDOUT_MB (1),
 #    PACK (1), XZ_THREADS (1))
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -35,7 +36,7 @@ archive=${ARCHIVE:-$root/../shared/data/text/gutenberg.tar.xz}
 wikitext=${WIKITEXT:-$root/../shared/data/text/wikitext-2-raw-test.txt}
 books_mb=${BOOKS_MB:-0}
 heldout_mb=${HELDOUT_MB:-1}
-tokenizer=$root/models/podkv-ref
+tokenizer=${TOKENIZER:-$root/models/podkv-ref}
 [ -x "$podkv" ] || { echo "no podkv at $podkv (set PODKV)" >&2; exit 2; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -99,7 +100,7 @@ cat "${heldout[@]/#/$work/books/}" > "$out/heldout.txt"
 
 tokens() { od -An -t u8 -j 32 -N 8 "$1" | tr -d ' '; }  # the token count N of the file's header
 {
-  echo "# scripts/make_long_data.sh: models/podkv-ref's tokenizer, BOOKS_MB=$books_mb HELDOUT_MB=$heldout_mb"
+  echo "# scripts/make_long_data.sh: tokenizer $(basename "$tokenizer") (sha256 $(sha256sum "$tokenizer/tokenizer.json" | cut -c1-16)), BOOKS_MB=$books_mb HELDOUT_MB=$heldout_mb"
   echo "# $(basename "$archive"): ${#kept[@]} English books with distinct titles; $(basename "$wikitext")"
   echo "train.tokens $(tokens "$out/train.tokens") tokens: $(basename "$wikitext") ($(stat -c %s "$work/wikitext-2-raw-test.txt") bytes) and ${#train[@]} books"
   for b in "${train[@]}"; do echo "  train $b $(stat -c %s "$work/books/$b")"; done

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Trains the long-context reference model on one GPU with podkv train: the
 # 23.7M-parameter shape of configs/podkv-long (configs/podkv-long-23m with a 4160-token context; 8 layers, hidden 512, 8 heads,
-# 4 KV heads, head_dim 64), models/podkv-ref's 1007-token tokenizer, on
+# 4 KV heads, head_dim 64), models/podkv-ref's 1007-token tokenizer (TOKENIZER:
+# another, e.g. configs/podkv-ref-digits; then make the data with it too), on
 # Gutenberg books and WikiText-2 (scripts/make_long_data.sh) with half of the
 # sequences synthetic passkey, key-value retrieval and needle samples (passkey
 # and niah in the prompt formats of podkv eval, niah's haystack the books' text),

@@ -1,6 +1,6 @@
 // Checks podkv's tokenizers against fixtures made by the reference libraries
 // (scripts/fixtures/make_tokenizer_fixtures.py): for every case, the exact ids
-// with and without BOS, and the decoded text. Skips while the fixtures are absent.
+// with and without BOS, and the decoded text. A missing fixture is a failure.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -20,12 +20,16 @@ std::string ids_str(const std::vector<int32_t>& v) {
   return s;
 }
 
-void run_fixture(const std::string& name, const char* tokenizer_file) {
+// The cases are in kFixtures/NAME/cases.jsonl; the tokenizer is TOKENIZER_DIR/TOKENIZER_FILE
+// (by default beside the cases).
+void run_fixture(const std::string& name, const char* tokenizer_file, fs::path tokenizer_dir = {}) {
   const fs::path dir = kFixtures / name;
+  if (tokenizer_dir.empty()) tokenizer_dir = dir;
   // Committed fixtures: missing ones are a failure, not a skip.
-  ASSERT_TRUE(fs::exists(dir / tokenizer_file) && fs::exists(dir / "cases.jsonl"))
-      << (dir / tokenizer_file) << " or cases.jsonl is missing (scripts/fixtures/make_tokenizer_fixtures.py makes them)";
-  const auto tok = podkv::load_tokenizer(dir.string());
+  ASSERT_TRUE(fs::exists(tokenizer_dir / tokenizer_file) && fs::exists(dir / "cases.jsonl"))
+      << (tokenizer_dir / tokenizer_file) << " or " << (dir / "cases.jsonl")
+      << " is missing (scripts/fixtures/make_tokenizer_fixtures.py and make_digit_tokenizer_cases.py make them)";
+  const auto tok = podkv::load_tokenizer(tokenizer_dir.string());
   std::ifstream in(dir / "cases.jsonl");
   int n = 0, ok = 0;
   for (std::string line; std::getline(in, line);) {
@@ -64,5 +68,9 @@ void run_fixture(const std::string& name, const char* tokenizer_file) {
 
 TEST(TokenizerFixtures, BpeLlama3) { run_fixture("bpe_llama3", "tokenizer.json"); }
 TEST(TokenizerFixtures, SentencePieceBpe) { run_fixture("spm_bpe", "tokenizer.model"); }
+// podkv-ref's tokenizer with numbers split into single digits (scripts/make_digit_tokenizer.py).
+TEST(TokenizerFixtures, PodkvRefSingleDigits) {
+  run_fixture("podkv_ref_digits", "tokenizer.json", fs::path(PODKV_SOURCE_DIR) / "configs" / "podkv-ref-digits");
+}
 // The SentencePiece model converted to tokenizer.json by transformers (legacy and Metaspace
 // flavours) has no fixture: transformers 5.17's convert_slow_tokenizer fails on it (see the script).
