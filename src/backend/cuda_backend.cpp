@@ -230,12 +230,11 @@ void CudaBackend::run_layers(const ForwardStep& step, ForwardOutput& out) {
     {
       ProfileScope p(ops_, "matmul q, k, v");
       ops_.matmul(w.wqkv, xn, n, gate, w.bqkv);  // [n, q + 2 kv] in the MLP's scratch
-      ops_.split_qkv(gate, n, c.q_dim(), c.kv_dim(), q, k, v);
     }
     {
       ProfileScope p(ops_, "norms, rope, residual adds");
-      ops_.rope(q, n, c.num_heads, c.head_dim, positions, inv_freq_, c.rope_interleaved);
-      ops_.rope(k, n, c.num_kv_heads, c.head_dim, positions, inv_freq_, c.rope_interleaved);
+      ops_.split_qkv_rope(gate, n, c.num_heads, c.num_kv_heads, c.head_dim, positions, inv_freq_, c.rope_interleaved,
+                          q, k, v);
     }
     {
       ProfileScope p(ops_, "kv write");

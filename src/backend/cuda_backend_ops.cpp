@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <cstdlib>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
@@ -319,8 +320,11 @@ void CudaBackendOps::silu_mul_rows(const float* gu, int64_t rows, int64_t inter,
   cuda::silu_mul_rows(gu, rows, inter, out, state_->stream);
 }
 
-void CudaBackendOps::split_qkv(const float* qkv, int64_t rows, int64_t nq, int64_t nkv, float* q, float* k, float* v) {
-  cuda::split_qkv(qkv, rows, nq, nkv, q, k, v, state_->stream);
+void CudaBackendOps::split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim,
+                                    const int64_t* positions, const float* inv_freq, bool interleaved, float* q, float* k,
+                                    float* v) {
+  check(dim % 2 == 0, "rope: head_dim " + std::to_string(dim) + " must be even");
+  cuda::split_qkv_rope(qkv, rows, heads, kv_heads, dim, positions, inv_freq, interleaved, q, k, v, state_->stream);
 }
 
 void CudaBackendOps::add(float* x, const float* y, int64_t n) { cuda::add(x, y, n, state_->stream); }
@@ -479,6 +483,21 @@ bool CudaBackendOps::scored_rows() const {
   return false;
 }
 
+namespace {
+// The fewest keys one split of the tensor-core decode kernel takes: 64 (of 32, 64, 128 and 256
+// measured on the H200, docs/gpu-bench/decode-tuning: 64 was 1% faster than 32 at batch 1 and
+// 4096 keys; 256 was 10% slower), or PODKV_CUDA_DECODE_SPLIT_KEYS (16..65536: a knob for tuning
+// on other GPUs, scripts/decode_tuning_gpu.sh). Read once.
+int64_t min_split_keys() {
+  static const int64_t keys = [] {
+    const char* s = std::getenv("PODKV_CUDA_DECODE_SPLIT_KEYS");
+    const long v = s != nullptr ? std::strtol(s, nullptr, 10) : 0;
+    return v >= 16 && v <= 65536 ? static_cast<int64_t>(v) : int64_t{64};
+  }();
+  return keys;
+}
+}  // namespace
+
 int CudaBackendOps::decode_splits(int num_heads, bool scored) const {
   // Rows that add selection scores need the one-block-per-query kernel (its second pass over the keys).
   if (scored || !cuda::decode_attention_fits(view_.head_dim)) return 0;
@@ -486,13 +505,14 @@ int CudaBackendOps::decode_splits(int num_heads, bool scored) const {
   const int64_t rows = std::max<int64_t>(1, untiled_rows_);
   if (cuda::decode_attention_mma_fits(view_.head_dim, static_cast<int32_t>(view_.dtype), view_.num_groups)) {
     // Splits are warps: one wave of the resident warps (a second, partial wave would leave the
-    // GPU half idle), each warp at least 32 keys.
+    // GPU half idle), each warp at least min_split_keys() keys.
     int& per_sm = state_->mma_warps_per_sm[view_.head_dim / 32];
     if (per_sm == 0) per_sm = cuda::decode_attention_mma_warps_per_sm(view_.head_dim);
     const int64_t units = std::max<int64_t>(1, rows * kv_heads * ((groups + 15) / 16));
     const int64_t resident = static_cast<int64_t>(per_sm) * state_->num_sms;
+    const int64_t min_keys = min_split_keys();
     return static_cast<int>(std::clamp<int64_t>(std::min<int64_t>(resident / units, 1024), 1,
-                                                std::max<int64_t>(1, (max_keys_ + 31) / 32)));
+                                                std::max<int64_t>(1, (max_keys_ + min_keys - 1) / min_keys)));
   }
   // Splits are blocks: about four per SM, each chunk at least 64 keys.
   const int64_t blocks = std::max<int64_t>(1, rows * kv_heads * ((groups + 7) / 8));

@@ -53,7 +53,8 @@ class CudaBackendOps : public BackendOps {
   void add_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n, double eps,
                     float* out);
   void silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out);
-  void split_qkv(const float* qkv, int64_t rows, int64_t nq, int64_t nkv, float* q, float* k, float* v);
+  void split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim, const int64_t* positions,
+                      const float* inv_freq, bool interleaved, float* q, float* k, float* v);
   // Zeroes device memory (queued).
   void fill_zero(void* device_ptr, size_t bytes);
   // Fills n bf16 values with uniform random ones in [-bound, bound) (queued; a hash of seed and index).

@@ -29,19 +29,6 @@ __global__ void silu_mul_rows_kernel(const float* gu, int64_t rows, int64_t inte
 }
 
 // qkv [rows, q + 2 kv] = [q | k | v] per row, into q [rows, q], k and v [rows, kv].
-__global__ void split_qkv_kernel(const float* qkv, int64_t rows, int64_t nq, int64_t nkv, float* q, float* k,
-                                 float* v) {
-  const int64_t width = nq + 2 * nkv;
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i < rows * width) {
-    const int64_t r = i / width, c = i % width;
-    const float x = qkv[i];
-    if (c < nq) q[r * nq + c] = x;
-    else if (c < nq + nkv) k[r * nkv + c - nq] = x;
-    else v[r * nkv + c - nq - nkv] = x;
-  }
-}
-
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] += y[i];
@@ -73,13 +60,6 @@ void silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out, cud
   if (rows * inter == 0) return;
   silu_mul_rows_kernel<<<blocks_for(rows * inter), 256, 0, stream>>>(gu, rows, inter, out);
   check_launch("silu_mul_rows_kernel");
-}
-
-void split_qkv(const float* qkv, int64_t rows, int64_t nq, int64_t nkv, float* q, float* k, float* v,
-               cudaStream_t stream) {
-  if (rows == 0) return;
-  split_qkv_kernel<<<blocks_for(rows * (nq + 2 * nkv)), 256, 0, stream>>>(qkv, rows, nq, nkv, q, k, v);
-  check_launch("split_qkv_kernel");
 }
 
 void add(float* x, const float* y, int64_t n, cudaStream_t stream) {

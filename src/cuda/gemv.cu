@@ -1,9 +1,10 @@
 // y[rows, out] = x[rows, in] · Wᵀ (+ bias) for a few rows (decode), reading W
 // once. Memory-bound: its speed is bytes(W) / time.
-//  - One row: one warp per output feature reads its row of W in the stored
-//    type and keeps a float32 sum. BF16 rows whose length is a multiple of 8
-//    are read 16 bytes per lane (the weights CudaBackend uploads); other types
-//    and shapes element by element.
+//  - One row: BF16 rows whose length is a multiple of 8 (the weights
+//    CudaBackend uploads): each warp takes two output features, reading x once
+//    for both, 16 bytes of W per lane and load, four loads per row in flight
+//    (gemv_bf16_row_kernel). Other types and shapes: one warp per output
+//    feature, its row of W in the stored type, a float32 sum.
 //  - 2..8 rows of BF16 weights (in % 32 == 0): the tensor cores (mma.sync
 //    m16n8k16), W as A (16 output features), x as B (its rows are the mma's 8
 //    columns) split into bf16 hi + lo, so x keeps about 2^-17 relative and
@@ -16,6 +17,8 @@
 #include "cuda/warp_attention.cuh"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 
 namespace podkv::cuda {
 
@@ -34,6 +37,19 @@ __device__ __forceinline__ void finish(float (&acc)[kRows], int lane, int rows, 
   }
 }
 
+// Eight bf16 weights (one 16-byte load) times eight floats of x, in a fixed order
+// (the one-row kernels below give the same float32 sums).
+__device__ __forceinline__ float dot8(const uint4 p, const float4 a, const float4 b) {
+  const uint32_t words[4] = {p.x, p.y, p.z, p.w};
+  float wf[8];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    wf[2 * i] = __uint_as_float(words[i] << 16);
+    wf[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+  }
+  return wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x + wf[5] * b.y + wf[6] * b.z + wf[7] * b.w;
+}
+
 __global__ void gemv_bf16x8_kernel(const uint16_t* w, int64_t out, int64_t in, const float* x, int rows, float* y,
                                    const float* bias) {
   const int lane = threadIdx.x % 32;
@@ -45,23 +61,111 @@ __global__ void gemv_bf16x8_kernel(const uint16_t* w, int64_t out, int64_t in, c
 #pragma unroll 4
   for (int64_t k = lane; k < n8; k += 32) {
     const uint4 p = __ldg(row + k);
-    const uint32_t words[4] = {p.x, p.y, p.z, p.w};
-    float wf[8];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      wf[2 * i] = __uint_as_float(words[i] << 16);
-      wf[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
-    }
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       if (r >= rows) break;
       const float4* xr = reinterpret_cast<const float4*>(x + r * in) + 2 * k;
-      const float4 a = __ldg(xr), b = __ldg(xr + 1);
-      acc[r] += wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x + wf[5] * b.y + wf[6] * b.z +
-                wf[7] * b.w;
+      acc[r] += dot8(p, __ldg(xr), __ldg(xr + 1));
     }
   }
   finish(acc, lane, rows, o, out, y, bias);
+}
+
+// 16-byte read-only loads as volatile asm: kept in program order, so that a group's loads are all
+// issued before its first product (the compiler otherwise interleaves them with the arithmetic to
+// save registers, and fewer bytes are in flight).
+__device__ __forceinline__ uint4 load_nc(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
+  return v;
+}
+__device__ __forceinline__ float4 load_nc(const float4* p) {
+  float4 v;
+  asm volatile("ld.global.nc.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
+  return v;
+}
+
+// One row of x, BF16 W (in % 8 == 0): each warp takes R output features and reads
+// x once for all of them (x is float32: twice W's bytes per element, so one x
+// load per feature is as much L1 traffic as the weights); each lane loads U
+// 16-byte chunks of every row before it multiplies, so that U * R loads are in
+// flight. Per lane the chunks k, k + 32, ... are summed in the order
+// gemv_bf16x8_kernel sums them: the same float32 result.
+template <int R, int U>
+__global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in, const float* x, float* y,
+                                     const float* bias) {
+  const int lane = threadIdx.x % 32;
+  const int64_t o0 = (static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32) * R;
+  if (o0 >= out) return;
+  const uint4* row[R];
+#pragma unroll
+  for (int j = 0; j < R; ++j) row[j] = reinterpret_cast<const uint4*>(w + (o0 + j < out ? o0 + j : o0) * in);
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  float acc[R] = {};
+  const int64_t n8 = in / 8;
+  // Whole groups of U chunks with unconditional loads (all issued before the first product), then
+  // the rest one chunk at a time.
+  int64_t k0 = lane;
+  for (; k0 + 32 * (U - 1) < n8; k0 += 32 * U) {
+    uint4 wv[R][U];
+    float4 xa[U], xb[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+#pragma unroll
+      for (int j = 0; j < R; ++j) wv[j][u] = load_nc(row[j] + k0 + 32 * u);
+      xa[u] = load_nc(x4 + 2 * (k0 + 32 * u));
+      xb[u] = load_nc(x4 + 2 * (k0 + 32 * u) + 1);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int j = 0; j < R; ++j) acc[j] += dot8(wv[j][u], xa[u], xb[u]);
+  }
+  for (; k0 < n8; k0 += 32) {
+    const float4 a = __ldg(x4 + 2 * k0), b = __ldg(x4 + 2 * k0 + 1);
+#pragma unroll
+    for (int j = 0; j < R; ++j) acc[j] += dot8(__ldg(row[j] + k0), a, b);
+  }
+#pragma unroll
+  for (int j = 0; j < R; ++j) {
+    const float s = warp_sum(acc[j]);
+    if (lane == 0 && o0 + j < out) y[o0 + j] = s + (bias != nullptr ? bias[o0 + j] : 0.0f);
+  }
+}
+
+// The (R, U) of gemv_bf16_row_kernel for one-row products: (2, 4), the fastest of the nine
+// measured on the H200 (docs/gpu-bench/decode-tuning: 157 tok/s against 143 for
+// gemv_bf16x8_kernel, Llama-3-8B decode at batch 1); PODKV_CUDA_GEMV_ROW="R,U" (R in {1, 2, 4},
+// U in {2, 4, 8}) picks another, "0" gemv_bf16x8_kernel: a knob for tuning on other GPUs
+// (scripts/decode_tuning_gpu.sh). Read once.
+struct RowVariant {
+  int r = 2, u = 4;
+};
+RowVariant row_variant() {
+  static const RowVariant v = [] {
+    RowVariant out;
+    const char* s = std::getenv("PODKV_CUDA_GEMV_ROW");
+    if (s == nullptr) return out;
+    int r = 0, u = 0;
+    if (std::sscanf(s, "%d,%d", &r, &u) == 2 && (r == 1 || r == 2 || r == 4) && (u == 2 || u == 4 || u == 8))
+      out.r = r, out.u = u;
+    else
+      out.r = 0;  // gemv_bf16x8_kernel
+    return out;
+  }();
+  return v;
+}
+
+template <int R>
+void launch_row_kernel(int u, const uint16_t* w, int64_t out, int64_t in, const float* x, float* y, const float* bias,
+                       cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>((out + kWarps * R - 1) / (kWarps * R));
+  switch (u) {
+    case 2: gemv_bf16_row_kernel<R, 2><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias); break;
+    case 4: gemv_bf16_row_kernel<R, 4><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias); break;
+    default: gemv_bf16_row_kernel<R, 8><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias); break;
+  }
+  check_launch("gemv_bf16_row_kernel");
 }
 
 __global__ void gemv_any_kernel(DType dtype, const uint8_t* w, size_t row_bytes, int64_t out, int64_t in,
@@ -191,6 +295,14 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
     const int64_t n = rows * out;
     sum_splits_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(scratch, splits, n, out, y, bias);
     check_launch("sum_splits_kernel");
+    return;
+  }
+  const RowVariant variant = row_variant();
+  if (rows == 1 && variant.r > 0 && dtype == DType::BF16 && in % 8 == 0 && aligned16(w) && aligned16(x)) {
+    const auto* w16 = static_cast<const uint16_t*>(w);
+    if (variant.r == 1) launch_row_kernel<1>(variant.u, w16, out, in, x, y, bias, stream);
+    else if (variant.r == 2) launch_row_kernel<2>(variant.u, w16, out, in, x, y, bias, stream);
+    else launch_row_kernel<4>(variant.u, w16, out, in, x, y, bias, stream);
     return;
   }
   const unsigned blocks = static_cast<unsigned>((out + kWarps - 1) / kWarps);

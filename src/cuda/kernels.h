@@ -29,14 +29,15 @@ void add_rms_norm(float* x, const float* residual, const float* weight, int64_t 
 // rope.cu: angle float32(pos) * inv_freq[i] in float32, its cos and sin in double.
 void rope(float* x, int64_t rows, int heads, int dim, const int64_t* positions, const float* inv_freq, bool interleaved,
           cudaStream_t stream);
+// The stacked projection's output qkv [rows, (heads + 2 kv_heads) * dim] = [q | k | v] split into
+// q [rows, heads * dim], k and v [rows, kv_heads * dim], q and k rotated as rope() rotates them.
+void split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim, const int64_t* positions,
+                    const float* inv_freq, bool interleaved, float* q, float* k, float* v, cudaStream_t stream);
 
 // activation.cu: SwiGLU's product, the residual add, a bias on every row, f32 -> bf16 (hi, lo) split.
 void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream);
-// The stacked projections' outputs: gu [rows, 2 * inter] = [gate | up] -> out [rows, inter];
-// qkv [rows, nq + 2 nkv] = [q | k | v] -> q, k, v.
+// The stacked gate and up projections' output gu [rows, 2 * inter] = [gate | up] -> out [rows, inter].
 void silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out, cudaStream_t stream);
-void split_qkv(const float* qkv, int64_t rows, int64_t nq, int64_t nkv, float* q, float* k, float* v,
-               cudaStream_t stream);
 void add(float* x, const float* y, int64_t n, cudaStream_t stream);
 void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream);
 // x = hi + lo to about 2^-17 relative: hi = bf16(x), lo = bf16(x - hi) (lo may be null: hi alone).

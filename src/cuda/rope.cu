@@ -1,11 +1,27 @@
-// RoPE in place: one thread per (row, head, pair). The angle is float32, as
+// RoPE: one thread per (row, head, pair). The angle is float32, as
 // transformers computes it; cos, sin and the rotation in double.
+//  - rope: in place on one tensor;
+//  - split_qkv_rope: the stacked projection's output [rows, q | k | v] split into
+//    q, k, v with q and k rotated on the way, in one launch instead of three
+//    (split, rope q, rope k: launches the decode step's graph pays per layer).
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
 
 namespace podkv::cuda {
 
 namespace {
+
+// Pair i of one head: reads it from `in`, writes it rotated by position `pos` to `out` (may be `in`).
+__device__ __forceinline__ void rotate_pair(const float* in, float* out, int i, int dim, int64_t pos,
+                                            const float* inv_freq, bool interleaved) {
+  const float angle = static_cast<float>(pos) * inv_freq[i];
+  double s, c;
+  sincos(static_cast<double>(angle), &s, &c);
+  const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + dim / 2;
+  const double va = in[a], vb = in[b];
+  out[a] = static_cast<float>(va * c - vb * s);
+  out[b] = static_cast<float>(vb * c + va * s);
+}
 
 __global__ void rope_kernel(float* x, int64_t rows, int heads, int dim, const int64_t* positions,
                             const float* inv_freq, bool interleaved) {
@@ -14,15 +30,35 @@ __global__ void rope_kernel(float* x, int64_t rows, int heads, int dim, const in
   if (idx >= rows * heads * half) return;
   const int i = static_cast<int>(idx % half);
   const int64_t rh = idx / half;  // row * heads + head
-  const int64_t r = rh / heads;
-  const float angle = static_cast<float>(positions[r]) * inv_freq[i];
-  double s, c;
-  sincos(static_cast<double>(angle), &s, &c);
   float* v = x + rh * dim;
-  const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + half;
-  const double va = v[a], vb = v[b];
-  v[a] = static_cast<float>(va * c - vb * s);
-  v[b] = static_cast<float>(vb * c + va * s);
+  rotate_pair(v, v, i, dim, positions[rh / heads], inv_freq, interleaved);
+}
+
+// One thread per (row, unit): units [0, Hq * half) are q's pairs, then Hkv * half of k's pairs,
+// then Hkv * dim of v's elements (copied).
+__global__ void split_qkv_rope_kernel(const float* qkv, int64_t rows, int heads, int kv_heads, int dim,
+                                      const int64_t* positions, const float* inv_freq, bool interleaved, float* q,
+                                      float* k, float* v) {
+  const int half = dim / 2;
+  const int64_t q_units = static_cast<int64_t>(heads) * half, k_units = static_cast<int64_t>(kv_heads) * half;
+  const int64_t units = q_units + k_units + static_cast<int64_t>(kv_heads) * dim;
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= rows * units) return;
+  const int64_t r = idx / units, u = idx % units;
+  const int64_t nq = static_cast<int64_t>(heads) * dim, nkv = static_cast<int64_t>(kv_heads) * dim;
+  const float* row = qkv + r * (nq + 2 * nkv);
+  if (u < q_units) {
+    const int64_t head = u / half;
+    rotate_pair(row + head * dim, q + r * nq + head * dim, static_cast<int>(u % half), dim, positions[r], inv_freq,
+                interleaved);
+  } else if (u < q_units + k_units) {
+    const int64_t head = (u - q_units) / half;
+    rotate_pair(row + nq + head * dim, k + r * nkv + head * dim, static_cast<int>((u - q_units) % half), dim,
+                positions[r], inv_freq, interleaved);
+  } else {
+    const int64_t e = u - q_units - k_units;
+    v[r * nkv + e] = row[nq + nkv + e];
+  }
 }
 
 }  // namespace
@@ -34,6 +70,15 @@ void rope(float* x, int64_t rows, int heads, int dim, const int64_t* positions, 
   rope_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(x, rows, heads, dim, positions, inv_freq,
                                                                             interleaved);
   check_launch("rope_kernel");
+}
+
+void split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim, const int64_t* positions,
+                    const float* inv_freq, bool interleaved, float* q, float* k, float* v, cudaStream_t stream) {
+  const int64_t n = rows * (static_cast<int64_t>(heads + kv_heads) * (dim / 2) + static_cast<int64_t>(kv_heads) * dim);
+  if (n == 0) return;
+  split_qkv_rope_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(
+      qkv, rows, heads, kv_heads, dim, positions, inv_freq, interleaved, q, k, v);
+  check_launch("split_qkv_rope_kernel");
 }
 
 }  // namespace podkv::cuda

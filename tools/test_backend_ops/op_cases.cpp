@@ -132,10 +132,11 @@ double matmul_tolerance(const BackendOps& ops, DType dtype, int64_t rows) {
 
 void matmul_cases(BackendOps& ops, Reporter& report, std::mt19937_64& rng) {
   for (DType dtype : kWeightTypes) {
-    // (output features, input features); Q8_0 rows are whole blocks of 32.
+    // (output features, input features); Q8_0 rows are whole blocks of 32. 2056 inputs: 257
+    // 16-byte chunks of BF16, more than a whole group of 8 chunks per lane of a one-row GEMV plus a rest.
     const std::vector<std::pair<int64_t, int64_t>> shapes =
         dtype == DType::Q8_0 ? std::vector<std::pair<int64_t, int64_t>>{{37, 96}, {100, 128}}
-                             : std::vector<std::pair<int64_t, int64_t>>{{37, 24}, {100, 100}};
+                             : std::vector<std::pair<int64_t, int64_t>>{{37, 24}, {100, 100}, {37, 2056}};
     for (auto [out_features, in_features] : shapes) {
       for (int64_t rows : kRows) {
         const bool with_bias = rows % 2 == 1;

@@ -1,0 +1,83 @@
+// CudaBackendOps' fused steps against the CPU ops they replace, on the GPU.
+// split_qkv_rope (one launch for the stacked projection's split and the RoPE of
+// q and k) against the CPU's split and apply_rope, over odd shapes: MHA, GQA,
+// MQA, head_dim 64/80/128, both pair layouts, rows 1 and 37 at far positions.
+// Skips when built without CUDA or when no GPU is visible (CI).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "backend/cuda_backend.h"
+#include "backend/cuda_backend_ops.h"
+#include "ops/elementwise.h"
+
+namespace podkv {
+namespace {
+
+#if defined(PODKV_HAVE_CUDA)
+struct Shape {
+  int64_t rows;
+  int heads, kv_heads, dim;
+  bool interleaved;
+};
+
+TEST(CudaFusedOps, SplitQkvRopeMatchesCpuSplitAndRope) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  CudaBackendOps ops;
+  std::mt19937_64 rng(7);
+  std::uniform_real_distribution<float> u(-2.0f, 2.0f);
+  const Shape shapes[] = {{1, 32, 8, 128, false}, {37, 8, 8, 64, true}, {5, 12, 1, 80, false}, {37, 4, 2, 128, true}};
+  for (const Shape& s : shapes) {
+    const int64_t nq = static_cast<int64_t>(s.heads) * s.dim, nkv = static_cast<int64_t>(s.kv_heads) * s.dim;
+    const int64_t width = nq + 2 * nkv;
+    std::vector<float> qkv(static_cast<size_t>(s.rows * width)), inv_freq(static_cast<size_t>(s.dim / 2));
+    for (float& x : qkv) x = u(rng);
+    for (int i = 0; i < s.dim / 2; ++i) inv_freq[i] = static_cast<float>(std::pow(500000.0, -2.0 * i / s.dim));
+    std::vector<int64_t> positions(static_cast<size_t>(s.rows));
+    for (int64_t r = 0; r < s.rows; ++r) positions[r] = r == 0 ? 0 : 31000 + 977 * r;  // 0 and far ones
+
+    // The CPU: split, then rotate q and k in place.
+    std::vector<float> q(static_cast<size_t>(s.rows * nq)), k(static_cast<size_t>(s.rows * nkv)), v(k.size());
+    for (int64_t r = 0; r < s.rows; ++r)
+      for (int64_t c = 0; c < width; ++c) {
+        const float x = qkv[r * width + c];
+        if (c < nq) q[r * nq + c] = x;
+        else if (c < nq + nkv) k[r * nkv + c - nq] = x;
+        else v[r * nkv + c - nq - nkv] = x;
+      }
+    apply_rope(q.data(), s.rows, s.heads, s.dim, positions.data(), inv_freq.data(), s.interleaved);
+    apply_rope(k.data(), s.rows, s.kv_heads, s.dim, positions.data(), inv_freq.data(), s.interleaved);
+
+    DeviceBuffer d_qkv(ops, qkv.size() * 4), d_freq(ops, inv_freq.size() * 4), d_pos(ops, positions.size() * 8);
+    DeviceBuffer d_q(ops, q.size() * 4), d_k(ops, k.size() * 4), d_v(ops, v.size() * 4);
+    ops.upload(d_qkv.data(), qkv.data(), qkv.size() * 4);
+    ops.upload(d_freq.data(), inv_freq.data(), inv_freq.size() * 4);
+    ops.upload(d_pos.data(), positions.data(), positions.size() * 8);
+    ops.split_qkv_rope(d_qkv.as<float>(), s.rows, s.heads, s.kv_heads, s.dim, d_pos.as<int64_t>(), d_freq.as<float>(),
+                       s.interleaved, d_q.as<float>(), d_k.as<float>(), d_v.as<float>());
+    std::vector<float> gq(q.size()), gk(k.size()), gv(v.size());
+    ops.download(gq.data(), d_q.data(), gq.size() * 4);
+    ops.download(gk.data(), d_k.data(), gk.size() * 4);
+    ops.download(gv.data(), d_v.data(), gv.size() * 4);
+    const std::string what = "rows " + std::to_string(s.rows) + ", heads " + std::to_string(s.heads) + "/" +
+                             std::to_string(s.kv_heads) + ", dim " + std::to_string(s.dim) +
+                             (s.interleaved ? ", interleaved" : "");
+    // The same float32 angle, cos and sin in double on both: equal to float32 rounding.
+    auto expect_close = [&](const std::vector<float>& want, const std::vector<float>& got, const char* name) {
+      double worst = 0;
+      for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, static_cast<double>(std::fabs(want[i] - got[i])));
+      EXPECT_LE(worst, 1e-5) << name << ", " << what;
+    };
+    expect_close(q, gq, "q");
+    expect_close(k, gk, "k");
+    EXPECT_EQ(v, gv) << "v, " << what;
+  }
+}
+#else
+TEST(CudaFusedOps, SplitQkvRopeMatchesCpuSplitAndRope) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
+#endif
+
+}  // namespace
+}  // namespace podkv
