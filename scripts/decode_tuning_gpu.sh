@@ -18,7 +18,7 @@
 # Writes OUT_DIR/tuning.md (the table), OUT_DIR/*.log.
 #   scripts/decode_tuning_gpu.sh BUILD_DIR OUT_DIR
 #   (env: BASE_SRC, VARIANTS ["0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8"], SPLIT_KEYS ["32 64 128 256"],
-#    DEPTHS [4096])
+#    DEPTHS [4096], KERNELS_ONLY [0]: 1 builds podkv alone and runs step 4 only)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:?usage: decode_tuning_gpu.sh BUILD_DIR OUT_DIR}
@@ -43,15 +43,18 @@ if [ -n "${BASE_SRC:-}" ]; then
   (cmake -S "$base/src" -B "$base/build" "${configure[@]}" -DPODKV_TESTS=OFF >"$out/base_build.log" 2>&1 &&
     cmake --build "$base/build" -j 6 --target podkv_cli >>"$out/base_build.log" 2>&1) &
 fi
+targets=(podkv_cli podkv_tests podkv_test_backend_ops)
+[ "${KERNELS_ONLY:-0}" = 1 ] && targets=(podkv_cli)
 cmake -S "$root" -B "$build" "${configure[@]}" >"$out/build.log" 2>&1 &&
-  cmake --build "$build" -j 10 --target podkv_cli podkv_tests podkv_test_backend_ops >>"$out/build.log" 2>&1 ||
+  cmake --build "$build" -j 10 --target "${targets[@]}" >>"$out/build.log" 2>&1 ||
   { grep -E "error|Error" "$out/build.log" | head -30; exit 1; }
 wait
 [ -z "$base" ] || [ -x "$base/build/podkv" ] || { echo "baseline build failed:"; grep -E "error|Error" "$out/base_build.log" | head; base=""; }
 echo "builds: done"
 
-# ---- 2. correctness
 status=0
+if [ "${KERNELS_ONLY:-0}" != 1 ]; then
+# ---- 2. correctness
 if "$build/podkv_test_backend_ops" --backend cuda >"$out/backend_ops.log" 2>&1; then
   echo "every op, defaults: $(tail -1 "$out/backend_ops.log")"
 else
@@ -92,6 +95,8 @@ row() {  # row LABEL ENV... -- PODKV: the bench's decode rows with the setting's
   for v in "${variants[@]}"; do row "PODKV_CUDA_GEMV_ROW=$v" PODKV_CUDA_GEMV_ROW="$v" -- "$build/podkv"; done
   for k in "${split_keys[@]}"; do row "PODKV_CUDA_DECODE_SPLIT_KEYS=$k" PODKV_CUDA_DECODE_SPLIT_KEYS="$k" -- "$build/podkv"; done
 } | tee "$out/tuning.md"
+
+fi  # KERNELS_ONLY
 
 # ---- 4. GPU time per kernel (graph nodes traced one by one)
 if command -v nsys >/dev/null; then
