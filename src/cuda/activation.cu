@@ -28,7 +28,6 @@ __global__ void silu_mul_rows_kernel(const float* gu, int64_t rows, int64_t inte
   }
 }
 
-// qkv [rows, q + 2 kv] = [q | k | v] per row, into q [rows, q], k and v [rows, kv].
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] += y[i];

@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 
 namespace podkv::cuda {
 
@@ -137,7 +138,7 @@ __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in,
 // measured on the H200 (docs/gpu-bench/decode-tuning: 157 tok/s against 143 for
 // gemv_bf16x8_kernel, Llama-3-8B decode at batch 1); PODKV_CUDA_GEMV_ROW="R,U" (R in {1, 2, 4},
 // U in {2, 4, 8}) picks another, "0" gemv_bf16x8_kernel: a knob for tuning on other GPUs
-// (scripts/decode_tuning_gpu.sh). Read once.
+// (scripts/decode_tuning_gpu.sh); any other value keeps the default. Read once.
 struct RowVariant {
   int r = 2, u = 4;
 };
@@ -147,10 +148,10 @@ RowVariant row_variant() {
     const char* s = std::getenv("PODKV_CUDA_GEMV_ROW");
     if (s == nullptr) return out;
     int r = 0, u = 0;
-    if (std::sscanf(s, "%d,%d", &r, &u) == 2 && (r == 1 || r == 2 || r == 4) && (u == 2 || u == 4 || u == 8))
-      out.r = r, out.u = u;
-    else
+    if (std::strcmp(s, "0") == 0)
       out.r = 0;  // gemv_bf16x8_kernel
+    else if (std::sscanf(s, "%d,%d", &r, &u) == 2 && (r == 1 || r == 2 || r == 4) && (u == 2 || u == 4 || u == 8))
+      out.r = r, out.u = u;
     return out;
   }();
   return v;
