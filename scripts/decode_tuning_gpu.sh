@@ -14,7 +14,7 @@
 #      with random bf16 weights (configs/llama-3-8b-32k): the baseline and this
 #      build's default (twice, interleaved), every GEMV variant, every split size
 #      (PODKV_CUDA_DECODE_SPLIT_KEYS); each row names its setting;
-#   4. nsys's GPU time per kernel of one decode run (when nsys is installed).
+#   4. Nsight Compute's GPU time per kernel of one decode run (when ncu is installed).
 # Writes OUT_DIR/tuning.md (the table), OUT_DIR/*.log.
 #   scripts/decode_tuning_gpu.sh BUILD_DIR OUT_DIR
 #   (env: BASE_SRC, VARIANTS ["0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8"], SPLIT_KEYS ["32 64 128 256"],
@@ -26,12 +26,8 @@ out=${2:?usage: decode_tuning_gpu.sh BUILD_DIR OUT_DIR}
 mkdir -p "$out"
 read -r -a variants <<<"${VARIANTS:-0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8}"
 read -r -a split_keys <<<"${SPLIT_KEYS:-32 64 128 256}"
-deps="$root/.deps/usr"
-if [ -f "$deps/include/pcre2.h" ] && [ -e /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0 ]; then
-  sed -i "s|^prefix=.*|prefix=$deps|" "$deps/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc"
-  ln -sf /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0 "$deps/lib/x86_64-linux-gnu/libpcre2-8.so"
-  export PKG_CONFIG_PATH="$deps/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-fi
+. "$root/scripts/use_deps_pcre2.sh"  # PCRE2's header from .deps/ on a machine without libpcre2-dev
+use_deps_pcre2 "$root"
 configure=(-DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF)
 
 # ---- 1. builds (the baseline in the background)
@@ -98,15 +94,8 @@ row() {  # row LABEL ENV... -- PODKV: the bench's decode rows with the setting's
 
 fi  # KERNELS_ONLY
 
-# ---- 4. GPU time per kernel (graph nodes traced one by one)
-if command -v nsys >/dev/null; then
-  nsys profile -t cuda --cuda-graph-trace=node -o "$out/decode" -f true \
-    "$build/podkv" bench -m "$root/configs/llama-3-8b-32k" --device cuda --random-weights --kv-dtype bf16 \
-    --page-tokens 64 -p 0 -n 32 -d 4096 -r 1 >"$out/nsys.log" 2>&1 &&
-    nsys stats -r cuda_gpu_kern_sum -f csv -o "$out/kernels" "$out/decode.nsys-rep" >>"$out/nsys.log" 2>&1
-  rm -f "$out/decode.nsys-rep" "$out/decode.sqlite"
-  ls "$out"/kernels* 2>/dev/null && head -30 "$out"/kernels*.csv | cut -c1-200
-elif command -v ncu >/dev/null; then
+# ---- 4. GPU time per kernel (graph nodes profiled one by one)
+if command -v ncu >/dev/null; then
   # Nsight Compute: the GPU time of each kernel of two decode steps (replayed one by one, so
   # without launch gaps), summed per kernel name.
   timeout 120 ncu --graph-profiling node --metrics gpu__time_duration.sum --csv -k regex:'^(?!fill_random)' -c 2000 \
@@ -127,6 +116,6 @@ for name, t in total.most_common():
     print(f"  {name:40s} {count[name]:6d} launches {t / 1e3:10.1f} us {100 * t / ns:5.1f}%")
 PY
 else
-  echo "no nsys or ncu on this machine: no per-kernel times"
+  echo "no ncu on this machine: no per-kernel times"
 fi
 exit "$status"

@@ -24,19 +24,10 @@ logs=${2:-$build/gpu-logs}
 mkdir -p "$logs"
 python=${PYTHON:-python3}
 
-# A GPU machine without libpcre2-dev (the reference model's tokenizer needs PCRE2 for step 4) can use
-# the package's header and pkg-config file unpacked on a machine that has apt, into the ignored .deps/:
-#   apt-get download libpcre2-dev && dpkg -x libpcre2-dev_*.deb /tmp/p &&
-#   mkdir -p .deps/usr/include .deps/usr/lib/x86_64-linux-gnu/pkgconfig &&
-#   cp /tmp/p/usr/include/pcre2.h .deps/usr/include/ &&
-#   cp /tmp/p/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc .deps/usr/lib/x86_64-linux-gnu/pkgconfig/
-# (the machine's own libpcre2-8.so.0 is linked).
-deps="$root/.deps/usr"
-if [ -f "$deps/include/pcre2.h" ] && [ -e /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0 ]; then
-  sed -i "s|^prefix=.*|prefix=$deps|" "$deps/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc"
-  ln -sf /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0 "$deps/lib/x86_64-linux-gnu/libpcre2-8.so"
-  export PKG_CONFIG_PATH="$deps/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-fi
+# The reference model's tokenizer needs PCRE2 for step 4: on a GPU machine without libpcre2-dev,
+# its header unpacked into .deps/ (scripts/use_deps_pcre2.sh says how).
+. "$root/scripts/use_deps_pcre2.sh"
+use_deps_pcre2 "$root"
 cmake -S "$root" -B "$build" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF >"$logs/configure.log" 2>&1 ||
   { tail -30 "$logs/configure.log"; exit 1; }
 if ! cmake --build "$build" -j "${JOBS:-$(nproc)}" >"$logs/build.log" 2>&1; then

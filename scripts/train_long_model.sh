@@ -44,7 +44,7 @@
 # BUILD_DIR/podkv must be a build with CUDA (and with PCRE2: the tokenizer needs
 # it). When it is missing and DEVICE is cuda, the script builds it there first
 # (cmake -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90, target podkv_cli, PCRE2's
-# header from .deps/usr as scripts/test_gpu.sh explains). The data: DATA_DIR
+# header from .deps/usr as scripts/use_deps_pcre2.sh explains). The data: DATA_DIR
 # (default .data/long), or DATA_DIR.tar.xz, unpacked into DATA_DIR when the
 # folder is absent. STOP_AFTER=build|train|plot stops after that step.
 # Settings (env, defaults in brackets; per-stage lists are space-separated, one
@@ -86,14 +86,9 @@ done
 
 # ---- 0. podkv, its tokenizer, the data
 build_podkv() {
-  # PCRE2's header and pkg-config file unpacked into the ignored .deps/ (scripts/test_gpu.sh says how)
-  # when the machine has the library but not libpcre2-dev.
-  local deps=$root/.deps/usr
-  if [ -f "$deps/include/pcre2.h" ] && [ -e /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0 ] && [ ! -f /usr/include/pcre2.h ]; then
-    sed -i "s|^prefix=.*|prefix=$deps|" "$deps/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc"
-    ln -sf /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0 "$deps/lib/x86_64-linux-gnu/libpcre2-8.so"
-    export PKG_CONFIG_PATH="$deps/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
-  fi
+  # PCRE2's header from the ignored .deps/ when the machine lacks libpcre2-dev (scripts/use_deps_pcre2.sh).
+  . "$root/scripts/use_deps_pcre2.sh"
+  use_deps_pcre2 "$root"
   mkdir -p "$build"
   echo "building $podkv (CUDA, sm_90)" >&2
   cmake -S "$root" -B "$build" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF >"$build/configure.log" 2>&1 ||
@@ -109,7 +104,7 @@ fi
 [ "$stop_after" = build ] && exit 0
 if ! echo "The pass key is 12345." | "$podkv" tokenize --tokenizer "$tokenizer" >/dev/null; then
   echo "$podkv cannot run $tokenizer's tokenizer (a build without PCRE2?). On a machine without libpcre2-dev," \
-       "unpack its header into .deps/usr as scripts/test_gpu.sh says, carry .deps/usr, remove $build and run again." >&2
+       "unpack its header into .deps/usr as scripts/use_deps_pcre2.sh says, carry .deps/usr, remove $build and run again." >&2
   exit 2
 fi
 if [ ! -f "$data/train.tokens" ] && [ -f "$data.tar.xz" ]; then

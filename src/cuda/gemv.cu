@@ -72,9 +72,9 @@ __global__ void gemv_bf16x8_kernel(const uint16_t* w, int64_t out, int64_t in, c
   finish(acc, lane, rows, o, out, y, bias);
 }
 
-// 16-byte read-only loads as volatile asm: kept in program order, so that a group's loads are all
-// issued before its first product (the compiler otherwise interleaves them with the arithmetic to
-// save registers, and fewer bytes are in flight).
+// 16-byte read-only loads as volatile asm, which the compiler keeps in program order among
+// themselves: written so that a group's loads are issued before its first product. (The timed
+// kernels use these; the same kernels with __ldg were not timed, so what the asm buys is unmeasured.)
 __device__ __forceinline__ uint4 load_nc(const uint4* p) {
   uint4 v;
   asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
