@@ -1,4 +1,4 @@
-# Sourced by the GPU-machine scripts (test_gpu.sh, train_long_model.sh, decode_tuning_gpu.sh)
+# Sourced by the GPU-machine scripts (test_gpu.sh, train_long_model.sh, tuning_gpu.sh)
 # before they configure a build: use_deps_pcre2 ROOT.
 #
 # A GPU machine without libpcre2-dev (the tokenizers' regexes need PCRE2) can use the package's

@@ -487,7 +487,7 @@ namespace {
 // The fewest keys one split of the tensor-core decode kernel takes: 64 (of 32, 64, 128 and 256
 // measured on the H200, docs/gpu-bench/decode-tuning: 64 was 1% faster than 32 at batch 1 and
 // 4096 keys; 256 was 10% slower), or PODKV_CUDA_DECODE_SPLIT_KEYS (16..65536: a knob for tuning
-// on other GPUs, scripts/decode_tuning_gpu.sh). Read once.
+// on other GPUs, scripts/tuning_gpu.sh). Read once.
 int64_t min_split_keys() {
   static const int64_t keys = [] {
     const char* s = std::getenv("PODKV_CUDA_DECODE_SPLIT_KEYS");

@@ -18,6 +18,8 @@
 // keys (counted once per row). Q and P are rounded to bf16 as FlashAttention
 // does; the cache's entries are bf16 already.
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
@@ -30,8 +32,63 @@ namespace podkv::cuda {
 
 namespace {
 
-constexpr int kRows = 16;   // query rows per tile (the mma's M)
-constexpr int kWarps = 4;   // query heads per block
+constexpr int kRows = 16;      // query rows per warp (the mma's M)
+constexpr int kTileRows = 32;  // query rows per entry of the tile list: two warps' rows
+constexpr int kWarps = 4;      // query heads per warp group
+
+// The rows [row0, row0 + rows) of batch entry b that a warp (group) takes; rows <= 0 past the
+// entry's end.
+struct RowTile {
+  int b = 0;
+  int64_t row0 = 0, rows = 0;
+};
+
+// `count` 16-row halves from half `first` of entry `tile` of the tile list (32 rows each).
+__device__ __forceinline__ RowTile row_tile(const DeviceStep& s, const int32_t* tiles, int tile, int first,
+                                            int count) {
+  RowTile t;
+  t.b = tiles[2 * tile];
+  t.row0 = s.row_begin[t.b] + tiles[2 * tile + 1] + kRows * first;
+  const int64_t left = s.row_begin[t.b + 1] - t.row0;
+  t.rows = left < kRows * count ? left : kRows * count;
+  return t;
+}
+
+// A key tile every row of a warp reads whole (causal mask and class masks all pass), of one class;
+// kMixed: masked element by element.
+enum TileClass { kMixed, kProximal, kDistant };
+
+// Which keys the query rows at positions [pos0, pos0 + rows) read, class by class: the bounds of
+// their sink ends and recent-window starts (positions fit in 32 bits, as in paged.cuh).
+struct KeySpan {
+  int32_t pos0 = 0, last = -1, sink_min = 0, sink_max = 0, recent_min = 0, recent_max = 0;
+  bool split = false;
+
+  __device__ KeySpan(const DeviceStep& s, int64_t first_pos, int64_t rows) {
+    split = s.recent_tokens > 0;
+    pos0 = static_cast<int32_t>(first_pos);
+    last = static_cast<int32_t>(first_pos + (rows > 0 ? rows : 0) - 1);
+    sink_min = static_cast<int32_t>(sink_end(pos0, s.sink_tokens, split));
+    sink_max = static_cast<int32_t>(sink_end(last, s.sink_tokens, split));
+    recent_min = static_cast<int32_t>(recent_begin(pos0, s.sink_tokens, s.recent_tokens, split));
+    recent_max = static_cast<int32_t>(recent_begin(last, s.sink_tokens, s.recent_tokens, split));
+  }
+  // Whether some row needs keys [k0, k0 + keys) in pass `pass` (0: the own streams, all keys when
+  // one_pass, else sink + recent; 1: the distant source).
+  __device__ bool needed(bool one_pass, int pass, int32_t k0, int keys) const {
+    if (k0 > last) return false;
+    if (one_pass) return true;
+    if (pass == 1) return k0 < recent_max && k0 + keys > sink_min;
+    return k0 < sink_max || k0 + keys > recent_min;
+  }
+  // The class of keys [k0, k0 + keys) when every row reads all of them, else kMixed.
+  __device__ TileClass uniform(int32_t k0, int keys) const {
+    if (k0 + keys - 1 > pos0) return kMixed;  // the causal edge: the first row reads keys up to pos0
+    if (!split || k0 + keys <= sink_min || k0 >= recent_max) return kProximal;
+    if (k0 >= sink_max && k0 + keys <= recent_min) return kDistant;
+    return kMixed;
+  }
+};
 
 // One warp's 16 query rows of one head: where they are, which key streams they read, their token
 // classes and tau skips, and the masks and output both prefill kernels share.
@@ -40,29 +97,22 @@ struct PrefillWarp {
   const DeviceStep& s;
   const AttentionLaunch& a;
   int i = 0, h = 0, b = 0;               // query head, KV head, batch entry
-  int64_t row0 = 0, rows = 0, pos0 = 0;  // the tile's first row, row count, first position
+  int64_t row0 = 0, rows = 0;            // the warp's first row, row count (<= 0: none)
   int kp = 0, vp = 0, kd = 0, vd = 0;    // layers of the proximal and distant keys and values
-  bool one_pass = false, has_distant_source = false;
-  int64_t last = 0, sink_max = 0, recent_min = 0, recent_max = 0, sink_min = 0;  // for skipping key tiles
-  int64_t pos[2], s_end[2], r_begin[2];  // rows g and g + 8
+  bool one_pass = false, has_distant_source = false, any_skip = false;
+  KeySpan span;                          // the keys of these rows
+  int32_t pos[2], s_end[2], r_begin[2];  // rows g and g + 8
   bool valid[2], distant[2], skip[2];
   WarpAttention<D, false> w;
 
-  // Tiles in reverse: the last rows of a prompt have the most keys, and starting them first keeps
-  // them out of the grid's last wave.
-  __device__ PrefillWarp(const DeviceStep& s_, const AttentionLaunch& a_, const float* q, const int32_t* tiles,
-                         int head, int lane)
-      : s(s_), a(a_), i(head) {
+  __device__ PrefillWarp(const DeviceStep& s_, const AttentionLaunch& a_, const float* q, const RowTile& t, int head,
+                         int lane)
+      : s(s_), a(a_), i(head), b(t.b), row0(t.row0), rows(t.rows),
+        span(s_, s_.first_pos[t.b] + (t.row0 - s_.row_begin[t.b]), t.rows) {
     const int H = a.num_heads, Hkv = s.num_kv_heads, layer = a.layer;
     h = i / (H / Hkv);
-    const int tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
-    b = tiles[2 * tile];
-    row0 = s.row_begin[b] + tiles[2 * tile + 1];
-    rows = s.row_begin[b + 1] - row0 < kRows ? s.row_begin[b + 1] - row0 : kRows;
-    pos0 = s.first_pos[b] + (row0 - s.row_begin[b]);
     const KvRule kr = s.key_rules[layer * Hkv + h];
     const KvRule vr = s.value_rules[layer * Hkv + h];
-    const bool split = s.recent_tokens > 0;
     kp = source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, false);
     vp = source_layer(layer, vr.retention, vr.distant_source, vr.proximal_source, false);
     kd = source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, true);
@@ -73,24 +123,20 @@ struct PrefillWarp {
     w.init(lane);
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int t = w.g + 8 * r;
-      pos[r] = pos0 + t;
-      valid[r] = t < rows;
-      s_end[r] = sink_end(pos[r], s.sink_tokens, split);
-      r_begin[r] = recent_begin(pos[r], s.sink_tokens, s.recent_tokens, split);
-      distant[r] = split && r_begin[r] > s_end[r];
+      const int t_ = w.g + 8 * r;
+      pos[r] = span.pos0 + t_;
+      valid[r] = t_ < rows;
+      s_end[r] = static_cast<int32_t>(sink_end(pos[r], s.sink_tokens, span.split));
+      r_begin[r] = static_cast<int32_t>(recent_begin(pos[r], s.sink_tokens, s.recent_tokens, span.split));
+      distant[r] = span.split && r_begin[r] > s_end[r];
       skip[r] = valid[r] && distant[r] && shared_keys && kr.distant_source >= 0 && a.tau < 1.0f &&
-                a.all_gates != nullptr && a.all_gates[(kr.distant_source * s.rows + row0 + t) * H + i] >= a.tau;
+                a.all_gates != nullptr && a.all_gates[(kr.distant_source * s.rows + row0 + t_) * H + i] >= a.tau;
       if (skip[r] && w.c == 0) atomicAdd(a.skipped, 1ULL);
     }
+    any_skip = __any_sync(0xffffffffu, skip[0] || skip[1]);
     const float* qrow = q + (row0 * H + i) * D;
     w.load_q(w.g < rows ? qrow + w.g * H * D : nullptr, w.g + 8 < rows ? qrow + (w.g + 8) * H * D : nullptr,
              a.scale * 1.4426950408889634f);
-    last = pos0 + rows - 1;
-    sink_max = sink_end(last, s.sink_tokens, split);
-    recent_min = recent_begin(pos0, s.sink_tokens, s.recent_tokens, split);
-    recent_max = recent_begin(last, s.sink_tokens, s.recent_tokens, split);
-    sink_min = sink_end(pos0, s.sink_tokens, split);
   }
 
   __device__ int passes() const { return one_pass || !has_distant_source ? 1 : 2; }
@@ -99,22 +145,17 @@ struct PrefillWarp {
     const int layer = kind == podkv::kKeys ? (pass == 1 ? kd : kp) : (pass == 1 ? vd : vp);
     return stream_of(s, b, kind, layer, h);
   }
-  // Whether some row of the tile needs keys [k0, k0 + keys) in this pass.
-  __device__ bool needed(int pass, int64_t k0, int keys) const {
-    if (one_pass) return true;
-    if (pass == 1) return k0 < recent_max && k0 + keys > sink_min;
-    return k0 < sink_max || k0 + keys > recent_min;
-  }
+  __device__ bool needed(int pass, int32_t k0, int keys) const { return span.needed(one_pass, pass, k0, keys); }
   // Masks S of NB n-blocks of keys from k0 (causal, the pass's class, tau); returns the distant bits.
   template <int NB>
-  __device__ uint32_t mask(float (&x)[NB][4], int64_t k0, int pass) const {
+  __device__ uint32_t mask(float (&x)[NB][4], int32_t k0, int pass) const {
     uint32_t distant_bits = 0;
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb)
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int r = e / 2;
-        const int64_t j = k0 + 8 * nb + 2 * w.c + e % 2;
+        const int32_t j = k0 + 8 * nb + 2 * w.c + e % 2;
         const bool in_distant = distant[r] && j >= s_end[r] && j < r_begin[r];
         bool allowed = valid[r] && j <= pos[r];
         if (!one_pass) allowed = allowed && (pass == 1 ? in_distant : !in_distant);
@@ -123,6 +164,20 @@ struct PrefillWarp {
         if (in_distant) distant_bits |= 1u << (4 * nb + e);
       }
     return distant_bits;
+  }
+  // S of NB n-blocks of keys from k0 into this tile's weights (the online softmax). A tile every
+  // row reads whole, of one class that this pass reads (`uniform`, when allowed), skips the
+  // element-wise mask: most tiles of a long prompt are such, and the mask's compares cost as much
+  // issue time as the tile's products. Rows past the warp's end read Q = 0; their outputs are
+  // never written.
+  template <int NB>
+  __device__ __forceinline__ void weights(float (&x)[NB][4], int32_t k0, int pass, bool uniform) {
+    const TileClass cls = uniform ? span.uniform(k0, 8 * NB) : kMixed;
+    const bool pass_reads = one_pass || (pass == 0 ? cls == kProximal : cls == kDistant);
+    uint32_t distant_bits = 0;
+    if (cls == kDistant && pass_reads && !any_skip) distant_bits = 0xffffffffu;
+    else if (cls != kProximal || !pass_reads) distant_bits = mask(x, k0, pass);
+    w.softmax(x, distant_bits);
   }
   // The normalised outputs and the gates.
   __device__ void write() {
@@ -148,19 +203,24 @@ struct PrefillWarp {
 };
 
 // The per-warp kernel (any grouping; head_dim a multiple of 32): 16-key tiles straight into registers.
+// A block is 4 query heads of one 16-row half of a tile-list entry (two blocks per entry, the
+// entries in reverse: a prompt's last rows have the most keys, and starting them first keeps them
+// out of the grid's last wave).
 template <int D>
 __global__ void __launch_bounds__(kWarps * 32)
-    prefill_kernel(DeviceStep s, AttentionLaunch a, const float* q, const int32_t* tiles) {
+    prefill_kernel(DeviceStep s, AttentionLaunch a, const float* q, const int32_t* tiles, bool uniform) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int head = blockIdx.y * kWarps + warp;
-  if (head >= a.num_heads) return;
-  PrefillWarp<D> pw(s, a, q, tiles, head, lane);
+  const int idx = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
+  const RowTile rt = row_tile(s, tiles, idx / 2, idx % 2, 1);
+  if (head >= a.num_heads || rt.rows <= 0) return;
+  PrefillWarp<D> pw(s, a, q, rt, head, lane);
   WarpAttention<D, false>& w = pw.w;
-  const int64_t last = pw.last;
+  const int32_t last = pw.span.last;
   const int passes = pw.passes();
   struct Cursor {
     int pass;
-    int64_t k0;
+    int32_t k0;
   };
   auto advance = [&](Cursor c) {  // the next needed tile after c (pass == passes: none)
     for (;;) {
@@ -175,14 +235,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   auto load_keys = [&](const Cursor& c, const DeviceStream& ks) {
 #pragma unroll
     for (int nb = 0; nb < 2; ++nb) {
-      const int64_t j = c.k0 + w.g + 8 * nb;
+      const int32_t j = c.k0 + w.g + 8 * nb;
       w.load_key(j <= last ? entry_at(s, ks, j) : nullptr, k[nb]);
     }
   };
   auto load_values = [&](const Cursor& c, const DeviceStream& vs) {
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      const int64_t j = c.k0 + 2 * w.c + e % 2 + 8 * (e / 2);
+      const int32_t j = c.k0 + 2 * w.c + e % 2 + 8 * (e / 2);
       w.load_value(j <= last ? entry_at(s, vs, j) : nullptr, v[e]);
     }
   };
@@ -203,9 +263,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     float x[2][4];
 #pragma unroll
     for (int nb = 0; nb < 2; ++nb) w.scores(k[nb], x[nb]);
-    const uint32_t distant_bits = pw.mask(x, cur.k0, cur.pass);
     if (next.pass < passes) load_keys(next, next_ks);
-    w.softmax(x, distant_bits);
+    pw.weights(x, cur.k0, cur.pass, uniform);
     w.accumulate(x, v);
     if (next.pass < passes) load_values(next, next_vs);
     cur = next, ks = next_ks, vs = next_vs;
@@ -213,12 +272,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   pw.write();
 }
 
-// ---- The block-shared variant (GQA with 4 | query heads per KV head, head_dim 64 or 128): the
-// block's 4 warps are 4 query heads of one KV head on the same 16 rows, so they read the same
-// keys and values. Tiles of 64 keys go through shared memory, copied by the whole block with
-// cp.async one tile ahead (double-buffered): the copy of the next tile overlaps this one's
-// arithmetic, and each warp's fragments come from shared memory, not from the L1 or L2. A tile's
-// 16-byte chunks are stored XOR-swizzled by row so that the warps' fragment reads hit distinct banks.
+// ---- The block-shared variant (GQA with 4 | query heads per KV head, head_dim 64 or 128): a warp
+// group is 4 query heads of one KV head on the same 16 rows, so its warps read the same keys and
+// values. kGroups groups per block: 1, a block per 16-row half of a tile-list entry; 2, both
+// halves (8 warps), so that each key tile copied serves 32 rows. Tiles of 64 keys go through
+// shared memory, copied by the whole block with cp.async one tile ahead (double-buffered): the
+// copy of the next tile overlaps this one's arithmetic, and each warp's fragments come from shared
+// memory, not from the L1 or L2. A tile's 16-byte chunks are stored XOR-swizzled by row so that
+// the warps' fragment reads hit distinct banks.
 constexpr int kSmemTileKeys = 64;
 
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
@@ -234,44 +295,52 @@ __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_gr
 // chunks g + 8h) then fall on 8 distinct 16-byte bank groups per quarter warp.
 __device__ __forceinline__ int swizzle(int r, int c) { return c ^ ((r & 6) ^ ((r & 1) << 2)); }
 
-template <int D>
-__global__ void __launch_bounds__(kWarps * 32)
-    prefill_shared_kernel(DeviceStep s, AttentionLaunch a, const float* q, const int32_t* tiles) {
+template <int D, int kGroups>
+__global__ void __launch_bounds__(kGroups * kWarps * 32)
+    prefill_shared_kernel(DeviceStep s, AttentionLaunch a, const float* q, const int32_t* tiles, bool uniform) {
+  constexpr int kThreads = kGroups * kWarps * 32;
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   extern __shared__ uint4 tile_smem[];  // [stage 2][keys, values][64 rows][kChunks]
   __shared__ const uint8_t* row_ptr[2][2 * kSmemTileKeys];
   auto stage_rows = [&](int st, int kind) { return tile_smem + (st * 2 + kind) * kSmemTileKeys * kChunks; };
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  // The four warps: query heads 4y .. 4y + 3, one KV head, the same rows and tiles.
-  PrefillWarp<D> pw(s, a, q, tiles, blockIdx.y * kWarps + warp, lane);
+  const int idx = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);
+  const int tile = kGroups == 2 ? idx : idx / 2, first = kGroups == 2 ? 0 : idx % 2;
+  const RowTile block_rows = row_tile(s, tiles, tile, first, kGroups);
+  if (block_rows.rows <= 0) return;  // the whole block: a second half past its entry's end
+  // This warp: query head 4y + warp % 4 (the group's four share one KV head), rows of its group.
+  const RowTile rt = row_tile(s, tiles, tile, first + warp / kWarps, 1);
+  PrefillWarp<D> pw(s, a, q, rt, blockIdx.y * kWarps + warp % kWarps, lane);
   using W = WarpAttention<D, false>;
   W& w = pw.w;
-  const int64_t last = pw.last;
-  // 64-key tiles in order: pass 0 over the own streams, pass 1 over the distant source (as the
-  // per-warp kernel), skipping tiles no row needs; the cursor is the same in every thread.
+  // 64-key tiles in order over the block's rows: pass 0 over the own streams, pass 1 over the
+  // distant source (as the per-warp kernel), skipping tiles no row needs; the cursor is the same
+  // in every thread. A warp whose own rows do not need a tile only helps copy it.
+  const KeySpan block_span(s, s.first_pos[rt.b] + (block_rows.row0 - s.row_begin[rt.b]), block_rows.rows);
+  const int32_t last = block_span.last;
   const int passes = pw.passes();
   struct Cursor {
     int pass;
-    int64_t k0;
+    int32_t k0;
   };
   auto advance = [&](Cursor c) {
     for (;;) {
       c.k0 += kSmemTileKeys;
       if (c.k0 > last) c.pass += 1, c.k0 = 0;
-      if (c.pass >= passes || pw.needed(c.pass, c.k0, kSmemTileKeys)) return c;
+      if (c.pass >= passes || block_span.needed(pw.one_pass, c.pass, c.k0, kSmemTileKeys)) return c;
     }
   };
   // Queues the copy of tile c into stage st (every thread takes part).
   auto fetch = [&](const Cursor& c, int st) {
-    {
+    if (threadIdx.x < 2 * kSmemTileKeys) {
       const int t = threadIdx.x;
-      const int64_t j = c.k0 + t % kSmemTileKeys;
+      const int32_t j = c.k0 + t % kSmemTileKeys;
       const DeviceStream stream = pw.stream(c.pass, t < kSmemTileKeys ? podkv::kKeys : podkv::kValues);
       row_ptr[st][t] = j <= last ? entry_at(s, stream, j) : nullptr;
     }
     __syncthreads();
-    for (int x = threadIdx.x; x < 2 * kSmemTileKeys * kChunks; x += kWarps * 32) {
+    for (int x = threadIdx.x; x < 2 * kSmemTileKeys * kChunks; x += kThreads) {
       const int row = x / kChunks, ch = x % kChunks, r = row % kSmemTileKeys;
       const uint8_t* src = row_ptr[st][row];
       uint4* dst = stage_rows(st, row / kSmemTileKeys) + r * kChunks + swizzle(r, ch);
@@ -293,44 +362,66 @@ __global__ void __launch_bounds__(kWarps * 32)
       cp_async_wait<0>();
     }
     __syncthreads();  // stage st is complete for every thread
-    const uint4* K = stage_rows(st, 0);
-    const uint4* V = stage_rows(st, 1);
-    float x[8][4];
+    if (rt.rows > 0 && pw.needed(cur.pass, cur.k0, kSmemTileKeys)) {
+      const uint4* K = stage_rows(st, 0);
+      const uint4* V = stage_rows(st, 1);
+      float x[8][4];
 #pragma unroll
-    for (int nb = 0; nb < 8; ++nb) {
-      const int r = 8 * nb + w.g;  // this lane's key row of the n-block
-      uint4 k[W::kKeyChunks];
+      for (int nb = 0; nb < 8; ++nb) {
+        const int r = 8 * nb + w.g;  // this lane's key row of the n-block
+        uint4 k[W::kKeyChunks];
 #pragma unroll
-      for (int j = 0; j < W::kKeyChunks; ++j) k[j] = K[r * kChunks + swizzle(r, 4 * j + w.c)];
-      w.scores(k, x[nb]);
-    }
-    const uint32_t distant_bits = pw.mask(x, cur.k0, cur.pass);
-    w.softmax(x, distant_bits);
-#pragma unroll
-    for (int u = 0; u < 4; ++u) {  // 16 keys per k-step of P V
-      uint4 v[4][W::kValueHalves];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = 16 * u + 2 * w.c + e % 2 + 8 * (e / 2);
-#pragma unroll
-        for (int hh = 0; hh < W::kValueHalves; ++hh) v[e][hh] = V[r * kChunks + swizzle(r, w.g + 8 * hh)];
+        for (int j = 0; j < W::kKeyChunks; ++j) k[j] = K[r * kChunks + swizzle(r, 4 * j + w.c)];
+        w.scores(k, x[nb]);
       }
-      const float p[2][4] = {{x[2 * u][0], x[2 * u][1], x[2 * u][2], x[2 * u][3]},
-                             {x[2 * u + 1][0], x[2 * u + 1][1], x[2 * u + 1][2], x[2 * u + 1][3]}};
-      w.accumulate(p, v);
+      pw.weights(x, cur.k0, cur.pass, uniform);
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {  // 16 keys per k-step of P V
+        uint4 v[4][W::kValueHalves];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int r = 16 * u + 2 * w.c + e % 2 + 8 * (e / 2);
+#pragma unroll
+          for (int hh = 0; hh < W::kValueHalves; ++hh) v[e][hh] = V[r * kChunks + swizzle(r, w.g + 8 * hh)];
+        }
+        const float p[2][4] = {{x[2 * u][0], x[2 * u][1], x[2 * u][2], x[2 * u][3]},
+                               {x[2 * u + 1][0], x[2 * u + 1][1], x[2 * u + 1][2], x[2 * u + 1][3]}};
+        w.accumulate(p, v);
+      }
     }
     cur = next, st ^= 1;
   }
-  pw.write();
+  if (rt.rows > 0) pw.write();
 }
 
-template <int D>
-void launch_shared(const dim3& grid, cudaStream_t stream, const DeviceStep& step, const AttentionLaunch& launch,
-                   const float* q, const int32_t* tiles) {
+template <int D, int kGroups>
+void launch_shared(int64_t num_tiles, int head_blocks, cudaStream_t stream, const DeviceStep& step,
+                   const AttentionLaunch& launch, const float* q, const int32_t* tiles, bool uniform) {
   const int smem = 2 * 2 * kSmemTileKeys * (D / 8) * 16;
-  check_cuda(cudaFuncSetAttribute(prefill_shared_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+  check_cuda(cudaFuncSetAttribute(prefill_shared_kernel<D, kGroups>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
              "cudaFuncSetAttribute(prefill_shared_kernel)");
-  prefill_shared_kernel<D><<<grid, kWarps * 32, smem, stream>>>(step, launch, q, tiles);
+  const dim3 grid(static_cast<unsigned>(num_tiles * (2 / kGroups)), static_cast<unsigned>(head_blocks));
+  prefill_shared_kernel<D, kGroups><<<grid, kGroups * kWarps * 32, smem, stream>>>(step, launch, q, tiles, uniform);
+}
+
+// The variant: PODKV_CUDA_PREFILL=G,U (G warp groups per block of the shared kernel, 1 or 2; U 1
+// for the whole-tile fast path, 0 to mask every tile) for timing on other GPUs
+// (scripts/tuning_gpu.sh). Read once.
+struct PrefillVariant {
+  int groups = 2;
+  bool uniform = true;
+};
+
+PrefillVariant prefill_variant() {
+  static const PrefillVariant v = [] {
+    PrefillVariant out;
+    const char* s = std::getenv("PODKV_CUDA_PREFILL");
+    int g = 0, u = 0;
+    if (s != nullptr && std::sscanf(s, "%d,%d", &g, &u) == 2 && (g == 1 || g == 2) && (u == 0 || u == 1))
+      out.groups = g, out.uniform = u == 1;
+    return out;
+  }();
+  return v;
 }
 
 }  // namespace
@@ -345,15 +436,25 @@ void prefill_attention(const DeviceStep& step, const AttentionLaunch& launch, co
   if (num_tiles == 0) return;
   check(prefill_attention_fits(step.head_dim, step.dtype, step.num_groups),
         "cuda prefill attention: needs bf16 entries, head_dim a multiple of 32 up to 128 and no selection");
-  const dim3 grid(static_cast<unsigned>(num_tiles), static_cast<unsigned>((launch.num_heads + kWarps - 1) / kWarps));
+  const PrefillVariant variant = prefill_variant();
+  const int head_blocks = (launch.num_heads + kWarps - 1) / kWarps;
   const int groups = launch.num_heads / step.num_kv_heads;
   if (groups % kWarps == 0 && (step.head_dim == 64 || step.head_dim == 128)) {
-    if (step.head_dim == 64) launch_shared<64>(grid, stream, step, launch, q, tiles);
-    else launch_shared<128>(grid, stream, step, launch, q, tiles);
+    const bool u = variant.uniform;
+    if (variant.groups == 2) {
+      if (step.head_dim == 64) launch_shared<64, 2>(num_tiles, head_blocks, stream, step, launch, q, tiles, u);
+      else launch_shared<128, 2>(num_tiles, head_blocks, stream, step, launch, q, tiles, u);
+    } else {
+      if (step.head_dim == 64) launch_shared<64, 1>(num_tiles, head_blocks, stream, step, launch, q, tiles, u);
+      else launch_shared<128, 1>(num_tiles, head_blocks, stream, step, launch, q, tiles, u);
+    }
     check_launch("prefill_shared_kernel");
     return;
   }
-  auto launch_kernel = [&](auto kernel) { kernel<<<grid, kWarps * 32, 0, stream>>>(step, launch, q, tiles); };
+  const dim3 grid(static_cast<unsigned>(2 * num_tiles), static_cast<unsigned>(head_blocks));
+  auto launch_kernel = [&](auto kernel) {
+    kernel<<<grid, kWarps * 32, 0, stream>>>(step, launch, q, tiles, variant.uniform);
+  };
   switch (step.head_dim) {
     case 32: launch_kernel(prefill_kernel<32>); break;
     case 64: launch_kernel(prefill_kernel<64>); break;
@@ -363,6 +464,6 @@ void prefill_attention(const DeviceStep& step, const AttentionLaunch& launch, co
   check_launch("prefill_kernel");
 }
 
-int prefill_tile_rows() { return kRows; }
+int prefill_tile_rows() { return kTileRows; }
 
 }  // namespace podkv::cuda

@@ -138,7 +138,7 @@ __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in,
 // measured on the H200 (docs/gpu-bench/decode-tuning: 157 tok/s against 143 for
 // gemv_bf16x8_kernel, Llama-3-8B decode at batch 1); PODKV_CUDA_GEMV_ROW="R,U" (R in {1, 2, 4},
 // U in {2, 4, 8}) picks another, "0" gemv_bf16x8_kernel: a knob for tuning on other GPUs
-// (scripts/decode_tuning_gpu.sh); any other value keeps the default. Read once.
+// (scripts/tuning_gpu.sh); any other value keeps the default. Read once.
 struct RowVariant {
   int r = 2, u = 4;
 };

@@ -290,6 +290,20 @@ std::vector<KvCaseSpec> kv_case_specs() {
       specs.push_back(c);
       ++j;
     }
+  // Prefill chunks long enough that the tiled kernels meet whole 64-key tiles inside the causal
+  // edge, of one token class (a prompt of 100 rows from position 0, ending in a partial 32-row
+  // tile; 200 rows after 130 committed): bf16 entries, the shared kernel's groupings (4 query
+  // heads per KV head, head_dim 128 and 64) and the per-warp kernel's (3 per KV head).
+  const std::vector<EntrySpec> prompt_batch = {{0, 100, true}, {130, 200, true}, {40, 1, false}};
+  const KvGeometry prompt_geometries[] = {{4, 2, 8, 128}, {4, 1, 4, 64}, {4, 2, 6, 64}};
+  int k = 0;
+  for (const char* policy : {"dense", "pod", "streaming", "cla"})
+    for (const KvGeometry& geo : prompt_geometries) {
+      KvCaseSpec c{policy, KvDType::BF16, long_pages[k % 3], geo, prompt_batch};
+      if (k % 2 == 1 && std::string(policy) == "pod") c.tau = 0.5f;
+      specs.push_back(c);
+      ++k;
+    }
   return specs;
 }
 

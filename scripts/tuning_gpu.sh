@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Kernel tuning on the GPU machine (issue 12), everything in one run: which
+# variant of a CUDA kernel is fastest, measured against this build's default
+# (and a baseline build, when given) in the same run. PARTS picks the sections:
+#   decode   podkv bench decode at batch 1, DEPTHS tokens of context: the default
+#            (twice, the baseline interleaved), every one-row GEMV variant
+#            (PODKV_CUDA_GEMV_ROW), every decode-attention split size
+#            (PODKV_CUDA_DECODE_SPLIT_KEYS);
+#   prefill  podkv bench prefill at PREFILL_LENGTHS tokens under every prefill-attention
+#            variant (PODKV_CUDA_PREFILL=G,U), the default's GPU time by region
+#            (--profile), and transformers' SDPA prefill on the same shape (PEER=1);
+#   kernels  Nsight Compute's GPU time per kernel of one decode run (when ncu is installed).
+# Every timing is the Llama-3-8B shape with random bf16 weights (configs/llama-3-8b-32k),
+# bf16 KV entries, 64-token pages. Before any timing, correctness: every CUDA op
+# against the CPU reference (podkv_test_backend_ops --backend cuda, the defaults),
+# the matmul cases under every GEMV variant, the attention cases under every
+# prefill variant, the fused-op test (CudaFusedOps) and the CUDA fixture tests
+# (logits against transformers and the CPU, greedy generation).
+# BASE_SRC (a .tar.gz of an earlier tree: git archive HEAD -- CMakeLists.txt src
+# tools scripts/check_layers.py configs) adds a baseline podkv built from it.
+# Writes OUT_DIR/tuning.md, OUT_DIR/prefill.md, OUT_DIR/kernels.md, OUT_DIR/*.log.
+#   scripts/tuning_gpu.sh BUILD_DIR OUT_DIR
+#   (env: PARTS ["decode prefill kernels"], BASE_SRC, VARIANTS ["0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8"],
+#    SPLIT_KEYS ["32 64 128 256"], DEPTHS [4096], PREFILL_VARIANTS ["1,0 1,1 2,0 2,1"],
+#    PREFILL_LENGTHS [4096,32768], PEER [1], CHECKS [1]: 0 skips the correctness step)
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:?usage: tuning_gpu.sh BUILD_DIR OUT_DIR}
+out=${2:?usage: tuning_gpu.sh BUILD_DIR OUT_DIR}
+mkdir -p "$out"
+parts=${PARTS:-decode prefill kernels}
+want() { [[ " $parts " == *" $1 "* ]]; }
+read -r -a variants <<<"${VARIANTS:-0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8}"
+read -r -a split_keys <<<"${SPLIT_KEYS:-32 64 128 256}"
+read -r -a prefill_variants <<<"${PREFILL_VARIANTS:-1,0 1,1 2,0 2,1}"
+want decode || variants=()
+want prefill || prefill_variants=()
+. "$root/scripts/use_deps_pcre2.sh"  # PCRE2's header from .deps/ on a machine without libpcre2-dev
+use_deps_pcre2 "$root"
+configure=(-DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF)
+config="$root/configs/llama-3-8b-32k"
+common=(-m "$config" --device cuda --random-weights --kv-dtype bf16 --page-tokens 64)
+
+# ---- builds (the baseline in the background)
+base=""
+if [ -n "${BASE_SRC:-}" ]; then
+  base=$out/base
+  rm -rf "$base" && mkdir -p "$base/src"
+  tar -xzf "$BASE_SRC" -C "$base/src"
+  (cmake -S "$base/src" -B "$base/build" "${configure[@]}" -DPODKV_TESTS=OFF >"$out/base_build.log" 2>&1 &&
+    cmake --build "$base/build" -j 6 --target podkv_cli >>"$out/base_build.log" 2>&1) &
+fi
+checks=${CHECKS:-1}
+targets=(podkv_cli)
+[ "$checks" = 1 ] && targets+=(podkv_tests podkv_test_backend_ops)
+cmake -S "$root" -B "$build" "${configure[@]}" >"$out/build.log" 2>&1 &&
+  cmake --build "$build" -j 14 --target "${targets[@]}" >>"$out/build.log" 2>&1 ||
+  { grep -E "error|Error" "$out/build.log" | head -30; exit 1; }
+wait
+[ -z "$base" ] || [ -x "$base/build/podkv" ] || { echo "baseline build failed:"; grep -E "error|Error" "$out/base_build.log" | head; base=""; }
+echo "builds: done ($SECONDS s)"
+
+# ---- correctness
+status=0
+variant_check() {  # variant_check ENV_NAME VALUE OP: the op's cases under one variant
+  local log=$out/${3}_${1}_${2/,/x}.log
+  if env "$1=$2" "$build/podkv_test_backend_ops" --op "$3" --backend cuda >"$log" 2>&1; then
+    echo "$3, $1=$2: $(tail -1 "$log")"
+  else
+    echo "$3, $1=$2: FAILED"; grep -v " OK$" "$log" | head -5; status=1
+  fi
+}
+if [ "$checks" = 1 ]; then
+  if "$build/podkv_test_backend_ops" --backend cuda >"$out/backend_ops.log" 2>&1; then
+    echo "every op, defaults: $(tail -1 "$out/backend_ops.log")"
+  else
+    echo "every op, defaults: FAILED"; grep -v " OK$" "$out/backend_ops.log" | head -10; status=1
+  fi
+  for v in "${variants[@]}"; do variant_check PODKV_CUDA_GEMV_ROW "$v" matmul; done
+  for v in "${prefill_variants[@]}"; do variant_check PODKV_CUDA_PREFILL "$v" attention; done
+  (cd "$root" && "$build/podkv_tests" --gtest_filter='CudaFusedOps.*:Models/CudaFixture.*') >"$out/cuda_tests.log" 2>&1 || status=1
+  grep -E "FAILED|PASSED|Failure" "$out/cuda_tests.log" | head -20
+  [ "$status" = 0 ] || { echo "correctness failed: no timings"; exit 1; }
+  echo "checks: done ($SECONDS s)"
+fi
+
+row() {  # row LABEL TEST_PATTERN ENV... -- PODKV ARGS...: the bench's matching rows with the setting's label
+  local label=$1 pattern=$2; shift 2
+  local envs=()
+  while [ "$1" != -- ]; do envs+=("$1"); shift; done
+  shift
+  env "${envs[@]}" "$@" 2>>"$out/bench_errors.log" | grep "| $pattern" |
+    awk -v label="$label" -F'|' '{ line = "| " label " |"; for (i = 6; i < NF; ++i) line = line $i "|"; print line }'
+}
+table_head() {
+  echo
+  echo "| setting | test | batch | t/s | time vs dense | GB/s | of copy | of read | GFLOP/s | of GEMM |"
+  echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+}
+
+# ---- decode at batch 1
+if want decode; then
+  decode=(bench "${common[@]}" -p 0 -n 32 -d "${DEPTHS:-4096}" -r 3)
+  {
+    echo "decode, batch 1 (podkv ${decode[*]})"
+    table_head
+    for pass in 1 2; do
+      [ -z "$base" ] || row "baseline (BASE_SRC), pass $pass" "tg32 @ " X=1 -- "$base/build/podkv" "${decode[@]}"
+      row "this build, default, pass $pass" "tg32 @ " X=1 -- "$build/podkv" "${decode[@]}"
+    done
+    for v in "${variants[@]}"; do row "PODKV_CUDA_GEMV_ROW=$v" "tg32 @ " PODKV_CUDA_GEMV_ROW="$v" -- "$build/podkv" "${decode[@]}"; done
+    for k in "${split_keys[@]}"; do
+      row "PODKV_CUDA_DECODE_SPLIT_KEYS=$k" "tg32 @ " PODKV_CUDA_DECODE_SPLIT_KEYS="$k" -- "$build/podkv" "${decode[@]}"
+    done
+  } | tee "$out/tuning.md"
+fi
+
+# ---- prefill
+if want prefill; then
+  prefill=(bench "${common[@]}" -p "${PREFILL_LENGTHS:-4096,32768}" -n 0 -r 2)
+  {
+    echo "prefill (podkv ${prefill[*]}); PODKV_CUDA_PREFILL=G,U: G warp groups of 4 query heads x 16 rows per"
+    echo "block of the shared-tile kernel, U 1 = whole key tiles skip the element-wise mask"
+    table_head
+    [ -z "$base" ] || row "baseline (BASE_SRC)" "pp" X=1 -- "$base/build/podkv" "${prefill[@]}"
+    row "this build, default" "pp" X=1 -- "$build/podkv" "${prefill[@]}"
+    for v in "${prefill_variants[@]}"; do row "PODKV_CUDA_PREFILL=$v" "pp" PODKV_CUDA_PREFILL="$v" -- "$build/podkv" "${prefill[@]}"; done
+    echo
+    echo "the default's GPU time by region (--profile: regions timed one by one with events)"
+    "$build/podkv" "${prefill[@]}" --profile 2>>"$out/bench_errors.log" | grep -A3 "GPU time"
+  } | tee "$out/prefill.md"
+  if [ "${PEER:-1}" = 1 ]; then
+    PYTHONUNBUFFERED=1 python3 "$root/scripts/bench_gpu_peer.py" -m "$config" --out "$out/transformers_prefill.json" \
+      --prefill "${PREFILL_LENGTHS:-4096,32768}" --decode "" --attn sdpa | tee -a "$out/prefill.md" || status=1
+  fi
+fi
+
+# ---- GPU time per kernel (graph nodes profiled one by one)
+if want kernels; then
+  if command -v ncu >/dev/null; then
+    # Nsight Compute: the GPU time of each kernel of two decode steps (replayed one by one, so
+    # without launch gaps), summed per kernel name.
+    timeout 150 ncu --graph-profiling node --metrics gpu__time_duration.sum --csv -k regex:'^(?!fill_random)' -c 2000 \
+      "$build/podkv" bench "${common[@]}" -p 0 -n 2 -d 4096 -r 1 >"$out/ncu.csv" 2>"$out/ncu.log"
+    python3 - "$out/ncu.csv" <<'PY' | tee "$out/kernels.md"
+import csv, sys, collections
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+head, body = rows[0], rows[1:]
+ki, vi = head.index("Kernel Name"), head.index("Metric Value")
+total, count = collections.Counter(), collections.Counter()
+for r in body:
+    name = r[ki].replace("(anonymous namespace)::", "").replace("void ", "").split("(")[0].split("<")[0]
+    total[name] += float(r[vi].replace(",", "")); count[name] += 1
+ns = sum(total.values())
+print(f"GPU time per kernel (ncu, {sum(count.values())} launches):")
+for name, t in total.most_common():
+    print(f"  {name:40s} {count[name]:6d} launches {t / 1e3:10.1f} us {100 * t / ns:5.1f}%")
+PY
+  else
+    echo "no ncu on this machine: no per-kernel times"
+  fi
+fi
+echo "tuning_gpu: $([ $status -eq 0 ] && echo done || echo FAILURES) ($SECONDS s)"
+exit "$status"
