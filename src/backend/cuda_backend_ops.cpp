@@ -83,6 +83,7 @@ struct CudaBackendOps::State {
   Packer packer;
   std::vector<int32_t> row_entry;
   std::vector<uint8_t> entry_tiled;
+  std::vector<int32_t> decode_rows;
   std::vector<int32_t> prefill_tiles;
   cuda::DeviceStep step;
   // Scratch: x in bf16 for cuBLAS; the skipped-parts counter.
@@ -402,6 +403,11 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
     }
   }
   const int64_t num_tiles = static_cast<int64_t>(s.prefill_tiles.size() / 2);
+  s.decode_rows.clear();
+  if (num_tiles > 0)
+    for (int b = 0; b < B; ++b)
+      if (!s.entry_tiled[b])
+        for (int64_t r = batch.row_begin[b]; r < batch.row_begin[b + 1]; ++r) s.decode_rows.push_back(static_cast<int32_t>(r));
 
   Packer& p = s.packer;
   p.bytes().clear();
@@ -416,7 +422,7 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
   const size_t first_pos = p.put(batch.first_pos, B);
   const size_t score_from = batch.score_from != nullptr ? p.put(batch.score_from, B) : 0;
   const size_t row_entry = p.put(s.row_entry.data(), s.row_entry.size());
-  const size_t entry_tiled = p.put(s.entry_tiled.data(), s.entry_tiled.size());
+  const size_t decode_rows = p.put(s.decode_rows.data(), s.decode_rows.size());
   const size_t prefill_tiles = p.put(s.prefill_tiles.data(), s.prefill_tiles.size());
   // The page indices last: while decode steps add pages, every other array keeps its place (and a
   // step graph's arguments stay valid).
@@ -458,7 +464,7 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
   d.first_pos = reinterpret_cast<const int64_t*>(base + first_pos);
   d.score_from = batch.score_from != nullptr ? reinterpret_cast<const int64_t*>(base + score_from) : nullptr;
   d.row_entry = reinterpret_cast<const int32_t*>(base + row_entry);
-  d.entry_tiled = num_tiles > 0 ? reinterpret_cast<const uint8_t*>(base + entry_tiled) : nullptr;
+  d.decode_rows = num_tiles > 0 ? reinterpret_cast<const int32_t*>(base + decode_rows) : nullptr;
   d.prefill_tiles = num_tiles > 0 ? reinterpret_cast<const int32_t*>(base + prefill_tiles) : nullptr;
   d.num_prefill_tiles = num_tiles;
   untiled_rows_ = 0;
@@ -467,6 +473,7 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
     if (!s.entry_tiled[b]) untiled_rows_ += batch.row_begin[b + 1] - batch.row_begin[b];
     max_keys_ = std::max(max_keys_, batch.first_pos[b] + batch.row_begin[b + 1] - batch.row_begin[b]);
   }
+  d.num_decode_rows = untiled_rows_;
   has_step_ = true;
 }
 

@@ -187,7 +187,7 @@ __device__ int row_spans(const DeviceStep& s, int layer, int b, int h, int64_t p
 template <KvDType T>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
-  const int64_t row = blockIdx.x;
+  const int64_t slot = blockIdx.x, row = s.decode_rows != nullptr ? s.decode_rows[slot] : slot;
   const int H = a.num_heads, Hkv = s.num_kv_heads, groups = H / Hkv, d = s.head_dim, layer = a.layer;
   const int tiles_per_head = (groups + kGroupTile - 1) / kGroupTile;
   const int h = blockIdx.y / tiles_per_head;
@@ -196,7 +196,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int split = blockIdx.z;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int b = s.row_entry[row];
-  if (s.entry_tiled != nullptr && s.entry_tiled[b]) return;  // the prefill kernel's row
   const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
 
   const KvRule kr = s.key_rules[layer * Hkv + h];
@@ -320,7 +319,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     __syncthreads();
     float m = -INFINITY;
     for (int w = 0; w < kWarps; ++w) m = fmaxf(m, w_max[w][g]);
-    float* out = partial_at(partials, row, H, head0 + g, splits, split, d);
+    float* out = partial_at(partials, slot, H, head0 + g, splits, split, d);
     for (int t = threadIdx.x; t < d + 3; t += blockDim.x) {
       float x = 0.0f;
       for (int w = 0; w < kWarps; ++w) {
@@ -343,7 +342,7 @@ constexpr int kMmaHeads = 16;
 template <int D>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_mma_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
-  const int64_t row = blockIdx.x;
+  const int64_t slot = blockIdx.x, row = s.decode_rows != nullptr ? s.decode_rows[slot] : slot;
   const int H = a.num_heads, Hkv = s.num_kv_heads, groups = H / Hkv, layer = a.layer;
   const int tiles_per_head = (groups + kMmaHeads - 1) / kMmaHeads;
   const int h = blockIdx.y / tiles_per_head;
@@ -353,7 +352,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int split = blockIdx.z * kWarps + warp;
   if (split >= splits) return;
   const int b = s.row_entry[row];
-  if (s.entry_tiled != nullptr && s.entry_tiled[b]) return;  // the prefill kernel's row
   const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
 
   const KvRule kr = s.key_rules[layer * Hkv + h];
@@ -426,7 +424,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int r = 0; r < 2; ++r) {
     const int t = w.g + 8 * r;
     if (t >= G) continue;
-    float* out = partial_at(partials, row, H, head0 + t, splits, split, D);
+    float* out = partial_at(partials, slot, H, head0 + t, splits, split, D);
     if (w.c == 0) {
       out[0] = w.m[r] == -INFINITY ? -INFINITY : w.m[r] * 0.6931471805599453f;  // natural-log units
       out[1] = w.sum_p[r], out[2] = w.sum_d[r];
@@ -447,13 +445,12 @@ __global__ void __launch_bounds__(kWarps * 32)
 constexpr int kMaxMergeSplits = 1024;
 
 __global__ void merge_kernel(int num_heads, int d, int layer, int64_t rows, int splits, const float* partials,
-                             float* out, float* all_gates, const int32_t* row_entry, const uint8_t* entry_tiled) {
-  const int64_t row = blockIdx.x;
+                             float* out, float* all_gates, const int32_t* decode_rows) {
+  const int64_t slot = blockIdx.x, row = decode_rows != nullptr ? decode_rows[slot] : slot;
   const int i = blockIdx.y;
-  if (entry_tiled != nullptr && entry_tiled[row_entry[row]]) return;
   __shared__ float weight[kMaxMergeSplits];
   __shared__ float reduce[3][32];
-  const float* base = partial_at(const_cast<float*>(partials), row, num_heads, i, splits, 0, d);
+  const float* base = partial_at(const_cast<float*>(partials), slot, num_heads, i, splits, 0, d);
   const int64_t stride = d + 3;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   float m = -INFINITY;
@@ -500,14 +497,14 @@ size_t decode_attention_partial_floats(int64_t rows, int num_heads, int splits, 
 
 void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits,
                       float* partials, cudaStream_t stream) {
-  if (step.rows == 0) return;
+  if (step.num_decode_rows == 0) return;
   check(decode_attention_fits(step.head_dim),
         "cuda decode attention: head_dim " + std::to_string(step.head_dim) + " is not a multiple of 8 up to 128");
   check(splits >= 1 && splits <= kMaxMergeSplits, "cuda decode attention: 1 to 1024 splits");
   const int groups = launch.num_heads / step.num_kv_heads;
   if (decode_attention_mma_fits(step.head_dim, step.dtype, step.num_groups)) {
     const int tiles = (groups + kMmaHeads - 1) / kMmaHeads;
-    const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(step.num_kv_heads * tiles),
+    const dim3 grid(static_cast<unsigned>(step.num_decode_rows), static_cast<unsigned>(step.num_kv_heads * tiles),
                     static_cast<unsigned>((splits + kWarps - 1) / kWarps));
     auto launch_kernel = [&](auto kernel) { kernel<<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); };
     switch (step.head_dim) {
@@ -520,9 +517,9 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
   } else {
     launch_simt(step, launch, q, splits, partials, stream);
   }
-  const dim3 merge_grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(launch.num_heads));
+  const dim3 merge_grid(static_cast<unsigned>(step.num_decode_rows), static_cast<unsigned>(launch.num_heads));
   merge_kernel<<<merge_grid, 128, 0, stream>>>(launch.num_heads, step.head_dim, launch.layer, step.rows, splits, partials,
-                                        launch.out, launch.all_gates, step.row_entry, step.entry_tiled);
+                                        launch.out, launch.all_gates, step.decode_rows);
   check_launch("merge_kernel");
 }
 
@@ -548,7 +545,7 @@ void launch_simt(const DeviceStep& step, const AttentionLaunch& launch, const fl
                  cudaStream_t stream) {
   const int groups = launch.num_heads / step.num_kv_heads;
   const int tiles = (groups + kGroupTile - 1) / kGroupTile;
-  const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(step.num_kv_heads * tiles),
+  const dim3 grid(static_cast<unsigned>(step.num_decode_rows), static_cast<unsigned>(step.num_kv_heads * tiles),
                   static_cast<unsigned>(splits));
   const size_t smem = 2 * static_cast<size_t>(kWarps) * 32 * value_row_stride(step.entry_bytes);
   auto launch_kernel = [&](auto kernel) {

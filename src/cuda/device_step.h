@@ -30,9 +30,11 @@ struct DeviceStep {
   const int64_t* first_pos = nullptr;     // [B]
   const int64_t* score_from = nullptr;    // [B], or null
   const int32_t* row_entry = nullptr;     // [rows]
-  // Entries whose rows the tiled prefill kernel takes (1), the others' rows go to the
-  // decode kernels; null when none is tiled.
-  const uint8_t* entry_tiled = nullptr;   // [B]
+  // The rows the decode kernels take (those of entries the tiled prefill kernel does not), in
+  // order; their partial results are stored by index in this list. Null when no entry is tiled:
+  // every row, row i at index i.
+  const int32_t* decode_rows = nullptr;   // [num_decode_rows]
+  int64_t num_decode_rows = 0;
   const int32_t* prefill_tiles = nullptr; // [num_prefill_tiles][2]: entry, first row within it
   int64_t num_prefill_tiles = 0;
 };
