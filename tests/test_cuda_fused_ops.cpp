@@ -1,7 +1,9 @@
 // CudaBackendOps' fused steps against the CPU ops they replace, on the GPU.
 // split_qkv_rope (one launch for the stacked projection's split and the RoPE of
 // q and k) against the CPU's split and apply_rope, over odd shapes: MHA, GQA,
-// MQA, head_dim 64/80/128, both pair layouts, rows 1 and 37 at far positions.
+// MQA, head_dim 64/80/128, both pair layouts, rows 1 and 37 at far positions;
+// add_rms_norm (the residual add written back, then the norm of the sum) against
+// a plain double reference, rows that fit the kernel's registers and one that does not.
 // Skips when built without CUDA or when no GPU is visible (CI).
 #include <gtest/gtest.h>
 
@@ -77,8 +79,47 @@ TEST(CudaFusedOps, SplitQkvRopeMatchesCpuSplitAndRope) {
     EXPECT_EQ(v, gv) << "v, " << what;
   }
 }
+
+TEST(CudaFusedOps, AddRmsNormMatchesAddThenNorm) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  CudaBackendOps ops;
+  std::mt19937_64 rng(11);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const double eps = 1e-5;
+  for (int64_t n : {64, 4096, 4099, 9000})
+    for (int64_t rows : {1, 37}) {
+      std::vector<float> x(static_cast<size_t>(rows * n)), res(x.size()), w(static_cast<size_t>(n));
+      for (float& e : x) e = normal(rng);
+      for (float& e : res) e = normal(rng);
+      for (float& e : w) e = normal(rng);
+      DeviceBuffer d_x(ops, x.size() * 4), d_res(ops, x.size() * 4), d_w(ops, w.size() * 4), d_out(ops, x.size() * 4);
+      ops.upload(d_x.data(), x.data(), x.size() * 4);
+      ops.upload(d_res.data(), res.data(), res.size() * 4);
+      ops.upload(d_w.data(), w.data(), w.size() * 4);
+      ops.add_rms_norm(d_x.as<float>(), d_res.as<float>(), d_w.as<float>(), rows, n, eps, d_out.as<float>());
+      std::vector<float> got_x(x.size()), got(x.size());
+      ops.download(got_x.data(), d_x.data(), x.size() * 4);
+      ops.download(got.data(), d_out.data(), x.size() * 4);
+      double worst = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        double ss = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          const float sum = x[r * n + i] + res[r * n + i];  // float32, as the kernel adds
+          ASSERT_EQ(got_x[r * n + i], sum) << "x + residual, row " << r << ", n " << n;
+          ss += static_cast<double>(sum) * sum;
+        }
+        const double inv = 1.0 / std::sqrt(ss / n + eps);
+        for (int64_t i = 0; i < n; ++i) {
+          const double want = (x[r * n + i] + res[r * n + i]) * inv * w[i];
+          worst = std::max(worst, std::fabs(got[r * n + i] - want) / std::max(1e-6, std::fabs(want)));
+        }
+      }
+      EXPECT_LE(worst, 1e-6) << "rows " << rows << ", n " << n;
+    }
+}
 #else
 TEST(CudaFusedOps, SplitQkvRopeMatchesCpuSplitAndRope) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
+TEST(CudaFusedOps, AddRmsNormMatchesAddThenNorm) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
 #endif
 
 }  // namespace

@@ -43,9 +43,10 @@ void embedding_cases(BackendOps& ops, Reporter& report, std::mt19937_64& rng) {
   }
 }
 
+// Rows that fit the CUDA kernel's registers (up to 8192 elements) and one that does not (9000).
 void rms_norm_cases(BackendOps& ops, Reporter& report, std::mt19937_64& rng) {
   const double eps = 1e-5;
-  for (int64_t n : {24, 100, 4099}) {
+  for (int64_t n : {24, 100, 4096, 4099, 9000}) {
     for (int64_t rows : kRows) {
       const std::vector<float> x = normal_floats(rng, rows * n, 3.0f), w = normal_floats(rng, n);
       DeviceBuffer d_x = to_device(ops, x), d_w = to_device(ops, w), d_out(ops, x.size() * sizeof(float));
