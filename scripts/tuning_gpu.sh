@@ -9,6 +9,8 @@
 #   prefill  podkv bench prefill at PREFILL_LENGTHS tokens under every prefill-attention
 #            variant (PODKV_CUDA_PREFILL=G,U), the default's GPU time by region
 #            (--profile), and transformers' SDPA prefill on the same shape (PEER=1);
+#   batches  decode at BATCHES [8,32] sequences of BATCH_DEPTHS [8192] tokens, dense and PoD
+#            (uniform blocks of 3, sink 16, recent 4080) side by side, --kv-memory 96G;
 #   kernels  Nsight Compute's GPU time per kernel of one decode run (when ncu is installed).
 # Every timing is the Llama-3-8B shape with random bf16 weights (configs/llama-3-8b-32k),
 # bf16 KV entries, 64-token pages. Before any timing, correctness: every CUDA op
@@ -20,7 +22,7 @@
 # tools scripts/check_layers.py configs) adds a baseline podkv built from it.
 # Writes OUT_DIR/tuning.md, OUT_DIR/prefill.md, OUT_DIR/kernels.md, OUT_DIR/*.log.
 #   scripts/tuning_gpu.sh BUILD_DIR OUT_DIR
-#   (env: PARTS ["decode prefill kernels"], BASE_SRC, VARIANTS ["0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8"],
+#   (env: PARTS ["decode prefill kernels"] (batches: only when named), BASE_SRC, VARIANTS ["0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8"],
 #    SPLIT_KEYS ["32 64 128 256"], DEPTHS [4096], PREFILL_VARIANTS ["1,0 1,1 2,0 2,1"],
 #    PREFILL_LENGTHS [4096,32768], PEER [1], CHECKS [1]: 0 skips the correctness step)
 set -uo pipefail
@@ -84,18 +86,21 @@ if [ "$checks" = 1 ]; then
   echo "checks: done ($SECONDS s)"
 fi
 
-row() {  # row LABEL TEST_PATTERN ENV... -- PODKV ARGS...: the bench's matching rows with the setting's label
+# row LABEL TEST_PATTERN ENV... -- PODKV ARGS...: the bench's matching rows with the setting's label
+# (from the test column on; FIRST_FIELD=5 keeps the kv column too)
+row() {
   local label=$1 pattern=$2; shift 2
   local envs=()
   while [ "$1" != -- ]; do envs+=("$1"); shift; done
   shift
   env "${envs[@]}" "$@" 2>>"$out/bench_errors.log" | grep "| $pattern" |
-    awk -v label="$label" -F'|' '{ line = "| " label " |"; for (i = 6; i < NF; ++i) line = line $i "|"; print line }'
+    awk -v label="$label" -v first="${FIRST_FIELD:-6}" -F'|' \
+      '{ line = "| " label " |"; for (i = first; i < NF; ++i) line = line $i "|"; print line }'
 }
-table_head() {
+table_head() {  # table_head [kv]: the columns row prints
   echo
-  echo "| setting | test | batch | t/s | time vs dense | GB/s | of copy | of read | GFLOP/s | of GEMM |"
-  echo "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| setting |${1:+ kv |} test | batch | t/s | time vs dense | GB/s | of copy | of read | GFLOP/s | of GEMM |"
+  echo "| --- |${1:+ --- |} --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 }
 
 # ---- decode at batch 1
@@ -135,6 +140,18 @@ if want prefill; then
   fi
 fi
 
+# ---- decode batches, dense against PoD
+if want batches; then
+  batches=(bench "${common[@]}" --kv pod --pod-group 3 --sink 16 --recent 4080 -p 0 -n 16 -d "${BATCH_DEPTHS:-8192}"
+    -b "${BATCHES:-8,32}" -r 2 --kv-memory 96G)
+  {
+    echo "decode batches, dense and PoD (podkv ${batches[*]})"
+    table_head kv
+    [ -z "$base" ] || FIRST_FIELD=5 row "baseline (BASE_SRC)" ".*tg16 @ " X=1 -- "$base/build/podkv" "${batches[@]}"
+    FIRST_FIELD=5 row "this build, default" ".*tg16 @ " X=1 -- "$build/podkv" "${batches[@]}"
+  } | tee "$out/batches.md"
+fi
+
 # ---- GPU time per kernel (graph nodes profiled one by one)
 if want kernels; then
   if command -v ncu >/dev/null; then
@@ -143,18 +160,23 @@ if want kernels; then
     timeout 150 ncu --graph-profiling node --metrics gpu__time_duration.sum --csv -k regex:'^(?!fill_random)' -c 2000 \
       "$build/podkv" bench "${common[@]}" -p 0 -n 2 -d 4096 -r 1 >"$out/ncu.csv" 2>"$out/ncu.log"
     python3 - "$out/ncu.csv" <<'PY' | tee "$out/kernels.md"
-import csv, sys, collections
+import csv, sys, collections, re
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
 head, body = rows[0], rows[1:]
 ki, vi = head.index("Kernel Name"), head.index("Metric Value")
 total, count = collections.Counter(), collections.Counter()
 for r in body:
-    name = r[ki].replace("(anonymous namespace)::", "").replace("void ", "").split("(")[0].split("<")[0]
+    # "void podkv::cuda::(anonymous namespace)::gemv_bf16_row_kernel<2, 4>(...)": the name with its template arguments
+    name, depth = "", 0
+    for ch in re.sub(r"\(anonymous namespace\)::|<unnamed>::|podkv::cuda::|podkv::|void ", "", r[ki]):
+        if ch == "(" and depth == 0: break
+        name += ch
+        depth += (ch == "<") - (ch == ">")
     total[name] += float(r[vi].replace(",", "")); count[name] += 1
 ns = sum(total.values())
-print(f"GPU time per kernel (ncu, {sum(count.values())} launches):")
+print(f"GPU time per kernel (ncu: base clocks, caches flushed between kernels; {sum(count.values())} launches, {ns / 1e3:.1f} us):")
 for name, t in total.most_common():
-    print(f"  {name:40s} {count[name]:6d} launches {t / 1e3:10.1f} us {100 * t / ns:5.1f}%")
+    print(f"  {name[:60]:60s} {count[name]:6d} launches {t / 1e3:10.1f} us {100 * t / ns:5.1f}%")
 PY
   else
     echo "no ncu on this machine: no per-kernel times"

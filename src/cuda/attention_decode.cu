@@ -440,32 +440,48 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 // One block per (row, query head): the chunks' partials combined. Each chunk's weight
-// exp(max_c - max) goes to shared memory first, so that the sums over the chunks are loads
-// independent of each other (hundreds of chunks at batch 1).
+// exp(max_c - max) goes to shared memory first; then kThreads / 128 groups of threads each sum
+// their share of the chunks for every output element: with 512 threads (many chunks: batch 1,
+// 64 chunks at 4K keys) a thread waits on a quarter of the chunks' loads.
 constexpr int kMaxMergeSplits = 1024;
 
-__global__ void merge_kernel(int num_heads, int d, int layer, int64_t rows, int splits, const float* partials,
-                             float* out, float* all_gates, const int32_t* decode_rows) {
+template <int kThreads>
+__global__ void __launch_bounds__(kThreads)
+    merge_kernel(int num_heads, int d, int layer, int64_t rows, int splits, const float* partials, float* out,
+                 float* all_gates, const int32_t* decode_rows) {
   const int64_t slot = blockIdx.x, row = decode_rows != nullptr ? decode_rows[slot] : slot;
   const int i = blockIdx.y;
   __shared__ float weight[kMaxMergeSplits];
-  __shared__ float reduce[3][32];
+  constexpr int kGroups = kThreads / kMaxHeadDim;
+  constexpr int kPerThread = kMaxMergeSplits / kThreads;
+  __shared__ float reduce[3][kThreads / 32];
+  __shared__ float sums[kGroups][kMaxHeadDim];
   const float* base = partial_at(const_cast<float*>(partials), slot, num_heads, i, splits, 0, d);
   const int64_t stride = d + 3;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = kThreads / 32;
+  // Each chunk's (max, proximal sum, distant sum), read once.
+  float cm[kPerThread], cp[kPerThread], cd[kPerThread];
   float m = -INFINITY;
-  for (int c = threadIdx.x; c < splits; c += blockDim.x) m = fmaxf(m, base[c * stride]);
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int c = threadIdx.x + k * kThreads;
+    cm[k] = -INFINITY, cp[k] = 0.0f, cd[k] = 0.0f;
+    if (c < splits) cm[k] = base[c * stride], cp[k] = base[c * stride + 1], cd[k] = base[c * stride + 2];
+    m = fmaxf(m, cm[k]);
+  }
   m = warp_max(m);
   if (lane == 0) reduce[0][warp] = m;
   __syncthreads();
   m = -INFINITY;
   for (int w = 0; w < warps; ++w) m = fmaxf(m, reduce[0][w]);
   float sp = 0.0f, sd = 0.0f;
-  for (int c = threadIdx.x; c < splits; c += blockDim.x) {
-    const float* p = base + c * stride;
-    const float wc = p[0] == -INFINITY ? 0.0f : expf(p[0] - m);
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int c = threadIdx.x + k * kThreads;
+    if (c >= splits) continue;
+    const float wc = cm[k] == -INFINITY ? 0.0f : expf(cm[k] - m);
     weight[c] = wc;
-    sp += wc * p[1], sd += wc * p[2];
+    sp += wc * cp[k], sd += wc * cd[k];
   }
   sp = warp_sum(sp), sd = warp_sum(sd);
   if (lane == 0) reduce[1][warp] = sp, reduce[2][warp] = sd;
@@ -473,10 +489,19 @@ __global__ void merge_kernel(int num_heads, int d, int layer, int64_t rows, int 
   sp = 0.0f, sd = 0.0f;
   for (int w = 0; w < warps; ++w) sp += reduce[1][w], sd += reduce[2][w];
   const float inv = 1.0f / (sp + sd);
-  for (int t = threadIdx.x; t < d; t += blockDim.x) {
+  // Group g sums chunks g, g + kGroups, ... for element t.
+  const int g = threadIdx.x / kMaxHeadDim, t = threadIdx.x % kMaxHeadDim;
+  if (t < d) {
     float x = 0.0f;
 #pragma unroll 8
-    for (int c = 0; c < splits; ++c) x += weight[c] * base[c * stride + 3 + t];
+    for (int c = g; c < splits; c += kGroups) x += weight[c] * base[c * stride + 3 + t];
+    sums[g][t] = x;
+  }
+  __syncthreads();
+  if (g == 0 && t < d) {
+    float x = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kGroups; ++k) x += sums[k][t];
     out[(row * num_heads + i) * d + t] = x * inv;
   }
   if (threadIdx.x == 0 && all_gates != nullptr) all_gates[(static_cast<int64_t>(layer) * rows + row) * num_heads + i] = sp * inv;
@@ -518,8 +543,12 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
     launch_simt(step, launch, q, splits, partials, stream);
   }
   const dim3 merge_grid(static_cast<unsigned>(step.num_decode_rows), static_cast<unsigned>(launch.num_heads));
-  merge_kernel<<<merge_grid, 128, 0, stream>>>(launch.num_heads, step.head_dim, launch.layer, step.rows, splits, partials,
-                                        launch.out, launch.all_gates, step.decode_rows);
+  if (splits >= 16)
+    merge_kernel<512><<<merge_grid, 512, 0, stream>>>(launch.num_heads, step.head_dim, launch.layer, step.rows, splits,
+                                                      partials, launch.out, launch.all_gates, step.decode_rows);
+  else
+    merge_kernel<128><<<merge_grid, 128, 0, stream>>>(launch.num_heads, step.head_dim, launch.layer, step.rows, splits,
+                                                      partials, launch.out, launch.all_gates, step.decode_rows);
   check_launch("merge_kernel");
 }
 
