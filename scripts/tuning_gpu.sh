@@ -24,7 +24,8 @@
 #   scripts/tuning_gpu.sh BUILD_DIR OUT_DIR
 #   (env: PARTS ["decode prefill kernels"] (batches: only when named), BASE_SRC, VARIANTS ["0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8"],
 #    SPLIT_KEYS ["32 64 128 256"], DEPTHS [4096], PREFILL_VARIANTS ["1,0 1,1 2,0 2,1"],
-#    PREFILL_LENGTHS [4096,32768], PEER [1], CHECKS [1]: 0 skips the correctness step)
+#    PREFILL_LENGTHS [4096,32768], PEER [1], CHECKS [1]: 0 skips the correctness step;
+#    an empty VARIANTS, SPLIT_KEYS or PREFILL_VARIANTS runs none of them)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:?usage: tuning_gpu.sh BUILD_DIR OUT_DIR}
@@ -32,9 +33,9 @@ out=${2:?usage: tuning_gpu.sh BUILD_DIR OUT_DIR}
 mkdir -p "$out"
 parts=${PARTS:-decode prefill kernels}
 want() { [[ " $parts " == *" $1 "* ]]; }
-read -r -a variants <<<"${VARIANTS:-0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8}"
-read -r -a split_keys <<<"${SPLIT_KEYS:-32 64 128 256}"
-read -r -a prefill_variants <<<"${PREFILL_VARIANTS:-1,0 1,1 2,0 2,1}"
+read -r -a variants <<<"${VARIANTS-0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8}"
+read -r -a split_keys <<<"${SPLIT_KEYS-32 64 128 256}"
+read -r -a prefill_variants <<<"${PREFILL_VARIANTS-1,0 1,1 2,0 2,1}"
 want decode || variants=()
 want prefill || prefill_variants=()
 . "$root/scripts/use_deps_pcre2.sh"  # PCRE2's header from .deps/ on a machine without libpcre2-dev
