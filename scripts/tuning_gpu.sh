@@ -20,7 +20,9 @@
 # (logits against transformers and the CPU, greedy generation).
 # BASE_SRC (a .tar.gz of an earlier tree: git archive HEAD -- CMakeLists.txt src
 # tools scripts/check_layers.py configs) adds a baseline podkv built from it.
-# Writes OUT_DIR/tuning.md, OUT_DIR/prefill.md, OUT_DIR/kernels.md, OUT_DIR/*.log.
+# Writes OUT_DIR/tuning.md (decode), prefill.md and transformers_prefill.json, batches.md,
+# kernels.md and ncu.csv, and the logs (*.log). At most 8 files come back from the GPU
+# machine: delete what is not wanted before the call ends.
 #   scripts/tuning_gpu.sh BUILD_DIR OUT_DIR
 #   (env: PARTS ["decode prefill kernels"] (batches: only when named), BASE_SRC, VARIANTS ["0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8"],
 #    SPLIT_KEYS ["32 64 128 256"], DEPTHS [4096], PREFILL_VARIANTS ["1,0 1,1 2,0 2,1"],
@@ -159,8 +161,9 @@ if want kernels; then
     # Nsight Compute: the GPU time of each kernel of two decode steps (replayed one by one, so
     # without launch gaps), summed per kernel name.
     timeout 150 ncu --graph-profiling node --metrics gpu__time_duration.sum --csv -k regex:'^(?!fill_random)' -c 2000 \
-      "$build/podkv" bench "${common[@]}" -p 0 -n 2 -d 4096 -r 1 >"$out/ncu.csv" 2>"$out/ncu.log"
-    python3 - "$out/ncu.csv" <<'PY' | tee "$out/kernels.md"
+      "$build/podkv" bench "${common[@]}" -p 0 -n 2 -d 4096 -r 1 >"$out/ncu.csv" 2>"$out/ncu.log" ||
+      { echo "ncu failed:"; tail -5 "$out/ncu.log"; status=1; }
+    python3 - "$out/ncu.csv" <<'PY' | tee "$out/kernels.md" || status=1
 import csv, sys, collections, re
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
 head, body = rows[0], rows[1:]

@@ -1,19 +1,22 @@
 // Prefill attention on the tensor cores (flash-attention-2 style) for bf16 KV
 // entries without selection stores. A warp (warp_attention.cuh) does 16
-// consecutive query rows of one head; a block is 4 warps, 4 query heads of the
-// same 16 rows. Two kernels:
+// consecutive query rows of one head; a warp group is 4 warps, 4 query heads
+// of the same 16 rows; the host lists the prompt rows in tiles of 32 (two
+// groups' rows). Two kernels:
 //  - prefill_shared_kernel (4 | query heads per KV head, head_dim 64 or 128):
 //    the 4 heads share one KV head, so 64-key tiles are copied once per block
 //    into shared memory (cp.async, one tile ahead, double-buffered) and every
-//    warp reads its fragments from there;
-//  - prefill_kernel (any grouping, head_dim a multiple of 32): each warp reads
-//    16-key tiles from the pool straight into registers, the next tile's loads
-//    issued during this one's arithmetic.
+//    warp reads its fragments from there; a block is both groups of a tile
+//    (8 warps, the default) or one (PODKV_CUDA_PREFILL);
+//  - prefill_kernel (any grouping, head_dim a multiple of 32): a block is one
+//    group; each warp reads 16-key tiles from the pool straight into registers,
+//    the next tile's loads issued during this one's arithmetic.
 // PoD's two key sources: when a head reads its distant keys from another
 // layer (the block anchor), the proximal keys (sink + recent window, its own
 // layer) and the distant ones (anchor's keys, its own values) are two passes
 // over the key tiles with complementary masks; otherwise one pass. Tiles no
-// row needs are skipped, and the tiles with the most keys (a prompt's last
+// row needs are skipped, tiles every row reads whole and of one class skip
+// the element-wise mask, and the tiles with the most keys (a prompt's last
 // rows) start first. A head whose anchor gate is >= tau masks its distant
 // keys (counted once per row). Q and P are rounded to bf16 as FlashAttention
 // does; the cache's entries are bf16 already.

@@ -3,8 +3,9 @@
 // the sum of squares is taken in double (rows of a few thousand floats would
 // otherwise lose a few ulps against the CPU's double reference) with one
 // warp-shuffle reduction and one pass over the block's warp sums, and the
-// product is float32. A decode step runs 65 of these on one row each, so the
-// latency of the one row is what counts: one round of loads, two barriers.
+// product is float32. A decode step runs 2 L + 1 of these on one row each (65
+// for Llama-3-8B), so the latency of the one row is what counts: one round of
+// loads, two barriers.
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
 

@@ -295,7 +295,9 @@ std::vector<KvCaseSpec> kv_case_specs() {
   // Prefill chunks long enough that the tiled kernels meet whole 64-key tiles inside the causal
   // edge, of one token class (a prompt of 100 rows from position 0, ending in a partial 32-row
   // tile; 200 rows after 130 committed): bf16 entries, the shared kernel's groupings (4 query
-  // heads per KV head, head_dim 128 and 64) and the per-warp kernel's (3 per KV head).
+  // heads per KV head, head_dim 128 and 64) and the per-warp kernel's (3 per KV head). Then with
+  // a sink of 64 and a window of 128, so that whole tiles also lie in the sink and in the window,
+  // and a prompt of 120 rows whose last 32-row tile is 24 rows (its second half partly filled).
   const std::vector<EntrySpec> prompt_batch = {{0, 100, true}, {130, 200, true}, {40, 1, false}};
   const KvGeometry prompt_geometries[] = {{4, 2, 8, 128}, {4, 1, 4, 64}, {4, 2, 6, 64}};
   int k = 0;
@@ -303,6 +305,15 @@ std::vector<KvCaseSpec> kv_case_specs() {
     for (const KvGeometry& geo : prompt_geometries) {
       KvCaseSpec c{policy, KvDType::BF16, long_pages[k % 3], geo, prompt_batch};
       if (k % 2 == 1 && std::string(policy) == "pod") c.tau = 0.5f;
+      specs.push_back(c);
+      ++k;
+    }
+  const std::vector<EntrySpec> window_batch = {{0, 120, true}, {300, 220, true}, {500, 1, false}};
+  for (const char* policy : {"pod", "streaming"})
+    for (const KvGeometry& geo : {prompt_geometries[0], prompt_geometries[2]}) {
+      KvCaseSpec c{policy, KvDType::BF16, long_pages[k % 3], geo, window_batch};
+      c.sink_tokens = 64, c.recent_tokens = 128;
+      if (k % 2 == 0 && std::string(policy) == "pod") c.tau = 0.5f;
       specs.push_back(c);
       ++k;
     }

@@ -18,14 +18,19 @@ std::string KvCaseSpec::describe() const {
   std::snprintf(tau_text, sizeof tau_text, "%g", tau);
   return policy + " " + kv_dtype_name(dtype) + " page=" + std::to_string(page_tokens) + " H=" +
          std::to_string(geometry.heads) + "/" + std::to_string(geometry.kv_heads) + " d=" +
-         std::to_string(geometry.dim) + " kv=" + kv + " new=" + add + (tau < 1.0f ? std::string(" tau=") + tau_text : "");
+         std::to_string(geometry.dim) + " kv=" + kv + " new=" + add + (tau < 1.0f ? std::string(" tau=") + tau_text : "") +
+         (sink_tokens != 4 || recent_tokens != 24
+              ? " sink=" + std::to_string(sink_tokens) + " recent=" + std::to_string(recent_tokens)
+              : "");
 }
 
-KvPolicyOptions case_policy_options(const std::string& policy, const KvGeometry& g) {
+KvPolicyOptions case_policy_options(const KvCaseSpec& spec) {
+  const std::string& policy = spec.policy;
+  const KvGeometry& g = spec.geometry;
   KvPolicyOptions o;
   o.policy = policy;
-  o.sink_tokens = 4;
-  o.recent_tokens = 24;
+  o.sink_tokens = spec.sink_tokens;
+  o.recent_tokens = spec.recent_tokens;
   o.budget = 16;
   o.observation_window = 8;
   o.pool_kernel = 3;
@@ -52,7 +57,7 @@ KvScenario::KvScenario(BackendOps& ops, const KvCaseSpec& spec, uint64_t seed) :
   config.num_kv_heads = g.kv_heads;
   config.num_heads = g.heads;
   config.head_dim = g.dim;
-  const KvLayout layout = make_kv_layout(config, case_policy_options(spec.policy, g));
+  const KvLayout layout = make_kv_layout(config, case_policy_options(spec));
   // Room for every entry's dense pages in all four stream kinds, plus one partly filled page each.
   int64_t pages = 0;
   for (const EntrySpec& e : spec.entries)

@@ -37,12 +37,14 @@ struct KvCaseSpec {
   KvGeometry geometry;
   std::vector<EntrySpec> entries;
   float tau = 1.0f;
+  int sink_tokens = 4, recent_tokens = 24;  // the token classes' bounds (PoD, StreamingLLM, H2O, SnapKV)
   std::string describe() const;
 };
 
 // Policy settings of every case: small enough that the lengths of the cases
-// cross every token class (sink 4, window 24, budget 16, observation window 8).
-KvPolicyOptions case_policy_options(const std::string& policy, const KvGeometry& g);
+// cross every token class (sink 4 and window 24 unless the case says otherwise,
+// budget 16, observation window 8).
+KvPolicyOptions case_policy_options(const KvCaseSpec& spec);
 
 class KvScenario {
  public:
