@@ -53,7 +53,8 @@
 # SEQS, BUDGETS, TOKENS_PER_S, STEPS [from the budgets], BATCH_TOKENS,
 # LRS ["1e-3 1e-3 6e-4"], MIN_LR_RATIO [0.1], WARMUPS ["100 50 50"],
 # WEIGHT_DECAY [0.1], BETA1 [0.9], BETA2 [0.95], CLIP [1.0], INIT_STD [0.02],
-# SEED [1; stage k uses SEED+k-1], SYNTHETIC [passkey,kv], SYNTHETIC_FRACTION [0.5],
+# SEED [1; stage k uses SEED+k-1], SYNTHETIC [passkey-eval,kv,niah], SYNTHETIC_FRACTION [0.5],
+# SYNTHETIC_MIN_LENS ["0 0 0": --synthetic-min-len per stage, 0 = whole-sequence samples],
 # PASSKEY_DIGITS [5], KV_PAIRS [0 = as many as fit], EVAL_EVERY [200],
 # EVAL_BATCHES [4], ACCURACY_SAMPLES [64], PRECISION [bf16], PEAK_TFLOPS [790],
 # EVAL_DEVICE [DEVICE], EVAL_LENGTHS, EVAL_DEPTHS, EVAL_SAMPLES, EVAL_SEED [0],
@@ -72,6 +73,7 @@ python=${PYTHON:-python3}
 stop_after=${STOP_AFTER:-}
 read -r -a seqs <<<"${SEQS:-256 1024 4160}"
 read -r -a budgets <<<"${BUDGETS:-90 90 120}"
+read -r -a synthetic_min_lens <<<"${SYNTHETIC_MIN_LENS:-0 0 0}"
 read -r -a rates <<<"${TOKENS_PER_S:-1000000 900000 750000}"
 read -r -a lrs <<<"${LRS:-1e-3 1e-3 6e-4}"
 read -r -a warmups <<<"${WARMUPS:-100 50 50}"
@@ -159,6 +161,9 @@ for ((k = 0; k < stages; ++k)); do
     --eval-every "${EVAL_EVERY:-200}" --eval-batches "${EVAL_BATCHES:-4}" --accuracy-samples "${ACCURACY_SAMPLES:-64}"
     --save-every 0 --device "$device" --precision "${PRECISION:-bf16}" --peak-tflops "${PEAK_TFLOPS:-790}"
     -t "$threads" --out "$dir")
+  # Synthetic samples of every length from this many tokens up (the rest of the sequence text).
+  min_len=${synthetic_min_lens[k]:-0}
+  [ "$min_len" = 0 ] || cmd+=(--synthetic-min-len "$min_len")
   printf '%q ' "${cmd[@]}" >>"$commands"
   echo >>"$commands"
   if [ "$rerun" = 0 ] && [ -f "$dir.done" ] && [ "$(head -1 "$dir.done")" = "${cmd[*]}" ]; then

@@ -166,6 +166,21 @@ TEST_F(TrainCli, BadInputFailsCleanly) {
   expect_clean_failure(run({"train", "--config", config, "--tokenizer", kTokenizer.string(), "--data",
                             (tmp_ / "missing.txt").string(), "--seq-len", "16", "--out", out.string()}),
                        "missing.txt", out);
+  // --synthetic-min-len: longer than the sequence (128), without tasks, without text to fill the rest.
+  const fs::path text = tmp_ / "text.txt";
+  std::string body;
+  for (int i = 0; i < 200; ++i) body += "line " + std::to_string(i) + " of a small text to train on.\n";
+  write_text(text, body);
+  for (const std::vector<std::string>& extra :
+       {std::vector<std::string>{"--data", text.string(), "--synthetic", "passkey", "--synthetic-fraction", "0.5",
+                                 "--synthetic-min-len", "129"},
+        std::vector<std::string>{"--data", text.string(), "--synthetic-min-len", "32"},
+        std::vector<std::string>{"--synthetic", "passkey", "--synthetic-fraction", "1", "--synthetic-min-len", "32"}}) {
+    std::vector<std::string> args = {"train", "--config", config, "--tokenizer", kTokenizer.string(), "--seq-len",
+                                     "128", "--steps", "2", "--out", out.string()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    expect_clean_failure(run(args), "--synthetic-min-len", out);
+  }
 
   // A pod.json for another model (3 KV heads; the model has 2).
   const fs::path model = tmp_ / "model";

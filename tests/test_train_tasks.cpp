@@ -130,6 +130,55 @@ TEST(TrainTasks, NiahNeedsTextAndRoom) {
   EXPECT_NO_THROW(held.task_batch(Task::Niah, 0, 4, 200));
 }
 
+// --synthetic-min-len: samples of every length from the minimum to the sequence, each a whole
+// eval-format prompt and answer from the row's start, the rest of the row a window of the training
+// text with its loss counted.
+TEST(TrainTasks, SyntheticMinLenMixesSampleLengthsWithText) {
+  auto tok = load_tokenizer(kModel);
+  Corpus corpus;
+  corpus.train = prose(*tok);
+  SyntheticOptions so;
+  so.tasks = {Task::PasskeyEval};
+  const SyntheticTasks tasks(*tok, so);
+  BatchSource source(&corpus, &tasks, 1.0, 5);
+  const int64_t batch = 48, seq = 400, min_len = 150;
+  source.set_synthetic_min_len(min_len);
+  const Batch b = source.train_batch(3, 0, batch, seq);
+  std::vector<int64_t> lengths;
+  for (int64_t r = 0; r < batch; ++r) {
+    const int32_t* tokens = &b.tokens[r * seq];
+    const int32_t* targets = &b.targets[r * seq];
+    ASSERT_EQ(tokens[0], tok->bos_id()) << "row " << r;
+    // The answer " 12345." is the first run of counted targets; the sample ends with it.
+    int64_t first = 0;
+    while (first < seq && targets[first] == -1) ++first;
+    ASSERT_LT(first, seq) << "row " << r;
+    std::vector<int32_t> sample(tokens, tokens + first + 1);
+    std::smatch m;
+    const std::string prompt = tok->decode(sample);
+    ASSERT_TRUE(std::regex_search(prompt, m, std::regex("The pass key is ([1-9][0-9]{4})\\. Remember it\\."))) << prompt;
+    const std::vector<int32_t> answer = tok->encode(" " + std::string(m[1]) + ".", false);
+    const int64_t len = first + static_cast<int64_t>(answer.size());  // the sample's tokens in the row
+    ASSERT_LE(len, seq) << "row " << r;
+    for (size_t k = 0; k < answer.size(); ++k) EXPECT_EQ(targets[first + static_cast<int64_t>(k)], answer[k]) << "row " << r;
+    lengths.push_back(len);
+    if (len == seq) continue;
+    // The rest: one window of the training text, every target counted.
+    const std::vector<int32_t> rest(tokens + len, tokens + seq);
+    const int64_t at = find(corpus.train.begin(), corpus.train.end(), rest);
+    ASSERT_GE(at, 0) << "row " << r;
+    for (int64_t j = len; j < seq; ++j) EXPECT_EQ(targets[j], corpus.train[at + (j - len) + 1]) << "row " << r;
+  }
+  // Lengths from the minimum to the sequence, spread between them.
+  EXPECT_GE(*std::min_element(lengths.begin(), lengths.end()), min_len);
+  EXPECT_LT(*std::min_element(lengths.begin(), lengths.end()), min_len + 60);
+  EXPECT_GT(*std::max_element(lengths.begin(), lengths.end()), seq - 60);
+  // Without text there is nothing to fill the rest with; a negative length is refused.
+  BatchSource no_text(nullptr, &tasks, 1.0, 5);
+  expect_error([&] { no_text.set_synthetic_min_len(100); }, "--synthetic-min-len");
+  expect_error([&] { source.set_synthetic_min_len(-1); }, "--synthetic-min-len");
+}
+
 TEST(TrainTasks, PasskeyEvalSampleIsEvalsPrompt) {
   auto tok = load_tokenizer(kModel);
   SyntheticOptions so;

@@ -296,13 +296,37 @@ Batch BatchSource::train_batch(int64_t step, int micro, int64_t batch, int64_t s
     const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;
     if (u < synthetic_fraction_) {
       const auto& tasks = tasks_->options().tasks;
-      tasks_->sample(tasks[rng() % tasks.size()], seq, rng, &b.tokens[i * seq], &b.targets[i * seq], haystack(false));
+      const Task task = tasks[rng() % tasks.size()];
+      // A sample of `len` tokens, then (when shorter than the sequence) a window of the training text.
+      int64_t len = seq;
+      const int64_t shortest = std::max(synthetic_min_len_, tasks_->min_seq(task));
+      if (synthetic_min_len_ > 0 && shortest < seq)
+        len = shortest + static_cast<int64_t>(rng() % static_cast<uint64_t>(seq - shortest + 1));
+      tasks_->sample(task, len, rng, &b.tokens[i * seq], &b.targets[i * seq], haystack(false));
+      if (len < seq) {
+        const int64_t rest = seq - len, room = static_cast<int64_t>(corpus_->train.size()) - rest;
+        if (room < 1)
+          throw Error("--synthetic-min-len: the training text has " + std::to_string(corpus_->train.size()) +
+                      " tokens, too few to fill a sequence after a sample");
+        const int64_t at = static_cast<int64_t>(rng() % static_cast<uint64_t>(room));
+        for (int64_t j = 0; j < rest; ++j) {
+          b.tokens[i * seq + len + j] = corpus_->train[at + j];
+          b.targets[i * seq + len + j] = corpus_->train[at + j + 1];
+        }
+      }
     } else {
       text_window(corpus_->train, static_cast<int64_t>(rng() % static_cast<uint64_t>(windows)), seq,
                   &b.tokens[i * seq], &b.targets[i * seq]);
     }
   }
   return b;
+}
+
+void BatchSource::set_synthetic_min_len(int64_t n) {
+  if (n < 0) throw Error("--synthetic-min-len: must be >= 0, not " + std::to_string(n));
+  if (n > 0 && (corpus_ == nullptr || corpus_->train.size() < 2))
+    throw Error("--synthetic-min-len: needs training text (--data) to fill a sequence after a shorter sample");
+  synthetic_min_len_ = n;
 }
 
 bool BatchSource::has_validation_text() const {

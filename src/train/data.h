@@ -106,6 +106,11 @@ class BatchSource {
   // Synthetic samples of one task from a seed of their own (for accuracy).
   Batch task_batch(Task task, int64_t index, int64_t batch, int64_t seq) const;
   bool has_validation_text() const;
+  // Synthetic training samples of every length from n tokens (at least the task's minimum) to the
+  // whole sequence, uniformly; the rest of the sequence is a window of the training text, its
+  // loss counted. 0 (the default): every sample fills its sequence. Needs training text
+  // (throws Error naming --synthetic-min-len). Validation and accuracy samples stay whole.
+  void set_synthetic_min_len(int64_t n);
 
  private:
   void text_window(const std::vector<int32_t>& stream, int64_t window, int64_t seq, int32_t* tokens,
@@ -116,6 +121,7 @@ class BatchSource {
   const SyntheticTasks* tasks_;
   double synthetic_fraction_;
   uint64_t seed_;
+  int64_t synthetic_min_len_ = 0;
 };
 
 }  // namespace podkv::train

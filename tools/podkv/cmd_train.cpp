@@ -32,6 +32,7 @@ struct TrainingFlags {
   std::vector<std::string> data;
   std::string synthetic;        // "passkey,kv"
   double synthetic_fraction = 0;
+  int64_t synthetic_min_len = 0;
   int passkey_digits = 5;
   int kv_pairs = 0;
   double val_fraction = 0.05;
@@ -60,6 +61,10 @@ void add_training_flags(CLI::App* cmd, TrainingFlags& f) {
   cmd->add_option("--train", o.train, "which parameters train: all, attention, qk")->capture_default_str();
   cmd->add_option("--synthetic", f.synthetic, "synthetic tasks to mix in, comma-separated: passkey, kv, niah (needs --data), passkey-eval");
   cmd->add_option("--synthetic-fraction", f.synthetic_fraction, "fraction of sequences that are synthetic")->capture_default_str();
+  cmd->add_option("--synthetic-min-len", f.synthetic_min_len,
+                  "synthetic samples of every length from N tokens to --seq-len, the rest of the sequence "
+                  "training text (0 = every sample fills its sequence)")
+      ->capture_default_str();
   cmd->add_option("--passkey-digits", f.passkey_digits, "digits of a passkey")->capture_default_str();
   cmd->add_option("--kv-pairs", f.kv_pairs, "key-value pairs per kv sample (0 = as many as fit)")->capture_default_str();
   cmd->add_option("--val-fraction", f.val_fraction, "tail of the text held out for evaluation")->capture_default_str();
@@ -150,6 +155,11 @@ Data load_data(const TrainingFlags& f, const Tokenizer& tokenizer) {
         throw Error("--seq-len: " + std::to_string(f.options.seq_len) + " is too short for the " + task_name(t) +
                     " task (needs " + std::to_string(d.tasks->min_seq(t)) + " tokens)");
   d.source = std::make_unique<BatchSource>(d.corpus.get(), d.tasks.get(), f.synthetic_fraction, f.options.seed);
+  if (f.synthetic_min_len > f.options.seq_len)
+    throw Error("--synthetic-min-len: " + std::to_string(f.synthetic_min_len) + " is longer than --seq-len " +
+                std::to_string(f.options.seq_len));
+  if (f.synthetic_min_len > 0 && !d.tasks) throw Error("--synthetic-min-len: needs --synthetic tasks");
+  d.source->set_synthetic_min_len(f.synthetic_min_len);
   return d;
 }
 
