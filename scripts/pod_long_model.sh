@@ -13,7 +13,8 @@
 #   2. podkv adapt --device ADAPT_DEVICE [cuda] with that pod.json, from the trained model:
 #      ADAPT_STEPS [400] steps of 15 x 4160 tokens, lr ADAPT_LR [2e-4] to a tenth
 #      in a cosine after 40 warmup steps, the training data and synthetic mix of
-#      train_long_model.sh (half passkey-eval, kv and niah sequences).
+#      train_long_model.sh (half passkey-eval, kv and niah sequences; ADAPT_SYNTHETIC_MIN_LEN
+#      [0] > 0: samples of every length from that many tokens, --synthetic-min-len).
 #   3. OUT_DIR/podkv-long and OUT_DIR/podkv-long-pod: bf16 copies of the trained
 #      and the adapted model (scripts/to_bf16.py), the chosen pod.json beside each.
 # Every command goes to OUT_DIR/pod_commands.sh.
@@ -74,12 +75,14 @@ header_tokens() { od -An -t u8 -j 32 -N 8 "$1" | tr -d ' '; }
 val_fraction=$(awk -v h="$(header_tokens "$data/heldout.tokens")" -v t="$(header_tokens "$data/train.tokens")" \
   'BEGIN { printf "%.12g", (h + 0.5) / (h + t) }')
 lr=${ADAPT_LR:-2e-4}
+min_len=()  # ADAPT_SYNTHETIC_MIN_LEN: synthetic samples of every length from this many tokens up
+[ "${ADAPT_SYNTHETIC_MIN_LEN:-0}" = 0 ] || min_len=(--synthetic-min-len "$ADAPT_SYNTHETIC_MIN_LEN")
 rm -rf "$out/adapt"
 run "$podkv" adapt -m "$trained" --pod-config "$out/pod.json" \
   --data "$data/train.tokens" "$data/heldout.tokens" --val-fraction "$val_fraction" \
   --seq-len "$seq" --batch "$batch" --steps "${ADAPT_STEPS:-400}" --lr "$lr" \
   --min-lr "$(awk -v l="$lr" 'BEGIN { printf "%g", l / 10 }')" --warmup 40 \
-  --synthetic passkey-eval,kv,niah --synthetic-fraction 0.5 --eval-every 100 \
+  --synthetic passkey-eval,kv,niah --synthetic-fraction 0.5 "${min_len[@]}" --eval-every 100 \
   --device "${ADAPT_DEVICE:-cuda}" --precision bf16 --peak-tflops 790 -t "$threads" --out "$out/adapt" 2>&1 | tee "$out/adapt.txt"
 
 # ---- 3. the shipped directories, in bf16: config.json (torch_dtype bfloat16),
