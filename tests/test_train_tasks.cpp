@@ -41,6 +41,13 @@ int64_t find(It begin, It end, const std::vector<int32_t>& what) {
   return at == end ? -1 : static_cast<int64_t>(at - begin);
 }
 
+// The synthetic tasks of one task, its default settings.
+SyntheticTasks one_task(const Tokenizer& tok, Task task) {
+  SyntheticOptions so;
+  so.tasks = {task};
+  return SyntheticTasks(tok, so);
+}
+
 // f() throws an Error whose message names `what`.
 template <typename F>
 void expect_error(F f, const std::string& what) {
@@ -56,9 +63,7 @@ TEST(TrainTasks, NiahSampleIsEvalsPromptOverATextWindow) {
   auto tok = load_tokenizer(kModel);
   Corpus corpus;
   corpus.train = prose(*tok);
-  SyntheticOptions so;
-  so.tasks = {Task::Niah};
-  const SyntheticTasks tasks(*tok, so);
+  const SyntheticTasks tasks = one_task(*tok, Task::Niah);
   const BatchSource source(&corpus, &tasks, 1.0, 7);
   const int64_t batch = 32, seq = 300;
   const Batch b = source.train_batch(0, 0, batch, seq);
@@ -112,9 +117,7 @@ TEST(TrainTasks, NiahSampleIsEvalsPromptOverATextWindow) {
 
 TEST(TrainTasks, NiahNeedsTextAndRoom) {
   auto tok = load_tokenizer(kModel);
-  SyntheticOptions so;
-  so.tasks = {Task::Niah};
-  const SyntheticTasks tasks(*tok, so);
+  const SyntheticTasks tasks = one_task(*tok, Task::Niah);
   EXPECT_EQ(parse_task("niah"), Task::Niah);
   EXPECT_STREQ(task_name(Task::Niah), "niah");
   expect_error([&] { BatchSource source(nullptr, &tasks, 1.0, 1); }, "--synthetic niah");
@@ -137,9 +140,7 @@ TEST(TrainTasks, SyntheticMinLenMixesSampleLengthsWithText) {
   auto tok = load_tokenizer(kModel);
   Corpus corpus;
   corpus.train = prose(*tok);
-  SyntheticOptions so;
-  so.tasks = {Task::PasskeyEval};
-  const SyntheticTasks tasks(*tok, so);
+  const SyntheticTasks tasks = one_task(*tok, Task::PasskeyEval);
   BatchSource source(&corpus, &tasks, 1.0, 5);
   const int64_t batch = 48, seq = 400, min_len = 150;
   source.set_synthetic_min_len(min_len);
@@ -181,9 +182,7 @@ TEST(TrainTasks, SyntheticMinLenMixesSampleLengthsWithText) {
 
 TEST(TrainTasks, PasskeyEvalSampleIsEvalsPrompt) {
   auto tok = load_tokenizer(kModel);
-  SyntheticOptions so;
-  so.tasks = {Task::PasskeyEval};
-  const SyntheticTasks tasks(*tok, so);
+  const SyntheticTasks tasks = one_task(*tok, Task::PasskeyEval);
   EXPECT_EQ(parse_task("passkey-eval"), Task::PasskeyEval);
   const BatchSource source(nullptr, &tasks, 1.0, 3);  // needs no text
   const int64_t batch = 16, seq = 400;

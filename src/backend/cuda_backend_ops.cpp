@@ -467,13 +467,11 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
   d.decode_rows = num_tiles > 0 ? reinterpret_cast<const int32_t*>(base + decode_rows) : nullptr;
   d.prefill_tiles = num_tiles > 0 ? reinterpret_cast<const int32_t*>(base + prefill_tiles) : nullptr;
   d.num_prefill_tiles = num_tiles;
-  untiled_rows_ = 0;
-  max_keys_ = 1;
-  for (int b = 0; b < B; ++b) {
-    if (!s.entry_tiled[b]) untiled_rows_ += batch.row_begin[b + 1] - batch.row_begin[b];
-    max_keys_ = std::max(max_keys_, batch.first_pos[b] + batch.row_begin[b + 1] - batch.row_begin[b]);
-  }
+  untiled_rows_ = num_tiles > 0 ? static_cast<int64_t>(s.decode_rows.size()) : rows;
   d.num_decode_rows = untiled_rows_;
+  max_keys_ = 1;
+  for (int b = 0; b < B; ++b)
+    max_keys_ = std::max(max_keys_, batch.first_pos[b] + batch.row_begin[b + 1] - batch.row_begin[b]);
   has_step_ = true;
 }
 

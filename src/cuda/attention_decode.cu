@@ -543,12 +543,12 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
     launch_simt(step, launch, q, splits, partials, stream);
   }
   const dim3 merge_grid(static_cast<unsigned>(step.num_decode_rows), static_cast<unsigned>(launch.num_heads));
-  if (splits >= 16)
-    merge_kernel<512><<<merge_grid, 512, 0, stream>>>(launch.num_heads, step.head_dim, launch.layer, step.rows, splits,
-                                                      partials, launch.out, launch.all_gates, step.decode_rows);
-  else
-    merge_kernel<128><<<merge_grid, 128, 0, stream>>>(launch.num_heads, step.head_dim, launch.layer, step.rows, splits,
-                                                      partials, launch.out, launch.all_gates, step.decode_rows);
+  auto merge = [&](auto kernel, int threads) {
+    kernel<<<merge_grid, threads, 0, stream>>>(launch.num_heads, step.head_dim, launch.layer, step.rows, splits,
+                                               partials, launch.out, launch.all_gates, step.decode_rows);
+  };
+  if (splits >= 16) merge(merge_kernel<512>, 512);
+  else merge(merge_kernel<128>, 128);
   check_launch("merge_kernel");
 }
 
