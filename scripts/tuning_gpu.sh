@@ -11,7 +11,10 @@
 #            (--profile), and transformers' SDPA prefill on the same shape (PEER=1);
 #   batches  decode at BATCHES [8,32] sequences of BATCH_DEPTHS [8192] tokens, dense and PoD
 #            (uniform blocks of 3, sink 16, recent 4080) side by side, --kv-memory 96G;
-#   kernels  Nsight Compute's GPU time per kernel of one decode run (when ncu is installed).
+#   kernels  Nsight Compute's GPU time per kernel of one decode run (when ncu is installed;
+#            NCU_CLOCKS=boost: the GPU's own clocks and warm caches).
+# SETTINGS (default "PODKV_CUDA_PDL=0") are ENV=VALUE settings, each timed as its own row in the
+# decode (twice, interleaved with the default) and batches sections.
 # Every timing is the Llama-3-8B shape with random bf16 weights (configs/llama-3-8b-32k),
 # bf16 KV entries, 64-token pages. Before any timing, correctness: every CUDA op
 # against the CPU reference (podkv_test_backend_ops --backend cuda, the defaults),
@@ -26,7 +29,7 @@
 #   scripts/tuning_gpu.sh BUILD_DIR OUT_DIR
 #   (env: PARTS ["decode prefill kernels"] (batches: only when named), BASE_SRC, VARIANTS ["0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8"],
 #    SPLIT_KEYS ["32 64 128 256"], DEPTHS [4096], PREFILL_VARIANTS ["1,0 1,1 2,0 2,1"],
-#    PREFILL_LENGTHS [4096,32768], PEER [1], CHECKS [1]: 0 skips the correctness step;
+#    PREFILL_LENGTHS [4096,32768], PEER [1], CHECKS [1]: 0 skips the correctness step, SETTINGS, NCU_CLOCKS;
 #    an empty VARIANTS, SPLIT_KEYS or PREFILL_VARIANTS runs none of them)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,6 +40,7 @@ parts=${PARTS:-decode prefill kernels}
 want() { [[ " $parts " == *" $1 "* ]]; }
 read -r -a variants <<<"${VARIANTS-0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8}"
 read -r -a split_keys <<<"${SPLIT_KEYS-32 64 128 256}"
+read -r -a settings <<<"${SETTINGS-PODKV_CUDA_PDL=0}"
 read -r -a prefill_variants <<<"${PREFILL_VARIANTS-1,0 1,1 2,0 2,1}"
 want decode || variants=()
 want prefill || prefill_variants=()
@@ -115,6 +119,7 @@ if want decode; then
     for pass in 1 2; do
       [ -z "$base" ] || row "baseline (BASE_SRC), pass $pass" "tg32 @ " X=1 -- "$base/build/podkv" "${decode[@]}"
       row "this build, default, pass $pass" "tg32 @ " X=1 -- "$build/podkv" "${decode[@]}"
+      for setting in "${settings[@]}"; do row "$setting, pass $pass" "tg32 @ " "$setting" -- "$build/podkv" "${decode[@]}"; done
     done
     for v in "${variants[@]}"; do row "PODKV_CUDA_GEMV_ROW=$v" "tg32 @ " PODKV_CUDA_GEMV_ROW="$v" -- "$build/podkv" "${decode[@]}"; done
     for k in "${split_keys[@]}"; do
@@ -152,6 +157,7 @@ if want batches; then
     table_head kv
     [ -z "$base" ] || FIRST_FIELD=5 row "baseline (BASE_SRC)" ".*tg16 @ " X=1 -- "$base/build/podkv" "${batches[@]}"
     FIRST_FIELD=5 row "this build, default" ".*tg16 @ " X=1 -- "$build/podkv" "${batches[@]}"
+    for setting in "${settings[@]}"; do FIRST_FIELD=5 row "$setting" ".*tg16 @ " "$setting" -- "$build/podkv" "${batches[@]}"; done
   } | tee "$out/batches.md"
 fi
 
@@ -160,10 +166,14 @@ if want kernels; then
   if command -v ncu >/dev/null; then
     # Nsight Compute: the GPU time of each kernel of two decode steps (replayed one by one, so
     # without launch gaps), summed per kernel name.
-    timeout 150 ncu --graph-profiling node --metrics gpu__time_duration.sum --csv -k regex:'^(?!fill_random)' -c 2000 \
+    # NCU_CLOCKS=boost: the GPU's own clocks and warm caches (--clock-control none --cache-control
+    # none), closer to a real run than ncu's default base clocks and flushed caches.
+    clocks=()
+    [ "${NCU_CLOCKS:-base}" = boost ] && clocks=(--clock-control none --cache-control none)
+    timeout 150 ncu "${clocks[@]}" --graph-profiling node --metrics gpu__time_duration.sum --csv -k regex:'^(?!fill_random)' -c 2000 \
       "$build/podkv" bench "${common[@]}" -p 0 -n 2 -d 4096 -r 1 >"$out/ncu.csv" 2>"$out/ncu.log" ||
       { echo "ncu failed:"; tail -5 "$out/ncu.log"; status=1; }
-    python3 - "$out/ncu.csv" <<'PY' | tee "$out/kernels.md" || status=1
+    python3 - "$out/ncu.csv" "${NCU_CLOCKS:-base}" <<'PY' | tee "$out/kernels.md" || status=1
 import csv, sys, collections, re
 rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
 head, body = rows[0], rows[1:]
@@ -178,7 +188,8 @@ for r in body:
         depth += (ch == "<") - (ch == ">")
     total[name] += float(r[vi].replace(",", "")); count[name] += 1
 ns = sum(total.values())
-print(f"GPU time per kernel (ncu: base clocks, caches flushed between kernels; {sum(count.values())} launches, {ns / 1e3:.1f} us):")
+clocks = "base clocks, caches flushed between kernels" if sys.argv[2] != "boost" else "the GPU's own clocks, warm caches"
+print(f"GPU time per kernel (ncu: {clocks}; {sum(count.values())} launches, {ns / 1e3:.1f} us):")
 for name, t in total.most_common():
     print(f"  {name[:60]:60s} {count[name]:6d} launches {t / 1e3:10.1f} us {100 * t / ns:5.1f}%")
 PY

@@ -14,6 +14,7 @@
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
+#include "cuda/launch.cuh"
 #include "cuda/warp_attention.cuh"
 
 #include <algorithm>
@@ -53,6 +54,8 @@ __device__ __forceinline__ float dot8(const uint4 p, const float4 a, const float
 
 __global__ void gemv_bf16x8_kernel(const uint16_t* w, int64_t out, int64_t in, const float* x, int rows, float* y,
                                    const float* bias) {
+  allow_dependents();
+  wait_for_inputs();
   const int lane = threadIdx.x % 32;
   const int64_t o = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (o >= out) return;
@@ -97,7 +100,11 @@ __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in,
                                      const float* bias) {
   const int lane = threadIdx.x % 32;
   const int64_t o0 = (static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32) * R;
-  if (o0 >= out) return;
+  allow_dependents();
+  if (o0 >= out) {
+    wait_for_inputs();
+    return;
+  }
   const uint4* row[R];
 #pragma unroll
   for (int j = 0; j < R; ++j) row[j] = reinterpret_cast<const uint4*>(w + (o0 + j < out ? o0 + j : o0) * in);
@@ -105,15 +112,26 @@ __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in,
   float acc[R] = {};
   const int64_t n8 = in / 8;
   // Whole groups of U chunks with unconditional loads (all issued before the first product), then
-  // the rest one chunk at a time.
+  // the rest one chunk at a time. The first group's weights are requested before the wait for x
+  // (launch.cuh): no kernel writes W, so they stream in while the previous kernel finishes.
   int64_t k0 = lane;
+  uint4 wv[R][U];
+  bool loaded = k0 + 32 * (U - 1) < n8;
+  if (loaded) {
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+#pragma unroll
+      for (int j = 0; j < R; ++j) wv[j][u] = load_nc(row[j] + k0 + 32 * u);
+  }
+  wait_for_inputs();
   for (; k0 + 32 * (U - 1) < n8; k0 += 32 * U) {
-    uint4 wv[R][U];
     float4 xa[U], xb[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
+      if (!loaded) {
 #pragma unroll
-      for (int j = 0; j < R; ++j) wv[j][u] = load_nc(row[j] + k0 + 32 * u);
+        for (int j = 0; j < R; ++j) wv[j][u] = load_nc(row[j] + k0 + 32 * u);
+      }
       xa[u] = load_nc(x4 + 2 * (k0 + 32 * u));
       xb[u] = load_nc(x4 + 2 * (k0 + 32 * u) + 1);
     }
@@ -121,6 +139,7 @@ __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in,
     for (int u = 0; u < U; ++u)
 #pragma unroll
       for (int j = 0; j < R; ++j) acc[j] += dot8(wv[j][u], xa[u], xb[u]);
+    loaded = false;
   }
   for (; k0 < n8; k0 += 32) {
     const float4 a = __ldg(x4 + 2 * k0), b = __ldg(x4 + 2 * k0 + 1);
@@ -162,15 +181,17 @@ void launch_row_kernel(int u, const uint16_t* w, int64_t out, int64_t in, const 
                        cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>((out + kWarps * R - 1) / (kWarps * R));
   switch (u) {
-    case 2: gemv_bf16_row_kernel<R, 2><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias); break;
-    case 4: gemv_bf16_row_kernel<R, 4><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias); break;
-    default: gemv_bf16_row_kernel<R, 8><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias); break;
+    case 2: launch_chained(gemv_bf16_row_kernel<R, 2>, blocks, kWarps * 32, 0, stream, w, out, in, x, y, bias); break;
+    case 4: launch_chained(gemv_bf16_row_kernel<R, 4>, blocks, kWarps * 32, 0, stream, w, out, in, x, y, bias); break;
+    default: launch_chained(gemv_bf16_row_kernel<R, 8>, blocks, kWarps * 32, 0, stream, w, out, in, x, y, bias); break;
   }
   check_launch("gemv_bf16_row_kernel");
 }
 
 __global__ void gemv_any_kernel(DType dtype, const uint8_t* w, size_t row_bytes, int64_t out, int64_t in,
                                 const float* x, int rows, float* y, const float* bias) {
+  allow_dependents();
+  wait_for_inputs();
   const int lane = threadIdx.x % 32;
   const int64_t o = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (o >= out) return;
@@ -197,6 +218,8 @@ constexpr int kMmaTiles = 2;  // m16 tiles per warp
 __global__ void __launch_bounds__(kMmaWarps * 32)
     gemv_bf16_mma_kernel(const uint16_t* w, int64_t out, int64_t in, const float* x, int rows, int64_t k_per_split,
                          float* partial) {
+  allow_dependents();
+  wait_for_inputs();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int64_t o0 = (static_cast<int64_t>(blockIdx.x) * kMmaWarps + warp) * 16 * kMmaTiles;
   if (o0 >= out) return;
@@ -254,6 +277,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 }
 
 __global__ void sum_splits_kernel(const float* partial, int splits, int64_t n, int64_t out, float* y, const float* bias) {
+  allow_dependents();
+  wait_for_inputs();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   float s = bias != nullptr ? bias[i % out] : 0.0f;
@@ -290,11 +315,11 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
     const int64_t k_per_split = (in / 32 + splits - 1) / splits * 32;
     const int64_t per_block = 16 * kMmaTiles * kMmaWarps;
     const dim3 grid(static_cast<unsigned>((out + per_block - 1) / per_block), static_cast<unsigned>(splits));
-    gemv_bf16_mma_kernel<<<grid, kMmaWarps * 32, 0, stream>>>(static_cast<const uint16_t*>(w), out, in, x,
+    launch_chained(gemv_bf16_mma_kernel, grid, kMmaWarps * 32, 0, stream, static_cast<const uint16_t*>(w), out, in, x,
                                                               static_cast<int>(rows), k_per_split, scratch);
     check_launch("gemv_bf16_mma_kernel");
     const int64_t n = rows * out;
-    sum_splits_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(scratch, splits, n, out, y, bias);
+    launch_chained(sum_splits_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0, stream, scratch, splits, n, out, y, bias);
     check_launch("sum_splits_kernel");
     return;
   }
@@ -308,11 +333,11 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
   }
   const unsigned blocks = static_cast<unsigned>((out + kWarps - 1) / kWarps);
   if (dtype == DType::BF16 && in % 8 == 0 && aligned16(w) && aligned16(x)) {
-    gemv_bf16x8_kernel<<<blocks, kWarps * 32, 0, stream>>>(static_cast<const uint16_t*>(w), out, in, x,
+    launch_chained(gemv_bf16x8_kernel, blocks, kWarps * 32, 0, stream, static_cast<const uint16_t*>(w), out, in, x,
                                                            static_cast<int>(rows), y, bias);
     check_launch("gemv_bf16x8_kernel");
   } else {
-    gemv_any_kernel<<<blocks, kWarps * 32, 0, stream>>>(dtype, static_cast<const uint8_t*>(w),
+    launch_chained(gemv_any_kernel, blocks, kWarps * 32, 0, stream, dtype, static_cast<const uint8_t*>(w),
                                                         dtype_bytes(dtype, static_cast<size_t>(in)), out, in, x,
                                                         static_cast<int>(rows), y, bias);
     check_launch("gemv_any_kernel");
