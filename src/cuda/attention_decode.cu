@@ -392,10 +392,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   // Tiles of 16 keys, loaded whole before they are used: a software-pipelined version (the next
   // tile's loads issued during this one's arithmetic) measured slower at batch 32 on the H200
-  // (255 registers and the spans' bounds in local memory). Only the next tile's pages are read
-  // ahead (paged.cuh's run_pages, when pages hold 16 entries or more): then a tile's loads wait on
-  // no page-table read.
-  const bool runs = s.page_tokens >= 16;
+  // (255 registers and the spans' bounds in local memory).
   int64_t span_start = 0;  // virtual index of spans[n].begin
   for (int n = 0; n < count; ++n) {
     const Span& sp = spans[n];
@@ -403,11 +400,6 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int64_t lo = max(v0, span_start), hi = min(v1, span_start + len);
     const int64_t offset = sp.begin - span_start;  // position = virtual index + offset
     span_start += len;
-    RunPages kp, vp;  // the pages of keys and values [t0, t0 + 16) (with runs)
-    if (runs && lo < hi) {
-      kp = run_pages(s, sp.keys, lo + offset, min(lo + 15, hi - 1) + offset);
-      vp = run_pages(s, sp.values, lo + offset, min(lo + 15, hi - 1) + offset);
-    }
     for (int64_t t0 = lo; t0 < hi; t0 += 16) {
       // Keys g and g + 8 of the tile for Q Kᵀ; values 2c, 2c + 1, 2c + 8, 2c + 9 for P V.
       uint4 k[2][WarpAttention<D, true>::kKeyChunks];
@@ -415,18 +407,12 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
       for (int nb = 0; nb < 2; ++nb) {
         const int64_t t = t0 + w.g + 8 * nb;
-        const uint8_t* e = t >= hi ? nullptr : runs ? run_entry(s, kp, t + offset) : entry_at(s, sp.keys, t + offset);
-        w.load_key(e, k[nb]);
+        w.load_key(t < hi ? entry_at(s, sp.keys, t + offset) : nullptr, k[nb]);
       }
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int64_t t = t0 + 2 * w.c + i % 2 + 8 * (i / 2);
-        const uint8_t* e = t >= hi ? nullptr : runs ? run_entry(s, vp, t + offset) : entry_at(s, sp.values, t + offset);
-        w.load_value(e, v[i]);
-      }
-      if (runs && t0 + 16 < hi) {
-        kp = run_pages(s, sp.keys, t0 + 16 + offset, min(t0 + 31, hi - 1) + offset);
-        vp = run_pages(s, sp.values, t0 + 16 + offset, min(t0 + 31, hi - 1) + offset);
+        w.load_value(t < hi ? entry_at(s, sp.values, t + offset) : nullptr, v[i]);
       }
       float x[2][4];
 #pragma unroll
