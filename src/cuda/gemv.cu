@@ -39,19 +39,6 @@ __device__ __forceinline__ void finish(float (&acc)[kRows], int lane, int rows, 
   }
 }
 
-// Eight bf16 weights (one 16-byte load) times eight floats of x, in a fixed order
-// (the one-row kernels below give the same float32 sums).
-__device__ __forceinline__ float dot8(const uint4 p, const float4 a, const float4 b) {
-  const uint32_t words[4] = {p.x, p.y, p.z, p.w};
-  float wf[8];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    wf[2 * i] = __uint_as_float(words[i] << 16);
-    wf[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
-  }
-  return wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x + wf[5] * b.y + wf[6] * b.z + wf[7] * b.w;
-}
-
 __global__ void gemv_bf16x8_kernel(const uint16_t* w, int64_t out, int64_t in, const float* x, int rows, float* y,
                                    const float* bias) {
   allow_dependents();
@@ -69,7 +56,7 @@ __global__ void gemv_bf16x8_kernel(const uint16_t* w, int64_t out, int64_t in, c
     for (int r = 0; r < kRows; ++r) {
       if (r >= rows) break;
       const float4* xr = reinterpret_cast<const float4*>(x + r * in) + 2 * k;
-      acc[r] += dot8(p, __ldg(xr), __ldg(xr + 1));
+      acc[r] += dot8_bf16(p, __ldg(xr), __ldg(xr + 1));
     }
   }
   finish(acc, lane, rows, o, out, y, bias);
@@ -135,12 +122,12 @@ __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in,
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
-      for (int j = 0; j < R; ++j) acc[j] += dot8(wv[j][u], xa[u], xb[u]);
+      for (int j = 0; j < R; ++j) acc[j] += dot8_bf16(wv[j][u], xa[u], xb[u]);
   }
   for (; k0 < n8; k0 += 32) {
     const float4 a = __ldg(x4 + 2 * k0), b = __ldg(x4 + 2 * k0 + 1);
 #pragma unroll
-    for (int j = 0; j < R; ++j) acc[j] += dot8(__ldg(row[j] + k0), a, b);
+    for (int j = 0; j < R; ++j) acc[j] += dot8_bf16(__ldg(row[j] + k0), a, b);
   }
 #pragma unroll
   for (int j = 0; j < R; ++j) {
@@ -155,6 +142,7 @@ __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in,
 // U in {2, 4, 8}) picks another, "0" gemv_bf16x8_kernel: a knob for tuning on other GPUs
 // (scripts/tuning_gpu.sh); any other value keeps the default. Read once.
 struct RowVariant {
+  bool stream = true;  // gemv_stream_kernel (gemv_stream.cu); false: the kernel of r and u
   int r = 2, u = 4;
 };
 RowVariant row_variant() {
@@ -164,9 +152,9 @@ RowVariant row_variant() {
     if (s == nullptr) return out;
     int r = 0, u = 0;
     if (std::strcmp(s, "0") == 0)
-      out.r = 0;  // gemv_bf16x8_kernel
+      out.stream = false, out.r = 0;  // gemv_bf16x8_kernel
     else if (std::sscanf(s, "%d,%d", &r, &u) == 2 && (r == 1 || r == 2 || r == 4) && (u == 2 || u == 4 || u == 8))
-      out.r = r, out.u = u;
+      out.stream = false, out.r = r, out.u = u;
     return out;
   }();
   return v;
@@ -320,6 +308,11 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
     return;
   }
   const RowVariant variant = row_variant();
+  if (rows == 1 && variant.stream && dtype == DType::BF16 && gemv_stream_fits(in) && aligned16(w) && aligned16(x)) {
+    gemv_stream(static_cast<const uint16_t*>(w), out, in, x, y, bias, num_sms, stream);
+    check_launch("gemv_stream_kernel");
+    return;
+  }
   if (rows == 1 && variant.r > 0 && dtype == DType::BF16 && in % 8 == 0 && aligned16(w) && aligned16(x)) {
     const auto* w16 = static_cast<const uint16_t*>(w);
     if (variant.r == 1) launch_row_kernel<1>(variant.u, w16, out, in, x, y, bias, stream);
