@@ -11,4 +11,4 @@ step() {
 }
 step scripts/test.sh
 step scripts/sanitize.sh
-step scripts/fuzz.sh 10
+step scripts/fuzz.sh 5

@@ -13,11 +13,14 @@ export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:print_suppressions=0"
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 export OMP_WAIT_POLICY=PASSIVE
-# PODKV_SANITIZE_EXCLUDE=REGEX leaves tests out. By default only LongModel:
+# PODKV_SANITIZE_EXCLUDE=REGEX leaves tests out. By default two. LongModel:
 # three 4096-token prompts through the 23.7M shipped model take over 2 minutes
 # under the sanitizers, on code that smaller tests run here in full (bf16
 # weights, PoD from a pod.json, StreamingLLM); the release run has it. (D4 of
 # issue 16, a null pointer offset in attention's selection scores, went with
 # the engine-core rewrite, which indexes the score output only where it exists.)
-exclude="${PODKV_SANITIZE_EXCLUDE-LongModel}"
+# TrainCli.LearnsPasskeyFromScratch (600 training steps, 68 s under the sanitizers on 2 cores)
+# is left out too, to keep CI under its 30 minutes: its code (the training step, the optimizer,
+# the synthetic tasks) runs under the sanitizers in the shorter Train* tests.
+exclude="${PODKV_SANITIZE_EXCLUDE-LongModel|TrainCli.LearnsPasskeyFromScratch}"
 ctest --test-dir build-asan --output-on-failure -j "$(nproc)" --timeout 900 ${exclude:+-E "$exclude"} "$@"
