@@ -13,8 +13,8 @@
 #            (uniform blocks of 3, sink 16, recent 4080) side by side, --kv-memory 96G;
 #   kernels  Nsight Compute's GPU time per kernel of one decode run (when ncu is installed;
 #            NCU_CLOCKS=boost: the GPU's own clocks and warm caches).
-# SETTINGS (default "PODKV_CUDA_PDL=0") are ENV=VALUE settings, each timed as its own row in the
-# decode (twice, interleaved with the default) and batches sections.
+# SETTINGS (default none) are ENV=VALUE settings, each timed as its own row in the decode (twice,
+# interleaved with the default) and batches sections (e.g. SETTINGS="PODKV_CUDA_GEMV_ROW=2,2").
 # Every timing is the Llama-3-8B shape with random bf16 weights (configs/llama-3-8b-32k),
 # bf16 KV entries, 64-token pages. Before any timing, correctness: every CUDA op
 # against the CPU reference (podkv_test_backend_ops --backend cuda, the defaults),
@@ -40,7 +40,7 @@ parts=${PARTS:-decode prefill kernels}
 want() { [[ " $parts " == *" $1 "* ]]; }
 read -r -a variants <<<"${VARIANTS-0 1,2 1,4 1,8 2,2 2,4 2,8 4,2 4,4 4,8}"
 read -r -a split_keys <<<"${SPLIT_KEYS-32 64 128 256}"
-read -r -a settings <<<"${SETTINGS-PODKV_CUDA_PDL=0}"
+read -r -a settings <<<"${SETTINGS-}"
 read -r -a prefill_variants <<<"${PREFILL_VARIANTS-1,0 1,1 2,0 2,1}"
 want decode || variants=()
 want prefill || prefill_variants=()

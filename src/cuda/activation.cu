@@ -3,7 +3,6 @@
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
-#include "cuda/launch.cuh"
 
 namespace podkv::cuda {
 
@@ -12,8 +11,6 @@ namespace {
 unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + 255) / 256); }
 
 __global__ void silu_mul_kernel(float* gate, const float* up, int64_t n) {
-  allow_dependents();
-  wait_for_inputs();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) {
     const float g = gate[i];
@@ -23,8 +20,6 @@ __global__ void silu_mul_kernel(float* gate, const float* up, int64_t n) {
 
 // gu [rows, 2 * inter] = [gate | up] per row; out [rows, inter] = silu(gate) * up.
 __global__ void silu_mul_rows_kernel(const float* gu, int64_t rows, int64_t inter, float* out) {
-  allow_dependents();
-  wait_for_inputs();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < rows * inter) {
     const int64_t r = i / inter, c = i % inter;
@@ -34,15 +29,11 @@ __global__ void silu_mul_rows_kernel(const float* gu, int64_t rows, int64_t inte
 }
 
 __global__ void add_kernel(float* x, const float* y, int64_t n) {
-  allow_dependents();
-  wait_for_inputs();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) x[i] += y[i];
 }
 
 __global__ void add_bias_kernel(float* y, const float* bias, int64_t rows, int64_t n) {
-  allow_dependents();
-  wait_for_inputs();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < rows * n) y[i] += bias[i % n];
 }
@@ -60,25 +51,25 @@ __global__ void split_bf16_kernel(const float* x, int64_t n, uint16_t* hi, uint1
 
 void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  launch_chained(silu_mul_kernel, blocks_for(n), 256, 0, stream, gate, up, n);
+  silu_mul_kernel<<<blocks_for(n), 256, 0, stream>>>(gate, up, n);
   check_launch("silu_mul_kernel");
 }
 
 void silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out, cudaStream_t stream) {
   if (rows * inter == 0) return;
-  launch_chained(silu_mul_rows_kernel, blocks_for(rows * inter), 256, 0, stream, gu, rows, inter, out);
+  silu_mul_rows_kernel<<<blocks_for(rows * inter), 256, 0, stream>>>(gu, rows, inter, out);
   check_launch("silu_mul_rows_kernel");
 }
 
 void add(float* x, const float* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  launch_chained(add_kernel, blocks_for(n), 256, 0, stream, x, y, n);
+  add_kernel<<<blocks_for(n), 256, 0, stream>>>(x, y, n);
   check_launch("add_kernel");
 }
 
 void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream) {
   if (rows * n == 0) return;
-  launch_chained(add_bias_kernel, blocks_for(rows * n), 256, 0, stream, y, bias, rows, n);
+  add_bias_kernel<<<blocks_for(rows * n), 256, 0, stream>>>(y, bias, rows, n);
   check_launch("add_bias_kernel");
 }
 

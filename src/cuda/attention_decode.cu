@@ -28,7 +28,6 @@
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
-#include "cuda/launch.cuh"
 #include "cuda/paged.cuh"
 #include "cuda/warp_attention.cuh"
 #include "kv/token_classes.h"
@@ -188,8 +187,6 @@ __device__ int row_spans(const DeviceStep& s, int layer, int b, int h, int64_t p
 template <KvDType T>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
-  allow_dependents();
-  wait_for_inputs();
   const int64_t slot = blockIdx.x, row = s.decode_rows != nullptr ? s.decode_rows[slot] : slot;
   const int H = a.num_heads, Hkv = s.num_kv_heads, groups = H / Hkv, d = s.head_dim, layer = a.layer;
   const int tiles_per_head = (groups + kGroupTile - 1) / kGroupTile;
@@ -353,11 +350,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int G = min(kMmaHeads, h * groups + groups - head0);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int split = blockIdx.z * kWarps + warp;
-  allow_dependents();
-  if (split >= splits) {
-    wait_for_inputs();
-    return;
-  }
+  if (split >= splits) return;
   const int b = s.row_entry[row];
   const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
 
@@ -367,9 +360,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int count = row_spans(s, layer, b, h, pos, spans, distant);
   const bool shared = kr.retention == kRetainWindow || kr.retention == kRetainNone;
 
-  // The step's tables above are uploaded before the step's first kernel; the gates, q and the
-  // pool's entries are written by the kernels before this one (launch.cuh).
-  wait_for_inputs();
   WarpAttention<D, true> w;
   w.init(lane);
   // Rows g and g + 8: their heads, whether they exist, and whether their anchor's gate reached tau.
@@ -459,8 +449,6 @@ template <int kThreads>
 __global__ void __launch_bounds__(kThreads)
     merge_kernel(int num_heads, int d, int layer, int64_t rows, int splits, const float* partials, float* out,
                  float* all_gates, const int32_t* decode_rows) {
-  allow_dependents();
-  wait_for_inputs();
   const int64_t slot = blockIdx.x, row = decode_rows != nullptr ? decode_rows[slot] : slot;
   const int i = blockIdx.y;
   __shared__ float weight[kMaxMergeSplits];
@@ -543,7 +531,7 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
     const int tiles = (groups + kMmaHeads - 1) / kMmaHeads;
     const dim3 grid(static_cast<unsigned>(step.num_decode_rows), static_cast<unsigned>(step.num_kv_heads * tiles),
                     static_cast<unsigned>((splits + kWarps - 1) / kWarps));
-    auto launch_kernel = [&](auto kernel) { launch_chained(kernel, grid, kWarps * 32, 0, stream, step, launch, q, splits, partials); };
+    auto launch_kernel = [&](auto kernel) { kernel<<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); };
     switch (step.head_dim) {
       case 32: launch_kernel(decode_mma_kernel<32>); break;
       case 64: launch_kernel(decode_mma_kernel<64>); break;
@@ -556,7 +544,7 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
   }
   const dim3 merge_grid(static_cast<unsigned>(step.num_decode_rows), static_cast<unsigned>(launch.num_heads));
   auto merge = [&](auto kernel, int threads) {
-    launch_chained(kernel, merge_grid, threads, 0, stream, launch.num_heads, step.head_dim, launch.layer, step.rows, splits,
+    kernel<<<merge_grid, threads, 0, stream>>>(launch.num_heads, step.head_dim, launch.layer, step.rows, splits,
                                                partials, launch.out, launch.all_gates, step.decode_rows);
   };
   if (splits >= 16) merge(merge_kernel<512>, 512);
@@ -592,7 +580,7 @@ void launch_simt(const DeviceStep& step, const AttentionLaunch& launch, const fl
   auto launch_kernel = [&](auto kernel) {
     check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
                "cudaFuncSetAttribute(decode_kernel)");
-    launch_chained(kernel, grid, kWarps * 32, smem, stream, step, launch, q, splits, partials);
+    kernel<<<grid, kWarps * 32, smem, stream>>>(step, launch, q, splits, partials);
   };
   switch (static_cast<KvDType>(step.dtype)) {
     case KvDType::F32: launch_kernel(decode_kernel<KvDType::F32>); break;

@@ -90,19 +90,6 @@ __device__ __forceinline__ void decode_entry(const uint8_t* e, int lane, int d, 
   }
 }
 
-// Eight bf16 weights (one 16-byte load) times eight floats of x, in a fixed order: the one-row
-// GEMV kernels (gemv.cu, gemv_stream.cu) give the same float32 sums.
-__device__ __forceinline__ float dot8_bf16(const uint4 p, const float4 a, const float4 b) {
-  const uint32_t words[4] = {p.x, p.y, p.z, p.w};
-  float wf[8];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    wf[2 * i] = __uint_as_float(words[i] << 16);
-    wf[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
-  }
-  return wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x + wf[5] * b.y + wf[6] * b.z + wf[7] * b.w;
-}
-
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

@@ -3,7 +3,6 @@
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
-#include "cuda/launch.cuh"
 
 namespace podkv::cuda {
 
@@ -12,8 +11,6 @@ namespace {
 // One block per row.
 __global__ void embedding_kernel(DType dtype, const uint8_t* table, size_t row_bytes, int64_t vocab, int64_t hidden,
                                  const int32_t* tokens, float* out) {
-  allow_dependents();
-  wait_for_inputs();
   const int64_t r = blockIdx.x;
   const int32_t token = tokens[r];
   float* o = out + r * hidden;
@@ -23,8 +20,6 @@ __global__ void embedding_kernel(DType dtype, const uint8_t* table, size_t row_b
 }
 
 __global__ void gather_rows_kernel(const float* x, int64_t width, const int64_t* rows, float* out) {
-  allow_dependents();
-  wait_for_inputs();
   const int64_t i = blockIdx.x;
   const float* src = x + rows[i] * width;
   for (int64_t c = threadIdx.x; c < width; c += blockDim.x) out[i * width + c] = src[c];
@@ -35,7 +30,7 @@ __global__ void gather_rows_kernel(const float* x, int64_t width, const int64_t*
 void embedding(DType dtype, const void* table, int64_t vocab, int64_t hidden, const int32_t* tokens, int64_t rows,
                float* out, cudaStream_t stream) {
   if (rows == 0) return;
-  launch_chained(embedding_kernel, static_cast<unsigned>(rows), 256, 0, stream, 
+  embedding_kernel<<<static_cast<unsigned>(rows), 256, 0, stream>>>(
       dtype, static_cast<const uint8_t*>(table), dtype_bytes(dtype, static_cast<size_t>(hidden)), vocab, hidden, tokens,
       out);
   check_launch("embedding_kernel");
@@ -43,7 +38,7 @@ void embedding(DType dtype, const void* table, int64_t vocab, int64_t hidden, co
 
 void gather_rows(const float* x, int64_t width, const int64_t* rows, int64_t count, float* out, cudaStream_t stream) {
   if (count == 0) return;
-  launch_chained(gather_rows_kernel, static_cast<unsigned>(count), 256, 0, stream, x, width, rows, out);
+  gather_rows_kernel<<<static_cast<unsigned>(count), 256, 0, stream>>>(x, width, rows, out);
   check_launch("gather_rows_kernel");
 }
 

@@ -14,7 +14,6 @@
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
-#include "cuda/launch.cuh"
 #include "cuda/warp_attention.cuh"
 
 #include <algorithm>
@@ -39,10 +38,21 @@ __device__ __forceinline__ void finish(float (&acc)[kRows], int lane, int rows, 
   }
 }
 
+// Eight bf16 weights (one 16-byte load) times eight floats of x, in a fixed order
+// (the one-row kernels below give the same float32 sums).
+__device__ __forceinline__ float dot8(const uint4 p, const float4 a, const float4 b) {
+  const uint32_t words[4] = {p.x, p.y, p.z, p.w};
+  float wf[8];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    wf[2 * i] = __uint_as_float(words[i] << 16);
+    wf[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+  }
+  return wf[0] * a.x + wf[1] * a.y + wf[2] * a.z + wf[3] * a.w + wf[4] * b.x + wf[5] * b.y + wf[6] * b.z + wf[7] * b.w;
+}
+
 __global__ void gemv_bf16x8_kernel(const uint16_t* w, int64_t out, int64_t in, const float* x, int rows, float* y,
                                    const float* bias) {
-  allow_dependents();
-  wait_for_inputs();
   const int lane = threadIdx.x % 32;
   const int64_t o = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (o >= out) return;
@@ -56,7 +66,7 @@ __global__ void gemv_bf16x8_kernel(const uint16_t* w, int64_t out, int64_t in, c
     for (int r = 0; r < kRows; ++r) {
       if (r >= rows) break;
       const float4* xr = reinterpret_cast<const float4*>(x + r * in) + 2 * k;
-      acc[r] += dot8_bf16(p, __ldg(xr), __ldg(xr + 1));
+      acc[r] += dot8(p, __ldg(xr), __ldg(xr + 1));
     }
   }
   finish(acc, lane, rows, o, out, y, bias);
@@ -70,7 +80,6 @@ __device__ __forceinline__ uint4 load_nc(const uint4* p) {
   asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p));
   return v;
 }
-__device__ __forceinline__ void prefetch_l2(const uint4* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 __device__ __forceinline__ float4 load_nc(const float4* p) {
   float4 v;
   asm volatile("ld.global.nc.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "l"(p));
@@ -88,17 +97,6 @@ __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in,
                                      const float* bias) {
   const int lane = threadIdx.x % 32;
   const int64_t o0 = (static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32) * R;
-  // The first group's weights are asked into L2 before the wait for x (launch.cuh): no kernel writes
-  // W, so they stream in while the previous kernel finishes. Lane l asks for chunks [U l, U l + U) of
-  // each row. (Holding them in registers across the wait instead took the kernel from 46 to 71
-  // registers, 5 to 3 blocks per SM; the build with it decoded 6-7% slower on the H200.)
-  allow_dependents();
-  if (o0 < out && U * lane < in / 8) {
-#pragma unroll
-    for (int j = 0; j < R; ++j)
-      if (o0 + j < out) prefetch_l2(reinterpret_cast<const uint4*>(w + (o0 + j) * in) + U * lane);
-  }
-  wait_for_inputs();
   if (o0 >= out) return;
   const uint4* row[R];
 #pragma unroll
@@ -122,12 +120,12 @@ __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in,
 #pragma unroll
     for (int u = 0; u < U; ++u)
 #pragma unroll
-      for (int j = 0; j < R; ++j) acc[j] += dot8_bf16(wv[j][u], xa[u], xb[u]);
+      for (int j = 0; j < R; ++j) acc[j] += dot8(wv[j][u], xa[u], xb[u]);
   }
   for (; k0 < n8; k0 += 32) {
     const float4 a = __ldg(x4 + 2 * k0), b = __ldg(x4 + 2 * k0 + 1);
 #pragma unroll
-    for (int j = 0; j < R; ++j) acc[j] += dot8_bf16(__ldg(row[j] + k0), a, b);
+    for (int j = 0; j < R; ++j) acc[j] += dot8(__ldg(row[j] + k0), a, b);
   }
 #pragma unroll
   for (int j = 0; j < R; ++j) {
@@ -142,7 +140,6 @@ __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in,
 // U in {2, 4, 8}) picks another, "0" gemv_bf16x8_kernel: a knob for tuning on other GPUs
 // (scripts/tuning_gpu.sh); any other value keeps the default. Read once.
 struct RowVariant {
-  bool stream = true;  // gemv_stream_kernel (gemv_stream.cu); false: the kernel of r and u
   int r = 2, u = 4;
 };
 RowVariant row_variant() {
@@ -152,9 +149,9 @@ RowVariant row_variant() {
     if (s == nullptr) return out;
     int r = 0, u = 0;
     if (std::strcmp(s, "0") == 0)
-      out.stream = false, out.r = 0;  // gemv_bf16x8_kernel
+      out.r = 0;  // gemv_bf16x8_kernel
     else if (std::sscanf(s, "%d,%d", &r, &u) == 2 && (r == 1 || r == 2 || r == 4) && (u == 2 || u == 4 || u == 8))
-      out.stream = false, out.r = r, out.u = u;
+      out.r = r, out.u = u;
     return out;
   }();
   return v;
@@ -165,17 +162,15 @@ void launch_row_kernel(int u, const uint16_t* w, int64_t out, int64_t in, const 
                        cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>((out + kWarps * R - 1) / (kWarps * R));
   switch (u) {
-    case 2: launch_chained(gemv_bf16_row_kernel<R, 2>, blocks, kWarps * 32, 0, stream, w, out, in, x, y, bias); break;
-    case 4: launch_chained(gemv_bf16_row_kernel<R, 4>, blocks, kWarps * 32, 0, stream, w, out, in, x, y, bias); break;
-    default: launch_chained(gemv_bf16_row_kernel<R, 8>, blocks, kWarps * 32, 0, stream, w, out, in, x, y, bias); break;
+    case 2: gemv_bf16_row_kernel<R, 2><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias); break;
+    case 4: gemv_bf16_row_kernel<R, 4><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias); break;
+    default: gemv_bf16_row_kernel<R, 8><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias); break;
   }
   check_launch("gemv_bf16_row_kernel");
 }
 
 __global__ void gemv_any_kernel(DType dtype, const uint8_t* w, size_t row_bytes, int64_t out, int64_t in,
                                 const float* x, int rows, float* y, const float* bias) {
-  allow_dependents();
-  wait_for_inputs();
   const int lane = threadIdx.x % 32;
   const int64_t o = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (o >= out) return;
@@ -202,8 +197,6 @@ constexpr int kMmaTiles = 2;  // m16 tiles per warp
 __global__ void __launch_bounds__(kMmaWarps * 32)
     gemv_bf16_mma_kernel(const uint16_t* w, int64_t out, int64_t in, const float* x, int rows, int64_t k_per_split,
                          float* partial) {
-  allow_dependents();
-  wait_for_inputs();
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
   const int64_t o0 = (static_cast<int64_t>(blockIdx.x) * kMmaWarps + warp) * 16 * kMmaTiles;
   if (o0 >= out) return;
@@ -261,8 +254,6 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
 }
 
 __global__ void sum_splits_kernel(const float* partial, int splits, int64_t n, int64_t out, float* y, const float* bias) {
-  allow_dependents();
-  wait_for_inputs();
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n) return;
   float s = bias != nullptr ? bias[i % out] : 0.0f;
@@ -299,20 +290,15 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
     const int64_t k_per_split = (in / 32 + splits - 1) / splits * 32;
     const int64_t per_block = 16 * kMmaTiles * kMmaWarps;
     const dim3 grid(static_cast<unsigned>((out + per_block - 1) / per_block), static_cast<unsigned>(splits));
-    launch_chained(gemv_bf16_mma_kernel, grid, kMmaWarps * 32, 0, stream, static_cast<const uint16_t*>(w), out, in, x,
+    gemv_bf16_mma_kernel<<<grid, kMmaWarps * 32, 0, stream>>>(static_cast<const uint16_t*>(w), out, in, x,
                                                               static_cast<int>(rows), k_per_split, scratch);
     check_launch("gemv_bf16_mma_kernel");
     const int64_t n = rows * out;
-    launch_chained(sum_splits_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0, stream, scratch, splits, n, out, y, bias);
+    sum_splits_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(scratch, splits, n, out, y, bias);
     check_launch("sum_splits_kernel");
     return;
   }
   const RowVariant variant = row_variant();
-  if (rows == 1 && variant.stream && dtype == DType::BF16 && gemv_stream_fits(in) && aligned16(w) && aligned16(x)) {
-    gemv_stream(static_cast<const uint16_t*>(w), out, in, x, y, bias, num_sms, stream);
-    check_launch("gemv_stream_kernel");
-    return;
-  }
   if (rows == 1 && variant.r > 0 && dtype == DType::BF16 && in % 8 == 0 && aligned16(w) && aligned16(x)) {
     const auto* w16 = static_cast<const uint16_t*>(w);
     if (variant.r == 1) launch_row_kernel<1>(variant.u, w16, out, in, x, y, bias, stream);
@@ -322,11 +308,11 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
   }
   const unsigned blocks = static_cast<unsigned>((out + kWarps - 1) / kWarps);
   if (dtype == DType::BF16 && in % 8 == 0 && aligned16(w) && aligned16(x)) {
-    launch_chained(gemv_bf16x8_kernel, blocks, kWarps * 32, 0, stream, static_cast<const uint16_t*>(w), out, in, x,
+    gemv_bf16x8_kernel<<<blocks, kWarps * 32, 0, stream>>>(static_cast<const uint16_t*>(w), out, in, x,
                                                            static_cast<int>(rows), y, bias);
     check_launch("gemv_bf16x8_kernel");
   } else {
-    launch_chained(gemv_any_kernel, blocks, kWarps * 32, 0, stream, dtype, static_cast<const uint8_t*>(w),
+    gemv_any_kernel<<<blocks, kWarps * 32, 0, stream>>>(dtype, static_cast<const uint8_t*>(w),
                                                         dtype_bytes(dtype, static_cast<size_t>(in)), out, in, x,
                                                         static_cast<int>(rows), y, bias);
     check_launch("gemv_any_kernel");

@@ -54,11 +54,6 @@ int gemv_splits(int64_t out, int64_t in, int num_sms);
 size_t gemv_scratch_floats(DType dtype, int64_t out, int64_t in, int64_t rows, int num_sms);
 void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, int64_t rows, float* y,
           const float* bias, float* scratch, int num_sms, cudaStream_t stream);
-// gemv_stream.cu: the one-row bf16 case of gemv (in % 8 == 0, W and x 16-byte aligned): W streamed
-// through shared memory with bulk copies by one persistent block per SM (num_sms of them at most).
-bool gemv_stream_fits(int64_t in);
-void gemv_stream(const uint16_t* w, int64_t out, int64_t in, const float* x, float* y, const float* bias, int num_sms,
-                 cudaStream_t stream);
 
 // kv_write.cu: the step's new keys and values into the pool (encoded), and the pool's entry copies.
 void kv_write(const DeviceStep& step, int layer, const float* k, const float* v, cudaStream_t stream);

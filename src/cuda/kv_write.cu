@@ -4,7 +4,6 @@
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
-#include "cuda/launch.cuh"
 #include "cuda/paged.cuh"
 #include "kv/token_classes.h"
 
@@ -15,8 +14,6 @@ namespace {
 // One block per (row, KV head): warp 0 writes the key, warp 1 the value.
 template <KvDType T>
 __global__ void kv_write_kernel(DeviceStep s, int layer, const float* k, const float* v) {
-  allow_dependents();
-  wait_for_inputs();
   const int64_t row = blockIdx.x;
   const int h = blockIdx.y;
   const int kind = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -54,10 +51,10 @@ void kv_write(const DeviceStep& step, int layer, const float* k, const float* v,
   check(step.head_dim <= kMaxHeadDim, "cuda kv_write: head_dim " + std::to_string(step.head_dim) + " above 128");
   const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(step.num_kv_heads));
   switch (static_cast<KvDType>(step.dtype)) {
-    case KvDType::F32: launch_chained(kv_write_kernel<KvDType::F32>, grid, 64, 0, stream, step, layer, k, v); break;
-    case KvDType::F16: launch_chained(kv_write_kernel<KvDType::F16>, grid, 64, 0, stream, step, layer, k, v); break;
-    case KvDType::BF16: launch_chained(kv_write_kernel<KvDType::BF16>, grid, 64, 0, stream, step, layer, k, v); break;
-    case KvDType::Q8_0: launch_chained(kv_write_kernel<KvDType::Q8_0>, grid, 64, 0, stream, step, layer, k, v); break;
+    case KvDType::F32: kv_write_kernel<KvDType::F32><<<grid, 64, 0, stream>>>(step, layer, k, v); break;
+    case KvDType::F16: kv_write_kernel<KvDType::F16><<<grid, 64, 0, stream>>>(step, layer, k, v); break;
+    case KvDType::BF16: kv_write_kernel<KvDType::BF16><<<grid, 64, 0, stream>>>(step, layer, k, v); break;
+    case KvDType::Q8_0: kv_write_kernel<KvDType::Q8_0><<<grid, 64, 0, stream>>>(step, layer, k, v); break;
   }
   check_launch("kv_write_kernel");
 }

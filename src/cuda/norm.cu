@@ -8,7 +8,6 @@
 // loads, two barriers.
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
-#include "cuda/launch.cuh"
 
 namespace podkv::cuda {
 
@@ -26,8 +25,6 @@ __device__ __forceinline__ double warp_sum_double(double v) {
 // With `residual`: x += residual first (the row is written back), then the norm of the sum.
 __global__ void __launch_bounds__(kThreads)
     rms_norm_kernel(float* x, const float* residual, const float* weight, int64_t n, double eps, float* out) {
-  allow_dependents();
-  wait_for_inputs();
   const int64_t r = blockIdx.x;
   float* xr = x + r * n;
   const float* res = residual != nullptr ? residual + r * n : nullptr;
@@ -77,7 +74,7 @@ __global__ void __launch_bounds__(kThreads)
 void rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, double eps, float* out,
               cudaStream_t stream) {
   if (rows == 0) return;
-  launch_chained(rms_norm_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, const_cast<float*>(x), nullptr, weight, n, eps,
+  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(const_cast<float*>(x), nullptr, weight, n, eps,
                                                                           out);
   check_launch("rms_norm_kernel");
 }
@@ -85,7 +82,7 @@ void rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, doub
 void add_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n, double eps, float* out,
                   cudaStream_t stream) {
   if (rows == 0) return;
-  launch_chained(rms_norm_kernel, static_cast<unsigned>(rows), kThreads, 0, stream, x, residual, weight, n, eps, out);
+  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, residual, weight, n, eps, out);
   check_launch("rms_norm_kernel");
 }
 

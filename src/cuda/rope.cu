@@ -6,7 +6,6 @@
 //    (split, rope q, rope k: launches the decode step's graph pays per layer).
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
-#include "cuda/launch.cuh"
 
 namespace podkv::cuda {
 
@@ -26,8 +25,6 @@ __device__ __forceinline__ void rotate_pair(const float* in, float* out, int i, 
 
 __global__ void rope_kernel(float* x, int64_t rows, int heads, int dim, const int64_t* positions,
                             const float* inv_freq, bool interleaved) {
-  allow_dependents();
-  wait_for_inputs();
   const int half = dim / 2;
   const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (idx >= rows * heads * half) return;
@@ -42,8 +39,6 @@ __global__ void rope_kernel(float* x, int64_t rows, int heads, int dim, const in
 __global__ void split_qkv_rope_kernel(const float* qkv, int64_t rows, int heads, int kv_heads, int dim,
                                       const int64_t* positions, const float* inv_freq, bool interleaved, float* q,
                                       float* k, float* v) {
-  allow_dependents();
-  wait_for_inputs();
   const int half = dim / 2;
   const int64_t q_units = static_cast<int64_t>(heads) * half, k_units = static_cast<int64_t>(kv_heads) * half;
   const int64_t units = q_units + k_units + static_cast<int64_t>(kv_heads) * dim;
@@ -72,7 +67,7 @@ void rope(float* x, int64_t rows, int heads, int dim, const int64_t* positions, 
           cudaStream_t stream) {
   const int64_t n = rows * heads * (dim / 2);
   if (n == 0) return;
-  launch_chained(rope_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0, stream, x, rows, heads, dim, positions, inv_freq,
+  rope_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(x, rows, heads, dim, positions, inv_freq,
                                                                             interleaved);
   check_launch("rope_kernel");
 }
@@ -81,7 +76,7 @@ void split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int
                     const float* inv_freq, bool interleaved, float* q, float* k, float* v, cudaStream_t stream) {
   const int64_t n = rows * (static_cast<int64_t>(heads + kv_heads) * (dim / 2) + static_cast<int64_t>(kv_heads) * dim);
   if (n == 0) return;
-  launch_chained(split_qkv_rope_kernel, static_cast<unsigned>((n + 255) / 256), 256, 0, stream, 
+  split_qkv_rope_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(
       qkv, rows, heads, kv_heads, dim, positions, inv_freq, interleaved, q, k, v);
   check_launch("split_qkv_rope_kernel");
 }

@@ -135,8 +135,9 @@ void matmul_cases(BackendOps& ops, Reporter& report, std::mt19937_64& rng) {
   for (DType dtype : kWeightTypes) {
     // (output features, input features); Q8_0 rows are whole blocks of 32. 2056 inputs: 257
     // 16-byte chunks of BF16, more than a whole group of 8 chunks per lane of a one-row GEMV plus a rest.
-    // 3000 x 4104 BF16 (one row only): CUDA's streaming GEMV (gemv_stream.cu) then gives some blocks
-    // two tiles of 16 rows, five stages each (the last one 8 columns), more than its ring of six.
+    // 3000 x 4104 BF16 (one row only): a matrix of 24.6 MB, more blocks than the GPU has SMs, for
+    // CUDA's one-row kernel (16 features per block: 187 blocks plus one of 8; 513 16-byte chunks per
+    // row: whole groups plus a rest).
     std::vector<std::pair<int64_t, int64_t>> shapes =
         dtype == DType::Q8_0 ? std::vector<std::pair<int64_t, int64_t>>{{37, 96}, {100, 128}}
                              : std::vector<std::pair<int64_t, int64_t>>{{37, 24}, {100, 100}, {37, 2056}};
