@@ -276,9 +276,8 @@ const std::vector<int32_t>* BatchSource::haystack(bool evaluation) const {
   return evaluation && has_validation_text() ? &corpus_->validation : &corpus_->train;
 }
 
-void BatchSource::text_window(const std::vector<int32_t>& stream, int64_t window, int64_t seq, int32_t* tokens,
-                              int32_t* targets) const {
-  const int64_t start = window * seq;
+void BatchSource::text_span(const std::vector<int32_t>& stream, int64_t start, int64_t seq, int32_t* tokens,
+                            int32_t* targets) const {
   for (int64_t i = 0; i < seq; ++i) {
     tokens[i] = stream[start + i];
     targets[i] = stream[start + i + 1];
@@ -308,15 +307,12 @@ Batch BatchSource::train_batch(int64_t step, int micro, int64_t batch, int64_t s
         if (room < 1)
           throw Error("--synthetic-min-len: the training text has " + std::to_string(corpus_->train.size()) +
                       " tokens, too few to fill a sequence after a sample");
-        const int64_t at = static_cast<int64_t>(rng() % static_cast<uint64_t>(room));
-        for (int64_t j = 0; j < rest; ++j) {
-          b.tokens[i * seq + len + j] = corpus_->train[at + j];
-          b.targets[i * seq + len + j] = corpus_->train[at + j + 1];
-        }
+        text_span(corpus_->train, static_cast<int64_t>(rng() % static_cast<uint64_t>(room)), rest,
+                  &b.tokens[i * seq + len], &b.targets[i * seq + len]);
       }
     } else {
-      text_window(corpus_->train, static_cast<int64_t>(rng() % static_cast<uint64_t>(windows)), seq,
-                  &b.tokens[i * seq], &b.targets[i * seq]);
+      text_span(corpus_->train, static_cast<int64_t>(rng() % static_cast<uint64_t>(windows)) * seq, seq,
+                &b.tokens[i * seq], &b.targets[i * seq]);
     }
   }
   return b;
@@ -324,6 +320,7 @@ Batch BatchSource::train_batch(int64_t step, int micro, int64_t batch, int64_t s
 
 void BatchSource::set_synthetic_min_len(int64_t n) {
   if (n < 0) throw Error("--synthetic-min-len: must be >= 0, not " + std::to_string(n));
+  if (n > 0 && tasks_ == nullptr) throw Error("--synthetic-min-len: needs --synthetic tasks");
   if (n > 0 && (corpus_ == nullptr || corpus_->train.size() < 2))
     throw Error("--synthetic-min-len: needs training text (--data) to fill a sequence after a shorter sample");
   synthetic_min_len_ = n;
@@ -341,7 +338,7 @@ Batch BatchSource::validation_batch(int64_t index, int64_t batch, int64_t seq) c
       throw Error("--val-fraction: the held-out text has " + std::to_string(corpus_->validation.size()) +
                   " tokens, fewer than one sequence (--seq-len " + std::to_string(seq) + " + 1)");
     for (int64_t i = 0; i < batch; ++i)
-      text_window(corpus_->validation, (index * batch + i) % windows, seq, &b.tokens[i * seq], &b.targets[i * seq]);
+      text_span(corpus_->validation, (index * batch + i) % windows * seq, seq, &b.tokens[i * seq], &b.targets[i * seq]);
     return b;
   }
   check(tasks_ != nullptr && !tasks_->options().tasks.empty(), "no validation data (--val-fraction 0 and no --synthetic)");

@@ -108,13 +108,14 @@ class BatchSource {
   bool has_validation_text() const;
   // Synthetic training samples of every length from n tokens (at least the task's minimum) to the
   // whole sequence, uniformly; the rest of the sequence is a window of the training text, its
-  // loss counted. 0 (the default): every sample fills its sequence. Needs training text
+  // loss counted. 0 (the default): every sample fills its sequence. Needs tasks and training text
   // (throws Error naming --synthetic-min-len). Validation and accuracy samples stay whole.
   void set_synthetic_min_len(int64_t n);
 
  private:
-  void text_window(const std::vector<int32_t>& stream, int64_t window, int64_t seq, int32_t* tokens,
-                   int32_t* targets) const;
+  // tokens[0..seq) = stream[start..start + seq), targets the same shifted by one.
+  void text_span(const std::vector<int32_t>& stream, int64_t start, int64_t seq, int32_t* tokens,
+                 int32_t* targets) const;
   const std::vector<int32_t>* haystack(bool evaluation) const;
 
   const Corpus* corpus_;

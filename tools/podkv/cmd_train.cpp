@@ -158,7 +158,6 @@ Data load_data(const TrainingFlags& f, const Tokenizer& tokenizer) {
   if (f.synthetic_min_len > f.options.seq_len)
     throw Error("--synthetic-min-len: " + std::to_string(f.synthetic_min_len) + " is longer than --seq-len " +
                 std::to_string(f.options.seq_len));
-  if (f.synthetic_min_len > 0 && !d.tasks) throw Error("--synthetic-min-len: needs --synthetic tasks");
   d.source->set_synthetic_min_len(f.synthetic_min_len);
   return d;
 }
