@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The PoD form of the long-context model trained by scripts/train_long_model.sh,
 # and the two directories shipped in models/:
-#   1. podkv analyze on the trained model (the last stage in OUT_DIR), calibration
+#   1. podkv analyze on the trained model (TRAINED, a model directory; default the
+#      last stage in OUT_DIR), calibration
 #      text CALIB [.data/calib.txt: the first 300 KB of a training book, The
 #      Secret Adversary], SAMPLES [16] sequences of ANALYZE_SEQ [2048] tokens, the
-#      last 32 queries of each, sink 16 and recent RECENT [256] tokens, for each
-#      delta in DELTAS ["0.5 0.4 0.3 0.2 0.1"]. The similarity is measured once
+#      last 32 queries of each, sink 16 and recent RECENT [256] tokens, blocks of
+#      at most MAX_BLOCK [0: no cap] layers, for each delta in
+#      DELTAS ["0.5 0.4 0.3 0.2 0.1"]. The similarity is measured once
 #      (the runs share --state); OUT_DIR/pod/delta-D.json each. The chosen delta
 #      is the largest whose expected KV saving at the full context is at least
 #      MIN_SAVING [0.30] (the smallest delta when none reaches it):
@@ -14,9 +16,15 @@
 #      ADAPT_STEPS [400] steps of 15 x 4160 tokens, lr ADAPT_LR [2e-4] to a tenth
 #      in a cosine after 40 warmup steps, the training data and synthetic mix of
 #      train_long_model.sh (half passkey-eval, kv and niah sequences; ADAPT_SYNTHETIC_MIN_LEN
-#      [0] > 0: samples of every length from that many tokens, --synthetic-min-len).
+#      [0] > 0: samples of every length from that many tokens, --synthetic-min-len),
+#      evaluated every ADAPT_EVAL_EVERY [100] steps with ADAPT_ACCURACY_SAMPLES [64]
+#      teacher-forced samples per task.
 #   3. OUT_DIR/podkv-long and OUT_DIR/podkv-long-pod: bf16 copies of the trained
 #      and the adapted model (scripts/to_bf16.py), the chosen pod.json beside each.
+#   4. CHECK_SAMPLES [0: skipped] > 0: podkv eval --device ADAPT_DEVICE of the passkey
+#      and needle grids (CHECK_LENGTHS [1040,2080,4096] x depths 0-100% in steps
+#      of 10, CHECK_SAMPLES prompts per cell) for dense, PoD on the trained model
+#      and PoD on the adapted one: OUT_DIR/check/TASK.md and TASK/results.json.
 # Every command goes to OUT_DIR/pod_commands.sh.
 #
 #   scripts/pod_long_model.sh BUILD_DIR OUT_DIR
@@ -30,8 +38,9 @@ calib=${CALIB:-$root/.data/calib.txt}
 python=${PYTHON:-python3}
 threads=${THREADS:-$(nproc)}
 read -r -a deltas <<<"${DELTAS:-0.5 0.4 0.3 0.2 0.1}"
-trained=""  # the stage directory with the highest stage number
+trained=${TRAINED:-}  # default: the stage directory with the highest stage number
 for dir in "$out"/stage*-seq*; do
+  [ -z "${TRAINED:-}" ] || break
   [ -f "$dir/model.safetensors" ] || continue
   name=${dir##*/}
   k=${name%%-*}
@@ -40,8 +49,12 @@ for dir in "$out"/stage*-seq*; do
 done
 [ -n "$trained" ] || { echo "no trained model in $out (run scripts/train_long_model.sh first)" >&2; exit 2; }
 [ -f "$calib" ] || { echo "no calibration text $calib" >&2; exit 2; }
-seq=${trained##*seq}
+case ${trained##*/} in  # a stage's sequence length is in its name; another model's is its context
+  stage*-seq*) seq=${trained##*seq} ;;
+  *) seq=$("$python" -c 'import json, sys; print(json.load(open(sys.argv[1]))["max_position_embeddings"])' "$trained/config.json") ;;
+esac
 batch=$((${BATCH_TOKENS:-65536} / seq))
+mkdir -p "$out"
 commands=$out/pod_commands.sh
 echo "# scripts/pod_long_model.sh $build $out ($(date -u +%FT%TZ)); trained model $trained" >"$commands"
 run() { printf '%q ' "$@" >>"$commands"; echo >>"$commands"; "$@"; }
@@ -50,7 +63,7 @@ run() { printf '%q ' "$@" >>"$commands"; echo >>"$commands"; "$@"; }
 mkdir -p "$out/pod"
 for d in "${deltas[@]}"; do
   run "$podkv" analyze -m "$trained" --calib "$calib" --samples "${SAMPLES:-16}" --seq-len "${ANALYZE_SEQ:-2048}" \
-    --last-queries 32 --sink 16 --recent "${RECENT:-256}" --delta "$d" --out "$out/pod/delta-$d.json" \
+    --last-queries 32 --sink 16 --recent "${RECENT:-256}" --delta "$d" --max-block "${MAX_BLOCK:-0}" --out "$out/pod/delta-$d.json" \
     --state "$out/pod/state.json" --similarity "$out/pod/similarity.json" --no-png -t "$threads" --json \
     >"$out/pod/delta-$d.summary.json"
 done
@@ -82,7 +95,8 @@ run "$podkv" adapt -m "$trained" --pod-config "$out/pod.json" \
   --data "$data/train.tokens" "$data/heldout.tokens" --val-fraction "$val_fraction" \
   --seq-len "$seq" --batch "$batch" --steps "${ADAPT_STEPS:-400}" --lr "$lr" \
   --min-lr "$(awk -v l="$lr" 'BEGIN { printf "%g", l / 10 }')" --warmup 40 \
-  --synthetic passkey-eval,kv,niah --synthetic-fraction 0.5 "${min_len[@]}" --eval-every 100 \
+  --synthetic passkey-eval,kv,niah --synthetic-fraction 0.5 "${min_len[@]}" --eval-every "${ADAPT_EVAL_EVERY:-100}" \
+  --accuracy-samples "${ADAPT_ACCURACY_SAMPLES:-64}" \
   --device "${ADAPT_DEVICE:-cuda}" --precision bf16 --peak-tflops 790 -t "$threads" --out "$out/adapt" 2>&1 | tee "$out/adapt.txt"
 
 # ---- 3. the shipped directories, in bf16: config.json (torch_dtype bfloat16),
@@ -96,3 +110,17 @@ bf16_copy() {
 }
 bf16_copy "$trained" "$out/podkv-long"
 bf16_copy "$out/adapt" "$out/podkv-long-pod"
+
+# ---- 4. a quick check on the adapting device: retrieval grids, dense against PoD
+[ "${CHECK_SAMPLES:-0}" -gt 0 ] || exit 0
+mkdir -p "$out/check"
+for task in passkey niah; do
+  haystack=()
+  [ "$task" = niah ] && haystack=(--data "$data/heldout.txt")
+  rm -rf "$out/check/$task"
+  run "$podkv" eval -m "$out/podkv-long" --task "$task" "${haystack[@]}" \
+    --kv "dense,pod:name=pod-analysed,pod:model=$out/podkv-long-pod:name=pod-adapted" \
+    --lengths "${CHECK_LENGTHS:-1040,2080,4096}" --depths 0,10,20,30,40,50,60,70,80,90,100 \
+    --samples "$CHECK_SAMPLES" --seed 0 --device "${ADAPT_DEVICE:-cuda}" -t "$threads" --no-progress \
+    --out "$out/check/$task" >"$out/check/$task.md"
+done
