@@ -1,0 +1,12 @@
+# The adaptation of the shipped twin, models/podkv-long-pod (H200, 2026-12-03).
+# It starts from the shipped bf16 weights of models/podkv-long (the f32 stage-3
+# checkpoint of the training run was not kept). The blocks are the delta-0.3
+# blocks of docs/long-model/analysis; this run's analyze re-measured them on the
+# bf16 weights and found the same anchors ([0,4,5] [0,1,3] [0] [0,6], 33.6% saved).
+# The data is .data/long from scripts/make_long_data.sh (models/podkv-ref's tokenizer).
+# 2000 steps of 15 x 4160 tokens, lr 2e-4 to 2e-5, every synthetic sample as long
+# as its sequence. pod_commands.sh has every command the script ran, adapt.txt
+# its output, train_log.jsonl the log (adapt_loss.png: podkv plot-loss of it).
+CALIB=.data/calib.txt TRAINED=models/podkv-long DELTAS=0.3 ADAPT_STEPS=2000 ADAPT_EVAL_EVERY=250 \
+  ADAPT_ACCURACY_SAMPLES=256 scripts/pod_long_model.sh build-cuda out/long
+cp out/long/podkv-long-pod/model.safetensors models/podkv-long-pod/

@@ -1,0 +1,5 @@
+# scripts/pod_long_model.sh build-cuda out/long (2026-12-03T13:01:40Z); trained model models/podkv-long
+build-cuda/podkv analyze -m models/podkv-long --calib out/carry/calib.txt --samples 16 --seq-len 2048 --last-queries 32 --sink 16 --recent 256 --delta 0.3 --max-block 0 --out out/long/pod/delta-0.3.json --state out/long/pod/state.json --similarity out/long/pod/similarity.json --no-png -t 16 --json 
+build-cuda/podkv adapt -m models/podkv-long --pod-config out/long/pod.json --data /work/main/.data/long/train.tokens /work/main/.data/long/heldout.tokens --val-fraction 0.026085370322 --seq-len 4160 --batch 15 --steps 2000 --lr 2e-4 --min-lr 2e-05 --warmup 40 --synthetic passkey-eval\,kv\,niah --synthetic-fraction 0.5 --eval-every 250 --accuracy-samples 256 --device cuda --precision bf16 --peak-tflops 790 -t 16 --out out/long/adapt 
+python3 /work/main/scripts/to_bf16.py models/podkv-long/model.safetensors out/long/podkv-long/model.safetensors 
+python3 /work/main/scripts/to_bf16.py out/long/adapt/model.safetensors out/long/podkv-long-pod/model.safetensors 
