@@ -10,3 +10,9 @@
 CALIB=.data/calib.txt TRAINED=models/podkv-long DELTAS=0.3 ADAPT_STEPS=2000 ADAPT_EVAL_EVERY=250 \
   ADAPT_ACCURACY_SAMPLES=256 scripts/pod_long_model.sh build-cuda out/long
 cp out/long/podkv-long-pod/model.safetensors models/podkv-long-pod/
+# The check on the H200 right after (check-passkey.md, check-niah.md): dense, PoD on the
+# trained model and PoD on the adapted one, 5 prompts per cell
+for t in passkey niah; do h=; [ $t = niah ] && h="--data .data/long/heldout.txt"
+  build-cuda/podkv eval -m out/long/podkv-long --task $t $h --kv dense,pod:name=pod-analysed,pod:model=out/long/podkv-long-pod:name=pod-adapted \
+    --lengths 1040,2080,4096 --depths 0,10,20,30,40,50,60,70,80,90,100 --samples 5 --seed 0 --device cuda -t 16 --no-progress --out out/check/$t
+done
