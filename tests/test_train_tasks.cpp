@@ -180,6 +180,44 @@ TEST(TrainTasks, SyntheticMinLenMixesSampleLengthsWithText) {
   expect_error([&] { source.set_synthetic_min_len(-1); }, "--synthetic-min-len");
 }
 
+// Accuracy samples take the training samples' lengths; the held-out text after a
+// shorter sample is not scored, so accuracy counts the answer alone.
+TEST(TrainTasks, SyntheticMinLenGivesAccuracySamplesOfEveryLength) {
+  auto tok = load_tokenizer(kModel);
+  Corpus corpus;
+  corpus.train = prose(*tok);
+  corpus.validation = std::vector<int32_t>(corpus.train.begin(), corpus.train.begin() + 2000);
+  const SyntheticTasks tasks = one_task(*tok, Task::PasskeyEval);
+  BatchSource source(&corpus, &tasks, 1.0, 5);
+  const int64_t batch = 48, seq = 400, min_len = 150;
+  const auto answer_ends = [&](const Batch& b) {  // per row: one past the last counted target
+    std::vector<int64_t> ends;
+    for (int64_t r = 0; r < batch; ++r) {
+      const int32_t* targets = &b.targets[r * seq];
+      int64_t first = 0;
+      while (first < seq && targets[first] == -1) ++first;
+      int64_t end = first;
+      while (end < seq && targets[end] != -1) ++end;
+      for (int64_t j = end; j < seq; ++j) EXPECT_EQ(targets[j], -1) << "row " << r << ": the text after the answer is scored";
+      EXPECT_GT(end, first) << "row " << r << ": no answer";
+      ends.push_back(end);
+    }
+    return ends;
+  };
+  for (int64_t end : answer_ends(source.task_batch(Task::PasskeyEval, 0, batch, seq))) EXPECT_EQ(end, seq);
+  source.set_synthetic_min_len(min_len);
+  const Batch b = source.task_batch(Task::PasskeyEval, 0, batch, seq);
+  const std::vector<int64_t> ends = answer_ends(b);
+  EXPECT_GE(*std::min_element(ends.begin(), ends.end()), min_len);
+  EXPECT_LT(*std::min_element(ends.begin(), ends.end()), min_len + 60);
+  EXPECT_GT(*std::max_element(ends.begin(), ends.end()), seq - 60);
+  for (int64_t r = 0; r < batch; ++r) {  // the rest of a shorter row: a window of the held-out text
+    if (ends[r] == seq) continue;
+    const std::vector<int32_t> rest(b.tokens.begin() + r * seq + ends[r], b.tokens.begin() + (r + 1) * seq);
+    EXPECT_GE(find(corpus.validation.begin(), corpus.validation.end(), rest), 0) << "row " << r;
+  }
+}
+
 TEST(TrainTasks, PasskeyEvalSampleIsEvalsPrompt) {
   auto tok = load_tokenizer(kModel);
   const SyntheticTasks tasks = one_task(*tok, Task::PasskeyEval);

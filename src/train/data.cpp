@@ -295,27 +295,31 @@ Batch BatchSource::train_batch(int64_t step, int micro, int64_t batch, int64_t s
     const double u = static_cast<double>(rng() >> 11) * 0x1.0p-53;
     if (u < synthetic_fraction_) {
       const auto& tasks = tasks_->options().tasks;
-      const Task task = tasks[rng() % tasks.size()];
-      // A sample of `len` tokens, then (when shorter than the sequence) a window of the training text.
-      int64_t len = seq;
-      const int64_t shortest = std::max(synthetic_min_len_, tasks_->min_seq(task));
-      if (synthetic_min_len_ > 0 && shortest < seq)
-        len = shortest + static_cast<int64_t>(rng() % static_cast<uint64_t>(seq - shortest + 1));
-      tasks_->sample(task, len, rng, &b.tokens[i * seq], &b.targets[i * seq], haystack(false));
-      if (len < seq) {
-        const int64_t rest = seq - len, room = static_cast<int64_t>(corpus_->train.size()) - rest;
-        if (room < 1)
-          throw Error("--synthetic-min-len: the training text has " + std::to_string(corpus_->train.size()) +
-                      " tokens, too few to fill a sequence after a sample");
-        text_span(corpus_->train, static_cast<int64_t>(rng() % static_cast<uint64_t>(room)), rest,
-                  &b.tokens[i * seq + len], &b.targets[i * seq + len]);
-      }
+      synthetic_row(tasks[rng() % tasks.size()], seq, rng, &b.tokens[i * seq], &b.targets[i * seq], false);
     } else {
       text_span(corpus_->train, static_cast<int64_t>(rng() % static_cast<uint64_t>(windows)) * seq, seq,
                 &b.tokens[i * seq], &b.targets[i * seq]);
     }
   }
   return b;
+}
+
+void BatchSource::synthetic_row(Task task, int64_t seq, std::mt19937_64& rng, int32_t* tokens, int32_t* targets,
+                                bool evaluation) const {
+  // A sample of `len` tokens, then (when shorter than the sequence) a window of the text.
+  int64_t len = seq;
+  const int64_t shortest = std::max(synthetic_min_len_, tasks_->min_seq(task));
+  if (synthetic_min_len_ > 0 && shortest < seq)
+    len = shortest + static_cast<int64_t>(rng() % static_cast<uint64_t>(seq - shortest + 1));
+  tasks_->sample(task, len, rng, tokens, targets, haystack(evaluation));
+  if (len == seq) return;
+  const std::vector<int32_t>& text = *haystack(evaluation);
+  const int64_t rest = seq - len, room = static_cast<int64_t>(text.size()) - rest;
+  if (room < 1)
+    throw Error("--synthetic-min-len: the " + std::string(evaluation ? "held-out" : "training") + " text has " +
+                std::to_string(text.size()) + " tokens, too few to fill a sequence after a sample");
+  text_span(text, static_cast<int64_t>(rng() % static_cast<uint64_t>(room)), rest, tokens + len, targets + len);
+  if (evaluation) std::fill(targets + len, targets + seq, -1);  // accuracy counts the answer alone
 }
 
 void BatchSource::set_synthetic_min_len(int64_t n) {
@@ -354,8 +358,7 @@ Batch BatchSource::task_batch(Task task, int64_t index, int64_t batch, int64_t s
   check(tasks_ != nullptr, "no synthetic tasks");
   Batch b{batch, seq, std::vector<int32_t>(batch * seq), std::vector<int32_t>(batch * seq)};
   std::mt19937_64 rng(derive_seed(seed_, 3 + static_cast<uint64_t>(task), static_cast<uint64_t>(index)));
-  for (int64_t i = 0; i < batch; ++i)
-    tasks_->sample(task, seq, rng, &b.tokens[i * seq], &b.targets[i * seq], haystack(true));
+  for (int64_t i = 0; i < batch; ++i) synthetic_row(task, seq, rng, &b.tokens[i * seq], &b.targets[i * seq], true);
   return b;
 }
 

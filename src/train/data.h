@@ -103,13 +103,16 @@ class BatchSource {
   // Validation batch `index`: held-out text windows in order (wrapping), or,
   // without text, synthetic samples from a fixed seed.
   Batch validation_batch(int64_t index, int64_t batch, int64_t seq) const;
-  // Synthetic samples of one task from a seed of their own (for accuracy).
+  // Synthetic samples of one task from a seed of their own (for accuracy), of the lengths
+  // set_synthetic_min_len gives training samples; the held-out text after a shorter sample
+  // has no targets (-1), so that accuracy counts the answer alone.
   Batch task_batch(Task task, int64_t index, int64_t batch, int64_t seq) const;
   bool has_validation_text() const;
   // Synthetic training samples of every length from n tokens (at least the task's minimum) to the
   // whole sequence, uniformly; the rest of the sequence is a window of the training text, its
   // loss counted. 0 (the default): every sample fills its sequence. Needs tasks and training text
-  // (throws Error naming --synthetic-min-len). Validation and accuracy samples stay whole.
+  // (throws Error naming --synthetic-min-len). Accuracy samples (task_batch) take the same
+  // lengths; validation samples stay whole.
   void set_synthetic_min_len(int64_t n);
 
  private:
@@ -117,6 +120,11 @@ class BatchSource {
   void text_span(const std::vector<int32_t>& stream, int64_t start, int64_t seq, int32_t* tokens,
                  int32_t* targets) const;
   const std::vector<int32_t>* haystack(bool evaluation) const;
+  // One synthetic row of `task` (tokens[0..seq), targets[0..seq)): a sample of the length
+  // set_synthetic_min_len allows, then a window of the text (held-out text when `evaluation`,
+  // its targets -1; else training text, its loss counted).
+  void synthetic_row(Task task, int64_t seq, std::mt19937_64& rng, int32_t* tokens, int32_t* targets,
+                     bool evaluation) const;
 
   const Corpus* corpus_;
   const SyntheticTasks* tasks_;

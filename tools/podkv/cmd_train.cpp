@@ -63,7 +63,7 @@ void add_training_flags(CLI::App* cmd, TrainingFlags& f) {
   cmd->add_option("--synthetic-fraction", f.synthetic_fraction, "fraction of sequences that are synthetic")->capture_default_str();
   cmd->add_option("--synthetic-min-len", f.synthetic_min_len,
                   "synthetic samples of every length from N tokens to --seq-len, the rest of the sequence "
-                  "training text (0 = every sample fills its sequence)")
+                  "training text; the accuracy samples too (0 = every sample fills its sequence)")
       ->capture_default_str();
   cmd->add_option("--passkey-digits", f.passkey_digits, "digits of a passkey")->capture_default_str();
   cmd->add_option("--kv-pairs", f.kv_pairs, "key-value pairs per kv sample (0 = as many as fit)")->capture_default_str();
