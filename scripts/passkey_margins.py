@@ -33,7 +33,7 @@ def main():
     unit = tok(FILLER)
     n = a.length - len(intro) - len(needle) - len(question)
     hay = (unit * (n // len(unit) + 1))[:n]
-    pos = int(round(a.depth * n))
+    pos = int(a.depth * n + 0.5)  # eval's llround (halves away from zero), not Python's round
     prompt = intro + hay[:pos] + needle + hay[pos:] + question
     answer = tok(f" {a.key}.")
     with tempfile.TemporaryDirectory() as d:

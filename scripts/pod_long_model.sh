@@ -38,15 +38,16 @@ calib=${CALIB:-$root/.data/calib.txt}
 python=${PYTHON:-python3}
 threads=${THREADS:-$(nproc)}
 read -r -a deltas <<<"${DELTAS:-0.5 0.4 0.3 0.2 0.1}"
-trained=${TRAINED:-}  # default: the stage directory with the highest stage number
-for dir in "$out"/stage*-seq*; do
-  [ -z "${TRAINED:-}" ] || break
-  [ -f "$dir/model.safetensors" ] || continue
-  name=${dir##*/}
-  k=${name%%-*}
-  [ -z "$trained" ] || [ "${k#stage}" -gt "$best" ] || continue
-  trained=$dir best=${k#stage}
-done
+trained=${TRAINED:-}
+if [ -z "$trained" ]; then  # the stage directory with the highest stage number
+  for dir in "$out"/stage*-seq*; do
+    [ -f "$dir/model.safetensors" ] || continue
+    name=${dir##*/}
+    k=${name%%-*}
+    [ -z "$trained" ] || [ "${k#stage}" -gt "$best" ] || continue
+    trained=$dir best=${k#stage}
+  done
+fi
 [ -n "$trained" ] || { echo "no trained model in $out (run scripts/train_long_model.sh first)" >&2; exit 2; }
 [ -f "$calib" ] || { echo "no calibration text $calib" >&2; exit 2; }
 case ${trained##*/} in  # a stage's sequence length is in its name; another model's is its context
