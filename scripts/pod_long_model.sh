@@ -12,6 +12,7 @@
 #      is the largest whose expected KV saving at the full context is at least
 #      MIN_SAVING [0.30] (the smallest delta when none reaches it):
 #      OUT_DIR/pod/choice.txt says which and why, OUT_DIR/pod.json is it.
+#      POD_CONFIG (a pod.json) skips the analysis and adapts with that grouping.
 #   2. podkv adapt --device ADAPT_DEVICE [cuda] with that pod.json, from the trained model:
 #      ADAPT_STEPS [400] steps of 15 x 4160 tokens, lr ADAPT_LR [2e-4] to a tenth
 #      in a cosine after 40 warmup steps, the training data and synthetic mix of
@@ -60,15 +61,19 @@ commands=$out/pod_commands.sh
 echo "# scripts/pod_long_model.sh $build $out ($(date -u +%FT%TZ)); trained model $trained" >"$commands"
 run() { printf '%q ' "$@" >>"$commands"; echo >>"$commands"; "$@"; }
 
-# ---- 1. analyze, one similarity measurement, several deltas
+# ---- 1. analyze, one similarity measurement, several deltas (or POD_CONFIG as it is)
 mkdir -p "$out/pod"
-for d in "${deltas[@]}"; do
-  run "$podkv" analyze -m "$trained" --calib "$calib" --samples "${SAMPLES:-16}" --seq-len "${ANALYZE_SEQ:-2048}" \
-    --last-queries 32 --sink 16 --recent "${RECENT:-256}" --delta "$d" --max-block "${MAX_BLOCK:-0}" --out "$out/pod/delta-$d.json" \
-    --state "$out/pod/state.json" --similarity "$out/pod/similarity.json" --no-png -t "$threads" --json \
-    >"$out/pod/delta-$d.summary.json"
-done
-"$python" - "$out" "${MIN_SAVING:-0.30}" "${deltas[@]}" <<'PY'
+if [ -n "${POD_CONFIG:-}" ]; then
+  cp "$POD_CONFIG" "$out/pod.json"
+  echo "chosen: $POD_CONFIG (POD_CONFIG, not analysed here)" >"$out/pod/choice.txt"
+else
+  for d in "${deltas[@]}"; do
+    run "$podkv" analyze -m "$trained" --calib "$calib" --samples "${SAMPLES:-16}" --seq-len "${ANALYZE_SEQ:-2048}" \
+      --last-queries 32 --sink 16 --recent "${RECENT:-256}" --delta "$d" --max-block "${MAX_BLOCK:-0}" --out "$out/pod/delta-$d.json" \
+      --state "$out/pod/state.json" --similarity "$out/pod/similarity.json" --no-png -t "$threads" --json \
+      >"$out/pod/delta-$d.summary.json"
+  done
+  "$python" - "$out" "${MIN_SAVING:-0.30}" "${deltas[@]}" <<'PY'
 import json, shutil, sys
 out, floor, deltas = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 rows = [(d, json.load(open(f"{out}/pod/delta-{d}.summary.json"))) for d in deltas]
@@ -83,6 +88,7 @@ open(f"{out}/pod/choice.txt", "w").write(text)
 shutil.copyfile(f"{out}/pod/delta-{chosen}.json", f"{out}/pod.json")
 print(text, end="", file=sys.stderr)
 PY
+fi
 
 # ---- 2. adapt on the GPU with that grouping
 header_tokens() { od -An -t u8 -j 32 -N 8 "$1" | tr -d ' '; }
