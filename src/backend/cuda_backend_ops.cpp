@@ -467,8 +467,8 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
   d.decode_rows = num_tiles > 0 ? reinterpret_cast<const int32_t*>(base + decode_rows) : nullptr;
   d.prefill_tiles = num_tiles > 0 ? reinterpret_cast<const int32_t*>(base + prefill_tiles) : nullptr;
   d.num_prefill_tiles = num_tiles;
-  untiled_rows_ = num_tiles > 0 ? static_cast<int64_t>(s.decode_rows.size()) : rows;
-  d.num_decode_rows = untiled_rows_;
+  // Rows the decode kernels take (the rest: tiled prefill).
+  d.num_decode_rows = num_tiles > 0 ? static_cast<int64_t>(s.decode_rows.size()) : rows;
   max_keys_ = 1;
   for (int b = 0; b < B; ++b)
     max_keys_ = std::max(max_keys_, batch.first_pos[b] + batch.row_begin[b + 1] - batch.row_begin[b]);
@@ -507,7 +507,7 @@ int CudaBackendOps::decode_splits(int num_heads, bool scored) const {
   // Rows that add selection scores need the one-block-per-query kernel (its second pass over the keys).
   if (scored || !cuda::decode_attention_fits(view_.head_dim)) return 0;
   const int kv_heads = view_.num_kv_heads, groups = num_heads / kv_heads;
-  const int64_t rows = std::max<int64_t>(1, untiled_rows_);
+  const int64_t rows = std::max<int64_t>(1, state_->step.num_decode_rows);
   if (cuda::decode_attention_mma_fits(view_.head_dim, static_cast<int32_t>(view_.dtype), view_.num_groups)) {
     // Splits are warps: one wave of the resident warps (a second, partial wave would leave the
     // GPU half idle), each warp at least min_split_keys() keys.
@@ -545,13 +545,13 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
   launch.skipped = state_->counter;
   const int splits = decode_splits(params.num_heads, launch.scores != nullptr && scored_rows());
   if (splits > 0) {
-    const int64_t rows = std::max<int64_t>(1, untiled_rows_);
+    const cuda::DeviceStep& step = state_->step;
+    const int64_t rows = std::max<int64_t>(1, step.num_decode_rows);
     const size_t floats = cuda::decode_attention_partial_floats(rows, params.num_heads, splits, view_.head_dim);
     grow(state_->partials, state_->partial_capacity, floats, "attention partials");
-    const cuda::DeviceStep& step = state_->step;
     if (step.num_prefill_tiles > 0)
       cuda::prefill_attention(step, launch, q, step.prefill_tiles, step.num_prefill_tiles, state_->stream);
-    if (untiled_rows_ > 0) cuda::decode_attention(step, launch, q, splits, state_->partials, state_->stream);
+    if (step.num_decode_rows > 0) cuda::decode_attention(step, launch, q, splits, state_->partials, state_->stream);
   } else {
     cuda::attention(state_->step, launch, q, state_->stream);
   }
@@ -582,7 +582,7 @@ void CudaBackendOps::count_attention_stats(const AttentionParams& params, Attent
 
 std::string CudaBackendOps::step_key(int num_heads) const {
   std::string key(reinterpret_cast<const char*>(&state_->step), sizeof(cuda::DeviceStep));
-  const int64_t extra[] = {decode_splits(num_heads, scored_rows()), untiled_rows_,
+  const int64_t extra[] = {decode_splits(num_heads, scored_rows()),
                            reinterpret_cast<int64_t>(state_->partials), reinterpret_cast<int64_t>(state_->gemv_scratch),
                            reinterpret_cast<int64_t>(state_->split)};
   key.append(reinterpret_cast<const char*>(extra), sizeof(extra));

@@ -101,7 +101,6 @@ class CudaBackendOps : public BackendOps {
   KvView view_;  // host copies of the step's descriptors (stats are counted on the host)
   AttentionBatch batch_;
   bool has_step_ = false;
-  int64_t untiled_rows_ = 0;  // rows of the step the decode kernels take (the rest: tiled prefill)
   int64_t max_keys_ = 1;      // the longest row's key count
   // Decode attention's chunks per row (0: the one-block-per-query kernel, for scored rows).
   int decode_splits(int num_heads, bool scored) const;
