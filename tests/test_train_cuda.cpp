@@ -510,14 +510,24 @@ class TrainCudaCli : public ::testing::Test {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
   }
-  // The 23.7M model on synthetic passkeys, one step unless `extra` says otherwise.
+  // The 23.7M model on synthetic passkeys, one step unless `extra` says otherwise. `extra` holds
+  // option-value pairs; one already set here replaces its value (CLI11 refuses an option given twice).
   clitest::CliResult train(const std::string& batch, const std::string& seq, const std::vector<std::string>& extra = {}) {
     std::vector<std::string> args = {
         "train", "--config", (clitest::kSourceDir / "configs/podkv-long-23m/config.json").string(), "--tokenizer",
         (clitest::kSourceDir / "models/podkv-ref").string(), "--synthetic", "passkey", "--synthetic-fraction", "1",
         "--steps", "1", "--batch", batch, "--seq-len", seq, "--eval-batches", "1", "--accuracy-samples", "1",
         "--device", "cuda", "--out", out().string()};
-    args.insert(args.end(), extra.begin(), extra.end());
+    for (size_t i = 0; i + 1 < extra.size(); i += 2) {
+      const auto set = std::find(args.begin(), args.end(), extra[i]);
+      if (set != args.end()) {
+        *(set + 1) = extra[i + 1];
+      } else {
+        args.push_back(extra[i]);
+        args.push_back(extra[i + 1]);
+      }
+    }
+    EXPECT_EQ(extra.size() % 2, 0u) << "extra options come in pairs";
     return clitest::run_cli(args, dir_ / "io");
   }
   std::filesystem::path out() const { return dir_ / "out"; }
