@@ -1,4 +1,4 @@
-# The adaptation of the shipped twin, models/podkv-long-pod (H200, 2026-12-03).
+# The adaptation of the second twin (shipped as models/podkv-long-pod from 2026-12-03 until the third, ../adapt/).
 # It starts from the shipped bf16 weights of models/podkv-long (the f32 stage-3
 # checkpoint of the training run was not kept). The blocks are the delta-0.3
 # blocks of docs/long-model/analysis; this run's analyze re-measured them on the
@@ -9,7 +9,7 @@
 # its output, train_log.jsonl the log (adapt_loss.png: podkv plot-loss of it).
 CALIB=.data/calib.txt TRAINED=models/podkv-long DELTAS=0.3 ADAPT_STEPS=2000 ADAPT_EVAL_EVERY=250 \
   ADAPT_ACCURACY_SAMPLES=256 scripts/pod_long_model.sh build-cuda out/long
-cp out/long/podkv-long-pod/model.safetensors models/podkv-long-pod/
+cp out/long/podkv-long-pod/model.safetensors models/podkv-long-pod/   # sha256 33389e82adaba0c3...; in the history: git show 5b4633b:models/podkv-long-pod/model.safetensors
 # The check on the H200 right after (check-passkey.md, check-niah.md): dense, PoD on the
 # trained model and PoD on the adapted one, 5 prompts per cell
 for t in passkey niah; do h=; [ $t = niah ] && h="--data .data/long/heldout.txt"
