@@ -321,6 +321,27 @@ TEST(EvalTasks, TextWindowsStartWithBosAndDoNotOverlap) {
   fs::remove_all(dir);
 }
 
+// Without BOS (podkv eval --no-bos) a window is `context` tokens of the text, back to back.
+TEST(EvalTasks, TextWindowsWithoutBosAreTextOnly) {
+  const fs::path dir = fs::temp_directory_path() / ("podkv_eval_windows_nobos_" + std::to_string(getpid()));
+  const fs::path text = write_text_file(dir, 300);
+  TaskSettings s;
+  s.task = "perplexity";
+  s.data_files = {text.string()};
+  s.context = 128;
+  s.samples = 3;
+  s.bos = false;
+  const auto items = build_items(s, tokenizer(), -1);
+  ASSERT_EQ(items.size(), 3u);
+  const std::vector<int32_t> all = read_text_tokens(text.string(), tokenizer(), 1 << 20);
+  for (size_t i = 0; i < items.size(); ++i)
+    EXPECT_EQ(items[i].tokens, std::vector<int32_t>(all.begin() + 128 * i, all.begin() + 128 * (i + 1)));
+  EXPECT_EQ(to_json(s)["bos"], false);
+  s.bos = true;
+  EXPECT_FALSE(to_json(s).contains("bos"));  // runs from before the option resume
+  fs::remove_all(dir);
+}
+
 TEST(EvalPolicySpec, ParsesNamesAndSettings) {
   const auto specs = parse_policy_specs({"dense,pod:group=2", "streaming:sink=4:recent=64"});
   ASSERT_EQ(specs.size(), 3u);

@@ -83,6 +83,37 @@ TEST_F(EvalCli, AgreementIsExactForDenseAndOneLayerPod) {
   EXPECT_NE(md.find("| streaming:sink=4:recent=16 | " + commas + " ("), std::string::npos) << md;
 }
 
+// --no-bos: windows without the BOS, said in results.json and the table; --resume
+// refuses to mix a run with BOS and one without, either way round.
+TEST_F(EvalCli, NoBosWindowsAndResumeChecksIt) {
+  const std::vector<std::string> args = {"eval", "-m", model_, "--task", "perplexity", "--kv", "dense", "--data", text_,
+                                         "-c", "64", "--samples", "2", "-t", "2", "--no-progress"};
+  auto with = [&](const std::string& out, std::vector<std::string> extra) {
+    std::vector<std::string> a = args;
+    a.insert(a.end(), {"--out", out});
+    a.insert(a.end(), extra.begin(), extra.end());
+    return run(a);
+  };
+  const std::string bos = (tmp_ / "bos").string(), plain = (tmp_ / "plain").string();
+  const auto r1 = with(bos, {});
+  ASSERT_EQ(r1.exit_code, 0) << r1;
+  const auto r2 = with(plain, {"--no-bos"});
+  ASSERT_EQ(r2.exit_code, 0) << r2;
+  EXPECT_FALSE(results(bos)["settings"].contains("bos"));
+  EXPECT_EQ(results(plain)["settings"]["bos"], false);
+  EXPECT_NE(results(plain)["scored"].get<std::string>().find("no BOS before the windows"), std::string::npos);
+  EXPECT_NE(r2.out.find("no BOS before the windows"), std::string::npos) << r2.out;
+  EXPECT_NE(policy(results(bos), "dense")["perplexity"], policy(results(plain), "dense")["perplexity"]);
+  for (const auto& [out, extra] : {std::pair<std::string, std::vector<std::string>>{bos, {"--no-bos", "--resume"}},
+                                   {plain, {"--resume"}}}) {
+    const auto r = with(out, extra);
+    EXPECT_EQ(r.exit_code, 1) << r;
+    EXPECT_NE(r.err.find("--resume: the run in " + out + " has bos = "), std::string::npos) << r;
+  }
+  const auto again = with(plain, {"--no-bos", "--resume"});
+  EXPECT_EQ(again.exit_code, 0) << again;
+}
+
 TEST_F(EvalCli, PasskeyGridHeatmapAndResume) {
   const std::string out = (tmp_ / "passkey").string();
   const std::vector<std::string> args = {"eval", "-m", model_, "--task", "passkey", "--kv", "dense,streaming:sink=4:recent=16",

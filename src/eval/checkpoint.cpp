@@ -27,8 +27,13 @@ Checkpoint::Checkpoint(const std::string& dir, const nlohmann::json& settings, b
     } catch (const std::exception&) {
       throw Error("--resume: " + settings_path.string() + " is not valid JSON");
     }
-    for (const auto& [key, value] : settings.items()) {
+    if (!before.is_object()) throw Error("--resume: " + settings_path.string() + " is not a JSON object");
+    // Both ways: a setting written only when it differs from its default (bos) is absent on one side.
+    nlohmann::json keys = settings;
+    keys.update(before);
+    for (const auto& [key, unused] : keys.items()) {
       const nlohmann::json old = before.contains(key) ? before[key] : nlohmann::json();
+      const nlohmann::json value = settings.contains(key) ? settings[key] : nlohmann::json();
       if (old != value)
         throw Error("--resume: the run in " + dir + " has " + key + " = " + old.dump() + ", this one " + value.dump() +
                     " (give the same settings, or drop --resume to start over)");

@@ -97,6 +97,7 @@ nlohmann::json build_results(const ReportInput& in) {
                     ".." + std::to_string(s.context - 1) + " (logits of positions " + std::to_string(p - 1) + ".." +
                     std::to_string(s.context - 2) + ")" + (s.task == "agreement" ? ", against a dense cache run the same way" : "");
   }
+  if (!s.bos) out["scored"] = out["scored"].get<std::string>() + "; no BOS before the " + (grid ? "prompts" : "windows");
   out["kv_bytes_note"] =
       "kv_bytes: bytes of the pages the cache held for the sequence at kv_length tokens (float32 entries, 16-token "
       "pages; grid tasks: after the prefill of the longest prompt); kv_bytes_in_use: the layout's analytic count; "

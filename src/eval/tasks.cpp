@@ -134,6 +134,7 @@ void validate_settings(const TaskSettings& s, int64_t model_context) {
 
 nlohmann::json to_json(const TaskSettings& s) {
   nlohmann::json j = {{"task", s.task}, {"data", s.data_files}, {"samples", s.effective_samples()}, {"seed", s.seed}};
+  if (!s.bos) j["bos"] = false;  // absent when true: the settings of runs before the option stay equal
   if (is_window_task(s.task)) {
     j["context"] = s.context;
     j["prefill"] = s.effective_prefill();

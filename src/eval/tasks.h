@@ -31,6 +31,9 @@ struct TaskSettings {
   std::vector<std::string> data_files;  // text (UTF-8; BOM and CRLF are normalised)
   int samples = 0;                      // windows (window tasks) or prompts per grid cell; 0 = 4 / 1
   uint64_t seed = 0;
+  // Put the model's BOS first (false: podkv eval --no-bos, for models trained on text rows
+  // without one, whose text after a BOS is a different distribution).
+  bool bos = true;
   // Window tasks.
   int64_t context = 1024;    // tokens per window
   int64_t prefill = 0;       // tokens of the first forward call; 0 = context / 2

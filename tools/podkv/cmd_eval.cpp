@@ -155,7 +155,7 @@ void run(EvalCommand& o) {
   auto tokenizer = load_model_tokenizer(*model);
   if (tokenizer == nullptr)
     throw Error(o.model + ": the model has no tokenizer; podkv eval builds its inputs from text (add tokenizer.json)");
-  const int32_t bos = tokenizer->bos_id() >= 0 ? tokenizer->bos_id() : config.bos_token_id;
+  const int32_t bos = !o.task.bos ? -1 : tokenizer->bos_id() >= 0 ? tokenizer->bos_id() : config.bos_token_id;
   const std::vector<eval::TaskItem> items = eval::build_items(o.task, *tokenizer, bos);
   if (eval::is_window_task(o.task.task) && static_cast<int>(items.size()) < o.task.effective_samples())
     std::fprintf(stderr, "note: the --data text holds only %zu window(s) of %lld tokens (--samples %d)\n", items.size(),
@@ -246,6 +246,8 @@ void add_eval_command(CLI::App& app) {
   cmd->add_flag("--no-progress", o->no_progress, "no progress bar");
   cmd->add_flag("--show-answers", o->show_answers,
                 "grid tasks: after the table, each prompt's expected answer and what each method generated");
+  cmd->add_flag_callback("--no-bos", [o] { o->task.bos = false; },
+                         "no BOS before the windows or prompts (for a model trained on text without one)");
   cmd->callback([o] { run(*o); });
 }
 
