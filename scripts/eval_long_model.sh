@@ -13,8 +13,8 @@
 # Grids (passkey, niah over the held-out books, kv-retrieval): lengths 1/8, 1/4,
 # 1/2 of the 4160-token context and 4096, depths 0-100% in steps of 20,
 # SAMPLES [5] prompts per cell; perplexity and agreement: WINDOWS [4] windows of
-# 4096 tokens of the held-out books (the first 2048 prefilled, the rest decoded
-# 256 at a time). Results, tables and heatmaps go to OUT_DIR/TASK/.
+# 4096 tokens of the held-out books without a BOS (the model was trained on text
+# rows without one; the first 2048 prefilled, the rest decoded 256 at a time). Results, tables and heatmaps go to OUT_DIR/TASK/.
 # blocks-passkey and blocks-agreement: what other blocks do (the analysed
 # groupings at delta 0.4 and 0.2 of docs/long-model/analysis, on the trained
 # model and on the twin adapted for delta 0.3), passkey at 1040 and 4096 tokens
@@ -66,10 +66,10 @@ for task in "${tasks[@]}"; do
   [[ $task != twin-* ]] || { policies=dense,pod; weights=(-m "$adapted"); }
   case $task in
     blocks-passkey) args=(--lengths 1040,4096 --depths 0,20,40,60,80,100 --samples "${SAMPLES:-5}") ;;
-    blocks-agreement | twin-agreement | twin-perplexity) args=(--data "$haystack" -c 4096 --prefill 2048 --decode-chunk 256 --samples "${WINDOWS:-4}") ;;
+    blocks-agreement | twin-agreement | twin-perplexity) args=(--data "$haystack" -c 4096 --prefill 2048 --decode-chunk 256 --samples "${WINDOWS:-4}" --no-bos) ;;
     passkey | kv-retrieval) args=(--lengths 520,1040,2080,4096 --depths 0,20,40,60,80,100 --samples "${SAMPLES:-5}") ;;
     niah) args=(--data "$haystack" --lengths 520,1040,2080,4096 --depths 0,20,40,60,80,100 --samples "${SAMPLES:-5}") ;;
-    perplexity | agreement) args=(--data "$haystack" -c 4096 --prefill 2048 --decode-chunk 256 --samples "${WINDOWS:-4}") ;;
+    perplexity | agreement) args=(--data "$haystack" -c 4096 --prefill 2048 --decode-chunk 256 --samples "${WINDOWS:-4}" --no-bos) ;;
   esac
   resume=()
   [ -f "$out/$task/settings.json" ] && resume=(--resume)
