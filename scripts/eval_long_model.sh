@@ -14,7 +14,8 @@
 # 1/2 of the 4160-token context and 4096, depths 0-100% in steps of 20,
 # SAMPLES [5] prompts per cell; perplexity and agreement: WINDOWS [4] windows of
 # 4096 tokens of the held-out books without a BOS (the model was trained on text
-# rows without one; the first 2048 prefilled, the rest decoded 256 at a time). Results, tables and heatmaps go to OUT_DIR/TASK/.
+# rows without one; --no-bos), the first 2048 prefilled, the rest decoded 256 at
+# a time. Results, tables and heatmaps go to OUT_DIR/TASK/.
 # blocks-passkey and blocks-agreement: what other blocks do (the analysed
 # groupings at delta 0.4 and 0.2 of docs/long-model/analysis, on the trained
 # model and on the twin adapted for delta 0.3), passkey at 1040 and 4096 tokens

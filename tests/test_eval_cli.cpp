@@ -1,7 +1,7 @@
 // podkv eval end to end on the tiny default model: agreement (dense and
-// one-layer PoD exact, KV bytes in the table equal to the cache's), a passkey
-// grid with its heatmap and --resume, niah with a custom needle, and bad input
-// (one line on stderr, exit 1).
+// one-layer PoD exact, KV bytes in the table equal to the cache's), windows
+// without BOS (--no-bos), a passkey grid with its heatmap and --resume, niah
+// with a custom needle, and bad input (one line on stderr, exit 1).
 #include <set>
 
 #include "cli_run.h"
@@ -134,7 +134,9 @@ TEST_F(EvalCli, PasskeyGridHeatmapAndResume) {
     EXPECT_EQ(item["prompt_tokens"], item["length"]);
     EXPECT_EQ(item["answer"].get<std::string>().size(), 5u);
   }
-  if (plot::png_available()) EXPECT_TRUE(fs::exists(fs::path(out) / "passkey_heatmap.png"));
+  if (plot::png_available()) {
+    EXPECT_TRUE(fs::exists(fs::path(out) / "passkey_heatmap.png"));
+  }
 
   // Interrupt: keep 8 of the 12 records and a line cut short; --resume runs the other 4.
   const fs::path progress = fs::path(out) / "progress.jsonl";

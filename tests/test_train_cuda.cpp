@@ -513,6 +513,7 @@ class TrainCudaCli : public ::testing::Test {
   // The 23.7M model on synthetic passkeys, one step unless `extra` says otherwise. `extra` holds
   // option-value pairs; one already set here replaces its value (CLI11 refuses an option given twice).
   clitest::CliResult train(const std::string& batch, const std::string& seq, const std::vector<std::string>& extra = {}) {
+    EXPECT_EQ(extra.size() % 2, 0u) << "extra options come in pairs";
     std::vector<std::string> args = {
         "train", "--config", (clitest::kSourceDir / "configs/podkv-long-23m/config.json").string(), "--tokenizer",
         (clitest::kSourceDir / "models/podkv-ref").string(), "--synthetic", "passkey", "--synthetic-fraction", "1",
@@ -527,7 +528,6 @@ class TrainCudaCli : public ::testing::Test {
         args.push_back(extra[i + 1]);
       }
     }
-    EXPECT_EQ(extra.size() % 2, 0u) << "extra options come in pairs";
     return clitest::run_cli(args, dir_ / "io");
   }
   std::filesystem::path out() const { return dir_ / "out"; }

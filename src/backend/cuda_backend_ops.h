@@ -101,7 +101,7 @@ class CudaBackendOps : public BackendOps {
   KvView view_;  // host copies of the step's descriptors (stats are counted on the host)
   AttentionBatch batch_;
   bool has_step_ = false;
-  int64_t max_keys_ = 1;      // the longest row's key count
+  int64_t max_keys_ = 1;  // the longest row's key count
   // Decode attention's chunks per row (0: the one-block-per-query kernel, for scored rows).
   int decode_splits(int num_heads, bool scored) const;
   bool scored_rows() const;  // whether some row adds selection scores
