@@ -300,14 +300,20 @@ TEST(EvalTasks, BadSettingsNameTheOption) {
   EXPECT_NE(expect_error([&] { validate_settings(s, 4096); }).find("--needle"), std::string::npos);
 }
 
-TEST(EvalTasks, TextWindowsStartWithBosAndDoNotOverlap) {
-  const fs::path dir = fs::temp_directory_path() / ("podkv_eval_windows_" + std::to_string(getpid()));
-  const fs::path text = write_text_file(dir, 300);
+// Three perplexity windows of 128 tokens over `text`.
+TaskSettings three_windows(const fs::path& text) {
   TaskSettings s;
   s.task = "perplexity";
   s.data_files = {text.string()};
   s.context = 128;
   s.samples = 3;
+  return s;
+}
+
+TEST(EvalTasks, TextWindowsStartWithBosAndDoNotOverlap) {
+  const fs::path dir = fs::temp_directory_path() / ("podkv_eval_windows_" + std::to_string(getpid()));
+  const fs::path text = write_text_file(dir, 300);
+  TaskSettings s = three_windows(text);
   const auto items = build_items(s, tokenizer(), tokenizer().bos_id());
   ASSERT_EQ(items.size(), 3u);
   const std::vector<int32_t> all = read_text_tokens(text.string(), tokenizer(), 1 << 20);
@@ -325,13 +331,9 @@ TEST(EvalTasks, TextWindowsStartWithBosAndDoNotOverlap) {
 TEST(EvalTasks, TextWindowsWithoutBosAreTextOnly) {
   const fs::path dir = fs::temp_directory_path() / ("podkv_eval_windows_nobos_" + std::to_string(getpid()));
   const fs::path text = write_text_file(dir, 300);
-  TaskSettings s;
-  s.task = "perplexity";
-  s.data_files = {text.string()};
-  s.context = 128;
-  s.samples = 3;
+  TaskSettings s = three_windows(text);
   s.bos = false;
-  const auto items = build_items(s, tokenizer(), -1);
+  const auto items = build_items(s, tokenizer(), tokenizer().bos_id());  // s.bos wins over the id
   ASSERT_EQ(items.size(), 3u);
   const std::vector<int32_t> all = read_text_tokens(text.string(), tokenizer(), 1 << 20);
   for (size_t i = 0; i < items.size(); ++i)

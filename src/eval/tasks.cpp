@@ -254,6 +254,7 @@ std::vector<int32_t> read_text_tokens(const std::string& path, const Tokenizer& 
 }
 
 std::vector<TaskItem> build_items(const TaskSettings& s, const Tokenizer& tok, int32_t bos) {
+  if (!s.bos) bos = -1;  // --no-bos
   std::vector<TaskItem> items;
   const int samples = s.effective_samples();
   if (is_window_task(s.task)) {

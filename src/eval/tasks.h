@@ -96,7 +96,8 @@ uint64_t prompt_seed(uint64_t seed, int length_index, int depth_index, int sampl
 // when the file has that many (large files are read only as far as needed).
 std::vector<int32_t> read_text_tokens(const std::string& path, const Tokenizer& tok, int64_t min_tokens);
 
-// Every item of the task, in a fixed order. `bos` is the id put first (-1 = none).
+// Every item of the task, in a fixed order. `bos` is the id put first (-1 = none; none either
+// when s.bos is false).
 std::vector<TaskItem> build_items(const TaskSettings& s, const Tokenizer& tok, int32_t bos);
 
 }  // namespace podkv::eval

@@ -155,7 +155,7 @@ void run(EvalCommand& o) {
   auto tokenizer = load_model_tokenizer(*model);
   if (tokenizer == nullptr)
     throw Error(o.model + ": the model has no tokenizer; podkv eval builds its inputs from text (add tokenizer.json)");
-  const int32_t bos = !o.task.bos ? -1 : tokenizer->bos_id() >= 0 ? tokenizer->bos_id() : config.bos_token_id;
+  const int32_t bos = tokenizer->bos_id() >= 0 ? tokenizer->bos_id() : config.bos_token_id;
   const std::vector<eval::TaskItem> items = eval::build_items(o.task, *tokenizer, bos);
   if (eval::is_window_task(o.task.task) && static_cast<int>(items.size()) < o.task.effective_samples())
     std::fprintf(stderr, "note: the --data text holds only %zu window(s) of %lld tokens (--samples %d)\n", items.size(),
