@@ -9,8 +9,9 @@
 # through a length
 # curriculum; then checks retrieval at the full context.
 #
-#   1. stages at SEQS="256 1024 4160": stage 1 from random weights (--config),
-#      each later one from the previous stage's checkpoint (--init PREV_DIR, a
+#   1. stages at SEQS="256 1024 4160": stage 1 from random weights (--config;
+#      INIT=MODEL_DIR: from that model's weights instead, e.g. to continue the
+#      shipped model with one more stage), each later one from the previous stage's checkpoint (--init PREV_DIR, a
 #      fresh AdamW state and a fresh warmup + cosine schedule). Each step is
 #      about BATCH_TOKENS tokens (65536: 256 x 256, 64 x 1024, 15 x 4160; the last
 #      stage is 64 tokens longer than the longest eval prompt, 4096, so that the
@@ -49,7 +50,7 @@
 # folder is absent. STOP_AFTER=build|train|plot stops after that step.
 # Settings (env, defaults in brackets; per-stage lists are space-separated, one
 # value per stage): DEVICE [cuda] (cpu checks the plumbing), THREADS [all cores],
-# CONFIG [configs/podkv-long/config.json], TOKENIZER [models/podkv-ref],
+# CONFIG [configs/podkv-long/config.json], INIT [none], TOKENIZER [models/podkv-ref],
 # SEQS, BUDGETS, TOKENS_PER_S, STEPS [from the budgets], BATCH_TOKENS,
 # LRS ["1e-3 1e-3 6e-4"], MIN_LR_RATIO [0.1], WARMUPS ["100 50 50"],
 # WEIGHT_DECAY [0.1], BETA1 [0.9], BETA2 [0.95], CLIP [1.0], INIT_STD [0.02],
@@ -146,7 +147,9 @@ for ((k = 0; k < stages; ++k)); do
   name=stage$((k + 1))-seq$seq
   names+=("$name")
   dir=$out/$name
-  if [ -z "$prev" ]; then
+  if [ -z "$prev" ] && [ -n "${INIT:-}" ]; then
+    start=(--init "$INIT")
+  elif [ -z "$prev" ]; then
     start=(--config "$config" --init-std "${INIT_STD:-0.02}")
   else
     start=(--init "$prev")
