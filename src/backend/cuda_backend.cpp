@@ -223,7 +223,7 @@ void CudaBackend::run_layers(const ForwardStep& step, ForwardOutput& out) {
     const Layer& w = layers_[layer];
     {
       // The previous layer's MLP output joins the residual stream in the same launch as this norm.
-      ProfileScope p(ops_, "norms, rope, residual adds");
+      ProfileScope p(ops_, "norms, residual adds");
       if (layer == 0) ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
       else ops_.add_rms_norm(x, proj, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
     }
@@ -232,13 +232,10 @@ void CudaBackend::run_layers(const ForwardStep& step, ForwardOutput& out) {
       ops_.matmul(w.wqkv, xn, n, gate, w.bqkv);  // [n, q + 2 kv] in the MLP's scratch
     }
     {
-      ProfileScope p(ops_, "norms, rope, residual adds");
-      ops_.split_qkv_rope(gate, n, c.num_heads, c.num_kv_heads, c.head_dim, positions, inv_freq_, c.rope_interleaved,
-                          q, k, v);
-    }
-    {
-      ProfileScope p(ops_, "kv write");
-      ops_.kv_write(layer, k, v);
+      // The split, RoPE of q and k, and the KV write: one launch.
+      ProfileScope p(ops_, "rope, kv write");
+      ops_.split_qkv_rope_kv_write(layer, gate, n, c.num_heads, c.num_kv_heads, c.head_dim, positions, inv_freq_,
+                                   c.rope_interleaved, q, k, v);
     }
     {
       ProfileScope p(ops_, "attention");
@@ -250,7 +247,7 @@ void CudaBackend::run_layers(const ForwardStep& step, ForwardOutput& out) {
       ops_.matmul(w.wo, attn_.as<float>(), n, proj, nullptr);
     }
     {
-      ProfileScope p(ops_, "norms, rope, residual adds");
+      ProfileScope p(ops_, "norms, residual adds");
       ops_.add_rms_norm(x, proj, w.mlp_norm, n, hidden, c.rms_norm_eps, xn);
     }
     {
@@ -267,7 +264,7 @@ void CudaBackend::run_layers(const ForwardStep& step, ForwardOutput& out) {
     }
   }
   {
-    ProfileScope p(ops_, "norms, rope, residual adds");
+    ProfileScope p(ops_, "norms, residual adds");
     ops_.add(x, proj, n * hidden);  // the last layer's MLP output
   }
   const int64_t rows = step.num_logit_rows;

@@ -481,6 +481,20 @@ void CudaBackendOps::kv_write(int layer, const float* k, const float* v) {
   cuda::kv_write(state_->step, layer, k, v, state_->stream);
 }
 
+void CudaBackendOps::split_qkv_rope_kv_write(int layer, const float* qkv, int64_t rows, int heads, int kv_heads,
+                                             int dim, const int64_t* positions, const float* inv_freq,
+                                             bool interleaved, float* q, float* k, float* v) {
+  check(has_step_, "split_qkv_rope_kv_write: no step (call set_step first)");
+  check(layer >= 0 && layer < view_.num_layers, "split_qkv_rope_kv_write: no layer " + std::to_string(layer));
+  const cuda::DeviceStep& step = state_->step;
+  check(rows == step.rows && kv_heads == step.num_kv_heads && dim == step.head_dim,
+        "split_qkv_rope_kv_write: " + std::to_string(rows) + " rows, " + std::to_string(kv_heads) + " KV heads of " +
+            std::to_string(dim) + " against the step's " + std::to_string(step.rows) + ", " +
+            std::to_string(step.num_kv_heads) + " of " + std::to_string(step.head_dim));
+  check(dim % 2 == 0, "rope: head_dim " + std::to_string(dim) + " must be even");
+  cuda::split_qkv_rope_kv_write(step, layer, qkv, heads, positions, inv_freq, interleaved, q, k, v, state_->stream);
+}
+
 bool CudaBackendOps::scored_rows() const {
   if (view_.num_groups == 0 || batch_.score_from == nullptr) return false;
   for (int b = 0; b < batch_.num_seqs; ++b)

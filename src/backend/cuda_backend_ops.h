@@ -55,6 +55,10 @@ class CudaBackendOps : public BackendOps {
   void silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out);
   void split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim, const int64_t* positions,
                       const float* inv_freq, bool interleaved, float* q, float* k, float* v);
+  // split_qkv_rope, then kv_write(layer, k, v) of the step set last, in one launch.
+  void split_qkv_rope_kv_write(int layer, const float* qkv, int64_t rows, int heads, int kv_heads, int dim,
+                               const int64_t* positions, const float* inv_freq, bool interleaved, float* q, float* k,
+                               float* v);
   // Zeroes device memory (queued).
   void fill_zero(void* device_ptr, size_t bytes);
   // Fills n bf16 values with uniform random ones in [-bound, bound) (queued; a hash of seed and index).

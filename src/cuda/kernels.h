@@ -57,6 +57,11 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
 
 // kv_write.cu: the step's new keys and values into the pool (encoded), and the pool's entry copies.
 void kv_write(const DeviceStep& step, int layer, const float* k, const float* v, cudaStream_t stream);
+// split_qkv_rope (qkv [rows, (heads + 2 H_kv) * dim] into q, k, v, q and k rotated) and then kv_write of
+// k and v, in one launch with the same results; kv_heads, dim and rows are the step's.
+void split_qkv_rope_kv_write(const DeviceStep& step, int layer, const float* qkv, int heads, const int64_t* positions,
+                             const float* inv_freq, bool interleaved, float* q, float* k, float* v,
+                             cudaStream_t stream);
 void copy_entries(uint8_t* pool, int64_t page_bytes, int64_t entry_bytes, const EntryCopy* copies, int64_t count,
                   cudaStream_t stream);
 

@@ -1,22 +1,24 @@
 // The KV pool on the device: the step's new keys and values written through
-// the view, encoded in the pool's entry type (ops/kv_write.h), and the entry
-// copies the host bookkeeping asks for when token selection moves kept tokens.
+// the view, encoded in the pool's entry type (ops/kv_write.h), on their own or
+// fused with the split and RoPE of the stacked q, k, v projection (one launch
+// per layer instead of two in a decode step), and the entry copies the host
+// bookkeeping asks for when token selection moves kept tokens.
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
 #include "cuda/paged.cuh"
+#include "cuda/rope.cuh"
 #include "kv/token_classes.h"
 
 namespace podkv::cuda {
 
 namespace {
 
-// One block per (row, KV head): warp 0 writes the key, warp 1 the value.
+// One warp writes row `row`'s key (kind kKeys) or value of KV head h, `src` its d floats, into the
+// entry of its position, encoded as T; nothing where the layout keeps no such entry.
 template <KvDType T>
-__global__ void kv_write_kernel(DeviceStep s, int layer, const float* k, const float* v) {
-  const int64_t row = blockIdx.x;
-  const int h = blockIdx.y;
-  const int kind = threadIdx.x / 32, lane = threadIdx.x % 32;
+__device__ __forceinline__ void write_entry(const DeviceStep& s, int layer, int64_t row, int h, int kind,
+                                            const float* src, int lane) {
   const int H = s.num_kv_heads, d = s.head_dim;
   const KvRule& rule = (kind == kKeys ? s.key_rules : s.value_rules)[layer * H + h];
   if (rule.retention == kRetainNone) return;
@@ -24,11 +26,51 @@ __global__ void kv_write_kernel(DeviceStep s, int layer, const float* k, const f
   const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
   uint8_t* e = entry_at(s, stream_of(s, b, kind, layer, h), pos);
   if (e == nullptr) return;
-  const float* src = (kind == kKeys ? k : v) + (row * H + h) * d;
   float x[kLaneElems];
 #pragma unroll
   for (int c = 0; c < kLaneElems; ++c) x[c] = lane + 32 * c < d ? src[lane + 32 * c] : 0.0f;
   encode_entry<T>(x, lane, d, e);
+}
+
+// One block per (row, KV head): warp 0 writes the key, warp 1 the value.
+template <KvDType T>
+__global__ void kv_write_kernel(DeviceStep s, int layer, const float* k, const float* v) {
+  const int64_t row = blockIdx.x;
+  const int h = blockIdx.y;
+  const int kind = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int64_t at = (row * s.num_kv_heads + h) * s.head_dim;
+  write_entry<T>(s, layer, row, h, kind, (kind == kKeys ? k : v) + at, lane);
+}
+
+// split_qkv_rope and kv_write in one launch: one warp per (row, unit), units [0, heads) the query
+// heads, then the KV heads' keys, then their values. A key or value head is written to k or v
+// first (rotated, or copied), then read back by the same warp (__syncwarp orders the warp's
+// global writes before its reads) and encoded as kv_write_kernel encodes it: the same q, k, v
+// and pool bytes as the two launches.
+template <KvDType T>
+__global__ void split_qkv_rope_kv_write_kernel(DeviceStep s, int layer, const float* qkv, int heads,
+                                               const int64_t* positions, const float* inv_freq, bool interleaved,
+                                               float* q, float* k, float* v) {
+  const int64_t row = blockIdx.x;
+  const int unit = blockIdx.y, lane = threadIdx.x;
+  const int H = s.num_kv_heads, d = s.head_dim, half = d / 2;
+  const int64_t nq = static_cast<int64_t>(heads) * d, nkv = static_cast<int64_t>(H) * d;
+  const float* src = qkv + row * (nq + 2 * nkv);
+  if (unit < heads) {
+    for (int i = lane; i < half; i += 32)
+      rotate_pair(src + unit * d, q + row * nq + unit * d, i, d, positions[row], inv_freq, interleaved);
+    return;
+  }
+  const int kind = unit < heads + H ? kKeys : kValues;
+  const int h = unit - heads - (kind == kKeys ? 0 : H);
+  float* dst = (kind == kKeys ? k : v) + row * nkv + h * d;
+  if (kind == kKeys) {
+    for (int i = lane; i < half; i += 32) rotate_pair(src + nq + h * d, dst, i, d, positions[row], inv_freq, interleaved);
+  } else {
+    for (int i = lane; i < d; i += 32) dst[i] = src[nq + nkv + h * d + i];
+  }
+  __syncwarp();
+  write_entry<T>(s, layer, row, h, kind, dst, lane);
 }
 
 // Copies in order in one block (a later copy may read what an earlier one wrote).
@@ -57,6 +99,25 @@ void kv_write(const DeviceStep& step, int layer, const float* k, const float* v,
     case KvDType::Q8_0: kv_write_kernel<KvDType::Q8_0><<<grid, 64, 0, stream>>>(step, layer, k, v); break;
   }
   check_launch("kv_write_kernel");
+}
+
+void split_qkv_rope_kv_write(const DeviceStep& step, int layer, const float* qkv, int heads, const int64_t* positions,
+                             const float* inv_freq, bool interleaved, float* q, float* k, float* v,
+                             cudaStream_t stream) {
+  if (step.rows == 0) return;
+  check(step.head_dim <= kMaxHeadDim,
+        "cuda split_qkv_rope_kv_write: head_dim " + std::to_string(step.head_dim) + " above 128");
+  const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(heads + 2 * step.num_kv_heads));
+  const auto args = [&](auto kernel) {
+    kernel<<<grid, 32, 0, stream>>>(step, layer, qkv, heads, positions, inv_freq, interleaved, q, k, v);
+  };
+  switch (static_cast<KvDType>(step.dtype)) {
+    case KvDType::F32: args(split_qkv_rope_kv_write_kernel<KvDType::F32>); break;
+    case KvDType::F16: args(split_qkv_rope_kv_write_kernel<KvDType::F16>); break;
+    case KvDType::BF16: args(split_qkv_rope_kv_write_kernel<KvDType::BF16>); break;
+    case KvDType::Q8_0: args(split_qkv_rope_kv_write_kernel<KvDType::Q8_0>); break;
+  }
+  check_launch("split_qkv_rope_kv_write_kernel");
 }
 
 void copy_entries(uint8_t* pool, int64_t page_bytes, int64_t entry_bytes, const EntryCopy* copies, int64_t count,

@@ -1,27 +1,15 @@
-// RoPE: one thread per (row, head, pair). The angle is float32, as
-// transformers computes it; cos, sin and the rotation in double.
+// RoPE: one thread per (row, head, pair); the rotation is rope.cuh's.
 //  - rope: in place on one tensor;
 //  - split_qkv_rope: the stacked projection's output [rows, q | k | v] split into
 //    q, k, v with q and k rotated on the way, in one launch instead of three
 //    (split, rope q, rope k: launches the decode step's graph pays per layer).
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
+#include "cuda/rope.cuh"
 
 namespace podkv::cuda {
 
 namespace {
-
-// Pair i of one head: reads it from `in`, writes it rotated by position `pos` to `out` (may be `in`).
-__device__ __forceinline__ void rotate_pair(const float* in, float* out, int i, int dim, int64_t pos,
-                                            const float* inv_freq, bool interleaved) {
-  const float angle = static_cast<float>(pos) * inv_freq[i];
-  double s, c;
-  sincos(static_cast<double>(angle), &s, &c);
-  const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + dim / 2;
-  const double va = in[a], vb = in[b];
-  out[a] = static_cast<float>(va * c - vb * s);
-  out[b] = static_cast<float>(vb * c + va * s);
-}
 
 __global__ void rope_kernel(float* x, int64_t rows, int heads, int dim, const int64_t* positions,
                             const float* inv_freq, bool interleaved) {

@@ -3,13 +3,18 @@
 // sizes, over a batch that mixes decode steps and prefill chunks at KV lengths
 // 1, 54, 97 and 300. Attention's reference is one plain softmax in double per
 // query and head over the keys its token classes make visible
-// (kv/token_classes.h, pod-method.md), written from the layout's rules.
+// (kv/token_classes.h, pod-method.md), written from the layout's rules. On
+// CUDA also the fused split + RoPE + KV write against the launches it replaces.
 #include <cmath>
 #include <string>
 
 #include "harness.h"
 #include "kv_scenario.h"
 #include "reference.h"
+
+#if defined(PODKV_HAVE_CUDA)
+#include "backend/cuda_backend_ops.h"
+#endif
 
 namespace podkv::backend_test {
 
@@ -76,6 +81,77 @@ void kv_write_case(BackendOps& ops, Reporter& report, const KvCaseSpec& spec, ui
                      : spec.dtype == KvDType::BF16 ? 3.91e-3 : 4.0e-3;
   report.result("kv_write", spec.describe(), ops.name(), max_rel_err(got.data(), ref.data(), got.size()), tol, note);
 }
+
+#if defined(PODKV_HAVE_CUDA)
+// What one pass of the stacked projection through the step leaves: q, k, v of every layer and the
+// bytes of the step's rows' entries.
+struct QkvPass {
+  std::vector<float> qkv_out;  // per layer: q | k | v of every row
+  std::vector<uint8_t> entries;
+};
+
+QkvPass qkv_pass(CudaBackendOps& ops, const KvCaseSpec& spec, uint64_t seed, bool interleaved, bool fused) {
+  KvScenario s(ops, spec, seed);  // the same seed: the same history, pages and selection
+  const KvGeometry& g = spec.geometry;
+  const int64_t rows = s.rows(), nq = int64_t{g.heads} * g.dim, nkv = int64_t{g.kv_heads} * g.dim;
+  std::mt19937_64 rng(seed + 1);
+  std::vector<int64_t> positions(static_cast<size_t>(rows));
+  for (int b = 0; b < s.view().num_seqs; ++b)
+    for (int64_t r = s.batch().row_begin[b]; r < s.batch().row_begin[b + 1]; ++r)
+      positions[r] = s.batch().first_pos[b] + (r - s.batch().row_begin[b]);
+  std::vector<float> inv_freq(static_cast<size_t>(g.dim / 2));
+  for (int i = 0; i < g.dim / 2; ++i) inv_freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / g.dim));
+  DeviceBuffer d_pos = to_device(ops, positions), d_freq = to_device(ops, inv_freq);
+  DeviceBuffer d_qkv(ops, rows * (nq + 2 * nkv) * sizeof(float)), d_q(ops, rows * nq * sizeof(float));
+  DeviceBuffer d_k(ops, rows * nkv * sizeof(float)), d_v(ops, d_k.bytes());
+  ops.set_step(s.view(), s.batch());
+  QkvPass out;
+  for (int l = 0; l < g.layers; ++l) {
+    d_qkv.upload(normal_floats(rng, rows * (nq + 2 * nkv)).data(), d_qkv.bytes());
+    if (fused) {
+      ops.split_qkv_rope_kv_write(l, d_qkv.as<float>(), rows, g.heads, g.kv_heads, g.dim, d_pos.as<int64_t>(),
+                                  d_freq.as<float>(), interleaved, d_q.as<float>(), d_k.as<float>(), d_v.as<float>());
+    } else {
+      ops.split_qkv_rope(d_qkv.as<float>(), rows, g.heads, g.kv_heads, g.dim, d_pos.as<int64_t>(), d_freq.as<float>(),
+                         interleaved, d_q.as<float>(), d_k.as<float>(), d_v.as<float>());
+      ops.kv_write(l, d_k.as<float>(), d_v.as<float>());
+    }
+    for (const DeviceBuffer* buf : {&d_q, &d_k, &d_v}) {
+      const std::vector<float> x = to_host<float>(*buf, buf->bytes() / sizeof(float));
+      out.qkv_out.insert(out.qkv_out.end(), x.begin(), x.end());
+    }
+  }
+  const std::vector<uint8_t> pool = s.download_pool();
+  const KvView& view = s.view();
+  for (int b = 0; b < view.num_seqs; ++b)
+    for (int64_t r = s.batch().row_begin[b]; r < s.batch().row_begin[b + 1]; ++r)
+      for (int l = 0; l < g.layers; ++l)
+        for (int h = 0; h < g.kv_heads; ++h)
+          for (int kind : {kKeys, kValues}) {
+            const StreamRule& rule = kind == kKeys ? s.layout().key_rule(l, h) : s.layout().value_rule(l, h);
+            if (rule.retention == Retention::None) continue;
+            const uint8_t* e = entry_at(view, pool, b, kind, l, h, positions[r]);
+            if (e != nullptr) out.entries.insert(out.entries.end(), e, e + view.entry_bytes);
+          }
+  return out;
+}
+
+// CudaBackend's one-launch split + RoPE + KV write against the two launches it replaces (each
+// checked against the references above): the same q, k, v and entry bytes, exactly.
+void split_qkv_rope_kv_write_case(CudaBackendOps& ops, Reporter& report, const KvCaseSpec& spec, uint64_t seed) {
+  const bool interleaved = seed % 2 == 1;
+  const QkvPass two = qkv_pass(ops, spec, seed, interleaved, false);
+  const QkvPass one = qkv_pass(ops, spec, seed, interleaved, true);
+  std::string note;
+  if (one.entries.empty()) note = "no entries written";
+  if (one.entries != two.entries) note = "entry bytes differ";
+  const double err = one.qkv_out.size() == two.qkv_out.size()
+                         ? max_rel_err(one.qkv_out.data(), two.qkv_out.data(), one.qkv_out.size())
+                         : 1.0;
+  report.result("kv_write", spec.describe() + (interleaved ? " fused rope il" : " fused rope"), ops.name(), err, 0.0,
+                note);
+}
+#endif
 
 // The reference's view of the layout's rules for layer l, KV head h.
 struct HeadRules {
@@ -327,6 +403,11 @@ void run_kv_cases(BackendOps& ops, Reporter& report) {
   uint64_t seed = 1000;
   if (report.wants("kv_write"))
     for (size_t i = 0; i < specs.size() && i < 28; ++i) kv_write_case(ops, report, specs[i], seed++);
+#if defined(PODKV_HAVE_CUDA)
+  if (auto* cuda = dynamic_cast<CudaBackendOps*>(&ops); cuda != nullptr && report.wants("kv_write"))
+    for (size_t i = 0; i < specs.size() && i < 28; ++i)
+      if (specs[i].geometry.dim % 2 == 0) split_qkv_rope_kv_write_case(*cuda, report, specs[i], seed++);
+#endif
   if (report.wants("attention"))
     for (const KvCaseSpec& spec : specs) attention_case(ops, report, spec, seed++);
 }

@@ -1,0 +1,23 @@
+// One RoPE rotation on the device, shared by rope.cu's kernels and the fused
+// split + RoPE + KV write of kv_write.cu: the angle float32(pos) * inv_freq[i]
+// in float32, as transformers computes it; cos, sin and the rotation in double.
+#pragma once
+
+#include <cstdint>
+
+namespace podkv::cuda {
+
+// Pair i of one head of `dim` elements: read from `in`, written rotated by position `pos` to
+// `out` (may be `in`). Pairs are (i, i + dim / 2), or (2i, 2i + 1) when interleaved.
+__device__ __forceinline__ void rotate_pair(const float* in, float* out, int i, int dim, int64_t pos,
+                                            const float* inv_freq, bool interleaved) {
+  const float angle = static_cast<float>(pos) * inv_freq[i];
+  double s, c;
+  sincos(static_cast<double>(angle), &s, &c);
+  const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + dim / 2;
+  const double va = in[a], vb = in[b];
+  out[a] = static_cast<float>(va * c - vb * s);
+  out[b] = static_cast<float>(vb * c + va * s);
+}
+
+}  // namespace podkv::cuda
