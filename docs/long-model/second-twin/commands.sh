@@ -1,7 +1,7 @@
-# The adaptation of the second twin (shipped as models/podkv-long-pod from 2026-12-03 until the third, ../adapt/).
+# The adaptation of the second twin (shipped as models/podkv-long-pod from 2026-12-03 until the third, ../third-twin/).
 # It starts from the shipped bf16 weights of models/podkv-long (the f32 stage-3
 # checkpoint of the training run was not kept). The blocks are the delta-0.3
-# blocks of docs/long-model/analysis; this run's analyze re-measured them on the
+# blocks of docs/long-model/third-twin/analysis (docs/long-model/analysis then); this run's analyze re-measured them on the
 # bf16 weights and found the same anchors ([0,4,5] [0,1,3] [0] [0,6], 33.6% saved).
 # The data is .data/long from scripts/make_long_data.sh (models/podkv-ref's tokenizer).
 # 2000 steps of 15 x 4160 tokens, lr 2e-4 to 2e-5, every synthetic sample as long
