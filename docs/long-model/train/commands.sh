@@ -15,6 +15,7 @@ build-cuda/podkv plot-loss out/long/logs/stage1-seq256.jsonl out/long/logs/stage
 #   INIT=out/base SEQS=4160 BUDGETS=120 TOKENS_PER_S=750000 LRS=3e-4 WARMUPS=50 SEED=5 SYNTHETIC_MIN_LENS=256 \
 #     EVAL_SAMPLES=10 THREADS=16 scripts/train_long_model.sh build-cuda out/dense
 # scripts/train_long_model.sh build-cuda out/dense (2026-12-03T17:54:41Z, commit 2caf8a6)
+# (the GPU machine's copy reports its checkout's commit; the tree that ran was 863a4df, which added INIT)
 # data: /work/main/.data/long: train.tokens 37114507 tokens, heldout.tokens 994076 tokens
 build-cuda/podkv train --init out/base --tokenizer /work/main/models/podkv-ref --data /work/main/.data/long/train.tokens /work/main/.data/long/heldout.tokens --val-fraction 0.026085370322 --seq-len 4160 --batch 15 --grad-accum 1 --steps 1442 --lr 3e-4 --min-lr 3e-05 --warmup 50 --weight-decay 0.1 --beta1 0.9 --beta2 0.95 --clip 1.0 --seed 5 --synthetic passkey-eval\,kv\,niah --synthetic-fraction 0.5 --passkey-digits 5 --kv-pairs 0 --eval-every 200 --eval-batches 4 --accuracy-samples 64 --save-every 0 --device cuda --precision bf16 --peak-tflops 790 -t 16 --out out/dense/stage1-seq4160 --synthetic-min-len 256 
 # the acceptance grids of ../acceptance (acceptance/*.cmd):
