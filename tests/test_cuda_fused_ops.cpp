@@ -3,7 +3,11 @@
 // q and k) against the CPU's split and apply_rope, over odd shapes: MHA, GQA,
 // MQA, head_dim 64/80/128, both pair layouts, rows 1 and 37 at far positions;
 // add_rms_norm (the residual add written back, then the norm of the sum) against
-// a plain double reference, rows that fit the kernel's registers and one that does not.
+// a plain double reference, rows that fit the kernel's registers and one that does not;
+// matmul_swiglu (SwiGLU's projection and product, one launch for a decode row)
+// against the matmul and silu_mul_rows it replaces and a double reference;
+// matmul_add_rms_norm (a projection into the residual stream and the next norm)
+// against the matmul and add_rms_norm it replaces.
 // Skips when built without CUDA or when no GPU is visible (CI).
 #include <gtest/gtest.h>
 
@@ -16,6 +20,7 @@
 #include "backend/cuda_backend.h"
 #include "backend/cuda_backend_ops.h"
 #include "ops/elementwise.h"
+#include "util/dtype.h"
 
 namespace podkv {
 namespace {
@@ -117,9 +122,121 @@ TEST(CudaFusedOps, AddRmsNormMatchesAddThenNorm) {
       EXPECT_LE(worst, 1e-6) << "rows " << rows << ", n " << n;
     }
 }
+
+// SwiGLU's stacked projection then silu(gate) * up: for one row of BF16 weights one launch
+// (gemv_swiglu_row, each warp taking gate j and up j), otherwise the matmul and silu_mul_rows. Both
+// against the two launches (exactly: the same sums, the same product) and a double reference.
+TEST(CudaFusedOps, MatmulSwigluEqualsMatmulThenSiluMul) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  CudaBackendOps ops;
+  ops.set_decode_fusions(true, true);  // off by default (PODKV_CUDA_DECODE_FUSE)
+  std::mt19937_64 rng(13);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  struct Case {
+    int64_t inter, in, rows;
+  };
+  // 1376 x 512: models/podkv-long's MLP; in 40: one group of chunks and no rest; in 36: not a
+  // multiple of 8 (the fallback); 3 rows: the tensor-core GEMV and silu_mul_rows.
+  for (const Case c : {Case{1376, 512, 1}, Case{100, 4104, 1}, Case{7, 40, 1}, Case{33, 36, 1}, Case{100, 512, 3}}) {
+    const int64_t out = 2 * c.inter;
+    std::vector<uint16_t> w(static_cast<size_t>(out * c.in));
+    for (uint16_t& e : w) e = f32_to_bf16(normal(rng) * 0.1f);
+    std::vector<float> x(static_cast<size_t>(c.rows * c.in));
+    for (float& e : x) e = normal(rng);
+    DeviceBuffer d_w(ops, w.size() * 2), d_x(ops, x.size() * 4), d_gu(ops, c.rows * out * 4);
+    DeviceBuffer d_one(ops, c.rows * c.inter * 4), d_two(ops, c.rows * c.inter * 4);
+    ops.upload(d_w.data(), w.data(), w.size() * 2);
+    ops.upload(d_x.data(), x.data(), x.size() * 4);
+    const WeightMatrix wm{DType::BF16, out, c.in, d_w.data()};
+    ops.matmul_swiglu(wm, d_x.as<float>(), c.rows, d_gu.as<float>(), d_one.as<float>());
+    ops.matmul(wm, d_x.as<float>(), c.rows, d_gu.as<float>(), nullptr);
+    ops.silu_mul_rows(d_gu.as<float>(), c.rows, c.inter, d_two.as<float>());
+    std::vector<float> one(static_cast<size_t>(c.rows * c.inter)), two(one.size());
+    ops.download(one.data(), d_one.data(), one.size() * 4);
+    ops.download(two.data(), d_two.data(), two.size() * 4);
+    const std::string what = "inter " + std::to_string(c.inter) + ", in " + std::to_string(c.in) + ", rows " +
+                             std::to_string(c.rows);
+    EXPECT_EQ(one, two) << what;
+    double worst = 0;
+    for (int64_t r = 0; r < c.rows; ++r)
+      for (int64_t j = 0; j < c.inter; ++j) {
+        double g = 0, u = 0;
+        for (int64_t k = 0; k < c.in; ++k) {
+          g += static_cast<double>(bf16_to_f32(w[j * c.in + k])) * x[r * c.in + k];
+          u += static_cast<double>(bf16_to_f32(w[(c.inter + j) * c.in + k])) * x[r * c.in + k];
+        }
+        const double want = g / (1.0 + std::exp(-g)) * u;
+        worst = std::max(worst, std::fabs(one[r * c.inter + j] - want) / std::max(1.0, std::fabs(want)));
+      }
+    EXPECT_LE(worst, 1e-4) << what;  // float32 sums of bf16 products (3 rows: x in bf16 hi + lo)
+  }
+}
+
+// A projection into the residual stream then the next RMSNorm: for one row of BF16 weights one
+// launch (gemv_residual_norm_row: the last block to finish takes the norm), otherwise the matmul and
+// add_rms_norm. x exactly as the two launches leave it, the norm within the order of its double sum;
+// twice per shape (the blocks' counter must be back at zero), and without a norm (the add only).
+TEST(CudaFusedOps, MatmulAddRmsNormEqualsMatmulThenAddRmsNorm) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  CudaBackendOps ops;
+  ops.set_decode_fusions(true, true);  // off by default (PODKV_CUDA_DECODE_FUSE)
+  std::mt19937_64 rng(17);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  struct Case {
+    int64_t out, in, rows;
+  };
+  // 4096 x 4096: Llama-3-8B's o projection; 512 x 1376: models/podkv-long's down projection; 100 x 40:
+  // a last block with warps past the end; 33 x 36: in not a multiple of 8 (the fallback); 3 rows.
+  for (const Case c : {Case{4096, 4096, 1}, Case{512, 1376, 1}, Case{100, 40, 1}, Case{33, 36, 1}, Case{512, 64, 3}})
+    for (bool with_norm : {true, false}) {
+      std::vector<uint16_t> w(static_cast<size_t>(c.out * c.in));
+      for (uint16_t& e : w) e = f32_to_bf16(normal(rng) * 0.1f);
+      std::vector<float> a(static_cast<size_t>(c.rows * c.in)), x(static_cast<size_t>(c.rows * c.out)), g(c.out);
+      for (float& e : a) e = normal(rng);
+      for (float& e : x) e = normal(rng) * 4.0f;
+      for (float& e : g) e = normal(rng);
+      DeviceBuffer d_w(ops, w.size() * 2), d_a(ops, a.size() * 4), d_g(ops, g.size() * 4), d_proj(ops, x.size() * 4);
+      DeviceBuffer d_x1(ops, x.size() * 4), d_x2(ops, x.size() * 4), d_n1(ops, x.size() * 4), d_n2(ops, x.size() * 4);
+      ops.upload(d_w.data(), w.data(), w.size() * 2);
+      ops.upload(d_a.data(), a.data(), a.size() * 4);
+      ops.upload(d_g.data(), g.data(), g.size() * 4);
+      const WeightMatrix wm{DType::BF16, c.out, c.in, d_w.data()};
+      const float* weight = with_norm ? d_g.as<float>() : nullptr;
+      const std::string what = "out " + std::to_string(c.out) + ", in " + std::to_string(c.in) + ", rows " +
+                               std::to_string(c.rows) + (with_norm ? "" : ", no norm");
+      for (int repeat = 0; repeat < 2; ++repeat) {
+        ops.upload(d_x1.data(), x.data(), x.size() * 4);
+        ops.upload(d_x2.data(), x.data(), x.size() * 4);
+        ops.fill_zero(d_n1.data(), d_n1.bytes());
+        ops.matmul_add_rms_norm(wm, d_a.as<float>(), c.rows, d_proj.as<float>(), d_x1.as<float>(), weight, 1e-5,
+                                d_n1.as<float>());
+        ops.matmul(wm, d_a.as<float>(), c.rows, d_proj.as<float>(), nullptr);
+        if (with_norm)
+          ops.add_rms_norm(d_x2.as<float>(), d_proj.as<float>(), weight, c.rows, c.out, 1e-5, d_n2.as<float>());
+        else
+          ops.add(d_x2.as<float>(), d_proj.as<float>(), c.rows * c.out);
+        std::vector<float> x1(x.size()), x2(x.size()), n1(x.size()), n2(x.size());
+        ops.download(x1.data(), d_x1.data(), x.size() * 4);
+        ops.download(x2.data(), d_x2.data(), x.size() * 4);
+        EXPECT_EQ(x1, x2) << "x, " << what << ", call " << repeat;
+        if (!with_norm) continue;
+        ops.download(n1.data(), d_n1.data(), x.size() * 4);
+        ops.download(n2.data(), d_n2.data(), x.size() * 4);
+        double worst = 0;
+        for (size_t i = 0; i < n1.size(); ++i)
+          worst = std::max(worst, std::fabs(static_cast<double>(n1[i]) - n2[i]) /
+                                      std::max(1e-3, std::fabs(static_cast<double>(n2[i]))));
+        EXPECT_LE(worst, 1e-6) << "norm, " << what << ", call " << repeat;
+      }
+    }
+}
 #else
 TEST(CudaFusedOps, SplitQkvRopeMatchesCpuSplitAndRope) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
 TEST(CudaFusedOps, AddRmsNormMatchesAddThenNorm) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
+TEST(CudaFusedOps, MatmulSwigluEqualsMatmulThenSiluMul) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
+TEST(CudaFusedOps, MatmulAddRmsNormEqualsMatmulThenAddRmsNorm) {
+  GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)";
+}
 #endif
 
 }  // namespace

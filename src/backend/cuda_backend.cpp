@@ -221,11 +221,10 @@ void CudaBackend::run_layers(const ForwardStep& step, ForwardOutput& out) {
 
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const Layer& w = layers_[layer];
-    {
-      // The previous layer's MLP output joins the residual stream in the same launch as this norm.
+    if (layer == 0) {
+      // Later layers' attention norm comes with the previous layer's down projection.
       ProfileScope p(ops_, "norms, residual adds");
-      if (layer == 0) ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
-      else ops_.add_rms_norm(x, proj, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
+      ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
     }
     {
       ProfileScope p(ops_, "matmul q, k, v");
@@ -243,29 +242,21 @@ void CudaBackend::run_layers(const ForwardStep& step, ForwardOutput& out) {
       ops_.attention(params, q, outputs);
     }
     {
-      ProfileScope p(ops_, "matmul o");
-      ops_.matmul(w.wo, attn_.as<float>(), n, proj, nullptr);
+      // x += o(attention), xn = the MLP's norm of x (one launch for a decode row).
+      ProfileScope p(ops_, "matmul o (+ residual, norm)");
+      ops_.matmul_add_rms_norm(w.wo, attn_.as<float>(), n, proj, x, w.mlp_norm, c.rms_norm_eps, xn);
     }
     {
-      ProfileScope p(ops_, "norms, residual adds");
-      ops_.add_rms_norm(x, proj, w.mlp_norm, n, hidden, c.rms_norm_eps, xn);
+      // gate | up [n, 2 inter] in `gate`, silu(gate) * up [n, inter] in `up` (one launch for a decode row).
+      ProfileScope p(ops_, "matmul gate, up (+ silu_mul)");
+      ops_.matmul_swiglu(w.w_gate_up, xn, n, gate, up);
     }
     {
-      ProfileScope p(ops_, "matmul gate, up, down");
-      ops_.matmul(w.w_gate_up, xn, n, gate, nullptr);  // [n, 2 inter]: gate | up
+      // x += down(MLP), xn = the next layer's attention norm of x (after the last layer: the add only).
+      ProfileScope p(ops_, "matmul down (+ residual, norm)");
+      const float* next_norm = layer + 1 < c.num_layers ? layers_[layer + 1].attn_norm : nullptr;
+      ops_.matmul_add_rms_norm(w.w_down, up, n, proj, x, next_norm, c.rms_norm_eps, xn);
     }
-    {
-      ProfileScope p(ops_, "silu_mul");
-      ops_.silu_mul_rows(gate, n, c.intermediate_size, up);
-    }
-    {
-      ProfileScope p(ops_, "matmul gate, up, down");
-      ops_.matmul(w.w_down, up, n, proj, nullptr);
-    }
-  }
-  {
-    ProfileScope p(ops_, "norms, residual adds");
-    ops_.add(x, proj, n * hidden);  // the last layer's MLP output
   }
   const int64_t rows = step.num_logit_rows;
   if (rows > 0) {

@@ -90,6 +90,8 @@ struct CudaBackendOps::State {
   uint16_t* split = nullptr;
   size_t split_capacity = 0;  // elements of each half
   unsigned long long* counter = nullptr;
+  unsigned* norm_counter = nullptr;  // gemv_residual_norm_row's blocks done (zero between launches)
+  bool fuse_swiglu = false, fuse_norm = false;  // set_decode_fusions
   // Split-KV attention's partial results; the small-batch GEMV's split sums.
   float* partials = nullptr;
   size_t partial_capacity = 0;  // floats
@@ -132,6 +134,17 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
   state_->cublas_workspace = device_alloc(workspace, "the cuBLAS workspace");
   PODKV_CUBLAS_CHECK(cublasSetWorkspace(state_->cublas, state_->cublas_workspace, workspace));
   state_->counter = static_cast<unsigned long long*>(device_alloc(sizeof(unsigned long long), "a counter"));
+  state_->norm_counter = static_cast<unsigned*>(device_alloc(sizeof(unsigned), "a counter"));
+  PODKV_CUDA_CHECK(cudaMemset(state_->norm_counter, 0, sizeof(unsigned)));
+  if (const char* fuse = std::getenv("PODKV_CUDA_DECODE_FUSE"); fuse != nullptr) {
+    const std::string names = std::string(",") + fuse + ",";
+    set_decode_fusions(names.find(",swiglu,") != std::string::npos, names.find(",norm,") != std::string::npos);
+  }
+}
+
+void CudaBackendOps::set_decode_fusions(bool swiglu, bool norm) {
+  state_->fuse_swiglu = swiglu;
+  state_->fuse_norm = norm;
 }
 
 CudaBackendOps::~CudaBackendOps() {
@@ -143,6 +156,7 @@ CudaBackendOps::~CudaBackendOps() {
   cudaFree(state_->step_buffer);
   cudaFree(state_->split);
   cudaFree(state_->counter);
+  cudaFree(state_->norm_counter);
   cudaFree(state_->partials);
   cudaFree(state_->gemv_scratch);
   if (state_->graph_exec != nullptr) cudaGraphExecDestroy(state_->graph_exec);
@@ -319,6 +333,27 @@ void CudaBackendOps::add_rms_norm(float* x, const float* residual, const float* 
 
 void CudaBackendOps::silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out) {
   cuda::silu_mul_rows(gu, rows, inter, out, state_->stream);
+}
+
+void CudaBackendOps::matmul_add_rms_norm(const WeightMatrix& w, const float* a, int64_t rows, float* proj, float* x,
+                                         const float* weight, double eps, float* xn) {
+  float* norm_out = weight != nullptr ? xn : nullptr;
+  if (rows == 1 && state_->fuse_norm &&
+      cuda::gemv_residual_norm_row(w.dtype, w.data, w.rows, w.cols, a, x, weight, eps, norm_out, state_->norm_counter,
+                                   state_->stream))
+    return;
+  matmul(w, a, rows, proj, nullptr);
+  if (weight != nullptr) add_rms_norm(x, proj, weight, rows, w.rows, eps, xn);
+  else add(x, proj, rows * w.rows);
+}
+
+void CudaBackendOps::matmul_swiglu(const WeightMatrix& w, const float* x, int64_t rows, float* gu, float* out) {
+  check(w.rows % 2 == 0, "matmul_swiglu: " + std::to_string(w.rows) + " rows, not gate | up of equal size");
+  if (rows == 1 && state_->fuse_swiglu &&
+      cuda::gemv_swiglu_row(w.dtype, w.data, w.rows, w.cols, x, out, state_->stream))
+    return;
+  matmul(w, x, rows, gu, nullptr);
+  silu_mul_rows(gu, rows, w.rows / 2, out);
 }
 
 void CudaBackendOps::split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim,

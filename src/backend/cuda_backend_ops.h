@@ -53,6 +53,20 @@ class CudaBackendOps : public BackendOps {
   void add_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n, double eps,
                     float* out);
   void silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out);
+  // SwiGLU's stacked projection w = [gate | up] then silu_mul_rows: out [rows, w.rows / 2]. With the
+  // swiglu fusion on, one launch for a decode row of BF16 weights (gemv_swiglu_row); otherwise matmul
+  // into `gu` [rows, w.rows], then silu_mul_rows. The same result either way.
+  void matmul_swiglu(const WeightMatrix& w, const float* x, int64_t rows, float* gu, float* out);
+  // A projection into the residual stream: x [rows, w.rows] += a · wᵀ, then xn = RMSNorm(x) * weight
+  // (weight null: the add only). With the norm fusion on, one launch for a decode row of BF16 weights
+  // (gemv_residual_norm_row); otherwise matmul into `proj`, then add_rms_norm (or add).
+  void matmul_add_rms_norm(const WeightMatrix& w, const float* a, int64_t rows, float* proj, float* x,
+                           const float* weight, double eps, float* xn);
+  // Whether the two above take their one-launch forms. Both are off unless PODKV_CUDA_DECODE_FUSE
+  // names them ("swiglu", "norm", "swiglu,norm"): on the H200 (2026-12-03) the two together made
+  // batch-1 decode of the Llama-3-8B shape slower (163.4-163.9 tok/s at 4K against 170.0-173.8 without
+  // them); each alone is not measured yet. A knob for timing them (scripts/tuning_gpu.sh SETTINGS).
+  void set_decode_fusions(bool swiglu, bool norm);
   void split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim, const int64_t* positions,
                       const float* inv_freq, bool interleaved, float* q, float* k, float* v);
   // split_qkv_rope, then kv_write(layer, k, v) of the step set last, in one launch.

@@ -13,8 +13,7 @@ unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + 255) / 256); 
 __global__ void silu_mul_kernel(float* gate, const float* up, int64_t n) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) {
-    const float g = gate[i];
-    gate[i] = g / (1.0f + expf(-g)) * up[i];
+    gate[i] = silu_mul_value(gate[i], up[i]);
   }
 }
 
@@ -23,8 +22,7 @@ __global__ void silu_mul_rows_kernel(const float* gu, int64_t rows, int64_t inte
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < rows * inter) {
     const int64_t r = i / inter, c = i % inter;
-    const float g = gu[r * 2 * inter + c];
-    out[i] = g / (1.0f + expf(-g)) * gu[r * 2 * inter + inter + c];
+    out[i] = silu_mul_value(gu[r * 2 * inter + c], gu[r * 2 * inter + inter + c]);
   }
 }
 

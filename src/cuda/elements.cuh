@@ -13,6 +13,9 @@
 
 namespace podkv::cuda {
 
+// SwiGLU's product silu(g) * u, one expression for every kernel that forms it (the same float32 result).
+__device__ __forceinline__ float silu_mul_value(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
 __device__ __forceinline__ float bf16_bits_to_f32(uint16_t h) { return __uint_as_float(static_cast<uint32_t>(h) << 16); }
 
 // Round to nearest even, NaN stays NaN (util/dtype.h's f32_to_bf16).
@@ -91,6 +94,12 @@ __device__ __forceinline__ void decode_entry(const uint8_t* e, int lane, int d, 
 }
 
 __device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double warp_sum_double(double v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   return v;

@@ -3,7 +3,11 @@
 //  - One row: BF16 rows whose length is a multiple of 8 (the weights
 //    CudaBackend uploads): each warp takes two output features, reading x once
 //    for both, 16 bytes of W per lane and load, four loads per row in flight
-//    (gemv_bf16_row_kernel). Other types and shapes: one warp per output
+//    (gemv_bf16_row_kernel; for SwiGLU's stacked gate | up projection the
+//    warp's two features are gate j and up j, and it writes silu(gate) * up:
+//    gemv_swiglu_row; for a projection into the residual stream the sums are
+//    added to it and the last block to finish takes the next RMSNorm:
+//    gemv_residual_norm_row). Other types and shapes: one warp per output
 //    feature, its row of W in the stored type, a float32 sum.
 //  - 2..8 rows of BF16 weights (in % 32 == 0): the tensor cores (mma.sync
 //    m16n8k16), W as A (16 output features), x as B (its rows are the mma's 8
@@ -86,51 +90,122 @@ __device__ __forceinline__ float4 load_nc(const float4* p) {
   return v;
 }
 
+// What gemv_bf16_row_kernel does with its sums (kernels.h: gemv, gemv_swiglu_row, gemv_residual_norm_row).
+enum class Epilogue { kPlain, kSwiglu, kResidualNorm };
+
+// kResidualNorm: y is the residual stream, y[o] += the sum; then, with `out` set, the last block to
+// finish writes out = RMSNorm(y) * weight (rms_norm_kernel's arithmetic: squares summed in double,
+// the product float32). `counter` is zero before the launch and again after it.
+struct NormAfter {
+  const float* weight = nullptr;
+  double eps = 0;
+  float* out = nullptr;
+  unsigned* counter = nullptr;
+};
+
+// The last block of the grid to get here (every block's writes of y made visible first) normalises
+// y [n]; the others return. L2 loads (__ldcg): y was written by other SMs during this launch.
+__device__ __forceinline__ void last_block_rms_norm(const float* y, int64_t n, const NormAfter& norm) {
+  __shared__ bool last;
+  __shared__ double sums[kWarps];
+  __shared__ float inv_shared;
+  __threadfence();  // this thread's writes of y, before the block's ticket
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(norm.counter, 1u) == gridDim.x - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  double ss = 0.0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = __ldcg(y + i);
+    ss += static_cast<double>(v) * v;
+  }
+  ss = warp_sum_double(ss);
+  if (lane == 0) sums[warp] = ss;
+  __syncthreads();
+  if (warp == 0) {
+    double t = lane < kWarps ? sums[lane] : 0.0;
+    t = warp_sum_double(t);
+    if (lane == 0) inv_shared = static_cast<float>(1.0 / sqrt(t / static_cast<double>(n) + norm.eps));
+  }
+  __syncthreads();
+  const float inv = inv_shared;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) norm.out[i] = __ldcg(y + i) * inv * norm.weight[i];
+  if (threadIdx.x == 0) *norm.counter = 0;
+}
+
 // One row of x, BF16 W (in % 8 == 0): each warp takes R output features and reads
 // x once for all of them (x is float32: twice W's bytes per element, so one x
 // load per feature is as much L1 traffic as the weights); each lane loads U
 // 16-byte chunks of every row before it multiplies, so that U * R loads are in
 // flight. Per lane the chunks k, k + 32, ... are summed in the order
 // gemv_bf16x8_kernel sums them: the same float32 result.
-template <int R, int U>
+//  - kSwiglu (R = 2): W is SwiGLU's stacked [gate | up] projection, out = 2 * inter rows; warp j takes
+//    rows j and inter + j and writes y[j] = silu(gate_j) * up_j, the product silu_mul_rows forms from
+//    the same two sums: the launch that would follow is folded into this one.
+//  - kResidualNorm: y[o] = y[o] + sum (add_rms_norm's float32 add), then NormAfter.
+template <int R, int U, Epilogue E = Epilogue::kPlain>
 __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in, const float* x, float* y,
-                                     const float* bias) {
+                                     const float* bias, NormAfter norm) {
+  constexpr bool kSwiglu = E == Epilogue::kSwiglu;
+  static_assert(!kSwiglu || R == 2, "the SwiGLU epilogue pairs two rows");
   const int lane = threadIdx.x % 32;
-  const int64_t o0 = (static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32) * R;
-  if (o0 >= out) return;
-  const uint4* row[R];
+  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  const int64_t half = out / 2;
+  const int64_t o0 = kSwiglu ? warp : warp * R;
+  const bool active = o0 < (kSwiglu ? half : out);
+  // Warps past the end return, except where the block still meets at last_block_rms_norm's barriers.
+  if (E != Epilogue::kResidualNorm && !active) return;
+  if (active) {
+    const uint4* row[R];
 #pragma unroll
-  for (int j = 0; j < R; ++j) row[j] = reinterpret_cast<const uint4*>(w + (o0 + j < out ? o0 + j : o0) * in);
-  const float4* x4 = reinterpret_cast<const float4*>(x);
-  float acc[R] = {};
-  const int64_t n8 = in / 8;
-  // Whole groups of U chunks with unconditional loads (all issued before the first product), then
-  // the rest one chunk at a time.
-  int64_t k0 = lane;
-  for (; k0 + 32 * (U - 1) < n8; k0 += 32 * U) {
-    uint4 wv[R][U];
-    float4 xa[U], xb[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-#pragma unroll
-      for (int j = 0; j < R; ++j) wv[j][u] = load_nc(row[j] + k0 + 32 * u);
-      xa[u] = load_nc(x4 + 2 * (k0 + 32 * u));
-      xb[u] = load_nc(x4 + 2 * (k0 + 32 * u) + 1);
+    for (int j = 0; j < R; ++j) {
+      const int64_t o = kSwiglu ? o0 + j * half : (o0 + j < out ? o0 + j : o0);
+      row[j] = reinterpret_cast<const uint4*>(w + o * in);
     }
+    const float4* x4 = reinterpret_cast<const float4*>(x);
+    float acc[R] = {};
+    const int64_t n8 = in / 8;
+    // Whole groups of U chunks with unconditional loads (all issued before the first product), then
+    // the rest one chunk at a time.
+    int64_t k0 = lane;
+    for (; k0 + 32 * (U - 1) < n8; k0 += 32 * U) {
+      uint4 wv[R][U];
+      float4 xa[U], xb[U];
 #pragma unroll
-    for (int u = 0; u < U; ++u)
+      for (int u = 0; u < U; ++u) {
 #pragma unroll
-      for (int j = 0; j < R; ++j) acc[j] += dot8(wv[j][u], xa[u], xb[u]);
+        for (int j = 0; j < R; ++j) wv[j][u] = load_nc(row[j] + k0 + 32 * u);
+        xa[u] = load_nc(x4 + 2 * (k0 + 32 * u));
+        xb[u] = load_nc(x4 + 2 * (k0 + 32 * u) + 1);
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+#pragma unroll
+        for (int j = 0; j < R; ++j) acc[j] += dot8(wv[j][u], xa[u], xb[u]);
+    }
+    for (; k0 < n8; k0 += 32) {
+      const float4 a = __ldg(x4 + 2 * k0), b = __ldg(x4 + 2 * k0 + 1);
+#pragma unroll
+      for (int j = 0; j < R; ++j) acc[j] += dot8(__ldg(row[j] + k0), a, b);
+    }
+    if constexpr (kSwiglu) {
+      const float g = warp_sum(acc[0]), u = warp_sum(acc[R - 1]);
+      if (lane == 0) y[o0] = silu_mul_value(g, u);
+    } else {
+#pragma unroll
+      for (int j = 0; j < R; ++j) {
+        const float s = warp_sum(acc[j]);
+        if (lane == 0 && o0 + j < out) {
+          if constexpr (E == Epilogue::kResidualNorm) y[o0 + j] = y[o0 + j] + s;
+          else y[o0 + j] = s + (bias != nullptr ? bias[o0 + j] : 0.0f);
+        }
+      }
+    }
   }
-  for (; k0 < n8; k0 += 32) {
-    const float4 a = __ldg(x4 + 2 * k0), b = __ldg(x4 + 2 * k0 + 1);
-#pragma unroll
-    for (int j = 0; j < R; ++j) acc[j] += dot8(__ldg(row[j] + k0), a, b);
-  }
-#pragma unroll
-  for (int j = 0; j < R; ++j) {
-    const float s = warp_sum(acc[j]);
-    if (lane == 0 && o0 + j < out) y[o0 + j] = s + (bias != nullptr ? bias[o0 + j] : 0.0f);
+  if constexpr (E == Epilogue::kResidualNorm) {
+    if (norm.out != nullptr) last_block_rms_norm(y, out, norm);
   }
 }
 
@@ -157,14 +232,15 @@ RowVariant row_variant() {
   return v;
 }
 
-template <int R>
+template <int R, Epilogue E = Epilogue::kPlain>
 void launch_row_kernel(int u, const uint16_t* w, int64_t out, int64_t in, const float* x, float* y, const float* bias,
-                       cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>((out + kWarps * R - 1) / (kWarps * R));
+                       cudaStream_t stream, NormAfter norm = {}) {
+  const int64_t warps = E == Epilogue::kSwiglu ? out / 2 : (out + R - 1) / R;
+  const unsigned blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
   switch (u) {
-    case 2: gemv_bf16_row_kernel<R, 2><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias); break;
-    case 4: gemv_bf16_row_kernel<R, 4><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias); break;
-    default: gemv_bf16_row_kernel<R, 8><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias); break;
+    case 2: gemv_bf16_row_kernel<R, 2, E><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias, norm); break;
+    case 4: gemv_bf16_row_kernel<R, 4, E><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias, norm); break;
+    default: gemv_bf16_row_kernel<R, 8, E><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias, norm); break;
   }
   check_launch("gemv_bf16_row_kernel");
 }
@@ -317,6 +393,31 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
                                                         static_cast<int>(rows), y, bias);
     check_launch("gemv_any_kernel");
   }
+}
+
+bool gemv_swiglu_row(DType dtype, const void* w, int64_t out, int64_t in, const float* x, float* y,
+                     cudaStream_t stream) {
+  const RowVariant variant = row_variant();
+  if (variant.r == 0 || dtype != DType::BF16 || in % 8 != 0 || out % 2 != 0 || !aligned16(w) || !aligned16(x))
+    return false;
+  if (out > 0)
+    launch_row_kernel<2, Epilogue::kSwiglu>(variant.u, static_cast<const uint16_t*>(w), out, in, x, y, nullptr, stream);
+  return true;
+}
+
+bool gemv_residual_norm_row(DType dtype, const void* w, int64_t out, int64_t in, const float* x, float* y,
+                            const float* norm_weight, double eps, float* norm_out, unsigned* counter,
+                            cudaStream_t stream) {
+  const RowVariant variant = row_variant();
+  if (variant.r == 0 || dtype != DType::BF16 || in % 8 != 0 || !aligned16(w) || !aligned16(x) || out == 0)
+    return false;
+  const auto* w16 = static_cast<const uint16_t*>(w);
+  const NormAfter norm{norm_weight, eps, norm_out, counter};
+  constexpr Epilogue E = Epilogue::kResidualNorm;
+  if (variant.r == 1) launch_row_kernel<1, E>(variant.u, w16, out, in, x, y, nullptr, stream, norm);
+  else if (variant.r == 2) launch_row_kernel<2, E>(variant.u, w16, out, in, x, y, nullptr, stream, norm);
+  else launch_row_kernel<4, E>(variant.u, w16, out, in, x, y, nullptr, stream, norm);
+  return true;
 }
 
 }  // namespace podkv::cuda

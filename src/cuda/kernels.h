@@ -54,6 +54,18 @@ int gemv_splits(int64_t out, int64_t in, int num_sms);
 size_t gemv_scratch_floats(DType dtype, int64_t out, int64_t in, int64_t rows, int num_sms);
 void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, int64_t rows, float* y,
           const float* bias, float* scratch, int num_sms, cudaStream_t stream);
+// One row through SwiGLU's stacked projection W = [gate | up] ([out = 2 * inter, in]): y[inter] =
+// silu(x · gateᵀ) * (x · upᵀ), equal to gemv then silu_mul_rows. False (nothing launched) where the
+// one-row BF16 kernel does not apply (another dtype, in % 8 != 0, unaligned, PODKV_CUDA_GEMV_ROW=0).
+bool gemv_swiglu_row(DType dtype, const void* w, int64_t out, int64_t in, const float* x, float* y,
+                     cudaStream_t stream);
+// One row into the residual stream: y[out] += x · Wᵀ (add_rms_norm's float32 add), then, with norm_out,
+// norm_out = RMSNorm(y) * norm_weight (squares summed in double, as rms_norm), taken by the last block to
+// finish. counter: one unsigned in device memory, zero before and after. False (nothing launched) where
+// the one-row BF16 kernel does not apply, as for gemv_swiglu_row.
+bool gemv_residual_norm_row(DType dtype, const void* w, int64_t out, int64_t in, const float* x, float* y,
+                            const float* norm_weight, double eps, float* norm_out, unsigned* counter,
+                            cudaStream_t stream);
 
 // kv_write.cu: the step's new keys and values into the pool (encoded), and the pool's entry copies.
 void kv_write(const DeviceStep& step, int layer, const float* k, const float* v, cudaStream_t stream);

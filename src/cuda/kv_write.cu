@@ -65,7 +65,8 @@ __global__ void split_qkv_rope_kv_write_kernel(DeviceStep s, int layer, const fl
   const int h = unit - heads - (kind == kKeys ? 0 : H);
   float* dst = (kind == kKeys ? k : v) + row * nkv + h * d;
   if (kind == kKeys) {
-    for (int i = lane; i < half; i += 32) rotate_pair(src + nq + h * d, dst, i, d, positions[row], inv_freq, interleaved);
+    for (int i = lane; i < half; i += 32)
+      rotate_pair(src + nq + h * d, dst, i, d, positions[row], inv_freq, interleaved);
   } else {
     for (int i = lane; i < d; i += 32) dst[i] = src[nq + nkv + h * d + i];
   }

@@ -7,6 +7,7 @@
 // for Llama-3-8B), so the latency of the one row is what counts: one round of
 // loads, two barriers.
 #include "cuda/cuda_check.h"
+#include "cuda/elements.cuh"
 #include "cuda/kernels.h"
 
 namespace podkv::cuda {
@@ -15,12 +16,6 @@ namespace {
 
 constexpr int kThreads = 512;
 constexpr int kPerThread = 16;  // rows up to 8192 elements stay in registers
-
-__device__ __forceinline__ double warp_sum_double(double v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // With `residual`: x += residual first (the row is written back), then the norm of the sum.
 __global__ void __launch_bounds__(kThreads)
