@@ -11,8 +11,9 @@
 #
 #   1. stages at SEQS="256 1024 4160": stage 1 from random weights (--config;
 #      INIT=MODEL_DIR: from that model's weights instead, e.g. to continue the
-#      shipped model with one more stage), each later one from the previous stage's checkpoint (--init PREV_DIR, a
-#      fresh AdamW state and a fresh warmup + cosine schedule). Each step is
+#      shipped model with one more stage), each later one from the previous
+#      stage's checkpoint (--init PREV_DIR, a fresh AdamW state and a fresh
+#      warmup + cosine schedule). Each step is
 #      about BATCH_TOKENS tokens (65536: 256 x 256, 64 x 1024, 15 x 4160; the last
 #      stage is 64 tokens longer than the longest eval prompt, 4096, so that the
 #      answer generated after it stays within trained positions); a

@@ -109,14 +109,14 @@ void split_qkv_rope_kv_write(const DeviceStep& step, int layer, const float* qkv
   check(step.head_dim <= kMaxHeadDim,
         "cuda split_qkv_rope_kv_write: head_dim " + std::to_string(step.head_dim) + " above 128");
   const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>(heads + 2 * step.num_kv_heads));
-  const auto args = [&](auto kernel) {
+  const auto launch = [&](auto kernel) {
     kernel<<<grid, 32, 0, stream>>>(step, layer, qkv, heads, positions, inv_freq, interleaved, q, k, v);
   };
   switch (static_cast<KvDType>(step.dtype)) {
-    case KvDType::F32: args(split_qkv_rope_kv_write_kernel<KvDType::F32>); break;
-    case KvDType::F16: args(split_qkv_rope_kv_write_kernel<KvDType::F16>); break;
-    case KvDType::BF16: args(split_qkv_rope_kv_write_kernel<KvDType::BF16>); break;
-    case KvDType::Q8_0: args(split_qkv_rope_kv_write_kernel<KvDType::Q8_0>); break;
+    case KvDType::F32: launch(split_qkv_rope_kv_write_kernel<KvDType::F32>); break;
+    case KvDType::F16: launch(split_qkv_rope_kv_write_kernel<KvDType::F16>); break;
+    case KvDType::BF16: launch(split_qkv_rope_kv_write_kernel<KvDType::BF16>); break;
+    case KvDType::Q8_0: launch(split_qkv_rope_kv_write_kernel<KvDType::Q8_0>); break;
   }
   check_launch("split_qkv_rope_kv_write_kernel");
 }
