@@ -39,6 +39,25 @@ const uint8_t* entry_at(const KvView& v, const std::vector<uint8_t>& pool, int b
   return pool.data() + page * v.page_bytes + (i % v.page_tokens) * v.entry_bytes;
 }
 
+// Visits every entry the step's rows write (row r of entry b at its position; layer l, KV head h,
+// keys or values) where the layout keeps one: visit(r, l, h, kind, e), e the entry's bytes in
+// `pool`, or null when the stream has no page for the position.
+template <typename Visit>
+void for_each_written_entry(const KvScenario& s, const std::vector<uint8_t>& pool, Visit visit) {
+  const KvGeometry& g = s.spec().geometry;
+  const KvView& view = s.view();
+  for (int b = 0; b < view.num_seqs; ++b)
+    for (int64_t r = s.batch().row_begin[b]; r < s.batch().row_begin[b + 1]; ++r)
+      for (int l = 0; l < g.layers; ++l)
+        for (int h = 0; h < g.kv_heads; ++h)
+          for (int kind : {kKeys, kValues}) {
+            const StreamRule& rule = kind == kKeys ? s.layout().key_rule(l, h) : s.layout().value_rule(l, h);
+            if (rule.retention == Retention::None) continue;
+            const int64_t pos = s.batch().first_pos[b] + (r - s.batch().row_begin[b]);
+            visit(r, l, h, kind, entry_at(view, pool, b, kind, l, h, pos));
+          }
+}
+
 void kv_write_case(BackendOps& ops, Reporter& report, const KvCaseSpec& spec, uint64_t seed) {
   KvScenario s(ops, spec, seed);
   const KvGeometry& g = spec.geometry;
@@ -57,25 +76,16 @@ void kv_write_case(BackendOps& ops, Reporter& report, const KvCaseSpec& spec, ui
   const std::vector<uint8_t> pool = s.download_pool();
   std::vector<double> got, ref;
   std::string note;
-  const KvView& view = s.view();
-  for (int b = 0; b < view.num_seqs; ++b)
-    for (int64_t r = s.batch().row_begin[b]; r < s.batch().row_begin[b + 1]; ++r)
-      for (int l = 0; l < g.layers; ++l)
-        for (int h = 0; h < g.kv_heads; ++h)
-          for (int kind : {kKeys, kValues}) {
-            const StreamRule& rule = kind == kKeys ? s.layout().key_rule(l, h) : s.layout().value_rule(l, h);
-            if (rule.retention == Retention::None) continue;
-            const int64_t pos = s.batch().first_pos[b] + (r - s.batch().row_begin[b]);
-            const uint8_t* e = entry_at(view, pool, b, kind, l, h, pos);
-            if (e == nullptr) {
-              note = "no page for a written position";
-              continue;
-            }
-            const std::vector<double> x = kv_entry_values(spec.dtype, e, g.dim);
-            const float* want = (kind == kKeys ? k[l] : v[l]).data() + (r * g.kv_heads + h) * g.dim;
-            got.insert(got.end(), x.begin(), x.end());
-            ref.insert(ref.end(), want, want + g.dim);
-          }
+  for_each_written_entry(s, pool, [&](int64_t r, int l, int h, int kind, const uint8_t* e) {
+    if (e == nullptr) {
+      note = "no page for a written position";
+      return;
+    }
+    const std::vector<double> x = kv_entry_values(spec.dtype, e, g.dim);
+    const float* want = (kind == kKeys ? k[l] : v[l]).data() + (r * g.kv_heads + h) * g.dim;
+    got.insert(got.end(), x.begin(), x.end());
+    ref.insert(ref.end(), want, want + g.dim);
+  });
   // Rounding bounds relative to the largest value: half an ulp (f16 2^-11, bf16 2^-8), q8_0 half a step of max/127.
   const double tol = spec.dtype == KvDType::F32 ? 0.0 : spec.dtype == KvDType::F16 ? 4.9e-4
                      : spec.dtype == KvDType::BF16 ? 3.91e-3 : 4.0e-3;
@@ -122,17 +132,10 @@ QkvPass qkv_pass(CudaBackendOps& ops, const KvCaseSpec& spec, uint64_t seed, boo
     }
   }
   const std::vector<uint8_t> pool = s.download_pool();
-  const KvView& view = s.view();
-  for (int b = 0; b < view.num_seqs; ++b)
-    for (int64_t r = s.batch().row_begin[b]; r < s.batch().row_begin[b + 1]; ++r)
-      for (int l = 0; l < g.layers; ++l)
-        for (int h = 0; h < g.kv_heads; ++h)
-          for (int kind : {kKeys, kValues}) {
-            const StreamRule& rule = kind == kKeys ? s.layout().key_rule(l, h) : s.layout().value_rule(l, h);
-            if (rule.retention == Retention::None) continue;
-            const uint8_t* e = entry_at(view, pool, b, kind, l, h, positions[r]);
-            if (e != nullptr) out.entries.insert(out.entries.end(), e, e + view.entry_bytes);
-          }
+  const int64_t entry_bytes = s.view().entry_bytes;
+  for_each_written_entry(s, pool, [&](int64_t, int, int, int, const uint8_t* e) {
+    if (e != nullptr) out.entries.insert(out.entries.end(), e, e + entry_bytes);
+  });
   return out;
 }
 

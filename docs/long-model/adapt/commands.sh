@@ -9,7 +9,7 @@
 # synthetic sample of a random length from 2048 to 4160 tokens: the settings of the third twin.
 TRAINED=out/dense/stage1-seq4160 CALIB=out/carry/calib.txt ADAPT_STEPS=1500 ADAPT_EVAL_EVERY=500 \
   ADAPT_ACCURACY_SAMPLES=256 ADAPT_SYNTHETIC_MIN_LEN=2048 THREADS=16 scripts/pod_long_model.sh build-cuda out/pod
-# pod_commands.sh: every command it ran (the same file is in ../analysis). adapt.txt: the
+# ../analysis/pod_commands.sh: every command it ran (analysis and adaptation). adapt.txt: the
 # adaptation's output; train_log.jsonl: its log. Held-out loss: dense 1.6220, PoD before 1.8113,
 # after 1.6298.
 # Shipped: out/pod/podkv-long/model.safetensors -> models/podkv-long (sha256 ccd8d41d...),
