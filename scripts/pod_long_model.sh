@@ -10,7 +10,8 @@
 #      DELTAS ["0.5 0.4 0.3 0.2 0.1"]. The similarity is measured once
 #      (the runs share --state); OUT_DIR/pod/delta-D.json each. The chosen delta
 #      is the largest whose expected KV saving at the full context is at least
-#      MIN_SAVING [0.30] (the smallest delta when none reaches it):
+#      MIN_SAVING [0.25, the saving docs/long-model must show] (the smallest delta
+#      when none reaches it):
 #      OUT_DIR/pod/choice.txt says which and why, OUT_DIR/pod.json is it.
 #      POD_CONFIG (a pod.json) skips the analysis and adapts with that grouping.
 #   2. podkv adapt --device ADAPT_DEVICE [cuda] with that pod.json, from the trained model:
@@ -73,7 +74,7 @@ else
       --state "$out/pod/state.json" --similarity "$out/pod/similarity.json" --no-png -t "$threads" --json \
       >"$out/pod/delta-$d.summary.json"
   done
-  "$python" - "$out" "${MIN_SAVING:-0.30}" "${deltas[@]}" <<'PY'
+  "$python" - "$out" "${MIN_SAVING:-0.25}" "${deltas[@]}" <<'PY'
 import json, shutil, sys
 out, floor, deltas = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 rows = [(d, json.load(open(f"{out}/pod/delta-{d}.summary.json"))) for d in deltas]

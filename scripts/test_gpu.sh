@@ -25,10 +25,11 @@ mkdir -p "$logs"
 python=${PYTHON:-python3}
 
 # The reference model's tokenizer needs PCRE2 for step 4: on a GPU machine without libpcre2-dev,
-# its header unpacked into .deps/ (scripts/use_deps_pcre2.sh says how).
+# its header unpacked into .deps/ (scripts/use_deps_pcre2.sh says how). PODKV_TESTS=ON even when BUILD_DIR
+# was configured without the tests before (e.g. by train_long_model.sh): steps 2-3 need podkv_tests.
 . "$root/scripts/use_deps_pcre2.sh"
 use_deps_pcre2 "$root"
-cmake -S "$root" -B "$build" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF >"$logs/configure.log" 2>&1 ||
+cmake -S "$root" -B "$build" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF -DPODKV_TESTS=ON >"$logs/configure.log" 2>&1 ||
   { tail -30 "$logs/configure.log"; exit 1; }
 if ! cmake --build "$build" -j "${JOBS:-$(nproc)}" >"$logs/build.log" 2>&1; then
   grep -E "error|Error" "$logs/build.log" | head -40
@@ -49,11 +50,13 @@ done
 tail -1 "$logs/backend_ops.log"
 
 echo "== GPU trainer against the CPU trainer"
-(cd "$root" && "$build/podkv_tests" --gtest_filter='*TrainCuda*') >"$logs/train_cuda.log" 2>&1 || status=1
+(cd "$root" && "$build/podkv_tests" --gtest_filter='*TrainCuda*') >"$logs/train_cuda.log" 2>&1 ||
+  { status=1; tail -3 "$logs/train_cuda.log"; }
 grep -E "FAILED|PASSED|SKIPPED|Failure" "$logs/train_cuda.log" | head -20
 
 echo "== CUDA fixture tests"
-(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*') >"$logs/cuda_fixtures.log" 2>&1 || status=1
+(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*') >"$logs/cuda_fixtures.log" 2>&1 ||
+  { status=1; tail -3 "$logs/cuda_fixtures.log"; }
 grep -E "^\[ bf16|FAILED|PASSED|SKIPPED" "$logs/cuda_fixtures.log" | head -40
 
 echo "== CLI end to end"

@@ -62,7 +62,7 @@ fi
 checks=${CHECKS:-1}
 targets=(podkv_cli)
 [ "$checks" = 1 ] && targets+=(podkv_tests podkv_test_backend_ops)
-cmake -S "$root" -B "$build" "${configure[@]}" >"$out/build.log" 2>&1 &&
+cmake -S "$root" -B "$build" "${configure[@]}" -DPODKV_TESTS=ON >"$out/build.log" 2>&1 &&
   cmake --build "$build" -j 14 --target "${targets[@]}" >>"$out/build.log" 2>&1 ||
   { grep -E "error|Error" "$out/build.log" | head -30; exit 1; }
 wait

@@ -1,0 +1,1 @@
+build-cuda/podkv eval -m out/dense/stage1-seq4160 --task passkey --kv dense --lengths 512,1024,2048,4096 --depths 0,10,20,30,40,50,60,70,80,90,100 --samples 10 --seed 0 --device cuda --cuda-weights f32 -t 16 --no-progress --out out/dense/eval/passkey
