@@ -1,6 +1,6 @@
 # The analysis and adaptation of the shipped twin, models/podkv-long-pod (H200, 2026-12-03,
 # session 14: the fourth twin). TRAINED is the new dense model in f32, out/dense/stage1-seq4160
-# (stage 4 of ../train; models/podkv-long is its bf16 copy). calib.txt is the first 300,000
+# (stage 4 of ../../train; models/podkv-long is its bf16 copy). calib.txt is the first 300,000
 # bytes of The Secret Adversary (1155-0.txt), as for the earlier analyses (calibration
 # fingerprint 99d825537453fa0f). No POD_CONFIG: the script analysed the model at the default
 # deltas (0.5 0.4 0.3 0.2 0.1) and chose delta 0.3, the largest whose expected saving is at
@@ -29,7 +29,7 @@ done
 build-cuda/podkv eval -m out/pod/podkv-long --task passkey --kv $kv --lengths 4096 --depths 10 --samples 1 --seed 0 \
   --device cuda -t 16 --no-progress --out out/grid/test
 # adapt_loss.png, drawn here (the GPU build has no Cairo), beside the third twin's log:
-#   build/podkv plot-loss train_log.jsonl ../third-twin/train_log.jsonl \
+#   build/podkv plot-loss train_log.jsonl ../../third-twin/train_log.jsonl \
 #     --label "fourth twin (shipped): stage-4 model, its blocks (30.6% saved)" \
 #     --label "third twin: stage-3 model, its blocks (33.6% saved)" \
 #     --title "PoD adaptation of podkv-long: delta 0.3, samples of 2048-4160 tokens, 1500 steps" --out adapt_loss.png
