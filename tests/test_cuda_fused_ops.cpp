@@ -7,7 +7,8 @@
 // matmul_swiglu (SwiGLU's projection and product, one launch for a decode row)
 // against the matmul and silu_mul_rows it replaces and a double reference;
 // matmul_add_rms_norm (a projection into the residual stream and the next norm)
-// against the matmul and add_rms_norm it replaces.
+// against the matmul and add_rms_norm it replaces; swiglu_matmul_add_rms_norm (prompt rows:
+// SwiGLU's product straight into the down GEMM's bf16 input) against the unfused prompt path.
 // Skips when built without CUDA or when no GPU is visible (CI).
 #include <gtest/gtest.h>
 
@@ -230,8 +231,68 @@ TEST(CudaFusedOps, MatmulAddRmsNormEqualsMatmulThenAddRmsNorm) {
       }
     }
 }
+
+// Prompt rows of BF16 weights: SwiGLU's product from gu = [gate | up] straight into the down GEMM's
+// bf16 input (silu_mul_rows_bf16), then the residual add and the next norm; against silu_mul_rows,
+// matmul and add_rms_norm (the unfused path): x and the norm exactly, since the product is rounded
+// to bf16 as the GEMM's input was. inter 1376 and 64: the vector path (inter % 4 == 0); 30: the
+// scalar one; rows 9 (the fewest that take it) to 300.
+TEST(CudaFusedOps, SwigluMatmulAddRmsNormEqualsTheUnfusedPromptPath) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  CudaBackendOps ops;
+  std::mt19937_64 rng(19);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  struct Case {
+    int64_t out, inter, rows;
+  };
+  for (const Case c : {Case{512, 1376, 9}, Case{512, 1376, 300}, Case{96, 64, 37}, Case{40, 30, 17}})
+    for (bool with_norm : {true, false}) {
+      std::vector<uint16_t> w(static_cast<size_t>(c.out * c.inter));
+      for (uint16_t& e : w) e = f32_to_bf16(normal(rng) * 0.1f);
+      std::vector<float> gu(static_cast<size_t>(c.rows * 2 * c.inter)), x(static_cast<size_t>(c.rows * c.out)),
+          g(c.out);
+      for (float& e : gu) e = normal(rng) * 2.0f;
+      for (float& e : x) e = normal(rng) * 4.0f;
+      for (float& e : g) e = normal(rng);
+      DeviceBuffer d_w(ops, w.size() * 2), d_gu(ops, gu.size() * 4), d_g(ops, g.size() * 4), d_up(ops, c.rows * c.inter * 4);
+      DeviceBuffer d_proj(ops, x.size() * 4), d_x1(ops, x.size() * 4), d_x2(ops, x.size() * 4);
+      DeviceBuffer d_n1(ops, x.size() * 4), d_n2(ops, x.size() * 4);
+      ops.upload(d_w.data(), w.data(), w.size() * 2);
+      ops.upload(d_gu.data(), gu.data(), gu.size() * 4);
+      ops.upload(d_g.data(), g.data(), g.size() * 4);
+      ops.upload(d_x1.data(), x.data(), x.size() * 4);
+      ops.upload(d_x2.data(), x.data(), x.size() * 4);
+      const WeightMatrix wm{DType::BF16, c.out, c.inter, d_w.data()};
+      const float* weight = with_norm ? d_g.as<float>() : nullptr;
+      const std::string what = "out " + std::to_string(c.out) + ", inter " + std::to_string(c.inter) + ", rows " +
+                               std::to_string(c.rows) + (with_norm ? "" : ", no norm");
+      ASSERT_TRUE(ops.prompt_swiglu_fuses(wm, c.rows)) << what;
+      ops.swiglu_matmul_add_rms_norm(wm, d_gu.as<float>(), c.rows, d_proj.as<float>(), d_x1.as<float>(), weight, 1e-5,
+                                     d_n1.as<float>());
+      ops.silu_mul_rows(d_gu.as<float>(), c.rows, c.inter, d_up.as<float>());
+      ops.matmul_add_rms_norm(wm, d_up.as<float>(), c.rows, d_proj.as<float>(), d_x2.as<float>(), weight, 1e-5,
+                              d_n2.as<float>());
+      std::vector<float> x1(x.size()), x2(x.size()), n1(x.size()), n2(x.size());
+      ops.download(x1.data(), d_x1.data(), x.size() * 4);
+      ops.download(x2.data(), d_x2.data(), x.size() * 4);
+      EXPECT_EQ(x1, x2) << "x, " << what;
+      if (!with_norm) continue;
+      ops.download(n1.data(), d_n1.data(), x.size() * 4);
+      ops.download(n2.data(), d_n2.data(), x.size() * 4);
+      EXPECT_EQ(n1, n2) << "norm, " << what;
+    }
+  // Off, or decode rows, or float32 weights: it does not apply.
+  const WeightMatrix bf16{DType::BF16, 8, 8, nullptr}, f32{DType::F32, 8, 8, nullptr};
+  EXPECT_FALSE(ops.prompt_swiglu_fuses(bf16, 8));
+  EXPECT_FALSE(ops.prompt_swiglu_fuses(f32, 100));
+  ops.set_prompt_swiglu_fusion(false);
+  EXPECT_FALSE(ops.prompt_swiglu_fuses(bf16, 100));
+}
 #else
 TEST(CudaFusedOps, SplitQkvRopeMatchesCpuSplitAndRope) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
+TEST(CudaFusedOps, SwigluMatmulAddRmsNormEqualsTheUnfusedPromptPath) {
+  GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)";
+}
 TEST(CudaFusedOps, AddRmsNormMatchesAddThenNorm) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
 TEST(CudaFusedOps, MatmulSwigluEqualsMatmulThenSiluMul) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
 TEST(CudaFusedOps, MatmulAddRmsNormEqualsMatmulThenAddRmsNorm) {

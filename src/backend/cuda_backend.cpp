@@ -246,16 +246,21 @@ void CudaBackend::run_layers(const ForwardStep& step, ForwardOutput& out) {
       ProfileScope p(ops_, "matmul o (+ residual, norm)");
       ops_.matmul_add_rms_norm(w.wo, attn_.as<float>(), n, proj, x, w.mlp_norm, c.rms_norm_eps, xn);
     }
+    // Prompt rows of bf16 weights: SwiGLU's product goes straight into the down GEMM's bf16 input.
+    const bool prompt_swiglu = ops_.prompt_swiglu_fuses(w.w_down, n);
     {
-      // gate | up [n, 2 inter] in `gate`, silu(gate) * up [n, inter] in `up` (one launch for a decode row).
+      // gate | up [n, 2 inter] in `gate`, and unless prompt_swiglu silu(gate) * up [n, inter] in
+      // `up` (one launch for a decode row).
       ProfileScope p(ops_, "matmul gate, up (+ silu_mul)");
-      ops_.matmul_swiglu(w.w_gate_up, xn, n, gate, up);
+      if (prompt_swiglu) ops_.matmul(w.w_gate_up, xn, n, gate, nullptr);
+      else ops_.matmul_swiglu(w.w_gate_up, xn, n, gate, up);
     }
     {
       // x += down(MLP), xn = the next layer's attention norm of x (after the last layer: the add only).
-      ProfileScope p(ops_, "matmul down (+ residual, norm)");
+      ProfileScope p(ops_, prompt_swiglu ? "silu_mul, matmul down (+ residual, norm)" : "matmul down (+ residual, norm)");
       const float* next_norm = layer + 1 < c.num_layers ? layers_[layer + 1].attn_norm : nullptr;
-      ops_.matmul_add_rms_norm(w.w_down, up, n, proj, x, next_norm, c.rms_norm_eps, xn);
+      if (prompt_swiglu) ops_.swiglu_matmul_add_rms_norm(w.w_down, gate, n, proj, x, next_norm, c.rms_norm_eps, xn);
+      else ops_.matmul_add_rms_norm(w.w_down, up, n, proj, x, next_norm, c.rms_norm_eps, xn);
     }
   }
   const int64_t rows = step.num_logit_rows;

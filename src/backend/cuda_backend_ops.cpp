@@ -92,6 +92,7 @@ struct CudaBackendOps::State {
   unsigned long long* counter = nullptr;
   unsigned* norm_counter = nullptr;  // gemv_residual_norm_row's blocks done (zero between launches)
   bool fuse_swiglu = false, fuse_norm = false;  // set_decode_fusions
+  bool fuse_prompt_swiglu = true;                // PODKV_CUDA_PREFILL_FUSE=0 turns it off
   // Split-KV attention's partial results; the small-batch GEMV's split sums.
   float* partials = nullptr;
   size_t partial_capacity = 0;  // floats
@@ -140,7 +141,11 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
     const std::string names = std::string(",") + fuse + ",";
     set_decode_fusions(names.find(",swiglu,") != std::string::npos, names.find(",norm,") != std::string::npos);
   }
+  if (const char* fuse = std::getenv("PODKV_CUDA_PREFILL_FUSE"); fuse != nullptr)
+    set_prompt_swiglu_fusion(std::string(fuse) != "0");
 }
+
+void CudaBackendOps::set_prompt_swiglu_fusion(bool on) { state_->fuse_prompt_swiglu = on; }
 
 void CudaBackendOps::set_decode_fusions(bool swiglu, bool norm) {
   state_->fuse_swiglu = swiglu;
@@ -381,19 +386,10 @@ void CudaBackendOps::matmul(const WeightMatrix& w, const float* x, int64_t rows,
   } else if (rows > cuda::kGemvMaxRows && w.dtype == DType::BF16) {
     // One tensor-core GEMM with the activations rounded to bf16 (as bf16 inference engines do:
     // about 2^-9 relative per element, float32 accumulation).
-    const size_t elems = static_cast<size_t>(rows) * static_cast<size_t>(k);
-    if (elems > state_->split_capacity) {
-      synchronize();
-      cudaFree(state_->split);
-      state_->split = nullptr;
-      state_->split_capacity = std::max(elems, 2 * state_->split_capacity);
-      state_->split = static_cast<uint16_t*>(device_alloc(state_->split_capacity * sizeof(uint16_t), "matmul scratch"));
-    }
-    cuda::split_bf16(x, static_cast<int64_t>(elems), state_->split, nullptr, stream);
-    const float one = 1.0f, zero = 0.0f;
-    PODKV_CUBLAS_CHECK(cublasGemmEx(state_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w.data, CUDA_R_16BF, k,
-                                    state_->split, CUDA_R_16BF, k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F,
-                                    CUBLAS_GEMM_DEFAULT));
+    const int64_t elems = rows * w.cols;
+    uint16_t* a = bf16_scratch(elems);
+    cuda::split_bf16(x, elems, a, nullptr, stream);
+    gemm_bf16(w, a, rows, y);
   } else {
     // Decode rows, and the stored types cuBLAS does not take (F16 and Q8_0 here: CudaBackend uploads bf16 or f32).
     const size_t floats = cuda::gemv_scratch_floats(w.dtype, w.rows, w.cols, std::min(rows, cuda::kGemvMaxRows),
@@ -407,6 +403,40 @@ void CudaBackendOps::matmul(const WeightMatrix& w, const float* x, int64_t rows,
     return;
   }
   if (bias != nullptr) cuda::add_bias(y, bias, rows, w.rows, stream);
+}
+
+uint16_t* CudaBackendOps::bf16_scratch(int64_t elems) {
+  const size_t need = static_cast<size_t>(elems);
+  if (need > state_->split_capacity) {
+    synchronize();  // a queued GEMM may still read the old buffer
+    cudaFree(state_->split);
+    state_->split = nullptr;
+    state_->split_capacity = std::max(need, 2 * state_->split_capacity);
+    state_->split = static_cast<uint16_t*>(device_alloc(state_->split_capacity * sizeof(uint16_t), "matmul scratch"));
+  }
+  return state_->split;
+}
+
+void CudaBackendOps::gemm_bf16(const WeightMatrix& w, const uint16_t* a, int64_t rows, float* y) {
+  // Row-major y[rows, out] = a[rows, in] · Wᵀ as column-major yᵀ = W[in, out]ᵀ · aᵀ, float32 out.
+  const int m = static_cast<int>(w.rows), k = static_cast<int>(w.cols), n = static_cast<int>(rows);
+  const float one = 1.0f, zero = 0.0f;
+  PODKV_CUBLAS_CHECK(cublasGemmEx(state_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w.data, CUDA_R_16BF, k, a,
+                                  CUDA_R_16BF, k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+bool CudaBackendOps::prompt_swiglu_fuses(const WeightMatrix& w_down, int64_t rows) const {
+  return state_->fuse_prompt_swiglu && rows > cuda::kGemvMaxRows && w_down.dtype == DType::BF16;
+}
+
+void CudaBackendOps::swiglu_matmul_add_rms_norm(const WeightMatrix& w, const float* gu, int64_t rows, float* proj,
+                                                float* x, const float* weight, double eps, float* xn) {
+  check(prompt_swiglu_fuses(w, rows), "swiglu_matmul_add_rms_norm: not prompt rows of bf16 weights");
+  uint16_t* a = bf16_scratch(rows * w.cols);
+  cuda::silu_mul_rows_bf16(gu, rows, w.cols, a, state_->stream);
+  gemm_bf16(w, a, rows, proj);
+  if (weight != nullptr) add_rms_norm(x, proj, weight, rows, w.rows, eps, xn);
+  else add(x, proj, rows * w.rows);
 }
 
 void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {

@@ -67,6 +67,16 @@ class CudaBackendOps : public BackendOps {
   // batch-1 decode of the Llama-3-8B shape slower (163.4-163.9 tok/s at 4K against 170.0-173.8 without
   // them); each alone is not measured yet. A knob for timing them (scripts/tuning_gpu.sh SETTINGS).
   void set_decode_fusions(bool swiglu, bool norm);
+  // For prompt rows (more than cuda::kGemvMaxRows) with bf16 weights, SwiGLU's product can go
+  // straight into the down projection's bf16 GEMM input: swiglu_matmul_add_rms_norm then takes
+  // gu [rows, 2 * w.cols] = [gate | up] from a plain matmul of the stacked projection, and does
+  // silu_mul_rows, matmul and add_rms_norm (or add) with the same result: the product is rounded
+  // to bf16 as the GEMM's input is, without a float32 copy in memory. prompt_swiglu_fuses says
+  // whether it applies (on unless PODKV_CUDA_PREFILL_FUSE=0, or set_prompt_swiglu_fusion(false)).
+  bool prompt_swiglu_fuses(const WeightMatrix& w_down, int64_t rows) const;
+  void swiglu_matmul_add_rms_norm(const WeightMatrix& w, const float* gu, int64_t rows, float* proj, float* x,
+                                  const float* weight, double eps, float* xn);
+  void set_prompt_swiglu_fusion(bool on);
   void split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim, const int64_t* positions,
                       const float* inv_freq, bool interleaved, float* q, float* k, float* v);
   // split_qkv_rope, then kv_write(layer, k, v) of the step set last, in one launch.
@@ -113,6 +123,10 @@ class CudaBackendOps : public BackendOps {
  private:
   // buffer with room for `floats` (grown, after the queued work, when it has less).
   float* grow(float*& buffer, size_t& capacity, size_t floats, const char* what);
+  // The bf16 GEMM input scratch with room for `elems` values (grown, after the queued work).
+  uint16_t* bf16_scratch(int64_t elems);
+  // y [rows, w.rows] = a [rows, w.cols] · wᵀ on the tensor cores: a bf16, w BF16, y float32.
+  void gemm_bf16(const WeightMatrix& w, const uint16_t* a, int64_t rows, float* y);
 
   struct State;  // the stream, cuBLAS, scratch and the step's device arrays
   std::unique_ptr<State> state_;

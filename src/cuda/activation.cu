@@ -1,5 +1,7 @@
 // Elementwise ops: SwiGLU's silu(gate) * up, the residual add, bias rows, and
 // float32 activations to bf16 for the tensor-core GEMM (optionally with the remainder as a second part).
+#include <algorithm>
+
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
@@ -23,6 +25,31 @@ __global__ void silu_mul_rows_kernel(const float* gu, int64_t rows, int64_t inte
   if (i < rows * inter) {
     const int64_t r = i / inter, c = i % inter;
     out[i] = silu_mul_value(gu[r * 2 * inter + c], gu[r * 2 * inter + inter + c]);
+  }
+}
+
+// The same product rounded to bf16 for the next GEMM: out [rows, inter] = bf16(silu(gate) * up), the
+// bits of silu_mul_rows then split_bf16 in one pass (no float32 product in memory). kVec columns
+// per thread (vector loads and stores when inter % 4 == 0); rows along the grid's y, so no 64-bit
+// division per element.
+template <int kVec>
+__global__ void silu_mul_rows_bf16_kernel(const float* gu, int64_t rows, int64_t inter, uint16_t* out) {
+  const int64_t c = kVec * (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
+  if (c >= inter) return;
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const float* g = gu + r * 2 * inter + c;
+    uint16_t* o = out + r * inter + c;
+    if constexpr (kVec == 4) {
+      const float4 a = *reinterpret_cast<const float4*>(g), b = *reinterpret_cast<const float4*>(g + inter);
+      ushort4 h;
+      h.x = f32_to_bf16_bits(silu_mul_value(a.x, b.x));
+      h.y = f32_to_bf16_bits(silu_mul_value(a.y, b.y));
+      h.z = f32_to_bf16_bits(silu_mul_value(a.z, b.z));
+      h.w = f32_to_bf16_bits(silu_mul_value(a.w, b.w));
+      *reinterpret_cast<ushort4*>(o) = h;
+    } else {
+      o[0] = f32_to_bf16_bits(silu_mul_value(g[0], g[inter]));
+    }
   }
 }
 
@@ -57,6 +84,16 @@ void silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out, cud
   if (rows * inter == 0) return;
   silu_mul_rows_kernel<<<blocks_for(rows * inter), 256, 0, stream>>>(gu, rows, inter, out);
   check_launch("silu_mul_rows_kernel");
+}
+
+void silu_mul_rows_bf16(const float* gu, int64_t rows, int64_t inter, uint16_t* out, cudaStream_t stream) {
+  if (rows * inter == 0) return;
+  // gu's rows start 16-byte aligned when inter % 4 == 0 (cudaMalloc'd base), out's 8-byte aligned.
+  const int vec = inter % 4 == 0 ? 4 : 1;
+  const dim3 grid(static_cast<unsigned>((inter / vec + 255) / 256), static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
+  if (vec == 4) silu_mul_rows_bf16_kernel<4><<<grid, 256, 0, stream>>>(gu, rows, inter, out);
+  else silu_mul_rows_bf16_kernel<1><<<grid, 256, 0, stream>>>(gu, rows, inter, out);
+  check_launch("silu_mul_rows_bf16_kernel");
 }
 
 void add(float* x, const float* y, int64_t n, cudaStream_t stream) {

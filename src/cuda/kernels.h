@@ -38,6 +38,9 @@ void split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int
 void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream);
 // The stacked gate and up projections' output gu [rows, 2 * inter] = [gate | up] -> out [rows, inter].
 void silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out, cudaStream_t stream);
+// The same product as the next GEMM's bf16 input: out = bf16(silu(gate) * up), the bits of
+// silu_mul_rows then split_bf16 (hi only).
+void silu_mul_rows_bf16(const float* gu, int64_t rows, int64_t inter, uint16_t* out, cudaStream_t stream);
 void add(float* x, const float* y, int64_t n, cudaStream_t stream);
 void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream);
 // x = hi + lo to about 2^-17 relative: hi = bf16(x), lo = bf16(x - hi) (lo may be null: hi alone).
