@@ -1,0 +1,1 @@
+build/podkv eval -m models/podkv-long-pod --sink 16 --recent 256 --budget 752 --device cpu --no-progress -t 2 --kv dense,pod --task agreement --data .data/long/heldout.txt -c 4096 --prefill 2048 --decode-chunk 256 --samples 4 --no-bos --out out/eval/twin-agreement
