@@ -5,6 +5,7 @@
 // single runs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -168,6 +169,34 @@ TEST(Batch, RefusesABatchThatDoesNotFitAndChangesNothing) {
                            out),
                Error);
   EXPECT_THROW(runner.step(Batch{{BatchEntry{b, {c.vocab_size}, LogitRows::Last, 0, false}}}, out), Error);
+}
+
+// Entries that carry a sample request get a token (drawn on the host by the CPU backend, from the
+// logits it also returns); the others get -1; a request on an entry without LogitRows::Last is refused.
+TEST(Batch, SampleRequestsGetTheirTokens) {
+  auto model = Model::load(kFixture);
+  const ModelConfig& c = model->config();
+  KvCache cache(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim), size_t{4} << 20, 4);
+  Runner runner(*model, cache);
+  const int a = runner.add_sequence(), b = runner.add_sequence(), d = runner.add_sequence();
+  SamplingParams params;
+  params.temperature = 1.0f;
+  params.seed = 9;
+  Sampler sampler(params);
+  const SampleRequest request = sampler.request({1, 2, 3}, 3, c.vocab_size);
+  const SampleRequest greedy;
+  BatchResult out;
+  Batch batch{{BatchEntry{a, {1, 2, 3}, LogitRows::Last, 3, true, &request},
+               BatchEntry{b, {4, 5}, LogitRows::Last, 2, true},
+               BatchEntry{d, {6}, LogitRows::Last, 1, true, &greedy}}};
+  runner.step(batch, out);
+  ASSERT_EQ(out.tokens.size(), 3u);
+  LogitSampler host;
+  EXPECT_EQ(out.tokens[0], host.sample(request, out.last_logits(0), c.vocab_size));
+  EXPECT_EQ(out.tokens[1], -1);
+  const float* l = out.last_logits(2);
+  EXPECT_EQ(out.tokens[2], static_cast<int32_t>(std::max_element(l, l + c.vocab_size) - l));
+  EXPECT_THROW(runner.step(Batch{{BatchEntry{a, {7}, LogitRows::None, 0, false, &greedy}}}, out), Error);
 }
 
 // 32 prompts with 8 in flight: exactly the greedy outputs of 32 single runs.

@@ -17,6 +17,7 @@
 #include "kv/kv_view.h"
 #include "model/model.h"
 #include "ops/attention.h"
+#include "sampling/sampler.h"
 
 namespace podkv {
 
@@ -31,10 +32,17 @@ struct ForwardStep {
   const int64_t* logit_rows = nullptr; // rows whose logits are wanted, ascending
   int64_t num_logit_rows = 0;
   float tau = 1.0f;                    // PoD skipping threshold (>= 1: never skip)
+  // When set (only for a backend whose samples_on_device() is true): one request per
+  // logit row, all non-null; the backend returns the drawn tokens instead of the logits.
+  const SampleRequest* const* samples = nullptr;  // [num_logit_rows]
 };
 
 struct ForwardOutput {
-  std::vector<float> logits;  // [num_logit_rows, vocab]
+  // [num_logit_rows, vocab]; with step.samples, empty unless some row could not be sampled
+  // on the device (a NaN or +inf logit, every logit -inf): then all rows, for the host to
+  // sample (and report) them.
+  std::vector<float> logits;
+  std::vector<int32_t> tokens;  // [num_logit_rows] with step.samples: the drawn tokens, -1 where not
   std::vector<float> scores;  // the view's score output (view's score_count floats)
   AttentionStats stats;       // added to
 };
@@ -64,6 +72,8 @@ class Backend {
   // every layer, returns the requested logits and the selection scores.
   virtual void forward(const ForwardStep& step, const KvView& view, ForwardOutput& out) = 0;
   virtual void set_layer_observer(LayerObserver observer) = 0;
+  // Whether forward() takes ForwardStep::samples (draws next tokens where the logits are).
+  virtual bool samples_on_device() const { return false; }
 };
 
 }  // namespace podkv

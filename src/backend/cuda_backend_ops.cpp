@@ -99,8 +99,12 @@ struct CudaBackendOps::State {
   float* gemv_scratch = nullptr;
   size_t gemv_capacity = 0;
   int num_sms = 1;
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t graph_exec = nullptr;
+  // Step graphs by step key, the most recently used last (at most kMaxGraphs).
+  struct Graph {
+    std::string key;
+    cudaGraphExec_t exec = nullptr;
+  };
+  std::vector<Graph> graphs;
   void* cublas_workspace = nullptr;
   int mma_warps_per_sm[5] = {};  // of the tensor-core decode kernel, by head_dim / 32 (0: not asked yet)
   // Profiling: events of the open and finished regions, and the sums per name.
@@ -164,8 +168,7 @@ CudaBackendOps::~CudaBackendOps() {
   cudaFree(state_->norm_counter);
   cudaFree(state_->partials);
   cudaFree(state_->gemv_scratch);
-  if (state_->graph_exec != nullptr) cudaGraphExecDestroy(state_->graph_exec);
-  if (state_->graph != nullptr) cudaGraphDestroy(state_->graph);
+  for (State::Graph& g : state_->graphs) cudaGraphExecDestroy(g.exec);
   if (state_->cublas != nullptr) cublasDestroy(state_->cublas);
   cudaFree(state_->cublas_workspace);
   if (state_->stream != nullptr) cudaStreamDestroy(state_->stream);
@@ -199,6 +202,8 @@ void CudaBackendOps::download(void* host_dst, const void* device_src, size_t byt
   PODKV_CUDA_CHECK(cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, state_->stream));
   PODKV_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
 }
+
+void* CudaBackendOps::stream() const { return state_->stream; }
 
 void CudaBackendOps::synchronize() { PODKV_CUDA_CHECK(cudaStreamSynchronize(state_->stream)); }
 
@@ -674,20 +679,31 @@ void CudaBackendOps::begin_capture() {
   PODKV_CUDA_CHECK(cudaStreamBeginCapture(state_->stream, cudaStreamCaptureModeThreadLocal));
 }
 
-void CudaBackendOps::end_capture() {
+void CudaBackendOps::end_capture(const std::string& key) {
   cudaGraph_t graph = nullptr;
   PODKV_CUDA_CHECK(cudaStreamEndCapture(state_->stream, &graph));
-  if (state_->graph_exec != nullptr) {
+  std::vector<State::Graph>& graphs = state_->graphs;
+  cudaGraphExec_t exec = nullptr;
+  if (graphs.size() >= kMaxGraphs) {
+    // The least recently used one makes room; updated in place when the topology allows
+    // (cheaper than a new instantiation), otherwise destroyed.
+    exec = graphs.front().exec;
+    graphs.erase(graphs.begin());
     cudaGraphExecUpdateResultInfo info{};
-    if (cudaGraphExecUpdate(state_->graph_exec, graph, &info) != cudaSuccess) {
+    if (cudaGraphExecUpdate(exec, graph, &info) != cudaSuccess) {
       cudaGetLastError();
-      cudaGraphExecDestroy(state_->graph_exec);
-      state_->graph_exec = nullptr;
+      cudaGraphExecDestroy(exec);
+      exec = nullptr;
     }
   }
-  if (state_->graph_exec == nullptr) PODKV_CUDA_CHECK(cudaGraphInstantiate(&state_->graph_exec, graph, 0));
-  if (state_->graph != nullptr) cudaGraphDestroy(state_->graph);
-  state_->graph = graph;
+  const cudaError_t made = exec != nullptr ? cudaSuccess : cudaGraphInstantiate(&exec, graph, 0);
+  cudaGraphDestroy(graph);
+  PODKV_CUDA_CHECK(made);
+  graphs.push_back(State::Graph{key, exec});
+}
+
+bool CudaBackendOps::has_graph(const std::string& key) const {
+  return std::any_of(state_->graphs.begin(), state_->graphs.end(), [&](const State::Graph& g) { return g.key == key; });
 }
 
 void CudaBackendOps::abort_capture() {
@@ -697,9 +713,12 @@ void CudaBackendOps::abort_capture() {
   cudaGetLastError();
 }
 
-void CudaBackendOps::run_graph() {
-  check(state_->graph_exec != nullptr, "run_graph: no step graph was captured");
-  PODKV_CUDA_CHECK(cudaGraphLaunch(state_->graph_exec, state_->stream));
+void CudaBackendOps::run_graph(const std::string& key) {
+  std::vector<State::Graph>& graphs = state_->graphs;
+  const auto it = std::find_if(graphs.begin(), graphs.end(), [&](const State::Graph& g) { return g.key == key; });
+  check(it != graphs.end(), "run_graph: no step graph was captured for this step's shape");
+  std::rotate(it, it + 1, graphs.end());  // now the most recently used
+  PODKV_CUDA_CHECK(cudaGraphLaunch(graphs.back().exec, state_->stream));
 }
 
 }  // namespace podkv

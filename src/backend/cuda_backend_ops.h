@@ -83,6 +83,9 @@ class CudaBackendOps : public BackendOps {
   void split_qkv_rope_kv_write(int layer, const float* qkv, int64_t rows, int heads, int kv_heads, int dim,
                                const int64_t* positions, const float* inv_freq, bool interleaved, float* q, float* k,
                                float* v);
+  // The cudaStream_t every op runs on (as void*: this header has no CUDA types), for helpers
+  // that launch kernels of their own (cuda_sampler.h).
+  void* stream() const;
   // Zeroes device memory (queued).
   void fill_zero(void* device_ptr, size_t bytes);
   // Fills n bf16 values with uniform random ones in [-bound, bound) (queued; a hash of seed and index).
@@ -103,15 +106,18 @@ class CudaBackendOps : public BackendOps {
   double measure_copy_gbs(size_t bytes, int repetitions);
   double measure_bf16_gemm_tflops(int n, int repetitions);
 
-  // CUDA graphs of whole steps. Between begin_capture() and end_capture() the queued work is
+  // CUDA graphs of whole steps, kept per step key (kMaxGraphs of them, the least recently used
+  // goes first): a server's batch changes size as requests come and go, and each size it returns
+  // to replays its graph. Between begin_capture() and end_capture(key) the queued work is
   // recorded, not run (no call may synchronize: buffers must already have their size);
-  // end_capture() makes it the step graph (updating the last one in place where the topology
-  // allows), run_graph() queues it. abort_capture() ends a failed capture and drops it.
+  // run_graph(key) queues the graph of that key. abort_capture() ends a failed capture and drops it.
+  static constexpr size_t kMaxGraphs = 8;
   bool profiling() const;
   void begin_capture();
-  void end_capture();
+  void end_capture(const std::string& key);
   void abort_capture();
-  void run_graph();
+  bool has_graph(const std::string& key) const;
+  void run_graph(const std::string& key);
   // What the arguments of the step's kernels depend on beyond the device arrays' contents: the
   // step descriptor (sizes, device pointers) and the attention launch choices for num_heads.
   // Two steps with equal keys can replay one graph.

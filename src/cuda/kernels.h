@@ -46,6 +46,22 @@ void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t
 // x = hi + lo to about 2^-17 relative: hi = bf16(x), lo = bf16(x - hi) (lo may be null: hi alone).
 void split_bf16(const float* x, int64_t n, uint16_t* hi, uint16_t* lo, cudaStream_t stream);
 
+// sampling.cu: one draw per logits row as LogitSampler (sampling/sampler.h) makes it: the
+// penalties, greedy or temperature, top-k, top-p, min-p and the draw at u. tokens[r] = the id, or
+// -1 where the row cannot be sampled (a NaN or +inf logit, every logit -inf: the host samples it
+// again to report the error). scratch: [rows, 2 * vocab] floats.
+struct SampleRowArgs {
+  float temperature = 0, top_p = 1, min_p = 0, repetition_penalty = 1, presence = 0, frequency = 0;
+  int32_t top_k = 0;
+  int32_t penalty_begin = 0, penalty_end = 0;  // the row's entries of `penalties`
+  double u = 0;
+};
+struct SamplePenaltyArgs {
+  int32_t token, repeated, count;  // as SamplePenalty: each token once per row
+};
+void sample_rows(const float* logits, int64_t rows, int32_t vocab, const SampleRowArgs* args,
+                 const SamplePenaltyArgs* penalties, float* scratch, int32_t* tokens, cudaStream_t stream);
+
 // random.cu: dst[i] = bf16 of a uniform value in [-bound, bound), a hash of (seed, i): weights for benchmarks.
 void fill_random_bf16(uint16_t* dst, int64_t n, uint64_t seed, float bound, cudaStream_t stream);
 

@@ -8,6 +8,8 @@
 
 namespace podkv {
 
+struct SampleRequest;  // sampling/sampler.h
+
 enum class LogitRows { None, Last, All };
 
 struct BatchEntry {
@@ -20,6 +22,10 @@ struct BatchEntry {
   int64_t prompt_length = 0;
   // The prompt is complete after this entry: SnapKV and PoD+SnapKV select.
   bool end_prefill = false;
+  // With logits == Last: the draw of the next token from the last row (the
+  // backend samples on its device when it can, otherwise the runner on the
+  // host); BatchResult::tokens gets the token. Must outlive the step.
+  const SampleRequest* sample = nullptr;
 };
 
 struct Batch {
@@ -30,6 +36,9 @@ struct BatchResult {
   std::vector<float> logits;          // [rows that want logits, vocab], entry by entry
   std::vector<int64_t> logit_begin;   // [entries + 1]: entry i's rows are [logit_begin[i], logit_begin[i + 1])
   int64_t vocab = 0;
+  // [entries]: the sampled token of entries with a sample request, else -1. When the
+  // device sampled every requested row, `logits` holds no rows (logit_begin is still set).
+  std::vector<int32_t> tokens;
 
   const float* entry_logits(size_t entry) const { return logits.data() + logit_begin[entry] * vocab; }
   // The last logits row of an entry (its next-token distribution).

@@ -16,7 +16,7 @@ GenerateResult generate(Runner& runner, int seq, const Tokenizer* tokenizer, con
     const bool wants = batch.entries[0].logits != LogitRows::None;
     runner.step(batch, out);
     if (!wants) continue;
-    gen.accept(out.last_logits(0));
+    gen.accept(out.tokens[0]);
     if (on_text) {
       const std::string piece = gen.take_text();
       if (!piece.empty()) on_text(piece);

@@ -45,6 +45,7 @@ BatchEntry SequenceGenerator::next_entry(int seq, int64_t chunk) {
     e.end_prefill = fed_ == prompt;
     // After a restart the first token is known already: no logits wanted.
     e.logits = e.end_prefill && result_.generated_ids.empty() ? LogitRows::Last : LogitRows::None;
+    if (e.logits == LogitRows::Last) e.sample = &next_request();
     return e;
   }
   if (replayed_ < replay_end_) {
@@ -57,6 +58,7 @@ BatchEntry SequenceGenerator::next_entry(int seq, int64_t chunk) {
   }
   check(pending_, "generate: no sampled token to feed");
   e.tokens = {result_.generated_ids.back()};
+  e.sample = &next_request();
   pending_ = false;
   return e;
 }
@@ -73,9 +75,16 @@ void SequenceGenerator::restart(int64_t replay_chunk) {
   pending_ = !result_.generated_ids.empty();
 }
 
-void SequenceGenerator::accept(const float* logits) {
+const SampleRequest& SequenceGenerator::next_request() {
+  if (!request_) request_ = sampler_.request(history_, result_.prompt_ids.size(), vocab_);
+  return *request_;
+}
+
+void SequenceGenerator::accept(int32_t next) {
+  check(request_.has_value(), "generate: a token was accepted without a sample request");
+  check(next >= 0 && next < vocab_, "generate: sampled token " + std::to_string(next) + " is outside the vocabulary");
+  request_.reset();
   if (result_.generated_ids.empty() && !pending_) first_token_ = std::chrono::steady_clock::now();
-  const int32_t next = sampler_.sample(logits, vocab_, history_, result_.prompt_ids.size());
   if (options_.stop_at_eos && std::find(eos_.begin(), eos_.end(), next) != eos_.end()) {
     finish("eos");
     return;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,9 +59,10 @@ class SequenceGenerator {
   // the last one as a decode step; the sampler, the text and what was streamed
   // carry on unchanged, so the result is the one of an uninterrupted run.
   void restart(int64_t replay_chunk);
-  // The logits of the entry's last row, when it wanted logits: samples the
-  // next token and updates the text and the stop state.
-  void accept(const float* logits);
+  // The token drawn for the entry that wanted logits (BatchResult::tokens:
+  // next_entry attached this sequence's sample request to it): updates the
+  // text and the stop state.
+  void accept(int32_t token);
   // Text that became safe to show since the last call (held back: a possible
   // start of a stop string, an incomplete UTF-8 sequence).
   std::string take_text();
@@ -68,11 +70,16 @@ class SequenceGenerator {
 
  private:
   void finish(const std::string& reason);
+  const SampleRequest& next_request();
 
   const Tokenizer* tokenizer_;
   GenerateOptions options_;
   int32_t vocab_;
   Sampler sampler_;
+  // The next draw's request, made when an entry first wants logits and kept until accept(): an
+  // entry handed out again after restart() reuses it, so the random draws stay those of an
+  // uninterrupted run.
+  std::optional<SampleRequest> request_;
   std::unique_ptr<StreamDecoder> decoder_;
   std::vector<int32_t> history_;
   std::vector<int32_t> eos_;

@@ -50,6 +50,8 @@ void Runner::step(const Batch& batch, BatchResult& result) {
   int64_t pages = 0;
   for (const BatchEntry& e : batch.entries) {
     check(!e.tokens.empty(), "forward: no tokens for sequence " + std::to_string(e.seq));
+    check(e.sample == nullptr || e.logits == LogitRows::Last,
+          "forward: a sample request of sequence " + std::to_string(e.seq) + " needs LogitRows::Last");
     check(std::find(seqs_.begin(), seqs_.end(), e.seq) == seqs_.end(),
           "forward: sequence " + std::to_string(e.seq) + " appears twice in one batch");
     for (int32_t id : e.tokens)
@@ -78,6 +80,7 @@ void Runner::step(const Batch& batch, BatchResult& result) {
   positions_.clear();
   tokens_.clear();
   logit_rows_.clear();
+  samples_.clear();
   result.logit_begin.assign(1, 0);
   for (size_t b = 0; b < B; ++b) {
     const BatchEntry& e = batch.entries[b];
@@ -93,7 +96,10 @@ void Runner::step(const Batch& batch, BatchResult& result) {
       positions_.push_back(start + t);
       tokens_.push_back(e.tokens[t]);
       const bool want = e.logits == LogitRows::All || (e.logits == LogitRows::Last && t == n - 1);
-      if (want) logit_rows_.push_back(row_begin_.back() + t);
+      if (want) {
+        logit_rows_.push_back(row_begin_.back() + t);
+        samples_.push_back(e.sample);
+      }
     }
     row_begin_.push_back(row_begin_.back() + n);
     result.logit_begin.push_back(static_cast<int64_t>(logit_rows_.size()));
@@ -112,6 +118,12 @@ void Runner::step(const Batch& batch, BatchResult& result) {
   step.logit_rows = logit_rows_.data();
   step.num_logit_rows = static_cast<int64_t>(logit_rows_.size());
   step.tau = tau_ ? *tau_ : 1.0f;
+  // The device draws the tokens when it can and every logits row is to be sampled: only
+  // the token ids come back.
+  const bool device_samples = backend_->samples_on_device() && !samples_.empty() &&
+                              std::find(samples_.begin(), samples_.end(), nullptr) == samples_.end();
+  step.samples = device_samples ? samples_.data() : nullptr;
+  output_.tokens.clear();
   backend_->forward(step, view, output_);
   stats_.distant_parts += output_.stats.distant_parts;
   stats_.skipped_distant_parts += output_.stats.skipped_distant_parts;
@@ -124,6 +136,17 @@ void Runner::step(const Batch& batch, BatchResult& result) {
   }
   result.vocab = c.vocab_size;
   result.logits.swap(output_.logits);
+  // The requested draws the device did not make (a host backend, or a row it could not
+  // sample, which the host sampler then reports).
+  result.tokens.assign(B, -1);
+  for (size_t b = 0; b < B; ++b) {
+    const SampleRequest* request = batch.entries[b].sample;
+    if (request == nullptr) continue;
+    const int64_t row = result.logit_begin[b + 1] - 1;
+    const int32_t token = device_samples ? output_.tokens[row] : -1;
+    result.tokens[b] = token >= 0 ? token : host_sampler_.sample(*request, result.logits.data() + row * c.vocab_size,
+                                                                   c.vocab_size);
+  }
 }
 
 void Runner::forward(int seq, const std::vector<int32_t>& tokens, bool all_logits, std::vector<float>& logits) {

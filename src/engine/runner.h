@@ -16,6 +16,7 @@
 #include "kv/kv_cache.h"
 #include "kv/kv_view_builder.h"
 #include "model/model.h"
+#include "sampling/sampler.h"
 
 namespace podkv {
 
@@ -69,6 +70,8 @@ class Runner {
   std::vector<int> seqs_;
   std::vector<int64_t> new_lengths_, row_begin_, first_pos_, score_from_, positions_, logit_rows_;
   std::vector<int32_t> tokens_;
+  std::vector<const SampleRequest*> samples_;  // [logit rows]
+  LogitSampler host_sampler_;
 };
 
 }  // namespace podkv

@@ -62,7 +62,7 @@ void Scheduler::run(const std::vector<GenerateRequest>& requests,
       size_t e = 0;
       for (Running& r : running) {
         if (r.gen->done()) continue;
-        if (batch.entries[e].logits != LogitRows::None) r.gen->accept(out.last_logits(e));
+        if (batch.entries[e].logits != LogitRows::None) r.gen->accept(out.tokens[e]);
         ++e;
       }
     }

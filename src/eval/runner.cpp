@@ -156,7 +156,7 @@ ItemRecord run_grid_item(const Model& model, const Tokenizer& tok, const EvalPol
       r.kv_bytes = static_cast<int64_t>(cache->bytes_reserved(seq));
       r.kv_bytes_in_use = static_cast<int64_t>(cache->bytes_in_use(seq));
     }
-    gen.accept(out.last_logits(0));
+    gen.accept(out.tokens[0]);
   }
   const std::vector<int32_t>& generated = gen.result().generated_ids;
   r.seconds = seconds_since(t0);

@@ -47,10 +47,53 @@ Sampler::Sampler(const SamplingParams& p) : params_(p), rng_(p.seed) {
         "repetition_window must be >= 0, got " + num(p.repetition_window));
 }
 
+SampleRequest Sampler::request(const std::vector<int32_t>& history, size_t generated_from, int32_t vocab) {
+  check(vocab > 0, "sample: vocab must be > 0, got " + num(vocab));
+  SampleRequest r;
+  r.params = params_;
+  auto token = [&](size_t k) {
+    const int32_t t = history[k];
+    check(t >= 0 && t < vocab, "sample: history token " + std::to_string(t) +
+                                   " is outside the vocabulary of " + std::to_string(vocab));
+    return t;
+  };
+  // counts_[t] = 1 + the index of t's entry in r.penalties (0: none yet).
+  counts_.resize(static_cast<size_t>(vocab), 0);
+  auto entry = [&](int32_t t) -> SamplePenalty& {
+    if (counts_[t] == 0) {
+      r.penalties.push_back(SamplePenalty{t, 0, 0});
+      counts_[t] = static_cast<int32_t>(r.penalties.size());
+    }
+    return r.penalties[counts_[t] - 1];
+  };
+  // Repetition penalty as transformers' RepetitionPenaltyLogitsProcessor: each token seen in
+  // the window is penalised once, from its original logit.
+  if (params_.repetition_penalty != 1.0f) {
+    const size_t window = static_cast<size_t>(params_.repetition_window);
+    const size_t start = (window > 0 && history.size() > window) ? history.size() - window : 0;
+    for (size_t k = start; k < history.size(); ++k) entry(token(k)).repeated = 1;
+  }
+  // Presence and frequency penalties (OpenAI's, as vLLM applies them after the repetition
+  // penalty) count the generated tokens only.
+  if ((params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f) && generated_from < history.size()) {
+    for (size_t k = generated_from; k < history.size(); ++k) ++entry(token(k)).count;
+  }
+  for (const SamplePenalty& p : r.penalties) counts_[p.token] = 0;
+  std::sort(r.penalties.begin(), r.penalties.end(),
+            [](const SamplePenalty& a, const SamplePenalty& b) { return a.token < b.token; });
+  if (params_.temperature > 0.0f) r.u = uniform01(rng_);
+  return r;
+}
+
 int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<int32_t>& history,
                         size_t generated_from) {
+  return draw_.sample(request(history, generated_from, vocab), logits, vocab);
+}
+
+int32_t LogitSampler::sample(const SampleRequest& request, const float* logits, int32_t vocab) {
   check(logits != nullptr, "sample: logits is null");
   check(vocab > 0, "sample: vocab must be > 0, got " + num(vocab));
+  const SamplingParams& params = request.params;
   const size_t V = static_cast<size_t>(vocab);
   scratch_.assign(logits, logits + V);
   float* s = scratch_.data();
@@ -63,38 +106,24 @@ int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<in
     }
   }
 
-  // Repetition penalty as transformers' RepetitionPenaltyLogitsProcessor: each token seen
-  // in the window gets its *original* logit divided (if positive) or multiplied (if
-  // negative) by the penalty. Computing from the original logit makes repeats in the
-  // history idempotent, so every distinct token is penalised exactly once.
-  const float rp = params_.repetition_penalty;
-  if (rp != 1.0f) {
-    const size_t window = static_cast<size_t>(params_.repetition_window);
-    const size_t start = (window > 0 && history.size() > window) ? history.size() - window : 0;
-    for (size_t k = start; k < history.size(); ++k) {
-      const int32_t t = history[k];
-      check(t >= 0 && t < vocab, "sample: history token " + std::to_string(t) +
-                                     " is outside the vocabulary of " + std::to_string(vocab));
-      const float l = logits[t];
-      s[t] = l < 0.0f ? l * rp : l / rp;
+  // The repetition penalty divides a positive original logit (multiplies a negative one);
+  // then every generated occurrence costs `frequency`, the first one also `presence`
+  // (subtracted one at a time, in that order, as the occurrences come).
+  const float rp = params.repetition_penalty;
+  const float presence = params.presence_penalty, frequency = params.frequency_penalty;
+  for (const SamplePenalty& p : request.penalties) {
+    check(p.token >= 0 && p.token < vocab, "sample: history token " + std::to_string(p.token) +
+                                               " is outside the vocabulary of " + std::to_string(vocab));
+    float& v = s[p.token];
+    if (p.repeated && rp != 1.0f) {
+      const float l = logits[p.token];
+      v = l < 0.0f ? l * rp : l / rp;
     }
-  }
-
-  // Presence and frequency penalties (OpenAI's, as vLLM applies them after the
-  // repetition penalty): every occurrence of a generated token costs
-  // `frequency`, its first one also `presence`.
-  const float presence = params_.presence_penalty, frequency = params_.frequency_penalty;
-  if ((presence != 0.0f || frequency != 0.0f) && generated_from < history.size()) {
-    seen_.resize(V, 0);
-    for (size_t k = generated_from; k < history.size(); ++k) {
-      const int32_t t = history[k];
-      check(t >= 0 && t < vocab, "sample: history token " + std::to_string(t) +
-                                     " is outside the vocabulary of " + std::to_string(vocab));
-      s[t] -= frequency;
-      if (!seen_[t]) s[t] -= presence;
-      seen_[t] = 1;
+    if (p.count > 0) {
+      v -= frequency;
+      v -= presence;
+      for (int32_t c = 1; c < p.count; ++c) v -= frequency;
     }
-    for (size_t k = generated_from; k < history.size(); ++k) seen_[history[k]] = 0;
   }
 
   // Greedy: the argmax survives every filter below, so top_k/top_p/min_p do not matter.
@@ -104,12 +133,12 @@ int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<in
     if (s[i] > s[best]) best = i;
   }
   check(s[best] != -std::numeric_limits<float>::infinity(), "sample: every logit is -inf");
-  if (params_.temperature == 0.0f) return static_cast<int32_t>(best);
+  if (params.temperature == 0.0f) return static_cast<int32_t>(best);
 
   // Shift so the best logit is 0 before dividing: softmax and every filter below are
   // shift-invariant, and a tiny temperature then cannot overflow to +inf (only to -inf,
   // a zero weight).
-  const float temp = params_.temperature;
+  const float temp = params.temperature;
   const float top = s[best];
   for (size_t i = 0; i < V; ++i) s[i] = (s[i] - top) / temp;
   const float lmax = 0.0f;  // s[best]; dividing by a positive keeps the order
@@ -136,7 +165,7 @@ int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<in
   };
 
   bool sorted = false;  // order_ holds every candidate, best first
-  const int k = params_.top_k;
+  const int k = params.top_k;
   if (k > 0 && static_cast<size_t>(k) < V) {
     // transformers keeps every token whose logit is >= the k-th largest, so tokens tied
     // with the k-th one all stay (the set can exceed k). Only these are sorted, never
@@ -149,12 +178,12 @@ int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<in
   }
   size_t n = order_.size();  // candidates are order_[0, n)
 
-  if (params_.top_p < 1.0f) {
+  if (params.top_p < 1.0f) {
     // Keep the smallest best-first prefix whose probability (renormalised over the
     // current candidates, as transformers applies top-p after top-k) reaches top_p.
     double z = 0.0;
     for (size_t i = 0; i < n; ++i) z += std::exp(s[order_[i]] - lmax);
-    const double target = static_cast<double>(params_.top_p) * z;
+    const double target = static_cast<double>(params.top_p) * z;
     // Without top-k the candidates are the whole vocabulary: sort only the best m
     // tokens, and more only if they do not hold top_p of the mass.
     size_t m = kTopPFirstPrefix;
@@ -191,10 +220,10 @@ int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<in
     sorted = true;
   }
 
-  if (params_.min_p > 0.0f) {
+  if (params.min_p > 0.0f) {
     // p_i >= min_p * p_max  <=>  exp(l_i - l_max) >= min_p: the normaliser cancels. The
     // argmax always passes, so at least one token stays. Order is preserved.
-    const double mp = params_.min_p;
+    const double mp = params.min_p;
     size_t w = 0;
     for (size_t i = 0; i < n; ++i) {
       const int32_t t = order_[i];
@@ -210,7 +239,7 @@ int32_t Sampler::sample(const float* logits, int32_t vocab, const std::vector<in
     weights_[i] = std::exp(s[order_[i]] - lmax);
     total += weights_[i];
   }
-  const double u = uniform01(rng_) * total;
+  const double u = request.u * total;
   double cum = 0.0;
   size_t last_positive = 0;
   for (size_t i = 0; i < n; ++i) {

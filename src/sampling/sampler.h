@@ -24,25 +24,53 @@ struct SamplingParams {
   uint64_t seed = 0;
 };
 
-// Order of operations (as transformers applies its logits processors, and vLLM
-// its penalties): repetition penalty, presence and frequency penalties,
-// temperature, top-k, top-p, min-p, then a draw from the softmax.
+// One draw as data: the parameters, the tokens the penalties touch and the
+// uniform number, so that the same request gives the same token wherever the
+// logits are (LogitSampler on the CPU, a kernel on a GPU: cuda/kernels.h).
+struct SamplePenalty {
+  int32_t token = 0;
+  int32_t repeated = 0;  // in the repetition window (repetition_penalty != 1)
+  int32_t count = 0;     // occurrences among the generated tokens (presence/frequency penalties on)
+};
+struct SampleRequest {
+  SamplingParams params;               // seed unused
+  std::vector<SamplePenalty> penalties;  // one per distinct token, ascending ids
+  double u = 0.0;                      // uniform in [0, 1), drawn when temperature > 0
+};
+
+// The draw itself, stateless but for its scratch. Order of operations (as
+// transformers applies its logits processors, and vLLM its penalties):
+// repetition penalty, presence and frequency penalties, temperature, top-k,
+// top-p, min-p, then a draw from the softmax.
+class LogitSampler {
+ public:
+  // `logits` has vocab entries; throws Error for a NaN or +inf logit, or when every one is -inf.
+  int32_t sample(const SampleRequest& request, const float* logits, int32_t vocab);
+
+ private:
+  std::vector<float> scratch_;   // penalised, temperature-scaled logits
+  std::vector<int32_t> order_;   // candidate token ids
+  std::vector<float> values_;    // copy of scratch_ for nth_element
+  std::vector<double> weights_;  // unnormalised probabilities of the candidates
+};
+
+// The sampler of one sequence: its parameters and random generator.
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);
-  // `logits` has vocab entries; `history` is every token so far (prompt +
-  // generated), the generated ones from index `generated_from` on.
+  // The request of the next draw: `history` is every token so far (prompt +
+  // generated), the generated ones from index `generated_from` on. Draws from
+  // the generator (once, when temperature > 0).
+  SampleRequest request(const std::vector<int32_t>& history, size_t generated_from, int32_t vocab);
+  // request() and LogitSampler::sample in one.
   int32_t sample(const float* logits, int32_t vocab, const std::vector<int32_t>& history, size_t generated_from = 0);
   const SamplingParams& params() const { return params_; }
 
  private:
   SamplingParams params_;
   std::mt19937_64 rng_;
-  std::vector<float> scratch_;   // penalised, temperature-scaled logits
-  std::vector<int32_t> order_;   // candidate token ids
-  std::vector<float> values_;    // copy of scratch_ for nth_element
-  std::vector<double> weights_;  // unnormalised probabilities of the candidates
-  std::vector<uint8_t> seen_;    // [vocab] presence marks, cleared after each use
+  LogitSampler draw_;
+  std::vector<int32_t> counts_;  // [vocab] per-token marks, cleared after each use
 };
 
 // Finds the earliest occurrence of any stop string in `text` that starts at or

@@ -292,7 +292,7 @@ void ServingEngine::run_step() {
     for (size_t e = 0; e < members.size(); ++e) {
       if (batch_.entries[e].logits == LogitRows::None) continue;
       Running& r = running_[members[e]];
-      r.gen->accept(result_.last_logits(e));
+      r.gen->accept(result_.tokens[e]);
       const std::vector<int32_t>& ids = r.gen->result().generated_ids;
       if (ids.size() > r.tokens_sent) {
         if (r.tokens_sent == 0) {

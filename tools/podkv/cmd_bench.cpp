@@ -167,6 +167,7 @@ Sample time_test(const TestSetup& t, const KvLayout& layout, std::optional<float
   Runner runner(*t.backend, *cache);
   runner.set_tau(tau);
   Batch step;
+  const SampleRequest greedy;  // temperature 0: the argmax
   for (int b = 0; b < batch || batch == 0; ++b) {
     const int seq = cache->add_sequence();
     if (t.budget > 0) {  // admit while the whole sequence (context and decode steps) fits
@@ -179,7 +180,8 @@ Sample time_test(const TestSetup& t, const KvLayout& layout, std::optional<float
     }
     if (t.synthetic_depth) fill_synthetic(*cache, seq, depth + 1);
     else runner.forward(seq, random_ids(depth + 1), false, logits);
-    step.entries.push_back(BatchEntry{seq, {}, LogitRows::Last, 0, false});
+    // Each step draws the next token greedily, as generate does (on the GPU only ids come back).
+    step.entries.push_back(BatchEntry{seq, {}, LogitRows::Last, 0, false, &greedy});
   }
   if (step.entries.empty() || (batch > 0 && static_cast<int>(step.entries.size()) < batch))
     return {0, 0, 0, static_cast<int>(step.entries.size()), {}, 0};  // does not fit in the budget
