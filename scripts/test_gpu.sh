@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The CUDA backend on a GPU machine: builds podkv with PODKV_CUDA=ON, then
 #  1. podkv_test_backend_ops: every op of every backend (cpu, cuda) against its plain references;
-#  2. the CUDA fixture tests (podkv_tests, Models/CudaFixture.*; they skip without a GPU);
+#  2. the CUDA tests of podkv_tests (they skip without a GPU): Models/CudaFixture.*, CudaFusedOps.* (fused
+#     ops against the launches they replace), CudaSampling.* (device draws against the CPU sampler's),
+#     CudaGraphs.* (step graphs per batch shape against launch by launch);
 #  3. the CLI end to end on every HF fixture of tests/fixtures/models:
 #     podkv logits --device cuda (f32 weights + f32 cache: within 1e-4 of the CPU and 1e-3 of
 #     transformers' goldens; bf16 weights + bf16 cache against transformers with the same
@@ -14,7 +16,18 @@
 #  5. podkv info --device cuda;
 #  6. the GPU trainer against the CPU trainer (podkv_tests *TrainCuda*: every training kernel, whole
 #     steps' loss and gradients on dense/GQA/MQA/PoD models in f32 and bf16 and with --recompute, ten
-#     steps of a run, and through the CLI: GPU out of memory and bad input end in one line, no checkpoint).
+#     steps of a run, and through the CLI: GPU out of memory and bad input end in one line, no checkpoint);
+#  7. podkv memory --measure --device cuda: every policy's measured bytes, formula and measured batch
+#     equal to the CPU's (the page bookkeeping is the host's on both; podkv_tests CliKv.MemoryDeviceOptions);
+#  8. podkv serve --device cuda against --device cpu (f32 weights and cache, the reference model): one
+#     greedy /v1/completions and one /v1/chat/completions request, the same text and token ids, and
+#     SIGTERM ends both with 0; then the server end-to-end tests (podkv_tests ServeE2E.*, CPU device).
+#     Needs cpp-httplib (on a machine without libcpp-httplib-dev: .deps/, scripts/use_deps_httplib.sh)
+#     and PCRE2; says NOT RUN otherwise;
+#  9. podkv analyze on cuda against cpu (f32 weights and cache): the gtests (podkv_tests *CudaAnalyze*
+#     and *ObserverCopies*: attention rows and similarities within 1e-4, the same blocks), then the command
+#     on the mistral fixture with each device: the same anchors in pod.json, similarities within 1e-4
+#     (--delta 0.18 lies between its similarities, 0.15 to 0.20 on the CPU: blocks of 1 and 2 layers).
 # Logs go to LOG_DIR (default BUILD_DIR/gpu-logs). Exits non-zero on any failure.
 #   scripts/test_gpu.sh [BUILD_DIR] [LOG_DIR]        (JOBS=N for the build, default all cores)
 set -uo pipefail
@@ -24,11 +37,15 @@ logs=${2:-$build/gpu-logs}
 mkdir -p "$logs"
 python=${PYTHON:-python3}
 
-# The reference model's tokenizer needs PCRE2 for step 4: on a GPU machine without libpcre2-dev,
-# its header unpacked into .deps/ (scripts/use_deps_pcre2.sh says how). PODKV_TESTS=ON even when BUILD_DIR
-# was configured without the tests before (e.g. by train_long_model.sh): steps 2-3 need podkv_tests.
+# The reference model's tokenizer needs PCRE2 for steps 4 and 8: on a GPU machine without libpcre2-dev,
+# its header unpacked into .deps/ (scripts/use_deps_pcre2.sh says how); step 8 needs cpp-httplib, on such a
+# machine its header and library from .deps/ too (scripts/use_deps_httplib.sh; scripts/fill_deps.sh fills
+# .deps for both). PODKV_TESTS=ON even when BUILD_DIR was configured without the tests before (e.g. by
+# train_long_model.sh): steps 2-3 need podkv_tests.
 . "$root/scripts/use_deps_pcre2.sh"
 use_deps_pcre2 "$root"
+. "$root/scripts/use_deps_httplib.sh"
+use_deps_httplib "$root"
 cmake -S "$root" -B "$build" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF -DPODKV_TESTS=ON >"$logs/configure.log" 2>&1 ||
   { tail -30 "$logs/configure.log"; exit 1; }
 if ! cmake --build "$build" -j "${JOBS:-$(nproc)}" >"$logs/build.log" 2>&1; then
@@ -54,10 +71,12 @@ echo "== GPU trainer against the CPU trainer"
   { status=1; tail -3 "$logs/train_cuda.log"; }
 grep -E "FAILED|PASSED|SKIPPED|Failure" "$logs/train_cuda.log" | head -20
 
-echo "== CUDA fixture tests"
-(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*') >"$logs/cuda_fixtures.log" 2>&1 ||
+echo "== CUDA fixture tests, fused ops, device sampling, step graphs"
+(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaFusedOps.*:CudaSampling.*:CudaGraphs.*') \
+  >"$logs/cuda_fixtures.log" 2>&1 ||
   { status=1; tail -3 "$logs/cuda_fixtures.log"; }
 grep -E "^\[ bf16|FAILED|PASSED|SKIPPED" "$logs/cuda_fixtures.log" | head -40
+grep -A4 "Failure" "$logs/cuda_fixtures.log" | head -60
 
 echo "== CLI end to end"
 if ! ls "$root"/tests/fixtures/models/*/reference_bf16w.safetensors >/dev/null 2>&1; then
@@ -110,7 +129,128 @@ done
 $python "$root/scripts/compare_eval_runs.py" "$logs/eval_cpu/results.json" "$logs/eval_cuda/results.json" || status=1
 fi
 
+echo "== podkv analyze: cuda (f32 weights and cache) against cpu"
+(cd "$root" && "$build/podkv_tests" --gtest_filter='*CudaAnalyze*:*ObserverCopies*') >"$logs/cuda_analyze.log" 2>&1 ||
+  { status=1; tail -3 "$logs/cuda_analyze.log"; }
+grep -E "^\[ cuda analyze|FAILED|PASSED|SKIPPED" "$logs/cuda_analyze.log" | head -20
+for dev in cpu cuda; do
+  "$podkv" analyze -m "$root/tests/fixtures/models/mistral" --samples 2 --seq-len 160 --last-queries 16 --sink 4 \
+    --recent 32 --delta 0.18 --kv-dtype f32 --device $dev --cuda-weights f32 --no-png --fresh --out "$logs/analyze_$dev.json" \
+    >"$logs/analyze_$dev.log" 2>&1 || { status=1; tail -3 "$logs/analyze_$dev.log"; }
+done
+# shellcheck disable=SC2016  # the Python program is in single quotes
+$python -c '
+import json, sys
+def load(dev, suffix):
+    try:
+        return json.load(open("%s/analyze_%s%s" % (sys.argv[1], dev, suffix)))
+    except (OSError, ValueError):
+        return None
+pods, sims = ([load(d, s) for d in ("cpu", "cuda")] for s in (".json", ".similarity.json"))
+ok = None not in pods and None not in sims
+diff = max(abs(a - b) for ha, hb in zip(*(s["similarity"] for s in sims)) for ra, rb in zip(ha, hb)
+           for a, b in zip(ra, rb)) if ok else float("nan")
+same = ok and pods[0]["anchors"] == pods[1]["anchors"]
+ok = same and diff <= 1e-4
+print(" anchors cuda %s cpu (%s), max similarity difference %.2e  %s" % ("==" if same else "!=",
+      pods[1]["anchors"] if pods[1] else "no pod.json", diff, "OK" if ok else "FAIL"))
+sys.exit(0 if ok else 1)' "$logs" || status=1
+
 echo "== podkv info --device cuda (the 8B shape, random weights)"
 "$podkv" info -m "$root/configs/llama-3-8b-32k" --device cuda | grep -E "device|parameters" || status=1
+
+echo "== podkv memory --measure: cuda against cpu (every policy's measured bytes and batch)"
+for dev in cpu cuda; do
+  "$podkv" memory -m "$root/tests/fixtures/models/llama_gqa" --measure --contexts 100,300 --memory 64M --json \
+    --pod-group 2 --device $dev >"$logs/memory_$dev.json" 2>"$logs/memory_$dev.err" || { status=1; tail -3 "$logs/memory_$dev.err"; }
+done
+# shellcheck disable=SC2016  # the Python program is in single quotes
+$python -c '
+import json, sys
+cpu, cuda = (json.load(open(f)) for f in sys.argv[1:3])
+keys = ("measured_bytes_reserved", "formula_bytes", "measured_max_batch")
+bad = [(a["policy"], a["context"]) for a, b in zip(cpu["rows"], cuda["rows"]) if any(a[k] != b[k] for k in keys)]
+if cuda.get("device") != "cuda": bad.append("device %r" % cuda.get("device"))
+if not 0 < len(cpu["rows"]) == len(cuda["rows"]): bad.append("rows %d and %d" % (len(cpu["rows"]), len(cuda["rows"])))
+print(" %d rows (%s at %s): cuda %s cpu  %s" % (len(cuda["rows"]), ",".join(sorted({r["policy"] for r in cpu["rows"]})),
+      ",".join(str(c) for c in sorted({r["context"] for r in cpu["rows"]})), "!=" if bad else "==",
+      "FAIL: %s" % ", ".join(map(str, bad)) if bad else "OK"))
+ok = not bad
+sys.exit(0 if ok else 1)' "$logs/memory_cpu.json" "$logs/memory_cuda.json" || status=1
+(cd "$root" && "$build/podkv_tests" --gtest_filter='CliKv.MemoryDeviceOptions') >"$logs/memory_tests.log" 2>&1 ||
+  { status=1; tail -3 "$logs/memory_tests.log"; }
+grep -E "FAILED|PASSED|Failure" "$logs/memory_tests.log" | head -10
+
+echo "== podkv serve --device cuda against --device cpu (greedy, f32 weights and cache)"
+if ! grep -q "^HTTPLIB_FOUND:INTERNAL=1" "$build/CMakeCache.txt"; then
+  echo "NOT RUN: this build has no cpp-httplib (libcpp-httplib-dev), so no podkv serve; carry .deps" \
+    "(scripts/fill_deps.sh, scripts/use_deps_httplib.sh)"
+elif ! grep -q "^PCRE2_FOUND:INTERNAL=1" "$build/CMakeCache.txt"; then
+  echo "NOT RUN: this build has no PCRE2 (libpcre2-dev), which the reference model's tokenizer needs"
+else
+  serve_pids=()
+  # shellcheck disable=SC2317  # called by the trap
+  stop_servers() { for pid in "${serve_pids[@]}"; do kill "$pid" 2>/dev/null; done; }
+  trap stop_servers EXIT  # a server still running when the script ends, however it ends
+  # --port 0: the server takes a free port and names it in its start line.
+  for dev in cpu cuda; do
+    "$podkv" serve -m "$root/models/podkv-ref" --port 0 --device $dev --cuda-weights f32 --kv-dtype f32 \
+      --chat-template llama3 --parallel 2 >/dev/null 2>"$logs/serve_$dev.log" &
+    serve_pids+=($!)
+  done
+  post() {  # post PORT PATH JSON: the response body
+    if command -v curl >/dev/null; then
+      curl -sS --max-time 120 -H 'Content-Type: application/json' -d "$3" "http://127.0.0.1:$1$2"
+    else
+      $python -c 'import sys, urllib.request as u; r = u.Request(sys.argv[1], sys.argv[2].encode(), {"Content-Type": "application/json"})
+print(u.urlopen(r, timeout=120).read().decode())' "http://127.0.0.1:$1$2" "$3"
+    fi
+  }
+  completion='{"prompt": "It was a dark and stormy night", "max_tokens": 24, "temperature": 0, "return_token_ids": true}'
+  chat='{"messages": [{"role": "user", "content": "Tell me a story"}], "max_tokens": 16, "temperature": 0}'
+  i=0
+  for dev in cpu cuda; do
+    pid=${serve_pids[$i]}
+    i=$((i + 1))
+    port=""
+    for _ in $(seq 600); do  # up to 120 s for the weights to load
+      port=$(sed -n 's|.*listening on http://127\.0\.0\.1:\([0-9]*\).*|\1|p' "$logs/serve_$dev.log" | head -1)
+      [ -n "$port" ] || ! kill -0 "$pid" 2>/dev/null && break
+      sleep 0.2
+    done
+    if [ -z "$port" ]; then
+      echo " serve --device $dev did not start  FAIL"; tail -3 "$logs/serve_$dev.log"; status=1
+      kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; continue
+    fi
+    post "$port" /v1/completions "$completion" >"$logs/serve_$dev.completion.json" 2>>"$logs/serve_$dev.log"
+    post "$port" /v1/chat/completions "$chat" >"$logs/serve_$dev.chat.json" 2>>"$logs/serve_$dev.log"
+    kill -TERM "$pid"
+    wait "$pid"
+    rc=$?
+    [ $rc -eq 0 ] || { echo " serve --device $dev exited with $rc after SIGTERM  FAIL"; tail -3 "$logs/serve_$dev.log"; status=1; }
+  done
+  serve_pids=()  # all waited for
+  # shellcheck disable=SC2016  # the Python program is in single quotes
+  $python -c '
+import json, sys
+def answer(path, chat):
+    try:
+        c = json.load(open(path))["choices"][0]
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+    return c["message"]["content"] if chat else (c["text"], c["token_ids"])
+ok = True
+for kind, chat in (("completion", False), ("chat", True)):
+    cpu, cuda = (answer("%s/serve_%s.%s.json" % (sys.argv[1], dev, kind), chat) for dev in ("cpu", "cuda"))
+    same = cpu is not None and cpu == cuda
+    ok = ok and same
+    text = lambda a: None if a is None else (a if chat else a[0])[:60]
+    shown = repr(text(cuda)) if same else "cpu %r, cuda %r" % (text(cpu), text(cuda))
+    print(" %-10s cuda %s cpu: %s...  %s" % (kind, "==" if same else "!=", shown, "OK" if same else "FAIL"))
+sys.exit(0 if ok else 1)' "$logs" || status=1
+  (cd "$root" && "$build/podkv_tests" --gtest_filter='ServeE2E.*') >"$logs/serve_e2e.log" 2>&1 ||
+    { status=1; tail -3 "$logs/serve_e2e.log"; }
+  grep -E "FAILED|PASSED|Failure" "$logs/serve_e2e.log" | head -20
+fi
 echo "test_gpu: $([ $status -eq 0 ] && echo ALL OK || echo FAILURES)"
 exit $status

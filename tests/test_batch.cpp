@@ -213,7 +213,7 @@ TEST(Batch, SchedulerGreedyEqualsSingleRuns) {
     r.options.sampling.temperature = 0;
     r.options.stop_at_eos = false;
   }
-  for (const std::string& policy : {"dense", "pod", "snapkv"}) {
+  for (const char* policy : {"dense", "pod", "snapkv"}) {
     SCOPED_TRACE(policy);
     const KvLayout layout = testing::small_policy_layout(c, policy, 4, 16, 8, 8, 3);
     std::vector<std::vector<int32_t>> single;

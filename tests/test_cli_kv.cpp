@@ -3,6 +3,7 @@
 // naming the option or file, exit code 1.
 #include <gtest/gtest.h>
 
+#include "backend/cuda_backend_ops.h"
 #include "cli_run.h"
 #include "io/safetensors.h"
 
@@ -76,15 +77,62 @@ TEST_F(CliKv, MemoryMeasuredBytesEqualTheFormula) {
     EXPECT_EQ(row.at("kv_dtype"), dtype) << what;
     EXPECT_EQ(row.at("measured_bytes_reserved"), row.at("formula_bytes")) << what;
     EXPECT_EQ(row.at("measured_bytes_reserved"), row.at("kv_bytes_per_sequence")) << what;
-    if (dtype == "f32") EXPECT_EQ(row.at("formula_bytes"), row.at("formula_bytes_float32")) << what;
+    if (dtype == "f32") {
+      EXPECT_EQ(row.at("formula_bytes"), row.at("formula_bytes_float32")) << what;
+    }
     // A real cache of --memory bytes takes the analytic batch, less at most
     // the transient room of one prefill.
     EXPECT_LE(row.at("measured_max_batch").get<int64_t>(), row.at("max_batch").get<int64_t>()) << what;
     EXPECT_GE(row.at("measured_max_batch").get<int64_t>(), row.at("max_batch").get<int64_t>() * 9 / 10 - 1) << what;
-    if (row.at("policy") == "dense") EXPECT_EQ(row.at("kv_saving").get<double>(), 0.0);
-    else if (row.at("context") == 160) EXPECT_GT(row.at("kv_saving").get<double>(), 0.1) << what;
+    if (row.at("policy") == "dense") {
+      EXPECT_EQ(row.at("kv_saving").get<double>(), 0.0);
+    } else if (row.at("context") == 160) {
+      EXPECT_GT(row.at("kv_saving").get<double>(), 0.1) << what;
+    }
   }
   }
+}
+
+// --device/--cuda-weights pick where --measure prefills; without --measure they would do nothing, so
+// they are refused. Without a GPU, --device cuda ends in one line; with one, it measures what the CPU does.
+TEST_F(CliKv, MemoryDeviceOptions) {
+  const std::string m = kModel.string();
+  expect_error(run({"memory", "-m", m, "--device", "cuda"}), {"--device", "--measure"});
+  expect_error(run({"memory", "-m", m, "--device", "cpu"}), {"--device", "--measure"});
+  expect_error(run({"memory", "-m", m, "--cuda-weights", "f32"}), {"--cuda-weights", "--measure"});
+  const std::vector<std::string> measure = {"memory", "-m", m, "--measure", "--kv", "dense,pod", "--pod-group", "2",
+                                            "--contexts", "64,160", "--memory", "1M", "--json", "-t", "1"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = measure;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  };
+  expect_error(run(with({"--device", "tpu"})), {"--device", "tpu", "cuda"});
+  expect_error(run(with({"--device", "cuda", "--cuda-weights", "f16"})), {"--cuda-weights", "f16"});
+
+  const CliResult cpu = run(with({"--device", "cpu"}));
+  ASSERT_EQ(cpu.exit_code, 0) << cpu;
+  const auto cj = nlohmann::json::parse(cpu.out);
+  EXPECT_EQ(cj.at("device"), "cpu");
+  const CliResult formula = run({"memory", "-m", m, "--kv", "dense", "--json"});
+  ASSERT_EQ(formula.exit_code, 0) << formula;
+  EXPECT_FALSE(nlohmann::json::parse(formula.out).contains("device"));
+  const CliResult table = run({"memory", "-m", m, "--measure", "--kv", "dense", "--contexts", "64", "--memory", "1M"});
+  ASSERT_EQ(table.exit_code, 0) << table;
+  EXPECT_NE(table.out.find("measured on cpu"), std::string::npos) << table.out;
+
+  const CliResult cuda = run(with({"--device", "cuda", "--cuda-weights", "f32"}));
+  if (!cuda_device_available()) {
+    expect_error(cuda, {"--device cuda"});  // built without CUDA, or no GPU visible
+    return;
+  }
+  ASSERT_EQ(cuda.exit_code, 0) << cuda;
+  const auto gj = nlohmann::json::parse(cuda.out);
+  EXPECT_EQ(gj.at("device"), "cuda");
+  ASSERT_EQ(gj.at("rows").size(), cj.at("rows").size());
+  for (size_t i = 0; i < cj.at("rows").size(); ++i)
+    for (const char* key : {"measured_bytes_reserved", "formula_bytes", "measured_max_batch"})
+      EXPECT_EQ(gj.at("rows")[i].at(key), cj.at("rows")[i].at(key)) << key << " of row " << i;
 }
 
 TEST_F(CliKv, InfoReportsSelectionPolicies) {

@@ -10,8 +10,10 @@
 // ends the server with exit code 0.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <future>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "server_process.h"
 
@@ -310,7 +312,14 @@ TEST_F(ServeE2E, BadInputAndAuthGetErrorObjectsAndTheServerKeepsServing) {
   ASSERT_EQ(ok.status, 200) << ok.body;
   const json models = get(*c, "/v1/models").json();
   EXPECT_EQ(models.at("data")[0].at("id"), "podkv-ref");
-  const std::string metrics = get(*c, "/metrics").body;
+  // httplib logs (and so counts) a request after its response is sent: the last one's count can
+  // reach /metrics a moment after its reply.
+  const std::string ok_count = "podkv_requests_total{endpoint=\"/v1/completions\",status=\"200\"}";
+  std::string metrics = get(*c, "/metrics").body;
+  for (int tries = 0; tries < 100 && metric(metrics, ok_count) < 1; ++tries) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    metrics = get(*c, "/metrics").body;
+  }
   EXPECT_EQ(metric(metrics, "podkv_requests_total{endpoint=\"/v1/completions\",status=\"400\"}"), 10) << metrics;
   EXPECT_EQ(metric(metrics, "podkv_requests_total{endpoint=\"/v1/completions\",status=\"401\"}"), 2) << metrics;
   EXPECT_EQ(metric(metrics, "podkv_requests_total{endpoint=\"/v1/completions\",status=\"413\"}"), 1) << metrics;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "util/error.h"
@@ -13,6 +14,8 @@ namespace podkv {
 CudaBackend::CudaBackend(const Model& model, CudaBackendOptions options) : model_(model), options_(options) {
   check(options_.weights == DType::BF16 || options_.weights == DType::F32,
         std::string("cuda backend: weights can be uploaded as bf16 or f32, not ") + dtype_name(options_.weights));
+  if (const char* sampling = std::getenv("PODKV_CUDA_SAMPLING"); sampling != nullptr && std::string(sampling) == "0")
+    options_.sampling = false;
   const ModelConfig& c = model.config();
   check(c.head_dim <= 128, "cuda backend: head_dim " + std::to_string(c.head_dim) + " is above 128");
   // A model that does not fit fails at the first allocation that does not (the error says what is free).
@@ -141,7 +144,6 @@ void CudaBackend::reserve(int64_t rows, int64_t logit_rows, size_t score_count) 
 }
 
 void CudaBackend::forward(const ForwardStep& step, const KvView& view, ForwardOutput& out) {
-  check(!observer_, "cuda backend: layer observers (podkv analyze) need --device cpu");
   const ModelConfig& c = model_.config();
   const int64_t n = step.rows;
   const size_t score_count = view.num_groups > 0 ? view.score_indptr[view.num_seqs * view.num_groups] : 0;
@@ -156,14 +158,15 @@ void CudaBackend::forward(const ForwardStep& step, const KvView& view, ForwardOu
     if (rows > 0) logit_rows_.upload(step.logit_rows, rows * sizeof(int64_t));
     ops_.set_step(view, step.attention);
   }
-  // Graphs need steps without host reads in between (tau's skip counts, selection scores).
-  if (graphs_ && options_.graphs && !ops_.profiling() && step.tau >= 1.0f && score_count == 0) {
+  // Graphs need steps without host reads in between (tau's skip counts, selection scores, a layer
+  // observer's downloads).
+  if (graphs_ && options_.graphs && !ops_.profiling() && step.tau >= 1.0f && score_count == 0 && !observer_) {
     std::string key = ops_.step_key(c.num_heads);
     const int64_t shape[] = {n, rows, rows_capacity_, logit_capacity_, reinterpret_cast<int64_t>(x_.data()),
                              reinterpret_cast<int64_t>(logits_.data())};
     key.append(reinterpret_cast<const char*>(shape), sizeof(shape));
-    if (key == graph_key_) {
-      ops_.run_graph();
+    if (ops_.has_graph(key)) {
+      ops_.run_graph(key);
       AttentionParams params;
       params.num_heads = c.num_heads;
       for (int layer = 0; layer < c.num_layers; ++layer) {
@@ -174,31 +177,37 @@ void CudaBackend::forward(const ForwardStep& step, const KvView& view, ForwardOu
       const AttentionStats before = out.stats;
       ops_.begin_capture();
       try {
-        run_layers(step, out);
-        ops_.end_capture();
-        graph_key_ = key;
-        ops_.run_graph();
+        run_layers(step, view, out);
+        ops_.end_capture(key);
+        ops_.run_graph(key);
       } catch (const Error&) {
         // Something in the step cannot be captured: this backend runs launch by launch from now on.
         ops_.abort_capture();
         graphs_ = false;
         out.stats = before;
-        run_layers(step, out);
+        run_layers(step, view, out);
       }
     } else {
-      run_layers(step, out);
+      run_layers(step, view, out);
       last_key_ = key;
     }
   } else {
-    run_layers(step, out);
+    run_layers(step, view, out);
   }
-  out.logits.resize(static_cast<size_t>(rows) * c.vocab_size);
-  if (rows > 0) logits_.download(out.logits.data(), out.logits.size() * sizeof(float));
+  // Drawn on the device: the token ids come back, and the logits only when a row needs the host.
+  bool want_logits = true;
+  if (step.samples != nullptr && rows > 0) {
+    out.tokens.resize(static_cast<size_t>(rows));
+    sampler_.sample(logits_.as<float>(), rows, c.vocab_size, step.samples, out.tokens.data());
+    want_logits = std::find_if(out.tokens.begin(), out.tokens.end(), [](int32_t t) { return t < 0; }) != out.tokens.end();
+  }
+  out.logits.resize(want_logits ? static_cast<size_t>(rows) * c.vocab_size : 0);
+  if (!out.logits.empty()) logits_.download(out.logits.data(), out.logits.size() * sizeof(float));
   if (score_count > 0) scores_.download(out.scores.data(), score_count * sizeof(float));
   ops_.synchronize();
 }
 
-void CudaBackend::run_layers(const ForwardStep& step, ForwardOutput& out) {
+void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, ForwardOutput& out) {
   const ModelConfig& c = model_.config();
   const int64_t n = step.rows, hidden = c.hidden_size;
   const size_t score_count = out.scores.size();  // forward() sized it: the view's score output
@@ -241,6 +250,7 @@ void CudaBackend::run_layers(const ForwardStep& step, ForwardOutput& out) {
       params.layer = layer;
       ops_.attention(params, q, outputs);
     }
+    if (observer_) observer_copies_.observe(ops_, observer_, step, view, layer, q, c.q_dim());
     {
       // x += o(attention), xn = the MLP's norm of x (one launch for a decode row).
       ProfileScope p(ops_, "matmul o (+ residual, norm)");

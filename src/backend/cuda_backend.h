@@ -10,6 +10,8 @@
 
 #include "backend/backend.h"
 #include "backend/cuda_backend_ops.h"
+#include "backend/cuda_sampler.h"
+#include "backend/observer_copies.h"
 
 namespace podkv {
 
@@ -25,6 +27,9 @@ struct CudaBackendOptions {
   // Steps of one shape (decode) replay a CUDA graph of the layers: hundreds of kernel launches
   // become one. A step whose shape differs from the last one's runs launch by launch.
   bool graphs = true;
+  // Next tokens drawn on the device (only their ids come back) when the runner asks for draws;
+  // off: the logits come back and the host samples. PODKV_CUDA_SAMPLING=0 turns it off.
+  bool sampling = true;
 };
 
 class CudaBackend : public Backend {
@@ -37,8 +42,10 @@ class CudaBackend : public Backend {
   const Model& model() const override { return model_; }
   std::unique_ptr<KvPool> create_pool(KvCache& cache) override;
   void forward(const ForwardStep& step, const KvView& view, ForwardOutput& out) override;
-  // Layer observers read host memory: refused (forward throws while one is set).
+  // Layer observers read host memory: while one is set, steps run launch by launch (no graph) and
+  // after each layer's attention its q rows and KV pages are downloaded for it (observer_copies.h).
   void set_layer_observer(LayerObserver observer) override { observer_ = std::move(observer); }
+  bool samples_on_device() const override { return options_.sampling; }
 
   size_t weight_bytes() const { return weight_bytes_; }
   CudaBackendOps& ops() { return ops_; }
@@ -56,13 +63,16 @@ class CudaBackend : public Backend {
   WeightMatrix upload_stacked(std::initializer_list<const WeightMatrix*> parts);
   const float* upload_floats(const std::vector<float>& host);
   void reserve(int64_t rows, int64_t logit_rows, size_t score_count);
-  // Everything after the uploads: the layers, the final norm and the LM head into logits_.
-  void run_layers(const ForwardStep& step, ForwardOutput& out);
+  // Everything after the uploads: the layers, the final norm and the LM head into logits_. `view` is
+  // the step's (host page tables) for the observer.
+  void run_layers(const ForwardStep& step, const KvView& view, ForwardOutput& out);
 
   const Model& model_;
   CudaBackendOptions options_;
   CudaBackendOps ops_;
+  CudaSampler sampler_{ops_};
   LayerObserver observer_;
+  ObserverCopies observer_copies_;  // the host q rows and KV pages observer_ reads
   std::vector<DeviceBuffer> owned_;  // every weight's device memory
   size_t weight_bytes_ = 0;
   std::vector<Layer> layers_;
@@ -75,9 +85,9 @@ class CudaBackend : public Backend {
   size_t score_capacity_ = 0;
   DeviceBuffer x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, gates_, tokens_, positions_, logit_rows_, logits_,
       scores_;
-  // The step graph: the key of the graph held, and of the last step run launch by launch (a shape
-  // seen twice in a row is captured: its buffers have their size by then).
-  std::string graph_key_, last_key_;
+  // The key of the last step run launch by launch: a shape seen twice in a row is captured (its
+  // buffers have their size by then), and the ops keep the graph under its key.
+  std::string last_key_;
   bool graphs_ = true;
 };
 

@@ -213,7 +213,7 @@ std::vector<std::vector<int32_t>> synthetic_calibration_ids(int vocab_size, int 
 
 // ------------------------------------------------------------ the analysis
 
-LayerSimilarityAnalysis::LayerSimilarityAnalysis(const Model& model, const AnalyzeOptions& options)
+LayerSimilarityAnalysis::LayerSimilarityAnalysis(const Model& model, const AnalyzeOptions& options, Backend* backend)
     : model_(model),
       options_(options),
       accumulator_((validate_analyze_options(options, model.config(), model.path()), model.config().num_layers),
@@ -225,13 +225,22 @@ LayerSimilarityAnalysis::LayerSimilarityAnalysis(const Model& model, const Analy
   KvCache probe(layout, 0, 16, options.kv_dtype);  // sizes only
   const int64_t pages = probe.peak_pages(0, options.seq_len, chunk);
   cache_ = std::make_unique<KvCache>(layout, static_cast<size_t>(pages) * probe.page_bytes(), 16, options.kv_dtype);
-  runner_ = std::make_unique<Runner>(model, *cache_);
+  if (backend != nullptr) {
+    check(&backend->model() == &model, "analyze: the " + backend->name() + " backend runs another model than " +
+                                           model.path());
+    runner_ = std::make_unique<Runner>(*backend, *cache_);
+  } else {
+    runner_ = std::make_unique<Runner>(model, *cache_);
+  }
   runner_->set_chunk_size(chunk);
   runner_->set_layer_observer([this](const LayerObservation& o) { observe(o); });
   probs_.assign(static_cast<size_t>(c.num_heads) * options.last_queries * options.seq_len, 0.0f);
 }
 
-LayerSimilarityAnalysis::~LayerSimilarityAnalysis() = default;
+LayerSimilarityAnalysis::~LayerSimilarityAnalysis() {
+  // A caller's backend outlives the analysis: it must not keep calling into it.
+  runner_->set_layer_observer(nullptr);
+}
 
 void LayerSimilarityAnalysis::add_sequence(const std::vector<int32_t>& tokens) {
   const int T = options_.seq_len, Q = options_.last_queries;
@@ -391,7 +400,7 @@ AnalyzeResult run_analysis(const Model& model, const AnalyzeOptions& options,
     check(static_cast<int>(sequences[k].size()) == options.seq_len,
           "analyze: calibration sequence " + std::to_string(k) + " has " + std::to_string(sequences[k].size()) +
               " tokens; --seq-len is " + std::to_string(options.seq_len));
-  LayerSimilarityAnalysis analysis(model, options);
+  LayerSimilarityAnalysis analysis(model, options, run.backend);
   AnalyzeResult result;
   result.settings = analyze_settings(model, options, sequences);
   const int total = static_cast<int>(sequences.size());

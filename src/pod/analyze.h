@@ -79,8 +79,10 @@ std::vector<std::vector<int32_t>> synthetic_calibration_ids(int vocab_size, int 
 // similarities.
 class LayerSimilarityAnalysis {
  public:
-  // Validates the options (see validate_analyze_options).
-  LayerSimilarityAnalysis(const Model& model, const AnalyzeOptions& options);
+  // Validates the options (see validate_analyze_options). The dense model runs on `backend` (which
+  // must run `model` and outlive the analysis; its layer observer is the analysis's until then), or
+  // on the CPU when null.
+  LayerSimilarityAnalysis(const Model& model, const AnalyzeOptions& options, Backend* backend = nullptr);
   ~LayerSimilarityAnalysis();
 
   // Runs `tokens` (exactly seq_len ids) and adds its attention to the sums.
@@ -143,6 +145,7 @@ struct AnalyzeRunOptions {
   bool discard_state = false;    // start over even when a state file exists
   int max_new_sequences = -1;    // stop (keeping the state) after this many new ones; -1 = all
   AnalyzeProgressFn progress;    // at the start, after each sequence, and within one at most every 0.25 s
+  Backend* backend = nullptr;    // where the dense model runs (make_backend); null = the CPU
 };
 
 // Runs the analysis over `sequences` (their count is N), resuming from the

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "backend/make_backend.h"
 #include "commands.h"
 #include "common.h"
 #include "ops/matmul.h"
@@ -44,6 +45,8 @@ struct AnalyzeCommand {
   int64_t context = 0;          // for the saving; 0 = the model's context
   int threads = 0;
   bool json_summary = false;
+  std::string device = "cpu";       // where the dense model runs
+  std::string cuda_weights = "bf16";
 };
 
 // OUT without a trailing .json, plus `suffix`.
@@ -164,6 +167,8 @@ void run(AnalyzeCommand& o) {
       throw Error(std::string(option) + ": the folder of " + path + " does not exist");
   }
   if (o.stop_after < -1 || o.stop_after == 0) throw Error("--stop-after: must be at least 1");
+  // Before the calibration text is read: a build without CUDA or no GPU is one line, at once.
+  const std::unique_ptr<Backend> backend = make_backend(o.device, *model, o.cuda_weights);
 
   std::string source;
   const std::vector<std::vector<int32_t>> sequences = calibration(o, *model, source);
@@ -177,6 +182,7 @@ void run(AnalyzeCommand& o) {
   run_options.discard_state = o.fresh;
   run_options.max_new_sequences = o.stop_after;
   run_options.progress = [&bar](const AnalyzeProgress& p) { bar.update(p); };
+  run_options.backend = backend.get();
   const AnalyzeResult result = run_analysis(*model, a, sequences, run_options);
   bar.finish();
   if (!result.complete) {
@@ -265,6 +271,8 @@ void add_analyze_command(CLI::App& app) {
   cmd->add_option("--chunk", o->analysis.chunk, "prefill chunk length")->capture_default_str();
   cmd->add_option("--kv-dtype", o->kv_dtype, "KV entry type the keys are read back from: f32, f16, bf16, q8_0 (default: the model's float type)");
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
+  cmd->add_option("--device", o->device, "where the dense model runs: cpu or cuda")->capture_default_str();
+  cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
   cmd->add_flag("--json", o->json_summary, "print the summary as one JSON object");
   cmd->callback([o] { run(*o); });
 }

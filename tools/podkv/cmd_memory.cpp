@@ -4,12 +4,14 @@
 // fits a memory budget. With --measure, every policy also prefills a sequence
 // of each length on the model's weights and reports what the paged cache
 // really holds, beside the formula, and how many such sequences a cache of
-// --memory bytes really takes.
+// --memory bytes really takes; --device cuda runs those prefills on the GPU
+// (the pool in device memory; the page bookkeeping is the host's either way).
 #include <climits>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "backend/make_backend.h"
 #include "commands.h"
 #include "common.h"
 #include "engine/runner.h"
@@ -28,6 +30,9 @@ struct MemoryCommand {
   std::vector<int64_t> contexts = {4096, 16384, 32768};
   std::string memory = "16G";
   bool measure = false;
+  std::string device = "cpu";  // --device: where --measure prefills
+  std::string cuda_weights = "bf16";
+  std::string device_option;  // "--device" or "--cuda-weights" when given on the command line
   int threads = 0;
   bool json = false;
 };
@@ -37,11 +42,13 @@ struct Measured {
   size_t formula = 0;   // the analytic formula
 };
 
-// Prefills `length` random tokens under `policy` in a cache of `dtype` entries
-// and returns the bytes the cache holds for the sequence.
-Measured measure(const Model& model, const NamedPolicy& policy, int64_t length, KvDType dtype) {
+// Prefills `length` random tokens under `policy` on `backend` in a cache of
+// `dtype` entries (its pool made by the backend: device memory on CUDA) and
+// returns the bytes the cache holds for the sequence.
+Measured measure(Backend& backend, const NamedPolicy& policy, int64_t length, KvDType dtype) {
+  const Model& model = backend.model();
   auto cache = make_cache(policy.layout, length, 1, 256, dtype);
-  Runner runner(model, *cache);
+  Runner runner(backend, *cache);
   runner.set_tau(policy.tau);
   std::mt19937 rng(11);
   std::vector<int32_t> ids(static_cast<size_t>(length));
@@ -84,6 +91,12 @@ std::string human(double bytes) {
 
 void run(const MemoryCommand& o) {
   if (o.threads > 0) set_num_threads(o.threads);
+  // Without --measure nothing runs on a device: say so rather than ignore the option.
+  if (!o.device_option.empty() && !o.measure)
+    throw Error(o.device_option + ": only --measure runs the model; add --measure or leave " + o.device_option + " out");
+  if (o.device != "cpu" && o.device != "cuda") throw Error("--device: unknown device '" + o.device + "' (known: cpu, cuda)");
+  if (o.cuda_weights != "bf16" && o.cuda_weights != "f32")
+    throw Error("--cuda-weights: unknown type '" + o.cuda_weights + "' (known: bf16, f32)");
   // The default entry type of the table; a policy may name its own (dtype=...).
   const KvDType dtype = parse_kv_dtype(o.shared.kv_dtype.empty() ? "f16" : o.shared.kv_dtype);
   const std::string dtype_name = kv_dtype_name(dtype);
@@ -102,6 +115,8 @@ void run(const MemoryCommand& o) {
   }
   const std::vector<NamedPolicy> policies = resolve_policies(o.kv, o.shared, c, o.model);
   std::unique_ptr<Model> model = o.measure ? Model::load(o.model) : nullptr;
+  // One backend for every row (the CUDA one uploads the weights once).
+  std::unique_ptr<Backend> backend = model ? make_backend(o.device, *model, o.cuda_weights) : nullptr;
   const KvLayout dense = KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim);
   const int64_t entry = static_cast<int64_t>(kv_entry_bytes(dtype, c.head_dim));
 
@@ -119,7 +134,7 @@ void run(const MemoryCommand& o) {
                             {"max_batch", batch}, {"dense_max_batch", dense_batch}, {"kv_dtype", kv_dtype_name(p_dtype)},
                             {"batch_gain", dense_batch > 0 ? static_cast<double>(batch) / dense_batch : 0.0}};
       if (model) {
-        const Measured m = measure(*model, p, n, p_dtype);
+        const Measured m = measure(*backend, p, n, p_dtype);
         row["measured_bytes_reserved"] = m.reserved;
         row["formula_bytes"] = m.formula;
         row["measured_max_batch"] = measured_batch(p.layout, n, budget, p_dtype);
@@ -132,12 +147,16 @@ void run(const MemoryCommand& o) {
   }
   nlohmann::json result = {{"model", o.model}, {"num_layers", c.num_layers}, {"num_kv_heads", c.num_kv_heads},
                            {"head_dim", c.head_dim}, {"kv_dtype", dtype_name}, {"memory", budget}, {"rows", rows}};
+  // Where the measured prefills ran (only --measure runs anything).
+  const std::string measured_on = o.device == "cuda" ? "cuda (" + o.cuda_weights + " weights)" : o.device;
+  if (model) result["device"] = o.device;
   if (o.json) {
     std::printf("%s\n", result.dump(2).c_str());
     return;
   }
-  std::printf("KV cache per sequence (%s entries; %d layers, %d KV heads, head_dim %d) and the largest batch in %s\n\n",
-              dtype_name.c_str(), c.num_layers, c.num_kv_heads, c.head_dim, o.memory.c_str());
+  std::printf("KV cache per sequence (%s entries; %d layers, %d KV heads, head_dim %d) and the largest batch in %s%s\n\n",
+              dtype_name.c_str(), c.num_layers, c.num_kv_heads, c.head_dim, o.memory.c_str(),
+              model ? ("; measured on " + measured_on).c_str() : "");
   std::printf("| policy | context | KV / sequence | saved | max batch | dense batch | batch gain |%s\n",
               model ? " measured bytes (pages) | formula | measured batch |" : "");
   std::printf("| --- | ---: | ---: | ---: | ---: | ---: | ---: |%s\n", model ? " ---: | ---: | ---: |" : "");
@@ -163,10 +182,15 @@ void add_memory_command(CLI::App& app) {
   cmd->add_option("--contexts", o->contexts, "context lengths in tokens")->delimiter(',')->capture_default_str();
   cmd->add_option("--memory", o->memory, "KV memory budget for the batch columns (e.g. 16G)")->capture_default_str();
   cmd->add_flag("--measure", o->measure, "also prefill each length on the model and report the bytes the cache holds");
+  cmd->add_option("--device", o->device, "where --measure prefills: cpu or cuda")->capture_default_str();
+  cmd->add_option("--cuda-weights", o->cuda_weights, "--measure on cuda: weight matrices bf16 or f32")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "threads for --measure (default: all cores)");
   cmd->add_flag("--json", o->json, "print JSON instead of the table");
   add_kv_settings(*cmd, o->shared);
-  cmd->callback([o] { run(*o); });
+  cmd->callback([o, cmd] {
+    o->device_option = cmd->count("--device") ? "--device" : cmd->count("--cuda-weights") ? "--cuda-weights" : "";
+    run(*o);
+  });
 }
 
 }  // namespace podkv::cli
