@@ -22,7 +22,12 @@ use_deps_httplib() {
   local lib=$deps/lib/x86_64-linux-gnu
   local so missing
   so=$(find "$lib" -maxdepth 1 -type f -name 'libcpp-httplib.so.*' 2>/dev/null | head -1)
-  [ -f "$deps/include/httplib.h" ] && [ -n "$so" ] && ! pkg-config --exists cpp-httplib 2>/dev/null || return 0
+  # The machine's own cpp-httplib, if any: looked up without .deps' folder (use_deps_pcre2 may have put it
+  # on PKG_CONFIG_PATH already, and the carried .pc sits there too).
+  local own_path
+  own_path=$(echo ":${PKG_CONFIG_PATH:-}:" | sed "s|:$lib/pkgconfig:|:|g; s|^:*||; s|:*$||")
+  [ -f "$deps/include/httplib.h" ] && [ -n "$so" ] && ! PKG_CONFIG_PATH=$own_path pkg-config --exists cpp-httplib 2>/dev/null ||
+    return 0
   missing=$(ldd "$so" 2>&1 | awk '/not found/ { printf "%s%s", sep, $1; sep = ", " }')
   if [ -n "$missing" ]; then
     echo "use_deps_httplib: not using .deps/: this machine lacks $missing (needed by $(basename "$so")); podkv serve is not built" >&2

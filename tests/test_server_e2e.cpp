@@ -95,7 +95,7 @@ TEST_F(ServeE2E, GreedyCompletionsEqualGenerateAndStreamTheSameText) {
       ASSERT_EQ(s.status, 200) << s.body;
       EXPECT_NE(s.body.find("data: "), std::string::npos);
       json finish, usage;
-      EXPECT_EQ(streamed_text(s.body, false, &finish, &usage), want.at("text")) << policy << " '" << prompt << "'";
+      EXPECT_EQ(streamed_text(s.body, false, &finish, &usage), want.at("text").get<std::string>()) << policy << " '" << prompt << "'";
       EXPECT_EQ(finish, choice.at("finish_reason"));
       EXPECT_EQ(usage, got.at("usage"));
     }
@@ -227,7 +227,7 @@ TEST_F(ServeE2E, PresenceAndFrequencyPenaltiesEqualGenerate) {
     const HttpReply r = post(*c, "/v1/completions", request.dump());
     ASSERT_EQ(r.status, 200) << r.body;
     const std::string text = r.json().at("choices")[0].at("text");
-    EXPECT_EQ(text, want.at("text")) << presence << " " << frequency;
+    EXPECT_EQ(text, want.at("text").get<std::string>()) << presence << " " << frequency;
     if (presence == 0 && frequency == 0) plain = text;
     else EXPECT_NE(text, plain) << "the penalty changed nothing: " << presence << " " << frequency;
   }
@@ -267,7 +267,7 @@ TEST_F(ServeE2E, ChatThroughTheTemplateOrA400) {
   const HttpReply s = post(*c, "/v1/chat/completions", stream.dump());
   ASSERT_EQ(s.status, 200) << s.body;
   json finish;
-  EXPECT_EQ(streamed_text(s.body, true, &finish), got.at("choices")[0].at("message").at("content"));
+  EXPECT_EQ(streamed_text(s.body, true, &finish), got.at("choices")[0].at("message").at("content").get<std::string>());
   EXPECT_EQ(finish, got.at("choices")[0].at("finish_reason"));
   EXPECT_EQ(server->stop(), 0);
 }

@@ -62,10 +62,11 @@ class CudaBackendOps : public BackendOps {
   // (gemv_residual_norm_row); otherwise matmul into `proj`, then add_rms_norm (or add).
   void matmul_add_rms_norm(const WeightMatrix& w, const float* a, int64_t rows, float* proj, float* x,
                            const float* weight, double eps, float* xn);
-  // Whether the two above take their one-launch forms. Both are off unless PODKV_CUDA_DECODE_FUSE
-  // names them ("swiglu", "norm", "swiglu,norm"): on the H200 (2026-12-03) the two together made
-  // batch-1 decode of the Llama-3-8B shape slower (163.4-163.9 tok/s at 4K against 170.0-173.8 without
-  // them); each alone is not measured yet. A knob for timing them (scripts/tuning_gpu.sh SETTINGS).
+  // Whether the two above take their one-launch forms: swiglu on, norm off by default. Timed one at a
+  // time on the H200 (2026-12-03, batch-1 decode of the Llama-3-8B shape at 4K, interleaved with the
+  // default of then, both off: 167.8-169.4 tok/s): swiglu 170.7-172.1, norm 162.8-163.3.
+  // PODKV_CUDA_DECODE_FUSE names the ones to use ("swiglu", "norm", "swiglu,norm"; "none": neither),
+  // a knob for timing them (scripts/tuning_gpu.sh SETTINGS).
   void set_decode_fusions(bool swiglu, bool norm);
   // For prompt rows (more than cuda::kGemvMaxRows) with bf16 weights, SwiGLU's product can go
   // straight into the down projection's bf16 GEMM input: swiglu_matmul_add_rms_norm then takes

@@ -37,6 +37,7 @@ struct GenerateCommand {
   std::string kv_memory;
   std::string device = "cpu";       // --device
   std::string cuda_weights = "bf16";
+  int page_tokens = 0;                // --page-tokens (0: the device's default)
 };
 
 // The object `generate --json` prints (and each --prompts output line).
@@ -66,8 +67,9 @@ void run_prompts(GenerateCommand& o, const Model& model, const Tokenizer* tokeni
   if (o.parallel < 1) throw Error("--parallel: must be at least 1, got " + std::to_string(o.parallel));
   std::vector<GenerateRequest> requests =
       read_prompts_file(o.prompts_file, tokenizer, c, o.gen, context, o.prompt.no_bos);
-  auto cache = make_cache(layout, context, o.parallel, 256, dtype);
-  if (!o.kv_memory.empty()) cache = std::make_unique<KvCache>(layout, parse_bytes(o.kv_memory, "--kv-memory"), 16, dtype);
+  const int page = page_tokens_for(o.page_tokens, o.device);
+  auto cache = make_cache(layout, context, o.parallel, 256, dtype, page);
+  if (!o.kv_memory.empty()) cache = std::make_unique<KvCache>(layout, parse_bytes(o.kv_memory, "--kv-memory"), page, dtype);
   auto backend = make_backend(o.device, model, o.cuda_weights);
   Runner runner(*backend, *cache);
   runner.set_tau(tau);
@@ -152,7 +154,7 @@ void run(GenerateCommand& o) {
     throw Error("prompt of " + std::to_string(ids.size()) + " tokens is longer than the context (-c " +
                 std::to_string(context) + ")");
   o.gen.max_new_tokens = static_cast<int>(std::min<int64_t>(o.n, context - static_cast<int64_t>(ids.size())));
-  auto cache = make_cache(layout, context, 1, 256, dtype);
+  auto cache = make_cache(layout, context, 1, 256, dtype, page_tokens_for(o.page_tokens, o.device));
   auto backend = make_backend(o.device, *model, o.cuda_weights);
   Runner runner(*backend, *cache);
   runner.set_tau(tau);
@@ -193,6 +195,7 @@ void add_generate_command(CLI::App& app) {
   add_exact_quant_option(*cmd, o->exact_quant);
   cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
   cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
+  cmd->add_option("--page-tokens", o->page_tokens, "tokens per KV page (0: 16 on cpu, 64 on cuda)")->capture_default_str();
   cmd->add_option("--temperature,--temp", o->gen.sampling.temperature, "sampling temperature, 0 = greedy")->capture_default_str();
   cmd->add_option("--top-k", o->gen.sampling.top_k, "keep the k most likely tokens, 0 = off")->capture_default_str();
   cmd->add_option("--top-p", o->gen.sampling.top_p, "nucleus sampling threshold, 1 = off")->capture_default_str();

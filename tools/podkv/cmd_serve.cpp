@@ -41,6 +41,7 @@ struct ServeCommand {
   std::string model_id;
   std::string device = "cpu";  // --device
   std::string cuda_weights = "bf16";
+  int page_tokens = 0;  // --page-tokens (0: the device's default)
   std::string max_body = "8M";
 };
 
@@ -94,9 +95,10 @@ void run(ServeCommand& o) {
   std::optional<float> tau;
   const KvLayout layout = kv_layout_from_options(o.kv, c, o.model, &tau);
   const KvDType dtype = kv_dtype_from_options(o.kv, *model);
+  const int page = page_tokens_for(o.page_tokens, o.device);
   auto cache = o.kv_memory.empty()
-                   ? make_cache(layout, context, o.parallel, o.prefill_chunk, dtype)
-                   : std::make_unique<KvCache>(layout, parse_bytes(o.kv_memory, "--kv-memory"), 16, dtype);
+                   ? make_cache(layout, context, o.parallel, o.prefill_chunk, dtype, page)
+                   : std::make_unique<KvCache>(layout, parse_bytes(o.kv_memory, "--kv-memory"), page, dtype);
   auto backend = make_backend(o.device, *model, o.cuda_weights);
   Runner runner(*backend, *cache);
   runner.set_tau(tau);
@@ -165,6 +167,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
   cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
   cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
+  cmd->add_option("--page-tokens", o->page_tokens, "tokens per KV page (0: 16 on cpu, 64 on cuda)")->capture_default_str();
   cmd->add_option("--parallel", o->parallel, "sequences running at once")->capture_default_str();
   cmd->add_option("--admit", o->admit,
                   "peak: start a request when its peak KV pages fit (never preempted); current: when its prompt fits "

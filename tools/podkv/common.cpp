@@ -121,8 +121,15 @@ void add_kv_settings(CLI::App& cmd, KvOptions& o) {
       ->check(CLI::Range(0.0f, 1.0f));
 }
 
-std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch, int64_t chunk, KvDType dtype) {
-  const int page = 16;
+int page_tokens_for(int requested, const std::string& device) {
+  if (requested < 0 || requested > 4096)
+    throw Error("--page-tokens: must be in 1..4096 (0: the device's default), got " + std::to_string(requested));
+  if (requested > 0) return requested;
+  return device == "cuda" ? 64 : 16;
+}
+
+std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch, int64_t chunk, KvDType dtype,
+                                    int page) {
   KvCache probe(layout, 0, page, dtype);  // sizes only: no pages
   // Worst case: the whole context is one prefill (SnapKV drops nothing before it ends).
   const int64_t pages = probe.peak_pages(0, context, std::max<int64_t>(1, std::min(chunk, context)), context);

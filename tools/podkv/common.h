@@ -45,7 +45,12 @@ void add_kv_settings(CLI::App& cmd, KvOptions& o);
 // A KV cache with room for `batch` sequences of up to `context` tokens each,
 // prefilled in chunks of `chunk` tokens.
 std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch = 1, int64_t chunk = 256,
-                                    KvDType dtype = KvDType::F32);
+                                    KvDType dtype = KvDType::F32, int page_tokens = 16);
+// --page-tokens of generate and serve: the given value (1..4096), or with 0 the device's default: 16 on
+// the CPU; 64 on CUDA, where every step sends the page tables of its sequences to the GPU (one entry per
+// page of every layer, KV head and kind): at batch 64 and 8K tokens, 64-token pages cut the step's
+// host time about in half against 16 (scripts/bench_gpu.sh, README).
+int page_tokens_for(int requested, const std::string& device);
 std::unique_ptr<KvCache> make_dense_cache(const ModelConfig& config, int64_t context);
 
 // Range checks of the options that mean the same in every command (-t): one
