@@ -93,6 +93,9 @@ build_podkv() {
   # PCRE2's header from the ignored .deps/ when the machine lacks libpcre2-dev (scripts/use_deps_pcre2.sh).
   . "$root/scripts/use_deps_pcre2.sh"
   use_deps_pcre2 "$root"
+  # With a .deps/ from scripts/fill_deps.sh, cpp-httplib's .pc sits beside PCRE2's: pointed at .deps/ too.
+  . "$root/scripts/use_deps_httplib.sh"
+  use_deps_httplib "$root"
   mkdir -p "$build"
   echo "building $podkv (CUDA, sm_90)" >&2
   cmake -S "$root" -B "$build" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF >"$build/configure.log" 2>&1 ||

@@ -46,6 +46,9 @@ want decode || variants=()
 want prefill || prefill_variants=()
 . "$root/scripts/use_deps_pcre2.sh"  # PCRE2's header from .deps/ on a machine without libpcre2-dev
 use_deps_pcre2 "$root"
+# With a .deps/ from scripts/fill_deps.sh, cpp-httplib's .pc sits beside PCRE2's: pointed at .deps/ too.
+. "$root/scripts/use_deps_httplib.sh"
+use_deps_httplib "$root"
 configure=(-DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF)
 config="$root/configs/llama-3-8b-32k"
 common=(-m "$config" --device cuda --random-weights --kv-dtype bf16 --page-tokens 64)

@@ -9,7 +9,9 @@
 #   cp /tmp/p/usr/lib/x86_64-linux-gnu/pkgconfig/libpcre2-8.pc .deps/usr/lib/x86_64-linux-gnu/pkgconfig/
 # When that header is there, the machine has the library (libpcre2-8.so.0) but not the system
 # header, this points the .pc file at .deps, links the machine's library beside it and puts it on
-# PKG_CONFIG_PATH. Otherwise it does nothing.
+# PKG_CONFIG_PATH. Otherwise it does nothing. scripts/fill_deps.sh fills .deps/ with these steps and
+# cpp-httplib's files, whose .pc lands in the same folder: a script that builds podkv there sources
+# scripts/use_deps_httplib.sh after this one, or the build finds a cpp-httplib without its header.
 use_deps_pcre2() {
   local deps=$1/.deps/usr
   [ -f "$deps/include/pcre2.h" ] && [ -e /usr/lib/x86_64-linux-gnu/libpcre2-8.so.0 ] && [ ! -f /usr/include/pcre2.h ] ||
