@@ -1,8 +1,12 @@
 // The paged KV cache: reservation all-or-nothing, window pages given back,
+// a view builder keeping its page tables while they do not change,
 // accounting equal to the analytic formula, isolation between sequences.
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "kv/kv_cache.h"
+#include "kv/kv_view_builder.h"
 #include "kv_test_util.h"
 
 namespace podkv {
@@ -106,6 +110,71 @@ TEST(KvCache, PeakPagesPredictsChunkedGrowth) {
       }
       EXPECT_EQ(cache.peak_pages(0, target, chunk), max_pages) << "page " << page << " chunk " << chunk;
     }
+  }
+}
+
+// A view builder kept across steps reuses the page tables it copied while the sequences' tables
+// are unchanged (tables_version): every step's view equals a fresh builder's, for every policy,
+// through page boundaries, windows giving pages back, selection (SnapKV's end of prefill, H2O's
+// drops through scores), and sequences leaving and joining.
+TEST(KvViewBuilder, AViewKeptAcrossStepsEqualsAFreshOne) {
+  ModelConfig c;
+  c.num_layers = 4;
+  c.num_kv_heads = 2;
+  c.head_dim = 8;
+  c.num_heads = 4;
+  for (const char* policy : {"dense", "pod", "streaming", "h2o", "snapkv", "cla", "pod+snapkv"}) {
+    SCOPED_TRACE(policy);
+    const KvLayout layout = testing::small_policy_layout(c, policy, 2, 8, 5, 4, 2);
+    KvCache cache(layout, 1 << 22, 4);
+    testing::host_pool(cache);
+    KvViewBuilder kept;
+    std::mt19937 rng(3);
+    std::vector<int> seqs = {cache.add_sequence(), cache.add_sequence(), cache.add_sequence()};
+    std::vector<int64_t> prompt = {9, 14, 5};
+    int rebuilt = 0, reused = 0;
+    for (int step = 0; step < 60; ++step) {
+      if (step == 30) {  // one leaves, another joins
+        cache.remove_sequence(seqs[1]);
+        seqs[1] = cache.add_sequence();
+        prompt[1] = cache.length(seqs[1]) + 6;
+      }
+      std::vector<int64_t> lengths;
+      bool changed = false;
+      for (size_t b = 0; b < seqs.size(); ++b) {
+        const uint64_t version = cache.tables_version(seqs[b]);
+        const int64_t n = cache.length(seqs[b]);
+        lengths.push_back(n < prompt[b] ? prompt[b] : n + 1);
+        cache.reserve(seqs[b], lengths.back());
+        changed |= cache.tables_version(seqs[b]) != version;
+      }
+      (changed ? rebuilt : reused) += 1;
+      const KvView& a = kept.build(cache, nullptr, seqs, lengths);
+      KvViewBuilder fresh;
+      const KvView& f = fresh.build(cache, nullptr, seqs, lengths);
+      const int64_t streams = static_cast<int64_t>(seqs.size()) * 4 * c.num_layers * c.num_kv_heads;
+      ASSERT_EQ(std::vector<int64_t>(a.page_indptr, a.page_indptr + streams + 1),
+                std::vector<int64_t>(f.page_indptr, f.page_indptr + streams + 1)) << "step " << step;
+      ASSERT_EQ(std::vector<int32_t>(a.page_indices, a.page_indices + a.page_indptr[streams]),
+                std::vector<int32_t>(f.page_indices, f.page_indices + f.page_indptr[streams])) << "step " << step;
+      ASSERT_EQ(std::vector<int64_t>(a.window_base, a.window_base + seqs.size()),
+                std::vector<int64_t>(f.window_base, f.window_base + seqs.size()));
+      if (kept.score_count() > 0) {  // attention's scores: random, so H2O drops differ step by step
+        std::vector<float> scores(static_cast<size_t>(kept.score_count()));
+        for (float& x : scores) x = static_cast<float>(rng() % 100);
+        kept.apply_scores(cache, seqs, scores.data());
+      }
+      for (size_t b = 0; b < seqs.size(); ++b) {
+        cache.commit(seqs[b], lengths[b]);
+        if (lengths[b] == prompt[b] && !cache.prefill_done(seqs[b])) cache.end_prefill(seqs[b]);
+      }
+    }
+    // Steps within a page leave the tables as they were (with SnapKV's stores, which grow as tokens
+    // leave the window, and 3 sequences in different phases, nearly every step changes one)...
+    if (layout.selection != Selection::SnapKV) {
+      EXPECT_GT(reused, 10);
+    }
+    EXPECT_GT(rebuilt, 10);  // ... and page boundaries change them
   }
 }
 

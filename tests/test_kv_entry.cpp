@@ -48,12 +48,16 @@ TEST(KvEntry, RoundTripWithinEachTypesRounding) {
       kv_decode(t, entry.data(), d, y.data());
       for (int i = 0; i < d; ++i) {
         const float err = std::fabs(y[i] - x[i]);
-        if (t == KvDType::F32) EXPECT_EQ(y[i], x[i]);
+        if (t == KvDType::F32) {
+          EXPECT_EQ(y[i], x[i]);
+        }
         if (t == KvDType::F16) {
           EXPECT_LE(err, std::fabs(x[i]) * 0x1p-11f + 0x1p-24f) << d;
           EXPECT_EQ(y[i], f16_to_f32(f32_to_f16(x[i])));  // the vector path rounds as the scalar one
         }
-        if (t == KvDType::BF16) EXPECT_EQ(y[i], bf16_to_f32(f32_to_bf16(x[i])));
+        if (t == KvDType::BF16) {
+          EXPECT_EQ(y[i], bf16_to_f32(f32_to_bf16(x[i])));
+        }
         if (t == KvDType::Q8_0) {
           float amax = 0;  // of x's block
           for (int j = i / 32 * 32; j < std::min(d, i / 32 * 32 + 32); ++j) amax = std::max(amax, std::fabs(x[j]));
@@ -87,10 +91,10 @@ TEST(KvEntry, Q8LayoutIsLlamaCpps) {
 TEST(KvEntry, HeldBytesEqualTheFormulaForEveryPolicyAndType) {
   auto model = Model::load(kFixture);
   const ModelConfig& c = model->config();
-  for (const std::string& policy : {"dense", "pod", "streaming", "h2o", "snapkv", "cla", "pod+snapkv"}) {
+  for (const char* policy : {"dense", "pod", "streaming", "h2o", "snapkv", "cla", "pod+snapkv"}) {
     const KvLayout layout = testing::small_policy_layout(c, policy, 2, 8, 5, 4, 2);
     for (KvDType t : kTypes) {
-      SCOPED_TRACE(policy + " " + kv_dtype_name(t));
+      SCOPED_TRACE(std::string(policy) + " " + kv_dtype_name(t));
       KvCache cache(layout, size_t{1} << 20, 1, t);
       Runner runner(*model, cache);
       runner.set_chunk_size(7);

@@ -1,6 +1,7 @@
 #include "kv/kv_cache.h"
 
 #include <algorithm>
+#include <atomic>
 #include <string>
 
 #include "kv/token_classes.h"
@@ -31,9 +32,15 @@ KvCache::KvCache(KvLayout layout, size_t budget_bytes, int page_tokens, KvDType 
   }
 }
 
+void KvCache::tables_changed(Sequence& s) {
+  static std::atomic<uint64_t> next{1};
+  s.tables_version = next.fetch_add(1, std::memory_order_relaxed);
+}
+
 int KvCache::add_sequence() {
   Sequence s;
   s.live = true;
+  tables_changed(s);
   const size_t streams = static_cast<size_t>(layout_.num_layers) * layout_.num_kv_heads;
   s.key_pages.resize(streams);
   s.value_pages.resize(streams);
@@ -52,8 +59,9 @@ int KvCache::add_sequence() {
 }
 
 KvCache::Sequence& KvCache::sequence(int seq) {
-  check(seq >= 0 && static_cast<size_t>(seq) < sequences_.size() && sequences_[seq].live,
-        "kv cache: no sequence " + std::to_string(seq));
+  // Not check(): its message would be built on every call, and this runs per stream of every step.
+  if (seq < 0 || static_cast<size_t>(seq) >= sequences_.size() || !sequences_[seq].live)
+    throw Error("kv cache: no sequence " + std::to_string(seq));
   return sequences_[seq];
 }
 
@@ -113,15 +121,17 @@ void KvCache::reserve(int seq, int64_t new_length) {
     throw_full(seq, needed, new_length);
   }
   const int64_t last_page = ceil_div(new_length, page_tokens_);
+  bool changed = false;
   auto grow = [&](const std::vector<StreamRule>& rules, std::vector<std::vector<int32_t>>& tables) {
     for (size_t i = 0; i < rules.size(); ++i) {
       if (rules[i].retention == Retention::None) continue;
       auto& table = tables[i];
-      if (static_cast<int64_t>(table.size()) < last_page) table.resize(last_page, -1);
+      if (static_cast<int64_t>(table.size()) < last_page) table.resize(last_page, -1), changed = true;
       for (int64_t p = s.length / page_tokens_; p < last_page; ++p) {
         if (table[p] < 0) {
           table[p] = free_pages_.back();
           free_pages_.pop_back();
+          changed = true;
         }
       }
     }
@@ -137,11 +147,13 @@ void KvCache::reserve(int seq, int64_t new_length) {
       while (static_cast<int64_t>(table.size()) < want) {
         table.push_back(free_pages_.back());
         free_pages_.pop_back();
+        changed = true;
       }
     }
     const size_t window_span = static_cast<size_t>(std::max<int64_t>(0, new_length - s.window_base));
     if (group.window_scores.size() < window_span) group.window_scores.resize(window_span, 0.0f);
   }
+  if (changed) tables_changed(s);
 }
 
 namespace {
@@ -234,20 +246,23 @@ void KvCache::check_fits(int seq, int64_t new_length, int64_t chunk, bool is_pre
     throw_full(seq, needed, new_length);
 }
 
-void KvCache::release_window_pages(std::vector<int32_t>& table, int64_t last_query) {
+bool KvCache::release_window_pages(std::vector<int32_t>& table, int64_t last_query) {
   // Positions j with sink <= j <= last_query - recent are distant; a page is
   // given back once every position in it is distant.
   const int64_t first_distant = layout_.sink_tokens;
   const int64_t last_distant = last_query - layout_.recent_tokens;
-  if (last_distant < first_distant) return;
+  if (last_distant < first_distant) return false;
   const int64_t first_page = ceil_div(first_distant, page_tokens_);
   const int64_t end_page = (last_distant + 1) / page_tokens_;  // pages fully <= last_distant
+  bool released = false;
   for (int64_t p = first_page; p < end_page && p < static_cast<int64_t>(table.size()); ++p) {
     if (table[p] >= 0) {
       free_pages_.push_back(table[p]);
       table[p] = -1;
+      released = true;
     }
   }
+  return released;
 }
 
 void KvCache::commit(int seq, int64_t new_length) {
@@ -266,11 +281,13 @@ void KvCache::commit(int seq, int64_t new_length) {
   auto windowed = [](const StreamRule& r) {
     return r.retention == Retention::Window || r.retention == Retention::Selected;
   };
+  bool changed = false;
   for (size_t i = 0; i < layout_.keys.size(); ++i) {
-    if (windowed(layout_.keys[i])) release_window_pages(s.key_pages[i], new_length - 1);
-    if (windowed(layout_.values[i])) release_window_pages(s.value_pages[i], new_length - 1);
+    if (windowed(layout_.keys[i])) changed |= release_window_pages(s.key_pages[i], new_length - 1);
+    if (windowed(layout_.values[i])) changed |= release_window_pages(s.value_pages[i], new_length - 1);
   }
-  trim_stores(s);
+  changed |= trim_stores(s);
+  if (changed) tables_changed(s);
 }
 
 std::pair<int32_t, int32_t> KvCache::location(const std::vector<int32_t>& table, int64_t pos, const char* kind,
@@ -283,8 +300,8 @@ std::pair<int32_t, int32_t> KvCache::location(const std::vector<int32_t>& table,
 }
 
 const std::vector<int32_t>& KvCache::page_table(int seq, int kind, int layer, int head) const {
-  check(layer >= 0 && layer < layout_.num_layers && head >= 0 && head < layout_.num_kv_heads,
-        "kv cache: no stream for layer " + std::to_string(layer) + " head " + std::to_string(head));
+  if (layer < 0 || layer >= layout_.num_layers || head < 0 || head >= layout_.num_kv_heads)
+    throw Error("kv cache: no stream for layer " + std::to_string(layer) + " head " + std::to_string(head));
   const Sequence& s = sequence(seq);
   const size_t i = static_cast<size_t>(layer) * layout_.num_kv_heads + head;
   switch (kind) {

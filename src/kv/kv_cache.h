@@ -116,6 +116,10 @@ class KvCache {
   // slot-indexed selection stores kKeyStore, kValueStore): physical page per
   // logical page, -1 where not held.
   const std::vector<int32_t>& page_table(int seq, int kind, int layer, int head) const;
+  // Changes whenever any page table of the sequence changes (a page assigned, given back, or a
+  // store shrunk), and never takes a value twice in the process (any cache): a view builder
+  // that saw these versions can keep the page tables it copied.
+  uint64_t tables_version(int seq) const { return sequence(seq).tables_version; }
   // Page and entry of position `pos` of a keys/values stream; throws Error
   // when it is not reserved (written positions must be reserved and held).
   std::pair<int32_t, int32_t> entry_location(int seq, int kind, int layer, int head, int64_t pos) const;
@@ -148,6 +152,7 @@ class KvCache {
     std::vector<std::vector<int32_t>> key_store_pages;    // [layer * H + head][slot page], Selected only
     std::vector<std::vector<int32_t>> value_store_pages;  // same
     std::vector<Group> groups;   // [selection group]
+    uint64_t tables_version = 0; // tables_version()
   };
   // A stream of a selection group: keys or values of stream index layer * H + head.
   struct Member {
@@ -171,9 +176,12 @@ class KvCache {
   void run_copies();
   void move_to_stores(Sequence& s, int64_t new_base);
   void drop_slots(Sequence& s, int group, std::vector<int32_t> slots);
-  void trim_stores(Sequence& s);
+  // These three return whether a page table changed.
+  bool trim_stores(Sequence& s);
   [[noreturn]] void throw_full(int seq, int64_t needed, int64_t new_length) const;
-  void release_window_pages(std::vector<int32_t>& table, int64_t last_query);
+  bool release_window_pages(std::vector<int32_t>& table, int64_t last_query);
+  // A new tables_version for `s` (from a process-wide counter).
+  static void tables_changed(Sequence& s);
   std::pair<int32_t, int32_t> location(const std::vector<int32_t>& table, int64_t pos, const char* kind, int layer,
                                        int head) const;
 

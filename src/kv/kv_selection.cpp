@@ -94,7 +94,8 @@ void KvCache::drop_slots(Sequence& s, int g, std::vector<int32_t> slots) {
 }
 
 // Gives back store pages beyond what the kept tokens need.
-void KvCache::trim_stores(Sequence& s) {
+bool KvCache::trim_stores(Sequence& s) {
+  bool trimmed = false;
   for (size_t g = 0; g < group_members_.size(); ++g) {
     const int64_t need = ceil_div(static_cast<int64_t>(s.groups[g].positions.size()), page_tokens_);
     for (const Member& m : group_members_[g]) {
@@ -102,9 +103,11 @@ void KvCache::trim_stores(Sequence& s) {
       while (static_cast<int64_t>(table.size()) > need) {
         free_pages_.push_back(table.back());
         table.pop_back();
+        trimmed = true;
       }
     }
   }
+  return trimmed;
 }
 
 void KvCache::end_prefill(int seq) {
@@ -135,7 +138,7 @@ void KvCache::end_prefill(int seq) {
     drop_slots(s, static_cast<int>(g), std::move(order));
   }
   run_copies();
-  trim_stores(s);
+  if (trim_stores(s)) tables_changed(s);
 }
 
 bool KvCache::prefill_done(int seq) const {

@@ -28,22 +28,34 @@ const KvView& KvViewBuilder::build(const KvCache& cache, uint8_t* pool_base, con
   }
   new_length_ = new_lengths;
   window_base_.resize(B);
-  page_indptr_.assign(1, 0);
-  page_indices_.clear();
   store_size_.resize(static_cast<size_t>(B) * G);
   score_indptr_.assign(1, 0);
-  for (int b = 0; b < B; ++b) {
-    const int seq = seqs[b];
-    window_base_[b] = cache.window_base(seq);
-    for (int kind = 0; kind < 4; ++kind) {
-      for (int l = 0; l < L; ++l) {
-        for (int h = 0; h < H; ++h) {
-          const std::vector<int32_t>& table = cache.page_table(seq, kind, l, h);
-          page_indices_.insert(page_indices_.end(), table.begin(), table.end());
-          page_indptr_.push_back(static_cast<int64_t>(page_indices_.size()));
+  bool same_tables = seqs == copied_seqs_ && L == copied_layers_ && H == copied_heads_;
+  for (int b = 0; b < B && same_tables; ++b) same_tables = cache.tables_version(seqs[b]) == copied_versions_[b];
+  if (!same_tables) {
+    page_indptr_.assign(1, 0);
+    page_indices_.clear();
+    copied_versions_.resize(B);
+    for (int b = 0; b < B; ++b) {
+      const int seq = seqs[b];
+      copied_versions_[b] = cache.tables_version(seq);
+      for (int kind = 0; kind < 4; ++kind) {
+        for (int l = 0; l < L; ++l) {
+          for (int h = 0; h < H; ++h) {
+            const std::vector<int32_t>& table = cache.page_table(seq, kind, l, h);
+            page_indices_.insert(page_indices_.end(), table.begin(), table.end());
+            page_indptr_.push_back(static_cast<int64_t>(page_indices_.size()));
+          }
         }
       }
     }
+    copied_seqs_ = seqs;
+    copied_layers_ = L;
+    copied_heads_ = H;
+  }
+  for (int b = 0; b < B; ++b) {
+    const int seq = seqs[b];
+    window_base_[b] = cache.window_base(seq);
     for (int g = 0; g < G; ++g) {
       store_size_[static_cast<size_t>(b) * G + g] = cache.store_size(seq, g);
       score_indptr_.push_back(score_indptr_.back() + cache.score_region_size(seq, g));
