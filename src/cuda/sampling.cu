@@ -13,8 +13,9 @@
 // Masses are fixed point (weight * 2^shift in 64-bit integers, the weights
 // exp(s) <= 1 as the CPU's float), summed by integer adds: exact, so any order
 // gives the same bits, and the result does not depend on scheduling. The CPU
-// sums doubles; the two can only disagree where the draw lands within about
-// 1e-12 of a boundary between two tokens.
+// sums doubles of glibc's expf, the GPU fixed-point truncations of exp in double
+// rounded to float: the two can only disagree where a draw or top-p's target lands
+// within about 1e-7 (relative) of a boundary between two tokens.
 #include <cstdint>
 
 #include "cuda/cuda_check.h"
