@@ -26,6 +26,7 @@
 #include "plot/plot.h"
 #include "pod/analyze.h"
 #include "policy/policies.h"
+#include "similarity_test_util.h"
 #include "tokenizer/tokenizer.h"
 
 namespace podkv {
@@ -34,7 +35,8 @@ namespace {
 namespace fs = std::filesystem;
 using clitest::CliTest;
 using json = nlohmann::json;
-using Similarity = std::vector<std::vector<std::vector<double>>>;
+using testing::expect_similarity_near;
+using testing::Similarity;
 
 const fs::path kModels = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
 const fs::path kTokenizer = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "tokenizers" / "bpe_llama3" / "tokenizer.json";
@@ -177,14 +179,6 @@ Similarity plain_similarity(const std::vector<Attention>& runs, const ModelConfi
 
 std::vector<std::vector<int32_t>> test_sequences(int vocab, int n, int T) {
   return synthetic_calibration_ids(vocab, n, T, 1);
-}
-
-void expect_similarity_near(const Similarity& got, const Similarity& want, double tolerance) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t h = 0; h < got.size(); ++h)
-    for (size_t x = 0; x < got[h].size(); ++x)
-      for (size_t y = 0; y < got[h].size(); ++y)
-        EXPECT_NEAR(got[h][x][y], want[h][x][y], tolerance) << "KV head " << h << ", layers " << x << ", " << y;
 }
 
 class AnalyzeMatchesPlainForward : public ::testing::TestWithParam<std::tuple<std::string, SimilarityScope>> {};

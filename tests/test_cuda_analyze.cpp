@@ -35,12 +35,14 @@
 #include "model/model.h"
 #include "pod/analyze.h"
 #include "pod/grouping.h"
+#include "similarity_test_util.h"
 
 namespace podkv {
 namespace {
 
 namespace fs = std::filesystem;
-using Similarity = std::vector<std::vector<std::vector<double>>>;
+using testing::expect_similarity_near;
+using testing::Similarity;
 
 const fs::path kModels = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
 
@@ -202,14 +204,6 @@ AnalyzeOptions small_analysis(int seq_len, int last_queries, int64_t chunk) {
   o.recent_tokens = seq_len / 5;
   o.chunk = chunk;
   return o;
-}
-
-void expect_similarity_near(const Similarity& got, const Similarity& want, double tolerance) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t h = 0; h < got.size(); ++h)
-    for (size_t x = 0; x < got[h].size(); ++x)
-      for (size_t y = 0; y < got[h].size(); ++y)
-        EXPECT_NEAR(got[h][x][y], want[h][x][y], tolerance) << "KV head " << h << ", layers " << x << ", " << y;
 }
 
 TEST(ObserverCopiesAnalysis, EqualsTheCpuAnalysisExactly) {

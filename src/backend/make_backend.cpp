@@ -6,11 +6,15 @@
 
 namespace podkv {
 
-std::unique_ptr<Backend> make_backend(const std::string& device, const Model& model, const std::string& cuda_weights) {
-  if (device == "cpu") return std::make_unique<CpuBackend>(model);
-  if (device != "cuda") throw Error("--device: unknown device '" + device + "' (known: cpu, cuda)");
-  if (cuda_weights != "bf16" && cuda_weights != "f32")
+void check_device_options(const std::string& device, const std::string& cuda_weights) {
+  if (device != "cpu" && device != "cuda") throw Error("--device: unknown device '" + device + "' (known: cpu, cuda)");
+  if (device == "cuda" && cuda_weights != "bf16" && cuda_weights != "f32")
     throw Error("--cuda-weights: unknown type '" + cuda_weights + "' (known: bf16, f32)");
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& device, const Model& model, const std::string& cuda_weights) {
+  check_device_options(device, cuda_weights);
+  if (device == "cpu") return std::make_unique<CpuBackend>(model);
 #if defined(PODKV_HAVE_CUDA)
   if (!cuda_device_available()) throw Error("--device cuda: no CUDA device is visible");
   CudaBackendOptions options;

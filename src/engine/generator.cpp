@@ -82,7 +82,8 @@ const SampleRequest& SequenceGenerator::next_request() {
 
 void SequenceGenerator::accept(int32_t next) {
   check(request_.has_value(), "generate: a token was accepted without a sample request");
-  check(next >= 0 && next < vocab_, "generate: sampled token " + std::to_string(next) + " is outside the vocabulary");
+  check(next >= 0 && next < vocab_,
+        [&] { return "generate: sampled token " + std::to_string(next) + " is outside the vocabulary"; });
   request_.reset();
   if (result_.generated_ids.empty() && !pending_) first_token_ = std::chrono::steady_clock::now();
   if (options_.stop_at_eos && std::find(eos_.begin(), eos_.end(), next) != eos_.end()) {

@@ -49,14 +49,18 @@ void Runner::step(const Batch& batch, BatchResult& result) {
   new_lengths_.clear();
   int64_t pages = 0;
   for (const BatchEntry& e : batch.entries) {
-    check(!e.tokens.empty(), "forward: no tokens for sequence " + std::to_string(e.seq));
-    check(e.sample == nullptr || e.logits == LogitRows::Last,
-          "forward: a sample request of sequence " + std::to_string(e.seq) + " needs LogitRows::Last");
+    // Per entry and token of every step: the messages are built only on failure.
+    check(!e.tokens.empty(), [&] { return "forward: no tokens for sequence " + std::to_string(e.seq); });
+    check(e.sample == nullptr || e.logits == LogitRows::Last, [&] {
+      return "forward: a sample request of sequence " + std::to_string(e.seq) + " needs LogitRows::Last";
+    });
     check(std::find(seqs_.begin(), seqs_.end(), e.seq) == seqs_.end(),
-          "forward: sequence " + std::to_string(e.seq) + " appears twice in one batch");
+          [&] { return "forward: sequence " + std::to_string(e.seq) + " appears twice in one batch"; });
     for (int32_t id : e.tokens)
-      check(id >= 0 && id < c.vocab_size, "token id " + std::to_string(id) + " is outside the vocabulary (" +
-                                              std::to_string(c.vocab_size) + " tokens)");
+      check(id >= 0 && id < c.vocab_size, [&] {
+        return "token id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(c.vocab_size) +
+               " tokens)";
+      });
     const int64_t length = cache_.length(e.seq) + static_cast<int64_t>(e.tokens.size());
     if (length > c.max_position_embeddings)
       throw Error("sequence of " + std::to_string(length) + " tokens is longer than the model's context (" +

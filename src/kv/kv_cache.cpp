@@ -59,9 +59,9 @@ int KvCache::add_sequence() {
 }
 
 KvCache::Sequence& KvCache::sequence(int seq) {
-  // Not check(): its message would be built on every call, and this runs per stream of every step.
-  if (seq < 0 || static_cast<size_t>(seq) >= sequences_.size() || !sequences_[seq].live)
-    throw Error("kv cache: no sequence " + std::to_string(seq));
+  // Per KV stream of every step: the message is built only on failure.
+  check(seq >= 0 && static_cast<size_t>(seq) < sequences_.size() && sequences_[seq].live,
+        [&] { return "kv cache: no sequence " + std::to_string(seq); });
   return sequences_[seq];
 }
 
@@ -300,8 +300,8 @@ std::pair<int32_t, int32_t> KvCache::location(const std::vector<int32_t>& table,
 }
 
 const std::vector<int32_t>& KvCache::page_table(int seq, int kind, int layer, int head) const {
-  if (layer < 0 || layer >= layout_.num_layers || head < 0 || head >= layout_.num_kv_heads)
-    throw Error("kv cache: no stream for layer " + std::to_string(layer) + " head " + std::to_string(head));
+  check(layer >= 0 && layer < layout_.num_layers && head >= 0 && head < layout_.num_kv_heads,
+        [&] { return "kv cache: no stream for layer " + std::to_string(layer) + " head " + std::to_string(head); });
   const Sequence& s = sequence(seq);
   const size_t i = static_cast<size_t>(layer) * layout_.num_kv_heads + head;
   switch (kind) {

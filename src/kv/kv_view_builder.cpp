@@ -30,7 +30,7 @@ const KvView& KvViewBuilder::build(const KvCache& cache, uint8_t* pool_base, con
   window_base_.resize(B);
   store_size_.resize(static_cast<size_t>(B) * G);
   score_indptr_.assign(1, 0);
-  bool same_tables = seqs == copied_seqs_ && L == copied_layers_ && H == copied_heads_;
+  bool same_tables = copied_versions_.size() == seqs.size();
   for (int b = 0; b < B && same_tables; ++b) same_tables = cache.tables_version(seqs[b]) == copied_versions_[b];
   if (!same_tables) {
     page_indptr_.assign(1, 0);
@@ -49,9 +49,6 @@ const KvView& KvViewBuilder::build(const KvCache& cache, uint8_t* pool_base, con
         }
       }
     }
-    copied_seqs_ = seqs;
-    copied_layers_ = L;
-    copied_heads_ = H;
   }
   for (int b = 0; b < B; ++b) {
     const int seq = seqs[b];

@@ -27,12 +27,11 @@ class KvViewBuilder {
   std::vector<KvRule> key_rules_, value_rules_;
   std::vector<int64_t> new_length_, window_base_, page_indptr_, store_size_, score_indptr_;
   std::vector<int32_t> page_indices_;
-  // The sequences and their tables_version() when page_indptr_ / page_indices_ were copied: a step
-  // of the same sequences with the same versions (most decode steps) keeps them, since copying every
-  // stream's table is most of a batched step's host time (64 sequences of 8K tokens: 4.2M entries).
-  std::vector<int> copied_seqs_;
+  // The tables_version() of each batch entry when page_indptr_ / page_indices_ were copied. A
+  // version names one state of one sequence's tables in the process (any cache), so a step whose
+  // entries have the same versions (most decode steps) keeps them: copying every stream's table is
+  // most of a batched step's host time (64 sequences of 8K tokens: 4.2M entries).
   std::vector<uint64_t> copied_versions_;
-  int copied_layers_ = 0, copied_heads_ = 0;
 };
 
 }  // namespace podkv

@@ -53,8 +53,9 @@ SampleRequest Sampler::request(const std::vector<int32_t>& history, size_t gener
   r.params = params_;
   auto token = [&](size_t k) {
     const int32_t t = history[k];
-    check(t >= 0 && t < vocab, "sample: history token " + std::to_string(t) +
-                                   " is outside the vocabulary of " + std::to_string(vocab));
+    check(t >= 0 && t < vocab, [&] {
+      return "sample: history token " + std::to_string(t) + " is outside the vocabulary of " + std::to_string(vocab);
+    });
     return t;
   };
   // counts_[t] = 1 + the index of t's entry in r.penalties (0: none yet).
@@ -79,8 +80,6 @@ SampleRequest Sampler::request(const std::vector<int32_t>& history, size_t gener
     for (size_t k = generated_from; k < history.size(); ++k) ++entry(token(k)).count;
   }
   for (const SamplePenalty& p : r.penalties) counts_[p.token] = 0;
-  std::sort(r.penalties.begin(), r.penalties.end(),
-            [](const SamplePenalty& a, const SamplePenalty& b) { return a.token < b.token; });
   if (params_.temperature > 0.0f) r.u = uniform01(rng_);
   return r;
 }
@@ -112,8 +111,10 @@ int32_t LogitSampler::sample(const SampleRequest& request, const float* logits, 
   const float rp = params.repetition_penalty;
   const float presence = params.presence_penalty, frequency = params.frequency_penalty;
   for (const SamplePenalty& p : request.penalties) {
-    check(p.token >= 0 && p.token < vocab, "sample: history token " + std::to_string(p.token) +
-                                               " is outside the vocabulary of " + std::to_string(vocab));
+    check(p.token >= 0 && p.token < vocab, [&] {
+      return "sample: history token " + std::to_string(p.token) + " is outside the vocabulary of " +
+             std::to_string(vocab);
+    });
     float& v = s[p.token];
     if (p.repeated && rp != 1.0f) {
       const float l = logits[p.token];

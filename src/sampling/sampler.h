@@ -34,7 +34,7 @@ struct SamplePenalty {
 };
 struct SampleRequest {
   SamplingParams params;               // seed unused
-  std::vector<SamplePenalty> penalties;  // one per distinct token, ascending ids
+  std::vector<SamplePenalty> penalties;  // one per distinct token, in first-occurrence order
   double u = 0.0;                      // uniform in [0, 1), drawn when temperature > 0
 };
 

@@ -5,6 +5,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace podkv {
 
@@ -16,6 +17,14 @@ class Error : public std::runtime_error {
 // Throws Error(message) when `condition` is false. Checks stay on in release builds.
 inline void check(bool condition, const std::string& message) {
   if (!condition) throw Error(message);
+}
+
+// The same for checks on hot paths (per token, per KV stream of a step): `message` is a callable
+// returning the text, called only when the check fails, so passing costs no string building.
+// (enable_if, not requires: nvcc compiles the CUDA sources that include this as C++17.)
+template <typename MessageFn, typename = std::enable_if_t<std::is_invocable_r_v<std::string, MessageFn>>>
+inline void check(bool condition, MessageFn&& message) {
+  if (!condition) throw Error(message());
 }
 
 }  // namespace podkv

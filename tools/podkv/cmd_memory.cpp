@@ -94,9 +94,7 @@ void run(const MemoryCommand& o) {
   // Without --measure nothing runs on a device: say so rather than ignore the option.
   if (!o.device_option.empty() && !o.measure)
     throw Error(o.device_option + ": only --measure runs the model; add --measure or leave " + o.device_option + " out");
-  if (o.device != "cpu" && o.device != "cuda") throw Error("--device: unknown device '" + o.device + "' (known: cpu, cuda)");
-  if (o.cuda_weights != "bf16" && o.cuda_weights != "f32")
-    throw Error("--cuda-weights: unknown type '" + o.cuda_weights + "' (known: bf16, f32)");
+  check_device_options(o.device, o.cuda_weights);  // before the model loads
   // The default entry type of the table; a policy may name its own (dtype=...).
   const KvDType dtype = parse_kv_dtype(o.shared.kv_dtype.empty() ? "f16" : o.shared.kv_dtype);
   const std::string dtype_name = kv_dtype_name(dtype);
