@@ -7,7 +7,7 @@
 #            (PODKV_CUDA_GEMV_ROW), every decode-attention split size
 #            (PODKV_CUDA_DECODE_SPLIT_KEYS);
 #   prefill  podkv bench prefill at PREFILL_LENGTHS tokens under every prefill-attention
-#            variant (PODKV_CUDA_PREFILL=G,U), the default's GPU time by region
+#            variant (PODKV_CUDA_PREFILL=G,U; PODKV_CUDA_PREFILL_WGMMA=0), the default's GPU time by region
 #            (--profile), and transformers' SDPA prefill on the same shape (PEER=1);
 #   batches  decode at BATCHES [8,32] sequences of BATCH_DEPTHS [8192] tokens, dense and PoD
 #            (uniform blocks of 3, sink 16, recent 4080) side by side, --kv-memory 96G;
@@ -90,6 +90,7 @@ if [ "$checks" = 1 ]; then
   fi
   for v in "${variants[@]}"; do variant_check PODKV_CUDA_GEMV_ROW "$v" matmul; done
   for v in "${prefill_variants[@]}"; do variant_check PODKV_CUDA_PREFILL "$v" attention; done
+  want prefill && variant_check PODKV_CUDA_PREFILL_WGMMA 0 attention
   (cd "$root" && "$build/podkv_tests" --gtest_filter='CudaFusedOps.*:Models/CudaFixture.*') >"$out/cuda_tests.log" 2>&1 || status=1
   grep -E "FAILED|PASSED|Failure" "$out/cuda_tests.log" | head -20
   [ "$status" = 0 ] || { echo "correctness failed: no timings"; exit 1; }
@@ -141,6 +142,7 @@ if want prefill; then
     [ -z "$base" ] || row "baseline (BASE_SRC)" "pp" X=1 -- "$base/build/podkv" "${prefill[@]}"
     row "this build, default" "pp" X=1 -- "$build/podkv" "${prefill[@]}"
     for v in "${prefill_variants[@]}"; do row "PODKV_CUDA_PREFILL=$v" "pp" PODKV_CUDA_PREFILL="$v" -- "$build/podkv" "${prefill[@]}"; done
+    row "PODKV_CUDA_PREFILL_WGMMA=0 (mma.sync)" "pp" PODKV_CUDA_PREFILL_WGMMA=0 -- "$build/podkv" "${prefill[@]}"
     echo
     echo "the default's GPU time by region (--profile: regions timed one by one with events)"
     "$build/podkv" "${prefill[@]}" --profile 2>>"$out/bench_errors.log" | grep -A3 "GPU time"

@@ -23,187 +23,18 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
-#include "cuda/paged.cuh"
-#include "cuda/warp_attention.cuh"
-#include "kv/token_classes.h"
+#include "cuda/prefill_warp.cuh"
 
 namespace podkv::cuda {
 
 namespace {
 
-constexpr int kRows = 16;      // query rows per warp (the mma's M)
-constexpr int kTileRows = 32;  // query rows per entry of the tile list: two warps' rows
-constexpr int kWarps = 4;      // query heads per warp group
-
-// The rows [row0, row0 + rows) of batch entry b that a warp (group) takes; rows <= 0 past the
-// entry's end.
-struct RowTile {
-  int b = 0;
-  int64_t row0 = 0, rows = 0;
-};
-
-// `count` 16-row halves from half `first` of entry `tile` of the tile list (32 rows each).
-__device__ __forceinline__ RowTile row_tile(const DeviceStep& s, const int32_t* tiles, int tile, int first,
-                                            int count) {
-  RowTile t;
-  t.b = tiles[2 * tile];
-  t.row0 = s.row_begin[t.b] + tiles[2 * tile + 1] + kRows * first;
-  const int64_t left = s.row_begin[t.b + 1] - t.row0;
-  t.rows = left < kRows * count ? left : kRows * count;
-  return t;
-}
-
-// A key tile every row of a warp reads whole (causal mask and class masks all pass), of one class;
-// kMixed: masked element by element.
-enum TileClass { kMixed, kProximal, kDistant };
-
-// Which keys the query rows at positions [pos0, pos0 + rows) read, class by class: the bounds of
-// their sink ends and recent-window starts (positions fit in 32 bits, as in paged.cuh).
-struct KeySpan {
-  int32_t pos0 = 0, last = -1, sink_min = 0, sink_max = 0, recent_min = 0, recent_max = 0;
-  bool split = false;
-
-  __device__ KeySpan(const DeviceStep& s, int64_t first_pos, int64_t rows) {
-    split = s.recent_tokens > 0;
-    pos0 = static_cast<int32_t>(first_pos);
-    last = static_cast<int32_t>(first_pos + (rows > 0 ? rows : 0) - 1);
-    sink_min = static_cast<int32_t>(sink_end(pos0, s.sink_tokens, split));
-    sink_max = static_cast<int32_t>(sink_end(last, s.sink_tokens, split));
-    recent_min = static_cast<int32_t>(recent_begin(pos0, s.sink_tokens, s.recent_tokens, split));
-    recent_max = static_cast<int32_t>(recent_begin(last, s.sink_tokens, s.recent_tokens, split));
-  }
-  // Whether some row needs keys [k0, k0 + keys) in pass `pass` (0: the own streams, all keys when
-  // one_pass, else sink + recent; 1: the distant source).
-  __device__ bool needed(bool one_pass, int pass, int32_t k0, int keys) const {
-    if (k0 > last) return false;
-    if (one_pass) return true;
-    if (pass == 1) return k0 < recent_max && k0 + keys > sink_min;
-    return k0 < sink_max || k0 + keys > recent_min;
-  }
-  // The class of keys [k0, k0 + keys) when every row reads all of them, else kMixed.
-  __device__ TileClass uniform(int32_t k0, int keys) const {
-    if (k0 + keys - 1 > pos0) return kMixed;  // the causal edge: the first row reads keys up to pos0
-    if (!split || k0 + keys <= sink_min || k0 >= recent_max) return kProximal;
-    if (k0 >= sink_max && k0 + keys <= recent_min) return kDistant;
-    return kMixed;
-  }
-};
-
-// One warp's 16 query rows of one head: where they are, which key streams they read, their token
-// classes and tau skips, and the masks and output both prefill kernels share.
-template <int D>
-struct PrefillWarp {
-  const DeviceStep& s;
-  const AttentionLaunch& a;
-  int i = 0, h = 0, b = 0;               // query head, KV head, batch entry
-  int64_t row0 = 0, rows = 0;            // the warp's first row, row count (<= 0: none)
-  int kp = 0, vp = 0, kd = 0, vd = 0;    // layers of the proximal and distant keys and values
-  bool one_pass = false, has_distant_source = false, any_skip = false;
-  KeySpan span;                          // the keys of these rows
-  int32_t pos[2], s_end[2], r_begin[2];  // rows g and g + 8
-  bool valid[2], distant[2], skip[2];
-  WarpAttention<D, false> w;
-
-  __device__ PrefillWarp(const DeviceStep& s_, const AttentionLaunch& a_, const float* q, const RowTile& t, int head,
-                         int lane)
-      : s(s_), a(a_), i(head), b(t.b), row0(t.row0), rows(t.rows),
-        span(s_, s_.first_pos[t.b] + (t.row0 - s_.row_begin[t.b]), t.rows) {
-    const int H = a.num_heads, Hkv = s.num_kv_heads, layer = a.layer;
-    h = i / (H / Hkv);
-    const KvRule kr = s.key_rules[layer * Hkv + h];
-    const KvRule vr = s.value_rules[layer * Hkv + h];
-    kp = source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, false);
-    vp = source_layer(layer, vr.retention, vr.distant_source, vr.proximal_source, false);
-    kd = source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, true);
-    vd = source_layer(layer, vr.retention, vr.distant_source, vr.proximal_source, true);
-    has_distant_source = kd >= 0 && vd >= 0;
-    one_pass = has_distant_source && kd == kp && vd == vp;
-    const bool shared_keys = kr.retention == kRetainWindow || kr.retention == kRetainNone;
-    w.init(lane);
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int t_ = w.g + 8 * r;
-      pos[r] = span.pos0 + t_;
-      valid[r] = t_ < rows;
-      s_end[r] = static_cast<int32_t>(sink_end(pos[r], s.sink_tokens, span.split));
-      r_begin[r] = static_cast<int32_t>(recent_begin(pos[r], s.sink_tokens, s.recent_tokens, span.split));
-      distant[r] = span.split && r_begin[r] > s_end[r];
-      skip[r] = valid[r] && distant[r] && shared_keys && kr.distant_source >= 0 && a.tau < 1.0f &&
-                a.all_gates != nullptr && a.all_gates[(kr.distant_source * s.rows + row0 + t_) * H + i] >= a.tau;
-      if (skip[r] && w.c == 0) atomicAdd(a.skipped, 1ULL);
-    }
-    any_skip = __any_sync(0xffffffffu, skip[0] || skip[1]);
-    const float* qrow = q + (row0 * H + i) * D;
-    w.load_q(w.g < rows ? qrow + w.g * H * D : nullptr, w.g + 8 < rows ? qrow + (w.g + 8) * H * D : nullptr,
-             a.scale * 1.4426950408889634f);
-  }
-
-  __device__ int passes() const { return one_pass || !has_distant_source ? 1 : 2; }
-  // Pass 0 reads the own streams (all keys when one_pass, else sink + recent); pass 1 the distant source.
-  __device__ DeviceStream stream(int pass, int kind) const {
-    const int layer = kind == podkv::kKeys ? (pass == 1 ? kd : kp) : (pass == 1 ? vd : vp);
-    return stream_of(s, b, kind, layer, h);
-  }
-  __device__ bool needed(int pass, int32_t k0, int keys) const { return span.needed(one_pass, pass, k0, keys); }
-  // Masks S of NB n-blocks of keys from k0 (causal, the pass's class, tau); returns the distant bits.
-  template <int NB>
-  __device__ uint32_t mask(float (&x)[NB][4], int32_t k0, int pass) const {
-    uint32_t distant_bits = 0;
-#pragma unroll
-    for (int nb = 0; nb < NB; ++nb)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int r = e / 2;
-        const int32_t j = k0 + 8 * nb + 2 * w.c + e % 2;
-        const bool in_distant = distant[r] && j >= s_end[r] && j < r_begin[r];
-        bool allowed = valid[r] && j <= pos[r];
-        if (!one_pass) allowed = allowed && (pass == 1 ? in_distant : !in_distant);
-        if (in_distant && skip[r]) allowed = false;
-        if (!allowed) x[nb][e] = -INFINITY;
-        if (in_distant) distant_bits |= 1u << (4 * nb + e);
-      }
-    return distant_bits;
-  }
-  // S of NB n-blocks of keys from k0 into this tile's weights (the online softmax). A tile every
-  // row reads whole, of one class that this pass reads (`uniform`, when allowed), skips the
-  // element-wise mask: most tiles of a long prompt are such, and the mask's compares cost as much
-  // issue time as the tile's products. Rows past the warp's end read Q = 0; their outputs are
-  // never written.
-  template <int NB>
-  __device__ __forceinline__ void weights(float (&x)[NB][4], int32_t k0, int pass, bool uniform) {
-    const TileClass cls = uniform ? span.uniform(k0, 8 * NB) : kMixed;
-    const bool pass_reads = one_pass || (pass == 0 ? cls == kProximal : cls == kDistant);
-    uint32_t distant_bits = 0;
-    if (cls == kDistant && pass_reads && !any_skip) distant_bits = 0xffffffffu;
-    else if (cls != kProximal || !pass_reads) distant_bits = mask(x, k0, pass);
-    w.softmax(x, distant_bits);
-  }
-  // The normalised outputs and the gates.
-  __device__ void write() {
-    w.reduce_sums();
-    const int H = a.num_heads;
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      if (!valid[r]) continue;
-      const int64_t row = row0 + w.g + 8 * r;
-      const float total = w.sum_p[r] + w.sum_d[r];
-      float* out = a.out + (row * H + i) * D;
-#pragma unroll
-      for (int nb = 0; nb < WarpAttention<D, false>::kOutBlocks; ++nb)
-#pragma unroll
-        for (int e = 2 * r; e < 2 * r + 2; ++e) {
-          const int d = w.out_element(nb, e);
-          if (d < D) out[d] = w.o[nb][e] / total;
-        }
-      if (a.all_gates != nullptr && w.c == 0)
-        a.all_gates[(static_cast<int64_t>(a.layer) * s.rows + row) * H + i] = w.sum_p[r] / total;
-    }
-  }
-};
+using namespace prefill;
 
 // The per-warp kernel (any grouping; head_dim a multiple of 32): 16-key tiles straight into registers.
 // A block is 4 query heads of one 16-row half of a tile-list entry (two blocks per entry, the
@@ -283,16 +114,6 @@ __global__ void __launch_bounds__(kWarps * 32)
 // copy of the next tile overlaps this one's arithmetic, and each warp's fragments come from shared
 // memory, not from the L1 or L2. A tile's 16-byte chunks are stored XOR-swizzled by row so that
 // the warps' fragment reads hit distinct banks.
-constexpr int kSmemTileKeys = 64;
-
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
 // Where chunk c of tile row r is stored: its low 3 bits XORed with (r & 6) ^ 4 (r & 1). Key
 // fragment reads (rows g, chunks 4j + c) and value fragment reads (rows 2c + {0, 1, 8, 9},
 // chunks g + 8h) then fall on 8 distinct 16-byte bank groups per quarter warp.
@@ -336,20 +157,9 @@ __global__ void __launch_bounds__(kGroups * kWarps * 32)
   };
   // Queues the copy of tile c into stage st (every thread takes part).
   auto fetch = [&](const Cursor& c, int st) {
-    if (threadIdx.x < 2 * kSmemTileKeys) {
-      const int t = threadIdx.x;
-      const int32_t j = c.k0 + t % kSmemTileKeys;
-      const DeviceStream stream = pw.stream(c.pass, t < kSmemTileKeys ? podkv::kKeys : podkv::kValues);
-      row_ptr[st][t] = j <= last ? entry_at(s, stream, j) : nullptr;
-    }
-    __syncthreads();
-    for (int x = threadIdx.x; x < 2 * kSmemTileKeys * kChunks; x += kThreads) {
-      const int row = x / kChunks, ch = x % kChunks, r = row % kSmemTileKeys;
-      const uint8_t* src = row_ptr[st][row];
-      uint4* dst = stage_rows(st, row / kSmemTileKeys) + r * kChunks + swizzle(r, ch);
-      cp_async16(dst, src != nullptr ? src + 16 * ch : s.pool, src != nullptr);
-    }
-    cp_async_commit();
+    fetch_tile<D, kThreads>(s, pw, c.pass, c.k0, last, row_ptr[st], [&](int kind, int r, int ch) {
+      return stage_rows(st, kind) + r * kChunks + swizzle(r, ch);
+    });
   };
 
   Cursor cur = advance(Cursor{0, -kSmemTileKeys});
@@ -408,11 +218,12 @@ void launch_shared(int64_t num_tiles, int head_blocks, cudaStream_t stream, cons
 }
 
 // The variant: PODKV_CUDA_PREFILL=G,U (G warp groups per block of the shared kernel, 1 or 2; U 1
-// for the whole-tile fast path, 0 to mask every tile) for timing on other GPUs
-// (scripts/tuning_gpu.sh). Read once.
+// for the whole-tile fast path, 0 to mask every tile) and PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync
+// kernels on a Hopper GPU too), for timing and testing (scripts/tuning_gpu.sh, scripts/test_gpu.sh).
+// Read once.
 struct PrefillVariant {
   int groups = 2;
-  bool uniform = true;
+  bool uniform = true, wgmma = true;
 };
 
 PrefillVariant prefill_variant() {
@@ -422,6 +233,8 @@ PrefillVariant prefill_variant() {
     int g = 0, u = 0;
     if (s != nullptr && std::sscanf(s, "%d,%d", &g, &u) == 2 && (g == 1 || g == 2) && (u == 0 || u == 1))
       out.groups = g, out.uniform = u == 1;
+    const char* w = std::getenv("PODKV_CUDA_PREFILL_WGMMA");
+    out.wgmma = w == nullptr || std::string(w) != "0";
     return out;
   }();
   return v;
@@ -442,6 +255,10 @@ void prefill_attention(const DeviceStep& step, const AttentionLaunch& launch, co
   const PrefillVariant variant = prefill_variant();
   const int head_blocks = (launch.num_heads + kWarps - 1) / kWarps;
   const int groups = launch.num_heads / step.num_kv_heads;
+  if (variant.wgmma && prefill_wgmma_fits(step.head_dim, groups)) {
+    prefill_wgmma(step, launch, q, tiles, num_tiles, variant.groups, variant.uniform, stream);
+    return;
+  }
   if (groups % kWarps == 0 && (step.head_dim == 64 || step.head_dim == 128)) {
     const bool u = variant.uniform;
     if (variant.groups == 2) {

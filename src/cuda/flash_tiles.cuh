@@ -164,12 +164,4 @@ __device__ __forceinline__ void load_fragments(uint32_t (&a)[D / 16][4], const b
   for (int s = 0; s < D / 16; ++s) load_a<D>(a[s], tile, r0, 16 * s, lane);
 }
 
-// 2^x on the special function unit (2^-inf = 0); the scores are bounded, so
-// the approximation's ~2 ulp is far inside bf16's rounding.
-__device__ __forceinline__ float fast_exp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
-
 }  // namespace podkv::cuda::train::flash

@@ -40,6 +40,14 @@ __device__ __forceinline__ void mma_bf16_16816(float (&c)[4], const uint32_t (&a
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// 2^x on the special function unit (2^-inf = 0, ~2 ulp): the scores are bounded, so the
+// approximation is far inside bf16's rounding and within the exact kernels' 2^-17.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // bf16x2 of (lo, hi): lo in the low half, as the mma reads a pair of consecutive columns.
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -102,6 +110,22 @@ struct WarpAttention {
     }
   }
 
+  // The same in the mma's own column order (kExact = false): step s takes elements 16 s + 2c,
+  // 2c + 1 | 2c + 8, 2c + 9, for keys stored in head order (the wgmma prefill kernel).
+  __device__ __forceinline__ void load_q_in_order(const float* row_g, const float* row_g8, float scale) {
+    static_assert(!kExact, "in-order fragments without the lo parts");
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int e = 16 * s + 2 * c + 8 * half;
+        const float2 a = row_g != nullptr ? *reinterpret_cast<const float2*>(row_g + e) : make_float2(0.0f, 0.0f);
+        const float2 b = row_g8 != nullptr ? *reinterpret_cast<const float2*>(row_g8 + e) : make_float2(0.0f, 0.0f);
+        qa[0][s][2 * half] = pack_bf16x2(a.x * scale, a.y * scale);
+        qa[0][s][2 * half + 1] = pack_bf16x2(b.x * scale, b.y * scale);
+      }
+  }
+
   // This lane's 16-byte chunks of a key row (null: zeros).
   __device__ __forceinline__ void load_key(const uint8_t* e, uint4 (&k)[kKeyChunks]) const {
 #pragma unroll
@@ -136,6 +160,7 @@ struct WarpAttention {
   template <int NB>
   __device__ __forceinline__ void softmax(float (&x)[NB][4], uint32_t distant) {
     static_assert(NB <= 8, "at most 64 keys per update (32 distant bits)");
+    constexpr uint32_t kAll = NB == 8 ? 0xffffffffu : (1u << (4 * NB)) - 1u;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       float mx = -INFINITY;
@@ -144,17 +169,31 @@ struct WarpAttention {
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float m_new = fmaxf(m[r], mx);
-      const float correction = m_new == -INFINITY ? 1.0f : exp2f(m[r] - m_new);
+      // With every score so far masked (m_new = -inf), 0 keeps 2^(x - m) = 0 and the correction
+      // (of zero sums and outputs) finite.
+      const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+      const float correction = fast_exp2(m[r] - m_use);
       float add_p = 0.0f, add_d = 0.0f;
 #pragma unroll
       for (int n = 0; n < NB; ++n)
 #pragma unroll
-        for (int e = 2 * r; e < 2 * r + 2; ++e) {
-          const float p = m_new == -INFINITY ? 0.0f : exp2f(x[n][e] - m_new);
-          x[n][e] = p;
-          if (distant >> (4 * n + e) & 1u) add_d += p;
-          else add_p += p;
-        }
+        for (int e = 2 * r; e < 2 * r + 2; ++e) x[n][e] = fast_exp2(x[n][e] - m_use);
+      // The masses by class: most tiles are of one class, where the bit tests are skipped.
+      if ((distant & kAll) == 0u) {
+#pragma unroll
+        for (int n = 0; n < NB; ++n) add_p += x[n][2 * r] + x[n][2 * r + 1];
+      } else if ((distant & kAll) == kAll) {
+#pragma unroll
+        for (int n = 0; n < NB; ++n) add_d += x[n][2 * r] + x[n][2 * r + 1];
+      } else {
+#pragma unroll
+        for (int n = 0; n < NB; ++n)
+#pragma unroll
+          for (int e = 2 * r; e < 2 * r + 2; ++e) {
+            if (distant >> (4 * n + e) & 1u) add_d += x[n][e];
+            else add_p += x[n][e];
+          }
+      }
       sum_p[r] = sum_p[r] * correction + add_p;
       sum_d[r] = sum_d[r] * correction + add_d;
       m[r] = m_new;

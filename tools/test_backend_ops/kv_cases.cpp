@@ -378,11 +378,11 @@ std::vector<KvCaseSpec> kv_case_specs() {
   // a sink of 64 and a window of 128, so that whole tiles also lie in the sink and in the window,
   // and a prompt of 120 rows whose last 32-row tile is 24 rows (its second half partly filled).
   const std::vector<EntrySpec> prompt_batch = {{0, 100, true}, {130, 200, true}, {40, 1, false}};
-  const KvGeometry prompt_geometries[] = {{4, 2, 8, 128}, {4, 1, 4, 64}, {4, 2, 6, 64}};
+  const KvGeometry prompt_geometries[] = {{4, 2, 8, 128}, {4, 1, 4, 64}, {4, 2, 6, 64}, {4, 1, 4, 128}, {4, 2, 8, 64}};
   int k = 0;
   for (const char* policy : {"dense", "pod", "streaming", "cla"})
     for (const KvGeometry& geo : prompt_geometries) {
-      KvCaseSpec c{policy, KvDType::BF16, long_pages[k % 3], geo, prompt_batch};
+      KvCaseSpec c{policy, KvDType::BF16, long_pages[(k + k / 3) % 3], geo, prompt_batch};  // each geometry, each page
       if (k % 2 == 1 && std::string(policy) == "pod") c.tau = 0.5f;
       specs.push_back(c);
       ++k;

@@ -1,0 +1,210 @@
+// Prefill attention on Hopper's warpgroup MMA (wgmma; this file is compiled for sm_90a alone and
+// runs where the device is compute capability 9.0): the block-shared kernel of
+// attention_prefill.cu with its products moved from mma.sync to wgmma.
+//
+// A block is 8 warps: two warpgroups, each 4 query heads (one per warp) of the same KV head on
+// the 16 rows of one half of a tile-list entry. For the wgmma a warpgroup's 64 "rows" are those
+// 4 heads x 16 positions: warp w's A fragments are its head's Q. Per 64-key tile, copied once per
+// block into shared memory (cp.async, two tiles ahead, three stages, 128-byte swizzle):
+//   S[64 x 64]  = Q Kᵀ    D/16 wgmma m64n64k16, A = Q from registers, B = the key tile (K-major)
+//   masks and the online softmax per warp (PrefillWarp::weights, as the mma.sync kernels)
+//   O[64 x D]  += P V     4 wgmma m64nDk16, A = P (bf16) from registers, B = the value tile
+//                         (MN-major: rows are keys, the head's elements contiguous)
+// The accumulators' layout per warp is mma.sync's, so masks, softmax and gates are shared code;
+// only Q's fragments and O's columns are in head order here (PrefillWarp<D, true>).
+#include <cuda_runtime.h>
+
+#include "cuda/cuda_check.h"
+#include "cuda/kernels.h"
+#include "cuda/prefill_warp.cuh"
+#include "cuda/sm90a/wgmma.cuh"
+
+namespace podkv::cuda {
+
+namespace {
+
+using namespace prefill;
+using namespace sm90a;
+
+// One stage of shared memory: [kind: keys, values][D / 64 column blocks][64 rows][128 bytes],
+// each column block 8 KB of 1024-byte aligned 8-row atoms, 16-byte chunks swizzled by row.
+template <int D>
+struct WgmmaTile {
+  static constexpr int kColumnBlockBytes = kSmemTileKeys * 128;
+  static constexpr int kKindBytes = kSmemTileKeys * D * 2;
+  static constexpr int kStageBytes = 2 * kKindBytes;
+  // Byte offset of 16-byte chunk ch (head elements 8 ch .. 8 ch + 7) of row r in a kind's tile.
+  static __device__ __forceinline__ int offset(int r, int ch) {
+    return (ch / 8) * kColumnBlockBytes + r * 128 + (((ch % 8) ^ (r % 8)) << 4);
+  }
+};
+
+template <int D>
+__device__ __forceinline__ void wgmma_pv(float (&o)[D / 8][4], const uint32_t (&p)[4], uint64_t desc) {
+  if constexpr (D == 128) wgmma_m64n128k16<1>(o, p, desc, true);
+  else wgmma_m64n64k16<1>(o, p, desc, true);
+}
+
+template <int D, int kGroups>
+__global__ void __launch_bounds__(kGroups * kWarps * 32, 2 / kGroups)
+    prefill_wgmma_kernel(DeviceStep s, AttentionLaunch a, const float* q, const int32_t* tiles, bool uniform) {
+  using Tile = WgmmaTile<D>;
+  constexpr int kThreads = kGroups * kWarps * 32, kChunks = D / 8;
+  extern __shared__ uint8_t wgmma_smem_raw[];
+  __shared__ const uint8_t* row_ptr[2][2 * kSmemTileKeys];  // two tiles' key and value entries
+  // The swizzle pattern repeats every 1024 bytes of the address: the tiles start on such a boundary.
+  uint8_t* smem = wgmma_smem_raw + ((1024 - (static_cast<uint32_t>(__cvta_generic_to_shared(wgmma_smem_raw)) & 1023)) & 1023);
+  auto kind_tile = [&](int stage, int kind) { return smem + (stage * 2 + kind) * Tile::kKindBytes; };
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int idx = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);  // most keys first
+  const int tile = kGroups == 2 ? idx : idx / 2, first = kGroups == 2 ? 0 : idx % 2;
+  const RowTile block_rows = row_tile(s, tiles, tile, first, kGroups);
+  if (block_rows.rows <= 0) return;
+  // This warp: query head 4y + warp % 4, the rows of its warpgroup (the same for its 4 warps).
+  const RowTile rt = row_tile(s, tiles, tile, first + warp / kWarps, 1);
+  PrefillWarp<D, true> pw(s, a, q, rt, blockIdx.y * kWarps + warp % kWarps, lane);
+  auto& w = pw.w;
+  const KeySpan block_span(s, s.first_pos[rt.b] + (block_rows.row0 - s.row_begin[rt.b]), block_rows.rows);
+  const int32_t last = block_span.last;
+  const int passes = pw.passes();
+  struct Cursor {
+    int pass;
+    int32_t k0;
+  };
+  auto advance = [&](Cursor c) {  // the next tile some row of the block needs (pass == passes: none)
+    for (;;) {
+      if (c.pass >= passes) return c;
+      c.k0 += kSmemTileKeys;
+      if (c.k0 > last) c.pass += 1, c.k0 = 0;
+      if (c.pass >= passes || block_span.needed(pw.one_pass, c.pass, c.k0, kSmemTileKeys)) return c;
+    }
+  };
+  // The entries of tile c: thread t < 128 looks up row t % 64 of the keys (t < 64) or the values
+  // (null past `last`, where no page holds it, or when there is no tile c).
+  auto entry_of = [&](const Cursor& c) -> const uint8_t* {
+    const int t = threadIdx.x;
+    const int32_t j = c.k0 + t % kSmemTileKeys;
+    if (t >= 2 * kSmemTileKeys || c.pass >= passes || j > last) return nullptr;
+    return entry_at(s, pw.stream(c.pass, t < kSmemTileKeys ? podkv::kKeys : podkv::kValues), j);
+  };
+  // Queues the copy of the tile whose entries are in row_ptr[slot] into `stage` (every thread).
+  // Thread t copies chunk t % kChunks of rows t / kChunks + i kRowsPerPass: its swizzled column
+  // is the same in every pass (kRowsPerPass is a multiple of 8), the rest is a constant offset.
+  constexpr int kRowsPerPass = kThreads / kChunks, kPasses = 2 * kSmemTileKeys / kRowsPerPass;
+  static_assert(kRowsPerPass % 8 == 0 && kSmemTileKeys % kRowsPerPass == 0, "passes of whole swizzle atoms");
+  const int chunk = threadIdx.x % kChunks, row0 = threadIdx.x / kChunks;
+  const int chunk_offset = Tile::offset(row0, chunk);
+  auto copy_tile = [&](int slot, int stage) {
+    uint8_t* base = kind_tile(stage, 0) + chunk_offset;
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) {
+      const int row = i * kRowsPerPass;  // + row0: keys (rows < 64), then values
+      const uint8_t* src = row_ptr[slot][row0 + row];
+      cp_async16(base + (row / kSmemTileKeys) * Tile::kKindBytes + (row % kSmemTileKeys) * 128,
+                 src != nullptr ? src + 16 * chunk : s.pool, src != nullptr);
+    }
+    cp_async_commit();  // a group per tile, empty past the last: the waits below count tiles
+  };
+
+  // A pipeline of three stages: while tile j is multiplied, tiles j + 1 and j + 2 are being copied
+  // and tile j + 3's entries looked up, so one barrier per tile suffices and neither the page-table
+  // reads nor the copies wait on the tensor cores.
+  Cursor cur = advance(Cursor{0, -kSmemTileKeys});
+  Cursor ahead[3] = {advance(cur), {}, {}};  // tiles j + 1, j + 2, j + 3
+  ahead[1] = advance(ahead[0]);
+  ahead[2] = advance(ahead[1]);
+  if (threadIdx.x < 2 * kSmemTileKeys) row_ptr[0][threadIdx.x] = entry_of(cur);
+  if (threadIdx.x < 2 * kSmemTileKeys) row_ptr[1][threadIdx.x] = entry_of(ahead[0]);
+  __syncthreads();
+  copy_tile(0, 0);
+  copy_tile(1, 1);
+  __syncthreads();  // both slots read: they take tiles j + 2 and j + 3 next
+  if (threadIdx.x < 2 * kSmemTileKeys) row_ptr[0][threadIdx.x] = entry_of(ahead[1]);
+  int stage = 0, slot = 0;  // tile j's stage; row_ptr[slot]: tile j + 2's entries
+  for (int j = 0; cur.pass < passes; ++j) {
+    cp_async_wait<1>();   // this thread's copies of tile j have landed
+    fence_proxy_async();  // visible to the tensor cores
+    __syncthreads();      // everyone's: tile j complete, tile j - 1's stage free, tile j + 2's entries written
+    copy_tile(slot, (stage + 2) % 3);
+    const uint8_t* next_entry = entry_of(ahead[2]);  // in flight during the products
+    // The same for the warpgroup's 4 warps (same rows, same KV head), as wgmma needs.
+    if (rt.rows > 0 && pw.needed(cur.pass, cur.k0, kSmemTileKeys)) {
+      float x[8][4];
+      const uint64_t keys = smem_descriptor(kind_tile(stage, 0), 16, 1024);
+      wgmma_fence();
+#pragma unroll
+      for (int k = 0; k < D / 16; ++k)  // 16 head elements: 32 bytes into a column block's rows
+        wgmma_m64n64k16<0>(x, w.qa[0][k], offset_descriptor(keys, (k / 4) * Tile::kColumnBlockBytes + (k % 4) * 32),
+                           k > 0);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_operands(x);
+      pw.weights(x, cur.k0, cur.pass, uniform);
+      uint32_t p[4][4];  // P as A fragments: keys 16 u .. 16 u + 15
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        p[u][0] = pack_bf16x2(x[2 * u][0], x[2 * u][1]);
+        p[u][1] = pack_bf16x2(x[2 * u][2], x[2 * u][3]);
+        p[u][2] = pack_bf16x2(x[2 * u + 1][0], x[2 * u + 1][1]);
+        p[u][3] = pack_bf16x2(x[2 * u + 1][2], x[2 * u + 1][3]);
+      }
+      // Values: 8-key atoms 1024 bytes apart, the next 64 head elements a column block on.
+      const uint64_t values = smem_descriptor(kind_tile(stage, 1), Tile::kColumnBlockBytes, 1024);
+      fence_operands(w.o);
+      wgmma_fence();
+#pragma unroll
+      for (int u = 0; u < 4; ++u) wgmma_pv<D>(w.o, p[u], offset_descriptor(values, u * 2048));
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_operands(w.o);
+    }
+    if (threadIdx.x < 2 * kSmemTileKeys) row_ptr[slot ^ 1][threadIdx.x] = next_entry;  // read at tile j + 1
+    cur = ahead[0], ahead[0] = ahead[1], ahead[1] = ahead[2], ahead[2] = advance(ahead[2]);
+    stage = (stage + 1) % 3, slot ^= 1;
+  }
+  cp_async_wait<0>();  // the copies past the last tile (zeros) end before the block does
+  if (rt.rows > 0) pw.write();
+}
+
+template <int D, int kGroups>
+void launch_wgmma(int64_t num_tiles, int head_blocks, cudaStream_t stream, const DeviceStep& step,
+                  const AttentionLaunch& launch, const float* q, const int32_t* tiles, bool uniform) {
+  const int smem = 3 * WgmmaTile<D>::kStageBytes + 1024;  // three stages, and room to align them
+  auto* kernel = prefill_wgmma_kernel<D, kGroups>;
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+             "cudaFuncSetAttribute(prefill_wgmma_kernel)");
+  // One warpgroup per block: two blocks per multiprocessor, which needs the largest shared-memory carveout.
+  if (kGroups == 1)
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, 100),
+               "cudaFuncSetAttribute(prefill_wgmma_kernel carveout)");
+  const dim3 grid(static_cast<unsigned>(num_tiles * (2 / kGroups)), static_cast<unsigned>(head_blocks));
+  kernel<<<grid, kGroups * kWarps * 32, smem, stream>>>(step, launch, q, tiles, uniform);
+  check_launch("prefill_wgmma_kernel");
+}
+
+}  // namespace
+
+bool prefill_wgmma_fits(int head_dim, int query_heads_per_kv_head) {
+  static const bool hopper = [] {
+    int device = 0, major = 0, minor = 0;
+    return cudaGetDevice(&device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+           cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess &&
+           major == 9 && minor == 0;
+  }();
+  // head_dim 64 is not taken: its outputs were wrong on the H200 (the op tests, session 17) although
+  // its tile layouts and products alone were right (a separate test of the same wgmma calls); the
+  // mma.sync kernel does it.
+  return hopper && head_dim == 128 && query_heads_per_kv_head % kWarps == 0;
+}
+
+void prefill_wgmma(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,
+                   int64_t num_tiles, int groups, bool uniform, cudaStream_t stream) {
+  check(prefill_wgmma_fits(step.head_dim, launch.num_heads / step.num_kv_heads),
+        "cuda prefill attention (wgmma): needs a compute capability 9.0 GPU, head_dim 128 and 4 | query heads per KV head");
+  if (groups == 2) launch_wgmma<128, 2>(num_tiles, launch.num_heads / kWarps, stream, step, launch, q, tiles, uniform);
+  else launch_wgmma<128, 1>(num_tiles, launch.num_heads / kWarps, stream, step, launch, q, tiles, uniform);
+}
+
+}  // namespace podkv::cuda
