@@ -1,7 +1,8 @@
 // What the prefill attention kernels share (attention_prefill.cu: mma.sync; sm90a/
 // attention_prefill_wgmma.cu: wgmma): the tile list's rows, the key classes a run of rows reads
 // (PoD's proximal and distant tokens), one warp's 16 query rows of one head with its masks,
-// online softmax and output, and the cp.async copies of 64-key tiles into shared memory.
+// online softmax and output, the cp.async helpers, and fetch_tile (the mma.sync shared kernel's
+// copy of a 64-key tile; the wgmma kernel keeps its own, laid out for the tensor cores).
 // A warp (warp_attention.cuh) does 16 consecutive query rows of one head; a warp group is 4
 // warps, 4 query heads of the same 16 rows; the host lists the prompt rows in tiles of 32 (two
 // groups' rows).
