@@ -11,6 +11,8 @@
 //  - prefill_kernel (any grouping, head_dim a multiple of 32): a block is one
 //    group; each warp reads 16-key tiles from the pool straight into registers,
 //    the next tile's loads issued during this one's arithmetic.
+// On a compute capability 9.0 GPU with head_dim 128, sm90a/attention_prefill_wgmma.cu takes the
+// shared kernel's place (the same blocks and masks, the products on wgmma).
 // PoD's two key sources: when a head reads its distant keys from another
 // layer (the block anchor), the proximal keys (sink + recent window, its own
 // layer) and the distant ones (anchor's keys, its own values) are two passes
