@@ -374,7 +374,9 @@ std::vector<KvCaseSpec> kv_case_specs() {
   // Prefill chunks long enough that the tiled kernels meet whole 64-key tiles inside the causal
   // edge, of one token class (a prompt of 100 rows from position 0, ending in a partial 32-row
   // tile; 200 rows after 130 committed): bf16 entries, the shared kernel's groupings (4 query
-  // heads per KV head, head_dim 128 and 64) and the per-warp kernel's (3 per KV head). Then with
+  // heads per KV head, one or two KV heads, head_dim 128 and 64: on a Hopper GPU the wgmma kernel
+  // takes those of head_dim 128) and the per-warp kernel's (3 per KV head), every geometry at
+  // every page size. Then with
   // a sink of 64 and a window of 128, so that whole tiles also lie in the sink and in the window,
   // and a prompt of 120 rows whose last 32-row tile is 24 rows (its second half partly filled).
   const std::vector<EntrySpec> prompt_batch = {{0, 100, true}, {130, 200, true}, {40, 1, false}};
@@ -382,7 +384,7 @@ std::vector<KvCaseSpec> kv_case_specs() {
   int k = 0;
   for (const char* policy : {"dense", "pod", "streaming", "cla"})
     for (const KvGeometry& geo : prompt_geometries) {
-      KvCaseSpec c{policy, KvDType::BF16, long_pages[(k + k / 3) % 3], geo, prompt_batch};  // each geometry, each page
+      KvCaseSpec c{policy, KvDType::BF16, long_pages[(k + k / 3) % 3], geo, prompt_batch};
       if (k % 2 == 1 && std::string(policy) == "pod") c.tau = 0.5f;
       specs.push_back(c);
       ++k;
