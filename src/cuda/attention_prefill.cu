@@ -54,17 +54,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   WarpAttention<D, false>& w = pw.w;
   const int32_t last = pw.span.last;
   const int passes = pw.passes();
-  struct Cursor {
-    int pass;
-    int32_t k0;
-  };
-  auto advance = [&](Cursor c) {  // the next needed tile after c (pass == passes: none)
-    for (;;) {
-      c.k0 += 16;
-      if (c.k0 > last) c.pass += 1, c.k0 = 0;
-      if (c.pass >= passes || pw.needed(c.pass, c.k0, 16)) return c;
-    }
-  };
+  using Cursor = TileCursor;
+  auto advance = [&](Cursor c) { return next_tile(c, pw.span, pw.one_pass, passes, 16); };
   using W = WarpAttention<D, false>;
   uint4 k[2][W::kKeyChunks];
   uint4 v[4][W::kValueHalves];
@@ -121,6 +112,31 @@ __global__ void __launch_bounds__(kWarps * 32)
 // chunks g + 8h) then fall on 8 distinct 16-byte bank groups per quarter warp.
 __device__ __forceinline__ int swizzle(int r, int c) { return c ^ ((r & 6) ^ ((r & 1) << 2)); }
 
+// Queues the copy of the 64-key tile at k0 of pass `pass` (the keys and values of pw's streams;
+// every warp of the block reads the same KV head of the same entry) into shared memory and
+// commits it: the entries' addresses into row_ptr[2 x 64] (shared: keys, then values; null past
+// `last` or where no page holds the entry, copied as zeros), then each 16-byte chunk ch of row r
+// of kind k (0 keys, 1 values) to to(k, r, ch). Every thread of the block takes part.
+template <int D, int kThreads, typename Warp, typename Destination>
+__device__ __forceinline__ void fetch_tile(const DeviceStep& s, const Warp& pw, int pass, int32_t k0, int32_t last,
+                                           const uint8_t** row_ptr, Destination to) {
+  constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  if (threadIdx.x < 2 * kSmemTileKeys) {
+    const int t = threadIdx.x;
+    const int32_t j = k0 + t % kSmemTileKeys;
+    const DeviceStream stream = pw.stream(pass, t < kSmemTileKeys ? podkv::kKeys : podkv::kValues);
+    row_ptr[t] = j <= last ? entry_at(s, stream, j) : nullptr;
+  }
+  __syncthreads();
+  for (int x = threadIdx.x; x < 2 * kSmemTileKeys * kChunks; x += kThreads) {
+    const int row = x / kChunks, ch = x % kChunks;
+    const uint8_t* src = row_ptr[row];
+    cp_async16(to(row / kSmemTileKeys, row % kSmemTileKeys, ch), src != nullptr ? src + 16 * ch : s.pool,
+               src != nullptr);
+  }
+  cp_async_commit();
+}
+
 template <int D, int kGroups>
 __global__ void __launch_bounds__(kGroups * kWarps * 32)
     prefill_shared_kernel(DeviceStep s, AttentionLaunch a, const float* q, const int32_t* tiles, bool uniform) {
@@ -146,17 +162,8 @@ __global__ void __launch_bounds__(kGroups * kWarps * 32)
   const KeySpan block_span(s, s.first_pos[rt.b] + (block_rows.row0 - s.row_begin[rt.b]), block_rows.rows);
   const int32_t last = block_span.last;
   const int passes = pw.passes();
-  struct Cursor {
-    int pass;
-    int32_t k0;
-  };
-  auto advance = [&](Cursor c) {
-    for (;;) {
-      c.k0 += kSmemTileKeys;
-      if (c.k0 > last) c.pass += 1, c.k0 = 0;
-      if (c.pass >= passes || block_span.needed(pw.one_pass, c.pass, c.k0, kSmemTileKeys)) return c;
-    }
-  };
+  using Cursor = TileCursor;
+  auto advance = [&](Cursor c) { return next_tile(c, block_span, pw.one_pass, passes, kSmemTileKeys); };
   // Queues the copy of tile c into stage st (every thread takes part).
   auto fetch = [&](const Cursor& c, int st) {
     fetch_tile<D, kThreads>(s, pw, c.pass, c.k0, last, row_ptr[st], [&](int kind, int r, int ch) {

@@ -1,8 +1,7 @@
 // What the prefill attention kernels share (attention_prefill.cu: mma.sync; sm90a/
 // attention_prefill_wgmma.cu: wgmma): the tile list's rows, the key classes a run of rows reads
 // (PoD's proximal and distant tokens), one warp's 16 query rows of one head with its masks,
-// online softmax and output, the cp.async helpers, and fetch_tile (the mma.sync shared kernel's
-// copy of a 64-key tile; the wgmma kernel keeps its own, laid out for the tensor cores).
+// online softmax and output, the cursor over key tiles, and the cp.async helpers.
 // A warp (warp_attention.cuh) does 16 consecutive query rows of one head; a warp group is 4
 // warps, 4 query heads of the same 16 rows; the host lists the prompt rows in tiles of 32 (two
 // groups' rows).
@@ -75,6 +74,26 @@ struct KeySpan {
     return kMixed;
   }
 };
+
+// A key tile of the passes over a run of rows: pass 0 over the own streams (all keys in one pass,
+// else sink + recent), pass 1 over the distant source; pass == passes once no tile is left.
+struct TileCursor {
+  int pass;
+  int32_t k0;
+};
+
+// The tile after c, `keys` wide, that some row of `span` needs (TileCursor{0, -keys} gives the
+// first). kPastLast: c itself once no tile is left (for a pipeline that looks ahead of the last
+// tile); else not to be called then.
+template <bool kPastLast = false>
+__device__ __forceinline__ TileCursor next_tile(TileCursor c, const KeySpan& span, bool one_pass, int passes, int keys) {
+  for (;;) {
+    if (kPastLast && c.pass >= passes) return c;
+    c.k0 += keys;
+    if (c.k0 > span.last) c.pass += 1, c.k0 = 0;
+    if (c.pass >= passes || span.needed(one_pass, c.pass, c.k0, keys)) return c;
+  }
+}
 
 // One warp's 16 query rows of one head: where they are, which key streams they read, their token
 // classes and tau skips, and the masks and output the prefill kernels share. kInOrder: Q's
@@ -202,30 +221,5 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool vali
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
-
-// Queues the copy of the 64-key tile at k0 of pass `pass` (the keys and values of pw's streams;
-// every warp of the block reads the same KV head of the same entry) into shared memory and
-// commits it: the entries' addresses into row_ptr[2 x 64] (shared: keys, then values; null past
-// `last` or where no page holds the entry, copied as zeros), then each 16-byte chunk ch of row r
-// of kind k (0 keys, 1 values) to to(k, r, ch). Every thread of the block takes part.
-template <int D, int kThreads, typename Warp, typename Destination>
-__device__ __forceinline__ void fetch_tile(const DeviceStep& s, const Warp& pw, int pass, int32_t k0, int32_t last,
-                                           const uint8_t** row_ptr, Destination to) {
-  constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  if (threadIdx.x < 2 * kSmemTileKeys) {
-    const int t = threadIdx.x;
-    const int32_t j = k0 + t % kSmemTileKeys;
-    const DeviceStream stream = pw.stream(pass, t < kSmemTileKeys ? podkv::kKeys : podkv::kValues);
-    row_ptr[t] = j <= last ? entry_at(s, stream, j) : nullptr;
-  }
-  __syncthreads();
-  for (int x = threadIdx.x; x < 2 * kSmemTileKeys * kChunks; x += kThreads) {
-    const int row = x / kChunks, ch = x % kChunks;
-    const uint8_t* src = row_ptr[row];
-    cp_async16(to(row / kSmemTileKeys, row % kSmemTileKeys, ch), src != nullptr ? src + 16 * ch : s.pool,
-               src != nullptr);
-  }
-  cp_async_commit();
-}
 
 }  // namespace podkv::cuda::prefill

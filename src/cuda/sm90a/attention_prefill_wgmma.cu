@@ -9,7 +9,7 @@
 // block into shared memory (cp.async, two tiles ahead, three stages, 128-byte swizzle):
 //   S[64 x 64]  = Q Kᵀ    D/16 wgmma m64n64k16, A = Q from registers, B = the key tile (K-major)
 //   masks and the online softmax per warp (PrefillWarp::weights, as the mma.sync kernels)
-//   O[64 x D]  += P V     4 wgmma m64nDk16, A = P (bf16) from registers, B = the value tile
+//   O[64 x D]  += P V     4 wgmma m64n128k16, A = P (bf16) from registers, B = the value tile
 //                         (MN-major: rows are keys, the head's elements contiguous)
 // The accumulators' layout per warp is mma.sync's, so masks, softmax and gates are shared code;
 // only Q's fragments and O's columns are in head order here (PrefillWarp<D, true>).
@@ -40,15 +40,10 @@ struct WgmmaTile {
   }
 };
 
-template <int D>
-__device__ __forceinline__ void wgmma_pv(float (&o)[D / 8][4], const uint32_t (&p)[4], uint64_t desc) {
-  if constexpr (D == 128) wgmma_m64n128k16<1>(o, p, desc, true);
-  else wgmma_m64n64k16<1>(o, p, desc, true);
-}
-
 template <int D, int kGroups>
 __global__ void __launch_bounds__(kGroups * kWarps * 32, 2 / kGroups)
     prefill_wgmma_kernel(DeviceStep s, AttentionLaunch a, const float* q, const int32_t* tiles, bool uniform) {
+  static_assert(D == 128, "head_dim 128 only: see prefill_wgmma_fits");
   using Tile = WgmmaTile<D>;
   constexpr int kThreads = kGroups * kWarps * 32, kChunks = D / 8;
   extern __shared__ uint8_t wgmma_smem_raw[];
@@ -69,18 +64,9 @@ __global__ void __launch_bounds__(kGroups * kWarps * 32, 2 / kGroups)
   const KeySpan block_span(s, s.first_pos[rt.b] + (block_rows.row0 - s.row_begin[rt.b]), block_rows.rows);
   const int32_t last = block_span.last;
   const int passes = pw.passes();
-  struct Cursor {
-    int pass;
-    int32_t k0;
-  };
-  auto advance = [&](Cursor c) {  // the next tile some row of the block needs (pass == passes: none)
-    for (;;) {
-      if (c.pass >= passes) return c;
-      c.k0 += kSmemTileKeys;
-      if (c.k0 > last) c.pass += 1, c.k0 = 0;
-      if (c.pass >= passes || block_span.needed(pw.one_pass, c.pass, c.k0, kSmemTileKeys)) return c;
-    }
-  };
+  using Cursor = TileCursor;
+  // The pipeline looks three tiles ahead, past the last one too (where the cursor stays).
+  auto advance = [&](Cursor c) { return next_tile<true>(c, block_span, pw.one_pass, passes, kSmemTileKeys); };
   // The entries of tile c: thread t < 128 looks up row t % 64 of the keys (t < 64) or the values
   // (null past `last`, where no page holds it, or when there is no tile c).
   auto entry_of = [&](const Cursor& c) -> const uint8_t* {
@@ -155,7 +141,7 @@ __global__ void __launch_bounds__(kGroups * kWarps * 32, 2 / kGroups)
       fence_operands(w.o);
       wgmma_fence();
 #pragma unroll
-      for (int u = 0; u < 4; ++u) wgmma_pv<D>(w.o, p[u], offset_descriptor(values, u * 2048));
+      for (int u = 0; u < 4; ++u) wgmma_m64n128k16<1>(w.o, p[u], offset_descriptor(values, u * 2048), true);
       wgmma_commit();
       wgmma_wait<0>();
       fence_operands(w.o);
