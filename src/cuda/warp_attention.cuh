@@ -157,34 +157,38 @@ struct WarpAttention {
   // The online softmax over NB n-blocks of 8 keys: x[n][e] is S (log2 units, -inf where masked)
   // of n-block n, element e (row g + 8 (e / 2), key 8 n + 2 c + e % 2); `distant` bit 4 n + e marks
   // keys of the distant class. Returns the probabilities in x and rescales O and the sums.
+  // The maxima and sums are pairwise (short dependency chains: a warp's softmax is latency-bound in
+  // the prefill kernels), and O is rescaled only when some row's maximum grew, which after the first
+  // tiles of a long row is rare (the correction is then exactly 1).
   template <int NB>
   __device__ __forceinline__ void softmax(float (&x)[NB][4], uint32_t distant) {
     static_assert(NB <= 8, "at most 64 keys per update (32 distant bits)");
     constexpr uint32_t kAll = NB == 8 ? 0xffffffffu : (1u << (4 * NB)) - 1u;
+    float correction[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float mx = -INFINITY;
+      float v[2 * NB];
 #pragma unroll
-      for (int n = 0; n < NB; ++n) mx = fmaxf(mx, fmaxf(x[n][2 * r], x[n][2 * r + 1]));
+      for (int n = 0; n < NB; ++n) v[2 * n] = x[n][2 * r], v[2 * n + 1] = x[n][2 * r + 1];
+      float mx = pairwise<2 * NB>(v, [](float a, float b) { return fmaxf(a, b); });
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float m_new = fmaxf(m[r], mx);
       // With every score so far masked (m_new = -inf), 0 keeps 2^(x - m) = 0 and the correction
       // (of zero sums and outputs) finite.
       const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-      const float correction = fast_exp2(m[r] - m_use);
+      correction[r] = m_new == m[r] ? 1.0f : fast_exp2(m[r] - m_use);
       float add_p = 0.0f, add_d = 0.0f;
 #pragma unroll
       for (int n = 0; n < NB; ++n)
 #pragma unroll
         for (int e = 2 * r; e < 2 * r + 2; ++e) x[n][e] = fast_exp2(x[n][e] - m_use);
       // The masses by class: most tiles are of one class, where the bit tests are skipped.
-      if ((distant & kAll) == 0u) {
+      if ((distant & kAll) == 0u || (distant & kAll) == kAll) {
 #pragma unroll
-        for (int n = 0; n < NB; ++n) add_p += x[n][2 * r] + x[n][2 * r + 1];
-      } else if ((distant & kAll) == kAll) {
-#pragma unroll
-        for (int n = 0; n < NB; ++n) add_d += x[n][2 * r] + x[n][2 * r + 1];
+        for (int n = 0; n < NB; ++n) v[2 * n] = x[n][2 * r], v[2 * n + 1] = x[n][2 * r + 1];
+        const float sum = pairwise<2 * NB>(v, [](float a, float b) { return a + b; });
+        ((distant & kAll) == 0u ? add_p : add_d) = sum;
       } else {
 #pragma unroll
         for (int n = 0; n < NB; ++n)
@@ -194,12 +198,26 @@ struct WarpAttention {
             else add_p += x[n][e];
           }
       }
-      sum_p[r] = sum_p[r] * correction + add_p;
-      sum_d[r] = sum_d[r] * correction + add_d;
+      sum_p[r] = sum_p[r] * correction[r] + add_p;
+      sum_d[r] = sum_d[r] * correction[r] + add_d;
       m[r] = m_new;
-#pragma unroll
-      for (int n = 0; n < kOutBlocks; ++n) o[n][2 * r] *= correction, o[n][2 * r + 1] *= correction;
     }
+    if (__any_sync(0xffffffffu, correction[0] != 1.0f || correction[1] != 1.0f)) {
+#pragma unroll
+      for (int n = 0; n < kOutBlocks; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) o[n][e] *= correction[e / 2];
+    }
+  }
+
+  // op over v[0 .. N) as a tree of depth log2(N) (v is overwritten).
+  template <int N, typename Op>
+  static __device__ __forceinline__ float pairwise(float (&v)[N], Op op) {
+#pragma unroll
+    for (int w = 1; w < N; w *= 2)
+#pragma unroll
+      for (int i = 0; i + w < N; i += 2 * w) v[i] = op(v[i], v[i + w]);
+    return v[0];
   }
 
   // O += P V for the tile's 16 keys: v[i] holds value row (2c, 2c+1, 2c+8, 2c+9)[i].
