@@ -334,7 +334,7 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // The tensor-core decode kernel (bf16 entries, no selection stores, head_dim a multiple of 32): each
 // warp is one chunk of the virtual key range ("split") of (row, KV head, tile of up to 16 query
-// heads), the heads the mma's 16 rows; blocks are kWarps consecutive splits. Keys and values go
+// heads), the heads the mma's 16 rows; blocks are any kWarps consecutive warps. Keys and values go
 // from the pool straight into registers (warp_attention.cuh), 16 keys per tile, with Q and P split
 // into bf16 hi + lo (the float32 kernel's accuracy). The partial results are merge_kernel's.
 constexpr int kMmaHeads = 16;
@@ -342,15 +342,22 @@ constexpr int kMmaHeads = 16;
 template <int D>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_mma_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
-  const int64_t slot = blockIdx.x, row = s.decode_rows != nullptr ? s.decode_rows[slot] : slot;
   const int H = a.num_heads, Hkv = s.num_kv_heads, groups = H / Hkv, layer = a.layer;
   const int tiles_per_head = (groups + kMmaHeads - 1) / kMmaHeads;
-  const int h = blockIdx.y / tiles_per_head;
-  const int head0 = h * groups + (blockIdx.y % tiles_per_head) * kMmaHeads;
-  const int G = min(kMmaHeads, h * groups + groups - head0);
+  // Warp w of the grid: split w % splits of unit w / splits, a unit being (row, KV head, tile of
+  // heads). Blocks hold any kWarps consecutive warps, so none idles when splits is not a multiple
+  // of kWarps (2 splits at batch 64 left half of each block idle and needed two waves).
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int split = blockIdx.z * kWarps + warp;
-  if (split >= splits) return;
+  const int64_t global_warp = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  const int64_t units_per_row = static_cast<int64_t>(Hkv) * tiles_per_head;
+  if (global_warp >= s.num_decode_rows * units_per_row * splits) return;
+  const int split = static_cast<int>(global_warp % splits);
+  const int64_t unit = global_warp / splits, slot = unit / units_per_row;
+  const int tile = static_cast<int>(unit % units_per_row);
+  const int64_t row = s.decode_rows != nullptr ? s.decode_rows[slot] : slot;
+  const int h = tile / tiles_per_head;
+  const int head0 = h * groups + (tile % tiles_per_head) * kMmaHeads;
+  const int G = min(kMmaHeads, h * groups + groups - head0);
   const int b = s.row_entry[row];
   const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
 
@@ -529,8 +536,8 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
   const int groups = launch.num_heads / step.num_kv_heads;
   if (decode_attention_mma_fits(step.head_dim, step.dtype, step.num_groups)) {
     const int tiles = (groups + kMmaHeads - 1) / kMmaHeads;
-    const dim3 grid(static_cast<unsigned>(step.num_decode_rows), static_cast<unsigned>(step.num_kv_heads * tiles),
-                    static_cast<unsigned>((splits + kWarps - 1) / kWarps));
+    const int64_t warps = step.num_decode_rows * step.num_kv_heads * tiles * splits;
+    const dim3 grid(static_cast<unsigned>((warps + kWarps - 1) / kWarps));
     auto launch_kernel = [&](auto kernel) { kernel<<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); };
     switch (step.head_dim) {
       case 32: launch_kernel(decode_mma_kernel<32>); break;
