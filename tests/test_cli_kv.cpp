@@ -135,6 +135,43 @@ TEST_F(CliKv, MemoryDeviceOptions) {
       EXPECT_EQ(gj.at("rows")[i].at(key), cj.at("rows")[i].at(key)) << key << " of row " << i;
 }
 
+// bench's decode batches under one --kv-memory, dense beside PoD (the GPU benchmark's batch and
+// largest-batch parts, on the CPU): a batch dense cannot hold is reported with the sequences it
+// admitted, PoD's row beside it has no ratio to dense (null, "n/a" in the table), and -b 0 times the
+// largest batch each holds: more PoD sequences than dense ones.
+TEST_F(CliKv, BenchBatchesUnderOneKvMemory) {
+  const CliResult r = run({"bench", "-m", kModel.string(), "--kv", "pod", "--pod-group", "2", "--sink", "4", "--recent",
+                           "32", "-p", "0", "-n", "2", "-d", "512", "-b", "2,8,0", "-r", "1", "--kv-memory", "2M",
+                           "--json", "-t", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r;
+  const auto rows = nlohmann::json::parse(r.out).at("results");
+  ASSERT_EQ(rows.size(), 6u) << r.out;  // batches 2, 8 and the largest, each dense then pod
+  auto row = [&](size_t i, const std::string& test, const std::string& kv) {
+    EXPECT_EQ(rows[i].at("test"), test) << rows[i];
+    EXPECT_EQ(rows[i].at("kv_policy"), kv) << rows[i];
+    return rows[i];
+  };
+  const auto dense2 = row(0, "tg2 @ d512 x b2", "dense"), pod2 = row(1, "tg2 @ d512 x b2", "pod");
+  EXPECT_TRUE(dense2.at("fits").get<bool>());
+  EXPECT_EQ(dense2.at("time_vs_dense").get<double>(), 1.0);
+  EXPECT_GT(pod2.at("time_vs_dense").get<double>(), 0.0) << pod2;
+  EXPECT_GT(pod2.at("tokens_per_s").get<double>(), 0.0) << pod2;
+
+  const auto dense8 = row(2, "tg2 @ d512 x b8", "dense"), pod8 = row(3, "tg2 @ d512 x b8", "pod");
+  EXPECT_FALSE(dense8.at("fits").get<bool>()) << dense8;
+  const int admitted = dense8.at("batch_admitted").get<int>();
+  EXPECT_GE(admitted, 2);
+  EXPECT_LT(admitted, 8);
+  EXPECT_TRUE(pod8.at("fits").get<bool>()) << pod8;
+  EXPECT_EQ(pod8.at("batch"), 8);
+  EXPECT_TRUE(pod8.at("time_vs_dense").is_null()) << pod8;
+
+  const auto dense_max = row(4, "tg2 @ d512 x max batch", "dense"), pod_max = row(5, "tg2 @ d512 x max batch", "pod");
+  EXPECT_EQ(dense_max.at("batch").get<int>(), admitted);  // admitted until the cache refused, as for batch 8
+  EXPECT_GT(pod_max.at("batch").get<int>(), 8) << pod_max;
+  EXPECT_GT(pod_max.at("tokens_per_s").get<double>(), 0.0) << pod_max;
+}
+
 TEST_F(CliKv, InfoReportsSelectionPolicies) {
   const CliResult r = run({"info", "-m", kModel.string(), "--kv", "h2o", "--sink", "4", "--recent", "60", "--budget",
                            "100", "--context", "1000", "--memory", "1M", "--json"});

@@ -304,7 +304,8 @@ void run(const BenchCommand& o) {
       rows.push_back({{"test", test}, {"kv_policy", arms[a].name}, {"tokens", prompt > 0 ? prompt : gen},
                       {"depth", depth}, {"batch", batches[a]}, {"tokens_per_s", t.mean}, {"tokens_per_s_stddev", t.stddev},
                       {"gflop_per_s", f.mean}, {"gemm_gflop_per_s", gemm_gflops},
-                      {"time_vs_dense", dense_tps > 0 ? dense_tps / t.mean : 0.0}, {"fits", true}, {"gb_per_s", g.mean}, {"copy_gb_per_s", copy_gbs},
+                      {"time_vs_dense", dense_tps > 0 ? nlohmann::json(dense_tps / t.mean) : nlohmann::json(nullptr)},
+                      {"fits", true}, {"gb_per_s", g.mean}, {"copy_gb_per_s", copy_gbs},
                       {"bandwidth_fraction", g.mean / copy_gbs}, {"read_gb_per_s", read_gbs},
                       {"read_bandwidth_fraction", g.mean / read_gbs}});
     }
@@ -342,7 +343,8 @@ void run(const BenchCommand& o) {
     std::printf("same run: streaming copy %.1f GB/s (read + write), streaming read %.1f GB/s, f32 GEMM 1024^3 %.1f "
                 "GFLOP/s; %d threads; KV entries %s\n",
                 copy_gbs, read_gbs, gemm_gflops, num_threads(), kv_dtype_name(kv_dtype));
-  std::printf("time vs dense: time per token relative to dense in the same run (1.00 = as fast)\n\n");
+  std::printf("time vs dense: time per token relative to dense in the same run (1.00 = as fast; n/a: dense does "
+              "not fit that batch)\n\n");
   std::printf("| model | params | dtype | kv | test | batch | t/s | time vs dense | GB/s | of copy | of read | GFLOP/s | of GEMM |\n");
   std::printf("| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
   for (const auto& row : rows) {
@@ -353,10 +355,13 @@ void run(const BenchCommand& o) {
                   row["batch"].get<int>(), row["batch_admitted"].get<int>());
       continue;
     }
-    std::printf("| %s | %.1fM | %s | %s | %s | %d | %.2f ± %.2f | %.2f | %.1f | %.0f%% | %.0f%% | %.1f | %.0f%% |\n", o.model.c_str(),
+    // Dense did not fit this batch: nothing to compare with.
+    char vs_dense[32] = "n/a";
+    if (!row["time_vs_dense"].is_null()) std::snprintf(vs_dense, sizeof vs_dense, "%.2f", row["time_vs_dense"].get<double>());
+    std::printf("| %s | %.1fM | %s | %s | %s | %d | %.2f ± %.2f | %s | %.1f | %.0f%% | %.0f%% | %.1f | %.0f%% |\n", o.model.c_str(),
                 c.parameter_count() / 1e6, dtype_name(model->weight_dtype()), row["kv_policy"].get<std::string>().c_str(),
                 row["test"].get<std::string>().c_str(), row["batch"].get<int>(), row["tokens_per_s"].get<double>(),
-                row["tokens_per_s_stddev"].get<double>(), row["time_vs_dense"].get<double>(), row["gb_per_s"].get<double>(),
+                row["tokens_per_s_stddev"].get<double>(), vs_dense, row["gb_per_s"].get<double>(),
                 100.0 * row["bandwidth_fraction"].get<double>(), 100.0 * row["read_bandwidth_fraction"].get<double>(),
                 row["gflop_per_s"].get<double>(), 100.0 * row["gflop_per_s"].get<double>() / gemm_gflops);
   }
