@@ -24,11 +24,13 @@
 //    the block's warps merged in shared memory into the chunk's partial.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
 #include "cuda/paged.cuh"
+#include "cuda/prefill_warp.cuh"
 #include "cuda/warp_attention.cuh"
 #include "kv/token_classes.h"
 
@@ -334,14 +336,59 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 // The tensor-core decode kernel (bf16 entries, no selection stores, head_dim a multiple of 32): each
 // warp is one chunk of the virtual key range ("split") of (row, KV head, tile of up to 16 query
-// heads), the heads the mma's 16 rows; blocks are any kWarps consecutive warps. Keys and values go
-// from the pool straight into registers (warp_attention.cuh), 16 keys per tile, with Q and P split
-// into bf16 hi + lo (the float32 kernel's accuracy). The partial results are merge_kernel's.
+// heads), the heads the mma's 16 rows; blocks are any kWarps consecutive warps. Tiles of 16 keys,
+// with Q and P split into bf16 hi + lo (the float32 kernel's accuracy). The partial results are
+// merge_kernel's.
+//  - S = 0: a tile's keys and values go from the pool straight into registers and the warp waits
+//    for them before its arithmetic (a tile is 8 KB in flight per warp at head_dim 128);
+//  - S >= 2: each lane copies the 16-byte chunks it will read itself into an S-stage ring in
+//    shared memory (cp.async; no barrier, not even __syncwarp: a lane reads only its own copies), S - 1
+//    tiles ahead of its arithmetic, so that the next tiles' loads are in flight while this one is
+//    computed. Slot (chunk i, lane) is at (i * 32 + lane) * 16 bytes: a warp's 16-byte accesses of
+//    one chunk are consecutive (no bank conflicts).
 constexpr int kMmaHeads = 16;
 
+// The tiles of a warp's chunk [v0, v1) of the virtual key range, in order: tile [t0, min(t0 + 16, hi))
+// of span n (virtual indices; position = virtual index + offset). Done when n == count.
+struct TileCursor {
+  int n = 0;
+  int64_t span_start = 0, t0 = 0, hi = 0, offset = 0;
+
+  // From span n on, the first span that meets [v0, v1).
+  __device__ __forceinline__ void enter(const Span (&spans)[kMaxSpans], int count, int64_t v0, int64_t v1) {
+    for (; n < count; ++n) {
+      const int64_t len = spans[n].end > spans[n].begin ? spans[n].end - spans[n].begin : 0;
+      const int64_t lo = max(v0, span_start);
+      hi = min(v1, span_start + len);
+      if (lo < hi) {
+        t0 = lo, offset = spans[n].begin - span_start;
+        return;
+      }
+      span_start += len;
+    }
+  }
+  __device__ __forceinline__ void advance(const Span (&spans)[kMaxSpans], int count, int64_t v0, int64_t v1) {
+    t0 += 16;
+    if (t0 < hi) return;
+    span_start += spans[n].end - spans[n].begin;
+    ++n;
+    enter(spans, count, v0, v1);
+  }
+};
+
 template <int D>
+struct DecodeSlots {
+  using W = WarpAttention<D, true>;
+  static constexpr int kKeySlots = 2 * W::kKeyChunks;     // keys g, g + 8: chunks 4 j + c
+  static constexpr int kSlots = kKeySlots + 4 * W::kValueHalves;  // + values 2c, 2c+1, 2c+8, 2c+9
+  static constexpr int kStageBytes = kSlots * 32 * 16;   // one warp's tile
+};
+
+template <int D, int S>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_mma_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
+  using W = WarpAttention<D, true>;
+  using Slots = DecodeSlots<D>;
   const int H = a.num_heads, Hkv = s.num_kv_heads, groups = H / Hkv, layer = a.layer;
   const int tiles_per_head = (groups + kMmaHeads - 1) / kMmaHeads;
   // Warp w of the grid: split w % splits of unit w / splits, a unit being (row, KV head, tile of
@@ -367,7 +414,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int count = row_spans(s, layer, b, h, pos, spans, distant);
   const bool shared = kr.retention == kRetainWindow || kr.retention == kRetainNone;
 
-  WarpAttention<D, true> w;
+  W w;
   w.init(lane);
   // Rows g and g + 8: their heads, whether they exist, and whether their anchor's gate reached tau.
   bool skip[2];
@@ -387,43 +434,113 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int64_t chunk = ((total + splits - 1) / splits + 15) / 16 * 16;
   const int64_t v0 = split * chunk, v1 = min(total, v0 + chunk);
 
-  // Tiles of 16 keys, loaded whole before they are used: a software-pipelined version (the next
-  // tile's loads issued during this one's arithmetic) measured slower at batch 32 on the H200
-  // (255 registers and the spans' bounds in local memory).
-  int64_t span_start = 0;  // virtual index of spans[n].begin
-  for (int n = 0; n < count; ++n) {
-    const Span& sp = spans[n];
-    const int64_t len = sp.end > sp.begin ? sp.end - sp.begin : 0;
-    const int64_t lo = max(v0, span_start), hi = min(v1, span_start + len);
-    const int64_t offset = sp.begin - span_start;  // position = virtual index + offset
-    span_start += len;
-    for (int64_t t0 = lo; t0 < hi; t0 += 16) {
+  // One tile: S from its keys (k), masked past `keys` and where a distant head skips, the online
+  // softmax, O += P V (v).
+  auto compute = [&](const uint4 (&k)[2][W::kKeyChunks], const uint4 (&v)[4][W::kValueHalves], int64_t keys,
+                     bool tile_distant) {
+    float x[2][4];
+#pragma unroll
+    for (int nb = 0; nb < 2; ++nb) {
+      w.scores(k[nb], x[nb]);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const bool valid = 8 * nb + 2 * w.c + e % 2 < keys && !(tile_distant && skip[e / 2]);
+        if (!valid) x[nb][e] = -INFINITY;
+      }
+    }
+    w.softmax(x, tile_distant ? 0xffu : 0u);
+    w.accumulate(x, v);
+  };
+
+  if constexpr (S == 0) {
+    // Tiles loaded whole before they are used: a software-pipelined version in registers (the next
+    // tile's loads issued during this one's arithmetic) measured slower at batch 32 on the H200
+    // (255 registers and the spans' bounds in local memory).
+    TileCursor cur;
+    for (cur.enter(spans, count, v0, v1); cur.n < count; cur.advance(spans, count, v0, v1)) {
+      const Span& sp = spans[cur.n];
       // Keys g and g + 8 of the tile for Q Kᵀ; values 2c, 2c + 1, 2c + 8, 2c + 9 for P V.
-      uint4 k[2][WarpAttention<D, true>::kKeyChunks];
-      uint4 v[4][WarpAttention<D, true>::kValueHalves];
+      uint4 k[2][W::kKeyChunks];
+      uint4 v[4][W::kValueHalves];
 #pragma unroll
       for (int nb = 0; nb < 2; ++nb) {
-        const int64_t t = t0 + w.g + 8 * nb;
-        w.load_key(t < hi ? entry_at(s, sp.keys, t + offset) : nullptr, k[nb]);
+        const int64_t t = cur.t0 + w.g + 8 * nb;
+        w.load_key(t < cur.hi ? entry_at(s, sp.keys, t + cur.offset) : nullptr, k[nb]);
       }
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const int64_t t = t0 + 2 * w.c + i % 2 + 8 * (i / 2);
-        w.load_value(t < hi ? entry_at(s, sp.values, t + offset) : nullptr, v[i]);
+        const int64_t t = cur.t0 + 2 * w.c + i % 2 + 8 * (i / 2);
+        w.load_value(t < cur.hi ? entry_at(s, sp.values, t + cur.offset) : nullptr, v[i]);
       }
-      float x[2][4];
-#pragma unroll
-      for (int nb = 0; nb < 2; ++nb) {
-        w.scores(k[nb], x[nb]);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const bool valid = t0 + 8 * nb + 2 * w.c + e % 2 < hi && !(sp.distant && skip[e / 2]);
-          if (!valid) x[nb][e] = -INFINITY;
-        }
-      }
-      w.softmax(x, sp.distant ? 0xffu : 0u);
-      w.accumulate(x, v);
+      compute(k, v, cur.hi - cur.t0, sp.distant);
     }
+  } else {
+    extern __shared__ __align__(16) uint8_t decode_ring[];  // [kWarps][S][kSlots][32 lanes][16 bytes]
+    uint8_t* ring = decode_ring + static_cast<size_t>(warp) * S * Slots::kStageBytes + lane * 16;
+    auto slot_at = [&](int stage, int i) { return ring + (stage * Slots::kSlots + i) * 32 * 16; };
+    // Stage `stage` takes the cursor's tile (zeros where a key has no entry or lies past the tile);
+    // an empty group past the last tile, so that the waits below count tiles.
+    int64_t keys[S];
+    bool tile_distant[S];
+    TileCursor ahead;
+    ahead.enter(spans, count, v0, v1);
+    auto issue = [&](int stage) {
+      keys[stage] = 0, tile_distant[stage] = false;
+      if (ahead.n < count) {
+        const Span& sp = spans[ahead.n];
+        keys[stage] = min(int64_t{16}, ahead.hi - ahead.t0), tile_distant[stage] = sp.distant;
+#pragma unroll
+        for (int nb = 0; nb < 2; ++nb) {
+          const int64_t t = ahead.t0 + w.g + 8 * nb;
+          const uint8_t* e = t < ahead.hi ? entry_at(s, sp.keys, t + ahead.offset) : nullptr;
+#pragma unroll
+          for (int j = 0; j < W::kKeyChunks; ++j)
+            prefill::cp_async16(slot_at(stage, nb * W::kKeyChunks + j), e != nullptr ? e + 16 * (4 * j + w.c) : s.pool,
+                                e != nullptr);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int64_t t = ahead.t0 + 2 * w.c + i % 2 + 8 * (i / 2);
+          const uint8_t* e = t < ahead.hi ? entry_at(s, sp.values, t + ahead.offset) : nullptr;
+#pragma unroll
+          for (int hv = 0; hv < W::kValueHalves; ++hv) {
+            const int chunk = w.g + 8 * hv;
+            const bool valid = e != nullptr && 8 * chunk < D;
+            prefill::cp_async16(slot_at(stage, Slots::kKeySlots + i * W::kValueHalves + hv),
+                                valid ? e + 16 * chunk : s.pool, valid);
+          }
+        }
+        ahead.advance(spans, count, v0, v1);
+      }
+      prefill::cp_async_commit();
+    };
+#pragma unroll
+    for (int st = 0; st + 1 < S; ++st) issue(st);
+    for (bool more = true; more;) {
+#pragma unroll
+      for (int st = 0; st < S; ++st) {
+        issue((st + S - 1) % S);  // the stage computed last, S - 1 tiles ahead of this one
+        prefill::cp_async_wait<S - 1>();
+        if (keys[st] == 0) {
+          more = false;
+          break;
+        }
+        uint4 k[2][W::kKeyChunks];
+        uint4 v[4][W::kValueHalves];
+#pragma unroll
+        for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+          for (int j = 0; j < W::kKeyChunks; ++j)
+            k[nb][j] = *reinterpret_cast<const uint4*>(slot_at(st, nb * W::kKeyChunks + j));
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+          for (int hv = 0; hv < W::kValueHalves; ++hv)
+            v[i][hv] = *reinterpret_cast<const uint4*>(slot_at(st, Slots::kKeySlots + i * W::kValueHalves + hv));
+        compute(k, v, keys[st], tile_distant[st]);
+      }
+    }
+    prefill::cp_async_wait<0>();  // the empty groups past the last tile
   }
   w.reduce_sums();
   // This split's partial of each head: (max, proximal sum, distant sum, unnormalised output).
@@ -437,7 +554,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       out[1] = w.sum_p[r], out[2] = w.sum_d[r];
     }
 #pragma unroll
-    for (int nb = 0; nb < WarpAttention<D, true>::kOutBlocks; ++nb)
+    for (int nb = 0; nb < W::kOutBlocks; ++nb)
 #pragma unroll
       for (int e = 2 * r; e < 2 * r + 2; ++e) {
         const int d = w.out_element(nb, e);
@@ -514,6 +631,43 @@ __global__ void __launch_bounds__(kThreads)
   if (threadIdx.x == 0 && all_gates != nullptr) all_gates[(static_cast<int64_t>(layer) * rows + row) * num_heads + i] = sp * inv;
 }
 
+// The stages of decode_mma_kernel's shared-memory ring: PODKV_CUDA_DECODE_STAGES = 0 (loads into
+// registers) or 2..4; 3 by default.
+int decode_stages() {
+  static const int stages = [] {
+    const char* e = std::getenv("PODKV_CUDA_DECODE_STAGES");
+    const long v = e != nullptr ? std::strtol(e, nullptr, 10) : 3;
+    return v == 0 || (v >= 2 && v <= 4) ? static_cast<int>(v) : 3;
+  }();
+  return stages;
+}
+
+// f(kernel, dynamic shared bytes) with the decode_mma_kernel of head_dim (32, 64, 96 or 128) and the
+// configured stages, its shared-memory limit raised to what it takes.
+template <int D, typename F>
+void with_decode_mma_stages(F&& f) {
+  auto run = [&](auto kernel, int stages) {
+    const size_t smem = static_cast<size_t>(kWarps) * stages * DecodeSlots<D>::kStageBytes;
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+               "cudaFuncSetAttribute(decode_mma_kernel)");
+    f(kernel, smem);
+  };
+  switch (decode_stages()) {
+    case 0: run(decode_mma_kernel<D, 0>, 0); break;
+    case 2: run(decode_mma_kernel<D, 2>, 2); break;
+    case 4: run(decode_mma_kernel<D, 4>, 4); break;
+    default: run(decode_mma_kernel<D, 3>, 3); break;
+  }
+}
+
+template <typename F>
+void with_decode_mma_kernel(int head_dim, F&& f) {
+  if (head_dim <= 32) with_decode_mma_stages<32>(f);
+  else if (head_dim <= 64) with_decode_mma_stages<64>(f);
+  else if (head_dim <= 96) with_decode_mma_stages<96>(f);
+  else with_decode_mma_stages<128>(f);
+}
+
 }  // namespace
 
 namespace {
@@ -538,13 +692,9 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
     const int tiles = (groups + kMmaHeads - 1) / kMmaHeads;
     const int64_t warps = step.num_decode_rows * step.num_kv_heads * tiles * splits;
     const dim3 grid(static_cast<unsigned>((warps + kWarps - 1) / kWarps));
-    auto launch_kernel = [&](auto kernel) { kernel<<<grid, kWarps * 32, 0, stream>>>(step, launch, q, splits, partials); };
-    switch (step.head_dim) {
-      case 32: launch_kernel(decode_mma_kernel<32>); break;
-      case 64: launch_kernel(decode_mma_kernel<64>); break;
-      case 96: launch_kernel(decode_mma_kernel<96>); break;
-      default: launch_kernel(decode_mma_kernel<128>); break;
-    }
+    with_decode_mma_kernel(step.head_dim, [&](auto kernel, size_t smem) {
+      kernel<<<grid, kWarps * 32, smem, stream>>>(step, launch, q, splits, partials);
+    });
     check_launch("decode_mma_kernel");
   } else {
     launch_simt(step, launch, q, splits, partials, stream);
@@ -561,12 +711,10 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
 
 int decode_attention_mma_warps_per_sm(int head_dim) {
   int blocks = 0;
-  const auto kernel = head_dim <= 32 ? decode_mma_kernel<32>
-                      : head_dim <= 64 ? decode_mma_kernel<64>
-                      : head_dim <= 96 ? decode_mma_kernel<96>
-                                       : decode_mma_kernel<128>;
-  check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kWarps * 32, 0),
-             "cudaOccupancyMaxActiveBlocksPerMultiprocessor(decode_mma_kernel)");
+  with_decode_mma_kernel(head_dim, [&](auto kernel, size_t smem) {
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kWarps * 32, smem),
+               "cudaOccupancyMaxActiveBlocksPerMultiprocessor(decode_mma_kernel)");
+  });
   return std::max(1, blocks) * kWarps;
 }
 
