@@ -116,7 +116,9 @@ TEST(KvCache, PeakPagesPredictsChunkedGrowth) {
 // A view builder kept across steps reuses the page tables it copied while the sequences' tables
 // are unchanged (tables_version): every step's view equals a fresh builder's, for every policy,
 // through page boundaries, windows giving pages back, selection (SnapKV's end of prefill, H2O's
-// drops through scores), and sequences leaving and joining.
+// drops through scores), and sequences leaving and joining. Its tables_generation names the tables:
+// a step that keeps the previous generation has the previous step's tables (the CUDA backend then
+// does not send them again), and no two builders share one.
 TEST(KvViewBuilder, AViewKeptAcrossStepsEqualsAFreshOne) {
   ModelConfig c;
   c.num_layers = 4;
@@ -132,7 +134,10 @@ TEST(KvViewBuilder, AViewKeptAcrossStepsEqualsAFreshOne) {
     std::mt19937 rng(3);
     std::vector<int> seqs = {cache.add_sequence(), cache.add_sequence(), cache.add_sequence()};
     std::vector<int64_t> prompt = {9, 14, 5};
-    int rebuilt = 0, reused = 0;
+    int rebuilt = 0, reused = 0, same_generation = 0;
+    uint64_t last_generation = 0;
+    std::vector<int64_t> last_indptr;
+    std::vector<int32_t> last_indices;
     for (int step = 0; step < 60; ++step) {
       if (step == 30) {  // one leaves, another joins
         cache.remove_sequence(seqs[1]);
@@ -159,6 +164,16 @@ TEST(KvViewBuilder, AViewKeptAcrossStepsEqualsAFreshOne) {
                 std::vector<int32_t>(f.page_indices, f.page_indices + f.page_indptr[streams])) << "step " << step;
       ASSERT_EQ(std::vector<int64_t>(a.window_base, a.window_base + seqs.size()),
                 std::vector<int64_t>(f.window_base, f.window_base + seqs.size()));
+      std::vector<int64_t> indptr(a.page_indptr, a.page_indptr + streams + 1);
+      std::vector<int32_t> indices(a.page_indices, a.page_indices + a.page_indptr[streams]);
+      ASSERT_NE(a.tables_generation, 0u);
+      ASSERT_NE(a.tables_generation, f.tables_generation);
+      if (a.tables_generation == last_generation) {
+        ++same_generation;
+        ASSERT_EQ(indptr, last_indptr) << "step " << step;
+        ASSERT_EQ(indices, last_indices) << "step " << step;
+      }
+      last_generation = a.tables_generation, last_indptr = indptr, last_indices = indices;
       if (kept.score_count() > 0) {  // attention's scores: random, so H2O drops differ step by step
         std::vector<float> scores(static_cast<size_t>(kept.score_count()));
         for (float& x : scores) x = static_cast<float>(rng() % 100);
@@ -173,6 +188,7 @@ TEST(KvViewBuilder, AViewKeptAcrossStepsEqualsAFreshOne) {
     // leave the window, and 3 sequences in different phases, nearly every step changes one)...
     if (layout.selection != Selection::SnapKV) {
       EXPECT_GT(reused, 10);
+      EXPECT_GT(same_generation, 10);
     }
     EXPECT_GT(rebuilt, 10);  // ... and page boundaries change them
   }

@@ -56,6 +56,10 @@ struct KvView {
   const int64_t* window_base = nullptr; // [B] of the committed length before the step
   const int64_t* page_indptr = nullptr; // [B * 4 * L * H + 1]
   const int32_t* page_indices = nullptr;
+  // Names the contents of page_indptr and page_indices: two views with the same non-zero generation
+  // hold the same tables (a backend that keeps a copy, such as CUDA's in device memory, may skip
+  // sending them again); 0 says nothing.
+  uint64_t tables_generation = 0;
   const int64_t* store_size = nullptr;   // [B * G]
   const int64_t* score_indptr = nullptr; // [B * G + 1]
 

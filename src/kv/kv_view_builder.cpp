@@ -1,5 +1,7 @@
 #include "kv/kv_view_builder.h"
 
+#include <atomic>
+
 #include "kv/token_classes.h"
 
 namespace podkv {
@@ -33,6 +35,9 @@ const KvView& KvViewBuilder::build(const KvCache& cache, uint8_t* pool_base, con
   bool same_tables = copied_versions_.size() == seqs.size();
   for (int b = 0; b < B && same_tables; ++b) same_tables = cache.tables_version(seqs[b]) == copied_versions_[b];
   if (!same_tables) {
+    // Unique in the process, so that views of different builders never share a generation.
+    static std::atomic<uint64_t> next_generation{1};
+    tables_generation_ = next_generation.fetch_add(1, std::memory_order_relaxed);
     page_indptr_.assign(1, 0);
     page_indices_.clear();
     copied_versions_.resize(B);
@@ -77,6 +82,7 @@ const KvView& KvViewBuilder::build(const KvCache& cache, uint8_t* pool_base, con
   view_.window_base = window_base_.data();
   view_.page_indptr = page_indptr_.data();
   view_.page_indices = page_indices_.data();
+  view_.tables_generation = tables_generation_;
   view_.store_size = store_size_.data();
   view_.score_indptr = score_indptr_.data();
   return view_;

@@ -32,6 +32,7 @@ class KvViewBuilder {
   // entries have the same versions (most decode steps) keeps them: copying every stream's table is
   // most of a batched step's host time (64 sequences of 8K tokens: 4.2M entries).
   std::vector<uint64_t> copied_versions_;
+  uint64_t tables_generation_ = 0;  // KvView::tables_generation of page_indptr_ / page_indices_
 };
 
 }  // namespace podkv
