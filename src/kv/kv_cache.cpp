@@ -246,16 +246,9 @@ void KvCache::check_fits(int seq, int64_t new_length, int64_t chunk, bool is_pre
     throw_full(seq, needed, new_length);
 }
 
-bool KvCache::release_window_pages(std::vector<int32_t>& table, int64_t last_query) {
-  // Positions j with sink <= j <= last_query - recent are distant; a page is
-  // given back once every position in it is distant.
-  const int64_t first_distant = layout_.sink_tokens;
-  const int64_t last_distant = last_query - layout_.recent_tokens;
-  if (last_distant < first_distant) return false;
-  const int64_t first_page = ceil_div(first_distant, page_tokens_);
-  const int64_t end_page = (last_distant + 1) / page_tokens_;  // pages fully <= last_distant
+bool KvCache::release_window_pages(std::vector<int32_t>& table, int64_t from_page, int64_t end_page) {
   bool released = false;
-  for (int64_t p = first_page; p < end_page && p < static_cast<int64_t>(table.size()); ++p) {
+  for (int64_t p = from_page; p < end_page && p < static_cast<int64_t>(table.size()); ++p) {
     if (table[p] >= 0) {
       free_pages_.push_back(table[p]);
       table[p] = -1;
@@ -282,9 +275,21 @@ void KvCache::commit(int seq, int64_t new_length) {
     return r.retention == Retention::Window || r.retention == Retention::Selected;
   };
   bool changed = false;
-  for (size_t i = 0; i < layout_.keys.size(); ++i) {
-    if (windowed(layout_.keys[i])) changed |= release_window_pages(s.key_pages[i], new_length - 1);
-    if (windowed(layout_.values[i])) changed |= release_window_pages(s.value_pages[i], new_length - 1);
+  // Positions j with sink <= j <= last_query - recent are distant; a page is given back once every
+  // position in it is distant. Pages below released_pages went at an earlier commit (reserve only
+  // assigns pages from the committed length on), so each commit walks only the pages that became
+  // distant since (a walk of them all, every stream and step, was most of a PoD step's host time).
+  const int64_t last_distant = new_length - 1 - layout_.recent_tokens;
+  if (last_distant >= layout_.sink_tokens) {
+    const int64_t first_page = std::max(ceil_div(layout_.sink_tokens, page_tokens_), s.released_pages);
+    const int64_t end_page = (last_distant + 1) / page_tokens_;  // pages fully <= last_distant
+    if (end_page > first_page) {
+      for (size_t i = 0; i < layout_.keys.size(); ++i) {
+        if (windowed(layout_.keys[i])) changed |= release_window_pages(s.key_pages[i], first_page, end_page);
+        if (windowed(layout_.values[i])) changed |= release_window_pages(s.value_pages[i], first_page, end_page);
+      }
+      s.released_pages = end_page;
+    }
   }
   changed |= trim_stores(s);
   if (changed) tables_changed(s);

@@ -147,6 +147,7 @@ class KvCache {
     int64_t length = 0;
     int64_t window_base = 0;     // max(ns, length - nr): positions below (not sink) left the window
     int64_t prefill_length = -1; // SnapKV: length at end_prefill, -1 before
+    int64_t released_pages = 0;  // windowed streams gave back their distant pages below this (commit)
     std::vector<std::vector<int32_t>> key_pages;    // [layer * H + head][logical page]
     std::vector<std::vector<int32_t>> value_pages;  // same
     std::vector<std::vector<int32_t>> key_store_pages;    // [layer * H + head][slot page], Selected only
@@ -179,7 +180,8 @@ class KvCache {
   // These three return whether a page table changed.
   bool trim_stores(Sequence& s);
   [[noreturn]] void throw_full(int seq, int64_t needed, int64_t new_length) const;
-  bool release_window_pages(std::vector<int32_t>& table, int64_t last_query);
+  // Gives back table's pages [from_page, end_page) (commit: those whose positions all left the window).
+  bool release_window_pages(std::vector<int32_t>& table, int64_t from_page, int64_t end_page);
   // A new tables_version for `s` (from a process-wide counter).
   static void tables_changed(Sequence& s);
   std::pair<int32_t, int32_t> location(const std::vector<int32_t>& table, int64_t pos, const char* kind, int layer,
