@@ -12,8 +12,9 @@
 // Two kernels take the chunks:
 //  - decode_mma_kernel (bf16 entries, no selection stores, head_dim a multiple
 //    of 32): one warp per chunk, on the tensor cores (warp_attention.cuh), the
-//    KV head's query heads as the mma's 16 rows, keys and values from the pool
-//    straight into registers, Q and P split into bf16 hi + lo;
+//    KV head's query heads as the mma's 16 rows, each lane's chunks of keys and
+//    values copied ahead through a shared-memory ring (cp.async), Q and P split
+//    into bf16 hi + lo;
 //  - decode_kernel (every other entry type and shape, on the CUDA cores): one
 //    block of 4 warps per (row, KV head, group tile of up to 8 query heads,
 //    chunk), taking 32-key tiles in turn:
