@@ -118,7 +118,8 @@ TEST(KvCache, PeakPagesPredictsChunkedGrowth) {
 // through page boundaries, windows giving pages back, selection (SnapKV's end of prefill, H2O's
 // drops through scores), and sequences leaving and joining. Its tables_generation names the tables:
 // a step that keeps the previous generation has the previous step's tables (the CUDA backend then
-// does not send them again), and no two builders share one.
+// does not send them again), a step that names it as its base has its first tables_same_streams
+// streams (the CUDA backend sends the rest), and no two builders share one.
 TEST(KvViewBuilder, AViewKeptAcrossStepsEqualsAFreshOne) {
   ModelConfig c;
   c.num_layers = 4;
@@ -134,7 +135,7 @@ TEST(KvViewBuilder, AViewKeptAcrossStepsEqualsAFreshOne) {
     std::mt19937 rng(3);
     std::vector<int> seqs = {cache.add_sequence(), cache.add_sequence(), cache.add_sequence()};
     std::vector<int64_t> prompt = {9, 14, 5};
-    int rebuilt = 0, reused = 0, same_generation = 0;
+    int rebuilt = 0, reused = 0, same_generation = 0, partial = 0;
     uint64_t last_generation = 0;
     std::vector<int64_t> last_indptr;
     std::vector<int32_t> last_indices;
@@ -172,6 +173,16 @@ TEST(KvViewBuilder, AViewKeptAcrossStepsEqualsAFreshOne) {
         ++same_generation;
         ASSERT_EQ(indptr, last_indptr) << "step " << step;
         ASSERT_EQ(indices, last_indices) << "step " << step;
+      } else if (a.tables_base_generation != 0) {  // the first tables_same_streams are as before
+        ASSERT_EQ(a.tables_base_generation, last_generation) << "step " << step;
+        const int64_t same = a.tables_same_streams;
+        ASSERT_GT(same, 0);
+        ASSERT_LE(same, std::min<int64_t>(streams, static_cast<int64_t>(last_indptr.size()) - 1));
+        ASSERT_EQ(std::vector<int64_t>(indptr.begin(), indptr.begin() + same + 1),
+                  std::vector<int64_t>(last_indptr.begin(), last_indptr.begin() + same + 1)) << "step " << step;
+        ASSERT_EQ(std::vector<int32_t>(indices.begin(), indices.begin() + indptr[same]),
+                  std::vector<int32_t>(last_indices.begin(), last_indices.begin() + indptr[same])) << "step " << step;
+        ++partial;
       }
       last_generation = a.tables_generation, last_indptr = indptr, last_indices = indices;
       if (kept.score_count() > 0) {  // attention's scores: random, so H2O drops differ step by step
@@ -191,6 +202,7 @@ TEST(KvViewBuilder, AViewKeptAcrossStepsEqualsAFreshOne) {
       EXPECT_GT(same_generation, 10);
     }
     EXPECT_GT(rebuilt, 10);  // ... and page boundaries change them
+    EXPECT_GT(partial, 5);   // the first sequences' tables kept where a later one changed
   }
 }
 

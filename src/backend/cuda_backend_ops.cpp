@@ -86,6 +86,7 @@ struct CudaBackendOps::State {
   uint8_t* tables_buffer = nullptr;
   size_t tables_capacity = 0;
   uint64_t tables_generation = 0;  // of the tables in tables_buffer (0: none)
+  size_t tables_streams = 0;       // their streams
   Packer packer;
   std::vector<int32_t> row_entry;
   std::vector<uint8_t> entry_tiled;
@@ -527,9 +528,19 @@ void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {
       s.tables_capacity = std::max(tables_bytes, 2 * s.tables_capacity);
       s.tables_buffer = static_cast<uint8_t*>(device_alloc(s.tables_capacity, "the step's page tables"));
     }
-    upload(s.tables_buffer, view.page_indptr, indptr_bytes);
-    upload(s.tables_buffer + indices_at, view.page_indices, tables_bytes - indices_at);
+    // Where the buffer holds the view's base generation laid out for as many streams, the streams
+    // before tables_same_streams are there already (a step where one sequence crossed a page sends
+    // the tables from that sequence on).
+    const bool partial = view.tables_base_generation != 0 && view.tables_base_generation == s.tables_generation &&
+                         s.tables_streams == streams && view.tables_same_streams >= 0 &&
+                         static_cast<size_t>(view.tables_same_streams) <= streams;
+    const size_t first = partial ? static_cast<size_t>(view.tables_same_streams) : 0;
+    const size_t first_index = static_cast<size_t>(view.page_indptr[first]);
+    upload(s.tables_buffer + first * sizeof(int64_t), view.page_indptr + first, indptr_bytes - first * sizeof(int64_t));
+    upload(s.tables_buffer + indices_at + first_index * sizeof(int32_t), view.page_indices + first_index,
+           tables_bytes - indices_at - first_index * sizeof(int32_t));
     s.tables_generation = view.tables_generation;
+    s.tables_streams = streams;
   }
 
   uint8_t* base = s.step_buffer;

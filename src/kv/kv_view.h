@@ -58,8 +58,13 @@ struct KvView {
   const int32_t* page_indices = nullptr;
   // Names the contents of page_indptr and page_indices: two views with the same non-zero generation
   // hold the same tables (a backend that keeps a copy, such as CUDA's in device memory, may skip
-  // sending them again); 0 says nothing.
+  // sending them again); 0 says nothing. When tables_base_generation is not 0, streams
+  // [0, tables_same_streams) have the same indptr values and page indices as in that generation
+  // (the entries before the first whose tables changed): a backend holding that generation may
+  // send only the rest.
   uint64_t tables_generation = 0;
+  uint64_t tables_base_generation = 0;
+  int64_t tables_same_streams = 0;
   const int64_t* store_size = nullptr;   // [B * G]
   const int64_t* score_indptr = nullptr; // [B * G + 1]
 

@@ -32,16 +32,26 @@ const KvView& KvViewBuilder::build(const KvCache& cache, uint8_t* pool_base, con
   window_base_.resize(B);
   store_size_.resize(static_cast<size_t>(B) * G);
   score_indptr_.assign(1, 0);
-  bool same_tables = copied_versions_.size() == seqs.size();
-  for (int b = 0; b < B && same_tables; ++b) same_tables = cache.tables_version(seqs[b]) == copied_versions_[b];
-  if (!same_tables) {
+  // The entries before the first whose tables changed (or that is new) keep their copies, at the
+  // same places: in a batch whose sequences cross pages at different steps, a step copies the
+  // tables from that entry on, not all of them.
+  const size_t streams_per_entry = static_cast<size_t>(4) * L * H;
+  int kept = 0;
+  if (copied_streams_per_entry_ == streams_per_entry)
+    while (kept < B && static_cast<size_t>(kept) < copied_versions_.size() &&
+           cache.tables_version(seqs[kept]) == copied_versions_[kept])
+      ++kept;
+  if (kept < B || copied_versions_.size() != seqs.size()) {
     // Unique in the process, so that views of different builders never share a generation.
     static std::atomic<uint64_t> next_generation{1};
+    tables_base_generation_ = kept > 0 ? tables_generation_ : 0;
+    tables_same_streams_ = static_cast<int64_t>(kept) * static_cast<int64_t>(streams_per_entry);
     tables_generation_ = next_generation.fetch_add(1, std::memory_order_relaxed);
-    page_indptr_.assign(1, 0);
-    page_indices_.clear();
+    copied_streams_per_entry_ = streams_per_entry;
+    page_indptr_.resize(static_cast<size_t>(tables_same_streams_) + 1);
+    page_indices_.resize(static_cast<size_t>(page_indptr_.back()));
     copied_versions_.resize(B);
-    for (int b = 0; b < B; ++b) {
+    for (int b = kept; b < B; ++b) {
       const int seq = seqs[b];
       copied_versions_[b] = cache.tables_version(seq);
       for (int kind = 0; kind < 4; ++kind) {
@@ -83,6 +93,8 @@ const KvView& KvViewBuilder::build(const KvCache& cache, uint8_t* pool_base, con
   view_.page_indptr = page_indptr_.data();
   view_.page_indices = page_indices_.data();
   view_.tables_generation = tables_generation_;
+  view_.tables_base_generation = tables_base_generation_;
+  view_.tables_same_streams = tables_same_streams_;
   view_.store_size = store_size_.data();
   view_.score_indptr = score_indptr_.data();
   return view_;
