@@ -34,20 +34,19 @@ const KvView& KvViewBuilder::build(const KvCache& cache, uint8_t* pool_base, con
   score_indptr_.assign(1, 0);
   // The entries before the first whose tables changed (or that is new) keep their copies, at the
   // same places: in a batch whose sequences cross pages at different steps, a step copies the
-  // tables from that entry on, not all of them.
+  // tables from that entry on, not all of them. (A version names one state of one sequence of one
+  // cache, so equal versions also mean the same layout.)
   const size_t streams_per_entry = static_cast<size_t>(4) * L * H;
   int kept = 0;
-  if (copied_streams_per_entry_ == streams_per_entry)
-    while (kept < B && static_cast<size_t>(kept) < copied_versions_.size() &&
-           cache.tables_version(seqs[kept]) == copied_versions_[kept])
-      ++kept;
+  while (kept < B && static_cast<size_t>(kept) < copied_versions_.size() &&
+         cache.tables_version(seqs[kept]) == copied_versions_[kept])
+    ++kept;
   if (kept < B || copied_versions_.size() != seqs.size()) {
     // Unique in the process, so that views of different builders never share a generation.
     static std::atomic<uint64_t> next_generation{1};
     tables_base_generation_ = kept > 0 ? tables_generation_ : 0;
     tables_same_streams_ = static_cast<int64_t>(kept) * static_cast<int64_t>(streams_per_entry);
     tables_generation_ = next_generation.fetch_add(1, std::memory_order_relaxed);
-    copied_streams_per_entry_ = streams_per_entry;
     page_indptr_.resize(static_cast<size_t>(tables_same_streams_) + 1);
     page_indices_.resize(static_cast<size_t>(page_indptr_.back()));
     copied_versions_.resize(B);

@@ -35,7 +35,6 @@ class KvViewBuilder {
   uint64_t tables_generation_ = 0;  // KvView::tables_generation of page_indptr_ / page_indices_
   uint64_t tables_base_generation_ = 0;  // KvView::tables_base_generation
   int64_t tables_same_streams_ = 0;      // KvView::tables_same_streams
-  size_t copied_streams_per_entry_ = 0;  // 4 * L * H of the copy (0: none)
 };
 
 }  // namespace podkv
