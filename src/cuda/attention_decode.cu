@@ -649,8 +649,7 @@ template <int D, typename F>
 void with_decode_mma_stages(F&& f) {
   auto run = [&](auto kernel, int stages) {
     const size_t smem = static_cast<size_t>(kWarps) * stages * DecodeSlots<D>::kStageBytes;
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-               "cudaFuncSetAttribute(decode_mma_kernel)");
+    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "cudaFuncSetAttribute(decode_mma_kernel)");
     f(kernel, smem);
   };
   switch (decode_stages()) {
@@ -734,8 +733,7 @@ void launch_simt(const DeviceStep& step, const AttentionLaunch& launch, const fl
                   static_cast<unsigned>(splits));
   const size_t smem = 2 * static_cast<size_t>(kWarps) * 32 * value_row_stride(step.entry_bytes);
   auto launch_kernel = [&](auto kernel) {
-    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
-               "cudaFuncSetAttribute(decode_kernel)");
+    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "cudaFuncSetAttribute(decode_kernel)");
     kernel<<<grid, kWarps * 32, smem, stream>>>(step, launch, q, splits, partials);
   };
   switch (static_cast<KvDType>(step.dtype)) {

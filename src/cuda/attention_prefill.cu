@@ -220,8 +220,8 @@ template <int D, int kGroups>
 void launch_shared(int64_t num_tiles, int head_blocks, cudaStream_t stream, const DeviceStep& step,
                    const AttentionLaunch& launch, const float* q, const int32_t* tiles, bool uniform) {
   const int smem = 2 * 2 * kSmemTileKeys * (D / 8) * 16;
-  check_cuda(cudaFuncSetAttribute(prefill_shared_kernel<D, kGroups>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-             "cudaFuncSetAttribute(prefill_shared_kernel)");
+  allow_dynamic_smem(reinterpret_cast<const void*>(prefill_shared_kernel<D, kGroups>), smem,
+                     "cudaFuncSetAttribute(prefill_shared_kernel)");
   const dim3 grid(static_cast<unsigned>(num_tiles * (2 / kGroups)), static_cast<unsigned>(head_blocks));
   prefill_shared_kernel<D, kGroups><<<grid, kGroups * kWarps * 32, smem, stream>>>(step, launch, q, tiles, uniform);
 }

@@ -7,7 +7,10 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
+#include <map>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "util/error.h"
 
@@ -25,6 +28,21 @@ inline void check_cublas(cublasStatus_t s, const char* call) {
 
 // After a kernel launch: a bad configuration shows here, a fault at the next synchronising call.
 inline void check_launch(const char* kernel) { check_cuda(cudaGetLastError(), kernel); }
+
+// Lets `kernel` take `bytes` of dynamic shared memory (cudaFuncAttributeMaxDynamicSharedMemorySize) on
+// the current device. The attribute stays set, so it is asked only when more is needed than before:
+// kernels launched on every decode step would otherwise pay the call (about 1 us) per launch.
+inline void allow_dynamic_smem(const void* kernel, size_t bytes, const char* what) {
+  static std::mutex mutex;
+  static std::map<std::pair<int, const void*>, size_t> allowed;
+  int device = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  const std::lock_guard<std::mutex> lock(mutex);
+  size_t& now = allowed[{device, kernel}];
+  if (bytes <= now) return;
+  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)), what);
+  now = bytes;
+}
 
 // cudaMalloc that throws Error naming `what`, the size and the free memory.
 inline void* device_alloc(size_t bytes, const char* what) {

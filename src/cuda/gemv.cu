@@ -139,24 +139,34 @@ __device__ __forceinline__ void last_block_rms_norm(const float* y, int64_t n, c
 // x once for all of them (x is float32: twice W's bytes per element, so one x
 // load per feature is as much L1 traffic as the weights); each lane loads U
 // 16-byte chunks of every row before it multiplies, so that U * R loads are in
-// flight. Per lane the chunks k, k + 32, ... are summed in the order
-// gemv_bf16x8_kernel sums them: the same float32 result.
+// flight. Where the outputs give too few warps to keep the memory busy (Llama-3-8B's
+// o and down projections: 2048 warps, 15 per SM, 2.5-3.0 TB/s in Nsight Compute), S warps
+// of a block share the R features, each summing one slice of the inputs (chunks
+// [slice * span, slice * span + span), span a multiple of 32 chunks), and the block adds
+// the S sums in slice order (deterministic; the result depends on S and `in` alone, so
+// the fused and unfused launches of one shape agree exactly). Per lane and slice the
+// chunks k, k + 32, ... are summed in order; with S = 1 that is gemv_bf16x8_kernel's
+// order, the same float32 result.
 //  - kSwiglu (R = 2): W is SwiGLU's stacked [gate | up] projection, out = 2 * inter rows; warp j takes
 //    rows j and inter + j and writes y[j] = silu(gate_j) * up_j, the product silu_mul_rows forms from
 //    the same two sums: the launch that would follow is folded into this one.
 //  - kResidualNorm: y[o] = y[o] + sum (add_rms_norm's float32 add), then NormAfter.
 template <int R, int U, Epilogue E = Epilogue::kPlain>
 __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in, const float* x, float* y,
-                                     const float* bias, NormAfter norm) {
+                                     const float* bias, NormAfter norm, int slices) {
   constexpr bool kSwiglu = E == Epilogue::kSwiglu;
   static_assert(!kSwiglu || R == 2, "the SwiGLU epilogue pairs two rows");
-  const int lane = threadIdx.x % 32;
-  const int64_t warp = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
+  __shared__ float partial[kWarps][R];  // slices > 1: each warp's R sums
+  const int lane = threadIdx.x % 32, warp_in_block = threadIdx.x / 32;
+  const int slice = warp_in_block % slices;
+  const int64_t warp = static_cast<int64_t>(blockIdx.x) * (kWarps / slices) + warp_in_block / slices;
   const int64_t half = out / 2;
   const int64_t o0 = kSwiglu ? warp : warp * R;
   const bool active = o0 < (kSwiglu ? half : out);
-  // Warps past the end return, except where the block still meets at last_block_rms_norm's barriers.
-  if (E != Epilogue::kResidualNorm && !active) return;
+  // Warps past the end return, except where the block still meets at a barrier (the slices' sums,
+  // last_block_rms_norm's).
+  if (E != Epilogue::kResidualNorm && slices == 1 && !active) return;
+  float acc[R] = {};
   if (active) {
     const uint4* row[R];
 #pragma unroll
@@ -165,12 +175,13 @@ __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in,
       row[j] = reinterpret_cast<const uint4*>(w + o * in);
     }
     const float4* x4 = reinterpret_cast<const float4*>(x);
-    float acc[R] = {};
     const int64_t n8 = in / 8;
+    const int64_t span = slices == 1 ? n8 : (n8 + 32 * slices - 1) / (32 * slices) * 32;
+    const int64_t k_end = min(n8, span * (slice + 1));
     // Whole groups of U chunks with unconditional loads (all issued before the first product), then
     // the rest one chunk at a time.
-    int64_t k0 = lane;
-    for (; k0 + 32 * (U - 1) < n8; k0 += 32 * U) {
+    int64_t k0 = span * slice + lane;
+    for (; k0 + 32 * (U - 1) < k_end; k0 += 32 * U) {
       uint4 wv[R][U];
       float4 xa[U], xb[U];
 #pragma unroll
@@ -185,22 +196,36 @@ __global__ void gemv_bf16_row_kernel(const uint16_t* w, int64_t out, int64_t in,
 #pragma unroll
         for (int j = 0; j < R; ++j) acc[j] += dot8(wv[j][u], xa[u], xb[u]);
     }
-    for (; k0 < n8; k0 += 32) {
+    for (; k0 < k_end; k0 += 32) {
       const float4 a = __ldg(x4 + 2 * k0), b = __ldg(x4 + 2 * k0 + 1);
 #pragma unroll
       for (int j = 0; j < R; ++j) acc[j] += dot8(__ldg(row[j] + k0), a, b);
     }
+#pragma unroll
+    for (int j = 0; j < R; ++j) acc[j] = warp_sum(acc[j]);
+  }
+  if (slices > 1) {
+    if (lane == 0)
+#pragma unroll
+      for (int j = 0; j < R; ++j) partial[warp_in_block][j] = acc[j];
+    __syncthreads();
+    const int first = warp_in_block - slice;
+#pragma unroll
+    for (int j = 0; j < R; ++j) {
+      float t = partial[first][j];
+      for (int i = 1; i < slices; ++i) t += partial[first + i][j];
+      acc[j] = t;
+    }
+  }
+  if (active && slice == 0 && lane == 0) {
     if constexpr (kSwiglu) {
-      const float g = warp_sum(acc[0]), u = warp_sum(acc[R - 1]);
-      if (lane == 0) y[o0] = silu_mul_value(g, u);
+      y[o0] = silu_mul_value(acc[0], acc[R - 1]);
     } else {
 #pragma unroll
       for (int j = 0; j < R; ++j) {
-        const float s = warp_sum(acc[j]);
-        if (lane == 0 && o0 + j < out) {
-          if constexpr (E == Epilogue::kResidualNorm) y[o0 + j] = y[o0 + j] + s;
-          else y[o0 + j] = s + (bias != nullptr ? bias[o0 + j] : 0.0f);
-        }
+        if (o0 + j >= out) continue;
+        if constexpr (E == Epilogue::kResidualNorm) y[o0 + j] = y[o0 + j] + acc[j];
+        else y[o0 + j] = acc[j] + (bias != nullptr ? bias[o0 + j] : 0.0f);
       }
     }
   }
@@ -232,17 +257,53 @@ RowVariant row_variant() {
   return v;
 }
 
+// The slices per output warp of gemv_bf16_row_kernel: the largest power of two up to kWarps that
+// keeps the warps within one wave (`resident` warps on the whole GPU), each lane's slice at least U
+// chunks long. PODKV_CUDA_GEMV_SLICES=N (1, 2, 4 or 8) sets it wherever the inputs allow (1: the
+// kernel without slices), for tuning; read once.
+int row_slices(int64_t output_warps, int64_t in, int u, int64_t resident) {
+  static const int forced = [] {
+    const char* s = std::getenv("PODKV_CUDA_GEMV_SLICES");
+    const int v = s != nullptr ? std::atoi(s) : 0;
+    return v == 1 || v == 2 || v == 4 || v == 8 ? v : 0;
+  }();
+  const int64_t n8 = in / 8;
+  int slices = 1;
+  while (slices < kWarps && n8 / (2 * slices) >= 32 * u &&
+         (forced != 0 ? 2 * slices <= forced : output_warps * 2 * slices <= resident))
+    slices *= 2;
+  return slices;
+}
+
+template <int R, int U, Epilogue E>
+void launch_row_kernel_u(const uint16_t* w, int64_t out, int64_t in, const float* x, float* y, const float* bias,
+                         cudaStream_t stream, NormAfter norm) {
+  auto* kernel = gemv_bf16_row_kernel<R, U, E>;
+  // Warps of this kernel resident on the whole GPU at once (its registers decide), asked once.
+  static const int64_t resident = [kernel] {
+    int device = 0, sms = 0, blocks = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kWarps * 32, 0) != cudaSuccess)
+      return static_cast<int64_t>(0);
+    return static_cast<int64_t>(sms) * blocks * kWarps;
+  }();
+  const int64_t warps = E == Epilogue::kSwiglu ? out / 2 : (out + R - 1) / R;
+  const int slices = row_slices(warps, in, U, resident);
+  const int64_t per_block = kWarps / slices;
+  const unsigned blocks = static_cast<unsigned>((warps + per_block - 1) / per_block);
+  kernel<<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias, norm, slices);
+  check_launch("gemv_bf16_row_kernel");
+}
+
 template <int R, Epilogue E = Epilogue::kPlain>
 void launch_row_kernel(int u, const uint16_t* w, int64_t out, int64_t in, const float* x, float* y, const float* bias,
                        cudaStream_t stream, NormAfter norm = {}) {
-  const int64_t warps = E == Epilogue::kSwiglu ? out / 2 : (out + R - 1) / R;
-  const unsigned blocks = static_cast<unsigned>((warps + kWarps - 1) / kWarps);
   switch (u) {
-    case 2: gemv_bf16_row_kernel<R, 2, E><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias, norm); break;
-    case 4: gemv_bf16_row_kernel<R, 4, E><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias, norm); break;
-    default: gemv_bf16_row_kernel<R, 8, E><<<blocks, kWarps * 32, 0, stream>>>(w, out, in, x, y, bias, norm); break;
+    case 2: launch_row_kernel_u<R, 2, E>(w, out, in, x, y, bias, stream, norm); break;
+    case 4: launch_row_kernel_u<R, 4, E>(w, out, in, x, y, bias, stream, norm); break;
+    default: launch_row_kernel_u<R, 8, E>(w, out, in, x, y, bias, stream, norm); break;
   }
-  check_launch("gemv_bf16_row_kernel");
 }
 
 __global__ void gemv_any_kernel(DType dtype, const uint8_t* w, size_t row_bytes, int64_t out, int64_t in,

@@ -16,16 +16,30 @@ __device__ __forceinline__ DeviceStream stream_of(const DeviceStep& s, int b, in
   return DeviceStream{s.page_indices + s.page_indptr[i], s.page_indptr[i + 1] - s.page_indptr[i]};
 }
 
-// Entry i (position or slot), or null where the stream holds no page for it.
+// Entry i (position or slot) in two halves, so that a kernel can read the page table early and use
+// the answer later (its latency hidden behind other work): the page (-1: none) and the slot in it.
 // Positions and page sizes fit in 32 bits: the division is a 32-bit one (a 64-bit division is a
 // long software sequence on the GPU, and kernels look up several entries per key tile).
-__device__ __forceinline__ uint8_t* entry_at(const DeviceStep& s, const DeviceStream& st, int64_t i) {
-  if (i < 0) return nullptr;
+struct EntryRef {
+  int32_t page = -1;
+  uint32_t slot = 0;
+};
+__device__ __forceinline__ EntryRef entry_ref(const DeviceStep& s, const DeviceStream& st, int64_t i) {
+  EntryRef r;
+  if (i < 0) return r;
   const uint32_t n = static_cast<uint32_t>(i), per_page = static_cast<uint32_t>(s.page_tokens);
   const uint32_t logical = n / per_page;
-  const int32_t page = logical < st.num_pages ? st.pages[logical] : -1;
-  if (page < 0) return nullptr;
-  return s.pool + page * s.page_bytes + static_cast<int64_t>(n - logical * per_page) * s.entry_bytes;
+  r.slot = n - logical * per_page;
+  if (logical < st.num_pages) r.page = st.pages[logical];
+  return r;
+}
+__device__ __forceinline__ uint8_t* entry_address(const DeviceStep& s, EntryRef r) {
+  return r.page < 0 ? nullptr : s.pool + r.page * s.page_bytes + static_cast<int64_t>(r.slot) * s.entry_bytes;
+}
+
+// Entry i (position or slot), or null where the stream holds no page for it.
+__device__ __forceinline__ uint8_t* entry_at(const DeviceStep& s, const DeviceStream& st, int64_t i) {
+  return entry_address(s, entry_ref(s, st, i));
 }
 
 }  // namespace podkv::cuda

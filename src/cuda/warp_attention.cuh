@@ -164,43 +164,59 @@ struct WarpAttention {
   __device__ __forceinline__ void softmax(float (&x)[NB][4], uint32_t distant) {
     static_assert(NB <= 8, "at most 64 keys per update (32 distant bits)");
     constexpr uint32_t kAll = NB == 8 ? 0xffffffffu : (1u << (4 * NB)) - 1u;
-    float correction[2];
+    // Rows g and g + 8 side by side, each step of both before the next (two independent chains in
+    // one basic block: the class test is the tile's, not the row's, so no branch splits them).
+    float v[2][2 * NB];
+#pragma unroll
+    for (int r = 0; r < 2; ++r)
+#pragma unroll
+      for (int n = 0; n < NB; ++n) v[r][2 * n] = x[n][2 * r], v[r][2 * n + 1] = x[n][2 * r + 1];
+    float mx[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) mx[r] = pairwise<2 * NB>(v[r], [](float a, float b) { return fmaxf(a, b); });
+#pragma unroll
+    for (int r = 0; r < 2; ++r) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+#pragma unroll
+    for (int r = 0; r < 2; ++r) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    float correction[2], m_use[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      float v[2 * NB];
-#pragma unroll
-      for (int n = 0; n < NB; ++n) v[2 * n] = x[n][2 * r], v[2 * n + 1] = x[n][2 * r + 1];
-      float mx = pairwise<2 * NB>(v, [](float a, float b) { return fmaxf(a, b); });
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float m_new = fmaxf(m[r], mx);
+      const float m_new = fmaxf(m[r], mx[r]);
       // With every score so far masked (m_new = -inf), 0 keeps 2^(x - m) = 0 and the correction
       // (of zero sums and outputs) finite.
-      const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-      correction[r] = m_new == m[r] ? 1.0f : fast_exp2(m[r] - m_use);
-      float add_p = 0.0f, add_d = 0.0f;
+      m_use[r] = m_new == -INFINITY ? 0.0f : m_new;
+      correction[r] = m_new == m[r] ? 1.0f : fast_exp2(m[r] - m_use[r]);
+      m[r] = m_new;
+    }
+#pragma unroll
+    for (int n = 0; n < NB; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) x[n][e] = fast_exp2(x[n][e] - m_use[e / 2]);
+    float add_p[2] = {0.0f, 0.0f}, add_d[2] = {0.0f, 0.0f};
+    // The masses by class: most tiles are of one class, where the bit tests are skipped.
+    if ((distant & kAll) == 0u || (distant & kAll) == kAll) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r)
+#pragma unroll
+        for (int n = 0; n < NB; ++n) v[r][2 * n] = x[n][2 * r], v[r][2 * n + 1] = x[n][2 * r + 1];
+      float sum[2];
+#pragma unroll
+      for (int r = 0; r < 2; ++r) sum[r] = pairwise<2 * NB>(v[r], [](float a, float b) { return a + b; });
+#pragma unroll
+      for (int r = 0; r < 2; ++r) ((distant & kAll) == 0u ? add_p[r] : add_d[r]) = sum[r];
+    } else {
 #pragma unroll
       for (int n = 0; n < NB; ++n)
 #pragma unroll
-        for (int e = 2 * r; e < 2 * r + 2; ++e) x[n][e] = fast_exp2(x[n][e] - m_use);
-      // The masses by class: most tiles are of one class, where the bit tests are skipped.
-      if ((distant & kAll) == 0u || (distant & kAll) == kAll) {
+        for (int e = 0; e < 4; ++e) {
+          if (distant >> (4 * n + e) & 1u) add_d[e / 2] += x[n][e];
+          else add_p[e / 2] += x[n][e];
+        }
+    }
 #pragma unroll
-        for (int n = 0; n < NB; ++n) v[2 * n] = x[n][2 * r], v[2 * n + 1] = x[n][2 * r + 1];
-        const float sum = pairwise<2 * NB>(v, [](float a, float b) { return a + b; });
-        ((distant & kAll) == 0u ? add_p : add_d) = sum;
-      } else {
-#pragma unroll
-        for (int n = 0; n < NB; ++n)
-#pragma unroll
-          for (int e = 2 * r; e < 2 * r + 2; ++e) {
-            if (distant >> (4 * n + e) & 1u) add_d += x[n][e];
-            else add_p += x[n][e];
-          }
-      }
-      sum_p[r] = sum_p[r] * correction[r] + add_p;
-      sum_d[r] = sum_d[r] * correction[r] + add_d;
-      m[r] = m_new;
+    for (int r = 0; r < 2; ++r) {
+      sum_p[r] = sum_p[r] * correction[r] + add_p[r];
+      sum_d[r] = sum_d[r] * correction[r] + add_d[r];
     }
     if (__any_sync(0xffffffffu, correction[0] != 1.0f || correction[1] != 1.0f)) {
 #pragma unroll

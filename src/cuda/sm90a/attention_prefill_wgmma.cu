@@ -6,7 +6,7 @@
 // the 16 rows of one half of a tile-list entry (PODKV_CUDA_PREFILL=1,U: one warpgroup per block,
 // 0.93x at 32K tokens on the H200). For the wgmma a warpgroup's 64 "rows" are those
 // 4 heads x 16 positions: warp w's A fragments are its head's Q. Per 64-key tile, copied once per
-// block into shared memory (cp.async, two tiles ahead, three stages, 128-byte swizzle):
+// block into shared memory (cp.async, two tiles ahead, 3 or 4 stages, 128-byte swizzle):
 //   S[64 x 64]  = Q Kᵀ    D/16 wgmma m64n64k16, A = Q from registers, B = the key tile (K-major)
 //   masks and the online softmax per warp (PrefillWarp::weights, as the mma.sync kernels)
 //   O[64 x D]  += P V     4 wgmma m64n128k16, A = P (bf16) from registers, B = the value tile
@@ -34,18 +34,32 @@ struct WgmmaTile {
   static constexpr int kColumnBlockBytes = kSmemTileKeys * 128;
   static constexpr int kKindBytes = kSmemTileKeys * D * 2;
   static constexpr int kStageBytes = 2 * kKindBytes;
+  static constexpr int kChunks = D / 8;  // 16-byte chunks per row
   // Byte offset of 16-byte chunk ch (head elements 8 ch .. 8 ch + 7) of row r in a kind's tile.
   static __device__ __forceinline__ int offset(int r, int ch) {
     return (ch / 8) * kColumnBlockBytes + r * 128 + (((ch % 8) ^ (r % 8)) << 4);
   }
 };
 
+// Where a tile row has no entry (past the last key, or no page), its copy reads zeros from here
+// instead (device globals start zeroed, and nothing writes this one): every copy is then a whole
+// 16 bytes from a valid address, with no test per copy.
+__device__ __align__(128) uint8_t zero_entry[WgmmaTile<128>::kChunks * 16];
+
+// Stages of shared memory: four with two warpgroups per block (one block per SM), so that a tile's
+// O += P V can still run while the next tiles are copied (its wait is deferred to the next tile's
+// S = Q Kᵀ); three with one warpgroup per block (two blocks per SM), which waits for it at once.
+template <int kGroups>
+constexpr int kWgmmaStages = kGroups == 2 ? 4 : 3;
+
 template <int D, int kGroups>
 __global__ void __launch_bounds__(kGroups * kWarps * 32, 2 / kGroups)
     prefill_wgmma_kernel(DeviceStep s, AttentionLaunch a, const float* q, const int32_t* tiles, bool uniform) {
   static_assert(D == 128, "head_dim 128 only: see prefill_wgmma_fits");
   using Tile = WgmmaTile<D>;
-  constexpr int kThreads = kGroups * kWarps * 32, kChunks = D / 8;
+  constexpr int kStages = kWgmmaStages<kGroups>;
+  constexpr bool kDeferPv = kStages == 4;
+  constexpr int kThreads = kGroups * kWarps * 32, kChunks = Tile::kChunks;
   extern __shared__ uint8_t wgmma_smem_raw[];
   __shared__ const uint8_t* row_ptr[2][2 * kSmemTileKeys];  // two tiles' key and value entries
   // The swizzle pattern repeats every 1024 bytes of the address: the tiles start on such a boundary.
@@ -67,54 +81,75 @@ __global__ void __launch_bounds__(kGroups * kWarps * 32, 2 / kGroups)
   using Cursor = TileCursor;
   // The pipeline looks three tiles ahead, past the last one too (where the cursor stays).
   auto advance = [&](Cursor c) { return next_tile<true>(c, block_span, pw.one_pass, passes, kSmemTileKeys); };
-  // The entries of tile c: thread t < 128 looks up row t % 64 of the keys (t < 64) or the values
-  // (null past `last`, where no page holds it, or when there is no tile c).
-  auto entry_of = [&](const Cursor& c) -> const uint8_t* {
+  // Thread t < 128 looks up row t % 64 of the keys (t < 64) or the values of each tile: its two
+  // streams (one per pass) once, here.
+  const int lookup_kind = threadIdx.x < kSmemTileKeys ? podkv::kKeys : podkv::kValues;
+  DeviceStream own_stream, distant_stream;  // passes 0 and 1
+  if (threadIdx.x < 2 * kSmemTileKeys) {
+    own_stream = pw.stream(0, lookup_kind);
+    if (passes > 1) distant_stream = pw.stream(1, lookup_kind);
+  }
+  // The entry of this thread's row of tile c (none past `last`, where no page holds it, or when there
+  // is no tile c): the page-table read now, the address (entry_address) when it is stored.
+  auto entry_of = [&](const Cursor& c) -> EntryRef {
     const int t = threadIdx.x;
     const int32_t j = c.k0 + t % kSmemTileKeys;
-    if (t >= 2 * kSmemTileKeys || c.pass >= passes || j > last) return nullptr;
-    return entry_at(s, pw.stream(c.pass, t < kSmemTileKeys ? podkv::kKeys : podkv::kValues), j);
+    if (t >= 2 * kSmemTileKeys || c.pass >= passes || j > last) return EntryRef{};
+    DeviceStream st;
+    st.pages = c.pass == 0 ? own_stream.pages : distant_stream.pages;
+    st.num_pages = c.pass == 0 ? own_stream.num_pages : distant_stream.num_pages;
+    return entry_ref(s, st, j);
+  };
+  // What row_ptr holds for an entry: its address, or zero_entry where there is none.
+  auto row_source = [&](const EntryRef& e) -> const uint8_t* {
+    const uint8_t* p = entry_address(s, e);
+    return p != nullptr ? p : zero_entry;
   };
   // Queues the copy of the tile whose entries are in row_ptr[slot] into `stage` (every thread).
   // Thread t copies chunk t % kChunks of rows t / kChunks + i kRowsPerPass: its swizzled column
   // is the same in every pass (kRowsPerPass is a multiple of 8), the rest is a constant offset.
+  // The row addresses are all read before the first copy (one shared-memory latency, not eight).
   constexpr int kRowsPerPass = kThreads / kChunks, kPasses = 2 * kSmemTileKeys / kRowsPerPass;
   static_assert(kRowsPerPass % 8 == 0 && kSmemTileKeys % kRowsPerPass == 0, "passes of whole swizzle atoms");
   const int chunk = threadIdx.x % kChunks, row0 = threadIdx.x / kChunks;
   const int chunk_offset = Tile::offset(row0, chunk);
   auto copy_tile = [&](int slot, int stage) {
     uint8_t* base = kind_tile(stage, 0) + chunk_offset;
+    const uint8_t* src[kPasses];
+#pragma unroll
+    for (int i = 0; i < kPasses; ++i) src[i] = row_ptr[slot][row0 + i * kRowsPerPass];
 #pragma unroll
     for (int i = 0; i < kPasses; ++i) {
       const int row = i * kRowsPerPass;  // + row0: keys (rows < 64), then values
-      const uint8_t* src = row_ptr[slot][row0 + row];
-      cp_async16(base + (row / kSmemTileKeys) * Tile::kKindBytes + (row % kSmemTileKeys) * 128,
-                 src != nullptr ? src + 16 * chunk : s.pool, src != nullptr);
+      cp_async16(base + (row / kSmemTileKeys) * Tile::kKindBytes + (row % kSmemTileKeys) * 128, src[i] + 16 * chunk, true);
     }
     cp_async_commit();  // a group per tile, empty past the last: the waits below count tiles
   };
 
-  // A pipeline of three stages: while tile j is multiplied, tiles j + 1 and j + 2 are being copied
+  // A pipeline of kStages stages: while tile j is multiplied, tiles j + 1 and j + 2 are being copied
   // and tile j + 3's entries looked up, so one barrier per tile suffices and neither the page-table
   // reads nor the copies wait on the tensor cores.
   Cursor cur = advance(Cursor{0, -kSmemTileKeys});
   Cursor ahead[3] = {advance(cur), {}, {}};  // tiles j + 1, j + 2, j + 3
   ahead[1] = advance(ahead[0]);
   ahead[2] = advance(ahead[1]);
-  if (threadIdx.x < 2 * kSmemTileKeys) row_ptr[0][threadIdx.x] = entry_of(cur);
-  if (threadIdx.x < 2 * kSmemTileKeys) row_ptr[1][threadIdx.x] = entry_of(ahead[0]);
+  if (threadIdx.x < 2 * kSmemTileKeys) row_ptr[0][threadIdx.x] = row_source(entry_of(cur));
+  if (threadIdx.x < 2 * kSmemTileKeys) row_ptr[1][threadIdx.x] = row_source(entry_of(ahead[0]));
   __syncthreads();
   copy_tile(0, 0);
   copy_tile(1, 1);
   __syncthreads();  // both slots read: they take tiles j + 2 and j + 3 next
-  if (threadIdx.x < 2 * kSmemTileKeys) row_ptr[0][threadIdx.x] = entry_of(ahead[1]);
+  if (threadIdx.x < 2 * kSmemTileKeys) row_ptr[0][threadIdx.x] = row_source(entry_of(ahead[1]));
   int stage = 0, slot = 0;  // tile j's stage; row_ptr[slot]: tile j + 2's entries
   for (int j = 0; cur.pass < passes; ++j) {
     cp_async_wait<1>();   // this thread's copies of tile j have landed
     fence_proxy_async();  // visible to the tensor cores
-    __syncthreads();      // everyone's: tile j complete, tile j - 1's stage free, tile j + 2's entries written
-    copy_tile(slot, (stage + 2) % 3);
-    const uint8_t* next_entry = entry_of(ahead[2]);  // in flight during the products
+    // Everyone's: tile j complete, tile j + 2's entries written, and the stage tile j + 2 goes to
+    // free (tile j - 1's with three stages; with four, tile j - 2's, whose P V every warpgroup saw
+    // complete at tile j - 1's wait).
+    __syncthreads();
+    copy_tile(slot, (stage + 2) % kStages);
+    const EntryRef next_entry = entry_of(ahead[2]);  // in flight during the products
     // The same for the warpgroup's 4 warps (same rows, same KV head), as wgmma needs.
     if (rt.rows > 0 && pw.needed(cur.pass, cur.k0, kSmemTileKeys)) {
       float x[8][4];
@@ -125,8 +160,9 @@ __global__ void __launch_bounds__(kGroups * kWarps * 32, 2 / kGroups)
         wgmma_m64n64k16<0>(x, w.qa[0][k], offset_descriptor(keys, (k / 4) * Tile::kColumnBlockBytes + (k % 4) * 32),
                            k > 0);
       wgmma_commit();
-      wgmma_wait<0>();
+      wgmma_wait<0>();  // S, and the previous tile's P V before it
       fence_operands(x);
+      fence_operands(w.o);
       pw.weights(x, cur.k0, cur.pass, uniform);
       uint32_t p[4][4];  // P as A fragments: keys 16 u .. 16 u + 15
 #pragma unroll
@@ -143,24 +179,28 @@ __global__ void __launch_bounds__(kGroups * kWarps * 32, 2 / kGroups)
 #pragma unroll
       for (int u = 0; u < 4; ++u) wgmma_m64n128k16<1>(w.o, p[u], offset_descriptor(values, u * 2048), true);
       wgmma_commit();
-      wgmma_wait<0>();
+      if constexpr (!kDeferPv) wgmma_wait<0>();
+      fence_operands(w.o);
+    } else if constexpr (kDeferPv) {
+      wgmma_wait<0>();  // the previous tile's P V, before the next barrier frees its stage
       fence_operands(w.o);
     }
-    if (threadIdx.x < 2 * kSmemTileKeys) row_ptr[slot ^ 1][threadIdx.x] = next_entry;  // read at tile j + 1
+    if (threadIdx.x < 2 * kSmemTileKeys) row_ptr[slot ^ 1][threadIdx.x] = row_source(next_entry);  // read at tile j + 1
     cur = ahead[0], ahead[0] = ahead[1], ahead[1] = ahead[2], ahead[2] = advance(ahead[2]);
-    stage = (stage + 1) % 3, slot ^= 1;
+    stage = (stage + 1) % kStages, slot ^= 1;
   }
-  cp_async_wait<0>();  // the copies past the last tile (zeros) end before the block does
+  wgmma_wait<0>();      // the last P V
+  fence_operands(w.o);
+  cp_async_wait<0>();   // the copies past the last tile (zeros) end before the block does
   if (rt.rows > 0) pw.write();
 }
 
 template <int D, int kGroups>
 void launch_wgmma(int64_t num_tiles, int head_blocks, cudaStream_t stream, const DeviceStep& step,
                   const AttentionLaunch& launch, const float* q, const int32_t* tiles, bool uniform) {
-  const int smem = 3 * WgmmaTile<D>::kStageBytes + 1024;  // three stages, and room to align them
+  const int smem = kWgmmaStages<kGroups> * WgmmaTile<D>::kStageBytes + 1024;  // the stages, and room to align them
   auto* kernel = prefill_wgmma_kernel<D, kGroups>;
-  check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-             "cudaFuncSetAttribute(prefill_wgmma_kernel)");
+  allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "cudaFuncSetAttribute(prefill_wgmma_kernel)");
   // One warpgroup per block: two blocks per multiprocessor, which needs the largest shared-memory carveout.
   if (kGroups == 1)
     check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, 100),

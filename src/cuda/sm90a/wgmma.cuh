@@ -25,8 +25,13 @@ __device__ __forceinline__ uint64_t smem_descriptor(const void* tile, uint32_t l
          (static_cast<uint64_t>(stride >> 4) << 32) | (1ull << 62);  // 62-63: 1 = 128-byte swizzle
 }
 
-// The descriptor of the same tile `bytes` further on (the address field is its low 14 bits).
-__device__ __forceinline__ uint64_t offset_descriptor(uint64_t descriptor, uint32_t bytes) { return descriptor + (bytes >> 4); }
+// The descriptor of the same tile `bytes` further on (the address field is its low 14 bits, and
+// shared addresses stay below 2^18, so the add never carries out of the low word: a 32-bit add, the
+// high word untouched, saves the carry chain the kernels would otherwise pay per wgmma).
+__device__ __forceinline__ uint64_t offset_descriptor(uint64_t descriptor, uint32_t bytes) {
+  const uint32_t lo = static_cast<uint32_t>(descriptor) + (bytes >> 4);
+  return (descriptor & 0xffffffff00000000ull) | lo;
+}
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
