@@ -150,6 +150,20 @@ TEST_F(Cli, GreedyGenerateMatchesTransformers) {
   EXPECT_EQ(j.at("generated_ids").get<std::vector<int64_t>>(), expected);
 }
 
+// The prompt fed in chunks of 5 tokens (--prefill-chunk): the same greedy ids as transformers.
+TEST_F(Cli, GreedyGenerateInSmallPrefillChunksMatchesTransformers) {
+  auto ref = safetensors::File::open((kModel / "reference.safetensors").string());
+  const auto prompt = int_tensor(ref, "greedy_prompt");
+  const auto expected = int_tensor(ref, "greedy_ids");
+  ASSERT_GT(prompt.size(), 5u);
+  const CliResult r = run({"generate", "-m", kModel.string(), "--ids", join(prompt), "-n", "30", "--temperature", "0",
+                           "--ignore-eos", "--json", "--prefill-chunk", "5"});
+  expect_ok(r);
+  nlohmann::json j;
+  ASSERT_NO_THROW(j = nlohmann::json::parse(r.out)) << r;
+  EXPECT_EQ(j.at("generated_ids").get<std::vector<int64_t>>(), expected);
+}
+
 TEST_F(Cli, GeneratePlainPrintsIds) {
   // Without a tokenizer, plain output is the generated ids; the timing line goes to stderr.
   const CliResult r = run({"generate", "-m", kModel.string(), "--ids", "1,5,9", "-n", "3", "--ignore-eos"});

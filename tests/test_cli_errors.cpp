@@ -265,5 +265,14 @@ TEST_F(CliErrors, BenchZeroRepetitions) {
   expect_error(run({"bench", "-m", (kFixtures / "llama_gqa").string(), "-r", "0"}), {"-r"});
 }
 
+TEST_F(CliErrors, NegativePrefillChunk) {
+  const fs::path model = kFixtures / "llama_gqa";
+  expect_error(run(gen(model, {"--ids", "1,2", "--prefill-chunk", "-4"})), {"--prefill-chunk", "-4"});
+  write_text(tmp_ / "p.jsonl", "{\"ids\": [1, 2]}\n");
+  expect_error(run(gen(model, {"--prompts", (tmp_ / "p.jsonl").string(), "--prefill-chunk", "-1"})),
+               {"--prefill-chunk", "-1"});
+  expect_error(run({"bench", "-m", model.string(), "-p", "8", "-n", "0", "--prefill-chunk", "-2"}), {"--prefill-chunk", "-2"});
+}
+
 }  // namespace
 }  // namespace podkv::clitest

@@ -222,8 +222,7 @@ void run(const BenchCommand& o) {
   setup.profile = o.profile;
   if (o.page_tokens < 1 || o.page_tokens > 4096) throw Error("--page-tokens: must be in 1..4096");
   setup.page_tokens = o.page_tokens;
-  if (o.prefill_chunk < 0) throw Error("--prefill-chunk: must be at least 1 (0: the device's default)");
-  setup.prefill_chunk = o.prefill_chunk > 0 ? o.prefill_chunk : o.device == "cpu" ? 256 : 4096;
+  setup.prefill_chunk = prefill_chunk_for(o.prefill_chunk, o.device);
   std::vector<std::string> profiles;  // --profile lines, printed after the table
   setup.synthetic_depth = o.device != "cpu";
   if (!o.kv_memory.empty()) setup.budget = parse_bytes(o.kv_memory, "--kv-memory");

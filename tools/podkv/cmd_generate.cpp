@@ -38,6 +38,7 @@ struct GenerateCommand {
   std::string device = "cpu";       // --device
   std::string cuda_weights = "bf16";
   int page_tokens = 0;                // --page-tokens (0: the device's default)
+  int64_t prefill_chunk = 0;          // --prefill-chunk (0: the device's default; --prompts: 256)
 };
 
 // The object `generate --json` prints (and each --prompts output line).
@@ -68,11 +69,14 @@ void run_prompts(GenerateCommand& o, const Model& model, const Tokenizer* tokeni
   std::vector<GenerateRequest> requests =
       read_prompts_file(o.prompts_file, tokenizer, c, o.gen, context, o.prompt.no_bos);
   const int page = page_tokens_for(o.page_tokens, o.device);
-  auto cache = make_cache(layout, context, o.parallel, 256, dtype, page);
+  // Every running sequence may take a prompt chunk in one step: 256 unless asked, on either device.
+  const int64_t chunk = o.prefill_chunk == 0 ? prefill_chunk_for(0, "cpu") : prefill_chunk_for(o.prefill_chunk, o.device);
+  auto cache = make_cache(layout, context, o.parallel, chunk, dtype, page);
   if (!o.kv_memory.empty()) cache = std::make_unique<KvCache>(layout, parse_bytes(o.kv_memory, "--kv-memory"), page, dtype);
   auto backend = make_backend(o.device, model, o.cuda_weights);
   Runner runner(*backend, *cache);
   runner.set_tau(tau);
+  runner.set_chunk_size(chunk);
   Scheduler scheduler(runner, tokenizer, o.parallel);
   std::FILE* out = stdout;
   std::ofstream file;
@@ -154,10 +158,12 @@ void run(GenerateCommand& o) {
     throw Error("prompt of " + std::to_string(ids.size()) + " tokens is longer than the context (-c " +
                 std::to_string(context) + ")");
   o.gen.max_new_tokens = static_cast<int>(std::min<int64_t>(o.n, context - static_cast<int64_t>(ids.size())));
-  auto cache = make_cache(layout, context, 1, 256, dtype, page_tokens_for(o.page_tokens, o.device));
+  const int64_t chunk = prefill_chunk_for(o.prefill_chunk, o.device);
+  auto cache = make_cache(layout, context, 1, chunk, dtype, page_tokens_for(o.page_tokens, o.device));
   auto backend = make_backend(o.device, *model, o.cuda_weights);
   Runner runner(*backend, *cache);
   runner.set_tau(tau);
+  runner.set_chunk_size(chunk);
   const int seq = cache->add_sequence();
   std::function<void(const std::string&)> stream;
   if (!o.json) stream = [](const std::string& piece) { std::fwrite(piece.data(), 1, piece.size(), stdout); std::fflush(stdout); };
@@ -196,6 +202,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
   cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
   cmd->add_option("--page-tokens", o->page_tokens, "tokens per KV page (0: 16 on cpu, 64 on cuda)")->capture_default_str();
+  cmd->add_option("--prefill-chunk", o->prefill_chunk,
+                  "prompt tokens per forward step (0: 256 on cpu, 4096 on cuda; --prompts: 256 on both)")
+      ->capture_default_str();
   cmd->add_option("--temperature,--temp", o->gen.sampling.temperature, "sampling temperature, 0 = greedy")->capture_default_str();
   cmd->add_option("--top-k", o->gen.sampling.top_k, "keep the k most likely tokens, 0 = off")->capture_default_str();
   cmd->add_option("--top-p", o->gen.sampling.top_p, "nucleus sampling threshold, 1 = off")->capture_default_str();
