@@ -7,8 +7,8 @@
 // matmul_swiglu (SwiGLU's projection and product, one launch for a decode row)
 // against the matmul and silu_mul_rows it replaces and a double reference;
 // matmul_add_rms_norm (a projection into the residual stream and the next norm)
-// against the matmul and add_rms_norm it replaces; swiglu_matmul_add_rms_norm (prompt rows:
-// SwiGLU's product straight into the down GEMM's bf16 input) against the unfused prompt path.
+// against the matmul and add_rms_norm it replaces; the bf16 prompt path's staged GEMM inputs
+// against the float32 ops and a double reference.
 // Skips when built without CUDA or when no GPU is visible (CI).
 #include <gtest/gtest.h>
 
@@ -22,6 +22,7 @@
 #include "backend/cuda_backend_ops.h"
 #include "ops/elementwise.h"
 #include "util/dtype.h"
+#include "util/error.h"
 
 namespace podkv {
 namespace {
@@ -232,67 +233,155 @@ TEST(CudaFusedOps, MatmulAddRmsNormEqualsMatmulThenAddRmsNorm) {
     }
 }
 
-// Prompt rows of BF16 weights: SwiGLU's product from gu = [gate | up] straight into the down GEMM's
-// bf16 input (silu_mul_rows_bf16), then the residual add and the next norm; against silu_mul_rows,
-// matmul and add_rms_norm (the unfused path): x and the norm exactly, since the product is rounded
-// to bf16 as the GEMM's input was. inter 1376 and 64: the vector path (inter % 4 == 0); 30: the
-// scalar one; rows 9 (the fewest that take it) to 300.
-TEST(CudaFusedOps, SwigluMatmulAddRmsNormEqualsTheUnfusedPromptPath) {
+// The bf16 prompt path (prompt rows of BF16 weights, cuda_backend_ops.h) against the float32 ops it
+// replaces and a double reference. Shapes: out 512 x in 1376 at 9 rows (the fewest that take it) and
+// 300, 96 x 64 at 37, 40 x 30 at 17 (odd widths: the scalar SwiGLU path).
+//  - stage_rms_norm then matmul_staged (+ bias) equals rms_norm then matmul exactly: both round the
+//    same float32 norm to bf16 and run the same GEMM;
+//  - stage_rows then matmul_staged_add (x += inside the GEMM) equals matmul then add to float32
+//    rounding;
+//  - matmul_staged_bf16 is matmul's float32 result rounded to bf16 (within one bf16 step);
+//  - stage_swiglu from a bf16 gu then matmul_staged_add against a double reference from the same
+//    bf16 gu, the product rounded to bf16 as the kernel rounds it.
+struct StagedCase {
+  int64_t out, in, rows;
+};
+const StagedCase kStagedCases[] = {{512, 1376, 9}, {512, 1376, 300}, {96, 64, 37}, {40, 30, 17}};
+
+TEST(CudaFusedOps, StagedNormAndMatmulEqualTheFloat32Path) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
   CudaBackendOps ops;
   std::mt19937_64 rng(19);
   std::normal_distribution<float> normal(0.0f, 1.0f);
-  struct Case {
-    int64_t out, inter, rows;
-  };
-  for (const Case c : {Case{512, 1376, 9}, Case{512, 1376, 300}, Case{96, 64, 37}, Case{40, 30, 17}})
-    for (bool with_norm : {true, false}) {
-      std::vector<uint16_t> w(static_cast<size_t>(c.out * c.inter));
-      for (uint16_t& e : w) e = f32_to_bf16(normal(rng) * 0.1f);
-      std::vector<float> gu(static_cast<size_t>(c.rows * 2 * c.inter)), x(static_cast<size_t>(c.rows * c.out)),
-          g(c.out);
-      for (float& e : gu) e = normal(rng) * 2.0f;
-      for (float& e : x) e = normal(rng) * 4.0f;
-      for (float& e : g) e = normal(rng);
-      DeviceBuffer d_w(ops, w.size() * 2), d_gu(ops, gu.size() * 4), d_g(ops, g.size() * 4), d_up(ops, c.rows * c.inter * 4);
-      DeviceBuffer d_proj(ops, x.size() * 4), d_x1(ops, x.size() * 4), d_x2(ops, x.size() * 4);
-      DeviceBuffer d_n1(ops, x.size() * 4), d_n2(ops, x.size() * 4);
-      ops.upload(d_w.data(), w.data(), w.size() * 2);
-      ops.upload(d_gu.data(), gu.data(), gu.size() * 4);
-      ops.upload(d_g.data(), g.data(), g.size() * 4);
-      ops.upload(d_x1.data(), x.data(), x.size() * 4);
-      ops.upload(d_x2.data(), x.data(), x.size() * 4);
-      const WeightMatrix wm{DType::BF16, c.out, c.inter, d_w.data()};
-      const float* weight = with_norm ? d_g.as<float>() : nullptr;
-      const std::string what = "out " + std::to_string(c.out) + ", inter " + std::to_string(c.inter) + ", rows " +
-                               std::to_string(c.rows) + (with_norm ? "" : ", no norm");
-      ASSERT_TRUE(ops.prompt_swiglu_fuses(wm, c.rows)) << what;
-      ops.swiglu_matmul_add_rms_norm(wm, d_gu.as<float>(), c.rows, d_proj.as<float>(), d_x1.as<float>(), weight, 1e-5,
-                                     d_n1.as<float>());
-      ops.silu_mul_rows(d_gu.as<float>(), c.rows, c.inter, d_up.as<float>());
-      ops.matmul_add_rms_norm(wm, d_up.as<float>(), c.rows, d_proj.as<float>(), d_x2.as<float>(), weight, 1e-5,
-                              d_n2.as<float>());
-      std::vector<float> x1(x.size()), x2(x.size()), n1(x.size()), n2(x.size());
-      ops.download(x1.data(), d_x1.data(), x.size() * 4);
-      ops.download(x2.data(), d_x2.data(), x.size() * 4);
-      EXPECT_EQ(x1, x2) << "x, " << what;
-      if (!with_norm) continue;
-      ops.download(n1.data(), d_n1.data(), x.size() * 4);
-      ops.download(n2.data(), d_n2.data(), x.size() * 4);
-      EXPECT_EQ(n1, n2) << "norm, " << what;
+  for (const StagedCase c : kStagedCases) {
+    const std::string what = std::to_string(c.out) + " x " + std::to_string(c.in) + ", rows " + std::to_string(c.rows);
+    ASSERT_TRUE(ops.prompt_bf16_path(c.rows)) << what;
+    std::vector<uint16_t> w(static_cast<size_t>(c.out * c.in));
+    for (uint16_t& e : w) e = f32_to_bf16(normal(rng) * 0.1f);
+    std::vector<float> x(static_cast<size_t>(c.rows * c.in)), g(c.in), bias(c.out);
+    for (float& e : x) e = normal(rng) * 4.0f;
+    for (float& e : g) e = normal(rng);
+    for (float& e : bias) e = normal(rng);
+    DeviceBuffer d_w(ops, w.size() * 2), d_x(ops, x.size() * 4), d_g(ops, g.size() * 4), d_b(ops, bias.size() * 4);
+    DeviceBuffer d_xn(ops, x.size() * 4), d_y1(ops, c.rows * c.out * 4), d_y2(ops, c.rows * c.out * 4);
+    ops.upload(d_w.data(), w.data(), w.size() * 2);
+    ops.upload(d_x.data(), x.data(), x.size() * 4);
+    ops.upload(d_g.data(), g.data(), g.size() * 4);
+    ops.upload(d_b.data(), bias.data(), bias.size() * 4);
+    const WeightMatrix wm{DType::BF16, c.out, c.in, d_w.data()};
+    for (const float* b : {static_cast<const float*>(nullptr), static_cast<const float*>(d_b.as<float>())}) {
+      ops.stage_rms_norm(d_x.as<float>(), d_g.as<float>(), c.rows, c.in, 1e-5);
+      ops.matmul_staged(wm, c.rows, d_y1.as<float>(), b);
+      ops.rms_norm(d_x.as<float>(), d_g.as<float>(), c.rows, c.in, 1e-5, d_xn.as<float>());
+      ops.matmul(wm, d_xn.as<float>(), c.rows, d_y2.as<float>(), b);
+      std::vector<float> y1(static_cast<size_t>(c.rows * c.out)), y2(y1.size());
+      ops.download(y1.data(), d_y1.data(), y1.size() * 4);
+      ops.download(y2.data(), d_y2.data(), y2.size() * 4);
+      EXPECT_EQ(y1, y2) << what << (b != nullptr ? ", bias" : "");
     }
-  // Off, or decode rows, or float32 weights: it does not apply.
-  const WeightMatrix bf16{DType::BF16, 8, 8, nullptr}, f32{DType::F32, 8, 8, nullptr};
-  EXPECT_FALSE(ops.prompt_swiglu_fuses(bf16, 8));
-  EXPECT_FALSE(ops.prompt_swiglu_fuses(f32, 100));
-  ops.set_prompt_swiglu_fusion(false);
-  EXPECT_FALSE(ops.prompt_swiglu_fuses(bf16, 100));
+  }
+}
+
+TEST(CudaFusedOps, StagedMatmulAddAndBf16OutMatchTheFloat32Path) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  CudaBackendOps ops;
+  std::mt19937_64 rng(23);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const StagedCase c : kStagedCases) {
+    const std::string what = std::to_string(c.out) + " x " + std::to_string(c.in) + ", rows " + std::to_string(c.rows);
+    std::vector<uint16_t> w(static_cast<size_t>(c.out * c.in));
+    for (uint16_t& e : w) e = f32_to_bf16(normal(rng) * 0.1f);
+    std::vector<float> a(static_cast<size_t>(c.rows * c.in)), x(static_cast<size_t>(c.rows * c.out));
+    for (float& e : a) e = normal(rng);
+    for (float& e : x) e = normal(rng) * 4.0f;
+    DeviceBuffer d_w(ops, w.size() * 2), d_a(ops, a.size() * 4), d_x1(ops, x.size() * 4), d_x2(ops, x.size() * 4);
+    DeviceBuffer d_proj(ops, x.size() * 4), d_y16(ops, x.size() * 2);
+    ops.upload(d_w.data(), w.data(), w.size() * 2);
+    ops.upload(d_a.data(), a.data(), a.size() * 4);
+    ops.upload(d_x1.data(), x.data(), x.size() * 4);
+    ops.upload(d_x2.data(), x.data(), x.size() * 4);
+    const WeightMatrix wm{DType::BF16, c.out, c.in, d_w.data()};
+    ops.stage_rows(d_a.as<float>(), c.rows, c.in);
+    ops.matmul_staged_add(wm, c.rows, d_x1.as<float>());
+    ops.matmul_staged_bf16(wm, c.rows, static_cast<uint16_t*>(d_y16.data()));
+    ops.matmul(wm, d_a.as<float>(), c.rows, d_proj.as<float>(), nullptr);
+    ops.add(d_x2.as<float>(), d_proj.as<float>(), c.rows * c.out);
+    std::vector<float> x1(x.size()), x2(x.size()), proj(x.size());
+    std::vector<uint16_t> y16(x.size());
+    ops.download(x1.data(), d_x1.data(), x.size() * 4);
+    ops.download(x2.data(), d_x2.data(), x.size() * 4);
+    ops.download(proj.data(), d_proj.data(), x.size() * 4);
+    ops.download(y16.data(), d_y16.data(), x.size() * 2);
+    double worst_add = 0, worst_bf16 = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      worst_add = std::max(worst_add, std::fabs(static_cast<double>(x1[i]) - x2[i]) / std::max(1.0, std::fabs(static_cast<double>(x2[i]))));
+      // One bf16 step of the float32 result (2^-8 relative), plus the accumulation order's ulps.
+      worst_bf16 = std::max(worst_bf16, std::fabs(static_cast<double>(bf16_to_f32(y16[i])) - proj[i]) /
+                                            (std::fabs(proj[i]) * 0.00390625 + 1e-5));
+    }
+    EXPECT_LE(worst_add, 1e-6) << "x += o inside the GEMM, " << what;
+    EXPECT_LE(worst_bf16, 1.0) << "bf16 out, " << what;
+  }
+  // A staged GEMM whose input was not staged, or of another width: one line naming what is staged.
+  const WeightMatrix other{DType::BF16, 8, 7, nullptr};
+  try {
+    ops.matmul_staged(other, 17, nullptr, nullptr);
+    ADD_FAILURE() << "no error for an unstaged input";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no staged input of 17 x 7"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaFusedOps, StagedSwigluMatchesADoubleReference) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  CudaBackendOps ops;
+  std::mt19937_64 rng(29);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (const StagedCase c : kStagedCases) {
+    const int64_t inter = c.in;
+    const std::string what = std::to_string(c.out) + " x " + std::to_string(inter) + ", rows " + std::to_string(c.rows);
+    std::vector<uint16_t> w(static_cast<size_t>(c.out * inter)), gu(static_cast<size_t>(c.rows * 2 * inter));
+    for (uint16_t& e : w) e = f32_to_bf16(normal(rng) * 0.1f);
+    for (uint16_t& e : gu) e = f32_to_bf16(normal(rng) * 2.0f);
+    std::vector<float> x(static_cast<size_t>(c.rows * c.out));
+    for (float& e : x) e = normal(rng) * 4.0f;
+    DeviceBuffer d_w(ops, w.size() * 2), d_gu(ops, gu.size() * 2), d_x(ops, x.size() * 4);
+    ops.upload(d_w.data(), w.data(), w.size() * 2);
+    ops.upload(d_gu.data(), gu.data(), gu.size() * 2);
+    ops.upload(d_x.data(), x.data(), x.size() * 4);
+    const WeightMatrix wm{DType::BF16, c.out, inter, d_w.data()};
+    ops.stage_swiglu(static_cast<const uint16_t*>(d_gu.data()), c.rows, inter);
+    ops.matmul_staged_add(wm, c.rows, d_x.as<float>());
+    std::vector<float> got(x.size());
+    ops.download(got.data(), d_x.data(), x.size() * 4);
+    double worst = 0;
+    for (int64_t r = 0; r < c.rows; ++r) {
+      // The product in double, rounded to bf16 as the GEMM's input.
+      std::vector<double> p(static_cast<size_t>(inter));
+      for (int64_t k = 0; k < inter; ++k) {
+        const double gate = bf16_to_f32(gu[r * 2 * inter + k]), up = bf16_to_f32(gu[r * 2 * inter + inter + k]);
+        p[k] = bf16_to_f32(f32_to_bf16(static_cast<float>(gate / (1.0 + std::exp(-gate)) * up)));
+      }
+      for (int64_t o = 0; o < c.out; ++o) {
+        double sum = x[r * c.out + o], mass = std::fabs(x[r * c.out + o]);
+        for (int64_t k = 0; k < inter; ++k) {
+          const double t = bf16_to_f32(w[o * inter + k]) * p[k];
+          sum += t, mass += std::fabs(t);
+        }
+        // float32 accumulation, and a product whose float32 value rounds to the other bf16 neighbour.
+        worst = std::max(worst, std::fabs(got[r * c.out + o] - sum) / (mass * 1e-3));
+      }
+    }
+    EXPECT_LE(worst, 1.0) << what;
+  }
 }
 #else
 TEST(CudaFusedOps, SplitQkvRopeMatchesCpuSplitAndRope) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
-TEST(CudaFusedOps, SwigluMatmulAddRmsNormEqualsTheUnfusedPromptPath) {
+TEST(CudaFusedOps, StagedNormAndMatmulEqualTheFloat32Path) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
+TEST(CudaFusedOps, StagedMatmulAddAndBf16OutMatchTheFloat32Path) {
   GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)";
 }
+TEST(CudaFusedOps, StagedSwigluMatchesADoubleReference) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
 TEST(CudaFusedOps, AddRmsNormMatchesAddThenNorm) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
 TEST(CudaFusedOps, MatmulSwigluEqualsMatmulThenSiluMul) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
 TEST(CudaFusedOps, MatmulAddRmsNormEqualsMatmulThenAddRmsNorm) {

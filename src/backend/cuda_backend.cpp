@@ -36,6 +36,10 @@ CudaBackend::CudaBackend(const Model& model, CudaBackendOptions options) : model
     }
     layers_.push_back(l);
   }
+  all_bf16_ = std::all_of(layers_.begin(), layers_.end(), [](const Layer& l) {
+    return l.wqkv.dtype == DType::BF16 && l.wo.dtype == DType::BF16 && l.w_gate_up.dtype == DType::BF16 &&
+           l.w_down.dtype == DType::BF16;
+  });
   embedding_ = upload_matrix(model.embedding());
   // A tied LM head is the embedding: one copy on the device.
   const bool tied = model.has_weights() ? model.lm_head().data == model.embedding().data : c.tie_word_embeddings;
@@ -228,16 +232,22 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
   float *proj = proj_.as<float>(), *gate = gate_.as<float>(), *up = up_.as<float>();
   const int64_t* positions = positions_.as<int64_t>();
 
+  // Prompt rows of BF16 weights take the bf16 prompt path (cuda_backend_ops.h): the GEMM inputs
+  // staged in bf16 by the op before, gate | up in bf16, o and down added to x inside their GEMMs.
+  const bool staged = all_bf16_ && ops_.prompt_bf16_path(n);
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const Layer& w = layers_[layer];
     if (layer == 0) {
       // Later layers' attention norm comes with the previous layer's down projection.
       ProfileScope p(ops_, "norms, residual adds");
-      ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
+      if (staged) ops_.stage_rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps);
+      else ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
     }
     {
       ProfileScope p(ops_, "matmul q, k, v");
-      ops_.matmul(w.wqkv, xn, n, gate, w.bqkv);  // [n, q + 2 kv] in the MLP's scratch
+      // [n, q + 2 kv] in the MLP's scratch
+      if (staged) ops_.matmul_staged(w.wqkv, n, gate, w.bqkv);
+      else ops_.matmul(w.wqkv, xn, n, gate, w.bqkv);
     }
     {
       // The split, RoPE of q and k, and the KV write: one launch.
@@ -254,23 +264,32 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
     {
       // x += o(attention), xn = the MLP's norm of x (one launch for a decode row).
       ProfileScope p(ops_, "matmul o (+ residual, norm)");
-      ops_.matmul_add_rms_norm(w.wo, attn_.as<float>(), n, proj, x, w.mlp_norm, c.rms_norm_eps, xn);
+      if (staged) {
+        ops_.stage_rows(attn_.as<float>(), n, c.q_dim());
+        ops_.matmul_staged_add(w.wo, n, x);
+        ops_.stage_rms_norm(x, w.mlp_norm, n, hidden, c.rms_norm_eps);
+      } else {
+        ops_.matmul_add_rms_norm(w.wo, attn_.as<float>(), n, proj, x, w.mlp_norm, c.rms_norm_eps, xn);
+      }
     }
-    // Prompt rows of bf16 weights: SwiGLU's product goes straight into the down GEMM's bf16 input.
-    const bool prompt_swiglu = ops_.prompt_swiglu_fuses(w.w_down, n);
     {
-      // gate | up [n, 2 inter] in `gate`, and unless prompt_swiglu silu(gate) * up [n, inter] in
-      // `up` (one launch for a decode row).
+      // gate | up [n, 2 inter] in `gate` (bf16 when staged), and unless staged silu(gate) * up
+      // [n, inter] in `up` (one launch for a decode row).
       ProfileScope p(ops_, "matmul gate, up (+ silu_mul)");
-      if (prompt_swiglu) ops_.matmul(w.w_gate_up, xn, n, gate, nullptr);
+      if (staged) ops_.matmul_staged_bf16(w.w_gate_up, n, reinterpret_cast<uint16_t*>(gate));
       else ops_.matmul_swiglu(w.w_gate_up, xn, n, gate, up);
     }
     {
       // x += down(MLP), xn = the next layer's attention norm of x (after the last layer: the add only).
-      ProfileScope p(ops_, prompt_swiglu ? "silu_mul, matmul down (+ residual, norm)" : "matmul down (+ residual, norm)");
+      ProfileScope p(ops_, staged ? "silu_mul, matmul down (+ residual, norm)" : "matmul down (+ residual, norm)");
       const float* next_norm = layer + 1 < c.num_layers ? layers_[layer + 1].attn_norm : nullptr;
-      if (prompt_swiglu) ops_.swiglu_matmul_add_rms_norm(w.w_down, gate, n, proj, x, next_norm, c.rms_norm_eps, xn);
-      else ops_.matmul_add_rms_norm(w.w_down, up, n, proj, x, next_norm, c.rms_norm_eps, xn);
+      if (staged) {
+        ops_.stage_swiglu(reinterpret_cast<const uint16_t*>(gate), n, c.intermediate_size);
+        ops_.matmul_staged_add(w.w_down, n, x);
+        if (next_norm != nullptr) ops_.stage_rms_norm(x, next_norm, n, hidden, c.rms_norm_eps);
+      } else {
+        ops_.matmul_add_rms_norm(w.w_down, up, n, proj, x, next_norm, c.rms_norm_eps, xn);
+      }
     }
   }
   const int64_t rows = step.num_logit_rows;

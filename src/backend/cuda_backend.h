@@ -76,6 +76,7 @@ class CudaBackend : public Backend {
   std::vector<DeviceBuffer> owned_;  // every weight's device memory
   size_t weight_bytes_ = 0;
   std::vector<Layer> layers_;
+  bool all_bf16_ = false;  // every layer matrix BF16: prompt steps may take the bf16 path
   WeightMatrix embedding_, lm_head_;
   const float* final_norm_ = nullptr;
   const float* inv_freq_ = nullptr;

@@ -93,13 +93,15 @@ struct CudaBackendOps::State {
   std::vector<int32_t> decode_rows;
   std::vector<int32_t> prefill_tiles;
   cuda::DeviceStep step;
-  // Scratch: x in bf16 for cuBLAS; the skipped-parts counter.
+  // Scratch: x in bf16 for cuBLAS (the bf16 prompt path's staged input: staged_rows x
+  // staged_cols, or none when staged_rows < 0); the skipped-parts counter.
   uint16_t* split = nullptr;
   size_t split_capacity = 0;  // elements of each half
+  int64_t staged_rows = -1, staged_cols = 0;
   unsigned long long* counter = nullptr;
   unsigned* norm_counter = nullptr;  // gemv_residual_norm_row's blocks done (zero between launches)
   bool fuse_swiglu = false, fuse_norm = false;  // set_decode_fusions
-  bool fuse_prompt_swiglu = true;                // PODKV_CUDA_PREFILL_FUSE=0 turns it off
+  bool prompt_bf16 = true;                       // PODKV_CUDA_PREFILL_FUSE=0 turns it off
   // Split-KV attention's partial results; the small-batch GEMV's split sums.
   float* partials = nullptr;
   size_t partial_capacity = 0;  // floats
@@ -157,10 +159,10 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
     set_decode_fusions(names.find(",swiglu,") != std::string::npos, names.find(",norm,") != std::string::npos);
   }
   if (const char* fuse = std::getenv("PODKV_CUDA_PREFILL_FUSE"); fuse != nullptr)
-    set_prompt_swiglu_fusion(std::string(fuse) != "0");
+    set_prompt_bf16_path(std::string(fuse) != "0");
 }
 
-void CudaBackendOps::set_prompt_swiglu_fusion(bool on) { state_->fuse_prompt_swiglu = on; }
+void CudaBackendOps::set_prompt_bf16_path(bool on) { state_->prompt_bf16 = on; }
 
 void CudaBackendOps::set_decode_fusions(bool swiglu, bool norm) {
   state_->fuse_swiglu = swiglu;
@@ -362,7 +364,7 @@ void CudaBackendOps::matmul_add_rms_norm(const WeightMatrix& w, const float* a, 
   float* norm_out = weight != nullptr ? xn : nullptr;
   if (rows == 1 && state_->fuse_norm &&
       cuda::gemv_residual_norm_row(w.dtype, w.data, w.rows, w.cols, a, x, weight, eps, norm_out, state_->norm_counter,
-                                   state_->stream))
+                                   state_->num_sms, state_->stream))
     return;
   matmul(w, a, rows, proj, nullptr);
   if (weight != nullptr) add_rms_norm(x, proj, weight, rows, w.rows, eps, xn);
@@ -372,7 +374,7 @@ void CudaBackendOps::matmul_add_rms_norm(const WeightMatrix& w, const float* a, 
 void CudaBackendOps::matmul_swiglu(const WeightMatrix& w, const float* x, int64_t rows, float* gu, float* out) {
   check(w.rows % 2 == 0, "matmul_swiglu: " + std::to_string(w.rows) + " rows, not gate | up of equal size");
   if (rows == 1 && state_->fuse_swiglu &&
-      cuda::gemv_swiglu_row(w.dtype, w.data, w.rows, w.cols, x, out, state_->stream))
+      cuda::gemv_swiglu_row(w.dtype, w.data, w.rows, w.cols, x, out, state_->num_sms, state_->stream))
     return;
   matmul(w, x, rows, gu, nullptr);
   silu_mul_rows(gu, rows, w.rows / 2, out);
@@ -403,10 +405,9 @@ void CudaBackendOps::matmul(const WeightMatrix& w, const float* x, int64_t rows,
   } else if (rows > cuda::kGemvMaxRows && w.dtype == DType::BF16) {
     // One tensor-core GEMM with the activations rounded to bf16 (as bf16 inference engines do:
     // about 2^-9 relative per element, float32 accumulation).
-    const int64_t elems = rows * w.cols;
-    uint16_t* a = bf16_scratch(elems);
-    cuda::split_bf16(x, elems, a, nullptr, stream);
-    gemm_bf16(w, a, rows, y);
+    stage_rows(x, rows, w.cols);
+    gemm_bf16(w, state_->split, rows, y, CUDA_R_32F, 0.0f);
+    state_->staged_rows = -1;  // matmul's own use of the scratch
   } else {
     // Decode rows, and the stored types cuBLAS does not take (F16 and Q8_0 here: CudaBackend uploads bf16 or f32).
     const size_t floats = cuda::gemv_scratch_floats(w.dtype, w.rows, w.cols, std::min(rows, cuda::kGemvMaxRows),
@@ -434,26 +435,55 @@ uint16_t* CudaBackendOps::bf16_scratch(int64_t elems) {
   return state_->split;
 }
 
-void CudaBackendOps::gemm_bf16(const WeightMatrix& w, const uint16_t* a, int64_t rows, float* y) {
-  // Row-major y[rows, out] = a[rows, in] · Wᵀ as column-major yᵀ = W[in, out]ᵀ · aᵀ, float32 out.
+void CudaBackendOps::gemm_bf16(const WeightMatrix& w, const uint16_t* a, int64_t rows, void* y, int y_type,
+                               float beta) {
+  // Row-major y[rows, out] = a[rows, in] · Wᵀ as column-major yᵀ = W[in, out]ᵀ · aᵀ, float32 accumulation.
   const int m = static_cast<int>(w.rows), k = static_cast<int>(w.cols), n = static_cast<int>(rows);
-  const float one = 1.0f, zero = 0.0f;
+  const float one = 1.0f;
+  const cudaDataType_t type = static_cast<cudaDataType_t>(y_type);
   PODKV_CUBLAS_CHECK(cublasGemmEx(state_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w.data, CUDA_R_16BF, k, a,
-                                  CUDA_R_16BF, k, &zero, y, CUDA_R_32F, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                                  CUDA_R_16BF, k, &beta, y, type, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
-bool CudaBackendOps::prompt_swiglu_fuses(const WeightMatrix& w_down, int64_t rows) const {
-  return state_->fuse_prompt_swiglu && rows > cuda::kGemvMaxRows && w_down.dtype == DType::BF16;
+bool CudaBackendOps::prompt_bf16_path(int64_t rows) const { return state_->prompt_bf16 && rows > cuda::kGemvMaxRows; }
+
+void CudaBackendOps::stage_rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, double eps) {
+  cuda::rms_norm_bf16(x, weight, rows, n, eps, bf16_scratch(rows * n), state_->stream);
+  state_->staged_rows = rows, state_->staged_cols = n;
 }
 
-void CudaBackendOps::swiglu_matmul_add_rms_norm(const WeightMatrix& w, const float* gu, int64_t rows, float* proj,
-                                                float* x, const float* weight, double eps, float* xn) {
-  check(prompt_swiglu_fuses(w, rows), "swiglu_matmul_add_rms_norm: not prompt rows of bf16 weights");
-  uint16_t* a = bf16_scratch(rows * w.cols);
-  cuda::silu_mul_rows_bf16(gu, rows, w.cols, a, state_->stream);
-  gemm_bf16(w, a, rows, proj);
-  if (weight != nullptr) add_rms_norm(x, proj, weight, rows, w.rows, eps, xn);
-  else add(x, proj, rows * w.rows);
+void CudaBackendOps::stage_rows(const float* a, int64_t rows, int64_t cols) {
+  cuda::split_bf16(a, rows * cols, bf16_scratch(rows * cols), nullptr, state_->stream);
+  state_->staged_rows = rows, state_->staged_cols = cols;
+}
+
+void CudaBackendOps::stage_swiglu(const uint16_t* gu, int64_t rows, int64_t inter) {
+  cuda::silu_mul_rows_bf16(gu, rows, inter, bf16_scratch(rows * inter), state_->stream);
+  state_->staged_rows = rows, state_->staged_cols = inter;
+}
+
+void CudaBackendOps::check_staged(const WeightMatrix& w, int64_t rows, const char* what) const {
+  check(w.dtype == DType::BF16, std::string(what) + ": the staged bf16 path takes BF16 weights, not " +
+                                    dtype_name(w.dtype));
+  check(state_->staged_rows == rows && state_->staged_cols == w.cols,
+        std::string(what) + ": no staged input of " + std::to_string(rows) + " x " + std::to_string(w.cols) +
+            " (staged: " + std::to_string(state_->staged_rows) + " x " + std::to_string(state_->staged_cols) + ")");
+}
+
+void CudaBackendOps::matmul_staged(const WeightMatrix& w, int64_t rows, float* y, const float* bias) {
+  check_staged(w, rows, "matmul_staged");
+  gemm_bf16(w, state_->split, rows, y, CUDA_R_32F, 0.0f);
+  if (bias != nullptr) cuda::add_bias(y, bias, rows, w.rows, state_->stream);
+}
+
+void CudaBackendOps::matmul_staged_bf16(const WeightMatrix& w, int64_t rows, uint16_t* y) {
+  check_staged(w, rows, "matmul_staged_bf16");
+  gemm_bf16(w, state_->split, rows, y, CUDA_R_16BF, 0.0f);
+}
+
+void CudaBackendOps::matmul_staged_add(const WeightMatrix& w, int64_t rows, float* x) {
+  check_staged(w, rows, "matmul_staged_add");
+  gemm_bf16(w, state_->split, rows, x, CUDA_R_32F, 1.0f);
 }
 
 void CudaBackendOps::set_step(const KvView& view, const AttentionBatch& batch) {

@@ -68,16 +68,27 @@ class CudaBackendOps : public BackendOps {
   // PODKV_CUDA_DECODE_FUSE names the ones to use ("swiglu", "norm", "swiglu,norm"; "none": neither),
   // a knob for timing them (scripts/tuning_gpu.sh SETTINGS).
   void set_decode_fusions(bool swiglu, bool norm);
-  // For prompt rows (more than cuda::kGemvMaxRows) with bf16 weights, SwiGLU's product can go
-  // straight into the down projection's bf16 GEMM input: swiglu_matmul_add_rms_norm then takes
-  // gu [rows, 2 * w.cols] = [gate | up] from a plain matmul of the stacked projection, and does
-  // silu_mul_rows, matmul and add_rms_norm (or add) with the same result: the product is rounded
-  // to bf16 as the GEMM's input is, without a float32 copy in memory. prompt_swiglu_fuses says
-  // whether it applies (on unless PODKV_CUDA_PREFILL_FUSE=0, or set_prompt_swiglu_fusion(false)).
-  bool prompt_swiglu_fuses(const WeightMatrix& w_down, int64_t rows) const;
-  void swiglu_matmul_add_rms_norm(const WeightMatrix& w, const float* gu, int64_t rows, float* proj, float* x,
-                                  const float* weight, double eps, float* xn);
-  void set_prompt_swiglu_fusion(bool on);
+  // The bf16 prompt path: for prompt rows (more than cuda::kGemvMaxRows) of BF16 weights the GEMMs
+  // take their input as bf16 from one staging buffer, which the op before writes straight away
+  // (no float32 copy in memory, no separate rounding pass), and the projections into the residual
+  // stream add to it inside the GEMM (beta = 1). Per layer: stage_rms_norm, matmul_staged (q, k, v),
+  // attention, stage_rows (its output), matmul_staged_add (o), stage_rms_norm, matmul_staged_bf16
+  // (gate | up, bf16 out), stage_swiglu, matmul_staged_add (down), stage_rms_norm (the next layer's).
+  // The same values as matmul, add_rms_norm and silu_mul_rows, which round the GEMM input to bf16
+  // too, except that gate | up is rounded to bf16 before the product (as bf16 inference engines
+  // do; about 2^-9 relative). On unless PODKV_CUDA_PREFILL_FUSE=0 or set_prompt_bf16_path(false).
+  bool prompt_bf16_path(int64_t rows) const;
+  void set_prompt_bf16_path(bool on);
+  // Staging: bf16(RMSNorm(x) * weight) [rows, n]; bf16(a) [rows, cols]; bf16(silu(gate) * up)
+  // [rows, inter] from gu [rows, 2 inter] = [gate | up] in bf16.
+  void stage_rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, double eps);
+  void stage_rows(const float* a, int64_t rows, int64_t cols);
+  void stage_swiglu(const uint16_t* gu, int64_t rows, int64_t inter);
+  // The staged input [rows, w.cols] times wᵀ (w BF16): y = that (+ bias) in float32; y = that in
+  // bf16; x += that (float32, in the GEMM).
+  void matmul_staged(const WeightMatrix& w, int64_t rows, float* y, const float* bias);
+  void matmul_staged_bf16(const WeightMatrix& w, int64_t rows, uint16_t* y);
+  void matmul_staged_add(const WeightMatrix& w, int64_t rows, float* x);
   void split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim, const int64_t* positions,
                       const float* inv_freq, bool interleaved, float* q, float* k, float* v);
   // split_qkv_rope, then kv_write(layer, k, v) of the step set last, in one launch.
@@ -132,8 +143,10 @@ class CudaBackendOps : public BackendOps {
   float* grow(float*& buffer, size_t& capacity, size_t floats, const char* what);
   // The bf16 GEMM input scratch with room for `elems` values (grown, after the queued work).
   uint16_t* bf16_scratch(int64_t elems);
-  // y [rows, w.rows] = a [rows, w.cols] · wᵀ on the tensor cores: a bf16, w BF16, y float32.
-  void gemm_bf16(const WeightMatrix& w, const uint16_t* a, int64_t rows, float* y);
+  // y [rows, w.rows] = a [rows, w.cols] · wᵀ + beta y on the tensor cores: a bf16, w BF16, y float32
+  // (beta 0 or 1) or bf16 (y_type CUDA_R_16BF as an int: this header has no CUDA types; beta 0).
+  void gemm_bf16(const WeightMatrix& w, const uint16_t* a, int64_t rows, void* y, int y_type, float beta);
+  void check_staged(const WeightMatrix& w, int64_t rows, const char* what) const;
 
   struct State;  // the stream, cuBLAS, scratch and the step's device arrays
   std::unique_ptr<State> state_;

@@ -28,27 +28,26 @@ __global__ void silu_mul_rows_kernel(const float* gu, int64_t rows, int64_t inte
   }
 }
 
-// The same product rounded to bf16 for the next GEMM: out [rows, inter] = bf16(silu(gate) * up), the
-// bits of silu_mul_rows then split_bf16 in one pass (no float32 product in memory). kVec columns
-// per thread (vector loads and stores when inter % 4 == 0); rows along the grid's y, so no 64-bit
-// division per element.
+// The same product from bf16 gate and up (a GEMM's bf16 output), rounded to bf16 for the next GEMM:
+// out [rows, inter] = bf16(silu(gate) * up), the product in float32. kVec columns per thread (8-byte
+// loads and stores when inter % 4 == 0); rows along the grid's y, so no 64-bit division per element.
 template <int kVec>
-__global__ void silu_mul_rows_bf16_kernel(const float* gu, int64_t rows, int64_t inter, uint16_t* out) {
+__global__ void silu_mul_rows_bf16_kernel(const uint16_t* gu, int64_t rows, int64_t inter, uint16_t* out) {
   const int64_t c = kVec * (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x);
   if (c >= inter) return;
   for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-    const float* g = gu + r * 2 * inter + c;
+    const uint16_t* g = gu + r * 2 * inter + c;
     uint16_t* o = out + r * inter + c;
     if constexpr (kVec == 4) {
-      const float4 a = *reinterpret_cast<const float4*>(g), b = *reinterpret_cast<const float4*>(g + inter);
+      const ushort4 a = *reinterpret_cast<const ushort4*>(g), b = *reinterpret_cast<const ushort4*>(g + inter);
       ushort4 h;
-      h.x = f32_to_bf16_bits(silu_mul_value(a.x, b.x));
-      h.y = f32_to_bf16_bits(silu_mul_value(a.y, b.y));
-      h.z = f32_to_bf16_bits(silu_mul_value(a.z, b.z));
-      h.w = f32_to_bf16_bits(silu_mul_value(a.w, b.w));
+      h.x = f32_to_bf16_bits(silu_mul_value(bf16_bits_to_f32(a.x), bf16_bits_to_f32(b.x)));
+      h.y = f32_to_bf16_bits(silu_mul_value(bf16_bits_to_f32(a.y), bf16_bits_to_f32(b.y)));
+      h.z = f32_to_bf16_bits(silu_mul_value(bf16_bits_to_f32(a.z), bf16_bits_to_f32(b.z)));
+      h.w = f32_to_bf16_bits(silu_mul_value(bf16_bits_to_f32(a.w), bf16_bits_to_f32(b.w)));
       *reinterpret_cast<ushort4*>(o) = h;
     } else {
-      o[0] = f32_to_bf16_bits(silu_mul_value(g[0], g[inter]));
+      o[0] = f32_to_bf16_bits(silu_mul_value(bf16_bits_to_f32(g[0]), bf16_bits_to_f32(g[inter])));
     }
   }
 }
@@ -86,9 +85,9 @@ void silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out, cud
   check_launch("silu_mul_rows_kernel");
 }
 
-void silu_mul_rows_bf16(const float* gu, int64_t rows, int64_t inter, uint16_t* out, cudaStream_t stream) {
+void silu_mul_rows_bf16(const uint16_t* gu, int64_t rows, int64_t inter, uint16_t* out, cudaStream_t stream) {
   if (rows * inter == 0) return;
-  // gu's rows start 16-byte aligned when inter % 4 == 0 (cudaMalloc'd base), out's 8-byte aligned.
+  // gu's and out's rows start 8-byte aligned when inter % 4 == 0 (cudaMalloc'd bases).
   const int vec = inter % 4 == 0 ? 4 : 1;
   const dim3 grid(static_cast<unsigned>((inter / vec + 255) / 256), static_cast<unsigned>(std::min<int64_t>(rows, 65535)));
   if (vec == 4) silu_mul_rows_bf16_kernel<4><<<grid, 256, 0, stream>>>(gu, rows, inter, out);

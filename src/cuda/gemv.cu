@@ -277,17 +277,19 @@ int row_slices(int64_t output_warps, int64_t in, int u, int64_t resident) {
 
 template <int R, int U, Epilogue E>
 void launch_row_kernel_u(const uint16_t* w, int64_t out, int64_t in, const float* x, float* y, const float* bias,
-                         cudaStream_t stream, NormAfter norm) {
+                         int num_sms, cudaStream_t stream, NormAfter norm) {
   auto* kernel = gemv_bf16_row_kernel<R, U, E>;
-  // Warps of this kernel resident on the whole GPU at once (its registers decide), asked once.
-  static const int64_t resident = [kernel] {
-    int device = 0, sms = 0, blocks = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kWarps * 32, 0) != cudaSuccess)
-      return static_cast<int64_t>(0);
-    return static_cast<int64_t>(sms) * blocks * kWarps;
+  // Blocks of this kernel resident on one multiprocessor (its registers decide), asked once. A failed
+  // query (never seen) leaves the inputs unsplit and clears the error, so that no later check reports it.
+  static const int blocks_per_sm = [kernel] {
+    int blocks = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kWarps * 32, 0) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return 0;
+    }
+    return blocks;
   }();
+  const int64_t resident = static_cast<int64_t>(num_sms) * blocks_per_sm * kWarps;
   const int64_t warps = E == Epilogue::kSwiglu ? out / 2 : (out + R - 1) / R;
   const int slices = row_slices(warps, in, U, resident);
   const int64_t per_block = kWarps / slices;
@@ -298,11 +300,11 @@ void launch_row_kernel_u(const uint16_t* w, int64_t out, int64_t in, const float
 
 template <int R, Epilogue E = Epilogue::kPlain>
 void launch_row_kernel(int u, const uint16_t* w, int64_t out, int64_t in, const float* x, float* y, const float* bias,
-                       cudaStream_t stream, NormAfter norm = {}) {
+                       int num_sms, cudaStream_t stream, NormAfter norm = {}) {
   switch (u) {
-    case 2: launch_row_kernel_u<R, 2, E>(w, out, in, x, y, bias, stream, norm); break;
-    case 4: launch_row_kernel_u<R, 4, E>(w, out, in, x, y, bias, stream, norm); break;
-    default: launch_row_kernel_u<R, 8, E>(w, out, in, x, y, bias, stream, norm); break;
+    case 2: launch_row_kernel_u<R, 2, E>(w, out, in, x, y, bias, num_sms, stream, norm); break;
+    case 4: launch_row_kernel_u<R, 4, E>(w, out, in, x, y, bias, num_sms, stream, norm); break;
+    default: launch_row_kernel_u<R, 8, E>(w, out, in, x, y, bias, num_sms, stream, norm); break;
   }
 }
 
@@ -438,9 +440,9 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
   const RowVariant variant = row_variant();
   if (rows == 1 && variant.r > 0 && dtype == DType::BF16 && in % 8 == 0 && aligned16(w) && aligned16(x)) {
     const auto* w16 = static_cast<const uint16_t*>(w);
-    if (variant.r == 1) launch_row_kernel<1>(variant.u, w16, out, in, x, y, bias, stream);
-    else if (variant.r == 2) launch_row_kernel<2>(variant.u, w16, out, in, x, y, bias, stream);
-    else launch_row_kernel<4>(variant.u, w16, out, in, x, y, bias, stream);
+    if (variant.r == 1) launch_row_kernel<1>(variant.u, w16, out, in, x, y, bias, num_sms, stream);
+    else if (variant.r == 2) launch_row_kernel<2>(variant.u, w16, out, in, x, y, bias, num_sms, stream);
+    else launch_row_kernel<4>(variant.u, w16, out, in, x, y, bias, num_sms, stream);
     return;
   }
   const unsigned blocks = static_cast<unsigned>((out + kWarps - 1) / kWarps);
@@ -456,18 +458,19 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
   }
 }
 
-bool gemv_swiglu_row(DType dtype, const void* w, int64_t out, int64_t in, const float* x, float* y,
+bool gemv_swiglu_row(DType dtype, const void* w, int64_t out, int64_t in, const float* x, float* y, int num_sms,
                      cudaStream_t stream) {
   const RowVariant variant = row_variant();
   if (variant.r == 0 || dtype != DType::BF16 || in % 8 != 0 || out % 2 != 0 || !aligned16(w) || !aligned16(x))
     return false;
   if (out > 0)
-    launch_row_kernel<2, Epilogue::kSwiglu>(variant.u, static_cast<const uint16_t*>(w), out, in, x, y, nullptr, stream);
+    launch_row_kernel<2, Epilogue::kSwiglu>(variant.u, static_cast<const uint16_t*>(w), out, in, x, y, nullptr, num_sms,
+                                            stream);
   return true;
 }
 
 bool gemv_residual_norm_row(DType dtype, const void* w, int64_t out, int64_t in, const float* x, float* y,
-                            const float* norm_weight, double eps, float* norm_out, unsigned* counter,
+                            const float* norm_weight, double eps, float* norm_out, unsigned* counter, int num_sms,
                             cudaStream_t stream) {
   const RowVariant variant = row_variant();
   if (variant.r == 0 || dtype != DType::BF16 || in % 8 != 0 || !aligned16(w) || !aligned16(x) || out == 0)
@@ -475,9 +478,9 @@ bool gemv_residual_norm_row(DType dtype, const void* w, int64_t out, int64_t in,
   const auto* w16 = static_cast<const uint16_t*>(w);
   const NormAfter norm{norm_weight, eps, norm_out, counter};
   constexpr Epilogue E = Epilogue::kResidualNorm;
-  if (variant.r == 1) launch_row_kernel<1, E>(variant.u, w16, out, in, x, y, nullptr, stream, norm);
-  else if (variant.r == 2) launch_row_kernel<2, E>(variant.u, w16, out, in, x, y, nullptr, stream, norm);
-  else launch_row_kernel<4, E>(variant.u, w16, out, in, x, y, nullptr, stream, norm);
+  if (variant.r == 1) launch_row_kernel<1, E>(variant.u, w16, out, in, x, y, nullptr, num_sms, stream, norm);
+  else if (variant.r == 2) launch_row_kernel<2, E>(variant.u, w16, out, in, x, y, nullptr, num_sms, stream, norm);
+  else launch_row_kernel<4, E>(variant.u, w16, out, in, x, y, nullptr, num_sms, stream, norm);
   return true;
 }
 

@@ -22,6 +22,9 @@ void gather_rows(const float* x, int64_t width, const int64_t* rows, int64_t cou
 // norm.cu: RMSNorm of each row, sums of squares in double.
 void rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, double eps, float* out,
               cudaStream_t stream);
+// The same norm rounded to bf16 for the next GEMM's input: the bits of rms_norm then split_bf16.
+void rms_norm_bf16(const float* x, const float* weight, int64_t rows, int64_t n, double eps, uint16_t* out,
+                   cudaStream_t stream);
 // x += residual, then out = RMSNorm(x) (one launch for the residual add and the next norm).
 void add_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n, double eps, float* out,
                   cudaStream_t stream);
@@ -38,9 +41,9 @@ void split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int
 void silu_mul(float* gate, const float* up, int64_t n, cudaStream_t stream);
 // The stacked gate and up projections' output gu [rows, 2 * inter] = [gate | up] -> out [rows, inter].
 void silu_mul_rows(const float* gu, int64_t rows, int64_t inter, float* out, cudaStream_t stream);
-// The same product as the next GEMM's bf16 input: out = bf16(silu(gate) * up), the bits of
-// silu_mul_rows then split_bf16 (hi only).
-void silu_mul_rows_bf16(const float* gu, int64_t rows, int64_t inter, uint16_t* out, cudaStream_t stream);
+// The same product from a bf16 gu, as the next GEMM's bf16 input: out = bf16(silu(gate) * up), the
+// product in float32 from gu's bf16 values.
+void silu_mul_rows_bf16(const uint16_t* gu, int64_t rows, int64_t inter, uint16_t* out, cudaStream_t stream);
 void add(float* x, const float* y, int64_t n, cudaStream_t stream);
 void add_bias(float* y, const float* bias, int64_t rows, int64_t n, cudaStream_t stream);
 // x = hi + lo to about 2^-17 relative: hi = bf16(x), lo = bf16(x - hi) (lo may be null: hi alone).
@@ -76,14 +79,14 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
 // One row through SwiGLU's stacked projection W = [gate | up] ([out = 2 * inter, in]): y[inter] =
 // silu(x · gateᵀ) * (x · upᵀ), equal to gemv then silu_mul_rows. False (nothing launched) where the
 // one-row BF16 kernel does not apply (another dtype, in % 8 != 0, unaligned, PODKV_CUDA_GEMV_ROW=0).
-bool gemv_swiglu_row(DType dtype, const void* w, int64_t out, int64_t in, const float* x, float* y,
+bool gemv_swiglu_row(DType dtype, const void* w, int64_t out, int64_t in, const float* x, float* y, int num_sms,
                      cudaStream_t stream);
 // One row into the residual stream: y[out] += x · Wᵀ (add_rms_norm's float32 add), then, with norm_out,
 // norm_out = RMSNorm(y) * norm_weight (squares summed in double, as rms_norm), taken by the last block to
 // finish. counter: one unsigned in device memory, zero before and after. False (nothing launched) where
 // the one-row BF16 kernel does not apply, as for gemv_swiglu_row.
 bool gemv_residual_norm_row(DType dtype, const void* w, int64_t out, int64_t in, const float* x, float* y,
-                            const float* norm_weight, double eps, float* norm_out, unsigned* counter,
+                            const float* norm_weight, double eps, float* norm_out, unsigned* counter, int num_sms,
                             cudaStream_t stream);
 
 // kv_write.cu: the step's new keys and values into the pool (encoded), and the pool's entry copies.

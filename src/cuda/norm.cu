@@ -17,9 +17,14 @@ namespace {
 constexpr int kThreads = 512;
 constexpr int kPerThread = 16;  // rows up to 8192 elements stay in registers
 
-// With `residual`: x += residual first (the row is written back), then the norm of the sum.
+__device__ __forceinline__ void store(float* o, float v) { *o = v; }
+__device__ __forceinline__ void store(uint16_t* o, float v) { *o = f32_to_bf16_bits(v); }
+
+// With `residual`: x += residual first (the row is written back), then the norm of the sum. Out is
+// float, or uint16_t for bf16 (the float32 product rounded to nearest even: split_bf16's bits).
+template <typename Out>
 __global__ void __launch_bounds__(kThreads)
-    rms_norm_kernel(float* x, const float* residual, const float* weight, int64_t n, double eps, float* out) {
+    rms_norm_kernel(float* x, const float* residual, const float* weight, int64_t n, double eps, Out* out) {
   const int64_t r = blockIdx.x;
   float* xr = x + r * n;
   const float* res = residual != nullptr ? residual + r * n : nullptr;
@@ -54,20 +59,28 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   const float inv = inv_shared;
-  float* o = out + r * n;
+  Out* o = out + r * n;
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k) {
     const int64_t i = threadIdx.x + static_cast<int64_t>(k) * kThreads;
-    if (i < n) o[i] = v[k] * inv * weight[i];
+    if (i < n) store(o + i, v[k] * inv * weight[i]);
   }
   for (int64_t i = threadIdx.x + static_cast<int64_t>(kPerThread) * kThreads; i < n; i += kThreads)
-    o[i] = xr[i] * inv * weight[i];
+    store(o + i, xr[i] * inv * weight[i]);
 }
 
 }  // namespace
 
 void rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, double eps, float* out,
               cudaStream_t stream) {
+  if (rows == 0) return;
+  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(const_cast<float*>(x), nullptr, weight, n, eps,
+                                                                          out);
+  check_launch("rms_norm_kernel");
+}
+
+void rms_norm_bf16(const float* x, const float* weight, int64_t rows, int64_t n, double eps, uint16_t* out,
+                   cudaStream_t stream) {
   if (rows == 0) return;
   rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(const_cast<float*>(x), nullptr, weight, n, eps,
                                                                           out);
