@@ -9,15 +9,26 @@ namespace podkv::cuda {
 
 // Pair i of one head of `dim` elements: read from `in`, written rotated by position `pos` to
 // `out` (may be `in`). Pairs are (i, i + dim / 2), or (2i, 2i + 1) when interleaved.
-__device__ __forceinline__ void rotate_pair(const float* in, float* out, int i, int dim, int64_t pos,
-                                            const float* inv_freq, bool interleaved) {
+// The angle's sine and cosine (in double) of pair i at position `pos`.
+__device__ __forceinline__ void rope_sincos(int i, int64_t pos, const float* inv_freq, double& s, double& c) {
   const float angle = static_cast<float>(pos) * inv_freq[i];
-  double s, c;
   sincos(static_cast<double>(angle), &s, &c);
+}
+
+// The rotation of pair i by an angle of sine s and cosine c.
+__device__ __forceinline__ void rotate_pair_by(const float* in, float* out, int i, int dim, bool interleaved, double s,
+                                               double c) {
   const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + dim / 2;
   const double va = in[a], vb = in[b];
   out[a] = static_cast<float>(va * c - vb * s);
   out[b] = static_cast<float>(vb * c + va * s);
+}
+
+__device__ __forceinline__ void rotate_pair(const float* in, float* out, int i, int dim, int64_t pos,
+                                            const float* inv_freq, bool interleaved) {
+  double s, c;
+  rope_sincos(i, pos, inv_freq, s, c);
+  rotate_pair_by(in, out, i, dim, interleaved, s, c);
 }
 
 }  // namespace podkv::cuda
