@@ -69,29 +69,31 @@ __global__ void __launch_bounds__(kThreads)
     store(o + i, xr[i] * inv * weight[i]);
 }
 
+// The one launch behind the three entry points: `residual` null for a plain norm.
+template <typename Out>
+void launch_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n, double eps,
+                     Out* out, cudaStream_t stream) {
+  if (rows == 0) return;
+  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, residual, weight, n, eps, out);
+  check_launch("rms_norm_kernel");
+}
+
 }  // namespace
 
+// The kernel writes x only when a residual is given; the plain norms pass none.
 void rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, double eps, float* out,
               cudaStream_t stream) {
-  if (rows == 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(const_cast<float*>(x), nullptr, weight, n, eps,
-                                                                          out);
-  check_launch("rms_norm_kernel");
+  launch_rms_norm(const_cast<float*>(x), nullptr, weight, rows, n, eps, out, stream);
 }
 
 void rms_norm_bf16(const float* x, const float* weight, int64_t rows, int64_t n, double eps, uint16_t* out,
                    cudaStream_t stream) {
-  if (rows == 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(const_cast<float*>(x), nullptr, weight, n, eps,
-                                                                          out);
-  check_launch("rms_norm_kernel");
+  launch_rms_norm(const_cast<float*>(x), nullptr, weight, rows, n, eps, out, stream);
 }
 
 void add_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n, double eps, float* out,
                   cudaStream_t stream) {
-  if (rows == 0) return;
-  rms_norm_kernel<<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(x, residual, weight, n, eps, out);
-  check_launch("rms_norm_kernel");
+  launch_rms_norm(x, residual, weight, rows, n, eps, out, stream);
 }
 
 }  // namespace podkv::cuda

@@ -95,18 +95,48 @@ __device__ __forceinline__ TileCursor next_tile(TileCursor c, const KeySpan& spa
   }
 }
 
+// The key and value streams one query head reads (the layers of its KV head's proximal and distant
+// keys and values, pod-method.md's rules) and in how many passes: what the warps of a head and a
+// block's copying warp (which loads no query) both need.
+struct HeadSources {
+  const DeviceStep& s;
+  int h = 0, b = 0;                      // KV head, batch entry
+  int kp = 0, vp = 0, kd = 0, vd = 0;    // layers of the proximal and distant keys and values
+  int distant_source = -1;               // the key rule's anchor layer (-1: none)
+  bool one_pass = false, has_distant_source = false, shared_keys = false;
+
+  __device__ HeadSources(const DeviceStep& s_, const AttentionLaunch& a, int head, int b_) : s(s_), b(b_) {
+    const int Hkv = s.num_kv_heads, layer = a.layer;
+    h = head / (a.num_heads / Hkv);
+    const KvRule kr = s.key_rules[layer * Hkv + h];
+    const KvRule vr = s.value_rules[layer * Hkv + h];
+    kp = source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, false);
+    vp = source_layer(layer, vr.retention, vr.distant_source, vr.proximal_source, false);
+    kd = source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, true);
+    vd = source_layer(layer, vr.retention, vr.distant_source, vr.proximal_source, true);
+    distant_source = kr.distant_source;
+    has_distant_source = kd >= 0 && vd >= 0;
+    one_pass = has_distant_source && kd == kp && vd == vp;
+    shared_keys = kr.retention == kRetainWindow || kr.retention == kRetainNone;
+  }
+  __device__ int passes() const { return one_pass || !has_distant_source ? 1 : 2; }
+  // Pass 0 reads the own streams (all keys when one_pass, else sink + recent); pass 1 the distant source.
+  __device__ DeviceStream stream(int pass, int kind) const {
+    const int layer = kind == podkv::kKeys ? (pass == 1 ? kd : kp) : (pass == 1 ? vd : vp);
+    return stream_of(s, b, kind, layer, h);
+  }
+};
+
 // One warp's 16 query rows of one head: where they are, which key streams they read, their token
 // classes and tau skips, and the masks and output the prefill kernels share. kInOrder: Q's
 // fragments and O's columns in the mma's own order (the wgmma kernel, whose keys and values come
 // from shared memory in head order), else in WarpAttention's permuted one.
 template <int D, bool kInOrder = false>
-struct PrefillWarp {
-  const DeviceStep& s;
+struct PrefillWarp : HeadSources {
   const AttentionLaunch& a;
-  int i = 0, h = 0, b = 0;               // query head, KV head, batch entry
+  int i = 0;                             // query head
   int64_t row0 = 0, rows = 0;            // the warp's first row, row count (<= 0: none)
-  int kp = 0, vp = 0, kd = 0, vd = 0;    // layers of the proximal and distant keys and values
-  bool one_pass = false, has_distant_source = false, any_skip = false;
+  bool any_skip = false;
   KeySpan span;                          // the keys of these rows
   int32_t pos[2], s_end[2], r_begin[2];  // rows g and g + 8
   bool valid[2], distant[2], skip[2];
@@ -114,19 +144,9 @@ struct PrefillWarp {
 
   __device__ PrefillWarp(const DeviceStep& s_, const AttentionLaunch& a_, const float* q, const RowTile& t, int head,
                          int lane)
-      : s(s_), a(a_), i(head), b(t.b), row0(t.row0), rows(t.rows),
+      : HeadSources(s_, a_, head, t.b), a(a_), i(head), row0(t.row0), rows(t.rows),
         span(s_, s_.first_pos[t.b] + (t.row0 - s_.row_begin[t.b]), t.rows) {
-    const int H = a.num_heads, Hkv = s.num_kv_heads, layer = a.layer;
-    h = i / (H / Hkv);
-    const KvRule kr = s.key_rules[layer * Hkv + h];
-    const KvRule vr = s.value_rules[layer * Hkv + h];
-    kp = source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, false);
-    vp = source_layer(layer, vr.retention, vr.distant_source, vr.proximal_source, false);
-    kd = source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, true);
-    vd = source_layer(layer, vr.retention, vr.distant_source, vr.proximal_source, true);
-    has_distant_source = kd >= 0 && vd >= 0;
-    one_pass = has_distant_source && kd == kp && vd == vp;
-    const bool shared_keys = kr.retention == kRetainWindow || kr.retention == kRetainNone;
+    const int H = a.num_heads;
     w.init(lane);
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -136,8 +156,8 @@ struct PrefillWarp {
       s_end[r] = static_cast<int32_t>(sink_end(pos[r], s.sink_tokens, span.split));
       r_begin[r] = static_cast<int32_t>(recent_begin(pos[r], s.sink_tokens, s.recent_tokens, span.split));
       distant[r] = span.split && r_begin[r] > s_end[r];
-      skip[r] = valid[r] && distant[r] && shared_keys && kr.distant_source >= 0 && a.tau < 1.0f &&
-                a.all_gates != nullptr && a.all_gates[(kr.distant_source * s.rows + row0 + t_) * H + i] >= a.tau;
+      skip[r] = valid[r] && distant[r] && shared_keys && distant_source >= 0 && a.tau < 1.0f &&
+                a.all_gates != nullptr && a.all_gates[(distant_source * s.rows + row0 + t_) * H + i] >= a.tau;
       if (skip[r] && w.c == 0) atomicAdd(a.skipped, 1ULL);
     }
     any_skip = __any_sync(0xffffffffu, skip[0] || skip[1]);
@@ -148,12 +168,6 @@ struct PrefillWarp {
     else w.load_q(row_g, row_g8, a.scale * 1.4426950408889634f);
   }
 
-  __device__ int passes() const { return one_pass || !has_distant_source ? 1 : 2; }
-  // Pass 0 reads the own streams (all keys when one_pass, else sink + recent); pass 1 the distant source.
-  __device__ DeviceStream stream(int pass, int kind) const {
-    const int layer = kind == podkv::kKeys ? (pass == 1 ? kd : kp) : (pass == 1 ? vd : vp);
-    return stream_of(s, b, kind, layer, h);
-  }
   __device__ bool needed(int pass, int32_t k0, int keys) const { return span.needed(one_pass, pass, k0, keys); }
   // Masks S of NB n-blocks of keys from k0 (causal, the pass's class, tau); returns the distant bits.
   template <int NB>

@@ -6,19 +6,24 @@
 // the 16 rows of one half of a tile-list entry (PODKV_CUDA_PREFILL=1,U: one warpgroup per block,
 // 0.93x at 32K tokens on the H200). For the wgmma a warpgroup's 64 "rows" are those
 // 4 heads x 16 positions: warp w's A fragments are its head's Q. Per 64-key tile, copied once per
-// block into shared memory (cp.async, two tiles ahead, 3 or 4 stages, 128-byte swizzle):
-//   S[64 x 64]  = Q Kᵀ    D/16 wgmma m64n64k16, A = Q from registers, B = the key tile (K-major)
-//   masks and the online softmax per warp (PrefillWarp::weights, as the mma.sync kernels)
-//   O[64 x D]  += P V     4 wgmma m64n128k16, A = P (bf16) from registers, B = the value tile
-//                         (MN-major: rows are keys, the head's elements contiguous)
+// block into shared memory (cp.async, two tiles ahead, 3 or 4 stages, 128-byte swizzle; the layout
+// and the two products are wgmma_tile.cuh's), the warps meet at a block barrier, then
+//   S = Q Kᵀ, masks and the online softmax per warp (PrefillWarp::weights, as the mma.sync
+//   kernels), O += P V.
 // The accumulators' layout per warp is mma.sync's, so masks, softmax and gates are shared code;
 // only Q's fragments and O's columns are in head order here (PrefillWarp<D, true>).
+// Two warpgroups per block go to attention_prefill_producer.cu's kernel (the same products, with a
+// copying warp and no block barrier) unless PODKV_CUDA_PREFILL_PRODUCER=0.
 #include <cuda_runtime.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
 #include "cuda/prefill_warp.cuh"
-#include "cuda/sm90a/wgmma.cuh"
+#include "cuda/sm90a/prefill_producer.h"
+#include "cuda/sm90a/wgmma_tile.cuh"
 
 namespace podkv::cuda {
 
@@ -26,25 +31,6 @@ namespace {
 
 using namespace prefill;
 using namespace sm90a;
-
-// One stage of shared memory: [kind: keys, values][D / 64 column blocks][64 rows][128 bytes],
-// each column block 8 KB of 1024-byte aligned 8-row atoms, 16-byte chunks swizzled by row.
-template <int D>
-struct WgmmaTile {
-  static constexpr int kColumnBlockBytes = kSmemTileKeys * 128;
-  static constexpr int kKindBytes = kSmemTileKeys * D * 2;
-  static constexpr int kStageBytes = 2 * kKindBytes;
-  static constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  // Byte offset of 16-byte chunk ch (head elements 8 ch .. 8 ch + 7) of row r in a kind's tile.
-  static __device__ __forceinline__ int offset(int r, int ch) {
-    return (ch / 8) * kColumnBlockBytes + r * 128 + (((ch % 8) ^ (r % 8)) << 4);
-  }
-};
-
-// Where a tile row has no entry (past the last key, or no page), its copy reads zeros from here
-// instead (device globals start zeroed, and nothing writes this one): every copy is then a whole
-// 16 bytes from a valid address, with no test per copy.
-__device__ __align__(128) uint8_t zero_entry[WgmmaTile<128>::kChunks * 16];
 
 // Stages of shared memory: four with two warpgroups per block (one block per SM), so that a tile's
 // O += P V can still run while the next tiles are copied (its wait is deferred to the next tile's
@@ -62,8 +48,7 @@ __global__ void __launch_bounds__(kGroups * kWarps * 32, 2 / kGroups)
   constexpr int kThreads = kGroups * kWarps * 32, kChunks = Tile::kChunks;
   extern __shared__ uint8_t wgmma_smem_raw[];
   __shared__ const uint8_t* row_ptr[2][2 * kSmemTileKeys];  // two tiles' key and value entries
-  // The swizzle pattern repeats every 1024 bytes of the address: the tiles start on such a boundary.
-  uint8_t* smem = wgmma_smem_raw + ((1024 - (static_cast<uint32_t>(__cvta_generic_to_shared(wgmma_smem_raw)) & 1023)) & 1023);
+  uint8_t* smem = align_1024(wgmma_smem_raw);
   auto kind_tile = [&](int stage, int kind) { return smem + (stage * 2 + kind) * Tile::kKindBytes; };
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -153,32 +138,12 @@ __global__ void __launch_bounds__(kGroups * kWarps * 32, 2 / kGroups)
     // The same for the warpgroup's 4 warps (same rows, same KV head), as wgmma needs.
     if (rt.rows > 0 && pw.needed(cur.pass, cur.k0, kSmemTileKeys)) {
       float x[8][4];
-      const uint64_t keys = smem_descriptor(kind_tile(stage, 0), 16, 1024);
-      wgmma_fence();
-#pragma unroll
-      for (int k = 0; k < D / 16; ++k)  // 16 head elements: 32 bytes into a column block's rows
-        wgmma_m64n64k16<0>(x, w.qa[0][k], offset_descriptor(keys, (k / 4) * Tile::kColumnBlockBytes + (k % 4) * 32),
-                           k > 0);
-      wgmma_commit();
+      issue_scores<D>(x, w.qa[0], kind_tile(stage, 0));
       wgmma_wait<0>();  // S, and the previous tile's P V before it
       fence_operands(x);
       fence_operands(w.o);
       pw.weights(x, cur.k0, cur.pass, uniform);
-      uint32_t p[4][4];  // P as A fragments: keys 16 u .. 16 u + 15
-#pragma unroll
-      for (int u = 0; u < 4; ++u) {
-        p[u][0] = pack_bf16x2(x[2 * u][0], x[2 * u][1]);
-        p[u][1] = pack_bf16x2(x[2 * u][2], x[2 * u][3]);
-        p[u][2] = pack_bf16x2(x[2 * u + 1][0], x[2 * u + 1][1]);
-        p[u][3] = pack_bf16x2(x[2 * u + 1][2], x[2 * u + 1][3]);
-      }
-      // Values: 8-key atoms 1024 bytes apart, the next 64 head elements a column block on.
-      const uint64_t values = smem_descriptor(kind_tile(stage, 1), Tile::kColumnBlockBytes, 1024);
-      fence_operands(w.o);
-      wgmma_fence();
-#pragma unroll
-      for (int u = 0; u < 4; ++u) wgmma_m64n128k16<1>(w.o, p[u], offset_descriptor(values, u * 2048), true);
-      wgmma_commit();
+      issue_values<D>(w.o, x, kind_tile(stage, 1));
       if constexpr (!kDeferPv) wgmma_wait<0>();
       fence_operands(w.o);
     } else if constexpr (kDeferPv) {
@@ -230,7 +195,12 @@ void prefill_wgmma(const DeviceStep& step, const AttentionLaunch& launch, const 
                    int64_t num_tiles, int groups, bool uniform, cudaStream_t stream) {
   check(prefill_wgmma_fits(step.head_dim, launch.num_heads / step.num_kv_heads),
         "cuda prefill attention (wgmma): needs a compute capability 9.0 GPU, head_dim 128 and 4 | query heads per KV head");
-  if (groups == 2) launch_wgmma<128, 2>(num_tiles, launch.num_heads / kWarps, stream, step, launch, q, tiles, uniform);
+  static const bool producer = [] {
+    const char* v = std::getenv("PODKV_CUDA_PREFILL_PRODUCER");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  if (groups == 2 && producer) prefill_producer(step, launch, q, tiles, num_tiles, uniform, stream);
+  else if (groups == 2) launch_wgmma<128, 2>(num_tiles, launch.num_heads / kWarps, stream, step, launch, q, tiles, uniform);
   else launch_wgmma<128, 1>(num_tiles, launch.num_heads / kWarps, stream, step, launch, q, tiles, uniform);
 }
 

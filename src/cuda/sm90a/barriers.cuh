@@ -1,0 +1,42 @@
+// Hopper's mbarriers (sm_90): 64-bit counters in shared memory that complete a phase when the
+// expected number of arrivals has come in; a waiter names the phase by its parity (phases 0, 1, 2,
+// ... have parities 0, 1, 0, ...). They let warps hand tiles to each other without a block barrier.
+//  - mbarrier_init by one thread, then mbarrier_init_fence and a __syncthreads before any use.
+//  - cp_async_arrive: an arrival made when this thread's earlier cp.async copies have landed
+//    (.noinc: the count given to mbarrier_init includes these arrivals).
+#pragma once
+
+#include <cstdint>
+
+namespace podkv::cuda::sm90a {
+
+__device__ __forceinline__ uint32_t smem_address(const void* p) { return static_cast<uint32_t>(__cvta_generic_to_shared(p)); }
+
+__device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_address(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbarrier_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
+
+__device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_address(bar)) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_arrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_address(bar)) : "memory");
+}
+
+// Waits until the phase of parity `parity` has completed.
+__device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(smem_address(bar)), "r"(parity)
+        : "memory");
+  } while (done == 0);
+}
+
+}  // namespace podkv::cuda::sm90a

@@ -1,0 +1,17 @@
+// The warp-specialised wgmma prefill kernel (attention_prefill_producer.cu), which prefill_wgmma
+// takes for two warpgroups per block unless PODKV_CUDA_PREFILL_PRODUCER=0. Same arguments and
+// preconditions as prefill_wgmma (kernels.h).
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/device_step.h"
+
+namespace podkv::cuda {
+
+void prefill_producer(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,
+                      int64_t num_tiles, bool uniform, cudaStream_t stream);
+
+}  // namespace podkv::cuda

@@ -1,0 +1,77 @@
+// What the two wgmma prefill kernels share (attention_prefill_wgmma.cu: the lockstep block;
+// attention_prefill_producer.cu: a copying warp feeding two warpgroups): the shared-memory layout
+// of a 64-key tile of keys and values, the zeros that stand in for a missing entry, and a
+// warpgroup's two products on a tile.
+//   S[64 x 64]  = Q Kᵀ    D/16 wgmma m64n64k16, A = Q from registers, B = the key tile (K-major)
+//   O[64 x D]  += P V     4 wgmma m64n128k16, A = P (bf16) from registers, B = the value tile
+//                         (MN-major: rows are keys, the head's elements contiguous)
+#pragma once
+
+#include <cstdint>
+
+#include "cuda/prefill_warp.cuh"
+#include "cuda/sm90a/wgmma.cuh"
+
+namespace podkv::cuda::sm90a {
+
+// One stage of shared memory: [kind: keys, values][D / 64 column blocks][64 rows][128 bytes],
+// each column block 8 KB of 1024-byte aligned 8-row atoms, 16-byte chunks swizzled by row.
+template <int D>
+struct WgmmaTile {
+  static constexpr int kColumnBlockBytes = prefill::kSmemTileKeys * 128;
+  static constexpr int kKindBytes = prefill::kSmemTileKeys * D * 2;
+  static constexpr int kStageBytes = 2 * kKindBytes;
+  static constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  // Byte offset of 16-byte chunk ch (head elements 8 ch .. 8 ch + 7) of row r in a kind's tile.
+  static __device__ __forceinline__ int offset(int r, int ch) {
+    return (ch / 8) * kColumnBlockBytes + r * 128 + (((ch % 8) ^ (r % 8)) << 4);
+  }
+};
+
+// Where a tile row has no entry (past the last key, or no page), its copy reads zeros from here
+// instead (device globals start zeroed, and nothing writes this one): every copy is then a whole
+// 16 bytes from a valid address, with no test per copy. One per file (static: whole-program CUDA).
+static __device__ __align__(128) uint8_t zero_entry[WgmmaTile<128>::kChunks * 16];
+
+// The swizzle pattern repeats every 1024 bytes of the address: the tiles start on such a boundary
+// (the kernels ask for 1 KB more dynamic shared memory than their stages take).
+__device__ __forceinline__ uint8_t* align_1024(uint8_t* smem) {
+  return smem + ((1024 - (static_cast<uint32_t>(__cvta_generic_to_shared(smem)) & 1023)) & 1023);
+}
+
+// Issues S = Q Kᵀ of a warpgroup's 64 rows (Q's A fragments, [D / 16][4] per thread) against the
+// key tile at `keys_tile`, as one commit group.
+template <int D>
+__device__ __forceinline__ void issue_scores(float (&x)[8][4], const uint32_t (&qa)[D / 16][4], const uint8_t* keys_tile) {
+  using Tile = WgmmaTile<D>;
+  const uint64_t keys = smem_descriptor(keys_tile, 16, 1024);
+  wgmma_fence();
+#pragma unroll
+  for (int k = 0; k < D / 16; ++k)  // 16 head elements: 32 bytes into a column block's rows
+    wgmma_m64n64k16<0>(x, qa[k], offset_descriptor(keys, (k / 4) * Tile::kColumnBlockBytes + (k % 4) * 32), k > 0);
+  wgmma_commit();
+}
+
+// Issues O += P V with P the probabilities in x (rounded to bf16) against the value tile at
+// `values_tile`, as one commit group.
+template <int D>
+__device__ __forceinline__ void issue_values(float (&o)[16][4], const float (&x)[8][4], const uint8_t* values_tile) {
+  using Tile = WgmmaTile<D>;
+  uint32_t p[4][4];  // P as A fragments: keys 16 u .. 16 u + 15
+#pragma unroll
+  for (int u = 0; u < 4; ++u) {
+    p[u][0] = pack_bf16x2(x[2 * u][0], x[2 * u][1]);
+    p[u][1] = pack_bf16x2(x[2 * u][2], x[2 * u][3]);
+    p[u][2] = pack_bf16x2(x[2 * u + 1][0], x[2 * u + 1][1]);
+    p[u][3] = pack_bf16x2(x[2 * u + 1][2], x[2 * u + 1][3]);
+  }
+  // Values: 8-key atoms 1024 bytes apart, the next 64 head elements a column block on.
+  const uint64_t values = smem_descriptor(values_tile, Tile::kColumnBlockBytes, 1024);
+  fence_operands(o);
+  wgmma_fence();
+#pragma unroll
+  for (int u = 0; u < 4; ++u) wgmma_m64n128k16<1>(o, p[u], offset_descriptor(values, u * 2048), true);
+  wgmma_commit();
+}
+
+}  // namespace podkv::cuda::sm90a
