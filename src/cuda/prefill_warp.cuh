@@ -195,12 +195,19 @@ struct PrefillWarp : HeadSources {
   // never written.
   template <int NB>
   __device__ __forceinline__ void weights(float (&x)[NB][4], int32_t k0, int pass, bool uniform) {
+    float correction[2];
+    weights(x, k0, pass, uniform, correction);
+    w.rescale(correction);
+  }
+  // The same without O's rescaling: w.rescale(correction) is the caller's.
+  template <int NB>
+  __device__ __forceinline__ void weights(float (&x)[NB][4], int32_t k0, int pass, bool uniform, float (&correction)[2]) {
     const TileClass cls = uniform ? span.uniform(k0, 8 * NB) : kMixed;
     const bool pass_reads = one_pass || (pass == 0 ? cls == kProximal : cls == kDistant);
     uint32_t distant_bits = 0;
     if (cls == kDistant && pass_reads && !any_skip) distant_bits = 0xffffffffu;
     else if (cls != kProximal || !pass_reads) distant_bits = mask(x, k0, pass);
-    w.softmax(x, distant_bits);
+    w.softmax_weights(x, distant_bits, correction);
   }
   // The normalised outputs and the gates.
   __device__ void write() {

@@ -162,6 +162,15 @@ struct WarpAttention {
   // tiles of a long row is rare (the correction is then exactly 1).
   template <int NB>
   __device__ __forceinline__ void softmax(float (&x)[NB][4], uint32_t distant) {
+    float correction[2];
+    softmax_weights(x, distant, correction);
+    rescale(correction);
+  }
+
+  // The softmax without O's rescaling, which `rescale` does later: a kernel whose tensor cores may
+  // still be adding the previous tile's P V into O computes this tile's weights meanwhile.
+  template <int NB>
+  __device__ __forceinline__ void softmax_weights(float (&x)[NB][4], uint32_t distant, float (&correction)[2]) {
     static_assert(NB <= 8, "at most 64 keys per update (32 distant bits)");
     constexpr uint32_t kAll = NB == 8 ? 0xffffffffu : (1u << (4 * NB)) - 1u;
     // Rows g and g + 8 side by side, each step of both before the next (two independent chains in
@@ -178,7 +187,7 @@ struct WarpAttention {
     for (int r = 0; r < 2; ++r) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
 #pragma unroll
     for (int r = 0; r < 2; ++r) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-    float correction[2], m_use[2];
+    float m_use[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const float m_new = fmaxf(m[r], mx[r]);
@@ -218,6 +227,10 @@ struct WarpAttention {
       sum_p[r] = sum_p[r] * correction[r] + add_p[r];
       sum_d[r] = sum_d[r] * correction[r] + add_d[r];
     }
+  }
+
+  // O *= the corrections of rows g and g + 8 (skipped when both are exactly 1 in every lane).
+  __device__ __forceinline__ void rescale(const float (&correction)[2]) {
     if (__any_sync(0xffffffffu, correction[0] != 1.0f || correction[1] != 1.0f)) {
 #pragma unroll
       for (int n = 0; n < kOutBlocks; ++n)

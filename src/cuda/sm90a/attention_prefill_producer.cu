@@ -3,12 +3,13 @@
 //
 // The block is attention_prefill_wgmma.cu's two warpgroups (each 4 query heads of one KV head on
 // the 16 rows of one half of a tile-list entry) plus a third warpgroup that does every page-table
-// lookup and copy (one warp was too few: 2.0x the lockstep kernel's time at 32K tokens). The third warpgroup gives its registers to the other two
-// (setmaxnreg: 40 each for it, 232 for the computing threads, where a block of 384 threads would
-// otherwise have 168 each and ptxas would serialise the wgmma). In the lockstep kernel every warp spent about a third of its instructions on
-// those and met the others at a block barrier per 64-key tile; here the warpgroups only compute,
-// each at its own pace, and the tiles pass through kStages stages of shared memory guarded by two
-// mbarriers per stage:
+// lookup and copy (one warp was too few: 2.0x the lockstep kernel's time at 32K tokens). The
+// third warpgroup gives its registers to the other two (setmaxnreg: 40 each for it, 232 for the
+// computing threads, where a block of 384 threads would otherwise have 168 each and ptxas would
+// serialise the wgmma). In the lockstep kernel every warp spent about a third of its instructions
+// on lookups and copies and met the others at a block barrier per 64-key tile; here the
+// warpgroups only compute, each at its own pace, and the tiles pass through kStages stages of
+// shared memory guarded by two mbarriers per stage:
 //   full[st]:  the copying warpgroup's 128 threads arrive when their copies of the tile have landed
 //              (cp.async.mbarrier.arrive.noinc);
 //   empty[st]: each of the 8 computing warps arrives when it is done with the tile (its O += P V
@@ -103,6 +104,10 @@ __global__ void __launch_bounds__(kProducerBlockThreads, 1)
   const int tile = static_cast<int>(gridDim.x) - 1 - static_cast<int>(blockIdx.x);  // most keys first
   const RowTile block_rows = row_tile(s, tiles, tile, 0, 2);
   if (block_rows.rows <= 0) return;
+  uint8_t* zero_values = smem + kStages * Tile::kStageBytes;  // a value tile of zeros
+  for (int i = threadIdx.x; i < Tile::kKindBytes / 16; i += blockDim.x)
+    reinterpret_cast<uint4*>(zero_values)[i] = make_uint4(0, 0, 0, 0);
+  fence_proxy_async();  // the zeros, visible to the tensor cores after the barrier below
   if (threadIdx.x == 0) {
     for (int i = 0; i < kStages; ++i) mbarrier_init(&full[i], kWarps * 32), mbarrier_init(&empty[i], kComputeWarps);
     mbarrier_init_fence();
@@ -124,30 +129,41 @@ __global__ void __launch_bounds__(kProducerBlockThreads, 1)
   auto& w = pw.w;
   const int passes = pw.passes();
   TileCursor cur = next_tile(TileCursor{0, -kSmemTileKeys}, block_span, pw.one_pass, passes, kSmemTileKeys);
-  for (int j = 0; cur.pass < passes; ++j) {
+  // Iteration j issues S of tile j, then O += P V of tile j - 1 (so that S completes first: a
+  // warpgroup's wgmma groups complete in order), and computes tile j's weights while the tensor
+  // cores still add tile j - 1's values. Every tile is computed, also where this warpgroup's rows
+  // read none of it (its weights are then all zero): a wgmma under a branch that ptxas cannot
+  // prove warpgroup-uniform would be serialised.
+  // Tile j - 1's probabilities (read by its P V until that completes); before tile 0, zeros times
+  // the zero tile.
+  uint32_t p[4][4] = {};
+  auto previous_values = [&](int j) {
+    return j > 0 ? smem + ((j - 1) % kStages) * Tile::kStageBytes + Tile::kKindBytes : zero_values;
+  };
+  int j = 0;
+  for (; cur.pass < passes; ++j) {
     const int stage = j % kStages;
-    uint8_t* keys = smem + stage * Tile::kStageBytes;
+    uint8_t* tile_base = smem + stage * Tile::kStageBytes;
     mbarrier_wait(&full[stage], (j / kStages) & 1);
     fence_proxy_async();  // the landed copies, visible to the tensor cores
-    // The same for the warpgroup's 4 warps (same rows, same KV head), as wgmma needs.
-    if (rt.rows > 0 && pw.needed(cur.pass, cur.k0, kSmemTileKeys)) {
-      float x[8][4];
-      issue_scores<D>(x, w.qa[0], keys);
-      wgmma_wait<0>();  // S, and the previous tile's P V before it
-      fence_operands(x);
-      fence_operands(w.o);
-      if (j > 0 && lane == 0) mbarrier_arrive(&empty[(j - 1) % kStages]);
-      pw.weights(x, cur.k0, cur.pass, uniform);
-      issue_values<D>(w.o, x, keys + Tile::kKindBytes);  // waited for at the next tile's S
-      fence_operands(w.o);
-    } else {
-      wgmma_wait<0>();  // the previous tile's P V
-      fence_operands(w.o);
-      if (j > 0 && lane == 0) mbarrier_arrive(&empty[(j - 1) % kStages]);
-    }
+    float x[8][4];
+    issue_scores<D>(x, w.qa[0], tile_base);
+    issue_values<D>(w.o, p, previous_values(j));
+    wgmma_commit();   // tile j - 1's P V
+    wgmma_wait<1>();  // S
+    fence_operands(x);
+    float correction[2];
+    pw.weights(x, cur.k0, cur.pass, uniform, correction);
+    wgmma_wait<0>();  // tile j - 1's P V
+    fence_operands(w.o);
+    if (j > 0 && lane == 0) mbarrier_arrive(&empty[(j - 1) % kStages]);
+    w.rescale(correction);
+    pack_probabilities(x, p);
     cur = next_tile<true>(cur, block_span, pw.one_pass, passes, kSmemTileKeys);
   }
-  wgmma_wait<0>();  // the last P V
+  issue_values<D>(w.o, p, previous_values(j));  // the last tile's P V
+  wgmma_commit();
+  wgmma_wait<0>();
   fence_operands(w.o);
   if (rt.rows > 0) pw.write();
 }
@@ -156,7 +172,8 @@ __global__ void __launch_bounds__(kProducerBlockThreads, 1)
 
 void prefill_producer(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,
                       int64_t num_tiles, bool uniform, cudaStream_t stream) {
-  const int smem = kProducerStages * WgmmaTile<128>::kStageBytes + 1024;  // the stages, and room to align them
+  // The stages, the zero value tile, and room to align them.
+  const int smem = kProducerStages * WgmmaTile<128>::kStageBytes + WgmmaTile<128>::kKindBytes + 1024;
   auto* kernel = prefill_producer_kernel<128>;
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "cudaFuncSetAttribute(prefill_producer_kernel)");
   const dim3 grid(static_cast<unsigned>(num_tiles), static_cast<unsigned>(launch.num_heads / kWarps));

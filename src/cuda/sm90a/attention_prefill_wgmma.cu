@@ -143,7 +143,10 @@ __global__ void __launch_bounds__(kGroups * kWarps * 32, 2 / kGroups)
       fence_operands(x);
       fence_operands(w.o);
       pw.weights(x, cur.k0, cur.pass, uniform);
-      issue_values<D>(w.o, x, kind_tile(stage, 1));
+      uint32_t p[4][4];
+      pack_probabilities(x, p);
+      issue_values<D>(w.o, p, kind_tile(stage, 1));
+      wgmma_commit();
       if constexpr (!kDeferPv) wgmma_wait<0>();
       fence_operands(w.o);
     } else if constexpr (kDeferPv) {

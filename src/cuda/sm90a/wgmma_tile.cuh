@@ -52,12 +52,8 @@ __device__ __forceinline__ void issue_scores(float (&x)[8][4], const uint32_t (&
   wgmma_commit();
 }
 
-// Issues O += P V with P the probabilities in x (rounded to bf16) against the value tile at
-// `values_tile`, as one commit group.
-template <int D>
-__device__ __forceinline__ void issue_values(float (&o)[16][4], const float (&x)[8][4], const uint8_t* values_tile) {
-  using Tile = WgmmaTile<D>;
-  uint32_t p[4][4];  // P as A fragments: keys 16 u .. 16 u + 15
+// P (the probabilities in x, rounded to bf16) as A fragments: keys 16 u .. 16 u + 15.
+__device__ __forceinline__ void pack_probabilities(const float (&x)[8][4], uint32_t (&p)[4][4]) {
 #pragma unroll
   for (int u = 0; u < 4; ++u) {
     p[u][0] = pack_bf16x2(x[2 * u][0], x[2 * u][1]);
@@ -65,13 +61,19 @@ __device__ __forceinline__ void issue_values(float (&o)[16][4], const float (&x)
     p[u][2] = pack_bf16x2(x[2 * u + 1][0], x[2 * u + 1][1]);
     p[u][3] = pack_bf16x2(x[2 * u + 1][2], x[2 * u + 1][3]);
   }
+}
+
+// Issues O += P V against the value tile at `values_tile` (the caller commits the group; p must
+// not change until it has completed).
+template <int D>
+__device__ __forceinline__ void issue_values(float (&o)[16][4], const uint32_t (&p)[4][4], const uint8_t* values_tile) {
+  using Tile = WgmmaTile<D>;
   // Values: 8-key atoms 1024 bytes apart, the next 64 head elements a column block on.
   const uint64_t values = smem_descriptor(values_tile, Tile::kColumnBlockBytes, 1024);
   fence_operands(o);
   wgmma_fence();
 #pragma unroll
   for (int u = 0; u < 4; ++u) wgmma_m64n128k16<1>(o, p[u], offset_descriptor(values, u * 2048), true);
-  wgmma_commit();
 }
 
 }  // namespace podkv::cuda::sm90a
