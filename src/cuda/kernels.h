@@ -123,7 +123,9 @@ void prefill_attention(const DeviceStep& step, const AttentionLaunch& launch, co
                        int64_t num_tiles, cudaStream_t stream);
 // sm90a/attention_prefill_wgmma.cu: the same rows on Hopper's warpgroup MMA (sm_90a code), where the
 // device is compute capability 9.0, head_dim 128 and 4 | query heads per KV head; prefill_attention
-// takes it there unless PODKV_CUDA_PREFILL_WGMMA=0. `groups`: warpgroups per block (1 or 2).
+// takes it there unless PODKV_CUDA_PREFILL_WGMMA=0. `groups`: computing warpgroups per block (1 or
+// 2; two also get a copying warpgroup, sm90a/attention_prefill_producer.cu, unless
+// PODKV_CUDA_PREFILL_PRODUCER=0).
 bool prefill_wgmma_fits(int head_dim, int query_heads_per_kv_head);
 void prefill_wgmma(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,
                    int64_t num_tiles, int groups, bool uniform, cudaStream_t stream);
