@@ -13,7 +13,7 @@
 // The accumulators' layout per warp is mma.sync's, so masks, softmax and gates are shared code;
 // only Q's fragments and O's columns are in head order here (PrefillWarp<D, true>).
 // Two warpgroups per block go to attention_prefill_producer.cu's kernel (the same products, with a
-// copying warp and no block barrier) unless PODKV_CUDA_PREFILL_PRODUCER=0.
+// copying warpgroup and no block barrier) unless PODKV_CUDA_PREFILL_PRODUCER=0.
 #include <cuda_runtime.h>
 
 #include <cstdlib>
