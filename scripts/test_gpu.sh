@@ -2,7 +2,8 @@
 # The CUDA backend on a GPU machine: builds podkv with PODKV_CUDA=ON, then
 #  1. podkv_test_backend_ops: every op of every backend (cpu, cuda) against its plain references, the
 #     attention cases again with PODKV_CUDA_PREFILL_PRODUCER=0 (the lockstep wgmma prefill blocks, no
-#     copying warpgroup), PODKV_CUDA_PREFILL=1,1 (wgmma prefill blocks of one warpgroup) and
+#     copying warpgroup), PODKV_CUDA_PREFILL_STEP=128 (the copying kernel's 128-key steps),
+#     PODKV_CUDA_PREFILL=1,1 (wgmma prefill blocks of one warpgroup) and
 #     PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync prefill kernels on a Hopper GPU), and the matmul cases
 #     with PODKV_CUDA_GEMV_SLICES=1 and 8 (the one-row GEMV unsplit and split 8 ways);
 #  2. the CUDA tests of podkv_tests (they skip without a GPU): Models/CudaFixture.*, CudaFusedOps.* (fused
@@ -70,11 +71,13 @@ for b in cpu cuda; do
 done
 tail -1 "$logs/backend_ops.log"
 # On a Hopper GPU prefill attention runs on wgmma (src/cuda/sm90a/) with two computing warpgroups and
-# a copying one per block; the lockstep two-warpgroup blocks (PODKV_CUDA_PREFILL_PRODUCER=0), the
-# one-warpgroup blocks (PODKV_CUDA_PREFILL=1,1) and the mma.sync kernels that other GPUs run
+# a copying one per block; its 128-key steps (PODKV_CUDA_PREFILL_STEP=128), the lockstep
+# two-warpgroup blocks (PODKV_CUDA_PREFILL_PRODUCER=0), the one-warpgroup blocks
+# (PODKV_CUDA_PREFILL=1,1) and the mma.sync kernels that other GPUs run
 # (PODKV_CUDA_PREFILL_WGMMA=0) are checked here too, and the one-row GEMV with its inputs split in 1
 # (none) and 8 slices wherever they allow (PODKV_CUDA_GEMV_SLICES; the default picks per shape).
-for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL=1,1 attention" \
+for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention" \
+             "PODKV_CUDA_PREFILL=1,1 attention" \
              "PODKV_CUDA_PREFILL_WGMMA=0 attention" \
              "PODKV_CUDA_GEMV_SLICES=1 matmul" "PODKV_CUDA_GEMV_SLICES=8 matmul"; do
   setting=${check% *} op=${check##* }

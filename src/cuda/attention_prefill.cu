@@ -230,9 +230,12 @@ void launch_shared(int64_t num_tiles, int head_blocks, cudaStream_t stream, cons
 // for the whole-tile fast path, 0 to mask every tile) and PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync
 // kernels on a Hopper GPU too), for timing and testing (scripts/tuning_gpu.sh, scripts/test_gpu.sh).
 // Read once.
+// The switches, read once: PODKV_CUDA_PREFILL=G,U (G warpgroups per block, 1 or 2; U=0 masks
+// every tile), PODKV_CUDA_PREFILL_WGMMA=0 (mma.sync where wgmma would run),
+// PODKV_CUDA_PREFILL_PRODUCER=0 and PODKV_CUDA_PREFILL_STEP=128 (kernels.h: WgmmaPrefill).
 struct PrefillVariant {
-  int groups = 2;
-  bool uniform = true, wgmma = true;
+  WgmmaPrefill how;
+  bool wgmma = true;
 };
 
 PrefillVariant prefill_variant() {
@@ -241,9 +244,14 @@ PrefillVariant prefill_variant() {
     const char* s = std::getenv("PODKV_CUDA_PREFILL");
     int g = 0, u = 0;
     if (s != nullptr && std::sscanf(s, "%d,%d", &g, &u) == 2 && (g == 1 || g == 2) && (u == 0 || u == 1))
-      out.groups = g, out.uniform = u == 1;
-    const char* w = std::getenv("PODKV_CUDA_PREFILL_WGMMA");
-    out.wgmma = w == nullptr || std::string(w) != "0";
+      out.how.groups = g, out.how.uniform = u == 1;
+    auto is = [](const char* name, const char* value) {
+      const char* set = std::getenv(name);
+      return set != nullptr && std::string(set) == value;
+    };
+    out.wgmma = !is("PODKV_CUDA_PREFILL_WGMMA", "0");
+    out.how.producer = !is("PODKV_CUDA_PREFILL_PRODUCER", "0");
+    out.how.step_keys = is("PODKV_CUDA_PREFILL_STEP", "128") ? 128 : 64;
     return out;
   }();
   return v;
@@ -265,12 +273,12 @@ void prefill_attention(const DeviceStep& step, const AttentionLaunch& launch, co
   const int head_blocks = (launch.num_heads + kWarps - 1) / kWarps;
   const int groups = launch.num_heads / step.num_kv_heads;
   if (variant.wgmma && prefill_wgmma_fits(step.head_dim, groups)) {
-    prefill_wgmma(step, launch, q, tiles, num_tiles, variant.groups, variant.uniform, stream);
+    prefill_wgmma(step, launch, q, tiles, num_tiles, variant.how, stream);
     return;
   }
   if (groups % kWarps == 0 && (step.head_dim == 64 || step.head_dim == 128)) {
-    const bool u = variant.uniform;
-    if (variant.groups == 2) {
+    const bool u = variant.how.uniform;
+    if (variant.how.groups == 2) {
       if (step.head_dim == 64) launch_shared<64, 2>(num_tiles, head_blocks, stream, step, launch, q, tiles, u);
       else launch_shared<128, 2>(num_tiles, head_blocks, stream, step, launch, q, tiles, u);
     } else {
@@ -282,7 +290,7 @@ void prefill_attention(const DeviceStep& step, const AttentionLaunch& launch, co
   }
   const dim3 grid(static_cast<unsigned>(2 * num_tiles), static_cast<unsigned>(head_blocks));
   auto launch_kernel = [&](auto kernel) {
-    kernel<<<grid, kWarps * 32, 0, stream>>>(step, launch, q, tiles, variant.uniform);
+    kernel<<<grid, kWarps * 32, 0, stream>>>(step, launch, q, tiles, variant.how.uniform);
   };
   switch (step.head_dim) {
     case 32: launch_kernel(prefill_kernel<32>); break;

@@ -123,11 +123,17 @@ void prefill_attention(const DeviceStep& step, const AttentionLaunch& launch, co
                        int64_t num_tiles, cudaStream_t stream);
 // sm90a/attention_prefill_wgmma.cu: the same rows on Hopper's warpgroup MMA (sm_90a code), where the
 // device is compute capability 9.0, head_dim 128 and 4 | query heads per KV head; prefill_attention
-// takes it there unless PODKV_CUDA_PREFILL_WGMMA=0. `groups`: computing warpgroups per block (1 or
-// 2; two also get a copying warpgroup, sm90a/attention_prefill_producer.cu, unless
-// PODKV_CUDA_PREFILL_PRODUCER=0).
+// takes it there unless PODKV_CUDA_PREFILL_WGMMA=0, in the form its switches choose
+// (attention_prefill.cu: prefill_variant).
+struct WgmmaPrefill {
+  int groups = 2;         // computing warpgroups per block (PODKV_CUDA_PREFILL=G,U)
+  bool uniform = true;    // tiles every row reads whole, of one class, skip the masks (U)
+  bool producer = true;   // two groups: with a copying warpgroup, sm90a/attention_prefill_producer.cu
+                          // (PODKV_CUDA_PREFILL_PRODUCER=0: the lockstep block)
+  int step_keys = 64;     // the copying kernel's keys per step, 64 or 128 (PODKV_CUDA_PREFILL_STEP)
+};
 bool prefill_wgmma_fits(int head_dim, int query_heads_per_kv_head);
 void prefill_wgmma(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,
-                   int64_t num_tiles, int groups, bool uniform, cudaStream_t stream);
+                   int64_t num_tiles, const WgmmaPrefill& how, cudaStream_t stream);
 
 }  // namespace podkv::cuda

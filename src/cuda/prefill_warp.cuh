@@ -169,9 +169,11 @@ struct PrefillWarp : HeadSources {
   }
 
   __device__ bool needed(int pass, int32_t k0, int keys) const { return span.needed(one_pass, pass, k0, keys); }
-  // Masks S of NB n-blocks of keys from k0 (causal, the pass's class, tau); returns the distant bits.
-  template <int NB>
-  __device__ uint32_t mask(float (&x)[NB][4], int32_t k0, int pass) const {
+  // Masks S of NB n-blocks of keys from k0 (causal, the pass's class, tau), n-blocks kFirst ..
+  // kFirst + NB - 1 of x; returns the distant bits (bit 4 nb + e).
+  template <int NB, int kFirst = 0, int N>
+  __device__ uint32_t mask(float (&x)[N][4], int32_t k0, int pass) const {
+    static_assert(NB <= 8 && kFirst + NB <= N, "up to 64 keys of x from kFirst");
     uint32_t distant_bits = 0;
 #pragma unroll
     for (int nb = 0; nb < NB; ++nb)
@@ -183,16 +185,25 @@ struct PrefillWarp : HeadSources {
         bool allowed = valid[r] && j <= pos[r];
         if (!one_pass) allowed = allowed && (pass == 1 ? in_distant : !in_distant);
         if (in_distant && skip[r]) allowed = false;
-        if (!allowed) x[nb][e] = -INFINITY;
+        if (!allowed) x[kFirst + nb][e] = -INFINITY;
         if (in_distant) distant_bits |= 1u << (4 * nb + e);
       }
     return distant_bits;
   }
-  // S of NB n-blocks of keys from k0 into this tile's weights (the online softmax). A tile every
-  // row reads whole, of one class that this pass reads (`uniform`, when allowed), skips the
-  // element-wise mask: most tiles of a long prompt are such, and the mask's compares cost as much
-  // issue time as the tile's products. Rows past the warp's end read Q = 0; their outputs are
-  // never written.
+  // The masks of NB n-blocks of keys from k0 (x's n-blocks from kFirst), skipped where every row
+  // reads the whole tile, of one class that this pass reads (`uniform`, when allowed): most tiles
+  // of a long prompt are such, and the mask's compares cost as much issue time as the tile's
+  // products. Returns the distant bits.
+  template <int NB, int kFirst = 0, int N>
+  __device__ __forceinline__ uint32_t tile_masks(float (&x)[N][4], int32_t k0, int pass, bool uniform) const {
+    const TileClass cls = uniform ? span.uniform(k0, 8 * NB) : kMixed;
+    const bool pass_reads = one_pass || (pass == 0 ? cls == kProximal : cls == kDistant);
+    if (cls == kDistant && pass_reads && !any_skip) return 0xffffffffu;
+    if (cls != kProximal || !pass_reads) return mask<NB, kFirst>(x, k0, pass);
+    return 0;
+  }
+  // S of NB n-blocks of keys from k0 into this tile's weights (the online softmax, tile_masks'
+  // masks). Rows past the warp's end read Q = 0; their outputs are never written.
   template <int NB>
   __device__ __forceinline__ void weights(float (&x)[NB][4], int32_t k0, int pass, bool uniform) {
     float correction[2];
@@ -202,12 +213,16 @@ struct PrefillWarp : HeadSources {
   // The same without O's rescaling: w.rescale(correction) is the caller's.
   template <int NB>
   __device__ __forceinline__ void weights(float (&x)[NB][4], int32_t k0, int pass, bool uniform, float (&correction)[2]) {
-    const TileClass cls = uniform ? span.uniform(k0, 8 * NB) : kMixed;
-    const bool pass_reads = one_pass || (pass == 0 ? cls == kProximal : cls == kDistant);
-    uint32_t distant_bits = 0;
-    if (cls == kDistant && pass_reads && !any_skip) distant_bits = 0xffffffffu;
-    else if (cls != kProximal || !pass_reads) distant_bits = mask(x, k0, pass);
-    w.softmax_weights(x, distant_bits, correction);
+    w.softmax_weights(x, tile_masks<NB>(x, k0, pass, uniform), correction);
+  }
+  // Two 64-key tiles' weights in one update (x[0..7]: tile t0, x[8..15]: tile t1). Where t0 was the
+  // last tile, t1 is the cursor just past it, keys that no row of the pass reads: its masks remove
+  // them all (no branch on it, which made ptxas copy S's 64 registers on both paths).
+  __device__ __forceinline__ void weights(float (&x)[16][4], const TileCursor& t0, const TileCursor& t1, bool uniform,
+                                          float (&correction)[2]) {
+    const uint32_t lo = tile_masks<8, 0>(x, t0.k0, t0.pass, uniform);
+    const uint32_t hi = tile_masks<8, 8>(x, t1.k0, t1.pass, uniform);
+    w.softmax_weights(x, static_cast<uint64_t>(hi) << 32 | lo, correction);
   }
   // The normalised outputs and the gates.
   __device__ void write() {

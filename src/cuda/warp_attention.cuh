@@ -29,6 +29,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 namespace podkv::cuda {
 
@@ -169,10 +170,14 @@ struct WarpAttention {
 
   // The softmax without O's rescaling, which `rescale` does later: a kernel whose tensor cores may
   // still be adding the previous tile's P V into O computes this tile's weights meanwhile.
+  // Up to 128 keys (NB = 16, the wgmma kernel's two tiles at once: 64 distant bits).
   template <int NB>
-  __device__ __forceinline__ void softmax_weights(float (&x)[NB][4], uint32_t distant, float (&correction)[2]) {
-    static_assert(NB <= 8, "at most 64 keys per update (32 distant bits)");
-    constexpr uint32_t kAll = NB == 8 ? 0xffffffffu : (1u << (4 * NB)) - 1u;
+  using DistantBits = std::conditional_t<(NB > 8), uint64_t, uint32_t>;
+  template <int NB>
+  __device__ __forceinline__ void softmax_weights(float (&x)[NB][4], DistantBits<NB> distant, float (&correction)[2]) {
+    static_assert(NB <= 16, "at most 128 keys per update (64 distant bits)");
+    using Bits = DistantBits<NB>;
+    constexpr Bits kAll = NB == 16 ? ~Bits{0} : NB == 8 ? Bits{0xffffffffu} : (Bits{1} << (4 * NB)) - 1u;
     // Rows g and g + 8 side by side, each step of both before the next (two independent chains in
     // one basic block: the class test is the tile's, not the row's, so no branch splits them).
     float v[2][2 * NB];
@@ -182,7 +187,7 @@ struct WarpAttention {
       for (int n = 0; n < NB; ++n) v[r][2 * n] = x[n][2 * r], v[r][2 * n + 1] = x[n][2 * r + 1];
     float mx[2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) mx[r] = pairwise<2 * NB>(v[r], [](float a, float b) { return fmaxf(a, b); });
+    for (int r = 0; r < 2; ++r) mx[r] = reduce<2 * NB>(v[r], [](float a, float b) { return fmaxf(a, b); });
 #pragma unroll
     for (int r = 0; r < 2; ++r) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
 #pragma unroll
@@ -210,7 +215,7 @@ struct WarpAttention {
         for (int n = 0; n < NB; ++n) v[r][2 * n] = x[n][2 * r], v[r][2 * n + 1] = x[n][2 * r + 1];
       float sum[2];
 #pragma unroll
-      for (int r = 0; r < 2; ++r) sum[r] = pairwise<2 * NB>(v[r], [](float a, float b) { return a + b; });
+      for (int r = 0; r < 2; ++r) sum[r] = reduce<2 * NB>(v[r], [](float a, float b) { return a + b; });
 #pragma unroll
       for (int r = 0; r < 2; ++r) ((distant & kAll) == 0u ? add_p[r] : add_d[r]) = sum[r];
     } else {
@@ -218,7 +223,7 @@ struct WarpAttention {
       for (int n = 0; n < NB; ++n)
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          if (distant >> (4 * n + e) & 1u) add_d[e / 2] += x[n][e];
+          if ((distant >> (4 * n + e)) & 1u) add_d[e / 2] += x[n][e];
           else add_p[e / 2] += x[n][e];
         }
     }
@@ -247,6 +252,22 @@ struct WarpAttention {
 #pragma unroll
       for (int i = 0; i + w < N; i += 2 * w) v[i] = op(v[i], v[i + w]);
     return v[0];
+  }
+
+  // op over v[0 .. N): pairwise up to 16 values; beyond, 8 running chains first, which keeps
+  // fewer partial results alive (128-key steps hold S, P and O in registers at once).
+  template <int N, typename Op>
+  static __device__ __forceinline__ float reduce(float (&v)[N], Op op) {
+    if constexpr (N <= 16) {
+      return pairwise<N>(v, op);
+    } else {
+      float acc[8];
+#pragma unroll
+      for (int i = 0; i < 8; ++i) acc[i] = v[i];
+#pragma unroll
+      for (int i = 8; i < N; ++i) acc[i % 8] = op(acc[i % 8], v[i]);
+      return pairwise<8>(acc, op);
+    }
   }
 
   // O += P V for the tile's 16 keys: v[i] holds value row (2c, 2c+1, 2c+8, 2c+9)[i].

@@ -16,9 +16,6 @@
 // copying warpgroup and no block barrier) unless PODKV_CUDA_PREFILL_PRODUCER=0.
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <string>
-
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
 #include "cuda/prefill_warp.cuh"
@@ -195,16 +192,14 @@ bool prefill_wgmma_fits(int head_dim, int query_heads_per_kv_head) {
 }
 
 void prefill_wgmma(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,
-                   int64_t num_tiles, int groups, bool uniform, cudaStream_t stream) {
+                   int64_t num_tiles, const WgmmaPrefill& how, cudaStream_t stream) {
   check(prefill_wgmma_fits(step.head_dim, launch.num_heads / step.num_kv_heads),
         "cuda prefill attention (wgmma): needs a compute capability 9.0 GPU, head_dim 128 and 4 | query heads per KV head");
-  static const bool producer = [] {
-    const char* v = std::getenv("PODKV_CUDA_PREFILL_PRODUCER");
-    return v == nullptr || std::string(v) != "0";
-  }();
-  if (groups == 2 && producer) prefill_producer(step, launch, q, tiles, num_tiles, uniform, stream);
-  else if (groups == 2) launch_wgmma<128, 2>(num_tiles, launch.num_heads / kWarps, stream, step, launch, q, tiles, uniform);
-  else launch_wgmma<128, 1>(num_tiles, launch.num_heads / kWarps, stream, step, launch, q, tiles, uniform);
+  const int head_blocks = launch.num_heads / kWarps;
+  if (how.groups == 2 && how.producer)
+    prefill_producer(step, launch, q, tiles, num_tiles, how.uniform, how.step_keys, stream);
+  else if (how.groups == 2) launch_wgmma<128, 2>(num_tiles, head_blocks, stream, step, launch, q, tiles, how.uniform);
+  else launch_wgmma<128, 1>(num_tiles, head_blocks, stream, step, launch, q, tiles, how.uniform);
 }
 
 }  // namespace podkv::cuda

@@ -39,4 +39,10 @@ __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {
   } while (done == 0);
 }
 
+// Named barrier `id` (0 is __syncthreads'): waits until `threads` threads have arrived; lets a
+// warpgroup meet by itself.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
 }  // namespace podkv::cuda::sm90a

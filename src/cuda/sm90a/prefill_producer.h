@@ -12,6 +12,6 @@
 namespace podkv::cuda {
 
 void prefill_producer(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,
-                      int64_t num_tiles, bool uniform, cudaStream_t stream);
+                      int64_t num_tiles, bool uniform, int step_keys, cudaStream_t stream);
 
 }  // namespace podkv::cuda

@@ -2,7 +2,8 @@
 // consecutive warps computes D[64 x N] (+)= A[64 x 16] B[16 x N] with A in
 // registers and B in shared memory, asynchronously.
 //  - A fragments: warp w of the group holds rows 16w .. 16w + 15 in mma.m16n8k16's A layout
-//    (lane = 4 g + c: rows g | g + 8, columns 2c, 2c+1 | 2c+8, 2c+9).
+//    (lane = 4 g + c: rows g | g + 8, columns 2c, 2c+1 | 2c+8, 2c+9); or A in shared memory,
+//    by a descriptor like B's (K-major).
 //  - D fragments: warp w's rows in mma's C layout, one [4] per n-block of 8 columns.
 //  - B: a 64-bit descriptor of a tile stored with the 128-byte swizzle: rows of 128 bytes,
 //    16-byte chunk c of row r at chunk c ^ (r % 8), 8-row atoms 1024-byte aligned.
@@ -87,6 +88,19 @@ __device__ __forceinline__ void wgmma_m64n128k16(float (&d)[16][4], const uint32
       "{%64, %65, %66, %67}, %68, p, 1, 1, %69;\n}\n"
       : PODKV_WGMMA_ACC32(0), PODKV_WGMMA_ACC32(8)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b_desc), "n"(kTransB), "r"(static_cast<int>(accumulate)));
+}
+
+// D[64 x 128] (+)= A B with A by descriptor too, both K-major (S = Q Kᵀ of 128 keys, Q in shared
+// memory).
+__device__ __forceinline__ void wgmma_m64n128k16_ss(float (&d)[16][4], uint64_t a_desc, uint64_t b_desc,
+                                                    bool accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\n"
+      "setp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {" PODKV_WGMMA_REGS_0_31 "," PODKV_WGMMA_REGS_32_63 "}, "
+      "%64, %65, p, 1, 1, 0, 0;\n}\n"
+      : PODKV_WGMMA_ACC32(0), PODKV_WGMMA_ACC32(8)
+      : "l"(a_desc), "l"(b_desc), "r"(static_cast<int>(accumulate)));
 }
 
 #undef PODKV_WGMMA_ACC4

@@ -14,14 +14,16 @@
 
 namespace podkv::cuda::sm90a {
 
-// One stage of shared memory: [kind: keys, values][D / 64 column blocks][64 rows][128 bytes],
-// each column block 8 KB of 1024-byte aligned 8-row atoms, 16-byte chunks swizzled by row.
-template <int D>
+// One stage of shared memory: [kind: keys, values][D / 64 column blocks][kKeys rows][128 bytes],
+// each column block (kKeys / 8) 1024-byte aligned 8-row atoms, 16-byte chunks swizzled by row.
+// A warpgroup's Q in shared memory has a kind's layout with 64 rows.
+template <int D, int kKeys = prefill::kSmemTileKeys>
 struct WgmmaTile {
-  static constexpr int kColumnBlockBytes = prefill::kSmemTileKeys * 128;
-  static constexpr int kKindBytes = prefill::kSmemTileKeys * D * 2;
+  static constexpr int kColumnBlockBytes = kKeys * 128;
+  static constexpr int kKindBytes = kKeys * D * 2;
   static constexpr int kStageBytes = 2 * kKindBytes;
   static constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  static constexpr int kRowBytes = 2 * D;  // a row: D bf16 values
   // Byte offset of 16-byte chunk ch (head elements 8 ch .. 8 ch + 7) of row r in a kind's tile.
   static __device__ __forceinline__ int offset(int r, int ch) {
     return (ch / 8) * kColumnBlockBytes + r * 128 + (((ch % 8) ^ (r % 8)) << 4);
@@ -52,10 +54,26 @@ __device__ __forceinline__ void issue_scores(float (&x)[8][4], const uint32_t (&
   wgmma_commit();
 }
 
-// P (the probabilities in x, rounded to bf16) as A fragments: keys 16 u .. 16 u + 15.
-__device__ __forceinline__ void pack_probabilities(const float (&x)[8][4], uint32_t (&p)[4][4]) {
+// Issues S = Q Kᵀ of 128 keys (a 128-row key tile) with Q in shared memory (a 64-row tile of the
+// same layout), as one commit group.
+template <int D>
+__device__ __forceinline__ void issue_scores_128(float (&x)[16][4], const uint8_t* q_tile, const uint8_t* keys_tile) {
+  using Q = WgmmaTile<D, 64>;
+  using K = WgmmaTile<D, 128>;
+  const uint64_t q = smem_descriptor(q_tile, 16, 1024), keys = smem_descriptor(keys_tile, 16, 1024);
+  wgmma_fence();
 #pragma unroll
-  for (int u = 0; u < 4; ++u) {
+  for (int k = 0; k < D / 16; ++k)
+    wgmma_m64n128k16_ss(x, offset_descriptor(q, (k / 4) * Q::kColumnBlockBytes + (k % 4) * 32),
+                        offset_descriptor(keys, (k / 4) * K::kColumnBlockBytes + (k % 4) * 32), k > 0);
+  wgmma_commit();
+}
+
+// P (the probabilities in x, rounded to bf16) as A fragments: keys 16 u .. 16 u + 15.
+template <int NB>
+__device__ __forceinline__ void pack_probabilities(const float (&x)[NB][4], uint32_t (&p)[NB / 2][4]) {
+#pragma unroll
+  for (int u = 0; u < NB / 2; ++u) {
     p[u][0] = pack_bf16x2(x[2 * u][0], x[2 * u][1]);
     p[u][1] = pack_bf16x2(x[2 * u][2], x[2 * u][3]);
     p[u][2] = pack_bf16x2(x[2 * u + 1][0], x[2 * u + 1][1]);
@@ -63,17 +81,17 @@ __device__ __forceinline__ void pack_probabilities(const float (&x)[8][4], uint3
   }
 }
 
-// Issues O += P V against the value tile at `values_tile` (the caller commits the group; p must
-// not change until it has completed).
-template <int D>
-__device__ __forceinline__ void issue_values(float (&o)[16][4], const uint32_t (&p)[4][4], const uint8_t* values_tile) {
-  using Tile = WgmmaTile<D>;
+// Issues O += P V against the value tile at `values_tile` of 16 U keys (the caller commits the
+// group; p must not change until it has completed).
+template <int D, int U>
+__device__ __forceinline__ void issue_values(float (&o)[16][4], const uint32_t (&p)[U][4], const uint8_t* values_tile) {
+  using Tile = WgmmaTile<D, 16 * U>;
   // Values: 8-key atoms 1024 bytes apart, the next 64 head elements a column block on.
   const uint64_t values = smem_descriptor(values_tile, Tile::kColumnBlockBytes, 1024);
   fence_operands(o);
   wgmma_fence();
 #pragma unroll
-  for (int u = 0; u < 4; ++u) wgmma_m64n128k16<1>(o, p[u], offset_descriptor(values, u * 2048), true);
+  for (int u = 0; u < U; ++u) wgmma_m64n128k16<1>(o, p[u], offset_descriptor(values, u * 2048), true);
 }
 
 }  // namespace podkv::cuda::sm90a
