@@ -226,13 +226,10 @@ void launch_shared(int64_t num_tiles, int head_blocks, cudaStream_t stream, cons
   prefill_shared_kernel<D, kGroups><<<grid, kGroups * kWarps * 32, smem, stream>>>(step, launch, q, tiles, uniform);
 }
 
-// The variant: PODKV_CUDA_PREFILL=G,U (G warp groups per block of the shared kernel, 1 or 2; U 1
-// for the whole-tile fast path, 0 to mask every tile) and PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync
-// kernels on a Hopper GPU too), for timing and testing (scripts/tuning_gpu.sh, scripts/test_gpu.sh).
-// Read once.
-// The switches, read once: PODKV_CUDA_PREFILL=G,U (G warpgroups per block, 1 or 2; U=0 masks
-// every tile), PODKV_CUDA_PREFILL_WGMMA=0 (mma.sync where wgmma would run),
-// PODKV_CUDA_PREFILL_PRODUCER=0 and PODKV_CUDA_PREFILL_STEP=128 (kernels.h: WgmmaPrefill).
+// The switches, for timing and testing (scripts/tuning_gpu.sh, scripts/test_gpu.sh), read once:
+// PODKV_CUDA_PREFILL=G,U (G warpgroups per block, 1 or 2; U=0 masks every tile),
+// PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync kernels on a Hopper GPU too), PODKV_CUDA_PREFILL_PRODUCER=0
+// and PODKV_CUDA_PREFILL_STEP=128 (kernels.h: WgmmaPrefill).
 struct PrefillVariant {
   WgmmaPrefill how;
   bool wgmma = true;

@@ -25,9 +25,6 @@
 // every warp walks the same tiles (the block's, as in the lockstep kernel), so the phases match.
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <string>
-
 #include "cuda/cuda_check.h"
 #include "cuda/kernels.h"
 #include "cuda/prefill_warp.cuh"
@@ -97,8 +94,8 @@ __device__ __forceinline__ void copy_tiles(const DeviceStep& s, const HeadSource
   const int kind_offset = (part / 2) * Tile::kKindBytes;
   TileCursor cur = next_tile(TileCursor{0, -kSmemTileKeys}, span, src.one_pass, passes, kSmemTileKeys);
   EntryRef e = lookup(cur);
-  // Tile j is tile j % kTiles of step j / kTiles. Past the last tile the cursor stays there and its
-  // rows are zeros (lookup gives no entry): that fills a last step's stage.
+  // Tile j is tile j % kTiles of step j / kTiles. After the last tile the cursor is past the passes
+  // (and stays there), where lookup gives no entry: zero rows, which fill a last step's stage.
   for (int j = 0; cur.pass < passes || j % S::kTiles != 0; ++j) {
     const int step = j / S::kTiles, stage = step % S::kStages;
     const TileCursor next = next_tile<true>(cur, span, src.one_pass, passes, kSmemTileKeys);
@@ -195,7 +192,8 @@ __device__ __forceinline__ void store_q(const WarpAttention<D, false>& w, uint8_
 
 // 128-key steps, the same order: step i's S (Q from shared memory), step i - 1's P V, step i's
 // weights meanwhile. Before the first step: zero probabilities times the first stage's values
-// (landed, finite: entries or zero rows). A last step of one tile has the copying warps' zero rows
+// (landed, finite: entries or zero rows; a block always has a first tile, the one holding its last
+// row's own key). A last step of one tile has the copying warps' zero rows
 // as its second; its masks remove them (the cursor just past the last tile: keys no row reads).
 template <int D>
 __device__ __forceinline__ void compute_steps_128(PrefillWarp<D, true>& pw, const KeySpan& block_span, uint8_t* smem,

@@ -1,6 +1,6 @@
 // The warp-specialised wgmma prefill kernel (attention_prefill_producer.cu), which prefill_wgmma
-// takes for two warpgroups per block unless PODKV_CUDA_PREFILL_PRODUCER=0. Same arguments and
-// preconditions as prefill_wgmma (kernels.h).
+// takes for two warpgroups per block unless PODKV_CUDA_PREFILL_PRODUCER=0. The preconditions of
+// prefill_wgmma (kernels.h); `uniform` and `step_keys` (64 or 128) are its WgmmaPrefill's.
 #pragma once
 
 #include <cuda_runtime.h>

@@ -1,6 +1,6 @@
 // Hopper's warpgroup MMA (wgmma, PTX ISA 8.0+, sm_90a only): a warpgroup of 4
 // consecutive warps computes D[64 x N] (+)= A[64 x 16] B[16 x N] with A in
-// registers and B in shared memory, asynchronously.
+// registers (or shared memory) and B in shared memory, asynchronously.
 //  - A fragments: warp w of the group holds rows 16w .. 16w + 15 in mma.m16n8k16's A layout
 //    (lane = 4 g + c: rows g | g + 8, columns 2c, 2c+1 | 2c+8, 2c+9); or A in shared memory,
 //    by a descriptor like B's (K-major).

@@ -1,10 +1,12 @@
 // What the two wgmma prefill kernels share (attention_prefill_wgmma.cu: the lockstep block;
-// attention_prefill_producer.cu: a copying warp feeding two warpgroups): the shared-memory layout
-// of a 64-key tile of keys and values, the zeros that stand in for a missing entry, and a
-// warpgroup's two products on a tile.
+// attention_prefill_producer.cu: a copying warpgroup feeding two computing ones): the shared-memory
+// layout of a tile of keys and values (64 keys, or 128 for the copying kernel's 128-key steps; a
+// warpgroup's Q tile has the same layout with 64 rows), the zeros that stand in for a missing
+// entry, and a warpgroup's two products on a tile.
 //   S[64 x 64]  = Q Kᵀ    D/16 wgmma m64n64k16, A = Q from registers, B = the key tile (K-major)
-//   O[64 x D]  += P V     4 wgmma m64n128k16, A = P (bf16) from registers, B = the value tile
-//                         (MN-major: rows are keys, the head's elements contiguous)
+//   S[64 x 128] = Q Kᵀ    D/16 wgmma m64n128k16, A = the Q tile, B = a 128-key tile (issue_scores_128)
+//   O[64 x D]  += P V     (keys / 16) wgmma m64n128k16, A = P (bf16) from registers, B = the value
+//                         tile (MN-major: rows are keys, the head's elements contiguous)
 #pragma once
 
 #include <cstdint>
