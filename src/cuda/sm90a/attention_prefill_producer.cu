@@ -209,19 +209,24 @@ __device__ __forceinline__ void compute_steps_128(PrefillWarp<D, true>& pw, cons
   const int passes = pw.passes();
   TileCursor cur = next_tile(TileCursor{0, -kSmemTileKeys}, block_span, pw.one_pass, passes, kSmemTileKeys);
   uint32_t p[8][4] = {};
-  const uint8_t* previous_values = smem + Tile::kKindBytes;
+  // The wgmma descriptors: computed once, each step's a stage's bytes on (a warp-uniform offset: the
+  // shuffle from lane 0 lets the compiler keep the sums in uniform registers, where the wgmma reads
+  // them, instead of moving 24 descriptors there per step).
+  const uint64_t q_desc = smem_descriptor(q_tile, 16, 1024), keys0 = smem_descriptor(smem, 16, 1024);
+  const uint64_t values0 = values_descriptor<D, 128>(smem + Tile::kKindBytes);
+  uint32_t stage_bytes = 0, previous_bytes = 0;  // step i's stage and step i - 1's, in bytes
   int stage = 0;
   uint32_t phase = 0;
   for (int i = 0; cur.pass < passes; ++i) {
     const TileCursor next = next_tile<true>(cur, block_span, pw.one_pass, passes, kSmemTileKeys);
     const bool has_next = next.pass < passes;
     const TileCursor second = has_next ? next : TileCursor{cur.pass, cur.k0 + kSmemTileKeys};
-    const uint8_t* tile_base = smem + stage * Tile::kStageBytes;
+    stage_bytes = __shfl_sync(0xffffffffu, stage * Tile::kStageBytes, 0);
     mbarrier_wait(&full[stage], phase);
     fence_proxy_async();  // the landed copies, visible to the tensor cores
     float x[16][4];
-    issue_scores_128<D>(x, q_tile, tile_base);
-    issue_values<D>(w.o, p, previous_values);
+    issue_scores_128<D>(x, q_desc, offset_descriptor(keys0, stage_bytes));
+    issue_values<D>(w.o, p, offset_descriptor(values0, previous_bytes));
     wgmma_commit();   // step i - 1's P V
     wgmma_wait<1>();  // S
     fence_operands(x);
@@ -232,11 +237,11 @@ __device__ __forceinline__ void compute_steps_128(PrefillWarp<D, true>& pw, cons
     if (i > 0 && lane == 0) mbarrier_arrive(&empty[stage == 0 ? kStages - 1 : stage - 1]);
     w.rescale(correction);
     pack_probabilities(x, p);
-    previous_values = tile_base + Tile::kKindBytes;
+    previous_bytes = stage_bytes;
     cur = next_tile<true>(next, block_span, pw.one_pass, passes, kSmemTileKeys);
     if (++stage == kStages) stage = 0, phase ^= 1;
   }
-  issue_values<D>(w.o, p, previous_values);  // the last step's P V
+  issue_values<D>(w.o, p, offset_descriptor(values0, previous_bytes));  // the last step's P V
   wgmma_commit();
   wgmma_wait<0>();
   fence_operands(w.o);

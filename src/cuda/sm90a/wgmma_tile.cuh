@@ -57,12 +57,11 @@ __device__ __forceinline__ void issue_scores(float (&x)[8][4], const uint32_t (&
 }
 
 // Issues S = Q Kᵀ of 128 keys (a 128-row key tile) with Q in shared memory (a 64-row tile of the
-// same layout), as one commit group.
+// same layout), as one commit group; the tiles by their descriptors (smem_descriptor(tile, 16, 1024)).
 template <int D>
-__device__ __forceinline__ void issue_scores_128(float (&x)[16][4], const uint8_t* q_tile, const uint8_t* keys_tile) {
+__device__ __forceinline__ void issue_scores_128(float (&x)[16][4], uint64_t q, uint64_t keys) {
   using Q = WgmmaTile<D, 64>;
   using K = WgmmaTile<D, 128>;
-  const uint64_t q = smem_descriptor(q_tile, 16, 1024), keys = smem_descriptor(keys_tile, 16, 1024);
   wgmma_fence();
 #pragma unroll
   for (int k = 0; k < D / 16; ++k)
@@ -83,17 +82,27 @@ __device__ __forceinline__ void pack_probabilities(const float (&x)[NB][4], uint
   }
 }
 
-// Issues O += P V against the value tile at `values_tile` of 16 U keys (the caller commits the
-// group; p must not change until it has completed).
+// The descriptor of a value tile of `keys` keys: 8-key atoms 1024 bytes apart, the next 64 head
+// elements a column block on.
+template <int D, int kKeys>
+__device__ __forceinline__ uint64_t values_descriptor(const uint8_t* values_tile) {
+  return smem_descriptor(values_tile, WgmmaTile<D, kKeys>::kColumnBlockBytes, 1024);
+}
+
+// Issues O += P V against the value tile of 16 U keys with descriptor `values` (the caller commits
+// the group; p must not change until it has completed).
 template <int D, int U>
-__device__ __forceinline__ void issue_values(float (&o)[16][4], const uint32_t (&p)[U][4], const uint8_t* values_tile) {
-  using Tile = WgmmaTile<D, 16 * U>;
-  // Values: 8-key atoms 1024 bytes apart, the next 64 head elements a column block on.
-  const uint64_t values = smem_descriptor(values_tile, Tile::kColumnBlockBytes, 1024);
+__device__ __forceinline__ void issue_values(float (&o)[16][4], const uint32_t (&p)[U][4], uint64_t values) {
   fence_operands(o);
   wgmma_fence();
 #pragma unroll
   for (int u = 0; u < U; ++u) wgmma_m64n128k16<1>(o, p[u], offset_descriptor(values, u * 2048), true);
+}
+
+// The same against the value tile at `values_tile`.
+template <int D, int U>
+__device__ __forceinline__ void issue_values(float (&o)[16][4], const uint32_t (&p)[U][4], const uint8_t* values_tile) {
+  issue_values<D>(o, p, values_descriptor<D, 16 * U>(values_tile));
 }
 
 }  // namespace podkv::cuda::sm90a
