@@ -82,7 +82,7 @@ __device__ __forceinline__ void pack_probabilities(const float (&x)[NB][4], uint
   }
 }
 
-// The descriptor of a value tile of `keys` keys: 8-key atoms 1024 bytes apart, the next 64 head
+// The descriptor of a value tile of kKeys keys: 8-key atoms 1024 bytes apart, the next 64 head
 // elements a column block on.
 template <int D, int kKeys>
 __device__ __forceinline__ uint64_t values_descriptor(const uint8_t* values_tile) {
