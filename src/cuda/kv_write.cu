@@ -51,10 +51,10 @@ __global__ void kv_write_kernel(DeviceStep s, int layer, const float* k, const f
 // 32K prompt's RoPE and KV writes went from 26.7 to 21.9 ms on the H200 (session 24). Smaller steps
 // (decode batches) keep 8 units per block: with fewer rows than a few per multiprocessor, whole-row
 // blocks would leave the GPU mostly idle while each warp walks 6 units in turn. backend_ops'
-// kv_write cases test both (steps of 43 rows, and prompts of 301 rows or more). A key or value head is written to k or v
-// first (rotated, or copied), then read back by the same warp (__syncwarp orders the warp's
-// global writes before its reads) and encoded as kv_write_kernel encodes it: the same q, k, v
-// and pool bytes as the two launches.
+// kv_write cases test both (steps of 43 rows, and prompts of 301 rows or more). A key or value
+// head is written to k or v first (rotated, or copied), then read back by the same warp
+// (__syncwarp orders the warp's global writes before its reads) and encoded as kv_write_kernel
+// encodes it: the same q, k, v and pool bytes as the two launches.
 constexpr int kFusedWarps = 8;
 constexpr int kWholeRowBlocks = 256;
 
