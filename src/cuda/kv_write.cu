@@ -46,17 +46,18 @@ __global__ void kv_write_kernel(DeviceStep s, int layer, const float* k, const f
 // the query heads, then the KV heads' keys, then their values; a block is `units_per_block` units
 // of one row (its kFusedWarps warps taking every kFusedWarps-th), whose angles' sines and cosines it
 // takes once (every head of a row rotates by the same angles: per head they cost more than the
-// row's reads and writes). Steps of kWholeRowBlocks rows or more (prefill chunks) take a whole row
-// per block, so the sines and cosines (in double) are taken once per row, not once per 8 units: a
-// 32K prompt's RoPE and KV writes went from 26.7 to 21.9 ms on the H200 (session 24). Smaller steps
-// (decode batches) keep 8 units per block: with fewer rows than a few per multiprocessor, whole-row
-// blocks would leave the GPU mostly idle while each warp walks 6 units in turn. backend_ops'
-// kv_write cases test both (steps of 43 rows, and prompts of 301 rows or more). A key or value
-// head is written to k or v first (rotated, or copied), then read back by the same warp
-// (__syncwarp orders the warp's global writes before its reads) and encoded as kv_write_kernel
-// encodes it: the same q, k, v and pool bytes as the two launches.
+// row's reads and writes). Steps of kWholeRowBlocks rows or more take a whole row per block, so the
+// sines and cosines (in double) are taken once per row, not once per 8 units: a 32K prompt's RoPE
+// and KV writes went from 26.7 to 21.9 ms on the H200 (session 24). Smaller steps keep 8 units per
+// block, for more blocks in flight. The choice is by rows alone: decode batches of 32 sequences or
+// more take whole-row blocks too (not timed; raising the bound to 256 is
+// docs/gpu-bench/kernel-tuning/session24-rope-rows-256-untested.patch). backend_ops' kv_write
+// cases (steps of 43 rows) take the whole-row blocks, the CUDA fixtures' decode steps the others.
+// A key or value head is written to k or v first (rotated, or copied), then read back by the same
+// warp (__syncwarp orders the warp's global writes before its reads) and encoded as
+// kv_write_kernel encodes it: the same q, k, v and pool bytes as the two launches.
 constexpr int kFusedWarps = 8;
-constexpr int kWholeRowBlocks = 256;
+constexpr int kWholeRowBlocks = 32;
 
 template <KvDType T>
 __global__ void __launch_bounds__(kFusedWarps * 32)

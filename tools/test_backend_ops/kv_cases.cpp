@@ -409,18 +409,9 @@ void run_kv_cases(BackendOps& ops, Reporter& report) {
   if (report.wants("kv_write"))
     for (size_t i = 0; i < specs.size() && i < 28; ++i) kv_write_case(ops, report, specs[i], seed++);
 #if defined(PODKV_HAVE_CUDA)
-  // The fused split, RoPE and KV write against the two launches: the decode-sized steps of the first
-  // 28 cases (43 rows: 8 heads per block) and six prompt steps (301 or more rows: a whole row per
-  // block, as prefill chunks take it).
-  if (auto* cuda = dynamic_cast<CudaBackendOps*>(&ops); cuda != nullptr && report.wants("kv_write")) {
-    int prompts = 0;
-    for (size_t i = 0; i < specs.size(); ++i) {
-      int64_t rows = 0;
-      for (const EntrySpec& e : specs[i].entries) rows += e.tokens;
-      const bool take = i < 28 || (rows >= 256 && prompts++ < 6);
-      if (take && specs[i].geometry.dim % 2 == 0) split_qkv_rope_kv_write_case(*cuda, report, specs[i], seed++);
-    }
-  }
+  if (auto* cuda = dynamic_cast<CudaBackendOps*>(&ops); cuda != nullptr && report.wants("kv_write"))
+    for (size_t i = 0; i < specs.size() && i < 28; ++i)
+      if (specs[i].geometry.dim % 2 == 0) split_qkv_rope_kv_write_case(*cuda, report, specs[i], seed++);
 #endif
   if (report.wants("attention"))
     for (const KvCaseSpec& spec : specs) attention_case(ops, report, spec, seed++);
