@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The device calls that test and time session 25's untested patches (written with no GPU lent; see
+# session25-2026-12-04.md). Both apply to the commit that added this script:
+#   session25-decode-untested.patch  src/cuda/attention_decode.cu (+ sm90a/barriers.cuh, wgmma.cuh):
+#       decode_mma_kernel with 32-bit index arithmetic, the tile's pages looked up once per tile,
+#       and its tiles brought in by bulk copies (PODKV_CUDA_DECODE_COPY=bulk, the default on
+#       compute capability 9.0+; =tile: 16-byte cp.async per lane from the tile's pages; =lane: each
+#       lane looks its own entries up, as with pages under 16 tokens); the merge loading its chunks'
+#       outputs before the statistics' reductions (PODKV_CUDA_MERGE_PREFETCH=0: after, as before);
+#   session25-gemm-tuning-untested.patch  src/cuda/gemm_lt.{h,cpp}, tests/test_cuda_gemm.cpp: the
+#       bf16 GEMMs through cuBLASLt, the algorithm of 1024+ rows timed once per power-of-two bucket
+#       (PODKV_CUDA_GEMM_TUNE=0: cublasGemmEx as before; =first: cuBLASLt's first candidate).
+# Run from the repository root on the GPU machine (`run` with carry [".deps", ".data/run"], after
+# scripts/fill_deps.sh here), one part per call so each stays well under 600 s:
+#   PART=check   apply the patches, build them and (in the background) the tree without them
+#                (build-base, from git archive HEAD); every CUDA op with the defaults and the
+#                attention / matmul cases under each switch; the new and the affected gtests
+#   PART=decode  batch-1 decode at 4K and 32K: build-base and the patched build's settings,
+#                interleaved, two passes; batch 32 at 8K with and without the GEMM tuning
+#   PART=prefill prefill at 4K and 32K: build-base, the patched build with and without the GEMM
+#                tuning, two passes; --profile of 32K under each
+# Builds stay on the machine between calls while it is held (30 s idle): run the parts back to back.
+# Then, if the patches hold: commit them (without their switches where they lose), run
+# scripts/test_gpu.sh, and time the README's table with the SDPA peer in the same call.
+set -uo pipefail
+root=$(pwd)
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+exec >"$out/summary.txt" 2>&1
+build=$root/build-cuda base=$root/build-base
+here=docs/gpu-bench/kernel-tuning
+. scripts/use_deps_pcre2.sh && use_deps_pcre2 "$root"
+. scripts/use_deps_httplib.sh && use_deps_httplib "$root"
+configure=(-DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF)
+if [ ! -x "$base/podkv" ]; then
+  rm -rf "$base" && mkdir -p "$base/src"
+  git archive HEAD -- CMakeLists.txt src tools scripts/check_layers.py configs | tar -x -C "$base/src"
+  (cmake -S "$base/src" -B "$base" "${configure[@]}" -DPODKV_TESTS=OFF >"$out/base_build.log" 2>&1 &&
+    cmake --build "$base" -j 6 --target podkv_cli >>"$out/base_build.log" 2>&1) &
+fi
+for p in session25-decode-untested session25-gemm-tuning-untested; do
+  if git apply --check "$here/$p.patch" 2>/dev/null; then git apply "$here/$p.patch" && echo "applied $p"
+  else echo "$p: already applied or does not apply"; fi
+done
+cmake -S . -B "$build" "${configure[@]}" -DPODKV_TESTS=ON >"$out/configure.log" 2>&1 ||
+  { tail -20 "$out/configure.log"; exit 1; }
+cmake --build "$build" -j 10 --target podkv_cli podkv_tests podkv_test_backend_ops >"$out/build.log" 2>&1 ||
+  { grep -E "error|Error" "$out/build.log" | head -30; exit 1; }
+wait
+[ -x "$base/podkv" ] || { echo "baseline build failed:"; grep -E "error|Error" "$out/base_build.log" | head; }
+echo "builds: ok ($SECONDS s)"
+ops=$build/podkv_test_backend_ops
+args=(bench -m configs/llama-3-8b-32k --device cuda --random-weights --kv-dtype bf16 --page-tokens 64)
+
+case ${PART:-check} in
+check)
+  status=0
+  OMP_WAIT_POLICY=PASSIVE "$ops" --backend cuda >"$out/ops.log" 2>&1 || status=1
+  echo "every CUDA op, defaults: $(tail -1 "$out/ops.log")"; grep FAIL "$out/ops.log" | head
+  for check in "PODKV_CUDA_DECODE_COPY=tile attention" "PODKV_CUDA_DECODE_COPY=lane attention" \
+               "PODKV_CUDA_DECODE_STAGES=2 attention" "PODKV_CUDA_DECODE_STAGES=4 attention" \
+               "PODKV_CUDA_DECODE_STAGES=0 attention" "PODKV_CUDA_MERGE_PREFETCH=0 attention" \
+               "PODKV_CUDA_GEMM_TUNE=0 matmul" "PODKV_CUDA_GEMM_TUNE=first matmul"; do
+    setting=${check% *} op=${check##* }
+    log=$out/ops_${setting%%=*}_${setting##*=}.log
+    OMP_WAIT_POLICY=PASSIVE env "$setting" "$ops" --op "$op" --backend cuda >"$log" 2>&1 || status=1
+    echo "$op with $setting: $(tail -1 "$log")"; grep FAIL "$log" | head -5
+  done
+  "$build/podkv_tests" --gtest_filter='CudaGemm.*:CudaFusedOps.*:CudaGraphs.*:Models/CudaFixture.*:CudaBackend*' \
+    >"$out/gtests.log" 2>&1 || status=1
+  grep -E "FAILED|PASSED|Failure" "$out/gtests.log" | head -20
+  echo "check: status $status ($SECONDS s)"
+  ;;
+decode)
+  for pass in 1 2; do
+    for setting in base "PODKV_CUDA_NONE=0" "PODKV_CUDA_DECODE_STAGES=4" "PODKV_CUDA_DECODE_COPY=tile" \
+                   "PODKV_CUDA_DECODE_COPY=lane" "PODKV_CUDA_MERGE_PREFETCH=0"; do
+      echo "== pass $pass: $setting"
+      if [ "$setting" = base ]; then "$base/podkv" "${args[@]}" -p 0 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| .*tg"
+      else env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| .*tg"; fi
+    done
+  done
+  for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_GEMM_TUNE=0"; do
+    echo "== batch 32 at 8K: $setting"
+    env $setting "$build/podkv" "${args[@]}" -p 0 -n 16 -d 8192 -b 32 --kv-memory 96G -r 2 2>&1 | grep -E "^\| .*tg"
+  done
+  echo "decode: done ($SECONDS s)"
+  ;;
+prefill)
+  for pass in 1 2; do
+    for setting in base "PODKV_CUDA_NONE=0" "PODKV_CUDA_GEMM_TUNE=0"; do
+      echo "== pass $pass: $setting"
+      if [ "$setting" = base ]; then "$base/podkv" "${args[@]}" -p 4096,32768 -n 0 -r 2 2>&1 | grep -E "^\| .*pp"
+      else env $setting "$build/podkv" "${args[@]}" -p 4096,32768 -n 0 -r 2 2>&1 | grep -E "^\| .*pp"; fi
+    done
+  done
+  for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_GEMM_TUNE=0"; do
+    echo "== 32K by region: $setting"
+    env $setting "$build/podkv" "${args[@]}" -p 32768 -n 0 -r 1 --profile 2>&1 | grep -A20 "by region"
+  done
+  echo "prefill: done ($SECONDS s)"
+  ;;
+esac
