@@ -9,7 +9,10 @@
 #       outputs before the statistics' reductions (PODKV_CUDA_MERGE_PREFETCH=0: after, as before);
 #   session25-gemm-tuning-untested.patch  src/cuda/gemm_lt.{h,cpp}, tests/test_cuda_gemm.cpp: the
 #       bf16 GEMMs through cuBLASLt, the algorithm of 1024+ rows timed once per power-of-two bucket
-#       (PODKV_CUDA_GEMM_TUNE=0: cublasGemmEx as before; =first: cuBLASLt's first candidate).
+#       (PODKV_CUDA_GEMM_TUNE=0: cublasGemmEx as before; =first: cuBLASLt's first candidate);
+#   session25-prefill-loop-untested.patch  src/cuda/sm90a/attention_prefill_producer.cu,
+#       wgmma_tile.cuh: the default 64-key prefill loop with its wgmma descriptors computed once and
+#       its stage and phase as running counters (no switch: timed against build-base).
 # Run from the repository root on the GPU machine (`run` with carry [".deps", ".data/run"], after
 # scripts/fill_deps.sh here), one part per call so each stays well under 600 s:
 #   PART=check   apply the patches, build them and (in the background) the tree without them
@@ -38,7 +41,7 @@ if [ ! -x "$base/podkv" ]; then
   (cmake -S "$base/src" -B "$base" "${configure[@]}" -DPODKV_TESTS=OFF >"$out/base_build.log" 2>&1 &&
     cmake --build "$base" -j 6 --target podkv_cli >>"$out/base_build.log" 2>&1) &
 fi
-for p in session25-decode-untested session25-gemm-tuning-untested; do
+for p in session25-decode-untested session25-gemm-tuning-untested session25-prefill-loop-untested; do
   if git apply --check "$here/$p.patch" 2>/dev/null; then git apply "$here/$p.patch" && echo "applied $p"
   else echo "$p: already applied or does not apply"; fi
 done
@@ -60,6 +63,7 @@ check)
   for check in "PODKV_CUDA_DECODE_COPY=tile attention" "PODKV_CUDA_DECODE_COPY=lane attention" \
                "PODKV_CUDA_DECODE_STAGES=2 attention" "PODKV_CUDA_DECODE_STAGES=4 attention" \
                "PODKV_CUDA_DECODE_STAGES=0 attention" "PODKV_CUDA_MERGE_PREFETCH=0 attention" \
+               "PODKV_CUDA_PREFILL_STEP=128 attention" "PODKV_CUDA_PREFILL_PRODUCER=0 attention" \
                "PODKV_CUDA_GEMM_TUNE=0 matmul" "PODKV_CUDA_GEMM_TUNE=first matmul"; do
     setting=${check% *} op=${check##* }
     log=$out/ops_${setting%%=*}_${setting##*=}.log
