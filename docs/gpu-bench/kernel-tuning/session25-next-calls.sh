@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device calls that test and time session 25's untested patches (written with no GPU lent; see
-# session25-2026-12-04.md). Both apply to the commit that added this script:
+# session25-2026-12-04.md). All three apply to the commit that added this script, together or alone:
 #   session25-decode-untested.patch  src/cuda/attention_decode.cu (+ sm90a/barriers.cuh, wgmma.cuh):
 #       decode_mma_kernel with 32-bit index arithmetic, the tile's pages looked up once per tile,
 #       and its tiles brought in by bulk copies (PODKV_CUDA_DECODE_COPY=bulk, the default on
@@ -13,16 +13,25 @@
 #   session25-prefill-loop-untested.patch  src/cuda/sm90a/attention_prefill_producer.cu,
 #       wgmma_tile.cuh: the default 64-key prefill loop with its wgmma descriptors computed once and
 #       its stage and phase as running counters (no switch: timed against build-base).
-# Run from the repository root on the GPU machine (`run` with carry [".deps", ".data/run"], after
-# scripts/fill_deps.sh here), one part per call so each stays well under 600 s:
+# The device gets neither .git nor (kept under the 64 MiB a call carries) docs/ and the large model
+# files, so first, here:
+#   mkdir -p .data/run && cp docs/gpu-bench/kernel-tuning/session25-* .data/run/
+#   git archive HEAD -- CMakeLists.txt src tools scripts/check_layers.py configs | gzip >.data/run/base-src.tar.gz
+#   scripts/fill_deps.sh
+#   git rm -r -q --cached docs models/podkv-long/model.safetensors models/podkv-long-pod/model.safetensors
+#   (and those three paths in .git/info/exclude; `git reset -q docs models` and the exclude file back after)
+# then `run` from the repository root with carry [".deps", ".data/run"], one part per call so each
+# stays well under 600 s:
+#   PART=check bash .data/run/session25-next-calls.sh; tail -c 8000 $OUT/summary.txt
 #   PART=check   apply the patches, build them and (in the background) the tree without them
-#                (build-base, from git archive HEAD); every CUDA op with the defaults and the
+#                (build-base, from base-src.tar.gz); every CUDA op with the defaults and the
 #                attention / matmul cases under each switch; the new and the affected gtests
 #   PART=decode  batch-1 decode at 4K and 32K: build-base and the patched build's settings,
 #                interleaved, two passes; batch 32 at 8K with and without the GEMM tuning
 #   PART=prefill prefill at 4K and 32K: build-base, the patched build with and without the GEMM
 #                tuning, two passes; --profile of 32K under each
-# Builds stay on the machine between calls while it is held (30 s idle): run the parts back to back.
+# Builds stay on the machine between calls while it is held (30 s idle): run the parts back to back
+# (a fresh machine builds again: the copy of the tree it gets has the patches unapplied).
 # Then, if the patches hold: commit them (without their switches where they lose), run
 # scripts/test_gpu.sh, and time the README's table with the SDPA peer in the same call.
 set -uo pipefail
@@ -31,19 +40,23 @@ out=${OUT:-/tmp/out}
 mkdir -p "$out"
 exec >"$out/summary.txt" 2>&1
 build=$root/build-cuda base=$root/build-base
-here=docs/gpu-bench/kernel-tuning
+here=$(cd "$(dirname "$0")" && pwd)  # the patches and base-src.tar.gz beside this script
 . scripts/use_deps_pcre2.sh && use_deps_pcre2 "$root"
 . scripts/use_deps_httplib.sh && use_deps_httplib "$root"
 configure=(-DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF)
-if [ ! -x "$base/podkv" ]; then
+if [ ! -x "$base/podkv" ] && [ -f "$here/base-src.tar.gz" ]; then
   rm -rf "$base" && mkdir -p "$base/src"
-  git archive HEAD -- CMakeLists.txt src tools scripts/check_layers.py configs | tar -x -C "$base/src"
+  tar -xzf "$here/base-src.tar.gz" -C "$base/src"
   (cmake -S "$base/src" -B "$base" "${configure[@]}" -DPODKV_TESTS=OFF >"$out/base_build.log" 2>&1 &&
     cmake --build "$base" -j 6 --target podkv_cli >>"$out/base_build.log" 2>&1) &
 fi
+apply_patch() {  # git apply, or patch(1) where git is missing; fails when the patch does not apply
+  if command -v git >/dev/null && git apply --check "$1" 2>/dev/null; then git apply "$1"
+  elif patch -p1 -N --dry-run <"$1" >/dev/null 2>&1; then patch -p1 -N <"$1" >/dev/null
+  else return 1; fi
+}
 for p in session25-decode-untested session25-gemm-tuning-untested session25-prefill-loop-untested; do
-  if git apply --check "$here/$p.patch" 2>/dev/null; then git apply "$here/$p.patch" && echo "applied $p"
-  else echo "$p: already applied or does not apply"; fi
+  if apply_patch "$here/$p.patch"; then echo "applied $p"; else echo "$p: already applied or does not apply"; fi
 done
 cmake -S . -B "$build" "${configure[@]}" -DPODKV_TESTS=ON >"$out/configure.log" 2>&1 ||
   { tail -20 "$out/configure.log"; exit 1; }
