@@ -6,9 +6,11 @@
 
 For the first entry whose mangled name matches the regular expression, each loop (a branch back to
 an earlier label) is printed with its instruction count and its mma, cp.async, division and
-local-memory instructions, largest first; with LABEL, the opcodes of that loop by count. PTX is not
-SASS (a 32-bit division is one PTX instruction and about a dozen SASS ones), but two versions of one
-kernel compare fairly.
+local-memory instructions, largest first; with LABEL, that loop's "hot" count too (its basic blocks
+less those that zero shared memory, rescale O (16 or more float multiplies) or store to global
+memory: the rare paths, and an epilogue the compiler may lay out inside the loop's range) and the
+hot blocks' opcodes by count. PTX is not SASS (a 32-bit division is one PTX instruction and about a
+dozen SASS ones), but two versions of one kernel compare fairly.
 """
 import re
 import sys
@@ -32,17 +34,31 @@ def main():
         for i, (kind, ins) in enumerate(seq):
             target = re.search(r"bra(?:\.uni)?\s+(\$L\w+);", ins) if kind == "ins" else None
             if target and where.get(target.group(1), i) < i:
-                body = [t for k, t in seq[where[target.group(1)]:i + 1] if k == "ins"]
-                loops.append((target.group(1), body))
+                region = seq[where[target.group(1)]:i + 1]
+                loops.append((target.group(1), [t for k, t in region if k == "ins"], region))
         print(name.group(1))
-        for lab, body in sorted(loops, key=lambda l: -len(l[1]))[:8]:
+        for lab, body, region in sorted(loops, key=lambda l: -len(l[1]))[:8]:
             count = lambda f: sum(1 for x in body if f(x))
             print("  loop %s: %d instructions, mma %d, cp.async %d, div %d, local %d" % (
                 lab, len(body), count(lambda x: "mma" in x), count(lambda x: re.search(r"cp\.async\.c[ag]", x)),
                 count(lambda x: re.search(r"\bdiv\.", x)), count(lambda x: ".local" in x)))
             if lab == label:
+                blocks, cur = [], []
+                for kind, x in region:  # basic blocks: from a label, or after a branch
+                    if kind == "label" or re.search(r"\bbra\b", x):
+                        if kind == "ins":
+                            cur.append(x)
+                        blocks.append(cur)
+                        cur = []
+                    else:
+                        cur.append(x)
+                blocks.append(cur)
+                cold = lambda b: any("st.shared.v4" in x or "st.global" in x for x in b) or \
+                    sum("mul.f32" in x for x in b) >= 16
+                hot = [x for b in blocks if not cold(b) for x in b]
+                print("    hot: %d instructions" % len(hot))
                 ops = {}
-                for x in body:
+                for x in hot:
                     op = x.split()[1] if x.startswith("@") else x.split()[0]
                     ops[op] = ops.get(op, 0) + 1
                 for op, n in sorted(ops.items(), key=lambda o: -o[1]):

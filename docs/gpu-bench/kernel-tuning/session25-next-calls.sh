@@ -3,10 +3,11 @@
 # session25-2026-12-04.md). All three apply to the commit that added this script, together or alone:
 #   session25-decode-untested.patch  src/cuda/attention_decode.cu (+ sm90a/barriers.cuh, wgmma.cuh):
 #       decode_mma_kernel with 32-bit index arithmetic, the tile's pages looked up once per tile,
-#       and its tiles brought in by bulk copies (PODKV_CUDA_DECODE_COPY=bulk, the default on
-#       compute capability 9.0+; =tile: 16-byte cp.async per lane from the tile's pages; =lane: each
-#       lane looks its own entries up, as with pages under 16 tokens); the merge loading its chunks'
-#       outputs before the statistics' reductions (PODKV_CUDA_MERGE_PREFETCH=0: after, as before);
+#       and its tiles brought in by bulk copies, one entry per lane into padded rows
+#       (PODKV_CUDA_DECODE_COPY=bulk, the default on compute capability 9.0+; =tile: 16-byte
+#       cp.async per lane from the tile's pages; =lane: each lane looks its own entries up, as with
+#       pages under 16 tokens); the merge loading its chunks' outputs before the statistics'
+#       reductions (PODKV_CUDA_MERGE_PREFETCH=0: after, as before);
 #   session25-gemm-tuning-untested.patch  src/cuda/gemm_lt.{h,cpp}, tests/test_cuda_gemm.cpp: the
 #       bf16 GEMMs through cuBLASLt, the algorithm of 1024+ rows timed once per power-of-two bucket
 #       (PODKV_CUDA_GEMM_TUNE=0: cublasGemmEx as before; =first: cuBLASLt's first candidate);
