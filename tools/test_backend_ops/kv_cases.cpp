@@ -398,6 +398,22 @@ std::vector<KvCaseSpec> kv_case_specs() {
       specs.push_back(c);
       ++k;
     }
+  // Decode of bf16 entries at every head size the tensor-core decode kernel takes (32, 64, 96, 128;
+  // the long batch above has 64 only in bf16): kv lengths 1 to 4097 at head_dim 128 (64 chunks of a
+  // row's keys at the most), 1 to 1000 at 96 and 32 (16), whole pages and tiles across two pages,
+  // pages of 16 and 64 tokens (where a tile's pages are looked up once and copied whole), GQA ratio
+  // 4, dense and PoD (distant keys from the anchor, a window that starts inside a page), one PoD case
+  // with tau. Last in the list: the earlier cases keep their seeds.
+  const std::vector<EntrySpec> shorter_batch(long_batch.begin(), long_batch.end() - 1);
+  int m = 0;
+  for (int dim : {128, 96, 32})
+    for (const char* policy : {"dense", "pod"}) {
+      KvCaseSpec c{policy, KvDType::BF16, m % 2 == 0 ? 64 : 16, KvGeometry{4, 2, 8, dim},
+                   dim == 128 ? long_batch : shorter_batch};
+      if (m == 3) c.tau = 0.5f;
+      specs.push_back(c);
+      ++m;
+    }
   return specs;
 }
 
