@@ -400,10 +400,10 @@ std::vector<KvCaseSpec> kv_case_specs() {
     }
   // Decode of bf16 entries at every head size the tensor-core decode kernel takes (32, 64, 96, 128;
   // the long batch above has 64 only in bf16): kv lengths 1 to 4097 at head_dim 128 (64 chunks of a
-  // row's keys at the most), 1 to 1000 at 96 and 32 (16), whole pages and tiles across two pages,
-  // pages of 16 and 64 tokens (where a tile's pages are looked up once and copied whole), GQA ratio
-  // 4, dense and PoD (distant keys from the anchor, a window that starts inside a page), one PoD case
-  // with tau. Last in the list: the earlier cases keep their seeds.
+  // row's keys at the most), 1 to 1000 at 96 and 32 (16), pages of 64 and 16 tokens (16-key tiles
+  // inside one page and across two), GQA ratio 4, dense and PoD (distant keys from the anchor, a
+  // window that starts inside a page), one PoD case with tau. Last in the list: the earlier cases
+  // keep their seeds.
   const std::vector<EntrySpec> shorter_batch(long_batch.begin(), long_batch.end() - 1);
   int m = 0;
   for (int dim : {128, 96, 32})
