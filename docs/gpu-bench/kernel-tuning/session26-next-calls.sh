@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# The device calls that test and time the untested patches of sessions 25 and 26 (both written with
+# no GPU lent; see session25-2026-12-04.md and session26-2026-12-05.md). It replaces
+# session25-next-calls.sh. All four apply to the commit that added this script, together or alone:
+#   session26-decode-chain-untested.patch  src/cuda/decode_chain.cu (+ decode_chain_plan.h,
+#       gemv_row.cuh), CudaBackendOps::decode_chain, CudaBackend::run_layers, two tests: a decode
+#       row's o, gate | up, down and the next layer's q | k | v in one cooperative launch, a grid
+#       barrier between them, each block asking its next share of weights into L2 before it waits
+#       (on by default; PODKV_CUDA_DECODE_FUSE=swiglu: the per-launch kernels as before;
+#       PODKV_CUDA_CHAIN_BLOCKS=N blocks per multiprocessor, PODKV_CUDA_CHAIN_PREFETCH=B bytes per
+#       row asked into L2, PODKV_CUDA_CHAIN_SLICES=N);
+#   session25-decode-untested.patch  src/cuda/attention_decode.cu (+ sm90a/barriers.cuh, wgmma.cuh):
+#       decode_mma_kernel with 32-bit index arithmetic, the tile's pages looked up once per tile,
+#       and its tiles brought in by bulk copies, one entry per lane into padded rows
+#       (PODKV_CUDA_DECODE_COPY=bulk, the default on compute capability 9.0+; =tile: 16-byte
+#       cp.async per lane from the tile's pages; =lane: each lane looks its own entries up, as with
+#       pages under 16 tokens); the merge loading its chunks' outputs before the statistics'
+#       reductions (PODKV_CUDA_MERGE_PREFETCH=0: after, as before);
+#   session25-gemm-tuning-untested.patch  src/cuda/gemm_lt.{h,cpp}, tests/test_cuda_gemm.cpp: the
+#       bf16 GEMMs through cuBLASLt, the algorithm of 1024+ rows timed once per power-of-two bucket
+#       (PODKV_CUDA_GEMM_TUNE=0: cublasGemmEx as before; =first: cuBLASLt's first candidate);
+#   session25-prefill-loop-untested.patch  src/cuda/sm90a/attention_prefill_producer.cu,
+#       wgmma_tile.cuh: the default 64-key prefill loop with its wgmma descriptors computed once and
+#       its stage and phase as running counters (no switch: timed against build-base).
+# The device gets neither .git nor (kept under the 64 MiB a call carries) docs/ and the large model
+# files, so first, here:
+#   mkdir -p .data/run && cp docs/gpu-bench/kernel-tuning/session2[56]-* .data/run/
+#   git archive HEAD -- CMakeLists.txt src tools scripts/check_layers.py configs | gzip >.data/run/base-src.tar.gz
+#   scripts/fill_deps.sh
+#   git rm -r -q --cached docs models/podkv-long/model.safetensors models/podkv-long-pod/model.safetensors
+#   (and those three paths in .git/info/exclude; `git reset -q docs models` and the exclude file back after)
+# then `run` from the repository root with carry [".deps", ".data/run"], one part per call so each
+# stays well under 600 s:
+#   PART=check bash .data/run/session26-next-calls.sh; tail -c 8000 $OUT/summary.txt
+#   PART=check   apply the patches, build them and (in the background) the tree without them
+#                (build-base, from base-src.tar.gz); every CUDA op with the defaults and the
+#                attention / matmul cases under each switch; the new and the affected gtests
+#   PART=decode  batch-1 decode at 4K and 32K: build-base and the patched build's settings,
+#                interleaved, two passes (the chain on and off, its knobs, the decode attention's);
+#                batch 32 at 8K with and without the GEMM tuning; a --profile at 4K with the chain
+#   PART=prefill prefill at 4K and 32K: build-base, the patched build with and without the GEMM
+#                tuning, two passes; --profile of 32K under each
+# Builds stay on the machine between calls while it is held (30 s idle): run the parts back to back
+# (a fresh machine builds again: the copy of the tree it gets has the patches unapplied).
+# Then, if the patches hold: commit them (without their switches where they lose), run
+# scripts/test_gpu.sh, and time the README's table with the SDPA peer in the same call.
+set -uo pipefail
+root=$(pwd)
+out=${OUT:-/tmp/out}
+mkdir -p "$out"
+exec >"$out/summary.txt" 2>&1
+build=$root/build-cuda base=$root/build-base
+here=$(cd "$(dirname "$0")" && pwd)  # the patches and base-src.tar.gz beside this script
+. scripts/use_deps_pcre2.sh && use_deps_pcre2 "$root"
+. scripts/use_deps_httplib.sh && use_deps_httplib "$root"
+configure=(-DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF)
+if [ ! -x "$base/podkv" ] && [ -f "$here/base-src.tar.gz" ]; then
+  rm -rf "$base" && mkdir -p "$base/src"
+  tar -xzf "$here/base-src.tar.gz" -C "$base/src"
+  (cmake -S "$base/src" -B "$base" "${configure[@]}" -DPODKV_TESTS=OFF >"$out/base_build.log" 2>&1 &&
+    cmake --build "$base" -j 6 --target podkv_cli >>"$out/base_build.log" 2>&1) &
+fi
+apply_patch() {  # git apply, or patch(1) where git is missing; fails when the patch does not apply
+  if command -v git >/dev/null && git apply --check "$1" 2>/dev/null; then git apply "$1"
+  elif patch -p1 -N --dry-run <"$1" >/dev/null 2>&1; then patch -p1 -N <"$1" >/dev/null
+  else return 1; fi
+}
+for p in session26-decode-chain-untested session25-decode-untested session25-gemm-tuning-untested \
+         session25-prefill-loop-untested; do
+  if apply_patch "$here/$p.patch"; then echo "applied $p"; else echo "$p: already applied or does not apply"; fi
+done
+cmake -S . -B "$build" "${configure[@]}" -DPODKV_TESTS=ON >"$out/configure.log" 2>&1 ||
+  { tail -20 "$out/configure.log"; exit 1; }
+cmake --build "$build" -j 10 --target podkv_cli podkv_tests podkv_test_backend_ops >"$out/build.log" 2>&1 ||
+  { grep -E "error|Error" "$out/build.log" | head -30; exit 1; }
+wait
+[ -x "$base/podkv" ] || { echo "baseline build failed:"; grep -E "error|Error" "$out/base_build.log" | head; }
+echo "builds: ok ($SECONDS s)"
+ops=$build/podkv_test_backend_ops
+args=(bench -m configs/llama-3-8b-32k --device cuda --random-weights --kv-dtype bf16 --page-tokens 64)
+
+case ${PART:-check} in
+check)
+  status=0
+  OMP_WAIT_POLICY=PASSIVE "$ops" --backend cuda >"$out/ops.log" 2>&1 || status=1
+  echo "every CUDA op, defaults: $(tail -1 "$out/ops.log")"; grep FAIL "$out/ops.log" | head
+  for check in "PODKV_CUDA_DECODE_COPY=tile attention" "PODKV_CUDA_DECODE_COPY=lane attention" \
+               "PODKV_CUDA_DECODE_STAGES=2 attention" "PODKV_CUDA_DECODE_STAGES=4 attention" \
+               "PODKV_CUDA_DECODE_STAGES=0 attention" "PODKV_CUDA_MERGE_PREFETCH=0 attention" \
+               "PODKV_CUDA_PREFILL_STEP=128 attention" "PODKV_CUDA_PREFILL_PRODUCER=0 attention" \
+               "PODKV_CUDA_GEMM_TUNE=0 matmul" "PODKV_CUDA_GEMM_TUNE=first matmul"; do
+    setting=${check% *} op=${check##* }
+    log=$out/ops_${setting%%=*}_${setting##*=}.log
+    OMP_WAIT_POLICY=PASSIVE env "$setting" "$ops" --op "$op" --backend cuda >"$log" 2>&1 || status=1
+    echo "$op with $setting: $(tail -1 "$log")"; grep FAIL "$log" | head -5
+  done
+  "$build/podkv_tests" --gtest_filter='CudaDecodeChain.*:DecodeChainPlan.*:CudaGemm.*:CudaFusedOps.*:CudaGraphs.*:Models/CudaFixture.*:CudaSampling.*:*CudaAnalyze*' \
+    >"$out/gtests.log" 2>&1 || status=1
+  grep -E "FAILED|PASSED|Failure" "$out/gtests.log" | head -20
+  # The end-to-end fixtures (greedy generate, logits against transformers' goldens) without the chain.
+  PODKV_CUDA_DECODE_FUSE=swiglu "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaGraphs.*' \
+    >"$out/gtests_nochain.log" 2>&1 || status=1
+  echo "without the chain: $(grep -E "PASSED|FAILED" "$out/gtests_nochain.log" | head -3 | tr '\n' ' ')"
+  # The chain launched without the cooperative attribute (PODKV_CUDA_CHAIN_COOPERATIVE=0), should a
+  # cooperative node not be capturable in the step graph.
+  PODKV_CUDA_CHAIN_COOPERATIVE=0 "$build/podkv_tests" --gtest_filter='CudaDecodeChain.*' \
+    >"$out/gtests_plain_launch.log" 2>&1 || status=1
+  echo "chain, plain launch: $(grep -E "PASSED|FAILED" "$out/gtests_plain_launch.log" | head -3 | tr '\n' ' ')"
+  echo "check: status $status ($SECONDS s)"
+  ;;
+decode)
+  # base: the tree without the patches; PODKV_CUDA_NONE=0: the patched build's defaults (a no-op
+  # variable); =swiglu: the patched build without the chain. Two passes at 4K and 32K.
+  for pass in 1 2; do
+    for setting in base "PODKV_CUDA_NONE=0" "PODKV_CUDA_DECODE_FUSE=swiglu"; do
+      echo "== pass $pass: $setting"
+      if [ "$setting" = base ]; then "$base/podkv" "${args[@]}" -p 0 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| .*tg"
+      else env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| .*tg"; fi
+    done
+  done
+  # The knobs, once each at 4K, between two runs of the defaults.
+  for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_CHAIN_BLOCKS=2" "PODKV_CUDA_CHAIN_BLOCKS=1" \
+                 "PODKV_CUDA_CHAIN_PREFETCH=0" "PODKV_CUDA_CHAIN_PREFETCH=16384" "PODKV_CUDA_CHAIN_SLICES=1" \
+                 "PODKV_CUDA_CHAIN_COOPERATIVE=0" "PODKV_CUDA_DECODE_COPY=tile" "PODKV_CUDA_MERGE_PREFETCH=0" \
+                 "PODKV_CUDA_NONE=0"; do
+    echo "== 4K: $setting"
+    env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096 -r 2 2>&1 | grep -E "^\| .*tg"
+  done
+  for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_GEMM_TUNE=0"; do
+    echo "== batch 32 at 8K: $setting"
+    env $setting "$build/podkv" "${args[@]}" -p 0 -n 16 -d 8192 -b 32 --kv-memory 96G -r 2 2>&1 | grep -E "^\| .*tg"
+  done
+  for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_DECODE_FUSE=swiglu"; do
+    echo "== batch 1 at 4K by region: $setting"
+    env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096 -r 1 --profile 2>&1 | grep -A16 "by region"
+  done
+  echo "decode: done ($SECONDS s)"
+  ;;
+prefill)
+  for pass in 1 2; do
+    for setting in base "PODKV_CUDA_NONE=0" "PODKV_CUDA_GEMM_TUNE=0"; do
+      echo "== pass $pass: $setting"
+      if [ "$setting" = base ]; then "$base/podkv" "${args[@]}" -p 4096,32768 -n 0 -r 2 2>&1 | grep -E "^\| .*pp"
+      else env $setting "$build/podkv" "${args[@]}" -p 4096,32768 -n 0 -r 2 2>&1 | grep -E "^\| .*pp"; fi
+    done
+  done
+  for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_GEMM_TUNE=0"; do
+    echo "== 32K by region: $setting"
+    env $setting "$build/podkv" "${args[@]}" -p 32768 -n 0 -r 1 --profile 2>&1 | grep -A20 "by region"
+  done
+  echo "prefill: done ($SECONDS s)"
+  ;;
+esac
