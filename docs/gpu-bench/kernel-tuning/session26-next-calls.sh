@@ -7,8 +7,9 @@
 #       row's o, gate | up, down and the next layer's q | k | v in one cooperative launch, a grid
 #       barrier between them, each block asking its next share of weights into L2 before it waits
 #       (on by default; PODKV_CUDA_DECODE_FUSE=swiglu: the per-launch kernels as before;
-#       PODKV_CUDA_CHAIN_BLOCKS=N blocks per multiprocessor, PODKV_CUDA_CHAIN_PREFETCH=B bytes per
-#       row asked into L2, PODKV_CUDA_CHAIN_SLICES=N);
+#       PODKV_CUDA_CHAIN_WARPS=8 blocks of 8 warps, three per multiprocessor, instead of one of 24;
+#       PODKV_CUDA_CHAIN_BLOCKS=N, PODKV_CUDA_CHAIN_PREFETCH=B bytes per row asked into L2,
+#       PODKV_CUDA_CHAIN_SLICES=N, PODKV_CUDA_CHAIN_COOPERATIVE=0: a plain launch);
 #   session25-decode-untested.patch  src/cuda/attention_decode.cu (+ sm90a/barriers.cuh, wgmma.cuh):
 #       decode_mma_kernel with 32-bit index arithmetic, the tile's pages looked up once per tile,
 #       and its tiles brought in by bulk copies, one entry per lane into padded rows
@@ -119,7 +120,7 @@ decode)
     done
   done
   # The knobs, once each at 4K, between two runs of the defaults.
-  for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_CHAIN_BLOCKS=2" "PODKV_CUDA_CHAIN_BLOCKS=1" \
+  for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_CHAIN_WARPS=8" "PODKV_CUDA_CHAIN_WARPS=8 PODKV_CUDA_CHAIN_BLOCKS=2" \
                  "PODKV_CUDA_CHAIN_PREFETCH=0" "PODKV_CUDA_CHAIN_PREFETCH=16384" "PODKV_CUDA_CHAIN_SLICES=1" \
                  "PODKV_CUDA_CHAIN_COOPERATIVE=0" "PODKV_CUDA_DECODE_COPY=tile" "PODKV_CUDA_MERGE_PREFETCH=0" \
                  "PODKV_CUDA_NONE=0"; do
