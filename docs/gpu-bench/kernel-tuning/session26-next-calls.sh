@@ -32,10 +32,13 @@
 #   (and those three paths in .git/info/exclude; `git reset -q docs models` and the exclude file back after)
 # then `run` from the repository root with carry [".deps", ".data/run"], one part per call so each
 # stays well under 600 s:
-#   PART=check bash .data/run/session26-next-calls.sh; tail -c 8000 $OUT/summary.txt
+#   PART=check timeout -k 5 560 bash .data/run/session26-next-calls.sh; tail -c 8000 $OUT/summary.txt
 #   PART=check   apply the patches, build them and (in the background) the tree without them
 #                (build-base, from base-src.tar.gz); every CUDA op with the defaults and the
-#                attention / matmul cases under each switch; the new and the affected gtests
+#                attention / matmul cases under each switch; the new and the affected gtests, the
+#                chain's tests again under each of its knobs
+# Every GPU command runs under `timeout` (a grid barrier that never opens would otherwise take the
+# whole call); the logs go to /tmp/logs and come back as one $OUT/logs.tgz beside summary.txt.
 #   PART=decode  batch-1 decode at 4K and 32K: build-base and the patched build's settings,
 #                interleaved, two passes (the chain on and off, its knobs, the decode attention's);
 #                batch 32 at 8K with and without the GEMM tuning; a --profile at 4K with the chain
@@ -48,8 +51,10 @@
 set -uo pipefail
 root=$(pwd)
 out=${OUT:-/tmp/out}
-mkdir -p "$out"
+logs=/tmp/logs
+mkdir -p "$out" "$logs"
 exec >"$out/summary.txt" 2>&1
+trap 'tar -czf "$out/logs.tgz" -C /tmp logs 2>/dev/null' EXIT
 build=$root/build-cuda base=$root/build-base
 here=$(cd "$(dirname "$0")" && pwd)  # the patches and base-src.tar.gz beside this script
 . scripts/use_deps_pcre2.sh && use_deps_pcre2 "$root"
@@ -58,55 +63,61 @@ configure=(-DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF)
 if [ ! -x "$base/podkv" ] && [ -f "$here/base-src.tar.gz" ]; then
   rm -rf "$base" && mkdir -p "$base/src"
   tar -xzf "$here/base-src.tar.gz" -C "$base/src"
-  (cmake -S "$base/src" -B "$base" "${configure[@]}" -DPODKV_TESTS=OFF >"$out/base_build.log" 2>&1 &&
-    cmake --build "$base" -j 6 --target podkv_cli >>"$out/base_build.log" 2>&1) &
+  (cmake -S "$base/src" -B "$base" "${configure[@]}" -DPODKV_TESTS=OFF >"$logs/base_build.log" 2>&1 &&
+    cmake --build "$base" -j 6 --target podkv_cli >>"$logs/base_build.log" 2>&1) &
 fi
-apply_patch() {  # git apply, or patch(1) where git is missing; fails when the patch does not apply
-  if command -v git >/dev/null && git apply --check "$1" 2>/dev/null; then git apply "$1"
-  elif patch -p1 -N --dry-run <"$1" >/dev/null 2>&1; then patch -p1 -N <"$1" >/dev/null
-  else return 1; fi
-}
+# A patch is applied, or found applied (it reverses cleanly), or the script stops: a tree with one
+# patch half there would build the wrong thing, or not at all.
+applies() { if command -v git >/dev/null; then git apply --check "$@" "$patch" 2>/dev/null; else
+  patch -p1 -N --dry-run $([ "${1:-}" = -R ] && echo -R) <"$patch" >/dev/null 2>&1; fi; }
 for p in session26-decode-chain-untested session25-decode-untested session25-gemm-tuning-untested \
          session25-prefill-loop-untested; do
-  if apply_patch "$here/$p.patch"; then echo "applied $p"; else echo "$p: already applied or does not apply"; fi
+  patch=$here/$p.patch
+  if applies -R; then echo "$p: already applied"
+  elif applies; then
+    if command -v git >/dev/null; then git apply "$patch"; else patch -p1 -N <"$patch" >/dev/null; fi
+    echo "applied $p"
+  else echo "FAILED: $p neither applies nor is applied"; exit 1; fi
 done
-cmake -S . -B "$build" "${configure[@]}" -DPODKV_TESTS=ON >"$out/configure.log" 2>&1 ||
-  { tail -20 "$out/configure.log"; exit 1; }
-cmake --build "$build" -j 10 --target podkv_cli podkv_tests podkv_test_backend_ops >"$out/build.log" 2>&1 ||
-  { grep -E "error|Error" "$out/build.log" | head -30; exit 1; }
+cmake -S . -B "$build" "${configure[@]}" -DPODKV_TESTS=ON >"$logs/configure.log" 2>&1 ||
+  { tail -20 "$logs/configure.log"; exit 1; }
+cmake --build "$build" -j 10 --target podkv_cli podkv_tests podkv_test_backend_ops >"$logs/build.log" 2>&1 ||
+  { grep -E "error|Error" "$logs/build.log" | head -30; exit 1; }
 wait
-[ -x "$base/podkv" ] || { echo "baseline build failed:"; grep -E "error|Error" "$out/base_build.log" | head; }
+[ -x "$base/podkv" ] || { echo "baseline build failed:"; grep -E "error|Error" "$logs/base_build.log" | head; }
 echo "builds: ok ($SECONDS s)"
 ops=$build/podkv_test_backend_ops
 args=(bench -m configs/llama-3-8b-32k --device cuda --random-weights --kv-dtype bf16 --page-tokens 64)
+bench() { timeout -k 5 90 "$@"; }  # one podkv bench run
 
 case ${PART:-check} in
 check)
   status=0
-  OMP_WAIT_POLICY=PASSIVE "$ops" --backend cuda >"$out/ops.log" 2>&1 || status=1
-  echo "every CUDA op, defaults: $(tail -1 "$out/ops.log")"; grep FAIL "$out/ops.log" | head
+  OMP_WAIT_POLICY=PASSIVE timeout -k 5 150 "$ops" --backend cuda >"$logs/ops.log" 2>&1 || status=1
+  echo "every CUDA op, defaults: $(tail -1 "$logs/ops.log")"; grep FAIL "$logs/ops.log" | head
   for check in "PODKV_CUDA_DECODE_COPY=tile attention" "PODKV_CUDA_DECODE_COPY=lane attention" \
                "PODKV_CUDA_DECODE_STAGES=2 attention" "PODKV_CUDA_DECODE_STAGES=4 attention" \
                "PODKV_CUDA_DECODE_STAGES=0 attention" "PODKV_CUDA_MERGE_PREFETCH=0 attention" \
                "PODKV_CUDA_PREFILL_STEP=128 attention" "PODKV_CUDA_PREFILL_PRODUCER=0 attention" \
                "PODKV_CUDA_GEMM_TUNE=0 matmul" "PODKV_CUDA_GEMM_TUNE=first matmul"; do
     setting=${check% *} op=${check##* }
-    log=$out/ops_${setting%%=*}_${setting##*=}.log
-    OMP_WAIT_POLICY=PASSIVE env "$setting" "$ops" --op "$op" --backend cuda >"$log" 2>&1 || status=1
+    log=$logs/ops_${setting%%=*}_${setting##*=}.log
+    OMP_WAIT_POLICY=PASSIVE timeout -k 5 60 env "$setting" "$ops" --op "$op" --backend cuda >"$log" 2>&1 || status=1
     echo "$op with $setting: $(tail -1 "$log")"; grep FAIL "$log" | head -5
   done
-  "$build/podkv_tests" --gtest_filter='CudaDecodeChain.*:DecodeChainPlan.*:CudaGemm.*:CudaFusedOps.*:CudaGraphs.*:Models/CudaFixture.*:CudaSampling.*:*CudaAnalyze*' \
-    >"$out/gtests.log" 2>&1 || status=1
-  grep -E "FAILED|PASSED|Failure" "$out/gtests.log" | head -20
-  # The end-to-end fixtures (greedy generate, logits against transformers' goldens) without the chain.
-  PODKV_CUDA_DECODE_FUSE=swiglu "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaGraphs.*' \
-    >"$out/gtests_nochain.log" 2>&1 || status=1
-  echo "without the chain: $(grep -E "PASSED|FAILED" "$out/gtests_nochain.log" | head -3 | tr '\n' ' ')"
-  # The chain launched without the cooperative attribute (PODKV_CUDA_CHAIN_COOPERATIVE=0), should a
-  # cooperative node not be capturable in the step graph.
-  PODKV_CUDA_CHAIN_COOPERATIVE=0 "$build/podkv_tests" --gtest_filter='CudaDecodeChain.*' \
-    >"$out/gtests_plain_launch.log" 2>&1 || status=1
-  echo "chain, plain launch: $(grep -E "PASSED|FAILED" "$out/gtests_plain_launch.log" | head -3 | tr '\n' ' ')"
+  timeout -k 5 200 "$build/podkv_tests" \
+    --gtest_filter='CudaDecodeChain.*:DecodeChainPlan.*:CudaGemm.*:CudaFusedOps.*:CudaGraphs.*:Models/CudaFixture.*:CudaSampling.*:*CudaAnalyze*' \
+    >"$logs/gtests.log" 2>&1 || status=1
+  grep -E "FAILED|PASSED" "$logs/gtests.log" | head -20; grep -A8 "Failure" "$logs/gtests.log" | head -40
+  # The chain under each of its knobs (another kernel, another grid, other slices): its own tests.
+  for setting in "PODKV_CUDA_CHAIN_WARPS=8" "PODKV_CUDA_CHAIN_WARPS=8 PODKV_CUDA_CHAIN_BLOCKS=2" \
+                 "PODKV_CUDA_CHAIN_SLICES=1" "PODKV_CUDA_CHAIN_SLICES=8" "PODKV_CUDA_CHAIN_PREFETCH=0" \
+                 "PODKV_CUDA_CHAIN_COOPERATIVE=0"; do
+    log=$logs/chain_$(echo "$setting" | tr ' =' '__').log
+    timeout -k 5 60 env $setting "$build/podkv_tests" --gtest_filter='CudaDecodeChain.*' >"$log" 2>&1 || status=1
+    echo "the chain's tests with $setting: $(grep -E "PASSED|FAILED" "$log" | head -2 | tr '\n' ' ')"
+    grep -A8 "Failure" "$log" | head -12
+  done
   echo "check: status $status ($SECONDS s)"
   ;;
 decode)
@@ -115,8 +126,8 @@ decode)
   for pass in 1 2; do
     for setting in base "PODKV_CUDA_NONE=0" "PODKV_CUDA_DECODE_FUSE=swiglu"; do
       echo "== pass $pass: $setting"
-      if [ "$setting" = base ]; then "$base/podkv" "${args[@]}" -p 0 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| .*tg"
-      else env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| .*tg"; fi
+      if [ "$setting" = base ]; then bench "$base/podkv" "${args[@]}" -p 0 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| .*tg"
+      else bench env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| .*tg"; fi
     done
   done
   # The knobs, once each at 4K, between two runs of the defaults.
@@ -125,15 +136,15 @@ decode)
                  "PODKV_CUDA_CHAIN_COOPERATIVE=0" "PODKV_CUDA_DECODE_COPY=tile" "PODKV_CUDA_MERGE_PREFETCH=0" \
                  "PODKV_CUDA_NONE=0"; do
     echo "== 4K: $setting"
-    env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096 -r 2 2>&1 | grep -E "^\| .*tg"
+    bench env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096 -r 2 2>&1 | grep -E "^\| .*tg"
   done
   for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_GEMM_TUNE=0"; do
     echo "== batch 32 at 8K: $setting"
-    env $setting "$build/podkv" "${args[@]}" -p 0 -n 16 -d 8192 -b 32 --kv-memory 96G -r 2 2>&1 | grep -E "^\| .*tg"
+    bench env $setting "$build/podkv" "${args[@]}" -p 0 -n 16 -d 8192 -b 32 --kv-memory 96G -r 2 2>&1 | grep -E "^\| .*tg"
   done
   for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_DECODE_FUSE=swiglu"; do
     echo "== batch 1 at 4K by region: $setting"
-    env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096 -r 1 --profile 2>&1 | grep -A16 "by region"
+    bench env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096 -r 1 --profile 2>&1 | grep -A16 "by region"
   done
   echo "decode: done ($SECONDS s)"
   ;;
@@ -141,13 +152,13 @@ prefill)
   for pass in 1 2; do
     for setting in base "PODKV_CUDA_NONE=0" "PODKV_CUDA_GEMM_TUNE=0"; do
       echo "== pass $pass: $setting"
-      if [ "$setting" = base ]; then "$base/podkv" "${args[@]}" -p 4096,32768 -n 0 -r 2 2>&1 | grep -E "^\| .*pp"
-      else env $setting "$build/podkv" "${args[@]}" -p 4096,32768 -n 0 -r 2 2>&1 | grep -E "^\| .*pp"; fi
+      if [ "$setting" = base ]; then bench "$base/podkv" "${args[@]}" -p 4096,32768 -n 0 -r 2 2>&1 | grep -E "^\| .*pp"
+      else bench env $setting "$build/podkv" "${args[@]}" -p 4096,32768 -n 0 -r 2 2>&1 | grep -E "^\| .*pp"; fi
     done
   done
   for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_GEMM_TUNE=0"; do
     echo "== 32K by region: $setting"
-    env $setting "$build/podkv" "${args[@]}" -p 32768 -n 0 -r 1 --profile 2>&1 | grep -A20 "by region"
+    bench env $setting "$build/podkv" "${args[@]}" -p 32768 -n 0 -r 1 --profile 2>&1 | grep -A20 "by region"
   done
   echo "prefill: done ($SECONDS s)"
   ;;
