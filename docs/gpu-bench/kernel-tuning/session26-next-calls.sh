@@ -44,6 +44,9 @@
 #                batch 32 at 8K with and without the GEMM tuning; a --profile at 4K with the chain
 #   PART=prefill prefill at 4K and 32K: build-base, the patched build with and without the GEMM
 #                tuning, two passes; --profile of 32K under each
+#   PART=final   (once the switches that lose are settled) scripts/test_gpu.sh on the patched
+#                build, then prefill and batch-1 decode interleaved with transformers' SDPA
+#                prefill in the same call: the closing evidence for landing
 # Builds stay on the machine between calls while it is held (30 s idle): run the parts back to back
 # (a fresh machine builds again: the copy of the tree it gets has the patches unapplied).
 # Then, if the patches hold: commit them (without their switches where they lose), run
@@ -161,5 +164,19 @@ prefill)
     bench env $setting "$build/podkv" "${args[@]}" -p 32768 -n 0 -r 1 --profile 2>&1 | grep -A20 "by region"
   done
   echo "prefill: done ($SECONDS s)"
+  ;;
+final)
+  timeout -k 5 330 scripts/test_gpu.sh "$build" "$logs/test_gpu" >"$logs/test_gpu.txt" 2>&1
+  echo "test_gpu: rc $? ($SECONDS s)"; grep -E "cases, |PASSED|FAILED|test_gpu:" "$logs/test_gpu.txt" | head -30
+  for pass in 1 2; do
+    echo "== podkv, pass $pass"
+    bench "$build/podkv" "${args[@]}" -p 4096,32768 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| "
+    if [ $pass = 1 ]; then
+      echo "== transformers SDPA"
+      timeout -k 5 150 python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out "$logs/sdpa.json" \
+        --prefill 4096,32768 --decode "" --attn sdpa 2>&1 | tail -8
+    fi
+  done
+  echo "final: done ($SECONDS s)"
   ;;
 esac
