@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The device calls that test and time the untested patches of sessions 25 and 26 (both written with
-# no GPU lent; see session25-2026-12-04.md and session26-2026-12-05.md). It replaces
-# session25-next-calls.sh. All four apply to the commit that added this script, together or alone:
+# no GPU lent; see session25-2026-12-04.md and session26-2026-12-05.md). It replaced session 25's
+# script (removed). All four apply to the commit that added this script, together or alone:
 #   session26-decode-chain-untested.patch  src/cuda/decode_chain.cu (+ decode_chain_plan.h,
 #       gemv_row.cuh), CudaBackendOps::decode_chain, CudaBackend::run_layers, two tests: a decode
 #       row's o, gate | up, down and the next layer's q | k | v in one cooperative launch, a grid
