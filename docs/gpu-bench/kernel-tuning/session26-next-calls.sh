@@ -33,6 +33,8 @@
 # then `run` from the repository root with carry [".deps", ".data/run"], one part per call so each
 # stays well under 600 s:
 #   PART=check timeout -k 5 560 bash .data/run/session26-next-calls.sh; tail -c 8000 $OUT/summary.txt
+#   PART=first   (device time short) the check's core tests, then decode and prefill timings, then the
+#                rest, each step only while the call has time
 #   PART=check   apply the patches, build them and (in the background) the tree without them
 #                (build-base, from base-src.tar.gz); every CUDA op with the defaults and the
 #                attention / matmul cases under each switch; the new and the affected gtests, the
@@ -93,7 +95,45 @@ ops=$build/podkv_test_backend_ops
 args=(bench -m configs/llama-3-8b-32k --device cuda --random-weights --kv-dtype bf16 --page-tokens 64)
 bench() { timeout -k 5 90 "$@"; }  # one podkv bench run
 
+# within(N, cmd...): cmd under a timeout of N s or what is left of the call's 530 s, whichever is less;
+# nothing when under 15 s are left (PART=first orders its steps by what matters most).
+within() { local n=$1 rem=$((530 - SECONDS)); shift; [ $rem -ge 15 ] || { echo "skipped (time): $*"; return 124; }
+  timeout -k 5 $((n < rem ? n : rem)) "$@"; }
 case ${PART:-check} in
+first)
+  # The session's first call when device time is short: the chain's correctness, then its timing,
+  # then the rest of check, each step only if the call has time left for it.
+  status=0
+  OMP_WAIT_POLICY=PASSIVE within 150 "$ops" --backend cuda >"$logs/ops.log" 2>&1 || status=1
+  echo "every CUDA op, defaults: $(tail -1 "$logs/ops.log")"; grep FAIL "$logs/ops.log" | head
+  within 150 "$build/podkv_tests" \
+    --gtest_filter='CudaDecodeChain.*:DecodeChainPlan.*:CudaGemm.*:Models/CudaFixture.*:CudaGraphs.*:CudaFusedOps.*' \
+    >"$logs/gtests.log" 2>&1 || status=1
+  grep -E "FAILED|PASSED" "$logs/gtests.log" | head -20; grep -A8 "Failure" "$logs/gtests.log" | head -40
+  echo "tests: status $status ($SECONDS s)"
+  for setting in base "PODKV_CUDA_NONE=0" "PODKV_CUDA_DECODE_FUSE=swiglu"; do
+    echo "== decode: $setting ($SECONDS s)"
+    if [ "$setting" = base ]; then within 90 "$base/podkv" "${args[@]}" -p 0 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| .*tg"
+    else within 90 env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| .*tg"; fi
+  done
+  for setting in base "PODKV_CUDA_NONE=0" "PODKV_CUDA_GEMM_TUNE=0"; do
+    echo "== prefill: $setting ($SECONDS s)"
+    if [ "$setting" = base ]; then within 90 "$base/podkv" "${args[@]}" -p 4096,32768 -n 0 -r 2 2>&1 | grep -E "^\| .*pp"
+    else within 90 env $setting "$build/podkv" "${args[@]}" -p 4096,32768 -n 0 -r 2 2>&1 | grep -E "^\| .*pp"; fi
+  done
+  for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_DECODE_FUSE=swiglu"; do
+    echo "== decode at 4K by region: $setting"
+    within 60 env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096 -r 1 --profile 2>&1 | grep -A16 "by region"
+  done
+  for check in "PODKV_CUDA_DECODE_COPY=tile attention" "PODKV_CUDA_MERGE_PREFETCH=0 attention" \
+               "PODKV_CUDA_GEMM_TUNE=0 matmul"; do
+    setting=${check% *} op=${check##* }
+    log=$logs/ops_${setting%%=*}_${setting##*=}.log
+    OMP_WAIT_POLICY=PASSIVE within 60 env "$setting" "$ops" --op "$op" --backend cuda >"$log" 2>&1 || status=1
+    echo "$op with $setting: $(tail -1 "$log")"; grep FAIL "$log" | head -5
+  done
+  echo "first: status $status ($SECONDS s)"
+  ;;
 check)
   status=0
   OMP_WAIT_POLICY=PASSIVE timeout -k 5 150 "$ops" --backend cuda >"$logs/ops.log" 2>&1 || status=1
