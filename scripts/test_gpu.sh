@@ -94,8 +94,8 @@ echo "== GPU trainer against the CPU trainer"
   { status=1; tail -3 "$logs/train_cuda.log"; }
 grep -E "FAILED|PASSED|SKIPPED|Failure" "$logs/train_cuda.log" | head -20
 
-echo "== CUDA fixture tests, fused ops, device sampling, step graphs"
-(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaFusedOps.*:CudaSampling.*:CudaGraphs.*') \
+echo "== CUDA fixture tests, fused ops, the decode chain, device sampling, step graphs"
+(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaSampling.*:CudaGraphs.*') \
   >"$logs/cuda_fixtures.log" 2>&1 ||
   { status=1; tail -3 "$logs/cuda_fixtures.log"; }
 grep -E "^\[ bf16|FAILED|PASSED|SKIPPED" "$logs/cuda_fixtures.log" | head -40

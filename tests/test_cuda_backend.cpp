@@ -5,6 +5,7 @@
 // comparison is podkv_test_backend_ops.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -64,9 +65,12 @@ std::unique_ptr<KvCache> cache_for(const ModelConfig& c, int64_t tokens, KvDType
                                    static_cast<size_t>(tokens + 64) * c.dense_kv_bytes_per_token(4) * 2, 16, dtype);
 }
 
+// max |a - ref| over max |ref|; infinite where a has a NaN or an infinity (std::max would pass over a
+// NaN difference).
 double relative_error(const float* a, const float* ref, size_t n) {
   double max_diff = 0, max_ref = 0;
   for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;
     max_diff = std::max(max_diff, static_cast<double>(std::fabs(a[i] - ref[i])));
     max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
   }
@@ -135,6 +139,50 @@ TEST_P(CudaFixture, Bf16WeightsStayClose) {
   // Measured on an H200: 2.4e-2 to 6.9e-2, top-1 193 to 198 of 200 (random models' logits are nearly tied).
   EXPECT_LT(err, 8e-2) << GetParam();
   EXPECT_GE(agree, tokens * 95 / 100) << GetParam();
+}
+
+// Decode steps of one row with BF16 weights take the decode chain (o, gate | up, down and the next
+// layer's q, k, v in one launch, where it applies): the prompt fed one token per step, with the chain
+// and without it (the per-launch kernels), each with and without step graphs. The chain's logits
+// within float32 rounding of the per-launch kernels' (only the order of sums differs), the graphs'
+// equal to the launch-by-launch steps', and against transformers' logits for the bf16-rounded weights
+// as Bf16WeightsStayClose bounds the prompt path.
+TEST_P(CudaFixture, DecodeChainMatchesThePerLaunchKernels) {
+  const fs::path dir = kFixtures / GetParam();
+  auto ref = safetensors::File::open((dir / "reference.safetensors").string());
+  auto ref_bf16 = safetensors::File::open((dir / "reference_bf16w.safetensors").string());
+  auto model = Model::load(dir.string());
+  const ModelConfig& c = model->config();
+  const std::vector<int32_t> all_ids = ids_of(ref, "input_ids");
+  const std::vector<int32_t> ids(all_ids.begin(), all_ids.begin() + std::min<size_t>(all_ids.size(), 24));
+  const float* expected = expected_logits(ref_bf16);
+  ASSERT_NE(expected, nullptr) << GetParam() << ": reference_bf16w.safetensors has no logits";
+  std::vector<float> logits[2][2];  // [chain][graphs]
+  for (int chain = 0; chain < 2; ++chain)
+    for (int graphs = 0; graphs < 2; ++graphs) {
+      CudaBackendOptions options;
+      options.graphs = graphs == 1;
+      CudaBackend gpu(*model, options);
+      gpu.ops().set_decode_fusions(true, false, chain == 1);
+      auto cache = cache_for(c, static_cast<int64_t>(ids.size()));
+      Runner runner(gpu, *cache);
+      runner.set_chunk_size(1);
+      runner.forward(cache->add_sequence(), ids, true, logits[chain][graphs]);
+      ASSERT_EQ(logits[chain][graphs].size(), ids.size() * static_cast<size_t>(c.vocab_size)) << GetParam();
+      // Every fixture's sizes are multiples of 8: with the chain on it must have run (launch by launch
+      // every step, with graphs at least the steps that are not replays).
+      if (chain == 1) {
+        const int64_t steps = graphs == 1 ? 1 : static_cast<int64_t>(ids.size());
+        EXPECT_GE(gpu.ops().decode_chain_launches(), steps * c.num_layers) << GetParam();
+      } else {
+        EXPECT_EQ(gpu.ops().decode_chain_launches(), 0) << GetParam();
+      }
+    }
+  const size_t n = logits[0][0].size();
+  EXPECT_LT(relative_error(logits[1][0].data(), logits[0][0].data(), n), 1e-5) << GetParam() << ": chain against none";
+  EXPECT_LT(relative_error(logits[1][1].data(), logits[1][0].data(), n), 1e-6) << GetParam() << ": chain, graphs";
+  EXPECT_LT(relative_error(logits[0][1].data(), logits[0][0].data(), n), 1e-6) << GetParam() << ": none, graphs";
+  EXPECT_LT(relative_error(logits[1][1].data(), expected, n), 8e-2) << GetParam() << ": chain against transformers";
 }
 
 TEST_P(CudaFixture, GreedyGenerationMatchesTransformers) {

@@ -131,7 +131,7 @@ TEST(CudaFusedOps, AddRmsNormMatchesAddThenNorm) {
 TEST(CudaFusedOps, MatmulSwigluEqualsMatmulThenSiluMul) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
   CudaBackendOps ops;
-  ops.set_decode_fusions(true, true);  // off by default (PODKV_CUDA_DECODE_FUSE)
+  ops.set_decode_fusions(true, true, false);  // norm: off by default (PODKV_CUDA_DECODE_FUSE)
   std::mt19937_64 rng(13);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   struct Case {
@@ -181,7 +181,7 @@ TEST(CudaFusedOps, MatmulSwigluEqualsMatmulThenSiluMul) {
 TEST(CudaFusedOps, MatmulAddRmsNormEqualsMatmulThenAddRmsNorm) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
   CudaBackendOps ops;
-  ops.set_decode_fusions(true, true);  // off by default (PODKV_CUDA_DECODE_FUSE)
+  ops.set_decode_fusions(true, true, false);  // norm: off by default (PODKV_CUDA_DECODE_FUSE)
   std::mt19937_64 rng(17);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   struct Case {

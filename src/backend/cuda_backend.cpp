@@ -235,6 +235,7 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
   // Prompt rows of BF16 weights take the bf16 prompt path (cuda_backend_ops.h): the GEMM inputs
   // staged in bf16 by the op before, gate | up in bf16, o and down added to x inside their GEMMs.
   const bool staged = all_bf16_ && ops_.prompt_bf16_path(n);
+  bool have_qkv = false;  // the previous layer's decode chain left this layer's q | k | v in `gate`
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const Layer& w = layers_[layer];
     if (layer == 0) {
@@ -243,7 +244,7 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
       if (staged) ops_.stage_rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps);
       else ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
     }
-    {
+    if (!have_qkv) {
       ProfileScope p(ops_, "matmul q, k, v");
       // [n, q + 2 kv] in the MLP's scratch
       if (staged) ops_.matmul_staged(w.wqkv, n, gate, w.bqkv);
@@ -261,6 +262,17 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
       ops_.attention(params, q, outputs);
     }
     if (observer_) observer_copies_.observe(ops_, observer_, step, view, layer, q, c.q_dim());
+    if (!staged) {
+      // A decode row: o, gate | up, down and the next layer's q, k, v in one launch, where it applies.
+      CudaBackendOps::NextProjection next;
+      if (layer + 1 < c.num_layers) {
+        const Layer& after = layers_[layer + 1];
+        next = {&after.wqkv, after.bqkv, after.attn_norm};
+      }
+      have_qkv = ops_.decode_chain(w.wo, w.w_gate_up, w.w_down, w.mlp_norm, next, c.rms_norm_eps, n,
+                                   attn_.as<float>(), x, up, gate);
+      if (have_qkv) continue;
+    }
     {
       // x += o(attention), xn = the MLP's norm of x (one launch for a decode row).
       ProfileScope p(ops_, "matmul o (+ residual, norm)");

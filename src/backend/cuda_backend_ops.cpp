@@ -100,7 +100,9 @@ struct CudaBackendOps::State {
   int64_t staged_rows = -1, staged_cols = 0;
   unsigned long long* counter = nullptr;
   unsigned* norm_counter = nullptr;  // gemv_residual_norm_row's blocks done (zero between launches)
-  bool fuse_swiglu = false, fuse_norm = false;  // set_decode_fusions
+  unsigned* chain_barrier = nullptr;  // decode_chain's grid barrier (kDecodeChainBarrierWords), zeroed once
+  bool fuse_swiglu = false, fuse_norm = false, fuse_chain = false;  // set_decode_fusions
+  int64_t chain_launches = 0;                                        // decode_chain_launches
   bool prompt_bf16 = true;                       // PODKV_CUDA_PREFILL_FUSE=0 turns it off
   // Split-KV attention's partial results; the small-batch GEMV's split sums.
   float* partials = nullptr;
@@ -150,13 +152,18 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
   state_->counter = static_cast<unsigned long long*>(device_alloc(sizeof(unsigned long long), "a counter"));
   state_->norm_counter = static_cast<unsigned*>(device_alloc(sizeof(unsigned), "a counter"));
   PODKV_CUDA_CHECK(cudaMemset(state_->norm_counter, 0, sizeof(unsigned)));
+  const size_t barrier_bytes = cuda::kDecodeChainBarrierWords * sizeof(unsigned);
+  state_->chain_barrier = static_cast<unsigned*>(device_alloc(barrier_bytes, "a grid barrier"));
+  PODKV_CUDA_CHECK(cudaMemsetAsync(state_->chain_barrier, 0, barrier_bytes, state_->stream));
+  PODKV_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
   // SwiGLU inside the one-row gate | up GEMV is on by default (H200, 2026-12-03: batch-1 decode at 4K
   // 170.7-172.1 tok/s against 167.8-169.4 without it, interleaved in one run; exact); the residual
-  // norm fusion is off (162.8-163.3: slower).
-  set_decode_fusions(true, false);
+  // norm fusion is off (162.8-163.3: slower). The chain is on (untimed: see set_decode_fusions).
+  set_decode_fusions(true, false, true);
   if (const char* fuse = std::getenv("PODKV_CUDA_DECODE_FUSE"); fuse != nullptr) {
     const std::string names = std::string(",") + fuse + ",";
-    set_decode_fusions(names.find(",swiglu,") != std::string::npos, names.find(",norm,") != std::string::npos);
+    set_decode_fusions(names.find(",swiglu,") != std::string::npos, names.find(",norm,") != std::string::npos,
+                       names.find(",chain,") != std::string::npos);
   }
   if (const char* fuse = std::getenv("PODKV_CUDA_PREFILL_FUSE"); fuse != nullptr)
     set_prompt_bf16_path(std::string(fuse) != "0");
@@ -164,9 +171,10 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
 
 void CudaBackendOps::set_prompt_bf16_path(bool on) { state_->prompt_bf16 = on; }
 
-void CudaBackendOps::set_decode_fusions(bool swiglu, bool norm) {
+void CudaBackendOps::set_decode_fusions(bool swiglu, bool norm, bool chain) {
   state_->fuse_swiglu = swiglu;
   state_->fuse_norm = norm;
+  state_->fuse_chain = chain;
 }
 
 CudaBackendOps::~CudaBackendOps() {
@@ -180,6 +188,7 @@ CudaBackendOps::~CudaBackendOps() {
   cudaFree(state_->split);
   cudaFree(state_->counter);
   cudaFree(state_->norm_counter);
+  cudaFree(state_->chain_barrier);
   cudaFree(state_->partials);
   cudaFree(state_->gemv_scratch);
   for (State::Graph& g : state_->graphs) cudaGraphExecDestroy(g.exec);
@@ -379,6 +388,42 @@ void CudaBackendOps::matmul_swiglu(const WeightMatrix& w, const float* x, int64_
   matmul(w, x, rows, gu, nullptr);
   silu_mul_rows(gu, rows, w.rows / 2, out);
 }
+
+bool CudaBackendOps::decode_chain(const WeightMatrix& wo, const WeightMatrix& w_gate_up, const WeightMatrix& w_down,
+                                  const float* mlp_norm, const NextProjection& next, double eps, int64_t rows,
+                                  const float* attn, float* x, float* h, float* qkv) {
+  if (rows != 1 || !state_->fuse_chain) return false;
+  for (const WeightMatrix* w : {&wo, &w_gate_up, &w_down, next.wqkv})
+    if (w != nullptr && w->dtype != DType::BF16) return false;
+  check(w_gate_up.rows % 2 == 0 && w_gate_up.cols == wo.rows && w_down.rows == wo.rows &&
+            w_down.cols == w_gate_up.rows / 2 && (next.wqkv == nullptr || next.wqkv->cols == wo.rows),
+        "decode_chain: the layer's matrices do not chain (o " + std::to_string(wo.rows) + "x" +
+            std::to_string(wo.cols) + ", gate | up " + std::to_string(w_gate_up.rows) + "x" +
+            std::to_string(w_gate_up.cols) + ", down " + std::to_string(w_down.rows) + "x" +
+            std::to_string(w_down.cols) + ")");
+  cuda::DecodeChain args;
+  args.wo = static_cast<const uint16_t*>(wo.data);
+  args.w_gate_up = static_cast<const uint16_t*>(w_gate_up.data);
+  args.w_down = static_cast<const uint16_t*>(w_down.data);
+  args.mlp_norm = mlp_norm;
+  if (next.wqkv != nullptr) {
+    args.wqkv = static_cast<const uint16_t*>(next.wqkv->data);
+    args.bqkv = next.bias;
+    args.next_norm = next.norm;
+    args.qkv_out = next.wqkv->rows;
+  }
+  args.hidden = wo.rows, args.q_dim = wo.cols, args.inter = w_down.cols;
+  args.eps = eps;
+  args.attn = attn, args.x = x, args.h = h, args.qkv = qkv;
+  args.barrier = state_->chain_barrier;
+  if (!cuda::decode_chain_applies(args, state_->num_sms)) return false;
+  ProfileScope p(*this, "decode chain (o, gate | up, down, next q, k, v)");
+  if (!cuda::decode_chain(args, state_->num_sms, state_->stream)) return false;
+  ++state_->chain_launches;
+  return true;
+}
+
+int64_t CudaBackendOps::decode_chain_launches() const { return state_->chain_launches; }
 
 void CudaBackendOps::split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim,
                                     const int64_t* positions, const float* inv_freq, bool interleaved, float* q, float* k,

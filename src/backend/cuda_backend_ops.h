@@ -62,12 +62,29 @@ class CudaBackendOps : public BackendOps {
   // (gemv_residual_norm_row); otherwise matmul into `proj`, then add_rms_norm (or add).
   void matmul_add_rms_norm(const WeightMatrix& w, const float* a, int64_t rows, float* proj, float* x,
                            const float* weight, double eps, float* xn);
-  // Whether the two above take their one-launch forms: swiglu on, norm off by default. Timed one at a
+  // A decode row's layer after attention in one persistent launch (cuda::decode_chain): x += o(attn);
+  // h = SwiGLU of RMSNorm(x) * mlp_norm; x += down(h); then, with `next` (the next layer's stacked
+  // q | k | v projection, its bias and attention norm), qkv = next · RMSNorm(x) * next_norm (+ bias).
+  // What matmul_add_rms_norm, matmul_swiglu, matmul_add_rms_norm and matmul give, to float32 rounding.
+  // False, nothing queued, where it does not apply: rows != 1, the chain fusion off, a weight not
+  // BF16, or cuda::decode_chain's own conditions.
+  struct NextProjection {
+    const WeightMatrix* wqkv = nullptr;
+    const float* bias = nullptr;
+    const float* norm = nullptr;
+  };
+  bool decode_chain(const WeightMatrix& wo, const WeightMatrix& w_gate_up, const WeightMatrix& w_down,
+                    const float* mlp_norm, const NextProjection& next, double eps, int64_t rows, const float* attn,
+                    float* x, float* h, float* qkv);
+  // Chains queued by decode_chain so far (a replayed graph adds none): for tests.
+  int64_t decode_chain_launches() const;
+  // Whether the fused forms above are taken: swiglu and chain on, norm off by default. Timed one at a
   // time on the H200 (2026-12-03, batch-1 decode of the Llama-3-8B shape at 4K, interleaved with the
-  // default of then, both off: 167.8-169.4 tok/s): swiglu 170.7-172.1, norm 162.8-163.3.
-  // PODKV_CUDA_DECODE_FUSE names the ones to use ("swiglu", "norm", "swiglu,norm"; "none": neither),
-  // a knob for timing them (scripts/tuning_gpu.sh SETTINGS).
-  void set_decode_fusions(bool swiglu, bool norm);
+  // default of then, both off: 167.8-169.4 tok/s): swiglu 170.7-172.1, norm 162.8-163.3. The chain
+  // (decode_chain, which takes the layer's o, gate | up and down where it applies) is untimed.
+  // PODKV_CUDA_DECODE_FUSE names the ones to use ("swiglu", "norm", "chain", joined by commas;
+  // "none": none), a knob for timing them (scripts/tuning_gpu.sh SETTINGS).
+  void set_decode_fusions(bool swiglu, bool norm, bool chain);
   // The bf16 prompt path: for prompt rows (more than cuda::kGemvMaxRows) of BF16 weights the GEMMs
   // take their input as bf16 from one staging buffer, which the op before writes straight away
   // (no float32 copy in memory, no separate rounding pass), and the projections into the residual

@@ -89,6 +89,35 @@ bool gemv_residual_norm_row(DType dtype, const void* w, int64_t out, int64_t in,
                             const float* norm_weight, double eps, float* norm_out, unsigned* counter, int num_sms,
                             cudaStream_t stream);
 
+// decode_chain.cu: one decode row's layer after attention in one cooperative launch, BF16 weights:
+// x += attn · woᵀ; h = silu(gate) * up of RMSNorm(x) * mlp_norm through w_gate_up = [gate | up];
+// x += h · w_downᵀ; then, with wqkv (the next layer's), qkv = RMSNorm(x) * next_norm · wqkvᵀ (+ bqkv).
+// The per-launch ops' results (gemv, add_rms_norm, gemv_swiglu_row) to float32 rounding: its sums
+// are sliced differently. False, nothing launched, where it does not apply:
+// a size not a multiple of 8, a pointer not 16-byte aligned, shared memory for the longest input
+// (4 max(hidden, q_dim, inter) bytes) beyond a block's, no cooperative launch on the device, or a
+// launch of that size that failed before (its error cleared).
+struct DecodeChain {
+  const uint16_t* wo = nullptr;         // [hidden, q_dim]
+  const uint16_t* w_gate_up = nullptr;  // [2 inter, hidden]
+  const uint16_t* w_down = nullptr;     // [hidden, inter]
+  const uint16_t* wqkv = nullptr;       // [qkv_out, hidden], the next layer's; null after the last layer
+  const float* bqkv = nullptr;          // [qkv_out] or null
+  const float* mlp_norm = nullptr;      // [hidden]
+  const float* next_norm = nullptr;     // [hidden], the next layer's attention norm (with wqkv)
+  int64_t hidden = 0, q_dim = 0, inter = 0, qkv_out = 0;
+  double eps = 0;
+  const float* attn = nullptr;  // [q_dim], attention's output
+  float* x = nullptr;           // [hidden], the residual stream, updated
+  float* h = nullptr;           // [inter] scratch
+  float* qkv = nullptr;         // [qkv_out] (with wqkv)
+  unsigned* barrier = nullptr;  // kDecodeChainBarrierWords of device memory, zero before the first launch
+};
+constexpr int kDecodeChainBarrierWords = 64;  // two words, on cache lines of their own
+// Whether decode_chain would launch for `args` (nothing queued).
+bool decode_chain_applies(const DecodeChain& args, int num_sms);
+bool decode_chain(const DecodeChain& args, int num_sms, cudaStream_t stream);
+
 // kv_write.cu: the step's new keys and values into the pool (encoded), and the pool's entry copies.
 void kv_write(const DeviceStep& step, int layer, const float* k, const float* v, cudaStream_t stream);
 // split_qkv_rope (qkv [rows, (heads + 2 H_kv) * dim] into q, k, v, q and k rotated) and then kv_write of

@@ -12,11 +12,7 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define PODKV_HOST_DEVICE __host__ __device__
-#else
-#define PODKV_HOST_DEVICE
-#endif
+#include "util/host_device.h"
 
 namespace podkv {
 

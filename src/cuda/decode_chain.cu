@@ -1,0 +1,415 @@
+// A decode row's layer after attention, in one persistent launch: x += o(attn);
+// h = silu(gate) * up of RMSNorm(x); x += down(h); then the next layer's
+// q | k | v projection of its RMSNorm(x). Four one-row GEMVs (Llama-3-8B: 34,
+// 235, 117 and 50 MB of weights) that one launch each ran at 2.5-4.0 TB/s
+// against the 4.2-4.5 TB/s a long read reaches (docs/gpu-bench/kernel-tuning,
+// session 20): a launch's ramp and tail, not its loop, lose the difference.
+// Here every block of a cooperative grid (all resident) works through each
+// projection's tasks (decode_chain_plan.h) and waits at a grid barrier for the
+// projection's input; before it waits it issues its first loads of the next
+// projection's weights, which depend on nothing, so the memory keeps streaming
+// through the barrier.
+//
+// Arithmetic: as gemv_bf16_row_kernel (kChainRows = 2 rows per warp, kChainGroup
+// = 4 chunks per lane in flight, float32 sums per lane in chunk order, the slices
+// added in order), with the input x in shared memory (read once per block from
+// L2, not per warp); the norms as rms_norm_kernel (squares summed in double).
+// The slices differ from the per-launch kernels', so the sums agree to float32
+// rounding, not bit for bit; a launch is deterministic.
+#include "cuda/cuda_check.h"
+#include "cuda/decode_chain_plan.h"
+#include "cuda/elements.cuh"
+#include "cuda/gemv_row.cuh"
+#include "cuda/kernels.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+
+namespace podkv::cuda {
+
+namespace {
+
+constexpr int R = kChainRows, U = kChainGroup;
+
+enum StageIndex { kO, kGateUp, kDown, kNextQkv, kStages };
+
+struct ChainParams {
+  ChainStage stage[kStages];  // stage[kNextQkv].tasks == 0: the last layer, no next projection
+  const float* attn;          // [q_dim]
+  float* x;                   // [hidden]
+  float* h;                   // [inter]
+  float* qkv;                 // [qkv_out]
+  const float *mlp_norm, *next_norm, *bias;
+  double eps;
+  int64_t hidden;
+  unsigned* barrier;
+  int64_t prefetch_bytes;  // per row: prefetch_first_task
+};
+
+__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// Every block of the grid (all resident: a cooperative launch) waits here until all have arrived; the
+// writes before it are visible to the reads after it. barrier[0] counts the arrivals and is back to zero
+// when the last block has come; barrier[kGeneration] (a cache line of its own, so that the blocks
+// polling it do not slow the arrivals) moves on by one per barrier and is kept across launches (a block
+// reads it before it arrives, and it cannot move until every block has arrived). One fence, by the
+// arriving thread after the block's barrier: cumulative, it orders the block's writes before the
+// arrival (as cooperative groups' grid sync does).
+constexpr int kGeneration = kDecodeChainBarrierWords / 2;
+
+__device__ __forceinline__ void grid_barrier(unsigned* barrier) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const unsigned generation = load_acquire(barrier + kGeneration);
+    __threadfence();
+    if (atomicAdd(barrier, 1u) == gridDim.x - 1) {
+      atomicExch(barrier, 0u);
+      __threadfence();
+      atomicAdd(barrier + kGeneration, 1u);
+    } else {
+      while (load_acquire(barrier + kGeneration) == generation) {
+      }
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// The warp's rows of W as 16-byte chunks.
+struct WarpRows {
+  const uint4* row[R];
+};
+
+__device__ __forceinline__ WarpRows warp_rows(const ChainStage& s, const WarpShare& share) {
+  WarpRows rows;
+#pragma unroll
+  for (int j = 0; j < R; ++j) rows.row[j] = reinterpret_cast<const uint4*>(s.w + share.row[j] * s.in);
+  return rows;
+}
+
+// Chunks k, k + 32, ..., k + 32 (U - 1) of each row, all loads issued before any product.
+__device__ __forceinline__ void load_group(const WarpRows& rows, int64_t k, uint4 (&wv)[R][U]) {
+#pragma unroll
+  for (int u = 0; u < U; ++u)
+#pragma unroll
+    for (int j = 0; j < R; ++j) wv[j][u] = load_nc(rows.row[j] + k + 32 * u);
+}
+
+// acc[j] += the group's chunks times x (xs4: x in shared memory, two float4 per chunk), in chunk order.
+__device__ __forceinline__ void multiply_group(const uint4 (&wv)[R][U], const float4* xs4, int64_t k,
+                                               float (&acc)[R]) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const float4 a = xs4[2 * (k + 32 * u)], b = xs4[2 * (k + 32 * u) + 1];
+#pragma unroll
+    for (int j = 0; j < R; ++j) acc[j] += dot8(wv[j][u], a, b);
+  }
+}
+
+// Asks into L2 the first `bytes` (per row) of this warp's share of its first task of stage s (the
+// weights depend on nothing): they stream from memory while the block waits at the barrier for the
+// stage's input, and the stage's first loads find them in L2. sm_90's bulk prefetch, one per row from
+// lanes 0 .. R - 1: no registers, nothing to wait for.
+__device__ __forceinline__ void prefetch_first_task(const ChainStage& s, int64_t bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const int lane = threadIdx.x % 32;
+  if (blockIdx.x >= s.tasks || lane >= R || bytes <= 0) return;
+  const WarpShare share = chain_warp_share(s, blockIdx.x, threadIdx.x / 32);
+  if (!share.active) return;
+  const int64_t chunks = share.k_end - share.k_begin < bytes / 16 ? share.k_end - share.k_begin : bytes / 16;
+  if (chunks <= 0) return;
+  const int64_t row = lane == 0 ? share.row[0] : share.row[R - 1];  // (not an array index: no local memory)
+  const uint4* from = reinterpret_cast<const uint4*>(s.w + row * s.in) + share.k_begin;
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(from), "r"(static_cast<uint32_t>(16 * chunks))
+               : "memory");
+#endif
+}
+
+// xs[0, n) = src, n % 4 == 0 (L2 loads: other blocks of this launch may have written src). Blocks
+// of W warps, as below.
+template <int W>
+__device__ __forceinline__ void load_input(float* xs, const float* src, int64_t n) {
+  float4* xs4 = reinterpret_cast<float4*>(xs);
+  const float4* src4 = reinterpret_cast<const float4*>(src);
+  for (int64_t i = threadIdx.x; i < n / 4; i += 32 * W) xs4[i] = __ldcg(src4 + i);
+  __syncthreads();
+}
+
+// xs[0, n) = RMSNorm(x) * weight (n % 4 == 0) as rms_norm_kernel computes it: squares summed in
+// double, the product float32. Every block takes the norm itself (n floats from L2) rather than wait
+// for one block's.
+template <int W>
+__device__ __forceinline__ void load_normed(float* xs, const float* x, const float* weight, int64_t n, double eps) {
+  static_assert(W <= 32, "one warp adds the warps' sums");
+  __shared__ double warp_sums[W];
+  __shared__ float inv_shared;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  float4* xs4 = reinterpret_cast<float4*>(xs);
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  const float4* w4 = reinterpret_cast<const float4*>(weight);
+  double ss = 0.0;
+  for (int64_t i = threadIdx.x; i < n / 4; i += 32 * W) {
+    const float4 v = __ldcg(x4 + i);
+    xs4[i] = v;
+    ss += static_cast<double>(v.x) * v.x + static_cast<double>(v.y) * v.y + static_cast<double>(v.z) * v.z +
+          static_cast<double>(v.w) * v.w;
+  }
+  ss = warp_sum_double(ss);
+  if (lane == 0) warp_sums[warp] = ss;
+  __syncthreads();
+  if (warp == 0) {
+    double t = lane < W ? warp_sums[lane] : 0.0;
+    t = warp_sum_double(t);
+    if (lane == 0) inv_shared = static_cast<float>(1.0 / sqrt(t / static_cast<double>(n) + eps));
+  }
+  __syncthreads();
+  const float inv = inv_shared;
+  for (int64_t i = threadIdx.x; i < n / 4; i += 32 * W) {
+    const float4 v = xs4[i], w = w4[i];
+    xs4[i] = make_float4(v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w);
+  }
+  __syncthreads();
+}
+
+// One block task of stage s on the input xs (shared memory), written to y by epilogue E. partial:
+// [s.warps][R] floats of shared memory for the slices' sums.
+template <ChainEpilogue E>
+__device__ __forceinline__ void run_task(const ChainStage& s, int64_t task, const float* xs, float* y,
+                                         const float* bias, float (*partial)[R]) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const float4* xs4 = reinterpret_cast<const float4*>(xs);
+  const WarpShare share = chain_warp_share(s, task, warp);
+  float acc[R] = {};
+  if (share.active) {  // the same for the whole warp
+    const WarpRows rows = warp_rows(s, share);
+    int64_t k = share.k_begin + lane;
+    for (; k + 32 * (U - 1) < share.k_end; k += 32 * U) {
+      uint4 wv[R][U];
+      load_group(rows, k, wv);
+      multiply_group(wv, xs4, k, acc);
+    }
+    if (k < share.k_end) {
+      // The last chunks, fewer than U per lane, loaded together before their products too (a chunk
+      // past the end loads chunk k again, unused).
+      uint4 wv[R][U - 1];
+#pragma unroll
+      for (int u = 0; u < U - 1; ++u) {
+        const int64_t c = k + 32 * u < share.k_end ? k + 32 * u : k;
+#pragma unroll
+        for (int j = 0; j < R; ++j) wv[j][u] = load_nc(rows.row[j] + c);
+      }
+#pragma unroll
+      for (int u = 0; u < U - 1; ++u) {
+        if (k + 32 * u >= share.k_end) break;
+        const float4 a = xs4[2 * (k + 32 * u)], b = xs4[2 * (k + 32 * u) + 1];
+#pragma unroll
+        for (int j = 0; j < R; ++j) acc[j] += dot8(wv[j][u], a, b);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < R; ++j) acc[j] = warp_sum(acc[j]);
+  }
+  if (s.slices > 1) {
+    if (lane == 0)
+#pragma unroll
+      for (int j = 0; j < R; ++j) partial[warp][j] = acc[j];
+    __syncthreads();
+    const int first = warp - share.slice;
+#pragma unroll
+    for (int j = 0; j < R; ++j) {
+      float t = partial[first][j];
+      for (int i = 1; i < s.slices; ++i) t += partial[first + i][j];
+      acc[j] = t;
+    }
+    __syncthreads();  // the next task writes `partial` again
+  }
+  if (!share.active || share.slice != 0 || lane != 0) return;
+  if constexpr (E == ChainEpilogue::kSwiglu) {
+    __stcg(y + share.unit, silu_mul_value(acc[0], acc[1]));
+  } else {
+#pragma unroll
+    for (int j = 0; j < R; ++j) {
+      const int64_t o = share.unit * R + j;
+      if (o >= s.out) continue;
+      if constexpr (E == ChainEpilogue::kResidual) __stcg(y + o, __ldcg(y + o) + acc[j]);
+      else y[o] = acc[j] + (bias != nullptr ? bias[o] : 0.0f);
+    }
+  }
+}
+
+// The block's tasks of stage s (s.warps == W): blockIdx.x, blockIdx.x + gridDim.x, ...
+template <ChainEpilogue E, int W>
+__device__ __forceinline__ void run_stage(const ChainStage& s, const float* xs, float* y, const float* bias) {
+  __shared__ float partial[W][R];
+  for (int64_t task = blockIdx.x; task < s.tasks; task += gridDim.x) run_task<E>(s, task, xs, y, bias, partial);
+}
+
+// Blocks of W warps, all resident at once (a cooperative launch) and the registers capped at 80 so
+// that 24 warps fit a multiprocessor: W = 8 three blocks, W = 24 one (80 registers, no spills).
+template <int W>
+__global__ void __launch_bounds__(32 * W, 24 / W) decode_chain_kernel(const ChainParams p) {
+  extern __shared__ float4 shared_x[];  // the stage's input: max(q_dim, hidden, inter) floats
+  float* xs = reinterpret_cast<float*>(shared_x);
+  // x += o(attn): attn comes from the launch before.
+  prefetch_first_task(p.stage[kO], p.prefetch_bytes);
+  load_input<W>(xs, p.attn, p.stage[kO].in);
+  run_stage<ChainEpilogue::kResidual, W>(p.stage[kO], xs, p.x, nullptr);
+  // h = silu(gate) * up of RMSNorm(x) * mlp_norm.
+  prefetch_first_task(p.stage[kGateUp], p.prefetch_bytes);
+  grid_barrier(p.barrier);
+  load_normed<W>(xs, p.x, p.mlp_norm, p.hidden, p.eps);
+  run_stage<ChainEpilogue::kSwiglu, W>(p.stage[kGateUp], xs, p.h, nullptr);
+  // x += down(h).
+  prefetch_first_task(p.stage[kDown], p.prefetch_bytes);
+  grid_barrier(p.barrier);
+  load_input<W>(xs, p.h, p.stage[kDown].in);
+  run_stage<ChainEpilogue::kResidual, W>(p.stage[kDown], xs, p.x, nullptr);
+  if (p.stage[kNextQkv].tasks == 0) return;  // the last layer (the same for every block)
+  // The next layer's q | k | v of RMSNorm(x) * next_norm (+ bias).
+  prefetch_first_task(p.stage[kNextQkv], p.prefetch_bytes);
+  grid_barrier(p.barrier);
+  load_normed<W>(xs, p.x, p.next_norm, p.hidden, p.eps);
+  run_stage<ChainEpilogue::kBias, W>(p.stage[kNextQkv], xs, p.qkv, p.bias);
+}
+
+// Tuning knobs, read once: PODKV_CUDA_CHAIN_WARPS=8 or 24 warps per block (default 24: one block per
+// multiprocessor, so a stage's input is read from L2 once per multiprocessor and 132 blocks meet at
+// a barrier, not 396); PODKV_CUDA_CHAIN_BLOCKS=N blocks per multiprocessor (at most what fits: with
+// 8 warps, up to three); PODKV_CUDA_CHAIN_SLICES=N (1, 2, 4, 8) slices for every stage whose inputs
+// allow (0 or unset: chosen); PODKV_CUDA_CHAIN_PREFETCH=B bytes per row asked into L2 before each
+// barrier (default kPrefetchBytes; 0: none); PODKV_CUDA_CHAIN_COOPERATIVE=0 (decode_chain).
+int env_int(const char* name, int fallback = 0) {
+  const char* s = std::getenv(name);
+  return s != nullptr ? std::max(0, std::atoi(s)) : fallback;
+}
+
+int chain_warps() {
+  static const int warps = env_int("PODKV_CUDA_CHAIN_WARPS", 24) == 8 ? 8 : 24;
+  return warps;
+}
+
+using ChainKernel = void (*)(ChainParams);
+ChainKernel chain_kernel(int warps) { return warps == 8 ? decode_chain_kernel<8> : decode_chain_kernel<24>; }
+
+// Per row of a warp's first task: 2 rows x 4 KB x 3,168 warps (the H200: 132 blocks of 24, or 396 of
+// 8) is 26 MB asked for through a barrier, about 6 us of the memory's time, half the 50 MB L2 (a task
+// of 4 slices of a 4096-wide input has 2 KB a row: all of it). A first guess, to be tuned on the GPU.
+constexpr int kPrefetchBytes = 4096;
+
+// Blocks per multiprocessor of the kernel of `warps` warps with `smem` bytes of dynamic shared memory
+// (0: it cannot run cooperatively with that much on this device, or a launch of it failed), asked
+// once per pair.
+std::mutex known_mutex;
+std::map<std::pair<int, size_t>, int> known_blocks;
+
+int chain_blocks_per_sm(int warps, size_t smem) {
+  const std::lock_guard<std::mutex> lock(known_mutex);
+  const auto it = known_blocks.find({warps, smem});
+  if (it != known_blocks.end()) return it->second;
+  const ChainKernel kernel = chain_kernel(warps);
+  int device = 0, cooperative = 0, optin = 0, blocks = 0;
+  check_cuda(cudaGetDevice(&device), "cudaGetDevice");
+  check_cuda(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device), "cudaDeviceGetAttribute");
+  check_cuda(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+             "cudaDeviceGetAttribute");
+  cudaFuncAttributes attributes{};
+  check_cuda(cudaFuncGetAttributes(&attributes, kernel), "cudaFuncGetAttributes");
+  if (cooperative != 0 && smem + attributes.sharedSizeBytes <= static_cast<size_t>(optin)) {
+    allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "decode_chain_kernel");
+    check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, 32 * warps, smem),
+               "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
+    static const int forced = env_int("PODKV_CUDA_CHAIN_BLOCKS");
+    if (forced > 0) blocks = std::min(blocks, forced);
+  }
+  known_blocks.emplace(std::make_pair(warps, smem), blocks);
+  return blocks;
+}
+
+void decline_from_now_on(int warps, size_t smem) {
+  const std::lock_guard<std::mutex> lock(known_mutex);
+  known_blocks[{warps, smem}] = 0;
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// The grid and shared memory of a chain for `a` (blocks 0: it does not apply).
+struct ChainLaunch {
+  int warps = 0;
+  int64_t blocks = 0;
+  size_t smem = 0;
+};
+
+ChainLaunch chain_launch(const DecodeChain& a, int num_sms) {
+  if (a.hidden <= 0 || a.q_dim <= 0 || a.inter <= 0) return {};
+  if (a.hidden % 8 != 0 || a.q_dim % 8 != 0 || a.inter % 8 != 0) return {};
+  for (const void* p : {static_cast<const void*>(a.wo), static_cast<const void*>(a.w_gate_up),
+                        static_cast<const void*>(a.w_down), static_cast<const void*>(a.attn),
+                        static_cast<const void*>(a.x), static_cast<const void*>(a.h),
+                        static_cast<const void*>(a.mlp_norm)})
+    if (p == nullptr || !aligned16(p)) return {};
+  if (a.wqkv != nullptr &&
+      (a.qkv_out <= 0 || !aligned16(a.wqkv) || a.next_norm == nullptr || !aligned16(a.next_norm) || a.qkv == nullptr))
+    return {};
+  ChainLaunch launch;
+  launch.warps = chain_warps();
+  launch.smem = sizeof(float) * static_cast<size_t>(std::max({a.hidden, a.q_dim, a.inter}));
+  launch.blocks = static_cast<int64_t>(chain_blocks_per_sm(launch.warps, launch.smem)) * num_sms;
+  return launch;
+}
+
+}  // namespace
+
+bool decode_chain_applies(const DecodeChain& args, int num_sms) { return chain_launch(args, num_sms).blocks > 0; }
+
+bool decode_chain(const DecodeChain& a, int num_sms, cudaStream_t stream) {
+  const ChainLaunch launch = chain_launch(a, num_sms);
+  if (launch.blocks == 0) return false;
+  static const int forced_slices = env_int("PODKV_CUDA_CHAIN_SLICES");
+  static const int prefetch_bytes = env_int("PODKV_CUDA_CHAIN_PREFETCH", kPrefetchBytes);
+
+  ChainParams p{};
+  p.stage[kO] = {a.wo, a.hidden, a.q_dim, ChainEpilogue::kResidual};
+  p.stage[kGateUp] = {a.w_gate_up, 2 * a.inter, a.hidden, ChainEpilogue::kSwiglu};
+  p.stage[kDown] = {a.w_down, a.hidden, a.inter, ChainEpilogue::kResidual};
+  if (a.wqkv != nullptr) p.stage[kNextQkv] = {a.wqkv, a.qkv_out, a.hidden, ChainEpilogue::kBias};
+  for (ChainStage& s : p.stage)
+    if (s.w != nullptr) plan_chain_stage(s, launch.blocks, launch.warps, forced_slices);
+  p.attn = a.attn, p.x = a.x, p.h = a.h, p.qkv = a.qkv;
+  p.mlp_norm = a.mlp_norm, p.next_norm = a.next_norm, p.bias = a.bqkv;
+  p.eps = a.eps, p.hidden = a.hidden, p.barrier = a.barrier;
+  p.prefetch_bytes = prefetch_bytes;
+
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(launch.blocks));
+  config.blockDim = dim3(32 * launch.warps);
+  config.dynamicSmemBytes = launch.smem;
+  config.stream = stream;
+  cudaLaunchAttribute cooperative{};
+  cooperative.id = cudaLaunchAttributeCooperative;
+  cooperative.val.cooperative = 1;
+  config.attrs = &cooperative;
+  // PODKV_CUDA_CHAIN_COOPERATIVE=0: a plain launch of the same grid, resident all at once by its size
+  // on a device nothing else uses (no guarantee: for the case where a cooperative node cannot be
+  // captured in a step graph).
+  static const bool plain = env_int("PODKV_CUDA_CHAIN_COOPERATIVE", 1) == 0;
+  config.numAttrs = plain ? 0 : 1;
+  const cudaError_t e = cudaLaunchKernelEx(&config, chain_kernel(launch.warps), p);
+  if (e == cudaErrorCooperativeLaunchTooLarge || e == cudaErrorLaunchOutOfResources ||
+      e == cudaErrorInvalidConfiguration) {
+    // A grid the device will not hold at once after all (fewer multiprocessors free than it has: MPS,
+    // green contexts): clear the error, and the per-launch kernels take this size from now on.
+    (void)cudaGetLastError();
+    decline_from_now_on(launch.warps, launch.smem);
+    return false;
+  }
+  check_cuda(e, "decode_chain_kernel (cooperative launch)");
+  return true;
+}
+
+}  // namespace podkv::cuda
