@@ -26,12 +26,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <string>
 
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
 #include "cuda/paged.cuh"
 #include "cuda/prefill_warp.cuh"
+#include "cuda/sm90a/barriers.cuh"
 #include "cuda/warp_attention.cuh"
 #include "kv/token_classes.h"
 
@@ -350,32 +352,100 @@ __global__ void __launch_bounds__(kWarps * 32)
 constexpr int kMmaHeads = 16;
 
 // The tiles of a warp's chunk [v0, v1) of the virtual key range, in order: tile [t0, min(t0 + 16, hi))
-// of span n (virtual indices; position = virtual index + offset). Done when n == count.
+// of span n (virtual indices; position = virtual index + offset). Done when n == count. 32-bit
+// (positions and slots fit, as in paged.cuh), and the current span's streams and class are kept
+// here: the spans array lives in local memory (indexed by n), read only when a span is entered.
 struct TileCursor {
   int n = 0;
-  int64_t span_start = 0, t0 = 0, hi = 0, offset = 0;
+  int32_t span_start = 0, t0 = 0, hi = 0, offset = 0;
+  DeviceStream keys, values;
+  bool distant = false;
 
   // From span n on, the first span that meets [v0, v1).
-  __device__ __forceinline__ void enter(const Span (&spans)[kMaxSpans], int count, int64_t v0, int64_t v1) {
+  __device__ __forceinline__ void enter(const Span (&spans)[kMaxSpans], int count, int32_t v0, int32_t v1) {
     for (; n < count; ++n) {
-      const int64_t len = spans[n].end > spans[n].begin ? spans[n].end - spans[n].begin : 0;
-      const int64_t lo = max(v0, span_start);
+      const Span& sp = spans[n];
+      const int32_t begin = static_cast<int32_t>(sp.begin), end = static_cast<int32_t>(sp.end);
+      const int32_t len = end > begin ? end - begin : 0;
+      const int32_t lo = max(v0, span_start);
       hi = min(v1, span_start + len);
       if (lo < hi) {
-        t0 = lo, offset = spans[n].begin - span_start;
+        t0 = lo, offset = begin - span_start;
+        keys = sp.keys, values = sp.values, distant = sp.distant;
         return;
       }
       span_start += len;
     }
   }
-  __device__ __forceinline__ void advance(const Span (&spans)[kMaxSpans], int count, int64_t v0, int64_t v1) {
+  __device__ __forceinline__ void advance(const Span (&spans)[kMaxSpans], int count, int32_t v0, int32_t v1) {
     t0 += 16;
     if (t0 < hi) return;
-    span_start += spans[n].end - spans[n].begin;
+    const Span& sp = spans[n];
+    span_start += static_cast<int32_t>(sp.end - sp.begin);
     ++n;
     enter(spans, count, v0, v1);
   }
 };
+
+struct TilePosition {
+  int32_t p0 = 0;
+  uint32_t logical = 0, slot = 0;
+};
+
+// The entries of a 16-key tile in one stream: positions (or slots) p0 + d, d < 16. With pages of 16
+// or more tokens the tile lies in at most two consecutive pages, so the page table is read twice
+// per tile and stream by the whole warp (one address: a broadcast), and a lane's entry is a select
+// and a multiply-add; with smaller pages (kSmallPages) each lane looks its entries up (a 32-bit
+// division each).
+template <bool kSmallPages>
+struct TileEntries {
+  const uint8_t* first = nullptr;   // slot 0 of p0's page (null: no page)
+  const uint8_t* second = nullptr;  // slot 0 of the next page
+  uint32_t slot0 = 0;               // p0's slot in its page
+  int32_t p0 = 0;
+  DeviceStream stream;
+
+  __device__ __forceinline__ static const uint8_t* page_base(const DeviceStep& s, const DeviceStream& st, uint32_t i) {
+    if (i >= st.num_pages) return nullptr;
+    const int32_t page = st.pages[i];
+    return page < 0 ? nullptr : s.pool + static_cast<int64_t>(page) * s.page_bytes;
+  }
+  __device__ __forceinline__ TileEntries(const DeviceStep& s, const DeviceStream& st, const TilePosition& t)
+      : slot0(t.slot), p0(t.p0), stream(st) {
+    if constexpr (!kSmallPages) first = page_base(s, st, t.logical), second = page_base(s, st, t.logical + 1);
+  }
+  // Entry p0 + d (d < keys): `ok` whether it exists (within the tile, on a page), and its address,
+  // or where it does not, an address in the pool's first page that a zero-byte copy may name (no
+  // select per copy). The offset in the page is a 32-bit product (pages are under 2 GiB).
+  __device__ __forceinline__ const uint8_t* at(const DeviceStep& s, int d, int keys, bool& ok) const {
+    if constexpr (kSmallPages) {
+      const uint8_t* e = d < keys ? entry_at(s, stream, p0 + d) : nullptr;
+      ok = e != nullptr;
+      return ok ? e : s.pool;
+    } else {
+      const uint32_t slot = slot0 + static_cast<uint32_t>(d), per_page = static_cast<uint32_t>(s.page_tokens);
+      const bool next = slot >= per_page;
+      const uint8_t* base = next ? second : first;
+      const uint32_t in_page = next ? slot - per_page : slot;
+      ok = d < keys && base != nullptr;
+      return (ok ? base : s.pool) + in_page * static_cast<uint32_t>(s.entry_bytes);
+    }
+  }
+};
+
+// The cursor's tile start: position p0, its page (logical index) and slot (one 32-bit division,
+// for the key and the value stream both; none with small pages, looked up per lane).
+template <bool kSmallPages>
+__device__ __forceinline__ TilePosition tile_position(const DeviceStep& s, const TileCursor& cur) {
+  TilePosition t;
+  t.p0 = cur.t0 + cur.offset;
+  if constexpr (!kSmallPages) {
+    const uint32_t per_page = static_cast<uint32_t>(s.page_tokens);
+    t.logical = static_cast<uint32_t>(t.p0) / per_page;
+    t.slot = static_cast<uint32_t>(t.p0) - t.logical * per_page;
+  }
+  return t;
+}
 
 template <int D>
 struct DecodeSlots {
@@ -385,7 +455,134 @@ struct DecodeSlots {
   static constexpr int kStageBytes = kSlots * 32 * 16;   // one warp's tile
 };
 
-template <int D, int S>
+// decode_mma_kernel's tiles by bulk copies (sm_90; kBulk, pages of 16 or more tokens, bf16 entries):
+// lane l brings row l % 16 of the tile's keys (l < 16) or values (l >= 16) into the warp's stage with
+// one cp.async.bulk of the entry (a tile's keys lie in at most two pages, whose table entries the
+// warp reads once), counted on the stage's mbarrier: one copy instruction per lane and tile instead
+// of 16 cp.async and their per-lane lookups. A row that gets no copy (past the tile's keys, or
+// without a page) is zeroed by its lane, as the per-lane copies zero-fill it. Rows are padded so that
+// the fragment reads meet no bank conflicts: key rows kKeyStride apart (64 mod 128 bytes: lanes
+// (g, c) and (g + 1, c) of a quarter-warp read rows g and g + 1), value rows kValueStride apart (16
+// mod 64: rows 2c of a quarter-warp land 32 bytes apart). The copies go S - 1 tiles ahead of the
+// products, as in the cp.async ring, issued at the top of an iteration from page-table reads made
+// one iteration earlier (`prepare`, then `launch`), so that the reads' latency is spent computing
+// (session 22: looked up right before its copies, one lookup per tile was slower than per-lane
+// lookups in parallel).
+template <int D>
+struct BulkStage {
+  static constexpr int kRowBytes = 2 * D;  // a bf16 entry
+  static constexpr int kKeyStride = kRowBytes + (64 - kRowBytes % 128 + 128) % 128;
+  static constexpr int kValueStride = kRowBytes + (16 - kRowBytes % 64 + 64) % 64;
+  static constexpr int kBytes = 16 * (kKeyStride + kValueStride);  // one warp's stage
+  static_assert(kKeyStride % 128 == 64 && kValueStride % 64 == 16, "conflict-free row strides");
+};
+
+template <int D, int S, typename W, typename Compute>
+__device__ __forceinline__ void bulk_tiles(const DeviceStep& s, const Span (&spans)[kMaxSpans], int count, int32_t v0,
+                                           int32_t v1, W& w, int warp, int lane, Compute& compute) {
+  using Stage = BulkStage<D>;
+  constexpr int kRowBytes = Stage::kRowBytes, kKeyStride = Stage::kKeyStride, kValueStride = Stage::kValueStride;
+  extern __shared__ __align__(16) uint8_t decode_ring[];  // [kWarps][S][16 key rows, 16 value rows]
+  __shared__ uint64_t full[kWarps][S];
+  uint8_t* ring = decode_ring + static_cast<size_t>(warp) * S * Stage::kBytes;
+  auto key_rows = [&](int stage) { return ring + stage * Stage::kBytes; };
+  auto value_rows = [&](int stage) { return ring + stage * Stage::kBytes + 16 * kKeyStride; };
+  if (lane == 0) {
+    for (int st = 0; st < S; ++st) sm90a::mbarrier_init(&full[warp][st], 1);
+    sm90a::mbarrier_init_fence();
+  }
+  __syncwarp();
+  int32_t keys[S];
+  bool tile_distant[S];
+  uint32_t phases = 0;  // bit st: the parity of stage st's next phase
+  TileCursor ahead;
+  ahead.enter(spans, count, v0, v1);
+  // The tile `prepare` looked up for the next `launch`: rows [0, n1) in the first pages (from `slot`
+  // on), [n1, n) in the next ones (null: no page); n = 0: none (past the last tile).
+  const uint8_t *key_first = nullptr, *key_second = nullptr, *value_first = nullptr, *value_second = nullptr;
+  uint32_t slot = 0;
+  int n = 0, n1 = 0;
+  bool distant = false;
+  auto prepare = [&] {
+    n = 0;
+    if (ahead.n >= count) return;
+    const TilePosition at = tile_position<false>(s, ahead);
+    const TileEntries<false> ke(s, ahead.keys, at), ve(s, ahead.values, at);
+    key_first = ke.first, key_second = ke.second, value_first = ve.first, value_second = ve.second;
+    slot = at.slot;
+    n = min(16, ahead.hi - ahead.t0);
+    n1 = min(n, static_cast<int>(s.page_tokens - at.slot));
+    distant = ahead.distant;
+    ahead.advance(spans, count, v0, v1);
+  };
+  // This lane's row of the tile into `stage`: a copy, or zeros.
+  const int r = lane % 16;
+  const bool key_lane = lane < 16;
+  auto launch = [&](int stage) {
+    keys[stage] = n, tile_distant[stage] = distant;
+    if (n == 0) return;
+    const uint8_t* page = r < n1 ? (key_lane ? key_first : value_first) : (key_lane ? key_second : value_second);
+    const bool present = r < n && page != nullptr;
+    uint8_t* row = key_lane ? key_rows(stage) + r * kKeyStride : value_rows(stage) + r * kValueStride;
+    uint64_t* bar = &full[warp][stage];
+    const uint32_t rows = __popc(__ballot_sync(0xffffffffu, present));
+    if (lane == 0) sm90a::mbarrier_arrive_expect_tx(bar, rows * kRowBytes);
+    __syncwarp();  // every lane has read the stage's previous tile; the expected bytes are set
+    if (present) {
+      sm90a::fence_proxy_async();  // the stage's reads, and this lane's zero stores, before the copy's writes
+      const uint32_t at = r < n1 ? slot + r : r - n1;
+      sm90a::bulk_copy_to_shared(row, page + at * kRowBytes, kRowBytes, bar);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kRowBytes / 16; ++i) reinterpret_cast<uint4*>(row)[i] = make_uint4(0, 0, 0, 0);
+    }
+  };
+  // Tile j goes to stage j % S. Its copies are launched S - 1 tiles ahead of its products, at the top
+  // of an iteration, from lookups made one iteration before (during the products in between).
+  prepare();
+#pragma unroll
+  for (int st = 0; st + 1 < S; ++st) launch(st), prepare();
+  for (bool more = true; more;) {
+#pragma unroll
+    for (int st = 0; st < S; ++st) {
+      launch((st + S - 1) % S);  // the stage computed last
+      prepare();
+      if (keys[st] == 0) {  // past the last tile (and so is every later one: no copy in flight)
+        more = false;
+        break;
+      }
+      sm90a::mbarrier_wait(&full[warp][st], (phases >> st) & 1u);
+      phases ^= 1u << st;
+      __syncwarp();  // the rows other lanes zeroed
+      uint4 k[2][W::kKeyChunks];
+      uint4 v[4][W::kValueHalves];
+#pragma unroll
+      for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+        for (int j = 0; j < W::kKeyChunks; ++j)
+          k[nb][j] = *reinterpret_cast<const uint4*>(key_rows(st) + (w.g + 8 * nb) * kKeyStride + 16 * (4 * j + w.c));
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int hv = 0; hv < W::kValueHalves; ++hv) {
+          const int chunk = w.g + 8 * hv, row_i = 2 * w.c + i % 2 + 8 * (i / 2);
+          v[i][hv] = 8 * chunk < D ? *reinterpret_cast<const uint4*>(value_rows(st) + row_i * kValueStride + 16 * chunk)
+                                   : make_uint4(0, 0, 0, 0);
+        }
+      compute(k, v, keys[st], tile_distant[st]);
+    }
+  }
+}
+
+// Bulk copies and mbarriers exist from sm_90 on: code compiled for an earlier target (a build for
+// sm_80 that the driver compiles for a Hopper GPU from its PTX) takes the cp.async ring instead.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+constexpr bool kDeviceHasBulkCopies = false;
+#else
+constexpr bool kDeviceHasBulkCopies = true;
+#endif
+
+template <int D, int S, bool kSmallPages, bool kBulk = false>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_mma_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
   using W = WarpAttention<D, true>;
@@ -396,12 +593,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   // heads). Blocks hold any kWarps consecutive warps, so none idles when splits is not a multiple
   // of kWarps (2 splits at batch 64 left half of each block idle and needed two waves).
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t global_warp = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
-  const int64_t units_per_row = static_cast<int64_t>(Hkv) * tiles_per_head;
-  if (global_warp >= s.num_decode_rows * units_per_row * splits) return;
-  const int split = static_cast<int>(global_warp % splits);
-  const int64_t unit = global_warp / splits, slot = unit / units_per_row;
-  const int tile = static_cast<int>(unit % units_per_row);
+  // 32-bit: the host keeps the grid's warps under 2^31 (a 64-bit division is a long software
+  // sequence, and this kernel is one warp's instruction chain long at batch 1).
+  const uint32_t global_warp = blockIdx.x * kWarps + warp;
+  const uint32_t units_per_row = static_cast<uint32_t>(Hkv * tiles_per_head);
+  if (global_warp >= static_cast<uint32_t>(s.num_decode_rows) * units_per_row * splits) return;
+  const uint32_t unit = global_warp / static_cast<uint32_t>(splits), slot = unit / units_per_row;
+  const int split = static_cast<int>(global_warp - unit * splits);
+  const int tile = static_cast<int>(unit - slot * units_per_row);
   const int64_t row = s.decode_rows != nullptr ? s.decode_rows[slot] : slot;
   const int h = tile / tiles_per_head;
   const int head0 = h * groups + (tile % tiles_per_head) * kMmaHeads;
@@ -430,14 +629,15 @@ __global__ void __launch_bounds__(kWarps * 32)
   w.load_q(w.g < G ? qrow + w.g * D : nullptr, w.g + 8 < G ? qrow + (w.g + 8) * D : nullptr,
            a.scale * 1.4426950408889634f);
 
-  int64_t total = 0;
-  for (int n = 0; n < count; ++n) total += spans[n].end > spans[n].begin ? spans[n].end - spans[n].begin : 0;
-  const int64_t chunk = ((total + splits - 1) / splits + 15) / 16 * 16;
-  const int64_t v0 = split * chunk, v1 = min(total, v0 + chunk);
+  int32_t total = 0;
+  for (int n = 0; n < count; ++n)
+    total += spans[n].end > spans[n].begin ? static_cast<int32_t>(spans[n].end - spans[n].begin) : 0;
+  const int32_t chunk = static_cast<int32_t>((static_cast<uint32_t>(total) + splits - 1) / splits + 15) / 16 * 16;
+  const int32_t v0 = split * chunk, v1 = min(total, v0 + chunk);
 
   // One tile: S from its keys (k), masked past `keys` and where a distant head skips, the online
   // softmax, O += P V (v).
-  auto compute = [&](const uint4 (&k)[2][W::kKeyChunks], const uint4 (&v)[4][W::kValueHalves], int64_t keys,
+  auto compute = [&](const uint4 (&k)[2][W::kKeyChunks], const uint4 (&v)[4][W::kValueHalves], int32_t keys,
                      bool tile_distant) {
     float x[2][4];
 #pragma unroll
@@ -459,56 +659,61 @@ __global__ void __launch_bounds__(kWarps * 32)
     // (255 registers and the spans' bounds in local memory).
     TileCursor cur;
     for (cur.enter(spans, count, v0, v1); cur.n < count; cur.advance(spans, count, v0, v1)) {
-      const Span& sp = spans[cur.n];
+      const TilePosition at = tile_position<kSmallPages>(s, cur);
+      const TileEntries<kSmallPages> ke(s, cur.keys, at), ve(s, cur.values, at);
+      const int32_t keys = cur.hi - cur.t0;
       // Keys g and g + 8 of the tile for Q Kᵀ; values 2c, 2c + 1, 2c + 8, 2c + 9 for P V.
       uint4 k[2][W::kKeyChunks];
       uint4 v[4][W::kValueHalves];
 #pragma unroll
       for (int nb = 0; nb < 2; ++nb) {
-        const int64_t t = cur.t0 + w.g + 8 * nb;
-        w.load_key(t < cur.hi ? entry_at(s, sp.keys, t + cur.offset) : nullptr, k[nb]);
+        bool ok;
+        const uint8_t* e = ke.at(s, w.g + 8 * nb, keys, ok);
+        w.load_key(ok ? e : nullptr, k[nb]);
       }
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const int64_t t = cur.t0 + 2 * w.c + i % 2 + 8 * (i / 2);
-        w.load_value(t < cur.hi ? entry_at(s, sp.values, t + cur.offset) : nullptr, v[i]);
+        bool ok;
+        const uint8_t* e = ve.at(s, 2 * w.c + i % 2 + 8 * (i / 2), keys, ok);
+        w.load_value(ok ? e : nullptr, v[i]);
       }
-      compute(k, v, cur.hi - cur.t0, sp.distant);
+      compute(k, v, keys, cur.distant);
     }
+  } else if constexpr (kBulk && kDeviceHasBulkCopies) {
+    bulk_tiles<D, S>(s, spans, count, v0, v1, w, warp, lane, compute);
   } else {
     extern __shared__ __align__(16) uint8_t decode_ring[];  // [kWarps][S][kSlots][32 lanes][16 bytes]
     uint8_t* ring = decode_ring + static_cast<size_t>(warp) * S * Slots::kStageBytes + lane * 16;
     auto slot_at = [&](int stage, int i) { return ring + (stage * Slots::kSlots + i) * 32 * 16; };
     // Stage `stage` takes the cursor's tile (zeros where a key has no entry or lies past the tile);
     // an empty group past the last tile, so that the waits below count tiles.
-    int64_t keys[S];
+    int32_t keys[S];
     bool tile_distant[S];
     TileCursor ahead;
     ahead.enter(spans, count, v0, v1);
     auto issue = [&](int stage) {
       keys[stage] = 0, tile_distant[stage] = false;
       if (ahead.n < count) {
-        const Span& sp = spans[ahead.n];
-        keys[stage] = min(int64_t{16}, ahead.hi - ahead.t0), tile_distant[stage] = sp.distant;
+        const TilePosition at = tile_position<kSmallPages>(s, ahead);
+        const TileEntries<kSmallPages> ke(s, ahead.keys, at), ve(s, ahead.values, at);
+        keys[stage] = min(16, ahead.hi - ahead.t0), tile_distant[stage] = ahead.distant;
 #pragma unroll
         for (int nb = 0; nb < 2; ++nb) {
-          const int64_t t = ahead.t0 + w.g + 8 * nb;
-          const uint8_t* e = t < ahead.hi ? entry_at(s, sp.keys, t + ahead.offset) : nullptr;
+          bool ok;
+          const uint8_t* e = ke.at(s, w.g + 8 * nb, keys[stage], ok);
 #pragma unroll
           for (int j = 0; j < W::kKeyChunks; ++j)
-            prefill::cp_async16(slot_at(stage, nb * W::kKeyChunks + j), e != nullptr ? e + 16 * (4 * j + w.c) : s.pool,
-                                e != nullptr);
+            prefill::cp_async16(slot_at(stage, nb * W::kKeyChunks + j), e + 16 * (4 * j + w.c), ok);
         }
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
-          const int64_t t = ahead.t0 + 2 * w.c + i % 2 + 8 * (i / 2);
-          const uint8_t* e = t < ahead.hi ? entry_at(s, sp.values, t + ahead.offset) : nullptr;
+          bool ok;
+          const uint8_t* e = ve.at(s, 2 * w.c + i % 2 + 8 * (i / 2), keys[stage], ok);
 #pragma unroll
           for (int hv = 0; hv < W::kValueHalves; ++hv) {
-            const int chunk = w.g + 8 * hv;
-            const bool valid = e != nullptr && 8 * chunk < D;
+            const int chunk = w.g + 8 * hv;  // past the row's end (head_dim 96): zeros, from within the row
             prefill::cp_async16(slot_at(stage, Slots::kKeySlots + i * W::kValueHalves + hv),
-                                valid ? e + 16 * chunk : s.pool, valid);
+                                e + 16 * (8 * chunk < D ? chunk : 0), ok && 8 * chunk < D);
           }
         }
         ahead.advance(spans, count, v0, v1);
@@ -568,9 +773,12 @@ __global__ void __launch_bounds__(kWarps * 32)
 // exp(max_c - max) goes to shared memory first; then kThreads / 128 groups of threads each sum
 // their share of the chunks for every output element: with 512 threads (many chunks: batch 1,
 // 64 chunks at 4K keys) a thread waits on a quarter of the chunks' loads.
+// kPrefetch > 0 (splits <= kPrefetch x the groups): a thread loads its chunks' output elements
+// before the statistics' reductions, so that the block waits on global memory once, not twice
+// (at batch 1 the merge is a few dependent round trips to L2 long, not bandwidth-bound).
 constexpr int kMaxMergeSplits = 1024;
 
-template <int kThreads>
+template <int kThreads, int kPrefetch>
 __global__ void __launch_bounds__(kThreads)
     merge_kernel(int num_heads, int d, int layer, int64_t rows, int splits, const float* partials, float* out,
                  float* all_gates, const int32_t* decode_rows) {
@@ -584,6 +792,14 @@ __global__ void __launch_bounds__(kThreads)
   const float* base = partial_at(const_cast<float*>(partials), slot, num_heads, i, splits, 0, d);
   const int64_t stride = d + 3;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = kThreads / 32;
+  // Group g sums chunks g, g + kGroups, ... for element t.
+  const int g = threadIdx.x / kMaxHeadDim, t = threadIdx.x % kMaxHeadDim;
+  float early[kPrefetch > 0 ? kPrefetch : 1];
+#pragma unroll
+  for (int k = 0; k < kPrefetch; ++k) {
+    const int c = g + k * kGroups;
+    early[k] = c < splits && t < d ? base[c * stride + 3 + t] : 0.0f;
+  }
   // Each chunk's (max, proximal sum, distant sum), read once.
   float cm[kPerThread], cp[kPerThread], cd[kPerThread];
   float m = -INFINITY;
@@ -614,12 +830,18 @@ __global__ void __launch_bounds__(kThreads)
   sp = 0.0f, sd = 0.0f;
   for (int w = 0; w < warps; ++w) sp += reduce[1][w], sd += reduce[2][w];
   const float inv = 1.0f / (sp + sd);
-  // Group g sums chunks g, g + kGroups, ... for element t.
-  const int g = threadIdx.x / kMaxHeadDim, t = threadIdx.x % kMaxHeadDim;
   if (t < d) {
     float x = 0.0f;
+    if constexpr (kPrefetch > 0) {
+#pragma unroll
+      for (int k = 0; k < kPrefetch; ++k) {
+        const int c = g + k * kGroups;
+        if (c < splits) x += weight[c] * early[k];
+      }
+    } else {
 #pragma unroll 8
-    for (int c = g; c < splits; c += kGroups) x += weight[c] * base[c * stride + 3 + t];
+      for (int c = g; c < splits; c += kGroups) x += weight[c] * base[c * stride + 3 + t];
+    }
     sums[g][t] = x;
   }
   __syncthreads();
@@ -643,29 +865,75 @@ int decode_stages() {
   return stages;
 }
 
-// f(kernel, dynamic shared bytes) with the decode_mma_kernel of head_dim (32, 64, 96 or 128) and the
-// configured stages, its shared-memory limit raised to what it takes.
-template <int D, typename F>
+// f(kernel, dynamic shared bytes) with the decode_mma_kernel of head_dim (32, 64, 96 or 128), the
+// configured stages, pages of fewer than 16 tokens or not, and bulk copies or not (ring stages
+// only), its shared-memory limit raised to what it takes.
+template <int D, bool kSmallPages, bool kBulk, typename F>
 void with_decode_mma_stages(F&& f) {
   auto run = [&](auto kernel, int stages) {
-    const size_t smem = static_cast<size_t>(kWarps) * stages * DecodeSlots<D>::kStageBytes;
+    // The larger of the two layouts where bulk copies are asked for: code compiled for a target
+    // before sm_90 takes the ring (DecodeSlots) in the same kernel.
+    const size_t stage_bytes = kBulk && stages > 0 ? std::max<size_t>(BulkStage<D>::kBytes, DecodeSlots<D>::kStageBytes)
+                                                   : DecodeSlots<D>::kStageBytes;
+    const size_t smem = static_cast<size_t>(kWarps) * stages * stage_bytes;
     allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "cudaFuncSetAttribute(decode_mma_kernel)");
     f(kernel, smem);
   };
   switch (decode_stages()) {
-    case 0: run(decode_mma_kernel<D, 0>, 0); break;
-    case 2: run(decode_mma_kernel<D, 2>, 2); break;
-    case 4: run(decode_mma_kernel<D, 4>, 4); break;
-    default: run(decode_mma_kernel<D, 3>, 3); break;
+    case 0: run(decode_mma_kernel<D, 0, kSmallPages, false>, 0); break;
+    case 2: run(decode_mma_kernel<D, 2, kSmallPages, kBulk>, 2); break;
+    case 4: run(decode_mma_kernel<D, 4, kSmallPages, kBulk>, 4); break;
+    default: run(decode_mma_kernel<D, 3, kSmallPages, kBulk>, 3); break;
   }
 }
 
+template <bool kSmallPages, bool kBulk, typename F>
+void with_decode_mma_pages(int head_dim, F&& f) {
+  if (head_dim <= 32) with_decode_mma_stages<32, kSmallPages, kBulk>(f);
+  else if (head_dim <= 64) with_decode_mma_stages<64, kSmallPages, kBulk>(f);
+  else if (head_dim <= 96) with_decode_mma_stages<96, kSmallPages, kBulk>(f);
+  else with_decode_mma_stages<128, kSmallPages, kBulk>(f);
+}
+
+// PODKV_CUDA_MERGE_PREFETCH=0: the merge loads its chunks' outputs after the statistics (to compare).
+bool merge_prefetch() {
+  static const bool on = [] {
+    const char* e = std::getenv("PODKV_CUDA_MERGE_PREFETCH");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  return on;
+}
+
+// How decode_mma_kernel brings a tile in, PODKV_CUDA_DECODE_COPY: "bulk" (the default on compute
+// capability 9.0 and later where a block may have the shared memory the largest head_dim's stages
+// take: one bulk copy of an entry per lane and tile, bulk_tiles), "tile" (16-byte cp.async per lane,
+// the tile's pages looked up once) or "lane" (each lane looks its own entries up, as with pages under
+// 16 tokens). Pages under 16 tokens always take "lane".
+enum class DecodeCopy { kBulk, kTile, kLane };
+DecodeCopy decode_copy() {
+  static const DecodeCopy copy = [] {
+    const char* e = std::getenv("PODKV_CUDA_DECODE_COPY");
+    const std::string name = e != nullptr ? e : "";
+    if (name == "lane") return DecodeCopy::kLane;
+    if (name == "tile") return DecodeCopy::kTile;
+    int device = 0, major = 0, smem = 0;
+    const bool known = cudaGetDevice(&device) == cudaSuccess &&
+                       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+                       cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) == cudaSuccess;
+    const size_t need = static_cast<size_t>(kWarps) * std::max(decode_stages(), 1) * BulkStage<128>::kBytes + 1024;
+    return known && major >= 9 && static_cast<size_t>(smem) >= need ? DecodeCopy::kBulk : DecodeCopy::kTile;
+  }();
+  return copy;
+}
+
+// bulk_ok: the pages and entries allow bulk copies (16-byte multiples; entries of 2 x head_dim bytes,
+// the rows bulk_tiles reads).
 template <typename F>
-void with_decode_mma_kernel(int head_dim, F&& f) {
-  if (head_dim <= 32) with_decode_mma_stages<32>(f);
-  else if (head_dim <= 64) with_decode_mma_stages<64>(f);
-  else if (head_dim <= 96) with_decode_mma_stages<96>(f);
-  else with_decode_mma_stages<128>(f);
+void with_decode_mma_kernel(int head_dim, int64_t page_tokens, bool bulk_ok, F&& f) {
+  const DecodeCopy copy = decode_copy();
+  if (page_tokens < 16 || copy == DecodeCopy::kLane) with_decode_mma_pages<true, false>(head_dim, f);
+  else if (copy == DecodeCopy::kBulk && bulk_ok) with_decode_mma_pages<false, true>(head_dim, f);
+  else with_decode_mma_pages<false, false>(head_dim, f);
 }
 
 }  // namespace
@@ -691,8 +959,12 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
   if (decode_attention_mma_fits(step.head_dim, step.dtype, step.num_groups)) {
     const int tiles = (groups + kMmaHeads - 1) / kMmaHeads;
     const int64_t warps = step.num_decode_rows * step.num_kv_heads * tiles * splits;
+    check(warps < (int64_t{1} << 31), "cuda decode attention: " + std::to_string(warps) +
+                                          " warps (rows x KV heads x splits) exceed the kernel's 32-bit indices");
     const dim3 grid(static_cast<unsigned>((warps + kWarps - 1) / kWarps));
-    with_decode_mma_kernel(step.head_dim, [&](auto kernel, size_t smem) {
+    const bool bulk_ok = reinterpret_cast<uintptr_t>(step.pool) % 16 == 0 && step.page_bytes % 16 == 0 &&
+                         step.entry_bytes == 2 * int64_t{step.head_dim};
+    with_decode_mma_kernel(step.head_dim, step.page_tokens, bulk_ok, [&](auto kernel, size_t smem) {
       kernel<<<grid, kWarps * 32, smem, stream>>>(step, launch, q, splits, partials);
     });
     check_launch("decode_mma_kernel");
@@ -704,14 +976,19 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
     kernel<<<merge_grid, threads, 0, stream>>>(launch.num_heads, step.head_dim, launch.layer, step.rows, splits,
                                                partials, launch.out, launch.all_gates, step.decode_rows);
   };
-  if (splits >= 16) merge(merge_kernel<512>, 512);
-  else merge(merge_kernel<128>, 128);
+  // With the prefetch: up to 128 chunks over 4 groups (32 each), up to 16 over one.
+  const bool prefetch = merge_prefetch();
+  if (splits >= 16 && prefetch && splits <= 128) merge(merge_kernel<512, 32>, 512);
+  else if (splits >= 16) merge(merge_kernel<512, 0>, 512);
+  else if (prefetch) merge(merge_kernel<128, 16>, 128);
+  else merge(merge_kernel<128, 0>, 128);
   check_launch("merge_kernel");
 }
 
 int decode_attention_mma_warps_per_sm(int head_dim) {
   int blocks = 0;
-  with_decode_mma_kernel(head_dim, [&](auto kernel, size_t smem) {
+  // The kernel of pages of 64 tokens (the common ones; the others' registers differ by a few at most).
+  with_decode_mma_kernel(head_dim, 64, true, [&](auto kernel, size_t smem) {
     check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kWarps * 32, smem),
                "cudaOccupancyMaxActiveBlocksPerMultiprocessor(decode_mma_kernel)");
   });

@@ -4,6 +4,8 @@
 //  - mbarrier_init by one thread, then mbarrier_init_fence and a __syncthreads before any use.
 //  - cp_async_arrive: an arrival made when this thread's earlier cp.async copies have landed
 //    (.noinc: the count given to mbarrier_init includes these arrivals).
+//  - mbarrier_arrive_expect_tx and bulk_copy_to_shared: an arrival whose phase also waits for the
+//    bytes of bulk copies (sm_90 PTX, no 'a' features: the decode kernel uses them too).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +26,25 @@ __device__ __forceinline__ void mbarrier_arrive(uint64_t* bar) {
 __device__ __forceinline__ void cp_async_arrive(uint64_t* bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_address(bar)) : "memory");
 }
+
+// An arrival that also expects `bytes` more of asynchronous copies (complete_tx) in this phase.
+__device__ __forceinline__ void mbarrier_arrive_expect_tx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smem_address(bar)), "r"(bytes)
+               : "memory");
+}
+
+// One bulk copy of `bytes` (a multiple of 16; both addresses 16-byte aligned) from global to shared
+// memory by the copy engine of the multiprocessor, counted on `bar`'s transaction bytes when it lands.
+__device__ __forceinline__ void bulk_copy_to_shared(void* dst, const void* src, uint32_t bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(
+                   smem_address(dst)),
+               "l"(src), "r"(bytes), "r"(smem_address(bar))
+               : "memory");
+}
+
+// Orders this thread's generic-proxy accesses of shared memory (plain loads and stores, cp.async)
+// before later async-proxy ones (wgmma reads, bulk copies' writes).
+__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 // Waits until the phase of parity `parity` has completed.
 __device__ __forceinline__ void mbarrier_wait(uint64_t* bar, uint32_t parity) {

@@ -18,6 +18,8 @@
 
 #include <cstdint>
 
+#include "cuda/sm90a/barriers.cuh"  // fence_proxy_async
+
 namespace podkv::cuda::sm90a {
 
 __device__ __forceinline__ uint64_t smem_descriptor(const void* tile, uint32_t leading, uint32_t stride) {
@@ -40,7 +42,6 @@ template <int kPending>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
 }
-__device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 // Keeps the compiler from moving reads or writes of accumulators across a wait (the wgmma writes
 // them behind its back).
