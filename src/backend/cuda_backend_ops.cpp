@@ -5,8 +5,11 @@
 #include <algorithm>
 #include <cstring>
 #include <cstdlib>
+#include <memory>
+#include <string>
 
 #include "cuda/cuda_check.h"
+#include "cuda/gemm_lt.h"
 #include "cuda/kernels.h"
 #include "kv/token_classes.h"
 
@@ -117,6 +120,8 @@ struct CudaBackendOps::State {
   };
   std::vector<Graph> graphs;
   void* cublas_workspace = nullptr;
+  // The prompt path's bf16 GEMMs (gemm_bf16), null where PODKV_CUDA_GEMM_TUNE=0 (cublasGemmEx).
+  std::unique_ptr<cuda::GemmLt> gemm_lt;
   int mma_warps_per_sm[5] = {};  // of the tensor-core decode kernel, by head_dim / 32 (0: not asked yet)
   // Profiling: events of the open and finished regions, and the sums per name.
   bool profiling = false;
@@ -149,6 +154,13 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
   const size_t workspace = size_t{32} << 20;
   state_->cublas_workspace = device_alloc(workspace, "the cuBLAS workspace");
   PODKV_CUBLAS_CHECK(cublasSetWorkspace(state_->cublas, state_->cublas_workspace, workspace));
+  // The bf16 GEMMs through cuBLASLt, the algorithm of 1024+ rows timed once per power-of-two bucket
+  // (cuda/gemm_lt.h). PODKV_CUDA_GEMM_TUNE: 0 = cublasGemmEx (its own heuristic's pick, as before),
+  // first = cuBLASLt's first candidate untimed, anything else or unset = timed.
+  const char* tune = std::getenv("PODKV_CUDA_GEMM_TUNE");
+  if (tune == nullptr || std::string(tune) != "0")
+    state_->gemm_lt = std::make_unique<cuda::GemmLt>(state_->stream, state_->cublas_workspace, workspace,
+                                                     tune == nullptr || std::string(tune) != "first");
   state_->counter = static_cast<unsigned long long*>(device_alloc(sizeof(unsigned long long), "a counter"));
   state_->norm_counter = static_cast<unsigned*>(device_alloc(sizeof(unsigned), "a counter"));
   PODKV_CUDA_CHECK(cudaMemset(state_->norm_counter, 0, sizeof(unsigned)));
@@ -192,6 +204,7 @@ CudaBackendOps::~CudaBackendOps() {
   cudaFree(state_->partials);
   cudaFree(state_->gemv_scratch);
   for (State::Graph& g : state_->graphs) cudaGraphExecDestroy(g.exec);
+  state_->gemm_lt.reset();
   if (state_->cublas != nullptr) cublasDestroy(state_->cublas);
   cudaFree(state_->cublas_workspace);
   if (state_->stream != nullptr) cudaStreamDestroy(state_->stream);
@@ -486,6 +499,7 @@ void CudaBackendOps::gemm_bf16(const WeightMatrix& w, const uint16_t* a, int64_t
   const int m = static_cast<int>(w.rows), k = static_cast<int>(w.cols), n = static_cast<int>(rows);
   const float one = 1.0f;
   const cudaDataType_t type = static_cast<cudaDataType_t>(y_type);
+  if (state_->gemm_lt != nullptr && state_->gemm_lt->run(w.data, a, m, n, k, y, type, beta)) return;
   PODKV_CUBLAS_CHECK(cublasGemmEx(state_->cublas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, w.data, CUDA_R_16BF, k, a,
                                   CUDA_R_16BF, k, &beta, y, type, m, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
