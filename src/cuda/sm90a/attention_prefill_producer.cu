@@ -146,18 +146,20 @@ __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const
   // Tile j - 1's probabilities (read by its P V until that completes); before tile 0, zeros times
   // the zero tile.
   uint32_t p[4][4] = {};
-  auto previous_values = [&](int j) {
-    return j > 0 ? smem + ((j - 1) % kStages) * Tile::kStageBytes + Tile::kKindBytes : zero_values;
-  };
-  int j = 0;
-  for (; cur.pass < passes; ++j) {
-    const int stage = j % kStages;
-    uint8_t* tile_base = smem + stage * Tile::kStageBytes;
-    mbarrier_wait(&full[stage], (j / kStages) & 1);
+  // The wgmma descriptors computed once, each tile's a stage's bytes on, and the stage and its phase
+  // as running counters (as the 128-key loop does): per tile, a 32-bit add instead of a descriptor
+  // built from the address and a division by kStages for the stage and the parity.
+  const uint64_t keys0 = smem_descriptor(smem, 16, 1024), values0 = values_descriptor<D, 64>(smem + Tile::kKindBytes);
+  uint64_t previous_values = values_descriptor<D, 64>(zero_values);  // tile j - 1's value tile
+  int stage = 0, previous_stage = 0;
+  uint32_t phase = 0;
+  for (int j = 0; cur.pass < passes; ++j) {
+    const uint32_t stage_bytes = stage * Tile::kStageBytes;
+    mbarrier_wait(&full[stage], phase);
     fence_proxy_async();  // the landed copies, visible to the tensor cores
     float x[8][4];
-    issue_scores<D>(x, w.qa[0], tile_base);
-    issue_values<D>(w.o, p, previous_values(j));
+    issue_scores<D>(x, w.qa[0], offset_descriptor(keys0, stage_bytes));
+    issue_values<D>(w.o, p, previous_values);
     wgmma_commit();   // tile j - 1's P V
     wgmma_wait<1>();  // S
     fence_operands(x);
@@ -165,12 +167,14 @@ __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const
     pw.weights(x, cur.k0, cur.pass, uniform, correction);
     wgmma_wait<0>();  // tile j - 1's P V
     fence_operands(w.o);
-    if (j > 0 && lane == 0) mbarrier_arrive(&empty[(j - 1) % kStages]);
+    if (j > 0 && lane == 0) mbarrier_arrive(&empty[previous_stage]);
     w.rescale(correction);
     pack_probabilities(x, p);
+    previous_values = offset_descriptor(values0, stage_bytes), previous_stage = stage;
+    if (++stage == kStages) stage = 0, phase ^= 1;
     cur = next_tile<true>(cur, block_span, pw.one_pass, passes, kSmemTileKeys);
   }
-  issue_values<D>(w.o, p, previous_values(j));  // the last tile's P V
+  issue_values<D>(w.o, p, previous_values);  // the last tile's P V
   wgmma_commit();
   wgmma_wait<0>();
   fence_operands(w.o);
@@ -209,11 +213,11 @@ __device__ __forceinline__ void compute_steps_128(PrefillWarp<D, true>& pw, cons
   const int passes = pw.passes();
   TileCursor cur = next_tile(TileCursor{0, -kSmemTileKeys}, block_span, pw.one_pass, passes, kSmemTileKeys);
   uint32_t p[8][4] = {};
-  // The wgmma descriptors: computed once, each step's a stage's bytes on (the offset shuffled from
-  // lane 0, meant to let the compiler keep the sums in uniform registers, where the wgmma reads them).
-  // It does not: the SASS still builds each of the 24 in vector registers and moves it over (R2UR)
-  // per step, since the loop's control, from the tile cursor, is not provably warp-uniform to ptxas
-  // (session 24). Cheaper than recomputing them all the same: 0.98x -> 0.995x the 64-key kernel.
+  // The wgmma descriptors: computed once, each step's a stage's bytes on. The SASS still builds each
+  // of the 24 in vector registers and moves it over (R2UR) per step, since the loop's control, from
+  // the tile cursor, is not provably warp-uniform to ptxas (session 24; a shuffle of the offset from
+  // lane 0 did not change that and is gone). Cheaper than recomputing them all the same: 0.98x ->
+  // 0.995x the 64-key kernel.
   const uint64_t q_desc = smem_descriptor(q_tile, 16, 1024), keys0 = smem_descriptor(smem, 16, 1024);
   const uint64_t values0 = values_descriptor<D, 128>(smem + Tile::kKindBytes);
   uint32_t stage_bytes = 0, previous_bytes = 0;  // step i's stage and step i - 1's, in bytes
@@ -223,7 +227,7 @@ __device__ __forceinline__ void compute_steps_128(PrefillWarp<D, true>& pw, cons
     const TileCursor next = next_tile<true>(cur, block_span, pw.one_pass, passes, kSmemTileKeys);
     const bool has_next = next.pass < passes;
     const TileCursor second = has_next ? next : TileCursor{cur.pass, cur.k0 + kSmemTileKeys};
-    stage_bytes = __shfl_sync(0xffffffffu, stage * Tile::kStageBytes, 0);
+    stage_bytes = stage * Tile::kStageBytes;
     mbarrier_wait(&full[stage], phase);
     fence_proxy_async();  // the landed copies, visible to the tensor cores
     float x[16][4];

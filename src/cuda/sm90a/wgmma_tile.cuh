@@ -44,16 +44,21 @@ __device__ __forceinline__ uint8_t* align_1024(uint8_t* smem) {
 }
 
 // Issues S = Q Kᵀ of a warpgroup's 64 rows (Q's A fragments, [D / 16][4] per thread) against the
-// key tile at `keys_tile`, as one commit group.
+// key tile of descriptor `keys` (smem_descriptor(tile, 16, 1024)), as one commit group.
 template <int D>
-__device__ __forceinline__ void issue_scores(float (&x)[8][4], const uint32_t (&qa)[D / 16][4], const uint8_t* keys_tile) {
+__device__ __forceinline__ void issue_scores(float (&x)[8][4], const uint32_t (&qa)[D / 16][4], uint64_t keys) {
   using Tile = WgmmaTile<D>;
-  const uint64_t keys = smem_descriptor(keys_tile, 16, 1024);
   wgmma_fence();
 #pragma unroll
   for (int k = 0; k < D / 16; ++k)  // 16 head elements: 32 bytes into a column block's rows
     wgmma_m64n64k16<0>(x, qa[k], offset_descriptor(keys, (k / 4) * Tile::kColumnBlockBytes + (k % 4) * 32), k > 0);
   wgmma_commit();
+}
+
+// The same against the key tile at `keys_tile`.
+template <int D>
+__device__ __forceinline__ void issue_scores(float (&x)[8][4], const uint32_t (&qa)[D / 16][4], const uint8_t* keys_tile) {
+  issue_scores<D>(x, qa, smem_descriptor(keys_tile, 16, 1024));
 }
 
 // Issues S = Q Kᵀ of 128 keys (a 128-row key tile) with Q in shared memory (a 64-row tile of the
