@@ -33,6 +33,8 @@
 # then `run` from the repository root with carry [".deps", ".data/run"], one part per call so each
 # stays well under 600 s:
 #   PART=check timeout -k 5 560 bash .data/run/session26-next-calls.sh; tail -c 8000 $OUT/summary.txt
+#   PART=land    the chain's settings timed, the best exported for its tests and podkv vs SDPA
+#   PART=gputests  scripts/test_gpu.sh alone (under settings exported by the command)
 #   PART=first   (device time short) the check's core tests, then decode and prefill timings, then the
 #                rest, each step only while the call has time
 #   PART=check   apply the patches, build them and (in the background) the tree without them
@@ -65,7 +67,7 @@ here=$(cd "$(dirname "$0")" && pwd)  # the patches and base-src.tar.gz beside th
 . scripts/use_deps_pcre2.sh && use_deps_pcre2 "$root"
 . scripts/use_deps_httplib.sh && use_deps_httplib "$root"
 configure=(-DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF)
-if [ ! -x "$base/podkv" ] && [ -f "$here/base-src.tar.gz" ]; then
+if [ "${PART:-check}" != land ] && [ "${PART:-check}" != gputests ] && [ ! -x "$base/podkv" ] && [ -f "$here/base-src.tar.gz" ]; then
   rm -rf "$base" && mkdir -p "$base/src"
   tar -xzf "$here/base-src.tar.gz" -C "$base/src"
   (cmake -S "$base/src" -B "$base" "${configure[@]}" -DPODKV_TESTS=OFF >"$logs/base_build.log" 2>&1 &&
@@ -100,6 +102,52 @@ bench() { timeout -k 5 90 "$@"; }  # one podkv bench run
 within() { local n=$1 rem=$((530 - SECONDS)); shift; [ $rem -ge 15 ] || { echo "skipped (time): $*"; return 124; }
   timeout -k 5 $((n < rem ? n : rem)) "$@"; }
 case ${PART:-check} in
+land)
+  # The chain's settings at 4K and 32K, two passes; the best at 4K (sum of both passes) is exported
+  # for the rest: the fixtures and graphs tests, --profile, then podkv against transformers' SDPA.
+  declare -A sum
+  settings=("PODKV_CUDA_DECODE_FUSE=swiglu" "PODKV_CUDA_NONE=0" "PODKV_CUDA_CHAIN_PREFETCH=0"
+            "PODKV_CUDA_CHAIN_WARPS=8 PODKV_CUDA_CHAIN_BLOCKS=2"
+            "PODKV_CUDA_CHAIN_WARPS=8 PODKV_CUDA_CHAIN_BLOCKS=2 PODKV_CUDA_CHAIN_PREFETCH=0"
+            "PODKV_CUDA_CHAIN_WARPS=8 PODKV_CUDA_CHAIN_BLOCKS=2 PODKV_CUDA_CHAIN_PREFETCH=1024"
+            "PODKV_CUDA_CHAIN_WARPS=8 PODKV_CUDA_CHAIN_BLOCKS=1"
+            "PODKV_CUDA_CHAIN_WARPS=8 PODKV_CUDA_CHAIN_BLOCKS=1 PODKV_CUDA_CHAIN_PREFETCH=0")
+  for pass in 1 2; do
+    for setting in "${settings[@]}"; do
+      lines=$(within 60 env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| .*tg")
+      echo "== pass $pass: $setting"; echo "$lines"
+      v=$(echo "$lines" | head -1 | awk -F'|' '{ print $8 + 0 }')
+      sum[$setting]=$(awk -v a="${sum[$setting]:-0}" -v b="${v:-0}" 'BEGIN { print a + b }')
+    done
+  done
+  best=${settings[0]}
+  for setting in "${settings[@]}"; do
+    awk -v a="${sum[$setting]}" -v b="${sum[$best]}" 'BEGIN { exit !(a > b) }' && best=$setting
+  done
+  echo "PICKED: $best (4K sum of two passes ${sum[$best]}; chain off ${sum[${settings[0]}]})"
+  export $best
+  within 120 "$build/podkv_tests" --gtest_filter='CudaDecodeChain.*:Models/CudaFixture.*:CudaGraphs.*' \
+    >"$logs/gtests_picked.log" 2>&1
+  echo "gtests with $best: $(grep -E "PASSED|FAILED" "$logs/gtests_picked.log" | head -3 | tr '\n' ' ')"
+  grep -A8 "Failure" "$logs/gtests_picked.log" | head -20
+  echo "== batch 1 at 4K by region ($best)"
+  within 60 "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096 -r 1 --profile 2>&1 | grep -A16 "by region"
+  for pass in 1 2; do
+    echo "== podkv, pass $pass ($best)"
+    within 90 "$build/podkv" "${args[@]}" -p 4096,32768 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| "
+    if [ $pass = 1 ]; then
+      echo "== transformers SDPA"
+      within 150 python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out "$logs/sdpa.json" \
+        --prefill 4096,32768 --decode "" --attn sdpa 2>&1 | tail -8
+    fi
+  done
+  echo "land: done ($SECONDS s)"
+  ;;
+gputests)
+  # scripts/test_gpu.sh alone, under the settings exported by the command line.
+  within 500 scripts/test_gpu.sh "$build" "$logs/test_gpu" >"$logs/test_gpu.txt" 2>&1
+  echo "test_gpu: rc $? ($SECONDS s)"; grep -E "cases, |PASSED|FAILED|test_gpu:|NOT RUN" "$logs/test_gpu.txt" | head -40
+  ;;
 first)
   # The session's first call when device time is short: the chain's correctness, then its timing,
   # then the rest of check, each step only if the call has time left for it.
