@@ -278,29 +278,31 @@ __global__ void __launch_bounds__(32 * W, 24 / W) decode_chain_kernel(const Chai
   run_stage<ChainEpilogue::kBias, W>(p.stage[kNextQkv], xs, p.qkv, p.bias);
 }
 
-// Tuning knobs, read once: PODKV_CUDA_CHAIN_WARPS=8 or 24 warps per block (default 24: one block per
-// multiprocessor, so a stage's input is read from L2 once per multiprocessor and 132 blocks meet at
-// a barrier, not 396); PODKV_CUDA_CHAIN_BLOCKS=N blocks per multiprocessor (at most what fits: with
-// 8 warps, up to three); PODKV_CUDA_CHAIN_SLICES=N (1, 2, 4, 8) slices for every stage whose inputs
-// allow (0 or unset: chosen); PODKV_CUDA_CHAIN_PREFETCH=B bytes per row asked into L2 before each
-// barrier (default kPrefetchBytes; 0: none); PODKV_CUDA_CHAIN_COOPERATIVE=0 (decode_chain).
+// Tuning knobs, read once: PODKV_CUDA_CHAIN_WARPS=8 or 24 warps per block (default 8);
+// PODKV_CUDA_CHAIN_BLOCKS=N blocks per multiprocessor, at most what fits (default 2; 0: all that fit,
+// three of 8 warps); PODKV_CUDA_CHAIN_SLICES=N (1, 2, 4, 8) slices for every stage whose inputs allow
+// (0 or unset: chosen); PODKV_CUDA_CHAIN_PREFETCH=B bytes per row asked into L2 before each barrier
+// (default 0: none); PODKV_CUDA_CHAIN_COOPERATIVE=0 (decode_chain). The defaults are the fastest of
+// session 27's sweep on an H200 (Llama-3-8B shape, batch 1, 4K, tok/s of two passes): 8 warps x 2
+// blocks, no prefetch 197.1; the same with 1 KB prefetched 197.0, with 4 KB 190.4; 24 warps x 1 block
+// 186.2 (4 KB: 179.8); 8 warps x 1 block 154.8; the per-launch kernels 185.8. 16 warps per
+// multiprocessor leave the memory as busy as 24 and meet at a barrier sooner; asking the next task's
+// weights into L2 competes with the stage still streaming.
 int env_int(const char* name, int fallback = 0) {
   const char* s = std::getenv(name);
   return s != nullptr ? std::max(0, std::atoi(s)) : fallback;
 }
 
 int chain_warps() {
-  static const int warps = env_int("PODKV_CUDA_CHAIN_WARPS", 24) == 8 ? 8 : 24;
+  static const int warps = env_int("PODKV_CUDA_CHAIN_WARPS", 8) == 24 ? 24 : 8;
   return warps;
 }
 
 using ChainKernel = void (*)(ChainParams);
 ChainKernel chain_kernel(int warps) { return warps == 8 ? decode_chain_kernel<8> : decode_chain_kernel<24>; }
 
-// Per row of a warp's first task: 2 rows x 4 KB x 3,168 warps (the H200: 132 blocks of 24, or 396 of
-// 8) is 26 MB asked for through a barrier, about 6 us of the memory's time, half the 50 MB L2 (a task
-// of 4 slices of a 4096-wide input has 2 KB a row: all of it). A first guess, to be tuned on the GPU.
-constexpr int kPrefetchBytes = 4096;
+// Blocks per multiprocessor unless PODKV_CUDA_CHAIN_BLOCKS says otherwise (see above).
+constexpr int kDefaultBlocksPerSm = 2;
 
 // Blocks per multiprocessor of the kernel of `warps` warps with `smem` bytes of dynamic shared memory
 // (0: it cannot run cooperatively with that much on this device, or a launch of it failed), asked
@@ -324,7 +326,7 @@ int chain_blocks_per_sm(int warps, size_t smem) {
     allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "decode_chain_kernel");
     check_cuda(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, 32 * warps, smem),
                "cudaOccupancyMaxActiveBlocksPerMultiprocessor");
-    static const int forced = env_int("PODKV_CUDA_CHAIN_BLOCKS");
+    static const int forced = env_int("PODKV_CUDA_CHAIN_BLOCKS", kDefaultBlocksPerSm);
     if (forced > 0) blocks = std::min(blocks, forced);
   }
   known_blocks.emplace(std::make_pair(warps, smem), blocks);
@@ -371,7 +373,7 @@ bool decode_chain(const DecodeChain& a, int num_sms, cudaStream_t stream) {
   const ChainLaunch launch = chain_launch(a, num_sms);
   if (launch.blocks == 0) return false;
   static const int forced_slices = env_int("PODKV_CUDA_CHAIN_SLICES");
-  static const int prefetch_bytes = env_int("PODKV_CUDA_CHAIN_PREFETCH", kPrefetchBytes);
+  static const int prefetch_bytes = env_int("PODKV_CUDA_CHAIN_PREFETCH", 0);
 
   ChainParams p{};
   p.stage[kO] = {a.wo, a.hidden, a.q_dim, ChainEpilogue::kResidual};

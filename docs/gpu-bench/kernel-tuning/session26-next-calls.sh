@@ -34,6 +34,7 @@
 # stays well under 600 s:
 #   PART=check timeout -k 5 560 bash .data/run/session26-next-calls.sh; tail -c 8000 $OUT/summary.txt
 #   PART=land    the chain's settings timed, the best exported for its tests and podkv vs SDPA
+#   PART=confirm the committed defaults: the chain's tests, decode with the chain and without
 #   PART=gputests  scripts/test_gpu.sh alone (under settings exported by the command)
 #   PART=first   (device time short) the check's core tests, then decode and prefill timings, then the
 #                rest, each step only while the call has time
@@ -67,7 +68,7 @@ here=$(cd "$(dirname "$0")" && pwd)  # the patches and base-src.tar.gz beside th
 . scripts/use_deps_pcre2.sh && use_deps_pcre2 "$root"
 . scripts/use_deps_httplib.sh && use_deps_httplib "$root"
 configure=(-DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF)
-if [ "${PART:-check}" != land ] && [ "${PART:-check}" != gputests ] && [ ! -x "$base/podkv" ] && [ -f "$here/base-src.tar.gz" ]; then
+if [ "${PART:-check}" != land ] && [ "${PART:-check}" != gputests ] && [ "${PART:-check}" != confirm ] && [ ! -x "$base/podkv" ] && [ -f "$here/base-src.tar.gz" ]; then
   rm -rf "$base" && mkdir -p "$base/src"
   tar -xzf "$here/base-src.tar.gz" -C "$base/src"
   (cmake -S "$base/src" -B "$base" "${configure[@]}" -DPODKV_TESTS=OFF >"$logs/base_build.log" 2>&1 &&
@@ -142,6 +143,19 @@ land)
     fi
   done
   echo "land: done ($SECONDS s)"
+  ;;
+confirm)
+  # The defaults as committed (no knob set): the chain's and the fixtures' tests, then decode with the
+  # chain and without, interleaved.
+  within 120 "$build/podkv_tests" --gtest_filter='CudaDecodeChain.*:DecodeChainPlan.*:Models/CudaFixture.*:CudaGraphs.*' \
+    >"$logs/gtests_defaults.log" 2>&1
+  echo "gtests: $(grep -E "PASSED|FAILED" "$logs/gtests_defaults.log" | head -3 | tr '\n' ' ')"
+  grep -A8 "Failure" "$logs/gtests_defaults.log" | head -20
+  for setting in "PODKV_CUDA_NONE=0" "PODKV_CUDA_DECODE_FUSE=swiglu" "PODKV_CUDA_NONE=0" "PODKV_CUDA_DECODE_FUSE=swiglu"; do
+    echo "== decode: $setting"
+    within 60 env $setting "$build/podkv" "${args[@]}" -p 0 -n 32 -d 4096,32735 -r 2 2>&1 | grep -E "^\| .*tg"
+  done
+  echo "confirm: done ($SECONDS s)"
   ;;
 gputests)
   # scripts/test_gpu.sh alone, under the settings exported by the command line.
