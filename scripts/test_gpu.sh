@@ -8,7 +8,8 @@
 #     with PODKV_CUDA_GEMV_SLICES=1 and 8 (the one-row GEMV unsplit and split 8 ways);
 #  2. the CUDA tests of podkv_tests (they skip without a GPU): Models/CudaFixture.*, CudaFusedOps.* (fused
 #     ops against the launches they replace), CudaSampling.* (device draws against the CPU sampler's),
-#     CudaGraphs.* (step graphs per batch shape against launch by launch);
+#     CudaGraphs.* (step graphs per batch shape against launch by launch), CudaDecodeChain.* (the decode
+#     chain against a double reference and the per-launch kernels), CudaGemm.* (cuBLASLt's tuned GEMMs);
 #  3. the CLI end to end on every HF fixture of tests/fixtures/models:
 #     podkv logits --device cuda (f32 weights + f32 cache: within 1e-4 of the CPU and 1e-3 of
 #     transformers' goldens; bf16 weights + bf16 cache against transformers with the same
@@ -94,8 +95,8 @@ echo "== GPU trainer against the CPU trainer"
   { status=1; tail -3 "$logs/train_cuda.log"; }
 grep -E "FAILED|PASSED|SKIPPED|Failure" "$logs/train_cuda.log" | head -20
 
-echo "== CUDA fixture tests, fused ops, the decode chain, device sampling, step graphs"
-(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaSampling.*:CudaGraphs.*') \
+echo "== CUDA fixture tests, fused ops, the decode chain, cuBLASLt GEMMs, device sampling, step graphs"
+(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGemm.*:CudaSampling.*:CudaGraphs.*') \
   >"$logs/cuda_fixtures.log" 2>&1 ||
   { status=1; tail -3 "$logs/cuda_fixtures.log"; }
 grep -E "^\[ bf16|FAILED|PASSED|SKIPPED" "$logs/cuda_fixtures.log" | head -40
