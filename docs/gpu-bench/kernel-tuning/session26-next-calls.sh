@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# Ran in session 27 (session27-2026-12-05.md: calls 1-5 used PART=first, decode, land, gputests,
+# confirm); the four patches then landed, so on later trees the apply step stops (the chain's defaults
+# changed after them: 5e28ac6). Kept as the record of those calls.
 # The device calls that test and time the untested patches of sessions 25 and 26 (both written with
 # no GPU lent; see session25-2026-12-04.md and session26-2026-12-05.md). It replaced session 25's
 # script (removed). All four apply to the commit that added this script, together or alone:
