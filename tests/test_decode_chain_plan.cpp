@@ -5,8 +5,8 @@
 // are in one block with consecutive slices, and a slice keeps its lanes at least
 // kChainGroup chunks long. Shapes: Llama-3-8B's four projections, small and odd
 // ones (an odd row count, inputs shorter than a warp, a last slice cut short),
-// on grids of 1, 7, 132 and 396 blocks of 8 and 24 warps, with the slices chosen
-// and forced.
+// on grids of 1, 7, 132, 264 (the H200 default: 2 blocks of 8 warps per SM) and 396 blocks of 8
+// and 24 warps, with the slices chosen and forced.
 #include <gtest/gtest.h>
 
 #include <string>
@@ -42,7 +42,7 @@ std::string describe(const StageShape& s, int64_t blocks, int warps, int forced)
 TEST(DecodeChainPlan, EveryChunkOnceEveryOutputOnce) {
   for (const StageShape& shape : kShapes)
     for (int warps : {8, 24})
-      for (int64_t blocks : {1, 7, 132, 396})
+      for (int64_t blocks : {1, 7, 132, 264, 396})
         for (int forced : {0, 1, 2, 4, 8}) {
           if (forced > 0 && blocks != 132) continue;  // forced slices do not depend on the grid
           ChainStage s;
@@ -107,7 +107,7 @@ TEST(DecodeChainPlan, EveryChunkOnceEveryOutputOnce) {
 TEST(DecodeChainPlan, SlicesTakeTheFewestRounds) {
   for (const StageShape& shape : kShapes)
     for (int warps : {8, 24})
-      for (int64_t blocks : {1, 7, 132, 396}) {
+      for (int64_t blocks : {1, 7, 132, 264, 396}) {
         ChainStage s;
         s.out = shape.out, s.in = shape.in, s.epilogue = shape.epilogue;
         plan_chain_stage(s, blocks, warps);
