@@ -170,7 +170,7 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
   PODKV_CUDA_CHECK(cudaStreamSynchronize(state_->stream));
   // SwiGLU inside the one-row gate | up GEMV is on by default (H200, 2026-12-03: batch-1 decode at 4K
   // 170.7-172.1 tok/s against 167.8-169.4 without it, interleaved in one run; exact); the residual
-  // norm fusion is off (162.8-163.3: slower). The chain is on (untimed: see set_decode_fusions).
+  // norm fusion is off (162.8-163.3: slower). The chain is on (see set_decode_fusions).
   set_decode_fusions(true, false, true);
   if (const char* fuse = std::getenv("PODKV_CUDA_DECODE_FUSE"); fuse != nullptr) {
     const std::string names = std::string(",") + fuse + ",";

@@ -285,9 +285,9 @@ __global__ void __launch_bounds__(32 * W, 24 / W) decode_chain_kernel(const Chai
 // (default 0: none); PODKV_CUDA_CHAIN_COOPERATIVE=0 (decode_chain). The defaults are the fastest of
 // session 27's sweep on an H200 (Llama-3-8B shape, batch 1, 4K, tok/s of two passes): 8 warps x 2
 // blocks, no prefetch 197.1; the same with 1 KB prefetched 197.0, with 4 KB 190.4; 24 warps x 1 block
-// 186.2 (4 KB: 179.8); 8 warps x 1 block 154.8; the per-launch kernels 185.8. 16 warps per
-// multiprocessor leave the memory as busy as 24 and meet at a barrier sooner; asking the next task's
-// weights into L2 competes with the stage still streaming.
+// 186.2 (4 KB: 179.8); 8 warps x 1 block 154.8; the per-launch kernels 185.8. Why 16 warps per
+// multiprocessor beat 24, and why the prefetch costs, was not measured (a guess: fewer warps reach
+// each barrier sooner, and the prefetches compete with the stage still streaming its weights).
 int env_int(const char* name, int fallback = 0) {
   const char* s = std::getenv(name);
   return s != nullptr ? std::max(0, std::atoi(s)) : fallback;
