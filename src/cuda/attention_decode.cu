@@ -32,6 +32,7 @@
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
 #include "cuda/paged.cuh"
+#include "cuda/pdl.cuh"
 #include "cuda/prefill_warp.cuh"
 #include "cuda/sm90a/barriers.cuh"
 #include "cuda/warp_attention.cuh"
@@ -597,7 +598,11 @@ __global__ void __launch_bounds__(kWarps * 32)
   // sequence, and this kernel is one warp's instruction chain long at batch 1).
   const uint32_t global_warp = blockIdx.x * kWarps + warp;
   const uint32_t units_per_row = static_cast<uint32_t>(Hkv * tiles_per_head);
-  if (global_warp >= static_cast<uint32_t>(s.num_decode_rows) * units_per_row * splits) return;
+  pdl_launch_dependents();  // the merge's blocks may start; they wait for this kernel to finish
+  if (global_warp >= static_cast<uint32_t>(s.num_decode_rows) * units_per_row * splits) {
+    pdl_wait();
+    return;
+  }
   const uint32_t unit = global_warp / static_cast<uint32_t>(splits), slot = unit / units_per_row;
   const int split = static_cast<int>(global_warp - unit * splits);
   const int tile = static_cast<int>(unit - slot * units_per_row);
@@ -614,6 +619,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int count = row_spans(s, layer, b, h, pos, spans, distant);
   const bool shared = kr.retention == kRetainWindow || kr.retention == kRetainNone;
 
+  // Up to here only the step's metadata (pdl.cuh): q, this step's KV entries and the gates come from
+  // the kernels before.
+  pdl_wait();
   W w;
   w.init(lane);
   // Rows g and g + 8: their heads, whether they exist, and whether their anchor's gate reached tau.
@@ -784,6 +792,7 @@ __global__ void __launch_bounds__(kThreads)
                  float* all_gates, const int32_t* decode_rows) {
   const int64_t slot = blockIdx.x, row = decode_rows != nullptr ? decode_rows[slot] : slot;
   const int i = blockIdx.y;
+  pdl_wait();  // the partials of the kernel before (pdl.cuh)
   __shared__ float weight[kMaxMergeSplits];
   constexpr int kGroups = kThreads / kMaxHeadDim;
   constexpr int kPerThread = kMaxMergeSplits / kThreads;
@@ -965,16 +974,16 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
     const bool bulk_ok = reinterpret_cast<uintptr_t>(step.pool) % 16 == 0 && step.page_bytes % 16 == 0 &&
                          step.entry_bytes == 2 * int64_t{step.head_dim};
     with_decode_mma_kernel(step.head_dim, step.page_tokens, bulk_ok, [&](auto kernel, size_t smem) {
-      kernel<<<grid, kWarps * 32, smem, stream>>>(step, launch, q, splits, partials);
+      launch_pdl(kernel, grid, dim3(kWarps * 32), smem, stream, "decode_mma_kernel", step, launch, q, splits, partials);
     });
-    check_launch("decode_mma_kernel");
   } else {
     launch_simt(step, launch, q, splits, partials, stream);
   }
   const dim3 merge_grid(static_cast<unsigned>(step.num_decode_rows), static_cast<unsigned>(launch.num_heads));
+  // A programmatic dependent of the attention kernel (pdl.cuh): its blocks wait at their start.
   auto merge = [&](auto kernel, int threads) {
-    kernel<<<merge_grid, threads, 0, stream>>>(launch.num_heads, step.head_dim, launch.layer, step.rows, splits,
-                                               partials, launch.out, launch.all_gates, step.decode_rows);
+    launch_pdl(kernel, merge_grid, dim3(threads), 0, stream, "merge_kernel", launch.num_heads, step.head_dim,
+               launch.layer, step.rows, splits, partials, launch.out, launch.all_gates, step.decode_rows);
   };
   // With the prefetch: up to 128 chunks over 4 groups (32 each), up to 16 over one.
   const bool prefetch = merge_prefetch();
@@ -982,7 +991,6 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
   else if (splits >= 16) merge(merge_kernel<512, 0>, 512);
   else if (prefetch) merge(merge_kernel<128, 16>, 128);
   else merge(merge_kernel<128, 0>, 128);
-  check_launch("merge_kernel");
 }
 
 int decode_attention_mma_warps_per_sm(int head_dim) {

@@ -21,6 +21,7 @@
 #include "cuda/elements.cuh"
 #include "cuda/gemv_row.cuh"
 #include "cuda/kernels.h"
+#include "cuda/pdl.cuh"
 
 #include <algorithm>
 #include <cstdlib>
@@ -274,6 +275,9 @@ __global__ void __launch_bounds__(32 * W, 24 / W) decode_chain_kernel(const Chai
   // The next layer's q | k | v of RMSNorm(x) * next_norm (+ bias).
   prefetch_first_task(p.stage[kNextQkv], p.prefetch_bytes);
   grid_barrier(p.barrier);
+  // The RoPE + KV write kernel after this one may start its blocks (pdl.cuh): it reads the step's
+  // metadata while this stage streams its weights, and waits for this launch to finish.
+  pdl_launch_dependents();
   load_normed<W>(xs, p.x, p.next_norm, p.hidden, p.eps);
   run_stage<ChainEpilogue::kBias, W>(p.stage[kNextQkv], xs, p.qkv, p.bias);
 }

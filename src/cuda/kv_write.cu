@@ -7,6 +7,7 @@
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
 #include "cuda/paged.cuh"
+#include "cuda/pdl.cuh"
 #include "cuda/rope.cuh"
 #include "kv/token_classes.h"
 
@@ -16,20 +17,31 @@ namespace {
 
 // One warp writes row `row`'s key (kind kKeys) or value of KV head h, `src` its d floats, into the
 // entry of its position, encoded as T; nothing where the layout keeps no such entry.
-template <KvDType T>
-__device__ __forceinline__ void write_entry(const DeviceStep& s, int layer, int64_t row, int h, int kind,
-                                            const float* src, int lane) {
-  const int H = s.num_kv_heads, d = s.head_dim;
-  const KvRule& rule = (kind == kKeys ? s.key_rules : s.value_rules)[layer * H + h];
-  if (rule.retention == kRetainNone) return;
+// The entry row `row`'s key (kind kKeys) or value of KV head h goes to: null where the layout keeps
+// none. The step's metadata only.
+__device__ __forceinline__ uint8_t* entry_of_row(const DeviceStep& s, int layer, int64_t row, int h, int kind) {
+  const KvRule& rule = (kind == kKeys ? s.key_rules : s.value_rules)[layer * s.num_kv_heads + h];
+  if (rule.retention == kRetainNone) return nullptr;
   const int b = s.row_entry[row];
   const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
-  uint8_t* e = entry_at(s, stream_of(s, b, kind, layer, h), pos);
+  return entry_at(s, stream_of(s, b, kind, layer, h), pos);
+}
+
+// src's d floats encoded as T into entry e (null: nothing), by one warp.
+template <KvDType T>
+__device__ __forceinline__ void encode_to(const DeviceStep& s, uint8_t* e, const float* src, int lane) {
+  const int d = s.head_dim;
   if (e == nullptr) return;
   float x[kLaneElems];
 #pragma unroll
   for (int c = 0; c < kLaneElems; ++c) x[c] = lane + 32 * c < d ? src[lane + 32 * c] : 0.0f;
   encode_entry<T>(x, lane, d, e);
+}
+
+template <KvDType T>
+__device__ __forceinline__ void write_entry(const DeviceStep& s, int layer, int64_t row, int h, int kind,
+                                            const float* src, int lane) {
+  encode_to<T>(s, entry_of_row(s, layer, row, h, kind), src, lane);
 }
 
 // One block per (row, KV head): warp 0 writes the key, warp 1 the value.
@@ -69,11 +81,21 @@ __global__ void __launch_bounds__(kFusedWarps * 32)
   const int H = s.num_kv_heads, d = s.head_dim, half = d / 2, units = heads + 2 * H;
   const int64_t nq = static_cast<int64_t>(heads) * d, nkv = static_cast<int64_t>(H) * d;
   const float* src = qkv + row * (nq + 2 * nkv);
+  pdl_launch_dependents();  // the attention's blocks may start; they wait for this kernel to finish
+  // Before pdl_wait (pdl.cuh), what needs only the step's metadata: the angles, and the entry of the
+  // warp's first unit when it is a key or a value.
   __shared__ double sin_s[kMaxHeadDim / 2], cos_s[kMaxHeadDim / 2];
   for (int i = threadIdx.x; i < half; i += blockDim.x) rope_sincos(i, positions[row], inv_freq, sin_s[i], cos_s[i]);
-  __syncthreads();
   const int first = blockIdx.y * units_per_block, end = min(units, first + units_per_block);
-  for (int unit = first + warp; unit < end; unit += kFusedWarps) {
+  const int first_unit = first + warp;
+  uint8_t* first_entry = nullptr;
+  if (first_unit < end && first_unit >= heads) {
+    const int kind = first_unit < heads + H ? kKeys : kValues;
+    first_entry = entry_of_row(s, layer, row, first_unit - heads - (kind == kKeys ? 0 : H), kind);
+  }
+  pdl_wait();  // qkv from the kernel before
+  __syncthreads();
+  for (int unit = first_unit; unit < end; unit += kFusedWarps) {
     if (unit < heads) {
       for (int i = lane; i < half; i += 32)
         rotate_pair_by(src + unit * d, q + row * nq + unit * d, i, d, interleaved, sin_s[i], cos_s[i]);
@@ -89,7 +111,7 @@ __global__ void __launch_bounds__(kFusedWarps * 32)
       for (int i = lane; i < d; i += 32) dst[i] = src[nq + nkv + h * d + i];
     }
     __syncwarp();
-    write_entry<T>(s, layer, row, h, kind, dst, lane);
+    encode_to<T>(s, unit == first_unit ? first_entry : entry_of_row(s, layer, row, h, kind), dst, lane);
   }
 }
 
@@ -130,9 +152,10 @@ void split_qkv_rope_kv_write(const DeviceStep& step, int layer, const float* qkv
   const int units = heads + 2 * step.num_kv_heads;
   const int per_block = step.rows >= kWholeRowBlocks ? units : kFusedWarps;
   const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>((units + per_block - 1) / per_block));
+  // A programmatic dependent of the projection before it (pdl.cuh).
   const auto launch = [&](auto kernel) {
-    kernel<<<grid, kFusedWarps * 32, 0, stream>>>(step, layer, qkv, heads, positions, inv_freq, interleaved, q, k, v,
-                                                  per_block);
+    launch_pdl(kernel, grid, dim3(kFusedWarps * 32), 0, stream, "split_qkv_rope_kv_write_kernel", step, layer, qkv,
+               heads, positions, inv_freq, interleaved, q, k, v, per_block);
   };
   switch (static_cast<KvDType>(step.dtype)) {
     case KvDType::F32: launch(split_qkv_rope_kv_write_kernel<KvDType::F32>); break;
@@ -140,7 +163,6 @@ void split_qkv_rope_kv_write(const DeviceStep& step, int layer, const float* qkv
     case KvDType::BF16: launch(split_qkv_rope_kv_write_kernel<KvDType::BF16>); break;
     case KvDType::Q8_0: launch(split_qkv_rope_kv_write_kernel<KvDType::Q8_0>); break;
   }
-  check_launch("split_qkv_rope_kv_write_kernel");
 }
 
 void copy_entries(uint8_t* pool, int64_t page_bytes, int64_t entry_bytes, const EntryCopy* copies, int64_t count,

@@ -143,15 +143,25 @@ struct WarpAttention {
     }
   }
 
-  // s (an n-block of 8 keys, this lane's key is key g of it) = Q Kᵀ.
+  // s (an n-block of 8 keys, this lane's key is key g of it) = Q Kᵀ. The k-steps' products go to
+  // two accumulators by the step's parity (and, with kExact, the lo parts to two more), added at the
+  // end: chains of D/32 (or D/16) dependent mmas instead of one of kParts * D/16, which a decode
+  // warp (alone on its scheduler at batch 1) waits out mma by mma.
   __device__ __forceinline__ void scores(const uint4 (&k)[kKeyChunks], float (&s)[4]) const {
-    s[0] = s[1] = s[2] = s[3] = 0.0f;
+    float acc[2 * kParts][4];
+#pragma unroll
+    for (int a = 0; a < 2 * kParts; ++a) acc[a][0] = acc[a][1] = acc[a][2] = acc[a][3] = 0.0f;
 #pragma unroll
     for (int st = 0; st < kSteps; ++st) {
       const uint4 w = k[st / 2];
       const uint32_t b0 = st % 2 == 0 ? w.x : w.z, b1 = st % 2 == 0 ? w.y : w.w;
 #pragma unroll
-      for (int p = 0; p < kParts; ++p) mma_bf16_16816(s, qa[p][st], b0, b1);
+      for (int p = 0; p < kParts; ++p) mma_bf16_16816(acc[2 * p + st % 2], qa[p][st], b0, b1);
+    }
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      s[e] = acc[0][e] + acc[1][e];
+      if constexpr (kExact) s[e] += acc[2][e] + acc[3][e];
     }
   }
 
