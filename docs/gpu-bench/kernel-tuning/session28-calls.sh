@@ -7,8 +7,9 @@
 #                timings against build-base (from .data/run/base-src.tar.gz: `git archive HEAD --
 #                CMakeLists.txt src tools scripts configs | gzip`), kernel durations (call 2)
 #   PART=source  CUDA_FLAGS=-lineinfo: Nsight source views of the attention and prefill kernels (never ran)
-#   PART=land    BASE=1 TARGETS=all: scripts/test_gpu.sh, then the default against PODKV_CUDA_PDL=1...
-#                (written for session28-decode-untested.patch applied; never ran: no machine was lent)
+#   PART=land    BASE=1 TARGETS=all: applies session28-decode-untested.patch (copy it to .data/run/ too),
+#                scripts/test_gpu.sh, then the default against PODKV_CUDA_PDL=1, the L2 prefetch and
+#                DECODE_COPY=tile, interleaved with build-base (never ran: no machine was lent)
 # A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
 # changed ones compile again. Writes $OUT/summary.txt (+ files).
 set -uo pipefail
@@ -27,6 +28,14 @@ if [ -f "$sums" ]; then
   list | xargs sha1sum >/tmp/now.sums
   n=0; while read -r sum file; do grep -qxF "$sum  $file" "$sums" && { touch -d '2001-01-01' "$file"; n=$((n+1)); }; done </tmp/now.sums
   echo "warm: $n unchanged files kept old"
+fi
+# PART=land builds and tests session28-decode-untested.patch (copied beside this script): applied here,
+# or found applied; anything else stops the call.
+if [ "${PART:-probe}" = land ]; then
+  patch=$(dirname "$0")/session28-decode-untested.patch
+  if patch -p1 -R --dry-run -s -f <"$patch" >/dev/null 2>&1; then echo "patch: already applied"
+  elif patch -p1 -s -f <"$patch"; then echo "patch: applied"
+  else echo "FAILED: the patch neither applies nor is applied"; exit 1; fi
 fi
 targets=${TARGETS:-podkv_cli}
 base=$root/build-base
@@ -105,6 +114,7 @@ source)
   ls -la "$out"
   ;;
 land)
+  # (the patch is applied before the build: see the top of the build step)
   wait; echo "waited for base ($SECONDS s)"
   within 220 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $?"; tail -5 "$out/test_gpu.txt"
   for pass in 1 2; do
