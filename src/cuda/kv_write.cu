@@ -15,8 +15,6 @@ namespace podkv::cuda {
 
 namespace {
 
-// One warp writes row `row`'s key (kind kKeys) or value of KV head h, `src` its d floats, into the
-// entry of its position, encoded as T; nothing where the layout keeps no such entry.
 // The entry row `row`'s key (kind kKeys) or value of KV head h goes to: null where the layout keeps
 // none. The step's metadata only.
 __device__ __forceinline__ uint8_t* entry_of_row(const DeviceStep& s, int layer, int64_t row, int h, int kind) {
@@ -38,6 +36,8 @@ __device__ __forceinline__ void encode_to(const DeviceStep& s, uint8_t* e, const
   encode_entry<T>(x, lane, d, e);
 }
 
+// One warp writes row `row`'s key (kind kKeys) or value of KV head h, `src` its d floats, into the
+// entry of its position, encoded as T; nothing where the layout keeps no such entry.
 template <KvDType T>
 __device__ __forceinline__ void write_entry(const DeviceStep& s, int layer, int64_t row, int h, int kind,
                                             const float* src, int lane) {
