@@ -132,9 +132,9 @@ void copy_entries(uint8_t* pool, int64_t page_bytes, int64_t entry_bytes, const 
 constexpr int kMaxHeadDim = 128;
 void attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, cudaStream_t stream);
 
-// attention_decode.cu: the same attention split over the keys ("flash-decoding") for launches without
-// selection scores, over step.num_decode_rows rows; `partials` holds
-// decode_attention_partial_floats(step.num_decode_rows, heads, splits, d) floats.
+// attention_decode.cu (its kernels in attention_decode*.cu): the same attention split over the keys
+// ("flash-decoding") for launches without selection scores, over step.num_decode_rows rows;
+// `partials` holds decode_attention_partial_floats(step.num_decode_rows, heads, splits, d) floats.
 bool decode_attention_fits(int head_dim);
 size_t decode_attention_partial_floats(int64_t rows, int num_heads, int splits, int head_dim);
 void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits,
