@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Session 29's device calls, for the next session that is lent a GPU (session 29 had none). Copy this
-# and session29-decode-untested.patch to .data/run/ (ignored, carried with .deps) and run from the
-# repository root, with docs/ and the large model files out of the carried tree (session26-next-calls.sh's
-# header says how):
+# and the two session29-*-untested.patch files to .data/run/ (ignored, carried with .deps) and run from
+# the repository root, with docs/ and the large model files out of the carried tree
+# (session26-next-calls.sh's header says how):
 #   PART=test    scripts/test_gpu.sh on the tree as it is (a5a1316 split attention_decode.cu and
 #                cuda_backend_ops.cpp without a GPU: PTX-identical, but never run), then one timing
 #   PART=land    BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": applies
 #                session29-decode-untested.patch (session 28's, moved onto the split files: the same
-#                PTX), the attention / kv_write / rope op tests and the CUDA gtests, then the default
-#                against PODKV_CUDA_PDL=1, the L2 prefetch and DECODE_COPY=tile, interleaved with
-#                build-base (from .data/run/base-src.tar.gz: `git archive HEAD -- CMakeLists.txt src
-#                tools scripts configs | gzip`), and the step's kernel durations
+#                PTX), then session29-chain-rope-untested.patch (the chain does the next layer's RoPE
+#                and KV write; `patch -F3`: one hunk's trailing context is the first patch's), runs the
+#                attention / kv_write / rope op tests, DecodeChainPlan and the CUDA gtests, then times
+#                the default against PODKV_CUDA_DECODE_FUSE=swiglu,chain (no rope in the chain),
+#                PODKV_CUDA_PDL=1, the L2 prefetch and DECODE_COPY=tile, interleaved with build-base
+#                (from .data/run/base-src.tar.gz: `git archive HEAD -- CMakeLists.txt src tools scripts
+#                configs | gzip`), and the step's kernel durations
 #   PART=source  CUDA_FLAGS=-lineinfo: Nsight source views of the decode attention and prefill kernels
 # A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
 # changed ones compile again. Writes $OUT/summary.txt (+ files).
@@ -31,13 +34,15 @@ if [ -f "$sums" ]; then
   n=0; while read -r sum file; do grep -qxF "$sum  $file" "$sums" && { touch -d '2001-01-01' "$file"; n=$((n+1)); }; done </tmp/now.sums
   echo "warm: $n unchanged files kept old"
 fi
-# PART=land builds and tests session29-decode-untested.patch (copied beside this script): applied here,
-# or found applied; anything else stops the call.
+# PART=land builds and tests the session 29 patches (copied beside this script), in order: each
+# applied here, or found applied; anything else stops the call.
 if [ "${PART:-test}" = land ]; then
-  patch=$(dirname "$0")/session29-decode-untested.patch
-  if patch -p1 -R --dry-run -s -f <"$patch" >/dev/null 2>&1; then echo "patch: already applied"
-  elif patch -p1 -s -f <"$patch"; then echo "patch: applied"
-  else echo "FAILED: the patch neither applies nor is applied"; exit 1; fi
+  for name in ${PATCHES:-session29-decode-untested session29-chain-rope-untested}; do
+    patch=$(dirname "$0")/$name.patch
+    if patch -p1 -R --dry-run -s -F3 -f <"$patch" >/dev/null 2>&1; then echo "patch $name: already applied"
+    elif patch -p1 -s -F3 -f --no-backup-if-mismatch <"$patch"; then echo "patch $name: applied"
+    else echo "FAILED: $name neither applies nor is applied"; exit 1; fi
+  done
 fi
 targets=${TARGETS:-podkv_cli}
 base=$root/build-base
@@ -88,15 +93,17 @@ land)
   for op in attention kv_write rope; do
     within 120 env OMP_WAIT_POLICY=PASSIVE "$ops" --op $op --backend cuda >/tmp/op_$op.log 2>&1; echo "op $op rc $?: $(tail -1 /tmp/op_$op.log)"; grep FAIL /tmp/op_$op.log | head -5
   done
-  (within 150 "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGraphs.*:CudaSampling.*') >/tmp/gt.log 2>&1
+  (within 150 "$build/podkv_tests" --gtest_filter='DecodeChainPlan.*:Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGraphs.*:CudaSampling.*') >/tmp/gt.log 2>&1
   echo "gtests rc $?"; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure" /tmp/gt.log | head -20; cp /tmp/gt.log "$out/gtests.log"
   wait; echo "waited for base ($SECONDS s)"
   for pass in 1 2; do
-    tg new PODKV_NONE=0; tg "new PDL=1" PODKV_CUDA_PDL=1; [ -x "$base/podkv" ] && BIN=$base tg base PODKV_NONE=0
+    tg new PODKV_NONE=0; tg "new, no rope in the chain" PODKV_CUDA_DECODE_FUSE=swiglu,chain
+    tg "new PDL=1" PODKV_CUDA_PDL=1; [ -x "$base/podkv" ] && BIN=$base tg base PODKV_NONE=0
     tg "new prefetch 34 MB" PODKV_CUDA_ATTN_PREFETCH_MB=34; tg "new prefetch 16 MB" PODKV_CUDA_ATTN_PREFETCH_MB=16
     tg "new tile" PODKV_CUDA_DECODE_COPY=tile
   done
-  DEPTH=32735 tg "new 32K" PODKV_NONE=0; DEPTH=32735 tg "new 32K PDL=1" PODKV_CUDA_PDL=1; [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "base 32K" PODKV_NONE=0
+  DEPTH=32735 tg "new 32K" PODKV_NONE=0; DEPTH=32735 tg "new 32K, no rope in the chain" PODKV_CUDA_DECODE_FUSE=swiglu,chain
+  DEPTH=32735 tg "new 32K PDL=1" PODKV_CUDA_PDL=1; [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "base 32K" PODKV_NONE=0
   NCU=$(command -v ncu)
   echo "-- ncu durations, decode 4K (all kernels)"
   within 60 "$NCU" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
