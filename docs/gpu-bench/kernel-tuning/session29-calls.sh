@@ -9,9 +9,9 @@
 #                session29-decode-untested.patch (session 28's, moved onto the split files: the same
 #                PTX), then session29-chain-rope-untested.patch (the chain does the next layer's RoPE
 #                and KV write; `patch -F3`: one hunk's trailing context is the first patch's), runs the
-#                attention / kv_write / rope op tests, DecodeChainPlan and the CUDA gtests, then times
-#                the default against PODKV_CUDA_DECODE_FUSE=swiglu,chain (no rope in the chain),
-#                PODKV_CUDA_PDL=1, the L2 prefetch and DECODE_COPY=tile, interleaved with build-base
+#                attention / kv_write / rope / decode_chain op tests, DecodeChainPlan and the CUDA
+#                gtests, then times the default against PODKV_CUDA_DECODE_FUSE=swiglu,chain (no rope
+#                in the chain), PODKV_CUDA_PDL=1, the L2 prefetch and DECODE_COPY=tile, interleaved with build-base
 #                (from .data/run/base-src.tar.gz: `git archive HEAD -- CMakeLists.txt src tools scripts
 #                configs | gzip`), and the step's kernel durations
 #   PART=source  CUDA_FLAGS=-lineinfo: Nsight source views of the decode attention and prefill kernels
@@ -90,7 +90,7 @@ source)
 land)
   # (the patch is applied before the build: see the top of the build step)
   ops=$build/podkv_test_backend_ops
-  for op in attention kv_write rope; do
+  for op in attention kv_write rope decode_chain; do
     within 120 env OMP_WAIT_POLICY=PASSIVE "$ops" --op $op --backend cuda >/tmp/op_$op.log 2>&1; echo "op $op rc $?: $(tail -1 /tmp/op_$op.log)"; grep FAIL /tmp/op_$op.log | head -5
   done
   (within 150 "$build/podkv_tests" --gtest_filter='DecodeChainPlan.*:Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGraphs.*:CudaSampling.*') >/tmp/gt.log 2>&1
