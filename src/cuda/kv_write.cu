@@ -71,6 +71,15 @@ __global__ void kv_write_kernel(DeviceStep s, int layer, const float* k, const f
 constexpr int kFusedWarps = 8;
 constexpr int kWholeRowBlocks = 32;
 
+// A unit past the query heads: KV head h's key (units heads .. heads + H - 1) or value (the next H).
+struct KvUnit {
+  int kind, h;
+};
+__device__ __forceinline__ KvUnit kv_unit(int unit, int heads, int H) {
+  const int kind = unit < heads + H ? kKeys : kValues;
+  return {kind, unit - heads - (kind == kKeys ? 0 : H)};
+}
+
 template <KvDType T>
 __global__ void __launch_bounds__(kFusedWarps * 32)
     split_qkv_rope_kv_write_kernel(DeviceStep s, int layer, const float* qkv, int heads, const int64_t* positions,
@@ -90,8 +99,8 @@ __global__ void __launch_bounds__(kFusedWarps * 32)
   const int first_unit = first + warp;
   uint8_t* first_entry = nullptr;
   if (first_unit < end && first_unit >= heads) {
-    const int kind = first_unit < heads + H ? kKeys : kValues;
-    first_entry = entry_of_row(s, layer, row, first_unit - heads - (kind == kKeys ? 0 : H), kind);
+    const KvUnit u = kv_unit(first_unit, heads, H);
+    first_entry = entry_of_row(s, layer, row, u.h, u.kind);
   }
   pdl_wait();  // qkv from the kernel before
   __syncthreads();
@@ -101,8 +110,7 @@ __global__ void __launch_bounds__(kFusedWarps * 32)
         rotate_pair_by(src + unit * d, q + row * nq + unit * d, i, d, interleaved, sin_s[i], cos_s[i]);
       continue;
     }
-    const int kind = unit < heads + H ? kKeys : kValues;
-    const int h = unit - heads - (kind == kKeys ? 0 : H);
+    const auto [kind, h] = kv_unit(unit, heads, H);
     float* dst = (kind == kKeys ? k : v) + row * nkv + h * d;
     if (kind == kKeys) {
       for (int i = lane; i < half; i += 32)

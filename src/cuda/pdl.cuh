@@ -14,7 +14,7 @@
 // two passes): 4K 197.95 / 198.00 tok/s against 197.02 / 197.12 without (1.005x), 32K 161.47
 // against 164.16 (0.984x). The loss at 32K is thought to come from the merge's blocks, launched at the
 // attention kernel's start, taking the room of its second block per multiprocessor (its grid is two
-// blocks per multiprocessor there): docs/gpu-bench/kernel-tuning/session28-decode-untested.patch
+// blocks per multiprocessor there): docs/gpu-bench/kernel-tuning/session29-decode-untested.patch
 // moves that trigger to the kernel's end (not run on a GPU yet).
 #pragma once
 
