@@ -10,7 +10,7 @@
 #     ops against the launches they replace), CudaSampling.* (device draws against the CPU sampler's),
 #     CudaGraphs.* (step graphs per batch shape against launch by launch), CudaDecodeChain.* (the decode
 #     chain against a double reference and the per-launch kernels), CudaGemm.* (cuBLASLt's tuned GEMMs),
-#     LongModelBf16.* (the trained models/podkv-long and its PoD twin reading a held-out book, 1024
+#     LongModelNumerics.* (the trained models/podkv-long and its PoD twin reading a held-out book, 1024
 #     prompt tokens and 512 decode steps: f32 within 1e-4 of the CPU, bf16 top-1 agreement >= 99%);
 #  3. the CLI end to end on every HF fixture of tests/fixtures/models:
 #     podkv logits --device cuda (f32 weights + f32 cache: within 1e-4 of the CPU and 1e-3 of
@@ -98,7 +98,7 @@ echo "== GPU trainer against the CPU trainer"
 grep -E "FAILED|PASSED|SKIPPED|Failure" "$logs/train_cuda.log" | head -20
 
 echo "== CUDA fixture tests, fused ops, the decode chain, cuBLASLt GEMMs, device sampling, step graphs, the trained model in bf16"
-(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGemm.*:CudaSampling.*:CudaGraphs.*:LongModelBf16.*') \
+(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGemm.*:CudaSampling.*:CudaGraphs.*:LongModelNumerics.*') \
   >"$logs/cuda_fixtures.log" 2>&1 ||
   { status=1; tail -3 "$logs/cuda_fixtures.log"; }
 grep -E "^\[ bf16|FAILED|PASSED|SKIPPED" "$logs/cuda_fixtures.log" | head -40
