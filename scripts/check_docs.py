@@ -31,7 +31,10 @@ import tempfile
 
 SEARCH_ROOTS = ("", "src", "src/cuda", "docs/gpu-bench/kernel-tuning", "tests/fixtures/tokenizers")
 SOURCE_SUFFIXES = (".cpp", ".h", ".cu", ".cuh")
-OPTION_LINE = re.compile(r"^  (-[^\s]+)")  # CLI11: names at 2 spaces; wrapped descriptions sit deeper
+# CLI11 prints an option's names at 2 spaces ("-n,--n-gen INT" or, from 2.5, "-n, --n-gen INT");
+# wrapped descriptions sit deeper.
+OPTION_LINE = re.compile(r"^  (-[\w-]+(?:, ?-[\w-]+)*)")
+SUBCOMMANDS = re.compile(r"^subcommands:\s*$", re.IGNORECASE | re.MULTILINE)
 ENV_LITERAL = re.compile(r'"(PODKV_[A-Z0-9_]+)"')
 PATH_TOKEN = re.compile(r"[A-Za-z0-9_./-]+")
 GTEST_NAME = re.compile(r"[A-Z][A-Za-z0-9]*/.*\.")
@@ -67,15 +70,23 @@ def help_of(podkv, *args):
 
 
 def check_options(podkv, text, sections):
-    listing = help_of(podkv).split("Subcommands:", 1)[1]
-    subs = [line.split()[0] for line in listing.splitlines() if line.startswith("  ")]
+    top = help_of(podkv)
+    heading = SUBCOMMANDS.search(top)
+    if heading is None:
+        return ["`podkv --help` lists no subcommands (no \"Subcommands:\" heading): cannot check the options"]
+    subs = []
+    for line in top[heading.end():].splitlines()[1:]:
+        if not line.strip():
+            break
+        if re.match(r"^  [a-z]", line):  # a name at 2 spaces; a wrapped description sits deeper
+            subs.append(line.split()[0])
     problems, missing = [], {}
     for sub in subs:
         if sub not in sections:
             problems.append(f"no heading names `podkv {sub}` (e.g. ### `podkv {sub}`)")
         for line in help_of(podkv, sub).splitlines():
             m = OPTION_LINE.match(line)
-            names = m.group(1).split(",") if m else []
+            names = [n.strip() for n in m.group(1).split(",")] if m else []
             if not names or "--help" in names:
                 continue
             longs = [n for n in names if n.startswith("--")]
@@ -90,6 +101,8 @@ def check_options(podkv, text, sections):
 
 
 def check_env(root, text):
+    """Every PODKV_* variable the code reads is in the README, and every one the README names is
+    still read by the code or set by a build or test file (CMake options, scripts)."""
     found = {}
     for top in ("src", "tools"):
         for folder, _, files in os.walk(os.path.join(root, top)):
@@ -99,8 +112,21 @@ def check_env(root, text):
                     with open(path, encoding="utf-8", errors="replace") as f:
                         for var in ENV_LITERAL.findall(f.read()):
                             found.setdefault(var, os.path.relpath(path, root))
-    return [f"environment variable {var} (read in {path}) is not documented"
-            for var, path in sorted(found.items()) if not named(text, var)]
+    problems = [f"environment variable {var} (read in {path}) is not documented"
+                for var, path in sorted(found.items()) if not named(text, var)]
+    code = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith((".", "build")) and d != "docs"]
+        code += [os.path.join(folder, n) for n in files
+                 if n != "README.md" and os.path.getsize(os.path.join(folder, n)) < (1 << 20)]  # no weights
+    mentioned = set()
+    for path in code:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            mentioned.update(re.findall(r"PODKV_[A-Z0-9_]+", f.read()))
+    for var in sorted(set(re.findall(r"PODKV_[A-Z0-9_]+", text)) - mentioned):
+        line = text.count("\n", 0, text.index(var)) + 1
+        problems.append(f"line {line}: {var} is named but nothing in the code reads or sets it")
+    return problems
 
 
 def is_placeholder(token):
@@ -134,6 +160,9 @@ if [ "$1" = --help ]; then printf 'Usage: podkv [OPTIONS] SUBCOMMAND\\n\\nSubcom
 printf 'Options:\\n  -h,--help   Print this help\\n  -n,--count INT=1   how many\\n'
 printf '  --fast      go fast\\n  --level INT:INT in [0 - 9]\\n                              --fast only\\n'
 """
+# The same program as CLI11 2.5 and later print its help: capital headings, ", " between names.
+FAKE_PODKV_25 = FAKE_PODKV.replace("Subcommands:", "SUBCOMMANDS:").replace("-h,--help", "-h, --help") \
+    .replace("-n,--count", "-n, --count")
 README = """# fake
 ### `podkv run`
     podkv run [-n 3] [--fast] [--level L]
@@ -161,6 +190,8 @@ def self_test():
              "no heading names `podkv run`"),
             ((None, None), 'getenv("PODKV_SLOW");\n', "environment variable PODKV_SLOW (read in src/b.cpp)"),
             (("scripts/x.sh", "scripts/y.sh"), "", "line 4: `scripts/y.sh` does not exist"),
+            (("Set `PODKV_SPEED`", "Set `PODKV_SPEED` or `PODKV_GONE`"), "",
+             "line 4: PODKV_GONE is named but nothing in the code reads or sets it"),
         ]
         for (old, new), extra, wanted in cases:
             with open(os.path.join(tmp, "README.md"), "w") as f:
@@ -173,7 +204,18 @@ def self_test():
                 print(f"self-test: README edit {old!r} -> {new!r}: expected {wanted or 'no problem'}, got {got}",
                       file=sys.stderr)
                 return 1
-    print("self-test: a missing option, heading, environment variable and path are each reported")
+        # CLI11 2.5's layout: the clean README passes, a missing option is still found.
+        with open(podkv, "w") as f:
+            f.write(FAKE_PODKV_25)
+        for readme, wanted in ((README, None), (README.replace("[-n 3]", ""), "option -n,--count")):
+            with open(os.path.join(tmp, "README.md"), "w") as f:
+                f.write(readme)
+            got = check(tmp, podkv)
+            if not (got == [] if wanted is None else len(got) == 1 and wanted in got[0]):
+                print(f"self-test: CLI11 2.5 help: expected {wanted or 'no problem'}, got {got}", file=sys.stderr)
+                return 1
+    print("self-test: a missing option, heading, environment variable and path, and a stale variable, are each "
+          "reported (CLI11 2.1 and 2.5 help)")
     return 0
 
 

@@ -98,10 +98,10 @@ echo "== GPU trainer against the CPU trainer"
 grep -E "FAILED|PASSED|SKIPPED|Failure" "$logs/train_cuda.log" | head -20
 
 echo "== CUDA fixture tests, fused ops, the decode chain, cuBLASLt GEMMs, device sampling, step graphs, the trained model in bf16"
-(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGemm.*:CudaSampling.*:CudaGraphs.*:LongModelNumerics.*') \
+(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGemm.*:CudaSampling.*:CudaGraphs.*:LongModelNumerics.Cuda*') \
   >"$logs/cuda_fixtures.log" 2>&1 ||
   { status=1; tail -3 "$logs/cuda_fixtures.log"; }
-grep -E "^\[ bf16|FAILED|PASSED|SKIPPED" "$logs/cuda_fixtures.log" | head -40
+grep -E "^\[ (bf16|numerics)|FAILED|PASSED|SKIPPED" "$logs/cuda_fixtures.log" | head -40
 grep -A4 "Failure" "$logs/cuda_fixtures.log" | head -60
 
 echo "== CLI end to end"

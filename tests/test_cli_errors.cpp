@@ -265,6 +265,32 @@ TEST_F(CliErrors, BenchZeroRepetitions) {
   expect_error(run({"bench", "-m", (kFixtures / "llama_gqa").string(), "-r", "0"}), {"-r"});
 }
 
+TEST_F(CliErrors, UnknownCommandIsNamed) {
+  expect_error(run({"genrate", "-m", "x"}), {"'genrate'", "generate", "serve"});
+  expect_error(run({}), {"subcommand"});
+}
+
+// bench's lists are sizes, not token ids; --cuda-weights is checked on the CPU too, which ignores it.
+TEST_F(CliErrors, BenchListsAndCudaWeightsNameTheirFault) {
+  const std::string m = (kFixtures / "llama_gqa").string();
+  expect_error(run({"bench", "-m", m, "-p", "abc"}), {"-p", "'abc'", "token count"});
+  expect_error(run({"bench", "-m", m, "-b", "-1"}), {"-b", "'-1'", "batch size"});
+  expect_error(run({"bench", "-m", m, "-p", "0", "-n", "1", "--cuda-weights", "f64"}), {"--cuda-weights", "f64"});
+  expect_error(run(gen(kFixtures / "llama_gqa", {"--ids", "1,2", "--cuda-weights", "f64"})), {"--cuda-weights", "f64"});
+}
+
+// A prompt id past the vocabulary names where it came from; a --prompts request that cannot fit
+// the cache alone names --kv-memory.
+TEST_F(CliErrors, PromptIdsAndKvMemoryAreNamed) {
+  const fs::path model = kFixtures / "llama_gqa";
+  expect_error(run(gen(model, {"--ids", "1,99999999", "-n", "1"})), {"--ids", "99999999", "vocabulary"});
+  write_text(tmp_ / "ids.txt", "1 99999999\n");
+  expect_error(run(gen(model, {"--ids-file", (tmp_ / "ids.txt").string(), "-n", "1"})), {"ids.txt", "99999999"});
+  write_text(tmp_ / "p.jsonl", "{\"ids\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]}\n");
+  expect_error(run(gen(model, {"--prompts", (tmp_ / "p.jsonl").string(), "--kv-memory", "1K", "-n", "4"})),
+               {"--kv-memory 1K", "pages"});
+}
+
 TEST_F(CliErrors, NegativePrefillChunk) {
   const fs::path model = kFixtures / "llama_gqa";
   expect_error(run(gen(model, {"--ids", "1,2", "--prefill-chunk", "-4"})), {"--prefill-chunk", "-4"});

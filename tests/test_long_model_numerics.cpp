@@ -133,9 +133,7 @@ TEST_F(LongModelNumerics, CpuKvEntriesKeepTheArgmax) {
   for (const Case& c : kCases) {
     const Loaded l = load(c);
     ASSERT_EQ(l.ids.size(), kPromptTokens + kDecodeTokens);
-    if (std::string(c.policy) == "pod") {
-      ASSERT_EQ(l.layout.policy, "pod") << c.model << "/pod.json was not read";
-    }
+    ASSERT_EQ(l.layout.policy, c.policy) << c.model;
     for (KvDType dtype : {KvDType::BF16, KvDType::F16, KvDType::Q8_0}) {
       auto cache = make_cache(l, dtype);
       Runner runner(*l.model, *cache);
@@ -152,6 +150,7 @@ TEST_F(LongModelNumerics, CudaKeepsTheArgmax) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
   for (const Case& c : kCases) {
     const Loaded l = load(c);
+    ASSERT_EQ(l.layout.policy, c.policy) << c.model;
     for (DType weights : {DType::F32, DType::BF16}) {
       CudaBackendOptions options;
       options.weights = weights;

@@ -8,7 +8,8 @@ namespace podkv {
 
 void check_device_options(const std::string& device, const std::string& cuda_weights) {
   if (device != "cpu" && device != "cuda") throw Error("--device: unknown device '" + device + "' (known: cpu, cuda)");
-  if (device == "cuda" && cuda_weights != "bf16" && cuda_weights != "f32")
+  // Checked on the CPU too, which ignores it: a misspelt value is a mistake wherever it is given.
+  if (cuda_weights != "bf16" && cuda_weights != "f32")
     throw Error("--cuda-weights: unknown type '" + cuda_weights + "' (known: bf16, f32)");
 }
 

@@ -13,7 +13,7 @@ namespace podkv {
 std::unique_ptr<Backend> make_backend(const std::string& device, const Model& model,
                                       const std::string& cuda_weights = "bf16");
 // The names make_backend takes, checked without a model (so that a command can refuse them before
-// it loads one): throws Error for an unknown --device, or an unknown --cuda-weights with cuda.
+// it loads one): throws Error for an unknown --device or --cuda-weights (on either device).
 void check_device_options(const std::string& device, const std::string& cuda_weights);
 
 }  // namespace podkv

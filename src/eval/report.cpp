@@ -99,9 +99,10 @@ nlohmann::json build_results(const ReportInput& in) {
   }
   if (!s.bos) out["scored"] = out["scored"].get<std::string>() + "; no BOS before the " + (grid ? "prompts" : "windows");
   out["kv_bytes_note"] =
-      "kv_bytes: bytes of the pages the cache held for the sequence at kv_length tokens (float32 entries, 16-token "
-      "pages; grid tasks: after the prefill of the longest prompt); kv_bytes_in_use: the layout's analytic count; "
-      "dense_kv_bytes: what a dense cache holds at the same length";
+      "kv_bytes: bytes of the pages the cache held for the sequence at kv_length tokens (entries of the policy's "
+      "options.dtype, float32 when it has none; 16-token pages; grid tasks: after the prefill of the longest prompt); "
+      "kv_bytes_in_use: the layout's analytic count; dense_kv_bytes: what a dense cache of float32 entries holds at "
+      "the same length";
 
   // Records of each policy (matching label and options), by item.
   out["policies"] = nlohmann::json::array();
@@ -201,7 +202,13 @@ std::string markdown_table(const nlohmann::json& results) {
   if (grid)
     md += std::to_string(s.at("samples").get<int>()) + " prompt(s) per (length, depth) cell, seed " +
           std::to_string(s.at("seed").get<uint64_t>()) + ".\n";
-  md += "KV bytes: pages the cache held (float32 entries) at the evaluated length; saving = 1 - bytes / dense bytes.\n\n";
+  bool other_dtype = false;  // a policy with its own entry type (dtype= or --kv-dtype)
+  for (const auto& p : results.at("policies")) other_dtype = other_dtype || p.at("options").contains("dtype");
+  md += other_dtype ? "KV bytes: pages the cache held at the evaluated length, in each method's entry type (float32 "
+                      "unless its dtype says otherwise); saving = 1 - bytes / the bytes of a dense cache of float32 "
+                      "entries.\n\n"
+                    : "KV bytes: pages the cache held (float32 entries) at the evaluated length; saving = 1 - bytes / "
+                      "dense bytes.\n\n";
 
   const nlohmann::json& policies = results.at("policies");
   int64_t length = 0;

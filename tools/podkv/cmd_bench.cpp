@@ -226,10 +226,10 @@ void run(const BenchCommand& o) {
   std::vector<std::string> profiles;  // --profile lines, printed after the table
   setup.synthetic_depth = o.device != "cpu";
   if (!o.kv_memory.empty()) setup.budget = parse_bytes(o.kv_memory, "--kv-memory");
-  const auto prompts = parse_id_list(o.prompts, "-p");
-  const auto gens = parse_id_list(o.gen, "-n");
-  const auto depths = parse_id_list(o.depths, "-d");
-  const auto batches = parse_id_list(o.batches, "-b");
+  const auto prompts = parse_int_list(o.prompts, "-p", "a token count");
+  const auto gens = parse_int_list(o.gen, "-n", "a token count");
+  const auto depths = parse_int_list(o.depths, "-d", "a token count");
+  const auto batches = parse_int_list(o.batches, "-b", "a batch size");
   for (int32_t b : batches) {
     if (b < 0 || b > 4096) throw Error("-b: batch sizes must be in 1..4096 (0 = as many as --kv-memory holds), got " + std::to_string(b));
     if (b == 0 && o.kv_memory.empty()) throw Error("-b 0: the largest batch needs --kv-memory");

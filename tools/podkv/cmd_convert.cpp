@@ -111,7 +111,7 @@ void add_convert_command(CLI::App& app) {
   cmd->add_option("--check-tokens", o->check_tokens,
                   "tokens of the logits check against the source after writing (0 = no check)")
       ->capture_default_str();
-  cmd->add_option("--name", o->name, "general.name (default: the model's name)");
+  cmd->add_option("--name", o->name, "general.name (default: the model directory's or file's name)");
   cmd->add_flag("--no-tokenizer", o->no_tokenizer, "do not embed the tokenizer");
   cmd->callback([o] { run(*o); });
 }

@@ -238,7 +238,7 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--answer", o->task.answer, "niah: a fixed answer (default: a random 7-digit number per prompt)");
   cmd->add_option("-n,--max-new-tokens", o->task.max_new_tokens, "grid tasks: tokens to generate (default: the answer's + 4)");
   cmd->add_option("--chunk", o->chunk, "longest chunk a forward call is cut into")->capture_default_str();
-  add_kv_settings(*cmd, o->shared);
+  add_kv_settings(*cmd, o->shared, "f32, unless a policy names dtype=");
   cmd->add_option("-t,--threads", o->threads, "threads (default: all cores)");
   cmd->add_option("--device", o->device, "where the forward runs: cpu or cuda")->capture_default_str();
   cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();

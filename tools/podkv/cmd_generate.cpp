@@ -89,7 +89,16 @@ void run_prompts(GenerateCommand& o, const Model& model, const Tokenizer* tokeni
   size_t written = 0;
   const auto t0 = std::chrono::steady_clock::now();
   int64_t generated = 0;
-  scheduler.run(requests, [&](size_t index, GenerateResult& r) {
+  // A request that cannot fit the cache even alone names the option that sized it.
+  auto run = [&](const auto& on_done) {
+    try {
+      scheduler.run(requests, on_done);
+    } catch (const KvCacheFull& e) {
+      if (o.kv_memory.empty()) throw;
+      throw Error("--kv-memory " + o.kv_memory + ": " + e.what());
+    }
+  };
+  run([&](size_t index, GenerateResult& r) {
     nlohmann::json j = result_json(r, o.kv.policy, dtype);
     j["index"] = index;
     lines[index] = dump(j);

@@ -160,7 +160,7 @@ void add_info_command(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("info", "describe a model (a directory with only config.json is enough)");
   cmd->add_option("-m,--model", o->model, "model directory or .gguf file")->required();
   cmd->add_flag("--json", o->json, "print one JSON object");
-  add_kv_options(*cmd, o->kv);
+  add_kv_options(*cmd, o->kv, "f32");
   cmd->add_option("--context", o->context, "report KV bytes per sequence of this many tokens under --kv")
       ->check(CLI::Range(int64_t{1}, int64_t{INT32_MAX}));
   cmd->add_option("--batch", o->batch, "sequences for the KV total")->check(CLI::Range(1, 1 << 20))->capture_default_str();

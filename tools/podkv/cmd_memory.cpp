@@ -184,7 +184,7 @@ void add_memory_command(CLI::App& app) {
   cmd->add_option("--cuda-weights", o->cuda_weights, "--measure on cuda: weight matrices bf16 or f32")->capture_default_str();
   cmd->add_option("-t,--threads", o->threads, "threads for --measure (default: all cores)");
   cmd->add_flag("--json", o->json, "print JSON instead of the table");
-  add_kv_settings(*cmd, o->shared);
+  add_kv_settings(*cmd, o->shared, "f16");
   cmd->callback([o, cmd] {
     o->device_option = cmd->count("--device") ? "--device" : cmd->count("--cuda-weights") ? "--cuda-weights" : "";
     run(*o);

@@ -35,6 +35,10 @@ std::unique_ptr<Tokenizer> load_model_tokenizer(const Model& model) {
 }
 
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& what) {
+  return parse_int_list(text, what, "a token id");
+}
+
+std::vector<int32_t> parse_int_list(const std::string& text, const std::string& what, const std::string& noun) {
   std::vector<int32_t> ids;
   std::string item;
   std::stringstream in(text);
@@ -48,7 +52,7 @@ std::vector<int32_t> parse_id_list(const std::string& text, const std::string& w
       if (used != item.size() || v < 0 || v > INT32_MAX) throw std::invalid_argument(item);
       ids.push_back(static_cast<int32_t>(v));
     } catch (const std::exception&) {
-      throw Error(what + ": '" + item + "' is not a token id");
+      throw Error(what + ": '" + item + "' is not " + noun);
     }
   }
   return ids;
@@ -93,18 +97,20 @@ std::vector<int32_t> prompt_ids(const PromptOptions& o, const Tokenizer* tokeniz
     if (bos < 0) throw Error("empty prompt and the model has no BOS token: give a prompt");
     ids.push_back(bos);
   }
+  const std::string source = !o.ids.empty() ? "--ids" : !o.ids_file.empty() ? "--ids-file " + o.ids_file : "the prompt";
   for (int32_t id : ids)
     if (id >= config.vocab_size)
-      throw Error("prompt token id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(config.vocab_size) + " tokens)");
+      throw Error(source + ": token id " + std::to_string(id) + " is outside the vocabulary (" +
+                  std::to_string(config.vocab_size) + " tokens)");
   return ids;
 }
 
-void add_kv_options(CLI::App& cmd, KvOptions& o) {
+void add_kv_options(CLI::App& cmd, KvOptions& o, const std::string& kv_dtype_default) {
   cmd.add_option("--kv", o.policy, std::string("KV-cache policy: ") + known_kv_policies())->capture_default_str();
-  add_kv_settings(cmd, o);
+  add_kv_settings(cmd, o, kv_dtype_default);
 }
 
-void add_kv_settings(CLI::App& cmd, KvOptions& o) {
+void add_kv_settings(CLI::App& cmd, KvOptions& o, const std::string& kv_dtype_default) {
   // Range checks here make bad values one error line naming the option.
   cmd.add_option("--pod-config", o.pod_config, "pod.json for --kv pod (default: MODEL/pod.json)");
   cmd.add_option("--pod-group", o.pod_group, "--kv pod with uniform blocks of G layers instead of a pod.json")
@@ -116,7 +122,7 @@ void add_kv_settings(CLI::App& cmd, KvOptions& o) {
   cmd.add_option("--budget", o.budget, "h2o, snapkv, pod+snapkv: distant tokens kept per layer (per block) and KV head")->capture_default_str();
   cmd.add_option("--window", o.window, "snapkv, pod+snapkv: observation window (last prompt queries scored)")->capture_default_str();
   cmd.add_option("--pool", o.pool, "snapkv, pod+snapkv: max-pooling width over key positions (odd)")->capture_default_str();
-  cmd.add_option("--kv-dtype", o.kv_dtype, "KV entry type: f32, f16, bf16 or q8_0 (default: the model's float type)");
+  cmd.add_option("--kv-dtype", o.kv_dtype, "KV entry type: f32, f16, bf16 or q8_0 (default: " + kv_dtype_default + ")");
   cmd.add_option("--tau", o.tau, "PoD: skip a non-anchor layer's distant attention when the anchor's gate >= tau (overrides pod.json)")
       ->check(CLI::Range(0.0f, 1.0f));
 }

@@ -33,14 +33,18 @@ std::unique_ptr<Tokenizer> load_model_tokenizer(const Model& model);
 std::vector<int32_t> prompt_ids(const PromptOptions& o, const Tokenizer* tokenizer, const ModelConfig& config);
 
 std::vector<int32_t> parse_id_list(const std::string& text, const std::string& what);
+// The same list syntax for sizes (bench's -p, -n, -d, -b): an item that is not an integer in
+// 0..2^31-1 is an Error "WHAT: 'item' is not NOUN".
+std::vector<int32_t> parse_int_list(const std::string& text, const std::string& what, const std::string& noun);
 std::vector<int32_t> read_ids_file(const std::string& path);
 
 // The KV-cache options (struct KvOptions, policy/kv_options.h) as flags, shared
-// by generate, logits, bench and info.
-void add_kv_options(CLI::App& cmd, KvOptions& o);
+// by generate, logits, bench, info and serve. `kv_dtype_default` is what --help
+// says an empty --kv-dtype means for the command.
+void add_kv_options(CLI::App& cmd, KvOptions& o, const std::string& kv_dtype_default = "the model's float type");
 // The policy settings alone (--pod-config ... --tau), for commands that take a
 // list of policies in their own --kv.
-void add_kv_settings(CLI::App& cmd, KvOptions& o);
+void add_kv_settings(CLI::App& cmd, KvOptions& o, const std::string& kv_dtype_default = "the model's float type");
 
 // A KV cache with room for `batch` sequences of up to `context` tokens each,
 // prefilled in chunks of `chunk` tokens.

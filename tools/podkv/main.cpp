@@ -1,6 +1,7 @@
 // podkv: the command-line program on top of the podkv library.
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include "commands.h"
 #include "common.h"
@@ -27,6 +28,20 @@ int main(int argc, char** argv) {
   podkv::cli::add_analyze_command(app);
   podkv::cli::add_serve_command(app);
   podkv::cli::add_shared_option_checks(app);
+  // CLI11 reads an unknown first word as a stray argument and asks for "a subcommand"; name the
+  // word and the commands instead.
+  if (argc > 1 && argv[1][0] != '-') {
+    std::string known;
+    bool found = false;
+    for (const CLI::App* sub : app.get_subcommands([](const CLI::App*) { return true; })) {
+      found = found || sub->get_name() == argv[1];
+      known += (known.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!found) {
+      std::fprintf(stderr, "error: unknown command '%s' (commands: %s)\n", argv[1], known.c_str());
+      return 1;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
