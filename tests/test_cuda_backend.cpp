@@ -15,6 +15,7 @@
 #include "engine/runner.h"
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
+#include "logit_compare.h"
 #include "model/model.h"
 
 namespace podkv {
@@ -46,6 +47,8 @@ class CudaFixture : public ::testing::TestWithParam<std::string> {
 
 #if defined(PODKV_HAVE_CUDA)
 
+using testutil::relative_error;
+
 std::vector<int32_t> ids_of(const safetensors::File& f, const std::string& name) {
   const auto* t = f.find(name);
   if (t == nullptr) return {};
@@ -63,18 +66,6 @@ const float* expected_logits(const safetensors::File& f) {
 std::unique_ptr<KvCache> cache_for(const ModelConfig& c, int64_t tokens, KvDType dtype = KvDType::F32) {
   return std::make_unique<KvCache>(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim),
                                    static_cast<size_t>(tokens + 64) * c.dense_kv_bytes_per_token(4) * 2, 16, dtype);
-}
-
-// max |a - ref| over max |ref|; infinite where a has a NaN or an infinity (std::max would pass over a
-// NaN difference).
-double relative_error(const float* a, const float* ref, size_t n) {
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;
-    max_diff = std::max(max_diff, static_cast<double>(std::fabs(a[i] - ref[i])));
-    max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
-  }
-  return max_diff / max_ref;
 }
 
 // Float32 weights and cache on the GPU: the CPU's arithmetic up to the order of sums.
@@ -127,12 +118,7 @@ TEST_P(CudaFixture, Bf16WeightsStayClose) {
   std::vector<float> logits;
   runner.forward(cache->add_sequence(), ids, true, logits);
   const int64_t vocab = c.vocab_size, tokens = static_cast<int64_t>(ids.size());
-  int64_t agree = 0;
-  for (int64_t t = 0; t < tokens; ++t) {
-    const float* a = logits.data() + t * vocab;
-    const float* b = expected + t * vocab;
-    agree += std::max_element(a, a + vocab) - a == std::max_element(b, b + vocab) - b;
-  }
+  const int64_t agree = testutil::same_argmax(logits.data(), expected, tokens, vocab);
   const double err = relative_error(logits.data(), expected, logits.size());
   std::printf("[ bf16     ] %s: max relative error %.3g, top-1 agreement %lld/%lld\n", GetParam().c_str(), err,
               static_cast<long long>(agree), static_cast<long long>(tokens));

@@ -11,6 +11,7 @@
 #include "kv/kv_cache.h"
 #include "engine/runner.h"
 #include "engine/generate.h"
+#include "logit_compare.h"
 #include "model/model.h"
 
 namespace podkv {
@@ -48,14 +49,7 @@ std::unique_ptr<KvCache> cache_for(const ModelConfig& c, int64_t tokens) {
                                    static_cast<size_t>(tokens + 64) * c.dense_kv_bytes_per_token(4) * 2, 16);
 }
 
-double relative_error(const float* a, const float* ref, size_t n) {
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < n; ++i) {
-    max_diff = std::max(max_diff, static_cast<double>(std::fabs(a[i] - ref[i])));
-    max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
-  }
-  return max_diff / max_ref;
-}
+using testutil::relative_error;
 
 class HfFixture : public ::testing::TestWithParam<std::string> {};
 

@@ -30,6 +30,7 @@
 #include "kv/kv_cache.h"
 #include "model/model.h"
 #include "tokenizer/pretokenize.h"
+#include "logit_compare.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 
@@ -76,12 +77,8 @@ std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids) {
 }
 
 double relative_error(const std::vector<float>& a, const std::vector<float>& ref) {
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    max_diff = std::max(max_diff, static_cast<double>(std::fabs(a[i] - ref[i])));
-    max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
-  }
-  return max_diff / max_ref;
+  EXPECT_EQ(a.size(), ref.size());
+  return testutil::relative_error(a.data(), ref.data(), std::min(a.size(), ref.size()));
 }
 
 // sqrt(mean Δ²) / sqrt(mean ref²): the typical error, less dominated by one outlier than relative_error.

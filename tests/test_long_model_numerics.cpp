@@ -14,7 +14,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -23,6 +22,7 @@
 #include "backend/cuda_backend.h"
 #include "engine/runner.h"
 #include "kv/kv_cache.h"
+#include "logit_compare.h"
 #include "model/model.h"
 #include "policy/kv_options.h"
 #include "tokenizer/tokenizer.h"
@@ -77,18 +77,8 @@ Agreement compare(const std::vector<float>& a, const std::vector<float>& ref, in
   out.positions = static_cast<int64_t>(ref.size()) / vocab;
   EXPECT_EQ(a.size(), ref.size());
   if (a.size() != ref.size()) return out;
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) max_diff = INFINITY;
-    max_diff = std::max(max_diff, static_cast<double>(std::fabs(a[i] - ref[i])));
-    max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
-  }
-  out.relative_error = max_diff / max_ref;
-  for (int64_t t = 0; t < out.positions; ++t) {
-    const float* x = a.data() + t * vocab;
-    const float* y = ref.data() + t * vocab;
-    out.same_top1 += std::max_element(x, x + vocab) - x == std::max_element(y, y + vocab) - y;
-  }
+  out.relative_error = testutil::relative_error(a.data(), ref.data(), a.size());
+  out.same_top1 = testutil::same_argmax(a.data(), ref.data(), out.positions, vocab);
   return out;
 }
 

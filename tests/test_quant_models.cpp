@@ -17,6 +17,7 @@
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
 #include "engine/runner.h"
+#include "logit_compare.h"
 #include "model/model.h"
 #include "ops/matmul.h"
 
@@ -33,14 +34,7 @@ std::string sci(double v) {
   return buf;
 }
 
-double relative_error(const float* a, const float* ref, size_t n) {
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < n; ++i) {
-    max_diff = std::max(max_diff, std::fabs(static_cast<double>(a[i]) - ref[i]));
-    max_ref = std::max(max_ref, std::fabs(static_cast<double>(ref[i])));
-  }
-  return max_diff / max_ref;
-}
+using testutil::relative_error;
 
 // LogitsMatchGolden checks the exact GEMV (x in float32); Int8LogitsNearGolden
 // the default Int8 one (x quantized to int8 per block of 32).

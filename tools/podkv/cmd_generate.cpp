@@ -90,26 +90,23 @@ void run_prompts(GenerateCommand& o, const Model& model, const Tokenizer* tokeni
   const auto t0 = std::chrono::steady_clock::now();
   int64_t generated = 0;
   // A request that cannot fit the cache even alone names the option that sized it.
-  auto run = [&](const auto& on_done) {
-    try {
-      scheduler.run(requests, on_done);
-    } catch (const KvCacheFull& e) {
-      if (o.kv_memory.empty()) throw;
-      throw Error("--kv-memory " + o.kv_memory + ": " + e.what());
-    }
-  };
-  run([&](size_t index, GenerateResult& r) {
-    nlohmann::json j = result_json(r, o.kv.policy, dtype);
-    j["index"] = index;
-    lines[index] = dump(j);
-    ready[index] = true;
-    generated += static_cast<int64_t>(r.generated_ids.size());
-    for (; written < lines.size() && ready[written]; ++written) {
-      if (file.is_open()) file << lines[written] << '\n';
-      else std::fprintf(out, "%s\n", lines[written].c_str());
-      lines[written].clear();
-    }
-  });
+  try {
+    scheduler.run(requests, [&](size_t index, GenerateResult& r) {
+      nlohmann::json j = result_json(r, o.kv.policy, dtype);
+      j["index"] = index;
+      lines[index] = dump(j);
+      ready[index] = true;
+      generated += static_cast<int64_t>(r.generated_ids.size());
+      for (; written < lines.size() && ready[written]; ++written) {
+        if (file.is_open()) file << lines[written] << '\n';
+        else std::fprintf(out, "%s\n", lines[written].c_str());
+        lines[written].clear();
+      }
+    });
+  } catch (const KvCacheFull& e) {
+    if (o.kv_memory.empty()) throw;
+    throw Error("--kv-memory " + o.kv_memory + ": " + e.what());
+  }
   if (file.is_open()) {
     file.flush();
     if (!file) throw Error("--out: writing " + o.out_file + " failed");
