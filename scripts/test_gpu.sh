@@ -98,7 +98,14 @@ echo "== GPU trainer against the CPU trainer"
 grep -E "FAILED|PASSED|SKIPPED|Failure" "$logs/train_cuda.log" | head -20
 
 echo "== CUDA fixture tests, fused ops, the decode chain, cuBLASLt GEMMs, device sampling, step graphs, the trained model in bf16"
-(cd "$root" && "$build/podkv_tests" --gtest_filter='Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGemm.*:CudaSampling.*:CudaGraphs.*:LongModelNumerics.Cuda*') \
+# The long models' weights (2 x 47 MB) may be left out of the tree a device machine gets (its limit is
+# 64 MiB): then their test is left out here, said in one line, instead of failing on a missing file.
+long_models=":LongModelNumerics.Cuda*"
+if [ ! -f "$root/models/podkv-long/model.safetensors" ] || [ ! -f "$root/models/podkv-long-pod/model.safetensors" ]; then
+  long_models=""
+  echo "LongModelNumerics.Cuda*: left out (models/podkv-long*/model.safetensors are not on this machine)"
+fi
+(cd "$root" && "$build/podkv_tests" --gtest_filter="Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGemm.*:CudaSampling.*:CudaGraphs.*$long_models") \
   >"$logs/cuda_fixtures.log" 2>&1 ||
   { status=1; tail -3 "$logs/cuda_fixtures.log"; }
 grep -E "^\[ (bf16|numerics)|FAILED|PASSED|SKIPPED" "$logs/cuda_fixtures.log" | head -40
