@@ -15,6 +15,7 @@
 #include "engine/runner.h"
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
+#include "fixture_models.h"
 #include "logit_compare.h"
 #include "model/model.h"
 
@@ -23,16 +24,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kFixtures = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
-
-std::vector<std::string> fixture_names() {
-  std::vector<std::string> names;
-  if (!fs::exists(kFixtures)) return names;
-  for (const auto& e : fs::directory_iterator(kFixtures))
-    if (fs::exists(e.path() / "reference.safetensors")) names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
-  return names;
-}
+using testutil::fixture_model_names;
+const fs::path& kFixtures = testutil::kFixtureModels;
 
 class CudaFixture : public ::testing::TestWithParam<std::string> {
  protected:
@@ -196,7 +189,7 @@ TEST_P(CudaFixture, Skipped) {}
 
 #endif
 
-INSTANTIATE_TEST_SUITE_P(Models, CudaFixture, ::testing::ValuesIn(fixture_names()),
+INSTANTIATE_TEST_SUITE_P(Models, CudaFixture, ::testing::ValuesIn(fixture_model_names()),
                          [](const auto& info) { return info.param; });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(CudaFixture);
 

@@ -11,6 +11,7 @@
 #include "kv/kv_cache.h"
 #include "engine/runner.h"
 #include "engine/generate.h"
+#include "fixture_models.h"
 #include "logit_compare.h"
 #include "model/model.h"
 
@@ -19,16 +20,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kFixtures = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
-
-std::vector<std::string> fixture_names() {
-  std::vector<std::string> names;
-  if (!fs::exists(kFixtures)) return names;
-  for (const auto& e : fs::directory_iterator(kFixtures))
-    if (fs::exists(e.path() / "reference.safetensors")) names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
-  return names;
-}
+using testutil::fixture_model_names;
+const fs::path& kFixtures = testutil::kFixtureModels;
 
 std::vector<int64_t> int_tensor(const safetensors::File& f, const std::string& name) {
   const auto* t = f.find(name);
@@ -111,7 +104,7 @@ TEST_P(HfFixture, GreedyGenerationMatchesTransformers) {
   EXPECT_EQ(std::vector<int64_t>(r.generated_ids.begin(), r.generated_ids.end()), expected) << GetParam();
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, HfFixture, ::testing::ValuesIn(fixture_names()),
+INSTANTIATE_TEST_SUITE_P(Models, HfFixture, ::testing::ValuesIn(fixture_model_names()),
                          [](const auto& info) { return info.param; });
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(HfFixture);
 
