@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Session 31's device calls: session29-calls.sh plus PART=all, which does its PART=land and PART=test in one
+# call (device starts were scarce: each refused start cost 90 s of the budget). Session 29's header:
+# Session 29's device calls, for the next session that is lent a GPU (session 29 had none). Copy this
+# and the two session29-*-untested.patch files to .data/run/ (ignored, carried with .deps) and run from
+# the repository root, with docs/ and the large model files out of the carried tree
+# (session26-next-calls.sh's header says how):
+#   PART=test    scripts/test_gpu.sh on the tree as it is (a5a1316 split attention_decode.cu and
+#                cuda_backend_ops.cpp without a GPU: PTX-identical, but never run), then one timing
+#   PART=land    BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": applies
+#                session29-decode-untested.patch (session 28's, moved onto the split files: the same
+#                PTX), then session29-chain-rope-untested.patch (the chain does the next layer's RoPE
+#                and KV write; `patch -F3`: one hunk's trailing context is the first patch's), runs the
+#                attention / kv_write / rope / decode_chain op tests, DecodeChainPlan and the CUDA
+#                gtests, then times the default against PODKV_CUDA_DECODE_FUSE=swiglu,chain (no rope
+#                in the chain), PODKV_CUDA_PDL=1, the L2 prefetch and DECODE_COPY=tile, interleaved with build-base
+#                (from .data/run/base-src.tar.gz: `git archive HEAD -- CMakeLists.txt src tools scripts
+#                configs | gzip`), and the step's kernel durations
+#   PART=all     BASE=1: the patches as PART=land, then scripts/test_gpu.sh on the patched tree (all of it,
+#                not only land's ops), then land's timings as time allows (LIMIT, default 560 s)
+#   PART=source  CUDA_FLAGS=-lineinfo: Nsight source views of the decode attention and prefill kernels
+# A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
+# changed ones compile again. Writes $OUT/summary.txt (+ files).
+set -uo pipefail
+root=$(pwd); out=${OUT:-/tmp/out}; mkdir -p "$out"
+exec >"$out/summary.txt" 2>&1
+build=$root/build-cuda
+limit=${LIMIT:-560}
+within() { local n=$1 rem=$((limit - SECONDS)); shift; [ $rem -ge 15 ] || { echo "skipped (time): $*"; return 124; }
+  timeout -k 5 $((n < rem ? n : rem)) "$@"; }
+. scripts/use_deps_pcre2.sh && use_deps_pcre2 "$root"
+. scripts/use_deps_httplib.sh && use_deps_httplib "$root"
+# Keep a warm machine's objects: files unchanged since the last build get an old mtime.
+sums=$build/.srcsums
+list() { find . \( -path ./build-cuda -o -path ./.deps -o -path ./.data -o -path ./build -o -path ./build-asan \) -prune -o -type f -print | sort; }
+if [ -f "$sums" ]; then
+  list | xargs sha1sum >/tmp/now.sums
+  n=0; while read -r sum file; do grep -qxF "$sum  $file" "$sums" && { touch -d '2001-01-01' "$file"; n=$((n+1)); }; done </tmp/now.sums
+  echo "warm: $n unchanged files kept old"
+fi
+# PART=land builds and tests the session 29 patches (copied beside this script), in order: each
+# applied here, or found applied; anything else stops the call.
+if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ]; then
+  for name in ${PATCHES:-session29-decode-untested session29-chain-rope-untested}; do
+    patch=$(dirname "$0")/$name.patch
+    if patch -p1 -R --dry-run -s -F3 -f <"$patch" >/dev/null 2>&1; then echo "patch $name: already applied"
+    elif patch -p1 -s -F3 -f --no-backup-if-mismatch <"$patch"; then echo "patch $name: applied"
+    else echo "FAILED: $name neither applies nor is applied"; exit 1; fi
+  done
+fi
+targets=${TARGETS:-podkv_cli}
+base=$root/build-base
+if [ -n "${BASE:-}" ] && [ ! -x "$base/podkv" ]; then
+  rm -rf "$base" && mkdir -p "$base/src" && tar -xzf .data/run/base-src.tar.gz -C "$base/src"
+  (cmake -S "$base/src" -B "$base" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF -DPODKV_TESTS=OFF >/tmp/base.log 2>&1 &&
+    cmake --build "$base" -j ${BASE_JOBS:-4} --target podkv_cli >>/tmp/base.log 2>&1; echo "base build rc $? ($SECONDS s)") &
+fi
+cmake -S . -B "$build" ${CUDA_FLAGS:+-DCMAKE_CUDA_FLAGS="$CUDA_FLAGS"} -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF -DPODKV_TESTS=ON >/tmp/configure.log 2>&1 ||
+  { tail -20 /tmp/configure.log; exit 1; }
+cmake --build "$build" -j ${JOBS:-14} --target $targets >/tmp/build.log 2>&1 || { grep -E "error" /tmp/build.log | head -30; exit 1; }
+list | xargs sha1sum >"$sums"
+echo "build ok ($SECONDS s)"
+a=(bench -m configs/llama-3-8b-32k --device cuda --random-weights --kv-dtype bf16 --page-tokens 64)
+tg() { local label=$1; shift; echo "-- $label"; within 90 env "$@" "${BIN:-$build}/podkv" "${a[@]}" -p 0 -n 32 -d ${DEPTH:-4096} -r 2 | grep -E "tg" ; }
+# The most telling first (time may run out): new against base at 4K and 32K, then the switches.
+timings() {
+  four() { tg new PODKV_NONE=0; [ -x "$base/podkv" ] && BIN=$base tg base PODKV_NONE=0
+    tg "new tile" PODKV_CUDA_DECODE_COPY=tile; tg "new, no rope in the chain" PODKV_CUDA_DECODE_FUSE=swiglu,chain; }
+  four
+  DEPTH=32735 tg "new 32K" PODKV_NONE=0; [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "base 32K" PODKV_NONE=0
+  four
+  tg "new PDL=1" PODKV_CUDA_PDL=1; tg "new prefetch 34 MB" PODKV_CUDA_ATTN_PREFETCH_MB=34
+  DEPTH=32735 tg "new 32K, no rope in the chain" PODKV_CUDA_DECODE_FUSE=swiglu,chain
+}
+case ${PART:-test} in
+all)
+  within 330 env JOBS=12 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  wait; echo "waited for base ($SECONDS s)"
+  timings
+  ;;
+test)
+  within 300 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $?"; tail -8 "$out/test_gpu.txt"
+  tg "as built" PODKV_NONE=0
+  ;;
+source)
+  NCU=$(command -v ncu)
+  for pass in 1 2; do tg new PODKV_NONE=0; BIN=$base tg base PODKV_NONE=0; done
+  echo "-- decode_mma_kernel source counters"
+  within 120 "$NCU" --clock-control none --cache-control none -k regex:decode_mma_kernel --launch-skip 64 --launch-count 1 \
+    --section WarpStateStats --section SourceCounters --section InstructionStats --import-source yes -f -o "$out/decode_mma" \
+    "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >/tmp/ncu1.log 2>&1; echo "rc $?"; tail -3 /tmp/ncu1.log
+  "$NCU" -i "$out/decode_mma.ncu-rep" --page source --csv --print-source cuda >"$out/decode_mma_cuda.csv" 2>&1
+  "$NCU" -i "$out/decode_mma.ncu-rep" --page source --csv --print-source sass >"$out/decode_mma_sass.csv" 2>&1
+  "$NCU" -i "$out/decode_mma.ncu-rep" --page details --print-details all >"$out/decode_mma_details.txt" 2>&1
+  echo "-- merge + rope/kv write details"
+  within 60 "$NCU" --clock-control none --cache-control none -k regex:"merge_kernel|split_qkv_rope_kv_write|sample_rows" --launch-skip 60 --launch-count 3 \
+    --section WarpStateStats --section SourceCounters --import-source yes -f -o "$out/small" \
+    "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >/tmp/ncu2.log 2>&1; echo "rc $?"
+  "$NCU" -i "$out/small.ncu-rep" --page source --csv --print-source cuda >"$out/small_cuda.csv" 2>&1
+  echo "-- prefill producer source counters (last chunk of 32K)"
+  within 200 "$NCU" --clock-control none --cache-control none -k regex:prefill_producer_kernel --launch-skip 229 --launch-count 1 \
+    --section WarpStateStats --section SourceCounters --section InstructionStats --import-source yes -f -o "$out/prefill" \
+    "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 >/tmp/ncu3.log 2>&1; echo "rc $?"; tail -3 /tmp/ncu3.log
+  "$NCU" -i "$out/prefill.ncu-rep" --page source --csv --print-source cuda >"$out/prefill_cuda.csv" 2>&1
+  "$NCU" -i "$out/prefill.ncu-rep" --page source --csv --print-source sass >"$out/prefill_sass.csv" 2>&1
+  "$NCU" -i "$out/prefill.ncu-rep" --page details --print-details all >"$out/prefill_details.txt" 2>&1
+  ls -la "$out"
+  ;;
+land)
+  # (the patch is applied before the build: see the top of the build step)
+  ops=$build/podkv_test_backend_ops
+  for op in attention kv_write rope decode_chain; do
+    within 120 env OMP_WAIT_POLICY=PASSIVE "$ops" --op $op --backend cuda >/tmp/op_$op.log 2>&1; echo "op $op rc $?: $(tail -1 /tmp/op_$op.log)"; grep FAIL /tmp/op_$op.log | head -5
+  done
+  (within 150 "$build/podkv_tests" --gtest_filter='DecodeChainPlan.*:Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGraphs.*:CudaSampling.*') >/tmp/gt.log 2>&1
+  echo "gtests rc $?"; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure" /tmp/gt.log | head -20; cp /tmp/gt.log "$out/gtests.log"
+  wait; echo "waited for base ($SECONDS s)"
+  for pass in 1 2; do
+    tg new PODKV_NONE=0; tg "new, no rope in the chain" PODKV_CUDA_DECODE_FUSE=swiglu,chain
+    tg "new PDL=1" PODKV_CUDA_PDL=1; [ -x "$base/podkv" ] && BIN=$base tg base PODKV_NONE=0
+    tg "new prefetch 34 MB" PODKV_CUDA_ATTN_PREFETCH_MB=34; tg "new prefetch 16 MB" PODKV_CUDA_ATTN_PREFETCH_MB=16
+    tg "new tile" PODKV_CUDA_DECODE_COPY=tile
+  done
+  DEPTH=32735 tg "new 32K" PODKV_NONE=0; DEPTH=32735 tg "new 32K, no rope in the chain" PODKV_CUDA_DECODE_FUSE=swiglu,chain
+  DEPTH=32735 tg "new 32K PDL=1" PODKV_CUDA_PDL=1; [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "base 32K" PODKV_NONE=0
+  NCU=$(command -v ncu)
+  echo "-- ncu durations, decode 4K (all kernels)"
+  within 60 "$NCU" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
+    "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >"$out/ncu_decode4k.csv" 2>"$out/ncu_decode4k.err"; echo "rc $?"
+  ;;
+esac
+echo "done ($SECONDS s)"
