@@ -88,7 +88,9 @@ void report(const char* what, const Case& c, const Agreement& g) {
               100.0 * static_cast<double>(g.same_top1) / static_cast<double>(std::max<int64_t>(g.positions, 1)));
 }
 
-class LongModelNumerics : public ::testing::Test {
+// One instance per model (Book/LongModelNumerics.*/dense and /pod), so that a machine that was sent only
+// one model's weights can run that one (scripts/test_gpu.sh picks by the files present).
+class LongModelNumerics : public ::testing::TestWithParam<Case> {
  protected:
   struct Loaded {
     std::unique_ptr<Model> model;
@@ -119,46 +121,47 @@ class LongModelNumerics : public ::testing::Test {
   }
 };
 
-TEST_F(LongModelNumerics, CpuKvEntriesKeepTheArgmax) {
-  for (const Case& c : kCases) {
-    const Loaded l = load(c);
-    ASSERT_EQ(l.ids.size(), kPromptTokens + kDecodeTokens);
-    ASSERT_EQ(l.layout.policy, c.policy) << c.model;
-    for (KvDType dtype : {KvDType::BF16, KvDType::F16, KvDType::Q8_0}) {
-      auto cache = make_cache(l, dtype);
-      Runner runner(*l.model, *cache);
-      const Agreement g = compare(read_book(runner, *cache, l.ids), l.reference, l.model->config().vocab_size);
-      report((std::string("cpu, ") + kv_dtype_name(dtype) + " entries").c_str(), c, g);
-      EXPECT_LT(g.relative_error, 5e-2) << c.model << " " << kv_dtype_name(dtype);
-      EXPECT_GE(g.same_top1 * 100, g.positions * 99) << c.model << " " << kv_dtype_name(dtype);
-    }
+TEST_P(LongModelNumerics, CpuKvEntriesKeepTheArgmax) {
+  const Case& c = GetParam();
+  const Loaded l = load(c);
+  ASSERT_EQ(l.ids.size(), kPromptTokens + kDecodeTokens);
+  ASSERT_EQ(l.layout.policy, c.policy) << c.model;
+  for (KvDType dtype : {KvDType::BF16, KvDType::F16, KvDType::Q8_0}) {
+    auto cache = make_cache(l, dtype);
+    Runner runner(*l.model, *cache);
+    const Agreement g = compare(read_book(runner, *cache, l.ids), l.reference, l.model->config().vocab_size);
+    report((std::string("cpu, ") + kv_dtype_name(dtype) + " entries").c_str(), c, g);
+    EXPECT_LT(g.relative_error, 5e-2) << c.model << " " << kv_dtype_name(dtype);
+    EXPECT_GE(g.same_top1 * 100, g.positions * 99) << c.model << " " << kv_dtype_name(dtype);
   }
 }
 
 #if defined(PODKV_HAVE_CUDA)
-TEST_F(LongModelNumerics, CudaKeepsTheArgmax) {
+TEST_P(LongModelNumerics, CudaKeepsTheArgmax) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-  for (const Case& c : kCases) {
-    const Loaded l = load(c);
-    ASSERT_EQ(l.layout.policy, c.policy) << c.model;
-    for (DType weights : {DType::F32, DType::BF16}) {
-      CudaBackendOptions options;
-      options.weights = weights;
-      CudaBackend gpu(*l.model, options);
-      auto cache = make_cache(l, weights == DType::F32 ? KvDType::F32 : KvDType::BF16);
-      Runner runner(gpu, *cache);
-      const Agreement g = compare(read_book(runner, *cache, l.ids), l.reference, l.model->config().vocab_size);
-      if (weights == DType::F32) {
-        report("cuda, f32 weights and entries", c, g);
-        EXPECT_LT(g.relative_error, 1e-4) << c.model;
-      } else {
-        report("cuda, bf16 weights and entries", c, g);
-        EXPECT_GE(g.same_top1 * 100, g.positions * 99) << c.model;
-      }
+  const Case& c = GetParam();
+  const Loaded l = load(c);
+  ASSERT_EQ(l.layout.policy, c.policy) << c.model;
+  for (DType weights : {DType::F32, DType::BF16}) {
+    CudaBackendOptions options;
+    options.weights = weights;
+    CudaBackend gpu(*l.model, options);
+    auto cache = make_cache(l, weights == DType::F32 ? KvDType::F32 : KvDType::BF16);
+    Runner runner(gpu, *cache);
+    const Agreement g = compare(read_book(runner, *cache, l.ids), l.reference, l.model->config().vocab_size);
+    if (weights == DType::F32) {
+      report("cuda, f32 weights and entries", c, g);
+      EXPECT_LT(g.relative_error, 1e-4) << c.model;
+    } else {
+      report("cuda, bf16 weights and entries", c, g);
+      EXPECT_GE(g.same_top1 * 100, g.positions * 99) << c.model;
     }
   }
 }
 #endif
+
+INSTANTIATE_TEST_SUITE_P(Book, LongModelNumerics, ::testing::ValuesIn(kCases),
+                         [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.policy); });
 
 }  // namespace
 }  // namespace podkv
