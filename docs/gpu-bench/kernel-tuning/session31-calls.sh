@@ -18,6 +18,8 @@
 #                configs | gzip`), and the step's kernel durations
 #   PART=all     BASE=1: the patches as PART=land, then scripts/test_gpu.sh on the patched tree (all of it,
 #                not only land's ops), then land's timings as time allows (LIMIT, default 560 s)
+#   PART=numerics TARGETS=podkv_tests: Book/LongModelNumerics.Cuda*/MODEL (MODEL=dense or pod), on a tree
+#                with that model's weights and without tests/fixtures/models (the 64 MiB limit)
 #   PART=source  CUDA_FLAGS=-lineinfo: Nsight source views of the decode attention and prefill kernels
 # A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
 # changed ones compile again. Writes $OUT/summary.txt (+ files).
@@ -73,6 +75,10 @@ timings() {
   DEPTH=32735 tg "new 32K, no rope in the chain" PODKV_CUDA_DECODE_FUSE=swiglu,chain
 }
 case ${PART:-test} in
+numerics)
+  (within 200 "$build/podkv_tests" --gtest_filter="Book/LongModelNumerics.Cuda*/${MODEL:-dense}") >"$out/numerics.log" 2>&1
+  echo "numerics rc $?"; grep -E "numerics|OK|FAILED|PASSED|SKIPPED|Failure" "$out/numerics.log" | head -20
+  ;;
 all)
   within 330 env JOBS=12 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
   tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
