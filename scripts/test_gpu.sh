@@ -67,7 +67,7 @@ echo "== podkv_test_backend_ops"
 OMP_WAIT_POLICY=PASSIVE "$build/podkv_test_backend_ops" >"$logs/backend_ops.log" 2>&1 || status=1
 grep FAIL "$logs/backend_ops.log" | head -20
 for b in cpu cuda; do
-  for op in embedding rms_norm rope silu_mul add matmul gather_rows kv_write attention; do
+  for op in embedding rms_norm rope silu_mul add matmul gather_rows kv_write attention decode_chain; do
     awk -v op="$op" -v b="$b" '$1 == op && $(NF-1) != "" { for (i = 2; i <= NF; ++i) if ($i == b) { e = $(i+1); if (e + 0 > m) m = e + 0; n++ } }
       END { if (n) printf "  %-5s %-12s %3d cases, max rel err %.2e\n", b, op, n, m }' "$logs/backend_ops.log"
   done

@@ -164,6 +164,49 @@ TEST_P(CudaFixture, DecodeChainMatchesThePerLaunchKernels) {
   EXPECT_LT(relative_error(logits[1][1].data(), expected, n), 8e-2) << GetParam() << ": chain against transformers";
 }
 
+// With bf16 KV entries the chain also does the next layer's RoPE and KV write (one launch less per
+// layer): the same sums, rotations and bf16 encodings as split_qkv_rope_kv_write, so the logits of a
+// prompt fed one token per step equal those of the chain without it (to 1e-6: only the compiler's
+// choice of fused multiply-adds in the double rotation may differ), with and without step graphs,
+// and every decode step's chain (all but the last layer's) took it.
+TEST_P(CudaFixture, DecodeChainRopeMatchesTheSplitKernel) {
+  const fs::path dir = kFixtures / GetParam();
+  auto ref = safetensors::File::open((dir / "reference.safetensors").string());
+  auto model = Model::load(dir.string());
+  const ModelConfig& c = model->config();
+  const std::vector<int32_t> all_ids = ids_of(ref, "input_ids");
+  const std::vector<int32_t> ids(all_ids.begin(), all_ids.begin() + std::min<size_t>(all_ids.size(), 24));
+  std::vector<float> logits[2][2];  // [rope][graphs]
+  for (int rope = 0; rope < 2; ++rope)
+    for (int graphs = 0; graphs < 2; ++graphs) {
+      CudaBackendOptions options;
+      options.graphs = graphs == 1;
+      CudaBackend gpu(*model, options);
+      gpu.ops().set_decode_fusions(true, false, true, rope == 1);
+      auto cache = cache_for(c, static_cast<int64_t>(ids.size()), KvDType::BF16);
+      Runner runner(gpu, *cache);
+      runner.set_chunk_size(1);
+      runner.forward(cache->add_sequence(), ids, true, logits[rope][graphs]);
+      ASSERT_EQ(logits[rope][graphs].size(), ids.size() * static_cast<size_t>(c.vocab_size)) << GetParam();
+      // Launch by launch, every step's chains exactly; with graphs at least those of the steps that
+      // were not replays (the first step runs launch by launch, then again to be captured).
+      const int64_t steps = static_cast<int64_t>(ids.size());
+      const int64_t chains = gpu.ops().decode_chain_launches(), ropes = gpu.ops().decode_chain_rope_launches();
+      if (graphs == 0) {
+        EXPECT_EQ(chains, steps * c.num_layers) << GetParam();
+        EXPECT_EQ(ropes, rope == 1 ? steps * (c.num_layers - 1) : 0) << GetParam();
+      } else {
+        EXPECT_GE(chains, c.num_layers) << GetParam();
+        EXPECT_EQ(ropes == 0, rope == 0) << GetParam();
+        EXPECT_EQ(ropes * c.num_layers, rope == 1 ? chains * (c.num_layers - 1) : 0) << GetParam();
+      }
+    }
+  const size_t n = logits[0][0].size();
+  EXPECT_LT(relative_error(logits[1][0].data(), logits[0][0].data(), n), 1e-6) << GetParam() << ": rope against none";
+  EXPECT_LT(relative_error(logits[1][1].data(), logits[1][0].data(), n), 1e-6) << GetParam() << ": rope, graphs";
+  EXPECT_LT(relative_error(logits[0][1].data(), logits[0][0].data(), n), 1e-6) << GetParam() << ": none, graphs";
+}
+
 TEST_P(CudaFixture, GreedyGenerationMatchesTransformers) {
   const fs::path dir = kFixtures / GetParam();
   auto ref = safetensors::File::open((dir / "reference.safetensors").string());

@@ -4,7 +4,9 @@
 // exactly once, each output is written exactly once, the warps that share a unit
 // are in one block with consecutive slices, and a slice keeps its lanes at least
 // kChainGroup chunks long. Shapes: Llama-3-8B's four projections, small and odd
-// ones (an odd row count, inputs shorter than a warp, a last slice cut short),
+// ones (an odd row count, inputs shorter than a warp, a last slice cut short), the q | k | v
+// projection with RoPE in its epilogue (a unit is one rotation pair: rows i and i + d / 2 of a
+// head, or 2i and 2i + 1 interleaved),
 // on grids of 1, 7, 132, 264 (the H200 default: 2 blocks of 8 warps per SM) and 396 blocks of 8
 // and 24 warps, with the slices chosen and forced.
 #include <gtest/gtest.h>
@@ -20,6 +22,8 @@ namespace {
 struct StageShape {
   int64_t out, in;
   ChainEpilogue epilogue;
+  int64_t rope_half = 0;  // kRope
+  bool rope_interleaved = false;
 };
 
 const StageShape kShapes[] = {
@@ -31,7 +35,23 @@ const StageShape kShapes[] = {
     {88, 64, ChainEpilogue::kSwiglu},
     {7, 8, ChainEpilogue::kBias},
     {33, 8264, ChainEpilogue::kBias},         // 1033 chunks: the last slice shorter than the others
+    {6144, 4096, ChainEpilogue::kRope, 64},         // q | k | v with RoPE: 48 heads of 128
+    {6144, 4096, ChainEpilogue::kRope, 64, true},   // interleaved pairs
+    {48, 40, ChainEpilogue::kRope, 4},              // 6 heads of 8
+    {60, 8264, ChainEpilogue::kRope, 5, true},      // 3 heads of 10, slices cut short
 };
+
+ChainStage stage_of(const StageShape& shape) {
+  ChainStage s;
+  s.out = shape.out, s.in = shape.in, s.epilogue = shape.epilogue;
+  s.rope_half = shape.rope_half, s.rope_interleaved = shape.rope_interleaved;
+  return s;
+}
+
+// The share the kernel takes for the stage.
+WarpShare share_of(const ChainStage& s, int64_t task, int warp) {
+  return s.epilogue == ChainEpilogue::kRope ? chain_rope_share(s, task, warp) : chain_warp_share(s, task, warp);
+}
 
 std::string describe(const StageShape& s, int64_t blocks, int warps, int forced) {
   return "out " + std::to_string(s.out) + ", in " + std::to_string(s.in) + ", epilogue " +
@@ -45,8 +65,7 @@ TEST(DecodeChainPlan, EveryChunkOnceEveryOutputOnce) {
       for (int64_t blocks : {1, 7, 132, 264, 396})
         for (int forced : {0, 1, 2, 4, 8}) {
           if (forced > 0 && blocks != 132) continue;  // forced slices do not depend on the grid
-          ChainStage s;
-          s.out = shape.out, s.in = shape.in, s.epilogue = shape.epilogue;
+          ChainStage s = stage_of(shape);
           plan_chain_stage(s, blocks, warps, forced);
           const std::string what = describe(shape, blocks, warps, forced);
           ASSERT_TRUE(s.slices == 1 || s.slices == 2 || s.slices == 4 || s.slices == 8) << what;
@@ -63,12 +82,12 @@ TEST(DecodeChainPlan, EveryChunkOnceEveryOutputOnce) {
           // Block b takes tasks b, b + blocks, ...: every task once, so they are enumerated directly.
           for (int64_t task = 0; task < s.tasks; ++task)
             for (int warp = 0; warp < warps; ++warp) {
-              const WarpShare share = chain_warp_share(s, task, warp);
+              const WarpShare share = share_of(s, task, warp);
               const int first = warp - share.slice;
               ASSERT_GE(first, 0) << what;
               ASSERT_LE(first + s.slices, warps) << what;
               for (int i = 0; i < s.slices; ++i) {
-                const WarpShare other = chain_warp_share(s, task, first + i);
+                const WarpShare other = share_of(s, task, first + i);
                 EXPECT_EQ(other.unit, share.unit) << what;
                 EXPECT_EQ(other.slice, i) << what;
               }
@@ -77,13 +96,22 @@ TEST(DecodeChainPlan, EveryChunkOnceEveryOutputOnce) {
                 ASSERT_GE(share.row[j], 0) << what;
                 ASSERT_LT(share.row[j], s.out) << what;
               }
-              // Rows whose sums reach an output: both for SwiGLU (gate j, up j), else those below out.
+              // Rows whose sums reach an output: both for SwiGLU (gate j, up j) and RoPE (a pair), else
+              // those below out.
+              const bool paired = s.epilogue == ChainEpilogue::kSwiglu || s.epilogue == ChainEpilogue::kRope;
               bool feeds[kChainRows];
-              for (int j = 0; j < kChainRows; ++j)
-                feeds[j] = s.epilogue == ChainEpilogue::kSwiglu || share.unit * kChainRows + j < s.out;
+              for (int j = 0; j < kChainRows; ++j) feeds[j] = paired || share.unit * kChainRows + j < s.out;
               if (s.epilogue == ChainEpilogue::kSwiglu) {
                 EXPECT_EQ(share.row[0], share.unit) << what;
                 EXPECT_EQ(share.row[1], share.unit + s.out / 2) << what;
+              }
+              if (s.epilogue == ChainEpilogue::kRope) {
+                // Pair i of head h: both rows in the head, i apart from its start (2i interleaved), and
+                // d / 2 (1 interleaved) apart from each other.
+                const int64_t d = 2 * s.rope_half, h = share.unit / s.rope_half, i = share.unit % s.rope_half;
+                EXPECT_EQ(share.row[0], h * d + (shape.rope_interleaved ? 2 * i : i)) << what;
+                EXPECT_EQ(share.row[1] - share.row[0], shape.rope_interleaved ? 1 : s.rope_half) << what;
+                EXPECT_EQ(share.row[1] / d, h) << what;
               }
               for (int lane = 0; lane < 32; ++lane)
                 for (int64_t k = share.k_begin + lane; k < share.k_end; k += 32)
@@ -92,6 +120,8 @@ TEST(DecodeChainPlan, EveryChunkOnceEveryOutputOnce) {
               if (share.slice != 0) continue;
               if (s.epilogue == ChainEpilogue::kSwiglu) {
                 ++written[static_cast<size_t>(share.unit)];
+              } else if (s.epilogue == ChainEpilogue::kRope) {
+                for (int j = 0; j < kChainRows; ++j) ++written[static_cast<size_t>(share.row[j])];
               } else {
                 for (int j = 0; j < kChainRows; ++j)
                   if (share.unit * kChainRows + j < s.out) ++written[static_cast<size_t>(share.unit * kChainRows + j)];
@@ -108,8 +138,7 @@ TEST(DecodeChainPlan, SlicesTakeTheFewestRounds) {
   for (const StageShape& shape : kShapes)
     for (int warps : {8, 24})
       for (int64_t blocks : {1, 7, 132, 264, 396}) {
-        ChainStage s;
-        s.out = shape.out, s.in = shape.in, s.epilogue = shape.epilogue;
+        ChainStage s = stage_of(shape);
         plan_chain_stage(s, blocks, warps);
         const auto cost = [&](int slices) {
           const int64_t per_task = warps / slices;

@@ -235,7 +235,8 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
   // Prompt rows of BF16 weights take the bf16 prompt path (cuda_backend_ops.h): the GEMM inputs
   // staged in bf16 by the op before, gate | up in bf16, o and down added to x inside their GEMMs.
   const bool staged = all_bf16_ && ops_.prompt_bf16_path(n);
-  bool have_qkv = false;  // the previous layer's decode chain left this layer's q | k | v in `gate`
+  bool have_qkv = false;   // the previous layer's decode chain left this layer's q | k | v in `gate`
+  bool have_rope = false;  // ... or did its RoPE and KV write too: q, k, v and the entries are written
   for (int layer = 0; layer < c.num_layers; ++layer) {
     const Layer& w = layers_[layer];
     if (layer == 0) {
@@ -250,7 +251,7 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
       if (staged) ops_.matmul_staged(w.wqkv, n, gate, w.bqkv);
       else ops_.matmul(w.wqkv, xn, n, gate, w.bqkv);
     }
-    {
+    if (!have_rope) {
       // The split, RoPE of q and k, and the KV write: one launch.
       ProfileScope p(ops_, "rope, kv write");
       ops_.split_qkv_rope_kv_write(layer, gate, n, c.num_heads, c.num_kv_heads, c.head_dim, positions, inv_freq_,
@@ -259,18 +260,22 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
     {
       ProfileScope p(ops_, "attention");
       params.layer = layer;
+      if (!staged && w.wo.dtype == DType::BF16)  // the o projection reads these next (cuda_backend_ops.h)
+        ops_.prefetch_during_attention(w.wo.data, w.wo.rows * w.wo.cols * 2);
       ops_.attention(params, q, outputs);
     }
     if (observer_) observer_copies_.observe(ops_, observer_, step, view, layer, q, c.q_dim());
     if (!staged) {
       // A decode row: o, gate | up, down and the next layer's q, k, v in one launch, where it applies.
       CudaBackendOps::NextProjection next;
+      CudaBackendOps::NextRope rope{layer + 1, c.num_heads, positions, inv_freq_, c.rope_interleaved, q, k, v};
       if (layer + 1 < c.num_layers) {
         const Layer& after = layers_[layer + 1];
-        next = {&after.wqkv, after.bqkv, after.attn_norm};
+        next = {&after.wqkv, after.bqkv, after.attn_norm, &rope};
       }
       have_qkv = ops_.decode_chain(w.wo, w.w_gate_up, w.w_down, w.mlp_norm, next, c.rms_norm_eps, n,
                                    attn_.as<float>(), x, up, gate);
+      have_rope = have_qkv && rope.done;
       if (have_qkv) continue;
     }
     {

@@ -70,6 +70,7 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
   PODKV_CUDA_CHECK(cudaGetDeviceProperties(&props, 0));
   state_->device_name = props.name;
   state_->num_sms = props.multiProcessorCount;
+  state_->l2_bytes = props.l2CacheSize;
   PODKV_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
   PODKV_CUBLAS_CHECK(cublasCreate(&state_->cublas));
   PODKV_CUBLAS_CHECK(cublasSetStream(state_->cublas, state_->stream));
@@ -101,7 +102,7 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
   if (const char* fuse = std::getenv("PODKV_CUDA_DECODE_FUSE"); fuse != nullptr) {
     const std::string names = std::string(",") + fuse + ",";
     set_decode_fusions(names.find(",swiglu,") != std::string::npos, names.find(",norm,") != std::string::npos,
-                       names.find(",chain,") != std::string::npos);
+                       names.find(",chain,") != std::string::npos, names.find(",rope,") != std::string::npos);
   }
   if (const char* fuse = std::getenv("PODKV_CUDA_PREFILL_FUSE"); fuse != nullptr)
     set_prompt_bf16_path(std::string(fuse) != "0");
@@ -109,10 +110,11 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
 
 void CudaBackendOps::set_prompt_bf16_path(bool on) { state_->prompt_bf16 = on; }
 
-void CudaBackendOps::set_decode_fusions(bool swiglu, bool norm, bool chain) {
+void CudaBackendOps::set_decode_fusions(bool swiglu, bool norm, bool chain, bool rope) {
   state_->fuse_swiglu = swiglu;
   state_->fuse_norm = norm;
   state_->fuse_chain = chain;
+  state_->fuse_rope = rope;
 }
 
 CudaBackendOps::~CudaBackendOps() {
@@ -355,14 +357,35 @@ bool CudaBackendOps::decode_chain(const WeightMatrix& wo, const WeightMatrix& w_
   args.eps = eps;
   args.attn = attn, args.x = x, args.h = h, args.qkv = qkv;
   args.barrier = state_->chain_barrier;
+  cuda::ChainRope rope;
+  if (next.wqkv != nullptr && next.rope != nullptr && state_->fuse_rope && has_step_) {
+    const NextRope& r = *next.rope;
+    rope.step = state_->step;
+    rope.layer = r.layer, rope.heads = r.heads, rope.positions = r.positions, rope.inv_freq = r.inv_freq;
+    rope.interleaved = r.interleaved, rope.q = r.q, rope.k = r.k, rope.v = r.v;
+    if (cuda::decode_chain_rope_fits(rope, args.qkv_out)) args.rope = &rope;
+  }
+  // Where the kernel with the RoPE stage cannot run (its occupancy, a launch of it that failed before),
+  // the plain chain still can.
+  if (args.rope != nullptr && !cuda::decode_chain_applies(args, state_->num_sms)) args.rope = nullptr;
   if (!cuda::decode_chain_applies(args, state_->num_sms)) return false;
-  ProfileScope p(*this, "decode chain (o, gate | up, down, next q, k, v)");
-  if (!cuda::decode_chain(args, state_->num_sms, state_->stream)) return false;
+  ProfileScope p(*this, args.rope != nullptr ? "decode chain (o, gate | up, down, next q, k, v, rope, kv write)"
+                                             : "decode chain (o, gate | up, down, next q, k, v)");
+  if (!cuda::decode_chain(args, state_->num_sms, state_->stream)) {
+    if (args.rope == nullptr) return false;
+    args.rope = nullptr;
+    if (!cuda::decode_chain(args, state_->num_sms, state_->stream)) return false;
+  }
   ++state_->chain_launches;
+  if (args.rope != nullptr) {
+    next.rope->done = true;
+    ++state_->chain_rope_launches;
+  }
   return true;
 }
 
 int64_t CudaBackendOps::decode_chain_launches() const { return state_->chain_launches; }
+int64_t CudaBackendOps::decode_chain_rope_launches() const { return state_->chain_rope_launches; }
 
 void CudaBackendOps::split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim,
                                     const int64_t* positions, const float* inv_freq, bool interleaved, float* q, float* k,

@@ -68,24 +68,44 @@ class CudaBackendOps : public BackendOps {
   // What matmul_add_rms_norm, matmul_swiglu, matmul_add_rms_norm and matmul give, to float32 rounding.
   // False, nothing queued, where it does not apply: rows != 1, the chain fusion off, a weight not
   // BF16, or cuda::decode_chain's own conditions.
+  // With next.rope (and the rope fusion on) the chain also does split_qkv_rope_kv_write's work for
+  // the next layer where it can (one row, bf16 entries, cuda::decode_chain_rope_fits): the same q, k,
+  // v and KV entries, and qkv is not written; rope->done says whether it did.
+  struct NextRope {
+    int layer = 0, heads = 0;
+    const int64_t* positions = nullptr;  // [1]
+    const float* inv_freq = nullptr;     // [head_dim / 2]
+    bool interleaved = false;
+    float *q = nullptr, *k = nullptr, *v = nullptr;
+    bool done = false;
+  };
   struct NextProjection {
     const WeightMatrix* wqkv = nullptr;
     const float* bias = nullptr;
     const float* norm = nullptr;
+    NextRope* rope = nullptr;
   };
   bool decode_chain(const WeightMatrix& wo, const WeightMatrix& w_gate_up, const WeightMatrix& w_down,
                     const float* mlp_norm, const NextProjection& next, double eps, int64_t rows, const float* attn,
                     float* x, float* h, float* qkv);
-  // Chains queued by decode_chain so far (a replayed graph adds none): for tests.
+  // Chains queued by decode_chain so far, and those that did the next layer's RoPE and KV write (a
+  // replayed graph adds none): for tests.
   int64_t decode_chain_launches() const;
+  int64_t decode_chain_rope_launches() const;
   // Whether the fused forms above are taken: swiglu and chain on, norm off by default. Timed one at a
   // time on the H200 (2026-12-03, batch-1 decode of the Llama-3-8B shape at 4K, interleaved with the
   // default of then, both off: 167.8-169.4 tok/s): swiglu 170.7-172.1, norm 162.8-163.3. The chain
   // (decode_chain, which takes the layer's o, gate | up and down where it applies), session 27, with
   // swiglu on in both: 196.1 and 194.2 tok/s at 4K against 183.6 and 183.7 without it.
-  // PODKV_CUDA_DECODE_FUSE names the ones to use ("swiglu", "norm", "chain", joined by commas;
+  // rope: the chain's RoPE and KV write (decode_chain's next.rope), on by default (not yet timed).
+  // PODKV_CUDA_DECODE_FUSE names the ones to use ("swiglu", "norm", "chain", "rope", joined by commas;
   // "none": none), a knob for timing them (scripts/tuning_gpu.sh SETTINGS).
-  void set_decode_fusions(bool swiglu, bool norm, bool chain);
+  void set_decode_fusions(bool swiglu, bool norm, bool chain, bool rope = true);
+  // The next attention call's tensor-core decode kernel may ask `bytes` of `weights` (the layer's o
+  // projection, read right after it) into L2 while it runs: with PODKV_CUDA_ATTN_PREFETCH_MB=N (at most
+  // N MiB; unset or 0: never, the default until timed), for a step of one decode row whose keys and
+  // values of the layer and the prefetch fit in 3/4 of the L2. Used by one attention call.
+  void prefetch_during_attention(const void* weights, int64_t bytes);
   // The bf16 prompt path: for prompt rows (more than cuda::kGemvMaxRows) of BF16 weights the GEMMs
   // take their input as bf16 from one staging buffer, which the op before writes straight away
   // (no float32 copy in memory, no separate rounding pass), and the projections into the residual
@@ -172,6 +192,8 @@ class CudaBackendOps : public BackendOps {
   AttentionBatch batch_;
   bool has_step_ = false;
   int64_t max_keys_ = 1;  // the longest row's key count
+  const void* attention_prefetch_ = nullptr;  // prefetch_during_attention
+  int64_t attention_prefetch_bytes_ = 0;
   // Decode attention's chunks per row (0: the one-block-per-query kernel, for scored rows).
   int decode_splits(int num_heads, bool scored) const;
   bool scored_rows() const;  // whether some row adds selection scores

@@ -64,8 +64,8 @@ struct CudaBackendOps::State {
   unsigned long long* counter = nullptr;
   unsigned* norm_counter = nullptr;  // gemv_residual_norm_row's blocks done (zero between launches)
   unsigned* chain_barrier = nullptr;  // decode_chain's grid barrier (kDecodeChainBarrierWords), zeroed once
-  bool fuse_swiglu = false, fuse_norm = false, fuse_chain = false;  // set_decode_fusions
-  int64_t chain_launches = 0;                                        // decode_chain_launches
+  bool fuse_swiglu = false, fuse_norm = false, fuse_chain = false, fuse_rope = false;  // set_decode_fusions
+  int64_t chain_launches = 0, chain_rope_launches = 0;  // decode_chain_launches, decode_chain_rope_launches
   bool prompt_bf16 = true;                       // PODKV_CUDA_PREFILL_FUSE=0 turns it off
   // Split-KV attention's partial results; the small-batch GEMV's split sums.
   float* partials = nullptr;
@@ -73,6 +73,7 @@ struct CudaBackendOps::State {
   float* gemv_scratch = nullptr;
   size_t gemv_capacity = 0;
   int num_sms = 1;
+  int64_t l2_bytes = 0;  // the device's L2 (prefetch_during_attention)
   // Step graphs by step key, the most recently used last (at most kMaxGraphs).
   struct Graph {
     std::string key;

@@ -57,6 +57,20 @@ constexpr bool kDeviceHasBulkCopies = false;
 constexpr bool kDeviceHasBulkCopies = true;
 #endif
 
+// Warp `warp` of `warps` asks its share of a.prefetch into L2 (sm_90's bulk prefetch: nothing to
+// wait for, no registers held), in 16-byte units, one request per lane.
+__device__ __forceinline__ void prefetch_share(const AttentionLaunch& a, uint32_t warp, uint32_t warps, int lane) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const uint64_t units = static_cast<uint64_t>(a.prefetch_bytes) / 16, lanes = static_cast<uint64_t>(warps) * 32;
+  const uint64_t per_lane = (units + lanes - 1) / lanes, first = (static_cast<uint64_t>(warp) * 32 + lane) * per_lane;
+  if (first >= units) return;
+  const uint64_t n = min(per_lane, units - first);
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(static_cast<const uint8_t*>(a.prefetch) + 16 * first),
+               "r"(static_cast<uint32_t>(16 * n))
+               : "memory");
+#endif
+}
+
 template <int D, int S, bool kSmallPages, bool kBulk = false>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_mma_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
@@ -72,7 +86,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   // sequence, and this kernel is one warp's instruction chain long at batch 1).
   const uint32_t global_warp = blockIdx.x * kWarps + warp;
   const uint32_t units_per_row = static_cast<uint32_t>(Hkv * tiles_per_head);
-  pdl_launch_dependents();  // the merge's blocks may start; they wait for this kernel to finish
   if (global_warp >= static_cast<uint32_t>(s.num_decode_rows) * units_per_row * splits) {
     pdl_wait();
     return;
@@ -92,7 +105,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   bool distant = false;
   const int count = row_spans(s, layer, b, h, pos, spans, distant);
   const bool shared = kr.retention == kRetainWindow || kr.retention == kRetainNone;
-
+  // The next projection's weights depend on nothing: asked for before the wait.
+  if (a.prefetch_bytes > 0) prefetch_share(a, global_warp, gridDim.x * kWarps, lane);
   // Up to here only the step's metadata (pdl.cuh): q, this step's KV entries and the gates come from
   // the kernels before.
   pdl_wait();
@@ -241,14 +255,19 @@ __global__ void __launch_bounds__(kWarps * 32)
       out[0] = w.m[r] == -INFINITY ? -INFINITY : w.m[r] * 0.6931471805599453f;  // natural-log units
       out[1] = w.sum_p[r], out[2] = w.sum_d[r];
     }
+    // Accumulators o[8h .. 8h + 7][e] are elements 8 (2c + e % 2 + 8h) + 0 .. 7 (out_element): two float4.
 #pragma unroll
-    for (int nb = 0; nb < W::kOutBlocks; ++nb)
+    for (int h = 0; h < W::kValueHalves; ++h)
 #pragma unroll
       for (int e = 2 * r; e < 2 * r + 2; ++e) {
-        const int d = w.out_element(nb, e);
-        if (d < D) out[3 + d] = w.o[nb][e];
+        const int d = w.out_element(8 * h, e);
+        if (d >= D) continue;
+        float4* to = reinterpret_cast<float4*>(out + kPartialHead + d);
+        to[0] = make_float4(w.o[8 * h][e], w.o[8 * h + 1][e], w.o[8 * h + 2][e], w.o[8 * h + 3][e]);
+        to[1] = make_float4(w.o[8 * h + 4][e], w.o[8 * h + 5][e], w.o[8 * h + 6][e], w.o[8 * h + 7][e]);
       }
   }
+  pdl_launch_dependents();  // the merge's blocks may start (after this kernel's, not beside them)
 }
 
 // The stages of decode_mma_kernel's shared-memory ring: PODKV_CUDA_DECODE_STAGES = 0 (loads into
@@ -329,7 +348,7 @@ void with_decode_mma_kernel(int head_dim, int64_t page_tokens, bool bulk_ok, F&&
 bool decode_attention_fits(int head_dim) { return head_dim % 8 == 0 && head_dim <= kMaxHeadDim; }
 
 size_t decode_attention_partial_floats(int64_t rows, int num_heads, int splits, int head_dim) {
-  return static_cast<size_t>(rows) * num_heads * splits * (head_dim + 3);
+  return static_cast<size_t>(rows) * num_heads * splits * partial_stride(head_dim);
 }
 
 void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits,

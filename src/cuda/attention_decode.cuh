@@ -24,10 +24,15 @@ struct Span {
   bool distant = false;
 };
 
-// A chunk's partial of one (row, query head): its max, proximal sum and distant sum, then the d
-// unnormalised outputs ([rows][H][splits][d + 3] floats).
+// A chunk's partial of one (row, query head): (max, proximal sum, distant sum, unused), then the d
+// unnormalised outputs, kPartialHead floats on ([rows][H][splits][partial_stride(d)] floats), so that
+// with d % 4 == 0 the outputs are 16-byte aligned (the tensor-core kernel stores them as float4: its
+// per-element stores of 131-float rows held its warps at exit, waiting for the stores to drain).
+constexpr int kPartialHead = 4;
+__host__ __device__ inline int64_t partial_stride(int d) { return d + kPartialHead; }
+
 __device__ __forceinline__ float* partial_at(float* partials, int64_t row, int H, int i, int splits, int split, int d) {
-  return partials + ((row * H + i) * splits + split) * static_cast<int64_t>(d + 3);
+  return partials + ((row * H + i) * splits + split) * partial_stride(d);
 }
 
 // The keys a decode row reads, as spans of positions or store slots (attention.cu's, without

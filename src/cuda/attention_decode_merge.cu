@@ -36,7 +36,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float reduce[3][kThreads / 32];
   __shared__ float sums[kGroups][kMaxHeadDim];
   const float* base = partial_at(const_cast<float*>(partials), slot, num_heads, i, splits, 0, d);
-  const int64_t stride = d + 3;
+  const int64_t stride = partial_stride(d);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = kThreads / 32;
   // Group g sums chunks g, g + kGroups, ... for element t.
   const int g = threadIdx.x / kMaxHeadDim, t = threadIdx.x % kMaxHeadDim;
@@ -44,7 +44,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int k = 0; k < kPrefetch; ++k) {
     const int c = g + k * kGroups;
-    early[k] = c < splits && t < d ? base[c * stride + 3 + t] : 0.0f;
+    early[k] = c < splits && t < d ? base[c * stride + kPartialHead + t] : 0.0f;
   }
   // Each chunk's (max, proximal sum, distant sum), read once.
   float cm[kPerThread], cp[kPerThread], cd[kPerThread];
@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     } else {
 #pragma unroll 8
-      for (int c = g; c < splits; c += kGroups) x += weight[c] * base[c * stride + 3 + t];
+      for (int c = g; c < splits; c += kGroups) x += weight[c] * base[c * stride + kPartialHead + t];
     }
     sums[g][t] = x;
   }

@@ -251,12 +251,13 @@ __global__ void __launch_bounds__(kWarps * 32)
     float m = -INFINITY;
     for (int w = 0; w < kWarps; ++w) m = fmaxf(m, w_max[w][g]);
     float* out = partial_at(partials, slot, H, head0 + g, splits, split, d);
-    for (int t = threadIdx.x; t < d + 3; t += blockDim.x) {
+    for (int t = threadIdx.x; t < partial_stride(d); t += blockDim.x) {
+      if (t == 3) continue;  // unused
       float x = 0.0f;
       for (int w = 0; w < kWarps; ++w) {
         const float weight = w_max[w][g] == -INFINITY ? 0.0f : expf(w_max[w][g] - m);
         if (weight == 0.0f) continue;
-        x += weight * (t == 1 ? w_sp[w][g] : t == 2 ? w_sd[w][g] : t >= 3 ? w_acc[w][t - 3] : 0.0f);
+        x += weight * (t == 1 ? w_sp[w][g] : t == 2 ? w_sd[w][g] : t >= kPartialHead ? w_acc[w][t - kPartialHead] : 0.0f);
       }
       out[t] = t == 0 ? m : x;
     }

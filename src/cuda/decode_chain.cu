@@ -16,17 +16,27 @@
 // L2, not per warp); the norms as rms_norm_kernel (squares summed in double).
 // The slices differ from the per-launch kernels', so the sums agree to float32
 // rounding, not bit for bit; a launch is deterministic.
+//
+// With a ChainRope the last stage also does the next layer's RoPE and KV write (one launch less per
+// layer): its warp units are rotation pairs of a head, so that lane 0 holds both elements of a pair,
+// rotates them as split_qkv_rope_kv_write_kernel does (the same sums, the same double arithmetic) and
+// writes q, k, v and the bf16 entries, whose addresses and angles each block takes while it waits at
+// the stage's barrier.
 #include "cuda/cuda_check.h"
 #include "cuda/decode_chain_plan.h"
 #include "cuda/elements.cuh"
 #include "cuda/gemv_row.cuh"
 #include "cuda/kernels.h"
+#include "cuda/paged.cuh"
 #include "cuda/pdl.cuh"
+#include "cuda/rope.cuh"
+#include "kv/token_classes.h"
 
 #include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <tuple>
 
 namespace podkv::cuda {
 
@@ -47,7 +57,49 @@ struct ChainParams {
   int64_t hidden;
   unsigned* barrier;
   int64_t prefetch_bytes;  // per row: prefetch_first_task
+  ChainRope rope;          // decode_chain_kernel<W, true>: stage[kNextQkv] is kRope, into rope's q, k, v (not qkv)
 };
+
+// What the RoPE epilogue reads, taken by each block at the stage's barrier (the step's metadata
+// only): the angles' sines and cosines (rope_sincos), and the entries of the row's keys (KV heads 0
+// .. H_kv - 1), then its values (null: the layout keeps none).
+struct RopeShared {
+  double sin[kMaxHeadDim / 2], cos[kMaxHeadDim / 2];
+  uint8_t* entry[2 * kChainRopeMaxKvHeads];
+};
+
+__device__ __forceinline__ void prepare_rope(const ChainRope& r, RopeShared& sh) {
+  const int half = r.step.head_dim / 2, kv = r.step.num_kv_heads;
+  for (int i = threadIdx.x; i < half; i += blockDim.x) rope_sincos(i, r.positions[0], r.inv_freq, sh.sin[i], sh.cos[i]);
+  for (int t = threadIdx.x; t < 2 * kv; t += blockDim.x)
+    sh.entry[t] = entry_of_row(r.step, r.layer, 0, t % kv, t < kv ? kKeys : kValues);
+}
+
+// Unit `unit` of the q | k | v projection, pair i of head `head` (its rows, + bias, are elements ea and
+// eb of the head: chain_rope_share's, taken again from the unit so that the rows need not stay in
+// registers through the task's loop), as split_qkv_rope_kv_write_kernel writes it: q and k rotated
+// (rotate_pair_by's arithmetic), into q, k or v; keys and values encoded into their entries as
+// encode_entry<BF16> does.
+__device__ __forceinline__ void rope_epilogue(const ChainStage& s, int64_t unit, const float (&acc)[R],
+                                              const float* bias, const ChainRope& r, const RopeShared& sh) {
+  const int d = r.step.head_dim, kv = r.step.num_kv_heads;
+  const int half = static_cast<int>(s.rope_half);
+  const int u32 = static_cast<int>(unit), head = u32 / half, i = u32 - head * half;
+  const int ea = s.rope_interleaved ? 2 * i : i, eb = s.rope_interleaved ? 2 * i + 1 : i + half;
+  const int64_t row_a = static_cast<int64_t>(head) * d + ea, row_b = static_cast<int64_t>(head) * d + eb;
+  float a = acc[0] + (bias != nullptr ? bias[row_a] : 0.0f);
+  float b = acc[1] + (bias != nullptr ? bias[row_b] : 0.0f);
+  if (head < r.heads + kv) rotate_values(a, b, sh.sin[i], sh.cos[i]);
+  if (head < r.heads) {
+    r.q[row_a] = a, r.q[row_b] = b;
+    return;
+  }
+  const auto [kind, h] = kv_unit(head, r.heads, kv);
+  float* out = (kind == kKeys ? r.k : r.v) + static_cast<int64_t>(h) * d;
+  out[ea] = a, out[eb] = b;
+  uint16_t* e = reinterpret_cast<uint16_t*>(sh.entry[(kind == kKeys ? 0 : kv) + h]);
+  if (e != nullptr) e[ea] = f32_to_bf16_bits(a), e[eb] = f32_to_bf16_bits(b);
+}
 
 __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
   unsigned v;
@@ -64,22 +116,36 @@ __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
 // arrival (as cooperative groups' grid sync does).
 constexpr int kGeneration = kDecodeChainBarrierWords / 2;
 
-__device__ __forceinline__ void grid_barrier(unsigned* barrier) {
+// `meanwhile` runs on every thread of the block after its arrival, before it waits: work that reads
+// nothing the other blocks write before the barrier is done while the last blocks arrive, not after.
+template <typename F>
+__device__ __forceinline__ void grid_barrier(unsigned* barrier, F meanwhile) {
   __syncthreads();
+  unsigned generation = 0;
+  bool last = false;
   if (threadIdx.x == 0) {
-    const unsigned generation = load_acquire(barrier + kGeneration);
+    generation = load_acquire(barrier + kGeneration);
     __threadfence();
-    if (atomicAdd(barrier, 1u) == gridDim.x - 1) {
+    last = atomicAdd(barrier, 1u) == gridDim.x - 1;
+    if (last) {
       atomicExch(barrier, 0u);
       __threadfence();
       atomicAdd(barrier + kGeneration, 1u);
-    } else {
+    }
+  }
+  meanwhile();
+  if (threadIdx.x == 0) {
+    if (!last) {
       while (load_acquire(barrier + kGeneration) == generation) {
       }
     }
     __threadfence();
   }
   __syncthreads();
+}
+
+__device__ __forceinline__ void grid_barrier(unsigned* barrier) {
+  grid_barrier(barrier, [] {});
 }
 
 // The warp's rows of W as 16-byte chunks.
@@ -117,11 +183,13 @@ __device__ __forceinline__ void multiply_group(const uint4 (&wv)[R][U], const fl
 // weights depend on nothing): they stream from memory while the block waits at the barrier for the
 // stage's input, and the stage's first loads find them in L2. sm_90's bulk prefetch, one per row from
 // lanes 0 .. R - 1: no registers, nothing to wait for.
+template <bool kRopeRows = false>
 __device__ __forceinline__ void prefetch_first_task(const ChainStage& s, int64_t bytes) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   const int lane = threadIdx.x % 32;
   if (blockIdx.x >= s.tasks || lane >= R || bytes <= 0) return;
-  const WarpShare share = chain_warp_share(s, blockIdx.x, threadIdx.x / 32);
+  const WarpShare share =
+      kRopeRows ? chain_rope_share(s, blockIdx.x, threadIdx.x / 32) : chain_warp_share(s, blockIdx.x, threadIdx.x / 32);
   if (!share.active) return;
   const int64_t chunks = share.k_end - share.k_begin < bytes / 16 ? share.k_end - share.k_begin : bytes / 16;
   if (chunks <= 0) return;
@@ -182,10 +250,12 @@ __device__ __forceinline__ void load_normed(float* xs, const float* x, const flo
 // [s.warps][R] floats of shared memory for the slices' sums.
 template <ChainEpilogue E>
 __device__ __forceinline__ void run_task(const ChainStage& s, int64_t task, const float* xs, float* y,
-                                         const float* bias, float (*partial)[R]) {
+                                         const float* bias, float (*partial)[R], const ChainParams& p,
+                                         const RopeShared* rope_shared) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const float4* xs4 = reinterpret_cast<const float4*>(xs);
-  const WarpShare share = chain_warp_share(s, task, warp);
+  const WarpShare share =
+      E == ChainEpilogue::kRope ? chain_rope_share(s, task, warp) : chain_warp_share(s, task, warp);
   float acc[R] = {};
   if (share.active) {  // the same for the whole warp
     const WarpRows rows = warp_rows(s, share);
@@ -233,6 +303,8 @@ __device__ __forceinline__ void run_task(const ChainStage& s, int64_t task, cons
   if (!share.active || share.slice != 0 || lane != 0) return;
   if constexpr (E == ChainEpilogue::kSwiglu) {
     __stcg(y + share.unit, silu_mul_value(acc[0], acc[1]));
+  } else if constexpr (E == ChainEpilogue::kRope) {
+    rope_epilogue(s, share.unit, acc, bias, p.rope, *rope_shared);
   } else {
 #pragma unroll
     for (int j = 0; j < R; ++j) {
@@ -246,40 +318,56 @@ __device__ __forceinline__ void run_task(const ChainStage& s, int64_t task, cons
 
 // The block's tasks of stage s (s.warps == W): blockIdx.x, blockIdx.x + gridDim.x, ...
 template <ChainEpilogue E, int W>
-__device__ __forceinline__ void run_stage(const ChainStage& s, const float* xs, float* y, const float* bias) {
+__device__ __forceinline__ void run_stage(const ChainStage& s, const float* xs, float* y, const float* bias,
+                                          const ChainParams& p, const RopeShared* rope_shared = nullptr) {
   __shared__ float partial[W][R];
-  for (int64_t task = blockIdx.x; task < s.tasks; task += gridDim.x) run_task<E>(s, task, xs, y, bias, partial);
+  for (int64_t task = blockIdx.x; task < s.tasks; task += gridDim.x)
+    run_task<E>(s, task, xs, y, bias, partial, p, rope_shared);
 }
 
 // Blocks of W warps, all resident at once (a cooperative launch) and the registers capped at 80 so
 // that 24 warps fit a multiprocessor: W = 8 three blocks, W = 24 one (80 registers, no spills).
-template <int W>
+// kRope: the last stage with the next layer's RoPE and KV write (p.rope), a kernel of its own so
+// that the other's code and registers stay as they were.
+template <int W, bool kRope>
 __global__ void __launch_bounds__(32 * W, 24 / W) decode_chain_kernel(const ChainParams p) {
   extern __shared__ float4 shared_x[];  // the stage's input: max(q_dim, hidden, inter) floats
   float* xs = reinterpret_cast<float*>(shared_x);
   // x += o(attn): attn comes from the launch before.
   prefetch_first_task(p.stage[kO], p.prefetch_bytes);
   load_input<W>(xs, p.attn, p.stage[kO].in);
-  run_stage<ChainEpilogue::kResidual, W>(p.stage[kO], xs, p.x, nullptr);
+  run_stage<ChainEpilogue::kResidual, W>(p.stage[kO], xs, p.x, nullptr, p);
   // h = silu(gate) * up of RMSNorm(x) * mlp_norm.
   prefetch_first_task(p.stage[kGateUp], p.prefetch_bytes);
   grid_barrier(p.barrier);
   load_normed<W>(xs, p.x, p.mlp_norm, p.hidden, p.eps);
-  run_stage<ChainEpilogue::kSwiglu, W>(p.stage[kGateUp], xs, p.h, nullptr);
+  run_stage<ChainEpilogue::kSwiglu, W>(p.stage[kGateUp], xs, p.h, nullptr, p);
   // x += down(h).
   prefetch_first_task(p.stage[kDown], p.prefetch_bytes);
   grid_barrier(p.barrier);
   load_input<W>(xs, p.h, p.stage[kDown].in);
-  run_stage<ChainEpilogue::kResidual, W>(p.stage[kDown], xs, p.x, nullptr);
+  run_stage<ChainEpilogue::kResidual, W>(p.stage[kDown], xs, p.x, nullptr, p);
   if (p.stage[kNextQkv].tasks == 0) return;  // the last layer (the same for every block)
   // The next layer's q | k | v of RMSNorm(x) * next_norm (+ bias).
-  prefetch_first_task(p.stage[kNextQkv], p.prefetch_bytes);
-  grid_barrier(p.barrier);
-  // The RoPE + KV write kernel after this one may start its blocks (pdl.cuh): it reads the step's
-  // metadata while this stage streams its weights, and waits for this launch to finish.
-  pdl_launch_dependents();
-  load_normed<W>(xs, p.x, p.next_norm, p.hidden, p.eps);
-  run_stage<ChainEpilogue::kBias, W>(p.stage[kNextQkv], xs, p.qkv, p.bias);
+  prefetch_first_task<kRope>(p.stage[kNextQkv], p.prefetch_bytes);
+  if constexpr (kRope) {
+    // The angles and the entries (the step's metadata only), while the last blocks arrive; visible
+    // after the barrier's last __syncthreads.
+    __shared__ RopeShared rope_shared;
+    grid_barrier(p.barrier, [&] { prepare_rope(p.rope, rope_shared); });
+    // Attention, the kernel after this one, may start its blocks (pdl.cuh): it reads the step's
+    // metadata while this stage streams its weights, and waits for this launch to finish.
+    pdl_launch_dependents();
+    load_normed<W>(xs, p.x, p.next_norm, p.hidden, p.eps);
+    run_stage<ChainEpilogue::kRope, W>(p.stage[kNextQkv], xs, nullptr, p.bias, p, &rope_shared);
+  } else {
+    grid_barrier(p.barrier);
+    // The RoPE + KV write kernel after this one may start its blocks (pdl.cuh): it reads the step's
+    // metadata while this stage streams its weights, and waits for this launch to finish.
+    pdl_launch_dependents();
+    load_normed<W>(xs, p.x, p.next_norm, p.hidden, p.eps);
+    run_stage<ChainEpilogue::kBias, W>(p.stage[kNextQkv], xs, p.qkv, p.bias, p);
+  }
 }
 
 // Tuning knobs, read once: PODKV_CUDA_CHAIN_WARPS=8 or 24 warps per block (default 8);
@@ -303,22 +391,25 @@ int chain_warps() {
 }
 
 using ChainKernel = void (*)(ChainParams);
-ChainKernel chain_kernel(int warps) { return warps == 8 ? decode_chain_kernel<8> : decode_chain_kernel<24>; }
+ChainKernel chain_kernel(int warps, bool rope) {
+  if (rope) return warps == 8 ? decode_chain_kernel<8, true> : decode_chain_kernel<24, true>;
+  return warps == 8 ? decode_chain_kernel<8, false> : decode_chain_kernel<24, false>;
+}
 
 // Blocks per multiprocessor unless PODKV_CUDA_CHAIN_BLOCKS says otherwise (see above).
 constexpr int kDefaultBlocksPerSm = 2;
 
-// Blocks per multiprocessor of the kernel of `warps` warps with `smem` bytes of dynamic shared memory
-// (0: it cannot run cooperatively with that much on this device, or a launch of it failed), asked
-// once per pair.
+// Blocks per multiprocessor of the kernel of `warps` warps (with the RoPE stage or not) with `smem`
+// bytes of dynamic shared memory (0: it cannot run cooperatively with that much on this device, or a
+// launch of it failed), asked once per kernel and size.
 std::mutex known_mutex;
-std::map<std::pair<int, size_t>, int> known_blocks;
+std::map<std::tuple<int, size_t, bool>, int> known_blocks;
 
-int chain_blocks_per_sm(int warps, size_t smem) {
+int chain_blocks_per_sm(int warps, size_t smem, bool rope) {
   const std::lock_guard<std::mutex> lock(known_mutex);
-  const auto it = known_blocks.find({warps, smem});
+  const auto it = known_blocks.find({warps, smem, rope});
   if (it != known_blocks.end()) return it->second;
-  const ChainKernel kernel = chain_kernel(warps);
+  const ChainKernel kernel = chain_kernel(warps, rope);
   int device = 0, cooperative = 0, optin = 0, blocks = 0;
   check_cuda(cudaGetDevice(&device), "cudaGetDevice");
   check_cuda(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device), "cudaDeviceGetAttribute");
@@ -333,13 +424,13 @@ int chain_blocks_per_sm(int warps, size_t smem) {
     static const int forced = env_int("PODKV_CUDA_CHAIN_BLOCKS", kDefaultBlocksPerSm);
     if (forced > 0) blocks = std::min(blocks, forced);
   }
-  known_blocks.emplace(std::make_pair(warps, smem), blocks);
+  known_blocks.emplace(std::make_tuple(warps, smem, rope), blocks);
   return blocks;
 }
 
-void decline_from_now_on(int warps, size_t smem) {
+void decline_from_now_on(int warps, size_t smem, bool rope) {
   const std::lock_guard<std::mutex> lock(known_mutex);
-  known_blocks[{warps, smem}] = 0;
+  known_blocks[{warps, smem, rope}] = 0;
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -347,6 +438,7 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 // The grid and shared memory of a chain for `a` (blocks 0: it does not apply).
 struct ChainLaunch {
   int warps = 0;
+  bool rope = false;
   int64_t blocks = 0;
   size_t smem = 0;
 };
@@ -359,17 +451,28 @@ ChainLaunch chain_launch(const DecodeChain& a, int num_sms) {
                         static_cast<const void*>(a.x), static_cast<const void*>(a.h),
                         static_cast<const void*>(a.mlp_norm)})
     if (p == nullptr || !aligned16(p)) return {};
-  if (a.wqkv != nullptr &&
-      (a.qkv_out <= 0 || !aligned16(a.wqkv) || a.next_norm == nullptr || !aligned16(a.next_norm) || a.qkv == nullptr))
+  if (a.wqkv != nullptr && (a.qkv_out <= 0 || !aligned16(a.wqkv) || a.next_norm == nullptr ||
+                            !aligned16(a.next_norm) || (a.rope == nullptr ? a.qkv == nullptr : !decode_chain_rope_fits(*a.rope, a.qkv_out))))
     return {};
   ChainLaunch launch;
   launch.warps = chain_warps();
   launch.smem = sizeof(float) * static_cast<size_t>(std::max({a.hidden, a.q_dim, a.inter}));
-  launch.blocks = static_cast<int64_t>(chain_blocks_per_sm(launch.warps, launch.smem)) * num_sms;
+  launch.rope = a.wqkv != nullptr && a.rope != nullptr;
+  launch.blocks = static_cast<int64_t>(chain_blocks_per_sm(launch.warps, launch.smem, launch.rope)) * num_sms;
   return launch;
 }
 
 }  // namespace
+
+bool decode_chain_rope_fits(const ChainRope& r, int64_t qkv_out) {
+  const DeviceStep& s = r.step;
+  const int kv = s.num_kv_heads, d = s.head_dim;
+  return static_cast<KvDType>(s.dtype) == KvDType::BF16 && s.rows == 1 && s.num_prefill_tiles == 0 && kv >= 1 &&
+         kv <= kChainRopeMaxKvHeads && d >= 2 && d % 2 == 0 && d <= kMaxHeadDim && r.heads >= kv &&
+         r.heads % kv == 0 && qkv_out == static_cast<int64_t>(r.heads + 2 * kv) * d && r.layer >= 0 &&
+         r.layer < s.num_layers && r.positions != nullptr && r.inv_freq != nullptr && r.q != nullptr &&
+         r.k != nullptr && r.v != nullptr;
+}
 
 bool decode_chain_applies(const DecodeChain& args, int num_sms) { return chain_launch(args, num_sms).blocks > 0; }
 
@@ -384,6 +487,12 @@ bool decode_chain(const DecodeChain& a, int num_sms, cudaStream_t stream) {
   p.stage[kGateUp] = {a.w_gate_up, 2 * a.inter, a.hidden, ChainEpilogue::kSwiglu};
   p.stage[kDown] = {a.w_down, a.hidden, a.inter, ChainEpilogue::kResidual};
   if (a.wqkv != nullptr) p.stage[kNextQkv] = {a.wqkv, a.qkv_out, a.hidden, ChainEpilogue::kBias};
+  if (launch.rope) {
+    p.rope = *a.rope;
+    p.stage[kNextQkv].epilogue = ChainEpilogue::kRope;
+    p.stage[kNextQkv].rope_half = a.rope->step.head_dim / 2;
+    p.stage[kNextQkv].rope_interleaved = a.rope->interleaved;
+  }
   for (ChainStage& s : p.stage)
     if (s.w != nullptr) plan_chain_stage(s, launch.blocks, launch.warps, forced_slices);
   p.attn = a.attn, p.x = a.x, p.h = a.h, p.qkv = a.qkv;
@@ -405,13 +514,13 @@ bool decode_chain(const DecodeChain& a, int num_sms, cudaStream_t stream) {
   // captured in a step graph).
   static const bool plain = env_int("PODKV_CUDA_CHAIN_COOPERATIVE", 1) == 0;
   config.numAttrs = plain ? 0 : 1;
-  const cudaError_t e = cudaLaunchKernelEx(&config, chain_kernel(launch.warps), p);
+  const cudaError_t e = cudaLaunchKernelEx(&config, chain_kernel(launch.warps, launch.rope), p);
   if (e == cudaErrorCooperativeLaunchTooLarge || e == cudaErrorLaunchOutOfResources ||
       e == cudaErrorInvalidConfiguration) {
     // A grid the device will not hold at once after all (fewer multiprocessors free than it has: MPS,
     // green contexts): clear the error, and the per-launch kernels take this size from now on.
     (void)cudaGetLastError();
-    decline_from_now_on(launch.warps, launch.smem);
+    decline_from_now_on(launch.warps, launch.smem, launch.rope);
     return false;
   }
   check_cuda(e, "decode_chain_kernel (cooperative launch)");

@@ -5,7 +5,8 @@
 // A stage is one one-row product y = x · Wᵀ, W [out, in] in BF16, read as
 // 16-byte chunks (8 weights; in % 8 == 0). A warp unit is kChainRows output rows
 // (two consecutive rows; for SwiGLU's stacked W = [gate | up], gate row j and up
-// row inter + j). A block of `warps` warps takes tasks of warps / slices units:
+// row inter + j; for the q | k | v projection with RoPE in its epilogue, the two rows of one
+// rotation pair of a head, chain_rope_share). A block of `warps` warps takes tasks of warps / slices units:
 // each unit's `slices` warps sum one slice of the chunks each (a span, a multiple
 // of 32 chunks, per slice), and the block adds the slices' sums in slice order.
 // Block b of a grid of G runs tasks b, b + G, ...; lane l of a warp sums chunks
@@ -27,6 +28,7 @@ enum class ChainEpilogue : int {
   kResidual,  // y[o] += sum (the residual stream)
   kSwiglu,    // y[j] = silu(gate_j) * up_j
   kBias,      // y[o] = sum (+ bias[o])
+  kRope,      // q | k | v (+ bias), q and k rotated by RoPE, k and v written to the KV pool (decode_chain.cu)
 };
 
 struct ChainStage {
@@ -36,6 +38,9 @@ struct ChainStage {
   int warps = 8;      // per block (a multiple of kChainMaxSlices)
   int slices = 1;     // warps per unit: 1, 2, 4 or 8
   int64_t tasks = 0;  // block tasks
+  // kRope: out = heads x 2 rope_half rows, head after head (chain_rope_share).
+  int64_t rope_half = 0;
+  bool rope_interleaved = false;
 };
 
 // The rows one warp of a task reads and the chunks its lane 0 sums (lane l: + l).
@@ -75,6 +80,22 @@ PODKV_HOST_DEVICE inline WarpShare chain_warp_share(const ChainStage& s, int64_t
       share.row[j] = o < s.out ? o : share.unit * kChainRows;
     }
   }
+  return share;
+}
+
+// A kRope stage's share: the units, slices and chunks of a kBias stage of as many rows (out / 2 units),
+// but unit u is pair i = u % rope_half of head h = u / rope_half, rows h d + i and h d + i + d / 2 (d =
+// 2 rope_half), or h d + 2i and h d + 2i + 1 with rope_interleaved, so that one warp holds both
+// elements of a rotation. A function of its own: the other stages' code (the kernel's registers are
+// at the cap of 80) stays as it was.
+PODKV_HOST_DEVICE inline WarpShare chain_rope_share(const ChainStage& s, int64_t task, int warp) {
+  WarpShare share = chain_warp_share(s, task, warp);
+  if (!share.active) return share;
+  const int32_t unit = static_cast<int32_t>(share.unit), half = static_cast<int32_t>(s.rope_half);
+  const int32_t head = unit / half, i = unit - head * half;
+  const int32_t row0 = 2 * head * half + (s.rope_interleaved ? 2 * i : i);
+  share.row[0] = row0;
+  share.row[1] = row0 + (s.rope_interleaved ? 1 : half);
   return share;
 }
 

@@ -89,6 +89,24 @@ bool gemv_residual_norm_row(DType dtype, const void* w, int64_t out, int64_t in,
                             const float* norm_weight, double eps, float* norm_out, unsigned* counter, int num_sms,
                             cudaStream_t stream);
 
+// The next layer's RoPE and KV write, done in the chain's q | k | v stage (split_qkv_rope_kv_write's
+// work for the chain's one row): q, k and v written, q and k rotated, k and v encoded into layer
+// `layer`'s entries of `step` (bf16 entries). The stage's units are then rotation pairs
+// (decode_chain_plan.h, ChainEpilogue::kRope), and qkv is not written.
+struct ChainRope {
+  DeviceStep step;
+  int layer = 0, heads = 0;
+  const int64_t* positions = nullptr;  // [1]
+  const float* inv_freq = nullptr;     // [head_dim / 2]
+  bool interleaved = false;
+  float *q = nullptr, *k = nullptr, *v = nullptr;  // [heads * head_dim], [H_kv * head_dim] x 2
+};
+constexpr int kChainRopeMaxKvHeads = 64;
+// Whether the chain takes `rope` for a q | k | v projection of qkv_out rows: one row of bf16 entries,
+// head_dim even and at most 128, at most kChainRopeMaxKvHeads KV heads, the rows heads + 2 H_kv heads.
+// (`interleaved` sets the stage's pairs: decode_chain_plan.h's rope_interleaved.)
+bool decode_chain_rope_fits(const ChainRope& rope, int64_t qkv_out);
+
 // decode_chain.cu: one decode row's layer after attention in one cooperative launch, BF16 weights:
 // x += attn · woᵀ; h = silu(gate) * up of RMSNorm(x) * mlp_norm through w_gate_up = [gate | up];
 // x += h · w_downᵀ; then, with wqkv (the next layer's), qkv = RMSNorm(x) * next_norm · wqkvᵀ (+ bqkv).
@@ -97,6 +115,7 @@ bool gemv_residual_norm_row(DType dtype, const void* w, int64_t out, int64_t in,
 // a size not a multiple of 8, a pointer not 16-byte aligned, shared memory for the longest input
 // (4 max(hidden, q_dim, inter) bytes) beyond a block's, no cooperative launch on the device, or a
 // launch of that size that failed before (its error cleared).
+
 struct DecodeChain {
   const uint16_t* wo = nullptr;         // [hidden, q_dim]
   const uint16_t* w_gate_up = nullptr;  // [2 inter, hidden]
@@ -110,7 +129,8 @@ struct DecodeChain {
   const float* attn = nullptr;  // [q_dim], attention's output
   float* x = nullptr;           // [hidden], the residual stream, updated
   float* h = nullptr;           // [inter] scratch
-  float* qkv = nullptr;         // [qkv_out] (with wqkv)
+  float* qkv = nullptr;         // [qkv_out] (with wqkv and no rope)
+  const ChainRope* rope = nullptr;  // with wqkv: the next layer's RoPE and KV write too (or null)
   unsigned* barrier = nullptr;  // kDecodeChainBarrierWords of device memory, zero before the first launch
 };
 constexpr int kDecodeChainBarrierWords = 64;  // two words, on cache lines of their own

@@ -15,16 +15,6 @@ namespace podkv::cuda {
 
 namespace {
 
-// The entry row `row`'s key (kind kKeys) or value of KV head h goes to: null where the layout keeps
-// none. The step's metadata only.
-__device__ __forceinline__ uint8_t* entry_of_row(const DeviceStep& s, int layer, int64_t row, int h, int kind) {
-  const KvRule& rule = (kind == kKeys ? s.key_rules : s.value_rules)[layer * s.num_kv_heads + h];
-  if (rule.retention == kRetainNone) return nullptr;
-  const int b = s.row_entry[row];
-  const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
-  return entry_at(s, stream_of(s, b, kind, layer, h), pos);
-}
-
 // src's d floats encoded as T into entry e (null: nothing), by one warp.
 template <KvDType T>
 __device__ __forceinline__ void encode_to(const DeviceStep& s, uint8_t* e, const float* src, int lane) {
@@ -70,15 +60,6 @@ __global__ void kv_write_kernel(DeviceStep s, int layer, const float* k, const f
 // kv_write_kernel encodes it: the same q, k, v and pool bytes as the two launches.
 constexpr int kFusedWarps = 8;
 constexpr int kWholeRowBlocks = 32;
-
-// A unit past the query heads: KV head h's key (units heads .. heads + H - 1) or value (the next H).
-struct KvUnit {
-  int kind, h;
-};
-__device__ __forceinline__ KvUnit kv_unit(int unit, int heads, int H) {
-  const int kind = unit < heads + H ? kKeys : kValues;
-  return {kind, unit - heads - (kind == kKeys ? 0 : H)};
-}
 
 template <KvDType T>
 __global__ void __launch_bounds__(kFusedWarps * 32)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "cuda/device_step.h"
+#include "kv/token_classes.h"
 
 namespace podkv::cuda {
 
@@ -40,6 +41,26 @@ __device__ __forceinline__ uint8_t* entry_address(const DeviceStep& s, EntryRef 
 // Entry i (position or slot), or null where the stream holds no page for it.
 __device__ __forceinline__ uint8_t* entry_at(const DeviceStep& s, const DeviceStream& st, int64_t i) {
   return entry_address(s, entry_ref(s, st, i));
+}
+
+// In a row's stacked q | k | v heads, head `unit` past the `heads` query heads: KV head h's key
+// (units heads .. heads + H - 1) or value (the next H). kv_write.cu, and decode_chain.cu's RoPE epilogue.
+struct KvUnit {
+  int kind, h;
+};
+__device__ __forceinline__ KvUnit kv_unit(int unit, int heads, int H) {
+  const int kind = unit < heads + H ? kKeys : kValues;
+  return {kind, unit - heads - (kind == kKeys ? 0 : H)};
+}
+
+// The entry row `row`'s key (kind kKeys) or value of KV head h goes to: null where the layout keeps
+// none. The step's metadata only (kv_write.cu, and decode_chain.cu's RoPE epilogue).
+__device__ __forceinline__ uint8_t* entry_of_row(const DeviceStep& s, int layer, int64_t row, int h, int kind) {
+  const KvRule& rule = (kind == kKeys ? s.key_rules : s.value_rules)[layer * s.num_kv_heads + h];
+  if (rule.retention == kRetainNone) return nullptr;
+  const int b = s.row_entry[row];
+  const int64_t pos = s.first_pos[b] + (row - s.row_begin[b]);
+  return entry_at(s, stream_of(s, b, kind, layer, h), pos);
 }
 
 }  // namespace podkv::cuda

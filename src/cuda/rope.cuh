@@ -15,13 +15,22 @@ __device__ __forceinline__ void rope_sincos(int i, int64_t pos, const float* inv
   sincos(static_cast<double>(angle), &s, &c);
 }
 
+// A pair's values (a, b) rotated by an angle of sine s and cosine c (also decode_chain.cu's RoPE
+// epilogue: the same arithmetic, the same results).
+__device__ __forceinline__ void rotate_values(float& a, float& b, double s, double c) {
+  const double va = a, vb = b;
+  a = static_cast<float>(va * c - vb * s);
+  b = static_cast<float>(vb * c + va * s);
+}
+
 // The rotation of pair i by an angle of sine s and cosine c.
 __device__ __forceinline__ void rotate_pair_by(const float* in, float* out, int i, int dim, bool interleaved, double s,
                                                double c) {
   const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + dim / 2;
-  const double va = in[a], vb = in[b];
-  out[a] = static_cast<float>(va * c - vb * s);
-  out[b] = static_cast<float>(vb * c + va * s);
+  float va = in[a], vb = in[b];
+  rotate_values(va, vb, s, c);
+  out[a] = va;
+  out[b] = vb;
 }
 
 __device__ __forceinline__ void rotate_pair(const float* in, float* out, int i, int dim, int64_t pos,

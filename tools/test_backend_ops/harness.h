@@ -78,9 +78,10 @@ std::vector<T> to_host(const DeviceBuffer& buf, size_t count) {
   return host;
 }
 
-// Case groups (op_cases.cpp, kv_cases.cpp) and the perf mode (perf.cpp).
+// Case groups (op_cases.cpp, kv_cases.cpp, chain_cases.cpp: CUDA only) and the perf mode (perf.cpp).
 void run_op_cases(BackendOps& ops, Reporter& report);
 void run_kv_cases(BackendOps& ops, Reporter& report);
+void run_chain_cases(BackendOps& ops, Reporter& report);
 void run_perf(BackendOps& ops, const Options& options);
 
 }  // namespace podkv::backend_test

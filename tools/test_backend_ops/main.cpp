@@ -17,7 +17,7 @@ namespace {
 using podkv::backend_test::Options;
 
 const char* const kOps[] = {"embedding", "rms_norm", "rope", "silu_mul", "add", "matmul", "gather_rows", "kv_write",
-                            "attention"};
+                            "attention", "decode_chain"};
 
 void usage(FILE* to) {
   std::fprintf(to,
@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
       }
       run_op_cases(*ops, report);
       run_kv_cases(*ops, report);
+      run_chain_cases(*ops, report);
     }
     if (backends == 0) throw podkv::Error("--backend: no backend '" + options.backend + "' (see --help)");
     if (!options.perf) {
