@@ -14,6 +14,8 @@
 # Decode contexts are filled without a prefill (podkv bench's synthetic depth on
 # the GPU); transformers runs its real prefill first.
 #   scripts/bench_gpu.sh [BUILD_DIR] [OUT_DIR]    (KV_MEMORY=96G, STEPS=32, PARTS="1 2 3 4")
+# KV_MEMORY unset on a GPU too small for 96 GiB of cache beside the 16 GB of weights (an 80 GB H100):
+# the card's memory less 24 GiB, rounded down to a multiple of 8 GiB (48G on an H100), said in a line.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build-cuda}
@@ -21,7 +23,15 @@ out=${2:-$build/gpu-bench}
 mkdir -p "$out"
 podkv="$build/podkv"
 config="$root/configs/llama-3-8b-32k"
-mem=${KV_MEMORY:-96G}
+mem=${KV_MEMORY:-}
+if [ -z "$mem" ]; then
+  mem=96G
+  total_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits -i 0 2>/dev/null | head -1 | tr -dc 0-9)
+  if [ -n "$total_mib" ] && [ $((total_mib / 1024 - 24)) -lt 96 ]; then
+    mem=$(( (total_mib / 1024 - 24) / 8 * 8 ))G
+    echo "bench_gpu: KV_MEMORY=$mem (this GPU has $((total_mib / 1024)) GiB: 96G of cache does not fit beside the weights)"
+  fi
+fi
 steps=${STEPS:-32}
 pod=(--kv pod --pod-group 3 --sink 16 --recent 4080)
 common=(-m "$config" --device cuda --random-weights --kv-dtype bf16 --page-tokens 64)
