@@ -115,7 +115,6 @@ bool decode_chain_rope_fits(const ChainRope& rope, int64_t qkv_out);
 // a size not a multiple of 8, a pointer not 16-byte aligned, shared memory for the longest input
 // (4 max(hidden, q_dim, inter) bytes) beyond a block's, no cooperative launch on the device, or a
 // launch of that size that failed before (its error cleared).
-
 struct DecodeChain {
   const uint16_t* wo = nullptr;         // [hidden, q_dim]
   const uint16_t* w_gate_up = nullptr;  // [2 inter, hidden]
