@@ -5,7 +5,8 @@
 #     copying warpgroup), PODKV_CUDA_PREFILL_STEP=128 (the copying kernel's 128-key steps),
 #     PODKV_CUDA_PREFILL=1,1 (wgmma prefill blocks of one warpgroup) and
 #     PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync prefill kernels on a Hopper GPU), and the matmul cases
-#     with PODKV_CUDA_GEMV_SLICES=1 and 8 (the one-row GEMV unsplit and split 8 ways);
+#     with PODKV_CUDA_GEMV_SLICES=1 and 8 (the one-row GEMV unsplit and split 8 ways), and the attention cases once more
+#     with PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 (decode rows of up to 257 chunks);
 #  2. the CUDA tests of podkv_tests (they skip without a GPU): Models/CudaFixture.*, CudaFusedOps.* (fused
 #     ops against the launches they replace), CudaSampling.* (device draws against the CPU sampler's),
 #     CudaGraphs.* (step graphs per batch shape against launch by launch), CudaDecodeChain.* (the decode
@@ -79,13 +80,18 @@ tail -1 "$logs/backend_ops.log"
 # (PODKV_CUDA_PREFILL=1,1) and the mma.sync kernels that other GPUs run
 # (PODKV_CUDA_PREFILL_WGMMA=0) are checked here too, and the one-row GEMV with its inputs split in 1
 # (none) and 8 slices wherever they allow (PODKV_CUDA_GEMV_SLICES; the default picks per shape).
+# Decode attention with two stages (two blocks per multiprocessor) and chunks of 16 keys gives a row up
+# to 257 chunks: the merge's other paths (129 to 256 chunks with its loads early, more without).
 for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention" \
              "PODKV_CUDA_PREFILL=1,1 attention" \
              "PODKV_CUDA_PREFILL_WGMMA=0 attention" \
+             "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" \
              "PODKV_CUDA_GEMV_SLICES=1 matmul" "PODKV_CUDA_GEMV_SLICES=8 matmul"; do
   setting=${check% *} op=${check##* }
-  log="$logs/backend_ops_${setting%%=*}_${setting##*=}.log"
-  if OMP_WAIT_POLICY=PASSIVE env "$setting" "$build/podkv_test_backend_ops" --op "$op" --backend cuda >"$log" 2>&1; then
+  name=${setting//PODKV_CUDA_/} name=${name//[ =,]/_}
+  log="$logs/backend_ops_$name.log"
+  # shellcheck disable=SC2086  # a setting may be several VAR=value words
+  if OMP_WAIT_POLICY=PASSIVE env $setting "$build/podkv_test_backend_ops" --op "$op" --backend cuda >"$log" 2>&1; then
     echo "  $op with $setting: $(tail -1 "$log")"
   else
     status=1; echo "  $op with $setting: FAILED"; grep FAIL "$log" | head

@@ -137,13 +137,16 @@ __global__ void __launch_bounds__(kWarps * 32)
                      bool tile_distant) {
     float x[2][4];
 #pragma unroll
-    for (int nb = 0; nb < 2; ++nb) {
-      w.scores(k[nb], x[nb]);
+    for (int nb = 0; nb < 2; ++nb) w.scores(k[nb], x[nb]);
+    // Most tiles are whole and unskipped: their scores need no mask (the same for the whole warp).
+    if (keys < 16 || (tile_distant && (skip[0] || skip[1]))) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const bool valid = 8 * nb + 2 * w.c + e % 2 < keys && !(tile_distant && skip[e / 2]);
-        if (!valid) x[nb][e] = -INFINITY;
-      }
+      for (int nb = 0; nb < 2; ++nb)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const bool valid = 8 * nb + 2 * w.c + e % 2 < keys && !(tile_distant && skip[e / 2]);
+          if (!valid) x[nb][e] = -INFINITY;
+        }
     }
     w.softmax(x, tile_distant ? 0xffu : 0u);
     w.accumulate(x, v);

@@ -24,6 +24,19 @@ struct Span {
   bool distant = false;
 };
 
+// spans[n] = {begin, end, keys, values, distant}, field by field: a whole Span assigned at an index
+// not known at compile time went to local memory one byte at a time (the aggregate copy lost its
+// alignment: 56 byte stores and 49 shifts per span in the PTX), and row_spans runs at the start of
+// every decode warp.
+__device__ __forceinline__ void put_span(Span (&spans)[kMaxSpans], int n, int64_t begin, int64_t end,
+                                         const DeviceStream& keys, const DeviceStream& values, bool distant) {
+  Span& sp = spans[n];
+  sp.begin = begin, sp.end = end;
+  sp.keys.pages = keys.pages, sp.keys.num_pages = keys.num_pages;
+  sp.values.pages = values.pages, sp.values.num_pages = values.num_pages;
+  sp.distant = distant;
+}
+
 // A chunk's partial of one (row, query head): (max, proximal sum, distant sum, unused), then the d
 // unnormalised outputs, kPartialHead floats on ([rows][H][splits][partial_stride(d)] floats), so that
 // with d % 4 == 0 the outputs are 16-byte aligned (the tensor-core kernel stores them as float4: its
@@ -54,8 +67,8 @@ __device__ inline int row_spans(const DeviceStep& s, int layer, int b, int h, in
         s, b, kKeys, source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, false), h);
     const DeviceStream v = stream_of(
         s, b, kValues, source_layer(layer, vr.retention, vr.distant_source, vr.proximal_source, false), h);
-    if (s_end > 0) spans[count++] = Span{0, s_end, k, v, false};
-    spans[count++] = Span{r_begin, pos + 1, k, v, false};
+    if (s_end > 0) put_span(spans, count++, 0, s_end, k, v, false);
+    put_span(spans, count++, r_begin, pos + 1, k, v, false);
   }
   distant = split_classes && r_begin > s_end;
   const int k_layer = source_layer(layer, kr.retention, kr.distant_source, kr.proximal_source, true);
@@ -64,13 +77,13 @@ __device__ inline int row_spans(const DeviceStep& s, int layer, int b, int h, in
     const DeviceStream k = stream_of(s, b, kKeys, k_layer, h);
     const DeviceStream v = stream_of(s, b, kValues, v_layer, h);
     if (group < 0) {
-      spans[count++] = Span{s_end, r_begin, k, v, true};
+      put_span(spans, count++, s_end, r_begin, k, v, true);
     } else {
-      spans[count++] =
-          Span{0, store_size, stream_of(s, b, kKeyStore, k_layer, h), stream_of(s, b, kValueStore, v_layer, h), true};
+      put_span(spans, count++, 0, store_size, stream_of(s, b, kKeyStore, k_layer, h),
+               stream_of(s, b, kValueStore, v_layer, h), true);
       const int64_t window_base = s.window_base[b];
       const int64_t begin = s_end > window_base ? s_end : window_base;
-      if (r_begin > begin) spans[count++] = Span{begin, r_begin, k, v, true};
+      if (r_begin > begin) put_span(spans, count++, begin, r_begin, k, v, true);
     }
   }
   return count;

@@ -121,9 +121,11 @@ void launch_merge(const DeviceStep& step, const AttentionLaunch& launch, int spl
     launch_pdl(kernel, merge_grid, dim3(threads), 0, stream, "merge_kernel", launch.num_heads, step.head_dim,
                launch.layer, step.rows, splits, partials, launch.out, launch.all_gates, step.decode_rows);
   };
-  // With the prefetch: up to 128 chunks over 4 groups (32 each), up to 16 over one.
+  // With the prefetch: up to 128 chunks over 4 groups (32 each), up to 256 (64 each: two attention
+  // blocks per multiprocessor give a 4K row 129 or more chunks), up to 16 over one.
   const bool prefetch = merge_prefetch();
   if (splits >= 16 && prefetch && splits <= 128) merge(merge_kernel<512, 32>, 512);
+  else if (splits >= 16 && prefetch && splits <= 256) merge(merge_kernel<512, 64>, 512);
   else if (splits >= 16) merge(merge_kernel<512, 0>, 512);
   else if (prefetch) merge(merge_kernel<128, 16>, 128);
   else merge(merge_kernel<128, 0>, 128);
