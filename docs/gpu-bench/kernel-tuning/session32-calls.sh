@@ -1,40 +1,95 @@
 #!/usr/bin/env bash
-# Session 32's device calls (copy to .data/run/, run from the repository root with docs/ and the long
-# models' weights out of the carried tree, as session31-calls.sh's header says):
-#   PART=measure  TARGETS="podkv_cli podkv_test_backend_ops" TESTS=ON BASE=1: the attention op cases
-#                 (defaults, and two stages with 16-key chunks: the merge of up to 257 chunks), then the
-#                 tree on the GPU it gets: scripts/bench_gpu.sh part 1, then batch-1 decode
-#                 at 4K interleaved with build-base and over the decode switches that were never timed on the H200 after
-#                 session 29's patches landed (DECODE_COPY=tile, ATTN_PREFETCH_MB=16; DECODE_STAGES=2,
-#                 which fits two attention blocks per multiprocessor, alone and with DECODE_SPLIT_KEYS=32,
-#                 which then gives the 4K row twice the splits), part 4, the step's kernel durations
-#                 (Nsight Compute), then parts 2 and 3 as time allows
-#   PART=ab       BASE=1: the tree as it is against build-base (.data/run/base-src.tar.gz, `git archive
-#                 HEAD -- CMakeLists.txt src tools scripts configs | gzip` of the tree before), after
-#                 OPS="attention ..." op tests and GTESTS='filter', interleaved at 4K and 32K
-# Writes $OUT/summary.txt and $OUT/bench.txt (+ the kernel durations).
+# Session 32's device calls: session31-calls.sh (removed; `git show 63ac81b:docs/gpu-bench/kernel-tuning/
+# session31-calls.sh`) plus PART=measure. Copy this to .data/run/ (ignored) and run it from the
+# repository root on the device machine, with `carry` [".deps", ".data/run"] and, since a tree that
+# travels is limited to 64 MiB, docs/ and the long models' weights out of the index while the call
+# runs (commit nothing meanwhile):
+#   printf '/docs/\n/models/podkv-long/model.safetensors\n/models/podkv-long-pod/model.safetensors\n' >.git/info/exclude
+#   git rm -r -q --cached docs models/podkv-long/model.safetensors models/podkv-long-pod/model.safetensors
+#   ... the call ...
+#   git reset -q docs models && : >.git/info/exclude
+# BASE=1 builds build-base beside build-cuda from .data/run/base-src.tar.gz (`git archive HEAD --
+# CMakeLists.txt src tools scripts configs | gzip` of the tree to compare against).
+#   PART=measure  TARGETS="podkv_cli podkv_test_backend_ops" BASE=1: the attention op cases
+#                 (defaults, and two stages with 16-key chunks: the merge of up to 257 chunks); batch-1
+#                 decode at 4K, two passes, interleaved with build-base and with the decode switches
+#                 DECODE_STAGES=2 (two attention blocks per multiprocessor), alone and with
+#                 DECODE_SPLIT_KEYS=32 (which then gives the 4K row twice the splits), and DECODE_COPY=tile;
+#                 32K against build-base; then scripts/bench_gpu.sh part 1, part 4, the step's kernel
+#                 durations (Nsight Compute) and parts 2 and 3 as time allows (session 32's call 1;
+#                 calls 2 to 4 on the same warm machine were one-line commands: session32-calls/)
+#   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
+#   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
+#                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
+#                 then scripts/test_gpu.sh on it (all of it), then timings against build-base as time
+#                 allows (LIMIT, default 560 s)
+#   PART=land     the same patches, then only the attention / kv_write / rope / decode_chain op cases
+#                 and the CUDA gtests, then timings and the step's kernel durations
+#   PART=numerics TARGETS=podkv_tests: Book/LongModelNumerics.Cuda*/MODEL (MODEL=dense or pod), on a tree
+#                 with that model's weights and without tests/fixtures/models (the 64 MiB limit)
+#   PART=source   CUDA_FLAGS=-lineinfo: Nsight source views of the decode attention and prefill kernels
+# A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
+# changed ones compile again. Writes $OUT/summary.txt (+ files).
 set -uo pipefail
 root=$(pwd); out=${OUT:-/tmp/out}; mkdir -p "$out"
 exec >"$out/summary.txt" 2>&1
+nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader
 build=$root/build-cuda
 limit=${LIMIT:-560}
 within() { local n=$1 rem=$((limit - SECONDS)); shift; [ $rem -ge 15 ] || { echo "skipped (time): $*"; return 124; }
   timeout -k 5 $((n < rem ? n : rem)) "$@"; }
 . scripts/use_deps_pcre2.sh && use_deps_pcre2 "$root"
 . scripts/use_deps_httplib.sh && use_deps_httplib "$root"
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv,noheader
+# Keep a warm machine's objects: files unchanged since the last build get an old mtime.
+sums=$build/.srcsums
+list() { find . \( -path ./build-cuda -o -path ./.deps -o -path ./.data -o -path ./build -o -path ./build-asan \) -prune -o -type f -print | sort; }
+if [ -f "$sums" ]; then
+  list | xargs sha1sum >/tmp/now.sums
+  n=0; while read -r sum file; do grep -qxF "$sum  $file" "$sums" && { touch -d '2001-01-01' "$file"; n=$((n+1)); }; done </tmp/now.sums
+  echo "warm: $n unchanged files kept old"
+fi
+# PART=land and PART=all apply PATCHES (copied beside this script), in order: each applied here, or
+# found applied; anything else stops the call.
+if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ]; then
+  for name in ${PATCHES:-}; do
+    patch=$(dirname "$0")/$name.patch
+    if patch -p1 -R --dry-run -s -F3 -f <"$patch" >/dev/null 2>&1; then echo "patch $name: already applied"
+    elif patch -p1 -s -F3 -f --no-backup-if-mismatch <"$patch"; then echo "patch $name: applied"
+    else echo "FAILED: $name neither applies nor is applied"; exit 1; fi
+  done
+fi
+targets=${TARGETS:-podkv_cli}
 base=$root/build-base
 if [ -n "${BASE:-}" ] && [ ! -x "$base/podkv" ]; then
   rm -rf "$base" && mkdir -p "$base/src" && tar -xzf .data/run/base-src.tar.gz -C "$base/src"
   (cmake -S "$base/src" -B "$base" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF -DPODKV_TESTS=OFF >/tmp/base.log 2>&1 &&
     cmake --build "$base" -j ${BASE_JOBS:-4} --target podkv_cli >>/tmp/base.log 2>&1; echo "base build rc $? ($SECONDS s)") &
 fi
-cmake -S . -B "$build" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF -DPODKV_TESTS=${TESTS:-OFF} >/tmp/configure.log 2>&1 ||
+cmake -S . -B "$build" ${CUDA_FLAGS:+-DCMAKE_CUDA_FLAGS="$CUDA_FLAGS"} -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF -DPODKV_TESTS=ON >/tmp/configure.log 2>&1 ||
   { tail -20 /tmp/configure.log; exit 1; }
-cmake --build "$build" -j ${JOBS:-14} --target ${TARGETS:-podkv_cli} >/tmp/build.log 2>&1 || { grep -E "error" /tmp/build.log | head -30; exit 1; }
+cmake --build "$build" -j ${JOBS:-14} --target $targets >/tmp/build.log 2>&1 || { grep -E "error" /tmp/build.log | head -30; exit 1; }
+list | xargs sha1sum >"$sums"
 echo "build ok ($SECONDS s)"
 a=(bench -m configs/llama-3-8b-32k --device cuda --random-weights --kv-dtype bf16 --page-tokens 64)
-tg() { local label=$1; shift; echo "-- $label ($SECONDS s)"; within 90 env "$@" "${BIN:-$build}/podkv" "${a[@]}" -p 0 -n 32 -d ${DEPTH:-4096} -r 2 | grep -E "tg" ; }
+tg() { local label=$1; shift; echo "-- $label"; within 90 env "$@" "${BIN:-$build}/podkv" "${a[@]}" -p 0 -n 32 -d ${DEPTH:-4096} -r 2 | grep -E "tg" ; }
+# The most telling first (time may run out): new against base at 4K and 32K, then the switches.
+timings() {
+  four() { tg new PODKV_NONE=0; [ -x "$base/podkv" ] && BIN=$base tg base PODKV_NONE=0
+    tg "new tile" PODKV_CUDA_DECODE_COPY=tile; tg "new, no rope in the chain" PODKV_CUDA_DECODE_FUSE=swiglu,chain; }
+  four
+  DEPTH=32735 tg "new 32K" PODKV_NONE=0; [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "base 32K" PODKV_NONE=0
+  four
+  tg "new PDL=1" PODKV_CUDA_PDL=1; tg "new prefetch 34 MB" PODKV_CUDA_ATTN_PREFETCH_MB=34
+  DEPTH=32735 tg "new 32K, no rope in the chain" PODKV_CUDA_DECODE_FUSE=swiglu,chain
+}
+ops() {
+  for check in "${@}"; do
+    setting=${check% *} op=${check##* }
+    # shellcheck disable=SC2086  # a setting may be several VAR=value words
+    within 150 env OMP_WAIT_POLICY=PASSIVE $setting "$build/podkv_test_backend_ops" --op $op --backend cuda >/tmp/op.log 2>&1
+    echo "op $op ($setting) rc $?: $(tail -1 /tmp/op.log)"; grep FAIL /tmp/op.log | head -5
+  done
+}
 durations() {
   echo "-- ncu durations, decode 4K ($SECONDS s)"
   within 90 "$(command -v ncu)" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
@@ -42,18 +97,8 @@ durations() {
 }
 bench() { echo "-- bench_gpu.sh PARTS=\"$1\" ($SECONDS s)"; within $2 env PARTS="$1" scripts/bench_gpu.sh "$build" /tmp/bench >>"$out/bench.txt" 2>&1
   echo "rc $? ($SECONDS s)"; }
-ops() {
-  for check in "${@}"; do
-    setting=${check% *} op=${check##* }
-    # shellcheck disable=SC2086
-    within 150 env OMP_WAIT_POLICY=PASSIVE $setting "$build/podkv_test_backend_ops" --op $op --backend cuda >/tmp/op.log 2>&1
-    echo "op $op ($setting) rc $?: $(tail -1 /tmp/op.log)"; grep FAIL /tmp/op.log | head -5
-  done
-}
-case ${PART:-measure} in
+case ${PART:-test} in
 measure)
-  # TARGETS="podkv_cli podkv_test_backend_ops" TESTS=ON BASE=1: the attention ops first (the tree's
-  # decode changes), then the same timings with the tree before beside them.
   [ -x "$build/podkv_test_backend_ops" ] && ops "PODKV_NONE=0 attention" \
     "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention"
   wait; echo "waited for base ($SECONDS s)"
@@ -68,18 +113,65 @@ measure)
   durations
   bench "2 3" 300
   ;;
-ab)
-  for op in ${OPS:-}; do ops "PODKV_NONE=0 $op"; done
-  if [ -n "${GTESTS:-}" ]; then
-    (within 150 "$build/podkv_tests" --gtest_filter="$GTESTS") >/tmp/gt.log 2>&1
-    echo "gtests rc $?"; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure" /tmp/gt.log | head -20; cp /tmp/gt.log "$out/gtests.log"
-  fi
+numerics)
+  (within 200 "$build/podkv_tests" --gtest_filter="Book/LongModelNumerics.Cuda*/${MODEL:-dense}") >"$out/numerics.log" 2>&1
+  echo "numerics rc $?"; grep -E "numerics|OK|FAILED|PASSED|SKIPPED|Failure" "$out/numerics.log" | head -20
+  ;;
+all)
+  within 330 env JOBS=12 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  wait; echo "waited for base ($SECONDS s)"
+  timings
+  ;;
+test)
+  within 300 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $?"; tail -8 "$out/test_gpu.txt"
+  tg "as built" PODKV_NONE=0
+  ;;
+source)
+  NCU=$(command -v ncu)
+  for pass in 1 2; do tg new PODKV_NONE=0; BIN=$base tg base PODKV_NONE=0; done
+  echo "-- decode_mma_kernel source counters"
+  within 120 "$NCU" --clock-control none --cache-control none -k regex:decode_mma_kernel --launch-skip 64 --launch-count 1 \
+    --section WarpStateStats --section SourceCounters --section InstructionStats --import-source yes -f -o "$out/decode_mma" \
+    "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >/tmp/ncu1.log 2>&1; echo "rc $?"; tail -3 /tmp/ncu1.log
+  "$NCU" -i "$out/decode_mma.ncu-rep" --page source --csv --print-source cuda >"$out/decode_mma_cuda.csv" 2>&1
+  "$NCU" -i "$out/decode_mma.ncu-rep" --page source --csv --print-source sass >"$out/decode_mma_sass.csv" 2>&1
+  "$NCU" -i "$out/decode_mma.ncu-rep" --page details --print-details all >"$out/decode_mma_details.txt" 2>&1
+  echo "-- merge + rope/kv write details"
+  within 60 "$NCU" --clock-control none --cache-control none -k regex:"merge_kernel|split_qkv_rope_kv_write|sample_rows" --launch-skip 60 --launch-count 3 \
+    --section WarpStateStats --section SourceCounters --import-source yes -f -o "$out/small" \
+    "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >/tmp/ncu2.log 2>&1; echo "rc $?"
+  "$NCU" -i "$out/small.ncu-rep" --page source --csv --print-source cuda >"$out/small_cuda.csv" 2>&1
+  echo "-- prefill producer source counters (last chunk of 32K)"
+  within 200 "$NCU" --clock-control none --cache-control none -k regex:prefill_producer_kernel --launch-skip 229 --launch-count 1 \
+    --section WarpStateStats --section SourceCounters --section InstructionStats --import-source yes -f -o "$out/prefill" \
+    "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 >/tmp/ncu3.log 2>&1; echo "rc $?"; tail -3 /tmp/ncu3.log
+  "$NCU" -i "$out/prefill.ncu-rep" --page source --csv --print-source cuda >"$out/prefill_cuda.csv" 2>&1
+  "$NCU" -i "$out/prefill.ncu-rep" --page source --csv --print-source sass >"$out/prefill_sass.csv" 2>&1
+  "$NCU" -i "$out/prefill.ncu-rep" --page details --print-details all >"$out/prefill_details.txt" 2>&1
+  ls -la "$out"
+  ;;
+land)
+  # (the patch is applied before the build: see the top of the build step)
+  ops=$build/podkv_test_backend_ops
+  for op in attention kv_write rope decode_chain; do
+    within 120 env OMP_WAIT_POLICY=PASSIVE "$ops" --op $op --backend cuda >/tmp/op_$op.log 2>&1; echo "op $op rc $?: $(tail -1 /tmp/op_$op.log)"; grep FAIL /tmp/op_$op.log | head -5
+  done
+  (within 150 "$build/podkv_tests" --gtest_filter='DecodeChainPlan.*:Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGraphs.*:CudaSampling.*') >/tmp/gt.log 2>&1
+  echo "gtests rc $?"; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure" /tmp/gt.log | head -20; cp /tmp/gt.log "$out/gtests.log"
   wait; echo "waited for base ($SECONDS s)"
   for pass in 1 2; do
-    tg new PODKV_NONE=0; [ -x "$base/podkv" ] && BIN=$base tg base PODKV_NONE=0
-    DEPTH=32735 tg "new 32K" PODKV_NONE=0; [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "base 32K" PODKV_NONE=0
+    tg new PODKV_NONE=0; tg "new, no rope in the chain" PODKV_CUDA_DECODE_FUSE=swiglu,chain
+    tg "new PDL=1" PODKV_CUDA_PDL=1; [ -x "$base/podkv" ] && BIN=$base tg base PODKV_NONE=0
+    tg "new prefetch 34 MB" PODKV_CUDA_ATTN_PREFETCH_MB=34; tg "new prefetch 16 MB" PODKV_CUDA_ATTN_PREFETCH_MB=16
+    tg "new tile" PODKV_CUDA_DECODE_COPY=tile
   done
-  durations
+  DEPTH=32735 tg "new 32K" PODKV_NONE=0; DEPTH=32735 tg "new 32K, no rope in the chain" PODKV_CUDA_DECODE_FUSE=swiglu,chain
+  DEPTH=32735 tg "new 32K PDL=1" PODKV_CUDA_PDL=1; [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "base 32K" PODKV_NONE=0
+  NCU=$(command -v ncu)
+  echo "-- ncu durations, decode 4K (all kernels)"
+  within 60 "$NCU" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
+    "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >"$out/ncu_decode4k.csv" 2>"$out/ncu_decode4k.err"; echo "rc $?"
   ;;
 esac
 echo "done ($SECONDS s)"
