@@ -5,8 +5,9 @@
 #     copying warpgroup), PODKV_CUDA_PREFILL_STEP=128 (the copying kernel's 128-key steps),
 #     PODKV_CUDA_PREFILL=1,1 (wgmma prefill blocks of one warpgroup) and
 #     PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync prefill kernels on a Hopper GPU), and the matmul cases
-#     with PODKV_CUDA_GEMV_SLICES=1 and 8 (the one-row GEMV unsplit and split 8 ways), and the attention cases once more
-#     with PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 (decode rows of up to 257 chunks);
+#     with PODKV_CUDA_GEMV_SLICES=1 and 8 (the one-row GEMV unsplit and split 8 ways), and the
+#     attention cases once more with PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16
+#     (rows of more than 128 chunks);
 #  2. the CUDA tests of podkv_tests (they skip without a GPU): Models/CudaFixture.*, CudaFusedOps.* (fused
 #     ops against the launches they replace), CudaSampling.* (device draws against the CPU sampler's),
 #     CudaGraphs.* (step graphs per batch shape against launch by launch), CudaDecodeChain.* (the decode
@@ -80,8 +81,9 @@ tail -1 "$logs/backend_ops.log"
 # (PODKV_CUDA_PREFILL=1,1) and the mma.sync kernels that other GPUs run
 # (PODKV_CUDA_PREFILL_WGMMA=0) are checked here too, and the one-row GEMV with its inputs split in 1
 # (none) and 8 slices wherever they allow (PODKV_CUDA_GEMV_SLICES; the default picks per shape).
-# Decode attention with two stages (two blocks per multiprocessor) and chunks of 16 keys gives a row up
-# to 257 chunks: the merge's other paths (129 to 256 chunks with its loads early, more without).
+# Decode attention with two stages (two blocks per multiprocessor) and chunks of 16 keys gives the
+# long decode batch's rows (kv 1 to 4097) 105 chunks, and 211 with one KV head: the merge's path for
+# 129 to 256 chunks, which the defaults (at most 66 chunks a row at batch 1) never take.
 for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention" \
              "PODKV_CUDA_PREFILL=1,1 attention" \
              "PODKV_CUDA_PREFILL_WGMMA=0 attention" \

@@ -138,7 +138,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     float x[2][4];
 #pragma unroll
     for (int nb = 0; nb < 2; ++nb) w.scores(k[nb], x[nb]);
-    // Most tiles are whole and unskipped: their scores need no mask (the same for the whole warp).
+    // Most tiles are whole and skip none of their keys: no mask then (keys and the class are the
+    // warp's, skip[] this lane's two rows).
     if (keys < 16 || (tile_distant && (skip[0] || skip[1]))) {
 #pragma unroll
       for (int nb = 0; nb < 2; ++nb)

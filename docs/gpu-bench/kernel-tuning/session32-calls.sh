@@ -11,7 +11,7 @@
 # BASE=1 builds build-base beside build-cuda from .data/run/base-src.tar.gz (`git archive HEAD --
 # CMakeLists.txt src tools scripts configs | gzip` of the tree to compare against).
 #   PART=measure  TARGETS="podkv_cli podkv_test_backend_ops" BASE=1: the attention op cases
-#                 (defaults, and two stages with 16-key chunks: the merge of up to 257 chunks); batch-1
+#                 (defaults, and two stages with 16-key chunks: rows of more than 128 chunks); batch-1
 #                 decode at 4K, two passes, interleaved with build-base and with the decode switches
 #                 DECODE_STAGES=2 (two attention blocks per multiprocessor), alone and with
 #                 DECODE_SPLIT_KEYS=32 (which then gives the 4K row twice the splits), and DECODE_COPY=tile;
