@@ -363,10 +363,10 @@ bool CudaBackendOps::decode_chain(const WeightMatrix& wo, const WeightMatrix& w_
     rope.step = state_->step;
     rope.layer = r.layer, rope.heads = r.heads, rope.positions = r.positions, rope.inv_freq = r.inv_freq;
     rope.interleaved = r.interleaved, rope.q = r.q, rope.k = r.k, rope.v = r.v;
-    if (cuda::decode_chain_rope_fits(rope, args.qkv_out)) args.rope = &rope;
+    args.rope = &rope;
   }
-  // Where the kernel with the RoPE stage cannot run (its occupancy, a launch of it that failed before),
-  // the plain chain still can.
+  // Where the kernel with the RoPE stage cannot run (a step it does not take: kernels.h's DecodeChain;
+  // its occupancy; a launch of it that failed before), the plain chain still can.
   if (args.rope != nullptr && !cuda::decode_chain_applies(args, state_->num_sms)) args.rope = nullptr;
   if (!cuda::decode_chain_applies(args, state_->num_sms)) return false;
   ProfileScope p(*this, args.rope != nullptr ? "decode chain (o, gate | up, down, next q, k, v, rope, kv write)"

@@ -69,7 +69,7 @@ class CudaBackendOps : public BackendOps {
   // False, nothing queued, where it does not apply: rows != 1, the chain fusion off, a weight not
   // BF16, or cuda::decode_chain's own conditions.
   // With next.rope (and the rope fusion on) the chain also does split_qkv_rope_kv_write's work for
-  // the next layer where it can (one row, bf16 entries, cuda::decode_chain_rope_fits): the same q, k,
+  // the next layer where it can (one row, bf16 entries: kernels.h's DecodeChain::rope): the same q, k,
   // v and KV entries, and qkv is not written; rope->done says whether it did.
   struct NextRope {
     int layer = 0, heads = 0;

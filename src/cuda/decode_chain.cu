@@ -443,6 +443,17 @@ struct ChainLaunch {
   size_t smem = 0;
 };
 
+// Whether the RoPE stage takes this step and projection (kernels.h's DecodeChain::rope).
+bool decode_chain_rope_fits(const ChainRope& r, int64_t qkv_out) {
+  const DeviceStep& s = r.step;
+  const int kv = s.num_kv_heads, d = s.head_dim;
+  return static_cast<KvDType>(s.dtype) == KvDType::BF16 && s.rows == 1 && s.num_prefill_tiles == 0 && kv >= 1 &&
+         kv <= kChainRopeMaxKvHeads && d >= 2 && d % 2 == 0 && d <= kMaxHeadDim && r.heads >= kv &&
+         r.heads % kv == 0 && qkv_out == static_cast<int64_t>(r.heads + 2 * kv) * d && r.layer >= 0 &&
+         r.layer < s.num_layers && r.positions != nullptr && r.inv_freq != nullptr && r.q != nullptr &&
+         r.k != nullptr && r.v != nullptr;
+}
+
 ChainLaunch chain_launch(const DecodeChain& a, int num_sms) {
   if (a.hidden <= 0 || a.q_dim <= 0 || a.inter <= 0) return {};
   if (a.hidden % 8 != 0 || a.q_dim % 8 != 0 || a.inter % 8 != 0) return {};
@@ -463,16 +474,6 @@ ChainLaunch chain_launch(const DecodeChain& a, int num_sms) {
 }
 
 }  // namespace
-
-bool decode_chain_rope_fits(const ChainRope& r, int64_t qkv_out) {
-  const DeviceStep& s = r.step;
-  const int kv = s.num_kv_heads, d = s.head_dim;
-  return static_cast<KvDType>(s.dtype) == KvDType::BF16 && s.rows == 1 && s.num_prefill_tiles == 0 && kv >= 1 &&
-         kv <= kChainRopeMaxKvHeads && d >= 2 && d % 2 == 0 && d <= kMaxHeadDim && r.heads >= kv &&
-         r.heads % kv == 0 && qkv_out == static_cast<int64_t>(r.heads + 2 * kv) * d && r.layer >= 0 &&
-         r.layer < s.num_layers && r.positions != nullptr && r.inv_freq != nullptr && r.q != nullptr &&
-         r.k != nullptr && r.v != nullptr;
-}
 
 bool decode_chain_applies(const DecodeChain& args, int num_sms) { return chain_launch(args, num_sms).blocks > 0; }
 

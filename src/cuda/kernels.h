@@ -102,10 +102,6 @@ struct ChainRope {
   float *q = nullptr, *k = nullptr, *v = nullptr;  // [heads * head_dim], [H_kv * head_dim] x 2
 };
 constexpr int kChainRopeMaxKvHeads = 64;
-// Whether the chain takes `rope` for a q | k | v projection of qkv_out rows: one row of bf16 entries,
-// head_dim even and at most 128, at most kChainRopeMaxKvHeads KV heads, the rows heads + 2 H_kv heads.
-// (`interleaved` sets the stage's pairs: decode_chain_plan.h's rope_interleaved.)
-bool decode_chain_rope_fits(const ChainRope& rope, int64_t qkv_out);
 
 // decode_chain.cu: one decode row's layer after attention in one cooperative launch, BF16 weights:
 // x += attn · woᵀ; h = silu(gate) * up of RMSNorm(x) * mlp_norm through w_gate_up = [gate | up];
@@ -129,7 +125,11 @@ struct DecodeChain {
   float* x = nullptr;           // [hidden], the residual stream, updated
   float* h = nullptr;           // [inter] scratch
   float* qkv = nullptr;         // [qkv_out] (with wqkv and no rope)
-  const ChainRope* rope = nullptr;  // with wqkv: the next layer's RoPE and KV write too (or null)
+  // With wqkv: the next layer's RoPE and KV write too (or null). Taken for one row of bf16 entries,
+  // head_dim even and at most 128, at most kChainRopeMaxKvHeads KV heads, qkv_out = (heads + 2 H_kv)
+  // head_dim; otherwise the chain does not apply (drop rope and ask again). `interleaved` sets the
+  // stage's pairs (decode_chain_plan.h's rope_interleaved).
+  const ChainRope* rope = nullptr;
   unsigned* barrier = nullptr;  // kDecodeChainBarrierWords of device memory, zero before the first launch
 };
 constexpr int kDecodeChainBarrierWords = 64;  // two words, on cache lines of their own

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 32's device calls: session31-calls.sh (removed; `git show 63ac81b:docs/gpu-bench/kernel-tuning/
-# session31-calls.sh`) plus PART=measure. Copy this to .data/run/ (ignored) and run it from the
+# Session 33's device calls: session32-calls.sh (renamed; `git show 931523b:docs/gpu-bench/kernel-tuning/
+# session32-calls.sh`) plus PART=refresh; session31-calls.sh's parts came with it (`git show
+# 63ac81b:docs/gpu-bench/kernel-tuning/session31-calls.sh`). Copy this to .data/run/ (ignored) and run it from the
 # repository root on the device machine, with `carry` [".deps", ".data/run"] and, since a tree that
 # travels is limited to 64 MiB, docs/ and the long models' weights out of the index while the call
 # runs (commit nothing meanwhile):
@@ -18,6 +19,10 @@
 #                 32K against build-base; then scripts/bench_gpu.sh part 1, part 4, the step's kernel
 #                 durations (Nsight Compute) and parts 2 and 3 as time allows (session 32's call 1;
 #                 calls 2 to 4 on the same warm machine were one-line commands: session32-calls/)
+#   PART=refresh  TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": scripts/test_gpu.sh (all of it),
+#                 batch-1 decode at 4K and 32K with PODKV_CUDA_ATTN_PREFETCH_MB off, 34 and 16, interleaved,
+#                 then scripts/bench_gpu.sh part 1, part 4, the step's kernel durations and parts 2 and 3
+#                 (session 33's call 1: the README's table for the card it gets)
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -108,6 +113,18 @@ measure)
     [ $pass = 1 ] && { tg tile PODKV_CUDA_DECODE_COPY=tile; tg "stages 2" PODKV_CUDA_DECODE_STAGES=2; }
   done
   DEPTH=32735 tg "default 32K" PODKV_NONE=0; [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "base 32K" PODKV_NONE=0
+  bench 1 150
+  bench 4 150
+  durations
+  bench "2 3" 300
+  ;;
+refresh)
+  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  for pass in 1 2; do
+    tg default PODKV_NONE=0; tg "prefetch 34 MB" PODKV_CUDA_ATTN_PREFETCH_MB=34; tg "prefetch 16 MB" PODKV_CUDA_ATTN_PREFETCH_MB=16
+    DEPTH=32735 tg "default 32K" PODKV_NONE=0; DEPTH=32735 tg "prefetch 34 MB 32K" PODKV_CUDA_ATTN_PREFETCH_MB=34
+  done
   bench 1 150
   bench 4 150
   durations
