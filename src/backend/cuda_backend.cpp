@@ -260,8 +260,6 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
     {
       ProfileScope p(ops_, "attention");
       params.layer = layer;
-      if (!staged && w.wo.dtype == DType::BF16)  // the o projection reads these next (cuda_backend_ops.h)
-        ops_.prefetch_during_attention(w.wo.data, w.wo.rows * w.wo.cols * 2);
       ops_.attention(params, q, outputs);
     }
     if (observer_) observer_copies_.observe(ops_, observer_, step, view, layer, q, c.q_dim());

@@ -70,7 +70,6 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
   PODKV_CUDA_CHECK(cudaGetDeviceProperties(&props, 0));
   state_->device_name = props.name;
   state_->num_sms = props.multiProcessorCount;
-  state_->l2_bytes = props.l2CacheSize;
   PODKV_CUDA_CHECK(cudaStreamCreateWithFlags(&state_->stream, cudaStreamNonBlocking));
   PODKV_CUBLAS_CHECK(cublasCreate(&state_->cublas));
   PODKV_CUBLAS_CHECK(cublasSetStream(state_->cublas, state_->stream));

@@ -102,12 +102,6 @@ class CudaBackendOps : public BackendOps {
   // PODKV_CUDA_DECODE_FUSE names the ones to use ("swiglu", "norm", "chain", "rope", joined by commas;
   // "none": none), a knob for timing them (scripts/tuning_gpu.sh SETTINGS).
   void set_decode_fusions(bool swiglu, bool norm, bool chain, bool rope = true);
-  // The next attention call's tensor-core decode kernel may ask `bytes` of `weights` (the layer's o
-  // projection, read right after it) into L2 while it runs: with PODKV_CUDA_ATTN_PREFETCH_MB=N (at most
-  // N MiB; unset or 0: never, the default), for a step of one decode row whose keys and values of the
-  // layer and the prefetch fit in 3/4 of the L2. Used by one attention call. Session 31, on an H100:
-  // 34 MiB gave 154.9 tok/s at 4K against 155.3 without it; kept off, to be timed on the H200.
-  void prefetch_during_attention(const void* weights, int64_t bytes);
   // The bf16 prompt path: for prompt rows (more than cuda::kGemvMaxRows) of BF16 weights the GEMMs
   // take their input as bf16 from one staging buffer, which the op before writes straight away
   // (no float32 copy in memory, no separate rounding pass), and the projections into the residual
@@ -194,8 +188,6 @@ class CudaBackendOps : public BackendOps {
   AttentionBatch batch_;
   bool has_step_ = false;
   int64_t max_keys_ = 1;  // the longest row's key count
-  const void* attention_prefetch_ = nullptr;  // prefetch_during_attention
-  int64_t attention_prefetch_bytes_ = 0;
   // Decode attention's chunks per row (0: the one-block-per-query kernel, for scored rows).
   int decode_splits(int num_heads, bool scored) const;
   bool scored_rows() const;  // whether some row adds selection scores

@@ -73,7 +73,6 @@ struct CudaBackendOps::State {
   float* gemv_scratch = nullptr;
   size_t gemv_capacity = 0;
   int num_sms = 1;
-  int64_t l2_bytes = 0;  // the device's L2 (prefetch_during_attention)
   // Step graphs by step key, the most recently used last (at most kMaxGraphs).
   struct Graph {
     std::string key;

@@ -226,12 +226,6 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
   const int splits = decode_splits(params.num_heads, launch.scores != nullptr && scored_rows());
   if (splits > 0) {
     const cuda::DeviceStep& step = state_->step;
-    if (attention_prefetch_bytes_ > 0 && step.num_prefill_tiles == 0 && step.num_decode_rows == 1) {
-      const int64_t kv_bytes = 2 * max_keys_ * view_.num_kv_heads * step.entry_bytes;
-      if (4 * (kv_bytes + attention_prefetch_bytes_) <= 3 * static_cast<int64_t>(state_->l2_bytes))
-        launch.prefetch = attention_prefetch_, launch.prefetch_bytes = attention_prefetch_bytes_;
-    }
-    attention_prefetch_bytes_ = 0;
     const int64_t rows = std::max<int64_t>(1, step.num_decode_rows);
     const size_t floats = cuda::decode_attention_partial_floats(rows, params.num_heads, splits, view_.head_dim);
     grow(state_->partials, state_->partial_capacity, floats, "attention partials");
@@ -248,16 +242,6 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
     download(&skipped, state_->counter, sizeof(skipped));
     outputs.stats->skipped_distant_parts += static_cast<int64_t>(skipped);
   }
-}
-
-void CudaBackendOps::prefetch_during_attention(const void* weights, int64_t bytes) {
-  static const int64_t limit = [] {
-    const char* e = std::getenv("PODKV_CUDA_ATTN_PREFETCH_MB");
-    return e != nullptr ? std::max<int64_t>(0, std::strtoll(e, nullptr, 10)) << 20 : int64_t{0};
-  }();
-  const bool usable = weights != nullptr && reinterpret_cast<uintptr_t>(weights) % 16 == 0;
-  attention_prefetch_ = usable ? weights : nullptr;
-  attention_prefetch_bytes_ = usable ? std::min(bytes, limit) / 16 * 16 : 0;
 }
 
 void CudaBackendOps::count_attention_stats(const AttentionParams& params, AttentionStats& stats) const {

@@ -57,20 +57,6 @@ constexpr bool kDeviceHasBulkCopies = false;
 constexpr bool kDeviceHasBulkCopies = true;
 #endif
 
-// Warp `warp` of `warps` asks its share of a.prefetch into L2 (sm_90's bulk prefetch: nothing to
-// wait for, no registers held), in 16-byte units, one request per lane.
-__device__ __forceinline__ void prefetch_share(const AttentionLaunch& a, uint32_t warp, uint32_t warps, int lane) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const uint64_t units = static_cast<uint64_t>(a.prefetch_bytes) / 16, lanes = static_cast<uint64_t>(warps) * 32;
-  const uint64_t per_lane = (units + lanes - 1) / lanes, first = (static_cast<uint64_t>(warp) * 32 + lane) * per_lane;
-  if (first >= units) return;
-  const uint64_t n = min(per_lane, units - first);
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(static_cast<const uint8_t*>(a.prefetch) + 16 * first),
-               "r"(static_cast<uint32_t>(16 * n))
-               : "memory");
-#endif
-}
-
 template <int D, int S, bool kSmallPages, bool kBulk = false>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_mma_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
@@ -105,8 +91,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   bool distant = false;
   const int count = row_spans(s, layer, b, h, pos, spans, distant);
   const bool shared = kr.retention == kRetainWindow || kr.retention == kRetainNone;
-  // The next projection's weights depend on nothing: asked for before the wait.
-  if (a.prefetch_bytes > 0) prefetch_share(a, global_warp, gridDim.x * kWarps, lane);
   // Up to here only the step's metadata (pdl.cuh): q, this step's KV entries and the gates come from
   // the kernels before.
   pdl_wait();

@@ -47,11 +47,6 @@ struct AttentionLaunch {
   float* all_gates = nullptr;  // [L][rows * H], or null
   float* scores = nullptr;     // the view's score output, or null
   unsigned long long* skipped = nullptr;  // counter of skipped distant parts
-  // Bytes that the tensor-core decode kernel asks into L2 while it runs (the next projection's
-  // weights; none: null or 0), spread over its warps: at batch 1 and short contexts the attention is
-  // a chain of memory round trips that leaves the DRAM mostly idle (PODKV_CUDA_ATTN_PREFETCH_MB).
-  const void* prefetch = nullptr;
-  int64_t prefetch_bytes = 0;
 };
 
 }  // namespace podkv::cuda

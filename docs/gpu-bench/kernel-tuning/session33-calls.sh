@@ -23,6 +23,10 @@
 #                 batch-1 decode at 4K and 32K with PODKV_CUDA_ATTN_PREFETCH_MB off, 34 and 16, interleaved,
 #                 then scripts/bench_gpu.sh part 1, part 4, the step's kernel durations and parts 2 and 3
 #                 (session 33's call 1: the README's table for the card it gets)
+#   PART=check    TARGETS="podkv_cli podkv_test_backend_ops podkv_tests" BASE=1: the attention (also with
+#                 two stages and 16-key chunks), kv_write, rope and decode_chain op cases and the CUDA
+#                 gtests, batch-1 decode at 4K (three passes) and 32K interleaved with build-base, and on an
+#                 H200 also scripts/bench_gpu.sh part 1, part 4, the kernel durations and parts 2 and 3
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -117,6 +121,18 @@ measure)
   bench 4 150
   durations
   bench "2 3" 300
+  ;;
+check)
+  ops "PODKV_NONE=0 attention" "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" \
+    "PODKV_NONE=0 kv_write" "PODKV_NONE=0 rope" "PODKV_NONE=0 decode_chain"
+  (within 150 "$build/podkv_tests" --gtest_filter='DecodeChainPlan.*:Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGraphs.*:CudaSampling.*') >/tmp/gt.log 2>&1
+  echo "gtests rc $?"; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure" /tmp/gt.log | head -20; cp /tmp/gt.log "$out/gtests.log"
+  wait; echo "waited for base ($SECONDS s)"
+  for pass in 1 2 3; do tg new PODKV_NONE=0; [ -x "$base/podkv" ] && BIN=$base tg base PODKV_NONE=0; done
+  DEPTH=32735 tg "new 32K" PODKV_NONE=0; [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "base 32K" PODKV_NONE=0
+  if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
+    bench 1 150; bench 4 150; durations; bench "2 3" 300
+  fi
   ;;
 refresh)
   within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
