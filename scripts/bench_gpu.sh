@@ -10,7 +10,9 @@
 #     (a batch the budget cannot hold is reported as such);
 #  3. the largest batch at 32K that --kv-memory really holds (sequences admitted
 #     until the cache refuses), dense and PoD, and the throughput at that batch;
-#  4. Hugging Face transformers (SDPA and eager) on the same shapes (scripts/bench_gpu_peer.py).
+#  4. Hugging Face transformers (SDPA and eager) on the same shapes (scripts/bench_gpu_peer.py);
+#  5. (not in the default parts) prefill attention alone: podkv's --profile of a 32K prompt (its
+#     attention region) and PyTorch's SDPA kernels on one layer's 32K causal prompt.
 # Decode contexts are filled without a prefill (podkv bench's synthetic depth on
 # the GPU); transformers runs its real prefill first.
 #   scripts/bench_gpu.sh [BUILD_DIR] [OUT_DIR]    (KV_MEMORY=96G, STEPS=32, PARTS="1 2 3 4")
@@ -56,5 +58,9 @@ want 3 && { echo "== 3. largest batch at 32K in --kv-memory $mem"
 want 4 && { echo "== 4. transformers on the same shapes"
 PYTHONUNBUFFERED=1 python3 "$root/scripts/bench_gpu_peer.py" -m "$config" --out "$out/transformers.json" \
   --prefill 4096,32768 --decode 4096:1,$d32k:1,8192:8 --steps "$steps" || status=1; }
+want 5 && { echo "== 5. prefill attention alone at 32K: podkv's attention region, PyTorch's SDPA kernels"
+"$podkv" bench "${common[@]}" -p 32768 -n 0 -r 1 --profile | grep -A1 "GPU time" | tee "$out/attention_profile.md" || status=1
+PYTHONUNBUFFERED=1 python3 "$root/scripts/bench_gpu_peer.py" -m "$config" --out "$out/sdpa_attention.json" \
+  --attention 32768 || status=1; }
 echo "bench_gpu: $([ $status -eq 0 ] && echo done || echo FAILURES)"
 exit $status

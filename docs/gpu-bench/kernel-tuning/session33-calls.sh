@@ -27,6 +27,10 @@
 #                 two stages and 16-key chunks), kv_write, rope and decode_chain op cases and the CUDA
 #                 gtests, batch-1 decode at 4K (three passes) and 32K interleaved with build-base, and on an
 #                 H200 also scripts/bench_gpu.sh part 1, part 4, the kernel durations and parts 2 and 3
+#   PART=prefill  (podkv_cli only) a 32K prompt in chunks of 4096 (the default), 8192, 16384 and 32768,
+#                 two interleaved passes; scripts/bench_gpu.sh part 5 (podkv's attention region of a 32K
+#                 prompt, PyTorch's SDPA kernels alone on one layer's 32K prompt); on an H200 also parts
+#                 1, 4, the kernel durations and parts 2 and 3
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -130,6 +134,18 @@ check)
   wait; echo "waited for base ($SECONDS s)"
   for pass in 1 2 3; do tg new PODKV_NONE=0; [ -x "$base/podkv" ] && BIN=$base tg base PODKV_NONE=0; done
   DEPTH=32735 tg "new 32K" PODKV_NONE=0; [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "base 32K" PODKV_NONE=0
+  if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
+    bench 1 150; bench 4 150; durations; bench "2 3" 300
+  fi
+  ;;
+prefill)
+  for pass in 1 2; do
+    for chunk in 4096 8192 16384 32768; do
+      echo "-- 32K prompt, chunks of $chunk"
+      within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 2 --prefill-chunk $chunk | grep -E "pp32768"
+    done
+  done
+  bench 5 120
   if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
     bench 1 150; bench 4 150; durations; bench "2 3" 300
   fi
