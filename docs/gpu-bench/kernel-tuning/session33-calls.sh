@@ -31,6 +31,9 @@
 #                 two interleaved passes; scripts/bench_gpu.sh part 5 (podkv's attention region of a 32K
 #                 prompt, PyTorch's SDPA kernels alone on one layer's 32K prompt); on an H200 also parts
 #                 1, 4, the kernel durations and parts 2 and 3
+#   PART=chunks   (podkv_cli only) Nsight Compute durations of every prefill attention launch of a 32K
+#                 prompt, in chunks of 4096 (8 launches a layer) and of 32768 (one), and the --profile
+#                 regions of both: how the kernel's rate depends on the chunk (ncu_chunks_*.csv)
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -151,6 +154,17 @@ prefill)
   if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
     bench 1 150; bench 4 150; durations; bench "2 3" 300
   fi
+  ;;
+chunks)
+  NCU=$(command -v ncu)
+  for chunk in 4096 32768; do
+    echo "-- --profile, 32K prompt, chunks of $chunk"
+    within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 --prefill-chunk $chunk --profile | grep -A1 "GPU time"
+    echo "-- ncu durations of the prefill attention launches, chunks of $chunk ($SECONDS s)"
+    within 150 "$NCU" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv -k regex:prefill_producer \
+      "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 --prefill-chunk $chunk >"$out/ncu_chunks_$chunk.csv" 2>/tmp/ncu.err
+    echo "rc $? ($SECONDS s)"; tail -2 /tmp/ncu.err
+  done
   ;;
 refresh)
   within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
