@@ -34,6 +34,12 @@
 #   PART=chunks   (podkv_cli only) Nsight Compute durations of every prefill attention launch of a 32K
 #                 prompt, in chunks of 4096 (8 launches a layer) and of 32768 (one), and the --profile
 #                 regions of both: how the kernel's rate depends on the chunk (ncu_chunks_*.csv)
+#   PART=lookahead PATCHES=session33-lookahead-untested TARGETS="podkv_cli podkv_test_backend_ops": the
+#                 patch applied (copy it beside this script), the attention op cases with
+#                 PODKV_CUDA_PREFILL_LOOKAHEAD=1 and without, then prefill at 4K and 32K with and without
+#                 it, three interleaved passes (the same build: the switch is the baseline), the --profile
+#                 regions of a 32K prompt both ways, and Nsight Compute's per-launch durations with it
+#                 (ncu_chunks_lookahead.csv, to compare with session33-calls/ncu_chunks_4096.csv)
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -68,7 +74,7 @@ if [ -f "$sums" ]; then
 fi
 # PART=land and PART=all apply PATCHES (copied beside this script), in order: each applied here, or
 # found applied; anything else stops the call.
-if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ]; then
+if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ] || [ "${PART:-test}" = lookahead ]; then
   for name in ${PATCHES:-}; do
     patch=$(dirname "$0")/$name.patch
     if patch -p1 -R --dry-run -s -F3 -f <"$patch" >/dev/null 2>&1; then echo "patch $name: already applied"
@@ -154,6 +160,20 @@ prefill)
   if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
     bench 1 150; bench 4 150; durations; bench "2 3" 300
   fi
+  ;;
+lookahead)
+  ops "PODKV_CUDA_PREFILL_LOOKAHEAD=1 attention" "PODKV_NONE=0 attention"
+  pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
+  for pass in 1 2 3; do pp "lookahead" PODKV_CUDA_PREFILL_LOOKAHEAD=1; pp "default" PODKV_NONE=0; done
+  for setting in PODKV_CUDA_PREFILL_LOOKAHEAD=1 PODKV_NONE=0; do
+    echo "-- --profile, 32K prompt, $setting"
+    within 60 env $setting "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 --profile | grep -A1 "GPU time"
+  done
+  echo "-- ncu durations of the prefill attention launches with the lookahead ($SECONDS s)"
+  within 150 env PODKV_CUDA_PREFILL_LOOKAHEAD=1 "$(command -v ncu)" --clock-control none --cache-control none \
+    --metrics gpu__time_duration.sum --csv -k regex:prefill_producer \
+    "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 >"$out/ncu_chunks_lookahead.csv" 2>/tmp/ncu.err
+  echo "rc $? ($SECONDS s)"; tail -2 /tmp/ncu.err
   ;;
 chunks)
   NCU=$(command -v ncu)
