@@ -36,10 +36,11 @@
 #                 regions of both: how the kernel's rate depends on the chunk (ncu_chunks_*.csv)
 #   PART=lookahead PATCHES=session33-lookahead-untested TARGETS="podkv_cli podkv_test_backend_ops": the
 #                 patch applied (copy it beside this script), the attention op cases with
-#                 PODKV_CUDA_PREFILL_LOOKAHEAD=1 and without, then prefill at 4K and 32K with and without
-#                 it, three interleaved passes (the same build: the switch is the baseline), the --profile
-#                 regions of a 32K prompt both ways, and Nsight Compute's per-launch durations with it
-#                 (ncu_chunks_lookahead.csv, to compare with session33-calls/ncu_chunks_4096.csv)
+#                 PODKV_CUDA_PREFILL_LOOKAHEAD=1, =2 and without, then prefill at 4K and 32K in the three
+#                 settings, three interleaved passes (one build: the switch off is the baseline), the
+#                 --profile regions of a 32K prompt, and Nsight Compute's per-launch durations with
+#                 LOOKAHEAD=${LOOKAHEAD:-2} (ncu_chunks_lookahead.csv; session33-calls/ncu_chunks_4096.csv is
+#                 the kernel before)
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -162,15 +163,17 @@ prefill)
   fi
   ;;
 lookahead)
-  ops "PODKV_CUDA_PREFILL_LOOKAHEAD=1 attention" "PODKV_NONE=0 attention"
+  ops "PODKV_CUDA_PREFILL_LOOKAHEAD=2 attention" "PODKV_CUDA_PREFILL_LOOKAHEAD=1 attention" "PODKV_NONE=0 attention"
   pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
-  for pass in 1 2 3; do pp "lookahead" PODKV_CUDA_PREFILL_LOOKAHEAD=1; pp "default" PODKV_NONE=0; done
-  for setting in PODKV_CUDA_PREFILL_LOOKAHEAD=1 PODKV_NONE=0; do
+  for pass in 1 2 3; do
+    pp "lookahead 2" PODKV_CUDA_PREFILL_LOOKAHEAD=2; pp "lookahead 1" PODKV_CUDA_PREFILL_LOOKAHEAD=1; pp "default" PODKV_NONE=0
+  done
+  for setting in PODKV_CUDA_PREFILL_LOOKAHEAD=2 PODKV_CUDA_PREFILL_LOOKAHEAD=1 PODKV_NONE=0; do
     echo "-- --profile, 32K prompt, $setting"
     within 60 env $setting "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 --profile | grep -A1 "GPU time"
   done
   echo "-- ncu durations of the prefill attention launches with the lookahead ($SECONDS s)"
-  within 150 env PODKV_CUDA_PREFILL_LOOKAHEAD=1 "$(command -v ncu)" --clock-control none --cache-control none \
+  within 150 env PODKV_CUDA_PREFILL_LOOKAHEAD=${LOOKAHEAD:-2} "$(command -v ncu)" --clock-control none --cache-control none \
     --metrics gpu__time_duration.sum --csv -k regex:prefill_producer \
     "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 >"$out/ncu_chunks_lookahead.csv" 2>/tmp/ncu.err
   echo "rc $? ($SECONDS s)"; tail -2 /tmp/ncu.err
