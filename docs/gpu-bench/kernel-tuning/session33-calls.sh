@@ -34,13 +34,15 @@
 #   PART=chunks   (podkv_cli only) Nsight Compute durations of every prefill attention launch of a 32K
 #                 prompt, in chunks of 4096 (8 launches a layer) and of 32768 (one), and the --profile
 #                 regions of both: how the kernel's rate depends on the chunk (ncu_chunks_*.csv)
-#   PART=lookahead PATCHES=session33-lookahead-untested TARGETS="podkv_cli podkv_test_backend_ops": the
-#                 patch applied (copy it beside this script), the attention op cases with
-#                 PODKV_CUDA_PREFILL_LOOKAHEAD=1, =2 and without, then prefill at 4K and 32K in the three
-#                 settings, three interleaved passes (one build: the switch off is the baseline), the
-#                 --profile regions of a 32K prompt, and Nsight Compute's per-launch durations with
+#   PART=untested PATCHES="session33-lookahead-untested session33-decode-inexact-untested"
+#                 TARGETS="podkv_cli podkv_test_backend_ops": the patches applied (copy them beside this
+#                 script), the attention op cases with PODKV_CUDA_PREFILL_LOOKAHEAD=2, =1,
+#                 PODKV_CUDA_DECODE_EXACT=0 and the defaults; prefill at 4K and 32K in the three lookahead
+#                 settings and batch-1 decode at 4K and 32K and batch 8 at 8K with and without
+#                 DECODE_EXACT=0, interleaved passes (one build: the switches off are the baseline); the
+#                 --profile regions of a 32K prompt; Nsight Compute's per-launch prefill durations with
 #                 LOOKAHEAD=${LOOKAHEAD:-2} (ncu_chunks_lookahead.csv; session33-calls/ncu_chunks_4096.csv is
-#                 the kernel before)
+#                 the kernel before). Either patch alone works too: the other's runs then time the defaults
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -75,7 +77,7 @@ if [ -f "$sums" ]; then
 fi
 # PART=land and PART=all apply PATCHES (copied beside this script), in order: each applied here, or
 # found applied; anything else stops the call.
-if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ] || [ "${PART:-test}" = lookahead ]; then
+if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ] || [ "${PART:-test}" = untested ]; then
   for name in ${PATCHES:-}; do
     patch=$(dirname "$0")/$name.patch
     if patch -p1 -R --dry-run -s -F3 -f <"$patch" >/dev/null 2>&1; then echo "patch $name: already applied"
@@ -162,11 +164,20 @@ prefill)
     bench 1 150; bench 4 150; durations; bench "2 3" 300
   fi
   ;;
-lookahead)
-  ops "PODKV_CUDA_PREFILL_LOOKAHEAD=2 attention" "PODKV_CUDA_PREFILL_LOOKAHEAD=1 attention" "PODKV_NONE=0 attention"
+untested)
+  ops "PODKV_CUDA_PREFILL_LOOKAHEAD=2 attention" "PODKV_CUDA_PREFILL_LOOKAHEAD=1 attention" \
+    "PODKV_CUDA_DECODE_EXACT=0 attention" "PODKV_NONE=0 attention"
   pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
   for pass in 1 2 3; do
     pp "lookahead 2" PODKV_CUDA_PREFILL_LOOKAHEAD=2; pp "lookahead 1" PODKV_CUDA_PREFILL_LOOKAHEAD=1; pp "default" PODKV_NONE=0
+  done
+  for pass in 1 2; do
+    tg "decode inexact" PODKV_CUDA_DECODE_EXACT=0; tg "decode default" PODKV_NONE=0
+    DEPTH=32735 tg "decode inexact 32K" PODKV_CUDA_DECODE_EXACT=0; DEPTH=32735 tg "decode default 32K" PODKV_NONE=0
+    for setting in PODKV_CUDA_DECODE_EXACT=0 PODKV_NONE=0; do
+      echo "-- batch 8 at 8K, $setting"
+      within 60 env $setting "$build/podkv" "${a[@]}" -p 0 -n 16 -d 8192 -b 8 -r 2 | grep -E "tg"
+    done
   done
   for setting in PODKV_CUDA_PREFILL_LOOKAHEAD=2 PODKV_CUDA_PREFILL_LOOKAHEAD=1 PODKV_NONE=0; do
     echo "-- --profile, 32K prompt, $setting"
