@@ -114,12 +114,11 @@ def main():
     ap.add_argument("--attention", default="", help="prompt lengths: SDPA alone on one layer (no model)")
     args = ap.parse_args()
     results = []
-    if args.attention:
+    if args.attention:  # SDPA alone, instead of the models
         config = LlamaConfig.from_pretrained(args.model)
         for n in [int(x) for x in args.attention.split(",") if x]:
             results += attention_alone(config, n)
-        args.attn = ""
-    for attn in [a for a in args.attn.split(",") if a]:
+    for attn in [] if args.attention else args.attn.split(","):
         model, config = make_model(args.model, attn)
         for n in [int(x) for x in args.prefill.split(",") if x]:
             row = {"impl": "transformers-" + attn, "test": f"pp{n}", "batch": 1}

@@ -124,6 +124,9 @@ durations() {
 }
 bench() { echo "-- bench_gpu.sh PARTS=\"$1\" ($SECONDS s)"; within $2 env PARTS="$1" scripts/bench_gpu.sh "$build" /tmp/bench >>"$out/bench.txt" 2>&1
   echo "rc $? ($SECONDS s)"; }
+# The whole benchmark, its cheap parts first (time may run out); on_h200: the card this call got.
+bench_all() { bench 1 150; bench 4 150; durations; bench "2 3" 300; }
+on_h200() { nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; }
 case ${PART:-test} in
 measure)
   [ -x "$build/podkv_test_backend_ops" ] && ops "PODKV_NONE=0 attention" \
@@ -135,10 +138,7 @@ measure)
     [ $pass = 1 ] && { tg tile PODKV_CUDA_DECODE_COPY=tile; tg "stages 2" PODKV_CUDA_DECODE_STAGES=2; }
   done
   DEPTH=32735 tg "default 32K" PODKV_NONE=0; [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "base 32K" PODKV_NONE=0
-  bench 1 150
-  bench 4 150
-  durations
-  bench "2 3" 300
+  bench_all
   ;;
 check)
   ops "PODKV_NONE=0 attention" "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" \
@@ -148,9 +148,7 @@ check)
   wait; echo "waited for base ($SECONDS s)"
   for pass in 1 2 3; do tg new PODKV_NONE=0; [ -x "$base/podkv" ] && BIN=$base tg base PODKV_NONE=0; done
   DEPTH=32735 tg "new 32K" PODKV_NONE=0; [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "base 32K" PODKV_NONE=0
-  if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
-    bench 1 150; bench 4 150; durations; bench "2 3" 300
-  fi
+  on_h200 && bench_all
   ;;
 prefill)
   for pass in 1 2; do
@@ -160,9 +158,7 @@ prefill)
     done
   done
   bench 5 120
-  if nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; then
-    bench 1 150; bench 4 150; durations; bench "2 3" 300
-  fi
+  on_h200 && bench_all
   ;;
 untested)
   ops "PODKV_CUDA_PREFILL_LOOKAHEAD=2 attention" "PODKV_CUDA_PREFILL_LOOKAHEAD=1 attention" \
@@ -207,10 +203,7 @@ refresh)
     tg default PODKV_NONE=0; tg "prefetch 34 MB" PODKV_CUDA_ATTN_PREFETCH_MB=34; tg "prefetch 16 MB" PODKV_CUDA_ATTN_PREFETCH_MB=16
     DEPTH=32735 tg "default 32K" PODKV_NONE=0; DEPTH=32735 tg "prefetch 34 MB 32K" PODKV_CUDA_ATTN_PREFETCH_MB=34
   done
-  bench 1 150
-  bench 4 150
-  durations
-  bench "2 3" 300
+  bench_all
   ;;
 numerics)
   (within 200 "$build/podkv_tests" --gtest_filter="Book/LongModelNumerics.Cuda*/${MODEL:-dense}") >"$out/numerics.log" 2>&1
