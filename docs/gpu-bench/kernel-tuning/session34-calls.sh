@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 33's device calls: session32-calls.sh (renamed; `git show 931523b:docs/gpu-bench/kernel-tuning/
+# Session 34's device calls: session33-calls.sh (renamed; `git show b221cdd:docs/gpu-bench/kernel-tuning/
+# session33-calls.sh`) plus PART=probe. Session 33's: session32-calls.sh (renamed; `git show 931523b:docs/gpu-bench/kernel-tuning/
 # session32-calls.sh`) plus PART=refresh; session31-calls.sh's parts came with it (`git show
 # 63ac81b:docs/gpu-bench/kernel-tuning/session31-calls.sh`). Copy this to .data/run/ (ignored) and run it from the
 # repository root on the device machine, with `carry` [".deps", ".data/run"] and, since a tree that
@@ -43,6 +44,12 @@
 #                 --profile regions of a 32K prompt; Nsight Compute's per-launch prefill durations with
 #                 LOOKAHEAD=${LOOKAHEAD:-2} (ncu_chunks_lookahead.csv; session33-calls/ncu_chunks_4096.csv is
 #                 the kernel before). Either patch alone works too: the other's runs then time the defaults
+#   PART=probe    (podkv_cli only) where the prefill attention kernel's time goes, beside cuDNN's: Nsight
+#                 Compute's SpeedOfLight, MemoryWorkloadAnalysis, LaunchStats, Occupancy, SchedulerStats
+#                 and WarpStateStats of one steady launch (200: the 7th chunk of a 32K prompt) of
+#                 prefill_producer_kernel, then of the cuDNN kernel that PyTorch's SDPA runs on one
+#                 layer's 32K causal prompt (GQA 32/8, head_dim 128), each --print-details all; and the
+#                 SM clock and power (nvidia-smi, every 50 ms) while a 32K prompt runs
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -184,6 +191,37 @@ untested)
     --metrics gpu__time_duration.sum --csv -k regex:prefill_producer \
     "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 >"$out/ncu_chunks_lookahead.csv" 2>/tmp/ncu.err
   echo "rc $? ($SECONDS s)"; tail -2 /tmp/ncu.err
+  ;;
+probe)
+  NCU=$(command -v ncu)
+  sections=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section LaunchStats --section Occupancy
+    --section SchedulerStats --section WarpStateStats --section ComputeWorkloadAnalysis)
+  echo "-- ncu, prefill_producer_kernel launch 200 of a 32K prompt ($SECONDS s)"
+  within 120 "$NCU" --clock-control none --cache-control none -k regex:prefill_producer --launch-skip 200 --launch-count 1 \
+    "${sections[@]}" --print-details all "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 >"$out/probe_podkv.txt" 2>&1
+  echo "rc $? ($SECONDS s)"; grep -E "Duration|Throughput|L2 Hit|Registers|Block Size|Grid Size|Issue Slots Busy" "$out/probe_podkv.txt" | head -30
+  cat >/tmp/sdpa.py <<'PY'
+import torch, torch.nn.functional as F
+n, h, kv, d = 32768, 32, 8, 128
+q = torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16)
+k = torch.randn(1, kv, n, d, device="cuda", dtype=torch.bfloat16)
+v = torch.randn(1, kv, n, d, device="cuda", dtype=torch.bfloat16)
+for _ in range(3):
+    F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+torch.cuda.synchronize()
+PY
+  echo "-- ncu, PyTorch SDPA (default backend) 32K causal, kernels listed ($SECONDS s)"
+  within 90 "$NCU" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv python3 /tmp/sdpa.py \
+    >"$out/probe_sdpa_kernels.csv" 2>&1; echo "rc $?"; grep -v "==" "$out/probe_sdpa_kernels.csv" | cut -d, -f5,15 | sort | uniq -c | sort -rn | head
+  echo "-- ncu, the SDPA kernel's sections (its third launch) ($SECONDS s)"
+  within 120 "$NCU" --clock-control none --cache-control none -k regex:"${SDPA_KERNEL:-cudnn|fmha|flash|sm90}" --launch-skip 2 --launch-count 1 \
+    "${sections[@]}" --print-details all python3 /tmp/sdpa.py >"$out/probe_sdpa.txt" 2>&1
+  echo "rc $? ($SECONDS s)"; grep -E "^  [a-zA-Z_]|Duration|Throughput|L2 Hit|Registers|Block Size|Grid Size|Issue Slots Busy" "$out/probe_sdpa.txt" | head -30
+  echo "-- SM clock and power during a 32K prompt ($SECONDS s)"
+  nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active --format=csv -lms 50 >"$out/probe_clocks.csv" 2>&1 &
+  smi=$!
+  within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 3 | grep -E "pp32768"
+  kill $smi; sort -t, -k2 "$out/probe_clocks.csv" | cut -d, -f2 | uniq -c | sort -rn | head -8
   ;;
 chunks)
   NCU=$(command -v ncu)
