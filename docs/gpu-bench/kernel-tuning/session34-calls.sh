@@ -50,6 +50,10 @@
 #                 prefill_producer_kernel, then of the cuDNN kernel that PyTorch's SDPA runs on one
 #                 layer's 32K causal prompt (GQA 32/8, head_dim 128), each --print-details all; and the
 #                 SM clock and power (nvidia-smi, every 50 ms) while a 32K prompt runs
+#   PART=sass     CUDA_FLAGS=-lineinfo (podkv_cli only): the stall samples of every SASS instruction of
+#                 one steady prefill_producer_kernel launch (launch 200 of a 32K prompt; Nsight Compute's
+#                 SourceCounters, prefill_sass.csv and prefill_cuda.csv) and cuobjdump's SASS of the
+#                 kernel's object (prefill_producer.sass)
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -222,6 +226,18 @@ PY
   smi=$!
   within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 3 | grep -E "pp32768"
   kill $smi; sort -t, -k2 "$out/probe_clocks.csv" | cut -d, -f2 | uniq -c | sort -rn | head -8
+  ;;
+sass)
+  NCU=$(command -v ncu)
+  obj=$(find "$build" -name 'attention_prefill_producer.cu.o' | head -1)
+  cuobjdump -sass "$obj" >"$out/prefill_producer.sass" 2>&1; echo "cuobjdump rc $? ($obj)"
+  within 200 "$NCU" --clock-control none --cache-control none -k regex:prefill_producer_kernel --launch-skip 200 --launch-count 1 \
+    --section WarpStateStats --section SourceCounters --section InstructionStats --import-source yes -f -o /tmp/prefill \
+    "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 >/tmp/ncu3.log 2>&1; echo "rc $? ($SECONDS s)"; tail -3 /tmp/ncu3.log
+  "$NCU" -i /tmp/prefill.ncu-rep --page source --csv --print-source sass >"$out/prefill_sass.csv" 2>&1
+  "$NCU" -i /tmp/prefill.ncu-rep --page source --csv --print-source cuda >"$out/prefill_cuda.csv" 2>&1
+  "$NCU" -i /tmp/prefill.ncu-rep --page details --print-details all >"$out/prefill_details.txt" 2>&1
+  gzip -k "$out/prefill_sass.csv"; ls -la "$out"
   ;;
 chunks)
   NCU=$(command -v ncu)
