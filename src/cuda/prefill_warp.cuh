@@ -95,6 +95,21 @@ __device__ __forceinline__ TileCursor next_tile(TileCursor c, const KeySpan& spa
   }
 }
 
+// How many tiles next_tile visits from TileCursor{0, -keys} (the passes' tiles that some row of
+// `span` needs), in closed form: per pass, the tiles t with keys t <= span.last that span.needed
+// takes, which are a prefix (sink) and a suffix (recent window) in pass 0 and one run in pass 1.
+__device__ __forceinline__ int count_tiles(const KeySpan& span, bool one_pass, int passes, int keys) {
+  if (span.last < 0) return 0;
+  const int all = span.last / keys + 1;                  // tiles with k0 <= last
+  if (one_pass) return passes > 0 ? all : 0;
+  auto below = [&](int32_t end) { return end > 0 ? min(all, (end + keys - 1) / keys) : 0; };  // k0 < end
+  auto from = [&](int32_t begin) { return begin > 0 ? min(all, begin / keys) : 0; };         // k0 + keys > begin
+  const int sink = below(span.sink_max), recent = from(span.recent_min);
+  int n = sink + all - max(sink, recent);                // pass 0: k0 < sink_max or k0 + keys > recent_min
+  if (passes > 1) n += max(0, below(span.recent_max) - from(span.sink_min));  // pass 1
+  return n;
+}
+
 // The key and value streams one query head reads (the layers of its KV head's proximal and distant
 // keys and values, pod-method.md's rules) and in how many passes: what the warps of a head and a
 // block's copying warp (which loads no query) both need.

@@ -54,6 +54,10 @@
 #                 one steady prefill_producer_kernel launch (launch 200 of a 32K prompt; Nsight Compute's
 #                 SourceCounters, prefill_sass.csv and prefill_cuda.csv) and cuobjdump's SASS of the
 #                 kernel's object (prefill_producer.sass)
+#   PART=counted  TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the 64-key loop with its uniform
+#                 trip count (the default since this change) against PODKV_CUDA_PREFILL_COUNTED=0 (the
+#                 loop before): the attention op cases with =0, prefill at 4K and 32K in three
+#                 interleaved passes, cuobjdump's SASS of the kernel, then scripts/test_gpu.sh whole
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -226,6 +230,15 @@ PY
   smi=$!
   within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 3 | grep -E "pp32768"
   kill $smi; sort -t, -k2 "$out/probe_clocks.csv" | cut -d, -f2 | uniq -c | sort -rn | head -8
+  ;;
+counted)
+  ops "PODKV_CUDA_PREFILL_COUNTED=0 attention"
+  pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
+  for pass in 1 2 3; do pp "counted (default)" PODKV_NONE=0; pp "cursor loop" PODKV_CUDA_PREFILL_COUNTED=0; done
+  obj=$(find "$build" -name 'attention_prefill_producer.cu.o' | head -1)
+  cuobjdump -sass "$obj" >"$out/prefill_producer.sass" 2>&1; gzip "$out/prefill_producer.sass"
+  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
   ;;
 sass)
   NCU=$(command -v ncu)
