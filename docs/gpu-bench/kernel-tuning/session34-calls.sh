@@ -61,8 +61,8 @@
 #   PART=loop     TARGETS="podkv_cli podkv_test_backend_ops": the 64-key loop's forms (kernels.h:
 #                 WgmmaPrefill::loop; PART=counted ran at 0e06fac, where PODKV_CUDA_PREFILL_COUNTED=0 was
 #                 today's PODKV_CUDA_PREFILL_LOOP=0 and its default today's 1): the attention op cases
-#                 with the default (2), then a 32K prompt with PODKV_CUDA_PREFILL_LOOP=2, 1, 0 in three
-#                 interleaved passes, and a 4K prompt with 2 and 1
+#                 with the default (2), then a 32K prompt with PODKV_CUDA_PREFILL_LOOP=2 and 1 in three
+#                 interleaved passes, a 4K prompt with 2 and 1, and a 32K prompt with 0 as time allows
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -239,9 +239,9 @@ PY
 loop)
   ops "PODKV_NONE=0 attention"
   p32() { echo "-- $1"; shift; within 40 env "$@" "$build/podkv" "${a[@]}" -p ${PROMPT:-32768} -n 0 -r 2 | grep -E "pp"; }
-  for pass in 1 2 3; do p32 "loop 2 (default)" PODKV_NONE=0; p32 "loop 1" PODKV_CUDA_PREFILL_LOOP=1; p32 "loop 0" PODKV_CUDA_PREFILL_LOOP=0; done
+  for pass in 1 2 3; do p32 "loop 2 (default)" PODKV_NONE=0; p32 "loop 1" PODKV_CUDA_PREFILL_LOOP=1; done
   PROMPT=4096 p32 "loop 2 (default), 4K" PODKV_NONE=0; PROMPT=4096 p32 "loop 1, 4K" PODKV_CUDA_PREFILL_LOOP=1
-  PROMPT=4096 p32 "loop 2 (default), 4K" PODKV_NONE=0; PROMPT=4096 p32 "loop 1, 4K" PODKV_CUDA_PREFILL_LOOP=1
+  p32 "loop 0" PODKV_CUDA_PREFILL_LOOP=0
   ;;
 counted)
   ops "PODKV_CUDA_PREFILL_COUNTED=0 attention"
