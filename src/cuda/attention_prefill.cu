@@ -229,7 +229,7 @@ void launch_shared(int64_t num_tiles, int head_blocks, cudaStream_t stream, cons
 // The switches, for timing and testing (scripts/tuning_gpu.sh, scripts/test_gpu.sh), read once:
 // PODKV_CUDA_PREFILL=G,U (G warpgroups per block, 1 or 2; U=0 masks every tile),
 // PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync kernels on a Hopper GPU too), PODKV_CUDA_PREFILL_PRODUCER=0
-// PODKV_CUDA_PREFILL_STEP=128 and PODKV_CUDA_PREFILL_LOOP=0|1 (kernels.h: WgmmaPrefill).
+// PODKV_CUDA_PREFILL_STEP=128 and PODKV_CUDA_PREFILL_COUNTED=0 (kernels.h: WgmmaPrefill).
 struct PrefillVariant {
   WgmmaPrefill how;
   bool wgmma = true;
@@ -249,7 +249,7 @@ PrefillVariant prefill_variant() {
     out.wgmma = !is("PODKV_CUDA_PREFILL_WGMMA", "0");
     out.how.producer = !is("PODKV_CUDA_PREFILL_PRODUCER", "0");
     out.how.step_keys = is("PODKV_CUDA_PREFILL_STEP", "128") ? 128 : 64;
-    out.how.loop = is("PODKV_CUDA_PREFILL_LOOP", "0") ? 0 : is("PODKV_CUDA_PREFILL_LOOP", "1") ? 1 : 2;
+    out.how.counted = !is("PODKV_CUDA_PREFILL_COUNTED", "0");
     return out;
   }();
   return v;

@@ -35,7 +35,8 @@
 #   PART=chunks   (podkv_cli only) Nsight Compute durations of every prefill attention launch of a 32K
 #                 prompt, in chunks of 4096 (8 launches a layer) and of 32768 (one), and the --profile
 #                 regions of both: how the kernel's rate depends on the chunk (ncu_chunks_*.csv)
-#   PART=untested PATCHES="session33-lookahead-untested session33-decode-inexact-untested"
+#   PART=untested PATCHES="session33-lookahead-untested session33-decode-inexact-untested" (session 34's
+#                 call 2; since renamed session33-*-experiment.patch)
 #                 TARGETS="podkv_cli podkv_test_backend_ops": the patches applied (copy them beside this
 #                 script), the attention op cases with PODKV_CUDA_PREFILL_LOOKAHEAD=2, =1,
 #                 PODKV_CUDA_DECODE_EXACT=0 and the defaults; prefill at 4K and 32K in the three lookahead

@@ -133,16 +133,11 @@ __device__ __forceinline__ void copy_tiles(const DeviceStep& s, const HeadSource
 // tensor cores still add tile j - 1's values. Every tile is computed, also where this warpgroup's
 // rows read none of it (its weights are then all zero): a wgmma under a branch that ptxas cannot
 // prove warpgroup-uniform would be serialised.
-// The loop's form (kernels.h: WgmmaPrefill::loop):
-//   0: until the cursor is past its passes. ptxas cannot prove that exit warp-uniform, so it keeps
-//      the body off the uniform datapath: each wgmma descriptor was built in vector registers and
-//      moved over (R2UR, two per wgmma) in every tile (session 34's SASS).
-//   1: a trip count taken once (count_tiles, through redux.sync, whose result ptxas knows is
-//      warp-uniform): the descriptors and stage counters in uniform registers.
-//   2: also, where the rows read all keys in one pass and no class split (dense attention), the
-//      tiles below the warp's causal edge by the same count (every row reads them whole): their
-//      softmax skips tile_masks' class tests and branches, on a branch ptxas knows is uniform.
-template <int D, int kLoop>
+// kCounted: the loop runs a trip count taken once (count_tiles, through redux.sync, whose result
+// ptxas knows is warp-uniform) instead of until the cursor is past its passes. A loop whose exit
+// ptxas cannot prove uniform keeps its body off the uniform datapath: each wgmma descriptor was
+// built in vector registers and moved over (R2UR, two per wgmma) in every tile (session 34's SASS).
+template <int D, bool kCounted>
 __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const KeySpan& block_span, uint8_t* smem,
                                                  uint64_t* full, uint64_t* empty, int lane, bool uniform) {
   using S = Step<D, 64>;
@@ -162,12 +157,8 @@ __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const
   uint64_t previous_values = values_descriptor<D, 64>(zero_values);  // tile j - 1's value tile
   int stage = 0, previous_stage = 0;
   uint32_t phase = 0;
-  const int tiles = kLoop > 0 ? __reduce_max_sync(0xffffffffu, count_tiles(block_span, pw.one_pass, passes, kSmemTileKeys)) : 0;
-  // One pass from key 0: tile j is keys 64 j .. 64 j + 63, whole for every row while 64 j + 63 <= pos0.
-  const int whole = kLoop == 2 && uniform && pw.one_pass && !pw.span.split
-                        ? __reduce_max_sync(0xffffffffu, (pw.span.pos0 + 1) / kSmemTileKeys)
-                        : 0;
-  for (int j = 0; kLoop > 0 ? j < tiles : cur.pass < passes; ++j) {
+  const int tiles = kCounted ? __reduce_max_sync(0xffffffffu, count_tiles(block_span, pw.one_pass, passes, kSmemTileKeys)) : 0;
+  for (int j = 0; kCounted ? j < tiles : cur.pass < passes; ++j) {
     const uint32_t stage_bytes = stage * Tile::kStageBytes;
     mbarrier_wait(&full[stage], phase);
     fence_proxy_async();  // the landed copies, visible to the tensor cores
@@ -178,8 +169,7 @@ __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const
     wgmma_wait<1>();  // S
     fence_operands(x);
     float correction[2];
-    if (kLoop == 2 && j < whole) w.softmax_weights(x, 0u, correction);  // tile_masks' kProximal: no masks
-    else pw.weights(x, cur.k0, cur.pass, uniform, correction);
+    pw.weights(x, cur.k0, cur.pass, uniform, correction);
     wgmma_wait<0>();  // tile j - 1's P V
     fence_operands(w.o);
     if (j > 0 && lane == 0) mbarrier_arrive(&empty[previous_stage]);
@@ -268,7 +258,7 @@ __device__ __forceinline__ void compute_steps_128(PrefillWarp<D, true>& pw, cons
   fence_operands(w.o);
 }
 
-template <int D, int kStepKeys, int kLoop = 2>
+template <int D, int kStepKeys, bool kCounted = true>
 __global__ void __launch_bounds__(kProducerBlockThreads, 1)
     prefill_producer_kernel(DeviceStep s, AttentionLaunch a, const float* q, const int32_t* tiles, bool uniform) {
   static_assert(D == 128, "head_dim 128 only: see prefill_wgmma_fits");
@@ -313,16 +303,16 @@ __global__ void __launch_bounds__(kProducerBlockThreads, 1)
   const int group = warp / kWarps;
   const RowTile rt = row_tile(s, tiles, tile, group, 1);
   PrefillWarp<D, true> pw(s, a, q, rt, head0 + warp % kWarps, lane);
-  if constexpr (kStepKeys == 64) compute_steps_64<D, kLoop>(pw, block_span, smem, full, empty, lane, uniform);
+  if constexpr (kStepKeys == 64) compute_steps_64<D, kCounted>(pw, block_span, smem, full, empty, lane, uniform);
   else compute_steps_128<D>(pw, block_span, smem, full, empty, lane, group, uniform);
   if (rt.rows > 0) pw.write();
 }
 
-template <int kStepKeys, int kLoop = 2>
+template <int kStepKeys, bool kCounted = true>
 void launch_producer(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,
                      int64_t num_tiles, bool uniform, cudaStream_t stream) {
   constexpr int smem = Step<128, kStepKeys>::kSmemBytes;
-  auto* kernel = prefill_producer_kernel<128, kStepKeys, kLoop>;
+  auto* kernel = prefill_producer_kernel<128, kStepKeys, kCounted>;
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "cudaFuncSetAttribute(prefill_producer_kernel)");
   const dim3 grid(static_cast<unsigned>(num_tiles), static_cast<unsigned>(launch.num_heads / kWarps));
   kernel<<<grid, kProducerBlockThreads, smem, stream>>>(step, launch, q, tiles, uniform);
@@ -332,11 +322,10 @@ void launch_producer(const DeviceStep& step, const AttentionLaunch& launch, cons
 }  // namespace
 
 void prefill_producer(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,
-                      int64_t num_tiles, bool uniform, int step_keys, int loop, cudaStream_t stream) {
+                      int64_t num_tiles, bool uniform, int step_keys, bool counted, cudaStream_t stream) {
   if (step_keys == 128) launch_producer<128>(step, launch, q, tiles, num_tiles, uniform, stream);
-  else if (loop == 0) launch_producer<64, 0>(step, launch, q, tiles, num_tiles, uniform, stream);
-  else if (loop == 1) launch_producer<64, 1>(step, launch, q, tiles, num_tiles, uniform, stream);
-  else launch_producer<64, 2>(step, launch, q, tiles, num_tiles, uniform, stream);
+  else if (counted) launch_producer<64>(step, launch, q, tiles, num_tiles, uniform, stream);
+  else launch_producer<64, false>(step, launch, q, tiles, num_tiles, uniform, stream);
 }
 
 }  // namespace podkv::cuda
