@@ -64,6 +64,11 @@
 #                 today's PODKV_CUDA_PREFILL_LOOP=0 and its default today's 1): the attention op cases
 #                 with the default (2), then a 32K prompt with PODKV_CUDA_PREFILL_LOOP=2 and 1 in three
 #                 interleaved passes, a 4K prompt with 2 and 1, and a 32K prompt with 0 as time allows
+#   PART=step128  PATCHES=session34-step128-counted-untested TARGETS="podkv_cli podkv_test_backend_ops": the
+#                 patch (the 128-key loop and its copying warps on a counted trip count too) applied;
+#                 the attention op cases with PODKV_CUDA_PREFILL_STEP=128, with that and
+#                 PODKV_CUDA_PREFILL_COUNTED=0, and the defaults; a 32K prompt with the default (64-key,
+#                 counted), STEP=128 and STEP=128 COUNTED=0 in three interleaved passes, then 4K
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -98,7 +103,7 @@ if [ -f "$sums" ]; then
 fi
 # PART=land and PART=all apply PATCHES (copied beside this script), in order: each applied here, or
 # found applied; anything else stops the call.
-if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ] || [ "${PART:-test}" = untested ]; then
+if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ] || [ "${PART:-test}" = untested ] || [ "${PART:-test}" = step128 ]; then
   for name in ${PATCHES:-}; do
     patch=$(dirname "$0")/$name.patch
     if patch -p1 -R --dry-run -s -F3 -f <"$patch" >/dev/null 2>&1; then echo "patch $name: already applied"
@@ -236,6 +241,16 @@ PY
   smi=$!
   within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 3 | grep -E "pp32768"
   kill $smi; sort -t, -k2 "$out/probe_clocks.csv" | cut -d, -f2 | uniq -c | sort -rn | head -8
+  ;;
+step128)
+  ops "PODKV_CUDA_PREFILL_STEP=128 attention" "PODKV_CUDA_PREFILL_STEP=128 PODKV_CUDA_PREFILL_COUNTED=0 attention" \
+    "PODKV_NONE=0 attention"
+  p32() { echo "-- $1"; shift; within 40 env "$@" "$build/podkv" "${a[@]}" -p ${PROMPT:-32768} -n 0 -r 2 | grep -E "pp"; }
+  for pass in 1 2 3; do
+    p32 "64-key, counted (default)" PODKV_NONE=0; p32 "128-key, counted" PODKV_CUDA_PREFILL_STEP=128
+    p32 "128-key, cursor loop" PODKV_CUDA_PREFILL_STEP=128 PODKV_CUDA_PREFILL_COUNTED=0
+  done
+  PROMPT=4096 p32 "64-key, counted (default), 4K" PODKV_NONE=0; PROMPT=4096 p32 "128-key, counted, 4K" PODKV_CUDA_PREFILL_STEP=128
   ;;
 loop)
   ops "PODKV_NONE=0 attention"
