@@ -228,7 +228,7 @@ void launch_shared(int64_t num_tiles, int head_blocks, cudaStream_t stream, cons
 
 // The switches, for timing and testing (scripts/tuning_gpu.sh, scripts/test_gpu.sh), read once:
 // PODKV_CUDA_PREFILL=G,U (G warpgroups per block, 1 or 2; U=0 masks every tile),
-// PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync kernels on a Hopper GPU too), PODKV_CUDA_PREFILL_PRODUCER=0
+// PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync kernels on a Hopper GPU too), PODKV_CUDA_PREFILL_PRODUCER=0,
 // PODKV_CUDA_PREFILL_STEP=128 and PODKV_CUDA_PREFILL_COUNTED=0 (kernels.h: WgmmaPrefill).
 struct PrefillVariant {
   WgmmaPrefill how;
