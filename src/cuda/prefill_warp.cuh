@@ -98,6 +98,7 @@ __device__ __forceinline__ TileCursor next_tile(TileCursor c, const KeySpan& spa
 // How many tiles next_tile visits from TileCursor{0, -keys} (the passes' tiles that some row of
 // `span` needs), in closed form: per pass, the tiles t with keys t <= span.last that span.needed
 // takes, which are a prefix (sink) and a suffix (recent window) in pass 0 and one run in pass 1.
+// `passes` is HeadSources::passes() (1 when one_pass).
 __device__ __forceinline__ int count_tiles(const KeySpan& span, bool one_pass, int passes, int keys) {
   if (span.last < 0) return 0;
   const int all = span.last / keys + 1;                  // tiles with k0 <= last
