@@ -102,7 +102,7 @@ __device__ __forceinline__ TileCursor next_tile(TileCursor c, const KeySpan& spa
 __device__ __forceinline__ int count_tiles(const KeySpan& span, bool one_pass, int passes, int keys) {
   if (span.last < 0) return 0;
   const int all = span.last / keys + 1;                  // tiles with k0 <= last
-  if (one_pass) return passes > 0 ? all : 0;
+  if (one_pass) return all;
   auto below = [&](int32_t end) { return end > 0 ? min(all, (end + keys - 1) / keys) : 0; };  // k0 < end
   auto from = [&](int32_t begin) { return begin > 0 ? min(all, begin / keys) : 0; };         // k0 + keys > begin
   const int sink = below(span.sink_max), recent = from(span.recent_min);

@@ -49,7 +49,7 @@ def count_tiles(span, one_pass, passes):
         return 0
     all_ = last // KEYS + 1
     if one_pass:
-        return all_ if passes > 0 else 0
+        return all_
     below = lambda end: min(all_, (end + KEYS - 1) // KEYS) if end > 0 else 0
     start = lambda begin: min(all_, begin // KEYS) if begin > 0 else 0
     sink, recent = below(sink_max), start(recent_min)
