@@ -92,13 +92,16 @@ __device__ __forceinline__ void copy_tiles(const DeviceStep& s, const HeadSource
   };
   const int chunk = lane % Tile::kChunks, half = lane / Tile::kChunks;
   const int kind_offset = (part / 2) * Tile::kKindBytes;
-  TileCursor cur = next_tile(TileCursor{0, -kSmemTileKeys}, span, src.one_pass, passes, kSmemTileKeys);
+  // Tile j is tile j % kTiles of step j / kTiles. Past the last tile (a last step's second) the
+  // cursor is past the passes, where lookup gives no entry: zero rows.
+  const TileWalk walk(span, src.one_pass, passes, kSmemTileKeys);
+  auto tile = [&](int j) { return j < walk.count ? walk.at(j) : TileCursor{passes, 0}; };
+  const int tiles = (walk.count + S::kTiles - 1) / S::kTiles * S::kTiles;
+  TileCursor cur = tile(0);
   EntryRef e = lookup(cur);
-  // Tile j is tile j % kTiles of step j / kTiles. After the last tile the cursor is past the passes
-  // (and stays there), where lookup gives no entry: zero rows, which fill a last step's stage.
-  for (int j = 0; cur.pass < passes || j % S::kTiles != 0; ++j) {
+  for (int j = 0; j < tiles; ++j) {
     const int step = j / S::kTiles, stage = step % S::kStages;
-    const TileCursor next = next_tile<true>(cur, span, src.one_pass, passes, kSmemTileKeys);
+    const TileCursor next = tile(j + 1);
     const EntryRef next_e = lookup(next);
     const uint8_t* row = entry_address(s, e);
     // kWholePages: this lane's chunk of its first row, and how many of its 16 rows (2 i + half) have
@@ -133,10 +136,11 @@ __device__ __forceinline__ void copy_tiles(const DeviceStep& s, const HeadSource
 // tensor cores still add tile j - 1's values. Every tile is computed, also where this warpgroup's
 // rows read none of it (its weights are then all zero): a wgmma under a branch that ptxas cannot
 // prove warpgroup-uniform would be serialised.
-// kCounted: the loop runs a trip count taken once (count_tiles, through redux.sync, whose result
-// ptxas knows is warp-uniform) instead of until the cursor is past its passes. A loop whose exit
-// ptxas cannot prove uniform keeps its body off the uniform datapath: each wgmma descriptor was
-// built in vector registers and moved over (R2UR, two per wgmma) in every tile (session 34's SASS).
+// kCounted: the loop runs a trip count taken once (TileWalk::count, through redux.sync, whose result
+// ptxas knows is warp-uniform) and takes tile j's place from TileWalk::at, instead of walking the
+// cursor until it is past its passes. A loop whose exit ptxas cannot prove uniform keeps its body
+// off the uniform datapath: each wgmma descriptor was built in vector registers and moved over
+// (R2UR, two per wgmma) in every tile (session 34's SASS).
 template <int D, bool kCounted>
 __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const KeySpan& block_span, uint8_t* smem,
                                                  uint64_t* full, uint64_t* empty, int lane, bool uniform) {
@@ -146,7 +150,8 @@ __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const
   auto& w = pw.w;
   const int passes = pw.passes();
   const uint8_t* zero_values = smem + kStages * Tile::kStageBytes;  // written by the kernel
-  TileCursor cur = next_tile(TileCursor{0, -kSmemTileKeys}, block_span, pw.one_pass, passes, kSmemTileKeys);
+  TileCursor cur{};
+  if constexpr (!kCounted) cur = next_tile(TileCursor{0, -kSmemTileKeys}, block_span, pw.one_pass, passes, kSmemTileKeys);
   // Tile j - 1's probabilities (read by its P V until that completes); before tile 0, zeros times
   // the zero tile.
   uint32_t p[4][4] = {};
@@ -157,10 +162,13 @@ __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const
   uint64_t previous_values = values_descriptor<D, 64>(zero_values);  // tile j - 1's value tile
   int stage = 0, previous_stage = 0;
   uint32_t phase = 0;
-  const int tiles = kCounted ? __reduce_max_sync(0xffffffffu, count_tiles(block_span, pw.one_pass, passes, kSmemTileKeys)) : 0;
+  const TileWalk walk(block_span, pw.one_pass, passes, kSmemTileKeys);
+  const int tiles = kCounted ? __reduce_max_sync(0xffffffffu, walk.count) : 0;
+  const uint32_t full0 = smem_address(full), empty0 = smem_address(empty);  // 8 bytes a stage
   for (int j = 0; kCounted ? j < tiles : cur.pass < passes; ++j) {
+    if constexpr (kCounted) cur = walk.at(j);
     const uint32_t stage_bytes = stage * Tile::kStageBytes;
-    mbarrier_wait(&full[stage], phase);
+    mbarrier_wait(full0 + 8 * stage, phase);
     fence_proxy_async();  // the landed copies, visible to the tensor cores
     float x[8][4];
     issue_scores<D>(x, w.qa[0], offset_descriptor(keys0, stage_bytes));
@@ -172,12 +180,12 @@ __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const
     pw.weights(x, cur.k0, cur.pass, uniform, correction);
     wgmma_wait<0>();  // tile j - 1's P V
     fence_operands(w.o);
-    if (j > 0 && lane == 0) mbarrier_arrive(&empty[previous_stage]);
+    if (j > 0 && lane == 0) mbarrier_arrive(empty0 + 8 * previous_stage);
     w.rescale(correction);
     pack_probabilities(x, p);
     previous_values = offset_descriptor(values0, stage_bytes), previous_stage = stage;
     if (++stage == kStages) stage = 0, phase ^= 1;
-    cur = next_tile<true>(cur, block_span, pw.one_pass, passes, kSmemTileKeys);
+    if constexpr (!kCounted) cur = next_tile<true>(cur, block_span, pw.one_pass, passes, kSmemTileKeys);
   }
   issue_values<D>(w.o, p, previous_values);  // the last tile's P V
   wgmma_commit();

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Session 34's device calls: session33-calls.sh (renamed; `git show b221cdd:docs/gpu-bench/kernel-tuning/
-# session33-calls.sh`) plus PART=probe. Session 33's: session32-calls.sh (renamed; `git show 931523b:docs/gpu-bench/kernel-tuning/
+# Session 35's device calls: session34-calls.sh (renamed; `git show f74bce5:docs/gpu-bench/kernel-tuning/
+# session34-calls.sh`) plus PART=walk. Session 34's: session33-calls.sh (renamed; `git show
+# b221cdd:docs/gpu-bench/kernel-tuning/session33-calls.sh`) plus PART=probe. Session 33's: session32-calls.sh (renamed; `git show 931523b:docs/gpu-bench/kernel-tuning/
 # session32-calls.sh`) plus PART=refresh; session31-calls.sh's parts came with it (`git show
 # 63ac81b:docs/gpu-bench/kernel-tuning/session31-calls.sh`). Copy this to .data/run/ (ignored) and run it from the
 # repository root on the device machine, with `carry` [".deps", ".data/run"] and, since a tree that
@@ -64,11 +65,16 @@
 #                 today's PODKV_CUDA_PREFILL_LOOP=0 and its default today's 1): the attention op cases
 #                 with the default (2), then a 32K prompt with PODKV_CUDA_PREFILL_LOOP=2 and 1 in three
 #                 interleaved passes, a 4K prompt with 2 and 1, and a 32K prompt with 0 as time allows
-#   PART=step128  PATCHES=session34-step128-counted-untested TARGETS="podkv_cli podkv_test_backend_ops": the
+#   PART=step128  PATCHES=session34-step128-counted-experiment TARGETS="podkv_cli podkv_test_backend_ops": the
 #                 patch (the 128-key loop and its copying warps on a counted trip count too) applied;
 #                 the attention op cases with PODKV_CUDA_PREFILL_STEP=128, with that and
 #                 PODKV_CUDA_PREFILL_COUNTED=0, and the defaults; a 32K prompt with the default (64-key,
 #                 counted), STEP=128 and STEP=128 COUNTED=0 in three interleaved passes, then 4K
+#   PART=walk     BASE=1 TARGETS="podkv_cli podkv_test_backend_ops": the 64-key loop's tiles by TileWalk
+#                 (the computing and the copying warps) against build-base (the tree before): the
+#                 attention op cases (defaults, and PODKV_CUDA_PREFILL_COUNTED=0, the cursor's loop
+#                 in the computing warps), cuobjdump's SASS of the kernel, then prefill at 4K and 32K,
+#                 new and base interleaved, three passes
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -251,6 +257,14 @@ step128)
     p32 "128-key, cursor loop" PODKV_CUDA_PREFILL_STEP=128 PODKV_CUDA_PREFILL_COUNTED=0
   done
   PROMPT=4096 p32 "64-key, counted (default), 4K" PODKV_NONE=0; PROMPT=4096 p32 "128-key, counted, 4K" PODKV_CUDA_PREFILL_STEP=128
+  ;;
+walk)
+  ops "PODKV_NONE=0 attention" "PODKV_CUDA_PREFILL_COUNTED=0 attention"
+  obj=$(find "$build" -name 'attention_prefill_producer.cu.o' | head -1)
+  cuobjdump -sass "$obj" >"$out/prefill_producer.sass" 2>&1; gzip "$out/prefill_producer.sass"
+  wait; echo "waited for base ($SECONDS s)"
+  pp() { echo "-- $1"; shift; within 60 env "$@" "${BIN:-$build}/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
+  for pass in 1 2 3; do pp "new" PODKV_NONE=0; [ -x "$base/podkv" ] && BIN=$base pp "base" PODKV_NONE=0; done
   ;;
 loop)
   ops "PODKV_NONE=0 attention"
