@@ -75,6 +75,9 @@
 #                 attention op cases (defaults, and PODKV_CUDA_PREFILL_COUNTED=0, the cursor's loop
 #                 in the computing warps), cuobjdump's SASS of the kernel, then prefill at 4K and 32K,
 #                 new and base interleaved, three passes
+#   PART=sdpa     (podkv_cli only) prefill at 4K and 32K against transformers' SDPA in the same call
+#                 (scripts/bench_gpu_peer.py --attn sdpa, prefill only), podkv and SDPA alternating,
+#                 two passes each
 #   PART=test     scripts/test_gpu.sh on the tree as it is, then one timing
 #   PART=all      BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": PATCHES (names of
 #                 NAME.patch files beside this script, applied in order, or found applied) on the tree,
@@ -265,6 +268,15 @@ walk)
   wait; echo "waited for base ($SECONDS s)"
   pp() { echo "-- $1"; shift; within 60 env "$@" "${BIN:-$build}/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
   for pass in 1 2 3; do pp "new" PODKV_NONE=0; [ -x "$base/podkv" ] && BIN=$base pp "base" PODKV_NONE=0; done
+  ;;
+sdpa)
+  pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
+  for pass in 1 2; do
+    pp "podkv" PODKV_NONE=0
+    echo "-- transformers SDPA ($SECONDS s)"
+    within 200 python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out "$out/sdpa$pass.json" --prefill 4096,32768 \
+      --decode "" --attn sdpa >"$out/sdpa$pass.txt" 2>&1; echo "rc $? ($SECONDS s)"; grep -v "^ *$" "$out/sdpa$pass.txt" | tail -4
+  done
   ;;
 loop)
   ops "PODKV_NONE=0 attention"
