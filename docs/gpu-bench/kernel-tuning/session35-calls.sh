@@ -75,6 +75,10 @@
 #                 attention op cases (defaults, and PODKV_CUDA_PREFILL_COUNTED=0, the cursor's loop
 #                 in the computing warps), cuobjdump's SASS of the kernel, then prefill at 4K and 32K,
 #                 new and base interleaved, three passes
+#   PART=poly     TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": a quarter of the 64-key loop's
+#                 2^x on the FMA pipe (the default in this build) against PODKV_CUDA_PREFILL_POLY_EXP2=0 (all
+#                 on the special function unit): the attention op cases with both, prefill at 4K and
+#                 32K in three interleaved passes, then scripts/test_gpu.sh whole
 #   PART=sdpa     (podkv_cli only) prefill at 4K and 32K against transformers' SDPA in the same call
 #                 (scripts/bench_gpu_peer.py --attn sdpa, prefill only), podkv and SDPA alternating,
 #                 two passes each
@@ -268,6 +272,13 @@ walk)
   wait; echo "waited for base ($SECONDS s)"
   pp() { echo "-- $1"; shift; within 60 env "$@" "${BIN:-$build}/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
   for pass in 1 2 3; do pp "new" PODKV_NONE=0; [ -x "$base/podkv" ] && BIN=$base pp "base" PODKV_NONE=0; done
+  ;;
+poly)
+  ops "PODKV_NONE=0 attention" "PODKV_CUDA_PREFILL_POLY_EXP2=0 attention"
+  pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
+  for pass in 1 2 3; do pp "poly (default)" PODKV_NONE=0; pp "special function unit" PODKV_CUDA_PREFILL_POLY_EXP2=0; done
+  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
   ;;
 sdpa)
   pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
