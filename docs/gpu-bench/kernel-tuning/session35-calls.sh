@@ -79,6 +79,12 @@
 #                 2^x on the FMA pipe (the default in this build) against PODKV_CUDA_PREFILL_POLY_EXP2=0 (all
 #                 on the special function unit): the attention op cases with both, prefill at 4K and
 #                 32K in three interleaved passes, then scripts/test_gpu.sh whole
+#   PART=pages    PATCHES=session35-whole-pages-experiment TARGETS="podkv_cli podkv_test_backend_ops podkv_tests":
+#                 the patch (the 64-key kernel's copying warps copy a tile from its page after one
+#                 lookup, where pages hold multiples of 64 tokens) applied; the attention op cases with
+#                 the defaults, PODKV_CUDA_PREFILL_WHOLE_PAGES=0 and PODKV_CUDA_PREFILL_STEP=128; prefill
+#                 at 4K and 32K with and without it, three interleaved passes; then scripts/test_gpu.sh
+#                 whole (session 35, call 6: correct, 1.00x; the patch kept as an experiment)
 #   PART=sdpa     (podkv_cli only) prefill at 4K and 32K against transformers' SDPA in the same call
 #                 (scripts/bench_gpu_peer.py --attn sdpa, prefill only), podkv and SDPA alternating,
 #                 two passes each
@@ -116,7 +122,8 @@ if [ -f "$sums" ]; then
 fi
 # PART=land and PART=all apply PATCHES (copied beside this script), in order: each applied here, or
 # found applied; anything else stops the call.
-if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ] || [ "${PART:-test}" = untested ] || [ "${PART:-test}" = step128 ]; then
+if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ] || [ "${PART:-test}" = untested ] || [ "${PART:-test}" = step128 ] ||
+  [ "${PART:-test}" = pages ]; then
   for name in ${PATCHES:-}; do
     patch=$(dirname "$0")/$name.patch
     if patch -p1 -R --dry-run -s -F3 -f <"$patch" >/dev/null 2>&1; then echo "patch $name: already applied"
@@ -277,6 +284,13 @@ poly)
   ops "PODKV_NONE=0 attention" "PODKV_CUDA_PREFILL_POLY_EXP2=0 attention"
   pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
   for pass in 1 2 3; do pp "poly (default)" PODKV_NONE=0; pp "special function unit" PODKV_CUDA_PREFILL_POLY_EXP2=0; done
+  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  ;;
+pages)
+  ops "PODKV_NONE=0 attention" "PODKV_CUDA_PREFILL_WHOLE_PAGES=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention"
+  pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
+  for pass in 1 2 3; do pp "whole pages (default)" PODKV_NONE=0; pp "rows" PODKV_CUDA_PREFILL_WHOLE_PAGES=0; done
   within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
   tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
   ;;
