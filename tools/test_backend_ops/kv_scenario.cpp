@@ -20,6 +20,7 @@ std::string KvCaseSpec::describe() const {
   return policy + " " + kv_dtype_name(dtype) + " page=" + std::to_string(page_tokens) + " H=" +
          std::to_string(geometry.heads) + "/" + std::to_string(geometry.kv_heads) + " d=" +
          std::to_string(geometry.dim) + " kv=" + kv + " new=" + add + (tau < 1.0f ? std::string(" tau=") + tau_text : "") +
+         (gates || tau < 1.0f ? "" : " no-gates") +
          (sink_tokens != defaults.sink_tokens || recent_tokens != defaults.recent_tokens
               ? " sink=" + std::to_string(sink_tokens) + " recent=" + std::to_string(recent_tokens)
               : "");

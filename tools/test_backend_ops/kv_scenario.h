@@ -37,6 +37,10 @@ struct KvCaseSpec {
   KvGeometry geometry;
   std::vector<EntrySpec> entries;
   float tau = 1.0f;
+  // Whether the attention op is asked for the gates (PoD's proximal mass per row and head). With tau
+  // at 1 nothing reads them, and the CUDA backend asks for none (kernels may then skip their
+  // proximal / distant split); a case with tau < 1 always asks.
+  bool gates = true;
   int sink_tokens = 4, recent_tokens = 24;  // the token classes' bounds (PoD, StreamingLLM, H2O, SnapKV)
   std::string describe() const;
 };
