@@ -85,6 +85,12 @@
 #                 the defaults, PODKV_CUDA_PREFILL_WHOLE_PAGES=0 and PODKV_CUDA_PREFILL_STEP=128; prefill
 #                 at 4K and 32K with and without it, three interleaved passes; then scripts/test_gpu.sh
 #                 whole (session 35, call 6: correct, 1.00x; the patch kept as an experiment)
+#   PART=sums     PATCHES=session35-tensor-sums-untested TARGETS="podkv_cli podkv_test_backend_ops podkv_tests":
+#                 the patch (where no gates are asked, the 64-key loop sums P's rows on the tensor cores:
+#                 4 wgmma m64n8k16 against a tile of ones, not 31 adds per tile) applied; the attention
+#                 op cases with the defaults and PODKV_CUDA_PREFILL_TENSOR_SUMS=0 (11 of the 100 ask no
+#                 gates, b45e66c); prefill at 4K and 32K with and without it, three interleaved passes;
+#                 then scripts/test_gpu.sh whole (for session 36: untested as of session 35)
 #   PART=sdpa     (podkv_cli only) prefill at 4K and 32K against transformers' SDPA in the same call
 #                 (scripts/bench_gpu_peer.py --attn sdpa, prefill only), podkv and SDPA alternating,
 #                 two passes each
@@ -123,7 +129,7 @@ fi
 # PART=land and PART=all apply PATCHES (copied beside this script), in order: each applied here, or
 # found applied; anything else stops the call.
 if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ] || [ "${PART:-test}" = untested ] || [ "${PART:-test}" = step128 ] ||
-  [ "${PART:-test}" = pages ]; then
+  [ "${PART:-test}" = pages ] || [ "${PART:-test}" = sums ]; then
   for name in ${PATCHES:-}; do
     patch=$(dirname "$0")/$name.patch
     if patch -p1 -R --dry-run -s -F3 -f <"$patch" >/dev/null 2>&1; then echo "patch $name: already applied"
@@ -291,6 +297,13 @@ pages)
   ops "PODKV_NONE=0 attention" "PODKV_CUDA_PREFILL_WHOLE_PAGES=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention"
   pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
   for pass in 1 2 3; do pp "whole pages (default)" PODKV_NONE=0; pp "rows" PODKV_CUDA_PREFILL_WHOLE_PAGES=0; done
+  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  ;;
+sums)
+  ops "PODKV_NONE=0 attention" "PODKV_CUDA_PREFILL_TENSOR_SUMS=0 attention"
+  pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
+  for pass in 1 2 3; do pp "tensor sums (default)" PODKV_NONE=0; pp "sums in the softmax" PODKV_CUDA_PREFILL_TENSOR_SUMS=0; done
   within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
   tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
   ;;
