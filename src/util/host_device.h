@@ -4,6 +4,8 @@
 
 #if defined(__CUDACC__)
 #define PODKV_HOST_DEVICE __host__ __device__
+#define PODKV_HOST_DEVICE_INLINE __host__ __device__ __forceinline__
 #else
 #define PODKV_HOST_DEVICE
+#define PODKV_HOST_DEVICE_INLINE inline
 #endif
