@@ -19,8 +19,9 @@ __device__ __forceinline__ void mbarrier_init(uint64_t* bar, uint32_t count) {
 }
 __device__ __forceinline__ void mbarrier_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
 
-// The barrier by its shared-memory address (smem_address): a loop over a ring of barriers keeps the
-// first one's address in a register, where ptxas otherwise rebuilds it from SR_CgaCtaId each time.
+// The barrier by its shared-memory address (smem_address): a ring of barriers is then the first
+// one's address plus 8 bytes a stage, a 32-bit add (ptxas still takes the window's base from
+// SR_CgaCtaId in the loop, on the uniform datapath).
 __device__ __forceinline__ void mbarrier_arrive(uint32_t bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
