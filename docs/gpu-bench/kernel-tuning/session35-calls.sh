@@ -179,6 +179,14 @@ bench() { echo "-- bench_gpu.sh PARTS=\"$1\" ($SECONDS s)"; within $2 env PARTS=
 # The whole benchmark, its cheap parts first (time may run out); on_h200: the card this call got.
 bench_all() { bench 1 150; bench 4 150; durations; bench "2 3" 300; }
 on_h200() { nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; }
+# Prefill at 4K and 32K (BIN: another build's podkv); then a switch against the default: three
+# interleaved passes, then scripts/test_gpu.sh whole.
+pp() { echo "-- $1"; shift; within 60 env "$@" "${BIN:-$build}/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
+switch_ab() {
+  for pass in 1 2 3; do pp "$1" PODKV_NONE=0; pp "$2" "$3"; done
+  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+}
 case ${PART:-test} in
 measure)
   [ -x "$build/podkv_test_backend_ops" ] && ops "PODKV_NONE=0 attention" \
@@ -283,32 +291,21 @@ walk)
   obj=$(find "$build" -name 'attention_prefill_producer.cu.o' | head -1)
   cuobjdump -sass "$obj" >"$out/prefill_producer.sass" 2>&1; gzip "$out/prefill_producer.sass"
   wait; echo "waited for base ($SECONDS s)"
-  pp() { echo "-- $1"; shift; within 60 env "$@" "${BIN:-$build}/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
   for pass in 1 2 3; do pp "new" PODKV_NONE=0; [ -x "$base/podkv" ] && BIN=$base pp "base" PODKV_NONE=0; done
   ;;
 poly)
   ops "PODKV_NONE=0 attention" "PODKV_CUDA_PREFILL_POLY_EXP2=0 attention"
-  pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
-  for pass in 1 2 3; do pp "poly (default)" PODKV_NONE=0; pp "special function unit" PODKV_CUDA_PREFILL_POLY_EXP2=0; done
-  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
-  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  switch_ab "poly (default)" "special function unit" PODKV_CUDA_PREFILL_POLY_EXP2=0
   ;;
 pages)
   ops "PODKV_NONE=0 attention" "PODKV_CUDA_PREFILL_WHOLE_PAGES=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention"
-  pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
-  for pass in 1 2 3; do pp "whole pages (default)" PODKV_NONE=0; pp "rows" PODKV_CUDA_PREFILL_WHOLE_PAGES=0; done
-  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
-  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  switch_ab "whole pages (default)" "rows" PODKV_CUDA_PREFILL_WHOLE_PAGES=0
   ;;
 sums)
   ops "PODKV_NONE=0 attention" "PODKV_CUDA_PREFILL_TENSOR_SUMS=0 attention"
-  pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
-  for pass in 1 2 3; do pp "tensor sums (default)" PODKV_NONE=0; pp "sums in the softmax" PODKV_CUDA_PREFILL_TENSOR_SUMS=0; done
-  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
-  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  switch_ab "tensor sums (default)" "sums in the softmax" PODKV_CUDA_PREFILL_TENSOR_SUMS=0
   ;;
 sdpa)
-  pp() { echo "-- $1"; shift; within 60 env "$@" "$build/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
   for pass in 1 2; do
     pp "podkv" PODKV_NONE=0
     echo "-- transformers SDPA ($SECONDS s)"
