@@ -3,7 +3,6 @@
 #  1. podkv_test_backend_ops: every op of every backend (cpu, cuda) against its plain references, the
 #     attention cases again with PODKV_CUDA_PREFILL_PRODUCER=0 (the lockstep wgmma prefill blocks, no
 #     copying warpgroup), PODKV_CUDA_PREFILL_STEP=128 (the copying kernel's 128-key steps),
-#     PODKV_CUDA_PREFILL_COUNTED=0 (its 64-key loop run by the tile cursor, not a trip count),
 #     PODKV_CUDA_PREFILL=1,1 (wgmma prefill blocks of one warpgroup) and
 #     PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync prefill kernels on a Hopper GPU), and the matmul cases
 #     with PODKV_CUDA_GEMV_SLICES=1 and 8 (the one-row GEMV unsplit and split 8 ways), and the
@@ -77,8 +76,7 @@ for b in cpu cuda; do
 done
 tail -1 "$logs/backend_ops.log"
 # On a Hopper GPU prefill attention runs on wgmma (src/cuda/sm90a/) with two computing warpgroups and
-# a copying one per block; its 128-key steps (PODKV_CUDA_PREFILL_STEP=128), its 64-key loop without
-# the uniform trip count (PODKV_CUDA_PREFILL_COUNTED=0), the lockstep
+# a copying one per block; its 128-key steps (PODKV_CUDA_PREFILL_STEP=128), the lockstep
 # two-warpgroup blocks (PODKV_CUDA_PREFILL_PRODUCER=0), the one-warpgroup blocks
 # (PODKV_CUDA_PREFILL=1,1) and the mma.sync kernels that other GPUs run
 # (PODKV_CUDA_PREFILL_WGMMA=0) are checked here too, and the one-row GEMV with its inputs split in 1
@@ -87,7 +85,6 @@ tail -1 "$logs/backend_ops.log"
 # long decode batch's rows (kv 1 to 4097) 105 chunks, and 211 with one KV head: the merge's path for
 # 129 to 256 chunks, which the defaults (at most 66 chunks a row at batch 1) never take.
 for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention" \
-             "PODKV_CUDA_PREFILL_COUNTED=0 attention" \
              "PODKV_CUDA_PREFILL=1,1 attention" \
              "PODKV_CUDA_PREFILL_WGMMA=0 attention" \
              "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" \

@@ -228,8 +228,8 @@ void launch_shared(int64_t num_tiles, int head_blocks, cudaStream_t stream, cons
 
 // The switches, for timing and testing (scripts/tuning_gpu.sh, scripts/test_gpu.sh), read once:
 // PODKV_CUDA_PREFILL=G,U (G warpgroups per block, 1 or 2; U=0 masks every tile),
-// PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync kernels on a Hopper GPU too), PODKV_CUDA_PREFILL_PRODUCER=0,
-// PODKV_CUDA_PREFILL_STEP=128 and PODKV_CUDA_PREFILL_COUNTED=0 (kernels.h: WgmmaPrefill).
+// PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync kernels on a Hopper GPU too), PODKV_CUDA_PREFILL_PRODUCER=0
+// and PODKV_CUDA_PREFILL_STEP=128 (kernels.h: WgmmaPrefill).
 struct PrefillVariant {
   WgmmaPrefill how;
   bool wgmma = true;
@@ -249,7 +249,6 @@ PrefillVariant prefill_variant() {
     out.wgmma = !is("PODKV_CUDA_PREFILL_WGMMA", "0");
     out.how.producer = !is("PODKV_CUDA_PREFILL_PRODUCER", "0");
     out.how.step_keys = is("PODKV_CUDA_PREFILL_STEP", "128") ? 128 : 64;
-    out.how.counted = !is("PODKV_CUDA_PREFILL_COUNTED", "0");
     return out;
   }();
   return v;

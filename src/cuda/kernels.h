@@ -179,8 +179,6 @@ struct WgmmaPrefill {
   bool producer = true;   // two groups: with a copying warpgroup, sm90a/attention_prefill_producer.cu
                           // (PODKV_CUDA_PREFILL_PRODUCER=0: the lockstep block)
   int step_keys = 64;     // the copying kernel's keys per step, 64 or 128 (PODKV_CUDA_PREFILL_STEP)
-  bool counted = true;    // its 64-key loop runs a uniform trip count (PODKV_CUDA_PREFILL_COUNTED=0:
-                          // until the tile cursor is past its passes)
 };
 bool prefill_wgmma_fits(int head_dim, int query_heads_per_kv_head);
 void prefill_wgmma(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,

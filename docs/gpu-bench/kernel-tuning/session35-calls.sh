@@ -104,6 +104,8 @@
 #   PART=numerics TARGETS=podkv_tests: Book/LongModelNumerics.Cuda*/MODEL (MODEL=dense or pod), on a tree
 #                 with that model's weights and without tests/fixtures/models (the 64 MiB limit)
 #   PART=source   CUDA_FLAGS=-lineinfo: Nsight source views of the decode attention and prefill kernels
+# PODKV_CUDA_PREFILL_COUNTED, which PART=counted, step128 and walk set, is gone since session 35's
+# final review (the cursor's loop, settled at 0.98x): on a later tree those runs time the defaults.
 # PODKV_CUDA_ATTN_PREFETCH_MB, which PART=refresh, land and the timings set, is gone since d3ccdbf
 # (session 33): on a later tree those runs time the defaults under another label.
 # A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the

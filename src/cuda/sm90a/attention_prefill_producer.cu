@@ -136,12 +136,12 @@ __device__ __forceinline__ void copy_tiles(const DeviceStep& s, const HeadSource
 // tensor cores still add tile j - 1's values. Every tile is computed, also where this warpgroup's
 // rows read none of it (its weights are then all zero): a wgmma under a branch that ptxas cannot
 // prove warpgroup-uniform would be serialised.
-// kCounted: the loop runs a trip count taken once (TileWalk::count, through redux.sync, whose result
-// ptxas knows is warp-uniform) and takes tile j's place from TileWalk::at, instead of walking the
-// cursor until it is past its passes. A loop whose exit ptxas cannot prove uniform keeps its body
-// off the uniform datapath: each wgmma descriptor was built in vector registers and moved over
-// (R2UR, two per wgmma) in every tile (session 34's SASS).
-template <int D, bool kCounted>
+// The loop runs a trip count taken once (TileWalk::count, through redux.sync, whose result ptxas
+// knows is warp-uniform) and takes tile j's place from TileWalk::at, not from walking the cursor
+// until it is past its passes. A loop whose exit ptxas cannot prove uniform keeps its body off the
+// uniform datapath: each wgmma descriptor was built in vector registers and moved over (R2UR, two
+// per wgmma) in every tile (session 34's SASS; the cursor's loop was 0.98x at 32K).
+template <int D>
 __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const KeySpan& block_span, uint8_t* smem,
                                                  uint64_t* full, uint64_t* empty, int lane, bool uniform) {
   using S = Step<D, 64>;
@@ -150,8 +150,6 @@ __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const
   auto& w = pw.w;
   const int passes = pw.passes();
   const uint8_t* zero_values = smem + kStages * Tile::kStageBytes;  // written by the kernel
-  TileCursor cur{};
-  if constexpr (!kCounted) cur = next_tile(TileCursor{0, -kSmemTileKeys}, block_span, pw.one_pass, passes, kSmemTileKeys);
   // Tile j - 1's probabilities (read by its P V until that completes); before tile 0, zeros times
   // the zero tile.
   uint32_t p[4][4] = {};
@@ -163,10 +161,10 @@ __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const
   int stage = 0, previous_stage = 0;
   uint32_t phase = 0;
   const TileWalk walk(block_span, pw.one_pass, passes, kSmemTileKeys);
-  const int tiles = kCounted ? __reduce_max_sync(0xffffffffu, walk.count) : 0;
+  const int tiles = __reduce_max_sync(0xffffffffu, walk.count);
   const uint32_t full0 = smem_address(full), empty0 = smem_address(empty);  // 8 bytes a stage
-  for (int j = 0; kCounted ? j < tiles : cur.pass < passes; ++j) {
-    if constexpr (kCounted) cur = walk.at(j);
+  for (int j = 0; j < tiles; ++j) {
+    const TileCursor cur = walk.at(j);
     const uint32_t stage_bytes = stage * Tile::kStageBytes;
     mbarrier_wait(full0 + 8 * stage, phase);
     fence_proxy_async();  // the landed copies, visible to the tensor cores
@@ -185,7 +183,6 @@ __device__ __forceinline__ void compute_steps_64(PrefillWarp<D, true>& pw, const
     pack_probabilities(x, p);
     previous_values = offset_descriptor(values0, stage_bytes), previous_stage = stage;
     if (++stage == kStages) stage = 0, phase ^= 1;
-    if constexpr (!kCounted) cur = next_tile<true>(cur, block_span, pw.one_pass, passes, kSmemTileKeys);
   }
   issue_values<D>(w.o, p, previous_values);  // the last tile's P V
   wgmma_commit();
@@ -266,7 +263,7 @@ __device__ __forceinline__ void compute_steps_128(PrefillWarp<D, true>& pw, cons
   fence_operands(w.o);
 }
 
-template <int D, int kStepKeys, bool kCounted = true>
+template <int D, int kStepKeys>
 __global__ void __launch_bounds__(kProducerBlockThreads, 1)
     prefill_producer_kernel(DeviceStep s, AttentionLaunch a, const float* q, const int32_t* tiles, bool uniform) {
   static_assert(D == 128, "head_dim 128 only: see prefill_wgmma_fits");
@@ -311,16 +308,16 @@ __global__ void __launch_bounds__(kProducerBlockThreads, 1)
   const int group = warp / kWarps;
   const RowTile rt = row_tile(s, tiles, tile, group, 1);
   PrefillWarp<D, true> pw(s, a, q, rt, head0 + warp % kWarps, lane);
-  if constexpr (kStepKeys == 64) compute_steps_64<D, kCounted>(pw, block_span, smem, full, empty, lane, uniform);
+  if constexpr (kStepKeys == 64) compute_steps_64<D>(pw, block_span, smem, full, empty, lane, uniform);
   else compute_steps_128<D>(pw, block_span, smem, full, empty, lane, group, uniform);
   if (rt.rows > 0) pw.write();
 }
 
-template <int kStepKeys, bool kCounted = true>
+template <int kStepKeys>
 void launch_producer(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,
                      int64_t num_tiles, bool uniform, cudaStream_t stream) {
   constexpr int smem = Step<128, kStepKeys>::kSmemBytes;
-  auto* kernel = prefill_producer_kernel<128, kStepKeys, kCounted>;
+  auto* kernel = prefill_producer_kernel<128, kStepKeys>;
   allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "cudaFuncSetAttribute(prefill_producer_kernel)");
   const dim3 grid(static_cast<unsigned>(num_tiles), static_cast<unsigned>(launch.num_heads / kWarps));
   kernel<<<grid, kProducerBlockThreads, smem, stream>>>(step, launch, q, tiles, uniform);
@@ -330,10 +327,9 @@ void launch_producer(const DeviceStep& step, const AttentionLaunch& launch, cons
 }  // namespace
 
 void prefill_producer(const DeviceStep& step, const AttentionLaunch& launch, const float* q, const int32_t* tiles,
-                      int64_t num_tiles, bool uniform, int step_keys, bool counted, cudaStream_t stream) {
+                      int64_t num_tiles, bool uniform, int step_keys, cudaStream_t stream) {
   if (step_keys == 128) launch_producer<128>(step, launch, q, tiles, num_tiles, uniform, stream);
-  else if (counted) launch_producer<64>(step, launch, q, tiles, num_tiles, uniform, stream);
-  else launch_producer<64, false>(step, launch, q, tiles, num_tiles, uniform, stream);
+  else launch_producer<64>(step, launch, q, tiles, num_tiles, uniform, stream);
 }
 
 }  // namespace podkv::cuda

@@ -197,7 +197,7 @@ void prefill_wgmma(const DeviceStep& step, const AttentionLaunch& launch, const 
         "cuda prefill attention (wgmma): needs a compute capability 9.0 GPU, head_dim 128 and 4 | query heads per KV head");
   const int head_blocks = launch.num_heads / kWarps;
   if (how.groups == 2 && how.producer)
-    prefill_producer(step, launch, q, tiles, num_tiles, how.uniform, how.step_keys, how.counted, stream);
+    prefill_producer(step, launch, q, tiles, num_tiles, how.uniform, how.step_keys, stream);
   else if (how.groups == 2) launch_wgmma<128, 2>(num_tiles, head_blocks, stream, step, launch, q, tiles, how.uniform);
   else launch_wgmma<128, 1>(num_tiles, head_blocks, stream, step, launch, q, tiles, how.uniform);
 }
