@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "cli_run.h"
+#include "model/create.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
 
@@ -41,6 +42,23 @@ TEST_F(CreateModelTokenizer, CopiedUnderItsCanonicalName) {
     EXPECT_FALSE(fs::exists(out / file)) << file;
     const CliResult g = run({"generate", "-m", out.string(), "-p", "Hello world", "-n", "2"});
     EXPECT_EQ(g.exit_code, 0) << g;  // a prompt needs the tokenizer the directory found
+  }
+}
+
+// The named shapes' sizes as their descriptions give them (the 1b preset: Llama 3.2 1B's body with
+// a 32K vocabulary, tied embeddings), and an unknown name refused with the list.
+TEST(CreatePresets, ShapesAndParameterCounts) {
+  EXPECT_NEAR(static_cast<double>(preset_config("100m", 32000).parameter_count()), 100.1e6, 0.1e6);
+  const ModelConfig b = preset_config("1b", 32000);
+  EXPECT_EQ(b.hidden_size, 2048);
+  EXPECT_EQ(b.num_kv_heads, 8);
+  EXPECT_EQ(b.head_dim, 64);
+  EXPECT_NEAR(static_cast<double>(b.parameter_count()), 1038.68e6, 0.01e6);
+  try {
+    preset_config("2b", 32000);
+    FAIL() << "an unknown preset was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("1b"), std::string::npos) << e.what();
   }
 }
 

@@ -31,8 +31,14 @@ ModelConfig preset_config(const std::string& name, int vocab_size) {
     c.hidden_size = 768, c.intermediate_size = 2048, c.num_layers = 12, c.num_heads = 12, c.num_kv_heads = 4;
     c.max_position_embeddings = 8192;
     c.tie_word_embeddings = true;
+  } else if (name == "1b") {
+    // Llama 3.2 1B's body (GQA 32/8, head_dim 64): about 2 GB in bf16, larger than a server's L3,
+    // so that decode benchmarks read the weights from memory.
+    c.hidden_size = 2048, c.intermediate_size = 8192, c.num_layers = 16, c.num_heads = 32, c.num_kv_heads = 8;
+    c.max_position_embeddings = 8192;
+    c.tie_word_embeddings = true;
   } else {
-    throw Error("--preset: unknown preset '" + name + "' (known: tiny, small, 100m)");
+    throw Error("--preset: unknown preset '" + name + "' (known: tiny, small, 100m, 1b)");
   }
   c.head_dim = c.hidden_size / c.num_heads;
   return c;

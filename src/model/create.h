@@ -11,7 +11,8 @@
 namespace podkv {
 
 // Named shapes: "tiny" (~0.3M parameters), "small" (~5M), "100m" (~100M, the
-// bandwidth benchmark's model). Throws Error listing the names for an unknown one.
+// bandwidth benchmark's model), "1b" (~1B with a 32K vocabulary: Llama 3.2 1B's body, for decode
+// benchmarks whose weights do not fit a server's L3). Throws Error listing the names for an unknown one.
 ModelConfig preset_config(const std::string& name, int vocab_size);
 
 // Writes DIR/config.json and DIR/model.safetensors with weights drawn from

@@ -60,7 +60,7 @@ void add_create_model_command(CLI::App& app) {
   auto o = std::make_shared<CreateModelCommand>();
   CLI::App* cmd = app.add_subcommand("create-model", "write a model with random weights (Hugging Face layout)");
   cmd->add_option("--out", o->out, "output directory")->required();
-  cmd->add_option("--preset", o->preset, "shape: tiny, small or 100m")->capture_default_str();
+  cmd->add_option("--preset", o->preset, "shape: tiny, small, 100m or 1b")->capture_default_str();
   cmd->add_option("--dtype", o->dtype, "f32, f16 or bf16")->capture_default_str();
   cmd->add_option("--tokenizer", o->tokenizer, "tokenizer to copy along (sets the vocabulary size)");
   cmd->add_option("--vocab", o->vocab, "vocabulary size (default: the tokenizer's, else 512)");

@@ -359,7 +359,7 @@ void add_train_commands(CLI::App& app) {
     CLI::App* cmd = app.add_subcommand(
         "train", "train a model from scratch or from given weights (float32 weights, on the CPU or a CUDA GPU)");
     cmd->add_option("--config", o->config_path, "config.json of the model to train");
-    cmd->add_option("--preset", o->preset, "model shape: tiny, small or 100m");
+    cmd->add_option("--preset", o->preset, "model shape: tiny, small, 100m or 1b");
     cmd->add_option("--init", o->init,
                     "start from the weights of this Hugging Face model directory (its config.json is the model; "
                     "instead of --config / --preset)");
