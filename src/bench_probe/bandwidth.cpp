@@ -13,7 +13,7 @@
 
 
 #include "ops/matmul.h"
-#include "ops/matmul_simd.h"
+#include "util/simd.h"
 #include "util/error.h"
 
 namespace podkv {

@@ -11,6 +11,7 @@
 #include "util/error.h"
 
 #include "ops/attention_internal.h"
+#include "util/simd.h"
 
 namespace podkv {
 
@@ -42,10 +43,24 @@ struct Span {
   int64_t score_base = 0;
 };
 
+// One score. The lanes are summed as a tree: `omp simd reduction` left GCC 12 summing its 16 lanes
+// one after another (16 dependent adds per key and query head, about a third of a CPU decode step
+// at 8K tokens of context).
 inline float dot(const float* a, const float* b, int n) {
   float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-  for (int i = 0; i < n; ++i) s += a[i] * b[i];
+  int i = 0;
+#if defined(__AVX512F__)
+  __m512 acc = _mm512_setzero_ps();
+  for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  s = _mm512_reduce_add_ps(acc);
+#elif defined(__AVX2__) && defined(__FMA__)
+  __m256 acc = _mm256_setzero_ps();
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  s = _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+#endif
+  for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 

@@ -37,11 +37,24 @@ inline int source_layer(int layer, const KvRule& rule, bool distant) {
 
 // Rows [j, j + run) of a stream, within one page, as float32: a pointer into
 // the pool for f32 entries, else decoded into `buf` [run, dim].
+// The next run's page is prefetched meanwhile: pages lie anywhere in the pool, and a page's few KB
+// are too short a stream for the hardware prefetcher to run ahead of (CPU decode at 8K tokens of
+// context waited on them in the decode below).
 inline const float* load_run(const StreamView& v, KvDType type, int64_t j, int64_t run, int dim,
                              std::vector<float>& buf) {
   const uint8_t* p = v.at(j);
+  if (const int64_t next = j + run; v.holds(next)) {
+    const uint8_t* n = v.at(next);
+    const int64_t bytes = (v.page_tokens - next % v.page_tokens) * v.entry_bytes;
+    for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(n + o, 0, 3);
+  }
   if (type == KvDType::F32) return reinterpret_cast<const float*>(p);
   if (buf.size() < static_cast<size_t>(run * dim)) buf.resize(static_cast<size_t>(run * dim));
+  // f16 / bf16 entries of exactly dim values: the run is one array of run · dim values.
+  if ((type == KvDType::F16 || type == KvDType::BF16) && v.entry_bytes == 2 * static_cast<int64_t>(dim)) {
+    kv_decode(type, p, run * dim, buf.data());
+    return buf.data();
+  }
   for (int64_t r = 0; r < run; ++r) kv_decode(type, p + r * v.entry_bytes, dim, buf.data() + r * dim);
   return buf.data();
 }

@@ -9,7 +9,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "ops/matmul_simd.h"
+#include "util/simd.h"
 
 namespace podkv {
 namespace {

@@ -23,7 +23,7 @@
 
 
 #include "ops/matmul.h"
-#include "ops/matmul_simd.h"
+#include "util/simd.h"
 #include "ops/matmul_internal.h"
 #include "util/dtype.h"
 

@@ -32,7 +32,7 @@
 #include <cstring>
 #include <vector>
 
-#include "ops/matmul_simd.h"
+#include "util/simd.h"
 
 namespace podkv::detail {
 namespace {

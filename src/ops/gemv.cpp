@@ -26,7 +26,7 @@
 #include <vector>
 
 #include "ops/matmul.h"
-#include "ops/matmul_simd.h"
+#include "util/simd.h"
 #include "ops/matmul_internal.h"
 #include "util/dtype.h"
 

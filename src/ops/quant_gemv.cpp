@@ -29,7 +29,7 @@
 
 #include "ops/matmul.h"
 #include "ops/matmul_internal.h"
-#include "ops/matmul_simd.h"
+#include "util/simd.h"
 #include "util/error.h"
 #include "util/quant.h"
 

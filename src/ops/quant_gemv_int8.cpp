@@ -53,7 +53,7 @@
 #include <new>
 #include <vector>
 
-#include "ops/matmul_simd.h"
+#include "util/simd.h"
 #include "util/quant.h"
 #endif
 

@@ -1,4 +1,4 @@
-// <immintrin.h> for the matmul kernels, when the target has AVX2 or AVX-512.
+// <immintrin.h> for the SIMD kernels (matmul, attention, KV entries), when the target has AVX2 or AVX-512.
 //
 // GCC 12 warns "'__Y' may be used uninitialized" inside its own AVX-512
 // intrinsic headers (GCC bug 105593, fixed in GCC 13) once they are inlined under
