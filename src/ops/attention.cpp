@@ -64,6 +64,44 @@ inline float dot(const float* a, const float* b, int n) {
   return s;
 }
 
+// acc[g] += Σ_r w[g · n + r] · value[r] for a run of `run` values [run, dim] (w: the run's weights
+// in a [G, n] row-major array). With AVX-512 and head_dim 64 or 128 each head's accumulator stays
+// in registers over the run (it went through memory for every value); every lane's sum is the
+// same sequence of fused multiply-adds either way.
+template <int NV>
+void add_values_in_registers(const float* value, int64_t run, const float* w, int64_t n, int groups, float* acc) {
+#if defined(__AVX512F__)
+  for (int g = 0; g < groups; ++g) {
+    float* ag = acc + static_cast<size_t>(g) * 16 * NV;
+    const float* wg = w + g * n;
+    __m512 a[NV];
+    for (int k = 0; k < NV; ++k) a[k] = _mm512_loadu_ps(ag + 16 * k);
+    for (int64_t r = 0; r < run; ++r) {
+      const __m512 p = _mm512_set1_ps(wg[r]);
+      const float* v = value + r * 16 * NV;
+      for (int k = 0; k < NV; ++k) a[k] = _mm512_fmadd_ps(p, _mm512_loadu_ps(v + 16 * k), a[k]);
+    }
+    for (int k = 0; k < NV; ++k) _mm512_storeu_ps(ag + 16 * k, a[k]);
+  }
+#else
+  (void)value, (void)run, (void)w, (void)n, (void)groups, (void)acc;
+#endif
+}
+void add_values(const float* value, int64_t run, int dim, const float* w, int64_t n, int groups, float* acc) {
+#if defined(__AVX512F__)
+  if (dim == 64) return add_values_in_registers<4>(value, run, w, n, groups, acc);
+  if (dim == 128) return add_values_in_registers<8>(value, run, w, n, groups, acc);
+#endif
+  for (int64_t r = 0; r < run; ++r, value += dim) {
+    for (int g = 0; g < groups; ++g) {
+      const float p = w[g * n + r];
+      float* a = acc + static_cast<size_t>(g) * dim;
+#pragma omp simd
+      for (int i = 0; i < dim; ++i) a[i] += p * value[i];
+    }
+  }
+}
+
 // Adds the keys of `spans` to `part` (two passes: scores, then exp and values).
 // Leaves exp(score - max) in `weights` [G, n] for add_scores.
 void accumulate(const std::vector<Span>& spans, KvDType type, const float* q, int groups, int dim, float scale,
@@ -102,14 +140,8 @@ void accumulate(const std::vector<Span>& spans, KvDType type, const float* q, in
     for (int64_t j = s.begin; j < s.end;) {
       const int64_t run = std::min(s.end - j, s.values.page_tokens - j % s.values.page_tokens);
       const float* value = load_run(s.values, type, j, run, dim, run_buf);
-      for (int64_t r = 0; r < run; ++r, value += dim, ++col) {
-        for (int g = 0; g < groups; ++g) {
-          const float p = weights[g * n + col];
-          float* a = part.acc.data() + static_cast<size_t>(g) * dim;
-#pragma omp simd
-          for (int i = 0; i < dim; ++i) a[i] += p * value[i];
-        }
-      }
+      add_values(value, run, dim, weights.data() + col, n, groups, part.acc.data());
+      col += run;
       j += run;
     }
   }
