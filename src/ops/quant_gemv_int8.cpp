@@ -377,17 +377,6 @@ struct Q6_KKernel {
   }
 };
 
-// The sums of four rows' vectors at once: pairwise within 128-bit lanes, then
-// the four 128-bit lanes (13 shuffles and adds instead of 4 × 8).
-inline __m128 reduce4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
-  const __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(a0, a1), _mm512_unpackhi_ps(a0, a1));
-  const __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(a2, a3), _mm512_unpackhi_ps(a2, a3));
-  // each 128-bit lane: [row 0, row 1, row 2, row 3] partial sums
-  const __m512 s = _mm512_add_ps(_mm512_shuffle_ps(s01, s23, 0x44), _mm512_shuffle_ps(s01, s23, 0xEE));
-  const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
-  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
-
 // Below this many weight bytes the calling thread does it alone (as the exact path).
 constexpr size_t kParallelMinBytes = 64 * 1024;
 
@@ -412,7 +401,7 @@ void run_rows(const WeightMatrix& w, float* y, const float* bias, const XInt8& q
       const uint8_t* p = base + static_cast<size_t>(r) * row_bytes;
       const __m512 a0 = k.row(p, blocks, qx), a1 = k.row(p + row_bytes, blocks, qx);
       const __m512 a2 = k.row(p + 2 * row_bytes, blocks, qx), a3 = k.row(p + 3 * row_bytes, blocks, qx);
-      __m128 v = reduce4(a0, a1, a2, a3);
+      __m128 v = reduce4(a0, a1, a2, a3);  // util/simd.h
       if (bias) v = _mm_add_ps(v, _mm_loadu_ps(bias + r));
       _mm_storeu_ps(y + r, v);
     }
