@@ -67,9 +67,9 @@ inline float dot(const float* a, const float* b, int n) {
 // w[g · n + r] = scale · q[g] · key[r] for a run of `run` keys [run, dim]. With AVX-512 and
 // head_dim 64 or 128: each head's q in registers over the run, and four keys' lane sums reduced
 // together (reduce4: about 3 shuffles and adds a score instead of 8).
+#if defined(__AVX512F__) && defined(__AVX512DQ__)
 template <int NV>
 void scores_in_registers(const float* q, int groups, const float* key, int64_t run, float scale, float* w, int64_t n) {
-#if defined(__AVX512F__) && defined(__AVX512DQ__)
   for (int g = 0; g < groups; ++g) {
     __m512 qv[NV];
 #pragma GCC unroll 8
@@ -89,10 +89,8 @@ void scores_in_registers(const float* q, int groups, const float* key, int64_t r
     }
     for (; r < run; ++r) wg[r] = _mm512_reduce_add_ps(lanes(key + r * 16 * NV)) * scale;
   }
-#else
-  (void)q, (void)groups, (void)key, (void)run, (void)scale, (void)w, (void)n;
-#endif
 }
+#endif
 void add_scores_of_run(const float* q, int groups, int dim, const float* key, int64_t run, float scale, float* w,
                        int64_t n) {
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
@@ -107,9 +105,9 @@ void add_scores_of_run(const float* q, int groups, int dim, const float* key, in
 // in a [G, n] row-major array). With AVX-512 and head_dim 64 or 128 each head's accumulator stays
 // in registers over the run (it went through memory for every value; without the unroll pragmas
 // GCC 12 kept a[] on the stack); every lane's sum is the same sequence of fused multiply-adds.
+#if defined(__AVX512F__)
 template <int NV>
 void add_values_in_registers(const float* value, int64_t run, const float* w, int64_t n, int groups, float* acc) {
-#if defined(__AVX512F__)
   for (int g = 0; g < groups; ++g) {
     float* ag = acc + static_cast<size_t>(g) * 16 * NV;
     const float* wg = w + g * n;
@@ -125,10 +123,8 @@ void add_values_in_registers(const float* value, int64_t run, const float* w, in
 #pragma GCC unroll 8
     for (int k = 0; k < NV; ++k) _mm512_storeu_ps(ag + 16 * k, a[k]);
   }
-#else
-  (void)value, (void)run, (void)w, (void)n, (void)groups, (void)acc;
-#endif
 }
+#endif
 void add_values(const float* value, int64_t run, int dim, const float* w, int64_t n, int groups, float* acc) {
 #if defined(__AVX512F__)
   if (dim == 64) return add_values_in_registers<4>(value, run, w, n, groups, acc);
