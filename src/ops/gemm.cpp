@@ -110,36 +110,35 @@ void gemm(const WeightMatrix& w, const float* x, int64_t tokens, float* y, const
     for (int64_t t = 0; t < T; ++t) std::memcpy(y + t * N, bias, static_cast<size_t>(N) * 4);
     beta = 1.0f;
   }
-  if (w.dtype == DType::F32) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(N),
-                static_cast<int>(K), 1.0f, x, static_cast<int>(K), static_cast<const float*>(w.data),
-                static_cast<int>(K), beta, y, static_cast<int>(N));
-    return;
-  }
-  // Each OpenMP thread takes a contiguous slice of W's rows and, panel by panel,
-  // widens P rows into its own buffer and multiplies them with a single-threaded
-  // sgemm (y[:, p0:p0+P] = x · panelᵀ). The panel (≈ kPanelBytes) stays in L2
-  // between being written and being read by sgemm. OpenBLAS is switched to one
-  // thread for the duration: alternating an OpenMP widening region with a
-  // multithreaded sgemm leaves each pool's idle threads spinning on the cores the
-  // other needs (measured 3-10× slower on 16 cores).
+  // Panels of P rows at multiples of P, widened (F32: read in place) into a per-thread buffer and
+  // multiplied with a single-threaded sgemm (y[:, p0:p0+P] = x · panelᵀ); the panel (≈ kPanelBytes)
+  // stays in L2 between being written and being read by sgemm. The panels do not depend on the
+  // thread count: sgemm's sum for a column depends on where the column falls in its call's tiles
+  // (OpenBLAS's edge kernels add in another order), so panels cut at each thread's slice of rows
+  // (as before session 36), or one multithreaded sgemm for F32, gave results that changed with
+  // the thread count (Matmul.GemmIsThreadIndependent, on builds without the AVX-512 GEMM). OpenBLAS
+  // is switched to one thread for the duration: alternating an OpenMP widening region with a
+  // multithreaded sgemm leaves each pool's idle threads spinning on the cores the other needs
+  // (measured 3-10× slower on 16 cores).
   const int64_t cap_rows = static_cast<int64_t>(kPanelBytes / (static_cast<size_t>(K) * 4));
   const int64_t P = std::clamp<int64_t>(cap_rows, 16, kPanelRows);
-  const int threads = static_cast<int>(std::min<int64_t>(num_threads(), (N + 15) / 16));
+  const int64_t panels = (N + P - 1) / P;
+  const int threads = static_cast<int>(std::min<int64_t>(num_threads(), panels));
   const int blas_threads = openblas_get_num_threads();
   openblas_set_num_threads(1);
 #pragma omp parallel num_threads(threads)
   {
-    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const int64_t begin = N * t / nt, end = N * (t + 1) / nt;
     thread_local std::vector<float> panel;  // one per OpenMP thread, reused across calls
-    if (panel.size() < static_cast<size_t>(P * K)) panel.resize(static_cast<size_t>(P * K));
-    for (int64_t p0 = begin; p0 < end; p0 += P) {
-      const int64_t n = std::min(P, end - p0);
-      widen_rows(w, p0, n, panel.data());
+    if (w.dtype != DType::F32 && panel.size() < static_cast<size_t>(P * K)) panel.resize(static_cast<size_t>(P * K));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < panels; ++i) {
+      const int64_t p0 = i * P, n = std::min(P, N - p0);
+      const bool in_place = w.dtype == DType::F32;
+      if (!in_place) widen_rows(w, p0, n, panel.data());
+      const float* rows = in_place ? static_cast<const float*>(w.data) + p0 * K : panel.data();
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(T), static_cast<int>(n),
-                  static_cast<int>(K), 1.0f, x, static_cast<int>(K), panel.data(), static_cast<int>(K),
-                  beta, y + p0, static_cast<int>(N));
+                  static_cast<int>(K), 1.0f, x, static_cast<int>(K), rows, static_cast<int>(K), beta, y + p0,
+                  static_cast<int>(N));
     }
   }
   openblas_set_num_threads(blas_threads);
