@@ -7,9 +7,8 @@
 #include "util/dtype.h"
 #include "util/error.h"
 
-#include "util/simd.h"  // <immintrin.h> with AVX2 / AVX-512
-#if defined(__F16C__) && !defined(__AVX2__)
-#include <immintrin.h>
+#if defined(__F16C__)
+#include <immintrin.h>  // kv_encode's f16 conversion
 #endif
 
 namespace podkv {
@@ -101,43 +100,9 @@ void kv_encode(KvDType t, const float* x, int64_t d, uint8_t* entry) {
 void kv_decode(KvDType t, const uint8_t* entry, int64_t d, float* x) {
   switch (t) {
     case KvDType::F32: std::memcpy(x, entry, 4 * d); return;
-    case KvDType::F16: {
-      int64_t i = 0;
-#if defined(__F16C__)
-      // Hardware conversion, 8 at a time (attention decodes every key it reads).
-      for (; i + 8 <= d; i += 8)
-        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(entry + 2 * i))));
-#endif
-      for (; i < d; ++i) {
-        uint16_t h;
-        std::memcpy(&h, entry + 2 * i, 2);
-        x[i] = f16_to_f32(h);
-      }
-      return;
-    }
-    case KvDType::BF16: {
-      int64_t i = 0;
-      // bf16 is a float's top half: widen and shift, 16 (8) at a time. The scalar loop below is not
-      // vectorised by GCC 12 (one load, shift and store per value: a third of a CPU decode step at
-      // 8K tokens of context, whose attention decodes every key and value it reads).
-#if defined(__AVX512F__)
-      for (; i + 16 <= d; i += 16) {
-        const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(entry + 2 * i));
-        _mm512_storeu_ps(x + i, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)));
-      }
-#elif defined(__AVX2__)
-      for (; i + 8 <= d; i += 8) {
-        const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(entry + 2 * i));
-        _mm256_storeu_ps(x + i, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)));
-      }
-#endif
-      for (; i < d; ++i) {
-        uint16_t h;
-        std::memcpy(&h, entry + 2 * i, 2);
-        x[i] = bf16_to_f32(h);
-      }
-      return;
-    }
+    // Both vectorised there (attention decodes every key and value it reads).
+    case KvDType::F16: to_f32(DType::F16, entry, x, static_cast<size_t>(d)); return;
+    case KvDType::BF16: to_f32(DType::BF16, entry, x, static_cast<size_t>(d)); return;
     case KvDType::Q8_0:
       for (int64_t b = 0; b < d; b += kBlock) {
         const int64_t n = std::min(kBlock, d - b);

@@ -33,34 +33,6 @@ namespace {
 constexpr int64_t kPanelRows = 256;
 constexpr size_t kPanelBytes = 1u << 20;  // per thread: 64 rows at K = 4096, fits in L2
 
-void widen_f16(const uint16_t* s, float* d, int64_t n) {
-  int64_t i = 0;
-#if defined(__AVX512F__)
-  for (; i + 16 <= n; i += 16)
-    _mm512_storeu_ps(d + i, _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i))));
-#elif defined(__F16C__)
-  for (; i + 8 <= n; i += 8)
-    _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i))));
-#endif
-  for (; i < n; ++i) d[i] = f16_to_f32(s[i]);
-}
-
-void widen_bf16(const uint16_t* s, float* d, int64_t n) {
-  int64_t i = 0;
-#if defined(__AVX512F__)
-  for (; i + 16 <= n; i += 16) {
-    const __m512i v = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i)));
-    _mm512_storeu_ps(d + i, _mm512_castsi512_ps(_mm512_slli_epi32(v, 16)));
-  }
-#elif defined(__AVX2__)
-  for (; i + 8 <= n; i += 8) {
-    const __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));
-    _mm256_storeu_ps(d + i, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)));
-  }
-#endif
-  for (; i < n; ++i) d[i] = bf16_to_f32(s[i]);
-}
-
 // One Q8_0 row of `blocks` blocks; value = d · q in float, as to_f32 computes it.
 void widen_q8(const uint8_t* s, float* d, int64_t blocks) {
   for (int64_t b = 0; b < blocks; ++b) {
@@ -90,8 +62,6 @@ void widen_rows(const WeightMatrix& w, int64_t row0, int64_t count, float* dst) 
     float* out = dst + r * K;
     switch (w.dtype) {
       case DType::F32: std::memcpy(out, src, static_cast<size_t>(K) * 4); break;
-      case DType::F16: widen_f16(reinterpret_cast<const uint16_t*>(src), out, K); break;
-      case DType::BF16: widen_bf16(reinterpret_cast<const uint16_t*>(src), out, K); break;
       case DType::Q8_0: widen_q8(src, out, K / kQ8BlockSize); break;
       default: to_f32(w.dtype, src, out, static_cast<size_t>(K)); break;  // throws
     }

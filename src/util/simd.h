@@ -14,6 +14,18 @@
 #pragma GCC diagnostic pop
 #endif
 
+#if defined(__AVX2__)
+namespace podkv {
+// The sum of a vector's 8 lanes, as a tree.
+inline float reduce_add(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+}  // namespace podkv
+#endif
+
 #if defined(__AVX512F__) && defined(__AVX512DQ__)
 namespace podkv {
 // The lane sums of four vectors at once, [Σ a0, Σ a1, Σ a2, Σ a3]: pairwise within 128-bit lanes,
