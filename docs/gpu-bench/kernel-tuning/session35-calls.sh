@@ -90,7 +90,8 @@
 #                 4 wgmma m64n8k16 against a tile of ones, not 31 adds per tile) applied; the attention
 #                 op cases with the defaults and PODKV_CUDA_PREFILL_TENSOR_SUMS=0 (11 of the 100 ask no
 #                 gates, b45e66c); prefill at 4K and 32K with and without it, three interleaved passes;
-#                 then scripts/test_gpu.sh whole (for session 36: untested as of session 35)
+#                 then scripts/test_gpu.sh whole (session 36, call 2: correct, 1.003x at 32K; the patch
+#                 kept as session35-tensor-sums-experiment.patch, give that name to PATCHES)
 #   PART=sdpa     (podkv_cli only) prefill at 4K and 32K against transformers' SDPA in the same call
 #                 (scripts/bench_gpu_peer.py --attn sdpa, prefill only), podkv and SDPA alternating,
 #                 two passes each
