@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 35's device calls: session34-calls.sh (renamed; `git show f74bce5:docs/gpu-bench/kernel-tuning/
+# Session 37's device calls: session35-calls.sh (renamed; `git show abdd298:docs/gpu-bench/kernel-tuning/
+# session35-calls.sh`) plus PART=ab. Session 35's: session34-calls.sh (renamed; `git show f74bce5:docs/gpu-bench/kernel-tuning/
 # session34-calls.sh`) plus PART=walk. Session 34's: session33-calls.sh (renamed; `git show
 # b221cdd:docs/gpu-bench/kernel-tuning/session33-calls.sh`) plus PART=probe. Session 33's: session32-calls.sh (renamed; `git show 931523b:docs/gpu-bench/kernel-tuning/
 # session32-calls.sh`) plus PART=refresh; session31-calls.sh's parts came with it (`git show
@@ -13,6 +14,15 @@
 #   git reset -q docs models && : >.git/info/exclude
 # BASE=1 builds build-base beside build-cuda from .data/run/base-src.tar.gz (`git archive HEAD --
 # CMakeLists.txt src tools scripts configs | gzip` of the tree to compare against).
+#   PART=ab       PATCHES=session37-stage-preload-untested BASE=1 TARGETS="podkv_cli podkv_test_backend_ops
+#                 podkv_tests": the patch applied (build-base: the tree without it): the gtests CudaPromptPath.*, CudaDecodeChain.*,
+#                 CudaGraphs.* and Models/CudaFixture.*; the attention and decode_chain op cases; prefill at
+#                 4K and 32K, the default (the attention output staged in bf16 by the prefill kernels)
+#                 against PODKV_CUDA_PREFILL_STAGE_ATTENTION=0 (float32 out, then stage_rows) and build-base,
+#                 three interleaved passes; batch-1 decode at 4K, the default (the chain's first group of each
+#                 stage preloaded before its wait) against PODKV_CUDA_CHAIN_PRELOAD=0 and build-base, three
+#                 passes, and at 32K one; the --profile regions of a 32K prompt both ways; transformers' SDPA
+#                 alternating with podkv; then scripts/test_gpu.sh whole as time allows
 #   PART=measure  TARGETS="podkv_cli podkv_test_backend_ops" BASE=1: the attention op cases
 #                 (defaults, and two stages with 16-key chunks: rows of more than 128 chunks); batch-1
 #                 decode at 4K, two passes, interleaved with build-base and with the decode switches
@@ -132,7 +142,7 @@ fi
 # PART=land and PART=all apply PATCHES (copied beside this script), in order: each applied here, or
 # found applied; anything else stops the call.
 if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ] || [ "${PART:-test}" = untested ] || [ "${PART:-test}" = step128 ] ||
-  [ "${PART:-test}" = pages ] || [ "${PART:-test}" = sums ]; then
+  [ "${PART:-test}" = pages ] || [ "${PART:-test}" = sums ] || [ "${PART:-test}" = ab ]; then
   for name in ${PATCHES:-}; do
     patch=$(dirname "$0")/$name.patch
     if patch -p1 -R --dry-run -s -F3 -f <"$patch" >/dev/null 2>&1; then echo "patch $name: already applied"
@@ -190,7 +200,39 @@ switch_ab() {
   within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
   tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
 }
+# podkv's prefill and transformers' SDPA on the same shapes, alternating, two passes.
+sdpa_passes() {
+  for pass in 1 2; do
+    pp "podkv" PODKV_NONE=0
+    echo "-- transformers SDPA ($SECONDS s)"
+    within 200 python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out "$out/sdpa$pass.json" --prefill 4096,32768 \
+      --decode "" --attn sdpa >"$out/sdpa$pass.txt" 2>&1; echo "rc $? ($SECONDS s)"; grep -v "^ *$" "$out/sdpa$pass.txt" | tail -4
+  done
+}
 case ${PART:-test} in
+ab)
+  (within 150 "$build/podkv_tests" --gtest_filter='CudaPromptPath.*:CudaDecodeChain.*:CudaGraphs.*:Models/CudaFixture.*') >/tmp/gt.log 2>&1
+  echo "gtests rc $?"; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure|differ" /tmp/gt.log | head -20; cp /tmp/gt.log "$out/gtests.log"
+  ops "PODKV_NONE=0 attention" "PODKV_NONE=0 decode_chain"
+  wait; echo "waited for base ($SECONDS s)"; [ -x "$base/podkv" ] || { echo "no base build:"; tail -5 /tmp/base.log; }
+  for pass in 1 2 3; do
+    pp "prefill, staged (default)" PODKV_NONE=0; pp "prefill, stage_rows" PODKV_CUDA_PREFILL_STAGE_ATTENTION=0
+    [ -x "$base/podkv" ] && BIN=$base pp "prefill, base" PODKV_NONE=0
+  done
+  for pass in 1 2 3; do
+    tg "decode, preload (default)" PODKV_NONE=0; tg "decode, no preload" PODKV_CUDA_CHAIN_PRELOAD=0
+    [ -x "$base/podkv" ] && BIN=$base tg "decode, base" PODKV_NONE=0
+  done
+  DEPTH=32735 tg "decode 32K, preload (default)" PODKV_NONE=0; DEPTH=32735 tg "decode 32K, no preload" PODKV_CUDA_CHAIN_PRELOAD=0
+  [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "decode 32K, base" PODKV_NONE=0
+  for setting in PODKV_NONE=0 PODKV_CUDA_PREFILL_STAGE_ATTENTION=0; do
+    echo "-- --profile, 32K prompt, $setting"
+    within 60 env $setting "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 --profile | grep -A1 "GPU time"
+  done
+  sdpa_passes
+  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  ;;
 measure)
   [ -x "$build/podkv_test_backend_ops" ] && ops "PODKV_NONE=0 attention" \
     "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention"
@@ -309,12 +351,7 @@ sums)
   switch_ab "tensor sums (default)" "sums in the softmax" PODKV_CUDA_PREFILL_TENSOR_SUMS=0
   ;;
 sdpa)
-  for pass in 1 2; do
-    pp "podkv" PODKV_NONE=0
-    echo "-- transformers SDPA ($SECONDS s)"
-    within 200 python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out "$out/sdpa$pass.json" --prefill 4096,32768 \
-      --decode "" --attn sdpa >"$out/sdpa$pass.txt" 2>&1; echo "rc $? ($SECONDS s)"; grep -v "^ *$" "$out/sdpa$pass.txt" | tail -4
-  done
+  sdpa_passes
   ;;
 loop)
   ops "PODKV_NONE=0 attention"
