@@ -12,6 +12,8 @@
 #     ops against the launches they replace), CudaSampling.* (device draws against the CPU sampler's),
 #     CudaGraphs.* (step graphs per batch shape against launch by launch), CudaDecodeChain.* (the decode
 #     chain against a double reference and the per-launch kernels), CudaGemm.* (cuBLASLt's tuned GEMMs),
+#     CudaPromptPath.* (prompt steps with the attention output staged in bf16 by the prefill kernels:
+#     the same logits bit for bit as with stage_rows),
 #     LongModelNumerics.* (the trained models/podkv-long and its PoD twin reading a held-out book, 1024
 #     prompt tokens and 512 decode steps: f32 within 1e-4 of the CPU, bf16 top-1 agreement >= 99%);
 #  3. the CLI end to end on every HF fixture of tests/fixtures/models:
@@ -113,7 +115,7 @@ for pair in podkv-long:dense podkv-long-pod:pod; do
   if [ -f "$root/models/${pair%%:*}/model.safetensors" ]; then long_models="$long_models:Book/LongModelNumerics.Cuda*/${pair##*:}"
   else echo "Book/LongModelNumerics.Cuda*/${pair##*:}: left out (models/${pair%%:*}/model.safetensors is not on this machine)"; fi
 done
-(cd "$root" && "$build/podkv_tests" --gtest_filter="Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGemm.*:CudaSampling.*:CudaGraphs.*$long_models") \
+(cd "$root" && "$build/podkv_tests" --gtest_filter="Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGemm.*:CudaSampling.*:CudaGraphs.*:CudaPromptPath.*$long_models") \
   >"$logs/cuda_fixtures.log" 2>&1 ||
   { status=1; tail -3 "$logs/cuda_fixtures.log"; }
 grep -E "^\[ (bf16|numerics)|FAILED|PASSED|SKIPPED" "$logs/cuda_fixtures.log" | head -40

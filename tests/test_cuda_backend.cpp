@@ -10,6 +10,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <unistd.h>
+
 #include "backend/cuda_backend.h"
 #include "engine/generate.h"
 #include "engine/runner.h"
@@ -17,7 +19,10 @@
 #include "kv/kv_cache.h"
 #include "fixture_models.h"
 #include "logit_compare.h"
+#include "model/create.h"
 #include "model/model.h"
+#include "kv/pod_config.h"
+#include "policy/policies.h"
 
 namespace podkv {
 namespace {
@@ -231,6 +236,59 @@ TEST_P(CudaFixture, GreedyGenerationMatchesTransformers) {
 TEST_P(CudaFixture, Skipped) {}
 
 #endif
+
+// Prompt steps on the bf16 prompt path stage the attention output for the o projection: the prefill
+// kernels write it in bf16 themselves (attention_staged) instead of float32 that stage_rows then
+// rounds. The same bytes, so the same logits bit for bit, on random bf16 models whose attention takes
+// the tensor-core prefill kernels (the fixtures' head_dim 16 does not): head_dim 128 with 4 query
+// heads per KV head (the wgmma kernels on a Hopper GPU, mma.sync elsewhere) and head_dim 64 with 2; a
+// prompt of 150 tokens whole and in chunks of 40 (the later chunks against the cache), dense and PoD
+// (blocks of 3 layers: the anchor's keys for distant tokens, a second pass over the tiles).
+TEST(CudaPromptPath, StagedAttentionEqualsStagedRows) {
+#if !defined(PODKV_HAVE_CUDA)
+  GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)";
+#else
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  struct Shape {
+    int head_dim, heads, kv_heads;
+  };
+  for (const Shape shape : {Shape{128, 8, 2}, Shape{64, 8, 4}}) {
+    ModelConfig c = preset_config("tiny", 300);
+    c.head_dim = shape.head_dim, c.num_heads = shape.heads, c.num_kv_heads = shape.kv_heads, c.num_layers = 3;
+    c.hidden_size = 256, c.intermediate_size = 512;
+    const fs::path dir =
+        fs::temp_directory_path() / ("podkv_staged_" + std::to_string(shape.head_dim) + "_" + std::to_string(getpid()));
+    create_random_model(c, DType::BF16, 7, 0.05, dir.string());
+    auto model = Model::load(dir.string());
+    fs::remove_all(dir);
+    std::vector<int32_t> ids(150);
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>((i * 37 + 11) % 300);
+    for (const bool pod : {false, true})
+      for (const int64_t chunk : {int64_t{1000}, int64_t{40}}) {
+        const std::string what = "head_dim " + std::to_string(shape.head_dim) + (pod ? ", pod" : ", dense") +
+                                 ", chunk " + std::to_string(chunk);
+        const KvLayout layout = pod ? pod_kv_layout(c, uniform_pod_config(c.num_layers, c.num_kv_heads, 3, 4, 24))
+                                    : KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim);
+        std::vector<float> logits[2];
+        int64_t staged[2] = {0, 0};
+        for (int stage = 0; stage < 2; ++stage) {
+          CudaBackend gpu(*model);
+          gpu.ops().set_attention_staging(stage == 1);
+          KvCache cache(layout, static_cast<size_t>(256) * c.dense_kv_bytes_per_token(2) * 2, 16, KvDType::BF16);
+          Runner runner(gpu, cache);
+          runner.set_chunk_size(chunk);
+          runner.forward(cache.add_sequence(), ids, true, logits[stage]);
+          staged[stage] = gpu.ops().staged_attention_launches();
+        }
+        ASSERT_EQ(logits[0].size(), ids.size() * static_cast<size_t>(c.vocab_size)) << what;
+        EXPECT_TRUE(logits[1] == logits[0]) << what << ": the logits differ with the attention output staged";
+        const int64_t steps = (static_cast<int64_t>(ids.size()) + chunk - 1) / chunk;
+        EXPECT_EQ(staged[0], 0) << what;
+        EXPECT_EQ(staged[1], steps * c.num_layers) << what;
+      }
+  }
+#endif
+}
 
 INSTANTIATE_TEST_SUITE_P(Models, CudaFixture, ::testing::ValuesIn(fixture_model_names()),
                          [](const auto& info) { return info.param; });

@@ -257,10 +257,12 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
       ops_.split_qkv_rope_kv_write(layer, gate, n, c.num_heads, c.num_kv_heads, c.head_dim, positions, inv_freq_,
                                    c.rope_interleaved, q, k, v);
     }
+    bool attention_staged = false;  // its output already staged in bf16 for the o projection
     {
       ProfileScope p(ops_, "attention");
       params.layer = layer;
-      ops_.attention(params, q, outputs);
+      if (staged) attention_staged = ops_.attention_staged(params, q, outputs);
+      else ops_.attention(params, q, outputs);
     }
     if (observer_) observer_copies_.observe(ops_, observer_, step, view, layer, q, c.q_dim());
     if (!staged) {
@@ -280,7 +282,7 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
       // x += o(attention), xn = the MLP's norm of x (one launch for a decode row).
       ProfileScope p(ops_, "matmul o (+ residual, norm)");
       if (staged) {
-        ops_.stage_rows(attn_.as<float>(), n, c.q_dim());
+        if (!attention_staged) ops_.stage_rows(attn_.as<float>(), n, c.q_dim());
         ops_.matmul_staged_add(w.wo, n, x);
         ops_.stage_rms_norm(x, w.mlp_norm, n, hidden, c.rms_norm_eps);
       } else {

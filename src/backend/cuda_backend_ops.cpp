@@ -105,6 +105,8 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
   }
   if (const char* fuse = std::getenv("PODKV_CUDA_PREFILL_FUSE"); fuse != nullptr)
     set_prompt_bf16_path(std::string(fuse) != "0");
+  if (const char* stage = std::getenv("PODKV_CUDA_PREFILL_STAGE_ATTENTION"); stage != nullptr)
+    set_attention_staging(std::string(stage) != "0");
 }
 
 void CudaBackendOps::set_prompt_bf16_path(bool on) { state_->prompt_bf16 = on; }

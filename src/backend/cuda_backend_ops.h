@@ -118,6 +118,16 @@ class CudaBackendOps : public BackendOps {
   void stage_rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, double eps);
   void stage_rows(const float* a, int64_t rows, int64_t cols);
   void stage_swiglu(const uint16_t* gu, int64_t rows, int64_t inter);
+  // attention() whose output is staged as stage_rows would stage it (the same bf16 bytes), written
+  // by the prefill kernels themselves: no float32 output in memory and no rounding pass (a prompt
+  // chunk of 4096 rows of the Llama-3-8B shape: 64 MB read and 32 MB written less per layer). Only
+  // where every row of the step is a prompt row of the tensor-core prefill kernels; true if it
+  // staged, false if it ran as attention() (outputs.out written, the caller stages it). On unless
+  // PODKV_CUDA_PREFILL_STAGE_ATTENTION=0 or set_attention_staging(false); staged_attention_launches
+  // counts the staged calls (for tests).
+  bool attention_staged(const AttentionParams& params, const float* q, const AttentionOutputs& outputs);
+  void set_attention_staging(bool on);
+  int64_t staged_attention_launches() const;
   // The staged input [rows, w.cols] times wᵀ (w BF16): y = that (+ bias) in float32; y = that in
   // bf16; x += that (float32, in the GEMM).
   void matmul_staged(const WeightMatrix& w, int64_t rows, float* y, const float* bias);
@@ -177,6 +187,9 @@ class CudaBackendOps : public BackendOps {
   float* grow(float*& buffer, size_t& capacity, size_t floats, const char* what);
   // The bf16 GEMM input scratch with room for `elems` values (grown, after the queued work).
   uint16_t* bf16_scratch(int64_t elems);
+  // attention() and attention_staged(): stage, where it applies, writes the output into the staging
+  // buffer in bf16 instead of outputs.out; returns whether it did.
+  bool run_attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs, bool stage);
   // y [rows, w.rows] = a [rows, w.cols] · wᵀ + beta y on the tensor cores: a bf16, w BF16, y float32
   // (beta 0 or 1) or bf16 (y_type CUDA_R_16BF as an int: this header has no CUDA types; beta 0).
   void gemm_bf16(const WeightMatrix& w, const uint16_t* a, int64_t rows, void* y, int y_type, float beta);

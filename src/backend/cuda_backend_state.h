@@ -67,6 +67,8 @@ struct CudaBackendOps::State {
   bool fuse_swiglu = false, fuse_norm = false, fuse_chain = false, fuse_rope = false;  // set_decode_fusions
   int64_t chain_launches = 0, chain_rope_launches = 0;  // decode_chain_launches, decode_chain_rope_launches
   bool prompt_bf16 = true;                       // PODKV_CUDA_PREFILL_FUSE=0 turns it off
+  bool stage_attention = true;                   // PODKV_CUDA_PREFILL_STAGE_ATTENTION=0 turns it off
+  int64_t staged_attention_launches = 0;         // attention_staged calls that staged
   // Split-KV attention's partial results; the small-batch GEMV's split sums.
   float* partials = nullptr;
   size_t partial_capacity = 0;  // floats

@@ -206,6 +206,15 @@ int CudaBackendOps::decode_splits(int num_heads, bool scored) const {
 }
 
 void CudaBackendOps::attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs) {
+  run_attention(params, q, outputs, false);
+}
+
+bool CudaBackendOps::attention_staged(const AttentionParams& params, const float* q, const AttentionOutputs& outputs) {
+  return run_attention(params, q, outputs, state_->stage_attention);
+}
+
+bool CudaBackendOps::run_attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs,
+                                   bool stage) {
   check(has_step_, "attention: no step (call set_step first)");
   const int kv_heads = view_.num_kv_heads;
   check(params.num_heads >= 1 && params.num_heads % kv_heads == 0,
@@ -224,8 +233,16 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
   launch.scores = view_.num_groups > 0 ? outputs.scores : nullptr;
   launch.skipped = state_->counter;
   const int splits = decode_splits(params.num_heads, launch.scores != nullptr && scored_rows());
+  const cuda::DeviceStep& step = state_->step;
+  // Staged: every row is a prompt row of the prefill kernels, which then write bf16 (stage_rows' bytes).
+  const bool staged = stage && splits > 0 && step.num_prefill_tiles > 0 && step.num_decode_rows == 0;
+  if (staged) {
+    const int64_t cols = static_cast<int64_t>(params.num_heads) * view_.head_dim;
+    launch.out_bf16 = bf16_scratch(step.rows * cols);
+    state_->staged_rows = step.rows, state_->staged_cols = cols;
+    ++state_->staged_attention_launches;
+  }
   if (splits > 0) {
-    const cuda::DeviceStep& step = state_->step;
     const int64_t rows = std::max<int64_t>(1, step.num_decode_rows);
     const size_t floats = cuda::decode_attention_partial_floats(rows, params.num_heads, splits, view_.head_dim);
     grow(state_->partials, state_->partial_capacity, floats, "attention partials");
@@ -235,14 +252,19 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
   } else {
     cuda::attention(state_->step, launch, q, state_->stream);
   }
-  if (outputs.stats == nullptr) return;
+  if (outputs.stats == nullptr) return staged;
   count_attention_stats(params, *outputs.stats);
   if (counts_skips) {
     unsigned long long skipped = 0;
     download(&skipped, state_->counter, sizeof(skipped));
     outputs.stats->skipped_distant_parts += static_cast<int64_t>(skipped);
   }
+  return staged;
 }
+
+int64_t CudaBackendOps::staged_attention_launches() const { return state_->staged_attention_launches; }
+
+void CudaBackendOps::set_attention_staging(bool on) { state_->stage_attention = on; }
 
 void CudaBackendOps::count_attention_stats(const AttentionParams& params, AttentionStats& stats) const {
   // Distant parts follow from the positions and rules alone (as attention.cpp counts them).

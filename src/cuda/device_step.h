@@ -44,6 +44,9 @@ struct AttentionLaunch {
   int layer = 0, num_heads = 0;
   float scale = 1.0f, tau = 1.0f;
   float* out = nullptr;        // [rows, H * d]
+  // Or, where not null, the prefill kernels write their rows here instead, rounded to bf16 as
+  // split_bf16 rounds (the staged input of the o projection's GEMM; only steps of prompt rows alone).
+  uint16_t* out_bf16 = nullptr;  // [rows, H * d]
   float* all_gates = nullptr;  // [L][rows * H], or null
   float* scores = nullptr;     // the view's score output, or null
   unsigned long long* skipped = nullptr;  // counter of skipped distant parts

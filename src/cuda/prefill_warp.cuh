@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "cuda/device_step.h"
+#include "cuda/elements.cuh"
 #include "cuda/paged.cuh"
 #include "cuda/tile_walk.h"
 #include "cuda/warp_attention.cuh"
@@ -178,14 +179,23 @@ struct PrefillWarp : HeadSources {
       if (!valid[r]) continue;
       const int64_t row = row0 + w.g + 8 * r;
       const float total = w.sum_p[r] + w.sum_d[r];
-      float* out = a.out + (row * H + i) * D;
+      const int64_t at = (row * H + i) * D;
 #pragma unroll
-      for (int nb = 0; nb < WarpAttention<D, false>::kOutBlocks; ++nb)
-#pragma unroll
-        for (int e = 2 * r; e < 2 * r + 2; ++e) {
-          const int d = kInOrder ? 8 * nb + 2 * w.c + e % 2 : w.out_element(nb, e);
-          if (d < D) out[d] = w.o[nb][e] / total;
+      for (int nb = 0; nb < WarpAttention<D, false>::kOutBlocks; ++nb) {
+        const float v0 = w.o[nb][2 * r] / total, v1 = w.o[nb][2 * r + 1] / total;
+        const int d0 = kInOrder ? 8 * nb + 2 * w.c : w.out_element(nb, 2 * r);
+        const int d1 = kInOrder ? d0 + 1 : w.out_element(nb, 2 * r + 1);
+        if (a.out_bf16 == nullptr) {
+          if (d0 < D) a.out[at + d0] = v0;
+          if (d1 < D) a.out[at + d1] = v1;
+        } else if (kInOrder && d1 < D) {  // d0 even, rows of even length: one 4-byte store
+          *reinterpret_cast<uint32_t*>(a.out_bf16 + at + d0) =
+              f32_to_bf16_bits(v0) | uint32_t{f32_to_bf16_bits(v1)} << 16;
+        } else {
+          if (d0 < D) a.out_bf16[at + d0] = f32_to_bf16_bits(v0);
+          if (d1 < D) a.out_bf16[at + d1] = f32_to_bf16_bits(v1);
         }
+      }
       if (a.all_gates != nullptr && w.c == 0)
         a.all_gates[(static_cast<int64_t>(a.layer) * s.rows + row) * H + i] = w.sum_p[r] / total;
     }

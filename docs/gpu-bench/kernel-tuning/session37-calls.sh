@@ -14,7 +14,7 @@
 #   git reset -q docs models && : >.git/info/exclude
 # BASE=1 builds build-base beside build-cuda from .data/run/base-src.tar.gz (`git archive HEAD --
 # CMakeLists.txt src tools scripts configs | gzip` of the tree to compare against).
-#   PART=ab       PATCHES=session37-stage-preload-untested BASE=1 TARGETS="podkv_cli podkv_test_backend_ops
+#   PART=ab       PATCHES=session37-stage-preload-untested (`git show 72814ab:docs/gpu-bench/kernel-tuning/session37-stage-preload-untested.patch`; its prefill part since landed) BASE=1 TARGETS="podkv_cli podkv_test_backend_ops
 #                 podkv_tests": the patch applied (build-base: the tree without it): the gtests CudaPromptPath.*, CudaDecodeChain.*,
 #                 CudaGraphs.* and Models/CudaFixture.*; the attention and decode_chain op cases; prefill at
 #                 4K and 32K, the default (the attention output staged in bf16 by the prefill kernels)
