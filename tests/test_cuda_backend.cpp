@@ -17,11 +17,11 @@
 #include "engine/runner.h"
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
+#include "kv/pod_config.h"
 #include "fixture_models.h"
 #include "logit_compare.h"
 #include "model/create.h"
 #include "model/model.h"
-#include "kv/pod_config.h"
 #include "policy/policies.h"
 
 namespace podkv {
