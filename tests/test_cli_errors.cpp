@@ -164,6 +164,24 @@ TEST_F(CliErrors, TokenizeMalformedFile) {
   expect_error(run({"detokenize", "--tokenizer", (tmp_ / "broken_tok.json").string()}, "1 2"), {"broken_tok.json"});
 }
 
+// An id far past the file's tokens (the fuzzer found 99999992: 100 million empty tokens, out of
+// memory) is an error naming the file and the entry.
+TEST_F(CliErrors, TokenizerJsonIdFarPastItsTokens) {
+  const std::string head = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": ";
+  const std::string merges = "}, \"merges\": [\"a b\"]}";
+  write_text(tmp_ / "wild_id_tok.json", head + "99999992" + merges + "}");
+  expect_error(run({"tokenize", "--tokenizer", (tmp_ / "wild_id_tok.json").string()}, "ab"),
+               {"wild_id_tok.json", "model.vocab[\"ab\"]", "99999992", "out of range"});
+  write_text(tmp_ / "wild_added_tok.json", head + "2" + merges +
+                                               ", \"added_tokens\": [{\"id\": 99999992, \"content\": \"<s>\"}]}");
+  expect_error(run({"tokenize", "--tokenizer", (tmp_ / "wild_added_tok.json").string()}, "ab"),
+               {"wild_added_tok.json", "added_tokens[0].id", "out of range"});
+  // Ids a little past the tokens (room for added tokens numbered later) still load.
+  write_text(tmp_ / "gap_tok.json", head + "1000" + merges + "}");
+  const auto ok = run({"tokenize", "--tokenizer", (tmp_ / "gap_tok.json").string()}, "ab");
+  EXPECT_EQ(ok.exit_code, 0) << ok;
+}
+
 TEST_F(CliErrors, TokenizeMissingFile) {
   expect_error(run({"tokenize", "--tokenizer", (tmp_ / "absent_tokenizer.json").string()}, "hello"),
                {"absent_tokenizer.json"});

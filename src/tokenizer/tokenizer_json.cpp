@@ -54,6 +54,16 @@ struct Ctx {
   }
 };
 
+// Token ids index arrays of every id up to the largest: a file's ids must stay within its entries
+// (vocab and added tokens) plus kIdSlack unused ones, so that a wild id (the fuzzer's 99999992) is an
+// error, not gigabytes of empty tokens. Real files number their tokens densely.
+constexpr int64_t kIdSlack = int64_t{1} << 20;
+int64_t id_limit(size_t entries) { return static_cast<int64_t>(entries) + kIdSlack; }
+std::string id_range_error(int64_t id, int64_t limit) {
+  return "id " + std::to_string(id) + " is out of range (0 to " + std::to_string(limit - 1) +
+         ": the file's token count plus 2^20)";
+}
+
 std::string type_of(const Ctx& c, const json& j, const std::string& where) {
   return c.str(j, "type", where);
 }
@@ -71,9 +81,10 @@ void parse_model(const Ctx& c, const json& m, BpeConfig& cfg) {
   const json& vocab = c.field(m, "vocab", w);
   if (!vocab.is_object()) c.fail(w + ".vocab", "expected an object of token: id");
   BpeModel& model = cfg.model;
+  const int64_t limit = id_limit(vocab.size());
   for (auto it = vocab.begin(); it != vocab.end(); ++it) {
     const int64_t id = c.integer(it.value(), w + ".vocab[\"" + it.key() + "\"]");
-    if (id < 0 || id > (1 << 30)) c.fail(w + ".vocab[\"" + it.key() + "\"]", "id out of range");
+    if (id < 0 || id >= limit) c.fail(w + ".vocab[\"" + it.key() + "\"]", id_range_error(id, limit));
     if (static_cast<size_t>(id) >= model.id_to_token.size()) model.id_to_token.resize(id + 1);
     model.id_to_token[id] = it.key();
     model.token_to_id[it.key()] = static_cast<int32_t>(id);
@@ -367,12 +378,13 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& path) {
   if (j.contains("added_tokens")) {
     const json& list = j.at("added_tokens");
     if (!list.is_array()) c.fail("added_tokens", "expected an array");
+    const int64_t limit = id_limit(cfg.model.token_to_id.size() + list.size());
     for (size_t i = 0; i < list.size(); ++i) {
       const std::string w = "added_tokens[" + std::to_string(i) + "]";
       AddedToken a;
       a.content = c.str(list[i], "content", w);
       const int64_t id = c.integer(c.field(list[i], "id", w), w + ".id");
-      if (id < 0 || id > (1 << 30)) c.fail(w + ".id", "out of range");
+      if (id < 0 || id >= limit) c.fail(w + ".id", id_range_error(id, limit));
       a.id = static_cast<int32_t>(id);
       a.lstrip = c.flag(list[i], "lstrip", false, w);
       a.rstrip = c.flag(list[i], "rstrip", false, w);
