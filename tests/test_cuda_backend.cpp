@@ -239,11 +239,14 @@ TEST_P(CudaFixture, Skipped) {}
 
 // Prompt steps on the bf16 prompt path stage the attention output for the o projection: the prefill
 // kernels write it in bf16 themselves (attention_staged) instead of float32 that stage_rows then
-// rounds. The same bytes, so the same logits bit for bit, on random bf16 models whose attention takes
-// the tensor-core prefill kernels (the fixtures' head_dim 16 does not): head_dim 128 with 4 query
-// heads per KV head (the wgmma kernels on a Hopper GPU, mma.sync elsewhere) and head_dim 64 with 2; a
-// prompt of 150 tokens whole and in chunks of 40 (the later chunks against the cache), dense and PoD
-// (blocks of 3 layers: the anchor's keys for distant tokens, a second pass over the tiles).
+// rounds; and they read Q in bf16 as the RoPE kernel wrote it (split_qkv_rope_kv_write's prompt form,
+// rounded and scaled as the kernels round and scale the float32 q) with no float32 q, k, v written.
+// The same bytes, so the same logits bit for bit in the three settings (neither; staged output;
+// both), on random bf16 models whose attention takes the tensor-core prefill kernels (the fixtures'
+// head_dim 16 does not): head_dim 128 with 4 query heads per KV head (the wgmma kernels on a Hopper
+// GPU, mma.sync elsewhere) and head_dim 64 with 2; a prompt of 150 tokens whole and in chunks of 40
+// (the later chunks against the cache), dense and PoD (blocks of 3 layers: the anchor's keys for
+// distant tokens, a second pass over the tiles).
 TEST(CudaPromptPath, StagedAttentionEqualsStagedRows) {
 #if !defined(PODKV_HAVE_CUDA)
   GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)";
@@ -269,22 +272,38 @@ TEST(CudaPromptPath, StagedAttentionEqualsStagedRows) {
                                  ", chunk " + std::to_string(chunk);
         const KvLayout layout = pod ? pod_kv_layout(c, uniform_pod_config(c.num_layers, c.num_kv_heads, 3, 4, 24))
                                     : KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim);
-        std::vector<float> logits[2];
-        int64_t staged[2] = {0, 0};
-        for (int stage = 0; stage < 2; ++stage) {
+        std::vector<float> logits[4];
+        int64_t staged[4] = {0, 0, 0, 0}, bf16_q[4] = {0, 0, 0, 0};
+        for (int setting = 0; setting < 4; ++setting) {
           CudaBackend gpu(*model);
-          gpu.ops().set_attention_staging(stage == 1);
+          gpu.ops().set_attention_staging(setting >= 1);
+          gpu.ops().set_prompt_q_bf16(setting >= 2);
+          gpu.ops().set_prompt_qkv_bf16(setting == 3);
           KvCache cache(layout, static_cast<size_t>(256) * c.dense_kv_bytes_per_token(2) * 2, 16, KvDType::BF16);
           Runner runner(gpu, cache);
           runner.set_chunk_size(chunk);
-          runner.forward(cache.add_sequence(), ids, true, logits[stage]);
-          staged[stage] = gpu.ops().staged_attention_launches();
+          runner.forward(cache.add_sequence(), ids, true, logits[setting]);
+          staged[setting] = gpu.ops().staged_attention_launches();
+          bf16_q[setting] = gpu.ops().bf16_q_attention_launches();
         }
         ASSERT_EQ(logits[0].size(), ids.size() * static_cast<size_t>(c.vocab_size)) << what;
         EXPECT_TRUE(logits[1] == logits[0]) << what << ": the logits differ with the attention output staged";
+        EXPECT_TRUE(logits[2] == logits[0]) << what << ": the logits differ with Q in bf16 from the RoPE kernel";
         const int64_t steps = (static_cast<int64_t>(ids.size()) + chunk - 1) / chunk;
         EXPECT_EQ(staged[0], 0) << what;
         EXPECT_EQ(staged[1], steps * c.num_layers) << what;
+        EXPECT_EQ(staged[2], steps * c.num_layers) << what;
+        EXPECT_EQ(bf16_q[1], 0) << what;
+        EXPECT_EQ(bf16_q[2], steps * c.num_layers) << what;
+        // q | k | v in bf16 (the experiment PODKV_CUDA_PREFILL_QKV_BF16=1): rounded once more, so close
+        // to the float32 projection's logits, not equal: within 2% of the largest logit.
+        ASSERT_EQ(logits[3].size(), logits[0].size()) << what;
+        float largest = 0.0f, worst = 0.0f;
+        for (size_t i = 0; i < logits[0].size(); ++i) {
+          largest = std::max(largest, std::fabs(logits[0][i]));
+          worst = std::max(worst, std::fabs(logits[3][i] - logits[0][i]));
+        }
+        EXPECT_LE(worst, 0.02f * largest) << what << ": q | k | v in bf16";
       }
   }
 #endif

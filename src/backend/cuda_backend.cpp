@@ -235,6 +235,10 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
   // Prompt rows of BF16 weights take the bf16 prompt path (cuda_backend_ops.h): the GEMM inputs
   // staged in bf16 by the op before, gate | up in bf16, o and down added to x inside their GEMMs.
   const bool staged = all_bf16_ && ops_.prompt_bf16_path(n);
+  // And where only the prefill kernels read Q (no decode rows, no observer), the RoPE kernel writes it
+  // for them in bf16, scaled as they scale it, in q's buffer (half its bytes), and no float32 k, v.
+  uint16_t* q_bf16 = staged && !observer_ && ops_.prompt_q_bf16(c.num_heads) ? reinterpret_cast<uint16_t*>(q) : nullptr;
+  const float q_scale = params.scale * 1.4426950408889634f;  // PrefillWarp's: scale * log2(e)
   bool have_qkv = false;   // the previous layer's decode chain left this layer's q | k | v in `gate`
   bool have_rope = false;  // ... or did its RoPE and KV write too: q, k, v and the entries are written
   for (int layer = 0; layer < c.num_layers; ++layer) {
@@ -245,23 +249,26 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
       if (staged) ops_.stage_rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps);
       else ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
     }
+    // q | k | v in bf16 for the RoPE kernel's prompt form (an experiment, off by default).
+    const bool qkv_bf16 = q_bf16 != nullptr && w.bqkv == nullptr && ops_.prompt_qkv_bf16();
     if (!have_qkv) {
       ProfileScope p(ops_, "matmul q, k, v");
       // [n, q + 2 kv] in the MLP's scratch
-      if (staged) ops_.matmul_staged(w.wqkv, n, gate, w.bqkv);
+      if (qkv_bf16) ops_.matmul_staged_bf16(w.wqkv, n, reinterpret_cast<uint16_t*>(gate));
+      else if (staged) ops_.matmul_staged(w.wqkv, n, gate, w.bqkv);
       else ops_.matmul(w.wqkv, xn, n, gate, w.bqkv);
     }
     if (!have_rope) {
       // The split, RoPE of q and k, and the KV write: one launch.
       ProfileScope p(ops_, "rope, kv write");
       ops_.split_qkv_rope_kv_write(layer, gate, n, c.num_heads, c.num_kv_heads, c.head_dim, positions, inv_freq_,
-                                   c.rope_interleaved, q, k, v);
+                                   c.rope_interleaved, q, k, v, q_bf16, q_scale, qkv_bf16);
     }
     bool attention_staged = false;  // its output already staged in bf16 for the o projection
     {
       ProfileScope p(ops_, "attention");
       params.layer = layer;
-      if (staged) attention_staged = ops_.attention_staged(params, q, outputs);
+      if (staged) attention_staged = ops_.attention_staged(params, q, outputs, q_bf16);
       else ops_.attention(params, q, outputs);
     }
     if (observer_) observer_copies_.observe(ops_, observer_, step, view, layer, q, c.q_dim());

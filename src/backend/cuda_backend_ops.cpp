@@ -107,6 +107,10 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
     set_prompt_bf16_path(std::string(fuse) != "0");
   if (const char* stage = std::getenv("PODKV_CUDA_PREFILL_STAGE_ATTENTION"); stage != nullptr)
     set_attention_staging(std::string(stage) != "0");
+  if (const char* q_bf16 = std::getenv("PODKV_CUDA_PREFILL_Q_BF16"); q_bf16 != nullptr)
+    set_prompt_q_bf16(std::string(q_bf16) != "0");
+  if (const char* qkv_bf16 = std::getenv("PODKV_CUDA_PREFILL_QKV_BF16"); qkv_bf16 != nullptr)
+    set_prompt_qkv_bf16(std::string(qkv_bf16) == "1");
 }
 
 void CudaBackendOps::set_prompt_bf16_path(bool on) { state_->prompt_bf16 = on; }

@@ -125,9 +125,19 @@ class CudaBackendOps : public BackendOps {
   // staged, false if it ran as attention() (outputs.out written, the caller stages it). On unless
   // PODKV_CUDA_PREFILL_STAGE_ATTENTION=0 or set_attention_staging(false); staged_attention_launches
   // counts the staged calls (for tests).
-  bool attention_staged(const AttentionParams& params, const float* q, const AttentionOutputs& outputs);
+  // q_bf16 (not null): Q as split_qkv_rope_kv_write's prompt form wrote it, which only
+  // prompt_q_bf16's steps may pass (an Error otherwise).
+  bool attention_staged(const AttentionParams& params, const float* q, const AttentionOutputs& outputs,
+                        const uint16_t* q_bf16 = nullptr);
   void set_attention_staging(bool on);
   int64_t staged_attention_launches() const;
+  // Whether the step's attention for num_heads query heads may take Q in bf16 from the RoPE kernel
+  // (split_qkv_rope_kv_write's q_bf16): every row a prompt row of the tensor-core prefill kernels,
+  // whose Q fragments are those bf16 values. On unless PODKV_CUDA_PREFILL_Q_BF16=0 or
+  // set_prompt_q_bf16(false); bf16_q_attention_launches counts the attention calls that took it.
+  bool prompt_q_bf16(int num_heads) const;
+  void set_prompt_q_bf16(bool on);
+  int64_t bf16_q_attention_launches() const;
   // The staged input [rows, w.cols] times wᵀ (w BF16): y = that (+ bias) in float32; y = that in
   // bf16; x += that (float32, in the GEMM).
   void matmul_staged(const WeightMatrix& w, int64_t rows, float* y, const float* bias);
@@ -135,10 +145,20 @@ class CudaBackendOps : public BackendOps {
   void matmul_staged_add(const WeightMatrix& w, int64_t rows, float* x);
   void split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim, const int64_t* positions,
                       const float* inv_freq, bool interleaved, float* q, float* k, float* v);
-  // split_qkv_rope, then kv_write(layer, k, v) of the step set last, in one launch.
+  // split_qkv_rope, then kv_write(layer, k, v) of the step set last, in one launch. With q_bf16 (the
+  // prompt form, for attention_staged where prompt_q_bf16 holds): bf16(rotated q * q_scale)
+  // [rows, heads * dim] there, and no float32 q, k or v (the same entries); there qkv_bf16 says that
+  // qkv holds the projection in bf16 (matmul_staged_bf16's output) instead of float32.
   void split_qkv_rope_kv_write(int layer, const float* qkv, int64_t rows, int heads, int kv_heads, int dim,
                                const int64_t* positions, const float* inv_freq, bool interleaved, float* q, float* k,
-                               float* v);
+                               float* v, uint16_t* q_bf16 = nullptr, float q_scale = 1.0f, bool qkv_bf16 = false);
+  // Whether prompt steps whose Q goes to the prefill kernels in bf16 also take q | k | v from their
+  // GEMM in bf16 (projections without a bias): rounded once more before RoPE (about 2^-9 relative,
+  // as bf16 engines and transformers in bf16 round them), 50 MB less written and read per layer of
+  // a 4,096-row chunk of the Llama-3-8B shape. An experiment, off unless PODKV_CUDA_PREFILL_QKV_BF16=1
+  // or set_prompt_qkv_bf16(true).
+  bool prompt_qkv_bf16() const;
+  void set_prompt_qkv_bf16(bool on);
   // The cudaStream_t every op runs on (as void*: this header has no CUDA types), for helpers
   // that launch kernels of their own (cuda_sampler.h).
   void* stream() const;
@@ -189,7 +209,10 @@ class CudaBackendOps : public BackendOps {
   uint16_t* bf16_scratch(int64_t elems);
   // attention() and attention_staged(): stage, where it applies, writes the output into the staging
   // buffer in bf16 instead of outputs.out; returns whether it did.
-  bool run_attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs, bool stage);
+  bool run_attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs, bool stage,
+                     const uint16_t* q_bf16);
+  // Every row of the step a prompt row of the tensor-core prefill kernels (for num_heads query heads).
+  bool prefill_rows_only(int num_heads) const;
   // y [rows, w.rows] = a [rows, w.cols] · wᵀ + beta y on the tensor cores: a bf16, w BF16, y float32
   // (beta 0 or 1) or bf16 (y_type CUDA_R_16BF as an int: this header has no CUDA types; beta 0).
   void gemm_bf16(const WeightMatrix& w, const uint16_t* a, int64_t rows, void* y, int y_type, float beta);

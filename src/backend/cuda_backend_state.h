@@ -69,6 +69,9 @@ struct CudaBackendOps::State {
   bool prompt_bf16 = true;                       // PODKV_CUDA_PREFILL_FUSE=0 turns it off
   bool stage_attention = true;                   // PODKV_CUDA_PREFILL_STAGE_ATTENTION=0 turns it off
   int64_t staged_attention_launches = 0;         // attention_staged calls that staged
+  bool q_bf16 = true;                            // PODKV_CUDA_PREFILL_Q_BF16=0 turns it off
+  bool qkv_bf16 = false;                         // PODKV_CUDA_PREFILL_QKV_BF16=1 turns it on
+  int64_t bf16_q_attention_launches = 0;         // attention_staged calls that read Q in bf16
   // Split-KV attention's partial results; the small-batch GEMV's split sums.
   float* partials = nullptr;
   size_t partial_capacity = 0;  // floats

@@ -149,7 +149,8 @@ void CudaBackendOps::kv_write(int layer, const float* k, const float* v) {
 
 void CudaBackendOps::split_qkv_rope_kv_write(int layer, const float* qkv, int64_t rows, int heads, int kv_heads,
                                              int dim, const int64_t* positions, const float* inv_freq,
-                                             bool interleaved, float* q, float* k, float* v) {
+                                             bool interleaved, float* q, float* k, float* v, uint16_t* q_bf16,
+                                             float q_scale, bool qkv_bf16) {
   check(has_step_, "split_qkv_rope_kv_write: no step (call set_step first)");
   check(layer >= 0 && layer < view_.num_layers, "split_qkv_rope_kv_write: no layer " + std::to_string(layer));
   const cuda::DeviceStep& step = state_->step;
@@ -158,7 +159,8 @@ void CudaBackendOps::split_qkv_rope_kv_write(int layer, const float* qkv, int64_
             std::to_string(dim) + " against the step's " + std::to_string(step.rows) + ", " +
             std::to_string(step.num_kv_heads) + " of " + std::to_string(step.head_dim));
   check(dim % 2 == 0, "rope: head_dim " + std::to_string(dim) + " must be even");
-  cuda::split_qkv_rope_kv_write(step, layer, qkv, heads, positions, inv_freq, interleaved, q, k, v, state_->stream);
+  cuda::split_qkv_rope_kv_write(step, layer, qkv, heads, positions, inv_freq, interleaved, q, k, v, q_bf16, q_scale,
+                                qkv_bf16, state_->stream);
 }
 
 bool CudaBackendOps::scored_rows() const {
@@ -206,15 +208,32 @@ int CudaBackendOps::decode_splits(int num_heads, bool scored) const {
 }
 
 void CudaBackendOps::attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs) {
-  run_attention(params, q, outputs, false);
+  run_attention(params, q, outputs, false, nullptr);
 }
 
-bool CudaBackendOps::attention_staged(const AttentionParams& params, const float* q, const AttentionOutputs& outputs) {
-  return run_attention(params, q, outputs, state_->stage_attention);
+bool CudaBackendOps::attention_staged(const AttentionParams& params, const float* q, const AttentionOutputs& outputs,
+                                      const uint16_t* q_bf16) {
+  return run_attention(params, q, outputs, state_->stage_attention, q_bf16);
 }
+
+bool CudaBackendOps::prefill_rows_only(int num_heads) const {
+  // Prefill tiles exist only without selection groups, so no row adds selection scores.
+  const cuda::DeviceStep& step = state_->step;
+  return has_step_ && step.num_prefill_tiles > 0 && step.num_decode_rows == 0 && decode_splits(num_heads, false) > 0;
+}
+
+bool CudaBackendOps::prompt_q_bf16(int num_heads) const { return state_->q_bf16 && prefill_rows_only(num_heads); }
+
+void CudaBackendOps::set_prompt_q_bf16(bool on) { state_->q_bf16 = on; }
+
+bool CudaBackendOps::prompt_qkv_bf16() const { return state_->qkv_bf16; }
+
+void CudaBackendOps::set_prompt_qkv_bf16(bool on) { state_->qkv_bf16 = on; }
+
+int64_t CudaBackendOps::bf16_q_attention_launches() const { return state_->bf16_q_attention_launches; }
 
 bool CudaBackendOps::run_attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs,
-                                   bool stage) {
+                                   bool stage, const uint16_t* q_bf16) {
   check(has_step_, "attention: no step (call set_step first)");
   const int kv_heads = view_.num_kv_heads;
   check(params.num_heads >= 1 && params.num_heads % kv_heads == 0,
@@ -235,7 +254,13 @@ bool CudaBackendOps::run_attention(const AttentionParams& params, const float* q
   const int splits = decode_splits(params.num_heads, launch.scores != nullptr && scored_rows());
   const cuda::DeviceStep& step = state_->step;
   // Staged: every row is a prompt row of the prefill kernels, which then write bf16 (stage_rows' bytes).
-  const bool staged = stage && splits > 0 && step.num_prefill_tiles > 0 && step.num_decode_rows == 0;
+  const bool prompt_only = splits > 0 && step.num_prefill_tiles > 0 && step.num_decode_rows == 0;
+  const bool staged = stage && prompt_only;
+  if (q_bf16 != nullptr) {
+    check(prompt_only, "attention: Q in bf16 for a step that is not the prefill kernels' alone");
+    launch.q_bf16 = q_bf16;
+    ++state_->bf16_q_attention_launches;
+  }
   if (staged) {
     const int64_t cols = static_cast<int64_t>(params.num_heads) * view_.head_dim;
     launch.out_bf16 = bf16_scratch(step.rows * cols);

@@ -47,6 +47,9 @@ struct AttentionLaunch {
   // Or, where not null, the prefill kernels write their rows here instead, rounded to bf16 as
   // split_bf16 rounds (the staged input of the o projection's GEMM; only steps of prompt rows alone).
   uint16_t* out_bf16 = nullptr;  // [rows, H * d]
+  // Q in bf16, pre-scaled by scale * log2(e) (split_qkv_rope_kv_write's prompt form), where not null:
+  // the prefill kernels read it instead of the float32 q (only steps of prompt rows alone).
+  const uint16_t* q_bf16 = nullptr;  // [rows, H * d]
   float* all_gates = nullptr;  // [L][rows * H], or null
   float* scores = nullptr;     // the view's score output, or null
   unsigned long long* skipped = nullptr;  // counter of skipped distant parts

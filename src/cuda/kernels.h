@@ -140,10 +140,13 @@ bool decode_chain(const DecodeChain& args, int num_sms, cudaStream_t stream);
 // kv_write.cu: the step's new keys and values into the pool (encoded), and the pool's entry copies.
 void kv_write(const DeviceStep& step, int layer, const float* k, const float* v, cudaStream_t stream);
 // split_qkv_rope (qkv [rows, (heads + 2 H_kv) * dim] into q, k, v, q and k rotated) and then kv_write of
-// k and v, in one launch with the same results; kv_heads, dim and rows are the step's.
+// k and v, in one launch with the same results; kv_heads, dim and rows are the step's. With q_bf16
+// (the prompt form, for attention by the prefill kernels alone: AttentionLaunch::q_bf16) it writes
+// bf16(rotated q * q_scale) [rows, heads * dim] there instead, and no q, k or v in float32; there
+// qkv_bf16 says qkv holds bf16 values (the bits, in qkv's buffer) instead of float32.
 void split_qkv_rope_kv_write(const DeviceStep& step, int layer, const float* qkv, int heads, const int64_t* positions,
-                             const float* inv_freq, bool interleaved, float* q, float* k, float* v,
-                             cudaStream_t stream);
+                             const float* inv_freq, bool interleaved, float* q, float* k, float* v, uint16_t* q_bf16,
+                             float q_scale, bool qkv_bf16, cudaStream_t stream);
 void copy_entries(uint8_t* pool, int64_t page_bytes, int64_t entry_bytes, const EntryCopy* copies, int64_t count,
                   cudaStream_t stream);
 

@@ -3,6 +3,10 @@
 // fused with the split and RoPE of the stacked q, k, v projection (one launch
 // per layer instead of two in a decode step), and the entry copies the host
 // bookkeeping asks for when token selection moves kept tokens.
+#include <cuda_bf16.h>
+
+#include <type_traits>
+
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/kernels.h"
@@ -61,46 +65,122 @@ __global__ void kv_write_kernel(DeviceStep s, int layer, const float* k, const f
 constexpr int kFusedWarps = 8;
 constexpr int kWholeRowBlocks = 32;
 
+// What a block of both fused kernels takes before pdl_wait (pdl.cuh), from the step's metadata only:
+// the angles of its row (sines and cosines in double, in shared memory), its units, and the entry of
+// the warp's first unit when that is a key or a value.
+struct FusedRow {
+  int64_t row;
+  int warp, lane, heads, H, d, half;
+  int64_t nq, nkv;
+  int first_unit, end;
+  uint8_t* first_entry = nullptr;
+  double *sin_s, *cos_s;
+
+  __device__ FusedRow(const DeviceStep& s, int layer, int heads_, const int64_t* positions, const float* inv_freq,
+                      int units_per_block, double* sin_, double* cos_)
+      : row(blockIdx.x), warp(threadIdx.x / 32), lane(threadIdx.x % 32), heads(heads_), H(s.num_kv_heads),
+        d(s.head_dim), half(s.head_dim / 2), nq(static_cast<int64_t>(heads_) * s.head_dim),
+        nkv(static_cast<int64_t>(s.num_kv_heads) * s.head_dim), sin_s(sin_), cos_s(cos_) {
+    for (int i = threadIdx.x; i < half; i += blockDim.x) rope_sincos(i, positions[row], inv_freq, sin_s[i], cos_s[i]);
+    const int first = blockIdx.y * units_per_block;
+    end = min(heads + 2 * H, first + units_per_block);
+    first_unit = first + warp;
+    if (first_unit < end && first_unit >= heads) {
+      const KvUnit u = kv_unit(first_unit, heads, H);
+      first_entry = entry_of_row(s, layer, row, u.h, u.kind);
+    }
+  }
+  __device__ uint8_t* entry(const DeviceStep& s, int layer, int unit, const KvUnit& u) const {
+    return unit == first_unit ? first_entry : entry_of_row(s, layer, row, u.h, u.kind);
+  }
+};
+
 template <KvDType T>
 __global__ void __launch_bounds__(kFusedWarps * 32)
     split_qkv_rope_kv_write_kernel(DeviceStep s, int layer, const float* qkv, int heads, const int64_t* positions,
                                    const float* inv_freq, bool interleaved, float* q, float* k, float* v,
                                    int units_per_block) {
-  const int64_t row = blockIdx.x;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int H = s.num_kv_heads, d = s.head_dim, half = d / 2, units = heads + 2 * H;
-  const int64_t nq = static_cast<int64_t>(heads) * d, nkv = static_cast<int64_t>(H) * d;
-  const float* src = qkv + row * (nq + 2 * nkv);
   pdl_launch_dependents();  // the attention's blocks may start; they wait for this kernel to finish
-  // Before pdl_wait (pdl.cuh), what needs only the step's metadata: the angles, and the entry of the
-  // warp's first unit when it is a key or a value.
   __shared__ double sin_s[kMaxHeadDim / 2], cos_s[kMaxHeadDim / 2];
-  for (int i = threadIdx.x; i < half; i += blockDim.x) rope_sincos(i, positions[row], inv_freq, sin_s[i], cos_s[i]);
-  const int first = blockIdx.y * units_per_block, end = min(units, first + units_per_block);
-  const int first_unit = first + warp;
-  uint8_t* first_entry = nullptr;
-  if (first_unit < end && first_unit >= heads) {
-    const KvUnit u = kv_unit(first_unit, heads, H);
-    first_entry = entry_of_row(s, layer, row, u.h, u.kind);
-  }
+  const FusedRow r(s, layer, heads, positions, inv_freq, units_per_block, sin_s, cos_s);
+  const int d = r.d, lane = r.lane;
+  const float* src = qkv + r.row * (r.nq + 2 * r.nkv);
   pdl_wait();  // qkv from the kernel before
   __syncthreads();
-  for (int unit = first_unit; unit < end; unit += kFusedWarps) {
+  for (int unit = r.first_unit; unit < r.end; unit += kFusedWarps) {
     if (unit < heads) {
-      for (int i = lane; i < half; i += 32)
-        rotate_pair_by(src + unit * d, q + row * nq + unit * d, i, d, interleaved, sin_s[i], cos_s[i]);
+      for (int i = lane; i < r.half; i += 32)
+        rotate_pair_by(src + unit * d, q + r.row * r.nq + unit * d, i, d, interleaved, sin_s[i], cos_s[i]);
       continue;
     }
-    const auto [kind, h] = kv_unit(unit, heads, H);
-    float* dst = (kind == kKeys ? k : v) + row * nkv + h * d;
-    if (kind == kKeys) {
-      for (int i = lane; i < half; i += 32)
-        rotate_pair_by(src + nq + h * d, dst, i, d, interleaved, sin_s[i], cos_s[i]);
+    const KvUnit u = kv_unit(unit, heads, r.H);
+    float* dst = (u.kind == kKeys ? k : v) + r.row * r.nkv + u.h * d;
+    if (u.kind == kKeys) {
+      for (int i = lane; i < r.half; i += 32)
+        rotate_pair_by(src + r.nq + u.h * d, dst, i, d, interleaved, sin_s[i], cos_s[i]);
     } else {
-      for (int i = lane; i < d; i += 32) dst[i] = src[nq + nkv + h * d + i];
+      for (int i = lane; i < d; i += 32) dst[i] = src[r.nq + r.nkv + u.h * d + i];
     }
     __syncwarp();
-    encode_to<T>(s, unit == first_unit ? first_entry : entry_of_row(s, layer, row, h, kind), dst, lane);
+    encode_to<T>(s, r.entry(s, layer, unit, u), dst, lane);
+  }
+}
+
+// The prompt form (split_qkv_rope_kv_write's q_bf16: a step whose attention is the prefill
+// kernels' alone, which read nothing else) writes no float32: q rotated, times q_scale and rounded
+// to bf16 into q_bf16 (the product and rounding the prefill kernels' load_q makes of the float32 q),
+// a key rotated into the warp's row of shared memory and encoded from there, a value encoded from
+// qkv. The same entries and Q fragments as the float32 form; a 4,096-row chunk of the Llama-3-8B
+// shape writes 100 MB less a layer (q in half the bytes, no k or v). In: qkv's type, float or
+// bf16 bits (uint16_t: the projection's output in bf16, its values widened exactly; the value goes
+// through the warp's row too).
+template <typename In>
+__device__ __forceinline__ float widen(In x) {
+  if constexpr (std::is_same_v<In, float>) return x;
+  else return __uint_as_float(static_cast<uint32_t>(x) << 16);
+}
+
+template <KvDType T, typename In>
+__global__ void __launch_bounds__(kFusedWarps * 32)
+    rope_kv_write_prompt_kernel(DeviceStep s, int layer, const void* qkv, int heads, const int64_t* positions,
+                                const float* inv_freq, bool interleaved, uint16_t* q_bf16, float q_scale,
+                                int units_per_block) {
+  pdl_launch_dependents();
+  __shared__ double sin_s[kMaxHeadDim / 2], cos_s[kMaxHeadDim / 2];
+  __shared__ float rows_s[kFusedWarps][kMaxHeadDim];  // a warp's rotated key, or widened value
+  const FusedRow r(s, layer, heads, positions, inv_freq, units_per_block, sin_s, cos_s);
+  const int d = r.d, lane = r.lane;
+  const In* src = static_cast<const In*>(qkv) + r.row * (r.nq + 2 * r.nkv);
+  float* own = rows_s[r.warp];
+  pdl_wait();  // qkv from the kernel before
+  __syncthreads();
+  for (int unit = r.first_unit; unit < r.end; unit += kFusedWarps) {
+    // Pair i of the head at `in`: rotated, then out(a, va) and out(b, vb) with a, b its elements.
+    auto rotate = [&](const In* in, int i, auto out) {
+      const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + r.half;
+      float va = widen(in[a]), vb = widen(in[b]);
+      rotate_values(va, vb, sin_s[i], cos_s[i]);
+      out(a, va);
+      out(b, vb);
+    };
+    if (unit < heads) {
+      uint16_t* to = q_bf16 + r.row * r.nq + unit * d;
+      for (int i = lane; i < r.half; i += 32)
+        rotate(src + unit * d, i, [&](int e, float x) { to[e] = __bfloat16_as_ushort(__float2bfloat16_rn(x * q_scale)); });
+      continue;
+    }
+    const KvUnit u = kv_unit(unit, heads, r.H);
+    const float* from = own;
+    if (u.kind == kKeys) {
+      for (int i = lane; i < r.half; i += 32) rotate(src + r.nq + u.h * d, i, [&](int e, float x) { own[e] = x; });
+    } else if constexpr (std::is_same_v<In, float>) {
+      from = src + r.nq + r.nkv + u.h * d;
+    } else {
+      for (int i = lane; i < d; i += 32) own[i] = widen(src[r.nq + r.nkv + u.h * d + i]);
+    }
+    __syncwarp();
+    encode_to<T>(s, r.entry(s, layer, unit, u), from, lane);
+    __syncwarp();  // the row is read before the warp's next unit overwrites it
   }
 }
 
@@ -115,6 +195,13 @@ __global__ void copy_entries_kernel(uint8_t* pool, int64_t page_bytes, int64_t e
     for (int64_t i = threadIdx.x; i < entry_bytes; i += blockDim.x) dst[i] = src[i];
     __syncthreads();
   }
+}
+
+// The prompt form's kernel for entries of type T and qkv in bf16 or float32, given to launch.
+template <KvDType T, typename Launch>
+void prompt_kernels(bool qkv_bf16, const Launch& launch) {
+  if (qkv_bf16) launch(rope_kv_write_prompt_kernel<T, uint16_t>);
+  else launch(rope_kv_write_prompt_kernel<T, float>);
 }
 
 }  // namespace
@@ -133,11 +220,12 @@ void kv_write(const DeviceStep& step, int layer, const float* k, const float* v,
 }
 
 void split_qkv_rope_kv_write(const DeviceStep& step, int layer, const float* qkv, int heads, const int64_t* positions,
-                             const float* inv_freq, bool interleaved, float* q, float* k, float* v,
-                             cudaStream_t stream) {
+                             const float* inv_freq, bool interleaved, float* q, float* k, float* v, uint16_t* q_bf16,
+                             float q_scale, bool qkv_bf16, cudaStream_t stream) {
   if (step.rows == 0) return;
   check(step.head_dim <= kMaxHeadDim,
         "cuda split_qkv_rope_kv_write: head_dim " + std::to_string(step.head_dim) + " above 128");
+  check(q_bf16 != nullptr || !qkv_bf16, "cuda split_qkv_rope_kv_write: qkv in bf16 needs the prompt form (q_bf16)");
   const int units = heads + 2 * step.num_kv_heads;
   const int per_block = step.rows >= kWholeRowBlocks ? units : kFusedWarps;
   const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>((units + per_block - 1) / per_block));
@@ -146,7 +234,21 @@ void split_qkv_rope_kv_write(const DeviceStep& step, int layer, const float* qkv
     launch_pdl(kernel, grid, dim3(kFusedWarps * 32), 0, stream, "split_qkv_rope_kv_write_kernel", step, layer, qkv,
                heads, positions, inv_freq, interleaved, q, k, v, per_block);
   };
-  switch (static_cast<KvDType>(step.dtype)) {
+  const auto prompt = [&](auto kernel) {
+    launch_pdl(kernel, grid, dim3(kFusedWarps * 32), 0, stream, "rope_kv_write_prompt_kernel", step, layer,
+               static_cast<const void*>(qkv), heads, positions, inv_freq, interleaved, q_bf16, q_scale, per_block);
+  };
+  const KvDType t = static_cast<KvDType>(step.dtype);
+  if (q_bf16 != nullptr) {
+    switch (t) {
+      case KvDType::F32: prompt_kernels<KvDType::F32>(qkv_bf16, prompt); break;
+      case KvDType::F16: prompt_kernels<KvDType::F16>(qkv_bf16, prompt); break;
+      case KvDType::BF16: prompt_kernels<KvDType::BF16>(qkv_bf16, prompt); break;
+      case KvDType::Q8_0: prompt_kernels<KvDType::Q8_0>(qkv_bf16, prompt); break;
+    }
+    return;
+  }
+  switch (t) {
     case KvDType::F32: launch(split_qkv_rope_kv_write_kernel<KvDType::F32>); break;
     case KvDType::F16: launch(split_qkv_rope_kv_write_kernel<KvDType::F16>); break;
     case KvDType::BF16: launch(split_qkv_rope_kv_write_kernel<KvDType::BF16>); break;

@@ -107,6 +107,14 @@ struct PrefillWarp : HeadSources {
       if (skip[r] && w.c == 0) atomicAdd(a.skipped, 1ULL);
     }
     any_skip = __any_sync(0xffffffffu, skip[0] || skip[1]);
+    if (a.q_bf16 != nullptr) {  // rounded and scaled already (AttentionLaunch::q_bf16)
+      const uint16_t* qrow = a.q_bf16 + (row0 * H + i) * D;
+      const uint16_t* row_g = w.g < rows ? qrow + w.g * H * D : nullptr;
+      const uint16_t* row_g8 = w.g + 8 < rows ? qrow + (w.g + 8) * H * D : nullptr;
+      if constexpr (kInOrder) w.load_q_bf16_in_order(row_g, row_g8);
+      else w.load_q_bf16(row_g, row_g8);
+      return;
+    }
     const float* qrow = q + (row0 * H + i) * D;
     const float* row_g = w.g < rows ? qrow + w.g * H * D : nullptr;
     const float* row_g8 = w.g + 8 < rows ? qrow + (w.g + 8) * H * D : nullptr;

@@ -127,6 +127,30 @@ struct WarpAttention {
       }
   }
 
+  // load_q and load_q_in_order of Q given in bf16, already scaled (split_qkv_rope_kv_write's prompt
+  // form: the values those two make of the float32 row): the pairs are the fragments' own.
+  __device__ __forceinline__ void load_q_bf16(const uint16_t* row_g, const uint16_t* row_g8) {
+    static_assert(!kExact, "without the lo parts");
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s) {
+      const int e = 32 * (s / 2) + 8 * c + 4 * (s % 2);
+      const uint2 a = row_g != nullptr ? *reinterpret_cast<const uint2*>(row_g + e) : make_uint2(0, 0);
+      const uint2 b = row_g8 != nullptr ? *reinterpret_cast<const uint2*>(row_g8 + e) : make_uint2(0, 0);
+      qa[0][s][0] = a.x, qa[0][s][1] = b.x, qa[0][s][2] = a.y, qa[0][s][3] = b.y;
+    }
+  }
+  __device__ __forceinline__ void load_q_bf16_in_order(const uint16_t* row_g, const uint16_t* row_g8) {
+    static_assert(!kExact, "without the lo parts");
+#pragma unroll
+    for (int s = 0; s < kSteps; ++s)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int e = 16 * s + 2 * c + 8 * half;
+        qa[0][s][2 * half] = row_g != nullptr ? *reinterpret_cast<const uint32_t*>(row_g + e) : 0u;
+        qa[0][s][2 * half + 1] = row_g8 != nullptr ? *reinterpret_cast<const uint32_t*>(row_g8 + e) : 0u;
+      }
+  }
+
   // This lane's 16-byte chunks of a key row (null: zeros).
   __device__ __forceinline__ void load_key(const uint8_t* e, uint4 (&k)[kKeyChunks]) const {
 #pragma unroll

@@ -100,7 +100,15 @@ struct QkvPass {
   std::vector<uint8_t> entries;
 };
 
-QkvPass qkv_pass(CudaBackendOps& ops, const KvCaseSpec& spec, uint64_t seed, bool interleaved, bool fused) {
+// How the pass runs: split_qkv_rope then kv_write; split_qkv_rope_kv_write; its prompt form (Q in
+// bf16, scaled by kPromptQScale, in place of q, k and v in float32), from qkv in float32 or in bf16.
+// With bf16_values the random q | k | v are rounded to bf16 first (every pass of a comparison of the
+// bf16 input must see the same values).
+enum class QkvLaunch { kTwo, kFused, kPrompt, kPromptBf16In };
+constexpr float kPromptQScale = 0.12751743f;  // 1 / sqrt(128) * log2(e), as a float
+
+QkvPass qkv_pass(CudaBackendOps& ops, const KvCaseSpec& spec, uint64_t seed, bool interleaved, QkvLaunch how,
+                 bool bf16_values = false) {
   KvScenario s(ops, spec, seed);  // the same seed: the same history, pages and selection
   const KvGeometry& g = spec.geometry;
   const int64_t rows = s.rows(), nq = int64_t{g.heads} * g.dim, nkv = int64_t{g.kv_heads} * g.dim;
@@ -117,8 +125,25 @@ QkvPass qkv_pass(CudaBackendOps& ops, const KvCaseSpec& spec, uint64_t seed, boo
   ops.set_step(s.view(), s.batch());
   QkvPass out;
   for (int l = 0; l < g.layers; ++l) {
-    d_qkv.upload(normal_floats(rng, rows * (nq + 2 * nkv)).data(), d_qkv.bytes());
-    if (fused) {
+    std::vector<float> qkv = normal_floats(rng, rows * (nq + 2 * nkv));
+    if (bf16_values || how == QkvLaunch::kPromptBf16In)
+      for (float& x : qkv) x = bf16_to_f32(f32_to_bf16(x));
+    if (how == QkvLaunch::kPromptBf16In) {
+      std::vector<uint16_t> bits(qkv.size());
+      for (size_t i = 0; i < qkv.size(); ++i) bits[i] = f32_to_bf16(qkv[i]);
+      d_qkv.upload(bits.data(), bits.size() * sizeof(uint16_t));
+    } else {
+      d_qkv.upload(qkv.data(), d_qkv.bytes());
+    }
+    if (how == QkvLaunch::kPrompt || how == QkvLaunch::kPromptBf16In) {
+      ops.split_qkv_rope_kv_write(l, d_qkv.as<float>(), rows, g.heads, g.kv_heads, g.dim, d_pos.as<int64_t>(),
+                                  d_freq.as<float>(), interleaved, d_q.as<float>(), d_k.as<float>(), d_v.as<float>(),
+                                  d_q.as<uint16_t>(), kPromptQScale, how == QkvLaunch::kPromptBf16In);
+      // Q as the prefill kernels take it: bf16 bits, here widened to float32 (exact).
+      for (const uint16_t h : to_host<uint16_t>(d_q, rows * nq)) out.qkv_out.push_back(bf16_to_f32(h));
+      continue;
+    }
+    if (how == QkvLaunch::kFused) {
       ops.split_qkv_rope_kv_write(l, d_qkv.as<float>(), rows, g.heads, g.kv_heads, g.dim, d_pos.as<int64_t>(),
                                   d_freq.as<float>(), interleaved, d_q.as<float>(), d_k.as<float>(), d_v.as<float>());
     } else {
@@ -140,19 +165,37 @@ QkvPass qkv_pass(CudaBackendOps& ops, const KvCaseSpec& spec, uint64_t seed, boo
 }
 
 // CudaBackend's one-launch split + RoPE + KV write against the two launches it replaces (each
-// checked against the references above): the same q, k, v and entry bytes, exactly.
+// checked against the references above): the same q, k, v and entry bytes, exactly. Its prompt form
+// too: the same entry bytes, and Q equal to bf16(q * kPromptQScale) of the two launches' q (float32
+// product, rounded to nearest even), exactly; from qkv in bf16 the same against the two launches on
+// those values.
 void split_qkv_rope_kv_write_case(CudaBackendOps& ops, Reporter& report, const KvCaseSpec& spec, uint64_t seed) {
   const bool interleaved = seed % 2 == 1;
-  const QkvPass two = qkv_pass(ops, spec, seed, interleaved, false);
-  const QkvPass one = qkv_pass(ops, spec, seed, interleaved, true);
-  std::string note;
-  if (one.entries.empty()) note = "no entries written";
-  if (one.entries != two.entries) note = "entry bytes differ";
-  const double err = one.qkv_out.size() == two.qkv_out.size()
-                         ? max_rel_err(one.qkv_out.data(), two.qkv_out.data(), one.qkv_out.size())
-                         : 1.0;
-  report.result("kv_write", spec.describe() + (interleaved ? " fused rope il" : " fused rope"), ops.name(), err, 0.0,
-                note);
+  const QkvPass two_f32 = qkv_pass(ops, spec, seed, interleaved, QkvLaunch::kTwo);
+  const QkvPass two_bf16 = qkv_pass(ops, spec, seed, interleaved, QkvLaunch::kTwo, true);
+  const std::string il = interleaved ? " il" : "";
+  for (const QkvLaunch how : {QkvLaunch::kFused, QkvLaunch::kPrompt, QkvLaunch::kPromptBf16In}) {
+    const QkvPass one = qkv_pass(ops, spec, seed, interleaved, how);
+    const QkvPass& two = how == QkvLaunch::kPromptBf16In ? two_bf16 : two_f32;
+    std::vector<float> want = two.qkv_out;
+    if (how != QkvLaunch::kFused) {
+      // Per layer the two launches left q | k | v; the prompt form q alone, in bf16.
+      const KvGeometry& g = spec.geometry;
+      const size_t per_layer = want.size() / g.layers, nq = per_layer * g.heads / (g.heads + 2 * g.kv_heads);
+      want.clear();
+      for (int l = 0; l < g.layers; ++l)
+        for (size_t i = 0; i < nq; ++i) want.push_back(bf16_to_f32(f32_to_bf16(two.qkv_out[l * per_layer + i] * kPromptQScale)));
+    }
+    std::string note;
+    if (one.entries.empty()) note = "no entries written";
+    if (one.entries != two.entries) note = "entry bytes differ";
+    const double err =
+        one.qkv_out.size() == want.size() ? max_rel_err(one.qkv_out.data(), want.data(), want.size()) : 1.0;
+    const char* what = how == QkvLaunch::kFused    ? " fused rope"
+                       : how == QkvLaunch::kPrompt ? " fused rope, bf16 q"
+                                                   : " fused rope, bf16 qkv and q";
+    report.result("kv_write", spec.describe() + what + il, ops.name(), err, 0.0, note);
+  }
 }
 #endif
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 37's device calls: session35-calls.sh (renamed; `git show abdd298:docs/gpu-bench/kernel-tuning/
+# Session 38's device calls: session37-calls.sh (renamed; `git show 1777730:docs/gpu-bench/kernel-tuning/
+# session37-calls.sh`) plus PART=qbf16. Session 37's: session35-calls.sh (renamed; `git show abdd298:docs/gpu-bench/kernel-tuning/
 # session35-calls.sh`) plus PART=ab. Session 35's: session34-calls.sh (renamed; `git show f74bce5:docs/gpu-bench/kernel-tuning/
 # session34-calls.sh`) plus PART=walk. Session 34's: session33-calls.sh (renamed; `git show
 # b221cdd:docs/gpu-bench/kernel-tuning/session33-calls.sh`) plus PART=probe. Session 33's: session32-calls.sh (renamed; `git show 931523b:docs/gpu-bench/kernel-tuning/
@@ -14,6 +15,13 @@
 #   git reset -q docs models && : >.git/info/exclude
 # BASE=1 builds build-base beside build-cuda from .data/run/base-src.tar.gz (`git archive HEAD --
 # CMakeLists.txt src tools scripts configs | gzip` of the tree to compare against).
+#   PART=qbf16    BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is (Q in bf16 from
+#                 the RoPE kernel on the prompt path; build-base: the tree before): the gtests CudaPromptPath.*,
+#                 CudaGraphs.* and Models/CudaFixture.*; the attention and kv_write op cases; prefill at 4K and
+#                 32K, the default against PODKV_CUDA_PREFILL_Q_BF16=0, build-base and the experiment
+#                 PODKV_CUDA_PREFILL_QKV_BF16=1 (q | k | v from their GEMM in bf16), three interleaved passes;
+#                 the --profile regions of a 32K prompt; transformers' SDPA alternating with podkv; then
+#                 scripts/test_gpu.sh whole as time allows
 #   PART=ab       PATCHES=session37-stage-preload-untested (`git show 72814ab:docs/gpu-bench/kernel-tuning/session37-stage-preload-untested.patch`; its prefill part since landed) BASE=1 TARGETS="podkv_cli podkv_test_backend_ops
 #                 podkv_tests": the patch applied (build-base: the tree without it): the gtests CudaPromptPath.*, CudaDecodeChain.*,
 #                 CudaGraphs.* and Models/CudaFixture.*; the attention and decode_chain op cases; prefill at
@@ -210,6 +218,25 @@ sdpa_passes() {
   done
 }
 case ${PART:-test} in
+qbf16)
+  (within 150 "$build/podkv_tests" --gtest_filter='CudaPromptPath.*:CudaGraphs.*:Models/CudaFixture.*') >/tmp/gt.log 2>&1
+  echo "gtests rc $?"; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure|differ" /tmp/gt.log | head -20; cp /tmp/gt.log "$out/gtests.log"
+  ops "PODKV_NONE=0 attention" "PODKV_NONE=0 kv_write"
+  echo "kv_write cases of the prompt form: $(grep -c "bf16 q" /tmp/op.log)"; cp /tmp/op.log "$out/kv_write.log"
+  wait; echo "waited for base ($SECONDS s)"; [ -x "$base/podkv" ] || { echo "no base build:"; tail -5 /tmp/base.log; }
+  for pass in 1 2 3; do
+    pp "prefill, q bf16 (default)" PODKV_NONE=0; pp "prefill, q float32" PODKV_CUDA_PREFILL_Q_BF16=0
+    [ -x "$base/podkv" ] && BIN=$base pp "prefill, base" PODKV_NONE=0
+    pp "prefill, qkv bf16 (experiment)" PODKV_CUDA_PREFILL_QKV_BF16=1
+  done
+  for setting in PODKV_NONE=0 PODKV_CUDA_PREFILL_QKV_BF16=1; do
+    echo "-- --profile, 32K prompt, $setting"
+    within 60 env $setting "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 --profile | grep -A1 "GPU time"
+  done
+  sdpa_passes
+  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  ;;
 ab)
   (within 150 "$build/podkv_tests" --gtest_filter='CudaPromptPath.*:CudaDecodeChain.*:CudaGraphs.*:Models/CudaFixture.*') >/tmp/gt.log 2>&1
   echo "gtests rc $?"; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure|differ" /tmp/gt.log | head -20; cp /tmp/gt.log "$out/gtests.log"
