@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(kFusedWarps * 32)
 // to bf16 into q_bf16 (the product and rounding the prefill kernels' load_q makes of the float32 q),
 // a key rotated into the warp's row of shared memory and encoded from there, a value encoded from
 // qkv. The same entries and Q fragments as the float32 form; a 4,096-row chunk of the Llama-3-8B
-// shape writes 100 MB less a layer (q in half the bytes, no k or v). In: qkv's type, float or
+// shape writes 67 MB less a layer (q in half the bytes, no k or v). In: qkv's type, float or
 // bf16 bits (uint16_t: the projection's output in bf16, its values widened exactly; the value goes
 // through the warp's row too).
 template <typename In>
@@ -165,8 +165,8 @@ __global__ void __launch_bounds__(kFusedWarps * 32)
     };
     if (unit < heads) {
       uint16_t* to = q_bf16 + r.row * r.nq + unit * d;
-      for (int i = lane; i < r.half; i += 32)
-        rotate(src + unit * d, i, [&](int e, float x) { to[e] = __bfloat16_as_ushort(__float2bfloat16_rn(x * q_scale)); });
+      const auto store = [&](int e, float x) { to[e] = __bfloat16_as_ushort(__float2bfloat16_rn(x * q_scale)); };
+      for (int i = lane; i < r.half; i += 32) rotate(src + unit * d, i, store);
       continue;
     }
     const KvUnit u = kv_unit(unit, heads, r.H);

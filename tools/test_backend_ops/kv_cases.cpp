@@ -184,7 +184,10 @@ void split_qkv_rope_kv_write_case(CudaBackendOps& ops, Reporter& report, const K
       const size_t per_layer = want.size() / g.layers, nq = per_layer * g.heads / (g.heads + 2 * g.kv_heads);
       want.clear();
       for (int l = 0; l < g.layers; ++l)
-        for (size_t i = 0; i < nq; ++i) want.push_back(bf16_to_f32(f32_to_bf16(two.qkv_out[l * per_layer + i] * kPromptQScale)));
+        for (size_t i = 0; i < nq; ++i) {
+          const float q = two.qkv_out[l * per_layer + i];
+          want.push_back(bf16_to_f32(f32_to_bf16(q * kPromptQScale)));
+        }
     }
     std::string note;
     if (one.entries.empty()) note = "no entries written";
