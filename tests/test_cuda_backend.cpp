@@ -274,6 +274,7 @@ TEST(CudaPromptPath, StagedAttentionEqualsStagedRows) {
                                     : KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim);
         std::vector<float> logits[4];
         int64_t staged[4] = {0, 0, 0, 0}, bf16_q[4] = {0, 0, 0, 0};
+        size_t scratch[4] = {0, 0, 0, 0};
         for (int setting = 0; setting < 4; ++setting) {
           CudaBackend gpu(*model);
           gpu.ops().set_attention_staging(setting >= 1);
@@ -285,6 +286,7 @@ TEST(CudaPromptPath, StagedAttentionEqualsStagedRows) {
           runner.forward(cache.add_sequence(), ids, true, logits[setting]);
           staged[setting] = gpu.ops().staged_attention_launches();
           bf16_q[setting] = gpu.ops().bf16_q_attention_launches();
+          scratch[setting] = gpu.activation_bytes();
         }
         ASSERT_EQ(logits[0].size(), ids.size() * static_cast<size_t>(c.vocab_size)) << what;
         EXPECT_TRUE(logits[1] == logits[0]) << what << ": the logits differ with the attention output staged";
@@ -295,6 +297,11 @@ TEST(CudaPromptPath, StagedAttentionEqualsStagedRows) {
         EXPECT_EQ(staged[2], steps * c.num_layers) << what;
         EXPECT_EQ(bf16_q[1], 0) << what;
         EXPECT_EQ(bf16_q[2], steps * c.num_layers) << what;
+        // Those steps are lean (CudaBackend::lean_step): no room for float32 q, k, v, the attention
+        // output or the MLP's float32 scratch (here about half the float32 q path's activation bytes, the
+        // logits of every row asked; 32% for a 4,096-row chunk of the Llama-3-8B shape).
+        EXPECT_GT(scratch[0], 0u) << what;
+        EXPECT_LT(scratch[2], scratch[0]) << what << ": activation bytes " << scratch[2] << " against " << scratch[0];
         // q | k | v in bf16 (the experiment PODKV_CUDA_PREFILL_QKV_BF16=1): rounded once more, so close
         // to the float32 projection's logits, not equal: within 2% of the largest logit.
         ASSERT_EQ(logits[3].size(), logits[0].size()) << what;

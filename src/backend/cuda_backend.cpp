@@ -113,25 +113,43 @@ const float* CudaBackend::upload_floats(const std::vector<float>& host) {
 
 std::unique_ptr<KvPool> CudaBackend::create_pool(KvCache& cache) { return ops_.create_kv_pool(cache); }
 
-void CudaBackend::reserve(int64_t rows, int64_t logit_rows, size_t score_count) {
+size_t CudaBackend::activation_bytes() const {
+  size_t bytes = 0;
+  for (const DeviceBuffer* b : {&x_, &xn_, &q_, &k_, &v_, &attn_, &proj_, &gate_, &up_, &gates_, &tokens_, &positions_})
+    bytes += b->bytes();
+  return bytes;
+}
+
+bool CudaBackend::lean_step(int64_t n) const {
+  return all_bf16_ && ops_.prompt_bf16_path(n) && !observer_ && ops_.attention_staging() &&
+         ops_.prompt_q_bf16(model_.config().num_heads);
+}
+
+void CudaBackend::reserve(int64_t rows, bool lean, int64_t logit_rows, size_t score_count) {
   const ModelConfig& c = model_.config();
-  if (rows > rows_capacity_) {
-    const int64_t R = std::max(rows, 2 * rows_capacity_);
+  const bool grow_full = !lean && rows > full_rows_, grow_lean = rows > lean_rows_;
+  const int64_t norm_rows = std::max(lean ? 0 : rows, logit_rows);
+  if (grow_full || grow_lean || norm_rows > norm_rows_) {
+    const int64_t F = grow_full ? std::max(rows, 2 * full_rows_) : full_rows_;
+    const int64_t R = std::max(F, grow_lean ? std::max(rows, 2 * lean_rows_) : lean_rows_);
+    const int64_t N = std::max({F, norm_rows, norm_rows_});
     ops_.synchronize();
     auto floats = [&](int64_t n) { return DeviceBuffer(ops_, static_cast<size_t>(n) * sizeof(float)); };
+    const int64_t qkv = c.q_dim() + 2 * c.kv_dim(), inter = c.intermediate_size;
     x_ = floats(R * c.hidden_size);
-    xn_ = floats(R * c.hidden_size);
-    q_ = floats(R * c.q_dim());
-    k_ = floats(R * c.kv_dim());
-    v_ = floats(R * c.kv_dim());
-    attn_ = floats(R * c.q_dim());
-    proj_ = floats(R * c.hidden_size);
-    gate_ = floats(R * std::max<int64_t>(2 * static_cast<int64_t>(c.intermediate_size), c.q_dim() + 2 * c.kv_dim()));
-    up_ = floats(R * c.intermediate_size);
+    xn_ = floats(N * c.hidden_size);
+    q_ = floats(std::max(F * c.q_dim(), (R * c.q_dim() + 1) / 2));  // lean: bf16
+    k_ = floats(F * c.kv_dim());
+    v_ = floats(F * c.kv_dim());
+    attn_ = floats(F * c.q_dim());
+    proj_ = floats(N * c.hidden_size);
+    gate_ = floats(std::max(F * std::max<int64_t>(2 * inter, qkv), R * std::max<int64_t>(inter, qkv)));
+    up_ = floats(F * inter);
     gates_ = floats(static_cast<int64_t>(c.num_layers) * R * c.num_heads);
     tokens_ = DeviceBuffer(ops_, static_cast<size_t>(R) * sizeof(int32_t));
     positions_ = DeviceBuffer(ops_, static_cast<size_t>(R) * sizeof(int64_t));
-    rows_capacity_ = R;
+    full_rows_ = F, lean_rows_ = R, norm_rows_ = N;
+    ++scratch_generation_;
   }
   if (logit_rows > logit_capacity_) {
     const int64_t n = std::max(logit_rows, 2 * logit_capacity_);
@@ -151,22 +169,22 @@ void CudaBackend::forward(const ForwardStep& step, const KvView& view, ForwardOu
   const ModelConfig& c = model_.config();
   const int64_t n = step.rows;
   const size_t score_count = view.num_groups > 0 ? view.score_indptr[view.num_seqs * view.num_groups] : 0;
-  reserve(n, step.num_logit_rows, score_count);
   out.scores.assign(score_count, 0.0f);
   const int64_t rows = step.num_logit_rows;
   {
     ProfileScope p(ops_, "step setup (uploads, embedding)");
+    ops_.set_step(view, step.attention);
+    reserve(n, lean_step(n), rows, score_count);  // after set_step: whether the step is lean depends on it
     ops_.fill_zero(scores_.data(), score_count * sizeof(float));
     tokens_.upload(step.tokens, n * sizeof(int32_t));
     positions_.upload(step.positions, n * sizeof(int64_t));
     if (rows > 0) logit_rows_.upload(step.logit_rows, rows * sizeof(int64_t));
-    ops_.set_step(view, step.attention);
   }
   // Graphs need steps without host reads in between (tau's skip counts, selection scores, a layer
   // observer's downloads).
   if (graphs_ && options_.graphs && !ops_.profiling() && step.tau >= 1.0f && score_count == 0 && !observer_) {
     std::string key = ops_.step_key(c.num_heads);
-    const int64_t shape[] = {n, rows, rows_capacity_, logit_capacity_, reinterpret_cast<int64_t>(x_.data()),
+    const int64_t shape[] = {n, rows, scratch_generation_, logit_capacity_, reinterpret_cast<int64_t>(x_.data()),
                              reinterpret_cast<int64_t>(logits_.data())};
     key.append(reinterpret_cast<const char*>(shape), sizeof(shape));
     if (ops_.has_graph(key)) {
@@ -238,6 +256,9 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
   // And where only the prefill kernels read Q (no decode rows, no observer), the RoPE kernel writes it
   // for them in bf16, scaled as they scale it, in q's buffer (half its bytes), and no float32 k, v.
   uint16_t* q_bf16 = staged && !observer_ && ops_.prompt_q_bf16(c.num_heads) ? reinterpret_cast<uint16_t*>(q) : nullptr;
+  // A lean step (lean_step) has room for no float32 q, k, v, attention output or MLP scratch: the
+  // same choices as above, and the attention output staged, which attention_staged then confirms.
+  const bool lean = lean_step(n);
   const float q_scale = params.scale * 1.4426950408889634f;  // PrefillWarp's: scale * log2(e)
   bool have_qkv = false;   // the previous layer's decode chain left this layer's q | k | v in `gate`
   bool have_rope = false;  // ... or did its RoPE and KV write too: q, k, v and the entries are written
@@ -270,6 +291,7 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
       params.layer = layer;
       if (staged) attention_staged = ops_.attention_staged(params, q, outputs, q_bf16);
       else ops_.attention(params, q, outputs);
+      check(!lean || attention_staged, "cuda forward: a lean step's attention output was not staged");
     }
     if (observer_) observer_copies_.observe(ops_, observer_, step, view, layer, q, c.q_dim());
     if (!staged) {

@@ -48,6 +48,8 @@ class CudaBackend : public Backend {
   bool samples_on_device() const override { return options_.sampling; }
 
   size_t weight_bytes() const { return weight_bytes_; }
+  // Device memory of the activation buffers the steps so far needed (reserve).
+  size_t activation_bytes() const;
   CudaBackendOps& ops() { return ops_; }
 
  private:
@@ -62,7 +64,14 @@ class CudaBackend : public Backend {
   // Matrices of one width stacked by rows into one device matrix.
   WeightMatrix upload_stacked(std::initializer_list<const WeightMatrix*> parts);
   const float* upload_floats(const std::vector<float>& host);
-  void reserve(int64_t rows, int64_t logit_rows, size_t score_count);
+  // Room for a step of `rows` rows (lean: a lean_step's buffers only), logit_rows and score_count.
+  void reserve(int64_t rows, bool lean, int64_t logit_rows, size_t score_count);
+  // Whether a step of n rows is a lean one: prompt rows of the bf16 path whose attention is the
+  // prefill kernels' alone, with Q in bf16 from the RoPE kernel and the attention output staged, and
+  // no observer. Such a step writes only x, Q (bf16), the stacked products (q | k | v in float32,
+  // gate | up in bf16) and the gates of its rows; the other activations (xn, k, v, attn, proj, up) are
+  // untouched but for the final norm's logit rows.
+  bool lean_step(int64_t n) const;
   // Everything after the uploads: the layers, the final norm and the LM head into logits_. `view` is
   // the step's (host page tables) for the observer.
   void run_layers(const ForwardStep& step, const KvView& view, ForwardOutput& out);
@@ -80,9 +89,14 @@ class CudaBackend : public Backend {
   WeightMatrix embedding_, lm_head_;
   const float* final_norm_ = nullptr;
   const float* inv_freq_ = nullptr;
-  // Activations for up to rows_capacity_ rows: [R, hidden], [R, H·d], [R, H_kv·d], gate_ [R, max(2 inter,
-  // H·d + 2 H_kv·d)] (the stacked matmuls' outputs), up_ [R, inter], [L, R·H].
-  int64_t rows_capacity_ = 0, logit_capacity_ = 0;
+  // Activations for up to full_rows_ rows of any step: [R, hidden], [R, H·d], [R, H_kv·d], gate_
+  // [R, max(2 inter, H·d + 2 H_kv·d)] (the stacked matmuls' outputs), up_ [R, inter], [L, R·H]; and for
+  // up to lean_rows_ (>= full_rows_) rows of lean steps: x_, tokens_, positions_ and gates_ [.., R·H]
+  // of R rows, q_ of R·H·d bf16 values, gate_ of R·max(2 inter bf16 values, H·d + 2 H_kv·d floats);
+  // xn_ and proj_ for max(full_rows_, logit rows). A prompt chunk of 4,096 rows of the Llama-3-8B
+  // shape: about 1.09 GB in all, 0.35 GB lean (the ops' bf16 staging buffer, 0.12 GB, either way).
+  // scratch_generation_ counts the reallocations (step graphs hold the buffers' addresses).
+  int64_t full_rows_ = 0, lean_rows_ = 0, norm_rows_ = 0, logit_capacity_ = 0, scratch_generation_ = 0;
   size_t score_capacity_ = 0;
   DeviceBuffer x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, gates_, tokens_, positions_, logit_rows_, logits_,
       scores_;

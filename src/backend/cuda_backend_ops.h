@@ -130,6 +130,7 @@ class CudaBackendOps : public BackendOps {
   bool attention_staged(const AttentionParams& params, const float* q, const AttentionOutputs& outputs,
                         const uint16_t* q_bf16 = nullptr);
   void set_attention_staging(bool on);
+  bool attention_staging() const;
   int64_t staged_attention_launches() const;
   // Whether the step's attention for num_heads query heads may take Q in bf16 from the RoPE kernel
   // (split_qkv_rope_kv_write's q_bf16): every row a prompt row of the tensor-core prefill kernels,

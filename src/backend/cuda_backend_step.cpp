@@ -291,6 +291,8 @@ int64_t CudaBackendOps::staged_attention_launches() const { return state_->stage
 
 void CudaBackendOps::set_attention_staging(bool on) { state_->stage_attention = on; }
 
+bool CudaBackendOps::attention_staging() const { return state_->stage_attention; }
+
 void CudaBackendOps::count_attention_stats(const AttentionParams& params, AttentionStats& stats) const {
   // Distant parts follow from the positions and rules alone (as attention.cpp counts them).
   const int kv_heads = view_.num_kv_heads, groups = params.num_heads / kv_heads;

@@ -22,6 +22,11 @@
 #                 PODKV_CUDA_PREFILL_QKV_BF16=1 (q | k | v from their GEMM in bf16), three interleaved passes;
 #                 the --profile regions of a 32K prompt; transformers' SDPA alternating with podkv; then
 #                 scripts/test_gpu.sh whole as time allows
+#   PART=lean     TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is (lean prompt steps: no
+#                 room for float32 q, k, v, attention output or MLP scratch): the gtests CudaPromptPath.*,
+#                 CudaGraphs.* and Models/CudaFixture.*; prefill at 4K and 32K, the default against
+#                 PODKV_CUDA_PREFILL_Q_BF16=0 (full buffers), two interleaved passes; a 32K prompt in chunks of
+#                 8192 beside transformers' SDPA; then scripts/test_gpu.sh whole as time allows
 #   PART=ab       PATCHES=session37-stage-preload-untested (`git show 72814ab:docs/gpu-bench/kernel-tuning/session37-stage-preload-untested.patch`; its prefill part since landed) BASE=1 TARGETS="podkv_cli podkv_test_backend_ops
 #                 podkv_tests": the patch applied (build-base: the tree without it): the gtests CudaPromptPath.*, CudaDecodeChain.*,
 #                 CudaGraphs.* and Models/CudaFixture.*; the attention and decode_chain op cases; prefill at
@@ -218,6 +223,18 @@ sdpa_passes() {
   done
 }
 case ${PART:-test} in
+lean)
+  (within 150 "$build/podkv_tests" --gtest_filter='CudaPromptPath.*:CudaGraphs.*:Models/CudaFixture.*') >/tmp/gt.log 2>&1
+  echo "gtests rc $?"; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure|differ|activation" /tmp/gt.log | head -20; cp /tmp/gt.log "$out/gtests.log"
+  for pass in 1 2; do pp "prefill, lean (default)" PODKV_NONE=0; pp "prefill, q float32 (full buffers)" PODKV_CUDA_PREFILL_Q_BF16=0; done
+  echo "-- 32K prompt, chunks of 8192"
+  within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 2 --prefill-chunk 8192 | grep -E "pp32768"
+  echo "-- transformers SDPA ($SECONDS s)"
+  within 120 python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out "$out/sdpa.json" --prefill 32768 \
+    --decode "" --attn sdpa 2>&1 | grep tokens_per_s
+  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  ;;
 qbf16)
   (within 150 "$build/podkv_tests" --gtest_filter='CudaPromptPath.*:CudaGraphs.*:Models/CudaFixture.*') >/tmp/gt.log 2>&1
   echo "gtests rc $?"; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure|differ" /tmp/gt.log | head -20; cp /tmp/gt.log "$out/gtests.log"
