@@ -120,10 +120,11 @@ size_t CudaBackend::activation_bytes() const {
   return bytes;
 }
 
-bool CudaBackend::lean_step(int64_t n) const {
-  return all_bf16_ && ops_.prompt_bf16_path(n) && !observer_ && ops_.attention_staging() &&
-         ops_.prompt_q_bf16(model_.config().num_heads);
+bool CudaBackend::bf16_q_step(int64_t n) const {
+  return all_bf16_ && ops_.prompt_bf16_path(n) && !observer_ && ops_.prompt_q_bf16(model_.config().num_heads);
 }
+
+bool CudaBackend::lean_step(int64_t n) const { return bf16_q_step(n) && ops_.attention_staging(); }
 
 void CudaBackend::reserve(int64_t rows, bool lean, int64_t logit_rows, size_t score_count) {
   const ModelConfig& c = model_.config();
@@ -253,11 +254,11 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
   // Prompt rows of BF16 weights take the bf16 prompt path (cuda_backend_ops.h): the GEMM inputs
   // staged in bf16 by the op before, gate | up in bf16, o and down added to x inside their GEMMs.
   const bool staged = all_bf16_ && ops_.prompt_bf16_path(n);
-  // And where only the prefill kernels read Q (no decode rows, no observer), the RoPE kernel writes it
-  // for them in bf16, scaled as they scale it, in q's buffer (half its bytes), and no float32 k, v.
-  uint16_t* q_bf16 = staged && !observer_ && ops_.prompt_q_bf16(c.num_heads) ? reinterpret_cast<uint16_t*>(q) : nullptr;
-  // A lean step (lean_step) has room for no float32 q, k, v, attention output or MLP scratch: the
-  // same choices as above, and the attention output staged, which attention_staged then confirms.
+  // And where only the prefill kernels read Q (bf16_q_step), the RoPE kernel writes it for them in
+  // bf16, scaled as they scale it, in q's buffer (half its bytes), and no float32 k, v.
+  uint16_t* q_bf16 = bf16_q_step(n) ? reinterpret_cast<uint16_t*>(q) : nullptr;
+  // A lean step (lean_step: that, and the attention output staged, which attention_staged then
+  // confirms) has room for no float32 q, k, v, attention output or MLP scratch.
   const bool lean = lean_step(n);
   const float q_scale = params.scale * 1.4426950408889634f;  // PrefillWarp's: scale * log2(e)
   bool have_qkv = false;   // the previous layer's decode chain left this layer's q | k | v in `gate`

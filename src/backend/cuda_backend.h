@@ -66,11 +66,12 @@ class CudaBackend : public Backend {
   const float* upload_floats(const std::vector<float>& host);
   // Room for a step of `rows` rows (lean: a lean_step's buffers only), logit_rows and score_count.
   void reserve(int64_t rows, bool lean, int64_t logit_rows, size_t score_count);
-  // Whether a step of n rows is a lean one: prompt rows of the bf16 path whose attention is the
-  // prefill kernels' alone, with Q in bf16 from the RoPE kernel and the attention output staged, and
-  // no observer. Such a step writes only x, Q (bf16), the stacked products (q | k | v in float32,
-  // gate | up in bf16) and the gates of its rows; the other activations (xn, k, v, attn, proj, up) are
-  // untouched but for the final norm's logit rows.
+  // Whether a step of n rows gives its prefill kernels Q in bf16 from the RoPE kernel: prompt rows of
+  // the bf16 path whose attention is the prefill kernels' alone, and no observer (which reads q).
+  bool bf16_q_step(int64_t n) const;
+  // Whether it is also a lean one: that, and the attention output staged. Such a step writes only x,
+  // Q (bf16), the stacked products (q | k | v in float32, gate | up in bf16) and the gates of its rows;
+  // the other activations (xn, k, v, attn, proj, up) are untouched but for the final norm's logit rows.
   bool lean_step(int64_t n) const;
   // Everything after the uploads: the layers, the final norm and the LM head into logits_. `view` is
   // the step's (host page tables) for the observer.
