@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 38's device calls: session37-calls.sh (renamed; `git show 1777730:docs/gpu-bench/kernel-tuning/
+# Session 39's device calls: session38-calls.sh (renamed; `git show d4191cd:docs/gpu-bench/kernel-tuning/
+# session38-calls.sh`) plus PART=h200. Session 38's: session37-calls.sh (renamed; `git show 1777730:docs/gpu-bench/kernel-tuning/
 # session37-calls.sh`) plus PART=qbf16. Session 37's: session35-calls.sh (renamed; `git show abdd298:docs/gpu-bench/kernel-tuning/
 # session35-calls.sh`) plus PART=ab. Session 35's: session34-calls.sh (renamed; `git show f74bce5:docs/gpu-bench/kernel-tuning/
 # session34-calls.sh`) plus PART=walk. Session 34's: session33-calls.sh (renamed; `git show
@@ -22,6 +23,10 @@
 #                 PODKV_CUDA_PREFILL_QKV_BF16=1 (q | k | v from their GEMM in bf16), three interleaved passes;
 #                 the --profile regions of a 32K prompt; transformers' SDPA alternating with podkv; then
 #                 scripts/test_gpu.sh whole as time allows
+#   PART=h200     TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is, the issue's benchmark on
+#                 the card this call gets (meant for an H200: part 3's 96 GiB of cache does not fit an H100):
+#                 scripts/bench_gpu.sh parts 1 and 4, the step's kernel durations (Nsight Compute), parts 2
+#                 and 3, and part 5 as time allows (then PART=test on the warm machine: scripts/test_gpu.sh)
 #   PART=lean     TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is (lean prompt steps: no
 #                 room for float32 q, k, v, attention output or MLP scratch): the gtests CudaPromptPath.*,
 #                 CudaGraphs.* and Models/CudaFixture.*; prefill at 4K and 32K, the default against
@@ -223,6 +228,9 @@ sdpa_passes() {
   done
 }
 case ${PART:-test} in
+h200)
+  bench_all; bench 5 120; cat "$out/bench.txt"
+  ;;
 lean)
   (within 150 "$build/podkv_tests" --gtest_filter='CudaPromptPath.*:CudaGraphs.*:Models/CudaFixture.*') >/tmp/gt.log 2>&1
   echo "gtests rc $?"; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure|differ|activation" /tmp/gt.log | head -20; cp /tmp/gt.log "$out/gtests.log"
