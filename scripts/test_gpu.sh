@@ -6,8 +6,8 @@
 #     PODKV_CUDA_PREFILL=1,1 (wgmma prefill blocks of one warpgroup) and
 #     PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync prefill kernels on a Hopper GPU), and the matmul cases
 #     with PODKV_CUDA_GEMV_SLICES=1 and 8 (the one-row GEMV unsplit and split 8 ways), and the
-#     attention cases once more with PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16
-#     (rows of more than 128 chunks);
+#     attention cases once more with PODKV_CUDA_DECODE_SPLIT_KEYS=16 (rows of more than 128 chunks)
+#     and with PODKV_CUDA_DECODE_STAGES=3 (decode attention's ring in three stages);
 #  2. the CUDA tests of podkv_tests (they skip without a GPU): Models/CudaFixture.*, CudaFusedOps.* (fused
 #     ops against the launches they replace), CudaSampling.* (device draws against the CPU sampler's),
 #     CudaGraphs.* (step graphs per batch shape against launch by launch), CudaDecodeChain.* (the decode
@@ -83,13 +83,14 @@ tail -1 "$logs/backend_ops.log"
 # (PODKV_CUDA_PREFILL=1,1) and the mma.sync kernels that other GPUs run
 # (PODKV_CUDA_PREFILL_WGMMA=0) are checked here too, and the one-row GEMV with its inputs split in 1
 # (none) and 8 slices wherever they allow (PODKV_CUDA_GEMV_SLICES; the default picks per shape).
-# Decode attention with two stages (two blocks per multiprocessor) and chunks of 16 keys gives the
-# long decode batch's rows (kv 1 to 4097) 105 chunks, and 211 with one KV head: the merge's path for
-# 129 to 256 chunks, which the defaults (at most 66 chunks a row at batch 1) never take.
+# Decode attention with two stages (the default: two blocks per multiprocessor) and chunks of 16 keys
+# gives the long decode batch's rows (kv 1 to 4097) 105 chunks, and 211 with one KV head: the merge's
+# path for 129 to 256 chunks, which the op cases' rows never take with 64-key chunks. Three stages
+# (one block per multiprocessor at head_dim 128) was the default until session 39.
 for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention" \
              "PODKV_CUDA_PREFILL=1,1 attention" \
              "PODKV_CUDA_PREFILL_WGMMA=0 attention" \
-             "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" \
+             "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" "PODKV_CUDA_DECODE_STAGES=3 attention" \
              "PODKV_CUDA_GEMV_SLICES=1 matmul" "PODKV_CUDA_GEMV_SLICES=8 matmul"; do
   setting=${check% *} op=${check##* }
   name=${setting//PODKV_CUDA_/} name=${name//[ =,]/_}

@@ -259,12 +259,14 @@ __global__ void __launch_bounds__(kWarps * 32)
 }
 
 // The stages of decode_mma_kernel's shared-memory ring: PODKV_CUDA_DECODE_STAGES = 0 (loads into
-// registers) or 2..4; 3 by default.
+// registers) or 2..4; 2 by default. Two stages leave room for two blocks of the head_dim-128 kernel
+// per multiprocessor (three took 114 KB a block, one block), so a long row gets twice the splits:
+// session 39, an H100, batch-1 decode at 32K 1.011x three stages, at 4K 1.00x.
 int decode_stages() {
   static const int stages = [] {
     const char* e = std::getenv("PODKV_CUDA_DECODE_STAGES");
-    const long v = e != nullptr ? std::strtol(e, nullptr, 10) : 3;
-    return v == 0 || (v >= 2 && v <= 4) ? static_cast<int>(v) : 3;
+    const long v = e != nullptr ? std::strtol(e, nullptr, 10) : 2;
+    return v == 0 || (v >= 2 && v <= 4) ? static_cast<int>(v) : 2;
   }();
   return stages;
 }
@@ -285,9 +287,9 @@ void with_decode_mma_stages(F&& f) {
   };
   switch (decode_stages()) {
     case 0: run(decode_mma_kernel<D, 0, kSmallPages, false>, 0); break;
-    case 2: run(decode_mma_kernel<D, 2, kSmallPages, kBulk>, 2); break;
+    case 3: run(decode_mma_kernel<D, 3, kSmallPages, kBulk>, 3); break;
     case 4: run(decode_mma_kernel<D, 4, kSmallPages, kBulk>, 4); break;
-    default: run(decode_mma_kernel<D, 3, kSmallPages, kBulk>, 3); break;
+    default: run(decode_mma_kernel<D, 2, kSmallPages, kBulk>, 2); break;
   }
 }
 

@@ -27,6 +27,17 @@
 #                 the card this call gets (meant for an H200: part 3's 96 GiB of cache does not fit an H100):
 #                 scripts/bench_gpu.sh parts 1 and 4, the step's kernel durations (Nsight Compute), parts 2
 #                 and 3, and part 5 as time allows (then PART=test on the warm machine: scripts/test_gpu.sh)
+#   PART=pairs    TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": two warps a decode split
+#                 (PODKV_CUDA_DECODE_PAIRS=1, off by default): the attention op cases with it at the default
+#                 stages and with two stages (and tile copies), the gtests Models/CudaFixture.* and CudaGraphs.*
+#                 with it and two stages; batch-1 decode at 4K, the default, DECODE_STAGES=2 and DECODE_STAGES=2
+#                 with pairs, three interleaved passes; the three at 32K once; Nsight Compute's durations of the
+#                 attention kernel and its merge at 4K for the three
+#   PART=stages2  TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": decode attention's ring in two
+#                 stages by default (it was three): scripts/test_gpu.sh whole (its attention cases also with
+#                 PODKV_CUDA_DECODE_STAGES=3), then decode against PODKV_CUDA_DECODE_STAGES=3 interleaved: batch 1
+#                 at 4K and 32K (three passes), batches 8 and 32 at 8K and 8 at 32K, dense and PoD (two passes);
+#                 then on an H200 scripts/bench_gpu.sh as time allows
 #   PART=lean     TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is (lean prompt steps: no
 #                 room for float32 q, k, v, attention output or MLP scratch): the gtests CudaPromptPath.*,
 #                 CudaGraphs.* and Models/CudaFixture.*; prefill at 4K and 32K, the default against
@@ -228,6 +239,50 @@ sdpa_passes() {
   done
 }
 case ${PART:-test} in
+stages2)
+  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  for pass in 1 2 3; do
+    for depth in 4096 32735; do
+      DEPTH=$depth tg "batch 1 at $depth, two stages (default)" PODKV_NONE=0
+      DEPTH=$depth tg "batch 1 at $depth, three stages" PODKV_CUDA_DECODE_STAGES=3
+    done
+  done
+  pod=(--kv pod --pod-group 3 --sink 16 --recent 4080)
+  mem=$(on_h200 && echo 96G || echo 48G)
+  bt() { echo "-- $1"; shift; within 120 env "$@" "$build/podkv" "${a[@]}" "${pod[@]}" -p 0 -n 16 -d 8192,32751 -b 8,32 -r 2 \
+    --kv-memory $mem | grep -E "tg"; }
+  for pass in 1 2; do bt "batches, two stages (default)" PODKV_NONE=0; bt "batches, three stages" PODKV_CUDA_DECODE_STAGES=3; done
+  on_h200 && bench_all
+  ;;
+pairs)
+  ops "PODKV_CUDA_DECODE_PAIRS=1 attention" "PODKV_CUDA_DECODE_PAIRS=1 PODKV_CUDA_DECODE_STAGES=2 attention" \
+    "PODKV_CUDA_DECODE_PAIRS=1 PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_COPY=tile attention"
+  (within 150 env PODKV_CUDA_DECODE_PAIRS=1 PODKV_CUDA_DECODE_STAGES=2 "$build/podkv_tests" \
+    --gtest_filter='Models/CudaFixture.*:CudaGraphs.*') >/tmp/gt.log 2>&1
+  echo "gtests (pairs, two stages) rc $?"; grep -E "^\[  (PASSED|FAILED) |FAILED  \]|Failure" /tmp/gt.log | head -20
+  for pass in 1 2 3; do
+    tg "default" PODKV_NONE=0; tg "stages 2" PODKV_CUDA_DECODE_STAGES=2
+    tg "stages 2, pairs" PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_PAIRS=1
+  done
+  DEPTH=32735 tg "32K default" PODKV_NONE=0; DEPTH=32735 tg "32K stages 2" PODKV_CUDA_DECODE_STAGES=2
+  DEPTH=32735 tg "32K stages 2, pairs" PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_PAIRS=1
+  for setting in PODKV_NONE=0 PODKV_CUDA_DECODE_STAGES=2 "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_PAIRS=1"; do
+    echo "-- ncu durations at 4K: $setting ($SECONDS s)"
+    # shellcheck disable=SC2086
+    within 60 env $setting "$(command -v ncu)" --clock-control none --cache-control none --metrics gpu__time_duration.sum \
+      --csv -k regex:"decode_mma|merge_kernel" "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >/tmp/ncu.csv 2>/tmp/ncu.err
+    python3 - /tmp/ncu.csv <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(l for l in open(sys.argv[1]) if l.startswith('"'))]
+head = rows[0]; k = head.index("Kernel Name"); v = head.index("Metric Value"); u = head.index("Metric Unit")
+t = collections.defaultdict(list)
+for r in rows[1:]: t["attention" if "decode_mma" in r[k] else "merge"].append(float(r[v].replace(",", "")))
+unit = rows[1][u] if len(rows) > 1 else "?"
+for name, xs in t.items(): xs = xs[-64:]; print(f"  {name}: last {len(xs)} launches, mean {sum(xs) / len(xs):.1f} {unit}")
+PY
+  done
+  ;;
 h200)
   bench_all; bench 5 120; cat "$out/bench.txt"
   ;;
