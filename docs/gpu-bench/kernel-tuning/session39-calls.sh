@@ -38,6 +38,13 @@
 #                 PODKV_CUDA_DECODE_STAGES=3), then decode against PODKV_CUDA_DECODE_STAGES=3 interleaved: batch 1
 #                 at 4K and 32K (three passes), batches 8 and 32 at 8K and 8 at 32K, dense and PoD (two passes);
 #                 then on an H200 scripts/bench_gpu.sh as time allows
+#   PART=next     CUDA_FLAGS=-lineinfo (podkv_cli only; written in session 39 for the next call, not yet run):
+#                 where decode attention's time goes at batch 1 (session 39: two warps a split took only 3% off
+#                 the kernel): Nsight Compute's SourceCounters, WarpStateStats and InstructionStats of one
+#                 decode_mma_kernel launch at 4K with its SASS (decode_mma_sass.csv, decode_mma_details.txt);
+#                 then PODKV_CUDA_PDL=1 against the default at 4K and 32K (three interleaved passes; session 31:
+#                 1.005x / 0.98x, before the chain's RoPE and two ring stages), and a 32K prompt in chunks of
+#                 4096 and 8192 beside transformers' SDPA, alternating
 #   PART=lean     TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is (lean prompt steps: no
 #                 room for float32 q, k, v, attention output or MLP scratch): the gtests CudaPromptPath.*,
 #                 CudaGraphs.* and Models/CudaFixture.*; prefill at 4K and 32K, the default against
@@ -239,6 +246,28 @@ sdpa_passes() {
   done
 }
 case ${PART:-test} in
+next)
+  NCU=$(command -v ncu)
+  echo "-- decode_mma_kernel source counters, 4K ($SECONDS s)"
+  within 150 "$NCU" --clock-control none --cache-control none -k regex:decode_mma_kernel --launch-skip 64 --launch-count 1 \
+    --section WarpStateStats --section SourceCounters --section InstructionStats --import-source yes -f -o /tmp/decode_mma \
+    "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >/tmp/ncu1.log 2>&1; echo "rc $?"; tail -3 /tmp/ncu1.log
+  "$NCU" -i /tmp/decode_mma.ncu-rep --page source --csv --print-source sass >"$out/decode_mma_sass.csv" 2>&1
+  "$NCU" -i /tmp/decode_mma.ncu-rep --page details --print-details all >"$out/decode_mma_details.txt" 2>&1
+  gzip -f "$out/decode_mma_sass.csv"
+  for pass in 1 2 3; do
+    for depth in 4096 32735; do DEPTH=$depth tg "batch 1 at $depth, default" PODKV_NONE=0; DEPTH=$depth tg "batch 1 at $depth, PDL" PODKV_CUDA_PDL=1; done
+  done
+  for pass in 1 2; do
+    for chunk in 4096 8192; do
+      echo "-- 32K prompt, chunks of $chunk"
+      within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 2 --prefill-chunk $chunk | grep -E "pp32768"
+    done
+    echo "-- transformers SDPA ($SECONDS s)"
+    within 120 python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out "$out/sdpa$pass.json" --prefill 32768 \
+      --decode "" --attn sdpa 2>&1 | grep tokens_per_s
+  done
+  ;;
 stages2)
   within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
   tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
