@@ -228,13 +228,25 @@ bench() { echo "-- bench_gpu.sh PARTS=\"$1\" ($SECONDS s)"; within $2 env PARTS=
 # The whole benchmark, its cheap parts first (time may run out); on_h200: the card this call got.
 bench_all() { bench 1 150; bench 4 150; durations; bench "2 3" 300; }
 on_h200() { nvidia-smi --query-gpu=name --format=csv,noheader | grep -q H200; }
+# scripts/test_gpu.sh whole, its last lines and any failure (330 s at most).
+test_gpu_whole() {
+  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
+  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+}
+# The --profile regions of a 32K prompt under each setting given (a setting may be several VAR=value words).
+profile_32k() {
+  for setting in "$@"; do
+    echo "-- --profile, 32K prompt, $setting"
+    # shellcheck disable=SC2086
+    within 60 env $setting "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 --profile | grep -A1 "GPU time"
+  done
+}
 # Prefill at 4K and 32K (BIN: another build's podkv); then a switch against the default: three
 # interleaved passes, then scripts/test_gpu.sh whole.
 pp() { echo "-- $1"; shift; within 60 env "$@" "${BIN:-$build}/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
 switch_ab() {
   for pass in 1 2 3; do pp "$1" PODKV_NONE=0; pp "$2" "$3"; done
-  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
-  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  test_gpu_whole
 }
 # podkv's prefill and transformers' SDPA on the same shapes, alternating, two passes.
 sdpa_passes() {
@@ -269,8 +281,7 @@ next)
   done
   ;;
 stages2)
-  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
-  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  test_gpu_whole
   for pass in 1 2 3; do
     for depth in 4096 32735; do
       DEPTH=$depth tg "batch 1 at $depth, two stages (default)" PODKV_NONE=0
@@ -324,8 +335,7 @@ lean)
   echo "-- transformers SDPA ($SECONDS s)"
   within 120 python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out "$out/sdpa.json" --prefill 32768 \
     --decode "" --attn sdpa 2>&1 | grep tokens_per_s
-  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
-  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  test_gpu_whole
   ;;
 qbf16)
   (within 150 "$build/podkv_tests" --gtest_filter='CudaPromptPath.*:CudaGraphs.*:Models/CudaFixture.*') >/tmp/gt.log 2>&1
@@ -338,13 +348,9 @@ qbf16)
     [ -x "$base/podkv" ] && BIN=$base pp "prefill, base" PODKV_NONE=0
     pp "prefill, qkv bf16 (experiment)" PODKV_CUDA_PREFILL_QKV_BF16=1
   done
-  for setting in PODKV_NONE=0 PODKV_CUDA_PREFILL_QKV_BF16=1; do
-    echo "-- --profile, 32K prompt, $setting"
-    within 60 env $setting "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 --profile | grep -A1 "GPU time"
-  done
+  profile_32k PODKV_NONE=0 PODKV_CUDA_PREFILL_QKV_BF16=1
   sdpa_passes
-  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
-  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  test_gpu_whole
   ;;
 ab)
   (within 150 "$build/podkv_tests" --gtest_filter='CudaPromptPath.*:CudaDecodeChain.*:CudaGraphs.*:Models/CudaFixture.*') >/tmp/gt.log 2>&1
@@ -361,13 +367,9 @@ ab)
   done
   DEPTH=32735 tg "decode 32K, preload (default)" PODKV_NONE=0; DEPTH=32735 tg "decode 32K, no preload" PODKV_CUDA_CHAIN_PRELOAD=0
   [ -x "$base/podkv" ] && DEPTH=32735 BIN=$base tg "decode 32K, base" PODKV_NONE=0
-  for setting in PODKV_NONE=0 PODKV_CUDA_PREFILL_STAGE_ATTENTION=0; do
-    echo "-- --profile, 32K prompt, $setting"
-    within 60 env $setting "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 --profile | grep -A1 "GPU time"
-  done
+  profile_32k PODKV_NONE=0 PODKV_CUDA_PREFILL_STAGE_ATTENTION=0
   sdpa_passes
-  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
-  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  test_gpu_whole
   ;;
 measure)
   [ -x "$build/podkv_test_backend_ops" ] && ops "PODKV_NONE=0 attention" \
@@ -416,10 +418,7 @@ untested)
       within 60 env $setting "$build/podkv" "${a[@]}" -p 0 -n 16 -d 8192 -b 8 -r 2 | grep -E "tg"
     done
   done
-  for setting in PODKV_CUDA_PREFILL_LOOKAHEAD=2 PODKV_CUDA_PREFILL_LOOKAHEAD=1 PODKV_NONE=0; do
-    echo "-- --profile, 32K prompt, $setting"
-    within 60 env $setting "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 1 --profile | grep -A1 "GPU time"
-  done
+  profile_32k PODKV_CUDA_PREFILL_LOOKAHEAD=2 PODKV_CUDA_PREFILL_LOOKAHEAD=1 PODKV_NONE=0
   echo "-- ncu durations of the prefill attention launches with the lookahead ($SECONDS s)"
   within 150 env PODKV_CUDA_PREFILL_LOOKAHEAD=${LOOKAHEAD:-2} "$(command -v ncu)" --clock-control none --cache-control none \
     --metrics gpu__time_duration.sum --csv -k regex:prefill_producer \
@@ -502,8 +501,7 @@ counted)
   for pass in 1 2 3; do pp "counted (default)" PODKV_NONE=0; pp "cursor loop" PODKV_CUDA_PREFILL_COUNTED=0; done
   obj=$(find "$build" -name 'attention_prefill_producer.cu.o' | head -1)
   cuobjdump -sass "$obj" >"$out/prefill_producer.sass" 2>&1; gzip "$out/prefill_producer.sass"
-  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
-  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  test_gpu_whole
   ;;
 sass)
   NCU=$(command -v ncu)
@@ -529,8 +527,7 @@ chunks)
   done
   ;;
 refresh)
-  within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
-  tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
+  test_gpu_whole
   for pass in 1 2; do
     tg default PODKV_NONE=0; tg "prefetch 34 MB" PODKV_CUDA_ATTN_PREFETCH_MB=34; tg "prefetch 16 MB" PODKV_CUDA_ATTN_PREFETCH_MB=16
     DEPTH=32735 tg "default 32K" PODKV_NONE=0; DEPTH=32735 tg "prefetch 34 MB 32K" PODKV_CUDA_ATTN_PREFETCH_MB=34
