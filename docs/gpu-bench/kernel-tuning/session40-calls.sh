@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 39's device calls: session38-calls.sh (renamed; `git show d4191cd:docs/gpu-bench/kernel-tuning/
+# Session 40's device calls: session39-calls.sh (renamed; `git show 84c6a6a:docs/gpu-bench/kernel-tuning/
+# session39-calls.sh`) plus PART=kernels. Session 39's: session38-calls.sh (renamed; `git show d4191cd:docs/gpu-bench/kernel-tuning/
 # session38-calls.sh`) plus PART=h200. Session 38's: session37-calls.sh (renamed; `git show 1777730:docs/gpu-bench/kernel-tuning/
 # session37-calls.sh`) plus PART=qbf16. Session 37's: session35-calls.sh (renamed; `git show abdd298:docs/gpu-bench/kernel-tuning/
 # session35-calls.sh`) plus PART=ab. Session 35's: session34-calls.sh (renamed; `git show f74bce5:docs/gpu-bench/kernel-tuning/
@@ -45,6 +46,10 @@
 #                 then PODKV_CUDA_PDL=1 against the default at 4K and 32K (three interleaved passes; session 31:
 #                 1.005x / 0.98x, before the chain's RoPE and two ring stages), and a 32K prompt in chunks of
 #                 4096 and 8192 beside transformers' SDPA, alternating
+#   PART=kernels  CUDA_FLAGS=-lineinfo (podkv_cli only): the duration and DRAM bytes of every kernel of a 4K
+#                 prompt (Nsight Compute, ncu_prompt4k.csv: which of the prompt's elementwise kernels run far
+#                 from the copy rate), then PART=next's decode source counters, PDL A/B and 32K chunks
+#                 (without SDPA)
 #   PART=lean     TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is (lean prompt steps: no
 #                 room for float32 q, k, v, attention output or MLP scratch): the gtests CudaPromptPath.*,
 #                 CudaGraphs.* and Models/CudaFixture.*; prefill at 4K and 32K, the default against
@@ -257,7 +262,17 @@ sdpa_passes() {
       --decode "" --attn sdpa >"$out/sdpa$pass.txt" 2>&1; echo "rc $? ($SECONDS s)"; grep -v "^ *$" "$out/sdpa$pass.txt" | tail -4
   done
 }
+# The duration and DRAM bytes of every kernel launch of a 4K prompt (Nsight Compute).
+prompt_kernels() {
+  echo "-- ncu durations and DRAM bytes, 4K prompt ($SECONDS s)"
+  within 150 "$(command -v ncu)" --clock-control none --cache-control none --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+    --csv "$build/podkv" "${a[@]}" -p 4096 -n 0 -r 1 >"$out/ncu_prompt4k.csv" 2>/tmp/ncu.err; echo "rc $?"; tail -3 /tmp/ncu.err
+  gzip -f "$out/ncu_prompt4k.csv"
+}
 case ${PART:-test} in
+kernels)
+  prompt_kernels
+  ;&
 next)
   NCU=$(command -v ncu)
   echo "-- decode_mma_kernel source counters, 4K ($SECONDS s)"
@@ -267,7 +282,7 @@ next)
   "$NCU" -i /tmp/decode_mma.ncu-rep --page source --csv --print-source sass >"$out/decode_mma_sass.csv" 2>&1
   "$NCU" -i /tmp/decode_mma.ncu-rep --page details --print-details all >"$out/decode_mma_details.txt" 2>&1
   gzip -f "$out/decode_mma_sass.csv"
-  for pass in 1 2 3; do
+  for pass in $(seq ${PASSES:-3}); do
     for depth in 4096 32735; do DEPTH=$depth tg "batch 1 at $depth, default" PODKV_NONE=0; DEPTH=$depth tg "batch 1 at $depth, PDL" PODKV_CUDA_PDL=1; done
   done
   for pass in 1 2; do
@@ -275,6 +290,7 @@ next)
       echo "-- 32K prompt, chunks of $chunk"
       within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 2 --prefill-chunk $chunk | grep -E "pp32768"
     done
+    [ "$PART" = kernels ] && continue
     echo "-- transformers SDPA ($SECONDS s)"
     within 120 python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out "$out/sdpa$pass.json" --prefill 32768 \
       --decode "" --attn sdpa 2>&1 | grep tokens_per_s
