@@ -130,57 +130,92 @@ __global__ void __launch_bounds__(kFusedWarps * 32)
 // kernels' alone, which read nothing else) writes no float32: q rotated, times q_scale and rounded
 // to bf16 into q_bf16 (the product and rounding the prefill kernels' load_q makes of the float32 q),
 // a key rotated into the warp's row of shared memory and encoded from there, a value encoded from
-// qkv. The same entries and Q fragments as the float32 form; a 4,096-row chunk of the Llama-3-8B
-// shape writes 67 MB less a layer (q in half the bytes, no k or v). In: qkv's type, float or
-// bf16 bits (uint16_t: the projection's output in bf16, its values widened exactly; the value goes
-// through the warp's row too).
+// the elements the lane loaded. The same entries and Q fragments as the float32 form; a 4,096-row
+// chunk of the Llama-3-8B shape writes 67 MB less a layer (q in half the bytes, no k or v). In:
+// qkv's type, float or bf16 bits (uint16_t: the projection's output in bf16, its values widened
+// exactly).
 template <typename In>
 __device__ __forceinline__ float widen(In x) {
   if constexpr (std::is_same_v<In, float>) return x;
   else return __uint_as_float(static_cast<uint32_t>(x) << 16);
 }
 
+// A warp takes its units kPromptGroup at a time: the group's loads (and its keys' and values' entry
+// addresses) first, all in flight together, then the rotations, encodings and stores. One unit at a
+// time (load, rotate, store, the next) held a 4,096-row chunk of the Llama-3-8B shape at 1.6 TB/s on
+// an H100 whose copy rate is 3.0 (session 40): a warp's six units were six memory round trips.
+constexpr int kPromptGroup = 4;
+
 template <KvDType T, typename In>
-__global__ void __launch_bounds__(kFusedWarps * 32)
+__global__ void __launch_bounds__(kFusedWarps * 32, 4)
     rope_kv_write_prompt_kernel(DeviceStep s, int layer, const void* qkv, int heads, const int64_t* positions,
                                 const float* inv_freq, bool interleaved, uint16_t* q_bf16, float q_scale,
                                 int units_per_block) {
   pdl_launch_dependents();
   __shared__ double sin_s[kMaxHeadDim / 2], cos_s[kMaxHeadDim / 2];
-  __shared__ float rows_s[kFusedWarps][kMaxHeadDim];  // a warp's rotated key, or widened value
+  __shared__ float rows_s[kFusedWarps][kMaxHeadDim];  // a warp's rotated key
   const FusedRow r(s, layer, heads, positions, inv_freq, units_per_block, sin_s, cos_s);
   const int d = r.d, lane = r.lane;
   const In* src = static_cast<const In*>(qkv) + r.row * (r.nq + 2 * r.nkv);
   float* own = rows_s[r.warp];
+  // Pair j of this lane (i = lane + 32 j < half): its elements a and b.
+  auto pair_a = [&](int i) { return interleaved ? 2 * i : i; };
+  auto pair_b = [&](int i) { return interleaved ? 2 * i + 1 : i + r.half; };
   pdl_wait();  // qkv from the kernel before
   __syncthreads();
-  for (int unit = r.first_unit; unit < r.end; unit += kFusedWarps) {
-    // Pair i of the head at `in`: rotated, then out(a, va) and out(b, vb) with a, b its elements.
-    auto rotate = [&](const In* in, int i, auto out) {
-      const int a = interleaved ? 2 * i : i, b = interleaved ? 2 * i + 1 : i + r.half;
-      float va = widen(in[a]), vb = widen(in[b]);
-      rotate_values(va, vb, sin_s[i], cos_s[i]);
-      out(a, va);
-      out(b, vb);
-    };
-    if (unit < heads) {
+  for (int base = r.first_unit; base < r.end; base += kPromptGroup * kFusedWarps) {
+    // in[g]: a query head's or key's pairs j = 0, 1 as (a, b, a, b), or a value's elements lane + 32 c.
+    float in[kPromptGroup][4];
+    uint8_t* entries[kPromptGroup];
+#pragma unroll
+    for (int g = 0; g < kPromptGroup; ++g) {
+      const int unit = base + g * kFusedWarps;
+      entries[g] = nullptr;
+#pragma unroll
+      for (int c = 0; c < 4; ++c) in[g][c] = 0.0f;
+      if (unit >= r.end) continue;
+      const In* head = src + unit * d;  // q heads, then k, then v: qkv's column order
+      const bool value = unit >= heads + r.H;
+      if (unit >= heads) entries[g] = r.entry(s, layer, unit, kv_unit(unit, heads, r.H));
+      if (value) {
+#pragma unroll
+        for (int c = 0; c < 4; ++c)
+          if (lane + 32 * c < d) in[g][c] = widen(head[lane + 32 * c]);
+      } else {
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+          const int i = lane + 32 * j;
+          if (i < r.half) in[g][2 * j] = widen(head[pair_a(i)]), in[g][2 * j + 1] = widen(head[pair_b(i)]);
+        }
+      }
+    }
+#pragma unroll
+    for (int g = 0; g < kPromptGroup; ++g) {
+      const int unit = base + g * kFusedWarps;
+      if (unit >= r.end) break;
+      if (unit >= heads + r.H) {  // a value: the elements encode_entry takes, as they are
+        if (entries[g] != nullptr) encode_entry<T>(in[g], lane, d, entries[g]);
+        continue;
+      }
       uint16_t* to = q_bf16 + r.row * r.nq + unit * d;
-      const auto store = [&](int e, float x) { to[e] = __bfloat16_as_ushort(__float2bfloat16_rn(x * q_scale)); };
-      for (int i = lane; i < r.half; i += 32) rotate(src + unit * d, i, store);
-      continue;
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int i = lane + 32 * j;
+        if (i >= r.half) continue;
+        float va = in[g][2 * j], vb = in[g][2 * j + 1];
+        rotate_values(va, vb, sin_s[i], cos_s[i]);
+        if (unit < heads) {
+          to[pair_a(i)] = __bfloat16_as_ushort(__float2bfloat16_rn(va * q_scale));
+          to[pair_b(i)] = __bfloat16_as_ushort(__float2bfloat16_rn(vb * q_scale));
+        } else {
+          own[pair_a(i)] = va, own[pair_b(i)] = vb;
+        }
+      }
+      if (unit < heads) continue;
+      __syncwarp();
+      encode_to<T>(s, entries[g], own, lane);
+      __syncwarp();  // the row is read before the warp's next key overwrites it
     }
-    const KvUnit u = kv_unit(unit, heads, r.H);
-    const float* from = own;
-    if (u.kind == kKeys) {
-      for (int i = lane; i < r.half; i += 32) rotate(src + r.nq + u.h * d, i, [&](int e, float x) { own[e] = x; });
-    } else if constexpr (std::is_same_v<In, float>) {
-      from = src + r.nq + r.nkv + u.h * d;
-    } else {
-      for (int i = lane; i < d; i += 32) own[i] = widen(src[r.nq + r.nkv + u.h * d + i]);
-    }
-    __syncwarp();
-    encode_to<T>(s, r.entry(s, layer, unit, u), from, lane);
-    __syncwarp();  // the row is read before the warp's next unit overwrites it
   }
 }
 

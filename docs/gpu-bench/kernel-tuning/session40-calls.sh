@@ -50,6 +50,12 @@
 #                 prompt (Nsight Compute, ncu_prompt4k.csv: which of the prompt's elementwise kernels run far
 #                 from the copy rate), then PART=next's decode source counters, PDL A/B and 32K chunks
 #                 (without SDPA)
+#   PART=elementwise BASE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is (RMSNorm on
+#                 16-byte loads, the prompt RoPE kernel's loads four units at a time; build-base: the tree
+#                 before): the rms_norm, kv_write and rope op cases, the gtests CudaFusedOps.*,
+#                 CudaPromptPath.* and CudaGraphs.*; every kernel of a 4K prompt
+#                 (Nsight Compute); prefill at 4K and 32K against build-base, three interleaved passes, and
+#                 32K in chunks of 8192; transformers' SDPA alternating with podkv
 #   PART=lean     TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is (lean prompt steps: no
 #                 room for float32 q, k, v, attention output or MLP scratch): the gtests CudaPromptPath.*,
 #                 CudaGraphs.* and Models/CudaFixture.*; prefill at 4K and 32K, the default against
@@ -270,6 +276,26 @@ prompt_kernels() {
   gzip -f "$out/ncu_prompt4k.csv"
 }
 case ${PART:-test} in
+elementwise)
+  ops "PODKV_NONE=0 rms_norm" "PODKV_NONE=0 kv_write" "PODKV_NONE=0 rope"
+  within 200 "$build/podkv_tests" --gtest_filter='CudaFusedOps.*:CudaPromptPath.*:CudaGraphs.*' \
+    >/tmp/gt.log 2>&1; echo "gtests rc $?: $(grep -E '^\[  (PASSED|FAILED)' /tmp/gt.log | tr '\n' ' ')"; grep -E "^\[  FAILED" /tmp/gt.log | head
+  prompt_kernels
+  wait  # build-base
+  for pass in 1 2 3; do
+    pp "new" PODKV_NONE=0
+    BIN=$base pp "base" PODKV_NONE=0
+  done
+  for pass in 1 2; do
+    for chunk in 4096 8192; do
+      echo "-- new, 32K prompt, chunks of $chunk"
+      within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 2 --prefill-chunk $chunk | grep -E "pp32768"
+    done
+    echo "-- transformers SDPA ($SECONDS s)"
+    within 120 python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out "$out/sdpa$pass.json" --prefill 4096,32768 \
+      --decode "" --attn sdpa 2>&1 | grep tokens_per_s
+  done
+  ;;
 kernels)
   prompt_kernels
   ;&
