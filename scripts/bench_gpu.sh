@@ -3,7 +3,7 @@
 # the Llama-3-8B shape (configs/llama-3-8b-32k, 8.03B parameters) with random
 # bf16 weights made on the device, bf16 KV entries; the same run's device copy
 # bandwidth and bf16 GEMM rate are the references (podkv bench prints them).
-#  1. prefill at 4K and 32K (chunks of 4096), decode at batch 1 at 4K and 32K, and a --profile
+#  1. prefill at 4K and 32K (chunks of 8192, the default), decode at batch 1 at 4K and 32K, and a --profile
 #     run of the 4K pair (GPU time by region);
 #  2. decode at batch 8, 32, 64, 128 at 8K and 32K, dense and PoD (uniform
 #     blocks of 3, sink 16, recent 4080) side by side under one --kv-memory

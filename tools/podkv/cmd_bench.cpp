@@ -37,7 +37,7 @@ struct BenchCommand {
   bool random_weights = false;
   bool profile = false;
   int page_tokens = 16;
-  int64_t prefill_chunk = 0;  // 0: 256 on the CPU, 4096 on the GPU
+  int64_t prefill_chunk = 0;  // 0: 256 on the CPU, 8192 on the GPU
   std::string kv_memory;  // --kv-memory: one budget; each decode test admits as many sequences as it holds
 };
 
@@ -400,7 +400,7 @@ void add_bench_command(CLI::App& app) {
                   "tokens per KV page (the page tables sent each step shrink with larger pages)")
       ->capture_default_str();
   cmd->add_option("--prefill-chunk", o->prefill_chunk,
-                  "prompt tokens per forward step in prefill tests (default 256 on cpu, 4096 on cuda)");
+                  "prompt tokens per forward step in prefill tests (default 256 on cpu, 8192 on cuda)");
   cmd->add_flag("--profile", o->profile, "cuda: GPU time per step by region (norms, matmuls, attention, ...)");
   cmd->add_flag("--json", o->json, "print JSON instead of the table");
   cmd->callback([o] { run(*o); });

@@ -209,7 +209,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--cuda-weights", o->cuda_weights, "weight matrices on the GPU: bf16 or f32")->capture_default_str();
   cmd->add_option("--page-tokens", o->page_tokens, "tokens per KV page (0: 16 on cpu, 64 on cuda)")->capture_default_str();
   cmd->add_option("--prefill-chunk", o->prefill_chunk,
-                  "prompt tokens per forward step (0: 256 on cpu, 4096 on cuda; --prompts: 256 on both)")
+                  "prompt tokens per forward step (0: 256 on cpu, 8192 on cuda; --prompts: 256 on both)")
       ->capture_default_str();
   cmd->add_option("--temperature,--temp", o->gen.sampling.temperature, "sampling temperature, 0 = greedy")->capture_default_str();
   cmd->add_option("--top-k", o->gen.sampling.top_k, "keep the k most likely tokens, 0 = off")->capture_default_str();

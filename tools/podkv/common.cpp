@@ -138,7 +138,7 @@ int64_t prefill_chunk_for(int64_t requested, const std::string& device) {
   if (requested < 0)
     throw Error("--prefill-chunk: must be at least 1 (0: the device's default), got " + std::to_string(requested));
   if (requested > 0) return requested;
-  return device == "cuda" ? 4096 : 256;
+  return device == "cuda" ? 8192 : 256;
 }
 
 std::unique_ptr<KvCache> make_cache(const KvLayout& layout, int64_t context, int batch, int64_t chunk, KvDType dtype,
