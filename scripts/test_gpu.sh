@@ -86,12 +86,13 @@ tail -1 "$logs/backend_ops.log"
 # Decode attention with two stages (the default: two blocks per multiprocessor) and chunks of 16 keys
 # gives the long decode batch's rows (kv 1 to 4097) 105 chunks, and 211 with one KV head: the merge's
 # path for 129 to 256 chunks, which the op cases' rows never take with 64-key chunks. Three stages
-# (one block per multiprocessor at head_dim 128) was the default until session 39.
+# (one block per multiprocessor at head_dim 128) was the default until session 39. Decode tiles by
+# one bulk copy per lane and entry (PODKV_CUDA_DECODE_COPY=bulk) were the default until session 40.
 for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention" \
              "PODKV_CUDA_PREFILL=1,1 attention" \
              "PODKV_CUDA_PREFILL_WGMMA=0 attention" \
              "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" "PODKV_CUDA_DECODE_STAGES=3 attention" \
-             "PODKV_CUDA_GEMV_SLICES=1 matmul" "PODKV_CUDA_GEMV_SLICES=8 matmul"; do
+             "PODKV_CUDA_DECODE_COPY=bulk attention" "PODKV_CUDA_GEMV_SLICES=1 matmul" "PODKV_CUDA_GEMV_SLICES=8 matmul"; do
   setting=${check% *} op=${check##* }
   name=${setting//PODKV_CUDA_/} name=${name//[ =,]/_}
   log="$logs/backend_ops_$name.log"

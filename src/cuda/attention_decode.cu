@@ -57,7 +57,7 @@ constexpr bool kDeviceHasBulkCopies = false;
 constexpr bool kDeviceHasBulkCopies = true;
 #endif
 
-template <int D, int S, bool kSmallPages, bool kBulk = false>
+template <int D, int S, bool kSmallPages, bool kBulk = false, bool kRuns = false>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_mma_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
   using W = WarpAttention<D, true>;
@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       compute(k, v, keys, cur.distant);
     }
   } else if constexpr (kBulk && kDeviceHasBulkCopies) {
-    bulk_tiles<D, S>(s, spans, count, v0, v1, w, warp, lane, compute);
+    bulk_tiles<D, S, kRuns>(s, spans, count, v0, v1, w, warp, lane, compute);
   } else {
     extern __shared__ __align__(16) uint8_t decode_ring[];  // [kWarps][S][kSlots][32 lanes][16 bytes]
     uint8_t* ring = decode_ring + static_cast<size_t>(warp) * S * Slots::kStageBytes + lane * 16;
@@ -273,13 +273,13 @@ int decode_stages() {
 
 // f(kernel, dynamic shared bytes) with the decode_mma_kernel of head_dim (32, 64, 96 or 128), the
 // configured stages, pages of fewer than 16 tokens or not, and bulk copies or not (ring stages
-// only), its shared-memory limit raised to what it takes.
-template <int D, bool kSmallPages, bool kBulk, typename F>
+// only; per warp and page, kRuns, or per lane), its shared-memory limit raised to what it takes.
+template <int D, bool kSmallPages, bool kBulk, bool kRuns, typename F>
 void with_decode_mma_stages(F&& f) {
   auto run = [&](auto kernel, int stages) {
     // The larger of the two layouts where bulk copies are asked for: code compiled for a target
     // before sm_90 takes the ring (DecodeSlots) in the same kernel.
-    const size_t stage_bytes = kBulk && stages > 0 ? std::max<size_t>(BulkStage<D>::kBytes, DecodeSlots<D>::kStageBytes)
+    const size_t stage_bytes = kBulk && stages > 0 ? std::max<size_t>(BulkStage<D, kRuns>::kBytes, DecodeSlots<D>::kStageBytes)
                                                    : DecodeSlots<D>::kStageBytes;
     const size_t smem = static_cast<size_t>(kWarps) * stages * stage_bytes;
     allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "cudaFuncSetAttribute(decode_mma_kernel)");
@@ -287,38 +287,40 @@ void with_decode_mma_stages(F&& f) {
   };
   switch (decode_stages()) {
     case 0: run(decode_mma_kernel<D, 0, kSmallPages, false>, 0); break;
-    case 3: run(decode_mma_kernel<D, 3, kSmallPages, kBulk>, 3); break;
-    case 4: run(decode_mma_kernel<D, 4, kSmallPages, kBulk>, 4); break;
-    default: run(decode_mma_kernel<D, 2, kSmallPages, kBulk>, 2); break;
+    case 3: run(decode_mma_kernel<D, 3, kSmallPages, kBulk, kRuns>, 3); break;
+    case 4: run(decode_mma_kernel<D, 4, kSmallPages, kBulk, kRuns>, 4); break;
+    default: run(decode_mma_kernel<D, 2, kSmallPages, kBulk, kRuns>, 2); break;
   }
 }
 
-template <bool kSmallPages, bool kBulk, typename F>
+template <bool kSmallPages, bool kBulk, bool kRuns, typename F>
 void with_decode_mma_pages(int head_dim, F&& f) {
-  if (head_dim <= 32) with_decode_mma_stages<32, kSmallPages, kBulk>(f);
-  else if (head_dim <= 64) with_decode_mma_stages<64, kSmallPages, kBulk>(f);
-  else if (head_dim <= 96) with_decode_mma_stages<96, kSmallPages, kBulk>(f);
-  else with_decode_mma_stages<128, kSmallPages, kBulk>(f);
+  if (head_dim <= 32) with_decode_mma_stages<32, kSmallPages, kBulk, kRuns>(f);
+  else if (head_dim <= 64) with_decode_mma_stages<64, kSmallPages, kBulk, kRuns>(f);
+  else if (head_dim <= 96) with_decode_mma_stages<96, kSmallPages, kBulk, kRuns>(f);
+  else with_decode_mma_stages<128, kSmallPages, kBulk, kRuns>(f);
 }
 
-// How decode_mma_kernel brings a tile in, PODKV_CUDA_DECODE_COPY: "bulk" (the default on compute
+// How decode_mma_kernel brings a tile in, PODKV_CUDA_DECODE_COPY: "runs" (the default on compute
 // capability 9.0 and later where a block may have the shared memory the largest head_dim's stages
-// take: one bulk copy of an entry per lane and tile, bulk_tiles), "tile" (16-byte cp.async per lane,
-// the tile's pages looked up once) or "lane" (each lane looks its own entries up, as with pages under
-// 16 tokens). Pages under 16 tokens always take "lane".
-enum class DecodeCopy { kBulk, kTile, kLane };
+// take: one bulk copy of the tile's keys and one of its values per page they lie in, bulk_tiles),
+// "bulk" (one bulk copy of an entry per lane and tile), "tile" (16-byte cp.async per lane, the tile's
+// pages looked up once) or "lane" (each lane looks its own entries up, as with pages under 16
+// tokens). Pages under 16 tokens always take "lane".
+enum class DecodeCopy { kRuns, kBulk, kTile, kLane };
 DecodeCopy decode_copy() {
   static const DecodeCopy copy = [] {
     const char* e = std::getenv("PODKV_CUDA_DECODE_COPY");
     const std::string name = e != nullptr ? e : "";
     if (name == "lane") return DecodeCopy::kLane;
     if (name == "tile") return DecodeCopy::kTile;
+    const DecodeCopy bulk = name == "bulk" ? DecodeCopy::kBulk : DecodeCopy::kRuns;
     int device = 0, major = 0, smem = 0;
     const bool known = cudaGetDevice(&device) == cudaSuccess &&
                        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
                        cudaDeviceGetAttribute(&smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) == cudaSuccess;
-    const size_t need = static_cast<size_t>(kWarps) * std::max(decode_stages(), 1) * BulkStage<128>::kBytes + 1024;
-    return known && major >= 9 && static_cast<size_t>(smem) >= need ? DecodeCopy::kBulk : DecodeCopy::kTile;
+    const size_t need = static_cast<size_t>(kWarps) * std::max(decode_stages(), 1) * BulkStage<128, false>::kBytes + 1024;
+    return known && major >= 9 && static_cast<size_t>(smem) >= need ? bulk : DecodeCopy::kTile;
   }();
   return copy;
 }
@@ -328,9 +330,10 @@ DecodeCopy decode_copy() {
 template <typename F>
 void with_decode_mma_kernel(int head_dim, int64_t page_tokens, bool bulk_ok, F&& f) {
   const DecodeCopy copy = decode_copy();
-  if (page_tokens < 16 || copy == DecodeCopy::kLane) with_decode_mma_pages<true, false>(head_dim, f);
-  else if (copy == DecodeCopy::kBulk && bulk_ok) with_decode_mma_pages<false, true>(head_dim, f);
-  else with_decode_mma_pages<false, false>(head_dim, f);
+  if (page_tokens < 16 || copy == DecodeCopy::kLane) with_decode_mma_pages<true, false, false>(head_dim, f);
+  else if (copy == DecodeCopy::kRuns && bulk_ok) with_decode_mma_pages<false, true, true>(head_dim, f);
+  else if (copy == DecodeCopy::kBulk && bulk_ok) with_decode_mma_pages<false, true, false>(head_dim, f);
+  else with_decode_mma_pages<false, false, false>(head_dim, f);
 }
 
 }  // namespace

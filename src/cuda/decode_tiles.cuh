@@ -116,32 +116,39 @@ struct DecodeSlots {
   static constexpr int kStageBytes = kSlots * 32 * 16;   // one warp's tile
 };
 
-// decode_mma_kernel's tiles by bulk copies (sm_90; kBulk, pages of 16 or more tokens, bf16 entries):
-// lane l brings row l % 16 of the tile's keys (l < 16) or values (l >= 16) into the warp's stage with
-// one cp.async.bulk of the entry (a tile's keys lie in at most two pages, whose table entries the
-// warp reads once), counted on the stage's mbarrier: one copy instruction per lane and tile instead
-// of 16 cp.async and their per-lane lookups. A row that gets no copy (past the tile's keys, or
-// without a page) is zeroed by its lane, as the per-lane copies zero-fill it. Rows are padded so that
-// the fragment reads meet no bank conflicts: key rows kKeyStride apart (64 mod 128 bytes: lanes
-// (g, c) and (g + 1, c) of a quarter-warp read rows g and g + 1), value rows kValueStride apart (16
-// mod 64: rows 2c of a quarter-warp land 32 bytes apart). The copies go S - 1 tiles ahead of the
-// products, as in the cp.async ring, issued at the top of an iteration from page-table reads made
-// one iteration earlier (`prepare`, then `launch`), so that the reads' latency is spent computing
-// (session 22: looked up right before its copies, one lookup per tile was slower than per-lane
-// lookups in parallel).
-template <int D>
+// decode_mma_kernel's tiles by bulk copies (sm_90; kBulk, pages of 16 or more tokens, bf16 entries),
+// counted on the stage's mbarrier, in one of two layouts:
+//  - kRuns (the default, PODKV_CUDA_DECODE_COPY=runs): the tile's 16 key rows, then its 16 value
+//    rows, each 2 D bytes, unpadded; lane 0 copies the tile's keys with one bulk copy per page they
+//    lie in (at most two: a run of consecutive entries of a page each) and its values the same way,
+//    so a tile takes 2 to 4 copy instructions. The fragment reads meet 2-way (keys) and 4-way
+//    (values) bank conflicts on rows 2 D bytes apart;
+//  - per lane (PODKV_CUDA_DECODE_COPY=bulk): lane l brings row l % 16 of the keys (l < 16) or the
+//    values (l >= 16) with one cp.async.bulk of the entry. Each copy names its lane's addresses, which
+//    the instruction takes from uniform registers, so ptxas issues a tile's 32 copies one lane at a
+//    time (an ELECT loop of 9 instructions per copy: a third of the kernel's stall samples at batch 1
+//    and 4K, session 40). Rows are padded so that the fragment reads meet no bank conflicts: key rows
+//    kKeyStride apart (64 mod 128 bytes: lanes (g, c) and (g + 1, c) of a quarter-warp read rows g and
+//    g + 1), value rows kValueStride apart (16 mod 64: rows 2c of a quarter-warp land 32 bytes apart).
+// A row that gets no copy (past the tile's keys, or without a page) is zeroed by lane (row, kind), as
+// the per-lane cp.async copies zero-fill it. The copies go S - 1 tiles ahead of the products, as in
+// the cp.async ring, issued at the top of an iteration from page-table reads made one iteration
+// earlier (`prepare`, then `launch`), so that the reads' latency is spent computing (session 22:
+// looked up right before its copies, one lookup per tile was slower than per-lane lookups in
+// parallel).
+template <int D, bool kRuns>
 struct BulkStage {
   static constexpr int kRowBytes = 2 * D;  // a bf16 entry
-  static constexpr int kKeyStride = kRowBytes + (64 - kRowBytes % 128 + 128) % 128;
-  static constexpr int kValueStride = kRowBytes + (16 - kRowBytes % 64 + 64) % 64;
+  static constexpr int kKeyStride = kRuns ? kRowBytes : kRowBytes + (64 - kRowBytes % 128 + 128) % 128;
+  static constexpr int kValueStride = kRuns ? kRowBytes : kRowBytes + (16 - kRowBytes % 64 + 64) % 64;
   static constexpr int kBytes = 16 * (kKeyStride + kValueStride);  // one warp's stage
-  static_assert(kKeyStride % 128 == 64 && kValueStride % 64 == 16, "conflict-free row strides");
+  static_assert(kRuns || (kKeyStride % 128 == 64 && kValueStride % 64 == 16), "conflict-free row strides");
 };
 
-template <int D, int S, typename W, typename Compute>
+template <int D, int S, bool kRuns, typename W, typename Compute>
 __device__ __forceinline__ void bulk_tiles(const DeviceStep& s, const Span (&spans)[kMaxSpans], int count, int32_t v0,
                                            int32_t v1, W& w, int warp, int lane, Compute& compute) {
-  using Stage = BulkStage<D>;
+  using Stage = BulkStage<D, kRuns>;
   constexpr int kRowBytes = Stage::kRowBytes, kKeyStride = Stage::kKeyStride, kValueStride = Stage::kValueStride;
   extern __shared__ __align__(16) uint8_t decode_ring[];  // [kWarps][S][16 key rows, 16 value rows]
   __shared__ uint64_t full[kWarps][S];
@@ -186,6 +193,32 @@ __device__ __forceinline__ void bulk_tiles(const DeviceStep& s, const Span (&spa
     const bool present = r < n && page != nullptr;
     uint8_t* row = key_lane ? key_rows(stage) + r * kKeyStride : value_rows(stage) + r * kValueStride;
     uint64_t* bar = &full[warp][stage];
+    if constexpr (kRuns) {
+      __syncwarp();  // every lane has read the stage's previous tile
+      if (!present) {  // rows no copy writes
+#pragma unroll
+        for (int i = 0; i < kRowBytes / 16; ++i) reinterpret_cast<uint4*>(row)[i] = make_uint4(0, 0, 0, 0);
+      }
+      if (lane == 0) {
+        // Rows [0, n1) from the first pages (from `slot` on), [n1, n) from the next ones (slot 0 on).
+        const uint32_t first_rows = n1, second_rows = n - n1;
+        auto copied = [&](const uint8_t* first, const uint8_t* second) {
+          return (first != nullptr ? first_rows : 0u) + (second != nullptr ? second_rows : 0u);
+        };
+        sm90a::fence_proxy_async();  // the stage's reads before the copies' writes
+        sm90a::mbarrier_arrive_expect_tx(
+            bar, (copied(key_first, key_second) + copied(value_first, value_second)) * kRowBytes);
+        auto copy = [&](uint8_t* to, const uint8_t* page_base, uint32_t from_slot, uint32_t rows) {
+          if (page_base != nullptr && rows > 0)
+            sm90a::bulk_copy_to_shared(to, page_base + from_slot * kRowBytes, rows * kRowBytes, bar);
+        };
+        copy(key_rows(stage), key_first, slot, first_rows);
+        copy(key_rows(stage) + first_rows * kRowBytes, key_second, 0, second_rows);
+        copy(value_rows(stage), value_first, slot, first_rows);
+        copy(value_rows(stage) + first_rows * kRowBytes, value_second, 0, second_rows);
+      }
+      return;
+    }
     const uint32_t rows = __popc(__ballot_sync(0xffffffffu, present));
     if (lane == 0) sm90a::mbarrier_arrive_expect_tx(bar, rows * kRowBytes);
     __syncwarp();  // every lane has read the stage's previous tile; the expected bytes are set

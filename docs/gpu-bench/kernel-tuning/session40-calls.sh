@@ -46,6 +46,12 @@
 #                 then PODKV_CUDA_PDL=1 against the default at 4K and 32K (three interleaved passes; session 31:
 #                 1.005x / 0.98x, before the chain's RoPE and two ring stages), and a 32K prompt in chunks of
 #                 4096 and 8192 beside transformers' SDPA, alternating
+#   PART=runs     TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": decode tiles by one bulk copy per kind
+#                 and page (PODKV_CUDA_DECODE_COPY=runs, the new default) against one per lane and entry
+#                 (=bulk, the default before): the attention op cases with runs (two and three stages,
+#                 16-key chunks) and bulk, the gtests CudaGraphs.* and Models/CudaFixture.*; Nsight Compute's
+#                 kernel durations of a 4K decode step both ways; batch-1 decode at 4K and 32K, three
+#                 interleaved passes; batches 8 and 32 at 8K and 8 at 32K, dense and PoD, one pass each
 #   PART=kernels  CUDA_FLAGS=-lineinfo (podkv_cli only): the duration and DRAM bytes of every kernel of a 4K
 #                 prompt (Nsight Compute, ncu_prompt4k.csv: which of the prompt's elementwise kernels run far
 #                 from the copy rate), then PART=next's decode source counters, PDL A/B and 32K chunks
@@ -276,6 +282,25 @@ prompt_kernels() {
   gzip -f "$out/ncu_prompt4k.csv"
 }
 case ${PART:-test} in
+runs)
+  ops "PODKV_NONE=0 attention" "PODKV_CUDA_DECODE_COPY=bulk attention" "PODKV_CUDA_DECODE_STAGES=3 attention" \
+    "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention"
+  within 200 "$build/podkv_tests" --gtest_filter='CudaGraphs.*:Models/CudaFixture.*' >/tmp/gt.log 2>&1
+  echo "gtests rc $?: $(grep -E '^\[  (PASSED|FAILED)' /tmp/gt.log | tr '\n' ' ')"; grep -E "^\[  FAILED" /tmp/gt.log | head
+  for copy in runs bulk; do
+    echo "-- ncu durations, decode 4K, DECODE_COPY=$copy ($SECONDS s)"
+    within 90 env PODKV_CUDA_DECODE_COPY=$copy "$(command -v ncu)" --clock-control none --cache-control none \
+      --metrics gpu__time_duration.sum --csv "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >"$out/ncu_decode4k_$copy.csv" 2>/tmp/ncu.err
+    echo "rc $?"
+  done
+  for pass in 1 2 3; do
+    for depth in 4096 32735; do DEPTH=$depth tg "batch 1 at $depth, runs" PODKV_NONE=0; DEPTH=$depth tg "batch 1 at $depth, bulk" PODKV_CUDA_DECODE_COPY=bulk; done
+  done
+  pod=(--kv pod --pod-group 3 --sink 16 --recent 4080)
+  bt() { echo "-- $1"; shift; within 120 env "$@" "$build/podkv" "${a[@]}" "${pod[@]}" -p 0 -n 16 -d 8192,32751 -b 8,32 -r 2 \
+    --kv-memory 48G | grep -E "tg"; }
+  bt "batches, runs" PODKV_NONE=0; bt "batches, bulk" PODKV_CUDA_DECODE_COPY=bulk
+  ;;
 elementwise)
   ops "PODKV_NONE=0 rms_norm" "PODKV_NONE=0 kv_write" "PODKV_NONE=0 rope"
   within 200 "$build/podkv_tests" --gtest_filter='CudaFusedOps.*:CudaPromptPath.*:CudaGraphs.*' \
