@@ -46,6 +46,9 @@
 #                 then PODKV_CUDA_PDL=1 against the default at 4K and 32K (three interleaved passes; session 31:
 #                 1.005x / 0.98x, before the chain's RoPE and two ring stages), and a 32K prompt in chunks of
 #                 4096 and 8192 beside transformers' SDPA, alternating
+#   PART=final    TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is: scripts/test_gpu.sh
+#                 whole, then scripts/bench_gpu.sh part 1 as time allows; PART=final2 (the same warm
+#                 machine): bench_gpu.sh part 4, the step's kernel durations, parts 2 and 3, then 5
 #   PART=runs     TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": decode tiles by one bulk copy per kind
 #                 and page (PODKV_CUDA_DECODE_COPY=runs, the new default) against one per lane and entry
 #                 (=bulk, the default before): the attention op cases with runs (two and three stages,
@@ -282,6 +285,13 @@ prompt_kernels() {
   gzip -f "$out/ncu_prompt4k.csv"
 }
 case ${PART:-test} in
+final)
+  test_gpu_whole
+  bench 1 150
+  ;;
+final2)
+  bench 4 150; durations; bench "2 3" 300; bench 5 120
+  ;;
 runs)
   ops "PODKV_NONE=0 attention" "PODKV_CUDA_DECODE_COPY=bulk attention" "PODKV_CUDA_DECODE_STAGES=3 attention" \
     "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention"
