@@ -46,6 +46,8 @@
 #                 then PODKV_CUDA_PDL=1 against the default at 4K and 32K (three interleaved passes; session 31:
 #                 1.005x / 0.98x, before the chain's RoPE and two ring stages), and a 32K prompt in chunks of
 #                 4096 and 8192 beside transformers' SDPA, alternating
+#   PART=h200b    (podkv_cli only; needs_h200) bench_gpu.sh parts 2 and 3 first (96 GiB of cache: batches of 64 and
+#                 128, the largest batch at 32K), then part 1 as time allows
 #   PART=final    TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is: scripts/test_gpu.sh
 #                 whole, then scripts/bench_gpu.sh part 1 as time allows; PART=final2 (the same warm
 #                 machine): bench_gpu.sh part 4, the step's kernel durations, parts 2 and 3, then 5
@@ -285,6 +287,9 @@ prompt_kernels() {
   gzip -f "$out/ncu_prompt4k.csv"
 }
 case ${PART:-test} in
+h200b)
+  bench "2 3" 220; bench 1 100
+  ;;
 final)
   test_gpu_whole
   bench 1 150
