@@ -48,6 +48,9 @@
 #                 4096 and 8192 beside transformers' SDPA, alternating
 #   PART=h200b    (podkv_cli only; needs_h200) bench_gpu.sh parts 2 and 3 first (96 GiB of cache: batches of 64 and
 #                 128, the largest batch at 32K), then part 1 as time allows
+#   PART=decodesass CUDA_FLAGS=-lineinfo (podkv_cli only): Nsight Compute's SourceCounters, WarpStateStats and
+#                 InstructionStats of one decode_mma_kernel launch at batch 1 and 4K on the tree as it is
+#                 (the runs copies), with its SASS (decode_mma_sass.csv.gz, decode_mma_details.txt)
 #   PART=final    TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is: scripts/test_gpu.sh
 #                 whole, then scripts/bench_gpu.sh part 1 as time allows; PART=final2 (the same warm
 #                 machine): bench_gpu.sh part 4, the step's kernel durations, parts 2 and 3, then 5
@@ -287,6 +290,15 @@ prompt_kernels() {
   gzip -f "$out/ncu_prompt4k.csv"
 }
 case ${PART:-test} in
+decodesass)
+  NCU=$(command -v ncu)
+  within 150 "$NCU" --clock-control none --cache-control none -k regex:decode_mma_kernel --launch-skip 64 --launch-count 1 \
+    --section WarpStateStats --section SourceCounters --section InstructionStats --import-source yes -f -o /tmp/decode_mma \
+    "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >/tmp/ncu1.log 2>&1; echo "rc $?"; tail -3 /tmp/ncu1.log
+  "$NCU" -i /tmp/decode_mma.ncu-rep --page source --csv --print-source sass >"$out/decode_mma_sass.csv" 2>&1
+  "$NCU" -i /tmp/decode_mma.ncu-rep --page details --print-details all >"$out/decode_mma_details.txt" 2>&1
+  gzip -f "$out/decode_mma_sass.csv"
+  ;;
 h200b)
   bench "2 3" 220; bench 1 100
   ;;
