@@ -48,7 +48,7 @@
 #                 4096 and 8192 beside transformers' SDPA, alternating
 #   PART=h200b    (podkv_cli only; needs_h200) bench_gpu.sh parts 2 and 3 first (96 GiB of cache: batches of 64 and
 #                 128, the largest batch at 32K), then part 1 as time allows
-#   PART=decodesass CUDA_FLAGS=-lineinfo (podkv_cli only): Nsight Compute's SourceCounters, WarpStateStats and
+#   PART=decodesass CUDA_FLAGS=-lineinfo (podkv_cli only; written in session 40, not yet run): Nsight Compute's SourceCounters, WarpStateStats and
 #                 InstructionStats of one decode_mma_kernel launch at batch 1 and 4K on the tree as it is
 #                 (the runs copies), with its SASS (decode_mma_sass.csv.gz, decode_mma_details.txt)
 #   PART=final    TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is: scripts/test_gpu.sh
