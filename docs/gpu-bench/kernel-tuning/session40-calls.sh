@@ -289,15 +289,22 @@ prompt_kernels() {
     --csv "$build/podkv" "${a[@]}" -p 4096 -n 0 -r 1 >"$out/ncu_prompt4k.csv" 2>/tmp/ncu.err; echo "rc $?"; tail -3 /tmp/ncu.err
   gzip -f "$out/ncu_prompt4k.csv"
 }
-case ${PART:-test} in
-decodesass)
+# Nsight Compute's SourceCounters, WarpStateStats and InstructionStats of one decode_mma_kernel launch
+# at batch 1 and 4K, with its SASS (decode_mma_sass.csv.gz, decode_mma_details.txt).
+decode_sass() {
+  local NCU
   NCU=$(command -v ncu)
+  echo "-- decode_mma_kernel source counters, 4K ($SECONDS s)"
   within 150 "$NCU" --clock-control none --cache-control none -k regex:decode_mma_kernel --launch-skip 64 --launch-count 1 \
     --section WarpStateStats --section SourceCounters --section InstructionStats --import-source yes -f -o /tmp/decode_mma \
     "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >/tmp/ncu1.log 2>&1; echo "rc $?"; tail -3 /tmp/ncu1.log
   "$NCU" -i /tmp/decode_mma.ncu-rep --page source --csv --print-source sass >"$out/decode_mma_sass.csv" 2>&1
   "$NCU" -i /tmp/decode_mma.ncu-rep --page details --print-details all >"$out/decode_mma_details.txt" 2>&1
   gzip -f "$out/decode_mma_sass.csv"
+}
+case ${PART:-test} in
+decodesass)
+  decode_sass
   ;;
 h200b)
   bench "2 3" 220; bench 1 100
@@ -352,14 +359,7 @@ kernels)
   prompt_kernels
   ;&
 next)
-  NCU=$(command -v ncu)
-  echo "-- decode_mma_kernel source counters, 4K ($SECONDS s)"
-  within 150 "$NCU" --clock-control none --cache-control none -k regex:decode_mma_kernel --launch-skip 64 --launch-count 1 \
-    --section WarpStateStats --section SourceCounters --section InstructionStats --import-source yes -f -o /tmp/decode_mma \
-    "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >/tmp/ncu1.log 2>&1; echo "rc $?"; tail -3 /tmp/ncu1.log
-  "$NCU" -i /tmp/decode_mma.ncu-rep --page source --csv --print-source sass >"$out/decode_mma_sass.csv" 2>&1
-  "$NCU" -i /tmp/decode_mma.ncu-rep --page details --print-details all >"$out/decode_mma_details.txt" 2>&1
-  gzip -f "$out/decode_mma_sass.csv"
+  decode_sass
   for pass in $(seq ${PASSES:-3}); do
     for depth in 4096 32735; do DEPTH=$depth tg "batch 1 at $depth, default" PODKV_NONE=0; DEPTH=$depth tg "batch 1 at $depth, PDL" PODKV_CUDA_PDL=1; done
   done
