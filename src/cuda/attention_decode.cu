@@ -57,11 +57,23 @@ constexpr bool kDeviceHasBulkCopies = false;
 constexpr bool kDeviceHasBulkCopies = true;
 #endif
 
-template <int D, int S, bool kSmallPages, bool kBulk = false, bool kRuns = false>
+// How decode_mma_kernel brings a tile in, PODKV_CUDA_DECODE_COPY: "runs" (the default on compute
+// capability 9.0 and later where a block may have the shared memory the largest head_dim's stages
+// take: one bulk copy of the tile's keys and one of its values per page they lie in, bulk_tiles),
+// "bulk" (one bulk copy of an entry per lane and tile), "tile" (16-byte cp.async per lane, the tile's
+// pages looked up once) or "lane" (each lane looks its own entries up, as with pages under 16
+// tokens). Pages under 16 tokens always take "lane"; stages 0 (loads into registers) take "tile" or
+// "lane".
+enum class DecodeCopy { kRuns, kBulk, kTile, kLane };
+
+template <int D, int S, DecodeCopy kCopy>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_mma_kernel(DeviceStep s, AttentionLaunch a, const float* q, int splits, float* partials) {
   using W = WarpAttention<D, true>;
   using Slots = DecodeSlots<D>;
+  constexpr bool kSmallPages = kCopy == DecodeCopy::kLane;
+  constexpr bool kBulk = kCopy == DecodeCopy::kRuns || kCopy == DecodeCopy::kBulk;
+  static_assert(S > 0 || !kBulk, "bulk copies go through the ring's stages");
   const int H = a.num_heads, Hkv = s.num_kv_heads, groups = H / Hkv, layer = a.layer;
   const int tiles_per_head = (groups + kMmaHeads - 1) / kMmaHeads;
   // Warp w of the grid: split w % splits of unit w / splits, a unit being (row, KV head, tile of
@@ -164,7 +176,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       compute(k, v, keys, cur.distant);
     }
   } else if constexpr (kBulk && kDeviceHasBulkCopies) {
-    bulk_tiles<D, S, kRuns>(s, spans, count, v0, v1, w, warp, lane, compute);
+    bulk_tiles<D, S, kCopy == DecodeCopy::kRuns>(s, spans, count, v0, v1, w, warp, lane, compute);
   } else {
     extern __shared__ __align__(16) uint8_t decode_ring[];  // [kWarps][S][kSlots][32 lanes][16 bytes]
     uint8_t* ring = decode_ring + static_cast<size_t>(warp) * S * Slots::kStageBytes + lane * 16;
@@ -272,42 +284,40 @@ int decode_stages() {
 }
 
 // f(kernel, dynamic shared bytes) with the decode_mma_kernel of head_dim (32, 64, 96 or 128), the
-// configured stages, pages of fewer than 16 tokens or not, and bulk copies or not (ring stages
-// only; per warp and page, kRuns, or per lane), its shared-memory limit raised to what it takes.
-template <int D, bool kSmallPages, bool kBulk, bool kRuns, typename F>
+// configured stages and copy, its shared-memory limit raised to what it takes.
+template <int D, DecodeCopy kCopy, typename F>
 void with_decode_mma_stages(F&& f) {
+  constexpr bool kBulk = kCopy == DecodeCopy::kRuns || kCopy == DecodeCopy::kBulk;
   auto run = [&](auto kernel, int stages) {
     // The larger of the two layouts where bulk copies are asked for: code compiled for a target
     // before sm_90 takes the ring (DecodeSlots) in the same kernel.
-    const size_t stage_bytes = kBulk && stages > 0 ? std::max<size_t>(BulkStage<D, kRuns>::kBytes, DecodeSlots<D>::kStageBytes)
-                                                   : DecodeSlots<D>::kStageBytes;
+    const size_t stage_bytes =
+        kBulk && stages > 0
+            ? std::max<size_t>(BulkStage<D, kCopy == DecodeCopy::kRuns>::kBytes, DecodeSlots<D>::kStageBytes)
+            : DecodeSlots<D>::kStageBytes;
     const size_t smem = static_cast<size_t>(kWarps) * stages * stage_bytes;
     allow_dynamic_smem(reinterpret_cast<const void*>(kernel), smem, "cudaFuncSetAttribute(decode_mma_kernel)");
     f(kernel, smem);
   };
+  constexpr DecodeCopy kNoRing = kCopy == DecodeCopy::kLane ? DecodeCopy::kLane : DecodeCopy::kTile;
   switch (decode_stages()) {
-    case 0: run(decode_mma_kernel<D, 0, kSmallPages, false>, 0); break;
-    case 3: run(decode_mma_kernel<D, 3, kSmallPages, kBulk, kRuns>, 3); break;
-    case 4: run(decode_mma_kernel<D, 4, kSmallPages, kBulk, kRuns>, 4); break;
-    default: run(decode_mma_kernel<D, 2, kSmallPages, kBulk, kRuns>, 2); break;
+    case 0: run(decode_mma_kernel<D, 0, kNoRing>, 0); break;
+    case 3: run(decode_mma_kernel<D, 3, kCopy>, 3); break;
+    case 4: run(decode_mma_kernel<D, 4, kCopy>, 4); break;
+    default: run(decode_mma_kernel<D, 2, kCopy>, 2); break;
   }
 }
 
-template <bool kSmallPages, bool kBulk, bool kRuns, typename F>
-void with_decode_mma_pages(int head_dim, F&& f) {
-  if (head_dim <= 32) with_decode_mma_stages<32, kSmallPages, kBulk, kRuns>(f);
-  else if (head_dim <= 64) with_decode_mma_stages<64, kSmallPages, kBulk, kRuns>(f);
-  else if (head_dim <= 96) with_decode_mma_stages<96, kSmallPages, kBulk, kRuns>(f);
-  else with_decode_mma_stages<128, kSmallPages, kBulk, kRuns>(f);
+template <DecodeCopy kCopy, typename F>
+void with_decode_mma_copy(int head_dim, F&& f) {
+  if (head_dim <= 32) with_decode_mma_stages<32, kCopy>(f);
+  else if (head_dim <= 64) with_decode_mma_stages<64, kCopy>(f);
+  else if (head_dim <= 96) with_decode_mma_stages<96, kCopy>(f);
+  else with_decode_mma_stages<128, kCopy>(f);
 }
 
-// How decode_mma_kernel brings a tile in, PODKV_CUDA_DECODE_COPY: "runs" (the default on compute
-// capability 9.0 and later where a block may have the shared memory the largest head_dim's stages
-// take: one bulk copy of the tile's keys and one of its values per page they lie in, bulk_tiles),
-// "bulk" (one bulk copy of an entry per lane and tile), "tile" (16-byte cp.async per lane, the tile's
-// pages looked up once) or "lane" (each lane looks its own entries up, as with pages under 16
-// tokens). Pages under 16 tokens always take "lane".
-enum class DecodeCopy { kRuns, kBulk, kTile, kLane };
+// The copy PODKV_CUDA_DECODE_COPY asks for (DecodeCopy, above the kernel), read once: "runs" unless
+// the device lacks bulk copies or the shared memory they take.
 DecodeCopy decode_copy() {
   static const DecodeCopy copy = [] {
     const char* e = std::getenv("PODKV_CUDA_DECODE_COPY");
@@ -330,10 +340,10 @@ DecodeCopy decode_copy() {
 template <typename F>
 void with_decode_mma_kernel(int head_dim, int64_t page_tokens, bool bulk_ok, F&& f) {
   const DecodeCopy copy = decode_copy();
-  if (page_tokens < 16 || copy == DecodeCopy::kLane) with_decode_mma_pages<true, false, false>(head_dim, f);
-  else if (copy == DecodeCopy::kRuns && bulk_ok) with_decode_mma_pages<false, true, true>(head_dim, f);
-  else if (copy == DecodeCopy::kBulk && bulk_ok) with_decode_mma_pages<false, true, false>(head_dim, f);
-  else with_decode_mma_pages<false, false, false>(head_dim, f);
+  if (page_tokens < 16 || copy == DecodeCopy::kLane) with_decode_mma_copy<DecodeCopy::kLane>(head_dim, f);
+  else if (copy == DecodeCopy::kRuns && bulk_ok) with_decode_mma_copy<DecodeCopy::kRuns>(head_dim, f);
+  else if (copy == DecodeCopy::kBulk && bulk_ok) with_decode_mma_copy<DecodeCopy::kBulk>(head_dim, f);
+  else with_decode_mma_copy<DecodeCopy::kTile>(head_dim, f);
 }
 
 }  // namespace
@@ -345,7 +355,7 @@ size_t decode_attention_partial_floats(int64_t rows, int num_heads, int splits, 
 }
 
 void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits,
-                      float* partials, cudaStream_t stream) {
+                      float* partials, cudaStream_t stream, DecodeMerge* deferred) {
   if (step.num_decode_rows == 0) return;
   check(decode_attention_fits(step.head_dim),
         "cuda decode attention: head_dim " + std::to_string(step.head_dim) + " is not a multiple of 8 up to 128");
@@ -365,7 +375,9 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
   } else {
     launch_simt(step, launch, q, splits, partials, stream);
   }
-  launch_merge(step, launch, splits, partials, stream);
+  const DecodeMerge merge = merge_of(step, launch, splits, partials);
+  if (deferred != nullptr) *deferred = merge;
+  else decode_merge(merge, stream);
 }
 
 int decode_attention_mma_warps_per_sm(int head_dim) {

@@ -23,6 +23,26 @@ constexpr int kPerThread = 16;  // rows up to 8192 elements stay in registers
 __device__ __forceinline__ void store(float* o, float v) { *o = v; }
 __device__ __forceinline__ void store(uint16_t* o, float v) { *o = f32_to_bf16_bits(v); }
 
+// 1 / sqrt(mean of the squares + eps) of a row whose squares each thread of the block (kBlock
+// threads) summed in `ss`: one warp-shuffle reduction, one pass over the block's warp sums, two
+// barriers; every thread gets the answer.
+template <int kBlock>
+__device__ __forceinline__ float inverse_rms(double ss, int64_t n, double eps) {
+  __shared__ double warp_sums[kBlock / 32];
+  __shared__ float inv_shared;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  ss = warp_sum_double(ss);
+  if (lane == 0) warp_sums[warp] = ss;
+  __syncthreads();
+  if (warp == 0) {
+    double t = lane < kBlock / 32 ? warp_sums[lane] : 0.0;
+    t = warp_sum_double(t);
+    if (lane == 0) inv_shared = static_cast<float>(1.0 / sqrt(t / static_cast<double>(n) + eps));
+  }
+  __syncthreads();
+  return inv_shared;
+}
+
 // With `residual`: x += residual first (the row is written back), then the norm of the sum. Out is
 // float, or uint16_t for bf16 (the float32 product rounded to nearest even: split_bf16's bits).
 template <typename Out>
@@ -49,19 +69,7 @@ __global__ void __launch_bounds__(kThreads)
     if (res != nullptr) y += res[i], xr[i] = y;
     ss += static_cast<double>(y) * y;
   }
-  __shared__ double warp_sums[kThreads / 32];
-  __shared__ float inv_shared;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  ss = warp_sum_double(ss);
-  if (lane == 0) warp_sums[warp] = ss;
-  __syncthreads();
-  if (warp == 0) {
-    double t = lane < kThreads / 32 ? warp_sums[lane] : 0.0;
-    t = warp_sum_double(t);
-    if (lane == 0) inv_shared = static_cast<float>(1.0 / sqrt(t / static_cast<double>(n) + eps));
-  }
-  __syncthreads();
-  const float inv = inv_shared;
+  const float inv = inverse_rms<kThreads>(ss, n, eps);
   Out* o = out + r * n;
 #pragma unroll
   for (int k = 0; k < kPerThread; ++k) {
@@ -129,19 +137,7 @@ __global__ void __launch_bounds__(kVecThreads)
   }
   for (int64_t i = threadIdx.x + static_cast<int64_t>(kVecPerThread) * kVecThreads; i < n4; i += kVecThreads)
     ss += squares(load_sum(xr, res, i));
-  __shared__ double warp_sums[kVecThreads / 32];
-  __shared__ float inv_shared;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  ss = warp_sum_double(ss);
-  if (lane == 0) warp_sums[warp] = ss;
-  __syncthreads();
-  if (warp == 0) {
-    double t = lane < kVecThreads / 32 ? warp_sums[lane] : 0.0;
-    t = warp_sum_double(t);
-    if (lane == 0) inv_shared = static_cast<float>(1.0 / sqrt(t / static_cast<double>(n) + eps));
-  }
-  __syncthreads();
-  const float inv = inv_shared;
+  const float inv = inverse_rms<kVecThreads>(ss, n, eps);
   Out* o = out + r * n;
 #pragma unroll
   for (int k = 0; k < kVecPerThread; ++k) {

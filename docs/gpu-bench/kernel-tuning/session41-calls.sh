@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 40's device calls: session39-calls.sh (renamed; `git show 84c6a6a:docs/gpu-bench/kernel-tuning/
+# Session 41's device calls: session40-calls.sh (renamed; `git show 32b9218:docs/gpu-bench/kernel-tuning/
+# session40-calls.sh`) plus PART=merge. Session 40's: session39-calls.sh (renamed; `git show 84c6a6a:docs/gpu-bench/kernel-tuning/
 # session39-calls.sh`) plus PART=kernels. Session 39's: session38-calls.sh (renamed; `git show d4191cd:docs/gpu-bench/kernel-tuning/
 # session38-calls.sh`) plus PART=h200. Session 38's: session37-calls.sh (renamed; `git show 1777730:docs/gpu-bench/kernel-tuning/
 # session37-calls.sh`) plus PART=qbf16. Session 37's: session35-calls.sh (renamed; `git show abdd298:docs/gpu-bench/kernel-tuning/
@@ -48,6 +49,13 @@
 #                 4096 and 8192 beside transformers' SDPA, alternating
 #   PART=h200b    (podkv_cli only; needs_h200) bench_gpu.sh parts 2 and 3 first (96 GiB of cache: batches of 64 and
 #                 128, the largest batch at 32K), then part 1 as time allows
+#   PART=merge    TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": split-KV attention's merge as the decode
+#                 chain's first stage (the fusion "merge", on by default) against its own kernel
+#                 (PODKV_CUDA_DECODE_FUSE=swiglu,chain,rope): the decode_chain op cases (with the merge cases),
+#                 the attention op cases under every copy (runs, bulk, tile, lane, no ring) and without the
+#                 merge's prefetch, rms_norm; the gtests CudaDecodeChain.*, CudaFusedOps.*, CudaGraphs.* and
+#                 Models/CudaFixture.*; Nsight Compute's kernel durations of a 4K decode step both ways;
+#                 batch-1 decode at 4K (three interleaved passes) and 32K (two)
 #   PART=decodesass CUDA_FLAGS=-lineinfo (podkv_cli only; written in session 40, not yet run): Nsight Compute's SourceCounters, WarpStateStats and
 #                 InstructionStats of one decode_mma_kernel launch at batch 1 and 4K on the tree as it is
 #                 (the runs copies), with its SASS (decode_mma_sass.csv.gz, decode_mma_details.txt)
@@ -303,6 +311,24 @@ decode_sass() {
   gzip -f "$out/decode_mma_sass.csv"
 }
 case ${PART:-test} in
+merge)
+  ops "PODKV_NONE=0 decode_chain" "PODKV_NONE=0 attention" "PODKV_CUDA_DECODE_COPY=bulk attention" \
+    "PODKV_CUDA_DECODE_COPY=tile attention" "PODKV_CUDA_DECODE_COPY=lane attention" "PODKV_CUDA_DECODE_STAGES=0 attention" \
+    "PODKV_CUDA_MERGE_PREFETCH=0 attention" "PODKV_NONE=0 rms_norm"
+  within 240 "$build/podkv_tests" --gtest_filter='CudaDecodeChain.*:CudaFusedOps.*:CudaGraphs.*:Models/CudaFixture.*' >/tmp/gt.log 2>&1
+  echo "gtests rc $?: $(grep -E '^\[  (PASSED|FAILED)' /tmp/gt.log | tr '\n' ' ')"; grep -E "^\[  FAILED" /tmp/gt.log | head
+  grep -E "^\[ +(OK|FAILED) +\] .*Merge" /tmp/gt.log | head -12
+  for fuse in swiglu,chain,rope,merge swiglu,chain,rope; do
+    echo "-- ncu durations, decode 4K, DECODE_FUSE=$fuse ($SECONDS s)"
+    within 90 env PODKV_CUDA_DECODE_FUSE=$fuse "$(command -v ncu)" --clock-control none --cache-control none \
+      --metrics gpu__time_duration.sum --csv "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >"$out/ncu_decode4k_$fuse.csv" 2>/tmp/ncu.err
+    echo "rc $?"
+  done
+  for pass in 1 2 3; do tg "batch 1 at 4K, merge in the chain" PODKV_NONE=0; tg "batch 1 at 4K, merge kernel" PODKV_CUDA_DECODE_FUSE=swiglu,chain,rope; done
+  for pass in 1 2; do
+    DEPTH=32735 tg "batch 1 at 32K, merge in the chain" PODKV_NONE=0; DEPTH=32735 tg "batch 1 at 32K, merge kernel" PODKV_CUDA_DECODE_FUSE=swiglu,chain,rope
+  done
+  ;;
 decodesass)
   decode_sass
   ;;
