@@ -56,6 +56,10 @@
 #                 merge's prefetch, rms_norm; the gtests CudaDecodeChain.*, CudaFusedOps.*, CudaGraphs.* and
 #                 Models/CudaFixture.*; Nsight Compute's kernel durations of a 4K decode step both ways;
 #                 batch-1 decode at 4K (three interleaved passes) and 32K (two)
+#   PART=merge2   (podkv_cli only): the merge in the chain with the o projection's first weights asked into L2
+#                 while it merges (PODKV_CUDA_CHAIN_MERGE_PREFETCH=0, 4096, 8192 bytes a row) against the merge
+#                 kernel: batch-1 decode at 4K, three interleaved passes, 32K once; Nsight Compute's kernel
+#                 durations of a 4K decode step with the merge kernel and in the chain (8192)
 #   PART=decodesass CUDA_FLAGS=-lineinfo (podkv_cli only; written in session 40, not yet run): Nsight Compute's SourceCounters, WarpStateStats and
 #                 InstructionStats of one decode_mma_kernel launch at batch 1 and 4K on the tree as it is
 #                 (the runs copies), with its SASS (decode_mma_sass.csv.gz, decode_mma_details.txt)
@@ -327,6 +331,21 @@ merge)
   for pass in 1 2 3; do tg "batch 1 at 4K, merge in the chain" PODKV_NONE=0; tg "batch 1 at 4K, merge kernel" PODKV_CUDA_DECODE_FUSE=swiglu,chain,rope; done
   for pass in 1 2; do
     DEPTH=32735 tg "batch 1 at 32K, merge in the chain" PODKV_NONE=0; DEPTH=32735 tg "batch 1 at 32K, merge kernel" PODKV_CUDA_DECODE_FUSE=swiglu,chain,rope
+  done
+  ;;
+merge2)
+  kernel=PODKV_CUDA_DECODE_FUSE=swiglu,chain,rope
+  for pass in 1 2 3; do
+    tg "batch 1 at 4K, merge kernel" $kernel
+    for bytes in 0 4096 8192; do tg "batch 1 at 4K, merge in the chain, prefetch $bytes" PODKV_CUDA_CHAIN_MERGE_PREFETCH=$bytes; done
+  done
+  DEPTH=32735 tg "batch 1 at 32K, merge kernel" $kernel
+  DEPTH=32735 tg "batch 1 at 32K, merge in the chain, prefetch 8192" PODKV_CUDA_CHAIN_MERGE_PREFETCH=8192
+  for setting in "kernel $kernel" "chain PODKV_CUDA_CHAIN_MERGE_PREFETCH=8192"; do
+    echo "-- ncu durations, decode 4K, merge ${setting% *} ($SECONDS s)"
+    within 90 env ${setting#* } "$(command -v ncu)" --clock-control none --cache-control none \
+      --metrics gpu__time_duration.sum --csv "$build/podkv" "${a[@]}" -p 0 -n 3 -d 4096 -r 1 >"$out/ncu_merge_${setting%% *}.csv" 2>/tmp/ncu.err
+    echo "rc $?"
   done
   ;;
 decodesass)
