@@ -212,40 +212,6 @@ TEST_P(CudaFixture, DecodeChainRopeMatchesTheSplitKernel) {
   EXPECT_LT(relative_error(logits[0][1].data(), logits[0][0].data(), n), 1e-6) << GetParam() << ": none, graphs";
 }
 
-// Attention's merge in the decode chain's first stage (attention_before_chain, the merge fusion) against
-// the merge kernel: a prompt of bf16 entries fed one token per step, with and without step graphs.
-// The same partials merged in other groups of chunks: logits within float32 rounding; every decode
-// step's chains merged (launch by launch; with graphs at least the steps not replayed).
-TEST_P(CudaFixture, DecodeChainMergeMatchesTheMergeKernel) {
-  const fs::path dir = kFixtures / GetParam();
-  auto ref = safetensors::File::open((dir / "reference.safetensors").string());
-  auto model = Model::load(dir.string());
-  const ModelConfig& c = model->config();
-  const std::vector<int32_t> all_ids = ids_of(ref, "input_ids");
-  const std::vector<int32_t> ids(all_ids.begin(), all_ids.begin() + std::min<size_t>(all_ids.size(), 24));
-  std::vector<float> logits[2][2];  // [merge][graphs]
-  for (int merge = 0; merge < 2; ++merge)
-    for (int graphs = 0; graphs < 2; ++graphs) {
-      CudaBackendOptions options;
-      options.graphs = graphs == 1;
-      CudaBackend gpu(*model, options);
-      gpu.ops().set_decode_fusions(true, false, true, true, merge == 1);
-      auto cache = cache_for(c, static_cast<int64_t>(ids.size()), KvDType::BF16);
-      Runner runner(gpu, *cache);
-      runner.set_chunk_size(1);
-      runner.forward(cache->add_sequence(), ids, true, logits[merge][graphs]);
-      ASSERT_EQ(logits[merge][graphs].size(), ids.size() * static_cast<size_t>(c.vocab_size)) << GetParam();
-      const int64_t chains = gpu.ops().decode_chain_launches(), merges = gpu.ops().decode_chain_merges();
-      if (merge == 0) EXPECT_EQ(merges, 0) << GetParam();
-      else if (graphs == 0) EXPECT_EQ(merges, chains) << GetParam();
-      else EXPECT_GE(merges, c.num_layers) << GetParam();
-      EXPECT_GE(chains, c.num_layers) << GetParam();
-    }
-  const size_t n = logits[0][0].size();
-  EXPECT_LT(relative_error(logits[1][0].data(), logits[0][0].data(), n), 1e-5) << GetParam() << ": merge against none";
-  EXPECT_LT(relative_error(logits[1][1].data(), logits[1][0].data(), n), 1e-6) << GetParam() << ": merge, graphs";
-}
-
 TEST_P(CudaFixture, GreedyGenerationMatchesTransformers) {
   const fs::path dir = kFixtures / GetParam();
   auto ref = safetensors::File::open((dir / "reference.safetensors").string());

@@ -290,9 +290,7 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
     {
       ProfileScope p(ops_, "attention");
       params.layer = layer;
-      // Without an observer the decode chain below comes next: it may take attention's merge.
       if (staged) attention_staged = ops_.attention_staged(params, q, outputs, q_bf16);
-      else if (observer_ == nullptr) ops_.attention_before_chain(params, q, outputs);
       else ops_.attention(params, q, outputs);
       check(!lean || attention_staged, "cuda forward: a lean step's attention output was not staged");
     }

@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
-#include <utility>
 
 #include "backend/cuda_backend_state.h"
 #include "cuda/cuda_check.h"
@@ -102,8 +101,7 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
   if (const char* fuse = std::getenv("PODKV_CUDA_DECODE_FUSE"); fuse != nullptr) {
     const std::string names = std::string(",") + fuse + ",";
     set_decode_fusions(names.find(",swiglu,") != std::string::npos, names.find(",norm,") != std::string::npos,
-                       names.find(",chain,") != std::string::npos, names.find(",rope,") != std::string::npos,
-                       names.find(",merge,") != std::string::npos);
+                       names.find(",chain,") != std::string::npos, names.find(",rope,") != std::string::npos);
   }
   if (const char* fuse = std::getenv("PODKV_CUDA_PREFILL_FUSE"); fuse != nullptr)
     set_prompt_bf16_path(std::string(fuse) != "0");
@@ -117,12 +115,11 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
 
 void CudaBackendOps::set_prompt_bf16_path(bool on) { state_->prompt_bf16 = on; }
 
-void CudaBackendOps::set_decode_fusions(bool swiglu, bool norm, bool chain, bool rope, bool merge) {
+void CudaBackendOps::set_decode_fusions(bool swiglu, bool norm, bool chain, bool rope) {
   state_->fuse_swiglu = swiglu;
   state_->fuse_norm = norm;
   state_->fuse_chain = chain;
   state_->fuse_rope = rope;
-  state_->fuse_merge = merge;
 }
 
 CudaBackendOps::~CudaBackendOps() {
@@ -341,16 +338,9 @@ void CudaBackendOps::matmul_swiglu(const WeightMatrix& w, const float* x, int64_
 bool CudaBackendOps::decode_chain(const WeightMatrix& wo, const WeightMatrix& w_gate_up, const WeightMatrix& w_down,
                                   const float* mlp_norm, const NextProjection& next, double eps, int64_t rows,
                                   const float* attn, float* x, float* h, float* qkv) {
-  // attention_before_chain's merge: the chain's first stage, or, where the chain declines, its kernel.
-  const cuda::DecodeMerge merge = std::exchange(state_->pending_merge, cuda::DecodeMerge{});
-  auto decline = [&] {
-    cuda::decode_merge(merge, state_->stream);
-    return false;
-  };
-  check(merge.splits == 0 || merge.out == attn, "decode_chain: attention's deferred merge is not into attn");
-  if (rows != 1 || !state_->fuse_chain) return decline();
+  if (rows != 1 || !state_->fuse_chain) return false;
   for (const WeightMatrix* w : {&wo, &w_gate_up, &w_down, next.wqkv})
-    if (w != nullptr && w->dtype != DType::BF16) return decline();
+    if (w != nullptr && w->dtype != DType::BF16) return false;
   check(w_gate_up.rows % 2 == 0 && w_gate_up.cols == wo.rows && w_down.rows == wo.rows &&
             w_down.cols == w_gate_up.rows / 2 && (next.wqkv == nullptr || next.wqkv->cols == wo.rows),
         "decode_chain: the layer's matrices do not chain (o " + std::to_string(wo.rows) + "x" +
@@ -372,7 +362,6 @@ bool CudaBackendOps::decode_chain(const WeightMatrix& wo, const WeightMatrix& w_
   args.eps = eps;
   args.attn = attn, args.x = x, args.h = h, args.qkv = qkv;
   args.barrier = state_->chain_barrier;
-  if (merge.splits > 0) args.merge = &merge;
   cuda::ChainRope rope;
   if (next.wqkv != nullptr && next.rope != nullptr && state_->fuse_rope && has_step_) {
     const NextRope& r = *next.rope;
@@ -384,16 +373,15 @@ bool CudaBackendOps::decode_chain(const WeightMatrix& wo, const WeightMatrix& w_
   // Where the kernel with the RoPE stage cannot run (a step it does not take: kernels.h's DecodeChain;
   // its occupancy; a launch of it that failed before), the plain chain still can.
   if (args.rope != nullptr && !cuda::decode_chain_applies(args, state_->num_sms)) args.rope = nullptr;
-  if (!cuda::decode_chain_applies(args, state_->num_sms)) return decline();
+  if (!cuda::decode_chain_applies(args, state_->num_sms)) return false;
   ProfileScope p(*this, args.rope != nullptr ? "decode chain (o, gate | up, down, next q, k, v, rope, kv write)"
                                              : "decode chain (o, gate | up, down, next q, k, v)");
   if (!cuda::decode_chain(args, state_->num_sms, state_->stream)) {
-    if (args.rope == nullptr) return decline();
+    if (args.rope == nullptr) return false;
     args.rope = nullptr;
-    if (!cuda::decode_chain(args, state_->num_sms, state_->stream)) return decline();
+    if (!cuda::decode_chain(args, state_->num_sms, state_->stream)) return false;
   }
   ++state_->chain_launches;
-  if (args.merge != nullptr) ++state_->chain_merges;
   if (args.rope != nullptr) {
     next.rope->done = true;
     ++state_->chain_rope_launches;
@@ -403,7 +391,6 @@ bool CudaBackendOps::decode_chain(const WeightMatrix& wo, const WeightMatrix& w_
 
 int64_t CudaBackendOps::decode_chain_launches() const { return state_->chain_launches; }
 int64_t CudaBackendOps::decode_chain_rope_launches() const { return state_->chain_rope_launches; }
-int64_t CudaBackendOps::decode_chain_merges() const { return state_->chain_merges; }
 
 void CudaBackendOps::split_qkv_rope(const float* qkv, int64_t rows, int heads, int kv_heads, int dim,
                                     const int64_t* positions, const float* inv_freq, bool interleaved, float* q, float* k,

@@ -49,12 +49,6 @@ class CudaBackendOps : public BackendOps {
   void kv_write(int layer, const float* k, const float* v) override;
   void attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs) override;
 
-  // attention, for a step that calls decode_chain right after it: where the merge fusion is on and the
-  // step is one decode row of the split-KV kernels, the merge of the row's chunks is left to that
-  // decode_chain (its first stage: one launch less per layer), so nothing may read outputs.out or
-  // outputs.gates in between. decode_chain merges them whether it runs or declines.
-  void attention_before_chain(const AttentionParams& params, const float* q, const AttentionOutputs& outputs);
-
   // Beyond the interface, for CudaBackend's fused steps (cuda/kernels.h says what each does).
   void add_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n, double eps,
                     float* out);
@@ -98,8 +92,6 @@ class CudaBackendOps : public BackendOps {
   // replayed graph adds none): for tests.
   int64_t decode_chain_launches() const;
   int64_t decode_chain_rope_launches() const;
-  // decode_chain launches that merged attention_before_chain's chunks (a replayed graph adds none).
-  int64_t decode_chain_merges() const;
   // Whether the fused forms above are taken: swiglu and chain on, norm off by default. Timed one at a
   // time on the H200 (2026-12-03, batch-1 decode of the Llama-3-8B shape at 4K, interleaved with the
   // default of then, both off: 167.8-169.4 tok/s): swiglu 170.7-172.1, norm 162.8-163.3. The chain
@@ -107,10 +99,9 @@ class CudaBackendOps : public BackendOps {
   // swiglu on in both: 196.1 and 194.2 tok/s at 4K against 183.6 and 183.7 without it.
   // rope: the chain's RoPE and KV write (decode_chain's next.rope), on by default: session 31, on an
   // H100, 155.3 tok/s at 4K against 153.8 without it (125.3 against 124.1 at 32K).
-  // merge: attention's merge in the chain's first stage (attention_before_chain), on by default.
-  // PODKV_CUDA_DECODE_FUSE names the ones to use ("swiglu", "norm", "chain", "rope", "merge", joined
-  // by commas; "none": none), a knob for timing them (scripts/tuning_gpu.sh SETTINGS).
-  void set_decode_fusions(bool swiglu, bool norm, bool chain, bool rope = true, bool merge = true);
+  // PODKV_CUDA_DECODE_FUSE names the ones to use ("swiglu", "norm", "chain", "rope", joined by commas;
+  // "none": none), a knob for timing them (scripts/tuning_gpu.sh SETTINGS).
+  void set_decode_fusions(bool swiglu, bool norm, bool chain, bool rope = true);
   // The bf16 prompt path: for prompt rows (more than cuda::kGemvMaxRows) of BF16 weights the GEMMs
   // take their input as bf16 from one staging buffer, which the op before writes straight away
   // (no float32 copy in memory, no separate rounding pass), and the projections into the residual
@@ -219,9 +210,8 @@ class CudaBackendOps : public BackendOps {
   uint16_t* bf16_scratch(int64_t elems);
   // attention() and attention_staged(): stage, where it applies, writes the output into the staging
   // buffer in bf16 instead of outputs.out; returns whether it did.
-  // defer_merge: attention_before_chain's.
   bool run_attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs, bool stage,
-                     const uint16_t* q_bf16, bool defer_merge = false);
+                     const uint16_t* q_bf16);
   // Every row of the step a prompt row of the tensor-core prefill kernels (for num_heads query heads).
   bool prefill_rows_only(int num_heads) const;
   // y [rows, w.rows] = a [rows, w.cols] · wᵀ + beta y on the tensor cores: a bf16, w BF16, y float32

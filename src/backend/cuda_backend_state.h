@@ -17,7 +17,6 @@
 
 #include "cuda/device_step.h"
 #include "cuda/gemm_lt.h"
-#include "cuda/kernels.h"
 
 namespace podkv {
 
@@ -66,11 +65,7 @@ struct CudaBackendOps::State {
   unsigned* norm_counter = nullptr;  // gemv_residual_norm_row's blocks done (zero between launches)
   unsigned* chain_barrier = nullptr;  // decode_chain's grid barrier (kDecodeChainBarrierWords), zeroed once
   bool fuse_swiglu = false, fuse_norm = false, fuse_chain = false, fuse_rope = false;  // set_decode_fusions
-  bool fuse_merge = false;                                                               // ... also
   int64_t chain_launches = 0, chain_rope_launches = 0;  // decode_chain_launches, decode_chain_rope_launches
-  int64_t chain_merges = 0;                             // decode_chain_merges
-  // attention_before_chain's merge, left for the decode_chain after it (splits 0: none).
-  cuda::DecodeMerge pending_merge;
   bool prompt_bf16 = true;                       // PODKV_CUDA_PREFILL_FUSE=0 turns it off
   bool stage_attention = true;                   // PODKV_CUDA_PREFILL_STAGE_ATTENTION=0 turns it off
   int64_t staged_attention_launches = 0;         // attention_staged calls that staged

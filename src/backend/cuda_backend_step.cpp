@@ -211,11 +211,6 @@ void CudaBackendOps::attention(const AttentionParams& params, const float* q, co
   run_attention(params, q, outputs, false, nullptr);
 }
 
-void CudaBackendOps::attention_before_chain(const AttentionParams& params, const float* q,
-                                            const AttentionOutputs& outputs) {
-  run_attention(params, q, outputs, false, nullptr, true);
-}
-
 bool CudaBackendOps::attention_staged(const AttentionParams& params, const float* q, const AttentionOutputs& outputs,
                                       const uint16_t* q_bf16) {
   return run_attention(params, q, outputs, state_->stage_attention, q_bf16);
@@ -238,9 +233,8 @@ void CudaBackendOps::set_prompt_qkv_bf16(bool on) { state_->qkv_bf16 = on; }
 int64_t CudaBackendOps::bf16_q_attention_launches() const { return state_->bf16_q_attention_launches; }
 
 bool CudaBackendOps::run_attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs,
-                                   bool stage, const uint16_t* q_bf16, bool defer_merge) {
+                                   bool stage, const uint16_t* q_bf16) {
   check(has_step_, "attention: no step (call set_step first)");
-  check(state_->pending_merge.splits == 0, "attention: the last attention_before_chain's decode_chain never came");
   const int kv_heads = view_.num_kv_heads;
   check(params.num_heads >= 1 && params.num_heads % kv_heads == 0,
         "attention: " + std::to_string(params.num_heads) + " query heads over " + std::to_string(kv_heads) +
@@ -279,12 +273,7 @@ bool CudaBackendOps::run_attention(const AttentionParams& params, const float* q
     grow(state_->partials, state_->partial_capacity, floats, "attention partials");
     if (step.num_prefill_tiles > 0)
       cuda::prefill_attention(step, launch, q, step.prefill_tiles, step.num_prefill_tiles, state_->stream);
-    // One decode row alone (the chain's step): its merge may wait for the chain.
-    const bool defer = defer_merge && state_->fuse_merge && state_->fuse_chain && step.rows == 1 &&
-                       step.num_decode_rows == 1 && step.num_prefill_tiles == 0;
-    if (step.num_decode_rows > 0)
-      cuda::decode_attention(step, launch, q, splits, state_->partials, state_->stream,
-                             defer ? &state_->pending_merge : nullptr);
+    if (step.num_decode_rows > 0) cuda::decode_attention(step, launch, q, splits, state_->partials, state_->stream);
   } else {
     cuda::attention(state_->step, launch, q, state_->stream);
   }

@@ -355,7 +355,7 @@ size_t decode_attention_partial_floats(int64_t rows, int num_heads, int splits, 
 }
 
 void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits,
-                      float* partials, cudaStream_t stream, DecodeMerge* deferred) {
+                      float* partials, cudaStream_t stream) {
   if (step.num_decode_rows == 0) return;
   check(decode_attention_fits(step.head_dim),
         "cuda decode attention: head_dim " + std::to_string(step.head_dim) + " is not a multiple of 8 up to 128");
@@ -375,9 +375,7 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
   } else {
     launch_simt(step, launch, q, splits, partials, stream);
   }
-  const DecodeMerge merge = merge_of(step, launch, splits, partials);
-  if (deferred != nullptr) *deferred = merge;
-  else decode_merge(merge, stream);
+  launch_merge(step, launch, splits, partials, stream);
 }
 
 int decode_attention_mma_warps_per_sm(int head_dim) {

@@ -9,7 +9,6 @@
 #include <cstdint>
 
 #include "cuda/device_step.h"
-#include "cuda/kernels.h"
 #include "cuda/paged.cuh"
 #include "kv/token_classes.h"
 
@@ -93,8 +92,8 @@ __device__ inline int row_spans(const DeviceStep& s, int layer, int b, int h, in
 // The decode kernel on the CUDA cores (attention_decode_simt.cu) over `splits` chunks, into partials.
 void launch_simt(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits, float* partials,
                  cudaStream_t stream);
-// What the merge of the chunks' partials into launch.out (and launch.all_gates) takes, after either
-// kernel (kernels.h's decode_merge runs it).
-DecodeMerge merge_of(const DeviceStep& step, const AttentionLaunch& launch, int splits, const float* partials);
+// The merge of the chunks' partials into launch.out (and launch.all_gates), after either kernel.
+void launch_merge(const DeviceStep& step, const AttentionLaunch& launch, int splits, const float* partials,
+                  cudaStream_t stream);
 
 }  // namespace podkv::cuda::decode

@@ -24,7 +24,6 @@
 // the stage's barrier.
 #include "cuda/cuda_check.h"
 #include "cuda/decode_chain_plan.h"
-#include "cuda/decode_merge.cuh"
 #include "cuda/elements.cuh"
 #include "cuda/gemv_row.cuh"
 #include "cuda/kernels.h"
@@ -59,7 +58,6 @@ struct ChainParams {
   unsigned* barrier;
   int64_t prefetch_bytes;  // per row: prefetch_first_task
   ChainRope rope;          // decode_chain_kernel<W, true>: stage[kNextQkv] is kRope, into rope's q, k, v (not qkv)
-  DecodeMerge merge;       // splits > 0: attention's merge into attn first (merge_slices)
 };
 
 // What the RoPE epilogue reads, taken by each block at the stage's barrier (the step's metadata
@@ -327,24 +325,6 @@ __device__ __forceinline__ void run_stage(const ChainStage& s, const float* xs, 
     run_task<E>(s, task, xs, y, bias, partial, p, rope_shared);
 }
 
-// Attention's deferred merge (kernels.h's DecodeMerge, one row), the chain's blocks taking slices of
-// kChainMergeElems elements of a head's output: a row's 32 heads of 128 elements are 256 slices, one
-// per block of the usual grid (264 on an H100), where merge_kernel had 32 blocks of 512 threads. A
-// block's 16 groups load their first kChainMergePrefetch chunks before the statistics' reductions
-// (192 chunks: a batch-1 row has at most one per resident attention warp, 132 on an H100).
-constexpr int kChainMergeElems = 16, kChainMergePrefetch = 12;
-
-template <int W>
-__device__ __forceinline__ void merge_slices(const DecodeMerge& m) {
-  const int slices = (m.head_dim + kChainMergeElems - 1) / kChainMergeElems;
-  const int64_t units = m.num_decode_rows * m.num_heads * slices;
-  for (int64_t u = blockIdx.x; u < units; u += gridDim.x) {
-    const int64_t head = u / slices;
-    decode::merge_head<32 * W, kChainMergeElems, kChainMergePrefetch>(
-        m, head / m.num_heads, static_cast<int>(head % m.num_heads), static_cast<int>(u % slices) * kChainMergeElems);
-  }
-}
-
 // Blocks of W warps, all resident at once (a cooperative launch) and the registers capped at 80 so
 // that 24 warps fit a multiprocessor: W = 8 three blocks, W = 24 one (80 registers, no spills).
 // kRope: the last stage with the next layer's RoPE and KV write (p.rope), a kernel of its own so
@@ -353,12 +333,8 @@ template <int W, bool kRope>
 __global__ void __launch_bounds__(32 * W, 24 / W) decode_chain_kernel(const ChainParams p) {
   extern __shared__ float4 shared_x[];  // the stage's input: max(q_dim, hidden, inter) floats
   float* xs = reinterpret_cast<float*>(shared_x);
-  // x += o(attn): attn comes from the launch before, or from the merge of its partials here.
+  // x += o(attn): attn comes from the launch before.
   prefetch_first_task(p.stage[kO], p.prefetch_bytes);
-  if (p.merge.splits > 0) {
-    merge_slices<W>(p.merge);
-    grid_barrier(p.barrier);
-  }
   load_input<W>(xs, p.attn, p.stage[kO].in);
   run_stage<ChainEpilogue::kResidual, W>(p.stage[kO], xs, p.x, nullptr, p);
   // h = silu(gate) * up of RMSNorm(x) * mlp_norm.
@@ -524,7 +500,6 @@ bool decode_chain(const DecodeChain& a, int num_sms, cudaStream_t stream) {
   p.mlp_norm = a.mlp_norm, p.next_norm = a.next_norm, p.bias = a.bqkv;
   p.eps = a.eps, p.hidden = a.hidden, p.barrier = a.barrier;
   p.prefetch_bytes = prefetch_bytes;
-  if (a.merge != nullptr) p.merge = *a.merge;
 
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(static_cast<unsigned>(launch.blocks));

@@ -103,19 +103,6 @@ struct ChainRope {
 };
 constexpr int kChainRopeMaxKvHeads = 64;
 
-// What merges split-KV decode attention's chunks (attention_decode.cu's decode_attention, below):
-// their partials combined by their log-sum-exp into the output and the anchor gates.
-struct DecodeMerge {
-  const float* partials = nullptr;  // [num_decode_rows][num_heads][splits][head_dim + 4]
-  int splits = 0;                   // 0: nothing to merge
-  int num_heads = 0, head_dim = 0, layer = 0;
-  int64_t rows = 0;                    // the step's rows (all_gates' [layers][rows][num_heads])
-  int64_t num_decode_rows = 0;         // the rows merged: decode_rows[0 ..) (null: 0 ..)
-  const int32_t* decode_rows = nullptr;
-  float* out = nullptr;        // [rows][num_heads][head_dim]
-  float* all_gates = nullptr;  // or null
-};
-
 // decode_chain.cu: one decode row's layer after attention in one cooperative launch, BF16 weights:
 // x += attn · woᵀ; h = silu(gate) * up of RMSNorm(x) * mlp_norm through w_gate_up = [gate | up];
 // x += h · w_downᵀ; then, with wqkv (the next layer's), qkv = RMSNorm(x) * next_norm · wqkvᵀ (+ bqkv).
@@ -143,9 +130,6 @@ struct DecodeChain {
   // head_dim; otherwise the chain does not apply (drop rope and ask again). `interleaved` sets the
   // stage's pairs (decode_chain_plan.h's rope_interleaved).
   const ChainRope* rope = nullptr;
-  // Or null: a decode attention's merge (decode_attention's `deferred`) for one row, done by the
-  // chain's blocks before its first stage (each a slice of a head's output), then a grid barrier.
-  const DecodeMerge* merge = nullptr;
   unsigned* barrier = nullptr;  // kDecodeChainBarrierWords of device memory, zero before the first launch
 };
 constexpr int kDecodeChainBarrierWords = 64;  // two words, on cache lines of their own
@@ -173,14 +157,10 @@ void attention(const DeviceStep& step, const AttentionLaunch& launch, const floa
 // attention_decode.cu (its kernels in attention_decode*.cu): the same attention split over the keys
 // ("flash-decoding") for launches without selection scores, over step.num_decode_rows rows;
 // `partials` holds decode_attention_partial_floats(step.num_decode_rows, heads, splits, d) floats.
-// The chunks' partials are merged by their log-sum-exp into launch.out and launch.all_gates by a
-// kernel of their own, or, with `deferred`, by the kernel after (decode_chain's first stage): then
-// *deferred says what to merge and nothing merges until decode_merge or a decode_chain takes it.
 bool decode_attention_fits(int head_dim);
 size_t decode_attention_partial_floats(int64_t rows, int num_heads, int splits, int head_dim);
 void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits,
-                      float* partials, cudaStream_t stream, DecodeMerge* deferred = nullptr);
-void decode_merge(const DecodeMerge& merge, cudaStream_t stream);
+                      float* partials, cudaStream_t stream);
 // Whether decode_attention runs on the tensor cores (bf16 entries, head_dim a multiple of 32, no
 // selection stores): then `splits` counts warps, each taking one chunk of a row's keys.
 bool decode_attention_mma_fits(int head_dim, int32_t kv_dtype, int num_groups);

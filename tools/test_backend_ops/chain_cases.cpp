@@ -6,9 +6,7 @@
 // write), head sizes 128, 96, 80 and 64, MHA, GQA and MQA, plain and interleaved pairs, with and
 // without the q | k | v bias, pages of 1 to 64 tokens, a first token and long histories, and a
 // Llama-3-8B-shaped layer (hidden 4096, 32 query heads of 128 over 8 KV heads: several slices per
-// unit in the q | k | v stage). And attention's merge in the chain's first stage
-// (attention_before_chain) against the merge kernel, every layer of the same layouts in order.
-#include <cmath>
+// unit in the q | k | v stage).
 #include <string>
 
 #include "harness.h"
@@ -141,74 +139,6 @@ void chain_rope_case(CudaBackendOps& ops, Reporter& report, const ChainRopeSpec&
   report.result("decode_chain", c.describe() + " rope", ops.name(), err, 0.0, note);
 }
 
-// What a merge pass leaves: every layer's attention output, the gates, x after the last chain; how
-// many chains ran and how many merged attention's chunks.
-struct MergePass {
-  std::vector<float> attn, gates, x;
-  int64_t chains = 0, merges = 0;
-};
-
-// Every layer of the spec's row in order: the step's KV write, attention (attention_before_chain where
-// `in_chain`: the merge left to the chain), then the chain (its next projection into qkv, no RoPE). PoD
-// runs with tau 0.5, so a layer's distant part reads its anchor's gate, which the anchor's chain merged.
-MergePass merge_pass(CudaBackendOps& ops, const ChainRopeSpec& c, ChainInputs& in, uint64_t seed, bool in_chain) {
-  const KvGeometry& g = c.geometry;
-  KvCaseSpec spec{c.policy, KvDType::BF16, c.page_tokens, g, {{c.history, 1, false}}};
-  spec.tau = std::string(c.policy) == "pod" ? 0.5f : 1.0f;
-  KvScenario s(ops, spec, seed);
-  const int64_t nq = int64_t{g.heads} * g.dim, nkv = int64_t{g.kv_heads} * g.dim;
-  DeviceBuffer d_q(ops, nq * sizeof(float)), d_k(ops, nkv * sizeof(float)), d_v(ops, nkv * sizeof(float));
-  DeviceBuffer d_h(ops, c.inter * sizeof(float)), d_qkv(ops, (nq + 2 * nkv) * sizeof(float));
-  DeviceBuffer d_gates = to_device(ops, std::vector<float>(static_cast<size_t>(g.layers * g.heads), 0.0f));
-  in.x.upload(in.x0.data(), in.x.bytes());
-  ops.set_step(s.view(), s.batch());
-  std::mt19937_64 rng(seed + 2);
-  const CudaBackendOps::NextProjection next{&in.m_wqkv, c.bias ? in.bias.as<float>() : nullptr,
-                                            in.next_norm.as<float>(), nullptr};
-  MergePass out;
-  const int64_t chains = ops.decode_chain_launches(), merges = ops.decode_chain_merges();
-  for (int l = 0; l < g.layers; ++l) {
-    d_q.upload(normal_floats(rng, nq).data(), d_q.bytes());
-    d_k.upload(s.step_rows(true, l).data(), d_k.bytes());
-    d_v.upload(s.step_rows(false, l).data(), d_v.bytes());
-    ops.kv_write(l, d_k.as<float>(), d_v.as<float>());
-    AttentionParams params;
-    params.layer = l;
-    params.num_heads = g.heads;
-    params.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(g.dim)));
-    params.tau = spec.tau;
-    AttentionOutputs outputs;
-    outputs.out = in.attn.as<float>();
-    outputs.gates = d_gates.as<float>();
-    if (in_chain) ops.attention_before_chain(params, d_q.as<float>(), outputs);
-    else ops.attention(params, d_q.as<float>(), outputs);
-    ops.decode_chain(in.m_wo, in.m_wgu, in.m_wd, in.mlp_norm.as<float>(), next, 1e-5, 1, in.attn.as<float>(),
-                     in.x.as<float>(), d_h.as<float>(), d_qkv.as<float>());
-    const std::vector<float> attn = to_host<float>(in.attn, static_cast<size_t>(nq));
-    out.attn.insert(out.attn.end(), attn.begin(), attn.end());
-  }
-  out.gates = to_host<float>(d_gates, static_cast<size_t>(g.layers * g.heads));
-  out.x = to_host<float>(in.x, static_cast<size_t>(c.hidden));
-  out.chains = ops.decode_chain_launches() - chains, out.merges = ops.decode_chain_merges() - merges;
-  return out;
-}
-
-// Attention's merge in the chain's first stage against merge_kernel (checked against the CPU by the
-// attention op cases): the same partials, summed in other groups, so within float32 rounding.
-void chain_merge_case(CudaBackendOps& ops, Reporter& report, const ChainRopeSpec& c, uint64_t seed) {
-  ChainInputs in = chain_inputs(ops, c, seed);
-  const MergePass apart = merge_pass(ops, c, in, seed + 1, false);
-  const MergePass chained = merge_pass(ops, c, in, seed + 1, true);
-  const int layers = c.geometry.layers;
-  std::string note;
-  if (apart.chains != layers || chained.chains != layers) note = "the chain did not run";
-  else if (apart.merges != 0 || chained.merges != layers) note = "the chain did not take attention's merge";
-  double err = 0;
-  for (auto [a, b] : {std::pair{&chained.attn, &apart.attn}, {&chained.gates, &apart.gates}, {&chained.x, &apart.x}})
-    err = std::max(err, max_rel_err(a->data(), b->data(), a->size()));
-  report.result("decode_chain", c.describe() + " merge", ops.name(), err, 1e-5, note);
-}
-
 }  // namespace
 
 void run_chain_cases(BackendOps& ops, Reporter& report) {
@@ -216,7 +146,6 @@ void run_chain_cases(BackendOps& ops, Reporter& report) {
   if (cuda == nullptr || !report.wants("decode_chain")) return;
   uint64_t seed = 5000;
   for (const ChainRopeSpec& c : kSpecs) chain_rope_case(*cuda, report, c, seed += 10);
-  for (const ChainRopeSpec& c : kSpecs) chain_merge_case(*cuda, report, c, seed += 10);
 }
 
 #else
