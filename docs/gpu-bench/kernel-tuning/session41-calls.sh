@@ -60,6 +60,9 @@
 #                 while it merges (PODKV_CUDA_CHAIN_MERGE_PREFETCH=0, 4096, 8192 bytes a row) against the merge
 #                 kernel: batch-1 decode at 4K, three interleaved passes, 32K once; Nsight Compute's kernel
 #                 durations of a 4K decode step with the merge kernel and in the chain (8192)
+#   PART=h200final TARGETS="podkv_cli podkv_test_backend_ops podkv_tests" (needs_h200): the tree as it is:
+#                 scripts/test_gpu.sh whole, then scripts/bench_gpu.sh parts 1, 4, the step's kernel durations,
+#                 parts 2 and 3 (96 GiB of cache on the H200) and part 5 as time allows
 #   PART=decodesass CUDA_FLAGS=-lineinfo (podkv_cli only; written in session 40, not yet run): Nsight Compute's SourceCounters, WarpStateStats and
 #                 InstructionStats of one decode_mma_kernel launch at batch 1 and 4K on the tree as it is
 #                 (the runs copies), with its SASS (decode_mma_sass.csv.gz, decode_mma_details.txt)
@@ -463,6 +466,10 @@ PY
   done
   ;;
 h200)
+  bench_all; bench 5 120; cat "$out/bench.txt"
+  ;;
+h200final)
+  test_gpu_whole
   bench_all; bench 5 120; cat "$out/bench.txt"
   ;;
 lean)
