@@ -63,6 +63,11 @@
 #   PART=h200final TARGETS="podkv_cli podkv_test_backend_ops podkv_tests" (needs_h200): the tree as it is:
 #                 scripts/test_gpu.sh whole, then scripts/bench_gpu.sh parts 1, 4, the step's kernel durations,
 #                 parts 2 and 3 (96 GiB of cache on the H200) and part 5 as time allows
+#   PART=pdl      TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": programmatic dependent launch on
+#                 (PODKV_CUDA_PDL=1, off by default; session 40: 1.003x-1.006x at batch 1) for everything:
+#                 scripts/test_gpu.sh whole with it, then batch-1 decode at 4K (three interleaved passes)
+#                 and 32K (two) with and without it, batches 8 and 32 at 8K dense and PoD, and prefill at
+#                 4K and 32K (two passes each)
 #   PART=decodesass CUDA_FLAGS=-lineinfo (podkv_cli only; written in session 40, not yet run): Nsight Compute's SourceCounters, WarpStateStats and
 #                 InstructionStats of one decode_mma_kernel launch at batch 1 and 4K on the tree as it is
 #                 (the runs copies), with its SASS (decode_mma_sass.csv.gz, decode_mma_details.txt)
@@ -467,6 +472,16 @@ PY
   ;;
 h200)
   bench_all; bench 5 120; cat "$out/bench.txt"
+  ;;
+pdl)
+  (export PODKV_CUDA_PDL=1; test_gpu_whole)
+  for pass in 1 2 3; do tg "batch 1 at 4K, PDL" PODKV_CUDA_PDL=1; tg "batch 1 at 4K, no PDL" PODKV_NONE=0; done
+  for pass in 1 2; do DEPTH=32735 tg "batch 1 at 32K, PDL" PODKV_CUDA_PDL=1; DEPTH=32735 tg "batch 1 at 32K, no PDL" PODKV_NONE=0; done
+  pod=(--kv pod --pod-group 3 --sink 16 --recent 4080)
+  bt() { echo "-- $1"; shift; within 120 env "$@" "$build/podkv" "${a[@]}" "${pod[@]}" -p 0 -n 16 -d 8192 -b 8,32 -r 2 \
+    --kv-memory 48G | grep -E "tg"; }
+  bt "batches at 8K, PDL" PODKV_CUDA_PDL=1; bt "batches at 8K, no PDL" PODKV_NONE=0
+  for pass in 1 2; do pp "prefill, PDL" PODKV_CUDA_PDL=1; pp "prefill, no PDL" PODKV_NONE=0; done
   ;;
 h200final)
   test_gpu_whole
