@@ -266,12 +266,13 @@ void split_qkv_rope_kv_write(const DeviceStep& step, int layer, const float* qkv
   const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>((units + per_block - 1) / per_block));
   // A programmatic dependent of the projection before it (pdl.cuh).
   const auto launch = [&](auto kernel) {
-    launch_pdl(kernel, grid, dim3(kFusedWarps * 32), 0, stream, "split_qkv_rope_kv_write_kernel", step, layer, qkv,
-               heads, positions, inv_freq, interleaved, q, k, v, per_block);
+    launch_pdl(PdlUse::kDecode, kernel, grid, dim3(kFusedWarps * 32), 0, stream, "split_qkv_rope_kv_write_kernel",
+               step, layer, qkv, heads, positions, inv_freq, interleaved, q, k, v, per_block);
   };
   const auto prompt = [&](auto kernel) {
-    launch_pdl(kernel, grid, dim3(kFusedWarps * 32), 0, stream, "rope_kv_write_prompt_kernel", step, layer,
-               static_cast<const void*>(qkv), heads, positions, inv_freq, interleaved, q_bf16, q_scale, per_block);
+    launch_pdl(PdlUse::kPrompt, kernel, grid, dim3(kFusedWarps * 32), 0, stream, "rope_kv_write_prompt_kernel", step,
+               layer, static_cast<const void*>(qkv), heads, positions, inv_freq, interleaved, q_bf16, q_scale,
+               per_block);
   };
   const KvDType t = static_cast<KvDType>(step.dtype);
   if (q_bf16 != nullptr) {

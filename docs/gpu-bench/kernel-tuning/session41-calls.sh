@@ -68,6 +68,9 @@
 #                 scripts/test_gpu.sh whole with it, then batch-1 decode at 4K (three interleaved passes)
 #                 and 32K (two) with and without it, batches 8 and 32 at 8K dense and PoD, and prefill at
 #                 4K and 32K (two passes each)
+#   PART=pdlfinal TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is (decode's launches
+#                 programmatic dependents by default): scripts/test_gpu.sh whole, then batch-1 decode at 4K
+#                 with the default and PODKV_CUDA_PDL=0 as time allows
 #   PART=decodesass CUDA_FLAGS=-lineinfo (podkv_cli only; written in session 40, not yet run): Nsight Compute's SourceCounters, WarpStateStats and
 #                 InstructionStats of one decode_mma_kernel launch at batch 1 and 4K on the tree as it is
 #                 (the runs copies), with its SASS (decode_mma_sass.csv.gz, decode_mma_details.txt)
@@ -482,6 +485,10 @@ pdl)
     --kv-memory 48G | grep -E "tg"; }
   bt "batches at 8K, PDL" PODKV_CUDA_PDL=1; bt "batches at 8K, no PDL" PODKV_NONE=0
   for pass in 1 2; do pp "prefill, PDL" PODKV_CUDA_PDL=1; pp "prefill, no PDL" PODKV_NONE=0; done
+  ;;
+pdlfinal)
+  test_gpu_whole
+  tg "batch 1 at 4K, default" PODKV_NONE=0; tg "batch 1 at 4K, PDL=0" PODKV_CUDA_PDL=0
   ;;
 h200final)
   test_gpu_whole
