@@ -370,7 +370,8 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
     const bool bulk_ok = reinterpret_cast<uintptr_t>(step.pool) % 16 == 0 && step.page_bytes % 16 == 0 &&
                          step.entry_bytes == 2 * int64_t{step.head_dim};
     with_decode_mma_kernel(step.head_dim, step.page_tokens, bulk_ok, [&](auto kernel, size_t smem) {
-      launch_pdl(PdlUse::kDecode, kernel, grid, dim3(kWarps * 32), smem, stream, "decode_mma_kernel", step, launch, q, splits, partials);
+      launch_pdl(PdlUse::kDecode, kernel, grid, dim3(kWarps * 32), smem, stream, "decode_mma_kernel", step, launch, q,
+                 splits, partials);
     });
   } else {
     launch_simt(step, launch, q, splits, partials, stream);

@@ -118,8 +118,9 @@ void launch_merge(const DeviceStep& step, const AttentionLaunch& launch, int spl
   const dim3 merge_grid(static_cast<unsigned>(step.num_decode_rows), static_cast<unsigned>(launch.num_heads));
   // A programmatic dependent of the attention kernel (pdl.cuh): its blocks wait at their start.
   auto merge = [&](auto kernel, int threads) {
-    launch_pdl(PdlUse::kDecode, kernel, merge_grid, dim3(threads), 0, stream, "merge_kernel", launch.num_heads, step.head_dim,
-               launch.layer, step.rows, splits, partials, launch.out, launch.all_gates, step.decode_rows);
+    launch_pdl(PdlUse::kDecode, kernel, merge_grid, dim3(threads), 0, stream, "merge_kernel", launch.num_heads,
+               step.head_dim, launch.layer, step.rows, splits, partials, launch.out, launch.all_gates,
+               step.decode_rows);
   };
   // With the prefetch: up to 128 chunks over 4 groups (32 each), up to 256 (64 each: two attention
   // blocks per multiprocessor give a 4K row 129 or more chunks), up to 16 over one.
