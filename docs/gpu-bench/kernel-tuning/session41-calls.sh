@@ -292,6 +292,13 @@ profile_32k() {
 # Prefill at 4K and 32K (BIN: another build's podkv); then a switch against the default: three
 # interleaved passes, then scripts/test_gpu.sh whole.
 pp() { echo "-- $1"; shift; within 60 env "$@" "${BIN:-$build}/podkv" "${a[@]}" -p 4096,32768 -n 0 -r 2 | grep -E "pp"; }
+# A 32K prompt in chunks of each size given (two repetitions each).
+prompt_32k_chunks() {
+  for chunk in "$@"; do
+    echo "-- 32K prompt, chunks of $chunk"
+    within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 2 --prefill-chunk $chunk | grep -E "pp32768"
+  done
+}
 switch_ab() {
   for pass in 1 2 3; do pp "$1" PODKV_NONE=0; pp "$2" "$3"; done
   test_gpu_whole
@@ -402,10 +409,7 @@ elementwise)
     BIN=$base pp "base" PODKV_NONE=0
   done
   for pass in 1 2; do
-    for chunk in 4096 8192; do
-      echo "-- new, 32K prompt, chunks of $chunk"
-      within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 2 --prefill-chunk $chunk | grep -E "pp32768"
-    done
+    prompt_32k_chunks 4096 8192
     echo "-- transformers SDPA ($SECONDS s)"
     within 120 python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out "$out/sdpa$pass.json" --prefill 4096,32768 \
       --decode "" --attn sdpa 2>&1 | grep tokens_per_s
@@ -420,10 +424,7 @@ next)
     for depth in 4096 32735; do DEPTH=$depth tg "batch 1 at $depth, default" PODKV_NONE=0; DEPTH=$depth tg "batch 1 at $depth, PDL" PODKV_CUDA_PDL=1; done
   done
   for pass in 1 2; do
-    for chunk in 4096 8192; do
-      echo "-- 32K prompt, chunks of $chunk"
-      within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 2 --prefill-chunk $chunk | grep -E "pp32768"
-    done
+    prompt_32k_chunks 4096 8192
     [ "$PART" = kernels ] && continue
     echo "-- transformers SDPA ($SECONDS s)"
     within 120 python3 scripts/bench_gpu_peer.py -m configs/llama-3-8b-32k --out "$out/sdpa$pass.json" --prefill 32768 \
@@ -563,10 +564,7 @@ check)
   ;;
 prefill)
   for pass in 1 2; do
-    for chunk in 4096 8192 16384 32768; do
-      echo "-- 32K prompt, chunks of $chunk"
-      within 60 "$build/podkv" "${a[@]}" -p 32768 -n 0 -r 2 --prefill-chunk $chunk | grep -E "pp32768"
-    done
+    prompt_32k_chunks 4096 8192 16384 32768
   done
   bench 5 120
   on_h200 && bench_all
