@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 41's device calls: session40-calls.sh (renamed; `git show 32b9218:docs/gpu-bench/kernel-tuning/
+# Session 42's device calls: session41-calls.sh (renamed; `git show 24bcfba:docs/gpu-bench/kernel-tuning/
+# session41-calls.sh`) plus PART=sweep. Session 41's: session40-calls.sh (renamed; `git show 32b9218:docs/gpu-bench/kernel-tuning/
 # session40-calls.sh`) plus PART=merge. Session 40's: session39-calls.sh (renamed; `git show 84c6a6a:docs/gpu-bench/kernel-tuning/
 # session39-calls.sh`) plus PART=kernels. Session 39's: session38-calls.sh (renamed; `git show d4191cd:docs/gpu-bench/kernel-tuning/
 # session38-calls.sh`) plus PART=h200. Session 38's: session37-calls.sh (renamed; `git show 1777730:docs/gpu-bench/kernel-tuning/
@@ -60,6 +61,11 @@
 #                 while it merges (PODKV_CUDA_CHAIN_MERGE_PREFETCH=0, 4096, 8192 bytes a row) against the merge
 #                 kernel: batch-1 decode at 4K, three interleaved passes, 32K once; Nsight Compute's kernel
 #                 durations of a 4K decode step with the merge kernel and in the chain (8192)
+#   PART=sweep    TARGETS="podkv_cli podkv_test_backend_ops" (meant for an H200): the decode chain with eight chunks
+#                 per lane in flight (PODKV_CUDA_CHAIN_GROUP=8) and in 16-warp blocks (PODKV_CUDA_CHAIN_WARPS=16):
+#                 the decode_chain op cases under each; then batch-1 decode at 4K under every decode knob
+#                 (chain group, warps, blocks, slices, prefetch; attention's split keys, stages, copies), two
+#                 interleaved passes; the default and the chain's group of 8 at 32K
 #   PART=h200final TARGETS="podkv_cli podkv_test_backend_ops podkv_tests" (needs_h200): the tree as it is:
 #                 scripts/test_gpu.sh whole, then scripts/bench_gpu.sh parts 1, 4, the step's kernel durations,
 #                 parts 2 and 3 (96 GiB of cache on the H200) and part 5 as time allows
@@ -490,6 +496,20 @@ pdl)
 pdlfinal)
   test_gpu_whole
   tg "batch 1 at 4K, default" PODKV_NONE=0; tg "batch 1 at 4K, PDL=0" PODKV_CUDA_PDL=0
+  ;;
+sweep)
+  ops "PODKV_NONE=0 decode_chain" "PODKV_CUDA_CHAIN_GROUP=8 decode_chain" "PODKV_CUDA_CHAIN_WARPS=16 decode_chain" \
+    "PODKV_CUDA_CHAIN_WARPS=16 PODKV_CUDA_CHAIN_GROUP=8 decode_chain"
+  for pass in 1 2; do
+    for setting in PODKV_NONE=0 PODKV_CUDA_CHAIN_GROUP=8 PODKV_CUDA_CHAIN_WARPS=16 \
+      "PODKV_CUDA_CHAIN_WARPS=16 PODKV_CUDA_CHAIN_GROUP=8" PODKV_CUDA_CHAIN_BLOCKS=3 PODKV_CUDA_CHAIN_PREFETCH=1024 \
+      PODKV_CUDA_CHAIN_SLICES=2 PODKV_CUDA_CHAIN_SLICES=4 PODKV_CUDA_DECODE_SPLIT_KEYS=32 \
+      PODKV_CUDA_DECODE_SPLIT_KEYS=128 PODKV_CUDA_DECODE_STAGES=3 PODKV_CUDA_DECODE_COPY=bulk; do
+      # shellcheck disable=SC2086  # a setting may be several VAR=value words
+      tg "4K, $setting" $setting
+    done
+  done
+  DEPTH=32735 tg "32K, default" PODKV_NONE=0; DEPTH=32735 tg "32K, chain group 8" PODKV_CUDA_CHAIN_GROUP=8
   ;;
 h200final)
   test_gpu_whole
