@@ -42,7 +42,7 @@ namespace podkv::cuda {
 
 namespace {
 
-constexpr int R = kChainRows, U = kChainGroup;
+constexpr int R = kChainRows;
 
 enum StageIndex { kO, kGateUp, kDown, kNextQkv, kStages };
 
@@ -161,6 +161,7 @@ __device__ __forceinline__ WarpRows warp_rows(const ChainStage& s, const WarpSha
 }
 
 // Chunks k, k + 32, ..., k + 32 (U - 1) of each row, all loads issued before any product.
+template <int U>
 __device__ __forceinline__ void load_group(const WarpRows& rows, int64_t k, uint4 (&wv)[R][U]) {
 #pragma unroll
   for (int u = 0; u < U; ++u)
@@ -169,6 +170,7 @@ __device__ __forceinline__ void load_group(const WarpRows& rows, int64_t k, uint
 }
 
 // acc[j] += the group's chunks times x (xs4: x in shared memory, two float4 per chunk), in chunk order.
+template <int U>
 __device__ __forceinline__ void multiply_group(const uint4 (&wv)[R][U], const float4* xs4, int64_t k,
                                                float (&acc)[R]) {
 #pragma unroll
@@ -247,8 +249,8 @@ __device__ __forceinline__ void load_normed(float* xs, const float* x, const flo
 }
 
 // One block task of stage s on the input xs (shared memory), written to y by epilogue E. partial:
-// [s.warps][R] floats of shared memory for the slices' sums.
-template <ChainEpilogue E>
+// [s.warps][R] floats of shared memory for the slices' sums. U: chunks per lane and row in flight.
+template <ChainEpilogue E, int U>
 __device__ __forceinline__ void run_task(const ChainStage& s, int64_t task, const float* xs, float* y,
                                          const float* bias, float (*partial)[R], const ChainParams& p,
                                          const RopeShared* rope_shared) {
@@ -317,36 +319,38 @@ __device__ __forceinline__ void run_task(const ChainStage& s, int64_t task, cons
 }
 
 // The block's tasks of stage s (s.warps == W): blockIdx.x, blockIdx.x + gridDim.x, ...
-template <ChainEpilogue E, int W>
+template <ChainEpilogue E, int W, int U>
 __device__ __forceinline__ void run_stage(const ChainStage& s, const float* xs, float* y, const float* bias,
                                           const ChainParams& p, const RopeShared* rope_shared = nullptr) {
   __shared__ float partial[W][R];
   for (int64_t task = blockIdx.x; task < s.tasks; task += gridDim.x)
-    run_task<E>(s, task, xs, y, bias, partial, p, rope_shared);
+    run_task<E, U>(s, task, xs, y, bias, partial, p, rope_shared);
 }
 
 // Blocks of W warps, all resident at once (a cooperative launch) and the registers capped at 80 so
 // that 24 warps fit a multiprocessor: W = 8 three blocks, W = 24 one (80 registers, no spills).
 // kRope: the last stage with the next layer's RoPE and KV write (p.rope), a kernel of its own so
 // that the other's code and registers stay as they were.
-template <int W, bool kRope>
-__global__ void __launch_bounds__(32 * W, 24 / W) decode_chain_kernel(const ChainParams p) {
+// U: chunks per lane and row in flight, 4 (registers capped at 80: 24 warps a multiprocessor) or 8
+// (blocks of 8 warps only, capped at 128 registers: two blocks a multiprocessor, the default).
+template <int W, bool kRope, int U>
+__global__ void __launch_bounds__(32 * W, (U == 4 ? 24 : 16) / W) decode_chain_kernel(const ChainParams p) {
   extern __shared__ float4 shared_x[];  // the stage's input: max(q_dim, hidden, inter) floats
   float* xs = reinterpret_cast<float*>(shared_x);
   // x += o(attn): attn comes from the launch before.
   prefetch_first_task(p.stage[kO], p.prefetch_bytes);
   load_input<W>(xs, p.attn, p.stage[kO].in);
-  run_stage<ChainEpilogue::kResidual, W>(p.stage[kO], xs, p.x, nullptr, p);
+  run_stage<ChainEpilogue::kResidual, W, U>(p.stage[kO], xs, p.x, nullptr, p);
   // h = silu(gate) * up of RMSNorm(x) * mlp_norm.
   prefetch_first_task(p.stage[kGateUp], p.prefetch_bytes);
   grid_barrier(p.barrier);
   load_normed<W>(xs, p.x, p.mlp_norm, p.hidden, p.eps);
-  run_stage<ChainEpilogue::kSwiglu, W>(p.stage[kGateUp], xs, p.h, nullptr, p);
+  run_stage<ChainEpilogue::kSwiglu, W, U>(p.stage[kGateUp], xs, p.h, nullptr, p);
   // x += down(h).
   prefetch_first_task(p.stage[kDown], p.prefetch_bytes);
   grid_barrier(p.barrier);
   load_input<W>(xs, p.h, p.stage[kDown].in);
-  run_stage<ChainEpilogue::kResidual, W>(p.stage[kDown], xs, p.x, nullptr, p);
+  run_stage<ChainEpilogue::kResidual, W, U>(p.stage[kDown], xs, p.x, nullptr, p);
   if (p.stage[kNextQkv].tasks == 0) return;  // the last layer (the same for every block)
   // The next layer's q | k | v of RMSNorm(x) * next_norm (+ bias).
   prefetch_first_task<kRope>(p.stage[kNextQkv], p.prefetch_bytes);
@@ -359,14 +363,14 @@ __global__ void __launch_bounds__(32 * W, 24 / W) decode_chain_kernel(const Chai
     // metadata while this stage streams its weights, and waits for this launch to finish.
     pdl_launch_dependents();
     load_normed<W>(xs, p.x, p.next_norm, p.hidden, p.eps);
-    run_stage<ChainEpilogue::kRope, W>(p.stage[kNextQkv], xs, nullptr, p.bias, p, &rope_shared);
+    run_stage<ChainEpilogue::kRope, W, U>(p.stage[kNextQkv], xs, nullptr, p.bias, p, &rope_shared);
   } else {
     grid_barrier(p.barrier);
     // The RoPE + KV write kernel after this one may start its blocks (pdl.cuh): it reads the step's
     // metadata while this stage streams its weights, and waits for this launch to finish.
     pdl_launch_dependents();
     load_normed<W>(xs, p.x, p.next_norm, p.hidden, p.eps);
-    run_stage<ChainEpilogue::kBias, W>(p.stage[kNextQkv], xs, p.qkv, p.bias, p);
+    run_stage<ChainEpilogue::kBias, W, U>(p.stage[kNextQkv], xs, p.qkv, p.bias, p);
   }
 }
 
@@ -374,12 +378,14 @@ __global__ void __launch_bounds__(32 * W, 24 / W) decode_chain_kernel(const Chai
 // PODKV_CUDA_CHAIN_BLOCKS=N blocks per multiprocessor, at most what fits (default 2; 0: all that fit,
 // three of 8 warps); PODKV_CUDA_CHAIN_SLICES=N (1, 2, 4, 8) slices for every stage whose inputs allow
 // (0 or unset: chosen); PODKV_CUDA_CHAIN_PREFETCH=B bytes per row asked into L2 before each barrier
-// (default 0: none); PODKV_CUDA_CHAIN_COOPERATIVE=0 (decode_chain). The defaults are the fastest of
-// session 27's sweep on an H200 (Llama-3-8B shape, batch 1, 4K, tok/s of two passes): 8 warps x 2
-// blocks, no prefetch 197.1; the same with 1 KB prefetched 197.0, with 4 KB 190.4; 24 warps x 1 block
-// 186.2 (4 KB: 179.8); 8 warps x 1 block 154.8; the per-launch kernels 185.8. Why 16 warps per
-// multiprocessor beat 24, and why the prefetch costs, was not measured (a guess: fewer warps reach
-// each barrier sooner, and the prefetches compete with the stage still streaming its weights).
+// (default 1024); PODKV_CUDA_CHAIN_GROUP=4 or 8 (chain_group); PODKV_CUDA_CHAIN_COOPERATIVE=0
+// (decode_chain). The warps and blocks are the fastest of session 27's sweep on an H200 (Llama-3-8B
+// shape, batch 1, 4K, tok/s of two passes): 8 warps x 2 blocks, no prefetch 197.1; the same with 1 KB
+// prefetched 197.0, with 4 KB 190.4; 24 warps x 1 block 186.2 (4 KB: 179.8); 8 warps x 1 block 154.8;
+// the per-launch kernels 185.8. Why 16 warps per multiprocessor beat 24, and why 4 KB of prefetch
+// costs, was not measured (a guess: fewer warps reach each barrier sooner, and the prefetches compete
+// with the stage still streaming its weights). The 1 KB prefetch and groups of 8 are session 42's, on
+// two H100s: see chain_group.
 int env_int(const char* name, int fallback = 0) {
   const char* s = std::getenv(name);
   return s != nullptr ? std::max(0, std::atoi(s)) : fallback;
@@ -390,10 +396,25 @@ int chain_warps() {
   return warps;
 }
 
+// Chunks per lane and row in flight: eight in blocks of 8 warps unless PODKV_CUDA_CHAIN_GROUP=4 (24-warp
+// blocks keep four). Each lane sums its chunks in the same order either way, so the outputs are the
+// same bits. Session 42 on two H100s, batch 1, three (4K) and two (32K) interleaved passes each:
+// eight chunks with 1 KB a row prefetched against four with none 1.004x / 1.009x at 4K and 1.012x /
+// 1.008x at 32K; the prefetch alone 1.002x / 1.008x and 1.006x / 1.007x; eight alone 1.000x / 1.003x
+// at 4K and 1.003x at 32K. Not timed on an H200 (none was lent for it).
+int chain_group(int warps) {
+  static const int group = env_int("PODKV_CUDA_CHAIN_GROUP", 8) == 4 ? kChainGroup : 8;
+  return warps == 8 ? group : kChainGroup;
+}
+
 using ChainKernel = void (*)(ChainParams);
+template <bool kRope>
+ChainKernel chain_kernel_of(int warps, int group) {
+  if (warps == 24) return decode_chain_kernel<24, kRope, kChainGroup>;
+  return group == 8 ? decode_chain_kernel<8, kRope, 8> : decode_chain_kernel<8, kRope, kChainGroup>;
+}
 ChainKernel chain_kernel(int warps, bool rope) {
-  if (rope) return warps == 8 ? decode_chain_kernel<8, true> : decode_chain_kernel<24, true>;
-  return warps == 8 ? decode_chain_kernel<8, false> : decode_chain_kernel<24, false>;
+  return rope ? chain_kernel_of<true>(warps, chain_group(warps)) : chain_kernel_of<false>(warps, chain_group(warps));
 }
 
 // Blocks per multiprocessor unless PODKV_CUDA_CHAIN_BLOCKS says otherwise (see above).
@@ -481,7 +502,7 @@ bool decode_chain(const DecodeChain& a, int num_sms, cudaStream_t stream) {
   const ChainLaunch launch = chain_launch(a, num_sms);
   if (launch.blocks == 0) return false;
   static const int forced_slices = env_int("PODKV_CUDA_CHAIN_SLICES");
-  static const int prefetch_bytes = env_int("PODKV_CUDA_CHAIN_PREFETCH", 0);
+  static const int prefetch_bytes = env_int("PODKV_CUDA_CHAIN_PREFETCH", 1024);
 
   ChainParams p{};
   p.stage[kO] = {a.wo, a.hidden, a.q_dim, ChainEpilogue::kResidual};

@@ -197,7 +197,7 @@ __global__ void __launch_bounds__(kFusedWarps * 32, 4)
         if (entries[g] != nullptr) encode_entry<T>(in[g], lane, d, entries[g]);
         continue;
       }
-      uint16_t* to = q_bf16 + r.row * r.nq + unit * d;
+      uint16_t* to = unit < heads ? q_bf16 + r.row * r.nq + unit * d : nullptr;  // q's row (keys: none)
 #pragma unroll
       for (int j = 0; j < 2; ++j) {
         const int i = lane + 32 * j;

@@ -61,11 +61,19 @@
 #                 while it merges (PODKV_CUDA_CHAIN_MERGE_PREFETCH=0, 4096, 8192 bytes a row) against the merge
 #                 kernel: batch-1 decode at 4K, three interleaved passes, 32K once; Nsight Compute's kernel
 #                 durations of a 4K decode step with the merge kernel and in the chain (8192)
-#   PART=sweep    TARGETS="podkv_cli podkv_test_backend_ops" (meant for an H200): the decode chain with eight chunks
-#                 per lane in flight (PODKV_CUDA_CHAIN_GROUP=8) and in 16-warp blocks (PODKV_CUDA_CHAIN_WARPS=16):
-#                 the decode_chain op cases under each; then batch-1 decode at 4K under every decode knob
-#                 (chain group, warps, blocks, slices, prefetch; attention's split keys, stages, copies), two
-#                 interleaved passes; the default and the chain's group of 8 at 32K
+#   PART=sweep    TARGETS="podkv_cli podkv_test_backend_ops" (meant for an H200): the decode chain with eight
+#                 chunks per lane in flight (PODKV_CUDA_CHAIN_GROUP=8) and in 16-warp blocks
+#                 (PODKV_CUDA_CHAIN_WARPS=16): the kv_write op cases, the decode_chain op cases under each; then
+#                 batch-1 decode at 4K under every decode knob (chain group, warps, blocks, slices, prefetch;
+#                 attention's split keys, stages, copies), two
+#                 interleaved passes; the default and the chain's group of 8 at 32K (run on the tree
+#                 before the defaults changed: group 4, no prefetch; PODKV_CUDA_CHAIN_WARPS=16 is gone)
+#   PART=verify   TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the tree as it is (the chain's group a
+#                 template argument, PODKV_CUDA_CHAIN_GROUP=8 a knob; 16-warp blocks dropped): the kv_write and
+#                 decode_chain op cases (the latter also with the group of 8), the gtests CudaDecodeChain.*,
+#                 CudaGraphs.* and Models/CudaFixture.* with either group; then batch-1 decode at 4K (three
+#                 interleaved passes) and 32K (two): the default, PODKV_CUDA_CHAIN_PREFETCH=1024, and that with
+#                 PODKV_CUDA_CHAIN_GROUP=8 (the defaults then: group 4, no prefetch; now group 8 and 1024)
 #   PART=h200final TARGETS="podkv_cli podkv_test_backend_ops podkv_tests" (needs_h200): the tree as it is:
 #                 scripts/test_gpu.sh whole, then scripts/bench_gpu.sh parts 1, 4, the step's kernel durations,
 #                 parts 2 and 3 (96 GiB of cache on the H200) and part 5 as time allows
@@ -498,11 +506,11 @@ pdlfinal)
   tg "batch 1 at 4K, default" PODKV_NONE=0; tg "batch 1 at 4K, PDL=0" PODKV_CUDA_PDL=0
   ;;
 sweep)
-  ops "PODKV_NONE=0 decode_chain" "PODKV_CUDA_CHAIN_GROUP=8 decode_chain" "PODKV_CUDA_CHAIN_WARPS=16 decode_chain" \
+  ops "PODKV_NONE=0 kv_write" "PODKV_NONE=0 decode_chain" "PODKV_CUDA_CHAIN_GROUP=8 decode_chain" "PODKV_CUDA_CHAIN_WARPS=16 decode_chain" \
     "PODKV_CUDA_CHAIN_WARPS=16 PODKV_CUDA_CHAIN_GROUP=8 decode_chain"
   for pass in 1 2; do
     for setting in PODKV_NONE=0 PODKV_CUDA_CHAIN_GROUP=8 PODKV_CUDA_CHAIN_WARPS=16 \
-      "PODKV_CUDA_CHAIN_WARPS=16 PODKV_CUDA_CHAIN_GROUP=8" PODKV_CUDA_CHAIN_BLOCKS=3 PODKV_CUDA_CHAIN_PREFETCH=1024 \
+      "PODKV_CUDA_CHAIN_WARPS=16 PODKV_CUDA_CHAIN_GROUP=8" PODKV_CUDA_CHAIN_BLOCKS=3 PODKV_CUDA_CHAIN_PREFETCH=1024 PODKV_CUDA_CHAIN_PREFETCH=2048 \
       PODKV_CUDA_CHAIN_SLICES=2 PODKV_CUDA_CHAIN_SLICES=4 PODKV_CUDA_DECODE_SPLIT_KEYS=32 \
       PODKV_CUDA_DECODE_SPLIT_KEYS=128 PODKV_CUDA_DECODE_STAGES=3 PODKV_CUDA_DECODE_COPY=bulk; do
       # shellcheck disable=SC2086  # a setting may be several VAR=value words
@@ -510,6 +518,20 @@ sweep)
     done
   done
   DEPTH=32735 tg "32K, default" PODKV_NONE=0; DEPTH=32735 tg "32K, chain group 8" PODKV_CUDA_CHAIN_GROUP=8
+  ;;
+verify)
+  ops "PODKV_NONE=0 kv_write" "PODKV_NONE=0 decode_chain" "PODKV_CUDA_CHAIN_GROUP=8 decode_chain"
+  for setting in PODKV_NONE=0 PODKV_CUDA_CHAIN_GROUP=8; do
+    within 150 env $setting "$build/podkv_tests" --gtest_filter='CudaDecodeChain.*:CudaGraphs.*:Models/CudaFixture.*' >/tmp/gt.log 2>&1
+    echo "gtests ($setting) rc $?: $(grep -E '^\[  (PASSED|FAILED)' /tmp/gt.log | tr '\n' ' ')"; grep -E "^\[  FAILED" /tmp/gt.log | head
+  done
+  for pass in 1 2 3; do
+    for depth in 4096 32735; do
+      [ $pass = 3 ] && [ $depth = 32735 ] && continue
+      DEPTH=$depth tg "$depth, default" PODKV_NONE=0; DEPTH=$depth tg "$depth, prefetch 1024" PODKV_CUDA_CHAIN_PREFETCH=1024
+      DEPTH=$depth tg "$depth, prefetch 1024, group 8" PODKV_CUDA_CHAIN_PREFETCH=1024 PODKV_CUDA_CHAIN_GROUP=8
+    done
+  done
   ;;
 h200final)
   test_gpu_whole
