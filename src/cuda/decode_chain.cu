@@ -398,10 +398,11 @@ int chain_warps() {
 
 // Chunks per lane and row in flight: eight in blocks of 8 warps unless PODKV_CUDA_CHAIN_GROUP=4 (24-warp
 // blocks keep four). Each lane adds its chunks' products in the same order either way (the outputs
-// should be the same bits; the tests compare them within float32 rounding). Session 42 on two H100s, batch 1, three (4K) and two (32K) interleaved passes each:
-// eight chunks with 1 KB a row prefetched against four with none 1.004x / 1.009x at 4K and 1.012x /
-// 1.008x at 32K; the prefetch alone 1.002x / 1.008x and 1.006x / 1.007x; eight alone 1.000x / 1.003x
-// at 4K and 1.003x at 32K. Not timed on an H200 (none was lent for it).
+// should be the same bits; the tests compare them within float32 rounding). Session 42 on two H100s,
+// batch 1, three (4K) and two (32K) interleaved passes each: eight chunks with 1 KB a row prefetched
+// against four with none 1.004x / 1.009x at 4K and 1.012x / 1.008x at 32K; the prefetch alone 1.002x /
+// 1.008x and 1.006x / 1.007x; eight alone 1.000x / 1.003x at 4K and 1.003x at 32K. Not timed on an
+// H200 (none was lent for it).
 int chain_group(int warps) {
   static const int group = env_int("PODKV_CUDA_CHAIN_GROUP", 8) == 4 ? kChainGroup : 8;
   return warps == 8 ? group : kChainGroup;
