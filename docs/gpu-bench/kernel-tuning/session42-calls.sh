@@ -74,6 +74,11 @@
 #                 CudaGraphs.* and Models/CudaFixture.* with either group; then batch-1 decode at 4K (three
 #                 interleaved passes) and 32K (two): the default, PODKV_CUDA_CHAIN_PREFETCH=1024, and that with
 #                 PODKV_CUDA_CHAIN_GROUP=8 (the defaults then: group 4, no prefetch; now group 8 and 1024)
+#   PART=trace    PATCHES=session42-chain-trace-untested CUDA_FLAGS=-DPODKV_CHAIN_TRACE (podkv_cli only; written in
+#                 session 42, not yet run; copy the patch beside this script): where a chain launch's time goes,
+#                 block by block (%globaltimer at each stage's begin and end): batch-1 decode at 4K and 32K with
+#                 the defaults, and at 4K with PODKV_CUDA_CHAIN_GROUP=4 PODKV_CUDA_CHAIN_PREFETCH=0 (the kernel
+#                 before session 42); each trace summarised by chain_trace.py and kept gzipped
 #   PART=h200final TARGETS="podkv_cli podkv_test_backend_ops podkv_tests" (needs_h200): the tree as it is:
 #                 scripts/test_gpu.sh whole, then scripts/bench_gpu.sh parts 1, 4, the step's kernel durations,
 #                 parts 2 and 3 (96 GiB of cache on the H200) and part 5 as time allows
@@ -240,7 +245,7 @@ fi
 # PART=land and PART=all apply PATCHES (copied beside this script), in order: each applied here, or
 # found applied; anything else stops the call.
 if [ "${PART:-test}" = land ] || [ "${PART:-test}" = all ] || [ "${PART:-test}" = untested ] || [ "${PART:-test}" = step128 ] ||
-  [ "${PART:-test}" = pages ] || [ "${PART:-test}" = sums ] || [ "${PART:-test}" = ab ]; then
+  [ "${PART:-test}" = pages ] || [ "${PART:-test}" = sums ] || [ "${PART:-test}" = ab ] || [ "${PART:-test}" = trace ]; then
   for name in ${PATCHES:-}; do
     patch=$(dirname "$0")/$name.patch
     if patch -p1 -R --dry-run -s -F3 -f <"$patch" >/dev/null 2>&1; then echo "patch $name: already applied"
@@ -531,6 +536,17 @@ verify)
       DEPTH=$depth tg "$depth, default" PODKV_NONE=0; DEPTH=$depth tg "$depth, prefetch 1024" PODKV_CUDA_CHAIN_PREFETCH=1024
       DEPTH=$depth tg "$depth, prefetch 1024, group 8" PODKV_CUDA_CHAIN_PREFETCH=1024 PODKV_CUDA_CHAIN_GROUP=8
     done
+  done
+  ;;
+trace)
+  for run in "4096 default PODKV_NONE=0" "32735 default PODKV_NONE=0" \
+    "4096 group4-noprefetch PODKV_CUDA_CHAIN_GROUP=4 PODKV_CUDA_CHAIN_PREFETCH=0"; do
+    read -r depth label setting <<<"$run"
+    echo "-- trace, $depth, $label ($SECONDS s)"
+    # shellcheck disable=SC2086  # a setting may be several VAR=value words
+    within 90 env $setting PODKV_CHAIN_TRACE_FILE=/tmp/trace.txt "$build/podkv" "${a[@]}" -p 0 -n 32 -d $depth -r 2 | grep tg
+    python3 docs/gpu-bench/kernel-tuning/chain_trace.py /tmp/trace.txt
+    gzip -9c /tmp/trace.txt >"$out/trace-$depth-$label.txt.gz"; rm -f /tmp/trace.txt
   done
   ;;
 h200final)
