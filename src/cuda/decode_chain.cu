@@ -217,10 +217,6 @@ __device__ __forceinline__ void load_input(float* xs, const float* src, int64_t 
 // for one block's.
 template <int W>
 __device__ __forceinline__ void load_normed(float* xs, const float* x, const float* weight, int64_t n, double eps) {
-  static_assert(W <= 32, "one warp adds the warps' sums");
-  __shared__ double warp_sums[W];
-  __shared__ float inv_shared;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   float4* xs4 = reinterpret_cast<float4*>(xs);
   const float4* x4 = reinterpret_cast<const float4*>(x);
   const float4* w4 = reinterpret_cast<const float4*>(weight);
@@ -231,16 +227,7 @@ __device__ __forceinline__ void load_normed(float* xs, const float* x, const flo
     ss += static_cast<double>(v.x) * v.x + static_cast<double>(v.y) * v.y + static_cast<double>(v.z) * v.z +
           static_cast<double>(v.w) * v.w;
   }
-  ss = warp_sum_double(ss);
-  if (lane == 0) warp_sums[warp] = ss;
-  __syncthreads();
-  if (warp == 0) {
-    double t = lane < W ? warp_sums[lane] : 0.0;
-    t = warp_sum_double(t);
-    if (lane == 0) inv_shared = static_cast<float>(1.0 / sqrt(t / static_cast<double>(n) + eps));
-  }
-  __syncthreads();
-  const float inv = inv_shared;
+  const float inv = inverse_rms<32 * W>(ss, n, eps);
   for (int64_t i = threadIdx.x; i < n / 4; i += 32 * W) {
     const float4 v = xs4[i], w = w4[i];
     xs4[i] = make_float4(v.x * inv * w.x, v.y * inv * w.y, v.z * inv * w.z, v.w * inv * w.w);
@@ -403,20 +390,18 @@ int chain_warps() {
 // against four with none 1.004x / 1.009x at 4K and 1.012x / 1.008x at 32K; the prefetch alone 1.002x /
 // 1.008x and 1.006x / 1.007x; eight alone 1.000x / 1.003x at 4K and 1.003x at 32K. Not timed on an
 // H200 (none was lent for it).
-int chain_group(int warps) {
+int chain_group() {
   static const int group = env_int("PODKV_CUDA_CHAIN_GROUP", 8) == 4 ? kChainGroup : 8;
-  return warps == 8 ? group : kChainGroup;
+  return group;
 }
 
 using ChainKernel = void (*)(ChainParams);
 template <bool kRope>
-ChainKernel chain_kernel_of(int warps, int group) {
+ChainKernel chain_kernel_of(int warps) {
   if (warps == 24) return decode_chain_kernel<24, kRope, kChainGroup>;
-  return group == 8 ? decode_chain_kernel<8, kRope, 8> : decode_chain_kernel<8, kRope, kChainGroup>;
+  return chain_group() == 8 ? decode_chain_kernel<8, kRope, 8> : decode_chain_kernel<8, kRope, kChainGroup>;
 }
-ChainKernel chain_kernel(int warps, bool rope) {
-  return rope ? chain_kernel_of<true>(warps, chain_group(warps)) : chain_kernel_of<false>(warps, chain_group(warps));
-}
+ChainKernel chain_kernel(int warps, bool rope) { return rope ? chain_kernel_of<true>(warps) : chain_kernel_of<false>(warps); }
 
 // Blocks per multiprocessor unless PODKV_CUDA_CHAIN_BLOCKS says otherwise (see above).
 constexpr int kDefaultBlocksPerSm = 2;

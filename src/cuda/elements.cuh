@@ -105,6 +105,28 @@ __device__ __forceinline__ double warp_sum_double(double v) {
   return v;
 }
 
+// 1 / sqrt(mean of the squares + eps) of a row whose squares each thread of the block (kBlock
+// threads) summed in `ss`: one warp-shuffle reduction, one pass over the block's warp sums, two
+// barriers; every thread gets the answer (rms_norm_kernel, rms_norm_vec4_kernel, decode_chain's
+// load_normed).
+template <int kBlock>
+__device__ __forceinline__ float inverse_rms(double ss, int64_t n, double eps) {
+  static_assert(kBlock % 32 == 0 && kBlock <= 32 * 32, "whole warps, whose sums one warp adds");
+  __shared__ double warp_sums[kBlock / 32];
+  __shared__ float inv_shared;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  ss = warp_sum_double(ss);
+  if (lane == 0) warp_sums[warp] = ss;
+  __syncthreads();
+  if (warp == 0) {
+    double t = lane < kBlock / 32 ? warp_sums[lane] : 0.0;
+    t = warp_sum_double(t);
+    if (lane == 0) inv_shared = static_cast<float>(1.0 / sqrt(t / static_cast<double>(n) + eps));
+  }
+  __syncthreads();
+  return inv_shared;
+}
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));

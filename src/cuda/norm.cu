@@ -23,26 +23,6 @@ constexpr int kPerThread = 16;  // rows up to 8192 elements stay in registers
 __device__ __forceinline__ void store(float* o, float v) { *o = v; }
 __device__ __forceinline__ void store(uint16_t* o, float v) { *o = f32_to_bf16_bits(v); }
 
-// 1 / sqrt(mean of the squares + eps) of a row whose squares each thread of the block (kBlock
-// threads) summed in `ss`: one warp-shuffle reduction, one pass over the block's warp sums, two
-// barriers; every thread gets the answer.
-template <int kBlock>
-__device__ __forceinline__ float inverse_rms(double ss, int64_t n, double eps) {
-  __shared__ double warp_sums[kBlock / 32];
-  __shared__ float inv_shared;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  ss = warp_sum_double(ss);
-  if (lane == 0) warp_sums[warp] = ss;
-  __syncthreads();
-  if (warp == 0) {
-    double t = lane < kBlock / 32 ? warp_sums[lane] : 0.0;
-    t = warp_sum_double(t);
-    if (lane == 0) inv_shared = static_cast<float>(1.0 / sqrt(t / static_cast<double>(n) + eps));
-  }
-  __syncthreads();
-  return inv_shared;
-}
-
 // With `residual`: x += residual first (the row is written back), then the norm of the sum. Out is
 // float, or uint16_t for bf16 (the float32 product rounded to nearest even: split_bf16's bits).
 template <typename Out>
