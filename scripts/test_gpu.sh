@@ -8,7 +8,8 @@
 #     with PODKV_CUDA_GEMV_SLICES=1 and 8 (the one-row GEMV unsplit and split 8 ways), and the
 #     attention cases once more with PODKV_CUDA_DECODE_SPLIT_KEYS=16 (rows of more than 128 chunks)
 #     and with PODKV_CUDA_DECODE_STAGES=3 (decode attention's ring in three stages), and the decode_chain
-#     cases with PODKV_CUDA_CHAIN_GROUP=4 (four 16-byte loads per lane and row in flight);
+#     cases with PODKV_CUDA_CHAIN_GROUP=4 (four 16-byte loads per lane and row in flight) and with
+#     PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0 (a plain launch, the two-counter grid barrier);
 #  2. the CUDA tests of podkv_tests (they skip without a GPU): Models/CudaFixture.*, CudaFusedOps.* (fused
 #     ops against the launches they replace), CudaSampling.* (device draws against the CPU sampler's),
 #     CudaGraphs.* (step graphs per batch shape against launch by launch), CudaDecodeChain.* (the decode
@@ -89,13 +90,14 @@ tail -1 "$logs/backend_ops.log"
 # path for 129 to 256 chunks, which the op cases' rows never take with 64-key chunks. Three stages
 # (one block per multiprocessor at head_dim 128) was the default until session 39. Decode tiles by
 # one bulk copy per lane and entry (PODKV_CUDA_DECODE_COPY=bulk) were the default until session 40.
-# The decode chain with four chunks per lane in flight (PODKV_CUDA_CHAIN_GROUP=4) was the default until session 42.
+# The decode chain with four chunks per lane in flight (PODKV_CUDA_CHAIN_GROUP=4) was the default until session 42,
+# plainly launched with the two-counter barrier until session 43.
 for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention" \
              "PODKV_CUDA_PREFILL=1,1 attention" \
              "PODKV_CUDA_PREFILL_WGMMA=0 attention" \
              "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" "PODKV_CUDA_DECODE_STAGES=3 attention" \
              "PODKV_CUDA_DECODE_COPY=bulk attention" "PODKV_CUDA_GEMV_SLICES=1 matmul" "PODKV_CUDA_GEMV_SLICES=8 matmul" \
-             "PODKV_CUDA_CHAIN_GROUP=4 decode_chain"; do
+             "PODKV_CUDA_CHAIN_GROUP=4 decode_chain" "PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0 decode_chain"; do
   setting=${check% *} op=${check##* }
   name=${setting//PODKV_CUDA_/} name=${name//[ =,]/_}
   log="$logs/backend_ops_$name.log"

@@ -26,6 +26,7 @@
 #include "cuda/decode_chain_plan.h"
 #include "cuda/elements.cuh"
 #include "cuda/gemv_row.cuh"
+#include "cuda/grid_barrier.cuh"
 #include "cuda/kernels.h"
 #include "cuda/paged.cuh"
 #include "cuda/pdl.cuh"
@@ -33,16 +34,45 @@
 #include "kv/token_classes.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <vector>
 
 namespace podkv::cuda {
 
 namespace {
 
 constexpr int R = kChainRows;
+
+// A diagnostic build only (CUDA_FLAGS=-DPODKV_CHAIN_TRACE, never the default): thread 0 of each block
+// stamps %globaltimer (ns) at kTraceEvents points of each launch: 0 entry, 1 o's input read, 2 o done,
+// 3 past barrier 1 and the norm, 4 gate | up done, 5 past barrier 2 and h read, 6 down done, 7 past
+// barrier 3 and the norm (0 on the last layer), 8 the end. The last kTraceLaunches launches of each
+// block are kept (a block's own count picks the slot, so slot n of every block is one launch) and
+// written at exit to $PODKV_CHAIN_TRACE_FILE, one line per launch and block: the slot, the block, the
+// stamps.
+#ifdef PODKV_CHAIN_TRACE
+constexpr int kTraceLaunches = 64, kTraceBlocks = 512, kTraceEvents = 9;
+__device__ unsigned long long chain_trace[kTraceLaunches][kTraceBlocks][kTraceEvents];
+__device__ unsigned chain_trace_count[kTraceBlocks];
+__device__ __forceinline__ unsigned long long* trace_row() {
+  if (threadIdx.x != 0 || blockIdx.x >= kTraceBlocks) return nullptr;
+  const unsigned n = chain_trace_count[blockIdx.x]++;
+  return chain_trace[n % kTraceLaunches][blockIdx.x];
+}
+__device__ __forceinline__ void stamp(unsigned long long* row, int event) {
+  if (row == nullptr) return;
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  row[event] = t;
+}
+#else
+__device__ __forceinline__ unsigned long long* trace_row() { return nullptr; }
+__device__ __forceinline__ void stamp(unsigned long long*, int) {}
+#endif
 
 enum StageIndex { kO, kGateUp, kDown, kNextQkv, kStages };
 
@@ -57,6 +87,8 @@ struct ChainParams {
   int64_t hidden;
   unsigned* barrier;
   int64_t prefetch_bytes;  // per row: prefetch_first_task
+  bool one_word_barrier;   // grid_barrier's protocol: one 64-bit word (the default) or the two counters
+  int trigger;             // where the last stage lets the next kernel start: 1 before its norm, 2 after, 0 at exit
   ChainRope rope;          // decode_chain_kernel<W, true>: stage[kNextQkv] is kRope, into rope's q, k, v (not qkv)
 };
 
@@ -99,53 +131,6 @@ __device__ __forceinline__ void rope_epilogue(const ChainStage& s, int64_t unit,
   out[ea] = a, out[eb] = b;
   uint16_t* e = reinterpret_cast<uint16_t*>(sh.entry[(kind == kKeys ? 0 : kv) + h]);
   if (e != nullptr) e[ea] = f32_to_bf16_bits(a), e[eb] = f32_to_bf16_bits(b);
-}
-
-__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-// Every block of the grid (all resident: a cooperative launch) waits here until all have arrived; the
-// writes before it are visible to the reads after it. barrier[0] counts the arrivals and is back to zero
-// when the last block has come; barrier[kGeneration] (a cache line of its own, so that the blocks
-// polling it do not slow the arrivals) moves on by one per barrier and is kept across launches (a block
-// reads it before it arrives, and it cannot move until every block has arrived). One fence, by the
-// arriving thread after the block's barrier: cumulative, it orders the block's writes before the
-// arrival (as cooperative groups' grid sync does).
-constexpr int kGeneration = kDecodeChainBarrierWords / 2;
-
-// `meanwhile` runs on every thread of the block after its arrival, before it waits: work that reads
-// nothing the other blocks write before the barrier is done while the last blocks arrive, not after.
-template <typename F>
-__device__ __forceinline__ void grid_barrier(unsigned* barrier, F meanwhile) {
-  __syncthreads();
-  unsigned generation = 0;
-  bool last = false;
-  if (threadIdx.x == 0) {
-    generation = load_acquire(barrier + kGeneration);
-    __threadfence();
-    last = atomicAdd(barrier, 1u) == gridDim.x - 1;
-    if (last) {
-      atomicExch(barrier, 0u);
-      __threadfence();
-      atomicAdd(barrier + kGeneration, 1u);
-    }
-  }
-  meanwhile();
-  if (threadIdx.x == 0) {
-    if (!last) {
-      while (load_acquire(barrier + kGeneration) == generation) {
-      }
-    }
-    __threadfence();
-  }
-  __syncthreads();
-}
-
-__device__ __forceinline__ void grid_barrier(unsigned* barrier) {
-  grid_barrier(barrier, [] {});
 }
 
 // The warp's rows of W as 16-byte chunks.
@@ -324,49 +309,97 @@ template <int W, bool kRope, int U>
 __global__ void __launch_bounds__(32 * W, (U == 4 ? 24 : 16) / W) decode_chain_kernel(const ChainParams p) {
   extern __shared__ float4 shared_x[];  // the stage's input: max(q_dim, hidden, inter) floats
   float* xs = reinterpret_cast<float*>(shared_x);
-  // x += o(attn): attn comes from the launch before.
+  unsigned long long* trace = trace_row();
+  stamp(trace, 0);
+  // x += o(attn): attn comes from the launch before. The o projection's first weights depend on
+  // nothing: asked into L2 before the wait for that launch (a programmatic dependent, this launch's
+  // blocks start while the merge before it runs; without the attribute pdl_wait is a no-op).
   prefetch_first_task(p.stage[kO], p.prefetch_bytes);
+  pdl_wait();
   load_input<W>(xs, p.attn, p.stage[kO].in);
+  stamp(trace, 1);
   run_stage<ChainEpilogue::kResidual, W, U>(p.stage[kO], xs, p.x, nullptr, p);
+  stamp(trace, 2);
   // h = silu(gate) * up of RMSNorm(x) * mlp_norm.
   prefetch_first_task(p.stage[kGateUp], p.prefetch_bytes);
-  grid_barrier(p.barrier);
+  grid_barrier(p.barrier, p.one_word_barrier);
   load_normed<W>(xs, p.x, p.mlp_norm, p.hidden, p.eps);
+  stamp(trace, 3);
   run_stage<ChainEpilogue::kSwiglu, W, U>(p.stage[kGateUp], xs, p.h, nullptr, p);
+  stamp(trace, 4);
   // x += down(h).
   prefetch_first_task(p.stage[kDown], p.prefetch_bytes);
-  grid_barrier(p.barrier);
+  grid_barrier(p.barrier, p.one_word_barrier);
   load_input<W>(xs, p.h, p.stage[kDown].in);
+  stamp(trace, 5);
   run_stage<ChainEpilogue::kResidual, W, U>(p.stage[kDown], xs, p.x, nullptr, p);
-  if (p.stage[kNextQkv].tasks == 0) return;  // the last layer (the same for every block)
+  stamp(trace, 6);
+  if (p.stage[kNextQkv].tasks == 0) {  // the last layer (the same for every block)
+    stamp(trace, 8);
+    if (trace != nullptr) trace[7] = 0;  // no next projection
+    return;
+  }
   // The next layer's q | k | v of RMSNorm(x) * next_norm (+ bias).
   prefetch_first_task<kRope>(p.stage[kNextQkv], p.prefetch_bytes);
   if constexpr (kRope) {
     // The angles and the entries (the step's metadata only), while the last blocks arrive; visible
     // after the barrier's last __syncthreads.
     __shared__ RopeShared rope_shared;
-    grid_barrier(p.barrier, [&] { prepare_rope(p.rope, rope_shared); });
+    grid_barrier(p.barrier, p.one_word_barrier, [&] { prepare_rope(p.rope, rope_shared); });
     // Attention, the kernel after this one, may start its blocks (pdl.cuh): it reads the step's
     // metadata while this stage streams its weights, and waits for this launch to finish.
-    pdl_launch_dependents();
+    if (p.trigger == 1) pdl_launch_dependents();
     load_normed<W>(xs, p.x, p.next_norm, p.hidden, p.eps);
+    if (p.trigger == 2) pdl_launch_dependents();
+    stamp(trace, 7);
     run_stage<ChainEpilogue::kRope, W, U>(p.stage[kNextQkv], xs, nullptr, p.bias, p, &rope_shared);
   } else {
-    grid_barrier(p.barrier);
+    grid_barrier(p.barrier, p.one_word_barrier);
     // The RoPE + KV write kernel after this one may start its blocks (pdl.cuh): it reads the step's
     // metadata while this stage streams its weights, and waits for this launch to finish.
-    pdl_launch_dependents();
+    if (p.trigger == 1) pdl_launch_dependents();
     load_normed<W>(xs, p.x, p.next_norm, p.hidden, p.eps);
+    if (p.trigger == 2) pdl_launch_dependents();
+    stamp(trace, 7);
     run_stage<ChainEpilogue::kBias, W, U>(p.stage[kNextQkv], xs, p.qkv, p.bias, p);
   }
+  stamp(trace, 8);
 }
+
+#ifdef PODKV_CHAIN_TRACE
+// At exit (registered after the CUDA runtime's own handlers, so it runs before them): the kept stamps
+// to $PODKV_CHAIN_TRACE_FILE. Slots that no launch reached are all zero and skipped.
+void write_chain_trace() {
+  const char* path = std::getenv("PODKV_CHAIN_TRACE_FILE");
+  if (path == nullptr || cudaDeviceSynchronize() != cudaSuccess) return;
+  std::vector<unsigned long long> t(static_cast<size_t>(kTraceLaunches) * kTraceBlocks * kTraceEvents);
+  if (cudaMemcpyFromSymbol(t.data(), chain_trace, t.size() * sizeof(t[0])) != cudaSuccess) return;
+  FILE* f = std::fopen(path, "w");
+  if (f == nullptr) return;
+  for (int n = 0; n < kTraceLaunches; ++n)
+    for (int b = 0; b < kTraceBlocks; ++b) {
+      const unsigned long long* e = &t[(static_cast<size_t>(n) * kTraceBlocks + b) * kTraceEvents];
+      if (e[0] == 0) continue;
+      std::fprintf(f, "%d %d", n, b);
+      for (int i = 0; i < kTraceEvents; ++i) std::fprintf(f, " %llu", e[i]);
+      std::fprintf(f, "\n");
+    }
+  std::fclose(f);
+}
+void register_chain_trace() {
+  static std::once_flag once;
+  std::call_once(once, [] { std::atexit(write_chain_trace); });
+}
+#else
+void register_chain_trace() {}
+#endif
 
 // Tuning knobs, read once: PODKV_CUDA_CHAIN_WARPS=8 or 24 warps per block (default 8);
 // PODKV_CUDA_CHAIN_BLOCKS=N blocks per multiprocessor, at most what fits (default 2; 0: all that fit,
 // three of 8 warps); PODKV_CUDA_CHAIN_SLICES=N (1, 2, 4, 8) slices for every stage whose inputs allow
 // (0 or unset: chosen); PODKV_CUDA_CHAIN_PREFETCH=B bytes per row asked into L2 before each barrier
-// (default 1024); PODKV_CUDA_CHAIN_GROUP=4 or 8 (chain_group); PODKV_CUDA_CHAIN_COOPERATIVE=0
-// (decode_chain). The warps and blocks are the fastest of session 27's sweep on an H200 (Llama-3-8B
+// (default 1024); PODKV_CUDA_CHAIN_GROUP=4 or 8 (chain_group); PODKV_CUDA_CHAIN_COOPERATIVE=0,
+// PODKV_CUDA_CHAIN_PDL=0 (decode_chain); PODKV_CUDA_CHAIN_BARRIER=0 (grid_barrier's two counters). The warps and blocks are the fastest of session 27's sweep on an H200 (Llama-3-8B
 // shape, batch 1, 4K, tok/s of two passes): 8 warps x 2 blocks, no prefetch 197.1; the same with 1 KB
 // prefetched 197.0, with 4 KB 190.4; 24 warps x 1 block 186.2 (4 KB: 179.8); 8 warps x 1 block 154.8;
 // the per-launch kernels 185.8. Why 16 warps per multiprocessor beat 24, and why 4 KB of prefetch
@@ -487,6 +520,7 @@ bool decode_chain_applies(const DecodeChain& args, int num_sms) { return chain_l
 bool decode_chain(const DecodeChain& a, int num_sms, cudaStream_t stream) {
   const ChainLaunch launch = chain_launch(a, num_sms);
   if (launch.blocks == 0) return false;
+  register_chain_trace();
   static const int forced_slices = env_int("PODKV_CUDA_CHAIN_SLICES");
   static const int prefetch_bytes = env_int("PODKV_CUDA_CHAIN_PREFETCH", 1024);
 
@@ -507,21 +541,39 @@ bool decode_chain(const DecodeChain& a, int num_sms, cudaStream_t stream) {
   p.mlp_norm = a.mlp_norm, p.next_norm = a.next_norm, p.bias = a.bqkv;
   p.eps = a.eps, p.hidden = a.hidden, p.barrier = a.barrier;
   p.prefetch_bytes = prefetch_bytes;
+  static const bool one_word_barrier = env_int("PODKV_CUDA_CHAIN_BARRIER", 1) != 0;
+  p.one_word_barrier = one_word_barrier;
+  // PODKV_CUDA_CHAIN_TRIGGER=1 (default), 2 or 0: pdl_launch_dependents before the last stage's norm,
+  // after it, or not at all (the kernel's exit lets the next one start).
+  static const int trigger = env_int("PODKV_CUDA_CHAIN_TRIGGER", 1);
+  p.trigger = trigger;
 
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(static_cast<unsigned>(launch.blocks));
   config.blockDim = dim3(32 * launch.warps);
   config.dynamicSmemBytes = launch.smem;
   config.stream = stream;
-  cudaLaunchAttribute cooperative{};
-  cooperative.id = cudaLaunchAttributeCooperative;
-  cooperative.val.cooperative = 1;
-  config.attrs = &cooperative;
+  cudaLaunchAttribute attributes[2]{};
+  unsigned count = 0;
   // PODKV_CUDA_CHAIN_COOPERATIVE=0: a plain launch of the same grid, resident all at once by its size
   // on a device nothing else uses (no guarantee: for the case where a cooperative node cannot be
   // captured in a step graph).
   static const bool plain = env_int("PODKV_CUDA_CHAIN_COOPERATIVE", 1) == 0;
-  config.numAttrs = plain ? 0 : 1;
+  if (!plain) {
+    attributes[count].id = cudaLaunchAttributeCooperative;
+    attributes[count++].val.cooperative = 1;
+  }
+  // A programmatic dependent of the kernel before (pdl.cuh; PODKV_CUDA_CHAIN_PDL=0: not): the grid
+  // starts while the merge runs (it triggers at its start), asks the o projection's first weights into
+  // L2 and waits. Session 43 on two H100s, batch 1: 4K 162.56 / 162.28 / 162.68 tok/s against 161.96 /
+  // 161.75 / 162.08 (1.004x), 32K 132.27 / 132.73 against 131.62 / 131.99 (1.005x), interleaved.
+  static const bool dependent = env_int("PODKV_CUDA_CHAIN_PDL", 1) != 0 && pdl_enabled(PdlUse::kDecode);
+  if (dependent) {
+    attributes[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attributes[count++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  config.attrs = attributes;
+  config.numAttrs = count;
   const cudaError_t e = cudaLaunchKernelEx(&config, chain_kernel(launch.warps, launch.rope), p);
   if (e == cudaErrorCooperativeLaunchTooLarge || e == cudaErrorLaunchOutOfResources ||
       e == cudaErrorInvalidConfiguration) {
