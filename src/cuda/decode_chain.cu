@@ -88,7 +88,6 @@ struct ChainParams {
   unsigned* barrier;
   int64_t prefetch_bytes;  // per row: prefetch_first_task
   bool one_word_barrier;   // grid_barrier's protocol: one 64-bit word (the default) or the two counters
-  int trigger;             // where the last stage lets the next kernel start: 1 before its norm, 2 after, 0 at exit
   ChainRope rope;          // decode_chain_kernel<W, true>: stage[kNextQkv] is kRope, into rope's q, k, v (not qkv)
 };
 
@@ -348,18 +347,16 @@ __global__ void __launch_bounds__(32 * W, (U == 4 ? 24 : 16) / W) decode_chain_k
     grid_barrier(p.barrier, p.one_word_barrier, [&] { prepare_rope(p.rope, rope_shared); });
     // Attention, the kernel after this one, may start its blocks (pdl.cuh): it reads the step's
     // metadata while this stage streams its weights, and waits for this launch to finish.
-    if (p.trigger == 1) pdl_launch_dependents();
+    pdl_launch_dependents();
     load_normed<W>(xs, p.x, p.next_norm, p.hidden, p.eps);
-    if (p.trigger == 2) pdl_launch_dependents();
     stamp(trace, 7);
     run_stage<ChainEpilogue::kRope, W, U>(p.stage[kNextQkv], xs, nullptr, p.bias, p, &rope_shared);
   } else {
     grid_barrier(p.barrier, p.one_word_barrier);
     // The RoPE + KV write kernel after this one may start its blocks (pdl.cuh): it reads the step's
     // metadata while this stage streams its weights, and waits for this launch to finish.
-    if (p.trigger == 1) pdl_launch_dependents();
+    pdl_launch_dependents();
     load_normed<W>(xs, p.x, p.next_norm, p.hidden, p.eps);
-    if (p.trigger == 2) pdl_launch_dependents();
     stamp(trace, 7);
     run_stage<ChainEpilogue::kBias, W, U>(p.stage[kNextQkv], xs, p.qkv, p.bias, p);
   }
@@ -543,10 +540,6 @@ bool decode_chain(const DecodeChain& a, int num_sms, cudaStream_t stream) {
   p.prefetch_bytes = prefetch_bytes;
   static const bool one_word_barrier = env_int("PODKV_CUDA_CHAIN_BARRIER", 1) != 0;
   p.one_word_barrier = one_word_barrier;
-  // PODKV_CUDA_CHAIN_TRIGGER=1 (default), 2 or 0: pdl_launch_dependents before the last stage's norm,
-  // after it, or not at all (the kernel's exit lets the next one start).
-  static const int trigger = env_int("PODKV_CUDA_CHAIN_TRIGGER", 1);
-  p.trigger = trigger;
 
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(static_cast<unsigned>(launch.blocks));
