@@ -29,8 +29,8 @@ __global__ void __launch_bounds__(kThreads)
                  float* all_gates, const int32_t* decode_rows) {
   const int64_t slot = blockIdx.x, row = decode_rows != nullptr ? decode_rows[slot] : slot;
   const int i = blockIdx.y;
-  // A programmatic dependent after this kernel (the decode chain with PODKV_CUDA_CHAIN_PDL=1) may start
-  // its blocks now: they wait for this kernel to finish before they read its output (pdl.cuh).
+  // A programmatic dependent after this kernel (the decode chain, unless PODKV_CUDA_CHAIN_PDL=0) may
+  // start its blocks now: they wait for this kernel to finish before they read its output (pdl.cuh).
   pdl_launch_dependents();
   pdl_wait();  // the partials of the kernel before (pdl.cuh)
   __shared__ float weight[kMaxMergeSplits];

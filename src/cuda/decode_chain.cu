@@ -396,8 +396,9 @@ void register_chain_trace() {}
 // three of 8 warps); PODKV_CUDA_CHAIN_SLICES=N (1, 2, 4, 8) slices for every stage whose inputs allow
 // (0 or unset: chosen); PODKV_CUDA_CHAIN_PREFETCH=B bytes per row asked into L2 before each barrier
 // (default 1024); PODKV_CUDA_CHAIN_GROUP=4 or 8 (chain_group); PODKV_CUDA_CHAIN_COOPERATIVE=0,
-// PODKV_CUDA_CHAIN_PDL=0 (decode_chain); PODKV_CUDA_CHAIN_BARRIER=0 (grid_barrier's two counters). The warps and blocks are the fastest of session 27's sweep on an H200 (Llama-3-8B
-// shape, batch 1, 4K, tok/s of two passes): 8 warps x 2 blocks, no prefetch 197.1; the same with 1 KB
+// PODKV_CUDA_CHAIN_PDL=0 (decode_chain); PODKV_CUDA_CHAIN_BARRIER=0 (grid_barrier's two counters). The
+// warps and blocks are the fastest of session 27's sweep on an H200 (Llama-3-8B shape, batch 1, 4K,
+// tok/s of two passes): 8 warps x 2 blocks, no prefetch 197.1; the same with 1 KB
 // prefetched 197.0, with 4 KB 190.4; 24 warps x 1 block 186.2 (4 KB: 179.8); 8 warps x 1 block 154.8;
 // the per-launch kernels 185.8. Why 16 warps per multiprocessor beat 24, and why 4 KB of prefetch
 // costs, was not measured (a guess: fewer warps reach each barrier sooner, and the prefetches compete

@@ -16,7 +16,8 @@
 // 127.50 (1.009x), batch 8 at 8K 1.005x dense and 1.009x PoD, batch 32 0.996x / 0.998x; a 32K
 // prompt 23,535 / 23,535 against 23,622 / 23,605 (0.997x), so prompts keep plain launches
 // (PODKV_CUDA_PDL=1: those too). Session 28's loss at 32K on the H200 (0.984x) came before the
-// attention kernel's trigger moved to its end.
+// attention kernel's trigger moved to its end. Since session 43 the decode chain (a cooperative
+// launch) is a dependent too, of the merge, which triggers at its start (decode_chain.cu).
 #pragma once
 
 #include <cuda_runtime.h>
