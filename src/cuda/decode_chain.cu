@@ -34,12 +34,14 @@
 #include "kv/token_classes.h"
 
 #include <algorithm>
-#include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <mutex>
 #include <tuple>
+#ifdef PODKV_CHAIN_TRACE
+#include <cstdio>  // write_chain_trace
 #include <vector>
+#endif
 
 namespace podkv::cuda {
 
