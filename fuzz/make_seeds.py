@@ -8,7 +8,6 @@ tokenizer fixtures and their test texts. Deterministic; run from anywhere:
 """
 import json
 import os
-import shutil
 import struct
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -19,13 +18,26 @@ def path(*parts):
     return os.path.join(ROOT, *parts)
 
 
+SEEDS = {}  # harness -> {file name: bytes}, written at the end
+
+
 def put(harness, name, data):
-    d = os.path.join(OUT, harness)
-    os.makedirs(d, exist_ok=True)
-    if isinstance(data, str):
-        data = data.encode()
-    with open(os.path.join(d, name), "wb") as f:
-        f.write(data)
+    SEEDS.setdefault(harness, {})[name] = data.encode() if isinstance(data, str) else data
+
+
+def write_seeds():
+    # Only the harnesses this script seeds are rewritten. Their regression_* inputs (ones that once
+    # crashed a harness) stay, and so do the hand-written seeds of harnesses it does not seed
+    # (fuzz_openai_request, fuzz_prompts_file).
+    for harness, files in SEEDS.items():
+        d = os.path.join(OUT, harness)
+        os.makedirs(d, exist_ok=True)
+        for f in os.listdir(d):
+            if not f.startswith("regression_"):
+                os.remove(os.path.join(d, f))
+        for name, data in files.items():
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
 
 
 def read_safetensors(p):
@@ -240,11 +252,6 @@ def token_file_seeds():
 
 
 if __name__ == "__main__":
-    # Seeds are rewritten; inputs that once crashed a harness (regression_*) stay.
-    for h in os.listdir(OUT) if os.path.isdir(OUT) else []:
-        for f in os.listdir(os.path.join(OUT, h)):
-            if not f.startswith("regression_"):
-                os.remove(os.path.join(OUT, h, f))
     safetensors_seeds()
     gguf_seeds()
     tokenizer_seeds()
@@ -253,6 +260,7 @@ if __name__ == "__main__":
     pod_config_seeds()
     eval_progress_seeds()
     token_file_seeds()
+    write_seeds()
     for h in sorted(os.listdir(OUT)):
         files = os.listdir(os.path.join(OUT, h))
         print("%-24s %2d seeds, %6d bytes" % (h, len(files), sum(os.path.getsize(os.path.join(OUT, h, f)) for f in files)))

@@ -172,6 +172,18 @@ TEST(TokenizerJson, ErrorsNameFileAndField) {
     EXPECT_NE(std::string(e.what()).find("model.merges[1]: expected a string or a pair"), std::string::npos)
         << e.what();
   }
+  // The fuzzer's case (CI, session 44): a dropout that is not a number is an error, not an escaped
+  // nlohmann type_error.
+  j = bytes_only_tokenizer();
+  j["model"]["dropout"] = json::array({1});
+  try {
+    podkv::load_tokenizer(tmp.write("tokenizer.json", j.dump()));
+    FAIL() << "expected an error";
+  } catch (const podkv::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.dropout: expected a number or null"), std::string::npos) << e.what();
+  }
+  j["model"]["dropout"] = 0.1;
+  EXPECT_THROW(podkv::load_tokenizer(tmp.write("tokenizer.json", j.dump())), podkv::Error);
   EXPECT_THROW(podkv::load_tokenizer(tmp.write("tokenizer.json", "{not json")), podkv::Error);
   EXPECT_THROW(podkv::load_tokenizer((tmp.path / "missing.json").string()), podkv::Error);
 }
