@@ -4,6 +4,8 @@
 # earlier runs found (build-asan/fuzz-corpus/NAME). Stops at the first crash,
 # leak, timeout (10 s per input) or allocation over 2 GB, leaving the input in
 # build-asan/fuzz-artifacts/. Prints the executions of each harness.
+# FUZZ_FRESH=1: start from the committed seeds only, as CI's clean clone does (what earlier runs found
+# is neither read nor added to), so that a local run explores what CI's 5 s will.
 #   scripts/fuzz.sh [SECONDS] [HARNESS ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,10 @@ export LSAN_OPTIONS="suppressions=$PWD/scripts/lsan.supp:print_suppressions=0"
 mkdir -p build-asan/fuzz-artifacts
 for h in "${harnesses[@]}"; do
   corpus="build-asan/fuzz-corpus/$h"
+  if [ "${FUZZ_FRESH:-0}" = 1 ]; then
+    corpus="build-asan/fuzz-fresh/$h"
+    rm -rf "$corpus"
+  fi
   mkdir -p "$corpus"
   log="build-asan/fuzz-artifacts/$h.log"
   if ! build-asan/fuzz/"$h" "$corpus" "fuzz/corpus/$h" -max_total_time="$seconds" -timeout=10 \
