@@ -31,27 +31,65 @@ using json = nlohmann::json;
 // ggml's token types (llama.cpp's LLAMA_TOKEN_TYPE_*).
 constexpr int64_t kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5;
 
-// `embedding_or_output`: token_embd / output, kept at Q8_0 by the 4- and 5-bit types.
-DType target_dtype(GgufExportType t, DType stored, int64_t cols, bool embedding_or_output = false) {
-  const bool blocks = cols % quant::kBlock == 0;
+// What llama-quantize's recipe (llama.cpp's llama_tensor_get_type) looks at for a matrix: its role,
+// and for the two that Q4_K_M gives more bits, its layer among the model's.
+enum class Role { Plain, TokenEmbedding, Output, AttnV, FfnDown };
+struct Placement {
+  Role role = Role::Plain;
+  int layer = 0, layers = 1;
+};
+
+// llama.cpp's use_more_bits: the first and last eighth of the layers, and every third between.
+bool use_more_bits(int layer, int layers) {
+  return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
+}
+
+// llama-quantize's fallbacks for rows that are not whole blocks of the type: Q4_K -> Q5_0,
+// Q6_K -> Q8_0 (rows not a multiple of 256), then F16 (rows not a multiple of 32).
+DType fit_rows(DType type, int64_t cols) {
+  if ((type == DType::Q4_K || type == DType::Q6_K) && cols % quant::kSuperBlock != 0)
+    type = type == DType::Q4_K ? DType::Q5_0 : DType::Q8_0;
+  if (type != DType::F16 && cols % quant::kBlock != 0) type = DType::F16;
+  return type;
+}
+
+// The type the matrices of an export type mostly take (general.file_type's).
+DType main_dtype(GgufExportType t, DType stored) {
   switch (t) {
     case GgufExportType::Keep: return stored;
     case GgufExportType::F32: return DType::F32;
     case GgufExportType::F16: return DType::F16;
     case GgufExportType::BF16: return DType::BF16;
-    case GgufExportType::Q8_0: return blocks ? DType::Q8_0 : DType::F16;
-    case GgufExportType::Q4_0: case GgufExportType::Q4_1: case GgufExportType::Q5_0: case GgufExportType::Q5_1: {
-      if (!blocks) return DType::F16;
-      if (embedding_or_output) return DType::Q8_0;
-      return t == GgufExportType::Q4_0 ? DType::Q4_0 : t == GgufExportType::Q4_1 ? DType::Q4_1
-           : t == GgufExportType::Q5_0 ? DType::Q5_0 : DType::Q5_1;
-    }
-    case GgufExportType::Q4_K: case GgufExportType::Q6_K:
-      if (!blocks) return DType::F16;
-      if (embedding_or_output || cols % quant::kSuperBlock != 0) return DType::Q8_0;
-      return t == GgufExportType::Q4_K ? DType::Q4_K : DType::Q6_K;
+    case GgufExportType::Q8_0: return DType::Q8_0;
+    case GgufExportType::Q4_0: return DType::Q4_0;
+    case GgufExportType::Q4_1: return DType::Q4_1;
+    case GgufExportType::Q5_0: return DType::Q5_0;
+    case GgufExportType::Q5_1: return DType::Q5_1;
+    case GgufExportType::Q4_K: case GgufExportType::Q4_K_M: return DType::Q4_K;
+    case GgufExportType::Q6_K: return DType::Q6_K;
   }
   return stored;
+}
+
+// A matrix's type in the written file. The block types follow llama-quantize's recipe for the
+// llama architecture without an importance matrix: the output matrix (or the token embedding when
+// the output is tied to it) Q6_K; Q4_K_M also attn_v and ffn_down in the layers use_more_bits picks;
+// the rest the main type (the token embedding included); rows that are not whole blocks as fit_rows.
+DType target_dtype(GgufExportType t, DType stored, int64_t cols, const Placement& at = {}) {
+  DType type = main_dtype(t, stored);
+  switch (t) {
+    case GgufExportType::Keep: case GgufExportType::F32: case GgufExportType::F16: case GgufExportType::BF16:
+      return type;
+    case GgufExportType::Q8_0:
+      return fit_rows(type, cols);
+    default:
+      break;
+  }
+  if (at.role == Role::Output) type = DType::Q6_K;
+  if (t == GgufExportType::Q4_K_M && (at.role == Role::AttnV || at.role == Role::FfnDown) &&
+      use_more_bits(at.layer, at.layers))
+    type = DType::Q6_K;
+  return fit_rows(type, cols);
 }
 
 // Source row of output row r of a Q or K matrix [n_head * d, cols] under
@@ -98,9 +136,9 @@ class Exporter {
 
   // A weight matrix [rows, cols] (PyTorch order; ggml shape {cols, rows}).
   // permute_head_dim > 0 applies the Q/K row permutation with that head size.
-  void matrix(const std::string& name, const WeightMatrix& m, int64_t permute_head_dim = 0,
-              bool embedding_or_output = false) {
-    const DType to = target_dtype(opts_.type, m.dtype, m.cols, embedding_or_output);
+  void matrix(const std::string& name, const WeightMatrix& m, int64_t permute_head_dim = 0, const Placement& at = {}) {
+    const DType to = target_dtype(opts_.type, m.dtype, m.cols, at);
+    quantized_ = quantized_ || (to != DType::F32 && to != DType::F16 && to != DType::BF16);
     const size_t in_row = m.row_bytes(), out_row = dtype_bytes(to, static_cast<size_t>(m.cols));
     std::vector<uint8_t> bytes(out_row * static_cast<size_t>(m.rows));
     std::vector<float> tmp;
@@ -121,16 +159,19 @@ class Exporter {
 
   gguf::Writer& writer() { return writer_; }
   size_t tensors() const { return tensors_; }
+  bool quantized() const { return quantized_; }  // a block type was written
 
  private:
   const GgufExportOptions& opts_;
   gguf::Writer writer_;
   size_t tensors_ = 0;
+  bool quantized_ = false;
 };
 
-// llama.cpp's general.file_type (LLAMA_FTYPE_*) for the matrices' type.
-uint32_t file_type(DType t) {
-  switch (t) {
+// llama.cpp's general.file_type (LLAMA_FTYPE_*) of an export.
+uint32_t file_type(GgufExportType export_type, DType stored) {
+  if (export_type == GgufExportType::Q4_K_M) return 15;  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+  switch (main_dtype(export_type, stored)) {
     case DType::F32: return 0;
     case DType::F16: return 1;
     case DType::Q4_0: return 2;
@@ -330,7 +371,8 @@ GgufExportType parse_gguf_export_type(const std::string& text, const std::string
   if (text == "q5_1") return GgufExportType::Q5_1;
   if (text == "q4_k") return GgufExportType::Q4_K;
   if (text == "q6_k") return GgufExportType::Q6_K;
-  throw Error(option + ": '" + text + "' is not one of keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k");
+  if (text == "q4_k_m") return GgufExportType::Q4_K_M;
+  throw Error(option + ": '" + text + "' is not one of keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q4_k_m, q6_k");
 }
 
 GgufExportResult export_gguf(const Model& model, const std::string& out_path, const GgufExportOptions& opts) {
@@ -351,8 +393,7 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
   }
   w.set("general.architecture", MetaValue::make_string("llama"));
   w.set("general.name", MetaValue::make_string(name));
-  w.set("general.file_type",
-        MetaValue::make_uint32(file_type(target_dtype(opts.type, model.weight_dtype(), c.hidden_size))));
+  w.set("general.file_type", MetaValue::make_uint32(file_type(opts.type, model.weight_dtype())));
   w.set("llama.vocab_size", MetaValue::make_uint32(static_cast<uint32_t>(c.vocab_size)));
   w.set("llama.context_length", MetaValue::make_uint32(static_cast<uint32_t>(c.max_position_embeddings)));
   w.set("llama.embedding_length", MetaValue::make_uint32(static_cast<uint32_t>(c.hidden_size)));
@@ -423,22 +464,25 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
 
   // HF checkpoints rotate halves and need the permutation; a GGUF source is already permuted.
   const int64_t permute = c.rope_interleaved ? 0 : c.head_dim;
-  ex.matrix("token_embd.weight", model.embedding(), 0, true);
+  // A token embedding that is also the output matrix is quantized as the output (llama-quantize's rule).
+  const bool tied = model.lm_head().data == model.embedding().data;
+  ex.matrix("token_embd.weight", model.embedding(), 0, {tied ? Role::Output : Role::TokenEmbedding});
   ex.vector("output_norm.weight", model.final_norm());
-  if (model.lm_head().data != model.embedding().data) ex.matrix("output.weight", model.lm_head(), 0, true);
+  if (!tied) ex.matrix("output.weight", model.lm_head(), 0, {Role::Output});
   for (int l = 0; l < c.num_layers; ++l) {
     const std::string p = "blk." + std::to_string(l) + ".";
     const LayerWeights& lw = model.layers()[l];
     ex.vector(p + "attn_norm.weight", lw.attn_norm);
     ex.matrix(p + "attn_q.weight", lw.wq, permute);
     ex.matrix(p + "attn_k.weight", lw.wk, permute);
-    ex.matrix(p + "attn_v.weight", lw.wv);
+    ex.matrix(p + "attn_v.weight", lw.wv, 0, {Role::AttnV, l, c.num_layers});
     ex.matrix(p + "attn_output.weight", lw.wo);
     ex.vector(p + "ffn_norm.weight", lw.mlp_norm);
     ex.matrix(p + "ffn_gate.weight", lw.w_gate);
     ex.matrix(p + "ffn_up.weight", lw.w_up);
-    ex.matrix(p + "ffn_down.weight", lw.w_down);
+    ex.matrix(p + "ffn_down.weight", lw.w_down, 0, {Role::FfnDown, l, c.num_layers});
   }
+  if (ex.quantized()) w.set("general.quantization_version", MetaValue::make_uint32(2));  // GGML_QNT_VERSION
   w.write(out_path);
   result.tensor_count = ex.tensors();
   return result;

@@ -1,10 +1,8 @@
-// Reference dequantizers and quantizers of llama.cpp's block formats (layouts in
-// quant.h). These are the oracle the vectorised kernels (ops/quant_gemv.cpp) are
+// Reference dequantizers of llama.cpp's block formats (layouts in quant.h; the
+// quantizers are quantize.cpp's). These are the oracle the vectorised kernels (ops/quant_gemv.cpp) are
 // tested against, and the path the prefill GEMM widens its panels with.
 #include "util/quant.h"
 
-#include <algorithm>
-#include <cfloat>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -161,31 +159,6 @@ void each_block(const void* src, float* dst, size_t blocks, int per_block) {
   for (size_t i = 0; i < blocks; ++i) F(b[i], dst + i * per_block);
 }
 
-// The value of largest magnitude, with its sign (ggml's "max" for the symmetric types).
-float signed_absmax(const float* x, int n) {
-  float amax = 0.0f, max = 0.0f;
-  for (int j = 0; j < n; ++j) {
-    if (amax < std::fabs(x[j])) {
-      amax = std::fabs(x[j]);
-      max = x[j];
-    }
-  }
-  return max;
-}
-
-void min_max(const float* x, int n, float& min, float& max) {
-  min = FLT_MAX;
-  max = -FLT_MAX;
-  for (int j = 0; j < n; ++j) {
-    min = std::min(min, x[j]);
-    max = std::max(max, x[j]);
-  }
-}
-
-void check_count(size_t count, const char* who) {
-  check(count % kBlock == 0, std::string(who) + ": " + std::to_string(count) + " values is not a multiple of 32");
-}
-
 }  // namespace
 
 size_t block_bytes(DType t) {
@@ -236,172 +209,6 @@ void dequantize(DType t, const void* src, float* dst, size_t blocks) {
     case DType::Q5_K: return each_block<BlockQ5_K, dequant_q5_k>(src, dst, blocks, kSuperBlock);
     case DType::Q6_K: return each_block<BlockQ6_K, dequant_q6_k>(src, dst, blocks, kSuperBlock);
     default: throw Error(std::string("dequantize: ") + dtype_name(t) + " is not a block type");
-  }
-}
-
-void quantize_q4_0(const float* src, uint8_t* dst, size_t count) {
-  check_count(count, "quantize_q4_0");
-  auto* out = reinterpret_cast<BlockQ4_0*>(dst);
-  for (size_t b = 0; b < count / kBlock; ++b) {
-    const float* x = src + b * kBlock;
-    const float d = signed_absmax(x, kBlock) / -8.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    out[b].d = f32_to_f16(d);
-    for (int j = 0; j < 16; ++j) {
-      const int x0 = std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * id + 8.5f)));
-      const int x1 = std::min(15, static_cast<int>(static_cast<int8_t>(x[j + 16] * id + 8.5f)));
-      out[b].qs[j] = static_cast<uint8_t>(x0 | (x1 << 4));
-    }
-  }
-}
-
-void quantize_q4_1(const float* src, uint8_t* dst, size_t count) {
-  check_count(count, "quantize_q4_1");
-  auto* out = reinterpret_cast<BlockQ4_1*>(dst);
-  for (size_t b = 0; b < count / kBlock; ++b) {
-    const float* x = src + b * kBlock;
-    float min, max;
-    min_max(x, kBlock, min, max);
-    const float d = (max - min) / 15.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    out[b].d = f32_to_f16(d);
-    out[b].m = f32_to_f16(min);
-    for (int j = 0; j < 16; ++j) {
-      const int x0 = std::min(15, static_cast<int>(static_cast<int8_t>((x[j] - min) * id + 0.5f)));
-      const int x1 = std::min(15, static_cast<int>(static_cast<int8_t>((x[j + 16] - min) * id + 0.5f)));
-      out[b].qs[j] = static_cast<uint8_t>(x0 | (x1 << 4));
-    }
-  }
-}
-
-void quantize_q5_0(const float* src, uint8_t* dst, size_t count) {
-  check_count(count, "quantize_q5_0");
-  auto* out = reinterpret_cast<BlockQ5_0*>(dst);
-  for (size_t b = 0; b < count / kBlock; ++b) {
-    const float* x = src + b * kBlock;
-    const float d = signed_absmax(x, kBlock) / -16.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    out[b].d = f32_to_f16(d);
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; ++j) {
-      const int x0 = std::min(31, static_cast<int>(static_cast<int8_t>(x[j] * id + 16.5f)));
-      const int x1 = std::min(31, static_cast<int>(static_cast<int8_t>(x[j + 16] * id + 16.5f)));
-      out[b].qs[j] = static_cast<uint8_t>((x0 & 0xF) | ((x1 & 0xF) << 4));
-      qh |= static_cast<uint32_t>((x0 & 0x10) >> 4) << j;
-      qh |= static_cast<uint32_t>((x1 & 0x10) >> 4) << (j + 16);
-    }
-    std::memcpy(out[b].qh, &qh, 4);
-  }
-}
-
-void quantize_q5_1(const float* src, uint8_t* dst, size_t count) {
-  check_count(count, "quantize_q5_1");
-  auto* out = reinterpret_cast<BlockQ5_1*>(dst);
-  for (size_t b = 0; b < count / kBlock; ++b) {
-    const float* x = src + b * kBlock;
-    float min, max;
-    min_max(x, kBlock, min, max);
-    const float d = (max - min) / 31.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    out[b].d = f32_to_f16(d);
-    out[b].m = f32_to_f16(min);
-    uint32_t qh = 0;
-    for (int j = 0; j < 16; ++j) {
-      const int x0 = static_cast<uint8_t>((x[j] - min) * id + 0.5f);
-      const int x1 = static_cast<uint8_t>((x[j + 16] - min) * id + 0.5f);
-      out[b].qs[j] = static_cast<uint8_t>((x0 & 0xF) | ((x1 & 0xF) << 4));
-      qh |= static_cast<uint32_t>((x0 & 0x10) >> 4) << j;
-      qh |= static_cast<uint32_t>((x1 & 0x10) >> 4) << (j + 16);
-    }
-    std::memcpy(out[b].qh, &qh, 4);
-  }
-}
-
-void quantize_q4_k(const float* src, uint8_t* dst, size_t count) {
-  check(count % kSuperBlock == 0, "quantize_q4_k: " + std::to_string(count) + " values is not a multiple of 256");
-  auto* out = reinterpret_cast<BlockQ4_K*>(dst);
-  for (size_t b = 0; b < count / kSuperBlock; ++b) {
-    const float* x = src + b * kSuperBlock;
-    float scale[8], min[8], max_scale = 0.0f, max_min = 0.0f;
-    for (int j = 0; j < 8; ++j) {
-      float lo, hi;
-      min_max(x + 32 * j, 32, lo, hi);
-      lo = std::min(lo, 0.0f);  // the format subtracts a non-negative min
-      scale[j] = (hi - lo) / 15.0f;
-      min[j] = -lo;
-      max_scale = std::max(max_scale, scale[j]);
-      max_min = std::max(max_min, min[j]);
-    }
-    out[b].d = f32_to_f16(max_scale / 63.0f);
-    out[b].dmin = f32_to_f16(max_min / 63.0f);
-    const float d = f16_to_f32(out[b].d), dmin = f16_to_f32(out[b].dmin);
-    uint8_t ls[8], lm[8];
-    for (int j = 0; j < 8; ++j) {
-      ls[j] = static_cast<uint8_t>(d > 0 ? std::clamp(static_cast<int>(std::lround(scale[j] / d)), 0, 63) : 0);
-      lm[j] = static_cast<uint8_t>(dmin > 0 ? std::clamp(static_cast<int>(std::lround(min[j] / dmin)), 0, 63) : 0);
-    }
-    for (int k = 0; k < 4; ++k) {
-      out[b].scales[k] = static_cast<uint8_t>(ls[k] | ((ls[k + 4] >> 4) << 6));
-      out[b].scales[k + 4] = static_cast<uint8_t>(lm[k] | ((lm[k + 4] >> 4) << 6));
-      out[b].scales[k + 8] = static_cast<uint8_t>((ls[k + 4] & 15) | ((lm[k + 4] & 15) << 4));
-    }
-    uint8_t q[kSuperBlock];
-    for (int j = 0; j < 8; ++j) {
-      const float dl = d * ls[j], ml = dmin * lm[j];
-      for (int l = 0; l < 32; ++l) {
-        const int v = dl > 0 ? static_cast<int>(std::lround((x[32 * j + l] + ml) / dl)) : 0;
-        q[32 * j + l] = static_cast<uint8_t>(std::clamp(v, 0, 15));
-      }
-    }
-    for (int c = 0; c < 4; ++c)
-      for (int l = 0; l < 32; ++l) out[b].qs[32 * c + l] = static_cast<uint8_t>(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
-  }
-}
-
-void quantize_q6_k(const float* src, uint8_t* dst, size_t count) {
-  check(count % kSuperBlock == 0, "quantize_q6_k: " + std::to_string(count) + " values is not a multiple of 256");
-  auto* out = reinterpret_cast<BlockQ6_K*>(dst);
-  for (size_t b = 0; b < count / kSuperBlock; ++b) {
-    const float* x = src + b * kSuperBlock;
-    float scale[16], max_scale = 0.0f;  // max_scale: the scale of largest magnitude, signed
-    for (int j = 0; j < 16; ++j) {
-      float extreme = 0.0f;  // the value of largest magnitude
-      for (int l = 0; l < 16; ++l)
-        if (std::fabs(x[16 * j + l]) > std::fabs(extreme)) extreme = x[16 * j + l];
-      scale[j] = extreme / -32.0f;
-      if (std::fabs(scale[j]) > std::fabs(max_scale)) max_scale = scale[j];
-    }
-    BlockQ6_K& y = out[b];
-    uint8_t q[kSuperBlock];  // q + 32, 0..63
-    if (max_scale == 0.0f) {
-      y.d = f32_to_f16(0.0f);
-      std::fill(y.scales, y.scales + 16, int8_t{0});
-      std::fill(q, q + kSuperBlock, uint8_t{32});
-    } else {
-      const float iscale = -128.0f / max_scale;
-      y.d = f32_to_f16(1.0f / iscale);
-      const float d = f16_to_f32(y.d);
-      for (int j = 0; j < 16; ++j) {
-        y.scales[j] = static_cast<int8_t>(std::clamp(static_cast<int>(std::lround(iscale * scale[j])), -128, 127));
-        const float step = d * static_cast<float>(y.scales[j]);
-        for (int l = 0; l < 16; ++l) {
-          const int v = step != 0.0f ? static_cast<int>(std::lround(x[16 * j + l] / step)) : 0;
-          q[16 * j + l] = static_cast<uint8_t>(std::clamp(v, -32, 31) + 32);
-        }
-      }
-    }
-    // per half of 128: ql[l] = values l | l + 64 (low, high nibble), ql[l + 32] = l + 32 | l + 96,
-    // qh[l] = the top two bits of l, l + 32, l + 64, l + 96
-    for (int h = 0; h < 2; ++h) {
-      const uint8_t* v = q + 128 * h;
-      uint8_t* ql = y.ql + 64 * h;
-      uint8_t* qh = y.qh + 32 * h;
-      for (int l = 0; l < 32; ++l) {
-        ql[l] = static_cast<uint8_t>((v[l] & 0xF) | ((v[l + 64] & 0xF) << 4));
-        ql[l + 32] = static_cast<uint8_t>((v[l + 32] & 0xF) | ((v[l + 96] & 0xF) << 4));
-        qh[l] = static_cast<uint8_t>((v[l] >> 4) | ((v[l + 32] >> 4) << 2) | ((v[l + 64] >> 4) << 4) | ((v[l + 96] >> 4) << 6));
-      }
-    }
   }
 }
 

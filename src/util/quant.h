@@ -63,17 +63,13 @@ void quantize_q4_1(const float* src, uint8_t* dst, size_t count);
 void quantize_q5_0(const float* src, uint8_t* dst, size_t count);
 void quantize_q5_1(const float* src, uint8_t* dst, size_t count);
 
-// Q4_K (count % 256 == 0) by plain min/max per 32-value sub-block: each
-// sub-block's scale (max − min) / 15 and min, both quantized to 6 bits against
-// the super-block's largest. Simpler than llama.cpp's iterative search
-// (make_qkx2_quants), so a little less accurate, but the same format.
+// Q4_K and Q6_K (count % 256 == 0) as llama.cpp's reference quantizers compute them (what
+// llama-quantize writes without an importance matrix; quantize.cpp): Q4_K fits each 32-value
+// sub-block's scale and min by a weighted least-squares search over 21 candidate scales, Q6_K each
+// 16-value sub-block's scale over 19; the scales are then quantized against the super-block's
+// largest (6 bits; Q6_K 8 bits, signed). Byte for byte llama-quantize's output
+// (tests/test_quantize_llamacpp.cpp).
 void quantize_q4_k(const float* src, uint8_t* dst, size_t count);
-
-// Q6_K (count % 256 == 0) by plain absmax per 16-value sub-block: the value of
-// largest magnitude maps to −32 (q in [−32, 31]), and the sixteen sub-block
-// scales to int8 against the super-block's largest (which becomes −128), as
-// llama.cpp's quantize_row_q6_K_ref lays them out; without its search over
-// candidate scales (make_qx_quants), so a little less accurate, but the same format.
 void quantize_q6_k(const float* src, uint8_t* dst, size_t count);
 
 }  // namespace podkv::quant

@@ -1,0 +1,348 @@
+// The quantizers of llama.cpp's block formats, as its reference ones (ggml-quants.c,
+// quantize_row_*_ref: what llama-quantize runs without an importance matrix) compute them: Q4_0,
+// Q4_1, Q5_0 and Q5_1 from each block's extremes; Q4_K and Q6_K with each sub-block's scale (and
+// Q4_K's min) found by a search over candidate scales that minimises a weighted squared error, then
+// the scales quantized against the super-block's largest. The same float32 operations in the same
+// order, so that the bytes equal llama-quantize's (tests/test_quantize_llamacpp.cpp checks them
+// against its files). This file is compiled with -ffp-contract=off (CMakeLists.txt): a fused
+// multiply-add rounds once where the reference rounds twice (Q4_0 differed in 0.1-0.4% of blocks).
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "util/dtype.h"
+#include "util/error.h"
+#include "util/quant.h"
+
+namespace podkv::quant {
+namespace {
+
+// ggml's nearest_int: v rounded half to even by the float adder (exact for |v| < 2^22, which the
+// callers' clamped ranges keep).
+int nearest_int(float v) {
+  const float shifted = v + 12582912.0f;  // 1.5 * 2^23: the integer part lands in the mantissa
+  int32_t bits;
+  std::memcpy(&bits, &shifted, 4);
+  return (bits & 0x007fffff) - 0x00400000;
+}
+
+int clamp_int(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+// The value of largest magnitude, with its sign (ggml's "max" for the symmetric types).
+float signed_absmax(const float* x, int n) {
+  float amax = 0.0f, max = 0.0f;
+  for (int j = 0; j < n; ++j) {
+    if (amax < std::fabs(x[j])) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  return max;
+}
+
+void min_max(const float* x, int n, float& min, float& max) {
+  min = FLT_MAX;
+  max = -FLT_MAX;
+  for (int j = 0; j < n; ++j) {
+    min = std::min(min, x[j]);
+    max = std::max(max, x[j]);
+  }
+}
+
+void check_count(size_t count, const char* who) {
+  check(count % kBlock == 0, std::string(who) + ": " + std::to_string(count) + " values is not a multiple of 32");
+}
+
+// make_qkx2_quants without its mean-absolute option: x[0, n) ≈ scale * L + min, L in [0, nmax],
+// min <= 0, fitted by weighted least squares for each of nstep + 1 candidate scales
+// (nmax + rmin + rdelta * is) / (max - min); the candidate of least weighted squared error wins,
+// against the plain min/max fit. Returns the scale; *neg_min = -min; L the winner's levels.
+float fit_scale_and_min(int n, int nmax, const float* x, const float* w, uint8_t* L, float* neg_min, float rmin,
+                        float rdelta, int nstep) {
+  float min = x[0], max = x[0];
+  float sum_w = w[0];
+  float sum_x = sum_w * x[0];
+  for (int i = 1; i < n; ++i) {
+    if (x[i] < min) min = x[i];
+    if (x[i] > max) max = x[i];
+    sum_w += w[i];
+    sum_x += w[i] * x[i];
+  }
+  if (min > 0) min = 0;
+  if (max == min) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    *neg_min = -min;
+    return 0.0f;
+  }
+  float iscale = nmax / (max - min);
+  float scale = 1 / iscale;
+  float best_error = 0;
+  for (int i = 0; i < n; ++i) {
+    L[i] = static_cast<uint8_t>(clamp_int(nearest_int(iscale * (x[i] - min)), 0, nmax));
+    const float diff = scale * L[i] + min - x[i];
+    best_error += w[i] * (diff * diff);
+  }
+  uint8_t candidate[kSuperBlock];
+  for (int is = 0; is <= nstep; ++is) {
+    iscale = (rmin + rdelta * is + nmax) / (max - min);
+    float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = clamp_int(nearest_int(iscale * (x[i] - min)), 0, nmax);
+      candidate[i] = static_cast<uint8_t>(l);
+      sum_l += w[i] * l;
+      sum_l2 += w[i] * l * l;
+      sum_xl += w[i] * l * x[i];
+    }
+    const float D = sum_w * sum_l2 - sum_l * sum_l;
+    if (!(D > 0)) continue;
+    float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+    float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+    if (this_min > 0) {
+      this_min = 0;
+      this_scale = sum_xl / sum_l2;
+    }
+    float error = 0;
+    for (int i = 0; i < n; ++i) {
+      const float diff = this_scale * candidate[i] + this_min - x[i];
+      error += w[i] * (diff * diff);
+    }
+    if (error < best_error) {
+      std::memcpy(L, candidate, static_cast<size_t>(n));
+      best_error = error;
+      scale = this_scale;
+      min = this_min;
+    }
+  }
+  *neg_min = -min;
+  return scale;
+}
+
+// ggml's GROUP_MAX_EPS: a sub-block whose values are all below it in magnitude quantizes to zero.
+constexpr float kGroupMaxEps = 1e-15f;
+
+// make_qx_quants with rmse_type 1 and no importance weights: x[0, n) ≈ scale * (L - nmax), L - nmax
+// in [-nmax, nmax - 1], the scale from a least-squares fit weighted by x^2 at the levels of the
+// candidate scale -(nmax + 0.1 is) / max, is = -9 .. 9, where max is the value of largest magnitude;
+// the fit that explains the most wins. Returns the scale; L the winner's levels (+ nmax).
+float fit_symmetric_scale(int n, int nmax, const float* x, int8_t* L) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < kGroupMaxEps) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.0f;
+  }
+  auto fit = [&](float iscale, float& sumlx, float& suml2) {
+    sumlx = suml2 = 0;
+    for (int i = 0; i < n; ++i) {
+      const int l = clamp_int(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+      const float w = x[i] * x[i];
+      sumlx += w * x[i] * l;
+      suml2 += w * l * l;
+    }
+  };
+  auto set_levels = [&](float iscale) {
+    for (int i = 0; i < n; ++i) L[i] = static_cast<int8_t>(nmax + clamp_int(nearest_int(iscale * x[i]), -nmax, nmax - 1));
+  };
+  float iscale = -nmax / max;
+  float sumlx, suml2;
+  fit(iscale, sumlx, suml2);
+  set_levels(iscale);
+  float scale = suml2 != 0 ? sumlx / suml2 : 0.0f;
+  float best = scale * sumlx;
+  for (int is = -9; is <= 9; ++is) {
+    if (is == 0) continue;
+    iscale = -(nmax + 0.1f * is) / max;
+    fit(iscale, sumlx, suml2);
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      set_levels(iscale);
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+}  // namespace
+
+void quantize_q4_0(const float* src, uint8_t* dst, size_t count) {
+  check_count(count, "quantize_q4_0");
+  auto* out = reinterpret_cast<BlockQ4_0*>(dst);
+  for (size_t b = 0; b < count / kBlock; ++b) {
+    const float* x = src + b * kBlock;
+    const float d = signed_absmax(x, kBlock) / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    out[b].d = f32_to_f16(d);
+    for (int j = 0; j < 16; ++j) {
+      const int x0 = std::min(15, static_cast<int>(static_cast<int8_t>(x[j] * id + 8.5f)));
+      const int x1 = std::min(15, static_cast<int>(static_cast<int8_t>(x[j + 16] * id + 8.5f)));
+      out[b].qs[j] = static_cast<uint8_t>(x0 | (x1 << 4));
+    }
+  }
+}
+
+void quantize_q4_1(const float* src, uint8_t* dst, size_t count) {
+  check_count(count, "quantize_q4_1");
+  auto* out = reinterpret_cast<BlockQ4_1*>(dst);
+  for (size_t b = 0; b < count / kBlock; ++b) {
+    const float* x = src + b * kBlock;
+    float min, max;
+    min_max(x, kBlock, min, max);
+    const float d = (max - min) / 15.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    out[b].d = f32_to_f16(d);
+    out[b].m = f32_to_f16(min);
+    for (int j = 0; j < 16; ++j) {
+      const int x0 = std::min(15, static_cast<int>(static_cast<int8_t>((x[j] - min) * id + 0.5f)));
+      const int x1 = std::min(15, static_cast<int>(static_cast<int8_t>((x[j + 16] - min) * id + 0.5f)));
+      out[b].qs[j] = static_cast<uint8_t>(x0 | (x1 << 4));
+    }
+  }
+}
+
+void quantize_q5_0(const float* src, uint8_t* dst, size_t count) {
+  check_count(count, "quantize_q5_0");
+  auto* out = reinterpret_cast<BlockQ5_0*>(dst);
+  for (size_t b = 0; b < count / kBlock; ++b) {
+    const float* x = src + b * kBlock;
+    const float d = signed_absmax(x, kBlock) / -16.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    out[b].d = f32_to_f16(d);
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int x0 = std::min(31, static_cast<int>(static_cast<int8_t>(x[j] * id + 16.5f)));
+      const int x1 = std::min(31, static_cast<int>(static_cast<int8_t>(x[j + 16] * id + 16.5f)));
+      out[b].qs[j] = static_cast<uint8_t>((x0 & 0xF) | ((x1 & 0xF) << 4));
+      qh |= static_cast<uint32_t>((x0 & 0x10) >> 4) << j;
+      qh |= static_cast<uint32_t>((x1 & 0x10) >> 4) << (j + 16);
+    }
+    std::memcpy(out[b].qh, &qh, 4);
+  }
+}
+
+void quantize_q5_1(const float* src, uint8_t* dst, size_t count) {
+  check_count(count, "quantize_q5_1");
+  auto* out = reinterpret_cast<BlockQ5_1*>(dst);
+  for (size_t b = 0; b < count / kBlock; ++b) {
+    const float* x = src + b * kBlock;
+    float min, max;
+    min_max(x, kBlock, min, max);
+    const float d = (max - min) / 31.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    out[b].d = f32_to_f16(d);
+    out[b].m = f32_to_f16(min);
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int x0 = static_cast<uint8_t>((x[j] - min) * id + 0.5f);
+      const int x1 = static_cast<uint8_t>((x[j + 16] - min) * id + 0.5f);
+      out[b].qs[j] = static_cast<uint8_t>((x0 & 0xF) | ((x1 & 0xF) << 4));
+      qh |= static_cast<uint32_t>((x0 & 0x10) >> 4) << j;
+      qh |= static_cast<uint32_t>((x1 & 0x10) >> 4) << (j + 16);
+    }
+    std::memcpy(out[b].qh, &qh, 4);
+  }
+}
+
+void quantize_q4_k(const float* src, uint8_t* dst, size_t count) {
+  check(count % kSuperBlock == 0, "quantize_q4_k: " + std::to_string(count) + " values is not a multiple of 256");
+  auto* out = reinterpret_cast<BlockQ4_K*>(dst);
+  for (size_t b = 0; b < count / kSuperBlock; ++b) {
+    const float* x = src + b * kSuperBlock;
+    BlockQ4_K& y = out[b];
+    uint8_t L[kSuperBlock];
+    float scales[8], mins[8], max_scale = 0, max_min = 0;
+    for (int j = 0; j < 8; ++j) {
+      // Weights: the sub-block's RMS plus each value's magnitude.
+      float sum_x2 = 0;
+      for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+      const float av_x = std::sqrt(sum_x2 / 32);
+      float weights[32];
+      for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
+      scales[j] = fit_scale_and_min(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], -1.0f, 0.1f, 20);
+      if (scales[j] > max_scale) max_scale = scales[j];
+      if (mins[j] > max_min) max_min = mins[j];
+    }
+    // Six-bit scales and mins against the largest of each.
+    const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
+    const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
+    uint8_t ls[8], lm[8];
+    for (int j = 0; j < 8; ++j) {
+      ls[j] = static_cast<uint8_t>(nearest_int(inv_scale * scales[j]));
+      lm[j] = static_cast<uint8_t>(nearest_int(inv_min * mins[j]));
+      if (ls[j] > 63) ls[j] = 63;
+      if (lm[j] > 63) lm[j] = 63;
+    }
+    for (int k = 0; k < 4; ++k) {
+      y.scales[k] = static_cast<uint8_t>(ls[k] | ((ls[k + 4] >> 4) << 6));
+      y.scales[k + 4] = static_cast<uint8_t>(lm[k] | ((lm[k + 4] >> 4) << 6));
+      y.scales[k + 8] = static_cast<uint8_t>((ls[k + 4] & 15) | ((lm[k + 4] & 15) << 4));
+    }
+    y.d = f32_to_f16(max_scale / 63.0f);
+    y.dmin = f32_to_f16(max_min / 63.0f);
+    // The levels again at the stored scales; a sub-block whose scale rounded to 0 keeps the search's.
+    for (int j = 0; j < 8; ++j) {
+      const float d = f16_to_f32(y.d) * ls[j];
+      if (d == 0) continue;
+      const float dm = f16_to_f32(y.dmin) * lm[j];
+      for (int l = 0; l < 32; ++l) L[32 * j + l] = static_cast<uint8_t>(clamp_int(nearest_int((x[32 * j + l] + dm) / d), 0, 15));
+    }
+    for (int c = 0; c < 4; ++c)
+      for (int l = 0; l < 32; ++l) y.qs[32 * c + l] = static_cast<uint8_t>(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
+  }
+}
+
+void quantize_q6_k(const float* src, uint8_t* dst, size_t count) {
+  check(count % kSuperBlock == 0, "quantize_q6_k: " + std::to_string(count) + " values is not a multiple of 256");
+  auto* out = reinterpret_cast<BlockQ6_K*>(dst);
+  for (size_t b = 0; b < count / kSuperBlock; ++b) {
+    const float* x = src + b * kSuperBlock;
+    BlockQ6_K& y = out[b];
+    int8_t L[kSuperBlock];  // level + 32, 0..63
+    float scales[16], max_scale = 0, max_abs_scale = 0;
+    for (int j = 0; j < 16; ++j) {
+      scales[j] = fit_symmetric_scale(16, 32, x + 16 * j, L + 16 * j);
+      if (std::fabs(scales[j]) > max_abs_scale) {
+        max_abs_scale = std::fabs(scales[j]);
+        max_scale = scales[j];
+      }
+    }
+    if (max_abs_scale < kGroupMaxEps) {
+      std::memset(&y, 0, sizeof y);
+      continue;
+    }
+    // Eight-bit scales against the largest, which becomes -128.
+    const float iscale = -128.0f / max_scale;
+    y.d = f32_to_f16(1 / iscale);
+    for (int j = 0; j < 16; ++j) {
+      const int s = nearest_int(iscale * scales[j]);
+      y.scales[j] = static_cast<int8_t>(s < 127 ? s : 127);
+    }
+    // The levels again at the stored scales; a sub-block whose scale rounded to 0 keeps the search's.
+    for (int j = 0; j < 16; ++j) {
+      const float d = f16_to_f32(y.d) * y.scales[j];
+      if (d == 0) continue;
+      for (int l = 0; l < 16; ++l) L[16 * j + l] = static_cast<int8_t>(clamp_int(nearest_int(x[16 * j + l] / d), -32, 31) + 32);
+    }
+    // Per half of 128: ql[l] = levels l | l + 64 (low, high nibble), ql[l + 32] = l + 32 | l + 96,
+    // qh[l] = the top two bits of l, l + 32, l + 64, l + 96.
+    for (int h = 0; h < 2; ++h) {
+      const auto* v = reinterpret_cast<const uint8_t*>(L) + 128 * h;
+      uint8_t* ql = y.ql + 64 * h;
+      uint8_t* qh = y.qh + 32 * h;
+      for (int l = 0; l < 32; ++l) {
+        ql[l] = static_cast<uint8_t>((v[l] & 0xF) | ((v[l + 64] & 0xF) << 4));
+        ql[l + 32] = static_cast<uint8_t>((v[l + 32] & 0xF) | ((v[l + 96] & 0xF) << 4));
+        qh[l] = static_cast<uint8_t>((v[l] >> 4) | ((v[l + 32] >> 4) << 2) | ((v[l + 64] >> 4) << 4) | ((v[l + 96] >> 4) << 6));
+      }
+    }
+  }
+}
+
+}  // namespace podkv::quant
