@@ -1,4 +1,4 @@
-// podkv convert --type q4_0 / q4_1 / q5_0 / q5_1 / q8_0 / q4_k / q4_k_m / q6_k on the committed
+// podkv convert --type q4_0 / q4_1 / q5_0 / q5_1 / q8_0 / q4_k / q4_k_m / q5_k / q5_k_m / q6_k on the committed
 // reference model (models/podkv-ref): the written types, the size and
 // logits-error report, and the logits of the file read back against the source.
 #include <gtest/gtest.h>
@@ -36,7 +36,8 @@ TEST_F(ConvertQuant, WritesTypesAndReportsError) {
       {"q4_0", {DType::Q4_0, DType::Q4_0, DType::Q6_K, 0.15}}, {"q4_1", {DType::Q4_1, DType::Q4_1, DType::Q6_K, 0.15}},
       {"q5_0", {DType::Q5_0, DType::Q5_0, DType::Q6_K, 0.04}}, {"q5_1", {DType::Q5_1, DType::Q5_1, DType::Q6_K, 0.04}},
       {"q8_0", {DType::Q8_0, DType::Q8_0, DType::Q8_0, 0.015}}, {"q4_k", {DType::Q4_K, DType::Q4_K, DType::Q6_K, 0.15}},
-      {"q4_k_m", {DType::Q4_K, DType::Q6_K, DType::Q6_K, 0.15}}, {"q6_k", {DType::Q6_K, DType::Q6_K, DType::Q6_K, 0.06}}};
+      {"q4_k_m", {DType::Q4_K, DType::Q6_K, DType::Q6_K, 0.15}}, {"q5_k", {DType::Q5_K, DType::Q5_K, DType::Q6_K, 0.06}},
+      {"q5_k_m", {DType::Q5_K, DType::Q6_K, DType::Q6_K, 0.06}}, {"q6_k", {DType::Q6_K, DType::Q6_K, DType::Q6_K, 0.06}}};
   for (const auto& [type, expect] : cases) {
     const std::string out = (tmp_ / ("ref-" + type + ".gguf")).string();
     const CliResult r = clitest::run_cli({"convert", "-m", src, "--out", out, "--type", type, "--check-tokens", "32"}, tmp_);
@@ -47,6 +48,10 @@ TEST_F(ConvertQuant, WritesTypesAndReportsError) {
     EXPECT_EQ(gguf::to_dtype(file.tensor("blk.0.attn_q.weight")->type), expect.q) << type;
     EXPECT_EQ(gguf::to_dtype(file.tensor("blk.5.ffn_down.weight")->type), expect.down) << type;
     EXPECT_EQ(gguf::to_dtype(file.tensor("token_embd.weight")->type), expect.embedding) << type;
+    if (type == "q4_k") {  // Q4_K_S: attn_v Q5_K in layers 0-3
+      EXPECT_EQ(gguf::to_dtype(file.tensor("blk.3.attn_v.weight")->type), DType::Q5_K);
+      EXPECT_EQ(gguf::to_dtype(file.tensor("blk.4.attn_v.weight")->type), DType::Q4_K);
+    }
     auto written = Model::load(out);
     const LogitsComparison cmp = compare_logits(*source, *written, ids);
     EXPECT_LT(cmp.max_relative_error, expect.bound) << type;

@@ -401,6 +401,33 @@ TEST(Quantize, Q4_KRoundTrip) {
   }
 }
 
+TEST(Quantize, Q5_KRoundTrip) {
+  std::mt19937 rng(6);
+  std::normal_distribution<float> g(0.3f, 1.0f);
+  std::vector<float> x(256 * 8);
+  for (auto& v : x) v = g(rng);
+  std::vector<uint8_t> bytes(dtype_bytes(DType::Q5_K, x.size()));
+  quant::quantize_q5_k(x.data(), bytes.data(), x.size());
+  std::vector<float> back(x.size());
+  to_f32(DType::Q5_K, bytes.data(), back.data(), back.size());
+  double q5_error = 0, q4_error = 0;
+  for (size_t s = 0; s < x.size() / 32; ++s) {  // per 32-value sub-block: within ~a step of (max − min) / 31
+    float lo = 0, hi = x[32 * s];
+    for (int j = 0; j < 32; ++j) lo = std::min(lo, x[32 * s + j]), hi = std::max(hi, x[32 * s + j]);
+    const float step = (hi - lo) / 31;
+    for (int j = 0; j < 32; ++j) {
+      ASSERT_LE(std::fabs(back[32 * s + j] - x[32 * s + j]), step) << "sub-block " << s << " value " << j;
+      q5_error += std::pow(back[32 * s + j] - x[32 * s + j], 2);
+    }
+  }
+  // The fifth bit halves the error against Q4_K's (its squared error about a quarter).
+  std::vector<uint8_t> q4(dtype_bytes(DType::Q4_K, x.size()));
+  quant::quantize_q4_k(x.data(), q4.data(), x.size());
+  to_f32(DType::Q4_K, q4.data(), back.data(), back.size());
+  for (size_t i = 0; i < x.size(); ++i) q4_error += std::pow(back[i] - x[i], 2);
+  EXPECT_LT(q5_error, 0.35 * q4_error);
+}
+
 // Q6_K: each 16-value sub-block's nominal step is s = max|x| / 32 (its value of
 // largest magnitude maps to −32). The step stored is d·sc with sc an int8 and d
 // the super-block's largest s / 128, so it is off from s by up to d / 2; a value

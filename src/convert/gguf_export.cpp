@@ -32,11 +32,13 @@ using json = nlohmann::json;
 constexpr int64_t kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5;
 
 // What llama-quantize's recipe (llama.cpp's llama_tensor_get_type) looks at for a matrix: its role,
-// and for the two that Q4_K_M gives more bits, its layer among the model's.
+// and for attn_v and ffn_down, which the K mixes give more bits in some layers, its layer among the
+// model's and whether the model is a 70B (80 layers, grouped-query attention).
 enum class Role { Plain, TokenEmbedding, Output, AttnV, FfnDown };
 struct Placement {
   Role role = Role::Plain;
   int layer = 0, layers = 1;
+  bool is_70b = false;
 };
 
 // llama.cpp's use_more_bits: the first and last eighth of the layers, and every third between.
@@ -45,10 +47,10 @@ bool use_more_bits(int layer, int layers) {
 }
 
 // llama-quantize's fallbacks for rows that are not whole blocks of the type: Q4_K -> Q5_0,
-// Q6_K -> Q8_0 (rows not a multiple of 256), then F16 (rows not a multiple of 32).
+// Q5_K -> Q5_1, Q6_K -> Q8_0 (rows not a multiple of 256), then F16 (rows not a multiple of 32).
 DType fit_rows(DType type, int64_t cols) {
-  if ((type == DType::Q4_K || type == DType::Q6_K) && cols % quant::kSuperBlock != 0)
-    type = type == DType::Q4_K ? DType::Q5_0 : DType::Q8_0;
+  if ((type == DType::Q4_K || type == DType::Q5_K || type == DType::Q6_K) && cols % quant::kSuperBlock != 0)
+    type = type == DType::Q4_K ? DType::Q5_0 : type == DType::Q5_K ? DType::Q5_1 : DType::Q8_0;
   if (type != DType::F16 && cols % quant::kBlock != 0) type = DType::F16;
   return type;
 }
@@ -65,7 +67,8 @@ DType main_dtype(GgufExportType t, DType stored) {
     case GgufExportType::Q4_1: return DType::Q4_1;
     case GgufExportType::Q5_0: return DType::Q5_0;
     case GgufExportType::Q5_1: return DType::Q5_1;
-    case GgufExportType::Q4_K: case GgufExportType::Q4_K_M: return DType::Q4_K;
+    case GgufExportType::Q4_K_S: case GgufExportType::Q4_K_M: return DType::Q4_K;
+    case GgufExportType::Q5_K_S: case GgufExportType::Q5_K_M: return DType::Q5_K;
     case GgufExportType::Q6_K: return DType::Q6_K;
   }
   return stored;
@@ -73,8 +76,10 @@ DType main_dtype(GgufExportType t, DType stored) {
 
 // A matrix's type in the written file. The block types follow llama-quantize's recipe for the
 // llama architecture without an importance matrix: the output matrix (or the token embedding when
-// the output is tied to it) Q6_K; Q4_K_M also attn_v and ffn_down in the layers use_more_bits picks;
-// the rest the main type (the token embedding included); rows that are not whole blocks as fit_rows.
+// the output is tied to it) Q6_K; Q4_K_M and Q5_K_M also attn_v and ffn_down in the layers
+// use_more_bits picks; Q4_K_S attn_v in layers 0-3 and ffn_down in the first eighth Q5_K; a 70B's
+// attn_v Q5_K where it would be Q4_K; the rest the main type (the token embedding included); rows
+// that are not whole blocks as fit_rows.
 DType target_dtype(GgufExportType t, DType stored, int64_t cols, const Placement& at = {}) {
   DType type = main_dtype(t, stored);
   switch (t) {
@@ -85,10 +90,14 @@ DType target_dtype(GgufExportType t, DType stored, int64_t cols, const Placement
     default:
       break;
   }
+  const bool mixed = at.role == Role::AttnV || at.role == Role::FfnDown;
   if (at.role == Role::Output) type = DType::Q6_K;
-  if (t == GgufExportType::Q4_K_M && (at.role == Role::AttnV || at.role == Role::FfnDown) &&
-      use_more_bits(at.layer, at.layers))
+  if ((t == GgufExportType::Q4_K_M || t == GgufExportType::Q5_K_M) && mixed && use_more_bits(at.layer, at.layers))
     type = DType::Q6_K;
+  if (t == GgufExportType::Q4_K_S &&
+      ((at.role == Role::AttnV && at.layer < 4) || (at.role == Role::FfnDown && at.layer < at.layers / 8)))
+    type = DType::Q5_K;
+  if (at.role == Role::AttnV && at.is_70b && type == DType::Q4_K) type = DType::Q5_K;
   return fit_rows(type, cols);
 }
 
@@ -125,6 +134,7 @@ void convert_row(DType from, const uint8_t* src, DType to, uint8_t* dst, int64_t
     case DType::Q5_0: quant::quantize_q5_0(tmp.data(), dst, n); return;
     case DType::Q5_1: quant::quantize_q5_1(tmp.data(), dst, n); return;
     case DType::Q4_K: quant::quantize_q4_k(tmp.data(), dst, n); return;
+    case DType::Q5_K: quant::quantize_q5_k(tmp.data(), dst, n); return;
     case DType::Q6_K: quant::quantize_q6_k(tmp.data(), dst, n); return;
     default: throw Error(std::string("gguf export: cannot write dtype ") + dtype_name(to));
   }
@@ -170,7 +180,13 @@ class Exporter {
 
 // llama.cpp's general.file_type (LLAMA_FTYPE_*) of an export.
 uint32_t file_type(GgufExportType export_type, DType stored) {
-  if (export_type == GgufExportType::Q4_K_M) return 15;  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+  switch (export_type) {
+    case GgufExportType::Q4_K_S: return 14;  // LLAMA_FTYPE_MOSTLY_Q4_K_S
+    case GgufExportType::Q4_K_M: return 15;
+    case GgufExportType::Q5_K_S: return 16;
+    case GgufExportType::Q5_K_M: return 17;
+    default: break;
+  }
   switch (main_dtype(export_type, stored)) {
     case DType::F32: return 0;
     case DType::F16: return 1;
@@ -179,7 +195,6 @@ uint32_t file_type(GgufExportType export_type, DType stored) {
     case DType::Q8_0: return 7;
     case DType::Q5_0: return 8;
     case DType::Q5_1: return 9;
-    case DType::Q4_K: return 14;  // LLAMA_FTYPE_MOSTLY_Q4_K_S
     case DType::Q6_K: return 18;  // LLAMA_FTYPE_MOSTLY_Q6_K
     case DType::BF16: return 32;
     default: return 0;
@@ -369,10 +384,14 @@ GgufExportType parse_gguf_export_type(const std::string& text, const std::string
   if (text == "q4_1") return GgufExportType::Q4_1;
   if (text == "q5_0") return GgufExportType::Q5_0;
   if (text == "q5_1") return GgufExportType::Q5_1;
-  if (text == "q4_k") return GgufExportType::Q4_K;
-  if (text == "q6_k") return GgufExportType::Q6_K;
+  if (text == "q4_k" || text == "q4_k_s") return GgufExportType::Q4_K_S;
   if (text == "q4_k_m") return GgufExportType::Q4_K_M;
-  throw Error(option + ": '" + text + "' is not one of keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q4_k_m, q6_k");
+  if (text == "q5_k" || text == "q5_k_s") return GgufExportType::Q5_K_S;
+  if (text == "q5_k_m") return GgufExportType::Q5_K_M;
+  if (text == "q6_k") return GgufExportType::Q6_K;
+  throw Error(option + ": '" + text +
+              "' is not one of keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_s (q4_k), q4_k_m, q5_k_s (q5_k), "
+              "q5_k_m, q6_k");
 }
 
 GgufExportResult export_gguf(const Model& model, const std::string& out_path, const GgufExportOptions& opts) {
@@ -466,6 +485,7 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
   const int64_t permute = c.rope_interleaved ? 0 : c.head_dim;
   // A token embedding that is also the output matrix is quantized as the output (llama-quantize's rule).
   const bool tied = model.lm_head().data == model.embedding().data;
+  const bool is_70b = c.num_layers == 80 && c.num_heads != c.num_kv_heads;  // llama.cpp's LLM_TYPE_70B
   ex.matrix("token_embd.weight", model.embedding(), 0, {tied ? Role::Output : Role::TokenEmbedding});
   ex.vector("output_norm.weight", model.final_norm());
   if (!tied) ex.matrix("output.weight", model.lm_head(), 0, {Role::Output});
@@ -475,7 +495,7 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
     ex.vector(p + "attn_norm.weight", lw.attn_norm);
     ex.matrix(p + "attn_q.weight", lw.wq, permute);
     ex.matrix(p + "attn_k.weight", lw.wk, permute);
-    ex.matrix(p + "attn_v.weight", lw.wv, 0, {Role::AttnV, l, c.num_layers});
+    ex.matrix(p + "attn_v.weight", lw.wv, 0, {Role::AttnV, l, c.num_layers, is_70b});
     ex.matrix(p + "attn_output.weight", lw.wo);
     ex.vector(p + "ffn_norm.weight", lw.mlp_norm);
     ex.matrix(p + "ffn_gate.weight", lw.w_gate);

@@ -63,13 +63,15 @@ void quantize_q4_1(const float* src, uint8_t* dst, size_t count);
 void quantize_q5_0(const float* src, uint8_t* dst, size_t count);
 void quantize_q5_1(const float* src, uint8_t* dst, size_t count);
 
-// Q4_K and Q6_K (count % 256 == 0) as llama.cpp's reference quantizers compute them (what
-// llama-quantize writes without an importance matrix; quantize.cpp): Q4_K fits each 32-value
-// sub-block's scale and min by a weighted least-squares search over 21 candidate scales, Q6_K each
-// 16-value sub-block's scale over 19; the scales are then quantized against the super-block's
-// largest (6 bits; Q6_K 8 bits, signed). Byte for byte llama-quantize's output
-// (tests/test_quantize_llamacpp.cpp).
+// Q4_K, Q5_K and Q6_K (count % 256 == 0) as llama.cpp's reference quantizers compute them (what
+// llama-quantize writes without an importance matrix; quantize.cpp): Q4_K and Q5_K fit each
+// 32-value sub-block's scale and min by a weighted least-squares search over 21 (Q5_K 16) candidate
+// scales, Q6_K each 16-value sub-block's scale over 19; the scales are then quantized against the
+// super-block's largest (6 bits; Q6_K 8 bits, signed). Q4_K and Q6_K are byte for byte
+// llama-quantize's output (tests/test_quantize_llamacpp.cpp); Q5_K shares Q4_K's code with its own
+// constants, and no llama-quantize file of it is at hand to compare.
 void quantize_q4_k(const float* src, uint8_t* dst, size_t count);
+void quantize_q5_k(const float* src, uint8_t* dst, size_t count);
 void quantize_q6_k(const float* src, uint8_t* dst, size_t count);
 
 }  // namespace podkv::quant

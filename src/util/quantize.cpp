@@ -1,11 +1,12 @@
 // The quantizers of llama.cpp's block formats, as its reference ones (ggml-quants.c,
 // quantize_row_*_ref: what llama-quantize runs without an importance matrix) compute them: Q4_0,
-// Q4_1, Q5_0 and Q5_1 from each block's extremes; Q4_K and Q6_K with each sub-block's scale (and
-// Q4_K's min) found by a search over candidate scales that minimises a weighted squared error, then
-// the scales quantized against the super-block's largest. The same float32 operations in the same
-// order, so that the bytes equal llama-quantize's (tests/test_quantize_llamacpp.cpp checks them
-// against its files). This file is compiled with -ffp-contract=off (CMakeLists.txt): a fused
-// multiply-add rounds once where the reference rounds twice (Q4_0 differed in 0.1-0.4% of blocks).
+// Q4_1, Q5_0 and Q5_1 from each block's extremes; Q4_K, Q5_K and Q6_K with each sub-block's scale
+// (and Q4_K's and Q5_K's min) found by a search over candidate scales that minimises a weighted
+// squared error, then the scales quantized against the super-block's largest. The same float32
+// operations in the same order, so that the bytes equal llama-quantize's
+// (tests/test_quantize_llamacpp.cpp checks them against its files). This file is compiled with
+// -ffp-contract=off (CMakeLists.txt): a fused multiply-add rounds once where the reference rounds
+// twice (Q4_0 differed in 0.1-0.4% of blocks).
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
@@ -250,51 +251,82 @@ void quantize_q5_1(const float* src, uint8_t* dst, size_t count) {
   }
 }
 
+namespace {
+
+// The part Q4_K and Q5_K share (quantize_row_q4_K_ref / q5_K_ref): each 32-value sub-block of the
+// super-block x fitted as scale * L + min, L in [0, nmax], by fit_scale_and_min over nstep + 1
+// candidates from nmax + rmin, weighted by the sub-block's RMS plus each value's magnitude; the
+// scales and mins coded in six bits against the largest of each and packed as get_scale_min_k4
+// reads them; d and dmin; and the levels L again at the stored scales (a sub-block whose scale
+// rounded to 0 keeps the search's).
+void fit_k_super_block(const float* x, int nmax, float rmin, int nstep, uint8_t (&L)[kSuperBlock],
+                       uint8_t (&packed)[12], uint16_t& d_bits, uint16_t& dmin_bits) {
+  float scales[8], mins[8], max_scale = 0, max_min = 0;
+  for (int j = 0; j < 8; ++j) {
+    float sum_x2 = 0;
+    for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
+    const float av_x = std::sqrt(sum_x2 / 32);
+    float weights[32];
+    for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
+    scales[j] = fit_scale_and_min(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], rmin, 0.1f, nstep);
+    if (scales[j] > max_scale) max_scale = scales[j];
+    if (mins[j] > max_min) max_min = mins[j];
+  }
+  const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
+  const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
+  uint8_t ls[8], lm[8];
+  for (int j = 0; j < 8; ++j) {
+    ls[j] = static_cast<uint8_t>(nearest_int(inv_scale * scales[j]));
+    lm[j] = static_cast<uint8_t>(nearest_int(inv_min * mins[j]));
+    if (ls[j] > 63) ls[j] = 63;
+    if (lm[j] > 63) lm[j] = 63;
+  }
+  for (int k = 0; k < 4; ++k) {
+    packed[k] = static_cast<uint8_t>(ls[k] | ((ls[k + 4] >> 4) << 6));
+    packed[k + 4] = static_cast<uint8_t>(lm[k] | ((lm[k + 4] >> 4) << 6));
+    packed[k + 8] = static_cast<uint8_t>((ls[k + 4] & 15) | ((lm[k + 4] & 15) << 4));
+  }
+  d_bits = f32_to_f16(max_scale / 63.0f);
+  dmin_bits = f32_to_f16(max_min / 63.0f);
+  for (int j = 0; j < 8; ++j) {
+    const float d = f16_to_f32(d_bits) * ls[j];
+    if (d == 0) continue;
+    const float dm = f16_to_f32(dmin_bits) * lm[j];
+    for (int l = 0; l < 32; ++l)
+      L[32 * j + l] = static_cast<uint8_t>(clamp_int(nearest_int((x[32 * j + l] + dm) / d), 0, nmax));
+  }
+}
+
+}  // namespace
+
 void quantize_q4_k(const float* src, uint8_t* dst, size_t count) {
   check(count % kSuperBlock == 0, "quantize_q4_k: " + std::to_string(count) + " values is not a multiple of 256");
   auto* out = reinterpret_cast<BlockQ4_K*>(dst);
   for (size_t b = 0; b < count / kSuperBlock; ++b) {
-    const float* x = src + b * kSuperBlock;
     BlockQ4_K& y = out[b];
     uint8_t L[kSuperBlock];
-    float scales[8], mins[8], max_scale = 0, max_min = 0;
-    for (int j = 0; j < 8; ++j) {
-      // Weights: the sub-block's RMS plus each value's magnitude.
-      float sum_x2 = 0;
-      for (int l = 0; l < 32; ++l) sum_x2 += x[32 * j + l] * x[32 * j + l];
-      const float av_x = std::sqrt(sum_x2 / 32);
-      float weights[32];
-      for (int l = 0; l < 32; ++l) weights[l] = av_x + std::fabs(x[32 * j + l]);
-      scales[j] = fit_scale_and_min(32, 15, x + 32 * j, weights, L + 32 * j, &mins[j], -1.0f, 0.1f, 20);
-      if (scales[j] > max_scale) max_scale = scales[j];
-      if (mins[j] > max_min) max_min = mins[j];
-    }
-    // Six-bit scales and mins against the largest of each.
-    const float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f;
-    const float inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
-    uint8_t ls[8], lm[8];
-    for (int j = 0; j < 8; ++j) {
-      ls[j] = static_cast<uint8_t>(nearest_int(inv_scale * scales[j]));
-      lm[j] = static_cast<uint8_t>(nearest_int(inv_min * mins[j]));
-      if (ls[j] > 63) ls[j] = 63;
-      if (lm[j] > 63) lm[j] = 63;
-    }
-    for (int k = 0; k < 4; ++k) {
-      y.scales[k] = static_cast<uint8_t>(ls[k] | ((ls[k + 4] >> 4) << 6));
-      y.scales[k + 4] = static_cast<uint8_t>(lm[k] | ((lm[k + 4] >> 4) << 6));
-      y.scales[k + 8] = static_cast<uint8_t>((ls[k + 4] & 15) | ((lm[k + 4] & 15) << 4));
-    }
-    y.d = f32_to_f16(max_scale / 63.0f);
-    y.dmin = f32_to_f16(max_min / 63.0f);
-    // The levels again at the stored scales; a sub-block whose scale rounded to 0 keeps the search's.
-    for (int j = 0; j < 8; ++j) {
-      const float d = f16_to_f32(y.d) * ls[j];
-      if (d == 0) continue;
-      const float dm = f16_to_f32(y.dmin) * lm[j];
-      for (int l = 0; l < 32; ++l) L[32 * j + l] = static_cast<uint8_t>(clamp_int(nearest_int((x[32 * j + l] + dm) / d), 0, 15));
-    }
+    fit_k_super_block(src + b * kSuperBlock, 15, -1.0f, 20, L, y.scales, y.d, y.dmin);
+    // Per 64 values: byte l holds value l (low nibble) and l + 32 (high).
     for (int c = 0; c < 4; ++c)
       for (int l = 0; l < 32; ++l) y.qs[32 * c + l] = static_cast<uint8_t>(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
+  }
+}
+
+void quantize_q5_k(const float* src, uint8_t* dst, size_t count) {
+  check(count % kSuperBlock == 0, "quantize_q5_k: " + std::to_string(count) + " values is not a multiple of 256");
+  auto* out = reinterpret_cast<BlockQ5_K*>(dst);
+  for (size_t b = 0; b < count / kSuperBlock; ++b) {
+    BlockQ5_K& y = out[b];
+    uint8_t L[kSuperBlock];
+    fit_k_super_block(src + b * kSuperBlock, 31, -0.5f, 15, L, y.scales, y.d, y.dmin);
+    // As Q4_K's nibbles, the fifth bits in qh: bit 2c of qh[l] for value 64c + l, bit 2c + 1 for 64c + 32 + l.
+    std::memset(y.qh, 0, sizeof y.qh);
+    for (int c = 0; c < 4; ++c)
+      for (int l = 0; l < 32; ++l) {
+        const int lo = L[64 * c + l], hi = L[64 * c + 32 + l];
+        y.qs[32 * c + l] = static_cast<uint8_t>((lo & 15) | ((hi & 15) << 4));
+        y.qh[l] = static_cast<uint8_t>(y.qh[l] | ((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
+      }
   }
 }
 
