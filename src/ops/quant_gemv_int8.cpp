@@ -1,15 +1,15 @@
 // The Int8 decode GEMV (QuantDot::Int8, ops/matmul.h): llama.cpp's fast path
-// for Q4_0, Q8_0, Q4_K and Q6_K weights with AVX-512 VNNI and VBMI.
+// for Q4_0, Q8_0, Q4_K, Q5_K and Q6_K weights with AVX-512 VNNI and VBMI.
 //
 // x is quantized once per call to blocks of 32 int8 (q̂ = round(x / d), d =
 // max|x| / 127 over the block, so |x − d·q̂| ≤ max|x| / 254) and each weight
 // block's dot product with it is integer: _mm512_dpbusd_epi32 sums
 // unsigned-byte × signed-byte products, four per int32 lane. The weights go in
-// as the unsigned operand (Q4_0 and Q4_K nibbles as they are, Q6_K's 6-bit
-// values 0..63, Q8_0 bytes with 128 added); the bias this leaves (8, 32 or 128
+// as the unsigned operand (Q4_0 and Q4_K nibbles as they are, Q5_K's 5-bit
+// values 0..31, Q6_K's 6-bit values 0..63, Q8_0 bytes with 128 added); the bias this leaves (8, 32 or 128
 // times the sum of x̂ over the lane) is taken off through the accumulator's
-// starting value. Q4_K's mins use the sub-block sums of x̂ (d·Σq̂), as llama.cpp
-// does. So the only difference from the exact path is x's rounding: per row
+// starting value. Q4_K's and Q5_K's mins use the sub-block sums of x̂ (d·Σq̂),
+// as llama.cpp does. So the only difference from the exact path is x's rounding: per row
 // Σ_j w_j·(x̂_j − x_j), at most Σ_j |w_j| · max|x|_block(j) / 254.
 //
 // What makes it run near the memory bandwidth (decode reads each weight byte
@@ -51,6 +51,7 @@
 #include <algorithm>
 #include <cstring>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "util/simd.h"
@@ -294,9 +295,23 @@ inline __m128i q4_k_scales_mins(const uint8_t* p) {
 
 // Q4_K, one super-block (144 bytes) per step: four dpbusd cover its eight
 // sub-blocks two at a time; the per-lane scale is (sub-block scale · d) · d_x,
-// the min term (min · dmin) · (−d_x·Σq̂) summed in the odd lanes.
-struct Q4_KKernel {
-  const __m512i m4 = _mm512_set1_epi8(0x0F);
+// the min term (min · dmin) · (−d_x·Σq̂) summed in the odd lanes. Q5_K (176
+// bytes: qh[32] before the nibbles) likewise, each nibble's fifth bit moved from
+// qh to bit 4: for value 64c + l (low nibble of qs[32c + l]) bit 2c of qh[l], for
+// 64c + 32 + l (high nibble) bit 2c + 1. A 64-byte load of the nibbles holds
+// chunks 2h (bytes 0-31) and 2h + 1 (32-63), so a 16-bit shift of qh, by a count
+// per 256-bit half, brings bit s to bit 4 in every byte (s <= 4 left by 4 − s,
+// else right by s − 4; the bits a word shift carries across bytes are masked off).
+template <bool kFiveBits>
+struct Q45_KKernel {
+  using Block = std::conditional_t<kFiveBits, BlockQ5_K, BlockQ4_K>;
+  static constexpr int kNibbles = kFiveBits ? 48 : 16;  // byte offset of qs
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m16 = _mm512_set1_epi8(0x10);
+  static __m512i per_half(short first, short second) {
+    return _mm512_inserti64x4(_mm512_set1_epi16(first), _mm256_set1_epi16(second), 1);
+  }
+  // Half 0: low nibbles bits 0 | 2, high 1 | 3 (left shifts); half 1: low 4 | 6, high 5 | 7 (right).
+  const __m512i shift[2][2] = {{per_half(4, 2), per_half(3, 1)}, {per_half(0, 2), per_half(1, 3)}};
   // s below has sub-block j's scale·d·d_x at lane 2j; dot k's sub-blocks are 0 2, 1 3, 4 6, 5 7
   const __m512i sel[4] = {_mm512_set_epi32(4, 4, 4, 4, 4, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 0),
                           _mm512_set_epi32(6, 6, 6, 6, 6, 6, 6, 6, 2, 2, 2, 2, 2, 2, 2, 2),
@@ -305,7 +320,7 @@ struct Q4_KKernel {
 
   __m512 row(const uint8_t* p, int64_t blocks, const XInt8& qx) const {
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    for (int64_t i = 0; i < blocks; ++i, p += sizeof(BlockQ4_K)) {
+    for (int64_t i = 0; i < blocks; ++i, p += sizeof(Block)) {
       const Q4_KSuper& x = qx.q4_k[static_cast<size_t>(i)];
       const __m128i sm = q4_k_scales_mins(p + 4);
       // lanes 2j, 2j + 1: scale j, min j (as float) × d, dmin × d_x, −d_x·Σq̂
@@ -316,8 +331,15 @@ struct Q4_KKernel {
       const __m512 s = _mm512_mul_ps(_mm512_mul_ps(scale_min, dd), _mm512_load_ps(x.d_sum));
       acc[0] = _mm512_mask_add_ps(acc[0], 0xAAAA, acc[0], s);  // the mins' term
       for (int h = 0; h < 2; ++h) {
-        const __m512i q = _mm512_loadu_si512(p + 16 + 64 * h);
-        const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+        const __m512i q = _mm512_loadu_si512(p + kNibbles + 64 * h);
+        __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+        if constexpr (kFiveBits) {
+          const __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 16)));
+          const __m512i bit_lo = h == 0 ? _mm512_sllv_epi16(qh, shift[0][0]) : _mm512_srlv_epi16(qh, shift[1][0]);
+          const __m512i bit_hi = h == 0 ? _mm512_sllv_epi16(qh, shift[0][1]) : _mm512_srlv_epi16(qh, shift[1][1]);
+          lo = _mm512_or_si512(lo, _mm512_and_si512(bit_lo, m16));
+          hi = _mm512_or_si512(hi, _mm512_and_si512(bit_hi, m16));
+        }
         const __m512i dlo = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_load_si512(x.q + 128 * h));
         const __m512i dhi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi, _mm512_load_si512(x.q + 128 * h + 64));
         acc[0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dlo), _mm512_permutexvar_ps(sel[2 * h], s), acc[0]);
@@ -418,7 +440,8 @@ void run_rows(const WeightMatrix& w, float* y, const float* bias, const XInt8& q
 bool gemv_quant_int8(const WeightMatrix& w, const float* x, float* y, const float* bias) {
 #if defined(PODKV_QUANT_INT8)
   if (quant_dot() != QuantDot::Int8) return false;
-  if (w.dtype != DType::Q4_0 && w.dtype != DType::Q8_0 && w.dtype != DType::Q4_K && w.dtype != DType::Q6_K)
+  if (w.dtype != DType::Q4_0 && w.dtype != DType::Q8_0 && w.dtype != DType::Q4_K && w.dtype != DType::Q5_K &&
+      w.dtype != DType::Q6_K)
     return false;
   check_weight(w, "gemv");
   thread_local XInt8 qx;
@@ -426,7 +449,8 @@ bool gemv_quant_int8(const WeightMatrix& w, const float* x, float* y, const floa
   switch (w.dtype) {
     case DType::Q4_0: prepare_q4_0(qx), run_rows<Q4_0Kernel>(w, y, bias, qx); break;
     case DType::Q8_0: prepare_natural(qx, 128), run_rows<Q8_0Kernel>(w, y, bias, qx); break;
-    case DType::Q4_K: prepare_q4_k(qx), run_rows<Q4_KKernel>(w, y, bias, qx); break;
+    case DType::Q4_K: prepare_q4_k(qx), run_rows<Q45_KKernel<false>>(w, y, bias, qx); break;
+    case DType::Q5_K: prepare_q4_k(qx), run_rows<Q45_KKernel<true>>(w, y, bias, qx); break;
     default: prepare_natural(qx, 32), run_rows<Q6_KKernel>(w, y, bias, qx); break;  // Q6_K
   }
   return true;
