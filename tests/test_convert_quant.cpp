@@ -1,4 +1,4 @@
-// podkv convert --type q4_0 / q4_1 / q5_0 / q5_1 / q8_0 / q4_k / q4_k_m / q5_k / q5_k_m / q6_k on the committed
+// podkv convert --type q4_0 / q4_1 / q5_0 / q5_1 / q8_0 / q2_k / q3_k(_m, _l) / q4_k(_m) / q5_k(_m) / q6_k on the committed
 // reference model (models/podkv-ref): the written types, the size and
 // logits-error report, and the logits of the file read back against the source.
 #include <gtest/gtest.h>
@@ -37,7 +37,18 @@ TEST_F(ConvertQuant, WritesTypesAndReportsError) {
       {"q5_0", {DType::Q5_0, DType::Q5_0, DType::Q6_K, 0.04}}, {"q5_1", {DType::Q5_1, DType::Q5_1, DType::Q6_K, 0.04}},
       {"q8_0", {DType::Q8_0, DType::Q8_0, DType::Q8_0, 0.015}}, {"q4_k", {DType::Q4_K, DType::Q4_K, DType::Q6_K, 0.15}},
       {"q4_k_m", {DType::Q4_K, DType::Q6_K, DType::Q6_K, 0.15}}, {"q5_k", {DType::Q5_K, DType::Q5_K, DType::Q6_K, 0.06}},
-      {"q5_k_m", {DType::Q5_K, DType::Q6_K, DType::Q6_K, 0.06}}, {"q6_k", {DType::Q6_K, DType::Q6_K, DType::Q6_K, 0.06}}};
+      {"q5_k_m", {DType::Q5_K, DType::Q6_K, DType::Q6_K, 0.06}}, {"q6_k", {DType::Q6_K, DType::Q6_K, DType::Q6_K, 0.06}},
+      {"q2_k", {DType::Q2_K, DType::Q3_K, DType::Q6_K, 0.3}}, {"q3_k", {DType::Q3_K, DType::Q3_K, DType::Q6_K, 0.2}},
+      {"q3_k_m", {DType::Q3_K, DType::Q4_K, DType::Q6_K, 0.2}}, {"q3_k_l", {DType::Q3_K, DType::Q5_K, DType::Q6_K, 0.2}}};
+  // The recipes' other choices on this 6-layer model with 2 query heads per KV head (llama-quantize's
+  // llama_tensor_get_type): attn_v and attn_output by layer.
+  const std::map<std::string, std::map<std::string, DType>> more = {
+      {"q4_k", {{"blk.3.attn_v.weight", DType::Q5_K}, {"blk.4.attn_v.weight", DType::Q4_K}}},
+      {"q4_k_m", {{"blk.2.attn_v.weight", DType::Q6_K}, {"blk.3.attn_v.weight", DType::Q4_K}}},
+      {"q2_k", {{"blk.0.attn_v.weight", DType::Q3_K}, {"blk.0.attn_output.weight", DType::Q3_K}}},
+      {"q3_k_m",
+       {{"blk.1.attn_v.weight", DType::Q5_K}, {"blk.2.attn_v.weight", DType::Q4_K}, {"blk.0.attn_output.weight", DType::Q4_K}}},
+      {"q3_k_l", {{"blk.4.attn_v.weight", DType::Q5_K}, {"blk.0.attn_output.weight", DType::Q5_K}}}};
   for (const auto& [type, expect] : cases) {
     const std::string out = (tmp_ / ("ref-" + type + ".gguf")).string();
     const CliResult r = clitest::run_cli({"convert", "-m", src, "--out", out, "--type", type, "--check-tokens", "32"}, tmp_);
@@ -48,18 +59,19 @@ TEST_F(ConvertQuant, WritesTypesAndReportsError) {
     EXPECT_EQ(gguf::to_dtype(file.tensor("blk.0.attn_q.weight")->type), expect.q) << type;
     EXPECT_EQ(gguf::to_dtype(file.tensor("blk.5.ffn_down.weight")->type), expect.down) << type;
     EXPECT_EQ(gguf::to_dtype(file.tensor("token_embd.weight")->type), expect.embedding) << type;
-    if (type == "q4_k") {  // Q4_K_S: attn_v Q5_K in layers 0-3
-      EXPECT_EQ(gguf::to_dtype(file.tensor("blk.3.attn_v.weight")->type), DType::Q5_K);
-      EXPECT_EQ(gguf::to_dtype(file.tensor("blk.4.attn_v.weight")->type), DType::Q4_K);
+    if (const auto it = more.find(type); it != more.end()) {
+      for (const auto& [tensor, dtype] : it->second) {
+        EXPECT_EQ(dtype_name(gguf::to_dtype(file.tensor(tensor)->type)), std::string(dtype_name(dtype))) << type << " " << tensor;
+      }
     }
     auto written = Model::load(out);
     const LogitsComparison cmp = compare_logits(*source, *written, ids);
     EXPECT_LT(cmp.max_relative_error, expect.bound) << type;
     EXPECT_GT(cmp.top1_agreement, 0.8) << type;
   }
-  const CliResult bad = clitest::run_cli({"convert", "-m", src, "--out", (tmp_ / "x.gguf").string(), "--type", "q3_k"}, tmp_);
+  const CliResult bad = clitest::run_cli({"convert", "-m", src, "--out", (tmp_ / "x.gguf").string(), "--type", "iq4_nl"}, tmp_);
   EXPECT_EQ(bad.exit_code, 1);
-  EXPECT_NE(bad.err.find("error: --type: 'q3_k' is not one of"), std::string::npos) << bad;
+  EXPECT_NE(bad.err.find("error: --type: 'iq4_nl' is not one of"), std::string::npos) << bad;
 }
 
 }  // namespace

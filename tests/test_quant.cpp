@@ -428,6 +428,41 @@ TEST(Quantize, Q5_KRoundTrip) {
   EXPECT_LT(q5_error, 0.35 * q4_error);
 }
 
+// Q2_K and Q3_K on Gaussian values: the rms error falls with each bit (Q2_K > Q3_K > Q4_K) and stays
+// within a fraction of the values' spread (measured, session 44: 0.29, 0.15 and 0.071 of sigma).
+TEST(Quantize, Q2_KAndQ3_KRoundTrip) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> g(0.3f, 1.0f);
+  std::vector<float> x(256 * 16);
+  for (auto& v : x) v = g(rng);
+  auto rms_error = [&](DType t, void (*quantize)(const float*, uint8_t*, size_t)) {
+    std::vector<uint8_t> bytes(dtype_bytes(t, x.size()));
+    quantize(x.data(), bytes.data(), x.size());
+    std::vector<float> back(x.size());
+    to_f32(t, bytes.data(), back.data(), back.size());
+    double e = 0;
+    for (size_t i = 0; i < x.size(); ++i) e += std::pow(back[i] - x[i], 2);
+    return std::sqrt(e / static_cast<double>(x.size()));
+  };
+  const double q2 = rms_error(DType::Q2_K, quant::quantize_q2_k), q3 = rms_error(DType::Q3_K, quant::quantize_q3_k),
+               q4 = rms_error(DType::Q4_K, quant::quantize_q4_k);
+  std::printf("rms error of N(0.3, 1): Q2_K %.3f, Q3_K %.3f, Q4_K %.3f\n", q2, q3, q4);
+  EXPECT_LT(q2, 0.35);
+  EXPECT_LT(q3, 0.2);
+  EXPECT_LT(q3, 0.75 * q2);
+  EXPECT_LT(q4, 0.75 * q3);
+  // All zeros stay zeros (the searches' degenerate branches).
+  std::vector<float> zeros(256, 0.0f), back(256, 1.0f);
+  using Quantizer = void (*)(const float*, uint8_t*, size_t);
+  for (auto [t, quantize] : {std::pair<DType, Quantizer>{DType::Q2_K, quant::quantize_q2_k},
+                             std::pair<DType, Quantizer>{DType::Q3_K, quant::quantize_q3_k}}) {
+    std::vector<uint8_t> bytes(dtype_bytes(t, 256));
+    quantize(zeros.data(), bytes.data(), 256);
+    to_f32(t, bytes.data(), back.data(), 256);
+    for (float v : back) ASSERT_EQ(v, 0.0f) << dtype_name(t);
+  }
+}
+
 // Q6_K: each 16-value sub-block's nominal step is s = max|x| / 32 (its value of
 // largest magnitude maps to −32). The step stored is d·sc with sc an int8 and d
 // the super-block's largest s / 128, so it is off from s by up to d / 2; a value

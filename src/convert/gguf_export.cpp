@@ -34,10 +34,11 @@ constexpr int64_t kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5;
 // What llama-quantize's recipe (llama.cpp's llama_tensor_get_type) looks at for a matrix: its role,
 // and for attn_v and ffn_down, which the K mixes give more bits in some layers, its layer among the
 // model's and whether the model is a 70B (80 layers, grouped-query attention).
-enum class Role { Plain, TokenEmbedding, Output, AttnV, FfnDown };
+enum class Role { Plain, TokenEmbedding, Output, AttnV, AttnOutput, FfnDown };
 struct Placement {
   Role role = Role::Plain;
   int layer = 0, layers = 1;
+  int gqa = 1;  // query heads per KV head
   bool is_70b = false;
 };
 
@@ -47,10 +48,11 @@ bool use_more_bits(int layer, int layers) {
 }
 
 // llama-quantize's fallbacks for rows that are not whole blocks of the type: Q4_K -> Q5_0,
-// Q5_K -> Q5_1, Q6_K -> Q8_0 (rows not a multiple of 256), then F16 (rows not a multiple of 32).
+// Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K and Q3_K -> Q4_0 (rows not a multiple of 256; llama.cpp writes
+// IQ4_NL for those two, a type podkv does not write), then F16 (rows not a multiple of 32).
 DType fit_rows(DType type, int64_t cols) {
-  if ((type == DType::Q4_K || type == DType::Q5_K || type == DType::Q6_K) && cols % quant::kSuperBlock != 0)
-    type = type == DType::Q4_K ? DType::Q5_0 : type == DType::Q5_K ? DType::Q5_1 : DType::Q8_0;
+  if (dtype_block_size(type) == quant::kSuperBlock && cols % quant::kSuperBlock != 0)
+    type = type == DType::Q4_K ? DType::Q5_0 : type == DType::Q5_K ? DType::Q5_1 : type == DType::Q6_K ? DType::Q8_0 : DType::Q4_0;
   if (type != DType::F16 && cols % quant::kBlock != 0) type = DType::F16;
   return type;
 }
@@ -67,6 +69,8 @@ DType main_dtype(GgufExportType t, DType stored) {
     case GgufExportType::Q4_1: return DType::Q4_1;
     case GgufExportType::Q5_0: return DType::Q5_0;
     case GgufExportType::Q5_1: return DType::Q5_1;
+    case GgufExportType::Q2_K: return DType::Q2_K;
+    case GgufExportType::Q3_K_S: case GgufExportType::Q3_K_M: case GgufExportType::Q3_K_L: return DType::Q3_K;
     case GgufExportType::Q4_K_S: case GgufExportType::Q4_K_M: return DType::Q4_K;
     case GgufExportType::Q5_K_S: case GgufExportType::Q5_K_M: return DType::Q5_K;
     case GgufExportType::Q6_K: return DType::Q6_K;
@@ -74,31 +78,51 @@ DType main_dtype(GgufExportType t, DType stored) {
   return stored;
 }
 
-// A matrix's type in the written file. The block types follow llama-quantize's recipe for the
-// llama architecture without an importance matrix: the output matrix (or the token embedding when
-// the output is tied to it) Q6_K; Q4_K_M and Q5_K_M also attn_v and ffn_down in the layers
-// use_more_bits picks; Q4_K_S attn_v in layers 0-3 and ffn_down in the first eighth Q5_K; a 70B's
-// attn_v Q5_K where it would be Q4_K; the rest the main type (the token embedding included); rows
-// that are not whole blocks as fit_rows.
+// llama-quantize's choice for one matrix of a block-type export (llama.cpp's llama_tensor_get_type
+// for the llama architecture, no importance matrix, no experts); `type` is the export's main type.
+DType recipe_dtype(GgufExportType t, const Placement& at, DType type) {
+  using E = GgufExportType;
+  const int i = at.layer, n = at.layers;
+  switch (at.role) {
+    case Role::Output:  // or the token embedding tied to it
+      return DType::Q6_K;
+    case Role::AttnV:
+      if (t == E::Q2_K) type = at.gqa >= 4 ? DType::Q4_K : DType::Q3_K;
+      else if (t == E::Q3_K_M) type = i < 2 ? DType::Q5_K : DType::Q4_K;
+      else if (t == E::Q3_K_L) type = DType::Q5_K;
+      else if ((t == E::Q4_K_M || t == E::Q5_K_M) && use_more_bits(i, n)) type = DType::Q6_K;
+      else if (t == E::Q4_K_S && i < 4) type = DType::Q5_K;
+      if (at.is_70b && (type == DType::Q3_K || type == DType::Q4_K)) type = DType::Q5_K;
+      return type;
+    case Role::FfnDown:
+      if (t == E::Q2_K) return DType::Q3_K;
+      if (t == E::Q3_K_M) return i < n / 16 ? DType::Q5_K : DType::Q4_K;
+      if (t == E::Q3_K_L) return DType::Q5_K;
+      if ((t == E::Q4_K_M || t == E::Q5_K_M) && use_more_bits(i, n)) return DType::Q6_K;
+      if (t == E::Q4_K_S && i < n / 8) return DType::Q5_K;
+      return type;
+    case Role::AttnOutput:
+      if (t == E::Q2_K) return DType::Q3_K;
+      if (t == E::Q3_K_M) return DType::Q4_K;
+      if (t == E::Q3_K_L) return DType::Q5_K;
+      return type;
+    default:
+      return type;
+  }
+}
+
+// A matrix's type in the written file: the float types and Q8_0 as named; the other block types by
+// llama-quantize's recipe (recipe_dtype); rows that are not whole blocks as fit_rows.
 DType target_dtype(GgufExportType t, DType stored, int64_t cols, const Placement& at = {}) {
-  DType type = main_dtype(t, stored);
+  const DType type = main_dtype(t, stored);
   switch (t) {
     case GgufExportType::Keep: case GgufExportType::F32: case GgufExportType::F16: case GgufExportType::BF16:
       return type;
     case GgufExportType::Q8_0:
       return fit_rows(type, cols);
     default:
-      break;
+      return fit_rows(recipe_dtype(t, at, type), cols);
   }
-  const bool mixed = at.role == Role::AttnV || at.role == Role::FfnDown;
-  if (at.role == Role::Output) type = DType::Q6_K;
-  if ((t == GgufExportType::Q4_K_M || t == GgufExportType::Q5_K_M) && mixed && use_more_bits(at.layer, at.layers))
-    type = DType::Q6_K;
-  if (t == GgufExportType::Q4_K_S &&
-      ((at.role == Role::AttnV && at.layer < 4) || (at.role == Role::FfnDown && at.layer < at.layers / 8)))
-    type = DType::Q5_K;
-  if (at.role == Role::AttnV && at.is_70b && type == DType::Q4_K) type = DType::Q5_K;
-  return fit_rows(type, cols);
 }
 
 // Source row of output row r of a Q or K matrix [n_head * d, cols] under
@@ -133,6 +157,8 @@ void convert_row(DType from, const uint8_t* src, DType to, uint8_t* dst, int64_t
     case DType::Q4_1: quant::quantize_q4_1(tmp.data(), dst, n); return;
     case DType::Q5_0: quant::quantize_q5_0(tmp.data(), dst, n); return;
     case DType::Q5_1: quant::quantize_q5_1(tmp.data(), dst, n); return;
+    case DType::Q2_K: quant::quantize_q2_k(tmp.data(), dst, n); return;
+    case DType::Q3_K: quant::quantize_q3_k(tmp.data(), dst, n); return;
     case DType::Q4_K: quant::quantize_q4_k(tmp.data(), dst, n); return;
     case DType::Q5_K: quant::quantize_q5_k(tmp.data(), dst, n); return;
     case DType::Q6_K: quant::quantize_q6_k(tmp.data(), dst, n); return;
@@ -191,7 +217,11 @@ class Exporter {
 // llama.cpp's general.file_type (LLAMA_FTYPE_*) of an export.
 uint32_t file_type(GgufExportType export_type, DType stored) {
   switch (export_type) {
-    case GgufExportType::Q4_K_S: return 14;  // LLAMA_FTYPE_MOSTLY_Q4_K_S
+    case GgufExportType::Q2_K: return 10;  // LLAMA_FTYPE_MOSTLY_Q2_K
+    case GgufExportType::Q3_K_S: return 11;
+    case GgufExportType::Q3_K_M: return 12;
+    case GgufExportType::Q3_K_L: return 13;
+    case GgufExportType::Q4_K_S: return 14;
     case GgufExportType::Q4_K_M: return 15;
     case GgufExportType::Q5_K_S: return 16;
     case GgufExportType::Q5_K_M: return 17;
@@ -394,14 +424,18 @@ GgufExportType parse_gguf_export_type(const std::string& text, const std::string
   if (text == "q4_1") return GgufExportType::Q4_1;
   if (text == "q5_0") return GgufExportType::Q5_0;
   if (text == "q5_1") return GgufExportType::Q5_1;
+  if (text == "q2_k") return GgufExportType::Q2_K;
+  if (text == "q3_k" || text == "q3_k_s") return GgufExportType::Q3_K_S;
+  if (text == "q3_k_m") return GgufExportType::Q3_K_M;
+  if (text == "q3_k_l") return GgufExportType::Q3_K_L;
   if (text == "q4_k" || text == "q4_k_s") return GgufExportType::Q4_K_S;
   if (text == "q4_k_m") return GgufExportType::Q4_K_M;
   if (text == "q5_k" || text == "q5_k_s") return GgufExportType::Q5_K_S;
   if (text == "q5_k_m") return GgufExportType::Q5_K_M;
   if (text == "q6_k") return GgufExportType::Q6_K;
   throw Error(option + ": '" + text +
-              "' is not one of keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k_s (q4_k), q4_k_m, q5_k_s (q5_k), "
-              "q5_k_m, q6_k");
+              "' is not one of keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_s (q3_k), q3_k_m, q3_k_l, "
+              "q4_k_s (q4_k), q4_k_m, q5_k_s (q5_k), q5_k_m, q6_k");
 }
 
 GgufExportResult export_gguf(const Model& model, const std::string& out_path, const GgufExportOptions& opts) {
@@ -505,8 +539,8 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
     ex.vector(p + "attn_norm.weight", lw.attn_norm);
     ex.matrix(p + "attn_q.weight", lw.wq, permute);
     ex.matrix(p + "attn_k.weight", lw.wk, permute);
-    ex.matrix(p + "attn_v.weight", lw.wv, 0, {Role::AttnV, l, c.num_layers, is_70b});
-    ex.matrix(p + "attn_output.weight", lw.wo);
+    ex.matrix(p + "attn_v.weight", lw.wv, 0, {Role::AttnV, l, c.num_layers, c.num_heads / c.num_kv_heads, is_70b});
+    ex.matrix(p + "attn_output.weight", lw.wo, 0, {Role::AttnOutput, l, c.num_layers});
     ex.vector(p + "ffn_norm.weight", lw.mlp_norm);
     ex.matrix(p + "ffn_gate.weight", lw.w_gate);
     ex.matrix(p + "ffn_up.weight", lw.w_up);

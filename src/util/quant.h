@@ -72,6 +72,12 @@ void quantize_q5_1(const float* src, uint8_t* dst, size_t count);
 // constants, and no llama-quantize file of it is at hand to compare.
 void quantize_q4_k(const float* src, uint8_t* dst, size_t count);
 void quantize_q5_k(const float* src, uint8_t* dst, size_t count);
+// Q2_K and Q3_K likewise (quantize_row_q2_K_ref, q3_K_ref): Q2_K fits each 16-value sub-block's
+// scale and min by the weighted mean absolute error over 16 candidate scales, four-bit codes against
+// the largest; Q3_K each sub-block's scale by make_q3_quants' level-by-level refinement, six-bit
+// signed codes. Not compared with a llama-quantize file (none is at hand).
+void quantize_q2_k(const float* src, uint8_t* dst, size_t count);
+void quantize_q3_k(const float* src, uint8_t* dst, size_t count);
 void quantize_q6_k(const float* src, uint8_t* dst, size_t count);
 
 }  // namespace podkv::quant

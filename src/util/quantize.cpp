@@ -56,12 +56,12 @@ void check_count(size_t count, const char* who) {
   check(count % kBlock == 0, std::string(who) + ": " + std::to_string(count) + " values is not a multiple of 32");
 }
 
-// make_qkx2_quants without its mean-absolute option: x[0, n) ≈ scale * L + min, L in [0, nmax],
-// min <= 0, fitted by weighted least squares for each of nstep + 1 candidate scales
-// (nmax + rmin + rdelta * is) / (max - min); the candidate of least weighted squared error wins,
-// against the plain min/max fit. Returns the scale; *neg_min = -min; L the winner's levels.
+// make_qkx2_quants: x[0, n) ≈ scale * L + min, L in [0, nmax], min <= 0, fitted by weighted least
+// squares for each of nstep + 1 candidate scales (nmax + rmin + rdelta * is) / (max - min); the
+// candidate of least weighted error (squared, or absolute with use_mad) wins, against the plain
+// min/max fit. Returns the scale; *neg_min = -min; L the winner's levels.
 float fit_scale_and_min(int n, int nmax, const float* x, const float* w, uint8_t* L, float* neg_min, float rmin,
-                        float rdelta, int nstep) {
+                        float rdelta, int nstep, bool use_mad = false) {
   float min = x[0], max = x[0];
   float sum_w = w[0];
   float sum_x = sum_w * x[0];
@@ -83,7 +83,7 @@ float fit_scale_and_min(int n, int nmax, const float* x, const float* w, uint8_t
   for (int i = 0; i < n; ++i) {
     L[i] = static_cast<uint8_t>(clamp_int(nearest_int(iscale * (x[i] - min)), 0, nmax));
     const float diff = scale * L[i] + min - x[i];
-    best_error += w[i] * (diff * diff);
+    best_error += w[i] * (use_mad ? std::fabs(diff) : diff * diff);
   }
   uint8_t candidate[kSuperBlock];
   for (int is = 0; is <= nstep; ++is) {
@@ -107,7 +107,7 @@ float fit_scale_and_min(int n, int nmax, const float* x, const float* w, uint8_t
     float error = 0;
     for (int i = 0; i < n; ++i) {
       const float diff = this_scale * candidate[i] + this_min - x[i];
-      error += w[i] * (diff * diff);
+      error += w[i] * (use_mad ? std::fabs(diff) : diff * diff);
     }
     if (error < best_error) {
       std::memcpy(L, candidate, static_cast<size_t>(n));
@@ -169,6 +169,66 @@ float fit_symmetric_scale(int n, int nmax, const float* x, int8_t* L) {
     }
   }
   return scale;
+}
+
+// make_q3_quants with its refinement: x[0, n) ≈ scale * L, L in [-nmax, nmax - 1], from the levels
+// at -nmax / max (max the value of largest magnitude), then up to five passes that move one value's
+// level at a time to where it best fits the others' least-squares scale (weights x^2), kept where the
+// fit improves. Returns the scale (the final least-squares one); L the levels + nmax.
+float fit_symmetric_scale_refined(int n, int nmax, const float* x, int8_t* L) {
+  float max = 0, amax = 0;
+  for (int i = 0; i < n; ++i) {
+    const float ax = std::fabs(x[i]);
+    if (ax > amax) {
+      amax = ax;
+      max = x[i];
+    }
+  }
+  if (amax < kGroupMaxEps) {
+    for (int i = 0; i < n; ++i) L[i] = 0;
+    return 0.0f;
+  }
+  const float iscale = -nmax / max;
+  float sumlx = 0, suml2 = 0;
+  for (int i = 0; i < n; ++i) {
+    const int l = clamp_int(nearest_int(iscale * x[i]), -nmax, nmax - 1);
+    L[i] = static_cast<int8_t>(l);
+    const float w = x[i] * x[i];
+    sumlx += w * x[i] * l;
+    suml2 += w * l * l;
+  }
+  for (int pass = 0; pass < 5; ++pass) {
+    int changed = 0;
+    for (int i = 0; i < n; ++i) {
+      const float w = x[i] * x[i];
+      float slx = sumlx - w * x[i] * L[i];
+      if (!(slx > 0)) continue;
+      float sl2 = suml2 - w * L[i] * L[i];
+      const int new_l = clamp_int(nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
+      if (new_l == L[i]) continue;
+      slx += w * x[i] * new_l;
+      sl2 += w * new_l * new_l;
+      if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+        L[i] = static_cast<int8_t>(new_l);
+        sumlx = slx;
+        suml2 = sl2;
+        ++changed;
+      }
+    }
+    if (changed == 0) break;
+  }
+  for (int i = 0; i < n; ++i) L[i] = static_cast<int8_t>(L[i] + nmax);
+  return sumlx / suml2;
+}
+
+// Two-bit levels L[0, 256) packed as Q2_K and Q3_K keep them: per 128 values, byte l of the 32 holds
+// values l, l + 32, l + 64, l + 96 in bits 0-1, 2-3, 4-5, 6-7.
+void pack_two_bits(const uint8_t* L, uint8_t* qs) {
+  for (int h = 0; h < 2; ++h)
+    for (int l = 0; l < 32; ++l) {
+      const uint8_t* v = L + 128 * h;
+      qs[32 * h + l] = static_cast<uint8_t>(v[l] | (v[l + 32] << 2) | (v[l + 64] << 4) | (v[l + 96] << 6));
+    }
 }
 
 }  // namespace
@@ -248,6 +308,103 @@ void quantize_q5_1(const float* src, uint8_t* dst, size_t count) {
       qh |= static_cast<uint32_t>((x1 & 0x10) >> 4) << (j + 16);
     }
     std::memcpy(out[b].qh, &qh, 4);
+  }
+}
+
+void quantize_q2_k(const float* src, uint8_t* dst, size_t count) {
+  check(count % kSuperBlock == 0, "quantize_q2_k: " + std::to_string(count) + " values is not a multiple of 256");
+  auto* out = reinterpret_cast<BlockQ2_K*>(dst);
+  for (size_t b = 0; b < count / kSuperBlock; ++b) {
+    const float* x = src + b * kSuperBlock;
+    BlockQ2_K& y = out[b];
+    uint8_t L[kSuperBlock];
+    // Each 16-value sub-block as scale * L + min (L 0..3), by the weighted mean absolute error
+    // (weights |x|) over 16 candidates from 3 - 0.5; then four-bit scales and mins against the largest.
+    float scales[16], mins[16], max_scale = 0, max_min = 0;
+    for (int j = 0; j < 16; ++j) {
+      float weights[16];
+      for (int l = 0; l < 16; ++l) weights[l] = std::fabs(x[16 * j + l]);
+      scales[j] = fit_scale_and_min(16, 3, x + 16 * j, weights, L + 16 * j, &mins[j], -0.5f, 0.1f, 15, true);
+      if (scales[j] > max_scale) max_scale = scales[j];
+      if (mins[j] > max_min) max_min = mins[j];
+    }
+    if (max_scale > 0) {
+      const float iscale = 15.0f / max_scale;
+      for (int j = 0; j < 16; ++j) y.scales[j] = static_cast<uint8_t>(nearest_int(iscale * scales[j]));
+      y.d = f32_to_f16(max_scale / 15.0f);
+    } else {
+      std::memset(y.scales, 0, sizeof y.scales);
+      y.d = f32_to_f16(0.0f);
+    }
+    if (max_min > 0) {
+      const float iscale = 15.0f / max_min;
+      for (int j = 0; j < 16; ++j) y.scales[j] = static_cast<uint8_t>(y.scales[j] | (nearest_int(iscale * mins[j]) << 4));
+      y.dmin = f32_to_f16(max_min / 15.0f);
+    } else {
+      y.dmin = f32_to_f16(0.0f);
+    }
+    // The levels again at the stored scales; a sub-block whose scale rounded to 0 keeps the search's.
+    for (int j = 0; j < 16; ++j) {
+      const float d = f16_to_f32(y.d) * (y.scales[j] & 0xF);
+      if (d == 0) continue;
+      const float dm = f16_to_f32(y.dmin) * (y.scales[j] >> 4);
+      for (int l = 0; l < 16; ++l) L[16 * j + l] = static_cast<uint8_t>(clamp_int(nearest_int((x[16 * j + l] + dm) / d), 0, 3));
+    }
+    pack_two_bits(L, y.qs);
+  }
+}
+
+void quantize_q3_k(const float* src, uint8_t* dst, size_t count) {
+  check(count % kSuperBlock == 0, "quantize_q3_k: " + std::to_string(count) + " values is not a multiple of 256");
+  auto* out = reinterpret_cast<BlockQ3_K*>(dst);
+  for (size_t b = 0; b < count / kSuperBlock; ++b) {
+    const float* x = src + b * kSuperBlock;
+    BlockQ3_K& y = out[b];
+    int8_t L[kSuperBlock];  // level + 4, 0..7
+    float scales[16], max_scale = 0, amax = 0;
+    for (int j = 0; j < 16; ++j) {
+      scales[j] = fit_symmetric_scale_refined(16, 4, x + 16 * j, L + 16 * j);
+      if (std::fabs(scales[j]) > amax) {
+        amax = std::fabs(scales[j]);
+        max_scale = scales[j];
+      }
+    }
+    // Six-bit signed scales (+ 32) against the largest, which becomes -32: the low four bits of scale
+    // j in byte j (j < 8, low nibble) or j - 8 (high nibble), the top two at bits 2 (j / 4) of byte
+    // 8 + j % 4.
+    std::memset(y.scales, 0, sizeof y.scales);
+    if (max_scale != 0) {
+      const float iscale = -32.0f / max_scale;
+      for (int j = 0; j < 16; ++j) {
+        const int l = clamp_int(static_cast<int8_t>(nearest_int(iscale * scales[j])), -32, 31) + 32;
+        if (j < 8) y.scales[j] = static_cast<uint8_t>(l & 0xF);
+        else y.scales[j - 8] = static_cast<uint8_t>(y.scales[j - 8] | ((l & 0xF) << 4));
+        y.scales[8 + j % 4] = static_cast<uint8_t>(y.scales[8 + j % 4] | ((l >> 4) << (2 * (j / 4))));
+      }
+      y.d = f32_to_f16(1 / iscale);
+    } else {
+      y.d = f32_to_f16(0.0f);
+    }
+    // The levels again at the stored scales; a sub-block whose scale is 0 keeps the search's.
+    for (int j = 0; j < 16; ++j) {
+      const int low = j < 8 ? y.scales[j] & 0xF : y.scales[j - 8] >> 4;
+      const int sc = (low | (((y.scales[8 + j % 4] >> (2 * (j / 4))) & 3) << 4)) - 32;
+      const float d = f16_to_f32(y.d) * sc;
+      if (d == 0) continue;
+      for (int l = 0; l < 16; ++l) L[16 * j + l] = static_cast<int8_t>(clamp_int(nearest_int(x[16 * j + l] / d), -4, 3) + 4);
+    }
+    // The third bit of value j in hmask[j % 32], bit j / 32; the low two bits as Q2_K's.
+    std::memset(y.hmask, 0, sizeof y.hmask);
+    uint8_t low_bits[kSuperBlock];
+    for (int j = 0; j < kSuperBlock; ++j) {
+      int v = L[j];
+      if (v > 3) {
+        y.hmask[j % 32] = static_cast<uint8_t>(y.hmask[j % 32] | (1 << (j / 32)));
+        v -= 4;
+      }
+      low_bits[j] = static_cast<uint8_t>(v);
+    }
+    pack_two_bits(low_bits, y.qs);
   }
 }
 
