@@ -221,6 +221,22 @@ float fit_symmetric_scale_refined(int n, int nmax, const float* x, int8_t* L) {
   return sumlx / suml2;
 }
 
+// The super-block's sixteen 16-value sub-blocks fitted symmetrically by `fit` (levels + nmax into L):
+// their scales, the largest magnitude, and (returned) that scale with its sign.
+float fit_sub_blocks(const float* x, int nmax, int8_t* L, float (&scales)[16], float& largest,
+                     float (*fit)(int, int, const float*, int8_t*)) {
+  float max_scale = 0;
+  largest = 0;
+  for (int j = 0; j < 16; ++j) {
+    scales[j] = fit(16, nmax, x + 16 * j, L + 16 * j);
+    if (std::fabs(scales[j]) > largest) {
+      largest = std::fabs(scales[j]);
+      max_scale = scales[j];
+    }
+  }
+  return max_scale;
+}
+
 // Two-bit levels L[0, 256) packed as Q2_K and Q3_K keep them: per 128 values, byte l of the 32 holds
 // values l, l + 32, l + 64, l + 96 in bits 0-1, 2-3, 4-5, 6-7.
 void pack_two_bits(const uint8_t* L, uint8_t* qs) {
@@ -361,14 +377,8 @@ void quantize_q3_k(const float* src, uint8_t* dst, size_t count) {
     const float* x = src + b * kSuperBlock;
     BlockQ3_K& y = out[b];
     int8_t L[kSuperBlock];  // level + 4, 0..7
-    float scales[16], max_scale = 0, amax = 0;
-    for (int j = 0; j < 16; ++j) {
-      scales[j] = fit_symmetric_scale_refined(16, 4, x + 16 * j, L + 16 * j);
-      if (std::fabs(scales[j]) > amax) {
-        amax = std::fabs(scales[j]);
-        max_scale = scales[j];
-      }
-    }
+    float scales[16], amax;
+    const float max_scale = fit_sub_blocks(x, 4, L, scales, amax, fit_symmetric_scale_refined);
     // Six-bit signed scales (+ 32) against the largest, which becomes -32: the low four bits of scale
     // j in byte j (j < 8, low nibble) or j - 8 (high nibble), the top two at bits 2 (j / 4) of byte
     // 8 + j % 4.
@@ -494,14 +504,8 @@ void quantize_q6_k(const float* src, uint8_t* dst, size_t count) {
     const float* x = src + b * kSuperBlock;
     BlockQ6_K& y = out[b];
     int8_t L[kSuperBlock];  // level + 32, 0..63
-    float scales[16], max_scale = 0, max_abs_scale = 0;
-    for (int j = 0; j < 16; ++j) {
-      scales[j] = fit_symmetric_scale(16, 32, x + 16 * j, L + 16 * j);
-      if (std::fabs(scales[j]) > max_abs_scale) {
-        max_abs_scale = std::fabs(scales[j]);
-        max_scale = scales[j];
-      }
-    }
+    float scales[16], max_abs_scale;
+    const float max_scale = fit_sub_blocks(x, 32, L, scales, max_abs_scale, fit_symmetric_scale);
     if (max_abs_scale < kGroupMaxEps) {
       std::memset(&y, 0, sizeof y);
       continue;
