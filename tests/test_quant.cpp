@@ -301,7 +301,7 @@ TEST(QuantKernels, Int8GemvWithinXRoundingOfExact) {
   std::mt19937 rng(23);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   double worst_rel = 0;
-  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
+  for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q2_K, DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K}) {
     const int block = dtype_block_size(t);
     for (int64_t rows : {1, 3, 17, 130, 1031}) {
       for (int64_t cols : {int64_t{block}, int64_t{3 * block}, int64_t{5 * block}, int64_t{2048}}) {

@@ -1,15 +1,16 @@
 // The Int8 decode GEMV (QuantDot::Int8, ops/matmul.h): llama.cpp's fast path
-// for Q4_0, Q8_0, Q4_K, Q5_K and Q6_K weights with AVX-512 VNNI and VBMI.
+// for Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K weights with AVX-512 VNNI
+// and VBMI.
 //
 // x is quantized once per call to blocks of 32 int8 (q̂ = round(x / d), d =
 // max|x| / 127 over the block, so |x − d·q̂| ≤ max|x| / 254) and each weight
 // block's dot product with it is integer: _mm512_dpbusd_epi32 sums
 // unsigned-byte × signed-byte products, four per int32 lane. The weights go in
-// as the unsigned operand (Q4_0 and Q4_K nibbles as they are, Q5_K's 5-bit
-// values 0..31, Q6_K's 6-bit values 0..63, Q8_0 bytes with 128 added); the bias this leaves (8, 32 or 128
-// times the sum of x̂ over the lane) is taken off through the accumulator's
-// starting value. Q4_K's and Q5_K's mins use the sub-block sums of x̂ (d·Σq̂),
-// as llama.cpp does. So the only difference from the exact path is x's rounding: per row
+// as the unsigned operand (Q4_0 and Q4_K nibbles as they are, Q2_K's 2-bit,
+// Q3_K's 3-bit, Q5_K's 5-bit and Q6_K's 6-bit values, Q8_0 bytes with 128 added); the bias this leaves (8, 32 or 128
+// times the sum of x̂ over the lane; Q3_K 4) is taken off through the
+// accumulator's starting value. Q2_K's, Q4_K's and Q5_K's mins use the
+// sub-block sums of x̂ (d·Σq̂), as llama.cpp does. So the only difference from the exact path is x's rounding: per row
 // Σ_j w_j·(x̂_j − x_j), at most Σ_j |w_j| · max|x|_block(j) / 254.
 //
 // What makes it run near the memory bandwidth (decode reads each weight byte
@@ -103,6 +104,7 @@ struct XInt8 {
   AlignedVector<int32_t> lanesum;  // [padded cols / 4]: q̂[4l] + … + q̂[4l + 3]
   AlignedVector<int32_t> offset;   // [padded cols / 4]: −bias · lanesum (Q8_0: 128, Q6_K: 32)
   AlignedVector<float> dlane;      // [padded cols / 4]: the scale of lane l's block
+  AlignedVector<float> sum16;      // [padded cols / 16]: −d·Σq̂ over each 16 values (Q2_K's min term)
   std::vector<Q4_0Group> q4_0;   // [padded blocks / 4]
   std::vector<Q4_KSuper> q4_k;   // [padded cols / 256]
 };
@@ -146,6 +148,16 @@ void prepare_natural(XInt8& qx, int32_t bias) {
   for (size_t l = 0; l < lanes; ++l) {
     qx.offset[l] = -bias * qx.lanesum[l];
     qx.dlane[l] = qx.d[l / 8];
+  }
+}
+
+// Q2_K: the lane scales, and −d·Σq̂ per 16 values for the sub-blocks' mins.
+void prepare_q2_k(XInt8& qx) {
+  prepare_natural(qx, 0);
+  qx.sum16.resize(qx.lanesum.size() / 4);
+  for (size_t s = 0; s < qx.sum16.size(); ++s) {
+    const int32_t sum = qx.lanesum[4 * s] + qx.lanesum[4 * s + 1] + qx.lanesum[4 * s + 2] + qx.lanesum[4 * s + 3];
+    qx.sum16[s] = -qx.d[s / 2] * static_cast<float>(sum);
   }
 }
 
@@ -399,6 +411,86 @@ struct Q6_KKernel {
   }
 };
 
+// Q2_K and Q3_K, one super-block (84 / 110 bytes) per step, in natural order (x̂ read as it is): 64
+// values per vector, m = 0..3, from the 32 bytes of 2-bit fields qs[32 (m / 2) ..]: values 64m + l
+// at bits 2k, 64m + 32 + l at bits 2k + 2 (k = 2 (m % 2)), so the 32 bytes go to both 256-bit halves
+// and one 16-bit shift by a count per half brings each half's field to bits 0-1 (the bits a word
+// shift carries across bytes are masked off). Q3_K's third bit of value v is bit v / 32 of
+// hmask[v % 32], brought to bit 2 the same way. Sub-block j (16 values, four lanes) has scale
+// d·(sc_j − 32) (Q3_K) or d·(sc_j & 15) and min dmin·(sc_j >> 4) (Q2_K); lane l of vector m takes
+// sub-block 4m + l / 4.
+template <bool kThreeBits>
+struct Q23_KKernel {
+  using Block = std::conditional_t<kThreeBits, BlockQ3_K, BlockQ2_K>;
+  static constexpr int kQs = kThreeBits ? 32 : 16;  // byte offset of qs
+  const __m512i m3 = _mm512_set1_epi8(0x03), m4 = _mm512_set1_epi8(0x04);
+  static __m512i per_half(short first, short second) {
+    return _mm512_inserti64x4(_mm512_set1_epi16(first), _mm256_set1_epi16(second), 1);
+  }
+  // qs: vector m's fields at bits 2k | 2k + 2, k = 2 (m % 2): right shifts 0 | 2 and 4 | 6.
+  const __m512i qs_shift[2] = {per_half(0, 2), per_half(4, 6)};
+  // hmask: value 64m + l's bit 2m, 64m + 32 + l's bit 2m + 1, to bit 2: left 2 | 1 (m = 0), right
+  // 0 | 1, 2 | 3, 4 | 5 (m = 1, 2, 3).
+  const __m512i hm_left = per_half(2, 1), hm_right[3] = {per_half(0, 1), per_half(2, 3), per_half(4, 5)};
+  const __m512i sel[4] = {_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+                          _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4),
+                          _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8),
+                          _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
+
+  // The sixteen sub-block scales as int8 (Q3_K: the six-bit codes − 32, as dequantize_row_q3_K
+  // unpacks them).
+  static __m128i scales_of(const uint8_t* p) {
+    if constexpr (kThreeBits) {
+      uint32_t a[3];
+      std::memcpy(a, p + 96, 12);
+      constexpr uint32_t k1 = 0x03030303, k2 = 0x0f0f0f0f;
+      const uint32_t u[4] = {(a[0] & k2) | (((a[2] >> 0) & k1) << 4), (a[1] & k2) | (((a[2] >> 2) & k1) << 4),
+                             ((a[0] >> 4) & k2) | (((a[2] >> 4) & k1) << 4), ((a[1] >> 4) & k2) | (((a[2] >> 6) & k1) << 4)};
+      return _mm_sub_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(u)), _mm_set1_epi8(32));
+    } else {
+      return _mm_and_si128(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), _mm_set1_epi8(0x0F));
+    }
+  }
+
+  __m512 row(const uint8_t* p, int64_t blocks, const XInt8& qx) const {
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < blocks; ++i, p += sizeof(Block)) {
+      const int8_t* xq = qx.q.data() + kSuperBlock * i;
+      const float* dl = qx.dlane.data() + 64 * i;
+      uint16_t d16;
+      std::memcpy(&d16, p + (kThreeBits ? 108 : 80), 2);
+      const __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scales_of(p))),
+                                      _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(d16))));
+      if constexpr (!kThreeBits) {  // the mins: dmin·(sc >> 4) · (−d·Σq̂) per sub-block
+        uint16_t dmin16;
+        std::memcpy(&dmin16, p + 82, 2);
+        const __m128i mins = _mm_and_si128(_mm_srli_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), 4),
+                                           _mm_set1_epi8(0x0F));
+        const __m512 m = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(mins)),
+                                       _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(dmin16))));
+        acc[1] = _mm512_fmadd_ps(m, _mm512_loadu_ps(qx.sum16.data() + 16 * i), acc[1]);
+      }
+      for (int m = 0; m < 4; ++m) {
+        const __m512i q2 =
+            _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kQs + 32 * (m / 2))));
+        __m512i v = _mm512_and_si512(_mm512_srlv_epi16(q2, qs_shift[m % 2]), m3);
+        __m512i start = _mm512_setzero_si512();
+        if constexpr (kThreeBits) {
+          const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+          const __m512i bit = m == 0 ? _mm512_sllv_epi16(hm, hm_left) : _mm512_srlv_epi16(hm, hm_right[m - 1]);
+          v = _mm512_or_si512(v, _mm512_and_si512(bit, m4));
+          start = _mm512_loadu_si512(qx.offset.data() + 64 * i + 16 * m);  // Σ (q − 4)·q̂ = Σ q·q̂ − 4·Σ q̂
+        }
+        const __m512i dot = _mm512_dpbusd_epi32(start, v, _mm512_loadu_si512(xq + 64 * m));
+        acc[m & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot),
+                                     _mm512_mul_ps(_mm512_permutexvar_ps(sel[m], sc), _mm512_loadu_ps(dl + 16 * m)),
+                                     acc[m & 1]);
+      }
+    }
+    return _mm512_add_ps(acc[0], acc[1]);
+  }
+};
+
 // Below this many weight bytes the calling thread does it alone (as the exact path).
 constexpr size_t kParallelMinBytes = 64 * 1024;
 
@@ -440,15 +532,21 @@ void run_rows(const WeightMatrix& w, float* y, const float* bias, const XInt8& q
 bool gemv_quant_int8(const WeightMatrix& w, const float* x, float* y, const float* bias) {
 #if defined(PODKV_QUANT_INT8)
   if (quant_dot() != QuantDot::Int8) return false;
-  if (w.dtype != DType::Q4_0 && w.dtype != DType::Q8_0 && w.dtype != DType::Q4_K && w.dtype != DType::Q5_K &&
-      w.dtype != DType::Q6_K)
-    return false;
+  switch (w.dtype) {
+    case DType::Q4_0: case DType::Q8_0: case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K:
+    case DType::Q6_K:
+      break;
+    default:
+      return false;
+  }
   check_weight(w, "gemv");
   thread_local XInt8 qx;
   quantize_x(x, w.cols, qx);
   switch (w.dtype) {
     case DType::Q4_0: prepare_q4_0(qx), run_rows<Q4_0Kernel>(w, y, bias, qx); break;
     case DType::Q8_0: prepare_natural(qx, 128), run_rows<Q8_0Kernel>(w, y, bias, qx); break;
+    case DType::Q2_K: prepare_q2_k(qx), run_rows<Q23_KKernel<false>>(w, y, bias, qx); break;
+    case DType::Q3_K: prepare_natural(qx, 4), run_rows<Q23_KKernel<true>>(w, y, bias, qx); break;
     case DType::Q4_K: prepare_q4_k(qx), run_rows<Q45_KKernel<false>>(w, y, bias, qx); break;
     case DType::Q5_K: prepare_q4_k(qx), run_rows<Q45_KKernel<true>>(w, y, bias, qx); break;
     default: prepare_natural(qx, 32), run_rows<Q6_KKernel>(w, y, bias, qx); break;  // Q6_K
