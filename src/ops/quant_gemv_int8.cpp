@@ -210,6 +210,11 @@ struct Tables {
 };
 const Tables kTables;
 
+// 16-bit lanes holding `first` in the low 256 bits, `second` in the high: per-half shift counts.
+inline __m512i per_half(short first, short second) {
+  return _mm512_inserti64x4(_mm512_set1_epi16(first), _mm256_set1_epi16(second), 1);
+}
+
 // Each row_* function returns a vector whose lanes sum to one row · x̂. They
 // keep two accumulators (even and odd steps): a single one makes every step
 // wait for the previous step's fused multiply-add (4 cycles each), which on
@@ -319,9 +324,6 @@ struct Q45_KKernel {
   using Block = std::conditional_t<kFiveBits, BlockQ5_K, BlockQ4_K>;
   static constexpr int kNibbles = kFiveBits ? 48 : 16;  // byte offset of qs
   const __m512i m4 = _mm512_set1_epi8(0x0F), m16 = _mm512_set1_epi8(0x10);
-  static __m512i per_half(short first, short second) {
-    return _mm512_inserti64x4(_mm512_set1_epi16(first), _mm256_set1_epi16(second), 1);
-  }
   // Half 0: low nibbles bits 0 | 2, high 1 | 3 (left shifts); half 1: low 4 | 6, high 5 | 7 (right).
   const __m512i shift[2][2] = {{per_half(4, 2), per_half(3, 1)}, {per_half(0, 2), per_half(1, 3)}};
   // s below has sub-block j's scale·d·d_x at lane 2j; dot k's sub-blocks are 0 2, 1 3, 4 6, 5 7
@@ -424,9 +426,6 @@ struct Q23_KKernel {
   using Block = std::conditional_t<kThreeBits, BlockQ3_K, BlockQ2_K>;
   static constexpr int kQs = kThreeBits ? 32 : 16;  // byte offset of qs
   const __m512i m3 = _mm512_set1_epi8(0x03), m4 = _mm512_set1_epi8(0x04);
-  static __m512i per_half(short first, short second) {
-    return _mm512_inserti64x4(_mm512_set1_epi16(first), _mm256_set1_epi16(second), 1);
-  }
   // qs: vector m's fields at bits 2k | 2k + 2, k = 2 (m % 2): right shifts 0 | 2 and 4 | 6.
   const __m512i qs_shift[2] = {per_half(0, 2), per_half(4, 6)};
   // hmask: value 64m + l's bit 2m, 64m + 32 + l's bit 2m + 1, to bit 2: left 2 | 1 (m = 0), right

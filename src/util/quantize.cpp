@@ -123,23 +123,22 @@ float fit_scale_and_min(int n, int nmax, const float* x, const float* w, uint8_t
 // ggml's GROUP_MAX_EPS: a sub-block whose values are all below it in magnitude quantizes to zero.
 constexpr float kGroupMaxEps = 1e-15f;
 
+// The symmetric fits' start: the value of largest magnitude of x[0, n), with its sign; or 0, the
+// levels L zeroed, when every value is below kGroupMaxEps in magnitude.
+float largest_or_zero_levels(const float* x, int n, int8_t* L) {
+  const float max = signed_absmax(x, n);
+  if (std::fabs(max) >= kGroupMaxEps) return max;
+  for (int i = 0; i < n; ++i) L[i] = 0;
+  return 0.0f;
+}
+
 // make_qx_quants with rmse_type 1 and no importance weights: x[0, n) ≈ scale * (L - nmax), L - nmax
 // in [-nmax, nmax - 1], the scale from a least-squares fit weighted by x^2 at the levels of the
 // candidate scale -(nmax + 0.1 is) / max, is = -9 .. 9, where max is the value of largest magnitude;
 // the fit that explains the most wins. Returns the scale; L the winner's levels (+ nmax).
 float fit_symmetric_scale(int n, int nmax, const float* x, int8_t* L) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
-  if (amax < kGroupMaxEps) {
-    for (int i = 0; i < n; ++i) L[i] = 0;
-    return 0.0f;
-  }
+  const float max = largest_or_zero_levels(x, n, L);
+  if (max == 0) return 0.0f;
   auto fit = [&](float iscale, float& sumlx, float& suml2) {
     sumlx = suml2 = 0;
     for (int i = 0; i < n; ++i) {
@@ -176,18 +175,8 @@ float fit_symmetric_scale(int n, int nmax, const float* x, int8_t* L) {
 // level at a time to where it best fits the others' least-squares scale (weights x^2), kept where the
 // fit improves. Returns the scale (the final least-squares one); L the levels + nmax.
 float fit_symmetric_scale_refined(int n, int nmax, const float* x, int8_t* L) {
-  float max = 0, amax = 0;
-  for (int i = 0; i < n; ++i) {
-    const float ax = std::fabs(x[i]);
-    if (ax > amax) {
-      amax = ax;
-      max = x[i];
-    }
-  }
-  if (amax < kGroupMaxEps) {
-    for (int i = 0; i < n; ++i) L[i] = 0;
-    return 0.0f;
-  }
+  const float max = largest_or_zero_levels(x, n, L);
+  if (max == 0) return 0.0f;
   const float iscale = -nmax / max;
   float sumlx = 0, suml2 = 0;
   for (int i = 0; i < n; ++i) {
