@@ -1,9 +1,9 @@
 // The quantizers of llama.cpp's block formats, as its reference ones (ggml-quants.c,
 // quantize_row_*_ref: what llama-quantize runs without an importance matrix) compute them: Q4_0,
-// Q4_1, Q5_0 and Q5_1 from each block's extremes; Q4_K, Q5_K and Q6_K with each sub-block's scale
-// (and Q4_K's and Q5_K's min) found by a search over candidate scales that minimises a weighted
-// squared error, then the scales quantized against the super-block's largest. The same float32
-// operations in the same order, so that the bytes equal llama-quantize's
+// Q4_1, Q5_0 and Q5_1 from each block's extremes; Q2_K to Q6_K with each sub-block's scale (and
+// the min of Q2_K, Q4_K and Q5_K) found by a search that minimises a weighted error (Q3_K: a
+// refinement of the levels), then the scales quantized against the super-block's largest. The
+// same float32 operations in the same order, so that the bytes equal llama-quantize's
 // (tests/test_quantize_llamacpp.cpp checks them against its files). This file is compiled with
 // -ffp-contract=off (CMakeLists.txt): a fused multiply-add rounds once where the reference rounds
 // twice (Q4_0 differed in 0.1-0.4% of blocks).
