@@ -82,6 +82,14 @@ struct alignas(64) Q4_KSuper {
   float d_sum[16];  // lane 2j: sub-block j's scale d; lane 2j + 1: −d·Σq̂ over it (the min term)
 };
 
+// x for one Q2_K / Q3_K super-block in the order one 64-byte load of its 2-bit fields unpacks to:
+// the fields at bits 2k of byte i are value 32k + i (i < 32) and 128 + 32k + i − 32 (i >= 32).
+struct alignas(64) Q23_KSuper {
+  int8_t q[256];       // q[64k + i]: x̂ of that value
+  int32_t offset[64];  // lane 16k + l: −bias · Σ x̂ over its four values (Q3_K: bias 4; Q2_K: 0)
+  float d[64];         // lane 16k + l: the scale of its x block (k, or 4 + k for l >= 8)
+};
+
 // 64-byte aligned storage, so that no 64-byte load of x crosses a cache line
 // (a split load costs two).
 template <typename T>
@@ -107,6 +115,7 @@ struct XInt8 {
   AlignedVector<float> sum16;      // [padded cols / 16]: −d·Σq̂ over each 16 values (Q2_K's min term)
   std::vector<Q4_0Group> q4_0;   // [padded blocks / 4]
   std::vector<Q4_KSuper> q4_k;   // [padded cols / 256]
+  std::vector<Q23_KSuper> q23_k;  // [padded cols / 256]
 };
 
 // Natural order: x̂, d and the lane sums; cols padded to whole super-blocks.
@@ -151,9 +160,24 @@ void prepare_natural(XInt8& qx, int32_t bias) {
   }
 }
 
-// Q2_K: the lane scales, and −d·Σq̂ per 16 values for the sub-blocks' mins.
-void prepare_q2_k(XInt8& qx) {
-  prepare_natural(qx, 0);
+// Q2_K and Q3_K: x in Q23_KSuper order with bias (Q3_K 4, Q2_K 0); Q2_K also −d·Σq̂ per 16 values
+// (natural order) for the sub-blocks' mins.
+void prepare_q23_k(XInt8& qx, int32_t bias) {
+  const size_t supers = qx.q.size() / kSuperBlock;
+  qx.q23_k.resize(supers);
+  for (size_t s = 0; s < supers; ++s) {
+    Q23_KSuper& x = qx.q23_k[s];
+    for (int k = 0; k < 4; ++k)
+      for (int half = 0; half < 2; ++half) {
+        const size_t first = kSuperBlock * s + 128 * half + 32 * k;  // the 32 values of this half
+        std::copy(qx.q.data() + first, qx.q.data() + first + 32, x.q + 64 * k + 32 * half);
+        for (int l = 0; l < 8; ++l) {
+          x.offset[16 * k + 8 * half + l] = -bias * qx.lanesum[first / 4 + l];
+          x.d[16 * k + 8 * half + l] = qx.d[first / kBlock];
+        }
+      }
+  }
+  if (bias != 0) return;
   qx.sum16.resize(qx.lanesum.size() / 4);
   for (size_t s = 0; s < qx.sum16.size(); ++s) {
     const int32_t sum = qx.lanesum[4 * s] + qx.lanesum[4 * s + 1] + qx.lanesum[4 * s + 2] + qx.lanesum[4 * s + 3];
@@ -413,28 +437,26 @@ struct Q6_KKernel {
   }
 };
 
-// Q2_K and Q3_K, one super-block (84 / 110 bytes) per step, in natural order (x̂ read as it is): 64
-// values per vector, m = 0..3, from the 32 bytes of 2-bit fields qs[32 (m / 2) ..]: values 64m + l
-// at bits 2k, 64m + 32 + l at bits 2k + 2 (k = 2 (m % 2)), so the 32 bytes go to both 256-bit halves
-// and one 16-bit shift by a count per half brings each half's field to bits 0-1 (the bits a word
-// shift carries across bytes are masked off). Q3_K's third bit of value v is bit v / 32 of
-// hmask[v % 32], brought to bit 2 the same way. Sub-block j (16 values, four lanes) has scale
-// d·(sc_j − 32) (Q3_K) or d·(sc_j & 15) and min dmin·(sc_j >> 4) (Q2_K); lane l of vector m takes
-// sub-block 4m + l / 4.
+// Q2_K and Q3_K, one super-block (84 / 110 bytes) per step: one 64-byte load of the 2-bit fields
+// (qs), and vector k = 0..3 takes bits 2k of every byte (a 16-bit shift; what it carries across
+// bytes is masked off), with x̂ in the matching order (Q23_KSuper). Q3_K's third bit of value v is bit
+// v / 32 of hmask[v % 32]: for vector k, bit k (bytes 0-31) or 4 + k (bytes 32-63) of the 32 hmask
+// bytes in both halves, tested into a mask that adds 4. Sub-block j (16 values, four lanes) has
+// scale d·(sc_j − 32) (Q3_K) or d·(sc_j & 15) and min dmin·(sc_j >> 4) (Q2_K); vector k's lanes hold
+// sub-blocks 2k, 2k + 1, 8 + 2k, 9 + 2k, four lanes each.
 template <bool kThreeBits>
 struct Q23_KKernel {
   using Block = std::conditional_t<kThreeBits, BlockQ3_K, BlockQ2_K>;
   static constexpr int kQs = kThreeBits ? 32 : 16;  // byte offset of qs
-  const __m512i m3 = _mm512_set1_epi8(0x03), m4 = _mm512_set1_epi8(0x04);
-  // qs: vector m's fields at bits 2k | 2k + 2, k = 2 (m % 2): right shifts 0 | 2 and 4 | 6.
-  const __m512i qs_shift[2] = {per_half(0, 2), per_half(4, 6)};
-  // hmask: value 64m + l's bit 2m, 64m + 32 + l's bit 2m + 1, to bit 2: left 2 | 1 (m = 0), right
-  // 0 | 1, 2 | 3, 4 | 5 (m = 1, 2, 3).
-  const __m512i hm_left = per_half(2, 1), hm_right[3] = {per_half(0, 1), per_half(2, 3), per_half(4, 5)};
-  const __m512i sel[4] = {_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
-                          _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4),
-                          _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8),
-                          _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
+  const __m512i m3 = _mm512_set1_epi8(0x03), four = _mm512_set1_epi8(0x04);
+  static __m512i bit_per_half(int k) {
+    return _mm512_inserti64x4(_mm512_set1_epi8(static_cast<char>(1 << k)), _mm256_set1_epi8(static_cast<char>(1 << (4 + k))), 1);
+  }
+  const __m512i hm_bit[4] = {bit_per_half(0), bit_per_half(1), bit_per_half(2), bit_per_half(3)};
+  const __m512i sel[4] = {_mm512_set_epi32(9, 9, 9, 9, 8, 8, 8, 8, 1, 1, 1, 1, 0, 0, 0, 0),
+                          _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 3, 3, 3, 3, 2, 2, 2, 2),
+                          _mm512_set_epi32(13, 13, 13, 13, 12, 12, 12, 12, 5, 5, 5, 5, 4, 4, 4, 4),
+                          _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 7, 7, 7, 7, 6, 6, 6, 6)};
 
   // The sixteen sub-block scales as int8 (Q3_K: the six-bit codes − 32, as dequantize_row_q3_K
   // unpacks them).
@@ -451,11 +473,23 @@ struct Q23_KKernel {
     }
   }
 
+  template <int k>
+  __m512 vector(__m512i qs, __m512i hm, const Q23_KSuper& x, __m512 sc, __m512 acc) const {
+    __m512i v = _mm512_and_si512(_mm512_srli_epi16(qs, 2 * k), m3);
+    __m512i start = _mm512_setzero_si512();
+    if constexpr (kThreeBits) {
+      v = _mm512_mask_add_epi8(v, _mm512_test_epi8_mask(hm, hm_bit[k]), v, four);
+      start = _mm512_load_si512(x.offset + 16 * k);  // Σ (q − 4)·q̂ = Σ q·q̂ − 4·Σ q̂
+    }
+    const __m512i dot = _mm512_dpbusd_epi32(start, v, _mm512_load_si512(x.q + 64 * k));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(_mm512_permutexvar_ps(sel[k], sc), _mm512_load_ps(x.d + 16 * k)),
+                           acc);
+  }
+
   __m512 row(const uint8_t* p, int64_t blocks, const XInt8& qx) const {
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int64_t i = 0; i < blocks; ++i, p += sizeof(Block)) {
-      const int8_t* xq = qx.q.data() + kSuperBlock * i;
-      const float* dl = qx.dlane.data() + 64 * i;
+      const Q23_KSuper& x = qx.q23_k[static_cast<size_t>(i)];
       uint16_t d16;
       std::memcpy(&d16, p + (kThreeBits ? 108 : 80), 2);
       const __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(scales_of(p))),
@@ -469,22 +503,13 @@ struct Q23_KKernel {
                                        _mm512_cvtph_ps(_mm256_set1_epi16(static_cast<short>(dmin16))));
         acc[1] = _mm512_fmadd_ps(m, _mm512_loadu_ps(qx.sum16.data() + 16 * i), acc[1]);
       }
-      for (int m = 0; m < 4; ++m) {
-        const __m512i q2 =
-            _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kQs + 32 * (m / 2))));
-        __m512i v = _mm512_and_si512(_mm512_srlv_epi16(q2, qs_shift[m % 2]), m3);
-        __m512i start = _mm512_setzero_si512();
-        if constexpr (kThreeBits) {
-          const __m512i hm = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
-          const __m512i bit = m == 0 ? _mm512_sllv_epi16(hm, hm_left) : _mm512_srlv_epi16(hm, hm_right[m - 1]);
-          v = _mm512_or_si512(v, _mm512_and_si512(bit, m4));
-          start = _mm512_loadu_si512(qx.offset.data() + 64 * i + 16 * m);  // Σ (q − 4)·q̂ = Σ q·q̂ − 4·Σ q̂
-        }
-        const __m512i dot = _mm512_dpbusd_epi32(start, v, _mm512_loadu_si512(xq + 64 * m));
-        acc[m & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot),
-                                     _mm512_mul_ps(_mm512_permutexvar_ps(sel[m], sc), _mm512_loadu_ps(dl + 16 * m)),
-                                     acc[m & 1]);
-      }
+      const __m512i qs = _mm512_loadu_si512(p + kQs);
+      const __m512i hm =
+          kThreeBits ? _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))) : _mm512_setzero_si512();
+      acc[0] = vector<0>(qs, hm, x, sc, acc[0]);
+      acc[1] = vector<1>(qs, hm, x, sc, acc[1]);
+      acc[0] = vector<2>(qs, hm, x, sc, acc[0]);
+      acc[1] = vector<3>(qs, hm, x, sc, acc[1]);
     }
     return _mm512_add_ps(acc[0], acc[1]);
   }
@@ -544,8 +569,8 @@ bool gemv_quant_int8(const WeightMatrix& w, const float* x, float* y, const floa
   switch (w.dtype) {
     case DType::Q4_0: prepare_q4_0(qx), run_rows<Q4_0Kernel>(w, y, bias, qx); break;
     case DType::Q8_0: prepare_natural(qx, 128), run_rows<Q8_0Kernel>(w, y, bias, qx); break;
-    case DType::Q2_K: prepare_q2_k(qx), run_rows<Q23_KKernel<false>>(w, y, bias, qx); break;
-    case DType::Q3_K: prepare_natural(qx, 4), run_rows<Q23_KKernel<true>>(w, y, bias, qx); break;
+    case DType::Q2_K: prepare_q23_k(qx, 0), run_rows<Q23_KKernel<false>>(w, y, bias, qx); break;
+    case DType::Q3_K: prepare_q23_k(qx, 4), run_rows<Q23_KKernel<true>>(w, y, bias, qx); break;
     case DType::Q4_K: prepare_q4_k(qx), run_rows<Q45_KKernel<false>>(w, y, bias, qx); break;
     case DType::Q5_K: prepare_q4_k(qx), run_rows<Q45_KKernel<true>>(w, y, bias, qx); break;
     default: prepare_natural(qx, 32), run_rows<Q6_KKernel>(w, y, bias, qx); break;  // Q6_K
