@@ -16,8 +16,9 @@
 // What makes it run near the memory bandwidth (decode reads each weight byte
 // once, so bytes / time is the figure of merit):
 // - x is laid out once per call in the order each type's bytes unpack to
-//   (Q4_0: four blocks' low nibbles, then their high nibbles; Q4_K: sub-blocks
-//   0 2 1 3 4 6 5 7), with x's per-lane bias and block scales expanded to the
+//   (Q4_0: four blocks' low nibbles, then their high nibbles; Q4_K and Q5_K:
+//   sub-blocks 0 2 1 3 4 6 5 7; Q2_K and Q3_K: by 2-bit field of the 64 bytes
+//   of qs), with x's per-lane bias and block scales expanded to the
 //   lanes they meet, so the weight bytes are never shuffled to match x;
 // - the int32 block sums become float once per 64-byte vector (four Q4_0 or
 //   two Q8_0 blocks, two Q4_K / four Q6_K sub-blocks) and are scaled by a
