@@ -161,9 +161,10 @@ void prepare_natural(XInt8& qx, int32_t bias) {
   }
 }
 
-// Q2_K and Q3_K: x in Q23_KSuper order with bias (Q3_K 4, Q2_K 0); Q2_K also −d·Σq̂ per 16 values
+// Q2_K and Q3_K: x in Q23_KSuper order, with Q3_K's bias of 4; Q2_K also −d·Σq̂ per 16 values
 // (natural order) for the sub-blocks' mins.
-void prepare_q23_k(XInt8& qx, int32_t bias) {
+void prepare_q23_k(XInt8& qx, bool three_bits) {
+  const int32_t bias = three_bits ? 4 : 0;
   const size_t supers = qx.q.size() / kSuperBlock;
   qx.q23_k.resize(supers);
   for (size_t s = 0; s < supers; ++s) {
@@ -178,7 +179,7 @@ void prepare_q23_k(XInt8& qx, int32_t bias) {
         }
       }
   }
-  if (bias != 0) return;
+  if (three_bits) return;
   qx.sum16.resize(qx.lanesum.size() / 4);
   for (size_t s = 0; s < qx.sum16.size(); ++s) {
     const int32_t sum = qx.lanesum[4 * s] + qx.lanesum[4 * s + 1] + qx.lanesum[4 * s + 2] + qx.lanesum[4 * s + 3];
@@ -570,8 +571,8 @@ bool gemv_quant_int8(const WeightMatrix& w, const float* x, float* y, const floa
   switch (w.dtype) {
     case DType::Q4_0: prepare_q4_0(qx), run_rows<Q4_0Kernel>(w, y, bias, qx); break;
     case DType::Q8_0: prepare_natural(qx, 128), run_rows<Q8_0Kernel>(w, y, bias, qx); break;
-    case DType::Q2_K: prepare_q23_k(qx, 0), run_rows<Q23_KKernel<false>>(w, y, bias, qx); break;
-    case DType::Q3_K: prepare_q23_k(qx, 4), run_rows<Q23_KKernel<true>>(w, y, bias, qx); break;
+    case DType::Q2_K: prepare_q23_k(qx, false), run_rows<Q23_KKernel<false>>(w, y, bias, qx); break;
+    case DType::Q3_K: prepare_q23_k(qx, true), run_rows<Q23_KKernel<true>>(w, y, bias, qx); break;
     case DType::Q4_K: prepare_q4_k(qx), run_rows<Q45_KKernel<false>>(w, y, bias, qx); break;
     case DType::Q5_K: prepare_q4_k(qx), run_rows<Q45_KKernel<true>>(w, y, bias, qx); break;
     default: prepare_natural(qx, 32), run_rows<Q6_KKernel>(w, y, bias, qx); break;  // Q6_K
