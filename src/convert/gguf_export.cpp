@@ -34,7 +34,7 @@ constexpr int64_t kNormal = 1, kControl = 3, kUserDefined = 4, kUnused = 5;
 // What llama-quantize's recipe (llama.cpp's llama_tensor_get_type) looks at for a matrix: its role,
 // and for attn_v and ffn_down, which the K mixes give more bits in some layers, its layer among the
 // model's and whether the model is a 70B (80 layers, grouped-query attention).
-enum class Role { Plain, TokenEmbedding, Output, AttnV, AttnOutput, FfnDown };
+enum class Role { Plain, Output, AttnV, AttnOutput, FfnDown };
 struct Placement {
   Role role = Role::Plain;
   int layer = 0, layers = 1;
@@ -174,7 +174,7 @@ class Exporter {
   // permute_head_dim > 0 applies the Q/K row permutation with that head size.
   void matrix(const std::string& name, const WeightMatrix& m, int64_t permute_head_dim = 0, const Placement& at = {}) {
     const DType to = target_dtype(opts_.type, m.dtype, m.cols, at);
-    quantized_ = quantized_ || (to != DType::F32 && to != DType::F16 && to != DType::BF16);
+    quantized_ = quantized_ || dtype_is_quantized(to);
     const size_t in_row = m.row_bytes(), out_row = dtype_bytes(to, static_cast<size_t>(m.cols));
     std::vector<uint8_t> bytes(out_row * static_cast<size_t>(m.rows));
     const auto* src = static_cast<const uint8_t*>(m.data);
@@ -530,7 +530,7 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
   // A token embedding that is also the output matrix is quantized as the output (llama-quantize's rule).
   const bool tied = model.lm_head().data == model.embedding().data;
   const bool is_70b = c.num_layers == 80 && c.num_heads != c.num_kv_heads;  // llama.cpp's LLM_TYPE_70B
-  ex.matrix("token_embd.weight", model.embedding(), 0, {tied ? Role::Output : Role::TokenEmbedding});
+  ex.matrix("token_embd.weight", model.embedding(), 0, {tied ? Role::Output : Role::Plain});
   ex.vector("output_norm.weight", model.final_norm());
   if (!tied) ex.matrix("output.weight", model.lm_head(), 0, {Role::Output});
   for (int l = 0; l < c.num_layers; ++l) {

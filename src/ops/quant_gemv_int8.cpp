@@ -476,7 +476,7 @@ struct Q23_KKernel {
   }
 
   template <int k>
-  __m512 vector(__m512i qs, __m512i hm, const Q23_KSuper& x, __m512 sc, __m512 acc) const {
+  __m512 step(__m512i qs, __m512i hm, const Q23_KSuper& x, __m512 sc, __m512 acc) const {
     __m512i v = _mm512_and_si512(_mm512_srli_epi16(qs, 2 * k), m3);
     __m512i start = _mm512_setzero_si512();
     if constexpr (kThreeBits) {
@@ -508,10 +508,10 @@ struct Q23_KKernel {
       const __m512i qs = _mm512_loadu_si512(p + kQs);
       const __m512i hm =
           kThreeBits ? _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))) : _mm512_setzero_si512();
-      acc[0] = vector<0>(qs, hm, x, sc, acc[0]);
-      acc[1] = vector<1>(qs, hm, x, sc, acc[1]);
-      acc[0] = vector<2>(qs, hm, x, sc, acc[0]);
-      acc[1] = vector<3>(qs, hm, x, sc, acc[1]);
+      acc[0] = step<0>(qs, hm, x, sc, acc[0]);
+      acc[1] = step<1>(qs, hm, x, sc, acc[1]);
+      acc[0] = step<2>(qs, hm, x, sc, acc[0]);
+      acc[1] = step<3>(qs, hm, x, sc, acc[1]);
     }
     return _mm512_add_ps(acc[0], acc[1]);
   }

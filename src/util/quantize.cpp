@@ -52,8 +52,10 @@ void min_max(const float* x, int n, float& min, float& max) {
   }
 }
 
-void check_count(size_t count, const char* who) {
-  check(count % kBlock == 0, std::string(who) + ": " + std::to_string(count) + " values is not a multiple of 32");
+// `count` values must be whole blocks of `block` (32, or 256 for the K types).
+void check_count(size_t count, const char* who, size_t block = kBlock) {
+  check(count % block == 0,
+        std::string(who) + ": " + std::to_string(count) + " values is not a multiple of " + std::to_string(block));
 }
 
 // make_qkx2_quants: x[0, n) ≈ scale * L + min, L in [0, nmax], min <= 0, fitted by weighted least
@@ -317,7 +319,7 @@ void quantize_q5_1(const float* src, uint8_t* dst, size_t count) {
 }
 
 void quantize_q2_k(const float* src, uint8_t* dst, size_t count) {
-  check(count % kSuperBlock == 0, "quantize_q2_k: " + std::to_string(count) + " values is not a multiple of 256");
+  check_count(count, "quantize_q2_k", kSuperBlock);
   auto* out = reinterpret_cast<BlockQ2_K*>(dst);
   for (size_t b = 0; b < count / kSuperBlock; ++b) {
     const float* x = src + b * kSuperBlock;
@@ -360,7 +362,7 @@ void quantize_q2_k(const float* src, uint8_t* dst, size_t count) {
 }
 
 void quantize_q3_k(const float* src, uint8_t* dst, size_t count) {
-  check(count % kSuperBlock == 0, "quantize_q3_k: " + std::to_string(count) + " values is not a multiple of 256");
+  check_count(count, "quantize_q3_k", kSuperBlock);
   auto* out = reinterpret_cast<BlockQ3_K*>(dst);
   for (size_t b = 0; b < count / kSuperBlock; ++b) {
     const float* x = src + b * kSuperBlock;
@@ -456,7 +458,7 @@ void fit_k_super_block(const float* x, int nmax, float rmin, int nstep, uint8_t 
 }  // namespace
 
 void quantize_q4_k(const float* src, uint8_t* dst, size_t count) {
-  check(count % kSuperBlock == 0, "quantize_q4_k: " + std::to_string(count) + " values is not a multiple of 256");
+  check_count(count, "quantize_q4_k", kSuperBlock);
   auto* out = reinterpret_cast<BlockQ4_K*>(dst);
   for (size_t b = 0; b < count / kSuperBlock; ++b) {
     BlockQ4_K& y = out[b];
@@ -469,7 +471,7 @@ void quantize_q4_k(const float* src, uint8_t* dst, size_t count) {
 }
 
 void quantize_q5_k(const float* src, uint8_t* dst, size_t count) {
-  check(count % kSuperBlock == 0, "quantize_q5_k: " + std::to_string(count) + " values is not a multiple of 256");
+  check_count(count, "quantize_q5_k", kSuperBlock);
   auto* out = reinterpret_cast<BlockQ5_K*>(dst);
   for (size_t b = 0; b < count / kSuperBlock; ++b) {
     BlockQ5_K& y = out[b];
@@ -487,7 +489,7 @@ void quantize_q5_k(const float* src, uint8_t* dst, size_t count) {
 }
 
 void quantize_q6_k(const float* src, uint8_t* dst, size_t count) {
-  check(count % kSuperBlock == 0, "quantize_q6_k: " + std::to_string(count) + " values is not a multiple of 256");
+  check_count(count, "quantize_q6_k", kSuperBlock);
   auto* out = reinterpret_cast<BlockQ6_K*>(dst);
   for (size_t b = 0; b < count / kSuperBlock; ++b) {
     const float* x = src + b * kSuperBlock;
