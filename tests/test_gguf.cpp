@@ -351,6 +351,8 @@ TEST(Gguf, RejectsBadTensors) {
   EXPECT_OPEN_ERROR(one_tensor({4, 2}, 16, 0, 32), "tensor 'blk.0.attn_q.weight': ggml type 16 (IQ2_XXS) is not supported");
   EXPECT_OPEN_ERROR(one_tensor({4, 2}, 2, 0, 32), "Q4_0 needs a row length that is a multiple of 32, got 4");
   EXPECT_OPEN_ERROR(one_tensor({128}, 14, 0, 256), "Q6_K needs a row length that is a multiple of 256, got 128");
+  EXPECT_OPEN_ERROR(one_tensor({128}, 23, 0, 136), "IQ4_XS needs a row length that is a multiple of 256, got 128");
+  EXPECT_EQ(open_error(one_tensor({32, 2}, 20, 0, 64)), "");  // IQ4_NL: two blocks of 18 bytes
   EXPECT_OPEN_ERROR(one_tensor({4, 2}, 77, 0, 32), "ggml type 77");
   EXPECT_OPEN_ERROR(one_tensor({4, 2}, 0, 16, 64), "offset 16 is not a multiple of the alignment 32");
   EXPECT_OPEN_ERROR(one_tensor({4, 2}, 0, 0, 31),

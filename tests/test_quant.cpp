@@ -219,8 +219,8 @@ TEST(QuantBlocks, RejectsPartialBlocks) {
 
 // ---- kernels against the reference ----
 
-const DType kQuantTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2_K,
-                             DType::Q3_K, DType::Q4_K, DType::Q5_K, DType::Q6_K};
+const DType kQuantTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2_K, DType::Q3_K,
+                             DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_NL, DType::IQ4_XS};
 
 // Random blocks: random quant bytes, and scales of sane size in every f16 field.
 std::vector<uint8_t> random_weights(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
@@ -231,7 +231,9 @@ std::vector<uint8_t> random_weights(DType t, int64_t rows, int64_t cols, std::mt
   for (size_t off = 0; off < w.size(); off += bb) {
     uint8_t* p = w.data() + off;
     switch (t) {
-      case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: put_half(p, scale(rng)); break;
+      case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: case DType::IQ4_NL: case DType::IQ4_XS:
+        put_half(p, scale(rng));
+        break;
       case DType::Q4_1: case DType::Q5_1: put_half(p, scale(rng)); put_half(p + 2, -8 * scale(rng)); break;
       case DType::Q2_K: put_half(p + 80, scale(rng)); put_half(p + 82, scale(rng)); break;
       case DType::Q3_K: put_half(p + 108, scale(rng)); break;

@@ -8,7 +8,8 @@
 // exactly dequantized-weight × x, so logits
 // match a dequantize-then-forward reference to float rounding (~1e-6), at the
 // price of more arithmetic per weight byte. Per block the kernel unpacks the
-// integer quants into 16-lane int32 vectors, converts them to float, and sums
+// integer quants into 16-lane int32 vectors, converts them to float (IQ4_NL,
+// IQ4_XS: looks their nibbles up in the float table of levels), and sums
 // q·x; the block (or sub-block) scale multiplies that partial sum once, and
 // the types with an offset (Q4_1, Q5_1: + m; Q2_K, Q4_K, Q5_K: − dmin·min) add
 // offset · sum(x over the sub-block), with sum(x) over every 16 values of x
@@ -241,6 +242,39 @@ float row_q6_k(const uint8_t* row, int64_t blocks, const XView& xv) {
   return _mm512_reduce_add_ps(acc);
 }
 
+// IQ4_NL and IQ4_XS: the nibbles (as Q4_0's) index the 16-level table, one vpermps per 16 values.
+inline __m512 iq4_dot32(const uint8_t* qs, const float* x, __m512 table) {
+  const __m512i q = u8x16(qs);
+  return _mm512_fmadd_ps(_mm512_permutexvar_ps(high4(q), table), ld(x + 16),
+                         _mm512_mul_ps(_mm512_permutexvar_ps(low4(q), table), ld(x)));
+}
+inline __m512 iq4_table() {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kIq4Values))));
+}
+
+float row_iq4_nl(const uint8_t* row, int64_t blocks, const XView& xv) {
+  const auto* b = reinterpret_cast<const BlockIQ4_NL*>(row);
+  const __m512 table = iq4_table();
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < blocks; ++i)
+    acc = _mm512_fmadd_ps(iq4_dot32(b[i].qs, xv.x + 32 * i, table), _mm512_set1_ps(h2f(b[i].d)), acc);
+  return _mm512_reduce_add_ps(acc);
+}
+
+float row_iq4_xs(const uint8_t* row, int64_t blocks, const XView& xv) {
+  const auto* b = reinterpret_cast<const BlockIQ4_XS*>(row);
+  const __m512 table = iq4_table();
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t i = 0; i < blocks; ++i) {
+    const float d = h2f(b[i].d);
+    for (int ib = 0; ib < 8; ++ib) {
+      const float dl = d * static_cast<float>(iq4_xs_scale(b[i], ib));
+      acc = _mm512_fmadd_ps(iq4_dot32(b[i].qs + 16 * ib, xv.x + kSuperBlock * i + 32 * ib, table), _mm512_set1_ps(dl), acc);
+    }
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
 #else  // portable: dequantize one block into a stack buffer, then the dot product
 
 template <DType kType>
@@ -275,6 +309,8 @@ RowDot row_kernel(DType t) {
     case DType::Q4_K: return row_q45_k<false>;
     case DType::Q5_K: return row_q45_k<true>;
     case DType::Q6_K: return row_q6_k;
+    case DType::IQ4_NL: return row_iq4_nl;
+    case DType::IQ4_XS: return row_iq4_xs;
     default: return nullptr;
   }
 #else
@@ -288,6 +324,8 @@ RowDot row_kernel(DType t) {
     case DType::Q4_K: return row_generic<DType::Q4_K>;
     case DType::Q5_K: return row_generic<DType::Q5_K>;
     case DType::Q6_K: return row_generic<DType::Q6_K>;
+    case DType::IQ4_NL: return row_generic<DType::IQ4_NL>;
+    case DType::IQ4_XS: return row_generic<DType::IQ4_XS>;
     default: return nullptr;
   }
 #endif

@@ -153,6 +153,28 @@ void dequant_q6_k(const BlockQ6_K& b, float* y) {
   }
 }
 
+// Value j < 16 from the low nibble of qs[j], 16 + j from its high nibble, as Q4_0; through the table.
+void dequant_iq4_nl(const BlockIQ4_NL& b, float* y) {
+  const float d = h2f(b.d);
+  for (int j = 0; j < 16; ++j) {
+    y[j] = d * static_cast<float>(kIq4Values[b.qs[j] & 0xF]);
+    y[j + 16] = d * static_cast<float>(kIq4Values[b.qs[j] >> 4]);
+  }
+}
+
+// Eight IQ4_NL-ordered sub-blocks of 32, each with the step d·(ls − 32).
+void dequant_iq4_xs(const BlockIQ4_XS& b, float* y) {
+  const float d = h2f(b.d);
+  for (int ib = 0; ib < 8; ++ib, y += 32) {
+    const float dl = d * static_cast<float>(iq4_xs_scale(b, ib));
+    const uint8_t* q = b.qs + 16 * ib;
+    for (int j = 0; j < 16; ++j) {
+      y[j] = dl * static_cast<float>(kIq4Values[q[j] & 0xF]);
+      y[j + 16] = dl * static_cast<float>(kIq4Values[q[j] >> 4]);
+    }
+  }
+}
+
 template <class Block, void (*F)(const Block&, float*)>
 void each_block(const void* src, float* dst, size_t blocks, int per_block) {
   const auto* b = static_cast<const Block*>(src);
@@ -172,6 +194,8 @@ size_t block_bytes(DType t) {
     case DType::Q4_K: return sizeof(BlockQ4_K);
     case DType::Q5_K: return sizeof(BlockQ5_K);
     case DType::Q6_K: return sizeof(BlockQ6_K);
+    case DType::IQ4_NL: return sizeof(BlockIQ4_NL);
+    case DType::IQ4_XS: return sizeof(BlockIQ4_XS);
     default: return 0;
   }
 }
@@ -196,6 +220,12 @@ void q3_k_scales(const uint8_t* packed, int8_t out[16]) {
   }
 }
 
+int iq4_xs_scale(const BlockIQ4_XS& b, int ib) {
+  const int low = (b.scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF;
+  const int high = (b.scales_h >> (2 * ib)) & 3;
+  return (low | (high << 4)) - 32;
+}
+
 void dequantize(DType t, const void* src, float* dst, size_t blocks) {
   switch (t) {
     case DType::Q4_0: return each_block<BlockQ4_0, dequant_q4_0>(src, dst, blocks, kBlock);
@@ -208,6 +238,8 @@ void dequantize(DType t, const void* src, float* dst, size_t blocks) {
     case DType::Q4_K: return each_block<BlockQ4_K, dequant_q4_k>(src, dst, blocks, kSuperBlock);
     case DType::Q5_K: return each_block<BlockQ5_K, dequant_q5_k>(src, dst, blocks, kSuperBlock);
     case DType::Q6_K: return each_block<BlockQ6_K, dequant_q6_k>(src, dst, blocks, kSuperBlock);
+    case DType::IQ4_NL: return each_block<BlockIQ4_NL, dequant_iq4_nl>(src, dst, blocks, kBlock);
+    case DType::IQ4_XS: return each_block<BlockIQ4_XS, dequant_iq4_xs>(src, dst, blocks, kSuperBlock);
     default: throw Error(std::string("dequantize: ") + dtype_name(t) + " is not a block type");
   }
 }

@@ -8,6 +8,7 @@
 //   Q5_0 {d; qh[4]; qs[16]}   22 B  v = d·(q − 16),  q = nibble as in Q4_0 | bit j of the little-endian u32 qh << 4
 //   Q5_1 {d; m; qh[4]; qs[16]} 24 B v = d·q + m,     q as in Q5_0
 //   Q8_0 {d; qs[32] int8}     34 B  v = d·q (in util/dtype.h)
+//   IQ4_NL {d; qs[16]}        18 B  v = d·kIq4Values[q], q the nibble as in Q4_0
 // Super-blocks of 256 values (QK_K = 256), split into sub-blocks of 16 or 32
 // with 4-, 6- or 8-bit sub-block scales:
 //   Q2_K {scales[16]; qs[64]; d; dmin}               84 B
@@ -15,6 +16,9 @@
 //   Q4_K {d; dmin; scales[12]; qs[128]}             144 B
 //   Q5_K {d; dmin; scales[12]; qh[32]; qs[128]}     176 B
 //   Q6_K {ql[128]; qh[64]; scales[16] int8; d}      210 B
+//   IQ4_XS {d; scales_h; scales_l[4]; qs[128]}      136 B  eight IQ4_NL sub-blocks of 32 (bytes
+//          qs[16·ib ..]) with v = d·(ls − 32)·kIq4Values[q], ls the 6-bit scale: the nibble ib % 2
+//          of scales_l[ib / 2] | bits 2·ib..2·ib + 1 of the u16 scales_h << 4
 // The element order inside a super-block is spelled out in dequantize() (quant.cpp).
 #pragma once
 
@@ -37,11 +41,17 @@ struct BlockQ3_K { uint8_t hmask[32]; uint8_t qs[64]; uint8_t scales[12]; uint16
 struct BlockQ4_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; };
 struct BlockQ5_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; };
 struct BlockQ6_K { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; };
+struct BlockIQ4_NL { uint16_t d; uint8_t qs[16]; };
+struct BlockIQ4_XS { uint16_t d; uint16_t scales_h; uint8_t scales_l[4]; uint8_t qs[128]; };
 
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ5_0) == 22 &&
               sizeof(BlockQ5_1) == 24);
 static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110 && sizeof(BlockQ4_K) == 144 &&
               sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210);
+static_assert(sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136);
+
+// IQ4_NL's and IQ4_XS's 16 levels (ggml's kvalues_iq4nl): denser near zero, where most weights are.
+inline constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 // Bytes of one block of a llama.cpp Q type (not Q8_0, which dtype.h knows); 0 otherwise.
 size_t block_bytes(DType t);
@@ -55,6 +65,9 @@ void k4_scale_min(int j, const uint8_t* scales, uint8_t& scale, uint8_t& min);
 
 // Q3_K: the 12 packed bytes → 16 signed sub-block scales (6-bit value − 32).
 void q3_k_scales(const uint8_t* packed, int8_t out[16]);
+
+// IQ4_XS: sub-block ib's (0..7) scale, the 6-bit code − 32.
+int iq4_xs_scale(const BlockIQ4_XS& b, int ib);
 
 // Reference quantizers (llama.cpp's quantize_row_*_ref): `count` floats
 // (count % 32 == 0) into count / 32 blocks.
