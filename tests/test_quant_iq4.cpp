@@ -1,8 +1,12 @@
 // IQ4_NL and IQ4_XS (llama.cpp's 4-bit non-linear types): dequantization of hand-made blocks against
-// the layout written out value by value (independently of util/quant.cpp's loops). (The GEMV kernels
-// are checked with the other types in test_quant.cpp.)
+// the layout written out value by value (independently of util/quant.cpp's loops), and the
+// quantizers: exact blocks come back exactly, zeros stay zeros, and the error on Gaussian values
+// against Q4_0 and Q4_K on the same data. (The GEMV kernels are checked with the other types in
+// test_quant.cpp.)
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -79,6 +83,73 @@ TEST(QuantBlocks, Iq4RejectsPartialBlocks) {
   std::vector<float> out(256);
   EXPECT_THROW(to_f32(DType::IQ4_XS, b.data(), out.data(), 128), Error);
   EXPECT_THROW(to_f32(DType::IQ4_NL, b.data(), out.data(), 48), Error);
+  std::vector<float> x(64);
+  EXPECT_THROW(quant::quantize_iq4_xs(x.data(), b.data(), 64), Error);
+  EXPECT_THROW(quant::quantize_iq4_nl(x.data(), b.data(), 48), Error);
+}
+
+using Quantizer = void (*)(const float*, uint8_t*, size_t);
+
+std::vector<float> round_trip(DType t, Quantizer quantize, const std::vector<float>& x) {
+  std::vector<uint8_t> bytes(dtype_bytes(t, x.size()));
+  quantize(x.data(), bytes.data(), x.size());
+  return decode(t, bytes, x.size());
+}
+
+// Values that are levels times a power-of-two step come back exactly: the search's candidate
+// t = 0 (inverse scale -127 / max, max = -127·step) finds the step with zero error. IQ4_XS with
+// sub-block steps step·c, c <= 32 and one c = 32: the stored six-bit codes are -c exactly.
+TEST(Quantize, Iq4ExactBlocks) {
+  const float step = 1.0f / 1024;
+  const int c[8] = {32, 5, 17, 1, 31, 8, 12, 25};
+  std::vector<float> x(256);
+  for (int e = 0; e < 256; ++e) {
+    const int level = e % 32 == 7 ? kLevels[0] : kLevels[(e * 7 + e / 32) % 16];  // each block holds -127
+    x[e] = step * static_cast<float>(c[e / 32]) * static_cast<float>(level);
+  }
+  const auto xs = round_trip(DType::IQ4_XS, quant::quantize_iq4_xs, x);
+  const auto nl = round_trip(DType::IQ4_NL, quant::quantize_iq4_nl, x);
+  for (int e = 0; e < 256; ++e) {
+    EXPECT_EQ(xs[e], x[e]) << "IQ4_XS value " << e;
+    EXPECT_EQ(nl[e], x[e]) << "IQ4_NL value " << e;
+  }
+}
+
+// Zeros stay zeros: a whole zero block, and a zero sub-block beside ordinary ones.
+TEST(Quantize, Iq4Zeros) {
+  std::mt19937 rng(2);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> x(512, 0.0f);
+  for (int e = 256; e < 512; ++e) x[e] = e < 288 ? 0.0f : g(rng);
+  for (auto [t, quantize] : {std::pair<DType, Quantizer>{DType::IQ4_NL, quant::quantize_iq4_nl},
+                             std::pair<DType, Quantizer>{DType::IQ4_XS, quant::quantize_iq4_xs}}) {
+    const auto back = round_trip(t, quantize, x);
+    for (int e = 0; e < 288; ++e) ASSERT_EQ(back[e], 0.0f) << dtype_name(t) << " value " << e;
+  }
+}
+
+// On Gaussian values the non-linear levels (denser near zero) beat Q4_0's uniform ones at the same
+// 4.5 bits per value, and IQ4_XS (4.25 bits) comes within 8% of Q4_K (4.5 bits). Measured (printed):
+// rms error / sigma 0.0759 (IQ4_NL), 0.0765 (IQ4_XS), 0.0862 (Q4_0), 0.0710 (Q4_K).
+TEST(Quantize, Iq4RoundTripAgainstQ4_0AndQ4_K) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> g(0.0f, 1.0f);
+  std::vector<float> x(256 * 64);
+  for (auto& v : x) v = g(rng);
+  auto rms_error = [&](DType t, Quantizer quantize) {
+    const auto back = round_trip(t, quantize, x);
+    double e = 0;
+    for (size_t i = 0; i < x.size(); ++i) e += std::pow(back[i] - x[i], 2);
+    return std::sqrt(e / static_cast<double>(x.size()));
+  };
+  const double nl = rms_error(DType::IQ4_NL, quant::quantize_iq4_nl), xs = rms_error(DType::IQ4_XS, quant::quantize_iq4_xs),
+               q4_0 = rms_error(DType::Q4_0, quant::quantize_q4_0), q4_k = rms_error(DType::Q4_K, quant::quantize_q4_k);
+  std::printf("rms error of N(0, 1): IQ4_NL %.4f, IQ4_XS %.4f, Q4_0 %.4f, Q4_K %.4f\n", nl, xs, q4_0, q4_k);
+  EXPECT_LT(nl, 0.92 * q4_0);
+  EXPECT_LT(xs, 0.92 * q4_0);
+  EXPECT_LT(xs, 1.1 * q4_k);
+  EXPECT_LT(nl, 0.08);
+  EXPECT_LT(xs, 0.08);
 }
 
 }  // namespace

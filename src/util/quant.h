@@ -92,5 +92,13 @@ void quantize_q5_k(const float* src, uint8_t* dst, size_t count);
 void quantize_q2_k(const float* src, uint8_t* dst, size_t count);
 void quantize_q3_k(const float* src, uint8_t* dst, size_t count);
 void quantize_q6_k(const float* src, uint8_t* dst, size_t count);
+// IQ4_NL (count % 32 == 0) and IQ4_XS (count % 256 == 0) as llama-quantize writes them without an
+// importance matrix (ggml's quantize_iq4_nl / quantize_iq4_xs, quantize_row_iq4_nl_impl): each
+// 32-value block's scale by a least-squares search over 15 candidate scales, weights x², levels the
+// nearest of kIq4Values; IQ4_XS then codes the eight sub-block scales in six bits against the
+// largest and takes the levels again at the stored scales. (llama.cpp's quantize_row_iq4_nl_ref
+// skips the search; llama-quantize does not run it.)
+void quantize_iq4_nl(const float* src, uint8_t* dst, size_t count);
+void quantize_iq4_xs(const float* src, uint8_t* dst, size_t count);
 
 }  // namespace podkv::quant

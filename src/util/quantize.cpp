@@ -2,7 +2,8 @@
 // quantize_row_*_ref: what llama-quantize runs without an importance matrix) compute them: Q4_0,
 // Q4_1, Q5_0 and Q5_1 from each block's extremes; Q2_K to Q6_K with each sub-block's scale (and
 // the min of Q2_K, Q4_K and Q5_K) found by a search that minimises a weighted error (Q3_K: a
-// refinement of the levels), then the scales quantized against the super-block's largest. The
+// refinement of the levels), then the scales quantized against the super-block's largest; IQ4_NL and
+// IQ4_XS (non-linear levels) likewise, as llama-quantize's quantize_iq4_nl / _xs compute them. The
 // same float32 operations in the same order, so that the bytes equal llama-quantize's
 // (tests/test_quantize_llamacpp.cpp checks them against its files). This file is compiled with
 // -ffp-contract=off (CMakeLists.txt): a fused multiply-add rounds once where the reference rounds
@@ -525,6 +526,119 @@ void quantize_q6_k(const float* src, uint8_t* dst, size_t count) {
         ql[l + 32] = static_cast<uint8_t>((v[l + 32] & 0xF) | ((v[l + 96] & 0xF) << 4));
         qh[l] = static_cast<uint8_t>((v[l] >> 4) | ((v[l + 32] >> 4) << 2) | ((v[l + 64] >> 4) << 4) | ((v[l + 96] >> 4) << 6));
       }
+    }
+  }
+}
+
+namespace {
+
+// ggml's best_index_int8 over kIq4Values: the index of the level nearest x. Level i wins once x
+// reaches the midpoint of levels i - 1 and i (a tie goes up), compared as 2x against their sum, both
+// exact in float, as llama.cpp's ggml-quants.c does now. (Older versions compared x - v[i-1] with
+// v[i] - x, which rounds, and may pick the other level for an x within rounding of a midpoint.)
+int nearest_iq4_level(float x) {
+  const float x2 = x + x;
+  int index = 0;
+  for (int step = 8; step > 0; step >>= 1) {
+    const int j = index + step;
+    if (x2 >= static_cast<float>(kIq4Values[j - 1] + kIq4Values[j])) index = j;
+  }
+  return index;
+}
+
+// Two levels per byte as IQ4_NL keeps them: byte j of 16 holds value j (low nibble) and j + 16 (high).
+void pack_iq4_levels(const float* x, float inverse_scale, uint8_t* qs) {
+  for (int j = 0; j < 16; ++j) {
+    const int lo = nearest_iq4_level(inverse_scale * x[j]), hi = nearest_iq4_level(inverse_scale * x[j + 16]);
+    qs[j] = static_cast<uint8_t>(lo | (hi << 4));
+  }
+}
+
+// The weighted least-squares sum of one candidate: x ≈ d·kIq4Values[L] with L the nearest levels to
+// inverse_scale·x, weights x² (llama-quantize without an importance matrix); d = sum_qx / sum_q2.
+void iq4_fit_sums(const float* x, float inverse_scale, float& sum_qx, float& sum_q2) {
+  sum_qx = 0;
+  sum_q2 = 0;
+  for (int j = 0; j < kBlock; ++j) {
+    const float q = kIq4Values[nearest_iq4_level(inverse_scale * x[j])];
+    const float w = x[j] * x[j];
+    sum_qx += w * q * x[j];
+    sum_q2 += w * q * q;
+  }
+}
+
+// quantize_row_iq4_nl_impl's scale search for one 32-value block (ntry = 7): the fit at the levels of
+// inverse scale 127 / max (max the value of largest magnitude, which lands on level +113), then at the
+// inverse scales (t - 127) / max, t = -7..7 (negative: max lands near level -127, the table's longer
+// side); the candidate that explains the most (sum_qx² / sum_q2) wins. Returns its d, which may be
+// negative; 0 for a block below kGroupMaxEps in magnitude.
+float fit_iq4_block(const float* x) {
+  float amax = 0, max = 0;
+  for (int j = 0; j < kBlock; ++j) {
+    if (std::fabs(x[j]) > amax) {
+      amax = std::fabs(x[j]);
+      max = x[j];
+    }
+  }
+  if (amax < kGroupMaxEps) return 0.0f;
+  float sum_qx, sum_q2;
+  iq4_fit_sums(x, 1 / (-max / static_cast<float>(kIq4Values[0])), sum_qx, sum_q2);
+  float d = sum_q2 > 0 ? sum_qx / sum_q2 : 0.0f;
+  float best = d * sum_qx;
+  constexpr int kTries = 7;
+  for (int t = -kTries; t <= kTries; ++t) {
+    iq4_fit_sums(x, static_cast<float>(t + kIq4Values[0]) / max, sum_qx, sum_q2);
+    if (sum_q2 > 0 && sum_qx * sum_qx > best * sum_q2) {
+      d = sum_qx / sum_q2;
+      best = d * sum_qx;
+    }
+  }
+  return d;
+}
+
+}  // namespace
+
+void quantize_iq4_nl(const float* src, uint8_t* dst, size_t count) {
+  check_count(count, "quantize_iq4_nl");
+  auto* out = reinterpret_cast<BlockIQ4_NL*>(dst);
+  for (size_t b = 0; b < count / kBlock; ++b) {
+    const float* x = src + b * kBlock;
+    const float d = fit_iq4_block(x);
+    out[b].d = f32_to_f16(d);
+    // The levels at the float scale found, not its fp16 rounding (as llama.cpp).
+    pack_iq4_levels(x, d != 0.0f ? 1 / d : 0.0f, out[b].qs);
+  }
+}
+
+void quantize_iq4_xs(const float* src, uint8_t* dst, size_t count) {
+  check_count(count, "quantize_iq4_xs", kSuperBlock);
+  auto* out = reinterpret_cast<BlockIQ4_XS*>(dst);
+  constexpr int kSubBlocks = kSuperBlock / kBlock;
+  for (size_t b = 0; b < count / kSuperBlock; ++b) {
+    const float* x = src + b * kSuperBlock;
+    BlockIQ4_XS& y = out[b];
+    float scales[kSubBlocks], amax_scale = 0, max_scale = 0;
+    for (int ib = 0; ib < kSubBlocks; ++ib) {
+      scales[ib] = fit_iq4_block(x + kBlock * ib);
+      if (std::fabs(scales[ib]) > amax_scale) {
+        amax_scale = std::fabs(scales[ib]);
+        max_scale = scales[ib];
+      }
+    }
+    // Six-bit signed codes l against the largest scale, which becomes -32; each sub-block's levels
+    // again at its stored step d·l (d in float, as llama.cpp).
+    const float d = -max_scale / 32;
+    y.d = f32_to_f16(d);
+    const float id = d != 0.0f ? 1 / d : 0.0f;
+    y.scales_h = 0;
+    for (int ib = 0; ib < kSubBlocks; ++ib) {
+      const int l = clamp_int(nearest_int(id * scales[ib]), -32, 31);
+      const float dl = d * static_cast<float>(l);
+      pack_iq4_levels(x + kBlock * ib, dl != 0.0f ? 1 / dl : 0.0f, y.qs + 16 * ib);
+      const int code = l + 32;
+      if (ib % 2 == 0) y.scales_l[ib / 2] = static_cast<uint8_t>(code & 0xF);
+      else y.scales_l[ib / 2] = static_cast<uint8_t>(y.scales_l[ib / 2] | ((code & 0xF) << 4));
+      y.scales_h = static_cast<uint16_t>(y.scales_h | ((code >> 4) << (2 * ib)));
     }
   }
 }
