@@ -202,7 +202,8 @@ TEST(GgufExport, RefusesAttentionBiases) {
     EXPECT_NE(msg.find("bias"), std::string::npos) << msg;
   }
   EXPECT_FALSE(fs::exists(out));
-  EXPECT_THROW(parse_gguf_export_type("iq4_nl", "--type"), Error);
+  EXPECT_THROW(parse_gguf_export_type("iq2_xxs", "--type"), Error);
+  EXPECT_EQ(parse_gguf_export_type("iq4_xs", "--type"), GgufExportType::IQ4_XS);
   EXPECT_EQ(parse_gguf_export_type("q4_0", "--type"), GgufExportType::Q4_0);
   EXPECT_EQ(parse_gguf_export_type("q2_k", "--type"), GgufExportType::Q2_K);
   EXPECT_EQ(parse_gguf_export_type("q4_k", "--type"), GgufExportType::Q4_K_S);

@@ -47,12 +47,19 @@ bool use_more_bits(int layer, int layers) {
   return layer < layers / 8 || layer >= 7 * layers / 8 || (layer - layers / 8) % 3 == 2;
 }
 
-// llama-quantize's fallbacks for rows that are not whole blocks of the type: Q4_K -> Q5_0,
-// Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K and Q3_K -> Q4_0 (rows not a multiple of 256; llama.cpp writes
-// IQ4_NL for those two, a type podkv does not write), then F16 (rows not a multiple of 32).
+// llama-quantize's fallbacks for rows that are not whole blocks of the type (rows not a multiple of
+// 256): Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL, Q2_K and Q3_K -> Q4_0 (older
+// llama.cpp writes IQ4_NL for those two); then F16 (rows not a multiple of 32).
 DType fit_rows(DType type, int64_t cols) {
-  if (dtype_block_size(type) == quant::kSuperBlock && cols % quant::kSuperBlock != 0)
-    type = type == DType::Q4_K ? DType::Q5_0 : type == DType::Q5_K ? DType::Q5_1 : type == DType::Q6_K ? DType::Q8_0 : DType::Q4_0;
+  if (dtype_block_size(type) == quant::kSuperBlock && cols % quant::kSuperBlock != 0) {
+    switch (type) {
+      case DType::Q4_K: type = DType::Q5_0; break;
+      case DType::Q5_K: type = DType::Q5_1; break;
+      case DType::Q6_K: type = DType::Q8_0; break;
+      case DType::IQ4_XS: type = DType::IQ4_NL; break;
+      default: type = DType::Q4_0; break;  // Q2_K, Q3_K
+    }
+  }
   if (type != DType::F16 && cols % quant::kBlock != 0) type = DType::F16;
   return type;
 }
@@ -74,6 +81,8 @@ DType main_dtype(GgufExportType t, DType stored) {
     case GgufExportType::Q4_K_S: case GgufExportType::Q4_K_M: return DType::Q4_K;
     case GgufExportType::Q5_K_S: case GgufExportType::Q5_K_M: return DType::Q5_K;
     case GgufExportType::Q6_K: return DType::Q6_K;
+    case GgufExportType::IQ4_NL: return DType::IQ4_NL;
+    case GgufExportType::IQ4_XS: return DType::IQ4_XS;
   }
   return stored;
 }
@@ -90,6 +99,7 @@ DType recipe_dtype(GgufExportType t, const Placement& at, DType type) {
       if (t == E::Q2_K) type = at.gqa >= 4 ? DType::Q4_K : DType::Q3_K;
       else if (t == E::Q3_K_M) type = i < 2 ? DType::Q5_K : DType::Q4_K;
       else if (t == E::Q3_K_L) type = DType::Q5_K;
+      else if ((t == E::IQ4_NL || t == E::IQ4_XS) && at.gqa >= 4) type = DType::Q5_K;
       else if ((t == E::Q4_K_M || t == E::Q5_K_M) && use_more_bits(i, n)) type = DType::Q6_K;
       else if (t == E::Q4_K_S && i < 4) type = DType::Q5_K;
       if (at.is_70b && (type == DType::Q3_K || type == DType::Q4_K)) type = DType::Q5_K;
@@ -99,7 +109,7 @@ DType recipe_dtype(GgufExportType t, const Placement& at, DType type) {
       if (t == E::Q3_K_M) return i < n / 16 ? DType::Q5_K : DType::Q4_K;
       if (t == E::Q3_K_L) return DType::Q5_K;
       if ((t == E::Q4_K_M || t == E::Q5_K_M) && use_more_bits(i, n)) return DType::Q6_K;
-      if (t == E::Q4_K_S && i < n / 8) return DType::Q5_K;
+      if ((t == E::Q4_K_S || t == E::IQ4_NL || t == E::IQ4_XS) && i < n / 8) return DType::Q5_K;
       return type;
     case Role::AttnOutput:
       if (t == E::Q2_K) return DType::Q3_K;
@@ -162,6 +172,8 @@ void convert_row(DType from, const uint8_t* src, DType to, uint8_t* dst, int64_t
     case DType::Q4_K: quant::quantize_q4_k(tmp.data(), dst, n); return;
     case DType::Q5_K: quant::quantize_q5_k(tmp.data(), dst, n); return;
     case DType::Q6_K: quant::quantize_q6_k(tmp.data(), dst, n); return;
+    case DType::IQ4_NL: quant::quantize_iq4_nl(tmp.data(), dst, n); return;
+    case DType::IQ4_XS: quant::quantize_iq4_xs(tmp.data(), dst, n); return;
     default: throw Error(std::string("gguf export: cannot write dtype ") + dtype_name(to));
   }
 }
@@ -236,6 +248,8 @@ uint32_t file_type(GgufExportType export_type, DType stored) {
     case DType::Q5_0: return 8;
     case DType::Q5_1: return 9;
     case DType::Q6_K: return 18;  // LLAMA_FTYPE_MOSTLY_Q6_K
+    case DType::IQ4_NL: return 25;  // LLAMA_FTYPE_MOSTLY_IQ4_NL
+    case DType::IQ4_XS: return 30;  // LLAMA_FTYPE_MOSTLY_IQ4_XS
     case DType::BF16: return 32;
     default: return 0;
   }
@@ -433,9 +447,11 @@ GgufExportType parse_gguf_export_type(const std::string& text, const std::string
   if (text == "q5_k" || text == "q5_k_s") return GgufExportType::Q5_K_S;
   if (text == "q5_k_m") return GgufExportType::Q5_K_M;
   if (text == "q6_k") return GgufExportType::Q6_K;
+  if (text == "iq4_nl") return GgufExportType::IQ4_NL;
+  if (text == "iq4_xs") return GgufExportType::IQ4_XS;
   throw Error(option + ": '" + text +
               "' is not one of keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_s (q3_k), q3_k_m, q3_k_l, "
-              "q4_k_s (q4_k), q4_k_m, q5_k_s (q5_k), q5_k_m, q6_k");
+              "q4_k_s (q4_k), q4_k_m, q5_k_s (q5_k), q5_k_m, q6_k, iq4_nl, iq4_xs");
 }
 
 GgufExportResult export_gguf(const Model& model, const std::string& out_path, const GgufExportOptions& opts) {

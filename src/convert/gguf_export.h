@@ -43,21 +43,22 @@ class Model;
 // Storage type of the 2-D weight matrices in the written file.
 //  Keep: as the model holds them. F32, F16, BF16: every matrix. Q8_0: matrices whose rows are a
 //  multiple of 32 long; any other matrix is written F16 (llama.cpp's fallback).
-//  Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K: llama-quantize's recipe
+//  Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K, IQ4_NL, IQ4_XS: llama-quantize's recipe
 //  for the llama architecture without an importance matrix (gguf_export.cpp's recipe_dtype), with
 //  llama.cpp's reference quantizers (util/quant.h), so that the tensors are the ones llama-quantize
 //  writes from the same F32 weights: the output matrix (or the token embedding when the output is
-//  tied to it) Q6_K; the K mixes more bits for attn_v, ffn_down and (Q2_K, Q3_K_M/L) attn_output in
-//  some layers; the others the type named, the token embedding included. Rows that are not whole
-//  blocks: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K and Q3_K -> Q4_0 (llama.cpp: IQ4_NL) for
-//  rows not a multiple of 256; F16 for rows not a multiple of 32.
+//  tied to it) Q6_K; the K mixes and IQ4_NL / IQ4_XS more bits for attn_v, ffn_down and (Q2_K,
+//  Q3_K_M/L) attn_output in some layers; the others the type named, the token embedding included.
+//  Rows that are not whole blocks: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, IQ4_XS -> IQ4_NL, Q2_K
+//  and Q3_K -> Q4_0 for rows not a multiple of 256; F16 for rows not a multiple of 32.
 enum class GgufExportType {
   Keep, F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
-  Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K
+  Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, IQ4_NL, IQ4_XS
 };
 
 // "keep", "f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k_s" (or "q3_k"),
-// "q3_k_m", "q3_k_l", "q4_k_s" (or "q4_k"), "q4_k_m", "q5_k_s" (or "q5_k"), "q5_k_m", "q6_k"; throws
+// "q3_k_m", "q3_k_l", "q4_k_s" (or "q4_k"), "q4_k_m", "q5_k_s" (or "q5_k"), "q5_k_m", "q6_k", "iq4_nl",
+// "iq4_xs"; throws
 // Error naming `option` otherwise.
 GgufExportType parse_gguf_export_type(const std::string& text, const std::string& option);
 

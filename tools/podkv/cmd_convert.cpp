@@ -106,7 +106,7 @@ void add_convert_command(CLI::App& app) {
   cmd->add_option("--out", o->out, "output .gguf file (--from llama2c: a directory or a .gguf file)")->required();
   cmd->add_option("--from", o->from, "source format: auto (model directory or GGUF) or llama2c")->capture_default_str();
   cmd->add_option("--tokenizer", o->tokenizer, "--from llama2c: its tokenizer.bin");
-  cmd->add_option("--type", o->type, "weight type: keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_s (q3_k), q3_k_m, q3_k_l, q4_k_s (q4_k), q4_k_m, q5_k_s (q5_k), q5_k_m or q6_k")
+  cmd->add_option("--type", o->type, "weight type: keep, f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k_s (q3_k), q3_k_m, q3_k_l, q4_k_s (q4_k), q4_k_m, q5_k_s (q5_k), q5_k_m, q6_k, iq4_nl or iq4_xs")
       ->capture_default_str();
   cmd->add_option("--check-tokens", o->check_tokens,
                   "tokens of the logits check against the source after writing (0 = no check)")
