@@ -48,7 +48,7 @@ void matmul_reference(const WeightMatrix& w, const float* x, int64_t tokens, flo
 void set_num_threads(int threads);
 int num_threads();
 
-// How the single-token GEMV takes dot products with Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K weights.
+// How the single-token GEMV takes dot products with Q4_0, Q8_0, Q2_K..Q6_K, IQ4_NL and IQ4_XS weights.
 // Int8 (the default, what llama.cpp does): x is quantized once per call to
 // blocks of 32 int8 with a float scale (round(x / d), d = max|x| / 127 over the
 // block, so each x is off by at most 1/254 of its block's max|x|) and the block

@@ -18,7 +18,7 @@ void gemv_bias(const WeightMatrix& w, const float* x, float* y, const float* bia
 // place (ops/quant_gemv.cpp); called by gemv_bias.
 void gemv_quant(const WeightMatrix& w, const float* x, float* y, const float* bias);
 
-// The Int8 GEMV (quant_dot() == Int8; Q4_0, Q8_0, Q4_K, Q6_K with AVX-512 VNNI
+// The Int8 GEMV (quant_dot() == Int8; Q4_0, Q8_0, Q2_K..Q6_K, IQ4_NL, IQ4_XS with AVX-512 VNNI
 // and VBMI; ops/quant_gemv_int8.cpp): false, nothing done, when it does not apply.
 bool gemv_quant_int8(const WeightMatrix& w, const float* x, float* y, const float* bias);
 

@@ -2,7 +2,7 @@
 // place (layouts in util/quant.h); no float32 copy of W is ever made.
 //
 // Two modes (set_quant_dot, ops/matmul.h). Int8, the default, for Q4_0, Q8_0,
-// Q4_K and Q6_K with AVX-512 VNNI: llama.cpp's way, x quantized to 8 bits once
+// Q2_K..Q6_K, IQ4_NL and IQ4_XS with AVX-512 VNNI: llama.cpp's way, x quantized to 8 bits once
 // per call and integer block dot products (ops/quant_gemv_int8.cpp). Exact,
 // and every other type: x stays float32 and the products are then
 // exactly dequantized-weight × x, so logits

@@ -1,13 +1,14 @@
 // The Int8 decode GEMV (QuantDot::Int8, ops/matmul.h): llama.cpp's fast path
-// for Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K and Q6_K weights with AVX-512 VNNI
-// and VBMI.
+// for Q4_0, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS weights with
+// AVX-512 VNNI and VBMI.
 //
 // x is quantized once per call to blocks of 32 int8 (q̂ = round(x / d), d =
 // max|x| / 127 over the block, so |x − d·q̂| ≤ max|x| / 254) and each weight
 // block's dot product with it is integer: _mm512_dpbusd_epi32 sums
 // unsigned-byte × signed-byte products, four per int32 lane. The weights go in
 // as the unsigned operand (Q4_0 and Q4_K nibbles as they are, Q2_K's 2-bit,
-// Q3_K's 3-bit, Q5_K's 5-bit and Q6_K's 6-bit values, Q8_0 bytes with 128 added); the bias this leaves (8, 32 or 128
+// Q3_K's 3-bit, Q5_K's 5-bit and Q6_K's 6-bit values, Q8_0 bytes with 128 added,
+// IQ4_NL's and IQ4_XS's nibbles mapped by vpshufb to their levels + 128); the bias this leaves (8, 32 or 128
 // times the sum of x̂ over the lane; Q3_K 4) is taken off through the
 // accumulator's starting value. Q2_K's, Q4_K's and Q5_K's mins use the
 // sub-block sums of x̂ (d·Σq̂), as llama.cpp does. So the only difference from the exact path is x's rounding: per row
@@ -16,7 +17,8 @@
 // What makes it run near the memory bandwidth (decode reads each weight byte
 // once, so bytes / time is the figure of merit):
 // - x is laid out once per call in the order each type's bytes unpack to
-//   (Q4_0: four blocks' low nibbles, then their high nibbles; Q4_K and Q5_K:
+//   (Q4_0 and IQ4_NL: four blocks' low nibbles, then their high nibbles, as IQ4_XS's
+//   two halves; Q4_K and Q5_K:
 //   sub-blocks 0 2 1 3 4 6 5 7; Q2_K and Q3_K: by 2-bit field of the 64 bytes
 //   of qs), with x's per-lane bias and block scales expanded to the
 //   lanes they meet, so the weight bytes are never shuffled to match x;
@@ -68,11 +70,11 @@ namespace {
 using namespace quant;
 
 // x for four Q4_0 blocks (128 values), in the order one 64-byte load of their
-// nibbles unpacks to.
+// nibbles unpacks to; also four IQ4_NL blocks, or half an IQ4_XS super-block (the same nibble order).
 struct alignas(64) Q4_0Group {
   int8_t lo[64];       // lo[16k + j] = x̂ value j of block k (j < 16): the low nibbles
   int8_t hi[64];       // hi[16k + j] = x̂ value 16 + j of block k: the high nibbles
-  int32_t offset[16];  // lane 4k: −8 · Σ x̂ over block k (the nibbles' bias of 8); other lanes 0
+  int32_t offset[16];  // lane 4k: −bias · Σ x̂ over block k (Q4_0's nibbles 8, IQ4's levels 128); other lanes 0
   float d[16];         // lanes 4k .. 4k + 3: block k's scale
 };
 
@@ -187,7 +189,8 @@ void prepare_q23_k(XInt8& qx, bool three_bits) {
   }
 }
 
-void prepare_q4_0(XInt8& qx) {
+// Q4_0 (bias 8) and IQ4_NL / IQ4_XS (bias 128: their levels + 128 go in as the unsigned operand).
+void prepare_q4_0(XInt8& qx, int32_t bias) {
   const size_t groups = qx.d.size() / 4;
   qx.q4_0.assign(groups, Q4_0Group{});
   for (size_t g = 0; g < groups; ++g) {
@@ -197,7 +200,7 @@ void prepare_q4_0(XInt8& qx) {
       const int8_t* src = qx.q.data() + 32 * b;
       std::copy(src, src + 16, x.lo + 16 * k);
       std::copy(src + 16, src + 32, x.hi + 16 * k);
-      x.offset[4 * k] = -8 * block_sum(qx, b);
+      x.offset[4 * k] = -bias * block_sum(qx, b);
       std::fill(x.d + 4 * k, x.d + 4 * k + 4, qx.d[static_cast<size_t>(b)]);
     }
   }
@@ -246,18 +249,33 @@ inline __m512i per_half(short first, short second) {
 // wait for the previous step's fused multiply-add (4 cycles each), which on
 // short rows (768 columns: 3 Q4_K super-blocks) left the kernel latency-bound.
 
-// Q4_0, four blocks (72 bytes) per step: vpermi2b gathers their 64 nibble bytes,
-// vpermw their four fp16 scales to lanes 4k .. 4k + 3.
+// IQ4_NL's and IQ4_XS's levels + 128 (1 .. 241), so that they go into dpbusd as unsigned bytes, in all
+// four 128-bit lanes: vpshufb maps each nibble straight to its level.
+inline __m512i iq4_unsigned_levels() {
+  alignas(16) uint8_t u[16];
+  for (int i = 0; i < 16; ++i) u[i] = static_cast<uint8_t>(kIq4Values[i] + 128);
+  return _mm512_broadcast_i32x4(_mm_load_si128(reinterpret_cast<const __m128i*>(u)));
+}
+
+// Q4_0 (and IQ4_NL, kLevels: the same 18-byte block, the nibbles looked up in the level table), four
+// blocks (72 bytes) per step: vpermi2b gathers their 64 nibble bytes, vpermw their four fp16 scales to
+// lanes 4k .. 4k + 3.
+template <bool kLevels>
 struct Q4_0Kernel {
   const __m512i qs_index = _mm512_loadu_si512(kTables.q4_0_qs);
   const __m512i d_index = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,  //
                                            27, 27, 27, 27, 18, 18, 18, 18, 9, 9, 9, 9, 0, 0, 0, 0);
   const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __m512i levels = kLevels ? iq4_unsigned_levels() : _mm512_setzero_si512();
 
   __m512 step(__m512i a, __m512i b, const Q4_0Group& x, __m512 acc) const {
     const __m512i q = _mm512_permutex2var_epi8(a, qs_index, b);
-    const __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
-    // Σ (q_w − 8)·q̂ = Σ q_w·q̂ − 8·Σ q̂: the offset lanes start the sum
+    __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    if constexpr (kLevels) {
+      lo = _mm512_shuffle_epi8(levels, lo);
+      hi = _mm512_shuffle_epi8(levels, hi);
+    }
+    // Σ (q_w − bias)·q̂ = Σ q_w·q̂ − bias·Σ q̂ (bias 8, or 128 for the levels): the offset lanes start the sum
     __m512i dot = _mm512_dpbusd_epi32(_mm512_load_si512(x.offset), lo, _mm512_load_si512(x.lo));
     dot = _mm512_dpbusd_epi32(dot, hi, _mm512_load_si512(x.hi));
     const __m512 dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(d_index, a)));
@@ -517,6 +535,49 @@ struct Q23_KKernel {
   }
 };
 
+// IQ4_XS, one super-block (136 bytes) per step: its 128 nibble bytes are eight IQ4_NL sub-blocks, two
+// 64-byte loads of four each, with x̂ as two Q4_0Groups; vpshufb maps the nibbles to levels + 128. The
+// eight six-bit scales are unpacked on eight 32-bit lanes at once: code ib = bits 4ib..4ib + 3 of
+// scales_l (as a u32) | bits 2ib, 2ib + 1 of scales_h << 4; lane l of half h takes sub-block 4h + l / 4.
+struct IQ4_XSKernel {
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __m512i levels = iq4_unsigned_levels();
+  const __m256i low_shift = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  const __m256i high_shift = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
+  const __m512i sel[2] = {_mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+                          _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4)};
+
+  __m512 row(const uint8_t* p, int64_t blocks, const XInt8& qx) const {
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int64_t i = 0; i < blocks; ++i, p += sizeof(BlockIQ4_XS)) {
+      uint16_t d16, scales_h;
+      uint32_t scales_l;
+      std::memcpy(&d16, p, 2);
+      std::memcpy(&scales_h, p + 2, 2);
+      std::memcpy(&scales_l, p + 4, 4);
+      const __m256i low = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(scales_l)), low_shift),
+                                           _mm256_set1_epi32(0xF));
+      const __m256i high = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(scales_h), high_shift), _mm256_set1_epi32(3));
+      const __m256i code = _mm256_or_si256(low, _mm256_slli_epi32(high, 4));
+      // sub-block ib's step d·(code − 32) at lane ib
+      const __m512 step = _mm512_zextps256_ps512(
+          _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(code, _mm256_set1_epi32(32))), _mm256_set1_ps(_cvtsh_ss(d16))));
+      for (int h = 0; h < 2; ++h) {
+        const Q4_0Group& x = qx.q4_0[static_cast<size_t>(2 * i + h)];
+        const __m512i q = _mm512_loadu_si512(p + 8 + 64 * h);
+        const __m512i lo = _mm512_shuffle_epi8(levels, _mm512_and_si512(q, m4));
+        const __m512i hi = _mm512_shuffle_epi8(levels, _mm512_and_si512(_mm512_srli_epi16(q, 4), m4));
+        // Σ (level + 128 − 128)·q̂: the offset lanes (−128·Σ q̂ per sub-block) start the sum
+        __m512i dot = _mm512_dpbusd_epi32(_mm512_load_si512(x.offset), lo, _mm512_load_si512(x.lo));
+        dot = _mm512_dpbusd_epi32(dot, hi, _mm512_load_si512(x.hi));
+        acc[h] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(_mm512_permutexvar_ps(sel[h], step), _mm512_load_ps(x.d)),
+                                 acc[h]);
+      }
+    }
+    return _mm512_add_ps(acc[0], acc[1]);
+  }
+};
+
 // Below this many weight bytes the calling thread does it alone (as the exact path).
 constexpr size_t kParallelMinBytes = 64 * 1024;
 
@@ -560,7 +621,7 @@ bool gemv_quant_int8(const WeightMatrix& w, const float* x, float* y, const floa
   if (quant_dot() != QuantDot::Int8) return false;
   switch (w.dtype) {
     case DType::Q4_0: case DType::Q8_0: case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K:
-    case DType::Q6_K:
+    case DType::Q6_K: case DType::IQ4_NL: case DType::IQ4_XS:
       break;
     default:
       return false;
@@ -569,7 +630,9 @@ bool gemv_quant_int8(const WeightMatrix& w, const float* x, float* y, const floa
   thread_local XInt8 qx;
   quantize_x(x, w.cols, qx);
   switch (w.dtype) {
-    case DType::Q4_0: prepare_q4_0(qx), run_rows<Q4_0Kernel>(w, y, bias, qx); break;
+    case DType::Q4_0: prepare_q4_0(qx, 8), run_rows<Q4_0Kernel<false>>(w, y, bias, qx); break;
+    case DType::IQ4_NL: prepare_q4_0(qx, 128), run_rows<Q4_0Kernel<true>>(w, y, bias, qx); break;
+    case DType::IQ4_XS: prepare_q4_0(qx, 128), run_rows<IQ4_XSKernel>(w, y, bias, qx); break;
     case DType::Q8_0: prepare_natural(qx, 128), run_rows<Q8_0Kernel>(w, y, bias, qx); break;
     case DType::Q2_K: prepare_q23_k(qx, false), run_rows<Q23_KKernel<false>>(w, y, bias, qx); break;
     case DType::Q3_K: prepare_q23_k(qx, true), run_rows<Q23_KKernel<true>>(w, y, bias, qx); break;

@@ -182,7 +182,7 @@ size_t parse_bytes(const std::string& text, const std::string& option) {
 
 void add_exact_quant_option(CLI::App& cmd, bool& exact_quant) {
   cmd.add_flag("--exact-quant", exact_quant,
-               "Q4_0 / Q8_0 / Q4_K / Q6_K decode: keep x in float32 (exact to ~1e-6) instead of llama.cpp's "
+               "quantized-weight decode: keep x in float32 (exact to ~1e-6) instead of llama.cpp's "
                "int8 x with integer dot products (the default, faster)");
 }
 
