@@ -4,12 +4,19 @@
 // their quantized tensors must equal, byte for byte, podkv's quantizer run on the same F32 rows
 // (Q and K rows permuted as the exporter writes them), and each F32 tensor must equal podkv's; and
 // `podkv convert --type q4_0 / q4_k_m / q6_k` must write the same tensors (names, types, bytes).
+// IQ4_NL and IQ4_XS against hashes of llama.cpp's output (tests/fixtures/quantized/llamacpp_iq4.json,
+// scripts/fixtures/make_llamacpp_iq4_hashes.sh): the export of the reference model and of the
+// llama_gqa fixture (whose 128-value rows take the fallbacks) must write tensors of the same types and
+// bytes.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "convert/gguf_export.h"
 #include "io/gguf.h"
@@ -123,6 +130,41 @@ TEST_P(LlamaQuantizeFile, ConvertWritesTheSameTensors) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Files, LlamaQuantizeFile, ::testing::Values("Q4_0", "Q4_K_M", "Q6_K"));
+
+// FNV-1a, 64 bits, as the fixture's generator computes it.
+std::string fnv1a64(const uint8_t* data, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ data[i]) * 0x100000001b3ull;
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(h));
+  return hex;
+}
+
+TEST(LlamaQuantizeIq4, ExportWritesLlamaCppsTensors) {
+  const fs::path fixture = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "quantized" / "llamacpp_iq4.json";
+  const auto expected = nlohmann::json::parse(std::ifstream(fixture));
+  ASSERT_EQ(expected["files"].size(), 4u);
+  for (const auto& file : expected["files"]) {
+    const std::string source = file["source"];
+    const fs::path dir = source == "podkv-ref" ? kReference : fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models" / source;
+    const int file_type = file["file_type"];
+    const fs::path out = fs::temp_directory_path() /
+                         ("podkv_quantize_llamacpp_" + std::to_string(::getpid()) + "_" + source + std::to_string(file_type) + ".gguf");
+    GgufExportOptions opts;
+    opts.type = file_type == 25 ? GgufExportType::IQ4_NL : GgufExportType::IQ4_XS;
+    export_gguf(*Model::load(dir.string()), out.string(), opts);
+    const gguf::File ours = gguf::File::open(out.string());
+    fs::remove(out);
+    EXPECT_EQ(ours.get_int("general.file_type"), file_type) << source;
+    ASSERT_EQ(ours.tensors().size(), file["tensors"].size()) << source;
+    for (const auto& [name, want] : file["tensors"].items()) {
+      const gguf::TensorInfo* mine = ours.tensor(name);
+      ASSERT_NE(mine, nullptr) << source << " " << name;
+      EXPECT_EQ(static_cast<int>(mine->type), want["type"].get<int>()) << source << " " << name;
+      EXPECT_EQ(fnv1a64(mine->data, mine->nbytes), want["fnv1a64"].get<std::string>()) << source << " " << name << ": bytes differ";
+    }
+  }
+}
 
 }  // namespace
 }  // namespace podkv
