@@ -41,7 +41,10 @@
 #  9. podkv analyze on cuda against cpu (f32 weights and cache): the gtests (podkv_tests *CudaAnalyze*
 #     and *ObserverCopies*: attention rows and similarities within 1e-4, the same blocks), then the command
 #     on the mistral fixture with each device: the same anchors in pod.json, similarities within 1e-4
-#     (--delta 0.18 lies between its similarities, 0.15 to 0.20 on the CPU: blocks of 1 and 2 layers).
+#     (--delta 0.18 lies between its similarities, 0.15 to 0.20 on the CPU: blocks of 1 and 2 layers);
+# 10. quantized GGUF files (scripts/test_gpu_quant.sh): the reference model converted to every block type
+#     podkv writes (Q8_0, the Q4/Q5 types, the K mixes, IQ4_NL, IQ4_XS), podkv logits --device cuda with f32
+#     weights and cache within 1e-4 of the CPU's --exact-quant; the bf16 default reported.
 # Logs go to LOG_DIR (default BUILD_DIR/gpu-logs). Exits non-zero on any failure.
 #   scripts/test_gpu.sh [BUILD_DIR] [LOG_DIR]        (JOBS=N for the build, default all cores)
 set -uo pipefail
@@ -302,5 +305,7 @@ sys.exit(0 if ok else 1)' "$logs" || status=1
     { status=1; tail -3 "$logs/serve_e2e.log"; }
   grep -E "FAILED|PASSED|Failure" "$logs/serve_e2e.log" | head -20
 fi
+echo "== quantized GGUF files: cuda against cpu --exact-quant (f32 weights and cache)"
+"$root/scripts/test_gpu_quant.sh" "$build" "$logs" || status=1
 echo "test_gpu: $([ $status -eq 0 ] && echo ALL OK || echo FAILURES)"
 exit $status
