@@ -146,6 +146,10 @@ h200bench)
   done
   bench 4 150; bench "2 3" 200; cat "$out/bench.txt"
   ;;
+h200short)
+  # The H200's benchmark of the tree when little device time is left: part 1, the durations, part 4.
+  bench 1 150; durations bf16; bench 4 150; cat "$out/bench.txt"
+  ;;
 quant)
   # IQ4's reference values from gguf-py (run before this script, the call's first command), the
   # quantized GGUF files on cuda against cpu (test_gpu.sh's step 10 alone), decode attention's splits and
