@@ -150,6 +150,23 @@ h200short)
   # The H200's benchmark of the tree when little device time is left: part 1, the durations, part 4.
   bench 1 150; durations bf16; bench 4 150; cat "$out/bench.txt"
   ;;
+early)
+  # Decode attention's first tiles copied before the wait for the chain (PODKV_CUDA_DECODE_EARLY, on by
+  # default in this tree): the attention op cases under both, batch-1 decode at 4K interleaved (two
+  # passes) and 32K (one), then the chain's gtests.
+  ops "PODKV_NONE=0 attention" "PODKV_CUDA_DECODE_EARLY=0 attention"
+  for pass in 1 2; do
+    for setting in PODKV_NONE=0 PODKV_CUDA_DECODE_EARLY=0; do
+      # shellcheck disable=SC2086
+      tg "4096, $setting" $setting
+    done
+  done
+  for setting in PODKV_NONE=0 PODKV_CUDA_DECODE_EARLY=0; do
+    # shellcheck disable=SC2086
+    DEPTH=32735 tg "32735, $setting" $setting
+  done
+  [ -x "$build/podkv_tests" ] && chain_gtests PODKV_NONE=0
+  ;;
 quant)
   # IQ4's reference values from gguf-py (run before this script, the call's first command), the
   # quantized GGUF files on cuda against cpu (test_gpu.sh's step 10 alone), decode attention's splits and
