@@ -220,7 +220,9 @@ TEST(QuantBlocks, RejectsPartialBlocks) {
 // ---- kernels against the reference ----
 
 const DType kQuantTypes[] = {DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q5_1, DType::Q2_K, DType::Q3_K,
-                             DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_NL, DType::IQ4_XS};
+                             DType::Q4_K, DType::Q5_K, DType::Q6_K, DType::IQ4_NL, DType::IQ4_XS,
+                             DType::IQ2_XXS, DType::IQ2_XS, DType::IQ2_S, DType::IQ3_XXS, DType::IQ3_S,
+                             DType::IQ1_S, DType::IQ1_M};
 
 // Random blocks: random quant bytes, and scales of sane size in every f16 field.
 std::vector<uint8_t> random_weights(DType t, int64_t rows, int64_t cols, std::mt19937& rng) {
@@ -232,8 +234,19 @@ std::vector<uint8_t> random_weights(DType t, int64_t rows, int64_t cols, std::mt
     uint8_t* p = w.data() + off;
     switch (t) {
       case DType::Q4_0: case DType::Q5_0: case DType::Q8_0: case DType::IQ4_NL: case DType::IQ4_XS:
+      case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ3_XXS: case DType::IQ3_S:
+      case DType::IQ1_S:
         put_half(p, scale(rng));
         break;
+      case DType::IQ1_M: {  // the fp16 scale is the top nibbles of the four u16 words at byte 48
+        uint8_t h[2];
+        put_half(h, scale(rng));
+        const uint16_t d = static_cast<uint16_t>(h[0] | (h[1] << 8));
+        for (int word = 0; word < 4; ++word) {
+          p[48 + 2 * word + 1] = static_cast<uint8_t>((p[48 + 2 * word + 1] & 0x0F) | (((d >> (4 * word)) & 0xF) << 4));
+        }
+        break;
+      }
       case DType::Q4_1: case DType::Q5_1: put_half(p, scale(rng)); put_half(p + 2, -8 * scale(rng)); break;
       case DType::Q2_K: put_half(p + 80, scale(rng)); put_half(p + 82, scale(rng)); break;
       case DType::Q3_K: put_half(p + 108, scale(rng)); break;

@@ -65,7 +65,10 @@ constexpr std::pair<TensorType, DType> kTypes[] = {
     {TensorType::Q4_0, DType::Q4_0}, {TensorType::Q4_1, DType::Q4_1}, {TensorType::Q5_0, DType::Q5_0},
     {TensorType::Q5_1, DType::Q5_1}, {TensorType::Q8_0, DType::Q8_0}, {TensorType::Q2_K, DType::Q2_K},
     {TensorType::Q3_K, DType::Q3_K}, {TensorType::Q4_K, DType::Q4_K}, {TensorType::Q5_K, DType::Q5_K},
-    {TensorType::Q6_K, DType::Q6_K}, {TensorType::IQ4_NL, DType::IQ4_NL}, {TensorType::IQ4_XS, DType::IQ4_XS}};
+    {TensorType::Q6_K, DType::Q6_K}, {TensorType::IQ4_NL, DType::IQ4_NL}, {TensorType::IQ4_XS, DType::IQ4_XS},
+    {TensorType::IQ2_XXS, DType::IQ2_XXS}, {TensorType::IQ2_XS, DType::IQ2_XS}, {TensorType::IQ2_S, DType::IQ2_S},
+    {TensorType::IQ3_XXS, DType::IQ3_XXS}, {TensorType::IQ3_S, DType::IQ3_S}, {TensorType::IQ1_S, DType::IQ1_S},
+    {TensorType::IQ1_M, DType::IQ1_M}};
 
 bool is_supported(uint32_t t) {
   for (const auto& [type, dtype] : kTypes)
@@ -281,7 +284,8 @@ File File::open(const std::string& path) {
     if (!is_supported(type))
       in.fail(context, "ggml type " + std::to_string(type) + " (" + ggml_type_name(type) +
                            ") is not supported; podkv reads F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, "
-                           "Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS");
+                           "Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, "
+                           "IQ3_S, IQ1_S and IQ1_M");
     t.type = static_cast<TensorType>(type);
     t.offset = in.read<uint64_t>(context, "offset");
     if (!f.tensor_index_.emplace(t.name, f.tensors_.size()).second) in.fail(context, "name appears twice");

@@ -15,9 +15,9 @@
 // offset · sum(x over the sub-block), with sum(x) over every 16 values of x
 // computed once per call and shared by all rows.
 //
-// AVX-512 kernels for every type; elsewhere a portable path dequantizes one
-// block at a time into a stack buffer (still in place: one block, not the row)
-// and takes the dot product.
+// AVX-512 kernels for every type but the grid i-quants (IQ2_XXS .. IQ1_M); elsewhere, and for
+// those, a portable path dequantizes one block at a time into a stack buffer (still in place: one
+// block, not the row) and takes the dot product.
 //
 // Rows are split over OpenMP threads in contiguous static ranges, so each thread
 // streams its own part of W and the result does not depend on the thread count.
@@ -275,25 +275,25 @@ float row_iq4_xs(const uint8_t* row, int64_t blocks, const XView& xv) {
   return _mm512_reduce_add_ps(acc);
 }
 
-#else  // portable: dequantize one block into a stack buffer, then the dot product
+#endif
 
+// Every type without its own AVX-512 kernel (all of them in the portable build; the grid i-quants
+// everywhere): dequantize one block into a stack buffer, then the dot product, summed in double
+// (a serial float sum over 256 values drifted past float rounding of the result on cancelling rows;
+// the dequantization costs far more than the wider adds).
 template <DType kType>
 float row_generic(const uint8_t* row, int64_t blocks, const XView& xv) {
   const int n = dtype_block_size(kType);
   const size_t bytes = dtype_block_bytes(kType);
   float values[kSuperBlock];
-  float sum = 0.0f;
+  double sum = 0.0;
   for (int64_t i = 0; i < blocks; ++i) {
     quant::dequantize(kType, row + i * bytes, values, 1);
     const float* x = xv.x + n * i;
-    float s = 0.0f;
-    for (int k = 0; k < n; ++k) s += values[k] * x[k];
-    sum += s;
+    for (int k = 0; k < n; ++k) sum += static_cast<double>(values[k]) * x[k];
   }
-  return sum;
+  return static_cast<float>(sum);
 }
-
-#endif
 
 using RowDot = float (*)(const uint8_t*, int64_t, const XView&);
 
@@ -311,7 +311,7 @@ RowDot row_kernel(DType t) {
     case DType::Q6_K: return row_q6_k;
     case DType::IQ4_NL: return row_iq4_nl;
     case DType::IQ4_XS: return row_iq4_xs;
-    default: return nullptr;
+    default: break;
   }
 #else
   switch (t) {
@@ -326,9 +326,19 @@ RowDot row_kernel(DType t) {
     case DType::Q6_K: return row_generic<DType::Q6_K>;
     case DType::IQ4_NL: return row_generic<DType::IQ4_NL>;
     case DType::IQ4_XS: return row_generic<DType::IQ4_XS>;
-    default: return nullptr;
+    default: break;
   }
 #endif
+  switch (t) {
+    case DType::IQ2_XXS: return row_generic<DType::IQ2_XXS>;
+    case DType::IQ2_XS: return row_generic<DType::IQ2_XS>;
+    case DType::IQ2_S: return row_generic<DType::IQ2_S>;
+    case DType::IQ3_XXS: return row_generic<DType::IQ3_XXS>;
+    case DType::IQ3_S: return row_generic<DType::IQ3_S>;
+    case DType::IQ1_S: return row_generic<DType::IQ1_S>;
+    case DType::IQ1_M: return row_generic<DType::IQ1_M>;
+    default: return nullptr;
+  }
 }
 
 // Below this many weight bytes the calling thread does it alone (waking the

@@ -28,6 +28,13 @@ const char* dtype_name(DType t) {
     case DType::Q6_K: return "Q6_K";
     case DType::IQ4_NL: return "IQ4_NL";
     case DType::IQ4_XS: return "IQ4_XS";
+    case DType::IQ2_XXS: return "IQ2_XXS";
+    case DType::IQ3_XXS: return "IQ3_XXS";
+    case DType::IQ2_XS: return "IQ2_XS";
+    case DType::IQ2_S: return "IQ2_S";
+    case DType::IQ3_S: return "IQ3_S";
+    case DType::IQ1_S: return "IQ1_S";
+    case DType::IQ1_M: return "IQ1_M";
   }
   return "?";
 }
@@ -49,6 +56,8 @@ int dtype_block_size(DType t) {
     case DType::Q8_0: case DType::Q4_0: case DType::Q4_1: case DType::Q5_0: case DType::Q5_1: case DType::IQ4_NL:
       return 32;
     case DType::Q2_K: case DType::Q3_K: case DType::Q4_K: case DType::Q5_K: case DType::Q6_K: case DType::IQ4_XS:
+    case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ3_XXS: case DType::IQ3_S:
+    case DType::IQ1_S: case DType::IQ1_M:
       return quant::kSuperBlock;
     default: return 1;
   }

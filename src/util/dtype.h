@@ -10,8 +10,12 @@ namespace podkv {
 // Q8_0 is ggml's block format: blocks of 32 values, each an fp16 scale d
 // followed by 32 int8 q; value = d * q. 34 bytes per block. The other Q types
 // are llama.cpp's block formats (layouts in util/quant.h): Q4_0..Q5_1 and IQ4_NL in
-// blocks of 32 values, the K-quants Q2_K..Q6_K and IQ4_XS in super-blocks of 256.
-enum class DType { F32, F16, BF16, Q8_0, I32, I64, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS };
+// blocks of 32 values, the K-quants Q2_K..Q6_K, IQ4_XS and the grid i-quants (IQ2_XXS .. IQ1_M)
+// in super-blocks of 256.
+enum class DType {
+  F32, F16, BF16, Q8_0, I32, I64, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS,
+  IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M
+};
 
 constexpr int kQ8BlockSize = 32;
 constexpr int kQ8BlockBytes = 34;

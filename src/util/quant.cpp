@@ -196,6 +196,13 @@ size_t block_bytes(DType t) {
     case DType::Q6_K: return sizeof(BlockQ6_K);
     case DType::IQ4_NL: return sizeof(BlockIQ4_NL);
     case DType::IQ4_XS: return sizeof(BlockIQ4_XS);
+    case DType::IQ2_XXS: return sizeof(BlockIQ2_XXS);
+    case DType::IQ3_XXS: return sizeof(BlockIQ3_XXS);
+    case DType::IQ2_XS: return sizeof(BlockIQ2_XS);
+    case DType::IQ2_S: return sizeof(BlockIQ2_S);
+    case DType::IQ3_S: return sizeof(BlockIQ3_S);
+    case DType::IQ1_S: return sizeof(BlockIQ1_S);
+    case DType::IQ1_M: return sizeof(BlockIQ1_M);
     default: return 0;
   }
 }
@@ -240,6 +247,9 @@ void dequantize(DType t, const void* src, float* dst, size_t blocks) {
     case DType::Q6_K: return each_block<BlockQ6_K, dequant_q6_k>(src, dst, blocks, kSuperBlock);
     case DType::IQ4_NL: return each_block<BlockIQ4_NL, dequant_iq4_nl>(src, dst, blocks, kBlock);
     case DType::IQ4_XS: return each_block<BlockIQ4_XS, dequant_iq4_xs>(src, dst, blocks, kSuperBlock);
+    case DType::IQ2_XXS: case DType::IQ2_XS: case DType::IQ2_S: case DType::IQ3_XXS: case DType::IQ3_S:
+    case DType::IQ1_S: case DType::IQ1_M:
+      return dequantize_iq(t, src, dst, blocks);
     default: throw Error(std::string("dequantize: ") + dtype_name(t) + " is not a block type");
   }
 }

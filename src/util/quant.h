@@ -19,7 +19,21 @@
 //   IQ4_XS {d; scales_h; scales_l[4]; qs[128]}      136 B  eight IQ4_NL sub-blocks of 32 (bytes
 //          qs[16·ib ..]) with v = d·(ls − 32)·kIq4Values[q], ls the 6-bit scale: the nibble ib % 2
 //          of scales_l[ib / 2] | bits 2·ib..2·ib + 1 of the u16 scales_h << 4
-// The element order inside a super-block is spelled out in dequantize() (quant.cpp).
+// The i-quants (super-blocks of 256; rows of ggml's grids, util/iq_grids.h, picked by index, 8 values
+// a row, IQ3: 4; IQ2 / IQ3 values are magnitudes with separate sign bits):
+//   IQ2_XXS {d; qs[32] u16}                         66 B  per 32 values: 4 grid bytes, then a u32 of
+//          four 7-bit sign codes and a 4-bit scale
+//   IQ2_XS  {d; qs[32] u16; scales[8]}              74 B  per 8 values a u16: 9-bit index, 7-bit sign code
+//   IQ2_S   {d; qs[64]; qh[8]; scales[8]}           82 B  10-bit indices (qs[0..31] + 2 bits of qh),
+//          sign bytes qs[32..63]
+//   IQ3_XXS {d; qs[96]}                             98 B  64 grid bytes, then per 32 values a u32
+//          as IQ2_XXS's
+//   IQ3_S   {d; qs[64]; qh[8]; signs[32]; scales[4]} 110 B 9-bit indices, sign bytes, 4-bit odd scales
+//   IQ1_S   {d; qs[32]; qh[8] u16}                  50 B  11-bit indices into a grid of -1/0/+1,
+//          plus a shared ±kIq1Delta per 32 values
+//   IQ1_M   {qs[32]; qh[16]; scales[8]}             56 B  as IQ1_S with 3-bit scales per 16 values;
+//          the fp16 d is the top nibbles of the four u16 words of scales
+// The element order inside a super-block is spelled out in dequantize() (quant.cpp, quant_iq.cpp).
 #pragma once
 
 #include <cstddef>
@@ -49,6 +63,19 @@ static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(Block
 static_assert(sizeof(BlockQ2_K) == 84 && sizeof(BlockQ3_K) == 110 && sizeof(BlockQ4_K) == 144 &&
               sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210);
 static_assert(sizeof(BlockIQ4_NL) == 18 && sizeof(BlockIQ4_XS) == 136);
+struct BlockIQ2_XXS { uint16_t d; uint16_t qs[32]; };
+struct BlockIQ2_XS { uint16_t d; uint16_t qs[32]; uint8_t scales[8]; };
+struct BlockIQ2_S { uint16_t d; uint8_t qs[64]; uint8_t qh[8]; uint8_t scales[8]; };
+struct BlockIQ3_XXS { uint16_t d; uint8_t qs[96]; };
+struct BlockIQ3_S { uint16_t d; uint8_t qs[64]; uint8_t qh[8]; uint8_t signs[32]; uint8_t scales[4]; };
+struct BlockIQ1_S { uint16_t d; uint8_t qs[32]; uint16_t qh[8]; };
+struct BlockIQ1_M { uint8_t qs[32]; uint8_t qh[16]; uint8_t scales[8]; };
+static_assert(sizeof(BlockIQ2_XXS) == 66 && sizeof(BlockIQ2_XS) == 74 && sizeof(BlockIQ2_S) == 82 &&
+              sizeof(BlockIQ3_XXS) == 98 && sizeof(BlockIQ3_S) == 110 && sizeof(BlockIQ1_S) == 50 &&
+              sizeof(BlockIQ1_M) == 56);
+
+// IQ1_S's and IQ1_M's shift of every grid value (ggml's IQ1S_DELTA = IQ1M_DELTA): ±1/8 per 32 (IQ1_M: 8) values.
+inline constexpr float kIq1Delta = 0.125f;
 
 // IQ4_NL's and IQ4_XS's 16 levels (ggml's kvalues_iq4nl): denser near zero, where most weights are.
 inline constexpr int8_t kIq4Values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
@@ -59,6 +86,10 @@ size_t block_bytes(DType t);
 // Reference dequantization of `blocks` consecutive blocks of type t into
 // dst[blocks · block size], exactly llama.cpp's dequantize_row_* in float.
 void dequantize(DType t, const void* src, float* dst, size_t blocks);
+
+// The i-quants above (quant_iq.cpp): `blocks` super-blocks into dst[256 · blocks], exactly ggml's
+// dequantize_row_iq2_xxs .. iq1_m in float. Called by dequantize().
+void dequantize_iq(DType t, const void* src, float* dst, size_t blocks);
 
 // Q4_K / Q5_K: sub-block j (0..7) of the 12 packed bytes → 6-bit scale and min.
 void k4_scale_min(int j, const uint8_t* scales, uint8_t& scale, uint8_t& min);
