@@ -8,6 +8,8 @@
 #include <fstream>
 #include <limits>
 #include <random>
+#include <string>
+#include <tuple>
 
 #include "io/gguf.h"
 #include "util/error.h"
@@ -348,11 +350,21 @@ TEST(Gguf, RejectsBadTensors) {
   };
   EXPECT_EQ(open_error(one_tensor({4, 2}, 0, 0, 32)), "");
   EXPECT_EQ(open_error(one_tensor({}, 0, 0, 4)), "");  // a scalar
-  EXPECT_OPEN_ERROR(one_tensor({4, 2}, 16, 0, 32), "tensor 'blk.0.attn_q.weight': ggml type 16 (IQ2_XXS) is not supported");
+  EXPECT_OPEN_ERROR(one_tensor({4, 2}, 34, 0, 32), "tensor 'blk.0.attn_q.weight': ggml type 34 (TQ1_0) is not supported");
   EXPECT_OPEN_ERROR(one_tensor({4, 2}, 2, 0, 32), "Q4_0 needs a row length that is a multiple of 32, got 4");
   EXPECT_OPEN_ERROR(one_tensor({128}, 14, 0, 256), "Q6_K needs a row length that is a multiple of 256, got 128");
   EXPECT_OPEN_ERROR(one_tensor({128}, 23, 0, 136), "IQ4_XS needs a row length that is a multiple of 256, got 128");
   EXPECT_EQ(open_error(one_tensor({32, 2}, 20, 0, 64)), "");  // IQ4_NL: two blocks of 18 bytes
+  // The grid i-quants: one super-block a row (IQ2_XXS 66, IQ2_XS 74, IQ3_XXS 98, IQ1_S 50, IQ3_S 110,
+  // IQ2_S 82, IQ1_M 56 bytes), rows of 128 refused.
+  for (const auto& [type, bytes, name] : {std::tuple{16u, 66u, "IQ2_XXS"}, std::tuple{17u, 74u, "IQ2_XS"},
+                                          std::tuple{18u, 98u, "IQ3_XXS"}, std::tuple{19u, 50u, "IQ1_S"},
+                                          std::tuple{21u, 110u, "IQ3_S"}, std::tuple{22u, 82u, "IQ2_S"},
+                                          std::tuple{29u, 56u, "IQ1_M"}}) {
+    EXPECT_EQ(open_error(one_tensor({256, 2}, type, 0, 2 * bytes)), "") << name;
+    EXPECT_OPEN_ERROR(one_tensor({128}, type, 0, bytes),
+                      std::string(name) + " needs a row length that is a multiple of 256, got 128");
+  }
   EXPECT_OPEN_ERROR(one_tensor({4, 2}, 77, 0, 32), "ggml type 77");
   EXPECT_OPEN_ERROR(one_tensor({4, 2}, 0, 16, 64), "offset 16 is not a multiple of the alignment 32");
   EXPECT_OPEN_ERROR(one_tensor({4, 2}, 0, 0, 31),

@@ -278,11 +278,12 @@ float row_iq4_xs(const uint8_t* row, int64_t blocks, const XView& xv) {
 #endif
 
 // Every type without its own AVX-512 kernel (all of them in the portable build; the grid i-quants
-// everywhere): dequantize one block into a stack buffer, then the dot product, summed in double
-// (a serial float sum over 256 values drifted past float rounding of the result on cancelling rows;
-// the dequantization costs far more than the wider adds).
+// everywhere): dequantize one block into a stack buffer, then the dot product in 8 double lanes
+// (independent, so the compiler vectorises them; a serial float sum over 256 values, and float lanes,
+// drifted past float rounding of the result on cancelling rows in tests/test_quant.cpp).
 template <DType kType>
 float row_generic(const uint8_t* row, int64_t blocks, const XView& xv) {
+  constexpr int kLanes = 8;
   const int n = dtype_block_size(kType);
   const size_t bytes = dtype_block_bytes(kType);
   float values[kSuperBlock];
@@ -290,7 +291,10 @@ float row_generic(const uint8_t* row, int64_t blocks, const XView& xv) {
   for (int64_t i = 0; i < blocks; ++i) {
     quant::dequantize(kType, row + i * bytes, values, 1);
     const float* x = xv.x + n * i;
-    for (int k = 0; k < n; ++k) sum += static_cast<double>(values[k]) * x[k];
+    double lanes[kLanes] = {};
+    for (int k = 0; k < n; k += kLanes)
+      for (int l = 0; l < kLanes; ++l) lanes[l] += static_cast<double>(values[k + l]) * x[k + l];
+    for (double lane : lanes) sum += lane;
   }
   return static_cast<float>(sum);
 }
