@@ -5,13 +5,12 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <filesystem>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "io/gguf.h"
-#include "io/safetensors.h"
+#include "quant_fixture.h"
 #include "ops/matmul.h"
 #include "util/dtype.h"
 #include "util/error.h"
@@ -19,37 +18,9 @@
 namespace podkv {
 namespace {
 
-namespace fs = std::filesystem;
+const char kFixture[] = "iq_grid_reference.safetensors";
 
-const fs::path kFixture = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "quant" / "iq_grid_reference.safetensors";
-
-void expect_matches_ggml(const std::string& name, DType t) {
-  const auto file = safetensors::File::open(kFixture.string());  // a missing fixture fails here
-  const auto* blocks = file.find(name + ".blocks");
-  const auto* values = file.find(name + ".values");
-  ASSERT_NE(blocks, nullptr) << name;
-  ASSERT_NE(values, nullptr) << name;
-  ASSERT_EQ(blocks->dtype, DType::I32);
-  ASSERT_EQ(values->dtype, DType::F32);
-  ASSERT_EQ(blocks->shape.size(), 2u);
-  const int64_t n = blocks->shape[0];
-  ASSERT_EQ(blocks->shape[1], static_cast<int64_t>(dtype_block_bytes(t))) << name;
-  ASSERT_EQ(values->shape, (std::vector<int64_t>{n, dtype_block_size(t)})) << name;
-  std::vector<uint8_t> bytes(static_cast<size_t>(blocks->elements()));
-  const auto* b32 = reinterpret_cast<const int32_t*>(blocks->data);
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(b32[i]);
-  std::vector<float> out(static_cast<size_t>(values->elements()));
-  to_f32(t, bytes.data(), out.data(), out.size());
-  const auto* want = reinterpret_cast<const float*>(values->data);
-  int nonzero = 0, negative = 0;
-  for (size_t i = 0; i < out.size(); ++i) {
-    ASSERT_EQ(out[i], want[i]) << name << " block " << i / dtype_block_size(t) << " value " << i % dtype_block_size(t);
-    nonzero += want[i] != 0.0f;
-    negative += want[i] < 0.0f;
-  }
-  EXPECT_GT(nonzero, static_cast<int>(out.size()) / 2) << name << ": the fixture's values are mostly zero";
-  EXPECT_GT(negative, static_cast<int>(out.size()) / 4) << name << ": the fixture has few negative values";
-}
+void expect_matches_ggml(const std::string& name, DType t) { quant_fixture::expect_reference_values(kFixture, name, t); }
 
 TEST(QuantIqGrids, Iq2XxsMatchesGgml) { expect_matches_ggml("iq2_xxs", DType::IQ2_XXS); }
 TEST(QuantIqGrids, Iq3XxsMatchesGgml) { expect_matches_ggml("iq3_xxs", DType::IQ3_XXS); }
@@ -79,13 +50,12 @@ TEST(QuantIqGrids, GgufTypeNumbersAndSizes) {
 // No int8 kernel exists for these types: in the default Int8 mode the GEMV must decline and take the
 // exact path, giving the same floats as Exact mode (here on the fixture's blocks as a 24-row matrix).
 TEST(QuantIqGrids, Int8ModeFallsBackToExactGemv) {
-  const auto file = safetensors::File::open(kFixture.string());
+  const auto file = safetensors::File::open(quant_fixture::path(kFixture).string());
   for (const auto& [name, t] : {std::pair{"iq2_xxs", DType::IQ2_XXS}, std::pair{"iq1_m", DType::IQ1_M}}) {
-    const auto* blocks = file.find(std::string(name) + ".blocks");
-    ASSERT_NE(blocks, nullptr) << name;
-    std::vector<uint8_t> bytes(static_cast<size_t>(blocks->elements()));
-    for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(reinterpret_cast<const int32_t*>(blocks->data)[i]);
-    const WeightMatrix w{t, blocks->shape[0], 256, bytes.data()};
+    std::vector<uint8_t> bytes;
+    quant_fixture::read_blocks(file, name, t, bytes);
+    if (HasFatalFailure()) return;
+    const WeightMatrix w{t, static_cast<int64_t>(bytes.size() / dtype_block_bytes(t)), 256, bytes.data()};
     std::vector<float> x(256), exact(static_cast<size_t>(w.rows)), int8(exact.size());
     for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(static_cast<int>(i % 7) - 3) * 0.25f;
     set_quant_dot(QuantDot::Exact);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Session 45's device calls (session43-calls.sh with PART=first; the earlier parts kept as they ran). Copy this to .data/run/
+# Session 45's device calls (session43-calls.sh's helpers with this session's parts). Copy this to .data/run/
 # (ignored) and run it from the repository root on the device machine, with `carry` [".deps",
 # ".data/run"] and docs/ and the long models' weights out of the index while the call runs (the 64 MiB
 # limit on a tree that travels; commit nothing meanwhile):
@@ -7,34 +7,15 @@
 #   git rm -r -q --cached docs models/podkv-long/model.safetensors models/podkv-long-pod/model.safetensors
 #   ... the call ...
 #   git reset -q docs models && : >.git/info/exclude
-# TRACE=1 also builds build-trace (podkv only) from the same tree with CUDA_FLAGS=-DPODKV_CHAIN_TRACE
-# (decode_chain.cu's diagnostic stamps), and PART=probe's first call (session 43's call 1) built it from
-# .data/run/trace-src.tar.gz (HEAD db7966e with session42-chain-trace-untested.patch) with TRACE=src.
-# chain_trace.py is docs/gpu-bench/kernel-tuning/chain_trace.py, copied beside this script.
-#   PART=probe  TRACE=src TARGETS="podkv_cli podkv_test_backend_ops podkv_tests" (call 1, tree db7966e plus the
-#               chain as a programmatic dependent): the decode chain as a programmatic dependent of the merge
-#               (PODKV_CUDA_CHAIN_PDL=1, off by default; the merge triggers its dependents at its start): the
-#               decode_chain and attention op cases, the gtests CudaDecodeChain.*, CudaGraphs.* and
-#               Models/CudaFixture.* with it on; batch-1 decode at 4K (three interleaved passes) and 32K (two):
-#               the default, CHAIN_PDL=1, CHAIN_PDL=1 with 8 KB of each o row asked into L2 before the wait
-#               (PODKV_CUDA_CHAIN_FIRST_PREFETCH=8192), and session 42's kernel before
-#               (PODKV_CUDA_CHAIN_GROUP=4 PODKV_CUDA_CHAIN_PREFETCH=0); then the chain trace at 4K and 32K
-#   PART=bounds TRACE=1 TARGETS="podkv_cli podkv_test_backend_ops podkv_tests": the chain's stage boundaries: the
-#               one-word grid barrier (PODKV_CUDA_CHAIN_BARRIER=0: the two counters) and the stages' inputs by
-#               bulk copy (PODKV_CUDA_CHAIN_BULK_INPUTS=0: float4 loads): the decode_chain op cases under the
-#               four combinations, the attention op cases, the chain's gtests with the defaults and with both
-#               off; batch-1 decode at 4K, two interleaved passes, under the four, CHAIN_PDL=1, and the q | k |
-#               v projection in 1 and 4 slices (PODKV_CUDA_CHAIN_QKV_SLICES); 32K the defaults, both off and
-#               CHAIN_PDL=1; the chain trace at 4K with the defaults and both off, and at 32K
-#   (PODKV_CUDA_CHAIN_FIRST_PREFETCH, PODKV_CUDA_CHAIN_BULK_INPUTS and PODKV_CUDA_CHAIN_QKV_SLICES, which probe and
-#   bounds set, are gone from the landed tree: there those runs time the defaults under another label.)
-#   PART=verify TARGETS="podkv_cli podkv_test_backend_ops podkv_tests" (written for the landed tree, never run: five
-#               starts were refused and the device time ran out): the decode_chain op cases with the defaults and
-#               with session 42's chain (PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0), the attention and
-#               kv_write op cases, the chain's gtests with the defaults; batch-1 decode at 4K, the defaults against
-#               session 42's chain, three interleaved passes; then PART=test (scripts/test_gpu.sh whole) and on an
-#               H200 PART=bench
-#   PART=h200   bench_gpu.sh part 1, the step's kernel durations, part 4 as time allows
+# Session 43's parts (probe, bounds, verify) and its chain-trace build stay in session43-calls.sh.
+# Session 45's parts (its calls: h100, quant, early; written for an H200 that never came: first,
+# h200bench, h200short):
+#   PART=h100   scripts/test_gpu.sh whole, the chain A/B at 4K, Nsight durations with bf16 and f16 entries
+#   PART=quant  scripts/test_gpu_quant.sh, decode attention's split keys and stages at 4K
+#   PART=early  decode attention's first tiles before the wait (session45-decode-early-experiment.patch):
+#               attention op cases with and without, 4K A/B (two passes), 32K (one), the chain's gtests
+#   PART=first  (needs_h200) test_gpu.sh whole, then PART=h200bench's runs
+#   PART=h200bench / h200short  the H200 benchmark of the tree (bench_gpu.sh parts 1, 4, 2 and 3; short: 1, 4)
 #   PART=test   scripts/test_gpu.sh whole on the tree as it is, then one batch-1 timing at 4K
 #   PART=bench  (needs_h200) scripts/test_gpu.sh whole, then scripts/bench_gpu.sh parts 1, 4, the step's
 #               kernel durations (Nsight Compute), parts 2 and 3 as time allows
@@ -51,19 +32,11 @@ within() { local n=$1 rem=$((limit - SECONDS)); shift; [ $rem -ge 15 ] || { echo
 . scripts/use_deps_pcre2.sh && use_deps_pcre2 "$root"
 . scripts/use_deps_httplib.sh && use_deps_httplib "$root"
 sums=$build/.srcsums
-list() { find . \( -path ./build-cuda -o -path ./build-trace -o -path ./.deps -o -path ./.data -o -path ./build -o -path ./build-asan \) -prune -o -type f -print | sort; }
+list() { find . \( -path ./build-cuda -o -path ./.deps -o -path ./.data -o -path ./build -o -path ./build-asan \) -prune -o -type f -print | sort; }
 if [ -f "$sums" ]; then
   list | xargs sha1sum >/tmp/now.sums
   n=0; while read -r sum file; do grep -qxF "$sum  $file" "$sums" && { touch -d '2001-01-01' "$file"; n=$((n+1)); }; done </tmp/now.sums
   echo "warm: $n unchanged files kept old"
-fi
-trace=$root/build-trace
-if [ -n "${TRACE:-}" ] && [ ! -x "$trace/podkv" ]; then
-  src=$root
-  if [ "$TRACE" = src ]; then rm -rf "$trace" && mkdir -p "$trace/src" && tar -xzf .data/run/trace-src.tar.gz -C "$trace/src"; src=$trace/src; fi
-  (cmake -S "$src" -B "$trace" -DCMAKE_CUDA_FLAGS=-DPODKV_CHAIN_TRACE -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DPODKV_BENCH=OFF -DPODKV_TESTS=OFF >/tmp/trace.log 2>&1 &&
-    cmake --build "$trace" -j 6 --target podkv_cli >>/tmp/trace.log 2>&1; echo "trace build rc $? ($SECONDS s)") &
 fi
 cmake -S . -B "$build" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF -DPODKV_TESTS=ON \
   >/tmp/configure.log 2>&1 || { tail -20 /tmp/configure.log; exit 1; }
@@ -104,16 +77,14 @@ test_gpu_whole() {
   within 330 scripts/test_gpu.sh "$build" /tmp/gpu-logs >"$out/test_gpu.txt" 2>&1; echo "test_gpu rc $? ($SECONDS s)"
   tail -8 "$out/test_gpu.txt"; grep -B2 -A8 "FAIL" "$out/test_gpu.txt" | head -40
 }
-# The chain trace of build-trace at each depth given, summarised, kept gzipped.
-chain_traces() {
-  wait; [ -x "$trace/podkv" ] || { echo "no trace build:"; tail -5 /tmp/trace.log; return; }
-  for run in "$@"; do
-    read -r depth label setting <<<"$run"
-    echo "-- trace, $depth, $label ($SECONDS s)"
-    # shellcheck disable=SC2086
-    within 90 env ${setting:-PODKV_NONE=0} PODKV_CHAIN_TRACE_FILE=/tmp/trace.txt "$trace/podkv" "${a[@]}" -p 0 -n 32 -d $depth -r 2 | grep tg
-    python3 .data/run/chain_trace.py /tmp/trace.txt
-    gzip -9c /tmp/trace.txt >"$out/trace-$depth-$label.txt.gz"; rm -f /tmp/trace.txt
+# Batch-1 decode at 4K, the defaults against session 42's chain, two interleaved passes.
+chain_ab() {
+  local old="PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0"
+  for pass in 1 2; do
+    for setting in PODKV_NONE=0 "$old"; do
+      # shellcheck disable=SC2086
+      tg "4096, $setting" $setting
+    done
   done
 }
 case ${PART:-test} in
@@ -121,26 +92,14 @@ first)
   # Session 45's first call (needs_h200): the landed tree whole against the CPU oracle, then the bench.
   test_gpu_whole
   bench 1 150; durations bf16; durations f16
-  old="PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0"
-  for pass in 1 2; do
-    for setting in PODKV_NONE=0 "$old"; do
-      # shellcheck disable=SC2086
-      tg "4096, $setting" $setting
-    done
-  done
+  chain_ab
   bench 4 150; bench "2 3" 200; cat "$out/bench.txt"
   ;;
 h200bench)
   # After PART=h100 passed on the same tree: the H200's benchmark of it, the A/B at 4K, the durations,
   # and decode attention's splits and stages at batch 1 on this card (one pass each).
   bench 1 150; durations bf16
-  old="PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0"
-  for pass in 1 2; do
-    for setting in PODKV_NONE=0 "$old"; do
-      # shellcheck disable=SC2086
-      tg "4096, $setting" $setting
-    done
-  done
+  chain_ab
   for setting in PODKV_CUDA_DECODE_SPLIT_KEYS=128 PODKV_CUDA_DECODE_SPLIT_KEYS=32 PODKV_CUDA_DECODE_STAGES=4 PODKV_NONE=0; do
     tg "4096, $setting" $setting
   done
@@ -180,60 +139,8 @@ quant)
 h100)
   # The same checks on an H100 when no H200 comes: the tests, the A/B at 4K, the two kernels' durations.
   test_gpu_whole
-  old="PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0"
-  for pass in 1 2; do
-    for setting in PODKV_NONE=0 "$old"; do
-      # shellcheck disable=SC2086
-      tg "4096, $setting" $setting
-    done
-  done
+  chain_ab
   durations bf16; durations f16
-  ;;
-probe)
-  ops "PODKV_NONE=0 decode_chain" "PODKV_CUDA_CHAIN_PDL=1 decode_chain" "PODKV_NONE=0 attention"
-  chain_gtests PODKV_CUDA_CHAIN_PDL=1
-  for pass in 1 2 3; do
-    for depth in 4096 32735; do
-      [ $pass = 3 ] && [ $depth = 32735 ] && continue
-      DEPTH=$depth tg "$depth, default" PODKV_NONE=0
-      DEPTH=$depth tg "$depth, chain PDL" PODKV_CUDA_CHAIN_PDL=1
-      DEPTH=$depth tg "$depth, chain PDL, first prefetch 8192" PODKV_CUDA_CHAIN_PDL=1 PODKV_CUDA_CHAIN_FIRST_PREFETCH=8192
-      DEPTH=$depth tg "$depth, group 4, no prefetch" PODKV_CUDA_CHAIN_GROUP=4 PODKV_CUDA_CHAIN_PREFETCH=0
-    done
-  done
-  chain_traces "4096 default" "32735 default"
-  ;;
-bounds)
-  old="PODKV_CUDA_CHAIN_BARRIER=0 PODKV_CUDA_CHAIN_BULK_INPUTS=0"
-  ops "PODKV_NONE=0 decode_chain" "PODKV_CUDA_CHAIN_BARRIER=0 decode_chain" "PODKV_CUDA_CHAIN_BULK_INPUTS=0 decode_chain" \
-    "$old decode_chain" "PODKV_CUDA_CHAIN_PDL=1 decode_chain" "PODKV_NONE=0 attention"
-  chain_gtests PODKV_NONE=0 "$old"
-  for pass in 1 2; do
-    for setting in PODKV_NONE=0 PODKV_CUDA_CHAIN_BARRIER=0 PODKV_CUDA_CHAIN_BULK_INPUTS=0 "$old" PODKV_CUDA_CHAIN_PDL=1 \
-      PODKV_CUDA_CHAIN_QKV_SLICES=1 PODKV_CUDA_CHAIN_QKV_SLICES=4; do
-      # shellcheck disable=SC2086
-      tg "4096, $setting" $setting
-    done
-  done
-  for setting in PODKV_NONE=0 "$old" PODKV_CUDA_CHAIN_PDL=1; do
-    # shellcheck disable=SC2086
-    DEPTH=32735 tg "32735, $setting" $setting
-  done
-  chain_traces "4096 default" "4096 old $old" "32735 default"
-  ;;
-verify)
-  old="PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0"
-  ops "PODKV_NONE=0 decode_chain" "$old decode_chain" "PODKV_NONE=0 attention" "PODKV_NONE=0 kv_write"
-  chain_gtests PODKV_NONE=0
-  for pass in 1 2 3; do
-    for setting in PODKV_NONE=0 "$old"; do
-      # shellcheck disable=SC2086
-      tg "4096, $setting" $setting
-    done
-  done
-  ;;
-h200)
-  bench 1 150; durations; bench 4 150; cat "$out/bench.txt"
   ;;
 test)
   test_gpu_whole
