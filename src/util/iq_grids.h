@@ -1,7 +1,8 @@
-// ggml's i-quant grid tables (definitions in iq_grids.cpp, written by scripts/fixtures/make_iq_grids.py
-// from llama.cpp's compiled ggml; MIT License, the ggml authors). A grid row packs 8 (IQ3: 4) values,
-// one a byte, value j in byte j (little-endian): magnitudes for the IQ2 / IQ3 types, the signed
-// values -1, 0, +1 for IQ1. The sign tables flip value j of a row when bit j of the sign byte is set.
+// ggml's i-quant grid tables (definitions in iq2_grids.cpp and iq1_iq3_grids.cpp, written by
+// scripts/fixtures/make_iq_grids.py from llama.cpp's compiled ggml; MIT License, the ggml authors).
+// A grid row packs 8 (IQ3: 4) values, one a byte, value j in byte j (little-endian): magnitudes for
+// the IQ2 / IQ3 types, the signed values -1, 0, +1 for IQ1. The sign tables flip value j of a row
+// when bit j of the sign byte is set.
 #pragma once
 
 #include <cstdint>

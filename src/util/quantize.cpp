@@ -573,14 +573,8 @@ void iq4_fit_sums(const float* x, float inverse_scale, float& sum_qx, float& sum
 // side); the candidate that explains the most (sum_qx² / sum_q2) wins. Returns its d, which may be
 // negative; 0 for a block below kGroupMaxEps in magnitude.
 float fit_iq4_block(const float* x) {
-  float amax = 0, max = 0;
-  for (int j = 0; j < kBlock; ++j) {
-    if (std::fabs(x[j]) > amax) {
-      amax = std::fabs(x[j]);
-      max = x[j];
-    }
-  }
-  if (amax < kGroupMaxEps) return 0.0f;
+  const float max = signed_absmax(x, kBlock);
+  if (std::fabs(max) < kGroupMaxEps) return 0.0f;
   float sum_qx, sum_q2;
   iq4_fit_sums(x, 1 / (-max / static_cast<float>(kIq4Values[0])), sum_qx, sum_q2);
   float d = sum_q2 > 0 ? sum_qx / sum_q2 : 0.0f;
@@ -617,14 +611,9 @@ void quantize_iq4_xs(const float* src, uint8_t* dst, size_t count) {
   for (size_t b = 0; b < count / kSuperBlock; ++b) {
     const float* x = src + b * kSuperBlock;
     BlockIQ4_XS& y = out[b];
-    float scales[kSubBlocks], amax_scale = 0, max_scale = 0;
-    for (int ib = 0; ib < kSubBlocks; ++ib) {
-      scales[ib] = fit_iq4_block(x + kBlock * ib);
-      if (std::fabs(scales[ib]) > amax_scale) {
-        amax_scale = std::fabs(scales[ib]);
-        max_scale = scales[ib];
-      }
-    }
+    float scales[kSubBlocks];
+    for (int ib = 0; ib < kSubBlocks; ++ib) scales[ib] = fit_iq4_block(x + kBlock * ib);
+    const float max_scale = signed_absmax(scales, kSubBlocks);
     // Six-bit signed codes l against the largest scale, which becomes -32; each sub-block's levels
     // again at its stored step d·l (d in float, as llama.cpp).
     const float d = -max_scale / 32;
