@@ -83,6 +83,18 @@ TEST_F(CliErrors, SlidingWindowOnMistral) {
   expect_error(run(gen(m)), {"config.json", "sliding_window"});
 }
 
+TEST_F(CliErrors, SlidingLayersAndMissingQkNorms) {
+  const fs::path m = copy_model("m");
+  edit_json(m / "config.json", [](auto& j) {
+    j["architectures"] = {"Qwen3ForCausalLM"};
+    j["layer_types"] = {"full_attention", "sliding_attention"};
+  });
+  expect_error(run(gen(m)), {"config.json", "layer_types", "sliding_attention"});
+  // A Qwen3 config over weights without its q/k norms: the missing tensor is named.
+  edit_json(m / "config.json", [](auto& j) { j.erase("layer_types"); });
+  expect_error(run(gen(m)), {"self_attn.q_norm.weight"});
+}
+
 // ---- weights ----
 
 TEST_F(CliErrors, SafetensorsMissing) {

@@ -2,6 +2,7 @@
 // split_qkv_rope (one launch for the stacked projection's split and the RoPE of
 // q and k) against the CPU's split and apply_rope, over odd shapes: MHA, GQA,
 // MQA, head_dim 64/80/128, both pair layouts, rows 1 and 37 at far positions;
+// head_rms_norm (Qwen3's q and k norms) against the CPU's rms_norm per head;
 // add_rms_norm (the residual add written back, then the norm of the sum) against
 // a plain double reference, rows that fit the kernel's registers and one that does not;
 // matmul_swiglu (SwiGLU's projection and product, one launch for a decode row)
@@ -84,6 +85,50 @@ TEST(CudaFusedOps, SplitQkvRopeMatchesCpuSplitAndRope) {
     expect_close(q, gq, "q");
     expect_close(k, gk, "k");
     EXPECT_EQ(v, gv) << "v, " << what;
+  }
+}
+
+// Qwen3's q and k norms in place on the stacked projection against the CPU's rms_norm over each
+// head (what CpuBackend runs): MHA, GQA, MQA, head_dim 32/64/80/128, v left as it was.
+TEST(CudaFusedOps, HeadRmsNormMatchesCpuNormPerHead) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  CudaBackendOps ops;
+  std::mt19937_64 rng(13);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  const double eps = 1e-6;
+  const Shape shapes[] = {{1, 32, 8, 128, false}, {37, 8, 8, 64, false}, {5, 12, 1, 80, false}, {300, 4, 2, 32, false}};
+  for (const Shape& s : shapes) {
+    const int64_t nq = static_cast<int64_t>(s.heads) * s.dim, nkv = static_cast<int64_t>(s.kv_heads) * s.dim;
+    const int64_t width = nq + 2 * nkv;
+    std::vector<float> qkv(static_cast<size_t>(s.rows * width)), wq(static_cast<size_t>(s.dim)), wk(wq.size());
+    for (float& x : qkv) x = normal(rng);
+    for (float& x : wq) x = normal(rng);
+    for (float& x : wk) x = normal(rng);
+    std::vector<float> want = qkv;
+    for (int64_t r = 0; r < s.rows; ++r) {
+      float* row = want.data() + r * width;
+      rms_norm(row, wq.data(), s.heads, s.dim, eps, row);
+      rms_norm(row + nq, wk.data(), s.kv_heads, s.dim, eps, row + nq);
+    }
+    DeviceBuffer d_qkv(ops, qkv.size() * 4), d_wq(ops, wq.size() * 4), d_wk(ops, wk.size() * 4);
+    ops.upload(d_qkv.data(), qkv.data(), qkv.size() * 4);
+    ops.upload(d_wq.data(), wq.data(), wq.size() * 4);
+    ops.upload(d_wk.data(), wk.data(), wk.size() * 4);
+    ops.head_rms_norm(d_qkv.as<float>(), s.rows, s.heads, s.kv_heads, s.dim, d_wq.as<float>(), d_wk.as<float>(), eps);
+    std::vector<float> got(qkv.size());
+    ops.download(got.data(), d_qkv.data(), got.size() * 4);
+    double worst = 0;
+    for (int64_t r = 0; r < s.rows; ++r)
+      for (int64_t c = 0; c < width; ++c) {
+        const size_t i = static_cast<size_t>(r * width + c);
+        if (c >= nq + nkv) {
+          ASSERT_EQ(got[i], qkv[i]) << "v changed at row " << r << ", column " << c;
+          continue;
+        }
+        ASSERT_NE(got[i], qkv[i]) << "q or k not normalized at row " << r << ", column " << c;
+        worst = std::max(worst, std::fabs(got[i] - want[i]) / std::max(1e-3, std::fabs(static_cast<double>(want[i]))));
+      }
+    EXPECT_LE(worst, 1e-6) << "rows " << s.rows << ", heads " << s.heads << "/" << s.kv_heads << ", dim " << s.dim;
   }
 }
 
@@ -383,6 +428,7 @@ TEST(CudaFusedOps, StagedMatmulAddAndBf16OutMatchTheFloat32Path) {
 }
 TEST(CudaFusedOps, StagedSwigluMatchesADoubleReference) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
 TEST(CudaFusedOps, AddRmsNormMatchesAddThenNorm) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
+TEST(CudaFusedOps, HeadRmsNormMatchesCpuNormPerHead) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
 TEST(CudaFusedOps, MatmulSwigluEqualsMatmulThenSiluMul) { GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)"; }
 TEST(CudaFusedOps, MatmulAddRmsNormEqualsMatmulThenAddRmsNorm) {
   GTEST_SKIP() << "built without CUDA (PODKV_CUDA=OFF)";

@@ -13,6 +13,7 @@
 #include "model/model.h"
 #include "policy/policies.h"
 #include "train/model_train.h"
+#include "util/error.h"
 
 namespace podkv::train {
 namespace {
@@ -137,6 +138,20 @@ double relative_error(const std::vector<float>& a, const std::vector<float>& ref
     max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
   }
   return max_diff / max_ref;
+}
+
+// Qwen3's per-head q/k norms have no gradient in the trainer: refused when the model is made, by name.
+TEST(TrainModel, RefusesQkNorms) {
+  const fs::path dir = kFixtures / "qwen3_qk_norm";
+  ASSERT_TRUE(fs::exists(dir)) << dir << " (a committed fixture) is missing";
+  const ModelConfig c = Model::load_config(dir.string());
+  ASSERT_TRUE(c.qk_norm);
+  try {
+    Transformer<float> t(c);
+    FAIL() << "a Qwen3 model was accepted for training";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Qwen3"), std::string::npos) << e.what();
+  }
 }
 
 // The training forward (float) gives the inference Runner's logits, dense and

@@ -56,6 +56,11 @@ void CpuBackend::forward(const ForwardStep& step, const KvView& view, ForwardOut
     matmul(w.wq, xn_.data(), n, q_.data(), w.bq.empty() ? nullptr : w.bq.data());
     matmul(w.wk, xn_.data(), n, k_.data(), w.bk.empty() ? nullptr : w.bk.data());
     matmul(w.wv, xn_.data(), n, v_.data(), w.bv.empty() ? nullptr : w.bv.data());
+    if (!w.q_norm.empty()) {
+      // Qwen3: every head of q [n, H, d] and k [n, H_kv, d] RMS-normalized before RoPE.
+      rms_norm(q_.data(), w.q_norm.data(), n * c.num_heads, c.head_dim, c.rms_norm_eps, q_.data());
+      rms_norm(k_.data(), w.k_norm.data(), n * c.num_kv_heads, c.head_dim, c.rms_norm_eps, k_.data());
+    }
     apply_rope(q_.data(), n, c.num_heads, c.head_dim, step.positions, model_.rope_inv_freq().data(), c.rope_interleaved);
     apply_rope(k_.data(), n, c.num_kv_heads, c.head_dim, step.positions, model_.rope_inv_freq().data(),
                c.rope_interleaved);

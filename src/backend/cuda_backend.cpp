@@ -34,6 +34,10 @@ CudaBackend::CudaBackend(const Model& model, CudaBackendOptions options) : model
       bqkv.insert(bqkv.end(), w.bv.begin(), w.bv.end());
       l.bqkv = upload_floats(bqkv);
     }
+    if (!w.q_norm.empty()) {
+      l.q_norm = upload_floats(w.q_norm);
+      l.k_norm = upload_floats(w.k_norm);
+    }
     layers_.push_back(l);
   }
   all_bf16_ = std::all_of(layers_.begin(), layers_.end(), [](const Layer& l) {
@@ -272,7 +276,7 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
       else ops_.rms_norm(x, w.attn_norm, n, hidden, c.rms_norm_eps, xn);
     }
     // q | k | v in bf16 for the RoPE kernel's prompt form (an experiment, off by default).
-    const bool qkv_bf16 = q_bf16 != nullptr && w.bqkv == nullptr && ops_.prompt_qkv_bf16();
+    const bool qkv_bf16 = q_bf16 != nullptr && w.bqkv == nullptr && w.q_norm == nullptr && ops_.prompt_qkv_bf16();
     if (!have_qkv) {
       ProfileScope p(ops_, "matmul q, k, v");
       // [n, q + 2 kv] in the MLP's scratch
@@ -281,8 +285,10 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
       else ops_.matmul(w.wqkv, xn, n, gate, w.bqkv);
     }
     if (!have_rope) {
-      // The split, RoPE of q and k, and the KV write: one launch.
+      // The split, RoPE of q and k, and the KV write: one launch (after Qwen3's q and k norms).
       ProfileScope p(ops_, "rope, kv write");
+      if (w.q_norm != nullptr)
+        ops_.head_rms_norm(gate, n, c.num_heads, c.num_kv_heads, c.head_dim, w.q_norm, w.k_norm, c.rms_norm_eps);
       ops_.split_qkv_rope_kv_write(layer, gate, n, c.num_heads, c.num_kv_heads, c.head_dim, positions, inv_freq_,
                                    c.rope_interleaved, q, k, v, q_bf16, q_scale, qkv_bf16);
     }
@@ -301,7 +307,8 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
       CudaBackendOps::NextRope rope{layer + 1, c.num_heads, positions, inv_freq_, c.rope_interleaved, q, k, v};
       if (layer + 1 < c.num_layers) {
         const Layer& after = layers_[layer + 1];
-        next = {&after.wqkv, after.bqkv, after.attn_norm, &rope};
+        // The chain's own RoPE has no place for Qwen3's q and k norms: it leaves q | k | v in `gate`.
+        next = {&after.wqkv, after.bqkv, after.attn_norm, after.q_norm == nullptr ? &rope : nullptr};
       }
       have_qkv = ops_.decode_chain(w.wo, w.w_gate_up, w.w_down, w.mlp_norm, next, c.rms_norm_eps, n,
                                    attn_.as<float>(), x, up, gate);

@@ -59,6 +59,7 @@ class CudaBackend : public Backend {
     WeightMatrix w_gate_up;  // [2 inter, hidden]: w_gate, w_up stacked
     WeightMatrix w_down;
     const float *attn_norm, *mlp_norm, *bqkv = nullptr;
+    const float *q_norm = nullptr, *k_norm = nullptr;  // Qwen3's [head_dim] each
   };
   WeightMatrix upload_matrix(const WeightMatrix& host);
   // Matrices of one width stacked by rows into one device matrix.

@@ -297,6 +297,12 @@ void CudaBackendOps::rms_norm(const float* x, const float* weight, int64_t rows,
   cuda::rms_norm(x, weight, rows, n, eps, out, state_->stream);
 }
 
+void CudaBackendOps::head_rms_norm(float* qkv, int64_t rows, int heads, int kv_heads, int dim, const float* q_norm,
+                                   const float* k_norm, double eps) {
+  cuda::head_rms_norm(qkv, rows, static_cast<int64_t>(heads + 2 * kv_heads) * dim, heads, kv_heads, dim, q_norm, k_norm,
+                      eps, state_->stream);
+}
+
 void CudaBackendOps::rope(float* x, int64_t rows, int heads, int dim, const int64_t* positions, const float* inv_freq,
                           bool interleaved) {
   check(dim % 2 == 0, "rope: head_dim " + std::to_string(dim) + " must be even");

@@ -48,6 +48,10 @@ class CudaBackendOps : public BackendOps {
   void set_step(const KvView& view, const AttentionBatch& batch) override;
   void kv_write(int layer, const float* k, const float* v) override;
   void attention(const AttentionParams& params, const float* q, const AttentionOutputs& outputs) override;
+  // Qwen3's q and k norms in place on the stacked projection qkv [rows, (heads + 2 kv_heads) * dim],
+  // before split_qkv_rope_kv_write: every q and k head RMS-normalized with q_norm / k_norm [dim].
+  void head_rms_norm(float* qkv, int64_t rows, int heads, int kv_heads, int dim, const float* q_norm,
+                     const float* k_norm, double eps);
 
   // Beyond the interface, for CudaBackend's fused steps (cuda/kernels.h says what each does).
   void add_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n, double eps,

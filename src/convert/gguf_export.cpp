@@ -457,10 +457,16 @@ GgufExportType parse_gguf_export_type(const std::string& text, const std::string
 GgufExportResult export_gguf(const Model& model, const std::string& out_path, const GgufExportOptions& opts) {
   const ModelConfig& c = model.config();
   const std::string& src = model.path();
-  // The llama architecture has no q/k/v bias tensors; dropping them would change the logits.
-  if (c.attention_bias || (!model.layers().empty() && !model.layers().front().bq.empty()))
-    throw Error(src + ": cannot export to GGUF llama: " + c.architecture +
-                " has q/k/v attention biases, which the GGUF llama architecture cannot express");
+  // llama.cpp's architecture for the model: qwen3 for per-head q/k norms, qwen2 for q/k/v biases
+  // (both rotate halves, as Hugging Face does), llama otherwise (Q/K rows permuted for pairwise RoPE).
+  const bool biases = c.attention_bias || (!model.layers().empty() && !model.layers().front().bq.empty());
+  if (c.qk_norm && biases)
+    throw Error(src + ": cannot export to GGUF: " + c.architecture +
+                " has both q/k/v biases and q/k norms, which no GGUF architecture llama.cpp reads expresses");
+  const std::string arch = c.qk_norm ? "qwen3" : biases ? "qwen2" : "llama";
+  if (arch != "llama" && c.rope_interleaved)
+    throw Error(src + ": cannot export to GGUF " + arch + ": its Q/K rows are permuted for pairwise RoPE");
+  auto key = [&](const char* suffix) { return arch + "." + suffix; };
 
   Exporter ex(opts);
   gguf::Writer& w = ex.writer();
@@ -470,24 +476,25 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
     const fs::path base = sp.filename().empty() ? sp.parent_path().filename() : sp.filename();
     name = fs::is_directory(src) ? base.string() : base.stem().string();
   }
-  w.set("general.architecture", MetaValue::make_string("llama"));
+  auto u32 = [](int64_t v) { return MetaValue::make_uint32(static_cast<uint32_t>(v)); };
+  w.set("general.architecture", MetaValue::make_string(arch));
   w.set("general.name", MetaValue::make_string(name));
   w.set("general.file_type", MetaValue::make_uint32(file_type(opts.type, model.weight_dtype())));
-  w.set("llama.vocab_size", MetaValue::make_uint32(static_cast<uint32_t>(c.vocab_size)));
-  w.set("llama.context_length", MetaValue::make_uint32(static_cast<uint32_t>(c.max_position_embeddings)));
-  w.set("llama.embedding_length", MetaValue::make_uint32(static_cast<uint32_t>(c.hidden_size)));
-  w.set("llama.block_count", MetaValue::make_uint32(static_cast<uint32_t>(c.num_layers)));
-  w.set("llama.feed_forward_length", MetaValue::make_uint32(static_cast<uint32_t>(c.intermediate_size)));
-  w.set("llama.attention.head_count", MetaValue::make_uint32(static_cast<uint32_t>(c.num_heads)));
-  w.set("llama.attention.head_count_kv", MetaValue::make_uint32(static_cast<uint32_t>(c.num_kv_heads)));
-  w.set("llama.attention.key_length", MetaValue::make_uint32(static_cast<uint32_t>(c.head_dim)));
-  w.set("llama.attention.value_length", MetaValue::make_uint32(static_cast<uint32_t>(c.head_dim)));
-  w.set("llama.rope.dimension_count", MetaValue::make_uint32(static_cast<uint32_t>(c.head_dim)));
-  w.set("llama.rope.freq_base", MetaValue::make_float32(static_cast<float>(c.rope_theta)));
-  w.set("llama.attention.layer_norm_rms_epsilon", MetaValue::make_float32(static_cast<float>(c.rms_norm_eps)));
+  w.set(key("vocab_size"), u32(c.vocab_size));
+  w.set(key("context_length"), u32(c.max_position_embeddings));
+  w.set(key("embedding_length"), u32(c.hidden_size));
+  w.set(key("block_count"), u32(c.num_layers));
+  w.set(key("feed_forward_length"), u32(c.intermediate_size));
+  w.set(key("attention.head_count"), u32(c.num_heads));
+  w.set(key("attention.head_count_kv"), u32(c.num_kv_heads));
+  w.set(key("attention.key_length"), u32(c.head_dim));
+  w.set(key("attention.value_length"), u32(c.head_dim));
+  w.set(key("rope.dimension_count"), u32(c.head_dim));
+  w.set(key("rope.freq_base"), MetaValue::make_float32(static_cast<float>(c.rope_theta)));
+  w.set(key("attention.layer_norm_rms_epsilon"), MetaValue::make_float32(static_cast<float>(c.rms_norm_eps)));
   if (c.rope_scaling.type == RopeScalingType::Linear) {
-    w.set("llama.rope.scaling.type", MetaValue::make_string("linear"));
-    w.set("llama.rope.scaling.factor", MetaValue::make_float32(static_cast<float>(c.rope_scaling.factor)));
+    w.set(key("rope.scaling.type"), MetaValue::make_string("linear"));
+    w.set(key("rope.scaling.factor"), MetaValue::make_float32(static_cast<float>(c.rope_scaling.factor)));
   }
 
   GgufExportResult result;
@@ -541,8 +548,8 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
     }
   }
 
-  // HF checkpoints rotate halves and need the permutation; a GGUF source is already permuted.
-  const int64_t permute = c.rope_interleaved ? 0 : c.head_dim;
+  // HF checkpoints rotate halves: llama needs the permutation, which a llama GGUF source already has.
+  const int64_t permute = arch == "llama" && !c.rope_interleaved ? c.head_dim : 0;
   // A token embedding that is also the output matrix is quantized as the output (llama-quantize's rule).
   const bool tied = model.lm_head().data == model.embedding().data;
   const bool is_70b = c.num_layers == 80 && c.num_heads != c.num_kv_heads;  // llama.cpp's LLM_TYPE_70B
@@ -556,6 +563,15 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
     ex.matrix(p + "attn_q.weight", lw.wq, permute);
     ex.matrix(p + "attn_k.weight", lw.wk, permute);
     ex.matrix(p + "attn_v.weight", lw.wv, 0, {Role::AttnV, l, c.num_layers, c.num_heads / c.num_kv_heads, is_70b});
+    if (biases) {
+      ex.vector(p + "attn_q.bias", lw.bq);
+      ex.vector(p + "attn_k.bias", lw.bk);
+      ex.vector(p + "attn_v.bias", lw.bv);
+    }
+    if (c.qk_norm) {
+      ex.vector(p + "attn_q_norm.weight", lw.q_norm);
+      ex.vector(p + "attn_k_norm.weight", lw.k_norm);
+    }
     ex.matrix(p + "attn_output.weight", lw.wo, 0, {Role::AttnOutput, l, c.num_layers});
     ex.vector(p + "ffn_norm.weight", lw.mlp_norm);
     ex.matrix(p + "ffn_gate.weight", lw.w_gate);

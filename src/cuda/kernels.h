@@ -28,6 +28,11 @@ void rms_norm_bf16(const float* x, const float* weight, int64_t rows, int64_t n,
 // x += residual, then out = RMSNorm(x) (one launch for the residual add and the next norm).
 void add_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n, double eps, float* out,
                   cudaStream_t stream);
+// Qwen3's q and k norms, in place on the stacked projection qkv [rows, stride]: each of the `heads`
+// q heads (columns h * dim) and the `kv_heads` k heads after them RMS-normalized over its dim (<= 128)
+// elements with q_weight or k_weight [dim]; v untouched.
+void head_rms_norm(float* qkv, int64_t rows, int64_t stride, int heads, int kv_heads, int dim, const float* q_weight,
+                   const float* k_weight, double eps, cudaStream_t stream);
 
 // rope.cu: angle float32(pos) * inv_freq[i] in float32, its cos and sin in double.
 void rope(float* x, int64_t rows, int heads, int dim, const int64_t* positions, const float* inv_freq, bool interleaved,

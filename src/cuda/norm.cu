@@ -148,7 +148,51 @@ void launch_rms_norm(float* x, const float* residual, const float* weight, int64
   check_launch("rms_norm_kernel");
 }
 
+// Qwen3's per-head norm: one warp per head vector of one row, in place. Heads [0, heads) are q's (at
+// column h * dim, weights q_weight), the next kv_heads k's (after q's heads * dim columns, k_weight);
+// `stride` is the row's width (q | k | v). head_dim is at most 128 on the device: 4 elements a lane.
+constexpr int kHeadNormWarps = 4;
+
+__global__ void __launch_bounds__(32 * kHeadNormWarps)
+    head_rms_norm_kernel(float* qkv, int64_t rows, int64_t stride, int heads, int kv_heads, int dim,
+                         const float* q_weight, const float* k_weight, double eps) {
+  const int64_t vec = static_cast<int64_t>(blockIdx.x) * kHeadNormWarps + threadIdx.x / 32;
+  const int all = heads + kv_heads, lane = threadIdx.x % 32;
+  if (vec >= rows * all) return;
+  const int64_t r = vec / all;
+  const int h = static_cast<int>(vec % all);
+  const bool is_q = h < heads;
+  float* x = qkv + r * stride + static_cast<int64_t>(h) * dim;  // k's heads follow q's directly
+  const float* w = is_q ? q_weight : k_weight;
+  float v[4];
+  double ss = 0.0;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int i = lane + 32 * k;
+    v[k] = i < dim ? x[i] : 0.0f;
+    ss += static_cast<double>(v[k]) * v[k];
+  }
+  ss = warp_sum_double(ss);
+  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(dim) + eps));
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int i = lane + 32 * k;
+    if (i < dim) x[i] = v[k] * inv * w[i];
+  }
+}
+
 }  // namespace
+
+void head_rms_norm(float* qkv, int64_t rows, int64_t stride, int heads, int kv_heads, int dim, const float* q_weight,
+                   const float* k_weight, double eps, cudaStream_t stream) {
+  const int64_t vecs = rows * (heads + kv_heads);
+  if (vecs == 0) return;
+  check(dim <= 128, "cuda head_rms_norm: head_dim " + std::to_string(dim) + " is above 128");
+  const auto grid = static_cast<unsigned>((vecs + kHeadNormWarps - 1) / kHeadNormWarps);
+  head_rms_norm_kernel<<<grid, 32 * kHeadNormWarps, 0, stream>>>(qkv, rows, stride, heads, kv_heads, dim, q_weight,
+                                                                 k_weight, eps);
+  check_launch("head_rms_norm_kernel");
+}
 
 // The kernel writes x only when a residual is given; the plain norms pass none.
 void rms_norm(const float* x, const float* weight, int64_t rows, int64_t n, double eps, float* out,

@@ -106,6 +106,7 @@ int64_t ModelConfig::parameter_count() const {
   const int64_t h = hidden_size;
   int64_t attention = h * q_dim() + 2 * h * kv_dim() + q_dim() * h;
   if (attention_bias) attention += q_dim() + 2 * kv_dim();
+  if (qk_norm) attention += 2 * head_dim;
   const int64_t mlp = 3 * h * intermediate_size;
   const int64_t per_layer = attention + mlp + 2 * h;
   int64_t total = per_layer * num_layers + static_cast<int64_t>(vocab_size) * h + h;
@@ -124,6 +125,7 @@ ShapeDifference shape_difference(const ModelConfig& a, const ModelConfig& b) {
       {"head_dim", {a.head_dim, b.head_dim}},
       {"tie_word_embeddings", {a.tie_word_embeddings, b.tie_word_embeddings}},
       {"attention_bias", {a.attention_bias, b.attention_bias}},
+      {"qk_norm", {a.qk_norm, b.qk_norm}},
   };
   for (const auto& [field, values] : fields)
     if (values.first != values.second) return {field, values.first, values.second};
@@ -142,10 +144,12 @@ ModelConfig parse_hf_config(const json& j, const std::string& source) {
     throw Error(source + ": missing field 'architectures'");
   c.architecture = (*arch)[0].get<std::string>();
   const bool qwen2 = c.architecture == "Qwen2ForCausalLM";
+  const bool qwen3 = c.architecture == "Qwen3ForCausalLM";
   const bool mistral = c.architecture == "MistralForCausalLM";
-  if (c.architecture != "LlamaForCausalLM" && !qwen2 && !mistral)
+  if (c.architecture != "LlamaForCausalLM" && !qwen2 && !qwen3 && !mistral)
     throw Error(source + ": architectures: '" + c.architecture +
-                "' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+                "' is not supported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+                "Qwen3ForCausalLM)");
 
   auto required = [&](const char* key) { return narrow_int(required_int(j, key, source), key, source); };
   auto optional = [&](const char* key, int fallback) {
@@ -163,6 +167,7 @@ ModelConfig parse_hf_config(const json& j, const std::string& source) {
   c.max_position_embeddings = optional_int(j, "max_position_embeddings", 2048, source);
   c.tie_word_embeddings = optional_bool(j, "tie_word_embeddings", false, source);
   c.attention_bias = qwen2 || optional_bool(j, "attention_bias", false, source);
+  c.qk_norm = qwen3;
   if (optional_bool(j, "mlp_bias", false, source))
     throw Error(source + ": field 'mlp_bias': MLP biases are not supported");
   if (const json* act = field(j, "hidden_act"); act != nullptr && *act != "silu")
@@ -170,11 +175,18 @@ ModelConfig parse_hf_config(const json& j, const std::string& source) {
 
   // Sliding-window attention changes which tokens a query sees; podkv runs
   // these architectures with full attention only.
-  const bool window_on = qwen2 ? optional_bool(j, "use_sliding_window", false, source) : true;
-  if (const json* w = field(j, "sliding_window"); w != nullptr && window_on && (mistral || qwen2)) {
+  const bool window_on = qwen2 || qwen3 ? optional_bool(j, "use_sliding_window", false, source) : true;
+  if (const json* w = field(j, "sliding_window"); w != nullptr && window_on && (mistral || qwen2 || qwen3)) {
     if (!w->is_number_integer() || w->get<int64_t>() < c.max_position_embeddings)
       throw Error(source + ": field 'sliding_window' = " + w->dump() +
                   ": sliding-window attention is not supported (set it to null)");
+  }
+  // transformers 5 lists each layer's kind; a sliding one is refused for the same reason.
+  if (const json* types = field(j, "layer_types"); types != nullptr && types->is_array()) {
+    for (const json& t : *types)
+      if (!t.is_string() || t.get<std::string>() != "full_attention")
+        throw Error(source + ": field 'layer_types' holds " + t.dump() +
+                    ": only full_attention layers are supported");
   }
 
   // transformers 5 keeps theta and scaling in rope_parameters; 4 at the top level.
@@ -299,7 +311,8 @@ std::vector<float> rope_inverse_frequencies(const ModelConfig& c) {
 json config_to_hf_json(const ModelConfig& c) {
   json j;
   j["architectures"] = {c.architecture};
-  j["model_type"] = c.architecture == "Qwen2ForCausalLM" ? "qwen2"
+  j["model_type"] = c.architecture == "Qwen2ForCausalLM"   ? "qwen2"
+                    : c.architecture == "Qwen3ForCausalLM" ? "qwen3"
                     : c.architecture == "MistralForCausalLM" ? "mistral" : "llama";
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;

@@ -21,7 +21,7 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string architecture;  // "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"
+  std::string architecture;  // "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM"
   int vocab_size = 0;
   int hidden_size = 0;
   int intermediate_size = 0;
@@ -38,6 +38,8 @@ struct ModelConfig {
   int64_t max_position_embeddings = 2048;
   bool tie_word_embeddings = false;
   bool attention_bias = false;  // q/k/v projections have biases (Qwen2)
+  // Each head of q and k is RMS-normalized (weights [head_dim], eps rms_norm_eps) before RoPE (Qwen3).
+  bool qk_norm = false;
   int bos_token_id = -1;
   std::vector<int> eos_token_ids;
   std::string torch_dtype;      // as written in the config, informational

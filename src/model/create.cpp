@@ -111,6 +111,10 @@ void create_random_model(const ModelConfig& c, DType dtype, uint64_t seed, doubl
       t.add(hf_layer_tensor(l, "self_attn.k_proj.bias"), {c.kv_dim()}, rng, std, false);
       t.add(hf_layer_tensor(l, "self_attn.v_proj.bias"), {c.kv_dim()}, rng, std, false);
     }
+    if (c.qk_norm) {
+      t.add(hf_layer_tensor(l, "self_attn.q_norm.weight"), {c.head_dim}, rng, std, true);
+      t.add(hf_layer_tensor(l, "self_attn.k_norm.weight"), {c.head_dim}, rng, std, true);
+    }
     t.add(hf_layer_tensor(l, "self_attn.o_proj.weight"), {h, c.q_dim()}, rng, std, false);
     t.add(hf_layer_tensor(l, "post_attention_layernorm.weight"), {h}, rng, std, true);
     t.add(hf_layer_tensor(l, "mlp.gate_proj.weight"), {c.intermediate_size, h}, rng, std, false);

@@ -91,6 +91,10 @@ std::unique_ptr<Model> Model::shapes_only(const std::string& path) {
       w.bk.assign(static_cast<size_t>(c.kv_dim()), 0.0f);
       w.bv.assign(static_cast<size_t>(c.kv_dim()), 0.0f);
     }
+    if (c.qk_norm) {
+      w.q_norm.assign(static_cast<size_t>(c.head_dim), 1.0f);
+      w.k_norm.assign(static_cast<size_t>(c.head_dim), 1.0f);
+    }
     w.wo = shape(h, c.q_dim());
     w.w_gate = shape(c.intermediate_size, h);
     w.w_up = shape(c.intermediate_size, h);
@@ -163,6 +167,10 @@ void Model::load_hf_directory(const std::string& dir) {
       w.bq = as_vector(t("self_attn.q_proj.bias", {c.q_dim()}));
       w.bk = as_vector(t("self_attn.k_proj.bias", {c.kv_dim()}));
       w.bv = as_vector(t("self_attn.v_proj.bias", {c.kv_dim()}));
+    }
+    if (c.qk_norm) {
+      w.q_norm = as_vector(t("self_attn.q_norm.weight", {c.head_dim}));
+      w.k_norm = as_vector(t("self_attn.k_norm.weight", {c.head_dim}));
     }
     w.wo = as_matrix(t("self_attn.o_proj.weight", {h, c.q_dim()}));
     w.mlp_norm = as_vector(t("post_attention_layernorm.weight", {h}));

@@ -2,7 +2,7 @@
 //
 // Load from a Hugging Face directory (config.json + model.safetensors or
 // sharded safetensors with model.safetensors.index.json) or from a GGUF file of
-// the llama architecture. Every tensor is checked against the config when
+// the llama, qwen2 or qwen3 architecture. Every tensor is checked against the config when
 // loaded (name, shape, dtype); the error names the file and the tensor.
 #pragma once
 
@@ -24,6 +24,7 @@ struct LayerWeights {
   WeightMatrix wk;                // [H_kv * d, hidden]
   WeightMatrix wv;                // [H_kv * d, hidden]
   std::vector<float> bq, bk, bv;  // [H * d], [H_kv * d], [H_kv * d]; empty without biases
+  std::vector<float> q_norm, k_norm;  // [d] each, every head's RMSNorm weights (Qwen3); empty without
   WeightMatrix wo;                // [hidden, H * d]
   std::vector<float> mlp_norm;    // [hidden]
   WeightMatrix w_gate;            // [intermediate, hidden]

@@ -59,6 +59,9 @@ struct Transformer<T>::Activations {
 template <typename T>
 Transformer<T>::Transformer(const ModelConfig& config) : config_(config) {
   validate_config(config_, "model config");
+  // The exact gradients here cover Llama, Mistral and Qwen2; Qwen3's per-head q/k norms have none.
+  if (config_.qk_norm)
+    throw Error(config_.architecture + ": training is not supported for models with per-head q/k norms (Qwen3)");
   inv_freq_ = rope_inverse_frequencies(config_);
   build_tensors();
   set_pod(nullptr);
