@@ -13,7 +13,8 @@
 #   PART=qwen3      the Qwen3 fixture from transformers (make_model_fixtures.py --only qwen3_qk_norm and its
 #                   bf16 goldens, written to $OUT/models and put in tests/fixtures/models), then the CUDA
 #                   gtests that read it (Models/CudaFixture.*, CudaFusedOps.*) and the CPU's HfFixture
-#   PART=both       (needs_h200) PART=qwen3, then part 1, the durations, the chain A/B and part 4
+#   PART=both       (needs_h200) PART=qwen3, then part 1, the Qwen3-8B shape's prefill and decode at 4K,
+#                   the durations, the chain A/B and part 4
 #   PART=test       scripts/test_gpu.sh whole on the tree as it is
 # A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
 # changed ones compile again. Writes $OUT/summary.txt (+ files).
@@ -91,6 +92,12 @@ qwen3_fixture() {
   echo "bf16 goldens rc $? ($SECONDS s)"; tail -2 "$out/fixture.txt"
   rm -rf tests/fixtures/models/qwen3_qk_norm && cp -r "$out/models/qwen3_qk_norm" tests/fixtures/models/
 }
+# The Qwen3-8B shape (configs/qwen3-8b, random bf16 weights): prefill 4096 and batch-1 decode at 4K.
+qwen3_bench() {
+  echo "-- qwen3-8b ($SECONDS s)"
+  within 120 "$build/podkv" bench -m configs/qwen3-8b --device cuda --random-weights --kv-dtype bf16 --page-tokens 64 \
+    -p 4096 -n 32 -d 4096 -r 2 2>&1 | grep -E "pp|tg|copy"
+}
 qwen3_gtests() {
   within 200 "$build/podkv_tests" --gtest_filter='CudaFusedOps.*:Models/CudaFixture.*:Models/HfFixture.*:CudaGraphs.*:GgufExport*:TrainModel.Refuses*' \
     >"$out/gtests.txt" 2>&1
@@ -108,7 +115,7 @@ qwen3)
 both)
   # The H200 (needs_h200): PART=qwen3, then PART=h200bench as time allows.
   qwen3_fixture; qwen3_gtests
-  bench 1 150; durations bf16; chain_ab; bench 4 150; cat "$out/bench.txt"
+  bench 1 150; qwen3_bench; durations bf16; chain_ab; bench 4 150; cat "$out/bench.txt"
   ;;
 test)
   test_gpu_whole
