@@ -30,6 +30,7 @@
 #include "kv/kv_cache.h"
 #include "model/model.h"
 #include "tokenizer/pretokenize.h"
+#include "fixture_models.h"
 #include "logit_compare.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -56,25 +57,8 @@ struct TempDir {
   ~TempDir() { fs::remove_all(path); }
 };
 
-std::vector<int32_t> fixture_ids(const fs::path& dir) {
-  auto ref = safetensors::File::open((dir / "reference.safetensors").string());
-  const auto* t = ref.find("input_ids");
-  if (t == nullptr) throw Error("no input_ids in " + dir.string());
-  std::vector<int64_t> ids64(static_cast<size_t>(t->elements()));
-  std::memcpy(ids64.data(), t->data, ids64.size() * 8);
-  return {ids64.begin(), ids64.end()};
-}
-
-// Logits [ids.size(), vocab] of a whole-prompt forward pass, dense KV cache.
-std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids) {
-  const ModelConfig& c = m.config();
-  KvCache cache(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim),
-                (ids.size() + 64) * static_cast<size_t>(c.dense_kv_bytes_per_token(4)) * 2, 16);
-  Runner runner(m, cache);
-  std::vector<float> logits;
-  runner.forward(cache.add_sequence(), ids, true, logits);
-  return logits;
-}
+std::vector<int32_t> fixture_ids(const fs::path& dir) { return testutil::fixture_input_ids(dir); }
+std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids) { return testutil::prompt_logits(m, ids); }
 
 double relative_error(const std::vector<float>& a, const std::vector<float>& ref) {
   EXPECT_EQ(a.size(), ref.size());

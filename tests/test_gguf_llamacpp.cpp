@@ -22,6 +22,7 @@
 #include "engine/runner.h"
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
+#include "fixture_models.h"
 #include "logit_compare.h"
 #include "model/model.h"
 #include "util/error.h"
@@ -33,26 +34,6 @@ namespace fs = std::filesystem;
 
 const fs::path kModels = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
 const fs::path kLlamaCppLogits = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "llamacpp" / "logits.safetensors";
-
-std::vector<int32_t> reference_ids(const fs::path& dir) {
-  auto ref = safetensors::File::open((dir / "reference.safetensors").string());
-  const auto* t = ref.find("input_ids");
-  if (t == nullptr || t->dtype != DType::I64) throw Error("no I64 input_ids in " + dir.string());
-  std::vector<int64_t> ids64(static_cast<size_t>(t->elements()));
-  std::memcpy(ids64.data(), t->data, ids64.size() * 8);
-  return {ids64.begin(), ids64.end()};
-}
-
-// Logits [ids.size(), vocab] of a whole-prompt forward pass, dense KV cache.
-std::vector<float> logits_of(const Model& m, const std::vector<int32_t>& ids) {
-  const ModelConfig& c = m.config();
-  KvCache cache(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim),
-                (ids.size() + 64) * static_cast<size_t>(c.dense_kv_bytes_per_token(4)) * 2, 16);
-  Runner runner(m, cache);
-  std::vector<float> logits;
-  runner.forward(cache.add_sequence(), ids, true, logits);
-  return logits;
-}
 
 TEST(GgufLlamaCpp, ReferenceHoldsEveryFixture) {
   ASSERT_TRUE(fs::exists(kLlamaCppLogits)) << kLlamaCppLogits << " (a committed fixture) is missing";
@@ -78,7 +59,7 @@ TEST(GgufLlamaCpp, LogitsEqualLlamaCpps) {
     auto hf = Model::load(dir.string());
     const int64_t positions = expected.shape[0], vocab = hf->config().vocab_size;
     ASSERT_EQ(expected.shape[1], vocab);
-    auto ids = reference_ids(dir);
+    auto ids = testutil::fixture_input_ids(dir);
     ASSERT_GE(static_cast<int64_t>(ids.size()), positions);
     ids.resize(static_cast<size_t>(positions));
 
@@ -88,7 +69,7 @@ TEST(GgufLlamaCpp, LogitsEqualLlamaCpps) {
     auto gg = Model::load(tmp.string());
     fs::remove(tmp);
     EXPECT_EQ(gg->config().architecture, hf->config().architecture);
-    const std::vector<float> got = logits_of(*gg, ids);
+    const std::vector<float> got = testutil::prompt_logits(*gg, ids);
     ASSERT_EQ(got.size(), static_cast<size_t>(positions * vocab));
     const auto* ref = reinterpret_cast<const float*>(expected.data);
     const double err = testutil::relative_error(got.data(), ref, got.size());
