@@ -10,7 +10,8 @@
 # Parts:
 #   PART=h200bench  (needs_h200) the H200 benchmark of the tree: bench_gpu.sh part 1, the step's kernel
 #                   durations, the chain A/B at 4K, part 4, parts 2 and 3 as time allows
-#   PART=qwen3      the Qwen3 fixture from transformers (make_model_fixtures.py --only qwen3_qk_norm and its
+#   PART=qwen3      the Qwen3 and YaRN fixtures from transformers (make_model_fixtures.py --only qwen3_qk_norm
+#                   --only qwen2_yarn and their
 #                   bf16 goldens, written to $OUT/models and put in tests/fixtures/models), then the CUDA
 #                   gtests that read it (Models/CudaFixture.*, CudaFusedOps.*) and the CPU's HfFixture
 #   PART=both       (needs_h200) PART=qwen3, then part 1, the Qwen3-8B shape's prefill and decode at 4K,
@@ -86,11 +87,14 @@ chain_ab() {
 }
 qwen3_fixture() {
   mkdir -p "$out/models"
-  within 200 python3 scripts/fixtures/make_model_fixtures.py --out "$out/models" --only qwen3_qk_norm >"$out/fixture.txt" 2>&1
+  within 200 python3 scripts/fixtures/make_model_fixtures.py --out "$out/models" --only qwen3_qk_norm --only qwen2_yarn \
+    >"$out/fixture.txt" 2>&1
   echo "fixture rc $? ($SECONDS s)"; tail -8 "$out/fixture.txt"
-  within 100 python3 scripts/fixtures/make_bf16_goldens.py "$out/models" qwen3_qk_norm >>"$out/fixture.txt" 2>&1
+  within 100 python3 scripts/fixtures/make_bf16_goldens.py "$out/models" qwen3_qk_norm qwen2_yarn >>"$out/fixture.txt" 2>&1
   echo "bf16 goldens rc $? ($SECONDS s)"; tail -2 "$out/fixture.txt"
-  rm -rf tests/fixtures/models/qwen3_qk_norm && cp -r "$out/models/qwen3_qk_norm" tests/fixtures/models/
+  for f in qwen3_qk_norm qwen2_yarn; do
+    [ -d "$out/models/$f" ] && rm -rf "tests/fixtures/models/$f" && cp -r "$out/models/$f" tests/fixtures/models/
+  done
 }
 # The Qwen3-8B shape (configs/qwen3-8b, random bf16 weights): prefill 4096 and batch-1 decode at 4K.
 qwen3_bench() {
