@@ -22,7 +22,7 @@ std::unique_ptr<KvPool> CpuBackend::create_pool(KvCache& cache) {
 
 void CpuBackend::forward(const ForwardStep& step, const KvView& view, ForwardOutput& out) {
   const ModelConfig& c = model_.config();
-  const int64_t n = step.rows, hidden = c.hidden_size, d = c.head_dim;
+  const int64_t n = step.rows, hidden = c.hidden_size;
   const AttentionBatch& batch = step.attention;
   x_.resize(n * hidden);
   xn_.resize(n * hidden);
@@ -42,7 +42,7 @@ void CpuBackend::forward(const ForwardStep& step, const KvView& view, ForwardOut
 
   AttentionParams params;
   params.num_heads = c.num_heads;
-  params.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  params.scale = static_cast<float>(attention_score_scale(c));
   params.tau = step.tau;
   AttentionOutputs outputs;
   outputs.out = attn_.data();

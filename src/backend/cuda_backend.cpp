@@ -244,7 +244,7 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
   }
   AttentionParams params;
   params.num_heads = c.num_heads;
-  params.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(c.head_dim)));
+  params.scale = static_cast<float>(attention_score_scale(c));
   params.tau = step.tau;
   AttentionOutputs outputs;
   outputs.out = attn_.as<float>();

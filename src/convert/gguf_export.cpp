@@ -495,6 +495,16 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
   if (c.rope_scaling.type == RopeScalingType::Linear) {
     w.set(key("rope.scaling.type"), MetaValue::make_string("linear"));
     w.set(key("rope.scaling.factor"), MetaValue::make_float32(static_cast<float>(c.rope_scaling.factor)));
+  } else if (c.rope_scaling.type == RopeScalingType::Yarn) {
+    // As llama.cpp's converter writes YaRN; llama.cpp takes beta_fast 32, beta_slow 1, the truncated
+    // ramp and 0.1 ln(factor) + 1 as the attention factor, so other settings have no key to go to.
+    const RopeScaling& y = c.rope_scaling;
+    if (y.beta_fast != 32.0 || y.beta_slow != 1.0 || y.attention_factor != 0.0 || !y.truncate)
+      throw Error(src + ": cannot export to GGUF: YaRN with beta_fast, beta_slow, attention_factor or truncate "
+                  "other than the defaults has no GGUF key");
+    w.set(key("rope.scaling.type"), MetaValue::make_string("yarn"));
+    w.set(key("rope.scaling.factor"), MetaValue::make_float32(static_cast<float>(y.factor)));
+    w.set(key("rope.scaling.original_context_length"), u32(y.original_max_position_embeddings));
   }
 
   GgufExportResult result;
@@ -533,9 +543,9 @@ GgufExportResult export_gguf(const Model& model, const std::string& out_path, co
       w.set("tokenizer.ggml.eos_token_id", MetaValue::make_uint32(static_cast<uint32_t>(c.eos_token_ids.front())));
   }
 
-  // llama3-style (or any non-linear) scaling: the reader computes unscaled
+  // llama3-style scaling (YaRN and linear have keys): the reader computes unscaled
   // frequencies and divides them by rope_freqs, so write unscaled / actual.
-  if (c.rope_scaling.type != RopeScalingType::Linear) {
+  if (c.rope_scaling.type != RopeScalingType::Linear && c.rope_scaling.type != RopeScalingType::Yarn) {
     ModelConfig plain = c;
     plain.rope_scaling = RopeScaling{};
     const std::vector<float> base = rope_inverse_frequencies(plain);

@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <fstream>
@@ -73,7 +74,8 @@ constexpr int64_t kMaxKvStreams = int64_t{1} << 20;       // layers · KV heads
 constexpr int64_t kMaxKvEntriesPerToken = int64_t{1} << 28;  // layers · KV heads · head_dim
 
 // rope_scaling (transformers 4) or rope_parameters (transformers 5) object.
-RopeScaling parse_rope_scaling(const json& j, const std::string& where, const std::string& source) {
+RopeScaling parse_rope_scaling(const json& j, const std::string& where, const std::string& source,
+                               int64_t max_position_embeddings) {
   RopeScaling s;
   std::string type = "default";
   if (const json* t = field(j, "rope_type")) type = t->get<std::string>();
@@ -92,9 +94,25 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& where, const st
     s.low_freq_factor = j["low_freq_factor"].get<double>();
     s.high_freq_factor = j["high_freq_factor"].get<double>();
     s.original_max_position_embeddings = j["original_max_position_embeddings"].get<int64_t>();
+  } else if (type == "yarn") {
+    s.type = RopeScalingType::Yarn;
+    if (field(j, "factor") == nullptr) throw Error(source + ": missing field '" + at + "factor' for yarn rope scaling");
+    // DeepSeek's two mscales scale the attention another way; none of the supported models has them.
+    for (const char* key : {"mscale", "mscale_all_dim"})
+      if (field(j, key) != nullptr) throw Error(source + ": field '" + at + key + "' of yarn rope scaling is not supported");
+    s.factor = optional_number(j, "factor", 1.0, source + ": " + at);
+    s.original_max_position_embeddings =
+        optional_int(j, "original_max_position_embeddings", max_position_embeddings, source + ": " + at);
+    s.beta_fast = optional_number(j, "beta_fast", 32.0, source + ": " + at);
+    s.beta_slow = optional_number(j, "beta_slow", 1.0, source + ": " + at);
+    s.attention_factor = optional_number(j, "attention_factor", 0.0, source + ": " + at);
+    s.truncate = optional_bool(j, "truncate", true, source + ": " + at);
+    if (s.original_max_position_embeddings <= 0 || !(s.beta_fast > 0) || !(s.beta_slow > 0) || s.attention_factor < 0)
+      throw Error(source + ": field '" + where + "': yarn's original_max_position_embeddings, beta_fast and beta_slow "
+                  "must be positive");
   } else {
     throw Error(source + ": field '" + where + "': rope type '" + type +
-                "' is not supported (supported: default, linear, llama3)");
+                "' is not supported (supported: default, linear, llama3, yarn)");
   }
   if (!(s.factor > 0)) throw Error(source + ": field '" + at + "factor' must be positive");
   return s;
@@ -192,12 +210,12 @@ ModelConfig parse_hf_config(const json& j, const std::string& source) {
   // transformers 5 keeps theta and scaling in rope_parameters; 4 at the top level.
   if (const json* rp = field(j, "rope_parameters"); rp != nullptr && rp->is_object()) {
     c.rope_theta = optional_number(*rp, "rope_theta", 10000.0, source + ": rope_parameters");
-    c.rope_scaling = parse_rope_scaling(*rp, "rope_parameters", source);
+    c.rope_scaling = parse_rope_scaling(*rp, "rope_parameters", source, c.max_position_embeddings);
   } else {
     c.rope_theta = optional_number(j, "rope_theta", 10000.0, source);
     if (const json* rs = field(j, "rope_scaling")) {
       if (!rs->is_object()) throw Error(source + ": field 'rope_scaling' must be an object");
-      c.rope_scaling = parse_rope_scaling(*rs, "rope_scaling", source);
+      c.rope_scaling = parse_rope_scaling(*rs, "rope_scaling", source, c.max_position_embeddings);
     }
   }
 
@@ -304,8 +322,39 @@ std::vector<float> rope_inverse_frequencies(const ModelConfig& c) {
       }
       f = static_cast<float>(scaled);
     }
+  } else if (s.type == RopeScalingType::Yarn) {
+    // transformers' _compute_yarn_parameters: frequencies below the ramp (fewer than beta_slow
+    // rotations over the original context) are interpolated (divided by the factor), those above it
+    // (more than beta_fast) kept, and the ramp between them blended linearly, in float32 as torch does.
+    const double d = c.head_dim, base = c.rope_theta, old_len = static_cast<double>(s.original_max_position_embeddings);
+    auto correction_dim = [&](double rotations) {
+      return d * std::log(old_len / (rotations * 2 * M_PI)) / (2 * std::log(base));
+    };
+    double low = correction_dim(s.beta_fast), high = correction_dim(s.beta_slow);
+    if (s.truncate) low = std::floor(low), high = std::ceil(high);
+    low = std::max(low, 0.0), high = std::min(high, d - 1);
+    if (low == high) high += 0.001;
+    for (int i = 0; i < half; ++i) {
+      const float ramp = std::clamp((static_cast<float>(i) - static_cast<float>(low)) / static_cast<float>(high - low), 0.0f, 1.0f);
+      const float extrapolation = 1.0f - ramp;  // the share of the unscaled frequency
+      const float pos_freq = std::pow(static_cast<float>(c.rope_theta), static_cast<float>(2 * i) / static_cast<float>(c.head_dim));
+      const float interpolated = 1.0f / (static_cast<float>(s.factor) * pos_freq);
+      inv[i] = interpolated * (1.0f - extrapolation) + (1.0f / pos_freq) * extrapolation;
+    }
   }
   return inv;
+}
+
+double rope_attention_factor(const ModelConfig& c) {
+  const RopeScaling& s = c.rope_scaling;
+  if (s.type != RopeScalingType::Yarn) return 1.0;
+  if (s.attention_factor > 0) return s.attention_factor;
+  return s.factor <= 1.0 ? 1.0 : 0.1 * std::log(s.factor) + 1.0;
+}
+
+double attention_score_scale(const ModelConfig& c) {
+  const double a = rope_attention_factor(c);
+  return a * a / std::sqrt(static_cast<double>(c.head_dim));
 }
 
 json config_to_hf_json(const ModelConfig& c) {

@@ -10,14 +10,17 @@
 
 namespace podkv {
 
-enum class RopeScalingType { None, Linear, Llama3 };
+enum class RopeScalingType { None, Linear, Llama3, Yarn };
 
 struct RopeScaling {
   RopeScalingType type = RopeScalingType::None;
   double factor = 1.0;
   double low_freq_factor = 1.0;    // llama3 only
   double high_freq_factor = 4.0;   // llama3 only
-  int64_t original_max_position_embeddings = 8192;  // llama3 only
+  int64_t original_max_position_embeddings = 8192;  // llama3 and yarn
+  double beta_fast = 32.0, beta_slow = 1.0;         // yarn: the ramp's ends, in rotations
+  double attention_factor = 0.0;                    // yarn: 0 = 0.1 ln(factor) + 1
+  bool truncate = true;                             // yarn: the ramp's ends rounded outwards
 };
 
 struct ModelConfig {
@@ -63,6 +66,12 @@ void validate_config(const ModelConfig& config, const std::string& source);
 // Inverse frequencies of RoPE, [head_dim / 2], with the configured scaling
 // applied exactly as transformers' rope init functions do.
 std::vector<float> rope_inverse_frequencies(const ModelConfig& config);
+// YaRN's attention factor (transformers multiplies RoPE's cos and sin by it, so q and k each by it);
+// 1 for every other RoPE.
+double rope_attention_factor(const ModelConfig& config);
+// The softmax scale of q·k: 1 / sqrt(head_dim), times YaRN's attention factor squared (podkv keeps q
+// and k unscaled, so that the cache holds the same keys with and without the factor).
+double attention_score_scale(const ModelConfig& config);
 
 nlohmann::json config_to_hf_json(const ModelConfig& config);
 

@@ -46,6 +46,14 @@ void Model::load_gguf(const std::string& path) {
     if (type->string_value == "linear") {
       c.rope_scaling.type = RopeScalingType::Linear;
       c.rope_scaling.factor = f.get_float(key("rope.scaling.factor"));
+    } else if (type->string_value == "yarn") {
+      // llama.cpp's YaRN: beta_fast 32, beta_slow 1, attention factor 0.1 ln(factor) + 1 (the defaults).
+      c.rope_scaling.type = RopeScalingType::Yarn;
+      c.rope_scaling.factor = f.get_float(key("rope.scaling.factor"));
+      c.rope_scaling.original_max_position_embeddings = f.get_int(key("rope.scaling.original_context_length"));
+      if (!(c.rope_scaling.factor > 0) || c.rope_scaling.original_max_position_embeddings <= 0)
+        throw Error(path + ": " + key("rope.scaling.factor") + " and " + key("rope.scaling.original_context_length") +
+                    " must be positive for yarn");
     } else if (type->string_value != "none") {
       throw Error(path + ": " + key("rope.scaling.type") + " '" + type->string_value + "' is not supported");
     }

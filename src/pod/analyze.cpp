@@ -282,7 +282,7 @@ void LayerSimilarityAnalysis::observe(const LayerObservation& o) {
   check(first_pos == T - Q && tokens == Q, "analyze: the observed queries were split over chunks");
   const ModelConfig& c = model_.config();
   const int H = c.num_heads, d = c.head_dim, group = c.num_heads / c.num_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const float scale = static_cast<float>(attention_score_scale(c));
   // The layer's keys [KV head][position][d] as float32 (the cache may store f16/bf16/q8_0).
   std::vector<float> keys(static_cast<size_t>(c.num_kv_heads) * T * d);
   for (int h = 0; h < c.num_kv_heads; ++h) {

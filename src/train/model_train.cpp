@@ -59,9 +59,12 @@ struct Transformer<T>::Activations {
 template <typename T>
 Transformer<T>::Transformer(const ModelConfig& config) : config_(config) {
   validate_config(config_, "model config");
-  // The exact gradients here cover Llama, Mistral and Qwen2; Qwen3's per-head q/k norms have none.
+  // The exact gradients here cover Llama, Mistral and Qwen2; Qwen3's per-head q/k norms and YaRN's
+  // attention factor have none.
   if (config_.qk_norm)
     throw Error(config_.architecture + ": training is not supported for models with per-head q/k norms (Qwen3)");
+  if (config_.rope_scaling.type == RopeScalingType::Yarn)
+    throw Error(config_.architecture + ": training is not supported with YaRN rope scaling (its attention factor)");
   inv_freq_ = rope_inverse_frequencies(config_);
   build_tensors();
   set_pod(nullptr);
