@@ -145,7 +145,7 @@ TEST_P(GgufExportFixture, Q8_0LogitsCloseAndArgmaxAgrees) {
 INSTANTIATE_TEST_SUITE_P(GgufExport, GgufExportFixture,
                          ::testing::Values("llama_gqa", "llama_mqa_tied", "llama_head_dim", "llama3_rope",
                                            "llama_linear_rope", "llama_bf16", "llama_f16", "llama_sharded", "mistral",
-                                           "qwen2_bias", "qwen3_qk_norm"),
+                                           "qwen2_bias", "qwen3_qk_norm", "qwen2_yarn"),
                          [](const auto& info) { return info.param; });
 
 TEST(GgufExport, FloatTypesConvert) {

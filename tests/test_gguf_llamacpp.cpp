@@ -1,8 +1,8 @@
 // podkv's GGUF files against llama.cpp's own forward pass: tests/fixtures/llamacpp/logits.safetensors
 // holds the logits llama.cpp (the prebuilt libllama of npm's @node-llama-cpp/linux-x64, CPU, f32 KV
 // cache) computes for the first input ids of fixtures converted by `podkv convert --type f32`, one F32
-// tensor [positions, vocab] per fixture name: llama_gqa (GGUF architecture llama), qwen2_bias (qwen2)
-// and qwen3_qk_norm (qwen3), written by scripts/fixtures/make_llamacpp_logits.sh, which also checks
+// tensor [positions, vocab] per fixture name: llama_gqa (GGUF architecture llama), qwen2_bias (qwen2),
+// qwen3_qk_norm (qwen3) and qwen2_yarn (qwen2, YaRN rope scaling), written by scripts/fixtures/make_llamacpp_logits.sh, which also checks
 // them against the transformers goldens (measured 2.3e-6 and 2.5e-6). The same fixture exported by
 // export_gguf and read back by Model::load must give the same logits: relative error (max|Δ| /
 // max|ref|) below 1e-4. An independent reader catches what a podkv-only round trip cannot: a file
@@ -39,7 +39,8 @@ TEST(GgufLlamaCpp, ReferenceHoldsEveryFixture) {
   ASSERT_TRUE(fs::exists(kLlamaCppLogits)) << kLlamaCppLogits << " (a committed fixture) is missing";
   const auto file = safetensors::File::open(kLlamaCppLogits.string());
   std::vector<std::string> expected = {"llama_gqa", "qwen2_bias"};
-  if (fs::exists(kModels / "qwen3_qk_norm")) expected.push_back("qwen3_qk_norm");
+  for (const char* name : {"qwen3_qk_norm", "qwen2_yarn"})
+    if (fs::exists(kModels / name)) expected.push_back(name);
   for (const std::string& name : expected)
     EXPECT_NE(file.find(name), nullptr) << name << " is not in " << kLlamaCppLogits
                                         << " (rerun scripts/fixtures/make_llamacpp_logits.sh)";
