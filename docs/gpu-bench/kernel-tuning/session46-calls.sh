@@ -16,6 +16,8 @@
 #                   gtests that read it (Models/CudaFixture.*, CudaFusedOps.*) and the CPU's HfFixture
 #   PART=both       (needs_h200) PART=qwen3, then part 1, the Qwen3-8B shape's prefill and decode at 4K,
 #                   the durations, the chain A/B and part 4
+#   PART=h200final  (needs_h200) CudaFusedOps and CudaFixture gtests, part 1, the Qwen3-8B shape, the
+#                   durations, the chain A/B at 4K, part 4 as time allows
 #   PART=test       scripts/test_gpu.sh whole on the tree as it is
 # A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
 # changed ones compile again. Writes $OUT/summary.txt (+ files).
@@ -119,6 +121,13 @@ qwen3)
 both)
   # The H200 (needs_h200): PART=qwen3, then PART=h200bench as time allows.
   qwen3_fixture; qwen3_gtests
+  bench 1 150; qwen3_bench; durations bf16; chain_ab; bench 4 150; cat "$out/bench.txt"
+  ;;
+h200final)
+  # The H200 (needs_h200) after PART=qwen3 ran on an H100: the fused ops and fixture gtests (the chain
+  # test's Qwen3 expectation), then part 1, the Qwen3-8B shape, the durations, the A/B, part 4.
+  within 120 "$build/podkv_tests" --gtest_filter='CudaFusedOps.*:Models/CudaFixture.*' >"$out/gtests.txt" 2>&1
+  echo "gtests rc $?: $(grep -E '^\[  (PASSED|FAILED)' "$out/gtests.txt" | tr '\n' ' ')"; grep -E "FAILED" "$out/gtests.txt" | head
   bench 1 150; qwen3_bench; durations bf16; chain_ab; bench 4 150; cat "$out/bench.txt"
   ;;
 test)
