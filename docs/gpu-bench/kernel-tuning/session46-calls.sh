@@ -18,6 +18,8 @@
 #                   the durations, the chain A/B and part 4
 #   PART=h200final  (needs_h200) CudaFusedOps and CudaFixture gtests, part 1, the Qwen3-8B shape, the
 #                   durations, the chain A/B at 4K, part 4 as time allows
+#   PART=h100final  scripts/test_gpu.sh whole, then the Qwen3-8B shape's prefill and decode at 4K and the
+#                   Llama-3-8B shape's decode at 4K
 #   PART=test       scripts/test_gpu.sh whole on the tree as it is
 # A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
 # changed ones compile again. Writes $OUT/summary.txt (+ files).
@@ -129,6 +131,11 @@ h200final)
   within 120 "$build/podkv_tests" --gtest_filter='CudaFusedOps.*:Models/CudaFixture.*' >"$out/gtests.txt" 2>&1
   echo "gtests rc $?: $(grep -E '^\[  (PASSED|FAILED)' "$out/gtests.txt" | tr '\n' ' ')"; grep -E "FAILED" "$out/gtests.txt" | head
   bench 1 150; qwen3_bench; durations bf16; chain_ab; bench 4 150; cat "$out/bench.txt"
+  ;;
+h100final)
+  # The tree whole on an H100 (scripts/test_gpu.sh), then the Qwen3-8B shape beside the Llama-3-8B one.
+  test_gpu_whole
+  qwen3_bench; tg "llama-3-8b, batch 1 at 4K" PODKV_NONE=0
   ;;
 test)
   test_gpu_whole
