@@ -1,9 +1,10 @@
-// The training model as a whole: its gradient against finite differences in
+// The training model as a whole (Llama, Qwen2's biases, Qwen3's q/k norms, YaRN): its gradient against finite differences in
 // double (dense attention, and PoD with head-wise blocks), and its float
 // forward against the inference path (Runner) on the HF fixtures, dense and
 // PoD over a paged cache.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -140,26 +141,35 @@ double relative_error(const std::vector<float>& a, const std::vector<float>& ref
   return max_diff / max_ref;
 }
 
-// Qwen3's per-head q/k norms have no gradient in the trainer: refused when the model is made, by name.
-TEST(TrainModel, RefusesQkNorms) {
-  const fs::path dir = kFixtures / "qwen3_qk_norm";
-  ASSERT_TRUE(fs::exists(dir)) << dir << " (a committed fixture) is missing";
-  const ModelConfig c = Model::load_config(dir.string());
-  ASSERT_TRUE(c.qk_norm);
-  try {
-    Transformer<float> t(c);
-    FAIL() << "a Qwen3 model was accepted for training";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("Qwen3"), std::string::npos) << e.what();
+// Qwen3's per-head q/k norms (their weights trained too) and YaRN's frequencies and attention
+// factor (a softmax scale above 1 / sqrt(d)), each in the whole model's gradient.
+TEST(TrainModel, GradientMatchesFiniteDifferencesQkNormsAndYarn) {
+  ModelConfig qwen3 = tiny_config(false, true);
+  qwen3.architecture = "Qwen3ForCausalLM", qwen3.qk_norm = true;
+  ModelConfig yarn = tiny_config(true, false);
+  yarn.architecture = "Qwen2ForCausalLM";
+  yarn.rope_scaling.type = RopeScalingType::Yarn, yarn.rope_scaling.factor = 4;
+  yarn.rope_scaling.original_max_position_embeddings = 16;
+  ASSERT_GT(attention_score_scale(yarn), 1.0 / std::sqrt(4.0) * 1.2);
+  for (const ModelConfig& c : {qwen3, yarn}) {
+    SCOPED_TRACE(c.architecture);
+    Transformer<double> m(c);
+    m.init_random(8, 0.3);
+    // Norm weights away from 1, so that a q/k norm that ignored them would show.
+    for (const TensorInfo& t : m.tensors())
+      if (t.kind == TensorKind::QNorm || t.kind == TensorKind::KNorm)
+        for (size_t i = 0; i < t.size; ++i) m.params()[t.offset + i] = 0.6 + 0.1 * static_cast<double>(i % 7);
+    check_model_gradient(m, random_batch(23, 5));
   }
 }
 
 // The training forward (float) gives the inference Runner's logits, dense and
 // PoD (head-wise uniform blocks of 2, small window so most keys are distant).
 TEST(TrainModel, ForwardMatchesInferenceRunner) {
-  for (const char* name : {"llama_gqa", "qwen2_bias", "llama_mqa_tied", "llama3_rope", "llama_bf16"}) {
+  for (const char* name : {"llama_gqa", "qwen2_bias", "llama_mqa_tied", "llama3_rope", "llama_bf16", "qwen3_qk_norm",
+                           "qwen2_yarn"}) {
     const fs::path dir = kFixtures / name;
-    if (!fs::exists(dir)) continue;
+    ASSERT_TRUE(fs::exists(dir)) << dir << " (a committed fixture) is missing";
     auto model = Model::load(dir.string());
     const ModelConfig& c = model->config();
     const std::vector<int32_t> ids = fixture_ids(dir, 96);

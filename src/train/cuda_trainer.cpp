@@ -179,6 +179,12 @@ void download(std::vector<float>& dst, const float* src, cudaStream_t stream) {
 
 CudaTrainer::CudaTrainer(Transformer<float>& model, AdamW* optimizer, MatmulPrecision precision, bool recompute)
     : TrainDevice(model, optimizer), s_(std::make_unique<State>()) {
+  // The GPU trainer's kernels have no per-head q/k norm and take the softmax scale as 1 / sqrt(d).
+  const ModelConfig& mc = model.config();
+  if (mc.qk_norm)
+    throw Error("--device cuda: training " + mc.architecture + " (per-head q/k norms) runs on the CPU only");
+  if (mc.rope_scaling.type == RopeScalingType::Yarn)
+    throw Error("--device cuda: training with YaRN rope scaling runs on the CPU only");
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) throw Error("--device cuda: no CUDA device is visible");
   State& s = *s_;

@@ -17,7 +17,8 @@ constexpr int kKinds = static_cast<int>(TensorKind::LmHead) + 1;
 
 bool is_attention(TensorKind k) {
   return k == TensorKind::Wq || k == TensorKind::Wk || k == TensorKind::Wv || k == TensorKind::Wo ||
-         k == TensorKind::Bq || k == TensorKind::Bk || k == TensorKind::Bv;
+         k == TensorKind::Bq || k == TensorKind::Bk || k == TensorKind::Bv || k == TensorKind::QNorm ||
+         k == TensorKind::KNorm;
 }
 
 }  // namespace
@@ -28,7 +29,9 @@ std::vector<bool> trainable_mask(const std::vector<TensorInfo>& tensors, const s
     const TensorKind k = tensors[i].kind;
     if (which == "all") mask[i] = true;
     else if (which == "attention") mask[i] = is_attention(k);
-    else if (which == "qk") mask[i] = k == TensorKind::Wq || k == TensorKind::Wk || k == TensorKind::Bq || k == TensorKind::Bk;
+    else if (which == "qk")
+      mask[i] = k == TensorKind::Wq || k == TensorKind::Wk || k == TensorKind::Bq || k == TensorKind::Bk ||
+                k == TensorKind::QNorm || k == TensorKind::KNorm;
     else throw Error("--train: '" + which + "' is not one of all, attention, qk");
   }
   return mask;
@@ -43,6 +46,8 @@ struct Transformer<T>::Activations {
   std::vector<std::vector<T>> x_in;            // [L][n, hidden] residual entering the layer
   std::vector<std::vector<T>> xn1, r1;         // [L][n, hidden], [L][n]
   std::vector<std::vector<T>> q, k, v;         // [L][n, H·d], [L][n, Hkv·d] (RoPE applied to q, k)
+  std::vector<std::vector<T>> q_raw, k_raw;    // Qwen3: [L][n, H·d], [L][n, Hkv·d] before the q/k norms
+  std::vector<std::vector<T>> rq, rk;          // Qwen3: [L][n·H], [L][n·Hkv] those norms' 1 / rms
   std::vector<std::vector<T>> probs;           // [L][batch, H, seq, seq]
   std::vector<std::vector<T>> attn;            // [L][n, H·d]
   std::vector<std::vector<T>> x_mid;           // [L][n, hidden] after the attention residual
@@ -53,18 +58,13 @@ struct Transformer<T>::Activations {
   std::vector<T> proj;                         // [n, hidden] scratch: a sublayer's output
   // Backward scratch.
   std::vector<T> d_res, d_xn, d_attn, d_q, d_v, d_h, d_gate, d_up;
+  std::vector<T> d_q_raw, d_k_raw;             // Qwen3: the gradients before the q/k norms
   std::vector<std::vector<T>> d_k;             // [L][n, Hkv·d]: anchors collect their block's gradient
 };
 
 template <typename T>
 Transformer<T>::Transformer(const ModelConfig& config) : config_(config) {
   validate_config(config_, "model config");
-  // The exact gradients here cover Llama, Mistral and Qwen2; Qwen3's per-head q/k norms and YaRN's
-  // attention factor have none.
-  if (config_.qk_norm)
-    throw Error(config_.architecture + ": training is not supported for models with per-head q/k norms (Qwen3)");
-  if (config_.rope_scaling.type == RopeScalingType::Yarn)
-    throw Error(config_.architecture + ": training is not supported with YaRN rope scaling (its attention factor)");
   inv_freq_ = rope_inverse_frequencies(config_);
   build_tensors();
   set_pod(nullptr);
@@ -99,6 +99,10 @@ void Transformer<T>::build_tensors() {
       add(TensorKind::Bq, l, hf_layer_tensor(l, "self_attn.q_proj.bias"), {c.q_dim()});
       add(TensorKind::Bk, l, hf_layer_tensor(l, "self_attn.k_proj.bias"), {c.kv_dim()});
       add(TensorKind::Bv, l, hf_layer_tensor(l, "self_attn.v_proj.bias"), {c.kv_dim()});
+    }
+    if (c.qk_norm) {
+      add(TensorKind::QNorm, l, hf_layer_tensor(l, "self_attn.q_norm.weight"), {c.head_dim});
+      add(TensorKind::KNorm, l, hf_layer_tensor(l, "self_attn.k_norm.weight"), {c.head_dim});
     }
     add(TensorKind::Wo, l, hf_layer_tensor(l, "self_attn.o_proj.weight"), {h, c.q_dim()});
     add(TensorKind::MlpNorm, l, hf_layer_tensor(l, "post_attention_layernorm.weight"), {h});
@@ -149,7 +153,8 @@ void Transformer<T>::init_random(uint64_t seed, double std) {
   };
   for (const TensorInfo& t : tensors_) {
     T* p = params_.data() + t.offset;
-    const bool norm = t.kind == TensorKind::AttnNorm || t.kind == TensorKind::MlpNorm || t.kind == TensorKind::FinalNorm;
+    const bool norm = t.kind == TensorKind::AttnNorm || t.kind == TensorKind::MlpNorm || t.kind == TensorKind::FinalNorm ||
+                      t.kind == TensorKind::QNorm || t.kind == TensorKind::KNorm;
     const bool bias = t.kind == TensorKind::Bq || t.kind == TensorKind::Bk || t.kind == TensorKind::Bv;
     for (size_t i = 0; i < t.size; ++i) p[i] = norm ? T(1) : bias ? T(0) : static_cast<T>(normal() * std);
   }
@@ -162,6 +167,7 @@ void Transformer<T>::copy_from(const Model& model) {
             m.vocab_size == config_.vocab_size && m.num_heads == config_.num_heads &&
             m.num_kv_heads == config_.num_kv_heads && m.head_dim == config_.head_dim &&
             m.intermediate_size == config_.intermediate_size && m.attention_bias == config_.attention_bias &&
+            m.qk_norm == config_.qk_norm &&
             m.tie_word_embeddings == config_.tie_word_embeddings,
         model.path() + ": the model's shape differs from the training config");
   std::vector<float> row;
@@ -188,6 +194,10 @@ void Transformer<T>::copy_from(const Model& model) {
       vec(w.bq, TensorKind::Bq, l);
       vec(w.bk, TensorKind::Bk, l);
       vec(w.bv, TensorKind::Bv, l);
+    }
+    if (config_.qk_norm) {
+      vec(w.q_norm, TensorKind::QNorm, l);
+      vec(w.k_norm, TensorKind::KNorm, l);
     }
     matrix(w.wo, TensorKind::Wo, l);
     vec(w.mlp_norm, TensorKind::MlpNorm, l);
@@ -249,6 +259,10 @@ void Transformer<T>::run_forward(const int32_t* tokens, int64_t batch, int64_t s
     };
     per_layer(a.x_in, n * hid), per_layer(a.xn1, n * hid), per_layer(a.r1, n);
     per_layer(a.q, n * qd), per_layer(a.k, n * kvd), per_layer(a.v, n * kvd);
+    if (c.qk_norm) {
+      per_layer(a.q_raw, n * qd), per_layer(a.k_raw, n * kvd);
+      per_layer(a.rq, n * c.num_heads), per_layer(a.rk, n * c.num_kv_heads);
+    }
     per_layer(a.probs, batch * c.num_heads * seq * seq), per_layer(a.attn, n * qd);
     per_layer(a.x_mid, n * hid), per_layer(a.xn2, n * hid), per_layer(a.r2, n);
     per_layer(a.gate, n * inter), per_layer(a.up, n * inter), per_layer(a.h, n * inter);
@@ -259,16 +273,25 @@ void Transformer<T>::run_forward(const int32_t* tokens, int64_t batch, int64_t s
   a.proj.resize(n * hid);
   T* proj = a.proj.data();
   embedding_forward(tensor(TensorKind::Embedding), tokens, n, hid, a.x_in[0].data());
-  AttentionShape shape{batch, seq, c.num_heads, c.num_kv_heads, c.head_dim, 0, 0};
+  AttentionShape shape{batch, seq, c.num_heads, c.num_kv_heads, c.head_dim, 0, 0, attention_score_scale(c)};
   if (pod_) shape.sink = pod_->sink_tokens, shape.recent = pod_->recent_tokens;
   std::vector<const T*> distant(c.num_kv_heads);
   // The residual stream lives in the saved activations: x_in[l] -> x_mid[l] -> x_in[l + 1] (x_final after the last).
   for (int l = 0; l < L; ++l) {
     const T* x = a.x_in[l].data();
     rmsnorm_forward(x, tensor(TensorKind::AttnNorm, l), n, hid, c.rms_norm_eps, a.xn1[l].data(), a.r1[l].data());
-    linear_forward(a.xn1[l].data(), tensor(TensorKind::Wq, l), tensor(TensorKind::Bq, l), n, hid, qd, a.q[l].data());
-    linear_forward(a.xn1[l].data(), tensor(TensorKind::Wk, l), tensor(TensorKind::Bk, l), n, hid, kvd, a.k[l].data());
+    // Qwen3: the projections go to q_raw / k_raw, and each head's RMSNorm of them to q / k.
+    T* q_out = c.qk_norm ? a.q_raw[l].data() : a.q[l].data();
+    T* k_out = c.qk_norm ? a.k_raw[l].data() : a.k[l].data();
+    linear_forward(a.xn1[l].data(), tensor(TensorKind::Wq, l), tensor(TensorKind::Bq, l), n, hid, qd, q_out);
+    linear_forward(a.xn1[l].data(), tensor(TensorKind::Wk, l), tensor(TensorKind::Bk, l), n, hid, kvd, k_out);
     linear_forward(a.xn1[l].data(), tensor(TensorKind::Wv, l), tensor(TensorKind::Bv, l), n, hid, kvd, a.v[l].data());
+    if (c.qk_norm) {
+      rmsnorm_forward(q_out, tensor(TensorKind::QNorm, l), n * c.num_heads, c.head_dim, c.rms_norm_eps, a.q[l].data(),
+                      a.rq[l].data());
+      rmsnorm_forward(k_out, tensor(TensorKind::KNorm, l), n * c.num_kv_heads, c.head_dim, c.rms_norm_eps,
+                      a.k[l].data(), a.rk[l].data());
+    }
     rope_forward(a.q[l].data(), n, seq, c.num_heads, c.head_dim, a.cos_table.data(), a.sin_table.data(), c.rope_interleaved);
     rope_forward(a.k[l].data(), n, seq, c.num_kv_heads, c.head_dim, a.cos_table.data(), a.sin_table.data(), c.rope_interleaved);
     for (int h = 0; h < c.num_kv_heads; ++h) distant[h] = a.k[anchor_[l * c.num_kv_heads + h]].data();
@@ -331,7 +354,7 @@ LossStats Transformer<T>::forward_backward(const int32_t* tokens, const int32_t*
   rmsnorm_backward(a.d_xn.data(), a.x_final.data(), tensor(TensorKind::FinalNorm), a.r_final.data(), n, hid,
                    a.d_res.data(), tensor_grad(TensorKind::FinalNorm));
 
-  AttentionShape shape{batch, seq, c.num_heads, c.num_kv_heads, c.head_dim, 0, 0};
+  AttentionShape shape{batch, seq, c.num_heads, c.num_kv_heads, c.head_dim, 0, 0, attention_score_scale(c)};
   if (pod_) shape.sink = pod_->sink_tokens, shape.recent = pod_->recent_tokens;
   std::vector<const T*> distant(c.num_kv_heads);
   std::vector<T*> distant_grad(c.num_kv_heads);
@@ -368,9 +391,21 @@ LossStats Transformer<T>::forward_backward(const int32_t* tokens, const int32_t*
                        a.probs[l].data(), a.d_q.data(), a.d_k[l].data(), distant_grad.data(), a.d_v.data());
     rope_backward(a.d_q.data(), n, seq, c.num_heads, c.head_dim, a.cos_table.data(), a.sin_table.data(), c.rope_interleaved);
     rope_backward(a.d_k[l].data(), n, seq, c.num_kv_heads, c.head_dim, a.cos_table.data(), a.sin_table.data(), c.rope_interleaved);
-    linear_backward(a.d_q.data(), a.xn1[l].data(), tensor(TensorKind::Wq, l), n, hid, qd, a.d_xn.data(),
+    const T* d_q_proj = a.d_q.data();
+    const T* d_k_proj = a.d_k[l].data();
+    if (c.qk_norm) {
+      // Back through Qwen3's per-head norms: the projections' gradients in d_q_raw / d_k_raw.
+      zero(a.d_q_raw, n * qd);
+      zero(a.d_k_raw, n * kvd);
+      rmsnorm_backward(a.d_q.data(), a.q_raw[l].data(), tensor(TensorKind::QNorm, l), a.rq[l].data(), n * c.num_heads,
+                       c.head_dim, a.d_q_raw.data(), tensor_grad(TensorKind::QNorm, l));
+      rmsnorm_backward(a.d_k[l].data(), a.k_raw[l].data(), tensor(TensorKind::KNorm, l), a.rk[l].data(),
+                       n * c.num_kv_heads, c.head_dim, a.d_k_raw.data(), tensor_grad(TensorKind::KNorm, l));
+      d_q_proj = a.d_q_raw.data(), d_k_proj = a.d_k_raw.data();
+    }
+    linear_backward(d_q_proj, a.xn1[l].data(), tensor(TensorKind::Wq, l), n, hid, qd, a.d_xn.data(),
                     tensor_grad(TensorKind::Wq, l), tensor_grad(TensorKind::Bq, l));
-    linear_backward(a.d_k[l].data(), a.xn1[l].data(), tensor(TensorKind::Wk, l), n, hid, kvd, a.d_xn.data(),
+    linear_backward(d_k_proj, a.xn1[l].data(), tensor(TensorKind::Wk, l), n, hid, kvd, a.d_xn.data(),
                     tensor_grad(TensorKind::Wk, l), tensor_grad(TensorKind::Bk, l));
     linear_backward(a.d_v.data(), a.xn1[l].data(), tensor(TensorKind::Wv, l), n, hid, kvd, a.d_xn.data(),
                     tensor_grad(TensorKind::Wv, l), tensor_grad(TensorKind::Bv, l));

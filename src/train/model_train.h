@@ -25,7 +25,8 @@ class Model;
 
 namespace podkv::train {
 
-enum class TensorKind { Embedding, AttnNorm, Wq, Wk, Wv, Bq, Bk, Bv, Wo, MlpNorm, Gate, Up, Down, FinalNorm, LmHead };
+// QNorm / KNorm: Qwen3's per-head q and k norm weights [head_dim].
+enum class TensorKind { Embedding, AttnNorm, Wq, Wk, Wv, Bq, Bk, Bv, QNorm, KNorm, Wo, MlpNorm, Gate, Up, Down, FinalNorm, LmHead };
 
 struct TensorInfo {
   std::string name;             // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"

@@ -188,7 +188,7 @@ void attention_forward(const AttentionShape& s, const T* q, const T* k, const T*
                        T* probs, T* out) {
   const int group = s.heads / s.kv_heads, d = s.dim;
   const int64_t seq = s.seq;
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
+  const T scale = static_cast<T>(s.scale > 0 ? s.scale : 1.0 / std::sqrt(static_cast<double>(d)));
   const int64_t q_stride = static_cast<int64_t>(s.heads) * d, kv_stride = static_cast<int64_t>(s.kv_heads) * d;
   const bool parallel = s.batch * s.heads * seq * seq * d > kParallelWork;
   SingleThreadBlas blas_guard;
@@ -246,7 +246,7 @@ void attention_backward(const AttentionShape& s, const T* dout, const T* q, cons
                         T* const* distant_dkeys, T* dv) {
   const int group = s.heads / s.kv_heads, d = s.dim;
   const int64_t seq = s.seq;
-  const T scale = static_cast<T>(1.0 / std::sqrt(static_cast<double>(d)));
+  const T scale = static_cast<T>(s.scale > 0 ? s.scale : 1.0 / std::sqrt(static_cast<double>(d)));
   const int64_t q_stride = static_cast<int64_t>(s.heads) * d, kv_stride = static_cast<int64_t>(s.kv_heads) * d;
   const bool parallel = s.batch * s.heads * seq * seq * d > kParallelWork;
   bool any_pod = false;

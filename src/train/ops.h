@@ -74,6 +74,7 @@ struct AttentionShape {
   int64_t batch = 1, seq = 1;
   int heads = 1, kv_heads = 1, dim = 1;
   int64_t sink = 0, recent = 0;  // PoD window; ignored for dense heads
+  double scale = 0;              // softmax scale of q·k; 0: 1 / sqrt(dim) (YaRN's is larger)
 };
 template <typename T>
 void attention_forward(const AttentionShape& s, const T* q, const T* k, const T* const* distant_keys, const T* v,
