@@ -20,6 +20,7 @@
 #                   durations, the chain A/B at 4K, part 4 as time allows
 #   PART=h100final  scripts/test_gpu.sh whole, then the Qwen3-8B shape's prefill and decode at 4K and the
 #                   Llama-3-8B shape's decode at 4K
+#   PART=h200test   (needs_h200) PART=h100final on an H200, with the kernel durations as time allows
 #   PART=test       scripts/test_gpu.sh whole on the tree as it is
 # A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
 # changed ones compile again. Writes $OUT/summary.txt (+ files).
@@ -136,6 +137,12 @@ h100final)
   # The tree whole on an H100 (scripts/test_gpu.sh), then the Qwen3-8B shape beside the Llama-3-8B one.
   test_gpu_whole
   qwen3_bench; tg "llama-3-8b, batch 1 at 4K" PODKV_NONE=0
+  ;;
+h200test)
+  # The H200 (needs_h200) with little device time left: scripts/test_gpu.sh whole, batch-1 decode at 4K
+  # (Llama-3-8B shape, two repetitions), the Qwen3-8B shape, the kernel durations as time allows.
+  test_gpu_whole
+  tg "llama-3-8b, batch 1 at 4K" PODKV_NONE=0; qwen3_bench; durations bf16
   ;;
 test)
   test_gpu_whole
