@@ -21,6 +21,7 @@
 #   PART=h100final  scripts/test_gpu.sh whole, then the Qwen3-8B shape's prefill and decode at 4K and the
 #                   Llama-3-8B shape's decode at 4K
 #   PART=h200test   (needs_h200) PART=h100final on an H200, with the kernel durations as time allows
+#   PART=h100short  every CUDA gtest, the Qwen3-8B and Llama-3-8B shapes at 4K
 #   PART=test       scripts/test_gpu.sh whole on the tree as it is
 # A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
 # changed ones compile again. Writes $OUT/summary.txt (+ files).
@@ -143,6 +144,13 @@ h200test)
   # (Llama-3-8B shape, two repetitions), the Qwen3-8B shape, the kernel durations as time allows.
   test_gpu_whole
   tg "llama-3-8b, batch 1 at 4K" PODKV_NONE=0; qwen3_bench; durations bf16
+  ;;
+h100short)
+  # Little device time left: every CUDA gtest (not test_gpu.sh's op cases and CLI runs), then the
+  # Qwen3-8B shape beside the Llama-3-8B one at 4K.
+  within 200 "$build/podkv_tests" --gtest_filter='Cuda*:*/Cuda*:*TrainCuda*' >"$out/gtests.txt" 2>&1
+  echo "gtests rc $?: $(grep -E '^\[  (PASSED|FAILED)' "$out/gtests.txt" | tr '\n' ' ')"; grep -E "FAILED" "$out/gtests.txt" | head
+  qwen3_bench; tg "llama-3-8b, batch 1 at 4K" PODKV_NONE=0
   ;;
 test)
   test_gpu_whole
