@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "io/safetensors.h"
 #include "kv/kv_cache.h"
 #include "engine/runner.h"
@@ -102,6 +104,26 @@ TEST_P(HfFixture, GreedyGenerationMatchesTransformers) {
   options.stop_at_eos = false;
   GenerateResult r = generate(runner, cache->add_sequence(), nullptr, std::vector<int32_t>(prompt64.begin(), prompt64.end()), options);
   EXPECT_EQ(std::vector<int64_t>(r.generated_ids.begin(), r.generated_ids.end()), expected) << GetParam();
+}
+
+// A config written back (config_to_hf_json, as train, adapt and create-model save it) and read again
+// keeps what the forward depends on: Qwen3's q/k norms, YaRN's frequencies and attention factor.
+TEST(HfConfig, WrittenConfigKeepsQkNormsAndYarn) {
+  for (const char* name : {"qwen3_qk_norm", "qwen2_yarn", "llama3_rope", "llama_linear_rope"}) {
+    const fs::path path = testutil::kFixtureModels / name / "config.json";
+    ASSERT_TRUE(fs::exists(path)) << path << " (a committed fixture) is missing";
+    const ModelConfig a = load_hf_config(path.string());
+    const ModelConfig b = parse_hf_config(config_to_hf_json(a), "written");
+    EXPECT_EQ(b.architecture, a.architecture) << name;
+    EXPECT_EQ(b.qk_norm, a.qk_norm) << name;
+    EXPECT_EQ(b.rope_scaling.type, a.rope_scaling.type) << name;
+    EXPECT_EQ(rope_inverse_frequencies(b), rope_inverse_frequencies(a)) << name;
+    EXPECT_EQ(attention_score_scale(b), attention_score_scale(a)) << name;
+  }
+  // The fixtures' own settings: what transformers computed for them (make_model_fixtures.py checks it).
+  const ModelConfig yarn = load_hf_config((testutil::kFixtureModels / "qwen2_yarn" / "config.json").string());
+  EXPECT_NEAR(rope_attention_factor(yarn), 0.1 * std::log(4.0) + 1.0, 1e-12);
+  EXPECT_TRUE(load_hf_config((testutil::kFixtureModels / "qwen3_qk_norm" / "config.json").string()).qk_norm);
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, HfFixture, ::testing::ValuesIn(fixture_model_names()),

@@ -109,7 +109,7 @@ RopeScaling parse_rope_scaling(const json& j, const std::string& where, const st
     s.truncate = optional_bool(j, "truncate", true, source + ": " + at);
     if (s.original_max_position_embeddings <= 0 || !(s.beta_fast > 0) || !(s.beta_slow > 0) || s.attention_factor < 0)
       throw Error(source + ": field '" + where + "': yarn's original_max_position_embeddings, beta_fast and beta_slow "
-                  "must be positive");
+                  "must be positive, and attention_factor not negative");
   } else {
     throw Error(source + ": field '" + where + "': rope type '" + type +
                 "' is not supported (supported: default, linear, llama3, yarn)");
@@ -386,6 +386,12 @@ json config_to_hf_json(const ModelConfig& c) {
                          {"low_freq_factor", c.rope_scaling.low_freq_factor},
                          {"high_freq_factor", c.rope_scaling.high_freq_factor},
                          {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
+  } else if (c.rope_scaling.type == RopeScalingType::Yarn) {
+    const RopeScaling& y = c.rope_scaling;
+    j["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", y.factor},
+                         {"original_max_position_embeddings", y.original_max_position_embeddings},
+                         {"beta_fast", y.beta_fast}, {"beta_slow", y.beta_slow}, {"truncate", y.truncate}};
+    if (y.attention_factor > 0) j["rope_scaling"]["attention_factor"] = y.attention_factor;
   }
   j["torch_dtype"] = c.torch_dtype.empty() ? "float32" : c.torch_dtype;
   return j;
