@@ -14,6 +14,26 @@ namespace podkv::cli {
 
 namespace {
 
+// The RoPE scaling as one phrase: "no scaling", "linear x4", "llama3 x8 (original 8192)",
+// "yarn x4 (original 32768, attention factor 1.139)".
+std::string rope_scaling_text(const ModelConfig& c) {
+  const RopeScaling& s = c.rope_scaling;
+  char buf[160];
+  switch (s.type) {
+    case RopeScalingType::None: return "no scaling";
+    case RopeScalingType::Linear: std::snprintf(buf, sizeof buf, "linear x%g", s.factor); break;
+    case RopeScalingType::Llama3:
+      std::snprintf(buf, sizeof buf, "llama3 x%g (original %lld)", s.factor,
+                    static_cast<long long>(s.original_max_position_embeddings));
+      break;
+    case RopeScalingType::Yarn:
+      std::snprintf(buf, sizeof buf, "yarn x%g (original %lld, attention factor %.4g)", s.factor,
+                    static_cast<long long>(s.original_max_position_embeddings), rope_attention_factor(c));
+      break;
+  }
+  return buf;
+}
+
 struct InfoCommand {
   std::string model;
   bool json = false;
@@ -115,6 +135,9 @@ void run(const InfoCommand& o) {
       {"max_position_embeddings", c.max_position_embeddings},
       {"rope_theta", c.rope_theta},
       {"tie_word_embeddings", c.tie_word_embeddings},
+      {"rope_scaling", rope_scaling_text(c)},
+      {"qk_norm", c.qk_norm},
+      {"attention_bias", c.attention_bias},
       {"kv_bytes_per_token", kv_per_token},
       {"kv_dtype", "float32"},
   };
@@ -134,6 +157,9 @@ void run(const InfoCommand& o) {
   std::printf("heads / kv heads:   %d / %d (head_dim %d)\n", c.num_heads, c.num_kv_heads, c.head_dim);
   std::printf("vocab:              %d\n", c.vocab_size);
   std::printf("context:            %lld\n", static_cast<long long>(c.max_position_embeddings));
+  std::printf("rope:               theta %g, %s\n", c.rope_theta, rope_scaling_text(c).c_str());
+  if (c.qk_norm || c.attention_bias)
+    std::printf("attention extras:   %s\n", c.qk_norm ? "per-head q/k norms" : "q/k/v biases");
   std::printf("kv bytes per token: %lld (float32 keys and values, dense)\n", static_cast<long long>(kv_per_token));
   if (j.contains("device")) {
     std::printf("device:             %s, weights %.2f GB%s, %.2f GB free of %.2f GB for KV caches\n",
