@@ -64,6 +64,29 @@ TEST_F(Cli, InfoJson) {
   EXPECT_EQ(j.at("dtype"), "F32");
 }
 
+// Qwen3's q/k norms and YaRN in info, and the parameter count of every tensor the checkpoint holds.
+TEST_F(Cli, InfoQwenFixtures) {
+  const fs::path models = kModel.parent_path();
+  for (const char* name : {"qwen3_qk_norm", "qwen2_yarn"}) {
+    const CliResult r = run({"info", "-m", (models / name).string(), "--json"});
+    expect_ok(r);
+    nlohmann::json j;
+    ASSERT_NO_THROW(j = nlohmann::json::parse(r.out)) << r;
+    const bool qwen3 = std::string(name) == "qwen3_qk_norm";
+    EXPECT_EQ(j.at("qk_norm"), qwen3) << name;
+    EXPECT_EQ(j.at("attention_bias"), !qwen3) << name;
+    EXPECT_EQ(j.at("rope_scaling"), qwen3 ? "no scaling" : "yarn x4 (original 256, attention factor 1.139)") << name;
+    const auto meta = nlohmann::json::parse(read_text(models / name / "meta.json"));
+    int64_t params = 0;
+    for (const auto& [tensor, t] : meta.at("checkpoint_tensors").items()) {
+      int64_t n = 1;
+      for (const auto& d : t.at("shape")) n *= d.get<int64_t>();
+      params += n;
+    }
+    EXPECT_EQ(j.at("parameters").get<int64_t>(), params) << name;
+  }
+}
+
 TEST_F(Cli, InfoWithConfigOnly) {
   fs::create_directories(tmp_ / "cfg");
   fs::copy_file(kModel / "config.json", tmp_ / "cfg" / "config.json");
