@@ -228,7 +228,10 @@ std::string byte_char(int b) {
 }
 
 // A small byte-level BPE tokenizer.json in the Llama 3 (llama3 = true) or GPT-2 layout.
-nlohmann::json tiny_tokenizer_json(bool llama3) {
+// A byte-level BPE tokenizer.json of 512 ids in one of three styles: "gpt2" (ByteLevel's own regex),
+// "llama3" (Llama 3's split, a BOS template) and "qwen2" (Qwen2's split, an NFC normalizer, no BOS).
+nlohmann::json tiny_tokenizer_json(const std::string& style) {
+  const bool llama3 = style == "llama3", split = style != "gpt2";
   using nlohmann::json;
   json vocab = json::object();
   for (int b = 0; b < 256; ++b) vocab[byte_char(b)] = b;
@@ -247,19 +250,23 @@ nlohmann::json tiny_tokenizer_json(bool llama3) {
   j["version"] = "1.0";
   j["added_tokens"] = json::array({added(300, "<|bos|>"), added(301, "<|eos|>")});
   j["normalizer"] = nullptr;
-  json bytelevel = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", !llama3}};
-  if (llama3) {
+  json bytelevel = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", !split}};
+  if (style == "qwen2") j["normalizer"] = {{"type", "NFC"}};
+  if (split)
     j["pre_tokenizer"] = {{"type", "Sequence"},
-                          {"pretokenizers", json::array({json{{"type", "Split"}, {"pattern", {{"Regex", tok::kLlama3Pattern}}},
+                          {"pretokenizers", json::array({json{{"type", "Split"},
+                                                              {"pattern", {{"Regex", llama3 ? tok::kLlama3Pattern : tok::kQwen2JsonPattern}}},
                                                               {"behavior", "Isolated"}, {"invert", false}},
                                                          bytelevel})}};
+  else
+    j["pre_tokenizer"] = bytelevel;
+  if (llama3) {
     j["post_processor"] = {{"type", "TemplateProcessing"},
                            {"single", json::array({json{{"SpecialToken", {{"id", "<|bos|>"}, {"type_id", 0}}}},
                                                    json{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}})},
                            {"pair", json::array()},
                            {"special_tokens", {{"<|bos|>", {{"id", "<|bos|>"}, {"ids", {300}}, {"tokens", {"<|bos|>"}}}}}}};
   } else {
-    j["pre_tokenizer"] = bytelevel;
     j["post_processor"] = bytelevel;
   }
   j["decoder"] = bytelevel;
@@ -272,21 +279,23 @@ nlohmann::json tiny_tokenizer_json(bool llama3) {
 TEST(GgufExport, EmbedsByteLevelBpeTokenizer) {
   const fs::path src = kFixtures / "llama_gqa";
   if (!fs::exists(src)) GTEST_SKIP();
-  for (bool llama3 : {true, false}) {
+  for (const std::string style : {"llama3", "gpt2", "qwen2"}) {
     TempDir tmp;
     const fs::path dir = tmp.path / "model";
     fs::create_directories(dir);
     for (const char* f : {"config.json", "model.safetensors"}) fs::copy_file(src / f, dir / f);
-    std::ofstream(dir / "tokenizer.json") << tiny_tokenizer_json(llama3).dump();
+    std::ofstream(dir / "tokenizer.json") << tiny_tokenizer_json(style).dump();
     const std::string out = (tmp.path / "m.gguf").string();
     const GgufExportResult r = export_gguf(*Model::load(dir.string()), out, {});
     ASSERT_TRUE(r.tokenizer_embedded) << r.tokenizer_note;
     auto hf_tok = load_tokenizer((dir / "tokenizer.json").string());
     auto gg_tok = load_tokenizer(out);
     EXPECT_EQ(gg_tok->vocab_size(), 512);
-    for (const std::string text : {"hello world", " the hello<|eos|> world 123", "héllo\n\n  tor", ""}) {
+    EXPECT_EQ(gguf::File::open(out).get_string("tokenizer.ggml.pre"),
+              style == "llama3" ? "llama-bpe" : style == "qwen2" ? "qwen2" : "gpt-2");
+    for (const std::string text : {"hello world", " the hello<|eos|> world 123", "héllo\n\n  tor", "", "It's 2024'S"}) {
       const auto ids = hf_tok->encode(text, true);
-      EXPECT_EQ(gg_tok->encode(text, true), ids) << (llama3 ? "llama3: " : "gpt2: ") << text;
+      EXPECT_EQ(gg_tok->encode(text, true), ids) << style << ": " << text;
       EXPECT_EQ(gg_tok->decode(ids), hf_tok->decode(ids)) << text;
     }
   }

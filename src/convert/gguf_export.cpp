@@ -255,7 +255,7 @@ uint32_t file_type(GgufExportType export_type, DType stored) {
   }
 }
 
-// The exact regex of a tokenizer.json pre-tokenizer that llama.cpp can name,
+// The exact regex of a tokenizer.json pre-tokenizer that llama.cpp can name (gpt-2, llama-bpe, qwen2),
 // or "" when it is something else. Accepted: ByteLevel(use_regex) alone, or
 // Sequence[Split(Regex, Isolated, !invert), ByteLevel(!use_regex)].
 std::string pre_tokenizer_name(const json& pre) {
@@ -277,6 +277,7 @@ std::string pre_tokenizer_name(const json& pre) {
   }
   if (pattern == tok::kGpt2Pattern) return "gpt-2";
   if (pattern == tok::kLlama3Pattern) return "llama-bpe";
+  if (pattern == tok::kQwen2JsonPattern) return "qwen2";
   return "";
 }
 
@@ -293,9 +294,12 @@ std::string add_tokenizer_json(gguf::Writer& w, const fs::path& path, const Mode
   }
   const json& model = j.value("model", json::object());
   if (model.value("type", "") != "BPE") return "model.type is not BPE";
-  if (j.contains("normalizer") && !j["normalizer"].is_null()) return "it has a normalizer";
+  // NFC (Qwen's) is the identity on the NFC text nearly all input is, for podkv's tokenizer.json
+  // reader as for llama.cpp, which drops it; any other normalizer changes the ids.
+  if (j.contains("normalizer") && !j["normalizer"].is_null() && j["normalizer"].value("type", "") != "NFC")
+    return "it has a normalizer other than NFC";
   const std::string pre = pre_tokenizer_name(j.value("pre_tokenizer", json()));
-  if (pre.empty()) return "its pre_tokenizer is not GPT-2's or Llama 3's byte-level split";
+  if (pre.empty()) return "its pre_tokenizer is not GPT-2's, Llama 3's or Qwen2's byte-level split";
   if (model.value("ignore_merges", false) != (pre == "llama-bpe")) return "its ignore_merges differs from llama.cpp's for " + pre;
   if (model.value("byte_fallback", false)) return "it uses byte_fallback";
   if (j.contains("decoder") && !j["decoder"].is_null() && j["decoder"].value("type", "") != "ByteLevel")

@@ -71,6 +71,9 @@ void split_pieces(const Regex& regex, SplitBehavior behavior, bool invert, std::
 // Well-known split patterns.
 extern const char* const kGpt2Pattern;   // GPT-2's ByteLevel(use_regex) pattern
 extern const char* const kLlama3Pattern; // Llama 3 (tiktoken cl100k-like)
+// Qwen2's and Qwen3's split as their tokenizer.json writes it (llama.cpp's "qwen2" spells the
+// case-insensitive contractions out: kQwen2Pattern).
+extern const char* const kQwen2JsonPattern;
 // llama.cpp's regex list for tokenizer.ggml.pre (each applied as an Isolated
 // Split, in order); throws Error naming the pre-tokenizer when unknown.
 std::vector<std::string> gguf_pre_patterns(const std::string& pre);
