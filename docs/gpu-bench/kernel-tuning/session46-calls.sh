@@ -22,6 +22,7 @@
 #                   Llama-3-8B shape's decode at 4K
 #   PART=h200test   (needs_h200) PART=h100final on an H200, with the kernel durations as time allows
 #   PART=h100short  every CUDA gtest, the Qwen3-8B and Llama-3-8B shapes at 4K
+#   PART=h200tg     (needs_h200) batch-1 decode at 4K alone
 #   PART=test       scripts/test_gpu.sh whole on the tree as it is
 # A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
 # changed ones compile again. Writes $OUT/summary.txt (+ files).
@@ -151,6 +152,10 @@ h100short)
   within 200 "$build/podkv_tests" --gtest_filter='Cuda*:*/Cuda*:*TrainCuda*' >"$out/gtests.txt" 2>&1
   echo "gtests rc $?: $(grep -E '^\[  (PASSED|FAILED)' "$out/gtests.txt" | tr '\n' ' ')"; grep -E "FAILED" "$out/gtests.txt" | head
   qwen3_bench; tg "llama-3-8b, batch 1 at 4K" PODKV_NONE=0
+  ;;
+h200tg)
+  # The last seconds of device time on an H200 (needs_h200): batch-1 decode at 4K of the Llama-3-8B shape.
+  tg "llama-3-8b, batch 1 at 4K" PODKV_NONE=0
   ;;
 test)
   test_gpu_whole
