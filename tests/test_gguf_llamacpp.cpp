@@ -32,7 +32,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kModels = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
+const fs::path& kModels = testutil::kFixtureModels;
 const fs::path kLlamaCppLogits = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "llamacpp" / "logits.safetensors";
 
 TEST(GgufLlamaCpp, ReferenceHoldsEveryFixture) {

@@ -337,9 +337,11 @@ std::vector<float> rope_inverse_frequencies(const ModelConfig& c) {
     for (int i = 0; i < half; ++i) {
       const float ramp = std::clamp((static_cast<float>(i) - static_cast<float>(low)) / static_cast<float>(high - low), 0.0f, 1.0f);
       const float extrapolation = 1.0f - ramp;  // the share of the unscaled frequency
+      // inv[i] is 1 / base^(2i/d) already (transformers' extrapolated frequency); the interpolated one
+      // divides by factor * base^(2i/d), the power taken again in float32 as torch takes it.
       const float pos_freq = std::pow(static_cast<float>(c.rope_theta), static_cast<float>(2 * i) / static_cast<float>(c.head_dim));
       const float interpolated = 1.0f / (static_cast<float>(s.factor) * pos_freq);
-      inv[i] = interpolated * (1.0f - extrapolation) + (1.0f / pos_freq) * extrapolation;
+      inv[i] = interpolated * (1.0f - extrapolation) + inv[i] * extrapolation;
     }
   }
   return inv;
