@@ -6,10 +6,8 @@
 #     PODKV_CUDA_PREFILL=1,1 (wgmma prefill blocks of one warpgroup) and
 #     PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync prefill kernels on a Hopper GPU), and the matmul cases
 #     with PODKV_CUDA_GEMV_SLICES=1 and 8 (the one-row GEMV unsplit and split 8 ways), and the
-#     attention cases once more with PODKV_CUDA_DECODE_SPLIT_KEYS=16 (rows of more than 128 chunks,
-#     merged by the kernel and by the separate merge launch, PODKV_CUDA_DECODE_FOLD=0), with
-#     PODKV_CUDA_DECODE_STAGES=3 (decode attention's ring in three stages) and with
-#     PODKV_CUDA_DECODE_FOLD=0 (the separate merge launch after it), and the decode_chain
+#     attention cases once more with PODKV_CUDA_DECODE_SPLIT_KEYS=16 (rows of more than 128 chunks)
+#     and with PODKV_CUDA_DECODE_STAGES=3 (decode attention's ring in three stages), and the decode_chain
 #     cases with PODKV_CUDA_CHAIN_GROUP=4 (four 16-byte loads per lane and row in flight) and with
 #     PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0 (a plain launch, the two-counter grid barrier);
 #  2. the CUDA tests of podkv_tests (they skip without a GPU): Models/CudaFixture.*, CudaFusedOps.* (fused
@@ -90,10 +88,9 @@ tail -1 "$logs/backend_ops.log"
 # (PODKV_CUDA_PREFILL=1,1) and the mma.sync kernels that other GPUs run
 # (PODKV_CUDA_PREFILL_WGMMA=0) are checked here too, and the one-row GEMV with its inputs split in 1
 # (none) and 8 slices wherever they allow (PODKV_CUDA_GEMV_SLICES; the default picks per shape).
-# Decode attention with chunks of 16 keys gives the long decode batch's rows (kv 1 to 4097) 105 chunks,
-# and 211 with one KV head: with the separate merge (PODKV_CUDA_DECODE_FOLD=0) its path for 129 to 256
-# chunks, which the op cases' rows never take with 64-key chunks; merged by the kernel itself (the
-# default) 26 and 52 blocks' partials a unit. Three stages
+# Decode attention with two stages (the default: two blocks per multiprocessor) and chunks of 16 keys
+# gives the long decode batch's rows (kv 1 to 4097) 105 chunks, and 211 with one KV head: the merge's
+# path for 129 to 256 chunks, which the op cases' rows never take with 64-key chunks. Three stages
 # (one block per multiprocessor at head_dim 128) was the default until session 39. Decode tiles by
 # one bulk copy per lane and entry (PODKV_CUDA_DECODE_COPY=bulk) were the default until session 40.
 # The decode chain with four chunks per lane in flight (PODKV_CUDA_CHAIN_GROUP=4) was the default until session 42,
@@ -101,8 +98,7 @@ tail -1 "$logs/backend_ops.log"
 for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention" \
              "PODKV_CUDA_PREFILL=1,1 attention" \
              "PODKV_CUDA_PREFILL_WGMMA=0 attention" \
-             "PODKV_CUDA_DECODE_FOLD=0 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" "PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" \
-             "PODKV_CUDA_DECODE_STAGES=3 attention" "PODKV_CUDA_DECODE_FOLD=0 attention" \
+             "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" "PODKV_CUDA_DECODE_STAGES=3 attention" \
              "PODKV_CUDA_DECODE_COPY=bulk attention" "PODKV_CUDA_GEMV_SLICES=1 matmul" "PODKV_CUDA_GEMV_SLICES=8 matmul" \
              "PODKV_CUDA_CHAIN_GROUP=4 decode_chain" "PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0 decode_chain"; do
   setting=${check% *} op=${check##* }

@@ -103,8 +103,6 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
     set_decode_fusions(names.find(",swiglu,") != std::string::npos, names.find(",norm,") != std::string::npos,
                        names.find(",chain,") != std::string::npos, names.find(",rope,") != std::string::npos);
   }
-  if (const char* fold = std::getenv("PODKV_CUDA_DECODE_FOLD"); fold != nullptr)
-    set_decode_attention(std::string(fold) != "0");
   if (const char* fuse = std::getenv("PODKV_CUDA_PREFILL_FUSE"); fuse != nullptr)
     set_prompt_bf16_path(std::string(fuse) != "0");
   if (const char* stage = std::getenv("PODKV_CUDA_PREFILL_STAGE_ATTENTION"); stage != nullptr)
@@ -116,13 +114,6 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
 }
 
 void CudaBackendOps::set_prompt_bf16_path(bool on) { state_->prompt_bf16 = on; }
-
-void CudaBackendOps::set_decode_attention(bool fold, int64_t split_keys) {
-  state_->fold_merge = fold;
-  state_->split_keys = split_keys;
-}
-
-int64_t CudaBackendOps::folded_decode_attention_launches() const { return state_->folded_launches; }
 
 void CudaBackendOps::set_decode_fusions(bool swiglu, bool norm, bool chain, bool rope) {
   state_->fuse_swiglu = swiglu;
@@ -144,7 +135,6 @@ CudaBackendOps::~CudaBackendOps() {
   cudaFree(state_->norm_counter);
   cudaFree(state_->chain_barrier);
   cudaFree(state_->partials);
-  cudaFree(state_->merge_tickets);
   cudaFree(state_->gemv_scratch);
   for (State::Graph& g : state_->graphs) cudaGraphExecDestroy(g.exec);
   state_->gemm_lt.reset();
@@ -164,19 +154,6 @@ float* CudaBackendOps::grow(float*& buffer, size_t& capacity, size_t floats, con
     buffer = static_cast<float*>(device_alloc(capacity * sizeof(float), what));
   }
   return buffer;
-}
-
-unsigned* CudaBackendOps::merge_tickets(size_t count) {
-  if (count > state_->ticket_capacity) {
-    synchronize();  // kernels may still use the old tickets
-    cudaFree(state_->merge_tickets);
-    state_->merge_tickets = nullptr;
-    state_->ticket_capacity = std::max(count, 2 * state_->ticket_capacity);
-    const size_t bytes = state_->ticket_capacity * sizeof(unsigned);
-    state_->merge_tickets = static_cast<unsigned*>(device_alloc(bytes, "attention merge tickets"));
-    fill_zero(state_->merge_tickets, bytes);
-  }
-  return state_->merge_tickets;
 }
 
 void CudaBackendOps::free(void* ptr) {

@@ -106,14 +106,6 @@ class CudaBackendOps : public BackendOps {
   // PODKV_CUDA_DECODE_FUSE names the ones to use ("swiglu", "norm", "chain", "rope", joined by commas;
   // "none": none), a knob for timing them (scripts/tuning_gpu.sh SETTINGS).
   void set_decode_fusions(bool swiglu, bool norm, bool chain, bool rope = true);
-  // Split-KV decode attention on the tensor cores: `fold`, its kernel merges its own chunks (the last
-  // block of each (row, KV head) to finish; cuda::decode_attention_folds), with the splits a multiple
-  // of its block's warps, instead of a merge launch after it: on by default, PODKV_CUDA_DECODE_FOLD=0
-  // off. split_keys: the fewest keys a split takes (0: min_split_keys, PODKV_CUDA_DECODE_SPLIT_KEYS or
-  // 64), so that tests reach many splits with short rows.
-  void set_decode_attention(bool fold, int64_t split_keys = 0);
-  // Decode attention launches that merged their own chunks (a replayed graph adds none): for tests.
-  int64_t folded_decode_attention_launches() const;
   // The bf16 prompt path: for prompt rows (more than cuda::kGemvMaxRows) of BF16 weights the GEMMs
   // take their input as bf16 from one staging buffer, which the op before writes straight away
   // (no float32 copy in memory, no separate rounding pass), and the projections into the residual
@@ -218,8 +210,6 @@ class CudaBackendOps : public BackendOps {
  private:
   // buffer with room for `floats` (grown, after the queued work, when it has less).
   float* grow(float*& buffer, size_t& capacity, size_t floats, const char* what);
-  // The decode kernel's merge tickets, at least `count`, all zero (grown after the queued work).
-  unsigned* merge_tickets(size_t count);
   // The bf16 GEMM input scratch with room for `elems` values (grown, after the queued work).
   uint16_t* bf16_scratch(int64_t elems);
   // attention() and attention_staged(): stage, where it applies, writes the output into the staging

@@ -75,12 +75,6 @@ struct CudaBackendOps::State {
   // Split-KV attention's partial results; the small-batch GEMV's split sums.
   float* partials = nullptr;
   size_t partial_capacity = 0;  // floats
-  // The tensor-core decode kernel's merge tickets (AttentionLaunch::merge_tickets), zero between launches.
-  unsigned* merge_tickets = nullptr;
-  size_t ticket_capacity = 0;
-  bool fold_merge = true;       // set_decode_attention
-  int64_t split_keys = 0;       // set_decode_attention (0: min_split_keys)
-  int64_t folded_launches = 0;  // folded_decode_attention_launches
   float* gemv_scratch = nullptr;
   size_t gemv_capacity = 0;
   int num_sms = 1;

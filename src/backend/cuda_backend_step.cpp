@@ -197,11 +197,9 @@ int CudaBackendOps::decode_splits(int num_heads, bool scored) const {
     if (per_sm == 0) per_sm = cuda::decode_attention_mma_warps_per_sm(view_.head_dim);
     const int64_t units = std::max<int64_t>(1, rows * kv_heads * ((groups + 15) / 16));
     const int64_t resident = static_cast<int64_t>(per_sm) * state_->num_sms;
-    const int64_t min_keys = state_->split_keys > 0 ? state_->split_keys : min_split_keys();
-    const int splits = static_cast<int>(std::clamp<int64_t>(std::min<int64_t>(resident / units, 1024), 1,
-                                                            std::max<int64_t>(1, (max_keys_ + min_keys - 1) / min_keys)));
-    // Where the kernel merges its own chunks, whole blocks of them (fewer, not a second wave).
-    return state_->fold_merge ? cuda::decode_attention_fold_splits(splits) : splits;
+    const int64_t min_keys = min_split_keys();
+    return static_cast<int>(std::clamp<int64_t>(std::min<int64_t>(resident / units, 1024), 1,
+                                                std::max<int64_t>(1, (max_keys_ + min_keys - 1) / min_keys)));
   }
   // Splits are blocks: about four per SM, each chunk at least 64 keys.
   const int64_t blocks = std::max<int64_t>(1, rows * kv_heads * ((groups + 7) / 8));
@@ -273,12 +271,6 @@ bool CudaBackendOps::run_attention(const AttentionParams& params, const float* q
     const int64_t rows = std::max<int64_t>(1, step.num_decode_rows);
     const size_t floats = cuda::decode_attention_partial_floats(rows, params.num_heads, splits, view_.head_dim);
     grow(state_->partials, state_->partial_capacity, floats, "attention partials");
-    if (step.num_decode_rows > 0 && state_->fold_merge) {
-      launch.merge_tickets = merge_tickets(cuda::decode_attention_tickets(rows, kv_heads, params.num_heads));
-      if (cuda::decode_attention_mma_fits(view_.head_dim, static_cast<int32_t>(view_.dtype), view_.num_groups) &&
-          cuda::decode_attention_folds(launch, splits))
-        ++state_->folded_launches;
-    }
     if (step.num_prefill_tiles > 0)
       cuda::prefill_attention(step, launch, q, step.prefill_tiles, step.num_prefill_tiles, state_->stream);
     if (step.num_decode_rows > 0) cuda::decode_attention(step, launch, q, splits, state_->partials, state_->stream);
@@ -320,8 +312,7 @@ void CudaBackendOps::count_attention_stats(const AttentionParams& params, Attent
 std::string CudaBackendOps::step_key(int num_heads) const {
   std::string key(reinterpret_cast<const char*>(&state_->step), sizeof(cuda::DeviceStep));
   const int64_t extra[] = {decode_splits(num_heads, scored_rows()),
-                           reinterpret_cast<int64_t>(state_->partials), reinterpret_cast<int64_t>(state_->merge_tickets),
-                           reinterpret_cast<int64_t>(state_->gemv_scratch),
+                           reinterpret_cast<int64_t>(state_->partials), reinterpret_cast<int64_t>(state_->gemv_scratch),
                            reinterpret_cast<int64_t>(state_->split)};
   key.append(reinterpret_cast<const char*>(extra), sizeof(extra));
   return key;

@@ -22,7 +22,6 @@
 #include <string>
 
 #include "cuda/attention_decode.cuh"
-#include "cuda/attention_decode_fold.cuh"
 #include "cuda/cuda_check.h"
 #include "cuda/decode_tiles.cuh"
 #include "cuda/kernels.h"
@@ -246,21 +245,12 @@ __global__ void __launch_bounds__(kWarps * 32)
     prefill::cp_async_wait<0>();  // the empty groups past the last tile
   }
   w.reduce_sums();
-  // With merge tickets (attention_decode_fold.cuh) the partial goes to this warp's own ring slots,
-  // which no copy writes any more (the ring's copies end with the last tile), for the block to combine.
-  const bool fold = S > 0 && a.merge_tickets != nullptr;
-  constexpr int kWarpRingBytes = S * (kBulk && kDeviceHasBulkCopies ? BulkStage<D, kCopy == DecodeCopy::kRuns>::kBytes
-                                                                    : DecodeSlots<D>::kStageBytes);
-  static_assert(S == 0 || kWarpRingBytes >= kMmaHeads * partial_stride(D) * 4, "a warp's partial fits its ring slots");
-  extern __shared__ __align__(16) uint8_t decode_ring[];
-  if (fold) __syncwarp();  // every lane's last reads of the ring
   // This split's partial of each head: (max, proximal sum, distant sum, unnormalised output).
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int t = w.g + 8 * r;
     if (t >= G) continue;
-    float* out = fold ? reinterpret_cast<float*>(decode_ring + warp * kWarpRingBytes) + t * partial_stride(D)
-                      : partial_at(partials, slot, H, head0 + t, splits, split, D);
+    float* out = partial_at(partials, slot, H, head0 + t, splits, split, D);
     if (w.c == 0) {
       out[0] = w.m[r] == -INFINITY ? -INFINITY : w.m[r] * 0.6931471805599453f;  // natural-log units
       out[1] = w.sum_p[r], out[2] = w.sum_d[r];
@@ -277,15 +267,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         to[1] = make_float4(w.o[8 * h + 4][e], w.o[8 * h + 5][e], w.o[8 * h + 6][e], w.o[8 * h + 7][e]);
       }
   }
-  if (!fold) {
-    pdl_launch_dependents();  // the merge's blocks may start (after this kernel's, not beside them)
-    return;
-  }
-  if constexpr (S > 0) {
-    const int64_t rows = s.rows;
-    fold_block<D>(decode_ring, kWarpRingBytes, G, partials, slot, H, head0, splits, split, a.merge_tickets + unit,
-                  a.out + row * H * D, a.all_gates != nullptr ? a.all_gates + (layer * rows + row) * H : nullptr);
-  }
+  pdl_launch_dependents();  // the merge's blocks may start (after this kernel's, not beside them)
 }
 
 // The stages of decode_mma_kernel's shared-memory ring: PODKV_CUDA_DECODE_STAGES = 0 (loads into
@@ -372,12 +354,6 @@ size_t decode_attention_partial_floats(int64_t rows, int num_heads, int splits, 
   return static_cast<size_t>(rows) * num_heads * splits * partial_stride(head_dim);
 }
 
-size_t decode_attention_tickets(int64_t rows, int num_kv_heads, int num_heads) {
-  // One per unit of the tensor-core kernel: (row, KV head, tile of up to kMmaHeads query heads).
-  const int groups = num_heads / num_kv_heads;
-  return static_cast<size_t>(rows) * num_kv_heads * ((groups + kMmaHeads - 1) / kMmaHeads);
-}
-
 void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits,
                       float* partials, cudaStream_t stream) {
   if (step.num_decode_rows == 0) return;
@@ -393,27 +369,15 @@ void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, con
     const dim3 grid(static_cast<unsigned>((warps + kWarps - 1) / kWarps));
     const bool bulk_ok = reinterpret_cast<uintptr_t>(step.pool) % 16 == 0 && step.page_bytes % 16 == 0 &&
                          step.entry_bytes == 2 * int64_t{step.head_dim};
-    AttentionLaunch a = launch;
-    const bool fold = decode_attention_folds(launch, splits);
-    if (!fold) a.merge_tickets = nullptr;
     with_decode_mma_kernel(step.head_dim, step.page_tokens, bulk_ok, [&](auto kernel, size_t smem) {
-      launch_pdl(PdlUse::kDecode, kernel, grid, dim3(kWarps * 32), smem, stream, "decode_mma_kernel", step, a, q,
+      launch_pdl(PdlUse::kDecode, kernel, grid, dim3(kWarps * 32), smem, stream, "decode_mma_kernel", step, launch, q,
                  splits, partials);
     });
-    if (fold) return;
   } else {
     launch_simt(step, launch, q, splits, partials, stream);
   }
   launch_merge(step, launch, splits, partials, stream);
 }
-
-bool decode_attention_folds(const AttentionLaunch& launch, int splits) {
-  // Blocks of whole units (attention_decode_fold.cuh), ring slots to hold the partials, float4 stores.
-  return launch.merge_tickets != nullptr && splits % kWarps == 0 && decode_stages() > 0 &&
-         reinterpret_cast<uintptr_t>(launch.out) % 16 == 0;
-}
-
-int decode_attention_fold_splits(int splits) { return splits >= kWarps ? splits - splits % kWarps : splits; }
 
 int decode_attention_mma_warps_per_sm(int head_dim) {
   int blocks = 0;

@@ -42,7 +42,7 @@ __device__ __forceinline__ void put_span(Span (&spans)[kMaxSpans], int n, int64_
 // with d % 4 == 0 the outputs are 16-byte aligned (the tensor-core kernel stores them as float4: its
 // per-element stores of 131-float rows held its warps at exit, waiting for the stores to drain).
 constexpr int kPartialHead = 4;
-__host__ __device__ constexpr int64_t partial_stride(int d) { return d + kPartialHead; }
+__host__ __device__ inline int64_t partial_stride(int d) { return d + kPartialHead; }
 
 __device__ __forceinline__ float* partial_at(float* partials, int64_t row, int H, int i, int splits, int split, int d) {
   return partials + ((row * H + i) * splits + split) * partial_stride(d);

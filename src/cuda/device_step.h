@@ -53,10 +53,6 @@ struct AttentionLaunch {
   float* all_gates = nullptr;  // [L][rows * H], or null
   float* scores = nullptr;     // the view's score output, or null
   unsigned long long* skipped = nullptr;  // counter of skipped distant parts
-  // Split-KV decode attention's tickets (zero between launches), one per (row, KV head, tile of query
-  // heads), where not null: the tensor-core kernel merges its chunks itself (the last block of each
-  // unit to finish), without the merge launch (attention_decode.cu: decode_attention_folds).
-  unsigned* merge_tickets = nullptr;
 };
 
 }  // namespace podkv::cuda

@@ -166,12 +166,6 @@ bool decode_attention_fits(int head_dim);
 size_t decode_attention_partial_floats(int64_t rows, int num_heads, int splits, int head_dim);
 void decode_attention(const DeviceStep& step, const AttentionLaunch& launch, const float* q, int splits,
                       float* partials, cudaStream_t stream);
-// Whether decode_attention's tensor-core kernel merges its own chunks (launch.merge_tickets given,
-// splits a multiple of its block's warps: decode_attention_fold_splits): then no merge launch.
-// merge_tickets holds decode_attention_tickets(rows, kv_heads, heads) zeros.
-bool decode_attention_folds(const AttentionLaunch& launch, int splits);
-int decode_attention_fold_splits(int splits);  // splits rounded down to whole blocks (at least one)
-size_t decode_attention_tickets(int64_t rows, int num_kv_heads, int num_heads);
 // Whether decode_attention runs on the tensor cores (bf16 entries, head_dim a multiple of 32, no
 // selection stores): then `splits` counts warps, each taking one chunk of a row's keys.
 bool decode_attention_mma_fits(int head_dim, int32_t kv_dtype, int num_groups);
