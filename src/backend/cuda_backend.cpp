@@ -285,12 +285,17 @@ void CudaBackend::run_layers(const ForwardStep& step, const KvView& view, Forwar
       else ops_.matmul(w.wqkv, xn, n, gate, w.bqkv);
     }
     if (!have_rope) {
-      // The split, RoPE of q and k, and the KV write: one launch (after Qwen3's q and k norms).
+      // The split, RoPE of q and k, and the KV write: one launch, with Qwen3's q and k norms (the prompt
+      // form, Q in bf16, takes them from a launch of their own before it).
       ProfileScope p(ops_, "rope, kv write");
-      if (w.q_norm != nullptr)
+      const bool norms_apart = w.q_norm != nullptr && (q_bf16 != nullptr || !ops_.qk_norm_fusion());
+      if (norms_apart)
         ops_.head_rms_norm(gate, n, c.num_heads, c.num_kv_heads, c.head_dim, w.q_norm, w.k_norm, c.rms_norm_eps);
+      const float* q_norm = norms_apart ? nullptr : w.q_norm;
+      const float* k_norm = norms_apart ? nullptr : w.k_norm;
       ops_.split_qkv_rope_kv_write(layer, gate, n, c.num_heads, c.num_kv_heads, c.head_dim, positions, inv_freq_,
-                                   c.rope_interleaved, q, k, v, q_bf16, q_scale, qkv_bf16);
+                                   c.rope_interleaved, q, k, v, q_bf16, q_scale, qkv_bf16, q_norm, k_norm,
+                                   c.rms_norm_eps);
     }
     bool attention_staged = false;  // its output already staged in bf16 for the o projection
     {

@@ -103,6 +103,8 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
     set_decode_fusions(names.find(",swiglu,") != std::string::npos, names.find(",norm,") != std::string::npos,
                        names.find(",chain,") != std::string::npos, names.find(",rope,") != std::string::npos);
   }
+  if (const char* fuse = std::getenv("PODKV_CUDA_QK_NORM_FUSE"); fuse != nullptr)
+    set_qk_norm_fusion(std::string(fuse) != "0");
   if (const char* fuse = std::getenv("PODKV_CUDA_PREFILL_FUSE"); fuse != nullptr)
     set_prompt_bf16_path(std::string(fuse) != "0");
   if (const char* stage = std::getenv("PODKV_CUDA_PREFILL_STAGE_ATTENTION"); stage != nullptr)
@@ -114,6 +116,10 @@ CudaBackendOps::CudaBackendOps() : state_(std::make_unique<State>()) {
 }
 
 void CudaBackendOps::set_prompt_bf16_path(bool on) { state_->prompt_bf16 = on; }
+
+bool CudaBackendOps::qk_norm_fusion() const { return state_->fuse_qk_norm; }
+
+void CudaBackendOps::set_qk_norm_fusion(bool on) { state_->fuse_qk_norm = on; }
 
 void CudaBackendOps::set_decode_fusions(bool swiglu, bool norm, bool chain, bool rope) {
   state_->fuse_swiglu = swiglu;

@@ -52,6 +52,11 @@ class CudaBackendOps : public BackendOps {
   // before split_qkv_rope_kv_write: every q and k head RMS-normalized with q_norm / k_norm [dim].
   void head_rms_norm(float* qkv, int64_t rows, int heads, int kv_heads, int dim, const float* q_norm,
                      const float* k_norm, double eps);
+  // Whether CudaBackend gives Qwen3's q and k norms to split_qkv_rope_kv_write (its float32 form: one
+  // launch) instead of head_rms_norm's launch before it: on unless PODKV_CUDA_QK_NORM_FUSE=0 or
+  // set_qk_norm_fusion(false).
+  bool qk_norm_fusion() const;
+  void set_qk_norm_fusion(bool on);
 
   // Beyond the interface, for CudaBackend's fused steps (cuda/kernels.h says what each does).
   void add_rms_norm(float* x, const float* residual, const float* weight, int64_t rows, int64_t n, double eps,
@@ -153,10 +158,12 @@ class CudaBackendOps : public BackendOps {
   // split_qkv_rope, then kv_write(layer, k, v) of the step set last, in one launch. With q_bf16 (the
   // prompt form, for attention_staged where prompt_q_bf16 holds): bf16(rotated q * q_scale)
   // [rows, heads * dim] there, and no float32 q, k or v (the same entries); there qkv_bf16 says that
-  // qkv holds the projection in bf16 (matmul_staged_bf16's output) instead of float32.
+  // qkv holds the projection in bf16 (matmul_staged_bf16's output) instead of float32. q_norm and
+  // k_norm [dim] (Qwen3, float32 form only): head_rms_norm's work in the same launch, the same values.
   void split_qkv_rope_kv_write(int layer, const float* qkv, int64_t rows, int heads, int kv_heads, int dim,
                                const int64_t* positions, const float* inv_freq, bool interleaved, float* q, float* k,
-                               float* v, uint16_t* q_bf16 = nullptr, float q_scale = 1.0f, bool qkv_bf16 = false);
+                               float* v, uint16_t* q_bf16 = nullptr, float q_scale = 1.0f, bool qkv_bf16 = false,
+                               const float* q_norm = nullptr, const float* k_norm = nullptr, double norm_eps = 0.0);
   // Whether prompt steps whose Q goes to the prefill kernels in bf16 also take q | k | v from their
   // GEMM in bf16 (projections without a bias): rounded once more before RoPE (about 2^-9 relative,
   // as bf16 engines and transformers in bf16 round them), 50 MB less written and read per layer of

@@ -65,6 +65,7 @@ struct CudaBackendOps::State {
   unsigned* norm_counter = nullptr;  // gemv_residual_norm_row's blocks done (zero between launches)
   unsigned* chain_barrier = nullptr;  // decode_chain's grid barrier (kDecodeChainBarrierWords), zeroed once
   bool fuse_swiglu = false, fuse_norm = false, fuse_chain = false, fuse_rope = false;  // set_decode_fusions
+  bool fuse_qk_norm = true;  // set_qk_norm_fusion
   int64_t chain_launches = 0, chain_rope_launches = 0;  // decode_chain_launches, decode_chain_rope_launches
   bool prompt_bf16 = true;                       // PODKV_CUDA_PREFILL_FUSE=0 turns it off
   bool stage_attention = true;                   // PODKV_CUDA_PREFILL_STAGE_ATTENTION=0 turns it off

@@ -150,7 +150,8 @@ void CudaBackendOps::kv_write(int layer, const float* k, const float* v) {
 void CudaBackendOps::split_qkv_rope_kv_write(int layer, const float* qkv, int64_t rows, int heads, int kv_heads,
                                              int dim, const int64_t* positions, const float* inv_freq,
                                              bool interleaved, float* q, float* k, float* v, uint16_t* q_bf16,
-                                             float q_scale, bool qkv_bf16) {
+                                             float q_scale, bool qkv_bf16, const float* q_norm, const float* k_norm,
+                                             double norm_eps) {
   check(has_step_, "split_qkv_rope_kv_write: no step (call set_step first)");
   check(layer >= 0 && layer < view_.num_layers, "split_qkv_rope_kv_write: no layer " + std::to_string(layer));
   const cuda::DeviceStep& step = state_->step;
@@ -159,8 +160,10 @@ void CudaBackendOps::split_qkv_rope_kv_write(int layer, const float* qkv, int64_
             std::to_string(dim) + " against the step's " + std::to_string(step.rows) + ", " +
             std::to_string(step.num_kv_heads) + " of " + std::to_string(step.head_dim));
   check(dim % 2 == 0, "rope: head_dim " + std::to_string(dim) + " must be even");
+  check((q_norm == nullptr) == (k_norm == nullptr) && (q_norm == nullptr || q_bf16 == nullptr),
+        "split_qkv_rope_kv_write: q and k norms go together, and only without q_bf16");
   cuda::split_qkv_rope_kv_write(step, layer, qkv, heads, positions, inv_freq, interleaved, q, k, v, q_bf16, q_scale,
-                                qkv_bf16, state_->stream);
+                                qkv_bf16, cuda::HeadNorms{q_norm, k_norm, norm_eps}, state_->stream);
 }
 
 bool CudaBackendOps::scored_rows() const {

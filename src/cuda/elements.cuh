@@ -127,6 +127,27 @@ __device__ __forceinline__ float inverse_rms(double ss, int64_t n, double eps) {
   return inv_shared;
 }
 
+// Qwen3's per-head norm of one head vector by one warp: y[i] = x[i] / rms(x) * w[i], i < dim <= 128
+// (4 elements a lane, squares summed in double). y may be x. head_rms_norm_kernel (norm.cu) and the
+// float32 split + RoPE + KV write (kv_write.cu) share it, so both give the same bits.
+__device__ __forceinline__ void rms_norm_head(const float* x, float* y, const float* w, int dim, double eps, int lane) {
+  float v[4];
+  double ss = 0.0;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int i = lane + 32 * k;
+    v[k] = i < dim ? x[i] : 0.0f;
+    ss += static_cast<double>(v[k]) * v[k];
+  }
+  ss = warp_sum_double(ss);
+  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(dim) + eps));
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    const int i = lane + 32 * k;
+    if (i < dim) y[i] = v[k] * inv * w[i];
+  }
+}
+
 __device__ __forceinline__ float warp_max(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));

@@ -148,10 +148,17 @@ void kv_write(const DeviceStep& step, int layer, const float* k, const float* v,
 // k and v, in one launch with the same results; kv_heads, dim and rows are the step's. With q_bf16
 // (the prompt form, for attention by the prefill kernels alone: AttentionLaunch::q_bf16) it writes
 // bf16(rotated q * q_scale) [rows, heads * dim] there instead, and no q, k or v in float32; there
-// qkv_bf16 says qkv holds bf16 values (the bits, in qkv's buffer) instead of float32.
+// qkv_bf16 says qkv holds bf16 values (the bits, in qkv's buffer) instead of float32. With norms
+// (Qwen3's q and k norms, float32 form only) every q and k head is first normalized as
+// head_rms_norm does it (the same bits: one launch instead of two).
+struct HeadNorms {
+  const float* q = nullptr;  // [dim], or null: no norms
+  const float* k = nullptr;  // [dim]
+  double eps = 0.0;
+};
 void split_qkv_rope_kv_write(const DeviceStep& step, int layer, const float* qkv, int heads, const int64_t* positions,
                              const float* inv_freq, bool interleaved, float* q, float* k, float* v, uint16_t* q_bf16,
-                             float q_scale, bool qkv_bf16, cudaStream_t stream);
+                             float q_scale, bool qkv_bf16, const HeadNorms& norms, cudaStream_t stream);
 void copy_entries(uint8_t* pool, int64_t page_bytes, int64_t entry_bytes, const EntryCopy* copies, int64_t count,
                   cudaStream_t stream);
 

@@ -95,11 +95,13 @@ struct FusedRow {
   }
 };
 
+// With q_norm (Qwen3; k_norm too): each q and k head RMS-normalized first (rms_norm_head, the same
+// bits as head_rms_norm's launch before this one), written to its float32 row and rotated there.
 template <KvDType T>
 __global__ void __launch_bounds__(kFusedWarps * 32)
     split_qkv_rope_kv_write_kernel(DeviceStep s, int layer, const float* qkv, int heads, const int64_t* positions,
                                    const float* inv_freq, bool interleaved, float* q, float* k, float* v,
-                                   int units_per_block) {
+                                   int units_per_block, const float* q_norm, const float* k_norm, double eps) {
   pdl_launch_dependents();  // the attention's blocks may start; they wait for this kernel to finish
   __shared__ double sin_s[kMaxHeadDim / 2], cos_s[kMaxHeadDim / 2];
   const FusedRow r(s, layer, heads, positions, inv_freq, units_per_block, sin_s, cos_s);
@@ -107,17 +109,25 @@ __global__ void __launch_bounds__(kFusedWarps * 32)
   const float* src = qkv + r.row * (r.nq + 2 * r.nkv);
   pdl_wait();  // qkv from the kernel before
   __syncthreads();
+  // A q or k head rotated from `from` into `to` (normalized into `to` first where norm is given).
+  auto rotate_head = [&](const float* from, float* to, const float* norm) {
+    if (norm != nullptr) {
+      rms_norm_head(from, to, norm, d, eps, lane);
+      __syncwarp();  // the warp's writes before its lanes read other lanes' elements
+      from = to;
+    }
+    for (int i = lane; i < r.half; i += 32) rotate_pair_by(from, to, i, d, interleaved, sin_s[i], cos_s[i]);
+  };
   for (int unit = r.first_unit; unit < r.end; unit += kFusedWarps) {
     if (unit < heads) {
-      for (int i = lane; i < r.half; i += 32)
-        rotate_pair_by(src + unit * d, q + r.row * r.nq + unit * d, i, d, interleaved, sin_s[i], cos_s[i]);
+      rotate_head(src + unit * d, q + r.row * r.nq + unit * d, q_norm);
+      __syncwarp();  // the head's last reads before the next unit's writes
       continue;
     }
     const KvUnit u = kv_unit(unit, heads, r.H);
     float* dst = (u.kind == kKeys ? k : v) + r.row * r.nkv + u.h * d;
     if (u.kind == kKeys) {
-      for (int i = lane; i < r.half; i += 32)
-        rotate_pair_by(src + r.nq + u.h * d, dst, i, d, interleaved, sin_s[i], cos_s[i]);
+      rotate_head(src + r.nq + u.h * d, dst, k_norm);
     } else {
       for (int i = lane; i < d; i += 32) dst[i] = src[r.nq + r.nkv + u.h * d + i];
     }
@@ -256,18 +266,21 @@ void kv_write(const DeviceStep& step, int layer, const float* k, const float* v,
 
 void split_qkv_rope_kv_write(const DeviceStep& step, int layer, const float* qkv, int heads, const int64_t* positions,
                              const float* inv_freq, bool interleaved, float* q, float* k, float* v, uint16_t* q_bf16,
-                             float q_scale, bool qkv_bf16, cudaStream_t stream) {
+                             float q_scale, bool qkv_bf16, const HeadNorms& norms, cudaStream_t stream) {
   if (step.rows == 0) return;
   check(step.head_dim <= kMaxHeadDim,
         "cuda split_qkv_rope_kv_write: head_dim " + std::to_string(step.head_dim) + " above 128");
   check(q_bf16 != nullptr || !qkv_bf16, "cuda split_qkv_rope_kv_write: qkv in bf16 needs the prompt form (q_bf16)");
+  check((norms.q == nullptr) == (norms.k == nullptr) && (norms.q == nullptr || q_bf16 == nullptr),
+        "cuda split_qkv_rope_kv_write: q and k norms go together, and only with the float32 form");
   const int units = heads + 2 * step.num_kv_heads;
   const int per_block = step.rows >= kWholeRowBlocks ? units : kFusedWarps;
   const dim3 grid(static_cast<unsigned>(step.rows), static_cast<unsigned>((units + per_block - 1) / per_block));
   // A programmatic dependent of the projection before it (pdl.cuh).
   const auto launch = [&](auto kernel) {
     launch_pdl(PdlUse::kDecode, kernel, grid, dim3(kFusedWarps * 32), 0, stream, "split_qkv_rope_kv_write_kernel",
-               step, layer, qkv, heads, positions, inv_freq, interleaved, q, k, v, per_block);
+               step, layer, qkv, heads, positions, inv_freq, interleaved, q, k, v, per_block, norms.q, norms.k,
+               norms.eps);
   };
   const auto prompt = [&](auto kernel) {
     launch_pdl(PdlUse::kPrompt, kernel, grid, dim3(kFusedWarps * 32), 0, stream, "rope_kv_write_prompt_kernel", step,

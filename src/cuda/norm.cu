@@ -163,22 +163,7 @@ __global__ void __launch_bounds__(32 * kHeadNormWarps)
   const int h = static_cast<int>(vec % all);
   const bool is_q = h < heads;
   float* x = qkv + r * stride + static_cast<int64_t>(h) * dim;  // k's heads follow q's directly
-  const float* w = is_q ? q_weight : k_weight;
-  float v[4];
-  double ss = 0.0;
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const int i = lane + 32 * k;
-    v[k] = i < dim ? x[i] : 0.0f;
-    ss += static_cast<double>(v[k]) * v[k];
-  }
-  ss = warp_sum_double(ss);
-  const float inv = static_cast<float>(1.0 / sqrt(ss / static_cast<double>(dim) + eps));
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    const int i = lane + 32 * k;
-    if (i < dim) x[i] = v[k] * inv * w[i];
-  }
+  rms_norm_head(x, x, is_q ? q_weight : k_weight, dim, eps, lane);
 }
 
 }  // namespace

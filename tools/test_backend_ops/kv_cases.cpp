@@ -101,10 +101,11 @@ struct QkvPass {
 };
 
 // How the pass runs: split_qkv_rope then kv_write; split_qkv_rope_kv_write; its prompt form (Q in
-// bf16, scaled by kPromptQScale, in place of q, k and v in float32), from qkv in float32 or in bf16.
-// With bf16_values the random q | k | v are rounded to bf16 first (every pass of a comparison of the
-// bf16 input must see the same values).
-enum class QkvLaunch { kTwo, kFused, kPrompt, kPromptBf16In };
+// bf16, scaled by kPromptQScale, in place of q, k and v in float32), from qkv in float32 or in bf16;
+// Qwen3's q and k norms by head_rms_norm, then split_qkv_rope and kv_write (kTwoNorms), or inside
+// split_qkv_rope_kv_write (kFusedNorms). With bf16_values the random q | k | v are rounded to bf16
+// first (every pass of a comparison of the bf16 input must see the same values).
+enum class QkvLaunch { kTwo, kFused, kPrompt, kPromptBf16In, kTwoNorms, kFusedNorms };
 constexpr float kPromptQScale = 0.12751743f;  // 1 / sqrt(128) * log2(e), as a float
 
 QkvPass qkv_pass(CudaBackendOps& ops, const KvCaseSpec& spec, uint64_t seed, bool interleaved, QkvLaunch how,
@@ -122,6 +123,12 @@ QkvPass qkv_pass(CudaBackendOps& ops, const KvCaseSpec& spec, uint64_t seed, boo
   DeviceBuffer d_pos = to_device(ops, positions), d_freq = to_device(ops, inv_freq);
   DeviceBuffer d_qkv(ops, rows * (nq + 2 * nkv) * sizeof(float)), d_q(ops, rows * nq * sizeof(float));
   DeviceBuffer d_k(ops, rows * nkv * sizeof(float)), d_v(ops, d_k.bytes());
+  // The norms' weights, away from 1 (with norms only).
+  const bool norms = how == QkvLaunch::kTwoNorms || how == QkvLaunch::kFusedNorms;
+  const double eps = 1e-6;
+  std::mt19937_64 weight_rng(seed + 2);
+  DeviceBuffer d_wq = to_device(ops, normal_floats(weight_rng, g.dim));
+  DeviceBuffer d_wk = to_device(ops, normal_floats(weight_rng, g.dim));
   ops.set_step(s.view(), s.batch());
   QkvPass out;
   for (int l = 0; l < g.layers; ++l) {
@@ -143,9 +150,13 @@ QkvPass qkv_pass(CudaBackendOps& ops, const KvCaseSpec& spec, uint64_t seed, boo
       for (const uint16_t h : to_host<uint16_t>(d_q, rows * nq)) out.qkv_out.push_back(bf16_to_f32(h));
       continue;
     }
-    if (how == QkvLaunch::kFused) {
+    if (how == QkvLaunch::kTwoNorms)
+      ops.head_rms_norm(d_qkv.as<float>(), rows, g.heads, g.kv_heads, g.dim, d_wq.as<float>(), d_wk.as<float>(), eps);
+    if (how == QkvLaunch::kFused || how == QkvLaunch::kFusedNorms) {
       ops.split_qkv_rope_kv_write(l, d_qkv.as<float>(), rows, g.heads, g.kv_heads, g.dim, d_pos.as<int64_t>(),
-                                  d_freq.as<float>(), interleaved, d_q.as<float>(), d_k.as<float>(), d_v.as<float>());
+                                  d_freq.as<float>(), interleaved, d_q.as<float>(), d_k.as<float>(), d_v.as<float>(),
+                                  nullptr, 1.0f, false, norms ? d_wq.as<float>() : nullptr,
+                                  norms ? d_wk.as<float>() : nullptr, eps);
     } else {
       ops.split_qkv_rope(d_qkv.as<float>(), rows, g.heads, g.kv_heads, g.dim, d_pos.as<int64_t>(), d_freq.as<float>(),
                          interleaved, d_q.as<float>(), d_k.as<float>(), d_v.as<float>());
@@ -198,6 +209,20 @@ void split_qkv_rope_kv_write_case(CudaBackendOps& ops, Reporter& report, const K
                        : how == QkvLaunch::kPrompt ? " fused rope, bf16 q"
                                                    : " fused rope, bf16 qkv and q";
     report.result("kv_write", spec.describe() + what + il, ops.name(), err, 0.0, note);
+  }
+  // Qwen3's q and k norms inside the launch against head_rms_norm's launch before the two launches
+  // (head_rms_norm: CudaFusedOps.HeadRmsNormMatchesCpuNormPerHead): the same bits.
+  if (spec.geometry.dim <= 128) {
+    const QkvPass two = qkv_pass(ops, spec, seed, interleaved, QkvLaunch::kTwoNorms);
+    const QkvPass one = qkv_pass(ops, spec, seed, interleaved, QkvLaunch::kFusedNorms);
+    std::string note;
+    if (one.entries.empty()) note = "no entries written";
+    if (one.entries != two.entries) note = "entry bytes differ";
+    if (one.qkv_out == two_f32.qkv_out) note = "the norms changed nothing";
+    const double err = one.qkv_out.size() == two.qkv_out.size()
+                           ? max_rel_err(one.qkv_out.data(), two.qkv_out.data(), two.qkv_out.size())
+                           : 1.0;
+    report.result("kv_write", spec.describe() + " fused rope, q and k norms" + il, ops.name(), err, 0.0, note);
   }
 }
 #endif

@@ -16,6 +16,11 @@
 #                   shape, the durations, the chain A/B at 4K, part 4 as time allows
 #   PART=test       scripts/test_gpu.sh whole on the tree as it is, then part 1 as time allows
 #   PART=tg         batch-1 decode at 4K alone, with and without the fold
+#   PART=qwen       Qwen3's q and k norms inside the split + RoPE + KV write (PODKV_CUDA_QK_NORM_FUSE): the
+#                   kv_write op cases (the fused norms against head_rms_norm's launch, exactly), the fused
+#                   ops and fixture gtests, the Qwen3-8B shape's batch-1 decode at 4K with it against
+#                   PODKV_CUDA_QK_NORM_FUSE=0 (two interleaved passes) and its prefill, then a sweep of the
+#                   decode knobs on the Llama-3-8B shape at 4K
 # A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
 # changed ones compile again. Writes $OUT/summary.txt (+ files).
 set -uo pipefail
@@ -85,6 +90,10 @@ chain_ab() {
   done
 }
 # The Qwen3-8B shape (configs/qwen3-8b, random bf16 weights): prefill 4096 and batch-1 decode at 4K.
+# Batch-1 decode of the Qwen3-8B shape at 4K under the settings given.
+qwen3_tg() { local label=$1; shift; echo "-- qwen3-8b, $label"
+  within 90 env "$@" "$build/podkv" bench -m configs/qwen3-8b --device cuda --random-weights --kv-dtype bf16 \
+    --page-tokens 64 -p 0 -n 32 -d 4096 -r 2 | grep -E "tg" ; }
 qwen3_bench() {
   echo "-- qwen3-8b ($SECONDS s)"
   within 120 "$build/podkv" bench -m configs/qwen3-8b --device cuda --random-weights --kv-dtype bf16 --page-tokens 64 \
@@ -116,10 +125,23 @@ h200final)
   ;;
 test)
   test_gpu_whole
-  bench 1 150; cat "$out/bench.txt"
+  bench 1 150; qwen3_bench; cat "$out/bench.txt"
   ;;
 tg)
   PASSES=1 DEPTH=4096 fold_ab
+  ;;
+qwen)
+  ops "PODKV_NONE=0 kv_write"
+  within 150 "$build/podkv_tests" --gtest_filter='CudaFusedOps.*:Models/CudaFixture.*:CudaDecodeChain.*' >"$out/gtests.txt" 2>&1
+  echo "gtests rc $?: $(grep -E '^\[  (PASSED|FAILED)' "$out/gtests.txt" | tr '\n' ' ')"; grep -E "FAILED" "$out/gtests.txt" | head
+  for pass in 1 2; do qwen3_tg "fused norms" PODKV_NONE=0; qwen3_tg "norms apart" PODKV_CUDA_QK_NORM_FUSE=0; done
+  qwen3_bench
+  # The decode knobs on the H200 (most were tuned on H100s), Llama-3-8B shape, batch 1 at 4K, one pass each.
+  for setting in PODKV_NONE=0 PODKV_CUDA_CHAIN_PREFETCH=0 PODKV_CUDA_CHAIN_PREFETCH=2048 PODKV_CUDA_CHAIN_GROUP=4 \
+                 PODKV_CUDA_CHAIN_WARPS=24 PODKV_CUDA_CHAIN_SLICES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=32 \
+                 PODKV_CUDA_DECODE_SPLIT_KEYS=128 PODKV_CUDA_DECODE_STAGES=3 PODKV_CUDA_MERGE_PREFETCH=0 PODKV_NONE=0; do
+    tg "4096, $setting" $setting
+  done
   ;;
 *)
   echo "unknown PART=${PART:-}"
