@@ -14,13 +14,14 @@
 #                   then bench_gpu.sh part 1, the Qwen3-8B shape and the kernel durations as time allows
 #   PART=h200final  (needs_h200) session 46's: the CudaFusedOps and CudaFixture gtests, part 1, the Qwen3-8B
 #                   shape, the durations, the chain A/B at 4K, part 4 as time allows
-#   PART=test       scripts/test_gpu.sh whole on the tree as it is, then part 1 as time allows
+#   PART=test       scripts/test_gpu.sh whole on the tree as it is
+#   PART=ab         (a warm machine after PART=test) the Qwen3 A/B below, part 1, the Qwen3-8B shape, the sweep
 #   PART=tg         batch-1 decode at 4K alone, with and without the fold
 #   PART=qwen       Qwen3's q and k norms inside the split + RoPE + KV write (PODKV_CUDA_QK_NORM_FUSE): the
 #                   kv_write op cases (the fused norms against head_rms_norm's launch, exactly), the fused
 #                   ops and fixture gtests, the Qwen3-8B shape's batch-1 decode at 4K with it against
-#                   PODKV_CUDA_QK_NORM_FUSE=0 (two interleaved passes) and its prefill, then a sweep of the
-#                   decode knobs on the Llama-3-8B shape at 4K
+#                   PODKV_CUDA_QK_NORM_FUSE=0 (two interleaved passes), then a sweep of the decode knobs on
+#                   the Llama-3-8B shape at 4K
 # A warm machine keeps build-cuda: files unchanged since its last build get an old mtime, so only the
 # changed ones compile again. Writes $OUT/summary.txt (+ files).
 set -uo pipefail
@@ -108,6 +109,26 @@ fold_ab() {
     done
   done
 }
+# Nsight Compute's kernel durations of batch-8 decode steps at 8K (the widest gap to the copy rate left
+# in decode: session 42, 53% of copy on an H200).
+durations_b8() {
+  echo "-- ncu durations, decode batch 8 at 8K ($SECONDS s)"
+  within 120 "$(command -v ncu)" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
+    "$build/podkv" "${a[@]}" -p 0 -n 3 -d 8192 -b 8 -r 1 >"$out/ncu_decode8k_b8.csv" 2>/tmp/ncu.err; echo "rc $?"; tail -3 /tmp/ncu.err
+}
+# Qwen3-8B, batch 1 at 4K: the norms inside the split + RoPE + KV write against their own launch, two passes.
+qwen_ab() {
+  for pass in 1 2; do qwen3_tg "fused norms" PODKV_NONE=0; qwen3_tg "norms apart" PODKV_CUDA_QK_NORM_FUSE=0; done
+}
+# The decode knobs on the H200 (most were tuned on H100s), Llama-3-8B shape, batch 1 at 4K, one pass each.
+sweep() {
+  for setting in PODKV_NONE=0 PODKV_CUDA_CHAIN_PREFETCH=0 PODKV_CUDA_CHAIN_PREFETCH=2048 PODKV_CUDA_CHAIN_GROUP=4 \
+                 PODKV_CUDA_CHAIN_WARPS=24 PODKV_CUDA_CHAIN_SLICES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=32 \
+                 PODKV_CUDA_DECODE_SPLIT_KEYS=128 PODKV_CUDA_DECODE_STAGES=3 PODKV_CUDA_MERGE_PREFETCH=0 PODKV_NONE=0; do
+    # shellcheck disable=SC2086
+    tg "4096, $setting" $setting
+  done
+}
 case ${PART:-test} in
 fold)
   ops "PODKV_NONE=0 attention" "PODKV_CUDA_DECODE_FOLD=0 attention" "PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" \
@@ -125,7 +146,6 @@ h200final)
   ;;
 test)
   test_gpu_whole
-  bench 1 150; qwen3_bench; cat "$out/bench.txt"
   ;;
 tg)
   PASSES=1 DEPTH=4096 fold_ab
@@ -134,14 +154,11 @@ qwen)
   ops "PODKV_NONE=0 kv_write"
   within 150 "$build/podkv_tests" --gtest_filter='CudaFusedOps.*:Models/CudaFixture.*:CudaDecodeChain.*' >"$out/gtests.txt" 2>&1
   echo "gtests rc $?: $(grep -E '^\[  (PASSED|FAILED)' "$out/gtests.txt" | tr '\n' ' ')"; grep -E "FAILED" "$out/gtests.txt" | head
-  for pass in 1 2; do qwen3_tg "fused norms" PODKV_NONE=0; qwen3_tg "norms apart" PODKV_CUDA_QK_NORM_FUSE=0; done
-  qwen3_bench
-  # The decode knobs on the H200 (most were tuned on H100s), Llama-3-8B shape, batch 1 at 4K, one pass each.
-  for setting in PODKV_NONE=0 PODKV_CUDA_CHAIN_PREFETCH=0 PODKV_CUDA_CHAIN_PREFETCH=2048 PODKV_CUDA_CHAIN_GROUP=4 \
-                 PODKV_CUDA_CHAIN_WARPS=24 PODKV_CUDA_CHAIN_SLICES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=32 \
-                 PODKV_CUDA_DECODE_SPLIT_KEYS=128 PODKV_CUDA_DECODE_STAGES=3 PODKV_CUDA_MERGE_PREFETCH=0 PODKV_NONE=0; do
-    tg "4096, $setting" $setting
-  done
+  qwen_ab; sweep
+  ;;
+ab)
+  # After PART=test on the same warm machine: the Qwen3 A/B, part 1 and the Qwen3-8B shape, the sweep.
+  qwen_ab; bench 1 150; qwen3_bench; cat "$out/bench.txt"; sweep; durations_b8
   ;;
 *)
   echo "unknown PART=${PART:-}"
