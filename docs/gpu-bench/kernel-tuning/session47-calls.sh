@@ -158,7 +158,8 @@ qwen)
   ;;
 ab)
   # After PART=test on the same warm machine: the Qwen3 A/B, part 1 and the Qwen3-8B shape, the sweep.
-  qwen_ab; bench 1 150; qwen3_bench; cat "$out/bench.txt"; sweep; durations_b8
+  qwen_ab; bench 1 150; qwen3_bench; cat "$out/bench.txt"; sweep
+  echo "-- at 32K, the defaults against session 42's chain"; DEPTH=32735 chain_ab; durations_b8
   ;;
 *)
   echo "unknown PART=${PART:-}"
