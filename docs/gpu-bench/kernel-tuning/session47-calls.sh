@@ -17,6 +17,9 @@
 #   PART=test       scripts/test_gpu.sh whole on the tree as it is
 #   PART=ab         (a warm machine after PART=test) the Qwen3 A/B below, part 1, the Qwen3-8B shape, the sweep
 #   PART=tg         batch-1 decode at 4K alone, with and without the fold
+#   PART=prebuilt   (PREBUILT=.data/bin) with binaries built on the workstation: the kv_write op cases, the
+#                   Qwen3 fixture's logits one token per step against the CPU and transformers, its norms
+#                   in the RoPE launch against their own launch, the Qwen3 A/B, the sweep as time allows
 #   PART=qwen       Qwen3's q and k norms inside the split + RoPE + KV write (PODKV_CUDA_QK_NORM_FUSE): the
 #                   kv_write op cases (the fused norms against head_rms_norm's launch, exactly), the fused
 #                   ops and fixture gtests, the Qwen3-8B shape's batch-1 decode at 4K with it against
@@ -34,18 +37,25 @@ within() { local n=$1 rem=$((limit - SECONDS)); shift; [ $rem -ge 15 ] || { echo
   timeout -k 5 $((n < rem ? n : rem)) "$@"; }
 . scripts/use_deps_pcre2.sh && use_deps_pcre2 "$root"
 . scripts/use_deps_httplib.sh && use_deps_httplib "$root"
-sums=$build/.srcsums
-list() { find . \( -path ./build-cuda -o -path ./.deps -o -path ./.data -o -path ./build -o -path ./build-asan \) -prune -o -type f -print | sort; }
-if [ -f "$sums" ]; then
-  list | xargs sha1sum >/tmp/now.sums
-  n=0; while read -r sum file; do grep -qxF "$sum  $file" "$sums" && { touch -d '2001-01-01' "$file"; n=$((n+1)); }; done </tmp/now.sums
-  echo "warm: $n unchanged files kept old"
+if [ -n "${PREBUILT:-}" ]; then
+  # Binaries built on the workstation and carried in $PREBUILT (PART=prebuilt).
+  build=$root/$PREBUILT
+  export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/targets/x86_64-linux/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  echo "prebuilt: $(ls "$build" | tr '\n' ' ')"
+else
+  sums=$build/.srcsums
+  list() { find . \( -path ./build-cuda -o -path ./.deps -o -path ./.data -o -path ./build -o -path ./build-asan \) -prune -o -type f -print | sort; }
+  if [ -f "$sums" ]; then
+    list | xargs sha1sum >/tmp/now.sums
+    n=0; while read -r sum file; do grep -qxF "$sum  $file" "$sums" && { touch -d '2001-01-01' "$file"; n=$((n+1)); }; done </tmp/now.sums
+    echo "warm: $n unchanged files kept old"
+  fi
+  cmake -S . -B "$build" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF -DPODKV_TESTS=ON \
+    >/tmp/configure.log 2>&1 || { tail -20 /tmp/configure.log; exit 1; }
+  cmake --build "$build" -j ${JOBS:-12} --target ${TARGETS:-podkv_cli} >/tmp/build.log 2>&1 || { grep -E "error" /tmp/build.log | head -30; exit 1; }
+  list | xargs sha1sum >"$sums"
+  echo "build ok ($SECONDS s)"
 fi
-cmake -S . -B "$build" -DPODKV_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DPODKV_BENCH=OFF -DPODKV_TESTS=ON \
-  >/tmp/configure.log 2>&1 || { tail -20 /tmp/configure.log; exit 1; }
-cmake --build "$build" -j ${JOBS:-12} --target ${TARGETS:-podkv_cli} >/tmp/build.log 2>&1 || { grep -E "error" /tmp/build.log | head -30; exit 1; }
-list | xargs sha1sum >"$sums"
-echo "build ok ($SECONDS s)"
 a=(bench -m configs/llama-3-8b-32k --device cuda --random-weights --kv-dtype bf16 --page-tokens 64)
 # Batch-1 decode at DEPTH (default 4096) under the settings given; BIN: another build.
 tg() { local label=$1; shift; echo "-- $label"; within 90 env "$@" "${BIN:-$build}/podkv" "${a[@]}" -p 0 -n 32 -d ${DEPTH:-4096} -r 2 | grep -E "tg" ; }
@@ -129,6 +139,30 @@ sweep() {
     tg "4096, $setting" $setting
   done
 }
+# The Qwen3 fixture's logits one token per step (decode steps: the chain with bf16 weights, the
+# per-launch kernels with f32), the norms inside the RoPE launch and apart, against the CPU and
+# transformers (scripts/compare_logits.py), and the two settings against each other exactly.
+qwen_logits() {
+  local dir=tests/fixtures/models/qwen3_qk_norm e=/tmp/qwen-e2e; mkdir -p $e
+  local ref=$dir/reference.safetensors
+  "$build/podkv" logits -m $dir --ids-file $ref --chunk 1 --out $e/cpu.safetensors --kv-dtype f32 --device cpu
+  for setting in PODKV_NONE=0 PODKV_CUDA_QK_NORM_FUSE=0; do
+    env $setting "$build/podkv" logits -m $dir --ids-file $ref --chunk 1 --out $e/f32.$setting.safetensors --kv-dtype f32 \
+      --device cuda --cuda-weights f32
+    env $setting "$build/podkv" logits -m $dir --ids-file $ref --chunk 1 --out $e/bf16.$setting.safetensors \
+      --kv-dtype bf16 --device cuda
+  done
+  echo "cuda f32 (norms in the RoPE launch) against cpu, against transformers:"
+  python3 scripts/compare_logits.py $e/f32.PODKV_NONE=0.safetensors $e/cpu.safetensors --tol 1e-4
+  python3 scripts/compare_logits.py $e/f32.PODKV_NONE=0.safetensors $ref --tol 1e-3
+  echo "cuda bf16 against transformers with bf16 weights:"
+  python3 scripts/compare_logits.py $e/bf16.PODKV_NONE=0.safetensors $dir/reference_bf16w.safetensors --tol 8e-2 --top1 0.95
+  echo "norms in the RoPE launch against their own launch (f32, bf16: the same bits):"
+  python3 scripts/compare_logits.py $e/f32.PODKV_NONE=0.safetensors $e/f32.PODKV_CUDA_QK_NORM_FUSE=0.safetensors --tol 0
+  python3 scripts/compare_logits.py $e/bf16.PODKV_NONE=0.safetensors $e/bf16.PODKV_CUDA_QK_NORM_FUSE=0.safetensors --tol 0
+  cmp $e/f32.PODKV_NONE=0.safetensors $e/f32.PODKV_CUDA_QK_NORM_FUSE=0.safetensors && echo "f32 files identical"
+  cmp $e/bf16.PODKV_NONE=0.safetensors $e/bf16.PODKV_CUDA_QK_NORM_FUSE=0.safetensors && echo "bf16 files identical"
+}
 case ${PART:-test} in
 fold)
   ops "PODKV_NONE=0 attention" "PODKV_CUDA_DECODE_FOLD=0 attention" "PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" \
@@ -154,6 +188,13 @@ qwen)
   ops "PODKV_NONE=0 kv_write"
   within 150 "$build/podkv_tests" --gtest_filter='CudaFusedOps.*:Models/CudaFixture.*:CudaDecodeChain.*' >"$out/gtests.txt" 2>&1
   echo "gtests rc $?: $(grep -E '^\[  (PASSED|FAILED)' "$out/gtests.txt" | tr '\n' ' ')"; grep -E "FAILED" "$out/gtests.txt" | head
+  qwen_ab; sweep
+  ;;
+prebuilt)
+  # Little device time: binaries built here (PREBUILT=.data/bin: podkv and podkv_test_backend_ops, a
+  # CUDA build without -march=native, Cairo, sentencepiece or cpp-httplib), no build on the device.
+  ops "PODKV_NONE=0 kv_write"
+  qwen_logits
   qwen_ab; sweep
   ;;
 ab)
