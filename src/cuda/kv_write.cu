@@ -121,7 +121,7 @@ __global__ void __launch_bounds__(kFusedWarps * 32)
   for (int unit = r.first_unit; unit < r.end; unit += kFusedWarps) {
     if (unit < heads) {
       rotate_head(src + unit * d, q + r.row * r.nq + unit * d, q_norm);
-      __syncwarp();  // the head's last reads before the next unit's writes
+      __syncwarp();  // the warp's lanes together again before its next head (as after a key's encoding)
       continue;
     }
     const KvUnit u = kv_unit(unit, heads, r.H);
