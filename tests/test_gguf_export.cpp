@@ -227,7 +227,6 @@ std::string byte_char(int b) {
   return s;
 }
 
-// A small byte-level BPE tokenizer.json in the Llama 3 (llama3 = true) or GPT-2 layout.
 // A byte-level BPE tokenizer.json of 512 ids in one of three styles: "gpt2" (ByteLevel's own regex),
 // "llama3" (Llama 3's split, a BOS template) and "qwen2" (Qwen2's split, an NFC normalizer, no BOS).
 nlohmann::json tiny_tokenizer_json(const std::string& style) {

@@ -160,8 +160,6 @@ void CudaBackendOps::split_qkv_rope_kv_write(int layer, const float* qkv, int64_
             std::to_string(dim) + " against the step's " + std::to_string(step.rows) + ", " +
             std::to_string(step.num_kv_heads) + " of " + std::to_string(step.head_dim));
   check(dim % 2 == 0, "rope: head_dim " + std::to_string(dim) + " must be even");
-  check((q_norm == nullptr) == (k_norm == nullptr) && (q_norm == nullptr || q_bf16 == nullptr),
-        "split_qkv_rope_kv_write: q and k norms go together, and only without q_bf16");
   cuda::split_qkv_rope_kv_write(step, layer, qkv, heads, positions, inv_freq, interleaved, q, k, v, q_bf16, q_scale,
                                 qkv_bf16, cuda::HeadNorms{q_norm, k_norm, norm_eps}, state_->stream);
 }

@@ -52,9 +52,10 @@ static const char* const kStarcoderPatterns[] = {R"(\p{N})", kGpt2Pattern};
 // Falcon: runs of punctuation (and $+<=>^~|`) first, then GPT-2's split, then
 // digits in threes.
 static const char* const kFalconPatterns[] = {R"([\p{P}\$\+<=>\^~\|`]+)", kGpt2Pattern, R"([0-9][0-9][0-9])"};
-// Qwen2: Llama 3's pattern with single digits.
+// Qwen2 as its tokenizer.json writes it: Llama 3's pattern with single digits.
 const char* const kQwen2JsonPattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+// Qwen2 as llama.cpp writes it: the same, its case-insensitive contractions spelled out.
 const char* const kQwen2Pattern =
     R"((?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N})"
     R"(| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
