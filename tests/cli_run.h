@@ -28,6 +28,7 @@ namespace fs = std::filesystem;
 
 inline const fs::path kSourceDir = PODKV_SOURCE_DIR;
 inline const fs::path kFixtures = kSourceDir / "tests" / "fixtures" / "models";
+inline const fs::path kRefModel = kSourceDir / "models" / "podkv-ref";  // the shipped reference model
 
 inline std::string read_text(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -196,6 +197,18 @@ inline uint64_t safetensors_header_bytes(const fs::path& p) {
   uint64_t n = 0;
   std::memcpy(&n, bytes.data(), 8);
   return n;
+}
+
+// Exit code 1 (not killed by a limit, no signal), one "error: " line on stderr that contains every needle.
+inline void expect_error(const CliResult& r, const std::vector<std::string>& needles) {
+  EXPECT_TRUE(r.killed.empty()) << r;
+  EXPECT_EQ(r.signal, 0) << r;
+  EXPECT_EQ(r.exit_code, 1) << r;
+  ASSERT_FALSE(r.err.empty()) << r;
+  EXPECT_TRUE(r.err.starts_with("error: ")) << r;
+  EXPECT_EQ(r.err.back(), '\n') << r;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr is not one line\n" << r;
+  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "stderr does not name '" << n << "'\n" << r;
 }
 
 }  // namespace podkv::clitest

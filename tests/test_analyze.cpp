@@ -53,7 +53,7 @@ std::vector<double> matvec(const WeightMatrix& w, const std::vector<double>& x) 
   return y;
 }
 
-std::vector<double> rms_norm(const std::vector<double>& x, const std::vector<float>& weight, double eps) {
+std::vector<double> rms_norm_double(const std::vector<double>& x, const std::vector<float>& weight, double eps) {
   double ms = 0;
   for (double v : x) ms += v * v;
   const double scale = 1.0 / std::sqrt(ms / x.size() + eps);
@@ -94,7 +94,7 @@ Attention reference_attention_rows(const Model& model, const std::vector<int32_t
     const LayerWeights& w = model.layers()[l];
     std::vector<std::vector<double>> Q(T), K(T), V(T);
     for (int t = 0; t < T; ++t) {
-      const std::vector<double> xn = rms_norm(x[t], w.attn_norm, c.rms_norm_eps);
+      const std::vector<double> xn = rms_norm_double(x[t], w.attn_norm, c.rms_norm_eps);
       Q[t] = matvec(w.wq, xn);
       K[t] = matvec(w.wk, xn);
       V[t] = matvec(w.wv, xn);
@@ -121,7 +121,7 @@ Attention reference_attention_rows(const Model& model, const std::vector<int32_t
       }
       const std::vector<double> attn_out = matvec(w.wo, o);
       for (int i = 0; i < c.hidden_size; ++i) x[t][i] += attn_out[i];
-      const std::vector<double> xn = rms_norm(x[t], w.mlp_norm, c.rms_norm_eps);
+      const std::vector<double> xn = rms_norm_double(x[t], w.mlp_norm, c.rms_norm_eps);
       const std::vector<double> gate = matvec(w.w_gate, xn), up = matvec(w.w_up, xn);
       std::vector<double> act(gate.size());
       for (size_t i = 0; i < act.size(); ++i) act[i] = gate[i] / (1.0 + std::exp(-gate[i])) * up[i];

@@ -10,17 +10,6 @@
 namespace podkv::clitest {
 namespace {
 
-// Exit code 1, one "error: " line on stderr that contains every needle.
-void expect_error(const CliResult& r, const std::vector<std::string>& needles) {
-  EXPECT_EQ(r.signal, 0) << r;
-  EXPECT_EQ(r.exit_code, 1) << r;
-  ASSERT_FALSE(r.err.empty()) << r;
-  EXPECT_TRUE(r.err.starts_with("error: ")) << r;
-  EXPECT_EQ(r.err.back(), '\n') << r;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr is not one line\n" << r;
-  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "stderr does not name '" << n << "'\n" << r;
-}
-
 // --help still goes to stdout with exit code 0.
 void expect_ok_help(const CliResult& r) {
   EXPECT_EQ(r.exit_code, 0) << r;

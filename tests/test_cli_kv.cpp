@@ -12,7 +12,7 @@ namespace {
 
 using CliKv = CliTest;
 
-const fs::path kModel = kFixtures / "llama_gqa";  // 2 layers, 8 heads, 2 KV heads, context 1024
+const fs::path kGqaModel = kFixtures / "llama_gqa";  // 2 layers, 8 heads, 2 KV heads, context 1024
 
 std::string ids_list(int n) {
   std::string ids;
@@ -20,17 +20,9 @@ std::string ids_list(int n) {
   return ids;
 }
 
-void expect_error(const CliResult& r, const std::vector<std::string>& needles) {
-  EXPECT_EQ(r.signal, 0) << r;
-  EXPECT_EQ(r.exit_code, 1) << r;
-  EXPECT_TRUE(r.err.starts_with("error: ")) << r;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r;
-  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "stderr does not name '" << n << "'\n" << r;
-}
-
 TEST_F(CliKv, EveryPolicyGeneratesPastItsWindow) {
   for (const std::string policy : {"dense", "pod", "streaming", "h2o", "snapkv", "cla", "pod+snapkv"}) {
-    std::vector<std::string> args = {"generate", "-m", kModel.string(), "--ids", ids_list(60), "-n", "12",
+    std::vector<std::string> args = {"generate", "-m", kGqaModel.string(), "--ids", ids_list(60), "-n", "12",
                                      "--json", "--kv", policy, "--sink", "2", "--recent", "8", "--budget", "5"};
     if (policy == "pod" || policy == "pod+snapkv") args.insert(args.end(), {"--pod-group", "2"});
     const CliResult r = run(args);
@@ -46,8 +38,8 @@ TEST_F(CliKv, EveryPolicyGeneratesPastItsWindow) {
 TEST_F(CliKv, OneLayerBlocksGiveDenseLogits) {
   const fs::path dense = tmp_ / "dense.safetensors", pod = tmp_ / "pod.safetensors";
   const std::string ids = ids_list(50);
-  ASSERT_EQ(run({"logits", "-m", kModel.string(), "--ids", ids, "--out", dense.string()}).exit_code, 0);
-  ASSERT_EQ(run({"logits", "-m", kModel.string(), "--ids", ids, "--out", pod.string(), "--kv", "pod", "--pod-group",
+  ASSERT_EQ(run({"logits", "-m", kGqaModel.string(), "--ids", ids, "--out", dense.string()}).exit_code, 0);
+  ASSERT_EQ(run({"logits", "-m", kGqaModel.string(), "--ids", ids, "--out", pod.string(), "--kv", "pod", "--pod-group",
                  "1", "--sink", "2", "--recent", "4"})
                 .exit_code,
             0);
@@ -65,7 +57,7 @@ TEST_F(CliKv, OneLayerBlocksGiveDenseLogits) {
 
 TEST_F(CliKv, MemoryMeasuredBytesEqualTheFormula) {
   for (const std::string dtype : {"f32", "f16", "bf16", "q8_0"}) {
-  const CliResult r = run({"memory", "-m", kModel.string(), "--measure", "--contexts", "64,160", "--kv-dtype", dtype,
+  const CliResult r = run({"memory", "-m", kGqaModel.string(), "--measure", "--contexts", "64,160", "--kv-dtype", dtype,
                            "--memory", "1M", "--pod-group", "2", "--sink", "16", "--recent", "32", "--budget", "16",
                            "--json", "-t", "1"});
   ASSERT_EQ(r.exit_code, 0) << r;
@@ -96,7 +88,7 @@ TEST_F(CliKv, MemoryMeasuredBytesEqualTheFormula) {
 // --device/--cuda-weights pick where --measure prefills; without --measure they would do nothing, so
 // they are refused. Without a GPU, --device cuda ends in one line; with one, it measures what the CPU does.
 TEST_F(CliKv, MemoryDeviceOptions) {
-  const std::string m = kModel.string();
+  const std::string m = kGqaModel.string();
   expect_error(run({"memory", "-m", m, "--device", "cuda"}), {"--device", "--measure"});
   expect_error(run({"memory", "-m", m, "--device", "cpu"}), {"--device", "--measure"});
   expect_error(run({"memory", "-m", m, "--cuda-weights", "f32"}), {"--cuda-weights", "--measure"});
@@ -140,7 +132,7 @@ TEST_F(CliKv, MemoryDeviceOptions) {
 // admitted, PoD's row beside it has no ratio to dense (null, "n/a" in the table), and -b 0 times the
 // largest batch each holds: more PoD sequences than dense ones.
 TEST_F(CliKv, BenchBatchesUnderOneKvMemory) {
-  const CliResult r = run({"bench", "-m", kModel.string(), "--kv", "pod", "--pod-group", "2", "--sink", "4", "--recent",
+  const CliResult r = run({"bench", "-m", kGqaModel.string(), "--kv", "pod", "--pod-group", "2", "--sink", "4", "--recent",
                            "32", "-p", "0", "-n", "2", "-d", "512", "-b", "2,8,0", "-r", "1", "--kv-memory", "2M",
                            "--json", "-t", "1"});
   ASSERT_EQ(r.exit_code, 0) << r;
@@ -173,7 +165,7 @@ TEST_F(CliKv, BenchBatchesUnderOneKvMemory) {
 }
 
 TEST_F(CliKv, InfoReportsSelectionPolicies) {
-  const CliResult r = run({"info", "-m", kModel.string(), "--kv", "h2o", "--sink", "4", "--recent", "60", "--budget",
+  const CliResult r = run({"info", "-m", kGqaModel.string(), "--kv", "h2o", "--sink", "4", "--recent", "60", "--budget",
                            "100", "--context", "1000", "--memory", "1M", "--json"});
   ASSERT_EQ(r.exit_code, 0) << r;
   const auto j = nlohmann::json::parse(r.out);
@@ -184,7 +176,7 @@ TEST_F(CliKv, InfoReportsSelectionPolicies) {
 }
 
 TEST_F(CliKv, BadInput) {
-  const std::string m = kModel.string();
+  const std::string m = kGqaModel.string();
   expect_error(run({"generate", "-m", m, "--ids", "1,2", "--kv", "nope"}), {"--kv", "nope", "h2o"});
   // A pod.json that does not fit the model: 3 KV heads for a 2-KV-head model; a layer it does not have.
   write_text(tmp_ / "heads.json", R"({"sink_tokens": 4, "recent_tokens": 8, "anchors": [[0], [0], [0]]})");

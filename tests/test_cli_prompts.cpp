@@ -10,7 +10,6 @@
 namespace podkv::clitest {
 namespace {
 
-const fs::path kRefModel = kSourceDir / "models" / "podkv-ref";
 
 class CliPrompts : public CliTest {};
 

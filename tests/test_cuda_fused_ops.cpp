@@ -29,7 +29,7 @@ namespace podkv {
 namespace {
 
 #if defined(PODKV_HAVE_CUDA)
-struct Shape {
+struct FusedShape {
   int64_t rows;
   int heads, kv_heads, dim;
   bool interleaved;
@@ -40,8 +40,8 @@ TEST(CudaFusedOps, SplitQkvRopeMatchesCpuSplitAndRope) {
   CudaBackendOps ops;
   std::mt19937_64 rng(7);
   std::uniform_real_distribution<float> u(-2.0f, 2.0f);
-  const Shape shapes[] = {{1, 32, 8, 128, false}, {37, 8, 8, 64, true}, {5, 12, 1, 80, false}, {37, 4, 2, 128, true}};
-  for (const Shape& s : shapes) {
+  const FusedShape shapes[] = {{1, 32, 8, 128, false}, {37, 8, 8, 64, true}, {5, 12, 1, 80, false}, {37, 4, 2, 128, true}};
+  for (const FusedShape& s : shapes) {
     const int64_t nq = static_cast<int64_t>(s.heads) * s.dim, nkv = static_cast<int64_t>(s.kv_heads) * s.dim;
     const int64_t width = nq + 2 * nkv;
     std::vector<float> qkv(static_cast<size_t>(s.rows * width)), inv_freq(static_cast<size_t>(s.dim / 2));
@@ -96,8 +96,8 @@ TEST(CudaFusedOps, HeadRmsNormMatchesCpuNormPerHead) {
   std::mt19937_64 rng(13);
   std::normal_distribution<float> normal(0.0f, 3.0f);
   const double eps = 1e-6;
-  const Shape shapes[] = {{1, 32, 8, 128, false}, {37, 8, 8, 64, false}, {5, 12, 1, 80, false}, {300, 4, 2, 32, false}};
-  for (const Shape& s : shapes) {
+  const FusedShape shapes[] = {{1, 32, 8, 128, false}, {37, 8, 8, 64, false}, {5, 12, 1, 80, false}, {300, 4, 2, 32, false}};
+  for (const FusedShape& s : shapes) {
     const int64_t nq = static_cast<int64_t>(s.heads) * s.dim, nkv = static_cast<int64_t>(s.kv_heads) * s.dim;
     const int64_t width = nq + 2 * nkv;
     std::vector<float> qkv(static_cast<size_t>(s.rows * width)), wq(static_cast<size_t>(s.dim)), wk(wq.size());

@@ -23,7 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 
 using testutil::fixture_model_names;
-const fs::path& kFixtures = testutil::kFixtureModels;
+const fs::path& kHfFixtures = testutil::kFixtureModels;
 
 std::vector<int64_t> int_tensor(const safetensors::File& f, const std::string& name) {
   const auto* t = f.find(name);
@@ -39,7 +39,7 @@ const float* float_tensor(const safetensors::File& f, const std::string& name) {
   return t == nullptr ? nullptr : reinterpret_cast<const float*>(t->data);
 }
 
-std::unique_ptr<KvCache> cache_for(const ModelConfig& c, int64_t tokens) {
+std::unique_ptr<KvCache> hf_cache_for(const ModelConfig& c, int64_t tokens) {
   return std::make_unique<KvCache>(KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim),
                                    static_cast<size_t>(tokens + 64) * c.dense_kv_bytes_per_token(4) * 2, 16);
 }
@@ -49,7 +49,7 @@ using testutil::relative_error;
 class HfFixture : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfFixture, LogitsMatchTransformers) {
-  const fs::path dir = kFixtures / GetParam();
+  const fs::path dir = kHfFixtures / GetParam();
   auto ref = safetensors::File::open((dir / "reference.safetensors").string());
   auto model = Model::load(dir.string());
   const ModelConfig& c = model->config();
@@ -61,7 +61,7 @@ TEST_P(HfFixture, LogitsMatchTransformers) {
   ASSERT_NE(expected, nullptr);
 
   for (int64_t chunk : {int64_t{1000}, int64_t{37}}) {
-    auto cache = cache_for(c, static_cast<int64_t>(ids.size()));
+    auto cache = hf_cache_for(c, static_cast<int64_t>(ids.size()));
     Runner runner(*model, *cache);
     runner.set_chunk_size(chunk);
     std::vector<float> logits;
@@ -72,14 +72,14 @@ TEST_P(HfFixture, LogitsMatchTransformers) {
 }
 
 TEST_P(HfFixture, DecodeStepByStepMatchesPrefill) {
-  const fs::path dir = kFixtures / GetParam();
+  const fs::path dir = kHfFixtures / GetParam();
   auto ref = safetensors::File::open((dir / "reference.safetensors").string());
   auto model = Model::load(dir.string());
   const auto ids64 = int_tensor(ref, "input_ids");
   std::vector<int32_t> ids(ids64.begin(), ids64.begin() + std::min<size_t>(ids64.size(), 48));
   const float* expected = float_tensor(ref, "logits_f32ref");
   if (expected == nullptr) expected = float_tensor(ref, "logits");
-  auto cache = cache_for(model->config(), static_cast<int64_t>(ids.size()));
+  auto cache = hf_cache_for(model->config(), static_cast<int64_t>(ids.size()));
   Runner runner(*model, *cache);
   const int seq = cache->add_sequence();
   std::vector<float> logits;
@@ -91,13 +91,13 @@ TEST_P(HfFixture, DecodeStepByStepMatchesPrefill) {
 }
 
 TEST_P(HfFixture, GreedyGenerationMatchesTransformers) {
-  const fs::path dir = kFixtures / GetParam();
+  const fs::path dir = kHfFixtures / GetParam();
   auto ref = safetensors::File::open((dir / "reference.safetensors").string());
   ASSERT_NE(ref.find("greedy_ids"), nullptr) << "no greedy reference in the committed fixture";
   auto model = Model::load(dir.string());
   const auto prompt64 = int_tensor(ref, "greedy_prompt");
   const auto expected = int_tensor(ref, "greedy_ids");
-  auto cache = cache_for(model->config(), static_cast<int64_t>(prompt64.size() + expected.size()));
+  auto cache = hf_cache_for(model->config(), static_cast<int64_t>(prompt64.size() + expected.size()));
   Runner runner(*model, *cache);
   GenerateOptions options;
   options.max_new_tokens = static_cast<int>(expected.size());

@@ -17,8 +17,8 @@
 namespace podkv {
 namespace {
 
-const std::string kFixture = std::string(PODKV_SOURCE_DIR) + "/tests/fixtures/models/llama_gqa";
-const std::string kReference = std::string(PODKV_SOURCE_DIR) + "/models/podkv-ref";
+const std::string kEntryFixture = std::string(PODKV_SOURCE_DIR) + "/tests/fixtures/models/llama_gqa";
+const std::string kEntryReference = std::string(PODKV_SOURCE_DIR) + "/models/podkv-ref";
 const KvDType kTypes[] = {KvDType::F32, KvDType::F16, KvDType::BF16, KvDType::Q8_0};
 
 TEST(KvEntry, SizesAndNames) {
@@ -89,7 +89,7 @@ TEST(KvEntry, Q8LayoutIsLlamaCpps) {
 // page, so no page is partly used) == the formula, for every policy and entry
 // type, after a chunked prefill and every step of a decode past the windows.
 TEST(KvEntry, HeldBytesEqualTheFormulaForEveryPolicyAndType) {
-  auto model = Model::load(kFixture);
+  auto model = Model::load(kEntryFixture);
   const ModelConfig& c = model->config();
   for (const char* policy : {"dense", "pod", "streaming", "h2o", "snapkv", "cla", "pod+snapkv"}) {
     const KvLayout layout = testing::small_policy_layout(c, policy, 2, 8, 5, 4, 2);
@@ -118,7 +118,7 @@ TEST(KvEntry, HeldBytesEqualTheFormulaForEveryPolicyAndType) {
 // of every position of a 300-token text through a dense cache of each type,
 // against the f32 cache.
 TEST(KvEntry, LogitsAgainstTheF32CacheOnTheReferenceModel) {
-  auto model = Model::load(kReference);
+  auto model = Model::load(kEntryReference);
   const ModelConfig& c = model->config();
   std::mt19937 rng(9);
   std::vector<int32_t> ids(300);

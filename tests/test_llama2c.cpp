@@ -17,7 +17,7 @@ namespace podkv::clitest {
 namespace {
 
 const fs::path kLlama2c = kSourceDir / ".." / "shared" / "data" / "models" / "llama2c";
-const fs::path kModel = kLlama2c / "stories260K.bin", kTok = kLlama2c / "tok512.bin";
+const fs::path kStoriesModel = kLlama2c / "stories260K.bin", kTok = kLlama2c / "tok512.bin";
 
 // stories260K's greedy story from BOS, 200 tokens: the text llama2.c's
 // test_all.py expects of `run stories260K.bin -z tok512.bin -t 0 -n 200`.
@@ -30,7 +30,7 @@ constexpr const char* kStory =
     "Lily didn't want to help her mom, so she";
 
 #define SKIP_WITHOUT_SHARED() \
-  if (!fs::exists(kModel) || !fs::exists(kTok)) GTEST_SKIP() << kLlama2c << " absent"
+  if (!fs::exists(kStoriesModel) || !fs::exists(kTok)) GTEST_SKIP() << kLlama2c << " absent"
 
 using Llama2c = CliTest;
 
@@ -46,7 +46,7 @@ TEST_F(Llama2c, Stories260KTellsItsStoryFromDirectoryAndGguf) {
   SKIP_WITHOUT_SHARED();
   const std::string dir = (tmp_ / "stories").string(), gguf = (tmp_ / "stories.gguf").string();
   for (const std::string& out : {dir, gguf}) {
-    const CliResult c = run({"convert", "--from", "llama2c", "-m", kModel.string(), "--tokenizer", kTok.string(),
+    const CliResult c = run({"convert", "--from", "llama2c", "-m", kStoriesModel.string(), "--tokenizer", kTok.string(),
                              "--out", out});
     ASSERT_EQ(c.exit_code, 0) << c;
     const CliResult g = run({"generate", "-m", out, "-p", "", "-n", "200", "--temperature", "0", "-t", "1"});
@@ -94,8 +94,8 @@ std::string rewrite(const std::string& legacy, bool version1, bool separate) {
 
 TEST_F(Llama2c, Version1AndSeparateClassifierGiveTheSameWeights) {
   SKIP_WITHOUT_SHARED();
-  const std::string legacy = read_text(kModel);
-  convert_llama2c(kModel.string(), "", (tmp_ / "ref").string());
+  const std::string legacy = read_text(kStoriesModel);
+  convert_llama2c(kStoriesModel.string(), "", (tmp_ / "ref").string());
   const std::string ref = read_text(tmp_ / "ref" / "model.safetensors");
   for (bool version1 : {true, false}) {
     for (bool separate : {false, true}) {
@@ -122,8 +122,8 @@ TEST_F(Llama2c, Version1AndSeparateClassifierGiveTheSameWeights) {
 TEST_F(Llama2c, TokenizerRunsTheSameInGgufAndSentencePiece) {
   SKIP_WITHOUT_SHARED();
   const std::string dir = (tmp_ / "m").string(), gguf = (tmp_ / "m.gguf").string();
-  convert_llama2c(kModel.string(), kTok.string(), dir);
-  convert_llama2c(kModel.string(), kTok.string(), gguf);
+  convert_llama2c(kStoriesModel.string(), kTok.string(), dir);
+  convert_llama2c(kStoriesModel.string(), kTok.string(), gguf);
   const auto spm = load_tokenizer(dir);  // tokenizer.model through libsentencepiece (when built with it)
   const auto gg = load_tokenizer(gguf);  // podkv's own "llama" vocabulary
   EXPECT_EQ(gg->vocab_size(), 512);
@@ -148,7 +148,7 @@ void expect_file_error(const CliResult& r, const std::string& file, const std::s
 
 TEST_F(Llama2c, BadFilesFailWithOneLine) {
   SKIP_WITHOUT_SHARED();
-  const std::string legacy = read_text(kModel);
+  const std::string legacy = read_text(kStoriesModel);
   auto convert = [&](const fs::path& model, const fs::path& tok = kTok) {
     return run({"convert", "--from", "llama2c", "-m", model.string(), "--tokenizer", tok.string(), "--out",
                 (tmp_ / "out").string()});
@@ -171,10 +171,10 @@ TEST_F(Llama2c, BadFilesFailWithOneLine) {
   const fs::path tok = tmp_ / "bad_tok.bin";
   const std::string tok512 = read_text(kTok);
   write_text(tok, tok512.substr(0, tok512.size() - 3));
-  expect_file_error(convert(kModel, tok), tok.string(), "token 511");
+  expect_file_error(convert(kStoriesModel, tok), tok.string(), "token 511");
   write_text(tok, tok512 + tok512.substr(4, 13));
-  expect_file_error(convert(kModel, tok), tok.string(), "holds 513 tokens");
-  expect_file_error(run({"convert", "--from", "nope", "-m", kModel.string(), "--out", "x.gguf"}), "--from", "nope");
+  expect_file_error(convert(kStoriesModel, tok), tok.string(), "holds 513 tokens");
+  expect_file_error(run({"convert", "--from", "nope", "-m", kStoriesModel.string(), "--out", "x.gguf"}), "--from", "nope");
   EXPECT_FALSE(fs::exists(tmp_ / "out")) << "a failed conversion left output behind";
 }
 

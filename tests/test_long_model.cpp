@@ -18,7 +18,7 @@
 namespace podkv {
 namespace {
 
-const std::filesystem::path kModels = std::filesystem::path(PODKV_SOURCE_DIR) / "models";
+const std::filesystem::path kShippedModels = std::filesystem::path(PODKV_SOURCE_DIR) / "models";
 
 eval::EvalPolicy policy(const std::string& name, const Model& model, const std::string& dir, int64_t recent) {
   KvOptions o;
@@ -34,9 +34,9 @@ eval::EvalPolicy policy(const std::string& name, const Model& model, const std::
 
 TEST(LongModel, RetrievesAPasskeyAtTheFullContextWithDenseAndPod) {
   for (const char* name : {"podkv-long", "podkv-long-pod"})
-    ASSERT_TRUE(std::filesystem::exists(kModels / name / "model.safetensors")) << "the committed models/" << name
+    ASSERT_TRUE(std::filesystem::exists(kShippedModels / name / "model.safetensors")) << "the committed models/" << name
                                                                                << " is missing";
-  const std::string base_dir = (kModels / "podkv-long").string(), pod_dir = (kModels / "podkv-long-pod").string();
+  const std::string base_dir = (kShippedModels / "podkv-long").string(), pod_dir = (kShippedModels / "podkv-long-pod").string();
   auto base = Model::load(base_dir);
   auto adapted = Model::load(pod_dir);
   ASSERT_EQ(base->config().max_position_embeddings, 4160);

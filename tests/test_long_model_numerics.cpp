@@ -35,11 +35,11 @@ namespace fs = std::filesystem;
 const fs::path kSource = PODKV_SOURCE_DIR;
 constexpr size_t kPromptTokens = 1024, kDecodeTokens = 512;
 
-struct Case {
+struct NumericsCase {
   const char* model;   // folder under models/
   const char* policy;  // dense, or pod with the folder's pod.json
 };
-const Case kCases[] = {{"podkv-long", "dense"}, {"podkv-long-pod", "pod"}};
+const NumericsCase kCases[] = {{"podkv-long", "dense"}, {"podkv-long-pod", "pod"}};
 
 std::vector<int32_t> book_tokens(const Tokenizer& tok) {
   const fs::path path = kSource / "tests" / "fixtures" / "text" / "pg851.txt";
@@ -82,7 +82,7 @@ Agreement compare(const std::vector<float>& a, const std::vector<float>& ref, in
   return out;
 }
 
-void report(const char* what, const Case& c, const Agreement& g) {
+void report(const char* what, const NumericsCase& c, const Agreement& g) {
   std::printf("[ numerics ] %s, %s %s: max relative error %.3g, top-1 agreement %lld/%lld (%.2f%%)\n", what, c.model,
               c.policy, g.relative_error, static_cast<long long>(g.same_top1), static_cast<long long>(g.positions),
               100.0 * static_cast<double>(g.same_top1) / static_cast<double>(std::max<int64_t>(g.positions, 1)));
@@ -90,7 +90,7 @@ void report(const char* what, const Case& c, const Agreement& g) {
 
 // One instance per model (Book/LongModelNumerics.*/dense and /pod), so that a machine that was sent only
 // one model's weights can run that one (scripts/test_gpu.sh picks by the files present).
-class LongModelNumerics : public ::testing::TestWithParam<Case> {
+class LongModelNumerics : public ::testing::TestWithParam<NumericsCase> {
  protected:
   struct Loaded {
     std::unique_ptr<Model> model;
@@ -99,7 +99,7 @@ class LongModelNumerics : public ::testing::TestWithParam<Case> {
     std::vector<float> reference;  // the CPU with float32 entries
   };
 
-  static Loaded load(const Case& c) {
+  static Loaded load(const NumericsCase& c) {
     const std::string dir = (kSource / "models" / c.model).string();
     Loaded out;
     EXPECT_TRUE(fs::exists(fs::path(dir) / "model.safetensors")) << "the committed models/" << c.model << " is missing";
@@ -122,7 +122,7 @@ class LongModelNumerics : public ::testing::TestWithParam<Case> {
 };
 
 TEST_P(LongModelNumerics, CpuKvEntriesKeepTheArgmax) {
-  const Case& c = GetParam();
+  const NumericsCase& c = GetParam();
   const Loaded l = load(c);
   ASSERT_EQ(l.ids.size(), kPromptTokens + kDecodeTokens);
   ASSERT_EQ(l.layout.policy, c.policy) << c.model;
@@ -139,7 +139,7 @@ TEST_P(LongModelNumerics, CpuKvEntriesKeepTheArgmax) {
 #if defined(PODKV_HAVE_CUDA)
 TEST_P(LongModelNumerics, CudaKeepsTheArgmax) {
   if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
-  const Case& c = GetParam();
+  const NumericsCase& c = GetParam();
   const Loaded l = load(c);
   ASSERT_EQ(l.layout.policy, c.policy) << c.model;
   for (DType weights : {DType::F32, DType::BF16}) {
@@ -161,7 +161,7 @@ TEST_P(LongModelNumerics, CudaKeepsTheArgmax) {
 #endif
 
 INSTANTIATE_TEST_SUITE_P(Book, LongModelNumerics, ::testing::ValuesIn(kCases),
-                         [](const ::testing::TestParamInfo<Case>& info) { return std::string(info.param.policy); });
+                         [](const ::testing::TestParamInfo<NumericsCase>& info) { return std::string(info.param.policy); });
 
 }  // namespace
 }  // namespace podkv

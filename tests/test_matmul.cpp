@@ -75,16 +75,16 @@ double rel_error(const std::vector<float>& got, const std::vector<float>& ref) {
   return diff / scale;
 }
 
-struct Case {
+struct MatmulCase {
   DType dtype;
   int threads;
 };
 
-std::string case_name(const testing::TestParamInfo<Case>& info) {
+std::string case_name(const ::testing::TestParamInfo<MatmulCase>& info) {
   return std::string(dtype_name(info.param.dtype)) + "_threads" + std::to_string(info.param.threads);
 }
 
-class MatmulTest : public testing::TestWithParam<Case> {
+class MatmulTest : public ::testing::TestWithParam<MatmulCase> {
  protected:
   // The Q8_0 cases check the exact GEMV (the Int8 one is tested in test_quant.cpp).
   void SetUp() override {
@@ -153,10 +153,10 @@ TEST_P(MatmulTest, GemvEqualsMatmulSingleTokenAndIsThreadIndependent) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllDtypes, MatmulTest,
-                         testing::Values(Case{DType::F32, 1}, Case{DType::F32, 2},
-                                         Case{DType::F16, 1}, Case{DType::F16, 2},
-                                         Case{DType::BF16, 1}, Case{DType::BF16, 2},
-                                         Case{DType::Q8_0, 1}, Case{DType::Q8_0, 2}),
+                         ::testing::Values(MatmulCase{DType::F32, 1}, MatmulCase{DType::F32, 2},
+                                         MatmulCase{DType::F16, 1}, MatmulCase{DType::F16, 2},
+                                         MatmulCase{DType::BF16, 1}, MatmulCase{DType::BF16, 2},
+                                         MatmulCase{DType::Q8_0, 1}, MatmulCase{DType::Q8_0, 2}),
                          case_name);
 
 TEST(Matmul, LargeGemmCrossesPanels) {

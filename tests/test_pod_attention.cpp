@@ -18,25 +18,25 @@ namespace {
 using testing::FullKv;
 using testing::SourceFn;
 
-struct Case {
+struct PodCase {
   int layers = 5, kv_heads = 2, heads = 4, dim = 8, positions = 70;
   int page = 4;
   std::vector<int> chunks = {13, 1, 1, 20, 2, 1, 9, 1, 1, 22};
 };
 
-struct CaseResult {
+struct PodCaseResult {
   double max_rel_err = 0;
   AttentionStats stats;
 };
 
 // Feeds the random K/V/Q of `kv` and `q` [layer][position][heads][dim] through
 // a cache with `layout` chunk by chunk, comparing every output with the reference.
-CaseResult run_case(const Case& c, const KvLayout& layout, const FullKv& kv, const std::vector<float>& q,
+PodCaseResult run_case(const PodCase& c, const KvLayout& layout, const FullKv& kv, const std::vector<float>& q,
              const SourceFn& key_layer, const SourceFn& value_layer, std::optional<float> tau = std::nullopt) {
   KvCache cache(layout, 1 << 22, c.page);
   const int seq = cache.add_sequence();
   std::vector<std::vector<float>> gates(c.layers);
-  CaseResult run;
+  PodCaseResult run;
   const float scale = 1.0f / std::sqrt(static_cast<float>(c.dim));
   int64_t start = 0;
   for (int chunk : c.chunks) {
@@ -86,7 +86,7 @@ struct Inputs {
   std::vector<float> q;
 };
 
-Inputs random_inputs(const Case& c, uint64_t seed) {
+Inputs random_inputs(const PodCase& c, uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   Inputs in;
@@ -101,13 +101,13 @@ Inputs random_inputs(const Case& c, uint64_t seed) {
   return in;
 }
 
-ModelConfig geometry(const Case& c) { return testing::attention_geometry(c.layers, c.kv_heads, c.heads, c.dim); }
+ModelConfig geometry(const PodCase& c) { return testing::attention_geometry(c.layers, c.kv_heads, c.heads, c.dim); }
 
 bool proximal(int t, int j, int sink, int recent) { return j < sink || j > t - recent; }
 
 TEST(PodAttention, MatchesPlainReferenceWithRandomHeadwiseBlocks) {
   for (uint64_t seed : {1, 2, 3}) {
-    Case c;
+    PodCase c;
     std::mt19937_64 rng(seed * 77);
     PodConfig pod;
     pod.sink_tokens = 3;
@@ -125,14 +125,14 @@ TEST(PodAttention, MatchesPlainReferenceWithRandomHeadwiseBlocks) {
       auto value_layer = [&](int l, int h, int t, int j) {
         return share_values && !proximal(t, j, 3, 7) ? blocks.anchor(l, h) : l;
       };
-      CaseResult r = run_case(c, pod_kv_layout(geometry(c), pod), in.kv, in.q, key_layer, value_layer);
+      PodCaseResult r = run_case(c, pod_kv_layout(geometry(c), pod), in.kv, in.q, key_layer, value_layer);
       EXPECT_LT(r.max_rel_err, 1e-5) << "seed " << seed << " share_values " << share_values;
     }
   }
 }
 
 TEST(PodAttention, OneLayerBlocksAndFullWindowEqualDense) {
-  Case c;
+  PodCase c;
   Inputs in = random_inputs(c, 9);
   auto own = [](int l, int, int, int) { return l; };
   PodConfig dense_pod = uniform_pod_config(c.layers, c.kv_heads, 1, 2, 5);
@@ -143,7 +143,7 @@ TEST(PodAttention, OneLayerBlocksAndFullWindowEqualDense) {
 }
 
 TEST(PodAttention, StreamingEqualsSinkWindowMask) {
-  Case c;
+  PodCase c;
   Inputs in = random_inputs(c, 11);
   KvPolicyOptions o;
   o.policy = "streaming";
@@ -154,7 +154,7 @@ TEST(PodAttention, StreamingEqualsSinkWindowMask) {
 }
 
 TEST(PodAttention, ClaSharesKeysAndValuesOfLayerPairs) {
-  Case c;
+  PodCase c;
   Inputs in = random_inputs(c, 12);
   KvPolicyOptions o;
   o.policy = "cla";
@@ -163,14 +163,14 @@ TEST(PodAttention, ClaSharesKeysAndValuesOfLayerPairs) {
 }
 
 TEST(PodAttention, TauOneNeverSkipsTauZeroIsProximalOnly) {
-  Case c;
+  PodCase c;
   Inputs in = random_inputs(c, 13);
   PodConfig pod = uniform_pod_config(c.layers, c.kv_heads, 2, 3, 7);
   PodLayout blocks(pod, c.layers, c.kv_heads);
   const KvLayout layout = pod_kv_layout(geometry(c), pod);
   auto key_layer = [&](int l, int h, int t, int j) { return proximal(t, j, 3, 7) ? l : blocks.anchor(l, h); };
   auto own = [](int l, int, int, int) { return l; };
-  CaseResult never = run_case(c, layout, in.kv, in.q, key_layer, own, 1.0f);
+  PodCaseResult never = run_case(c, layout, in.kv, in.q, key_layer, own, 1.0f);
   EXPECT_LT(never.max_rel_err, 1e-5);
   EXPECT_GT(never.stats.distant_parts, 0);
   EXPECT_EQ(never.stats.skipped_distant_parts, 0);
@@ -179,7 +179,7 @@ TEST(PodAttention, TauOneNeverSkipsTauZeroIsProximalOnly) {
     if (proximal(t, j, 3, 7)) return l;
     return blocks.is_anchor(l, h) ? l : -1;
   };
-  CaseResult all = run_case(c, layout, in.kv, in.q, skip_key, own, 0.0f);
+  PodCaseResult all = run_case(c, layout, in.kv, in.q, skip_key, own, 0.0f);
   EXPECT_LT(all.max_rel_err, 1e-5);
   EXPECT_EQ(all.stats.skipped_distant_parts, all.stats.distant_parts);
 }

@@ -32,12 +32,12 @@ fs::path temp_path(const std::string& name) {
   return dir / name;
 }
 
-void write_text(const fs::path& path, const std::string& text) {
+void write_file_text(const fs::path& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary);
   out << text;
 }
 
-std::string read_text(const fs::path& path) {
+std::string read_file_text(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
@@ -185,7 +185,7 @@ TEST(PodConfig, FieldErrorsNameTheField) {
 
 TEST(PodConfig, LoadNamesTheFile) {
   fs::path path = temp_path("pod.json");
-  write_text(path, R"({"sink_tokens": 4, "recent_tokens": 64, "anchors": [[0, 2]]})");
+  write_file_text(path, R"({"sink_tokens": 4, "recent_tokens": 64, "anchors": [[0, 2]]})");
   PodConfig cfg = load_pod_config(path.string(), 3, 1);
   EXPECT_EQ(cfg.anchors[0], (std::vector<int>{0, 2}));
 
@@ -197,7 +197,7 @@ TEST(PodConfig, LoadNamesTheFile) {
               path.string() + ": anchors[0]: layer 2 does not exist (model has 2 layers)");
   }
 
-  write_text(path, "{\"sink_tokens\": 4,\n \"recent_tokens\": ");
+  write_file_text(path, "{\"sink_tokens\": 4,\n \"recent_tokens\": ");
   try {
     load_pod_config(path.string(), 3, 1);
     FAIL() << "truncated JSON was accepted";
@@ -228,7 +228,7 @@ TEST(PodConfig, UnknownFieldsRoundTrip) {
   fs::path path = temp_path("pod.json");
   save_pod_config(path.string(), cfg);
   EXPECT_FALSE(fs::exists(path.string() + ".tmp"));
-  const std::string text = read_text(path);
+  const std::string text = read_file_text(path);
   EXPECT_NE(text.find("[0, 2, 5, 9]"), std::string::npos) << text;   // one list per line
   EXPECT_NE(text.find("\"tau\": 0.7,"), std::string::npos) << text;  // not 0.699999988
 
@@ -281,7 +281,7 @@ TEST(PodConfig, SaveRejectsInvalidConfigsAndBadPaths) {
     EXPECT_NE(std::string(e.what()).find(bad.string()), std::string::npos) << e.what();
   }
   // Overwriting an existing file works (the rename replaces it).
-  write_text(path, "old");
+  write_file_text(path, "old");
   save_pod_config(path.string(), cfg);
   EXPECT_EQ(load_pod_config(path.string(), 4, 2).anchors, cfg.anchors);
   fs::remove_all(path.parent_path());

@@ -21,7 +21,7 @@ namespace {
 // ggml-common.h's kvalues_iq4nl, written out here rather than taken from quant.h.
 constexpr int kLevels[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
-void put_half(uint8_t* p, float v) {
+void store_half(uint8_t* p, float v) {
   const uint16_t h = f32_to_f16(v);
   std::memcpy(p, &h, 2);
 }
@@ -47,7 +47,7 @@ TEST(QuantBlocks, Iq4LayoutSizes) {
 // IQ4_NL {d; qs[16]}: value j < 16 is level[low nibble of qs[j]], value 16 + j level[high nibble]; times d.
 TEST(QuantBlocks, IQ4_NL) {
   std::vector<uint8_t> b(18);
-  put_half(b.data(), -0.5f);
+  store_half(b.data(), -0.5f);
   for (int j = 0; j < 16; ++j) b[2 + j] = static_cast<uint8_t>(j | ((15 - j) << 4));
   const auto out = decode(DType::IQ4_NL, b, 32);
   for (int e = 0; e < 32; ++e) EXPECT_EQ(out[e], -0.5f * kLevels[e < 16 ? e : 31 - e]) << "value " << e;
@@ -60,7 +60,7 @@ TEST(QuantBlocks, IQ4_NL) {
 TEST(QuantBlocks, IQ4_XS) {
   const int codes[8] = {0, 63, 32, 1, 17, 45, 31, 50};
   std::vector<uint8_t> b(136, 0);
-  put_half(b.data(), 0.0625f);
+  store_half(b.data(), 0.0625f);
   uint16_t scales_h = 0;
   for (int ib = 0; ib < 8; ++ib) {
     b[4 + ib / 2] = static_cast<uint8_t>(b[4 + ib / 2] | ((codes[ib] & 15) << (ib % 2 ? 4 : 0)));

@@ -18,9 +18,9 @@
 namespace podkv {
 namespace {
 
-const char kFixture[] = "iq_grid_reference.safetensors";
+const char kGridFixture[] = "iq_grid_reference.safetensors";
 
-void expect_matches_ggml(const std::string& name, DType t) { quant_fixture::expect_reference_values(kFixture, name, t); }
+void expect_matches_ggml(const std::string& name, DType t) { quant_fixture::expect_reference_values(kGridFixture, name, t); }
 
 TEST(QuantIqGrids, Iq2XxsMatchesGgml) { expect_matches_ggml("iq2_xxs", DType::IQ2_XXS); }
 TEST(QuantIqGrids, Iq3XxsMatchesGgml) { expect_matches_ggml("iq3_xxs", DType::IQ3_XXS); }
@@ -50,7 +50,7 @@ TEST(QuantIqGrids, GgufTypeNumbersAndSizes) {
 // No int8 kernel exists for these types: in the default Int8 mode the GEMV must decline and take the
 // exact path, giving the same floats as Exact mode (here on the fixture's blocks as a 24-row matrix).
 TEST(QuantIqGrids, Int8ModeFallsBackToExactGemv) {
-  const auto file = safetensors::File::open(quant_fixture::path(kFixture).string());
+  const auto file = safetensors::File::open(quant_fixture::path(kGridFixture).string());
   for (const auto& [name, t] : {std::pair{"iq2_xxs", DType::IQ2_XXS}, std::pair{"iq1_m", DType::IQ1_M}}) {
     std::vector<uint8_t> bytes;
     quant_fixture::read_blocks(file, name, t, bytes);

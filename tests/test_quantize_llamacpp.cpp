@@ -28,8 +28,8 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kQuantized = fs::path(PODKV_SOURCE_DIR) / ".." / "shared" / "data" / "models" / "quantized";
-const fs::path kReference = fs::path(PODKV_SOURCE_DIR) / "models" / "podkv-ref";
+const fs::path kLlamaCppQuantized = fs::path(PODKV_SOURCE_DIR) / ".." / "shared" / "data" / "models" / "quantized";
+const fs::path kQuantizeReference = fs::path(PODKV_SOURCE_DIR) / "models" / "podkv-ref";
 
 // podkv's quantizer of a GGUF block type; nullptr for a type this test does not compare.
 using Quantizer = void (*)(const float*, uint8_t*, size_t);
@@ -51,7 +51,7 @@ const gguf::File& f32_reference() {
   static const fs::path path =
       fs::temp_directory_path() / ("podkv_quantize_llamacpp_" + std::to_string(::getpid()) + ".gguf");
   static const gguf::File file = [] {
-    auto model = Model::load(kReference.string());
+    auto model = Model::load(kQuantizeReference.string());
     GgufExportOptions opts;
     opts.type = GgufExportType::F32;
     export_gguf(*model, path.string(), opts);
@@ -65,9 +65,9 @@ const gguf::File& f32_reference() {
 class LlamaQuantizeFile : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(LlamaQuantizeFile, EveryTensorEqualsPodkvsQuantizer) {
-  const fs::path path = kQuantized / ("podkv-ref-" + GetParam() + ".gguf");
+  const fs::path path = kLlamaCppQuantized / ("podkv-ref-" + GetParam() + ".gguf");
   if (!fs::exists(path)) GTEST_SKIP() << path << " is absent";
-  ASSERT_TRUE(fs::exists(kReference / "model.safetensors")) << kReference << " (committed) is missing";
+  ASSERT_TRUE(fs::exists(kQuantizeReference / "model.safetensors")) << kQuantizeReference << " (committed) is missing";
   const gguf::File theirs = gguf::File::open(path.string());
   const gguf::File& ours = f32_reference();
   int quantized = 0;
@@ -107,15 +107,15 @@ GgufExportType export_type_of(const std::string& file_type) {
 }
 
 TEST_P(LlamaQuantizeFile, ConvertWritesTheSameTensors) {
-  const fs::path path = kQuantized / ("podkv-ref-" + GetParam() + ".gguf");
+  const fs::path path = kLlamaCppQuantized / ("podkv-ref-" + GetParam() + ".gguf");
   if (!fs::exists(path)) GTEST_SKIP() << path << " is absent";
-  ASSERT_TRUE(fs::exists(kReference / "model.safetensors")) << kReference << " (committed) is missing";
+  ASSERT_TRUE(fs::exists(kQuantizeReference / "model.safetensors")) << kQuantizeReference << " (committed) is missing";
   const gguf::File theirs = gguf::File::open(path.string());
   const fs::path out =
       fs::temp_directory_path() / ("podkv_quantize_llamacpp_" + std::to_string(::getpid()) + "_" + GetParam() + ".gguf");
   GgufExportOptions opts;
   opts.type = export_type_of(GetParam());
-  export_gguf(*Model::load(kReference.string()), out.string(), opts);
+  export_gguf(*Model::load(kQuantizeReference.string()), out.string(), opts);
   const gguf::File ours = gguf::File::open(out.string());
   fs::remove(out);
   EXPECT_EQ(ours.get_int("general.file_type"), theirs.get_int("general.file_type"));
@@ -146,7 +146,7 @@ TEST(LlamaQuantizeIq4, ExportWritesLlamaCppsTensors) {
   ASSERT_EQ(expected["files"].size(), 4u);
   for (const auto& file : expected["files"]) {
     const std::string source = file["source"];
-    const fs::path dir = source == "podkv-ref" ? kReference : fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models" / source;
+    const fs::path dir = source == "podkv-ref" ? kQuantizeReference : fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models" / source;
     const int file_type = file["file_type"];
     const fs::path out = fs::temp_directory_path() /
                          ("podkv_quantize_llamacpp_" + std::to_string(::getpid()) + "_" + source + std::to_string(file_type) + ".gguf");

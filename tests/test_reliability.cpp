@@ -19,7 +19,6 @@
 namespace podkv::clitest {
 namespace {
 
-const fs::path kRef = kSourceDir / "models" / "podkv-ref";
 
 #if defined(__SANITIZE_ADDRESS__)
 constexpr bool kSanitized = true;
@@ -37,16 +36,6 @@ constexpr bool kSanitized = false;
 // string's growth; ASan adds its shadow and quarantine.
 const CliLimits kBounded{kSanitized ? 120.0 : 30.0, kSanitized ? 2500 : 1200, ""};
 
-void expect_error(const CliResult& r, const std::vector<std::string>& needles) {
-  EXPECT_TRUE(r.killed.empty()) << r;
-  EXPECT_EQ(r.signal, 0) << r;
-  EXPECT_EQ(r.exit_code, 1) << r;
-  ASSERT_FALSE(r.err.empty()) << r;
-  EXPECT_TRUE(r.err.starts_with("error: ")) << r;
-  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << "stderr is not one line\n" << r;
-  for (const auto& n : needles) EXPECT_NE(r.err.find(n), std::string::npos) << "stderr does not name '" << n << "'\n" << r;
-}
-
 using Reliability = CliTest;
 
 // A copy of the reference model (config, weights, tokenizer) under tmp_/name.
@@ -54,7 +43,7 @@ fs::path copy_reference(const fs::path& tmp, const std::string& name) {
   const fs::path dst = tmp / name;
   fs::create_directories(dst);
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.json", "pod.json"})
-    fs::copy_file(kRef / f, dst / f);
+    fs::copy_file(kRefModel / f, dst / f);
   return dst;
 }
 
@@ -101,34 +90,34 @@ TEST(BoundedRead, FileStreamAndLineLimits) {
 }
 
 TEST_F(Reliability, D1_EvalPerplexityDataFromDevZero) {
-  const CliResult r = run({"eval", "-m", kRef.string(), "--task", "perplexity", "--kv", "dense", "--data", "/dev/zero",
+  const CliResult r = run({"eval", "-m", kRefModel.string(), "--task", "perplexity", "--kv", "dense", "--data", "/dev/zero",
                            "--out", (tmp_ / "x").string(), "--no-progress"},
                           "", kBounded);
   expect_error(r, {"--data /dev/zero", "256 MiB"});
 }
 
 TEST_F(Reliability, D1_EvalNiahDataFromDevZero) {
-  const CliResult r = run({"eval", "-m", kRef.string(), "--task", "niah", "--kv", "dense", "--data", "/dev/zero",
+  const CliResult r = run({"eval", "-m", kRefModel.string(), "--task", "niah", "--kv", "dense", "--data", "/dev/zero",
                            "--lengths", "256", "--out", (tmp_ / "x").string(), "--no-progress"},
                           "", kBounded);
   expect_error(r, {"--data /dev/zero", "256 MiB"});
 }
 
 TEST_F(Reliability, D1_IdsFileFromDevZero) {
-  const CliResult r = run({"generate", "-m", kRef.string(), "--ids-file", "/dev/zero", "-n", "1"}, "", kBounded);
+  const CliResult r = run({"generate", "-m", kRefModel.string(), "--ids-file", "/dev/zero", "-n", "1"}, "", kBounded);
   expect_error(r, {"--ids-file /dev/zero", "256 MiB"});
 }
 
 TEST_F(Reliability, D1_TokenizeStdinFromDevZero) {
   CliLimits limits = kBounded;
   limits.stdin_path = "/dev/zero";
-  expect_error(run({"tokenize", "--tokenizer", kRef.string()}, "", limits), {"stdin", "256 MiB"});
-  expect_error(run({"tokenize", "--tokenizer", kRef.string(), "--jsonl"}, "", limits), {"stdin: line 1", "16 MiB"});
-  expect_error(run({"detokenize", "--tokenizer", kRef.string()}, "", limits), {"stdin", "256 MiB"});
+  expect_error(run({"tokenize", "--tokenizer", kRefModel.string()}, "", limits), {"stdin", "256 MiB"});
+  expect_error(run({"tokenize", "--tokenizer", kRefModel.string(), "--jsonl"}, "", limits), {"stdin: line 1", "16 MiB"});
+  expect_error(run({"detokenize", "--tokenizer", kRefModel.string()}, "", limits), {"stdin", "256 MiB"});
 }
 
 TEST_F(Reliability, D1_TrainDataFromDevZero) {
-  const CliResult r = run({"train", "--preset", "tiny", "--tokenizer", kRef.string(), "--data", "/dev/zero", "--out",
+  const CliResult r = run({"train", "--preset", "tiny", "--tokenizer", kRefModel.string(), "--data", "/dev/zero", "--out",
                            (tmp_ / "t").string(), "--steps", "1"},
                           "", kBounded);
   expect_error(r, {"/dev/zero: line 1", "256 MiB"});
@@ -147,7 +136,7 @@ TEST_F(Reliability, D1_SentencePieceModelFromDevZero) {
 fs::path reference_config(const fs::path& tmp, const std::string& name, const std::function<void(nlohmann::json&)>& change) {
   const fs::path dir = tmp / name;
   fs::create_directories(dir);
-  fs::copy_file(kRef / "config.json", dir / "config.json");
+  fs::copy_file(kRefModel / "config.json", dir / "config.json");
   edit_json(dir / "config.json", change);
   return dir;
 }
@@ -300,9 +289,9 @@ TEST_F(Reliability, D9_HugePodJsonIsRejectedBeforeParsing) {
   // The bound is what the same `info` takes without the file, plus room far below the file's parse:
   // the program's own footprint differs by build (a CUDA build maps cuBLAS: about 230 MB resident
   // against 15 for the CPU build, which put it past a fixed 150 MB bound before it read anything).
-  const CliResult plain = run({"info", "-m", kRef.string(), "--context", "1024"});
+  const CliResult plain = run({"info", "-m", kRefModel.string(), "--context", "1024"});
   ASSERT_EQ(plain.exit_code, 0) << plain;
-  const CliResult r = run({"info", "-m", kRef.string(), "--kv", "pod", "--pod-config", pod.string(), "--context", "1024"},
+  const CliResult r = run({"info", "-m", kRefModel.string(), "--kv", "pod", "--pod-config", pod.string(), "--context", "1024"},
                           "", {20, plain.peak_rss_mb + (kSanitized ? 600 : 150), ""});
   expect_error(r, {pod.string(), "larger than"});
 }
@@ -311,7 +300,7 @@ TEST_F(Reliability, D9_HugePodJsonIsRejectedBeforeParsing) {
 TEST_F(Reliability, PodJsonNumberOverflowNamesTheFile) {
   const fs::path pod = tmp_ / "pod.json";
   write_text(pod, "{\"sink_tokens\": 8e888, \"recent_tokens\": 16, \"anchors\": [[0], [0], [0], [0]]}");
-  expect_error(run({"info", "-m", kRef.string(), "--kv", "pod", "--pod-config", pod.string(), "--context", "1024"}),
+  expect_error(run({"info", "-m", kRefModel.string(), "--kv", "pod", "--pod-config", pod.string(), "--context", "1024"}),
                {pod.string() + ": invalid JSON"});
 }
 
@@ -326,19 +315,19 @@ TEST_F(Reliability, MalformedSentencePieceModelNamesTheFile) {
 
 TEST_F(Reliability, D10_ThreadsAndContextOutOfRange) {
   for (const char* t : {"0", "-1", "100000"}) {
-    expect_error(run({"generate", "-m", kRef.string(), "--ids", "1,2", "-n", "1", "-t", t}), {"--threads", t});
-    expect_error(run({"logits", "-m", kRef.string(), "--ids", "1,2", "--out", (tmp_ / "l").string(), "-t", t}), {"--threads"});
-    expect_error(run({"bench", "-m", kRef.string(), "-t", t}), {"--threads"});
-    expect_error(run({"eval", "-m", kRef.string(), "--task", "passkey", "--out", (tmp_ / "e").string(), "-t", t}), {"--threads"});
-    expect_error(run({"analyze", "-m", kRef.string(), "-t", t}), {"--threads"});
-    expect_error(run({"memory", "-m", kRef.string(), "-t", t}), {"--threads"});
-    expect_error(run({"adapt", "-m", kRef.string(), "--pod-group", "2", "--out", (tmp_ / "a").string(), "-t", t}), {"--threads"});
+    expect_error(run({"generate", "-m", kRefModel.string(), "--ids", "1,2", "-n", "1", "-t", t}), {"--threads", t});
+    expect_error(run({"logits", "-m", kRefModel.string(), "--ids", "1,2", "--out", (tmp_ / "l").string(), "-t", t}), {"--threads"});
+    expect_error(run({"bench", "-m", kRefModel.string(), "-t", t}), {"--threads"});
+    expect_error(run({"eval", "-m", kRefModel.string(), "--task", "passkey", "--out", (tmp_ / "e").string(), "-t", t}), {"--threads"});
+    expect_error(run({"analyze", "-m", kRefModel.string(), "-t", t}), {"--threads"});
+    expect_error(run({"memory", "-m", kRefModel.string(), "-t", t}), {"--threads"});
+    expect_error(run({"adapt", "-m", kRefModel.string(), "--pod-group", "2", "--out", (tmp_ / "a").string(), "-t", t}), {"--threads"});
   }
   for (const char* context : {"-5", "0"})
-    expect_error(run({"info", "-m", kRef.string(), "--context", context}), {"--context", context});
-  expect_error(run({"info", "-m", kRef.string(), "--context", "1024", "--batch", "0"}), {"--batch"});
-  expect_error(run({"info", "-m", kRef.string(), "--context", "99999999999"}), {"--context"});
-  expect_error(run({"memory", "-m", kRef.string(), "--contexts", "4096,99999999999"}), {"--contexts", "99999999999"});
+    expect_error(run({"info", "-m", kRefModel.string(), "--context", context}), {"--context", context});
+  expect_error(run({"info", "-m", kRefModel.string(), "--context", "1024", "--batch", "0"}), {"--batch"});
+  expect_error(run({"info", "-m", kRefModel.string(), "--context", "99999999999"}), {"--context"});
+  expect_error(run({"memory", "-m", kRefModel.string(), "--contexts", "4096,99999999999"}), {"--contexts", "99999999999"});
 }
 
 }  // namespace

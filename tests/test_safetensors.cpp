@@ -30,7 +30,7 @@ struct TempDir {
   std::string file(const std::string& name) const { return (dir / name).string(); }
 };
 
-std::vector<uint8_t> read_bytes(const std::string& path) {
+std::vector<uint8_t> read_file_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
@@ -92,7 +92,7 @@ TEST(Safetensors, RoundTripsEveryDtype) {
   st::write_file(path, s.tensors(), {{"format", "pt"}});
   EXPECT_FALSE(fs::exists(path + ".tmp"));
 
-  const std::vector<uint8_t> bytes = read_bytes(path);
+  const std::vector<uint8_t> bytes = read_file_bytes(path);
   uint64_t header_bytes;
   std::memcpy(&header_bytes, bytes.data(), 8);
   EXPECT_EQ(header_bytes % 8, 0u);
@@ -181,7 +181,7 @@ TEST(Safetensors, FuzzTruncationAndByteFlips) {
   const Sample s;
   const std::string good_path = tmp.file("good.safetensors"), path = tmp.file("fuzz.safetensors");
   st::write_file(good_path, s.tensors(), {{"format", "pt"}});
-  const std::vector<uint8_t> good = read_bytes(good_path);
+  const std::vector<uint8_t> good = read_file_bytes(good_path);
   uint64_t header_end;
   std::memcpy(&header_end, good.data(), 8);
   header_end += 8;

@@ -22,7 +22,6 @@ namespace {
 
 using nlohmann::json;
 
-const fs::path kRefModel = kSourceDir / "models" / "podkv-ref";
 
 class ServeE2E : public CliTest {
  protected:

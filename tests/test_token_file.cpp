@@ -21,7 +21,6 @@ namespace podkv::clitest {
 namespace {
 
 const fs::path kTokenizer = kSourceDir / "tests" / "fixtures" / "tokenizers" / "bpe_llama3" / "tokenizer.json";
-const fs::path kRefModel = kSourceDir / "models" / "podkv-ref";
 
 // The message of the Error `f` throws ("" when it throws none).
 template <typename F>

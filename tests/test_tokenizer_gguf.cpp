@@ -44,7 +44,7 @@ std::vector<std::vector<int32_t>> read_outputs(const std::string& all) {
   return out;
 }
 
-std::string ids_str(const std::vector<int32_t>& v) {
+std::string id_list(const std::vector<int32_t>& v) {
   std::string s;
   for (int32_t id : v) s += " " + std::to_string(id);
   return s;
@@ -62,8 +62,8 @@ void run_vocab(const std::string& name) {
   int passed = 0;
   for (size_t i = 0; i < inputs.size(); ++i) {
     const auto got = tok->encode(inputs[i], false);
-    EXPECT_EQ(got, outputs[i]) << name << " string " << i << " [" << inputs[i] << "]\n  got:     " << ids_str(got)
-                               << "\n  expected:" << ids_str(outputs[i]);
+    EXPECT_EQ(got, outputs[i]) << name << " string " << i << " [" << inputs[i] << "]\n  got:     " << id_list(got)
+                               << "\n  expected:" << id_list(outputs[i]);
     passed += got == outputs[i];
     // Decoding gives the text back, up to what the tokenizer cannot represent.
     if (got == outputs[i]) {

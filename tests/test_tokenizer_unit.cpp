@@ -22,18 +22,18 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using podkv::tok::utf8_lossy;
 
-const std::string kVocabDir = PODKV_SOURCE_DIR "/../shared/data/gguf-vocab";
+const std::string kUnitVocabDir = PODKV_SOURCE_DIR "/../shared/data/gguf-vocab";
 const std::string kRocket = "\xF0\x9F\x9A\x80";  // U+1F680, four bytes
 
 // A scratch directory removed when the test ends.
-struct TempDir {
+struct UnitTempDir {
   fs::path path;
-  TempDir() {
+  UnitTempDir() {
     path = fs::temp_directory_path() / ("podkv_tok_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
                                         "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(path);
   }
-  ~TempDir() { fs::remove_all(path); }
+  ~UnitTempDir() { fs::remove_all(path); }
   std::string write(const std::string& name, const std::string& text) const {
     std::ofstream(path / name, std::ios::binary) << text;
     return (path / name).string();
@@ -98,7 +98,7 @@ TEST(TokenizerUtf8, ByteLevelMapRoundTrips) {
 }
 
 TEST(TokenizerStream, HoldsSplitEmojiUntilComplete) {
-  TempDir tmp;
+  UnitTempDir tmp;
   const auto tok = podkv::load_tokenizer(tmp.write("tokenizer.json", bytes_only_tokenizer().dump()));
   const auto ids = tok->encode("a" + kRocket + "b", false);
   ASSERT_EQ(ids, (std::vector<int32_t>{'a', 0xF0, 0x9F, 0x9A, 0x80, 'b'}));
@@ -127,7 +127,7 @@ TEST(TokenizerStream, HoldsSplitEmojiUntilComplete) {
 }
 
 TEST(TokenizerStream, DropsSentencePieceLeadingSpaceOnce) {
-  const std::string path = kVocabDir + "/ggml-vocab-llama-spm.gguf";
+  const std::string path = kUnitVocabDir + "/ggml-vocab-llama-spm.gguf";
   if (!fs::exists(path)) GTEST_SKIP() << path << " not present";
   const auto tok = podkv::load_tokenizer(path);
   const auto ids = tok->encode("Hello world " + kRocket, false);
@@ -143,7 +143,7 @@ TEST(TokenizerStream, DropsSentencePieceLeadingSpaceOnce) {
 }
 
 TEST(TokenizerJson, ErrorsNameFileAndField) {
-  TempDir tmp;
+  UnitTempDir tmp;
   json j = bytes_only_tokenizer();
   j["model"]["merges"] = json::array({"a b c", 17});
   const std::string p = tmp.write("tokenizer.json", j.dump());
@@ -214,7 +214,7 @@ TEST(TokenizerPreTokenize, SplitBehaviours) {
 
 namespace {
 
-std::string read_all(const std::string& path) {
+std::string read_whole_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   std::stringstream ss;
   ss << f.rdbuf();
@@ -223,11 +223,11 @@ std::string read_all(const std::string& path) {
 
 // (text, expected ids) pairs of a vocabulary's .inp/.out files.
 std::vector<std::pair<std::string, std::vector<int32_t>>> vectors(const std::string& gguf_path) {
-  const std::string inp = read_all(gguf_path + ".inp"), sep = "\n__ggml_vocab_test__\n";
+  const std::string inp = read_whole_file(gguf_path + ".inp"), sep = "\n__ggml_vocab_test__\n";
   std::vector<std::string> texts;
   size_t pos = 0;
   for (size_t f; (f = inp.find(sep, pos)) != std::string::npos; pos = f + sep.size()) texts.push_back(inp.substr(pos, f - pos));
-  std::istringstream out(read_all(gguf_path + ".out"));
+  std::istringstream out(read_whole_file(gguf_path + ".out"));
   std::vector<std::pair<std::string, std::vector<int32_t>>> v;
   std::string line;
   for (const auto& t : texts) {
@@ -315,7 +315,7 @@ json spm_legacy_json(const podkv::gguf::File& f) {
 }
 
 void check_rebuilt(const std::string& name, bool metaspace = false) {
-  const std::string path = kVocabDir + "/ggml-vocab-" + name + ".gguf";
+  const std::string path = kUnitVocabDir + "/ggml-vocab-" + name + ".gguf";
   if (!fs::exists(path)) GTEST_SKIP() << path << " not present";
   const auto f = podkv::gguf::File::open(path);
   json j = name == "llama-spm" ? spm_legacy_json(f) : byte_level_json(f, f.get_string("tokenizer.ggml.pre"));
@@ -328,7 +328,7 @@ void check_rebuilt(const std::string& name, bool metaspace = false) {
     j["decoder"] = {{"type", "Metaspace"}, {"replacement", "\xE2\x96\x81"}, {"prepend_scheme", "first"},
                     {"split", false}};
   }
-  TempDir tmp;
+  UnitTempDir tmp;
   const auto tok = podkv::load_tokenizer(tmp.write("tokenizer.json", j.dump()));
   int ok = 0, n = 0;
   for (const auto& [text, expected] : vectors(path)) {

@@ -16,9 +16,8 @@
 namespace podkv::clitest {
 namespace {
 
-const fs::path kTokenizer = kSourceDir / "tests" / "fixtures" / "tokenizers" / "bpe_llama3" / "tokenizer.json";
+const fs::path kBpeTokenizer = kSourceDir / "tests" / "fixtures" / "tokenizers" / "bpe_llama3" / "tokenizer.json";
 // A trained model (tied embeddings, bf16 weights) whose tokenizer is in its directory.
-const fs::path kReferenceModel = kSourceDir / "models" / "podkv-ref";
 
 class TrainInitCli : public CliTest {
  protected:
@@ -58,13 +57,13 @@ class TrainInitCli : public CliTest {
 // any step) is the directory's model's validation loss, not a random model's.
 TEST_F(TrainInitCli, StartsFromTheDirectorysWeights) {
   const fs::path text = write_training_text(), out = tmp_ / "out";
-  const CliResult r = run({"train", "--init", kReferenceModel.string(), "--tokenizer", kReferenceModel.string(),
+  const CliResult r = run({"train", "--init", kRefModel.string(), "--tokenizer", kRefModel.string(),
                            "--data", text.string(), "--seq-len", "32", "--batch", "2", "--steps", "1", "--warmup",
                            "0", "--lr", "1e-30", "--min-lr", "1e-30", "--eval-batches", "2", "--out", out.string(),
                            "-t", "1"});
   ASSERT_EQ(r.exit_code, 0) << r;
 
-  train::Transformer<float> reference = load_weights(kReferenceModel), trained = load_weights(out);
+  train::Transformer<float> reference = load_weights(kRefModel), trained = load_weights(out);
   ASSERT_EQ(reference.params().size(), trained.params().size());
   // A weight of exactly 0 may move by ~lr; any other keeps its value.
   size_t differ = 0;
@@ -75,7 +74,7 @@ TEST_F(TrainInitCli, StartsFromTheDirectorysWeights) {
   EXPECT_EQ(config["tie_word_embeddings"], true);
   EXPECT_EQ(config["torch_dtype"], "float32");
 
-  auto tokenizer = load_tokenizer(kReferenceModel.string());
+  auto tokenizer = load_tokenizer(kRefModel.string());
   const train::Corpus corpus = train::load_corpus({text.string()}, *tokenizer, 0.05);
   const train::BatchSource source(&corpus, nullptr, 0, 1);
   const double expected = train::validation_loss(reference, source, 2, 2, 32);
@@ -85,8 +84,8 @@ TEST_F(TrainInitCli, StartsFromTheDirectorysWeights) {
   EXPECT_NEAR(log.front()["eval_loss"].get<double>(), expected, 1e-5 * expected);
 
   // A random model of the same shape evaluates far from it (the check can fail).
-  const CliResult random = run({"train", "--config", (kReferenceModel / "config.json").string(), "--tokenizer",
-                                kReferenceModel.string(), "--data", text.string(), "--seq-len", "32", "--batch", "2",
+  const CliResult random = run({"train", "--config", (kRefModel / "config.json").string(), "--tokenizer",
+                                kRefModel.string(), "--data", text.string(), "--seq-len", "32", "--batch", "2",
                                 "--steps", "1", "--eval-batches", "2", "--out", (tmp_ / "random").string(), "-t", "1"});
   ASSERT_EQ(random.exit_code, 0) << random;
   const double random_loss = read_log(tmp_ / "random" / "train_log.jsonl").front()["eval_loss"].get<double>();
@@ -95,23 +94,23 @@ TEST_F(TrainInitCli, StartsFromTheDirectorysWeights) {
 
 TEST_F(TrainInitCli, RefusesMisuse) {
   const fs::path text = write_training_text();
-  const std::vector<std::string> init = {"train", "--init", kReferenceModel.string(), "--tokenizer",
-                                         kReferenceModel.string(), "--data", text.string(), "--steps", "1",
+  const std::vector<std::string> init = {"train", "--init", kRefModel.string(), "--tokenizer",
+                                         kRefModel.string(), "--data", text.string(), "--steps", "1",
                                          "--out", (tmp_ / "out").string()};
   auto with = [&](std::vector<std::string> extra) {
     std::vector<std::string> args = init;
     args.insert(args.end(), extra.begin(), extra.end());
     return args;
   };
-  expect_one_line_error(run(with({"--config", (kReferenceModel / "config.json").string()})), "--init");
+  expect_one_line_error(run(with({"--config", (kRefModel / "config.json").string()})), "--init");
   expect_one_line_error(run(with({"--preset", "tiny"})), "--init");
   expect_one_line_error(run(with({"--init-std", "0.1"})), "--init");
   expect_one_line_error(run(with({"--seq-len", "4096"})), "--seq-len");
   // The tokenizer's 1007 ids do not fit a 512-token model.
   expect_one_line_error(run({"train", "--init", (kFixtures / "llama_mqa_tied").string(), "--tokenizer",
-                             kTokenizer.string(), "--data", text.string(), "--out", (tmp_ / "out").string()}),
+                             kBpeTokenizer.string(), "--data", text.string(), "--out", (tmp_ / "out").string()}),
                         "vocabulary");
-  expect_one_line_error(run({"train", "--init", (tmp_ / "missing").string(), "--tokenizer", kTokenizer.string(),
+  expect_one_line_error(run({"train", "--init", (tmp_ / "missing").string(), "--tokenizer", kBpeTokenizer.string(),
                              "--data", text.string(), "--out", (tmp_ / "out").string()}),
                         "missing");
   expect_one_line_error(run(with({"--dump-batches", (tmp_ / "no" / "such" / "dir" / "b.bin").string()})),
@@ -144,7 +143,7 @@ TEST_F(TrainInitCli, DumpsEveryMicroBatchInOrder) {
                                  {"head_dim", 16}, {"max_position_embeddings", 128}, {"rms_norm_eps", 1e-5},
                                  {"rope_theta", 10000.0}, {"tie_word_embeddings", true}};
   write_text(tmp_ / "config.json", config.dump(2));
-  const CliResult r = run({"train", "--config", (tmp_ / "config.json").string(), "--tokenizer", kTokenizer.string(),
+  const CliResult r = run({"train", "--config", (tmp_ / "config.json").string(), "--tokenizer", kBpeTokenizer.string(),
                            "--data", text.string(), "--synthetic", "kv", "--synthetic-fraction", "0.5", "--seq-len",
                            std::to_string(seq), "--batch", std::to_string(batch), "--grad-accum",
                            std::to_string(accum), "--steps", std::to_string(steps), "--seed", "5", "--eval-batches",
@@ -163,7 +162,7 @@ TEST_F(TrainInitCli, DumpsEveryMicroBatchInOrder) {
   EXPECT_EQ(u64(bytes, 32), 0u);
   EXPECT_EQ(u64(bytes, 40), static_cast<uint64_t>(steps));
 
-  auto tokenizer = load_tokenizer(kTokenizer.string());
+  auto tokenizer = load_tokenizer(kBpeTokenizer.string());
   const train::Corpus corpus = train::load_corpus({text.string()}, *tokenizer, 0.05);
   train::SyntheticOptions so;
   so.tasks = {train::Task::KvRetrieval};
@@ -184,7 +183,7 @@ TEST_F(TrainInitCli, DumpsEveryMicroBatchInOrder) {
 // adapt dumps its batches too.
 TEST_F(TrainInitCli, AdaptDumpsBatches) {
   const fs::path text = write_training_text(), dump = tmp_ / "adapt.bin";
-  const CliResult r = run({"adapt", "-m", kReferenceModel.string(), "--pod-group", "2", "--sink", "2", "--recent",
+  const CliResult r = run({"adapt", "-m", kRefModel.string(), "--pod-group", "2", "--sink", "2", "--recent",
                            "8", "--data", text.string(), "--seq-len", "32", "--batch", "2", "--steps", "2",
                            "--eval-batches", "1", "--dump-batches", dump.string(), "--out", (tmp_ / "out").string(),
                            "-t", "1"});

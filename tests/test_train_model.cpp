@@ -33,13 +33,13 @@ ModelConfig tiny_config(bool bias, bool tied) {
   return c;
 }
 
-struct Batch {
+struct RandomBatch {
   int64_t batch = 2, seq = 10;
   std::vector<int32_t> tokens, targets;
 };
 
-Batch random_batch(int vocab, uint32_t seed) {
-  Batch b;
+RandomBatch random_batch(int vocab, uint32_t seed) {
+  RandomBatch b;
   std::mt19937 rng(seed);
   for (int64_t i = 0; i < b.batch * b.seq; ++i) {
     b.tokens.push_back(static_cast<int32_t>(rng() % vocab));
@@ -51,7 +51,7 @@ Batch random_batch(int vocab, uint32_t seed) {
 // For a few random elements of every tensor: |numeric - analytic| must stay
 // under 1e-6 · max(1e-2, |analytic|) + 1e-9, with central differences of
 // ε = 1e-5 on the double model (truncation ~ε², rounding ~1e-16/ε: both < 1e-9).
-void check_model_gradient(Transformer<double>& m, const Batch& b) {
+void check_model_gradient(Transformer<double>& m, const RandomBatch& b) {
   const double scale = 1.0 / 7.0;
   m.zero_grads();
   m.forward_backward(b.tokens.data(), b.targets.data(), b.batch, b.seq, scale);
@@ -97,7 +97,7 @@ TEST(TrainModel, GradientMatchesFiniteDifferencesPod) {
   PodConfig pod;
   pod.sink_tokens = 1, pod.recent_tokens = 3;
   pod.anchors = {{0, 1}, {0, 2}};
-  const Batch b = random_batch(23, 4);
+  const RandomBatch b = random_batch(23, 4);
   const double dense_loss = m.forward(b.tokens.data(), b.targets.data(), b.batch, b.seq).loss_sum;
   m.set_pod(&pod);
   const double pod_loss = m.forward(b.tokens.data(), b.targets.data(), b.batch, b.seq).loss_sum;
@@ -109,7 +109,7 @@ TEST(TrainModel, GradientMatchesFiniteDifferencesPod) {
 TEST(TrainModel, FrozenTensorsGetNoGradient) {
   Transformer<double> m(tiny_config(false, false));
   m.init_random(7, 0.3);
-  const Batch b = random_batch(23, 5);
+  const RandomBatch b = random_batch(23, 5);
   m.forward_backward(b.tokens.data(), b.targets.data(), b.batch, b.seq, 1.0);
   const std::vector<double> all = m.grads();
   m.set_trainable(trainable_mask(m.tensors(), "qk"));
@@ -132,7 +132,7 @@ std::vector<int32_t> fixture_ids(const fs::path& dir, size_t count) {
   return ids;
 }
 
-double relative_error(const std::vector<float>& a, const std::vector<float>& ref) {
+double max_relative_error(const std::vector<float>& a, const std::vector<float>& ref) {
   double max_diff = 0, max_ref = 0;
   for (size_t i = 0; i < a.size(); ++i) {
     max_diff = std::max(max_diff, static_cast<double>(std::fabs(a[i] - ref[i])));
@@ -191,8 +191,8 @@ TEST(TrainModel, ForwardMatchesInferenceRunner) {
       t.set_pod(pod ? &cfg : nullptr);
       std::vector<float> logits(ids.size() * c.vocab_size);
       t.forward(ids.data(), nullptr, 1, static_cast<int64_t>(ids.size()), logits.data());
-      EXPECT_LT(relative_error(logits, expected), 1e-4) << name << (pod ? " pod" : " dense");
-      if (pod) EXPECT_GT(relative_error(logits, dense_logits), 1e-3) << name << ": PoD should change the logits here";
+      EXPECT_LT(max_relative_error(logits, expected), 1e-4) << name << (pod ? " pod" : " dense");
+      if (pod) EXPECT_GT(max_relative_error(logits, dense_logits), 1e-3) << name << ": PoD should change the logits here";
       else dense_logits = logits;
     }
   }

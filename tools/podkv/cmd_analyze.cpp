@@ -102,9 +102,9 @@ std::vector<std::vector<int32_t>> calibration(const AnalyzeCommand& o, const Mod
 }
 
 // A progress bar on a terminal; otherwise a line at most every 10 s.
-class ProgressBar {
+class AnalyzeProgressBar {
  public:
-  ProgressBar() : tty_(isatty(fileno(stderr)) != 0) {}
+  AnalyzeProgressBar() : tty_(isatty(fileno(stderr)) != 0) {}
   void update(const AnalyzeProgress& p) {
     const double fresh = p.done - p.resumed + p.running;  // sequences' worth of work this run
     const double left = fresh > 0 ? p.seconds / fresh * (p.total - p.done - p.running) : NAN;
@@ -176,7 +176,7 @@ void run(AnalyzeCommand& o) {
     std::printf("calibration: %zu sequences x %d tokens from %s\n", sequences.size(), a.seq_len, source.c_str());
   std::fflush(stdout);
 
-  ProgressBar bar;
+  AnalyzeProgressBar bar;
   AnalyzeRunOptions run_options;
   run_options.state_path = state_path;
   run_options.discard_state = o.fresh;

@@ -83,9 +83,9 @@ eval::EvalPolicy make_policy(NamedPolicy named) {
 
 // "[#######.............]  35%  elapsed 0:42  left 1:18" on stderr: redrawn in
 // place on a terminal, a line per 10% otherwise.
-class ProgressBar {
+class EvalProgressBar {
  public:
-  explicit ProgressBar(bool enabled) : enabled_(enabled), tty_(isatty(2) != 0), t0_(Clock::now()) {}
+  explicit EvalProgressBar(bool enabled) : enabled_(enabled), tty_(isatty(2) != 0), t0_(Clock::now()) {}
   void update(int64_t done, int64_t total) {
     if (!enabled_ || total <= 0) return;
     const double fraction = std::min(1.0, static_cast<double>(done) / static_cast<double>(total));
@@ -186,7 +186,7 @@ void run(EvalCommand& o) {
   if (o.resume && !checkpoint.records().empty())
     std::fprintf(stderr, "resuming: %zu (item, method) results already in %s\n", checkpoint.records().size(), o.out.c_str());
 
-  ProgressBar bar(!o.no_progress);
+  EvalProgressBar bar(!o.no_progress);
   eval::run_eval(*model, *tokenizer, o.task, run_settings, policies, items, checkpoint.done(),
                  [&](const eval::ItemRecord& r) { checkpoint.add(r); },
                  [&](int64_t done, int64_t total) { bar.update(done, total); });
