@@ -29,6 +29,7 @@ namespace fs = std::filesystem;
 inline const fs::path kSourceDir = PODKV_SOURCE_DIR;
 inline const fs::path kFixtures = kSourceDir / "tests" / "fixtures" / "models";
 inline const fs::path kRefModel = kSourceDir / "models" / "podkv-ref";  // the shipped reference model
+inline const fs::path kLlama3Tokenizer = kSourceDir / "tests" / "fixtures" / "tokenizers" / "bpe_llama3" / "tokenizer.json";
 
 inline std::string read_text(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);

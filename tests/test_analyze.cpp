@@ -38,9 +38,6 @@ using json = nlohmann::json;
 using testing::expect_similarity_near;
 using testing::Similarity;
 
-const fs::path kModels = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
-const fs::path kTokenizer = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "tokenizers" / "bpe_llama3" / "tokenizer.json";
-
 // ---------------------------------------------------------------- plain reference
 
 // y[rows] = W x for an F32 weight matrix, in double.
@@ -185,7 +182,7 @@ class AnalyzeMatchesPlainForward : public ::testing::TestWithParam<std::tuple<st
 
 TEST_P(AnalyzeMatchesPlainForward, SimilarityAndAttentionRows) {
   const auto& [fixture, scope] = GetParam();
-  auto model = Model::load((kModels / fixture).string());
+  auto model = Model::load((clitest::kFixtures / fixture).string());
   const ModelConfig& c = model->config();
   AnalyzeOptions o;
   o.samples = 2;
@@ -247,11 +244,11 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, AnalyzeMatchesPlainForward,
 // make attention sharp, so unrelated layers attend to different tokens.
 void make_repeated_layer_model(const fs::path& dir, int layers, int repeat, bool with_tokenizer) {
   int vocab = 256;
-  if (with_tokenizer) vocab = load_tokenizer(kTokenizer.string())->vocab_size();
+  if (with_tokenizer) vocab = load_tokenizer(clitest::kLlama3Tokenizer.string())->vocab_size();
   ModelConfig c = preset_config("tiny", vocab);
   c.num_layers = layers;
   c.max_position_embeddings = 1024;
-  c.bos_token_id = with_tokenizer ? load_tokenizer(kTokenizer.string())->bos_id() : 1;
+  c.bos_token_id = with_tokenizer ? load_tokenizer(clitest::kLlama3Tokenizer.string())->bos_id() : 1;
   create_random_model(c, DType::F32, 7, 0.3, dir.string());
   const fs::path weights = dir / "model.safetensors";
   std::map<std::string, std::vector<uint8_t>> data;
@@ -274,7 +271,7 @@ void make_repeated_layer_model(const fs::path& dir, int layers, int repeat, bool
   std::vector<safetensors::TensorToWrite> out;
   for (const auto& [n, bytes] : data) out.push_back({n, DType::F32, shapes[n], bytes.data(), bytes.size()});
   safetensors::write_file(weights.string(), out);
-  if (with_tokenizer) fs::copy_file(kTokenizer, dir / "tokenizer.json", fs::copy_options::overwrite_existing);
+  if (with_tokenizer) fs::copy_file(clitest::kLlama3Tokenizer, dir / "tokenizer.json", fs::copy_options::overwrite_existing);
 }
 
 class AnalyzeModelTest : public CliTest {};
@@ -391,7 +388,7 @@ TEST_F(AnalyzeModelTest, ResumeGivesTheUninterruptedResult) {
 // ---------------------------------------------------------------- calibration text
 
 TEST(AnalyzeCalibration, CutsEvenlyWithBos) {
-  auto tokenizer = load_tokenizer(kTokenizer.string());
+  auto tokenizer = load_tokenizer(clitest::kLlama3Tokenizer.string());
   const std::string text = synthetic_calibration_text(12000);  // < 32 bytes per needed token: tokenized whole
   EXPECT_GE(text.size(), 12000u);
   EXPECT_EQ(text, synthetic_calibration_text(12000));  // deterministic

@@ -44,8 +44,6 @@ namespace fs = std::filesystem;
 using testing::expect_similarity_near;
 using testing::Similarity;
 
-const fs::path kCudaAnalyzeModels = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
-
 // ---------------------------------------------------------------- the copies on the CPU
 
 // CPU ops that count downloads (host memory both sides: a download is a memcpy).
@@ -111,7 +109,7 @@ class ObserverCopiesTest : public ::testing::TestWithParam<CopyCase> {};
 
 TEST_P(ObserverCopiesTest, HoldExactlyThePagesTheLayerReads) {
   const CopyCase& param = GetParam();
-  auto model = Model::load((kCudaAnalyzeModels / "mistral").string());  // 3 layers, 2 KV heads: PoD blocks {0, 1}, {2}
+  auto model = Model::load((clitest::kFixtures / "mistral").string());  // 3 layers, 2 KV heads: PoD blocks {0, 1}, {2}
   const ModelConfig& c = model->config();
   const KvLayout layout = testing::small_policy_layout(c, param.policy, 4, 8, 8, 4, 2);
   KvCache cache(layout, static_cast<size_t>(512) * c.dense_kv_bytes_per_token(4), 16, param.dtype);
@@ -207,7 +205,7 @@ AnalyzeOptions small_analysis(int seq_len, int last_queries, int64_t chunk) {
 }
 
 TEST(ObserverCopiesAnalysis, EqualsTheCpuAnalysisExactly) {
-  auto model = Model::load((kCudaAnalyzeModels / "llama_gqa").string());
+  auto model = Model::load((clitest::kFixtures / "llama_gqa").string());
   const AnalyzeOptions o = small_analysis(48, 6, 16);
   const auto sequences = synthetic_calibration_ids(model->config().vocab_size, o.samples, o.seq_len, 1);
   const AnalyzeResult cpu = run_analysis(*model, o, sequences, {});
@@ -220,7 +218,7 @@ TEST(ObserverCopiesAnalysis, EqualsTheCpuAnalysisExactly) {
   EXPECT_EQ(copied.pod.anchors, cpu.pod.anchors);
   EXPECT_FALSE(backend.has_observer()) << "the analysis left its observer on the backend";
   // A backend of another model is refused.
-  auto other = Model::load((kCudaAnalyzeModels / "mistral").string());
+  auto other = Model::load((clitest::kFixtures / "mistral").string());
   CopyingCpuBackend wrong(*other);
   run.backend = &wrong;
   EXPECT_THROW(run_analysis(*model, o, sequences, run), Error);
@@ -255,7 +253,7 @@ class CudaAnalyzeMatchesCpu : public CudaAnalyze, public ::testing::WithParamInt
 TEST_P(CudaAnalyzeMatchesCpu, SimilarityAndBlocks) {
 #if defined(PODKV_HAVE_CUDA)
   const CudaCase& param = GetParam();
-  auto model = Model::load((kCudaAnalyzeModels / param.fixture).string());
+  auto model = Model::load((clitest::kFixtures / param.fixture).string());
   const ModelConfig& c = model->config();
   const AnalyzeOptions o = small_analysis(param.seq_len, param.last_queries, param.chunk);
   const auto sequences = synthetic_calibration_ids(c.vocab_size, o.samples, o.seq_len, 1);
@@ -362,7 +360,7 @@ double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
 // by launch and is observed; once it is cleared the steps replay graphs again, still right.
 TEST_F(CudaAnalyze, ObservedStepsRunLaunchByLaunchAndGraphsComeBack) {
 #if defined(PODKV_HAVE_CUDA)
-  auto model = Model::load((kCudaAnalyzeModels / "llama_gqa").string());
+  auto model = Model::load((clitest::kFixtures / "llama_gqa").string());
   const ModelConfig& c = model->config();
   const std::vector<int32_t> ids = synthetic_calibration_ids(c.vocab_size, 1, 40, 1)[0];
   const KvLayout layout = KvLayout::dense(c.num_layers, c.num_kv_heads, c.head_dim);
@@ -414,7 +412,7 @@ class CudaAnalyzeCli : public clitest::CliTest {};
 TEST_F(CudaAnalyzeCli, DeviceErrorsAreOneLine) {
   const fs::path out = tmp_ / "pod.json";
   auto expect_one_line_error = [&](const std::vector<std::string>& extra, const std::string& needle) {
-    std::vector<std::string> args = {"analyze", "-m", (kCudaAnalyzeModels / "llama_gqa").string(), "--samples", "1",
+    std::vector<std::string> args = {"analyze", "-m", (clitest::kFixtures / "llama_gqa").string(), "--samples", "1",
                                      "--seq-len", "48", "--last-queries", "6", "--sink", "3", "--recent", "9",
                                      "--out", out.string()};
     args.insert(args.end(), extra.begin(), extra.end());

@@ -23,7 +23,6 @@ namespace {
 namespace fs = std::filesystem;
 
 using testutil::fixture_model_names;
-const fs::path& kHfFixtures = testutil::kFixtureModels;
 
 std::vector<int64_t> int_tensor(const safetensors::File& f, const std::string& name) {
   const auto* t = f.find(name);
@@ -49,7 +48,7 @@ using testutil::relative_error;
 class HfFixture : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(HfFixture, LogitsMatchTransformers) {
-  const fs::path dir = kHfFixtures / GetParam();
+  const fs::path dir = testutil::kFixtureModels / GetParam();
   auto ref = safetensors::File::open((dir / "reference.safetensors").string());
   auto model = Model::load(dir.string());
   const ModelConfig& c = model->config();
@@ -72,7 +71,7 @@ TEST_P(HfFixture, LogitsMatchTransformers) {
 }
 
 TEST_P(HfFixture, DecodeStepByStepMatchesPrefill) {
-  const fs::path dir = kHfFixtures / GetParam();
+  const fs::path dir = testutil::kFixtureModels / GetParam();
   auto ref = safetensors::File::open((dir / "reference.safetensors").string());
   auto model = Model::load(dir.string());
   const auto ids64 = int_tensor(ref, "input_ids");
@@ -91,7 +90,7 @@ TEST_P(HfFixture, DecodeStepByStepMatchesPrefill) {
 }
 
 TEST_P(HfFixture, GreedyGenerationMatchesTransformers) {
-  const fs::path dir = kHfFixtures / GetParam();
+  const fs::path dir = testutil::kFixtureModels / GetParam();
   auto ref = safetensors::File::open((dir / "reference.safetensors").string());
   ASSERT_NE(ref.find("greedy_ids"), nullptr) << "no greedy reference in the committed fixture";
   auto model = Model::load(dir.string());

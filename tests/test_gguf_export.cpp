@@ -40,7 +40,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path kModelFixtures = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
 const fs::path kTinyGguf = fs::path(PODKV_SOURCE_DIR) / ".." / "shared" / "data" / "models" / "llama-2-tiny-random.gguf";
 
 // A fresh directory under the system temp dir, removed with the object.
@@ -94,7 +93,7 @@ int run_cli(const std::string& args) {
 class GgufExportFixture : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(GgufExportFixture, KeepTypeLogitsMatchSafetensors) {
-  const fs::path dir = kModelFixtures / GetParam();
+  const fs::path dir = testutil::kFixtureModels / GetParam();
   ASSERT_TRUE(fs::exists(dir)) << dir << " is missing (a committed fixture)";
   TempDir tmp;
   const std::string out = (tmp.path / "model.gguf").string();
@@ -119,7 +118,7 @@ TEST_P(GgufExportFixture, KeepTypeLogitsMatchSafetensors) {
 }
 
 TEST_P(GgufExportFixture, Q8_0LogitsCloseAndArgmaxAgrees) {
-  const fs::path dir = kModelFixtures / GetParam();
+  const fs::path dir = testutil::kFixtureModels / GetParam();
   ASSERT_TRUE(fs::exists(dir)) << dir << " is missing (a committed fixture)";
   TempDir tmp;
   const std::string out = (tmp.path / "model.gguf").string();
@@ -157,7 +156,7 @@ TEST(GgufExport, FloatTypesConvert) {
       {"llama_gqa", GgufExportType::BF16, 6e-2}};
   TempDir tmp;
   for (const auto& [fixture, type, tol] : cases) {
-    const fs::path dir = kModelFixtures / fixture;
+    const fs::path dir = testutil::kFixtureModels / fixture;
     if (!fs::exists(dir)) continue;
     auto hf = Model::load(dir.string());
     const auto ids = fixture_ids(dir);
@@ -177,7 +176,7 @@ TEST(GgufExport, FloatTypesConvert) {
 // Hugging Face keeps them (llama.cpp's NEOX RoPE rotates halves; only llama's rows are permuted).
 TEST(GgufExport, QwenArchitectures) {
   for (const char* name : {"qwen2_bias", "qwen3_qk_norm"}) {
-    const fs::path dir = kModelFixtures / name;
+    const fs::path dir = testutil::kFixtureModels / name;
     ASSERT_TRUE(fs::exists(dir)) << dir << " (a committed fixture) is missing";
     TempDir tmp;
     auto m = Model::load(dir.string());
@@ -276,7 +275,7 @@ nlohmann::json tiny_tokenizer_json(const std::string& style) {
 }
 
 TEST(GgufExport, EmbedsByteLevelBpeTokenizer) {
-  const fs::path src = kModelFixtures / "llama_gqa";
+  const fs::path src = testutil::kFixtureModels / "llama_gqa";
   ASSERT_TRUE(fs::exists(src)) << src << " is missing (a committed fixture)";
   for (const std::string style : {"llama3", "gpt2", "qwen2"}) {
     TempDir tmp;

@@ -32,7 +32,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path& kLlamaCppModels = testutil::kFixtureModels;
 const fs::path kLlamaCppLogits = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "llamacpp" / "logits.safetensors";
 
 TEST(GgufLlamaCpp, ReferenceHoldsEveryFixture) {
@@ -40,7 +39,7 @@ TEST(GgufLlamaCpp, ReferenceHoldsEveryFixture) {
   const auto file = safetensors::File::open(kLlamaCppLogits.string());
   std::vector<std::string> expected = {"llama_gqa", "qwen2_bias"};
   for (const char* name : {"qwen3_qk_norm", "qwen2_yarn"})
-    if (fs::exists(kLlamaCppModels / name)) expected.push_back(name);
+    if (fs::exists(testutil::kFixtureModels / name)) expected.push_back(name);
   for (const std::string& name : expected)
     EXPECT_NE(file.find(name), nullptr) << name << " is not in " << kLlamaCppLogits
                                         << " (rerun scripts/fixtures/make_llamacpp_logits.sh)";
@@ -53,7 +52,7 @@ TEST(GgufLlamaCpp, LogitsEqualLlamaCpps) {
   const fs::path tmp = fs::temp_directory_path() / ("podkv_gguf_llamacpp_" + std::to_string(::getpid()) + ".gguf");
   for (const auto& [name, expected] : file.tensors()) {
     SCOPED_TRACE(name);
-    const fs::path dir = kLlamaCppModels / name;
+    const fs::path dir = testutil::kFixtureModels / name;
     ASSERT_TRUE(fs::exists(dir)) << dir << ": no fixture of that name";
     ASSERT_EQ(expected.dtype, DType::F32);
     ASSERT_EQ(expected.shape.size(), 2u);

@@ -20,8 +20,6 @@
 namespace podkv::clitest {
 namespace {
 
-const fs::path kTokenizer = kSourceDir / "tests" / "fixtures" / "tokenizers" / "bpe_llama3" / "tokenizer.json";
-
 // The message of the Error `f` throws ("" when it throws none).
 template <typename F>
 std::string error_of(F&& f) {
@@ -37,7 +35,7 @@ class TrainTokenFile : public CliTest {
  protected:
   void SetUp() override {
     CliTest::SetUp();
-    tokenizer_ = load_tokenizer(kTokenizer.string());
+    tokenizer_ = load_tokenizer(kLlama3Tokenizer.string());
     std::string a, b;
     for (int i = 0; i < 300; ++i) a += "line " + std::to_string(i) + " of a small text to train on.\r\n";
     for (int i = 0; i < 100; ++i) b += "Another file, line " + std::to_string(i) + ": caf\xc3\xa9 <|eot_id|>\n";
@@ -124,7 +122,7 @@ TEST_F(TrainTokenFile, FingerprintFollowsTheTokenizerNotTheFile) {
   EXPECT_EQ(tokenizer_fingerprint(*load_tokenizer(gguf.string())), json);
 
   const fs::path fewer = tmp_ / "fewer_merges.json";
-  fs::copy_file(kTokenizer, fewer);
+  fs::copy_file(kLlama3Tokenizer, fewer);
   edit_json(fewer, [](nlohmann::json& j) { j["model"]["merges"].erase(j["model"]["merges"].end() - 1); });
   const auto fewer_tok = load_tokenizer(fewer.string());
   ASSERT_EQ(fewer_tok->vocab_size(), tokenizer_->vocab_size());
@@ -220,7 +218,7 @@ class TrainTokenFileCli : public TrainTokenFile {
 // file: every loss, the held-out losses and the weights are bit-identical.
 TEST_F(TrainTokenFileCli, TrainingFromTokensEqualsTrainingFromText) {
   const fs::path tokens = tmp_ / "corpus.tokens";
-  const CliResult t = run({"tokenize-data", "--tokenizer", kTokenizer.string(), "--data", text_a_.string(),
+  const CliResult t = run({"tokenize-data", "--tokenizer", kLlama3Tokenizer.string(), "--data", text_a_.string(),
                            text_b_.string(), "--out", tokens.string()});
   ASSERT_EQ(t.exit_code, 0) << t;
   const uint64_t count = (fs::file_size(tokens) - train::kTokenFileHeaderBytes) / 2;
@@ -230,7 +228,7 @@ TEST_F(TrainTokenFileCli, TrainingFromTokensEqualsTrainingFromText) {
 
   const std::string config = write_config().string();
   auto train_on = [&](const std::vector<std::string>& data, const std::string& out) {
-    std::vector<std::string> args = {"train", "--config", config, "--tokenizer", kTokenizer.string(), "--seq-len",
+    std::vector<std::string> args = {"train", "--config", config, "--tokenizer", kLlama3Tokenizer.string(), "--seq-len",
                                      "32", "--batch", "4", "--steps", "5", "--eval-every", "2", "--eval-batches", "2",
                                      "--val-fraction", "0.1", "--seed", "3", "--out", (tmp_ / out).string(), "-t", "1",
                                      "--data"};
@@ -249,7 +247,7 @@ TEST_F(TrainTokenFileCli, TrainingFromTokensEqualsTrainingFromText) {
 // adapt reads a token file made with -m MODEL, and refuses one of another tokenizer.
 TEST_F(TrainTokenFileCli, AdaptReadsTokenFilesOfItsTokenizer) {
   const fs::path model = tmp_ / "model";
-  ASSERT_EQ(run({"create-model", "--out", model.string(), "--tokenizer", kTokenizer.string()}).exit_code, 0);
+  ASSERT_EQ(run({"create-model", "--out", model.string(), "--tokenizer", kLlama3Tokenizer.string()}).exit_code, 0);
   const fs::path tokens = tmp_ / "model.tokens";
   ASSERT_EQ(run({"tokenize-data", "-m", model.string(), "--data", text_a_.string(), "--out", tokens.string()}).exit_code,
             0);
@@ -266,7 +264,7 @@ TEST_F(TrainTokenFileCli, AdaptReadsTokenFilesOfItsTokenizer) {
   EXPECT_TRUE(fs::exists(tmp_ / "adapted" / "pod.json"));
 
   const fs::path fewer = tmp_ / "fewer_merges.json";
-  fs::copy_file(kTokenizer, fewer);
+  fs::copy_file(kLlama3Tokenizer, fewer);
   edit_json(fewer, [](nlohmann::json& j) { j["model"]["merges"].erase(j["model"]["merges"].end() - 1); });
   const fs::path other = tmp_ / "other.tokens";
   ASSERT_EQ(run({"tokenize-data", "--tokenizer", fewer.string(), "--data", text_a_.string(), "--out", other.string()})
@@ -279,11 +277,11 @@ TEST_F(TrainTokenFileCli, AdaptReadsTokenFilesOfItsTokenizer) {
 TEST_F(TrainTokenFileCli, BadInputFailsCleanly) {
   const std::string config = write_config().string();
   const fs::path tokens = tmp_ / "a.tokens";
-  ASSERT_EQ(run({"tokenize-data", "--tokenizer", kTokenizer.string(), "--data", text_a_.string(), "--out",
+  ASSERT_EQ(run({"tokenize-data", "--tokenizer", kLlama3Tokenizer.string(), "--data", text_a_.string(), "--out",
                  tokens.string()}).exit_code,
             0);
   const std::string bytes = read_text(tokens);
-  auto train_on = [&](const fs::path& data, const std::string& tokenizer = kTokenizer.string()) {
+  auto train_on = [&](const fs::path& data, const std::string& tokenizer = kLlama3Tokenizer.string()) {
     return run({"train", "--config", config, "--tokenizer", tokenizer, "--seq-len", "32", "--steps", "1", "--data",
                 data.string(), "--out", (tmp_ / "out").string(), "-t", "1"});
   };
@@ -310,11 +308,11 @@ TEST_F(TrainTokenFileCli, BadInputFailsCleanly) {
   // tokenize-data's own input errors.
   const std::string out = (tmp_ / "x.tokens").string();
   expect_clean_failure(run({"tokenize-data", "--data", text_a_.string(), "--out", out}), "give one of --tokenizer and -m");
-  expect_clean_failure(run({"tokenize-data", "--tokenizer", kTokenizer.string(), "--data", (tmp_ / "none.txt").string(),
+  expect_clean_failure(run({"tokenize-data", "--tokenizer", kLlama3Tokenizer.string(), "--data", (tmp_ / "none.txt").string(),
                             "--out", out}),
                        "none.txt: cannot read the data file");
   write_text(tmp_ / "empty.txt", "");
-  expect_clean_failure(run({"tokenize-data", "--tokenizer", kTokenizer.string(), "--data", (tmp_ / "empty.txt").string(),
+  expect_clean_failure(run({"tokenize-data", "--tokenizer", kLlama3Tokenizer.string(), "--data", (tmp_ / "empty.txt").string(),
                             "--out", out}),
                        "empty.txt: the data file holds no text");
   expect_clean_failure(run({"tokenize-data", "-m", (tmp_ / "no_model").string(), "--data", text_a_.string(), "--out",

@@ -15,8 +15,6 @@
 namespace podkv::clitest {
 namespace {
 
-const fs::path kTrainTokenizer = kSourceDir / "tests" / "fixtures" / "tokenizers" / "bpe_llama3" / "tokenizer.json";
-
 class TrainCli : public CliTest {
  protected:
   // A 2-layer model small enough to train in seconds on one core.
@@ -55,7 +53,7 @@ class TrainCli : public CliTest {
 // right; after 600 steps most are (92% when this test was written).
 TEST_F(TrainCli, LearnsPasskeyFromScratch) {
   const fs::path out = tmp_ / "passkey";
-  const CliResult r = run({"train", "--config", write_config("config.json").string(), "--tokenizer", kTrainTokenizer.string(),
+  const CliResult r = run({"train", "--config", write_config("config.json").string(), "--tokenizer", kLlama3Tokenizer.string(),
                            "--synthetic", "passkey", "--synthetic-fraction", "1", "--passkey-digits", "2",
                            "--seq-len", "64", "--batch", "16", "--steps", "600", "--lr", "3e-3", "--warmup", "20",
                            "--eval-batches", "1", "--accuracy-samples", "64", "--out", out.string(), "-t", "1"});
@@ -109,7 +107,7 @@ TEST_F(TrainCli, ResumeEqualsUninterruptedRun) {
   for (int i = 0; i < 200; ++i) body += "line " + std::to_string(i) + " of a small text to train on.\n";
   write_text(text, body);
   const std::vector<std::string> common = {"train", "--config", write_config("c.json", 32).string(), "--tokenizer",
-                                           kTrainTokenizer.string(), "--data", text.string(), "--seq-len", "64", "--batch",
+                                           kLlama3Tokenizer.string(), "--data", text.string(), "--seq-len", "64", "--batch",
                                            "4", "--grad-accum", "2", "--steps", "6", "--synthetic", "kv",
                                            "--synthetic-fraction", "0.25", "-t", "1"};
   auto with = [&](std::vector<std::string> extra) {
@@ -126,7 +124,7 @@ TEST_F(TrainCli, ResumeEqualsUninterruptedRun) {
   EXPECT_TRUE(fs::exists(tmp_ / "second" / "tokenizer.json"));
   // Resuming into a different model is refused.
   const CliResult other = run({"train", "--config", write_config("c64.json", 64).string(), "--tokenizer",
-                               kTrainTokenizer.string(), "--data", text.string(), "--seq-len", "32", "--steps", "6",
+                               kLlama3Tokenizer.string(), "--data", text.string(), "--seq-len", "32", "--steps", "6",
                                "--out", (tmp_ / "third").string(), "--resume", (tmp_ / "first").string()});
   expect_clean_failure(other, "--resume", tmp_ / "third");
   EXPECT_NE(other.err.find("another model"), std::string::npos) << other;
@@ -136,7 +134,7 @@ TEST_F(TrainCli, ResumeEqualsUninterruptedRun) {
 // the three held-out losses come out as JSON.
 TEST_F(TrainCli, AdaptWritesModelWithPodJson) {
   const fs::path model = tmp_ / "model", out = tmp_ / "adapted";
-  ASSERT_EQ(run({"create-model", "--out", model.string(), "--tokenizer", kTrainTokenizer.string()}).exit_code, 0);
+  ASSERT_EQ(run({"create-model", "--out", model.string(), "--tokenizer", kLlama3Tokenizer.string()}).exit_code, 0);
   const CliResult r = run({"adapt", "-m", model.string(), "--pod-group", "2", "--sink", "2", "--recent", "8",
                            "--synthetic", "passkey", "--synthetic-fraction", "1", "--passkey-digits", "2",
                            "--seq-len", "64", "--batch", "2", "--steps", "3", "--eval-batches", "1",
@@ -157,13 +155,13 @@ TEST_F(TrainCli, BadInputFailsCleanly) {
   write_text(small, "too short\n");
   const fs::path out = tmp_ / "out";
   const std::string config = write_config("c.json", 32, 128).string();
-  expect_clean_failure(run({"train", "--config", config, "--tokenizer", kTrainTokenizer.string(), "--data", small.string(),
+  expect_clean_failure(run({"train", "--config", config, "--tokenizer", kLlama3Tokenizer.string(), "--data", small.string(),
                             "--seq-len", "64", "--steps", "2", "--out", out.string()}),
                        "--data", out);
-  expect_clean_failure(run({"train", "--config", config, "--tokenizer", kTrainTokenizer.string(), "--data", small.string(),
+  expect_clean_failure(run({"train", "--config", config, "--tokenizer", kLlama3Tokenizer.string(), "--data", small.string(),
                             "--seq-len", "256", "--steps", "2", "--out", out.string()}),
                        "--seq-len", out);
-  expect_clean_failure(run({"train", "--config", config, "--tokenizer", kTrainTokenizer.string(), "--data",
+  expect_clean_failure(run({"train", "--config", config, "--tokenizer", kLlama3Tokenizer.string(), "--data",
                             (tmp_ / "missing.txt").string(), "--seq-len", "16", "--out", out.string()}),
                        "missing.txt", out);
   // --synthetic-min-len: longer than the sequence (128), without tasks, without text to fill the rest.
@@ -176,7 +174,7 @@ TEST_F(TrainCli, BadInputFailsCleanly) {
                                  "--synthetic-min-len", "129"},
         std::vector<std::string>{"--data", text.string(), "--synthetic-min-len", "32"},
         std::vector<std::string>{"--synthetic", "passkey", "--synthetic-fraction", "1", "--synthetic-min-len", "32"}}) {
-    std::vector<std::string> args = {"train", "--config", config, "--tokenizer", kTrainTokenizer.string(), "--seq-len",
+    std::vector<std::string> args = {"train", "--config", config, "--tokenizer", kLlama3Tokenizer.string(), "--seq-len",
                                      "128", "--steps", "2", "--out", out.string()};
     args.insert(args.end(), extra.begin(), extra.end());
     expect_clean_failure(run(args), "--synthetic-min-len", out);
@@ -184,7 +182,7 @@ TEST_F(TrainCli, BadInputFailsCleanly) {
 
   // A pod.json for another model (3 KV heads; the model has 2).
   const fs::path model = tmp_ / "model";
-  ASSERT_EQ(run({"create-model", "--out", model.string(), "--tokenizer", kTrainTokenizer.string()}).exit_code, 0);
+  ASSERT_EQ(run({"create-model", "--out", model.string(), "--tokenizer", kLlama3Tokenizer.string()}).exit_code, 0);
   const fs::path pod = tmp_ / "pod.json";
   write_text(pod, R"({"sink_tokens": 4, "recent_tokens": 16, "anchors": [[0, 2], [0], [0, 1]]})");
   expect_clean_failure(run({"adapt", "-m", model.string(), "--pod-config", pod.string(), "--data", small.string(),

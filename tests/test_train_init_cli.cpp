@@ -16,7 +16,6 @@
 namespace podkv::clitest {
 namespace {
 
-const fs::path kBpeTokenizer = kSourceDir / "tests" / "fixtures" / "tokenizers" / "bpe_llama3" / "tokenizer.json";
 // A trained model (tied embeddings, bf16 weights) whose tokenizer is in its directory.
 
 class TrainInitCli : public CliTest {
@@ -108,9 +107,9 @@ TEST_F(TrainInitCli, RefusesMisuse) {
   expect_one_line_error(run(with({"--seq-len", "4096"})), "--seq-len");
   // The tokenizer's 1007 ids do not fit a 512-token model.
   expect_one_line_error(run({"train", "--init", (kFixtures / "llama_mqa_tied").string(), "--tokenizer",
-                             kBpeTokenizer.string(), "--data", text.string(), "--out", (tmp_ / "out").string()}),
+                             kLlama3Tokenizer.string(), "--data", text.string(), "--out", (tmp_ / "out").string()}),
                         "vocabulary");
-  expect_one_line_error(run({"train", "--init", (tmp_ / "missing").string(), "--tokenizer", kBpeTokenizer.string(),
+  expect_one_line_error(run({"train", "--init", (tmp_ / "missing").string(), "--tokenizer", kLlama3Tokenizer.string(),
                              "--data", text.string(), "--out", (tmp_ / "out").string()}),
                         "missing");
   expect_one_line_error(run(with({"--dump-batches", (tmp_ / "no" / "such" / "dir" / "b.bin").string()})),
@@ -143,7 +142,7 @@ TEST_F(TrainInitCli, DumpsEveryMicroBatchInOrder) {
                                  {"head_dim", 16}, {"max_position_embeddings", 128}, {"rms_norm_eps", 1e-5},
                                  {"rope_theta", 10000.0}, {"tie_word_embeddings", true}};
   write_text(tmp_ / "config.json", config.dump(2));
-  const CliResult r = run({"train", "--config", (tmp_ / "config.json").string(), "--tokenizer", kBpeTokenizer.string(),
+  const CliResult r = run({"train", "--config", (tmp_ / "config.json").string(), "--tokenizer", kLlama3Tokenizer.string(),
                            "--data", text.string(), "--synthetic", "kv", "--synthetic-fraction", "0.5", "--seq-len",
                            std::to_string(seq), "--batch", std::to_string(batch), "--grad-accum",
                            std::to_string(accum), "--steps", std::to_string(steps), "--seed", "5", "--eval-batches",
@@ -162,7 +161,7 @@ TEST_F(TrainInitCli, DumpsEveryMicroBatchInOrder) {
   EXPECT_EQ(u64(bytes, 32), 0u);
   EXPECT_EQ(u64(bytes, 40), static_cast<uint64_t>(steps));
 
-  auto tokenizer = load_tokenizer(kBpeTokenizer.string());
+  auto tokenizer = load_tokenizer(kLlama3Tokenizer.string());
   const train::Corpus corpus = train::load_corpus({text.string()}, *tokenizer, 0.05);
   train::SyntheticOptions so;
   so.tasks = {train::Task::KvRetrieval};

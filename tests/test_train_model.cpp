@@ -10,7 +10,9 @@
 #include <random>
 
 #include "engine/runner.h"
+#include "fixture_models.h"
 #include "kv/kv_cache.h"
+#include "logit_compare.h"
 #include "model/model.h"
 #include "policy/policies.h"
 #include "train/model_train.h"
@@ -20,8 +22,6 @@ namespace podkv::train {
 namespace {
 
 namespace fs = std::filesystem;
-
-const fs::path kFixtures = fs::path(PODKV_SOURCE_DIR) / "tests" / "fixtures" / "models";
 
 ModelConfig tiny_config(bool bias, bool tied) {
   ModelConfig c;
@@ -132,15 +132,6 @@ std::vector<int32_t> fixture_ids(const fs::path& dir, size_t count) {
   return ids;
 }
 
-double max_relative_error(const std::vector<float>& a, const std::vector<float>& ref) {
-  double max_diff = 0, max_ref = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    max_diff = std::max(max_diff, static_cast<double>(std::fabs(a[i] - ref[i])));
-    max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
-  }
-  return max_diff / max_ref;
-}
-
 // Qwen3's per-head q/k norms (their weights trained too) and YaRN's frequencies and attention
 // factor (a softmax scale above 1 / sqrt(d)), each in the whole model's gradient.
 TEST(TrainModel, GradientMatchesFiniteDifferencesQkNormsAndYarn) {
@@ -168,7 +159,7 @@ TEST(TrainModel, GradientMatchesFiniteDifferencesQkNormsAndYarn) {
 TEST(TrainModel, ForwardMatchesInferenceRunner) {
   for (const char* name : {"llama_gqa", "qwen2_bias", "llama_mqa_tied", "llama3_rope", "llama_bf16", "qwen3_qk_norm",
                            "qwen2_yarn"}) {
-    const fs::path dir = kFixtures / name;
+    const fs::path dir = testutil::kFixtureModels / name;
     ASSERT_TRUE(fs::exists(dir)) << dir << " (a committed fixture) is missing";
     auto model = Model::load(dir.string());
     const ModelConfig& c = model->config();
@@ -191,8 +182,11 @@ TEST(TrainModel, ForwardMatchesInferenceRunner) {
       t.set_pod(pod ? &cfg : nullptr);
       std::vector<float> logits(ids.size() * c.vocab_size);
       t.forward(ids.data(), nullptr, 1, static_cast<int64_t>(ids.size()), logits.data());
-      EXPECT_LT(max_relative_error(logits, expected), 1e-4) << name << (pod ? " pod" : " dense");
-      if (pod) EXPECT_GT(max_relative_error(logits, dense_logits), 1e-3) << name << ": PoD should change the logits here";
+      EXPECT_LT(testutil::relative_error(logits.data(), expected.data(), logits.size()), 1e-4)
+          << name << (pod ? " pod" : " dense");
+      if (pod)
+        EXPECT_GT(testutil::relative_error(logits.data(), dense_logits.data(), logits.size()), 1e-3)
+            << name << ": PoD should change the logits here";
       else dense_logits = logits;
     }
   }

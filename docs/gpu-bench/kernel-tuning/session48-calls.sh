@@ -76,14 +76,6 @@ chain_gtests() {
     echo "gtests ($setting) rc $?: $(grep -E '^\[  (PASSED|FAILED)' /tmp/gt.log | tr '\n' ' ')"; grep -E "^\[  FAILED" /tmp/gt.log | head
   done
 }
-# Nsight Compute's kernel durations of a 4K decode run; $1 (optional) the KV entry type (f16: the CUDA-core
-# decode kernel at batch 1 instead of the tensor-core one).
-durations() {
-  local kv=${1:-bf16} b=("${a[@]}"); b[7]=$kv
-  echo "-- ncu durations, decode 4K, $kv entries ($SECONDS s)"
-  within 90 "$(command -v ncu)" --clock-control none --cache-control none --metrics gpu__time_duration.sum --csv \
-    "$build/podkv" "${b[@]}" -p 0 -n 3 -d 4096 -r 1 >"$out/ncu_decode4k_$kv.csv" 2>/tmp/ncu.err; echo "rc $?"; tail -3 /tmp/ncu.err
-}
 bench() { echo "-- bench_gpu.sh PARTS=\"$1\" ($SECONDS s)"; within $2 env PARTS="$1" scripts/bench_gpu.sh "$build" /tmp/bench >>"$out/bench.txt" 2>&1
   echo "rc $? ($SECONDS s)"; }
 test_gpu_whole() {
