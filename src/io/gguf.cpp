@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "util/error.h"
+#include "util/int_math.h"
 
 static_assert(std::endian::native == std::endian::little,
               "GGUF files are read in place: a little-endian host is assumed");
@@ -200,8 +201,6 @@ std::string describe(const MetaValue& v) {
   if (v.type == ValueType::ARRAY) return std::string("an array of ") + value_type_name(v.element_type);
   return value_type_name(v.type);
 }
-
-uint64_t align_up(uint64_t x, uint64_t alignment) { return (x + alignment - 1) / alignment * alignment; }
 
 bool is_power_of_two(uint64_t x) { return x != 0 && (x & (x - 1)) == 0; }
 

@@ -7,6 +7,7 @@
 
 #include "io/gguf.h"
 #include "util/error.h"
+#include "util/int_math.h"
 
 namespace podkv::gguf {
 namespace {
@@ -103,8 +104,6 @@ void put_value(ByteWriter& w, const MetaValue& v, const std::string& key) {
       return;
   }
 }
-
-uint64_t align_up(uint64_t x, uint64_t alignment) { return (x + alignment - 1) / alignment * alignment; }
 
 }  // namespace
 

@@ -5,12 +5,9 @@
 #include <string>
 
 #include "kv/token_classes.h"
+#include "util/int_math.h"
 
 namespace podkv {
-
-namespace {
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-}  // namespace
 
 KvCache::KvCache(KvLayout layout, size_t budget_bytes, int page_tokens, KvDType dtype)
     : layout_(std::move(layout)), dtype_(dtype), page_tokens_(page_tokens) {

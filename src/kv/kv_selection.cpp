@@ -7,12 +7,9 @@
 #include <numeric>
 
 #include "kv/kv_cache.h"
+#include "util/int_math.h"
 
 namespace podkv {
-
-namespace {
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-}  // namespace
 
 std::vector<int32_t>& KvCache::store_table(Sequence& s, const Member& m) {
   return m.key ? s.key_store_pages[m.stream] : s.value_store_pages[m.stream];

@@ -19,8 +19,6 @@ namespace detail {
 
 namespace {
 
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-
 // Softmax partial over some keys for G query heads: max score, sum of
 // exp(score - max), and the unnormalised weighted sum of values [G, d].
 struct Partials {

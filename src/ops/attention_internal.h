@@ -3,12 +3,16 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <vector>
 
 #include "kv/token_classes.h"
 #include "ops/attention.h"
 
 namespace podkv::detail {
+
+// A score that no key gives: the empty softmax's running max.
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Per-call facts both kernels read; built once by attention().
 struct AttentionPlan {

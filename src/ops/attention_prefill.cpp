@@ -40,7 +40,6 @@ namespace podkv::detail {
 
 namespace {
 
-constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr int64_t kKeyTile = 64;    // Bk: keys per tile (S^T tile 64 × Rp floats stays in L1/L2)
 constexpr int64_t kBlockRows = 128; // target R = Bq·G rows per block
 

@@ -300,14 +300,10 @@ void rows_block_q8(const WeightMatrix& w, int64_t row0, int n, const float* x, f
   with_rows<kRows>(n, [&](auto r) { dot_rows_q8<decltype(r)::value>(w0, rb, blocks, x, out); });
 }
 
-// Matrices below this size are done on the calling thread: waking the OpenMP team
-// costs a few microseconds, more than streaming 64 KiB.
-constexpr size_t kParallelMinBytes = 64 * 1024;
-
 template <class X, class Block>
 void run_rows(const WeightMatrix& w, const X* x, float* y, const float* bias, Block block) {
   const int64_t nblocks = (w.rows + kRows - 1) / kRows;
-  const int threads = w.bytes() >= kParallelMinBytes ? num_threads() : 1;
+  const int threads = w.bytes() >= detail::kParallelMinBytes ? num_threads() : 1;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && nblocks > 1)
   for (int64_t b = 0; b < nblocks; ++b) {
     const int64_t r0 = b * kRows;

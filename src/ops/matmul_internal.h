@@ -1,11 +1,16 @@
 // Pieces shared by matmul.cpp, gemv.cpp and gemm.cpp; not part of the public API.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "ops/matmul.h"
 
 namespace podkv::detail {
+
+// The GEMVs do matrices below this size on the calling thread: waking the OpenMP
+// team costs a few microseconds, more than streaming 64 KiB.
+constexpr size_t kParallelMinBytes = 64 * 1024;
 
 // Throws Error unless `w` is a weight matrix these kernels can read: a float or
 // Q8_0 dtype, data set, positive shape, and cols % 32 == 0 for Q8_0.

@@ -345,10 +345,6 @@ RowDot row_kernel(DType t) {
   }
 }
 
-// Below this many weight bytes the calling thread does it alone (waking the
-// OpenMP team costs more than streaming 64 KiB).
-constexpr size_t kParallelMinBytes = 64 * 1024;
-
 QuantDot g_quant_dot = QuantDot::Int8;
 
 }  // namespace
@@ -364,7 +360,7 @@ void for_each_row(const WeightMatrix& w, float* y, const float* bias, const RowD
   const auto* base = static_cast<const uint8_t*>(w.data);
   const size_t row_bytes = w.row_bytes();
   const int64_t blocks = w.cols / dtype_block_size(w.dtype);
-  const int threads = w.bytes() >= kParallelMinBytes ? num_threads() : 1;
+  const int threads = w.bytes() >= detail::kParallelMinBytes ? num_threads() : 1;
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
   for (int64_t r = 0; r < w.rows; ++r) {
     const float v = row_dot(base + static_cast<size_t>(r) * row_bytes, blocks);

@@ -578,9 +578,6 @@ struct IQ4_XSKernel {
   }
 };
 
-// Below this many weight bytes the calling thread does it alone (as the exact path).
-constexpr size_t kParallelMinBytes = 64 * 1024;
-
 // y = W · x̂ (+ bias). Each thread takes a contiguous range of rows and reads
 // them one after another, so its part of W is one sequential stream (taking
 // four rows side by side, to share x's loads, ran at half the speed from

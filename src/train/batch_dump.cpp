@@ -4,20 +4,13 @@
 #include <cstring>
 
 #include "util/error.h"
+#include "util/little_endian.h"
 #include "util/mapped_file.h"
 
 namespace podkv::train {
 
 // The ids are written as they lie in memory.
 static_assert(std::endian::native == std::endian::little, "batch dumps are little-endian");
-
-namespace {
-
-void put(uint8_t* at, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) at[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-
-}  // namespace
 
 uint64_t batch_dump_bytes(const BatchDumpHeader& h) {
   return kBatchDumpHeaderBytes + static_cast<uint64_t>(h.steps) * h.grad_accum * 2 * sizeof(int32_t) *
@@ -32,12 +25,12 @@ BatchDumpWriter::BatchDumpWriter(const std::string& path, const BatchDumpHeader&
   out_ = std::make_unique<OutputFile>(path);
   uint8_t bytes[kBatchDumpHeaderBytes] = {};
   std::memcpy(bytes, kBatchDumpMagic, sizeof kBatchDumpMagic);
-  put(bytes + 8, kBatchDumpVersion, 4);
-  put(bytes + 12, header.grad_accum, 4);
-  put(bytes + 16, static_cast<uint64_t>(header.batch), 8);
-  put(bytes + 24, static_cast<uint64_t>(header.seq), 8);
-  put(bytes + 32, static_cast<uint64_t>(header.first_step), 8);
-  put(bytes + 40, static_cast<uint64_t>(header.steps), 8);
+  put_le(bytes + 8, kBatchDumpVersion, 4);
+  put_le(bytes + 12, header.grad_accum, 4);
+  put_le(bytes + 16, static_cast<uint64_t>(header.batch), 8);
+  put_le(bytes + 24, static_cast<uint64_t>(header.seq), 8);
+  put_le(bytes + 32, static_cast<uint64_t>(header.first_step), 8);
+  put_le(bytes + 40, static_cast<uint64_t>(header.steps), 8);
   out_->write(bytes, sizeof bytes);
 }
 

@@ -7,22 +7,12 @@
 #include <fstream>
 
 #include "util/error.h"
+#include "util/little_endian.h"
 #include "util/mapped_file.h"
 
 namespace podkv::train {
 
 namespace {
-
-// The header as bytes, little-endian whatever the host.
-void put(uint8_t* at, uint64_t v, int bytes) {
-  for (int i = 0; i < bytes; ++i) at[i] = static_cast<uint8_t>(v >> (8 * i));
-}
-
-uint64_t get(const uint8_t* at, int bytes) {
-  uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v |= static_cast<uint64_t>(at[i]) << (8 * i);
-  return v;
-}
 
 std::string hex(uint64_t v) {
   char buf[24];
@@ -35,7 +25,7 @@ std::string hex(uint64_t v) {
 template <int Width>
 size_t decode_ids(const uint8_t* in, size_t n, uint32_t vocab_size, int32_t* out) {
   for (size_t i = 0; i < n; ++i) {
-    const uint32_t id = static_cast<uint32_t>(get(in + i * Width, Width));
+    const uint32_t id = static_cast<uint32_t>(get_le(in + i * Width, Width));
     if (id >= vocab_size) return i;
     out[i] = static_cast<int32_t>(id);
   }
@@ -64,11 +54,11 @@ TokenFileHeader write_token_file(const std::string& path, const std::vector<int3
   h.tokens = tokens.size();
   uint8_t header[kTokenFileHeaderBytes] = {};
   std::memcpy(header, kTokenFileMagic, sizeof kTokenFileMagic);
-  put(header + 8, h.version, 4);
-  put(header + 12, h.id_bytes, 4);
-  put(header + 16, h.vocab_size, 4);
-  put(header + 24, h.fingerprint, 8);
-  put(header + 32, h.tokens, 8);
+  put_le(header + 8, h.version, 4);
+  put_le(header + 12, h.id_bytes, 4);
+  put_le(header + 16, h.vocab_size, 4);
+  put_le(header + 24, h.fingerprint, 8);
+  put_le(header + 32, h.tokens, 8);
   OutputFile out(path);
   out.write(header, sizeof header);
   std::vector<uint8_t> block;
@@ -80,7 +70,7 @@ TokenFileHeader write_token_file(const std::string& path, const std::vector<int3
       if (id < 0 || id >= vocab_size)
         throw Error(path + ": token " + std::to_string(start + i) + " is id " + std::to_string(id) +
                     ", outside the vocabulary (" + std::to_string(vocab_size) + ")");
-      put(&block[i * h.id_bytes], static_cast<uint32_t>(id), static_cast<int>(h.id_bytes));
+      put_le(&block[i * h.id_bytes], static_cast<uint32_t>(id), static_cast<int>(h.id_bytes));
     }
     out.write(block.data(), block.size());
   }
@@ -99,11 +89,11 @@ TokenFileHeader read_token_file(const std::string& path, std::vector<int32_t>& o
     throw Error(path + ": truncated token file (" + std::to_string(size) + " bytes, shorter than the " +
                 std::to_string(kTokenFileHeaderBytes) + "-byte header)");
   TokenFileHeader h;
-  h.version = static_cast<uint32_t>(get(data + 8, 4));
-  h.id_bytes = static_cast<uint32_t>(get(data + 12, 4));
-  h.vocab_size = static_cast<uint32_t>(get(data + 16, 4));
-  h.fingerprint = get(data + 24, 8);
-  h.tokens = get(data + 32, 8);
+  h.version = static_cast<uint32_t>(get_le(data + 8, 4));
+  h.id_bytes = static_cast<uint32_t>(get_le(data + 12, 4));
+  h.vocab_size = static_cast<uint32_t>(get_le(data + 16, 4));
+  h.fingerprint = get_le(data + 24, 8);
+  h.tokens = get_le(data + 32, 8);
   if (h.version != kTokenFileVersion)
     throw Error(path + ": token file format version " + std::to_string(h.version) + ", this podkv reads version " +
                 std::to_string(kTokenFileVersion));
@@ -112,7 +102,7 @@ TokenFileHeader read_token_file(const std::string& path, std::vector<int32_t>& o
   if (h.vocab_size == 0 || h.vocab_size > static_cast<uint32_t>(INT32_MAX) || (h.id_bytes == 2 && h.vocab_size > 65536))
     throw Error(path + ": corrupt token file (vocabulary size " + std::to_string(h.vocab_size) + " with " +
                 std::to_string(h.id_bytes) + "-byte ids)");
-  if (get(data + 20, 4) != 0) throw Error(path + ": corrupt token file (reserved header field not 0)");
+  if (get_le(data + 20, 4) != 0) throw Error(path + ": corrupt token file (reserved header field not 0)");
   const size_t payload = size - kTokenFileHeaderBytes;
   if (h.tokens > payload / h.id_bytes)
     throw Error(path + ": truncated token file (the header says " + std::to_string(h.tokens) + " tokens, " +
@@ -128,7 +118,7 @@ TokenFileHeader read_token_file(const std::string& path, std::vector<int32_t>& o
   const size_t bad = h.id_bytes == 2 ? decode_ids<2>(ids, h.tokens, h.vocab_size, &out[before])
                                      : decode_ids<4>(ids, h.tokens, h.vocab_size, &out[before]);
   if (bad < h.tokens) {
-    const uint64_t id = get(ids + bad * h.id_bytes, static_cast<int>(h.id_bytes));
+    const uint64_t id = get_le(ids + bad * h.id_bytes, static_cast<int>(h.id_bytes));
     out.resize(before);
     throw Error(path + ": corrupt token file (token " + std::to_string(bad) + " is id " + std::to_string(id) +
                 ", outside its vocabulary of " + std::to_string(h.vocab_size) + ")");

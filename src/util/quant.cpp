@@ -12,14 +12,6 @@
 namespace podkv::quant {
 namespace {
 
-inline float h2f(uint16_t h) { return f16_to_f32(h); }
-
-uint32_t load_u32(const uint8_t* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
 void dequant_q4_0(const BlockQ4_0& b, float* y) {
   const float d = h2f(b.d);
   for (int j = 0; j < 16; ++j) {

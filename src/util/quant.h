@@ -38,6 +38,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "util/dtype.h"
 
@@ -45,6 +46,15 @@ namespace podkv::quant {
 
 constexpr int kBlock = 32;        // QK4_0 = QK4_1 = QK5_0 = QK5_1 = QK8_0
 constexpr int kSuperBlock = 256;  // QK_K
+
+// A block's fp16 scale as a float (ggml's GGML_FP16_TO_FP32), and four bytes of a block as the
+// little-endian u32 ggml reads them: the dequantizers' two readers.
+inline float h2f(uint16_t h) { return f16_to_f32(h); }
+inline uint32_t load_u32(const void* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
 
 struct BlockQ4_0 { uint16_t d; uint8_t qs[16]; };
 struct BlockQ4_1 { uint16_t d, m; uint8_t qs[16]; };

@@ -11,14 +11,6 @@
 namespace podkv::quant {
 namespace {
 
-inline float h2f(uint16_t h) { return f16_to_f32(h); }
-
-inline uint32_t load_u32(const void* p) {
-  uint32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
 // Value j of a grid row: its byte j (ggml reads the row through a byte pointer on a little-endian host).
 inline int grid_byte(uint64_t row, int j) { return static_cast<int>((row >> (8 * j)) & 0xFF); }
 
