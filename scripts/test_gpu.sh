@@ -9,7 +9,8 @@
 #     attention cases once more with PODKV_CUDA_DECODE_SPLIT_KEYS=16 (rows of more than 128 chunks)
 #     and with PODKV_CUDA_DECODE_STAGES=3 (decode attention's ring in three stages), and the decode_chain
 #     cases with PODKV_CUDA_CHAIN_GROUP=4 (four 16-byte loads per lane and row in flight) and with
-#     PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0 (a plain launch, the two-counter grid barrier);
+#     PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0 (a plain launch, the two-counter grid barrier) and
+#     with PODKV_CUDA_CHAIN_DYNAMIC=0 (each block's tasks fixed in advance);
 #  2. the CUDA tests of podkv_tests (they skip without a GPU): Models/CudaFixture.*, CudaFusedOps.* (fused
 #     ops against the launches they replace), CudaSampling.* (device draws against the CPU sampler's),
 #     CudaGraphs.* (step graphs per batch shape against launch by launch), CudaDecodeChain.* (the decode
@@ -71,9 +72,18 @@ if ! cmake --build "$build" -j "${JOBS:-$(nproc)}" >"$logs/build.log" 2>&1; then
 fi
 echo "build: ok"
 status=0
+# Each test program runs under a time limit (STEP_LIMIT seconds, default 300): a kernel that never ends
+# (session 50: a grid barrier whose generation word shared its place with a task counter) fails its step
+# with a line saying so, instead of holding the machine until the device call's limit.
+limited() {
+  timeout -k 10 "${STEP_LIMIT:-300}" "$@"
+  local rc=$?
+  [ $rc -ne 124 ] && [ $rc -ne 137 ] || echo "FAILED: timed out after ${STEP_LIMIT:-300} s: ${*##*/}"
+  return $rc
+}
 
 echo "== podkv_test_backend_ops"
-OMP_WAIT_POLICY=PASSIVE "$build/podkv_test_backend_ops" >"$logs/backend_ops.log" 2>&1 || status=1
+OMP_WAIT_POLICY=PASSIVE limited "$build/podkv_test_backend_ops" >"$logs/backend_ops.log" 2>&1 || status=1
 grep FAIL "$logs/backend_ops.log" | head -20
 for b in cpu cuda; do
   for op in embedding rms_norm rope silu_mul add matmul gather_rows kv_write attention decode_chain; do
@@ -94,18 +104,20 @@ tail -1 "$logs/backend_ops.log"
 # (one block per multiprocessor at head_dim 128) was the default until session 39. Decode tiles by
 # one bulk copy per lane and entry (PODKV_CUDA_DECODE_COPY=bulk) were the default until session 40.
 # The decode chain with four chunks per lane in flight (PODKV_CUDA_CHAIN_GROUP=4) was the default until session 42,
-# plainly launched with the two-counter barrier until session 43.
+# plainly launched with the two-counter barrier until session 43, with each block's tasks fixed in advance
+# (PODKV_CUDA_CHAIN_DYNAMIC=0) until session 48.
 for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention" \
              "PODKV_CUDA_PREFILL=1,1 attention" \
              "PODKV_CUDA_PREFILL_WGMMA=0 attention" \
              "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" "PODKV_CUDA_DECODE_STAGES=3 attention" \
              "PODKV_CUDA_DECODE_COPY=bulk attention" "PODKV_CUDA_GEMV_SLICES=1 matmul" "PODKV_CUDA_GEMV_SLICES=8 matmul" \
-             "PODKV_CUDA_CHAIN_GROUP=4 decode_chain" "PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0 decode_chain"; do
+             "PODKV_CUDA_CHAIN_GROUP=4 decode_chain" "PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0 decode_chain" \
+             "PODKV_CUDA_CHAIN_DYNAMIC=0 decode_chain"; do
   setting=${check% *} op=${check##* }
   name=${setting//PODKV_CUDA_/} name=${name//[ =,]/_}
   log="$logs/backend_ops_$name.log"
   # shellcheck disable=SC2086  # a setting may be several VAR=value words
-  if OMP_WAIT_POLICY=PASSIVE env $setting "$build/podkv_test_backend_ops" --op "$op" --backend cuda >"$log" 2>&1; then
+  if OMP_WAIT_POLICY=PASSIVE limited env $setting "$build/podkv_test_backend_ops" --op "$op" --backend cuda >"$log" 2>&1; then
     echo "  $op with $setting: $(tail -1 "$log")"
   else
     status=1; echo "  $op with $setting: FAILED"; grep FAIL "$log" | head
@@ -113,7 +125,7 @@ for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL_STEP=
 done
 
 echo "== GPU trainer against the CPU trainer"
-(cd "$root" && "$build/podkv_tests" --gtest_filter='*TrainCuda*') >"$logs/train_cuda.log" 2>&1 ||
+(cd "$root" && limited "$build/podkv_tests" --gtest_filter='*TrainCuda*') >"$logs/train_cuda.log" 2>&1 ||
   { status=1; tail -3 "$logs/train_cuda.log"; }
 grep -E "FAILED|PASSED|SKIPPED|Failure" "$logs/train_cuda.log" | head -20
 
@@ -125,7 +137,7 @@ for pair in podkv-long:dense podkv-long-pod:pod; do
   if [ -f "$root/models/${pair%%:*}/model.safetensors" ]; then long_models="$long_models:Book/LongModelNumerics.Cuda*/${pair##*:}"
   else echo "Book/LongModelNumerics.Cuda*/${pair##*:}: left out (models/${pair%%:*}/model.safetensors is not on this machine)"; fi
 done
-(cd "$root" && "$build/podkv_tests" --gtest_filter="Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGemm.*:CudaSampling.*:CudaGraphs.*:CudaPromptPath.*$long_models") \
+(cd "$root" && limited "$build/podkv_tests" --gtest_filter="Models/CudaFixture.*:CudaFusedOps.*:CudaDecodeChain.*:CudaGemm.*:CudaSampling.*:CudaGraphs.*:CudaPromptPath.*$long_models") \
   >"$logs/cuda_fixtures.log" 2>&1 ||
   { status=1; tail -3 "$logs/cuda_fixtures.log"; }
 grep -E "^\[ (bf16|numerics)|FAILED|PASSED|SKIPPED" "$logs/cuda_fixtures.log" | head -40
@@ -183,7 +195,7 @@ $python "$root/scripts/compare_eval_runs.py" "$logs/eval_cpu/results.json" "$log
 fi
 
 echo "== podkv analyze: cuda (f32 weights and cache) against cpu"
-(cd "$root" && "$build/podkv_tests" --gtest_filter='*CudaAnalyze*:*ObserverCopies*') >"$logs/cuda_analyze.log" 2>&1 ||
+(cd "$root" && limited "$build/podkv_tests" --gtest_filter='*CudaAnalyze*:*ObserverCopies*') >"$logs/cuda_analyze.log" 2>&1 ||
   { status=1; tail -3 "$logs/cuda_analyze.log"; }
 grep -E "^\[ cuda analyze|FAILED|PASSED|SKIPPED" "$logs/cuda_analyze.log" | head -20
 for dev in cpu cuda; do
@@ -230,7 +242,7 @@ print(" %d rows (%s at %s): cuda %s cpu  %s" % (len(cuda["rows"]), ",".join(sort
       "FAIL: %s" % ", ".join(map(str, bad)) if bad else "OK"))
 ok = not bad
 sys.exit(0 if ok else 1)' "$logs/memory_cpu.json" "$logs/memory_cuda.json" || status=1
-(cd "$root" && "$build/podkv_tests" --gtest_filter='CliKv.MemoryDeviceOptions') >"$logs/memory_tests.log" 2>&1 ||
+(cd "$root" && limited "$build/podkv_tests" --gtest_filter='CliKv.MemoryDeviceOptions') >"$logs/memory_tests.log" 2>&1 ||
   { status=1; tail -3 "$logs/memory_tests.log"; }
 grep -E "FAILED|PASSED|Failure" "$logs/memory_tests.log" | head -10
 
@@ -301,7 +313,7 @@ for kind, chat in (("completion", False), ("chat", True)):
     shown = repr(text(cuda)) if same else "cpu %r, cuda %r" % (text(cpu), text(cuda))
     print(" %-10s cuda %s cpu: %s...  %s" % (kind, "==" if same else "!=", shown, "OK" if same else "FAIL"))
 sys.exit(0 if ok else 1)' "$logs" || status=1
-  (cd "$root" && "$build/podkv_tests" --gtest_filter='ServeE2E.*') >"$logs/serve_e2e.log" 2>&1 ||
+  (cd "$root" && limited "$build/podkv_tests" --gtest_filter='ServeE2E.*') >"$logs/serve_e2e.log" 2>&1 ||
     { status=1; tail -3 "$logs/serve_e2e.log"; }
   grep -E "FAILED|PASSED|Failure" "$logs/serve_e2e.log" | head -20
 fi

@@ -91,7 +91,17 @@ struct ChainParams {
   int64_t prefetch_bytes;  // per row: prefetch_first_task
   bool one_word_barrier;   // grid_barrier's protocol: one 64-bit word (the default) or the two counters
   ChainRope rope;          // decode_chain_kernel<W, true>: stage[kNextQkv] is kRope, into rope's q, k, v (not qkv)
+  // The o, gate | up and down stages hand out their tasks by a counter each (run_stage), zero at a
+  // launch's start; block 0 takes a stage's counter back to zero past the barrier after it, when every
+  // block has taken its last task (the last layer, with no barrier after down, keeps down static). The
+  // q | k | v stage keeps fixed tasks: no barrier follows it in the launch.
+  bool dynamic_tasks;
 };
+// The counters' words in `barrier` (kernels.h's kDecodeChainBarrierWords): past the grid barrier's three
+// cache lines, one line each.
+constexpr int kChainCounters = 64, kChainCounterStride = 16;
+static_assert(kChainCounters >= kGridBarrierWords && kChainCounters + kChainCounterStride * 3 <= kDecodeChainBarrierWords,
+              "three task counters past the grid barrier's words");
 
 // What the RoPE epilogue reads, taken by each block at the stage's barrier (the step's metadata
 // only): the angles' sines and cosines (rope_sincos), and the entries of the row's keys (KV heads 0
@@ -291,13 +301,39 @@ __device__ __forceinline__ void run_task(const ChainStage& s, int64_t task, cons
   }
 }
 
-// The block's tasks of stage s (s.warps == W): blockIdx.x, blockIdx.x + gridDim.x, ...
+// The block's tasks of stage s (s.warps == W). With counter null: blockIdx.x, blockIdx.x + gridDim.x,
+// ... With a counter (a word of device memory, zero when the stage begins): task blockIdx.x first (the
+// task prefetch_first_task asked into L2), then gridDim.x + the counter's next value, until past the
+// last, so that a block that streams faster than others takes more of the stage and the blocks end
+// closer together (a block's tasks are not fixed in advance: every task's sums are the block's own, in
+// the same order whichever block runs it, so the outputs are the same bits). Thread 0 asks for the
+// next task as the current one begins and publishes it after it: the atomic's round trip overlaps the
+// task's loads.
 template <ChainEpilogue E, int W, int U>
 __device__ __forceinline__ void run_stage(const ChainStage& s, const float* xs, float* y, const float* bias,
-                                          const ChainParams& p, const RopeShared* rope_shared = nullptr) {
+                                          const ChainParams& p, const RopeShared* rope_shared = nullptr,
+                                          unsigned* counter = nullptr) {
   __shared__ float partial[W][R];
-  for (int64_t task = blockIdx.x; task < s.tasks; task += gridDim.x)
+  if (counter == nullptr) {
+    for (int64_t task = blockIdx.x; task < s.tasks; task += gridDim.x)
+      run_task<E, U>(s, task, xs, y, bias, partial, p, rope_shared);
+    return;
+  }
+  __shared__ unsigned next_task;
+  for (int64_t task = blockIdx.x; task < s.tasks;) {
+    unsigned next = 0;
+    if (threadIdx.x == 0) next = gridDim.x + atomicAdd(counter, 1u);
     run_task<E, U>(s, task, xs, y, bias, partial, p, rope_shared);
+    if (threadIdx.x == 0) next_task = next;
+    __syncthreads();
+    task = next_task;
+    __syncthreads();  // next_task is written again
+  }
+}
+
+// Stage `stage`'s task counter (ChainParams::dynamic_tasks), or null: static tasks.
+__device__ __forceinline__ unsigned* task_counter(const ChainParams& p, int stage) {
+  return p.dynamic_tasks ? p.barrier + kChainCounters + kChainCounterStride * stage : nullptr;
 }
 
 // Blocks of W warps, all resident at once (a cooperative launch) and the registers capped at 80 so
@@ -319,23 +355,27 @@ __global__ void __launch_bounds__(32 * W, (U == 4 ? 24 : 16) / W) decode_chain_k
   pdl_wait();
   load_input<W>(xs, p.attn, p.stage[kO].in);
   stamp(trace, 1);
-  run_stage<ChainEpilogue::kResidual, W, U>(p.stage[kO], xs, p.x, nullptr, p);
+  run_stage<ChainEpilogue::kResidual, W, U>(p.stage[kO], xs, p.x, nullptr, p, nullptr, task_counter(p, kO));
   stamp(trace, 2);
   // h = silu(gate) * up of RMSNorm(x) * mlp_norm.
   prefetch_first_task(p.stage[kGateUp], p.prefetch_bytes);
   grid_barrier(p.barrier, p.one_word_barrier);
+  if (p.dynamic_tasks && blockIdx.x == 0 && threadIdx.x == 0) *task_counter(p, kO) = 0;
   load_normed<W>(xs, p.x, p.mlp_norm, p.hidden, p.eps);
   stamp(trace, 3);
-  run_stage<ChainEpilogue::kSwiglu, W, U>(p.stage[kGateUp], xs, p.h, nullptr, p);
+  run_stage<ChainEpilogue::kSwiglu, W, U>(p.stage[kGateUp], xs, p.h, nullptr, p, nullptr, task_counter(p, kGateUp));
   stamp(trace, 4);
   // x += down(h).
   prefetch_first_task(p.stage[kDown], p.prefetch_bytes);
   grid_barrier(p.barrier, p.one_word_barrier);
+  if (p.dynamic_tasks && blockIdx.x == 0 && threadIdx.x == 0) *task_counter(p, kGateUp) = 0;
   load_input<W>(xs, p.h, p.stage[kDown].in);
   stamp(trace, 5);
-  run_stage<ChainEpilogue::kResidual, W, U>(p.stage[kDown], xs, p.x, nullptr, p);
+  const bool last_layer = p.stage[kNextQkv].tasks == 0;  // the same for every block
+  run_stage<ChainEpilogue::kResidual, W, U>(p.stage[kDown], xs, p.x, nullptr, p, nullptr,
+                                            last_layer ? nullptr : task_counter(p, kDown));
   stamp(trace, 6);
-  if (p.stage[kNextQkv].tasks == 0) {  // the last layer (the same for every block)
+  if (last_layer) {
     stamp(trace, 8);
     if (trace != nullptr) trace[7] = 0;  // no next projection
     return;
@@ -347,6 +387,7 @@ __global__ void __launch_bounds__(32 * W, (U == 4 ? 24 : 16) / W) decode_chain_k
     // after the barrier's last __syncthreads.
     __shared__ RopeShared rope_shared;
     grid_barrier(p.barrier, p.one_word_barrier, [&] { prepare_rope(p.rope, rope_shared); });
+    if (p.dynamic_tasks && blockIdx.x == 0 && threadIdx.x == 0) *task_counter(p, kDown) = 0;
     // Attention, the kernel after this one, may start its blocks (pdl.cuh): it reads the step's
     // metadata while this stage streams its weights, and waits for this launch to finish.
     pdl_launch_dependents();
@@ -355,6 +396,7 @@ __global__ void __launch_bounds__(32 * W, (U == 4 ? 24 : 16) / W) decode_chain_k
     run_stage<ChainEpilogue::kRope, W, U>(p.stage[kNextQkv], xs, nullptr, p.bias, p, &rope_shared);
   } else {
     grid_barrier(p.barrier, p.one_word_barrier);
+    if (p.dynamic_tasks && blockIdx.x == 0 && threadIdx.x == 0) *task_counter(p, kDown) = 0;
     // The RoPE + KV write kernel after this one may start its blocks (pdl.cuh): it reads the step's
     // metadata while this stage streams its weights, and waits for this launch to finish.
     pdl_launch_dependents();
@@ -543,6 +585,8 @@ bool decode_chain(const DecodeChain& a, int num_sms, cudaStream_t stream) {
   p.prefetch_bytes = prefetch_bytes;
   static const bool one_word_barrier = env_int("PODKV_CUDA_CHAIN_BARRIER", 1) != 0;
   p.one_word_barrier = one_word_barrier;
+  static const bool dynamic_tasks = env_int("PODKV_CUDA_CHAIN_DYNAMIC", 1) != 0;
+  p.dynamic_tasks = dynamic_tasks;
 
   cudaLaunchConfig_t config{};
   config.gridDim = dim3(static_cast<unsigned>(launch.blocks));

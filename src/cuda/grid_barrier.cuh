@@ -28,9 +28,15 @@ __device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
 // before the arrival (as cooperative groups' grid sync does). Session 43 (an H100, batch 1 at 4K, two
 // interleaved passes): one word 157.07 / 157.10 tok/s against 155.97 / 155.88 with the two counters
 // (1.007x).
-constexpr int kGeneration = kDecodeChainBarrierWords / 2;
-constexpr int kWord64 = kDecodeChainBarrierWords / 4;  // in unsigned words: bytes 64 .. 71 (8-byte aligned)
-static_assert(kDecodeChainBarrierWords >= 64, "three cache lines of 64 bytes: the counters and the word");
+// The barrier's words lie in the first kGridBarrierWords of `barrier` (decode_chain.cu keeps its task
+// counters past them): the arrivals at word 0, the one-word protocol's word at kWord64, the generation
+// at kGeneration, each on a cache line of its own. Fixed offsets, not fractions of the allocation:
+// session 48's larger allocation moved the generation onto a task counter and the two-counter barrier
+// never released.
+constexpr int kGridBarrierWords = 64;
+constexpr int kWord64 = 16;      // in unsigned words: bytes 64 .. 71 (8-byte aligned)
+constexpr int kGeneration = 32;  // bytes 128 .. 131
+static_assert(kDecodeChainBarrierWords >= kGridBarrierWords, "the barrier's three cache lines of 64 bytes");
 
 __device__ __forceinline__ unsigned long long load_acquire64(const unsigned long long* p) {
   unsigned long long v;

@@ -137,7 +137,8 @@ struct DecodeChain {
   const ChainRope* rope = nullptr;
   unsigned* barrier = nullptr;  // kDecodeChainBarrierWords of device memory, zero before the first launch
 };
-constexpr int kDecodeChainBarrierWords = 64;  // two words, on cache lines of their own
+// The grid barrier's words and the stages' task counters, each on a cache line of its own.
+constexpr int kDecodeChainBarrierWords = 128;
 // Whether decode_chain would launch for `args` (nothing queued).
 bool decode_chain_applies(const DecodeChain& args, int num_sms);
 bool decode_chain(const DecodeChain& args, int num_sms, cudaStream_t stream);
