@@ -105,7 +105,7 @@ tail -1 "$logs/backend_ops.log"
 # one bulk copy per lane and entry (PODKV_CUDA_DECODE_COPY=bulk) were the default until session 40.
 # The decode chain with four chunks per lane in flight (PODKV_CUDA_CHAIN_GROUP=4) was the default until session 42,
 # plainly launched with the two-counter barrier until session 43, with each block's tasks fixed in advance
-# (PODKV_CUDA_CHAIN_DYNAMIC=0) until session 48.
+# (PODKV_CUDA_CHAIN_DYNAMIC=0) until session 50.
 for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL_STEP=128 attention" \
              "PODKV_CUDA_PREFILL=1,1 attention" \
              "PODKV_CUDA_PREFILL_WGMMA=0 attention" \
