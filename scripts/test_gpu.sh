@@ -72,7 +72,8 @@ if ! cmake --build "$build" -j "${JOBS:-$(nproc)}" >"$logs/build.log" 2>&1; then
 fi
 echo "build: ok"
 status=0
-# Each test program runs under a time limit (STEP_LIMIT seconds, default 300): a kernel that never ends
+# Each test program and command runs under a time limit (STEP_LIMIT seconds, default 300; the servers of
+# step 8 end by signal): a kernel that never ends
 # (session 50: a grid barrier whose generation word shared its place with a task counter) fails its step
 # with a line saying so, instead of holding the machine until the device call's limit.
 limited() {
@@ -148,7 +149,11 @@ if ! ls "$root"/tests/fixtures/models/*/reference_bf16w.safetensors >/dev/null 2
   $python "$root/scripts/fixtures/make_bf16_goldens.py" "$root/tests/fixtures/models" >"$logs/bf16_goldens.log" 2>&1 ||
     { echo "make_bf16_goldens.py failed:"; tail -5 "$logs/bf16_goldens.log"; status=1; }
 fi
-podkv="$build/podkv"
+# The CLI under the same limit (its decode steps run the chain's grid barriers); the servers of step 8 run
+# the binary itself (they end by signal).
+# shellcheck disable=SC2317  # called through $podkv
+run_podkv() { limited "$build/podkv" "$@"; }
+podkv=run_podkv
 out="$logs/e2e"
 mkdir -p "$out"
 for dir in "$root"/tests/fixtures/models/*/; do
@@ -259,7 +264,7 @@ else
   trap stop_servers EXIT  # a server still running when the script ends, however it ends
   # --port 0: the server takes a free port and names it in its start line.
   for dev in cpu cuda; do
-    "$podkv" serve -m "$root/models/podkv-ref" --port 0 --device $dev --cuda-weights f32 --kv-dtype f32 \
+    "$build/podkv" serve -m "$root/models/podkv-ref" --port 0 --device $dev --cuda-weights f32 --kv-dtype f32 \
       --chat-template llama3 --parallel 2 >/dev/null 2>"$logs/serve_$dev.log" &
     serve_pids+=($!)
   done
