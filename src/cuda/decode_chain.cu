@@ -97,11 +97,10 @@ struct ChainParams {
   // q | k | v stage keeps fixed tasks: no barrier follows it in the launch.
   bool dynamic_tasks;
 };
-// The counters' words in `barrier` (kernels.h's kDecodeChainBarrierWords): past the grid barrier's three
-// cache lines, one line each.
-constexpr int kChainCounters = 64, kChainCounterStride = 16;
-static_assert(kChainCounters >= kGridBarrierWords && kChainCounters + kChainCounterStride * 3 <= kDecodeChainBarrierWords,
-              "three task counters past the grid barrier's words");
+// The counters' words in `barrier` (kernels.h's kDecodeChainBarrierWords): past the grid barrier's own
+// words, one cache line each.
+constexpr int kChainCounters = kGridBarrierWords, kChainCounterStride = 16;
+static_assert(kChainCounters + kChainCounterStride * 3 <= kDecodeChainBarrierWords, "three task counters");
 
 // What the RoPE epilogue reads, taken by each block at the stage's barrier (the step's metadata
 // only): the angles' sines and cosines (rope_sincos), and the entries of the row's keys (KV heads 0
@@ -336,6 +335,12 @@ __device__ __forceinline__ unsigned* task_counter(const ChainParams& p, int stag
   return p.dynamic_tasks ? p.barrier + kChainCounters + kChainCounterStride * stage : nullptr;
 }
 
+// Past the grid barrier after stage `stage`, every block has taken its last task of it: block 0 takes
+// the counter back to zero for the next launch.
+__device__ __forceinline__ void reset_task_counter(const ChainParams& p, int stage) {
+  if (p.dynamic_tasks && blockIdx.x == 0 && threadIdx.x == 0) *task_counter(p, stage) = 0;
+}
+
 // Blocks of W warps, all resident at once (a cooperative launch) and the registers capped at 80 so
 // that 24 warps fit a multiprocessor: W = 8 three blocks, W = 24 one (80 registers, no spills).
 // kRope: the last stage with the next layer's RoPE and KV write (p.rope), a kernel of its own so
@@ -360,7 +365,7 @@ __global__ void __launch_bounds__(32 * W, (U == 4 ? 24 : 16) / W) decode_chain_k
   // h = silu(gate) * up of RMSNorm(x) * mlp_norm.
   prefetch_first_task(p.stage[kGateUp], p.prefetch_bytes);
   grid_barrier(p.barrier, p.one_word_barrier);
-  if (p.dynamic_tasks && blockIdx.x == 0 && threadIdx.x == 0) *task_counter(p, kO) = 0;
+  reset_task_counter(p, kO);
   load_normed<W>(xs, p.x, p.mlp_norm, p.hidden, p.eps);
   stamp(trace, 3);
   run_stage<ChainEpilogue::kSwiglu, W, U>(p.stage[kGateUp], xs, p.h, nullptr, p, nullptr, task_counter(p, kGateUp));
@@ -368,7 +373,7 @@ __global__ void __launch_bounds__(32 * W, (U == 4 ? 24 : 16) / W) decode_chain_k
   // x += down(h).
   prefetch_first_task(p.stage[kDown], p.prefetch_bytes);
   grid_barrier(p.barrier, p.one_word_barrier);
-  if (p.dynamic_tasks && blockIdx.x == 0 && threadIdx.x == 0) *task_counter(p, kGateUp) = 0;
+  reset_task_counter(p, kGateUp);
   load_input<W>(xs, p.h, p.stage[kDown].in);
   stamp(trace, 5);
   const bool last_layer = p.stage[kNextQkv].tasks == 0;  // the same for every block
@@ -387,7 +392,7 @@ __global__ void __launch_bounds__(32 * W, (U == 4 ? 24 : 16) / W) decode_chain_k
     // after the barrier's last __syncthreads.
     __shared__ RopeShared rope_shared;
     grid_barrier(p.barrier, p.one_word_barrier, [&] { prepare_rope(p.rope, rope_shared); });
-    if (p.dynamic_tasks && blockIdx.x == 0 && threadIdx.x == 0) *task_counter(p, kDown) = 0;
+    reset_task_counter(p, kDown);
     // Attention, the kernel after this one, may start its blocks (pdl.cuh): it reads the step's
     // metadata while this stage streams its weights, and waits for this launch to finish.
     pdl_launch_dependents();
@@ -396,7 +401,7 @@ __global__ void __launch_bounds__(32 * W, (U == 4 ? 24 : 16) / W) decode_chain_k
     run_stage<ChainEpilogue::kRope, W, U>(p.stage[kNextQkv], xs, nullptr, p.bias, p, &rope_shared);
   } else {
     grid_barrier(p.barrier, p.one_word_barrier);
-    if (p.dynamic_tasks && blockIdx.x == 0 && threadIdx.x == 0) *task_counter(p, kDown) = 0;
+    reset_task_counter(p, kDown);
     // The RoPE + KV write kernel after this one may start its blocks (pdl.cuh): it reads the step's
     // metadata while this stage streams its weights, and waits for this launch to finish.
     pdl_launch_dependents();
