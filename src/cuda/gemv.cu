@@ -13,8 +13,9 @@
 //    m16n8k16), W as A (16 output features), x as B (its rows are the mma's 8
 //    columns) split into bf16 hi + lo, so x keeps about 2^-17 relative and
 //    the result matches the float32 kernels'. Each warp takes 32 features and
-//    one slice of the inputs (split-K); the slices' sums are added in a fixed
-//    order by a second kernel (deterministic).
+//    one slice of the inputs (split-K), four 32-input chunks per lane in flight;
+//    the slices' sums are added in a fixed order by a second kernel
+//    (deterministic).
 #include "cuda/cuda_check.h"
 #include "cuda/elements.cuh"
 #include "cuda/gemv_row.cuh"
@@ -307,6 +308,12 @@ __global__ void gemv_any_kernel(DType dtype, const uint8_t* w, size_t row_bytes,
 constexpr int kMmaWarps = 4;
 constexpr int kMmaTiles = 2;  // m16 tiles per warp
 
+// U chunks of 32 inputs are loaded per lane before the first of their products (U x 64 bytes of W
+// per lane in flight, as the decode chain's groups; mma_group). The kernel before session 51 loaded
+// one chunk at a time (about 2 KB a warp in flight) and ran at 61% of the copy rate at batch 8 on an
+// H100. A chunk past the slice's end loads nothing and adds nothing; a lane's sums are in chunk order
+// whatever U is, so U changes no output bit (the split count does: gemv_splits).
+template <int U>
 __global__ void __launch_bounds__(kMmaWarps * 32)
     gemv_bf16_mma_kernel(const uint16_t* w, int64_t out, int64_t in, const float* x, int rows, int64_t k_per_split,
                          float* partial) {
@@ -324,37 +331,44 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
     }
   const float* xrow = g < rows ? x + g * in : nullptr;
   float acc[kMmaTiles][4] = {};
-#pragma unroll 2
-  for (int64_t k = k_begin; k < k_end; k += 32) {
-    const int64_t chunk = (k + 8 * c) / 8;
-    uint4 wv[kMmaTiles][2];
+  for (int64_t k = k_begin; k < k_end; k += 32 * U) {
+    uint4 wv[U][kMmaTiles][2];
 #pragma unroll
-    for (int t = 0; t < kMmaTiles; ++t)
+    for (int u = 0; u < U; ++u) {
+      const int64_t chunk = (k + 32 * u + 8 * c) / 8;
+      const bool in_slice = k + 32 * u < k_end;
 #pragma unroll
-      for (int r = 0; r < 2; ++r) wv[t][r] = wrow[t][r] != nullptr ? __ldg(wrow[t][r] + chunk) : make_uint4(0, 0, 0, 0);
-    float4 xa = make_float4(0, 0, 0, 0), xb = xa;
-    if (xrow != nullptr) {
-      xa = __ldg(reinterpret_cast<const float4*>(xrow + 8 * chunk));
-      xb = __ldg(reinterpret_cast<const float4*>(xrow + 8 * chunk + 4));
+      for (int t = 0; t < kMmaTiles; ++t)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+          wv[u][t][r] = wrow[t][r] != nullptr && in_slice ? load_nc(wrow[t][r] + chunk) : make_uint4(0, 0, 0, 0);
     }
-    // B fragments of the chunk's two k-steps, hi and lo.
-    uint32_t b[2][2][2];
-    b[0][0][0] = pack_bf16x2(xa.x, xa.y), b[0][0][1] = pack_bf16x2(xa.z, xa.w);
-    b[1][0][0] = pack_bf16x2(xb.x, xb.y), b[1][0][1] = pack_bf16x2(xb.z, xb.w);
-    b[0][1][0] = pack_bf16x2_rest(xa.x, xa.y, b[0][0][0]), b[0][1][1] = pack_bf16x2_rest(xa.z, xa.w, b[0][0][1]);
-    b[1][1][0] = pack_bf16x2_rest(xb.x, xb.y, b[1][0][0]), b[1][1][1] = pack_bf16x2_rest(xb.z, xb.w, b[1][0][1]);
 #pragma unroll
-    for (int t = 0; t < kMmaTiles; ++t) {
-      const uint4 lo = wv[t][0], hi = wv[t][1];  // rows g, g + 8
-      const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y}, a1[4] = {lo.z, hi.z, lo.w, hi.w};
+    for (int u = 0; u < U; ++u) {
+      if (k + 32 * u >= k_end) break;
+      const int64_t chunk = (k + 32 * u + 8 * c) / 8;
+      float4 xa = make_float4(0, 0, 0, 0), xb = xa;
+      if (xrow != nullptr) {
+        xa = __ldg(reinterpret_cast<const float4*>(xrow + 8 * chunk));
+        xb = __ldg(reinterpret_cast<const float4*>(xrow + 8 * chunk + 4));
+      }
+      uint32_t b[2][2][2];
+      b[0][0][0] = pack_bf16x2(xa.x, xa.y), b[0][0][1] = pack_bf16x2(xa.z, xa.w);
+      b[1][0][0] = pack_bf16x2(xb.x, xb.y), b[1][0][1] = pack_bf16x2(xb.z, xb.w);
+      b[0][1][0] = pack_bf16x2_rest(xa.x, xa.y, b[0][0][0]), b[0][1][1] = pack_bf16x2_rest(xa.z, xa.w, b[0][0][1]);
+      b[1][1][0] = pack_bf16x2_rest(xb.x, xb.y, b[1][0][0]), b[1][1][1] = pack_bf16x2_rest(xb.z, xb.w, b[1][0][1]);
 #pragma unroll
-      for (int part = 0; part < 2; ++part) {
-        mma_bf16_16816(acc[t], a0, b[0][part][0], b[0][part][1]);
-        mma_bf16_16816(acc[t], a1, b[1][part][0], b[1][part][1]);
+      for (int t = 0; t < kMmaTiles; ++t) {
+        const uint4 lo = wv[u][t][0], hi = wv[u][t][1];  // rows g, g + 8
+        const uint32_t a0[4] = {lo.x, hi.x, lo.y, hi.y}, a1[4] = {lo.z, hi.z, lo.w, hi.w};
+#pragma unroll
+        for (int part = 0; part < 2; ++part) {
+          mma_bf16_16816(acc[t], a0, b[0][part][0], b[0][part][1]);
+          mma_bf16_16816(acc[t], a1, b[1][part][0], b[1][part][1]);
+        }
       }
     }
   }
-  // acc[t]: (feature o0 + 16t + g | + 8, rows 2c, 2c + 1).
   float* p = partial + static_cast<int64_t>(blockIdx.y) * rows * out;
 #pragma unroll
   for (int t = 0; t < kMmaTiles; ++t)
@@ -364,6 +378,21 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
       const int r = 2 * c + e % 2;
       if (o < out && r < rows) p[r * out + o] = acc[t][e];
     }
+}
+
+// Chunks per lane in flight in gemv_bf16_mma_kernel: PODKV_CUDA_GEMV_MMA_GROUP = 2, 4 (the default) or
+// 8. Session 51 on an H100, Llama-3-8B shape, decode at 8K, tok/s against the kernel before (one
+// chunk at a time, 56 registers): batch 8 716.8 / 711.4 against 636.7 / 639.3 (1.12x), batch 4 434.0
+// against 370.3 (1.17x), batch 2 243.9 against 201.6 (1.21x), batch 8 at 32K 407.5 against 381.9
+// (1.07x); 2 chunks (64 registers) 653.7 / 656.5 at batch 8, 8 chunks (176 registers: two blocks of
+// 4 warps a multiprocessor) 581.4 / 578.3.
+int mma_group() {
+  static const int group = [] {
+    const char* e = std::getenv("PODKV_CUDA_GEMV_MMA_GROUP");
+    const int v = e != nullptr ? std::atoi(e) : 4;
+    return v == 2 || v == 8 ? v : 4;
+  }();
+  return group;
 }
 
 __global__ void sum_splits_kernel(const float* partial, int splits, int64_t n, int64_t out, float* y, const float* bias) {
@@ -386,9 +415,21 @@ size_t gemv_scratch_floats(DType dtype, int64_t out, int64_t in, int64_t rows, i
 }
 
 int gemv_splits(int64_t out, int64_t in, int num_sms) {
-  // About 16 warps per SM, each slice at least 256 inputs.
+  // One wave of the kernel's resident warps (a second, partial wave would leave the GPU part idle:
+  // the kernel before session 51 asked for 16 warps per SM and, with fewer resident, ran 1.3
+  // waves), each slice at least 256 inputs.
+  static const int per_sm = [] {
+    int blocks = 0;
+    auto* kernel = mma_group() == 2 ? gemv_bf16_mma_kernel<2>
+                   : mma_group() == 8 ? gemv_bf16_mma_kernel<8> : gemv_bf16_mma_kernel<4>;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kMmaWarps * 32, 0) != cudaSuccess) {
+      (void)cudaGetLastError();  // never seen: four blocks, what the default kernel's registers allow
+      blocks = 4;
+    }
+    return std::max(1, blocks) * kMmaWarps;
+  }();
   const int64_t warps = (out + 16 * kMmaTiles - 1) / (16 * kMmaTiles);
-  const int64_t want = (16 * static_cast<int64_t>(num_sms) + warps - 1) / warps;
+  const int64_t want = static_cast<int64_t>(per_sm) * num_sms / warps;
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(want, in / 256)));
 }
 
@@ -403,8 +444,13 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
     const int64_t k_per_split = (in / 32 + splits - 1) / splits * 32;
     const int64_t per_block = 16 * kMmaTiles * kMmaWarps;
     const dim3 grid(static_cast<unsigned>((out + per_block - 1) / per_block), static_cast<unsigned>(splits));
-    gemv_bf16_mma_kernel<<<grid, kMmaWarps * 32, 0, stream>>>(static_cast<const uint16_t*>(w), out, in, x,
-                                                              static_cast<int>(rows), k_per_split, scratch);
+    const auto* w16 = static_cast<const uint16_t*>(w);
+    const int r = static_cast<int>(rows);
+    switch (mma_group()) {
+      case 2: gemv_bf16_mma_kernel<2><<<grid, kMmaWarps * 32, 0, stream>>>(w16, out, in, x, r, k_per_split, scratch); break;
+      case 8: gemv_bf16_mma_kernel<8><<<grid, kMmaWarps * 32, 0, stream>>>(w16, out, in, x, r, k_per_split, scratch); break;
+      default: gemv_bf16_mma_kernel<4><<<grid, kMmaWarps * 32, 0, stream>>>(w16, out, in, x, r, k_per_split, scratch); break;
+    }
     check_launch("gemv_bf16_mma_kernel");
     const int64_t n = rows * out;
     sum_splits_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(scratch, splits, n, out, y, bias);
