@@ -415,9 +415,9 @@ size_t gemv_scratch_floats(DType dtype, int64_t out, int64_t in, int64_t rows, i
 }
 
 int gemv_splits(int64_t out, int64_t in, int num_sms) {
-  // One wave of the kernel's resident warps (a second, partial wave would leave the GPU part idle:
-  // the kernel before session 51 asked for 16 warps per SM and, with fewer resident, ran 1.3
-  // waves), each slice at least 256 inputs.
+  // One wave of the kernel's resident warps, each slice at least 256 inputs. (The rule before session
+  // 51, 16 warps per SM rounded up, suited the one-chunk kernel's 36 resident warps; with this
+  // kernel's 16 it would make gate | up 1.3 waves.)
   static const int per_sm = [] {
     int blocks = 0;
     auto* kernel = mma_group() == 2 ? gemv_bf16_mma_kernel<2>
