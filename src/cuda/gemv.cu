@@ -352,6 +352,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
         xa = __ldg(reinterpret_cast<const float4*>(xrow + 8 * chunk));
         xb = __ldg(reinterpret_cast<const float4*>(xrow + 8 * chunk + 4));
       }
+      // B fragments of the chunk's two k-steps, hi and lo.
       uint32_t b[2][2][2];
       b[0][0][0] = pack_bf16x2(xa.x, xa.y), b[0][0][1] = pack_bf16x2(xa.z, xa.w);
       b[1][0][0] = pack_bf16x2(xb.x, xb.y), b[1][0][1] = pack_bf16x2(xb.z, xb.w);
@@ -369,6 +370,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
       }
     }
   }
+  // acc[t]: (feature o0 + 16t + g | + 8, rows 2c, 2c + 1).
   float* p = partial + static_cast<int64_t>(blockIdx.y) * rows * out;
 #pragma unroll
   for (int t = 0; t < kMmaTiles; ++t)

@@ -142,8 +142,8 @@ void matmul_cases(BackendOps& ops, Reporter& report, std::mt19937_64& rng) {
         dtype == DType::Q8_0 ? std::vector<std::pair<int64_t, int64_t>>{{37, 96}, {100, 128}}
                              : std::vector<std::pair<int64_t, int64_t>>{{37, 24}, {100, 100}, {37, 2056}};
     // 200 x 4192 BF16: inputs a multiple of 32, so 3 rows take CUDA's 2..8-row tensor-core GEMV; on a
-    // GPU of 132 SMs its inputs split 16 ways (the last slices empty), 9 chunks of 32 a slice (two
-    // groups of four and one, gemv.cu's mma_group).
+    // GPU of 132 SMs its inputs split 16 ways of 9 chunks of 32 (two groups of four and one, gemv.cu's
+    // mma_group), the 15th slice 5 chunks and the 16th none.
     if (dtype == DType::BF16) {
       shapes.push_back({3000, 4104});
       shapes.push_back({200, 4192});
