@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # For a next device call (written in session 51, not run): session51-split-sum-fusion-untested.patch,
 # the 2-to-8-row GEMV's split sums added by their consumers (SwiGLU's product, the residual add + norm)
-# instead of a sum launch of their own: two launches less a layer at batches of 2 to 8 rows, the same
+# instead of a sum launch of their own: three launches less a layer (o's, gate | up's, down's) at batches of 2 to 8 rows, the same
 # bits (PODKV_CUDA_SPLIT_SUM_FUSE=0: the separate sums). Nsight Compute in session 51 (call 5) put the
 # sum launches at 3.2-3.6 us each, four a layer, 0.43 ms of a 12.9 ms batch-8 step at 8K before the
 # GEMV change. Note: the patch restructures rms_norm_vec4_kernel around a residual policy, so that
