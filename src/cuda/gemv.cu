@@ -309,7 +309,7 @@ constexpr int kMmaWarps = 4;
 constexpr int kMmaTiles = 2;  // m16 tiles per warp
 
 // U chunks of 32 inputs are loaded per lane before the first of their products (U x 64 bytes of W
-// per lane in flight, as the decode chain's groups; mma_group). The kernel before session 51 loaded
+// per lane in flight, as the decode chain's groups; mma_kernel). The kernel before session 51 loaded
 // one chunk at a time (about 2 KB a warp in flight) and ran at 61% of the copy rate at batch 8 on an
 // H100. A chunk past the slice's end loads nothing and adds nothing; a lane's sums are in chunk order
 // whatever U is, so U changes no output bit (the split count does: gemv_splits).
@@ -382,19 +382,20 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
     }
 }
 
-// Chunks per lane in flight in gemv_bf16_mma_kernel: PODKV_CUDA_GEMV_MMA_GROUP = 2, 4 (the default) or
-// 8. Session 51 on an H100, Llama-3-8B shape, decode at 8K, tok/s against the kernel before (one
-// chunk at a time, 56 registers): batch 8 716.8 / 711.4 against 636.7 / 639.3 (1.12x), batch 4 434.0
+// gemv_bf16_mma_kernel with the chunks per lane in flight that PODKV_CUDA_GEMV_MMA_GROUP asks for: 2, 4
+// (the default) or 8; read once. Session 51 on an H100, Llama-3-8B shape, decode at 8K, tok/s against
+// the kernel before (one chunk at a time, 56 registers): batch 8 716.8 / 711.4 against 636.7 / 639.3 (1.12x), batch 4 434.0
 // against 370.3 (1.17x), batch 2 243.9 against 201.6 (1.21x), batch 8 at 32K 407.5 against 381.9
 // (1.07x); 2 chunks (64 registers) 653.7 / 656.5 at batch 8, 8 chunks (176 registers: two blocks of
 // 4 warps a multiprocessor) 581.4 / 578.3.
-int mma_group() {
-  static const int group = [] {
+using MmaKernel = void (*)(const uint16_t*, int64_t, int64_t, const float*, int, int64_t, float*);
+MmaKernel mma_kernel() {
+  static const MmaKernel kernel = [] {
     const char* e = std::getenv("PODKV_CUDA_GEMV_MMA_GROUP");
-    const int v = e != nullptr ? std::atoi(e) : 4;
-    return v == 2 || v == 8 ? v : 4;
+    const int group = e != nullptr ? std::atoi(e) : 4;
+    return group == 2 ? gemv_bf16_mma_kernel<2> : group == 8 ? gemv_bf16_mma_kernel<8> : gemv_bf16_mma_kernel<4>;
   }();
-  return group;
+  return kernel;
 }
 
 __global__ void sum_splits_kernel(const float* partial, int splits, int64_t n, int64_t out, float* y, const float* bias) {
@@ -422,9 +423,7 @@ int gemv_splits(int64_t out, int64_t in, int num_sms) {
   // kernel's 16 it would make gate | up 1.3 waves.)
   static const int per_sm = [] {
     int blocks = 0;
-    auto* kernel = mma_group() == 2 ? gemv_bf16_mma_kernel<2>
-                   : mma_group() == 8 ? gemv_bf16_mma_kernel<8> : gemv_bf16_mma_kernel<4>;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kMmaWarps * 32, 0) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, mma_kernel(), kMmaWarps * 32, 0) != cudaSuccess) {
       (void)cudaGetLastError();  // never seen: four blocks, what the default kernel's registers allow
       blocks = 4;
     }
@@ -446,13 +445,8 @@ void gemv(DType dtype, const void* w, int64_t out, int64_t in, const float* x, i
     const int64_t k_per_split = (in / 32 + splits - 1) / splits * 32;
     const int64_t per_block = 16 * kMmaTiles * kMmaWarps;
     const dim3 grid(static_cast<unsigned>((out + per_block - 1) / per_block), static_cast<unsigned>(splits));
-    const auto* w16 = static_cast<const uint16_t*>(w);
-    const int r = static_cast<int>(rows);
-    switch (mma_group()) {
-      case 2: gemv_bf16_mma_kernel<2><<<grid, kMmaWarps * 32, 0, stream>>>(w16, out, in, x, r, k_per_split, scratch); break;
-      case 8: gemv_bf16_mma_kernel<8><<<grid, kMmaWarps * 32, 0, stream>>>(w16, out, in, x, r, k_per_split, scratch); break;
-      default: gemv_bf16_mma_kernel<4><<<grid, kMmaWarps * 32, 0, stream>>>(w16, out, in, x, r, k_per_split, scratch); break;
-    }
+    mma_kernel()<<<grid, kMmaWarps * 32, 0, stream>>>(static_cast<const uint16_t*>(w), out, in, x,
+                                                      static_cast<int>(rows), k_per_split, scratch);
     check_launch("gemv_bf16_mma_kernel");
     const int64_t n = rows * out;
     sum_splits_kernel<<<static_cast<unsigned>((n + 255) / 256), 256, 0, stream>>>(scratch, splits, n, out, y, bias);
