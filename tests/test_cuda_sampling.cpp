@@ -10,6 +10,7 @@
 // Skips when built without CUDA or when no GPU is visible (CI).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -137,6 +138,61 @@ TEST(CudaSampling, RowsTheDeviceCannotSampleComeBackAsMinusOne) {
   std::vector<int32_t> tokens(3, 0);
   device.sample(buffer.as<float>(), 3, vocab, pointers, tokens.data());
   EXPECT_EQ(tokens, (std::vector<int32_t>{-1, -1, -1}));
+}
+
+// Calls whose rows are all greedy with no penalty take sampling_greedy.cu's argmax over slices of
+// the row; the same rows beside one temperature row take sample_rows_kernel. Both against the CPU
+// sampler (-1 where it refuses the row: a NaN, +inf, or every logit -inf), twice in a row (the
+// per-row tickets left at zero), over vocabularies of one slice, several, and a last slice cut short,
+// with maxima tied within and across slices.
+TEST(CudaSampling, GreedyRowsTakeTheLowestIdOfTheLargestLogit) {
+  if (!cuda_device_available()) GTEST_SKIP() << "no CUDA device";
+  CudaBackendOps ops;
+  CudaSampler device(ops);
+  LogitSampler host;
+  std::mt19937_64 rng(11);
+  int compared = 0;
+  for (int32_t vocab : {7, 4096, 4097, 12289, 128256}) {
+    std::vector<float> logits;
+    for (int kind = 0; kind < 5; ++kind) {
+      std::vector<float> row = make_row(kind, vocab, rng);
+      logits.insert(logits.end(), row.begin(), row.end());
+      // The same row with its maximum repeated at a later id, in another slice where there is one.
+      const size_t best = static_cast<size_t>(std::max_element(row.begin(), row.end()) - row.begin());
+      row[(best + 4100) % static_cast<size_t>(vocab)] = row[best];
+      logits.insert(logits.end(), row.begin(), row.end());
+    }
+    const size_t good_rows = logits.size() / static_cast<size_t>(vocab);
+    for (const float bad : {std::nanf(""), kInf, -kInf}) {  // -inf: every logit
+      std::vector<float> row = make_row(0, vocab, rng);
+      if (bad == -kInf) std::fill(row.begin(), row.end(), -kInf);
+      else row[static_cast<size_t>(vocab) - 1] = bad;
+      logits.insert(logits.end(), row.begin(), row.end());
+    }
+    const int64_t rows = static_cast<int64_t>(logits.size()) / vocab;
+    std::vector<int32_t> want(static_cast<size_t>(rows), -1);
+    SampleRequest greedy;
+    for (size_t r = 0; r < good_rows; ++r) want[r] = host.sample(greedy, logits.data() + r * vocab, vocab);
+    SamplingParams warm;
+    warm.temperature = 0.8f;
+    warm.seed = 3;
+    const SampleRequest tempered = Sampler(warm).request({}, 0, vocab);
+    for (const bool mixed : {false, false, true}) {
+      std::vector<float> all = logits;
+      std::vector<const SampleRequest*> pointers(static_cast<size_t>(rows), &greedy);
+      if (mixed) {  // one temperature row more: the general kernel for every row
+        all.insert(all.end(), logits.begin(), logits.begin() + vocab);
+        pointers.push_back(&tempered);
+      }
+      DeviceBuffer buffer(ops, all.size() * sizeof(float));
+      buffer.upload(all.data(), all.size() * sizeof(float));
+      std::vector<int32_t> tokens(pointers.size(), -2);
+      device.sample(buffer.as<float>(), static_cast<int64_t>(pointers.size()), vocab, pointers.data(), tokens.data());
+      for (int64_t r = 0; r < rows; ++r, ++compared)
+        EXPECT_EQ(tokens[r], want[r]) << "vocab " << vocab << " row " << r << (mixed ? " (general kernel)" : "");
+    }
+  }
+  EXPECT_EQ(compared, 5 * 3 * 13);
 }
 
 // Generation through the Runner: the device's draws against the host's from the same device

@@ -3,6 +3,8 @@
 #if defined(PODKV_HAVE_CUDA)
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "util/error.h"
 
@@ -22,6 +24,30 @@ void grow(CudaBackendOps& ops, DeviceBuffer& buffer, size_t bytes) {
 void CudaSampler::sample(const float* logits, int64_t rows, int32_t vocab, const SampleRequest* const* requests,
                          int32_t* tokens) {
   if (rows == 0) return;
+  // Every row greedy with no penalty (a plain decode step's draw): the argmax spread over many blocks
+  // (sampling_greedy.cu), no parameters to upload.
+  // PODKV_CUDA_SAMPLE_GREEDY=0: sample_rows_kernel for these rows too (the kernel before, for A/B runs).
+  static const bool slices_on = [] {
+    const char* e = std::getenv("PODKV_CUDA_SAMPLE_GREEDY");
+    return e == nullptr || std::string(e) != "0";
+  }();
+  bool greedy = slices_on && rows <= cuda::kGreedyMaxRows;
+  for (int64_t r = 0; r < rows && greedy; ++r)
+    greedy = requests[r]->params.temperature == 0.0f && requests[r]->penalties.empty();
+  if (greedy) {
+    const size_t part_bytes = static_cast<size_t>(rows) * cuda::greedy_slices(vocab) * 16;
+    grow(ops_, scratch_, part_bytes);
+    grow(ops_, tokens_device_, static_cast<size_t>(rows) * sizeof(int32_t));
+    if (tickets_.bytes() < static_cast<size_t>(rows) * sizeof(unsigned)) {
+      grow(ops_, tickets_, static_cast<size_t>(rows) * sizeof(unsigned));
+      const std::vector<unsigned> zeros(tickets_.bytes() / sizeof(unsigned), 0u);
+      tickets_.upload(zeros.data(), zeros.size() * sizeof(unsigned));
+    }
+    cuda::greedy_rows(logits, rows, vocab, scratch_.data(), tickets_.as<unsigned>(), tokens_device_.as<int32_t>(),
+                      static_cast<cudaStream_t>(ops_.stream()));
+    tokens_device_.download(tokens, static_cast<size_t>(rows) * sizeof(int32_t));
+    return;
+  }
   args_.resize(static_cast<size_t>(rows));
   penalties_.clear();
   for (int64_t r = 0; r < rows; ++r) {

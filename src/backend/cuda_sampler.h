@@ -28,6 +28,7 @@ class CudaSampler {
   std::vector<cuda::SampleRowArgs> args_;
   std::vector<cuda::SamplePenaltyArgs> penalties_;
   DeviceBuffer args_device_, penalties_device_, scratch_, tokens_device_;
+  DeviceBuffer tickets_;  // greedy_rows' tickets per row, zero between launches
 };
 
 }  // namespace podkv

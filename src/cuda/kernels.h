@@ -69,6 +69,14 @@ struct SamplePenaltyArgs {
 };
 void sample_rows(const float* logits, int64_t rows, int32_t vocab, const SampleRowArgs* args,
                  const SamplePenaltyArgs* penalties, float* scratch, int32_t* tokens, cudaStream_t stream);
+// sampling_greedy.cu: the same tokens for rows that are all greedy with no penalty (temperature 0, an
+// empty penalty list), each row's argmax spread over greedy_slices(vocab) blocks. parts: rows *
+// greedy_slices(vocab) * 16 bytes of scratch; tickets [rows] zero before the first launch (each launch
+// leaves them zero). rows <= kGreedyMaxRows.
+constexpr int64_t kGreedyMaxRows = 65535;
+int greedy_slices(int32_t vocab);
+void greedy_rows(const float* logits, int64_t rows, int32_t vocab, void* parts, unsigned* tickets, int32_t* tokens,
+                 cudaStream_t stream);
 
 // random.cu: dst[i] = bf16 of a uniform value in [-bound, bound), a hash of (seed, i): weights for benchmarks.
 void fill_random_bf16(uint16_t* dst, int64_t n, uint64_t seed, float bound, cudaStream_t stream);
