@@ -6,7 +6,7 @@
 #     PODKV_CUDA_PREFILL=1,1 (wgmma prefill blocks of one warpgroup) and
 #     PODKV_CUDA_PREFILL_WGMMA=0 (the mma.sync prefill kernels on a Hopper GPU), and the matmul cases
 #     with PODKV_CUDA_GEMV_SLICES=1 and 8 (the one-row GEMV unsplit and split 8 ways) and
-#     PODKV_CUDA_GEMV_MMA_GROUP=2 and 8 (the 2..8-row GEMV's chunks in flight per lane), and the
+#     PODKV_CUDA_GEMV_MMA_GROUP=2, 8 and 4,0 (the 2..8-row GEMV's chunks in flight per lane, its register cap), and the
 #     attention cases once more with PODKV_CUDA_DECODE_SPLIT_KEYS=16 (rows of more than 128 chunks)
 #     and with PODKV_CUDA_DECODE_STAGES=3 (decode attention's ring in three stages), and the decode_chain
 #     cases with PODKV_CUDA_CHAIN_GROUP=4 (four 16-byte loads per lane and row in flight) and with
@@ -113,7 +113,7 @@ for check in "PODKV_CUDA_PREFILL_PRODUCER=0 attention" "PODKV_CUDA_PREFILL_STEP=
              "PODKV_CUDA_PREFILL_WGMMA=0 attention" \
              "PODKV_CUDA_DECODE_STAGES=2 PODKV_CUDA_DECODE_SPLIT_KEYS=16 attention" "PODKV_CUDA_DECODE_STAGES=3 attention" \
              "PODKV_CUDA_DECODE_COPY=bulk attention" "PODKV_CUDA_GEMV_SLICES=1 matmul" "PODKV_CUDA_GEMV_SLICES=8 matmul" \
-             "PODKV_CUDA_GEMV_MMA_GROUP=2 matmul" "PODKV_CUDA_GEMV_MMA_GROUP=8 matmul" \
+             "PODKV_CUDA_GEMV_MMA_GROUP=2 matmul" "PODKV_CUDA_GEMV_MMA_GROUP=8 matmul" "PODKV_CUDA_GEMV_MMA_GROUP=4,0 matmul" \
              "PODKV_CUDA_CHAIN_GROUP=4 decode_chain" "PODKV_CUDA_CHAIN_PDL=0 PODKV_CUDA_CHAIN_BARRIER=0 decode_chain" \
              "PODKV_CUDA_CHAIN_DYNAMIC=0 decode_chain"; do
   setting=${check% *} op=${check##* }

@@ -313,8 +313,9 @@ constexpr int kMmaTiles = 2;  // m16 tiles per warp
 // one chunk at a time (about 2 KB a warp in flight) and ran at 61% of the copy rate at batch 8 on an
 // H100. A chunk past the slice's end loads nothing and adds nothing; a lane's sums are in chunk order
 // whatever U is, so U changes no output bit (the split count does: gemv_splits).
-template <int U>
-__global__ void __launch_bounds__(kMmaWarps * 32)
+// kMinBlocks (0: none) asks the compiler for at least that many blocks a multiprocessor (a register cap).
+template <int U, int kMinBlocks = 0>
+__global__ void __launch_bounds__(kMmaWarps * 32, kMinBlocks)
     gemv_bf16_mma_kernel(const uint16_t* w, int64_t out, int64_t in, const float* x, int rows, int64_t k_per_split,
                          float* partial) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
@@ -382,18 +383,28 @@ __global__ void __launch_bounds__(kMmaWarps * 32)
     }
 }
 
-// gemv_bf16_mma_kernel with the chunks per lane in flight that PODKV_CUDA_GEMV_MMA_GROUP asks for: 2, 4
-// (the default) or 8; read once. Session 51 on an H100, Llama-3-8B shape, decode at 8K, tok/s against
-// the kernel before (one chunk at a time, 56 registers): batch 8 716.8 / 711.4 against 636.7 / 639.3 (1.12x), batch 4 434.0
-// against 370.3 (1.17x), batch 2 243.9 against 201.6 (1.21x), batch 8 at 32K 407.5 against 381.9
-// (1.07x); 2 chunks (64 registers) 653.7 / 656.5 at batch 8, 8 chunks (176 registers: two blocks of
-// 4 warps a multiprocessor) 581.4 / 578.3.
+// gemv_bf16_mma_kernel with the chunks per lane in flight and the residency that
+// PODKV_CUDA_GEMV_MMA_GROUP asks for: "4,5" (the default: 4 chunks, at least 5 blocks a multiprocessor),
+// "4,0" (4 chunks, no minimum), 2 or 8; read once. Session 51 on an H100, Llama-3-8B shape, decode at
+// 8K, tok/s of 4 chunks with no minimum (103 registers) against the kernel before (one chunk at a
+// time, 56 registers): batch 8 716.8 / 711.4 against 636.7 / 639.3 (1.12x), batch 4 434.0 against
+// 370.3 (1.17x), batch 2 243.9 against 201.6 (1.21x), batch 8 at 32K 407.5 against 381.9 (1.07x); 2
+// chunks (64 registers) 653.7 / 656.5 at batch 8, 8 chunks (176 registers: two blocks of 4 warps a
+// multiprocessor) 581.4 / 578.3. Session 52 (another H100, interleaved): at least 5 blocks (96
+// registers) against none, batch 8 725.3 / 725.8 / 711.6 / 711.1 against 716.8 / 716.0 / 703.6 / 704.2
+// (1.011x-1.013x), batch 4 433.6 / 434.0 against 428.7 / 428.2, batch 2 245.8 / 247.8 against 241.1 /
+// 244.6, batch 8 at 32K 406.5 / 411.4 against 404.3 / 408.1; 3, 5 and 6 chunks, 3 under a minimum of 6
+// blocks, and splits for 2 to 4 waves were no faster (session52-2026-12-07.md).
 using MmaKernel = void (*)(const uint16_t*, int64_t, int64_t, const float*, int, int64_t, float*);
 MmaKernel mma_kernel() {
   static const MmaKernel kernel = [] {
     const char* e = std::getenv("PODKV_CUDA_GEMV_MMA_GROUP");
     const int group = e != nullptr ? std::atoi(e) : 4;
-    return group == 2 ? gemv_bf16_mma_kernel<2> : group == 8 ? gemv_bf16_mma_kernel<8> : gemv_bf16_mma_kernel<4>;
+    const char* comma = e != nullptr ? std::strchr(e, ',') : nullptr;
+    const int min_blocks = comma != nullptr ? std::atoi(comma + 1) : 5;
+    if (group == 2) return gemv_bf16_mma_kernel<2>;
+    if (group == 8) return gemv_bf16_mma_kernel<8>;
+    return min_blocks == 0 ? gemv_bf16_mma_kernel<4> : gemv_bf16_mma_kernel<4, 5>;
   }();
   return kernel;
 }
