@@ -38,10 +38,10 @@ void CudaSampler::sample(const float* logits, int64_t rows, int32_t vocab, const
     const size_t part_bytes = static_cast<size_t>(rows) * cuda::greedy_slices(vocab) * 16;
     grow(ops_, scratch_, part_bytes);
     grow(ops_, tokens_device_, static_cast<size_t>(rows) * sizeof(int32_t));
-    if (tickets_.bytes() < static_cast<size_t>(rows) * sizeof(unsigned)) {
-      grow(ops_, tickets_, static_cast<size_t>(rows) * sizeof(unsigned));
-      const std::vector<unsigned> zeros(tickets_.bytes() / sizeof(unsigned), 0u);
-      tickets_.upload(zeros.data(), zeros.size() * sizeof(unsigned));
+    const size_t ticket_bytes = static_cast<size_t>(rows) * sizeof(unsigned);
+    if (tickets_.bytes() < ticket_bytes) {
+      grow(ops_, tickets_, ticket_bytes);
+      ops_.fill_zero(tickets_.data(), tickets_.bytes());  // each launch leaves them zero after
     }
     cuda::greedy_rows(logits, rows, vocab, scratch_.data(), tickets_.as<unsigned>(), tokens_device_.as<int32_t>(),
                       static_cast<cudaStream_t>(ops_.stream()));
