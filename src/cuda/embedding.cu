@@ -14,18 +14,19 @@ namespace {
 // durations), 16 round trips to memory a thread.
 constexpr int kBatch = 8;
 
+// o[k] = element k of a row of type T as float32, k < n (zeros where !valid).
 template <DType T>
-__device__ __forceinline__ void embed_row(const uint8_t* row, bool valid, int64_t hidden, float* o) {
-  for (int64_t k0 = threadIdx.x; k0 < hidden; k0 += kBatch * blockDim.x) {
+__device__ __forceinline__ void copy_row(const uint8_t* row, bool valid, int64_t n, float* o) {
+  for (int64_t k0 = threadIdx.x; k0 < n; k0 += kBatch * blockDim.x) {
     float v[kBatch];
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
       const int64_t k = k0 + j * blockDim.x;
-      v[j] = valid && k < hidden ? weight_element(T, row, k) : 0.0f;
+      v[j] = valid && k < n ? weight_element(T, row, k) : 0.0f;
     }
 #pragma unroll
     for (int j = 0; j < kBatch; ++j)
-      if (const int64_t k = k0 + j * blockDim.x; k < hidden) o[k] = v[j];
+      if (const int64_t k = k0 + j * blockDim.x; k < n) o[k] = v[j];
   }
 }
 
@@ -38,28 +39,18 @@ __global__ void embedding_kernel(DType dtype, const uint8_t* table, size_t row_b
   const uint8_t* row = table + static_cast<size_t>(valid ? token : 0) * row_bytes;
   // The type once, outside the loop (a switch per element kept its loads in separate branches).
   switch (dtype) {
-    case DType::F32: embed_row<DType::F32>(row, valid, hidden, o); break;
-    case DType::F16: embed_row<DType::F16>(row, valid, hidden, o); break;
-    case DType::BF16: embed_row<DType::BF16>(row, valid, hidden, o); break;
-    case DType::Q8_0: embed_row<DType::Q8_0>(row, valid, hidden, o); break;
-    default: embed_row<DType::F32>(nullptr, false, hidden, o); break;  // weight_element's 0 for any other type
+    case DType::F32: copy_row<DType::F32>(row, valid, hidden, o); break;
+    case DType::F16: copy_row<DType::F16>(row, valid, hidden, o); break;
+    case DType::BF16: copy_row<DType::BF16>(row, valid, hidden, o); break;
+    case DType::Q8_0: copy_row<DType::Q8_0>(row, valid, hidden, o); break;
+    default: copy_row<DType::F32>(nullptr, false, hidden, o); break;  // weight_element's 0 for any other type
   }
 }
 
 __global__ void gather_rows_kernel(const float* x, int64_t width, const int64_t* rows, float* out) {
   const int64_t i = blockIdx.x;
-  const float* src = x + rows[i] * width;
-  for (int64_t c0 = threadIdx.x; c0 < width; c0 += kBatch * blockDim.x) {
-    float v[kBatch];
-#pragma unroll
-    for (int j = 0; j < kBatch; ++j) {
-      const int64_t c = c0 + j * blockDim.x;
-      v[j] = c < width ? src[c] : 0.0f;
-    }
-#pragma unroll
-    for (int j = 0; j < kBatch; ++j)
-      if (const int64_t c = c0 + j * blockDim.x; c < width) out[i * width + c] = v[j];
-  }
+  // A float32 row copied as the embedding copies a table row (its loads before its stores).
+  copy_row<DType::F32>(reinterpret_cast<const uint8_t*>(x + rows[i] * width), true, width, out + i * width);
 }
 
 }  // namespace
